@@ -1,0 +1,318 @@
+/* rlm — the command-line tool: a thin client of include/rlm.h.
+ * `rlm ask` answers a question about a context through a Recursive Language
+ * Model. Flags, environment and exit codes are documented in usage(). */
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "rlm.h"
+
+enum {
+    EXIT_ANSWERED = 0,
+    EXIT_NO_ANSWER = 1,
+    EXIT_USAGE = 2,
+    EXIT_MODEL = 3,
+    EXIT_INTERNAL = 4,
+};
+
+/* Largest question file we read: questions are short, this is a guard. */
+#define MAX_QUESTION_BYTES (16u << 20)
+
+static void usage(FILE *out)
+{
+    fputs(
+        "usage: rlm ask [options] QUESTION\n"
+        "       rlm ask [options] --question-file FILE\n"
+        "       rlm --version | --help\n"
+        "\n"
+        "Answers QUESTION about a context of any size with a Recursive Language Model:\n"
+        "the root model works on the context through a Python sandbox and sub-model calls.\n"
+        "\n"
+        "Model endpoint (any OpenAI-compatible server: OpenAI, vLLM, llama.cpp, Ollama, OpenRouter):\n"
+        "  --base-url URL         endpoint base, e.g. http://localhost:8080/v1\n"
+        "                         (default $OPENAI_BASE_URL, else https://api.openai.com/v1)\n"
+        "  --api-key KEY          bearer key (default $OPENAI_API_KEY; none for a local server)\n"
+        "  --model NAME           root model (default $RLM_MODEL, else gpt-5-mini)\n"
+        "  --sub-model NAME       model for llm_query sub-calls (default: --model)\n"
+        "  --concurrency N        sub-calls in flight at once (default 64)\n"
+        "  --request-timeout S    seconds per HTTP attempt (default 600)\n"
+        "  --max-retries N        retries on 429, 5xx and network errors (default 3)\n"
+        "\n"
+        "Input and run:\n"
+        "  --context PATH         the context file (memory-mapped; any size)\n"
+        "  --question-file FILE   read the question from FILE instead of the command line\n"
+        "  --max-iterations N     root turns before a last request for the answer (default 30)\n"
+        "  --cell-timeout S       wall seconds per code cell, sub-calls excluded (default 120)\n"
+        "  --output-limit N       characters of each block's output shown to the model (default 20000)\n"
+        "  --sandbox-memory SIZE  sandbox address-space limit, e.g. 8G (default 4G + 4x context)\n"
+        "  --unsafe-no-sandbox    run model code without seccomp and rlimits (recorded in the trace)\n"
+        "\n"
+        "Output:\n"
+        "  --trace FILE           write every event of the run to FILE as JSON lines\n"
+        "  --json                 print one JSON object (answer, status, iterations, sub_calls,\n"
+        "                         usage per model, elapsed_seconds) instead of the bare answer\n"
+        "  --quiet                no progress line on stderr\n"
+        "  --help, --version\n"
+        "\n"
+        "Exit codes:\n"
+        "  0  answered\n"
+        "  1  no answer: the turn limit was reached without a final answer\n"
+        "  2  usage or input error (bad flag, missing or empty context, unreadable question file)\n"
+        "  3  model or API error (unreachable endpoint, HTTP error, unusable replies)\n"
+        "  4  sandbox or internal error\n",
+        out);
+}
+
+static int exit_code(rlm_status st)
+{
+    switch (st) {
+    case RLM_OK: return EXIT_ANSWERED;
+    case RLM_NO_ANSWER: return EXIT_NO_ANSWER;
+    case RLM_ERR_USAGE:
+    case RLM_ERR_INPUT: return EXIT_USAGE;
+    case RLM_ERR_MODEL: return EXIT_MODEL;
+    default: return EXIT_INTERNAL;
+    }
+}
+
+typedef struct progress_state {
+    int active;
+} progress_state;
+
+static void progress_line(void *userdata, const char *line)
+{
+    progress_state *ps = userdata;
+    /* \r and "erase to end of line": one live line that rewrites itself. */
+    fprintf(stderr, "\r\033[Krlm: %.*s", 200, line);
+    fflush(stderr);
+    ps->active = 1;
+}
+
+static void progress_clear(progress_state *ps)
+{
+    if (ps->active) {
+        fputs("\r\033[K", stderr);
+        fflush(stderr);
+        ps->active = 0;
+    }
+}
+
+static char *read_question_file(const char *path, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot open question file '%s': %s", path, strerror(errno));
+        return NULL;
+    }
+    char *text = malloc(MAX_QUESTION_BYTES + 1);
+    size_t n = text ? fread(text, 1, MAX_QUESTION_BYTES + 1, f) : 0;
+    int failed = !text || ferror(f);
+    fclose(f);
+    if (failed) {
+        snprintf(err, errlen, "cannot read question file '%s'", path);
+        free(text);
+        return NULL;
+    }
+    if (n > MAX_QUESTION_BYTES) {
+        snprintf(err, errlen, "question file '%s' is larger than %u MiB", path, MAX_QUESTION_BYTES >> 20);
+        free(text);
+        return NULL;
+    }
+    while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r'))
+        n--;
+    text[n] = '\0';
+    if (n == 0) {
+        snprintf(err, errlen, "question file '%s' is empty", path);
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+enum {
+    OPT_BASE_URL = 256, OPT_API_KEY, OPT_MODEL, OPT_SUB_MODEL, OPT_CONCURRENCY, OPT_REQUEST_TIMEOUT,
+    OPT_MAX_RETRIES, OPT_CONTEXT, OPT_QUESTION_FILE, OPT_MAX_ITERATIONS, OPT_CELL_TIMEOUT,
+    OPT_OUTPUT_LIMIT, OPT_SANDBOX_MEMORY, OPT_UNSAFE, OPT_TRACE, OPT_JSON, OPT_QUIET, OPT_HELP,
+    OPT_VERSION,
+};
+
+static const struct option long_options[] = {
+    {"base-url", required_argument, NULL, OPT_BASE_URL},
+    {"api-key", required_argument, NULL, OPT_API_KEY},
+    {"model", required_argument, NULL, OPT_MODEL},
+    {"sub-model", required_argument, NULL, OPT_SUB_MODEL},
+    {"concurrency", required_argument, NULL, OPT_CONCURRENCY},
+    {"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
+    {"max-retries", required_argument, NULL, OPT_MAX_RETRIES},
+    {"context", required_argument, NULL, OPT_CONTEXT},
+    {"question-file", required_argument, NULL, OPT_QUESTION_FILE},
+    {"max-iterations", required_argument, NULL, OPT_MAX_ITERATIONS},
+    {"cell-timeout", required_argument, NULL, OPT_CELL_TIMEOUT},
+    {"output-limit", required_argument, NULL, OPT_OUTPUT_LIMIT},
+    {"sandbox-memory", required_argument, NULL, OPT_SANDBOX_MEMORY},
+    {"unsafe-no-sandbox", no_argument, NULL, OPT_UNSAFE},
+    {"trace", required_argument, NULL, OPT_TRACE},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"quiet", no_argument, NULL, OPT_QUIET},
+    {"help", no_argument, NULL, OPT_HELP},
+    {"version", no_argument, NULL, OPT_VERSION},
+    {NULL, 0, NULL, 0},
+};
+
+/* The config key each value flag sets. */
+static const char *option_key(int opt)
+{
+    switch (opt) {
+    case OPT_BASE_URL: return "base_url";
+    case OPT_API_KEY: return "api_key";
+    case OPT_MODEL: return "model";
+    case OPT_SUB_MODEL: return "sub_model";
+    case OPT_CONCURRENCY: return "concurrency";
+    case OPT_REQUEST_TIMEOUT: return "request_timeout";
+    case OPT_MAX_RETRIES: return "max_retries";
+    case OPT_MAX_ITERATIONS: return "max_iterations";
+    case OPT_CELL_TIMEOUT: return "cell_timeout";
+    case OPT_OUTPUT_LIMIT: return "output_limit";
+    case OPT_SANDBOX_MEMORY: return "sandbox_memory";
+    case OPT_TRACE: return "trace";
+    default: return NULL;
+    }
+}
+
+static int set_or_complain(rlm_config *cfg, const char *key, const char *value)
+{
+    if (rlm_config_set(cfg, key, value) == RLM_OK)
+        return 0;
+    fprintf(stderr, "rlm: %s\n", rlm_config_errmsg(cfg));
+    return -1;
+}
+
+static int cmd_ask(int argc, char **argv)
+{
+    int rc = EXIT_USAGE;
+    int json = 0, quiet = 0;
+    const char *context_path = NULL, *question_file = NULL;
+    char *question = NULL;
+    rlm *r = NULL;
+    rlm_config *cfg = rlm_config_new();
+    if (!cfg) {
+        fputs("rlm: out of memory\n", stderr);
+        return EXIT_INTERNAL;
+    }
+    /* Environment first, so flags override it. */
+    const char *env;
+    if ((env = getenv("OPENAI_BASE_URL")) && env[0] && set_or_complain(cfg, "base_url", env) != 0)
+        goto done;
+    if ((env = getenv("OPENAI_API_KEY")) && env[0])
+        rlm_config_set(cfg, "api_key", env);
+    if ((env = getenv("RLM_MODEL")) && env[0])
+        rlm_config_set(cfg, "model", env);
+
+    int opt;
+    optind = 1;
+    opterr = 0;   /* we say it ourselves, naming rlm rather than argv[0] */
+    while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        const char *key = option_key(opt);
+        if (key) {
+            if (set_or_complain(cfg, key, optarg) != 0)
+                goto done;
+            continue;
+        }
+        switch (opt) {
+        case OPT_CONTEXT: context_path = optarg; break;
+        case OPT_QUESTION_FILE: question_file = optarg; break;
+        case OPT_UNSAFE: rlm_config_set(cfg, "unsafe_no_sandbox", "1"); break;
+        case OPT_JSON: json = 1; break;
+        case OPT_QUIET: quiet = 1; break;
+        case OPT_HELP: usage(stdout); rc = EXIT_ANSWERED; goto done;
+        case OPT_VERSION: printf("rlm %s\n", rlm_version()); rc = EXIT_ANSWERED; goto done;
+        default:
+            fprintf(stderr, "rlm: unknown option or missing value: '%s' (try 'rlm --help')\n",
+                    argv[optind - 1]);
+            goto done;
+        }
+    }
+
+    int rest = argc - optind;
+    if (question_file) {
+        if (rest > 0) {
+            fputs("rlm: give the question either as an argument or with --question-file, not both\n", stderr);
+            goto done;
+        }
+        char err[1024];
+        question = read_question_file(question_file, err, sizeof err);
+        if (!question) {
+            fprintf(stderr, "rlm: %s\n", err);
+            goto done;
+        }
+    } else if (rest == 1 && argv[optind][0]) {
+        question = strdup(argv[optind]);
+    } else {
+        fputs(rest > 1 ? "rlm: give the question as one argument (quote it)\n"
+                       : "rlm: no question given (rlm ask [options] QUESTION)\n",
+              stderr);
+        goto done;
+    }
+
+    rlm_status st = rlm_new(cfg, &r);
+    if (st != RLM_OK) {
+        fprintf(stderr, "rlm: %s\n", rlm_errmsg(r));
+        rc = exit_code(st);
+        goto done;
+    }
+    if (context_path && (st = rlm_set_context_file(r, context_path)) != RLM_OK) {
+        fprintf(stderr, "rlm: %s\n", rlm_errmsg(r));
+        rc = exit_code(st);
+        goto done;
+    }
+
+    progress_state ps = {0};
+    if (!quiet && isatty(STDERR_FILENO))
+        rlm_set_progress(r, progress_line, &ps);
+    char *answer = NULL;
+    st = rlm_ask(r, question, &answer);
+    progress_clear(&ps);
+    rc = exit_code(st);
+
+    if (json) {
+        const char *report = rlm_report_json(r);
+        puts(report ? report : "{}");
+    } else if (answer) {
+        puts(answer);
+    }
+    if (st == RLM_NO_ANSWER)
+        fprintf(stderr, "rlm: no answer: %s\n", rlm_errmsg(r)[0] ? rlm_errmsg(r) : "turn limit reached");
+    else if (st != RLM_OK)
+        fprintf(stderr, "rlm: %s\n", rlm_errmsg(r));
+    rlm_string_free(answer);
+
+done:
+    free(question);
+    rlm_free(r);
+    rlm_config_free(cfg);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        usage(stdout);
+        return EXIT_ANSWERED;
+    }
+    if (strcmp(cmd, "--version") == 0) {
+        printf("rlm %s\n", rlm_version());
+        return EXIT_ANSWERED;
+    }
+    if (strcmp(cmd, "ask") == 0)
+        return cmd_ask(argc - 1, argv + 1);
+    fprintf(stderr, "rlm: unknown command '%s' (try 'rlm --help')\n", cmd);
+    return EXIT_USAGE;
+}

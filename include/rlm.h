@@ -1,0 +1,141 @@
+/* rlm.h — the public API of rlm, a Recursive Language Model engine.
+ *
+ * A root language model answers a question about an input far larger than its
+ * context window. It never reads the input: it sees a description of it and
+ * writes Python, run in a locked-down sandbox where the input is the variable
+ * `context`, and it calls sub-models on pieces of the input, many at once,
+ * until it can answer. The rlm command-line tool uses nothing but this header.
+ *
+ * Lifecycle:
+ *     rlm_config *cfg = rlm_config_new();
+ *     rlm_config_set(cfg, "model", "gpt-5-mini");          // returns RLM_OK or RLM_ERR_USAGE
+ *     rlm *r;
+ *     if (rlm_new(cfg, &r) != RLM_OK) { puts(rlm_errmsg(r)); ... }
+ *     rlm_set_context_file(r, "big.txt");
+ *     char *answer;
+ *     rlm_status st = rlm_ask(r, "How many ...?", &answer);
+ *     ... rlm_string_free(answer); rlm_free(r); rlm_config_free(cfg);
+ *
+ * Ownership, once for the whole API:
+ *   - Handles (rlm_config, rlm) are created by *_new and released by the
+ *     matching *_free; passing NULL to a *_free is a no-op.
+ *   - Strings passed in are borrowed: rlm copies what it keeps.
+ *   - Strings handed out through a `char **` are the caller's, released with
+ *     rlm_string_free. Strings returned as `const char *` are borrowed from
+ *     the handle and stay valid until the next call on that handle.
+ *
+ * Errors: every fallible call returns an rlm_status; RLM_OK is 0. The message
+ * explaining the last failure is kept on the handle (rlm_errmsg,
+ * rlm_config_errmsg), never in a global. Nothing that comes from the network,
+ * the model, a file or the user aborts the process.
+ *
+ * Threads: a handle may be used by one thread at a time. Different handles are
+ * independent. */
+#ifndef RLM_H
+#define RLM_H
+
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define RLM_VERSION_MAJOR 0
+#define RLM_VERSION_MINOR 1
+#define RLM_VERSION_PATCH 0
+#define RLM_VERSION "0.1.0"
+
+/* The library's version string, e.g. "0.1.0". */
+const char *rlm_version(void);
+
+typedef enum rlm_status {
+    RLM_OK = 0,
+    RLM_NO_ANSWER = 1,    /* the run ended without a final answer (a limit was reached) */
+    RLM_ERR_USAGE = 2,    /* a bad option, value or call sequence */
+    RLM_ERR_INPUT = 3,    /* the context or question could not be read */
+    RLM_ERR_MODEL = 4,    /* the model endpoint failed: unreachable, HTTP error, unusable reply */
+    RLM_ERR_SANDBOX = 5,  /* the sandbox could not be started or broke beyond repair */
+    RLM_ERR_NOMEM = 6,
+    RLM_ERR_INTERNAL = 7,
+} rlm_status;
+
+/* A short English name for a status ("ok", "no answer", "model error", ...). */
+const char *rlm_status_name(rlm_status status);
+
+/* ---- Configuration ------------------------------------------------------ */
+
+typedef struct rlm_config rlm_config;
+
+/* A configuration with every option at its default. NULL if out of memory. */
+rlm_config *rlm_config_new(void);
+void rlm_config_free(rlm_config *cfg);
+
+/* Sets one option from its text form. Keys and defaults:
+ *   base_url          OpenAI-compatible endpoint     "https://api.openai.com/v1"
+ *   api_key           bearer token; "" for none      ""
+ *   model             root model                     "gpt-5-mini"
+ *   sub_model         model for llm_query            same as model
+ *   max_iterations    root turns before a last call  30
+ *   concurrency       sub-calls in flight at once    64
+ *   cell_timeout      seconds per code cell          120
+ *   output_limit      characters of output per block 20000
+ *   request_timeout   seconds per HTTP attempt       600
+ *   max_retries       retries on 429/5xx/network     3
+ *   sandbox_memory    sandbox address-space limit    4G + 4 x context size ("4G", "512M", bytes)
+ *   sandbox_exe       path of rlm-sandbox            next to the program, the build, or libexec
+ *   unsafe_no_sandbox "1" runs model code without seccomp and rlimits   "0"
+ *   trace             JSONL trace file to write      none
+ * Returns RLM_OK, or RLM_ERR_USAGE for an unknown key or a bad value (the
+ * reason in rlm_config_errmsg). */
+rlm_status rlm_config_set(rlm_config *cfg, const char *key, const char *value);
+
+/* The current text form of an option, borrowed from cfg; NULL for an unknown key. */
+const char *rlm_config_get(const rlm_config *cfg, const char *key);
+
+/* Why the last rlm_config_set failed ("" if it did not). */
+const char *rlm_config_errmsg(const rlm_config *cfg);
+
+/* ---- Runs --------------------------------------------------------------- */
+
+typedef struct rlm rlm;
+
+/* Creates a run handle from a copy of cfg (cfg may be freed afterwards) and
+ * starts its model dispatcher. *out is set even on failure, so the reason can
+ * be read with rlm_errmsg before rlm_free (it is NULL only when out of memory). */
+rlm_status rlm_new(const rlm_config *cfg, rlm **out);
+void rlm_free(rlm *r);
+
+/* The message for the last failure on r ("" if none). */
+const char *rlm_errmsg(const rlm *r);
+
+/* Uses the file at path as the context (memory-mapped, not read into the
+ * host's heap). RLM_ERR_INPUT if it is missing, unreadable, not a regular
+ * file or empty. Replaces any earlier context. */
+rlm_status rlm_set_context_file(rlm *r, const char *path);
+
+/* Uses a copy of text[0..len) as the context. */
+rlm_status rlm_set_context_text(rlm *r, const char *text, size_t len);
+
+/* Called with a one-line description of what the run is doing (turn, blocks,
+ * sub-calls in flight), at most a few times per second. Borrowed string. */
+typedef void (*rlm_progress_fn)(void *userdata, const char *line);
+void rlm_set_progress(rlm *r, rlm_progress_fn fn, void *userdata);
+
+/* Answers question about the context. On RLM_OK *answer is the final answer.
+ * On RLM_NO_ANSWER the turns ran out; *answer is NULL. On an error *answer is
+ * NULL and rlm_errmsg says why. Either way the report (rlm_report_json) and
+ * the trace describe everything that happened. */
+rlm_status rlm_ask(rlm *r, const char *question, char **answer);
+
+/* A JSON object describing the last rlm_ask: answer, status, iterations,
+ * sub_calls, usage per model, elapsed seconds, sandbox layers, error. Borrowed
+ * from r; NULL before the first rlm_ask. */
+const char *rlm_report_json(rlm *r);
+
+void rlm_string_free(char *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs every build and test dependency of rlm from the distribution's packages.
+# Idempotent: safe to rerun. Needs root (or sudo) and the distribution's package mirror.
+set -euo pipefail
+
+packages=(
+  build-essential cmake ninja-build pkg-config
+  libcurl4-openssl-dev libjansson-dev python3-dev libpython3-dev
+  libseccomp-dev libpcre2-dev libsqlite3-dev libmicrohttpd-dev libcmocka-dev
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages already installed"
+  exit 0
+fi
+
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -q
+"${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "install-deps: installed ${missing[*]}"

@@ -1,0 +1,50 @@
+/* engine — the RLM loop for one question: system prompt and context
+ * description, root turns, code cells in the sandbox, sub-calls through the
+ * LM dispatcher, final-answer detection, the turn limit.
+ *
+ * Ownership: the engine borrows the dispatcher, trace and context; every
+ * string in an engine_outcome is malloc'd and freed by engine_outcome_clear. */
+#ifndef RLM_ENGINE_H
+#define RLM_ENGINE_H
+
+#include <stddef.h>
+
+#include "context.h"
+#include "lm.h"
+#include "rlm.h"
+#include "trace.h"
+
+typedef struct engine_params {
+    const char *model;          /* root model */
+    const char *sub_model;      /* model for llm_query when the code names none */
+    int max_iterations;         /* root turns before the last "answer now" request */
+    size_t output_limit;        /* characters of output per block shown to the root */
+    double cell_timeout;        /* seconds per cell */
+    size_t sandbox_memory;      /* RLIMIT_AS of the sandbox; 0 = its default */
+    const char *sandbox_exe;    /* path of rlm-sandbox */
+    int unsafe_no_sandbox;
+} engine_params;
+
+typedef struct engine_outcome {
+    rlm_status status;          /* RLM_OK (answer set), RLM_NO_ANSWER, or an error */
+    char *answer;
+    char *error;                /* why, when status is neither OK nor NO_ANSWER */
+    int iterations;             /* root model calls made */
+    size_t blocks;              /* code blocks run */
+    size_t sub_calls;           /* sub-call prompts sent */
+    size_t sub_call_errors;     /* of which failed */
+    char *sandbox_layers;       /* confinement applied, e.g. "seccomp,rlimits" */
+    double elapsed;             /* seconds */
+} engine_outcome;
+
+typedef void (*engine_progress_fn)(void *userdata, const char *line);
+
+/* Answers question over ctx (NULL: no context). Always fills *out and returns
+ * out->status. Every step is recorded in t (may be NULL). */
+rlm_status engine_run(const engine_params *p, lm *m, trace *t, const context *ctx,
+                      const char *question, engine_progress_fn progress, void *userdata,
+                      engine_outcome *out);
+
+void engine_outcome_clear(engine_outcome *out);
+
+#endif

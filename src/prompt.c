@@ -1,0 +1,479 @@
+/* prompt — everything rlm says to the root model: the system prompt teaching
+ * the REPL contract, the description of the context, the first message, the
+ * per-turn feedback and the head + tail cutting of long output. Pure. */
+#include "prompt.h"
+
+#include "util.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Preview sizes in characters, and caps that keep every message small
+ * whatever the input is. */
+enum {
+    PREVIEW_HEAD_CHARS = 500,
+    PREVIEW_TAIL_CHARS = 200,
+    NAME_MAX_CHARS = 200,
+    DESCRIPTION_MAX_BYTES = 16 * 1024,
+    FRAME_MAX_BYTES = 4096,
+};
+
+#define REPL_FENCE "```"
+
+static const char system_text[] =
+    "You are the root of a Recursive Language Model. You answer a question about an input "
+    "that is far too large to read directly. The input is not in this conversation: it is "
+    "stored in the variable `context` inside a persistent Python REPL that you drive by "
+    "writing code. You see only a description of it. Explore it with code, give pieces of it "
+    "to sub-models, keep what they find in variables, and answer when the evidence is in.\n"
+    "\n"
+    "## How a turn works\n"
+    "\n"
+    "Put Python in fenced blocks marked repl:\n"
+    "\n" REPL_FENCE "repl\n"
+    "print(len(context))\n"
+    "print(context[:500])\n" REPL_FENCE "\n"
+    "\n"
+    "Every repl block of a reply runs, in order, in one namespace that persists for the "
+    "whole task: variables, functions and imports stay available in later turns. After your "
+    "reply you get back what each block printed (and the traceback if it raised). Long output "
+    "is cut to its head and tail, so keep big results in variables and print only sizes, "
+    "counts, short samples and summaries. Fences of other languages are not run. You have "
+    "%d turns; each reply is one turn.\n"
+    "\n"
+    "## What the REPL provides\n"
+    "\n"
+    "- `context`: the input, here a str. The first message gives its size and a preview.\n"
+    "- `llm_query(prompt, model=None) -> str`: one sub-model call. The sub-model has not "
+    "seen the context, so put the text it needs into the prompt. It reads long prompts well "
+    "(100,000 characters or more per call is fine), so send big chunks, not many small ones.\n"
+    "- `llm_query_batched(prompts, model=None) -> list[str]`: many prompts at once, run "
+    "concurrently; the answers come back in the order of the prompts. A prompt that fails "
+    "gives an error string in its slot instead of failing the batch, so check the answers "
+    "before you aggregate them. Far faster than calling llm_query in a loop.\n"
+    "- `rlm_query(prompt, context=None) -> str` and `rlm_query_batched(prompts)`: give a "
+    "sub-task to a child RLM that has its own REPL (context= sets its input). Use it for "
+    "pieces too large or intricate for one call. At the recursion limit it becomes a plain "
+    "llm_query.\n"
+    "- `SHOW_VARS()`: lists the variables you have made.\n"
+    "- `print(...)`: the only way to see a value.\n"
+    "- `FINAL(value)`: finishes the task; the value, as a string, is the answer.\n"
+    "- `FINAL_VAR(name)`: finishes with the value of a variable, e.g. `FINAL_VAR(\"result\")`.\n"
+    "- `answer`: a dict that starts as {\"content\": None, \"ready\": False}. Setting "
+    "answer[\"content\"] = ... and answer[\"ready\"] = True also finishes.\n"
+    "\n"
+    "You may import re, json, math, collections, itertools, functools, statistics, string, "
+    "textwrap, heapq, bisect, datetime, random, difflib, unicodedata, fractions, decimal, "
+    "dataclasses, typing, operator, copy, csv and io. Nothing else is available: no files, "
+    "no network, no processes, no other packages. All you need is `context` and the "
+    "sub-models.\n"
+    "\n"
+    "## Strategies that work\n"
+    "\n"
+    "1. Look before you read. Print the length, the start and a sample from the middle to "
+    "learn the structure (records, separators, headings) before choosing a plan.\n"
+    "2. Search with code first. Regular expressions and str methods find names, keys, dates "
+    "and sections at no cost; send only what matches to a sub-model.\n"
+    "\n" REPL_FENCE "repl\n"
+    "import re\n"
+    "hits = [m.start() for m in re.finditer(r\"magic number\", context)]\n"
+    "print(len(hits), [context[max(0, i - 100):i + 200] for i in hits[:3]])\n" REPL_FENCE "\n"
+    "\n"
+    "3. For questions about the whole input (count, classify or compare every record), split "
+    "it into large chunks on natural boundaries, query them in one batch and combine the "
+    "answers in code:\n"
+    "\n" REPL_FENCE "repl\n"
+    "lines = context.split(\"\\n\")\n"
+    "chunks = [\"\\n\".join(lines[i:i + 2000]) for i in range(0, len(lines), 2000)]\n"
+    "prompts = [\"For each line below, give its label, one per line.\\n\\n\" + c for c in "
+    "chunks]\n"
+    "labels = [x.strip() for r in llm_query_batched(prompts) for x in r.splitlines() if "
+    "x.strip()]\n"
+    "print(len(chunks), len(labels), labels[:5])\n" REPL_FENCE "\n"
+    "\n"
+    "   Ask sub-models for short answers in a format code can parse, and do counting and "
+    "arithmetic in Python, not in a prompt.\n"
+    "4. Verify cheaply. Spot-check a result against the raw text, or with one small extra "
+    "query, before relying on it. Do not redo work whose result is already in a variable.\n"
+    "5. Finish only when sure, and only with what you have seen. Never write the final answer "
+    "in the same reply as the code that computes it: you have not seen its output yet, so "
+    "wait for the next turn. Never guess or invent output. When the answer is in a variable, "
+    "call FINAL_VAR(name) in a repl block; a short answer can also be given as FINAL(...) "
+    "at the start of a line of its own, outside code. A plan is not an answer: mention FINAL "
+    "only to give the answer itself.\n";
+
+/* Bytes of a UTF-8 text that start a character: everything but continuation
+ * bytes (10xxxxxx). Counting them is one branch-free pass the compiler
+ * vectorises, which keeps a 40 MB context cheap to describe. */
+static int is_char_start(unsigned char c)
+{
+    return (c & 0xC0) != 0x80;
+}
+
+size_t prompt_count_chars(const char *data, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += is_char_start(p[i]);
+    return n;
+}
+
+size_t prompt_estimate_tokens(size_t len)
+{
+    /* ceil(len / 3.5) == ceil(2 * len / 7), written so 2 * len cannot overflow */
+    return len / 7 * 2 + ((len % 7) * 2 + 6) / 7;
+}
+
+/* The byte offset after the first `chars` characters of data[0..len). */
+static size_t utf8_head_end(const char *data, size_t len, size_t chars)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    size_t i = 0, seen = 0;
+    while (i < len) {
+        if (is_char_start(p[i])) {
+            if (seen == chars)
+                break;
+            seen++;
+        }
+        i++;
+    }
+    return i;
+}
+
+/* The byte offset where the last `chars` characters of data[0..len) begin. */
+static size_t utf8_tail_start(const char *data, size_t len, size_t chars)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    size_t i = len, seen = 0;
+    if (chars == 0)
+        return len;
+    while (i > 0) {
+        i--;
+        if (is_char_start(p[i]) && ++seen == chars)
+            break;
+    }
+    return i;
+}
+
+/* Length of the valid UTF-8 sequence at p[0..len), or 0 when it is not one
+ * (overlong forms, surrogates and values past U+10FFFF are invalid). */
+static size_t utf8_valid_len(const unsigned char *p, size_t len)
+{
+    unsigned char c = p[0];
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        if (c == 0xE0)
+            lo = 0xA0;
+        if (c == 0xED)
+            hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        if (c == 0xF0)
+            lo = 0x90;
+        if (c == 0xF4)
+            hi = 0x8F;
+    } else {
+        return 0;
+    }
+    if (len < n || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t k = 2; k < n; k++)
+        if ((p[k] & 0xC0) != 0x80)
+            return 0;
+    return n;
+}
+
+/* Appends data[0..len) for display inside a message: invalid UTF-8 and
+ * control characters other than tab, newline and carriage return become
+ * U+FFFD (3 bytes), so a binary file or a stray byte in output cannot make the
+ * request's JSON invalid or hide the rest of a message behind a NUL. */
+static int append_clean(buf *out, const char *data, size_t len)
+{
+    static const char replacement[] = "\xEF\xBF\xBD";
+    const unsigned char *p = (const unsigned char *)data;
+    size_t i = 0;
+    while (i < len) {
+        size_t run = i;
+        while (run < len && p[run] >= 0x20 && p[run] < 0x7F)
+            run++;
+        if (run > i && buf_append(out, data + i, run - i) != 0)
+            return -1;
+        i = run;
+        if (i >= len)
+            break;
+        size_t n = utf8_valid_len(p + i, len - i);
+        int ok = n > 1 || p[i] == '\n' || p[i] == '\t' || p[i] == '\r';
+        if (n == 1 && p[i] == 0x7F)
+            ok = 0;
+        if (ok) {
+            if (buf_append(out, data + i, n) != 0)
+                return -1;
+            i += n;
+        } else {
+            if (buf_append(out, replacement, 3) != 0)
+                return -1;
+            i++;
+        }
+    }
+    return 0;
+}
+
+/* A count with thousands separators ("1,234,567"): easier for a model to read. */
+static int append_count(buf *out, size_t n)
+{
+    char digits[32];
+    int len = snprintf(digits, sizeof digits, "%zu", n);
+    if (len <= 0 || (size_t)len >= sizeof digits)
+        return -1;
+    for (int i = 0; i < len; i++) {
+        if (i > 0 && (len - i) % 3 == 0 && buf_append(out, ",", 1) != 0)
+            return -1;
+        if (buf_append(out, digits + i, 1) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+char *prompt_system(int max_iterations)
+{
+    buf out;
+    buf_init(&out, sizeof system_text + 64);
+    if (buf_printf(&out, system_text, max_iterations) != 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    return buf_take(&out);
+}
+
+static int describe_preview(buf *out, const char *label, size_t chars, const char *data,
+                            size_t len)
+{
+    if (buf_printf(out, "\n--- %s", label) != 0 || append_count(out, chars) != 0 ||
+        buf_puts(out, " characters ---\n") != 0 || append_clean(out, data, len) != 0)
+        return -1;
+    if (len == 0 || data[len - 1] != '\n')
+        return buf_puts(out, "\n");
+    return 0;
+}
+
+char *prompt_describe_context(const char *name, const char *data, size_t len)
+{
+    buf out;
+    buf_init(&out, DESCRIPTION_MAX_BYTES);
+    size_t chars = 0, newlines = 0;
+    const unsigned char *p = (const unsigned char *)data;
+    if (!data)
+        len = 0;
+    /* one pass for both counts: the context may be tens of megabytes */
+    for (size_t i = 0; i < len; i++) {
+        chars += is_char_start(p[i]);
+        newlines += p[i] == '\n';
+    }
+    size_t lines = newlines + (len > 0 && data[len - 1] != '\n');
+
+    if (buf_puts(&out, "The context is a str of ") != 0 || append_count(&out, chars) != 0 ||
+        buf_puts(&out, chars == 1 ? " character" : " characters") != 0)
+        goto fail;
+    if (buf_puts(&out, " (about ") != 0 || append_count(&out, prompt_estimate_tokens(len)) != 0 ||
+        buf_puts(&out, " tokens) in ") != 0 || append_count(&out, lines) != 0 ||
+        buf_puts(&out, lines == 1 ? " line" : " lines") != 0)
+        goto fail;
+    if (name && *name) {
+        size_t name_len = strlen(name);
+        size_t name_end = utf8_head_end(name, name_len, NAME_MAX_CHARS);
+        if (buf_puts(&out, ", read from the file \"") != 0 ||
+            append_clean(&out, name, name_end) != 0 ||
+            buf_puts(&out, name_end < name_len ? "...\"" : "\"") != 0)
+            goto fail;
+    }
+    if (buf_puts(&out, ".\n") != 0)
+        goto fail;
+
+    if (chars == 0) {
+        if (buf_puts(&out, "It is empty.\n") != 0)
+            goto fail;
+    } else if (chars <= PREVIEW_HEAD_CHARS + PREVIEW_TAIL_CHARS) {
+        if (describe_preview(&out, "the whole context, ", chars, data, len) != 0 ||
+            buf_puts(&out, "--- end ---\n") != 0)
+            goto fail;
+    } else {
+        size_t head = utf8_head_end(data, len, PREVIEW_HEAD_CHARS);
+        size_t tail = utf8_tail_start(data, len, PREVIEW_TAIL_CHARS);
+        if (describe_preview(&out, "first ", PREVIEW_HEAD_CHARS, data, head) != 0 ||
+            describe_preview(&out, "last ", PREVIEW_TAIL_CHARS, data + tail, len - tail) != 0 ||
+            buf_puts(&out, "--- end of preview ---\n") != 0)
+            goto fail;
+    }
+    return buf_take(&out);
+fail:
+    buf_free(&out);
+    return NULL;
+}
+
+/* Adds a and b into *sum, refusing to wrap. */
+static int size_add(size_t *sum, size_t a, size_t b)
+{
+    if (a > SIZE_MAX - b)
+        return -1;
+    *sum = a + b;
+    return 0;
+}
+
+char *prompt_first_user(const char *description, const char *question, int max_iterations)
+{
+    if (!description)
+        description = "";
+    if (!question)
+        question = "";
+    size_t max;
+    if (size_add(&max, strlen(description), strlen(question)) != 0 ||
+        size_add(&max, max, FRAME_MAX_BYTES) != 0)
+        return NULL;
+    buf out;
+    buf_init(&out, max);
+    if (buf_puts(&out, description) != 0 ||
+        buf_printf(&out, "\nThe question (answer it exactly as asked):\n\n%s\n\n", question) != 0 ||
+        buf_printf(&out,
+                   "Turn 1 of %d. You have not looked at the context yet: start by exploring "
+                   "`context` in a repl block. The answer must come from what your code "
+                   "shows you.\n",
+                   max_iterations) != 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    return buf_take(&out);
+}
+
+char *prompt_bound(const char *text, size_t len, size_t max_chars)
+{
+    if (!text)
+        len = 0;
+    size_t chars = prompt_count_chars(text, len);
+    if (chars <= max_chars)
+        return str_dup_len(len ? text : "", len);
+
+    /* The marker is sized for the largest possible count (every character
+     * cut), so the result stays within max_chars whatever is actually cut. */
+    char marker[96];
+    int marker_len = snprintf(marker, sizeof marker, "\n[... %zu characters cut ...]\n", chars);
+    if (marker_len <= 0 || (size_t)marker_len >= sizeof marker)
+        return NULL;
+    if ((size_t)marker_len >= max_chars) /* no room to say it: a plain head cut */
+        return str_dup_len(text, utf8_head_end(text, len, max_chars));
+
+    size_t keep = max_chars - (size_t)marker_len;
+    size_t head_chars = keep - keep / 2, tail_chars = keep / 2;
+    size_t head = utf8_head_end(text, len, head_chars);
+    size_t tail = utf8_tail_start(text, len, tail_chars);
+    size_t cut = chars - head_chars - tail_chars;
+    marker_len = snprintf(marker, sizeof marker, "\n[... %zu characters cut ...]\n", cut);
+
+    buf out;
+    buf_init(&out, head + (len - tail) + (size_t)marker_len);
+    if (buf_append(&out, text, head) != 0 || buf_append(&out, marker, (size_t)marker_len) != 0 ||
+        buf_append(&out, text + tail, len - tail) != 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    return buf_take(&out);
+}
+
+/* What happened to a block beyond its output, for the header line. */
+static const char *block_status(const prompt_block_result *b)
+{
+    if (b->timed_out && b->restarted)
+        return "; timed out, the sandbox was restarted and all variables were lost";
+    if (b->timed_out)
+        return "; timed out and was interrupted, variables kept";
+    if (b->restarted)
+        return "; the sandbox crashed and was restarted, all variables were lost";
+    if (b->raised)
+        return "; raised an exception";
+    return "";
+}
+
+static int only_space(const char *s)
+{
+    for (; *s; s++)
+        if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
+            return 0;
+    return 1;
+}
+
+static int append_turn(buf *out, int next_turn, int max_iterations)
+{
+    if (buf_printf(out, "Turn %d of %d.", next_turn, max_iterations) != 0)
+        return -1;
+    if (next_turn >= max_iterations)
+        return buf_puts(out, " This is the last turn: give the final answer now with "
+                             "FINAL(...) or FINAL_VAR(name).\n");
+    return buf_puts(out, " Continue with more code, or finish with FINAL(...) / FINAL_VAR(name) "
+                         "once the output above shows the answer.\n");
+}
+
+char *prompt_feedback(const prompt_block_result *blocks, size_t n_blocks,
+                      int next_turn, int max_iterations, const char *note)
+{
+    size_t max = FRAME_MAX_BYTES;
+    if (note && size_add(&max, max, strlen(note)) != 0)
+        return NULL;
+    for (size_t i = 0; i < n_blocks; i++) {
+        size_t one = blocks[i].output ? strlen(blocks[i].output) : 0;
+        if (one > SIZE_MAX / 3 || size_add(&max, max, one * 3) != 0 ||
+            size_add(&max, max, 256) != 0)
+            return NULL;
+    }
+    buf out;
+    buf_init(&out, max);
+    for (size_t i = 0; i < n_blocks; i++) {
+        const prompt_block_result *b = &blocks[i];
+        int empty = !b->output || only_space(b->output);
+        size_t olen = empty ? 0 : strlen(b->output);
+        if (buf_printf(&out, "[block %zu of %zu output%s]\n", i + 1, n_blocks,
+                       block_status(b)) != 0 ||
+            (empty ? buf_puts(&out, "(no output)") : append_clean(&out, b->output, olen)) != 0 ||
+            buf_puts(&out, olen && b->output[olen - 1] == '\n' ? "\n" : "\n\n") != 0)
+            goto fail;
+    }
+    if (n_blocks == 0 && buf_puts(&out, "(no code ran)\n\n") != 0)
+        goto fail;
+    if (note && *note && buf_printf(&out, "%s\n\n", note) != 0)
+        goto fail;
+    if (append_turn(&out, next_turn, max_iterations) != 0)
+        goto fail;
+    return buf_take(&out);
+fail:
+    buf_free(&out);
+    return NULL;
+}
+
+char *prompt_nudge(int next_turn, int max_iterations)
+{
+    buf out;
+    buf_init(&out, FRAME_MAX_BYTES);
+    if (buf_puts(&out, "Your last reply had no repl block to run and no final answer. "
+                       "Write code in a " REPL_FENCE "repl block to keep working, or give the "
+                       "answer with FINAL(...) or FINAL_VAR(name) at the start of a line.\n\n") != 0 ||
+        append_turn(&out, next_turn, max_iterations) != 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    return buf_take(&out);
+}
+
+char *prompt_last_turn(void)
+{
+    static const char text[] =
+        "You have used all your turns, and no more code will run. Reply now with the final "
+        "answer, based only on output you have already seen: FINAL(your answer) at the start "
+        "of a line of its own, or FINAL_VAR(name) for a variable that holds it.\n";
+    return str_dup_len(text, sizeof text - 1);
+}

@@ -1,0 +1,52 @@
+/* prompt — the words rlm says to the root model: the system prompt, the
+ * description of the context, the first message, the per-turn feedback, and
+ * the head + tail cutting of long output. Pure functions over buffers.
+ *
+ * Ownership: every returned char* is malloc'd and owned by the caller. */
+#ifndef RLM_PROMPT_H
+#define RLM_PROMPT_H
+
+#include <stddef.h>
+
+/* The system prompt teaching the REPL contract. max_iterations is stated in it. */
+char *prompt_system(int max_iterations);
+
+/* A description of a str context data[0..len) (UTF-8): type, total characters,
+ * estimated tokens, lines, and a short preview of its start and end. Bounded
+ * (a few KB) whatever len is. `name` is the file name or NULL. */
+char *prompt_describe_context(const char *name, const char *data, size_t len);
+
+/* The first user message: the context description and the question verbatim. */
+char *prompt_first_user(const char *description, const char *question, int max_iterations);
+
+/* Characters (UTF-8 code points) in data[0..len). */
+size_t prompt_count_chars(const char *data, size_t len);
+
+/* Estimated tokens for len bytes of text (bytes / 3.5, rounded up). */
+size_t prompt_estimate_tokens(size_t len);
+
+/* Cuts text to at most max_chars characters, keeping the head and the tail
+ * (half each, on UTF-8 boundaries) with a marker between them saying how many
+ * characters were cut. Text within the limit is returned unchanged (a copy). */
+char *prompt_bound(const char *text, size_t len, size_t max_chars);
+
+/* One block's result, for the feedback message. */
+typedef struct prompt_block_result {
+    const char *code;        /* the code that ran */
+    const char *output;      /* its output (already bounded) */
+    int raised, timed_out, restarted;
+} prompt_block_result;
+
+/* The user message after a turn that ran code: each block's output in order,
+ * then the label of the next turn ("Turn i of N"), and `note` (may be NULL)
+ * e.g. to say a text FINAL was not accepted. */
+char *prompt_feedback(const prompt_block_result *blocks, size_t n_blocks,
+                      int next_turn, int max_iterations, const char *note);
+
+/* The user message after a reply with neither code nor a final answer. */
+char *prompt_nudge(int next_turn, int max_iterations);
+
+/* The last request when the turns ran out: answer now with FINAL(...). */
+char *prompt_last_turn(void);
+
+#endif

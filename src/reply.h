@@ -1,0 +1,46 @@
+/* reply — parsing one reply of the root model, as pure functions: the code
+ * blocks to run and a final answer stated in the text. No I/O.
+ *
+ * Ownership: reply_parse fills a caller-provided struct whose strings are
+ * malloc'd; reply_clear frees them. */
+#ifndef RLM_REPLY_H
+#define RLM_REPLY_H
+
+#include <stddef.h>
+
+typedef enum reply_final_kind {
+    REPLY_FINAL_NONE = 0,
+    REPLY_FINAL_VALUE,   /* FINAL(text) on a line of its own, outside code */
+    REPLY_FINAL_VAR,     /* FINAL_VAR(name) on a line of its own, outside code */
+} reply_final_kind;
+
+typedef struct reply {
+    char **blocks;           /* code of each ```repl / ```python / ```py block, in order */
+    size_t n_blocks;
+    reply_final_kind final_kind;
+    char *final_text;        /* VALUE: the argument, surrounding quotes removed;
+                                VAR: the variable name (quotes removed); else NULL */
+    int final_after_code;    /* 1 if the FINAL line comes after a code block */
+} reply;
+
+/* Extracts code blocks and a text final answer from text[0..len).
+ *
+ * Code blocks: a fence line of three or more backticks whose info string is
+ * `repl`, `python`, `python3` or `py` (any case), closed by a fence line of at
+ * least as many backticks. An unclosed block runs to the end of the text. Fences
+ * of other languages (```text, ```json, bare ```) are not code and their
+ * contents are ignored for final-answer detection too.
+ *
+ * Final answer: the first line outside any fence that starts (after spaces and
+ * markdown decoration such as "**" or "> ") with FINAL( or FINAL_VAR(. The
+ * argument extends to the matching close parenthesis, honouring nested
+ * parentheses and quoted strings; it may span lines. A FINAL that does not
+ * start its line ("then I will call FINAL(x)") is prose, not an answer. An
+ * unbalanced FINAL( takes the rest of the text, trimmed.
+ *
+ * Returns 0, or -1 when out of memory (out is then cleared). */
+int reply_parse(const char *text, size_t len, reply *out);
+
+void reply_clear(reply *r);
+
+#endif

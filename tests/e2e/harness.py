@@ -1,0 +1,146 @@
+"""End-to-end test harness: starts the fake OpenAI-compatible server on a free
+loopback port with a script, runs the real `rlm` binary against it, and reads
+back its stdout, exit code, --json report and JSONL trace.
+
+Standard library only; run by the system python3. Scripts are built as Python
+dicts so replies holding code fences stay readable.
+"""
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+import urllib.request
+
+BUILD = os.environ.get("RLM_BUILD_DIR") or os.path.join(
+    os.path.dirname(__file__), "..", "..", "build")
+RLM = os.path.join(BUILD, "rlm")
+FAKELM = os.path.join(BUILD, "fakelm")
+
+
+def repl(code):
+    """A reply holding one ```repl block."""
+    return "```repl\n" + code.strip("\n") + "\n```"
+
+
+class FakeLM:
+    """The fake server as a context manager: `with FakeLM(rules) as lm:`."""
+
+    def __init__(self, rules, latency_ms=0, require_key=None, extra_args=()):
+        self.dir = tempfile.mkdtemp(prefix="rlm-e2e-")
+        self.script = os.path.join(self.dir, "script.json")
+        with open(self.script, "w") as f:
+            json.dump({"latency_ms": latency_ms, "rules": rules}, f)
+        self.port_file = os.path.join(self.dir, "port")
+        self.log = os.path.join(self.dir, "requests.jsonl")
+        args = [FAKELM, "--script", self.script, "--port", "0",
+                "--port-file", self.port_file, "--log", self.log]
+        if require_key:
+            args += ["--require-key", require_key]
+        self.args = args + list(extra_args)
+        self.proc = None
+        self.port = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if os.path.exists(self.port_file):
+                with open(self.port_file) as f:
+                    text = f.read().strip()
+                if text:
+                    self.port = int(text)
+                    break
+            if self.proc.poll() is not None:
+                raise RuntimeError("fakelm exited: " + self.proc.stderr.read().decode())
+            time.sleep(0.01)
+        else:
+            self.proc.kill()
+            raise RuntimeError("fakelm did not start within 10 s")
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc and self.proc.stderr:
+            self.proc.stderr.close()
+
+    @property
+    def base_url(self):
+        return "http://127.0.0.1:%d/v1" % self.port
+
+    def counters(self):
+        with urllib.request.urlopen("http://127.0.0.1:%d/counters" % self.port, timeout=5) as r:
+            return json.load(r)
+
+    def requests(self):
+        if not os.path.exists(self.log):
+            return []
+        with open(self.log) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+
+class Result:
+    def __init__(self, proc, trace_path):
+        self.code = proc.returncode
+        self.stdout = proc.stdout
+        self.stderr = proc.stderr
+        self.trace_path = trace_path
+
+    @property
+    def report(self):
+        return json.loads(self.stdout)
+
+    @property
+    def trace(self):
+        with open(self.trace_path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def events(self, kind):
+        return [e for e in self.trace if e["type"] == kind]
+
+
+class RlmTestCase(unittest.TestCase):
+    """Base class: temp dir per test, helpers to write files and run rlm."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="rlm-e2e-")
+
+    def write(self, name, text):
+        path = os.path.join(self.tmp, name)
+        mode = "wb" if isinstance(text, bytes) else "w"
+        with open(path, mode) as f:
+            f.write(text)
+        return path
+
+    def rlm(self, args, lm=None, timeout=300, env=None, trace=True):
+        """Runs `rlm ask ARGS` against lm (a FakeLM or None) with a trace."""
+        trace_path = os.path.join(self.tmp, "trace.jsonl")
+        cmd = [RLM, "ask", "--quiet", "--model", "root-model", "--sub-model", "sub-model"]
+        if lm is not None:
+            cmd += ["--base-url", lm.base_url]
+        if trace:
+            cmd += ["--trace", trace_path]
+        run_env = {k: v for k, v in os.environ.items()
+                   if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RLM_MODEL")}
+        run_env.update(env or {})
+        proc = subprocess.run(cmd + list(args), capture_output=True, text=True,
+                              timeout=timeout, env=run_env)
+        return Result(proc, trace_path)
+
+    def assertExit(self, result, code):
+        self.assertEqual(result.code, code,
+                         "exit %d, wanted %d\nstdout: %s\nstderr: %s" % (
+                             result.code, code, result.stdout[-2000:], result.stderr[-2000:]))
+
+
+def main():
+    unittest.main(verbosity=2)

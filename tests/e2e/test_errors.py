@@ -1,0 +1,261 @@
+"""Bad input and hostile or broken endpoints, end to end: each case gets a
+clear message, the documented exit code, and a trace that keeps everything
+that happened before the failure."""
+import os
+import socket
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import RLM, FakeLM, RlmTestCase, main, repl  # noqa: E402
+
+import subprocess  # noqa: E402
+
+
+def free_port():
+    """A loopback port with nothing listening on it."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Usage(RlmTestCase):
+    def run_plain(self, args):
+        return subprocess.run([RLM] + args, capture_output=True, text=True, timeout=60)
+
+    def test_help_and_version(self):
+        res = self.run_plain(["--help"])
+        self.assertEqual(res.returncode, 0)
+        for word in ("--context", "--max-iterations", "--trace", "--json", "Exit codes", "OPENAI_API_KEY"):
+            self.assertIn(word, res.stdout)
+        res = self.run_plain(["--version"])
+        self.assertEqual(res.returncode, 0)
+        self.assertRegex(res.stdout, r"^rlm \d+\.\d+\.\d+\n$")
+        res = self.run_plain(["ask", "--help"])
+        self.assertEqual(res.returncode, 0)
+
+    def test_no_command_unknown_command_and_flag(self):
+        self.assertEqual(self.run_plain([]).returncode, 2)
+        res = self.run_plain(["frobnicate"])
+        self.assertEqual(res.returncode, 2)
+        self.assertIn("unknown command", res.stderr)
+        res = self.run_plain(["ask", "--no-such-flag", "q"])
+        self.assertEqual(res.returncode, 2)
+        self.assertIn("--no-such-flag", res.stderr)
+
+    def test_no_question_and_bad_values(self):
+        res = self.rlm([])
+        self.assertExit(res, 2)
+        self.assertIn("no question", res.stderr)
+        res = self.rlm(["--max-iterations", "zero", "q"])
+        self.assertExit(res, 2)
+        self.assertIn("max_iterations", res.stderr)
+        res = self.rlm(["--base-url", "ftp://x", "q"])
+        self.assertExit(res, 2)
+
+
+class BadInput(RlmTestCase):
+    def test_missing_context_file(self):
+        res = self.rlm(["--context", os.path.join(self.tmp, "nope.txt"), "q"])
+        self.assertExit(res, 2)
+        self.assertIn("nope.txt", res.stderr)
+        self.assertIn("No such file", res.stderr)
+
+    def test_unreadable_context_is_a_directory(self):
+        res = self.rlm(["--context", self.tmp, "q"])
+        self.assertExit(res, 2)
+        self.assertIn("directory", res.stderr)
+
+    def test_empty_context(self):
+        res = self.rlm(["--context", self.write("empty.txt", ""), "q"])
+        self.assertExit(res, 2)
+        self.assertIn("empty", res.stderr)
+
+    def test_missing_question_file(self):
+        res = self.rlm(["--question-file", os.path.join(self.tmp, "q.txt")])
+        self.assertExit(res, 2)
+        self.assertIn("q.txt", res.stderr)
+
+    def test_question_file(self):
+        rules = [{"match": "What colour", "reply": "FINAL(blue)"}]
+        qf = self.write("q.txt", "What colour is the sky?\n")
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--question-file", qf, "--context", self.write("c.txt", "sky: blue")], lm)
+        self.assertExit(res, 0)
+        self.assertEqual(res.stdout, "blue\n")
+
+
+class BrokenEndpoint(RlmTestCase):
+    def test_connection_refused(self):
+        port = free_port()
+        res = self.rlm(["--base-url", "http://127.0.0.1:%d/v1" % port, "--max-retries", "1",
+                        "--context", self.write("c.txt", "x"), "q"])
+        self.assertExit(res, 3)
+        self.assertIn("connect", res.stderr)
+        self.assertEqual(res.events("run_end")[0]["status"], "model error")
+
+    def http_error(self, status, message):
+        rules = [{"match": ".", "status": status, "reply": message}]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--max-retries", "1", "--context", self.write("c.txt", "x"), "q"], lm)
+        self.assertExit(res, 3)
+        self.assertIn(message, res.stderr)
+        self.assertIn("HTTP %d" % status, res.stderr)
+        return res
+
+    def test_401_shows_the_provider_message(self):
+        self.http_error(401, "Incorrect API key provided: sk-abc")
+
+    def test_404_unknown_model(self):
+        self.http_error(404, "The model `root-model` does not exist")
+
+    def test_500_after_retries(self):
+        res = self.http_error(500, "The server had an error while processing your request")
+        self.assertEqual(res.events("root_reply")[0]["attempts"], 2)
+
+    def test_wrong_api_key(self):
+        rules = [{"match": ".", "reply": "FINAL(x)"}]
+        with FakeLM(rules, require_key="sk-right") as lm:
+            res = self.rlm(["--context", self.write("c.txt", "x"), "q"], lm,
+                           env={"OPENAI_API_KEY": "sk-wrong"})
+            ok = self.rlm(["--context", self.write("c.txt", "x"), "q"], lm,
+                          env={"OPENAI_API_KEY": "sk-right"})
+        self.assertExit(res, 3)
+        self.assertIn("Incorrect API key", res.stderr)
+        self.assertExit(ok, 0)
+
+    def test_reply_not_json(self):
+        rules = [{"match": ".", "status": 200, "body": "<html>gateway hiccup</html>"}]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--context", self.write("c.txt", "x"), "q"], lm)
+        self.assertExit(res, 3)
+        self.assertIn("parse", res.stderr)
+
+    def test_trace_keeps_what_happened_before_a_failure(self):
+        # Turn 1 runs code; turn 2 the endpoint fails for good.
+        rules = [
+            {"match": "(?i)turn 2 of", "status": 500, "reply": "overloaded"},
+            {"match": ".", "reply": repl("x = 6 * 7\nprint(x)")},
+        ]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--max-retries", "1", "--context", self.write("c.txt", "x"), "q"], lm)
+        self.assertExit(res, 3)
+        code = res.events("code")
+        self.assertEqual(len(code), 1)
+        self.assertIn("42", code[0]["output"])
+        self.assertEqual(res.events("run_end")[0]["status"], "model error")
+
+
+class HostileOrConfusedModel(RlmTestCase):
+    def test_reply_without_code_or_answer_is_nudged(self):
+        rules = [
+            {"match": "(?i)turn 2 of", "reply": "FINAL(done)"},
+            {"match": ".", "reply": "I think I should look at the data first."},
+        ]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--context", self.write("c.txt", "x"), "q"], lm)
+        self.assertExit(res, 0)
+        self.assertEqual(res.stdout, "done\n")
+        self.assertEqual(len(res.events("root_reply")), 2)
+
+    def test_empty_content_with_reasoning_is_not_a_crash(self):
+        rules = [
+            {"match": "(?i)turn 2 of", "reply": "FINAL(ok)"},
+            {"match": ".", "content_null": True, "reasoning": "thinking...", "reply": ""},
+        ]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--context", self.write("c.txt", "x"), "q"], lm)
+        self.assertExit(res, 0)
+        self.assertEqual(res.stdout, "ok\n")
+        self.assertEqual(res.events("root_reply")[0]["reasoning"], "thinking...")
+
+    def test_code_that_raises(self):
+        rules = [
+            {"match": "(?i)turn 2 of", "reply": "FINAL(recovered)"},
+            {"match": ".", "reply": repl("y = {}['missing']")},
+        ]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--context", self.write("c.txt", "x"), "q"], lm)
+        self.assertExit(res, 0)
+        code = res.events("code")[0]
+        self.assertTrue(code["raised"])
+        self.assertIn("KeyError", code["output"])
+        # The model was shown the traceback.
+        self.assertIn("KeyError", res.events("root_request")[1]["last_message"])
+
+    def test_code_that_loops_forever(self):
+        rules = [
+            {"match": "(?i)turn 2 of", "reply": repl("print('still here', len(context))")},
+            {"match": "(?i)turn 3 of", "reply": "FINAL(survived)"},
+            {"match": ".", "reply": repl("while True:\n    pass")},
+        ]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--cell-timeout", "1", "--context", self.write("c.txt", "abc"), "q"], lm)
+        self.assertExit(res, 0)
+        code = res.events("code")
+        self.assertTrue(code[0]["timed_out"])
+        self.assertIn("still here 3", code[1]["output"])
+
+    def test_code_that_prints_50mb(self):
+        rules = [
+            {"match": "(?i)turn 2 of", "reply": "FINAL(fine)"},
+            {"match": ".", "reply": repl("for i in range(50 * 1024):\n    print('y' * 1023)")},
+        ]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--output-limit", "20000", "--context", self.write("c.txt", "x"), "q"], lm)
+        self.assertExit(res, 0)
+        code = res.events("code")[0]
+        self.assertGreaterEqual(code["output_chars"], 50 * 1024 * 1024)
+        self.assertLess(len(code["output"]), 25000)
+        shown = res.events("root_request")[1]["last_message"]
+        self.assertLess(len(shown), 30000)
+
+    def test_final_var_missing_is_reported_not_accepted(self):
+        rules = [
+            {"match": "(?i)turn 2 of", "reply": repl("result = 'computed'") + "\nFINAL_VAR(result)"},
+            {"match": ".", "reply": "FINAL_VAR(nonexistent)"},
+        ]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--context", self.write("c.txt", "x"), "q"], lm)
+        self.assertExit(res, 0)
+        self.assertEqual(res.stdout, "computed\n")
+        self.assertIn("nonexistent", res.events("root_request")[1]["last_message"])
+
+    def test_text_final_next_to_code_waits_for_the_output(self):
+        rules = [
+            {"match": "(?i)turn 2 of", "reply": "FINAL(checked)"},
+            {"match": ".", "reply": repl("print(21 * 2)") + "\nThe output will be 41.\nFINAL(41)"},
+        ]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--context", self.write("c.txt", "x"), "q"], lm)
+        self.assertExit(res, 0)
+        self.assertEqual(res.stdout, "checked\n")
+        self.assertIn("not accepted", res.events("root_request")[1]["last_message"])
+
+    def test_turn_limit_then_last_request(self):
+        rules = [
+            {"match": "(?i)final answer", "reply": "Still not sure."},
+            {"match": ".", "reply": repl("print('looking')")},
+        ]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--max-iterations", "3", "--json", "--context", self.write("c.txt", "x"), "q"], lm)
+        self.assertExit(res, 1)
+        self.assertEqual(res.report["status"], "no answer")
+        self.assertEqual(res.report["iterations"], 4)
+        self.assertIsNone(res.report["answer"])
+        self.assertEqual(len(res.events("turns_exhausted")), 1)
+
+    def test_turn_limit_last_request_answers(self):
+        rules = [
+            {"match": "(?i)final answer", "reply": "FINAL(best guess)"},
+            {"match": ".", "reply": repl("print('looking')")},
+        ]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--max-iterations", "2", "--context", self.write("c.txt", "x"), "q"], lm)
+        self.assertExit(res, 0)
+        self.assertEqual(res.stdout, "best guess\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1429 @@
+/* fakelm — a fake OpenAI-compatible chat-completions server for offline tests
+ * and benchmarks. Replies come from a JSON script of regex rules; latency,
+ * error statuses, raw bodies, dropped connections and SSE streams are scriptable.
+ * It binds 127.0.0.1 only. docs/fakelm.md is the manual. */
+
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <microhttpd.h>
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#define FAKELM_MAX_BODY ((size_t)64 << 20)   /* largest request body accepted */
+#define FAKELM_MAX_SCRIPT ((off_t)16 << 20)  /* largest script file */
+#define FAKELM_MAX_RULES 4096
+#define FAKELM_MAX_CONNECTIONS 4096          /* also the timer heap's capacity */
+#define FAKELM_MAX_LATENCY_MS 3600000L
+#define FAKELM_LOG_PREVIEW 200               /* code points of last_user logged */
+#define FAKELM_MATCH_LIMIT 10000000          /* PCRE2 backtracking bound per match */
+#define FAKELM_STREAM_PIECES 4               /* content deltas in an SSE stream */
+#define FAKELM_CAPTURES 10                   /* $0..$9 */
+
+/* ------------------------------------------------------------------ script */
+
+typedef enum { ON_LAST_USER, ON_SYSTEM, ON_ANY } rule_on;
+
+typedef struct rule {
+    pcre2_code *match;
+    uint32_t groups;      /* capture groups in match */
+    pcre2_code *model;    /* NULL: any model */
+    rule_on on;
+    char *reply;
+    char *body;           /* raw response body, sent verbatim; NULL: none */
+    size_t body_len;
+    char *content_type;   /* for body; NULL: chosen from the request */
+    char *reasoning;      /* reasoning_content; NULL: none */
+    char *error_type;     /* overrides the type derived from status */
+    char *error_code;
+    json_t *headers;      /* object of extra response headers, or NULL */
+    long times;           /* answers at most this many requests; -1: no limit */
+    long latency_ms;      /* -1: the global latency */
+    long status;
+    int content_null;
+    int drop;             /* close the connection instead of answering */
+} rule;
+
+typedef struct script {
+    rule *rules;
+    size_t nrules;
+    long latency_ms;
+    json_t *models;       /* array of model ids for GET /v1/models */
+    pcre2_match_context *match_context;
+} script;
+
+static const struct {
+    const char *key;
+    size_t offset;
+} rule_strings[] = {
+    {"reply", offsetof(rule, reply)},
+    {"reasoning", offsetof(rule, reasoning)},
+    {"content_type", offsetof(rule, content_type)},
+    {"error_type", offsetof(rule, error_type)},
+    {"error_code", offsetof(rule, error_code)},
+};
+
+static const struct {
+    const char *key;
+    size_t offset;
+    long min, max;
+} rule_numbers[] = {
+    {"times", offsetof(rule, times), 0, LONG_MAX},
+    {"latency_ms", offsetof(rule, latency_ms), 0, FAKELM_MAX_LATENCY_MS},
+    {"status", offsetof(rule, status), 100, 599},
+};
+
+static const struct {
+    const char *key;
+    size_t offset;
+} rule_flags[] = {
+    {"content_null", offsetof(rule, content_null)},
+    {"drop", offsetof(rule, drop)},
+};
+
+static void rule_free(rule *r)
+{
+    pcre2_code_free(r->match);
+    pcre2_code_free(r->model);
+    free(r->reply);
+    free(r->body);
+    free(r->content_type);
+    free(r->reasoning);
+    free(r->error_type);
+    free(r->error_code);
+    json_decref(r->headers);
+}
+
+static void script_free(script *sc)
+{
+    for (size_t i = 0; i < sc->nrules; i++)
+        rule_free(&sc->rules[i]);
+    free(sc->rules);
+    json_decref(sc->models);
+    pcre2_match_context_free(sc->match_context);
+    memset(sc, 0, sizeof *sc);
+}
+
+/* UTF mode with invalid-UTF tolerance: requests are valid UTF-8 (jansson checks),
+ * but a rule must never fail at match time because of what a client sent. */
+static pcre2_code *regex_compile(const char *pattern, size_t len, char *err, size_t errlen)
+{
+    int code;
+    PCRE2_SIZE offset;
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pattern, len, PCRE2_UTF | PCRE2_MATCH_INVALID_UTF,
+                                   &code, &offset, NULL);
+    if (!re) {
+        PCRE2_UCHAR msg[256];
+        pcre2_get_error_message(code, msg, sizeof msg);
+        snprintf(err, errlen, "regex error at offset %zu: %s", (size_t)offset, (const char *)msg);
+        return NULL;
+    }
+    (void)pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* the interpreter is the fallback */
+    return re;
+}
+
+static int rule_set_string(rule *r, const char *key, json_t *v, bool *known)
+{
+    for (size_t i = 0; i < sizeof rule_strings / sizeof rule_strings[0]; i++) {
+        if (strcmp(key, rule_strings[i].key) != 0)
+            continue;
+        *known = true;
+        if (!json_is_string(v))
+            return -1;
+        char **slot = (char **)((char *)r + rule_strings[i].offset);
+        *slot = str_dup_len(json_string_value(v), json_string_length(v));
+        return *slot ? 0 : -1;
+    }
+    return 0;
+}
+
+static int rule_set_number(rule *r, const char *key, json_t *v, bool *known)
+{
+    for (size_t i = 0; i < sizeof rule_numbers / sizeof rule_numbers[0]; i++) {
+        if (strcmp(key, rule_numbers[i].key) != 0)
+            continue;
+        *known = true;
+        if (!json_is_integer(v))
+            return -1;
+        json_int_t n = json_integer_value(v);
+        if (n < rule_numbers[i].min || n > rule_numbers[i].max)
+            return -1;
+        *(long *)((char *)r + rule_numbers[i].offset) = (long)n;
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof rule_flags / sizeof rule_flags[0]; i++) {
+        if (strcmp(key, rule_flags[i].key) != 0)
+            continue;
+        *known = true;
+        if (!json_is_boolean(v))
+            return -1;
+        *(int *)((char *)r + rule_flags[i].offset) = json_is_true(v);
+        return 0;
+    }
+    return 0;
+}
+
+static int rule_set_other(rule *r, const char *key, json_t *v, bool *known)
+{
+    if (strcmp(key, "on") == 0) {
+        *known = true;
+        const char *on = json_string_value(v);
+        if (!on)
+            return -1;
+        if (strcmp(on, "last_user") == 0)
+            r->on = ON_LAST_USER;
+        else if (strcmp(on, "system") == 0)
+            r->on = ON_SYSTEM;
+        else if (strcmp(on, "any") == 0)
+            r->on = ON_ANY;
+        else
+            return -1;
+    } else if (strcmp(key, "body") == 0) {
+        *known = true;
+        if (!json_is_string(v))
+            return -1;
+        r->body_len = json_string_length(v);
+        r->body = str_dup_len(json_string_value(v), r->body_len);
+        return r->body ? 0 : -1;
+    } else if (strcmp(key, "headers") == 0) {
+        *known = true;
+        const char *name;
+        json_t *value;
+        if (!json_is_object(v))
+            return -1;
+        json_object_foreach(v, name, value) {
+            if (!json_is_string(value))
+                return -1;
+        }
+        r->headers = json_incref(v);
+    }
+    return 0;
+}
+
+static int rule_load(rule *r, size_t index, json_t *obj, char *err, size_t errlen)
+{
+    const char *match = "", *model = NULL, *key;
+    size_t match_len = 0, model_len = 0;
+    json_t *v;
+    char detail[300];
+
+    r->times = -1;
+    r->latency_ms = -1;
+    r->status = 200;
+    r->on = ON_LAST_USER;
+    if (!json_is_object(obj)) {
+        snprintf(err, errlen, "rules[%zu] is not an object", index);
+        return -1;
+    }
+    json_object_foreach(obj, key, v) {
+        bool known = false;
+        int rc;
+        if (strcmp(key, "match") == 0 || strcmp(key, "model") == 0) {
+            known = true;
+            rc = json_is_string(v) ? 0 : -1;
+            if (key[1] == 'a') {
+                match = json_string_value(v);
+                match_len = json_string_length(v);
+            } else {
+                model = json_string_value(v);
+                model_len = json_string_length(v);
+            }
+        } else {
+            rc = rule_set_string(r, key, v, &known);
+            if (!known)
+                rc = rule_set_number(r, key, v, &known);
+            if (!known)
+                rc = rule_set_other(r, key, v, &known);
+        }
+        if (!known) {
+            snprintf(err, errlen, "rules[%zu]: unknown key \"%s\"", index, key);
+            return -1;
+        }
+        if (rc != 0) {
+            snprintf(err, errlen, "rules[%zu].%s: wrong type or out of range", index, key);
+            return -1;
+        }
+    }
+    if (!r->reply && !(r->reply = str_dup_len("", 0)))
+        return -1;
+    r->match = regex_compile(match, match_len, detail, sizeof detail);
+    if (!r->match) {
+        snprintf(err, errlen, "rules[%zu].match: %s", index, detail);
+        return -1;
+    }
+    pcre2_pattern_info(r->match, PCRE2_INFO_CAPTURECOUNT, &r->groups);
+    if (model && !(r->model = regex_compile(model, model_len, detail, sizeof detail))) {
+        snprintf(err, errlen, "rules[%zu].model: %s", index, detail);
+        return -1;
+    }
+    return 0;
+}
+
+static int script_parse(script *sc, json_t *root, char *err, size_t errlen)
+{
+    const char *key;
+    json_t *v, *rules = NULL;
+
+    if (!json_is_object(root)) {
+        snprintf(err, errlen, "the script must be a JSON object");
+        return -1;
+    }
+    json_object_foreach(root, key, v) {
+        if (strcmp(key, "rules") == 0 && json_is_array(v)) {
+            rules = v;
+        } else if (strcmp(key, "latency_ms") == 0 && json_is_integer(v) &&
+                   json_integer_value(v) >= 0 && json_integer_value(v) <= FAKELM_MAX_LATENCY_MS) {
+            sc->latency_ms = (long)json_integer_value(v);
+        } else if (strcmp(key, "models") == 0 && json_is_array(v)) {
+            size_t i;
+            json_t *id;
+            json_array_foreach(v, i, id) {
+                if (!json_is_string(id)) {
+                    snprintf(err, errlen, "models[%zu] is not a string", i);
+                    return -1;
+                }
+            }
+            json_decref(sc->models);
+            sc->models = json_incref(v);
+        } else {
+            snprintf(err, errlen, "\"%s\": unknown key, wrong type or out of range", key);
+            return -1;
+        }
+    }
+    if (!rules) {
+        snprintf(err, errlen, "\"rules\" (an array) is required");
+        return -1;
+    }
+    if (json_array_size(rules) > FAKELM_MAX_RULES) {
+        snprintf(err, errlen, "more than %d rules", FAKELM_MAX_RULES);
+        return -1;
+    }
+    sc->rules = calloc(json_array_size(rules) + 1, sizeof *sc->rules);
+    if (!sc->rules) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < json_array_size(rules); i++) {
+        sc->nrules = i + 1; /* so script_free releases a half-loaded rule */
+        if (rule_load(&sc->rules[i], i, json_array_get(rules, i), err, errlen) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Loads and checks the whole script; any problem is reported in err and makes
+ * start-up fail, so a typo never turns into a silently unmatched rule. */
+static int script_load(script *sc, const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    json_error_t jerr;
+    json_t *root = NULL;
+    int rc = -1;
+
+    memset(sc, 0, sizeof *sc);
+    if (stat(path, &st) != 0) {
+        snprintf(err, errlen, "%s", strerror(errno));
+        goto fail;
+    }
+    if (st.st_size > FAKELM_MAX_SCRIPT) {
+        snprintf(err, errlen, "larger than %lld bytes", (long long)FAKELM_MAX_SCRIPT);
+        goto fail;
+    }
+    root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) {
+        snprintf(err, errlen, "line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+        goto fail;
+    }
+    sc->models = json_pack("[s]", "fakelm");
+    sc->match_context = pcre2_match_context_create(NULL);
+    if (!sc->models || !sc->match_context) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    pcre2_set_match_limit(sc->match_context, FAKELM_MATCH_LIMIT);
+    if (script_parse(sc, root, err, errlen) != 0)
+        goto fail;
+    rc = 0;
+fail:
+    json_decref(root);
+    if (rc != 0)
+        script_free(sc);
+    return rc;
+}
+
+/* ------------------------------------------------------------------- timer */
+
+/* Latency design: MHD runs one event-loop thread; a request that must wait is
+ * suspended (MHD_suspend_connection) and its deadline goes into a min-heap
+ * served by one timer thread, which resumes it when due. Thousands of waiting
+ * requests then cost a heap entry each instead of a thread and a stack each,
+ * and one slow request never holds up the others. */
+
+typedef struct timer_entry {
+    double deadline; /* clock_now() seconds */
+    struct MHD_Connection *conn;
+} timer_entry;
+
+typedef struct timer {
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* on CLOCK_MONOTONIC, like clock_now() */
+    timer_entry *heap;
+    size_t len, cap;
+    bool stopping;
+    bool running;
+    pthread_t thread;
+} timer;
+
+static void heap_push(timer *t, timer_entry e)
+{
+    size_t i = t->len++;
+    while (i > 0 && t->heap[(i - 1) / 2].deadline > e.deadline) {
+        t->heap[i] = t->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    t->heap[i] = e;
+}
+
+static timer_entry heap_pop(timer *t)
+{
+    timer_entry top = t->heap[0], last = t->heap[--t->len];
+    size_t i = 0;
+    for (;;) {
+        size_t child = 2 * i + 1;
+        if (child >= t->len)
+            break;
+        if (child + 1 < t->len && t->heap[child + 1].deadline < t->heap[child].deadline)
+            child++;
+        if (t->heap[child].deadline >= last.deadline)
+            break;
+        t->heap[i] = t->heap[child];
+        i = child;
+    }
+    if (t->len > 0)
+        t->heap[i] = last;
+    return top;
+}
+
+/* Resumes outside the lock: MHD takes its own locks inside resume. On stop,
+ * every waiting connection is resumed so MHD_stop_daemon finds none suspended. */
+static void *timer_main(void *arg)
+{
+    timer *t = arg;
+    pthread_mutex_lock(&t->lock);
+    for (;;) {
+        if (t->len > 0 && (t->stopping || t->heap[0].deadline <= clock_now())) {
+            timer_entry e = heap_pop(t);
+            pthread_mutex_unlock(&t->lock);
+            MHD_resume_connection(e.conn);
+            pthread_mutex_lock(&t->lock);
+        } else if (t->stopping) {
+            break;
+        } else if (t->len == 0) {
+            pthread_cond_wait(&t->wake, &t->lock);
+        } else {
+            double when = t->heap[0].deadline;
+            struct timespec ts = {.tv_sec = (time_t)when,
+                                  .tv_nsec = (long)((when - floor(when)) * 1e9)};
+            pthread_cond_timedwait(&t->wake, &t->lock, &ts);
+        }
+    }
+    pthread_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+static int timer_start(timer *t, size_t cap)
+{
+    pthread_condattr_t attr;
+
+    memset(t, 0, sizeof *t);
+    t->heap = calloc(cap, sizeof *t->heap);
+    if (!t->heap)
+        return -1;
+    t->cap = cap;
+    pthread_mutex_init(&t->lock, NULL);
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&t->wake, &attr);
+    pthread_condattr_destroy(&attr);
+    if (pthread_create(&t->thread, NULL, timer_main, t) != 0)
+        return -1;
+    t->running = true;
+    return 0;
+}
+
+/* The caller has already suspended conn, so an early resume cannot race ahead
+ * of the suspension. -1 when the heap is full (cannot happen while the heap is
+ * as large as MHD's connection limit). */
+static int timer_add(timer *t, struct MHD_Connection *conn, double deadline)
+{
+    int rc = -1;
+    pthread_mutex_lock(&t->lock);
+    if (t->len < t->cap && !t->stopping) {
+        heap_push(t, (timer_entry){deadline, conn});
+        pthread_cond_signal(&t->wake);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&t->lock);
+    return rc;
+}
+
+static void timer_stop(timer *t)
+{
+    if (t->running) {
+        pthread_mutex_lock(&t->lock);
+        t->stopping = true;
+        pthread_cond_signal(&t->wake);
+        pthread_mutex_unlock(&t->lock);
+        pthread_join(t->thread, NULL);
+        t->running = false;
+    }
+    if (t->heap) {
+        pthread_cond_destroy(&t->wake);
+        pthread_mutex_destroy(&t->lock);
+        free(t->heap);
+        t->heap = NULL;
+    }
+}
+
+/* ------------------------------------------------------------------ server */
+
+typedef struct server {
+    script script;
+    char *auth;            /* expected Authorization value, or NULL */
+    FILE *log;
+    double started;
+    timer timer;
+    pthread_mutex_t lock;  /* everything below, and writes to log */
+    long requests, in_flight, max_in_flight, unmatched;
+    long *hits;            /* per rule: requests it answered (also its use count) */
+    unsigned long next_id;
+} server;
+
+typedef enum { EP_NONE, EP_CHAT, EP_MODELS, EP_COUNTERS, EP_RESET, EP_BAD_METHOD } endpoint;
+
+typedef struct request {
+    endpoint endpoint;
+    buf body;
+    bool too_large;
+    bool counted;          /* entered in_flight */
+    bool prepared;         /* response decided; queue it on the next call */
+    bool drop;
+    unsigned status;
+    long latency_ms;
+    struct MHD_Response *response;
+} request;
+
+static void counters_enter(server *s, request *req)
+{
+    pthread_mutex_lock(&s->lock);
+    s->requests++;
+    if (++s->in_flight > s->max_in_flight)
+        s->max_in_flight = s->in_flight;
+    pthread_mutex_unlock(&s->lock);
+    req->counted = true;
+}
+
+static void counters_leave(server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->in_flight--;
+    pthread_mutex_unlock(&s->lock);
+}
+
+/* Takes one use of rule i if it has uses left; false if `times` is spent. */
+static bool rule_take(server *s, size_t i)
+{
+    bool ok;
+    pthread_mutex_lock(&s->lock);
+    ok = s->script.rules[i].times < 0 || s->hits[i] < s->script.rules[i].times;
+    if (ok)
+        s->hits[i]++;
+    pthread_mutex_unlock(&s->lock);
+    return ok;
+}
+
+/* Length of the longest prefix of s holding at most n UTF-8 code points. */
+static size_t utf8_prefix(const char *s, size_t len, size_t n)
+{
+    size_t i = 0, points = 0;
+    for (; i < len; i++) {
+        if (((unsigned char)s[i] & 0xC0) != 0x80 && points++ == n)
+            break;
+    }
+    return i;
+}
+
+static void log_request(server *s, long rule_index, const char *model, const char *last_user,
+                        size_t last_user_len, unsigned status)
+{
+    if (!s->log)
+        return;
+    size_t n = last_user ? utf8_prefix(last_user, last_user_len, FAKELM_LOG_PREVIEW) : 0;
+    json_t *line = json_pack("{s:f, s:I, s:s?, s:s%, s:i}", "t", clock_now() - s->started,
+                             "rule", (json_int_t)rule_index, "model", model,
+                             "last_user", last_user ? last_user : "", n, "status", (int)status);
+    char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
+    if (text) {
+        pthread_mutex_lock(&s->lock);
+        fputs(text, s->log);
+        fputc('\n', s->log);
+        fflush(s->log);
+        pthread_mutex_unlock(&s->lock);
+    }
+    free(text);
+    json_decref(line);
+}
+
+/* --------------------------------------------------------------- responses */
+
+static struct MHD_Response *response_owned(char *data, size_t len, const char *content_type)
+{
+    if (!data)
+        return NULL;
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, data, MHD_RESPMEM_MUST_FREE);
+    if (!resp) {
+        free(data);
+        return NULL;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    return resp;
+}
+
+static struct MHD_Response *response_json(json_t *value)
+{
+    char *text = value ? json_dumps(value, JSON_COMPACT) : NULL;
+    json_decref(value);
+    return text ? response_owned(text, strlen(text), "application/json") : NULL;
+}
+
+static const char *error_type_for(unsigned status)
+{
+    if (status == 429)
+        return "requests";
+    if (status >= 500)
+        return "server_error";
+    return "invalid_request_error";
+}
+
+/* OpenAI's error object: {"error":{"message","type","param","code"}}. */
+static struct MHD_Response *response_error(const char *message, const char *type,
+                                           const char *param, const char *code)
+{
+    return response_json(json_pack("{s:{s:s, s:s, s:s?, s:s?}}", "error", "message", message,
+                                   "type", type, "param", param, "code", code));
+}
+
+typedef struct usage {
+    size_t prompt, completion;
+} usage;
+
+static json_t *usage_json(usage u)
+{
+    return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)u.prompt,
+                     "completion_tokens", (json_int_t)u.completion, "total_tokens",
+                     (json_int_t)(u.prompt + u.completion));
+}
+
+typedef struct completion {
+    char id[48];
+    long created;
+    const char *model;
+    const char *content;   /* NULL: JSON null */
+    const char *reasoning; /* NULL: absent */
+    usage usage;
+} completion;
+
+static struct MHD_Response *response_completion(const completion *c)
+{
+    json_t *message = json_pack("{s:s, s:s?}", "role", "assistant", "content", c->content);
+    if (message && c->reasoning)
+        json_object_set_new(message, "reasoning_content", json_string(c->reasoning));
+    return response_json(json_pack(
+        "{s:s, s:s, s:I, s:s, s:[{s:i, s:o, s:n, s:s}], s:o}", "id", c->id, "object",
+        "chat.completion", "created", (json_int_t)c->created, "model", c->model, "choices",
+        "index", 0, "message", message, "logprobs", "finish_reason", "stop", "usage",
+        usage_json(c->usage)));
+}
+
+/* An SSE body handed out one event per read, so each event is its own HTTP
+ * chunk as a streaming server would send it. */
+typedef struct sse_body {
+    buf data;
+    size_t ends[FAKELM_STREAM_PIECES * 2 + 8];
+    size_t nevents;
+} sse_body;
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    sse_body *sse = cls;
+    if (pos >= sse->data.len)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    size_t end = sse->data.len;
+    for (size_t i = 0; i < sse->nevents; i++) {
+        if (sse->ends[i] > pos) {
+            end = sse->ends[i];
+            break;
+        }
+    }
+    size_t n = end - (size_t)pos < max ? end - (size_t)pos : max;
+    memcpy(out, sse->data.data + pos, n);
+    return (ssize_t)n;
+}
+
+static void sse_free(void *cls)
+{
+    sse_body *sse = cls;
+    buf_free(&sse->data);
+    free(sse);
+}
+
+static int sse_event(sse_body *sse, json_t *chunk)
+{
+    char *text = chunk ? json_dumps(chunk, JSON_COMPACT) : NULL;
+    int rc = -1;
+    json_decref(chunk);
+    if (text && sse->nevents < sizeof sse->ends / sizeof sse->ends[0] &&
+        buf_printf(&sse->data, "data: %s\n\n", text) == 0) {
+        sse->ends[sse->nevents++] = sse->data.len;
+        rc = 0;
+    }
+    free(text);
+    return rc;
+}
+
+static json_t *sse_chunk(const completion *c, json_t *delta, const char *finish, bool usage_null)
+{
+    json_t *chunk = json_pack("{s:s, s:s, s:I, s:s, s:[{s:i, s:o, s:n, s:s?}]}", "id", c->id,
+                              "object", "chat.completion.chunk", "created",
+                              (json_int_t)c->created, "model", c->model, "choices", "index", 0,
+                              "delta", delta, "logprobs", "finish_reason", finish);
+    if (chunk && usage_null)
+        json_object_set_new(chunk, "usage", json_null());
+    return chunk;
+}
+
+/* Splits text into up to FAKELM_STREAM_PIECES deltas under `field`, never
+ * inside a UTF-8 sequence. */
+static int sse_pieces(sse_body *sse, const completion *c, const char *field, const char *text,
+                      bool usage_null)
+{
+    size_t len = strlen(text), step = (len + FAKELM_STREAM_PIECES - 1) / FAKELM_STREAM_PIECES;
+    for (size_t at = 0; at < len;) {
+        size_t end = at + step < len ? at + step : len;
+        while (end < len && ((unsigned char)text[end] & 0xC0) == 0x80)
+            end++;
+        json_t *delta = json_pack("{s:s%}", field, text + at, end - at);
+        if (sse_event(sse, sse_chunk(c, delta, NULL, usage_null)) != 0)
+            return -1;
+        at = end;
+    }
+    return 0;
+}
+
+static struct MHD_Response *response_stream(const completion *c, bool include_usage)
+{
+    sse_body *sse = calloc(1, sizeof *sse);
+    struct MHD_Response *resp = NULL;
+    if (!sse)
+        return NULL;
+    buf_init(&sse->data, FAKELM_MAX_BODY * 2);
+    if (sse_event(sse, sse_chunk(c, json_pack("{s:s, s:s}", "role", "assistant", "content", ""),
+                                 NULL, include_usage)) != 0)
+        goto fail;
+    if (c->reasoning &&
+        sse_pieces(sse, c, "reasoning_content", c->reasoning, include_usage) != 0)
+        goto fail;
+    if (c->content && sse_pieces(sse, c, "content", c->content, include_usage) != 0)
+        goto fail;
+    if (sse_event(sse, sse_chunk(c, json_object(), "stop", include_usage)) != 0)
+        goto fail;
+    if (include_usage &&
+        sse_event(sse, json_pack("{s:s, s:s, s:I, s:s, s:[], s:o}", "id", c->id, "object",
+                                 "chat.completion.chunk", "created", (json_int_t)c->created,
+                                 "model", c->model, "choices", "usage", usage_json(c->usage))) != 0)
+        goto fail;
+    if (buf_puts(&sse->data, "data: [DONE]\n\n") != 0)
+        goto fail;
+    sse->ends[sse->nevents++] = sse->data.len;
+    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, sse_read, sse, sse_free);
+    if (!resp)
+        goto fail;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    return resp;
+fail:
+    sse_free(sse);
+    return NULL;
+}
+
+/* --------------------------------------------------------- chat completions */
+
+typedef struct chat {
+    json_t *root;
+    const char *model;
+    buf last_user, system, any;
+    bool has_user;
+    size_t content_bytes;  /* all message contents, for prompt_tokens */
+    bool stream, include_usage;
+} chat;
+
+static void chat_free(chat *c)
+{
+    json_decref(c->root);
+    buf_free(&c->last_user);
+    buf_free(&c->system);
+    buf_free(&c->any);
+}
+
+/* A message's content as text: a string, an array of parts whose "text"
+ * fields are concatenated, or null/absent (e.g. an assistant tool call). */
+static int content_text(json_t *content, buf *out)
+{
+    size_t i;
+    json_t *part;
+    if (!content || json_is_null(content))
+        return 0;
+    if (json_is_string(content))
+        return buf_append(out, json_string_value(content), json_string_length(content));
+    if (!json_is_array(content))
+        return -1;
+    json_array_foreach(content, i, part) {
+        if (!json_is_object(part))
+            return -1;
+        json_t *text = json_object_get(part, "text");
+        if (json_is_string(text) && buf_append(out, json_string_value(text), json_string_length(text)) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int chat_message(chat *c, size_t index, json_t *message, buf *text)
+{
+    const char *role = json_string_value(json_object_get(message, "role"));
+    if (!json_is_object(message) || !role)
+        return -1;
+    buf_reset(text);
+    if (content_text(json_object_get(message, "content"), text) != 0)
+        return -1;
+    c->content_bytes += text->len;
+    if ((index > 0 && buf_puts(&c->any, "\n") != 0) || buf_append(&c->any, text->data, text->len) != 0)
+        return -1;
+    if (strcmp(role, "user") == 0) {
+        buf_reset(&c->last_user);
+        c->has_user = true;
+        return buf_append(&c->last_user, text->data, text->len);
+    }
+    if (strcmp(role, "system") == 0 || strcmp(role, "developer") == 0) {
+        if (c->system.len > 0 && buf_puts(&c->system, "\n") != 0)
+            return -1;
+        return buf_append(&c->system, text->data, text->len);
+    }
+    return 0;
+}
+
+/* Parses a request body; on error fills *message and *param for a 400. */
+static int chat_parse(chat *c, const char *body, size_t len, const char **message, const char **param)
+{
+    json_error_t jerr;
+    json_t *messages, *message_json, *options;
+    buf text;
+    size_t i;
+    int rc = -1;
+
+    buf_init(&c->last_user, FAKELM_MAX_BODY);
+    buf_init(&c->system, FAKELM_MAX_BODY);
+    buf_init(&c->any, FAKELM_MAX_BODY);
+    buf_init(&text, FAKELM_MAX_BODY);
+    *param = NULL;
+    c->root = json_loadb(body ? body : "", len, 0, &jerr);
+    if (!json_is_object(c->root)) {
+        *message = "We could not parse the JSON body of your request. (HINT: This likely means "
+                   "you aren't using your HTTP library correctly. The OpenAI API expects a JSON "
+                   "payload, but what was sent was not valid JSON.)";
+        goto fail;
+    }
+    c->model = json_string_value(json_object_get(c->root, "model"));
+    if (!c->model) {
+        *message = "you must provide a model parameter";
+        *param = "model";
+        goto fail;
+    }
+    messages = json_object_get(c->root, "messages");
+    if (!json_is_array(messages) || json_array_size(messages) == 0) {
+        *message = "'messages' must be a non-empty array";
+        *param = "messages";
+        goto fail;
+    }
+    json_array_foreach(messages, i, message_json) {
+        if (chat_message(c, i, message_json, &text) != 0) {
+            *message = "each message needs a string 'role' and a 'content' that is a string, "
+                       "an array of content parts or null";
+            *param = "messages";
+            goto fail;
+        }
+    }
+    c->stream = json_is_true(json_object_get(c->root, "stream"));
+    options = json_object_get(c->root, "stream_options");
+    c->include_usage = json_is_true(json_object_get(options, "include_usage"));
+    rc = 0;
+fail:
+    buf_free(&text);
+    return rc;
+}
+
+static const char *chat_subject(const chat *c, rule_on on, size_t *len)
+{
+    const buf *b = on == ON_SYSTEM ? &c->system : on == ON_ANY ? &c->any : &c->last_user;
+    *len = b->len;
+    return b->data ? b->data : "";
+}
+
+/* Writes tmpl to out with $0..$9 replaced by capture groups of the match in
+ * md ("" for a group that did not take part); "$$" is one dollar; a $N naming
+ * a group the pattern lacks stays as written. */
+static int reply_expand(const char *tmpl, const char *subject, pcre2_match_data *md,
+                        uint32_t groups, buf *out)
+{
+    PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+    uint32_t pairs = pcre2_get_ovector_count(md);
+    for (const char *p = tmpl; *p; p++) {
+        if (p[0] == '$' && p[1] == '$') {
+            p++;
+        } else if (p[0] == '$' && p[1] >= '0' && p[1] <= '9' && (uint32_t)(p[1] - '0') <= groups) {
+            uint32_t g = (uint32_t)(p[1] - '0');
+            p++;
+            if (g < pairs && ov[2 * g] != PCRE2_UNSET &&
+                buf_append(out, subject + ov[2 * g], ov[2 * g + 1] - ov[2 * g]) != 0)
+                return -1;
+            continue;
+        }
+        if (buf_append(out, p, 1) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* First rule, in script order, whose model and match regexes accept the
+ * request and that has uses left; its reply is expanded into reply. -1: none. */
+static long chat_match(server *s, const chat *c, buf *reply)
+{
+    pcre2_match_data *md = pcre2_match_data_create(FAKELM_CAPTURES, NULL);
+    pcre2_match_context *mc = s->script.match_context;
+    long found = -1;
+    if (!md)
+        return -1;
+    for (size_t i = 0; i < s->script.nrules && found < 0; i++) {
+        const rule *r = &s->script.rules[i];
+        size_t len;
+        const char *subject = chat_subject(c, r->on, &len);
+        if (r->model && pcre2_match(r->model, (PCRE2_SPTR)c->model, strlen(c->model), 0, 0, md, mc) < 0)
+            continue;
+        if (pcre2_match(r->match, (PCRE2_SPTR)subject, len, 0, 0, md, mc) < 0)
+            continue;
+        if (!rule_take(s, i))
+            continue;
+        found = (long)i;
+        if (reply_expand(r->reply, subject, md, r->groups, reply) != 0)
+            buf_reset(reply);
+    }
+    pcre2_match_data_free(md);
+    return found;
+}
+
+static void add_rule_headers(struct MHD_Response *resp, const rule *r)
+{
+    const char *name;
+    json_t *value;
+    if (!resp || !r || !r->headers)
+        return;
+    json_object_foreach(r->headers, name, value)
+        MHD_add_response_header(resp, name, json_string_value(value));
+}
+
+static size_t tokens_of(size_t bytes)
+{
+    return (bytes + 3) / 4;
+}
+
+/* Decides the answer to one chat request: sets req->status, latency and drop,
+ * and returns the response (NULL only when dropping or out of memory). */
+static struct MHD_Response *chat_respond(server *s, request *req, struct MHD_Connection *conn)
+{
+    chat c = {0};
+    buf reply;
+    const char *message, *param;
+    const rule *r = NULL;
+    struct MHD_Response *resp = NULL;
+    long index = -1;
+
+    buf_init(&reply, FAKELM_MAX_BODY);
+    req->latency_ms = 0;
+    if (s->auth) {
+        const char *got = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+        if (!got || strcmp(got, s->auth) != 0) {
+            req->status = MHD_HTTP_UNAUTHORIZED;
+            resp = response_error("Incorrect API key provided", "invalid_request_error", NULL,
+                                  "invalid_api_key");
+            goto done;
+        }
+    }
+    if (req->too_large) {
+        req->status = 413;
+        resp = response_error("request body too large", "invalid_request_error", NULL, NULL);
+        goto done;
+    }
+    if (chat_parse(&c, req->body.data, req->body.len, &message, &param) != 0) {
+        req->status = MHD_HTTP_BAD_REQUEST;
+        resp = response_error(message, "invalid_request_error", param, NULL);
+        goto done;
+    }
+
+    index = chat_match(s, &c, &reply);
+    if (index < 0) {
+        pthread_mutex_lock(&s->lock);
+        s->unmatched++;
+        pthread_mutex_unlock(&s->lock);
+        buf_puts(&reply, "fakelm: no rule matched");
+    } else {
+        r = &s->script.rules[index];
+    }
+    req->latency_ms = r && r->latency_ms >= 0 ? r->latency_ms : s->script.latency_ms;
+    req->status = r ? (unsigned)r->status : MHD_HTTP_OK;
+    req->drop = r && r->drop;
+    if (req->drop) {
+        goto done;
+    } else if (r && r->body) {
+        const char *type = r->content_type ? r->content_type
+                           : c.stream      ? "text/event-stream"
+                                           : "application/json";
+        resp = response_owned(str_dup_len(r->body, r->body_len), r->body_len, type);
+    } else if (req->status != MHD_HTTP_OK) {
+        resp = response_error(reply.data ? reply.data : "", r->error_type ? r->error_type
+                                                        : error_type_for(req->status),
+                              NULL, r->error_code);
+    } else {
+        completion out = {.created = (long)clock_wall(), .model = c.model};
+        pthread_mutex_lock(&s->lock);
+        unsigned long id = ++s->next_id;
+        pthread_mutex_unlock(&s->lock);
+        snprintf(out.id, sizeof out.id, "chatcmpl-fakelm%lu", id);
+        out.content = r && r->content_null ? NULL : (reply.data ? reply.data : "");
+        out.reasoning = r ? r->reasoning : NULL;
+        out.usage.prompt = tokens_of(c.content_bytes);
+        out.usage.completion = tokens_of((out.content ? strlen(out.content) : 0) +
+                                         (out.reasoning ? strlen(out.reasoning) : 0));
+        resp = c.stream ? response_stream(&out, c.include_usage) : response_completion(&out);
+    }
+    add_rule_headers(resp, r);
+done:
+    log_request(s, index, c.model, c.has_user ? c.last_user.data : NULL, c.last_user.len,
+                req->status);
+    chat_free(&c);
+    buf_free(&reply);
+    return resp;
+}
+
+/* ------------------------------------------------------- other endpoints */
+
+static struct MHD_Response *models_respond(server *s, struct MHD_Connection *conn, unsigned *status)
+{
+    size_t i;
+    json_t *id, *data = json_array();
+    if (s->auth) {
+        const char *got = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+        if (!got || strcmp(got, s->auth) != 0) {
+            json_decref(data);
+            *status = MHD_HTTP_UNAUTHORIZED;
+            return response_error("Incorrect API key provided", "invalid_request_error", NULL,
+                                  "invalid_api_key");
+        }
+    }
+    *status = MHD_HTTP_OK;
+    json_array_foreach(s->script.models, i, id) {
+        json_array_append_new(data, json_pack("{s:O, s:s, s:I, s:s}", "id", id, "object", "model",
+                                              "created", (json_int_t)0, "owned_by", "fakelm"));
+    }
+    return response_json(json_pack("{s:s, s:o}", "object", "list", "data", data));
+}
+
+static struct MHD_Response *counters_respond(server *s)
+{
+    json_t *hits = json_array();
+    json_t *out;
+    pthread_mutex_lock(&s->lock);
+    for (size_t i = 0; i < s->script.nrules; i++)
+        json_array_append_new(hits, json_integer(s->hits[i]));
+    out = json_pack("{s:I, s:I, s:I, s:o, s:I}", "requests", (json_int_t)s->requests,
+                    "in_flight", (json_int_t)s->in_flight, "max_in_flight",
+                    (json_int_t)s->max_in_flight, "rules", hits, "unmatched",
+                    (json_int_t)s->unmatched);
+    pthread_mutex_unlock(&s->lock);
+    return response_json(out);
+}
+
+/* in_flight is live state, not a counter: requests still being answered keep
+ * it, and max_in_flight restarts from it. */
+static struct MHD_Response *reset_respond(server *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->requests = 0;
+    s->unmatched = 0;
+    s->max_in_flight = s->in_flight;
+    memset(s->hits, 0, s->script.nrules * sizeof *s->hits);
+    pthread_mutex_unlock(&s->lock);
+    return response_json(json_pack("{s:b}", "reset", 1));
+}
+
+/* ----------------------------------------------------------- MHD callbacks */
+
+static endpoint route(const char *url, const char *method)
+{
+    static const struct {
+        const char *url, *method;
+        endpoint endpoint;
+    } routes[] = {
+        {"/v1/chat/completions", "POST", EP_CHAT}, {"/chat/completions", "POST", EP_CHAT},
+        {"/v1/models", "GET", EP_MODELS},          {"/models", "GET", EP_MODELS},
+        {"/counters", "GET", EP_COUNTERS},         {"/reset", "POST", EP_RESET},
+    };
+    endpoint found = EP_NONE;
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
+        if (strcmp(url, routes[i].url) != 0)
+            continue;
+        if (strcmp(method, routes[i].method) == 0)
+            return routes[i].endpoint;
+        found = EP_BAD_METHOD;
+    }
+    return found;
+}
+
+static void request_prepare(server *s, request *req, struct MHD_Connection *conn)
+{
+    req->status = MHD_HTTP_OK;
+    switch (req->endpoint) {
+    case EP_CHAT:
+        req->response = chat_respond(s, req, conn);
+        break;
+    case EP_MODELS:
+        req->response = models_respond(s, conn, &req->status);
+        break;
+    case EP_COUNTERS:
+        req->response = counters_respond(s);
+        break;
+    case EP_RESET:
+        req->response = reset_respond(s);
+        break;
+    case EP_BAD_METHOD:
+        req->status = MHD_HTTP_METHOD_NOT_ALLOWED;
+        req->response = response_error("method not allowed", "invalid_request_error", NULL, NULL);
+        break;
+    case EP_NONE:
+        req->status = MHD_HTTP_NOT_FOUND;
+        req->response = response_error("unknown URL", "invalid_request_error", NULL, NULL);
+        break;
+    }
+    req->prepared = true;
+}
+
+/* MHD calls this once when headers arrive, once per body piece, once when the
+ * body is complete, and once more after a resume. The answer is decided when
+ * the body is complete; with latency the connection is parked in the timer. */
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version, const char *upload,
+                                  size_t *upload_size, void **con_cls)
+{
+    server *s = cls;
+    request *req = *con_cls;
+    enum MHD_Result ret;
+
+    if (!req) {
+        if (!(req = calloc(1, sizeof *req)))
+            return MHD_NO;
+        buf_init(&req->body, FAKELM_MAX_BODY);
+        req->endpoint = route(url, method);
+        *con_cls = req;
+        if (req->endpoint == EP_CHAT)
+            counters_enter(s, req);
+        return MHD_YES;
+    }
+    if (*upload_size > 0) {
+        if (!req->too_large && buf_append(&req->body, upload, *upload_size) != 0)
+            req->too_large = true;
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    if (!req->prepared) {
+        request_prepare(s, req, conn);
+        if (req->latency_ms > 0) {
+            MHD_suspend_connection(conn);
+            if (timer_add(&s->timer, conn, clock_now() + (double)req->latency_ms / 1000.0) != 0)
+                MHD_resume_connection(conn);
+            return MHD_YES;
+        }
+    }
+    if (req->drop || !req->response)
+        return MHD_NO;
+    ret = MHD_queue_response(conn, req->status, req->response);
+    MHD_destroy_response(req->response);
+    req->response = NULL;
+    return ret;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    server *s = cls;
+    request *req = *con_cls;
+    if (!req)
+        return;
+    if (req->counted)
+        counters_leave(s);
+    if (req->response)
+        MHD_destroy_response(req->response);
+    buf_free(&req->body);
+    free(req);
+    *con_cls = NULL;
+}
+
+/* -------------------------------------------------------------------- main */
+
+typedef struct options {
+    const char *script, *port_file, *log, *key;
+    long port, latency_ms;
+} options;
+
+static void print_usage(FILE *out)
+{
+    fputs("usage: fakelm --script FILE [--port N] [--port-file FILE] [--latency-ms N]\n"
+          "              [--log FILE] [--require-key KEY]\n"
+          "\n"
+          "A fake OpenAI-compatible chat-completions server on 127.0.0.1 for tests.\n"
+          "\n"
+          "  --script FILE      JSON rules deciding each reply (see docs/fakelm.md)\n"
+          "  --port N           port to listen on; 0 (default) picks a free one\n"
+          "  --port-file FILE   write the chosen port to FILE (atomically) once listening\n"
+          "  --latency-ms N     delay before every answer; overrides the script's\n"
+          "                     latency_ms (a rule's own latency_ms still wins)\n"
+          "  --log FILE         append one JSON line per chat request\n"
+          "  --require-key KEY  answer 401 unless 'Authorization: Bearer KEY'\n"
+          "  --help             this text\n"
+          "\n"
+          "Endpoints: POST /v1/chat/completions (and /chat/completions), GET /v1/models,\n"
+          "GET /counters, POST /reset.\n"
+          "Prints 'listening on 127.0.0.1:PORT' when ready; exits 0 on SIGTERM/SIGINT,\n"
+          "1 if it cannot serve, 2 on a bad command line or script.\n",
+          out);
+}
+
+/* 0 to run, 1 when --help was printed, -1 on a usage error (message printed). */
+static int options_parse(options *o, int argc, char **argv)
+{
+    memset(o, 0, sizeof *o);
+    o->latency_ms = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            print_usage(stdout);
+            return 1;
+        }
+        if (!value) {
+            fprintf(stderr, "fakelm: %s: unknown option or missing value\n", arg);
+            return -1;
+        }
+        i++;
+        if (strcmp(arg, "--script") == 0) {
+            o->script = value;
+        } else if (strcmp(arg, "--port-file") == 0) {
+            o->port_file = value;
+        } else if (strcmp(arg, "--log") == 0) {
+            o->log = value;
+        } else if (strcmp(arg, "--require-key") == 0) {
+            o->key = value;
+        } else if (strcmp(arg, "--port") == 0) {
+            if (parse_long(value, &o->port) != 0 || o->port < 0 || o->port > 65535) {
+                fprintf(stderr, "fakelm: --port: not a port number: %s\n", value);
+                return -1;
+            }
+        } else if (strcmp(arg, "--latency-ms") == 0) {
+            if (parse_long(value, &o->latency_ms) != 0 || o->latency_ms < 0 ||
+                o->latency_ms > FAKELM_MAX_LATENCY_MS) {
+                fprintf(stderr, "fakelm: --latency-ms: expected 0..%ld: %s\n",
+                        FAKELM_MAX_LATENCY_MS, value);
+                return -1;
+            }
+        } else {
+            fprintf(stderr, "fakelm: unknown option %s\n", arg);
+            return -1;
+        }
+    }
+    if (!o->script) {
+        fputs("fakelm: --script FILE is required (try --help)\n", stderr);
+        return -1;
+    }
+    return 0;
+}
+
+/* Temp file + rename so a waiting test never reads a half-written number. */
+static int port_file_write(const char *path, unsigned port)
+{
+    buf tmp, text;
+    int fd = -1, rc = -1;
+    buf_init(&tmp, PATH_MAX);
+    buf_init(&text, 32);
+    if (buf_printf(&tmp, "%s.tmp.%ld", path, (long)getpid()) != 0 || buf_printf(&text, "%u\n", port) != 0)
+        goto fail;
+    fd = open(tmp.data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0 || write_full(fd, text.data, text.len) != 0 || close(fd) != 0) {
+        fd = -1;
+        goto fail;
+    }
+    fd = -1;
+    if (rename(tmp.data, path) != 0)
+        goto fail;
+    rc = 0;
+fail:
+    if (fd >= 0)
+        close(fd);
+    if (rc != 0 && tmp.data)
+        unlink(tmp.data);
+    buf_free(&tmp);
+    buf_free(&text);
+    return rc;
+}
+
+/* Many concurrent clients need many descriptors; take what the hard limit allows. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static struct MHD_Daemon *daemon_start(server *s, long port)
+{
+    struct sockaddr_in addr = {.sin_family = AF_INET,
+                               .sin_port = htons((uint16_t)port),
+                               .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    /* One event-loop thread: answers are computed in microseconds and waiting
+     * happens in the timer, so more threads would only add locking. */
+    return MHD_start_daemon(
+        MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
+        (uint16_t)port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)FAKELM_MAX_CONNECTIONS,
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_TIMEOUT, 300u,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
+}
+
+static int serve(server *s, const options *o)
+{
+    sigset_t stop_signals;
+    struct MHD_Daemon *daemon = NULL;
+    const union MHD_DaemonInfo *info;
+    int sig, rc = 1;
+
+    /* Blocked before any thread starts, so only sigwait below sees them. */
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGTERM);
+    sigaddset(&stop_signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    raise_fd_limit();
+
+    if (timer_start(&s->timer, FAKELM_MAX_CONNECTIONS + 16) != 0) {
+        fputs("fakelm: cannot start the timer thread\n", stderr);
+        goto fail;
+    }
+    daemon = daemon_start(s, o->port);
+    if (!daemon) {
+        fprintf(stderr, "fakelm: cannot listen on 127.0.0.1:%ld\n", o->port);
+        goto fail;
+    }
+    info = MHD_get_daemon_info(daemon, MHD_DAEMON_INFO_BIND_PORT);
+    if (!info || info->port == 0) {
+        fputs("fakelm: cannot learn the bound port\n", stderr);
+        goto fail;
+    }
+    if (o->port_file && port_file_write(o->port_file, info->port) != 0) {
+        fprintf(stderr, "fakelm: cannot write %s: %s\n", o->port_file, strerror(errno));
+        goto fail;
+    }
+    printf("listening on 127.0.0.1:%u\n", (unsigned)info->port);
+    fflush(stdout);
+    while (sigwait(&stop_signals, &sig) != 0)
+        ;
+    rc = 0;
+fail:
+    timer_stop(&s->timer); /* resumes every parked connection first */
+    if (daemon)
+        MHD_stop_daemon(daemon);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    options o;
+    server s;
+    char err[512];
+    int rc;
+
+    memset(&s, 0, sizeof s);
+    rc = options_parse(&o, argc, argv);
+    if (rc != 0)
+        return rc > 0 ? 0 : 2;
+    if (script_load(&s.script, o.script, err, sizeof err) != 0) {
+        fprintf(stderr, "fakelm: bad script %s: %s\n", o.script, err);
+        return 2;
+    }
+    rc = 2;
+    if (o.latency_ms >= 0)
+        s.script.latency_ms = o.latency_ms;
+    s.hits = calloc(s.script.nrules + 1, sizeof *s.hits);
+    if (!s.hits)
+        goto done;
+    if (o.key) {
+        buf auth;
+        buf_init(&auth, 4096);
+        if (buf_printf(&auth, "Bearer %s", o.key) != 0) {
+            fputs("fakelm: --require-key: key too long\n", stderr);
+            buf_free(&auth);
+            goto done;
+        }
+        s.auth = buf_take(&auth);
+    }
+    if (o.log && !(s.log = fopen(o.log, "ae"))) {
+        fprintf(stderr, "fakelm: cannot open log %s: %s\n", o.log, strerror(errno));
+        goto done;
+    }
+    pthread_mutex_init(&s.lock, NULL);
+    s.started = clock_now();
+    rc = serve(&s, &o);
+    pthread_mutex_destroy(&s.lock);
+done:
+    if (s.log)
+        fclose(s.log);
+    free(s.auth);
+    free(s.hits);
+    script_free(&s.script);
+    return rc;
+}
