@@ -21,6 +21,7 @@ enum {
 
 #define REPL_FENCE "```"
 
+/* The system prompt, before the number of turns. */
 static const char system_text[] =
     "You are the root of a Recursive Language Model. You answer a question about an input "
     "that is far too large to read directly. The input is not in this conversation: it is "
@@ -39,8 +40,11 @@ static const char system_text[] =
     "whole task: variables, functions and imports stay available in later turns. After your "
     "reply you get back what each block printed (and the traceback if it raised). Long output "
     "is cut to its head and tail, so keep big results in variables and print only sizes, "
-    "counts, short samples and summaries. Fences of other languages are not run. You have "
-    "%d turns; each reply is one turn.\n"
+    "counts, short samples and summaries. Fences of other languages are not run. You have ";
+
+/* After the number of turns. */
+static const char system_text_rest[] =
+    " turns; each reply is one turn.\n"
     "\n"
     "## What the REPL provides\n"
     "\n"
@@ -245,8 +249,9 @@ static int append_count(buf *out, size_t n)
 char *prompt_system(int max_iterations)
 {
     buf out;
-    buf_init(&out, sizeof system_text + 64);
-    if (buf_printf(&out, system_text, max_iterations) != 0) {
+    buf_init(&out, sizeof system_text + sizeof system_text_rest + 32);
+    if (buf_puts(&out, system_text) != 0 || buf_printf(&out, "%d", max_iterations) != 0 ||
+        buf_puts(&out, system_text_rest) != 0) {
         buf_free(&out);
         return NULL;
     }

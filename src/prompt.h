@@ -27,7 +27,9 @@ size_t prompt_estimate_tokens(size_t len);
 
 /* Cuts text to at most max_chars characters, keeping the head and the tail
  * (half each, on UTF-8 boundaries) with a marker between them saying how many
- * characters were cut. Text within the limit is returned unchanged (a copy). */
+ * characters were cut. Text within the limit is returned unchanged (a copy).
+ * The marker counts toward max_chars; a limit too small to hold it (under ~40)
+ * gets a plain head cut without one. NULL only when out of memory. */
 char *prompt_bound(const char *text, size_t len, size_t max_chars);
 
 /* One block's result, for the feedback message. */
@@ -37,9 +39,10 @@ typedef struct prompt_block_result {
     int raised, timed_out, restarted;
 } prompt_block_result;
 
-/* The user message after a turn that ran code: each block's output in order,
- * then the label of the next turn ("Turn i of N"), and `note` (may be NULL)
- * e.g. to say a text FINAL was not accepted. */
+/* The user message after a turn that ran code: each block's output in order
+ * (code is not echoed; invalid UTF-8 and control bytes become U+FFFD), then
+ * `note` (may be NULL) e.g. to say a text FINAL was not accepted, then the
+ * label of the next turn ("Turn i of N"). */
 char *prompt_feedback(const prompt_block_result *blocks, size_t n_blocks,
                       int next_turn, int max_iterations, const char *note);
 

@@ -8,6 +8,7 @@
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* One line of the reply, without its "\n" or "\r\n". */
 typedef struct line {

@@ -29,14 +29,18 @@ typedef struct reply {
  * `repl`, `python`, `python3` or `py` (any case), closed by a fence line of at
  * least as many backticks. An unclosed block runs to the end of the text. Fences
  * of other languages (```text, ```json, bare ```) are not code and their
- * contents are ignored for final-answer detection too.
+ * contents are ignored for final-answer detection too. A fence indented inside
+ * a list item strips that indentation from its lines; blocks holding only
+ * whitespace are dropped.
  *
  * Final answer: the first line outside any fence that starts (after spaces and
  * markdown decoration such as "**" or "> ") with FINAL( or FINAL_VAR(. The
  * argument extends to the matching close parenthesis, honouring nested
  * parentheses and quoted strings; it may span lines. A FINAL that does not
  * start its line ("then I will call FINAL(x)") is prose, not an answer. An
- * unbalanced FINAL( takes the rest of the text, trimmed.
+ * unbalanced FINAL( takes the rest of the text, trimmed. When the argument is
+ * one string literal its quotes go and \n \t \\ \" \' are decoded. The text an
+ * argument spans is not searched for code blocks. Linear time.
  *
  * Returns 0, or -1 when out of memory (out is then cleared). */
 int reply_parse(const char *text, size_t len, reply *out);

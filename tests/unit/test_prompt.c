@@ -1,0 +1,456 @@
+/* Unit tests for prompt.c: character counting, head + tail bounding on UTF-8
+ * boundaries, the context description (empty, binary, 40 MB), the feedback
+ * and nudge messages, and the system prompt's coverage of the REPL contract. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "prompt.h"
+#include "util.h"
+
+/* Strict UTF-8 check, written independently of prompt.c's. */
+static int valid_utf8(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        unsigned char c = p[i];
+        size_t n;
+        uint32_t cp;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            n = 2;
+            cp = c & 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            n = 3;
+            cp = c & 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            n = 4;
+            cp = c & 0x07;
+        } else {
+            return 0;
+        }
+        if (i + n > len)
+            return 0;
+        for (size_t k = 1; k < n; k++) {
+            if ((p[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (p[i + k] & 0x3F);
+        }
+        if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += n;
+    }
+    return 1;
+}
+
+static size_t count_substr(const char *hay, const char *needle)
+{
+    size_t n = 0, nl = strlen(needle);
+    for (const char *p = strstr(hay, needle); p; p = strstr(p + nl, needle))
+        n++;
+    return n;
+}
+
+static void assert_before(const char *hay, const char *a, const char *b)
+{
+    const char *pa = strstr(hay, a), *pb = strstr(hay, b);
+    if (!pa || !pb || pa >= pb)
+        fail_msg("expected [%s] before [%s] in:\n%s", a, b, hay);
+}
+
+static void test_count_chars(void **state)
+{
+    (void)state;
+    assert_int_equal(prompt_count_chars("", 0), 0);
+    assert_int_equal(prompt_count_chars(NULL, 0), 0);
+    assert_int_equal(prompt_count_chars("abc\n", 4), 4);
+    assert_int_equal(prompt_count_chars("h\xC3\xA9llo", 6), 5);             /* héllo */
+    assert_int_equal(prompt_count_chars("\xE6\x97\xA5\xE6\x9C\xAC", 6), 2); /* 日本 */
+    assert_int_equal(prompt_count_chars("\xF0\x9F\x98\x80!", 5), 2);        /* 😀! */
+    /* only the given length counts */
+    assert_int_equal(prompt_count_chars("h\xC3\xA9llo", 3), 2);
+}
+
+static void test_estimate_tokens(void **state)
+{
+    (void)state;
+    assert_int_equal(prompt_estimate_tokens(0), 0);
+    assert_int_equal(prompt_estimate_tokens(1), 1);
+    assert_int_equal(prompt_estimate_tokens(3), 1);
+    assert_int_equal(prompt_estimate_tokens(4), 2);
+    assert_int_equal(prompt_estimate_tokens(7), 2);
+    assert_int_equal(prompt_estimate_tokens(35), 10);
+    assert_int_equal(prompt_estimate_tokens(36), 11);
+    assert_int_equal(prompt_estimate_tokens(3500000), 1000000);
+    /* no overflow at the top of the range: ceil(SIZE_MAX * 2 / 7) */
+    size_t top = prompt_estimate_tokens(SIZE_MAX);
+    assert_true(top > SIZE_MAX / 4 && top < SIZE_MAX / 3);
+}
+
+static void test_bound_within_limit(void **state)
+{
+    (void)state;
+    const char *text = "d\xC3\xA9j\xC3\xA0 vu"; /* déjà vu: 7 characters, 9 bytes */
+    char *out = prompt_bound(text, strlen(text), 7);
+    assert_non_null(out);
+    assert_string_equal(out, text);
+    assert_ptr_not_equal(out, text);
+    free(out);
+    out = prompt_bound("", 0, 0);
+    assert_non_null(out);
+    assert_string_equal(out, "");
+    free(out);
+}
+
+/* Reads N from the "[... N characters cut ...]" marker; -1 if absent. */
+static long marker_count(const char *s)
+{
+    const char *m = strstr(s, "[... ");
+    if (!m)
+        return -1;
+    char *end;
+    long n = strtol(m + 5, &end, 10);
+    if (strncmp(end, " characters cut ...]", 20) != 0)
+        return -1;
+    return n;
+}
+
+/* Mixed 1- to 4-byte characters: whatever the limit, the cut lands on
+ * character boundaries, stays within the limit, and the marker's count plus
+ * what was kept adds up to the whole. */
+static void test_bound_multibyte_cuts(void **state)
+{
+    (void)state;
+    buf b;
+    buf_init(&b, 1 << 20);
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(buf_puts(&b, "a\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80"), 0); /* aé€😀 */
+    size_t total = prompt_count_chars(b.data, b.len);
+    assert_int_equal(total, 1200);
+    for (size_t max = 0; max <= 400; max++) {
+        char *out = prompt_bound(b.data, b.len, max);
+        assert_non_null(out);
+        size_t out_len = strlen(out);
+        if (!valid_utf8(out, out_len))
+            fail_msg("max %zu: result is not valid UTF-8", max);
+        size_t out_chars = prompt_count_chars(out, out_len);
+        if (out_chars > max)
+            fail_msg("max %zu: result has %zu characters", max, out_chars);
+        long cut = marker_count(out);
+        if (max >= 40) {
+            assert_true(cut > 0);
+            const char *marker = strstr(out, "\n[... ");
+            const char *after = strstr(marker, "...]\n") + 5;
+            size_t head = prompt_count_chars(out, (size_t)(marker - out));
+            size_t tail = prompt_count_chars(after, strlen(after));
+            assert_int_equal(head + tail + (size_t)cut, total);
+            assert_true(head >= tail && head - tail <= 1); /* half each */
+            assert_memory_equal(out, b.data, (size_t)(marker - out));
+            assert_string_equal(after, b.data + b.len - strlen(after));
+        } else if (cut < 0) {
+            /* too small for the marker: a plain head cut */
+            assert_int_equal(out_chars, max);
+            assert_memory_equal(out, b.data, out_len);
+        }
+        free(out);
+    }
+    buf_free(&b);
+}
+
+static void test_bound_states_count(void **state)
+{
+    (void)state;
+    buf b;
+    buf_init(&b, 1 << 20);
+    for (int i = 0; i < 50000; i++)
+        assert_int_equal(buf_puts(&b, "\xC3\xA9"), 0);
+    char *out = prompt_bound(b.data, b.len, 1000);
+    assert_non_null(out);
+    long cut = marker_count(out);
+    assert_true(cut > 49000 && cut < 50000);
+    assert_true(prompt_count_chars(out, strlen(out)) <= 1000);
+    assert_true(prompt_count_chars(out, strlen(out)) >= 990);
+    free(out);
+    buf_free(&b);
+}
+
+static void test_describe_empty(void **state)
+{
+    (void)state;
+    char *d = prompt_describe_context(NULL, "", 0);
+    assert_non_null(d);
+    assert_non_null(strstr(d, "str"));
+    assert_non_null(strstr(d, "0 characters"));
+    assert_non_null(strstr(d, "about 0 tokens"));
+    assert_non_null(strstr(d, "0 lines"));
+    assert_non_null(strstr(d, "empty"));
+    assert_null(strstr(d, "file"));
+    free(d);
+    d = prompt_describe_context("", NULL, 0);
+    assert_non_null(d);
+    assert_non_null(strstr(d, "0 characters"));
+    free(d);
+}
+
+static void test_describe_small(void **state)
+{
+    (void)state;
+    const char *text = "first line\nsecond \xE2\x82\xAC line\nthird";
+    char *d = prompt_describe_context("notes.txt", text, strlen(text));
+    assert_non_null(d);
+    assert_non_null(strstr(d, "30 characters"));
+    assert_non_null(strstr(d, "3 lines"));
+    assert_non_null(strstr(d, "about 10 tokens")); /* 32 bytes */
+    assert_non_null(strstr(d, "\"notes.txt\""));
+    assert_non_null(strstr(d, text)); /* short: shown whole, once */
+    assert_int_equal(count_substr(d, "second"), 1);
+    free(d);
+
+    d = prompt_describe_context(NULL, "x", 1);
+    assert_non_null(d);
+    assert_non_null(strstr(d, "1 character "));
+    assert_non_null(strstr(d, "1 line."));
+    free(d);
+}
+
+/* Binary input and a long file name: the description stays valid UTF-8 and
+ * small. */
+static void test_describe_binary(void **state)
+{
+    (void)state;
+    char data[2048];
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (char)(i * 37 + 11);
+    data[0] = '\0';
+    char name[3000];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    char *d = prompt_describe_context(name, data, sizeof data);
+    assert_non_null(d);
+    size_t dlen = strlen(d);
+    assert_true(valid_utf8(d, dlen));
+    assert_true(dlen < 8192);
+    assert_non_null(strstr(d, "\xEF\xBF\xBD"));
+    assert_non_null(strstr(d, "about 586 tokens"));
+    assert_non_null(strstr(d, "nnnnn...\""));
+    free(d);
+}
+
+/* Multibyte characters only: the preview cuts count characters, not bytes. */
+static void test_describe_multibyte(void **state)
+{
+    (void)state;
+    buf b;
+    buf_init(&b, 1 << 20);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(buf_puts(&b, "\xE2\x82\xAC"), 0); /* € */
+    char *d = prompt_describe_context(NULL, b.data, b.len);
+    assert_non_null(d);
+    assert_true(valid_utf8(d, strlen(d)));
+    assert_non_null(strstr(d, "1,000 characters"));
+    assert_non_null(strstr(d, "1 line"));
+    assert_int_equal(count_substr(d, "\xE2\x82\xAC"), 700);
+    free(d);
+    buf_free(&b);
+}
+
+/* 40 MB: exact counts, a bounded description, previews of the true start
+ * and end. */
+static void test_describe_huge(void **state)
+{
+    (void)state;
+    const size_t len = 40u << 20;
+    char *data = malloc(len);
+    assert_non_null(data);
+    for (size_t i = 0; i + 8 <= len; i += 8)
+        memcpy(data + i, "abc\n\xC3\xA9\xC3\xA9", 8); /* 6 characters, 1 newline */
+    data[0] = 'S';
+    memcpy(data + len - 4, " END", 4); /* last unit: 8 characters, no newline */
+    char *d = prompt_describe_context("big.log", data, len);
+    assert_non_null(d);
+    size_t dlen = strlen(d);
+    assert_true(dlen < 4096);
+    assert_true(valid_utf8(d, dlen));
+    assert_int_equal(prompt_count_chars(data, len), len / 8 * 6 + 2);
+    assert_non_null(strstr(d, "31,457,282 characters"));
+    assert_non_null(strstr(d, "about 11,983,726 tokens"));
+    assert_non_null(strstr(d, "5,242,881 lines"));
+    assert_non_null(strstr(d, "\"big.log\""));
+    assert_non_null(strstr(d, "first 500 characters"));
+    assert_non_null(strstr(d, "last 200 characters"));
+    assert_non_null(strstr(d, "---\nSbc\n"));
+    assert_non_null(strstr(d, "abc\n END\n"));
+    free(d);
+    free(data);
+}
+
+static void test_first_user(void **state)
+{
+    (void)state;
+    const char *question = "How many lines mention \"error\"?\nCount carefully.";
+    char *m = prompt_first_user("DESCRIPTION-HERE\n", question, 12);
+    assert_non_null(m);
+    assert_non_null(strstr(m, "DESCRIPTION-HERE"));
+    assert_non_null(strstr(m, question));
+    assert_non_null(strstr(m, "Turn 1 of 12"));
+    assert_before(m, "DESCRIPTION-HERE", question);
+    free(m);
+}
+
+static void test_feedback(void **state)
+{
+    (void)state;
+    prompt_block_result blocks[4] = {
+        {"print(1)", "1\n", 0, 0, 0},
+        {"x = 2", "", 0, 0, 0},
+        {"while True: pass", "TimeoutError", 1, 1, 1},
+        {"1/0", "Traceback...\nZeroDivisionError: division by zero", 1, 0, 0},
+    };
+    char *m = prompt_feedback(blocks, 4, 3, 10, "Your text FINAL was not accepted.");
+    assert_non_null(m);
+    assert_non_null(strstr(m, "[block 1 of 4 output]\n1\n"));
+    assert_non_null(strstr(m, "[block 2 of 4 output]\n(no output)\n"));
+    const char *third = strstr(m, "[block 3 of 4 output");
+    assert_non_null(third);
+    assert_non_null(strstr(third, "timed out"));
+    assert_non_null(strstr(third, "restarted"));
+    assert_non_null(strstr(third, "variables were lost"));
+    assert_non_null(strstr(m, "[block 4 of 4 output; raised an exception]\nTraceback"));
+    assert_before(m, "[block 1 of 4", "[block 2 of 4");
+    assert_before(m, "[block 2 of 4", "[block 3 of 4");
+    assert_before(m, "[block 3 of 4", "[block 4 of 4");
+    assert_before(m, "ZeroDivisionError", "Your text FINAL was not accepted.");
+    assert_before(m, "Your text FINAL was not accepted.", "Turn 3 of 10.");
+    assert_null(strstr(m, "print(1)")); /* the model wrote the code: not echoed */
+    assert_null(strstr(m, "last turn"));
+    free(m);
+}
+
+static void test_feedback_states(void **state)
+{
+    (void)state;
+    prompt_block_result interrupted = {"f()", NULL, 0, 1, 0};
+    char *m = prompt_feedback(&interrupted, 1, 10, 10, NULL);
+    assert_non_null(m);
+    assert_non_null(strstr(m, "[block 1 of 1 output; timed out and was interrupted, variables kept]"));
+    assert_non_null(strstr(m, "(no output)"));
+    assert_non_null(strstr(m, "Turn 10 of 10."));
+    assert_non_null(strstr(m, "last turn"));
+    free(m);
+
+    prompt_block_result crashed = {"f()", "  \n", 0, 0, 1};
+    m = prompt_feedback(&crashed, 1, 2, 5, "");
+    assert_non_null(m);
+    assert_non_null(strstr(m, "crashed and was restarted, all variables were lost"));
+    assert_non_null(strstr(m, "(no output)"));
+    free(m);
+
+    /* output bytes that are not UTF-8 cannot leak into the message */
+    prompt_block_result binary = {"x", "ok \xFF\xFE end", 0, 0, 0};
+    m = prompt_feedback(&binary, 1, 2, 5, NULL);
+    assert_non_null(m);
+    assert_true(valid_utf8(m, strlen(m)));
+    assert_non_null(strstr(m, "ok \xEF\xBF\xBD\xEF\xBF\xBD end"));
+    free(m);
+
+    m = prompt_feedback(NULL, 0, 2, 5, NULL);
+    assert_non_null(m);
+    assert_non_null(strstr(m, "Turn 2 of 5."));
+    free(m);
+}
+
+static void test_nudge_and_last_turn(void **state)
+{
+    (void)state;
+    char *m = prompt_nudge(4, 9);
+    assert_non_null(m);
+    assert_non_null(strstr(m, "Turn 4 of 9."));
+    assert_non_null(strstr(m, "```repl"));
+    assert_non_null(strstr(m, "FINAL("));
+    free(m);
+    m = prompt_last_turn();
+    assert_non_null(m);
+    assert_non_null(strstr(m, "FINAL("));
+    assert_non_null(strstr(m, "FINAL_VAR("));
+    free(m);
+}
+
+static size_t count_words(const char *s)
+{
+    size_t n = 0;
+    int in_word = 0;
+    for (; *s; s++) {
+        int space = *s == ' ' || *s == '\n' || *s == '\t';
+        if (!space && !in_word)
+            n++;
+        in_word = !space;
+    }
+    return n;
+}
+
+static void test_system_prompt(void **state)
+{
+    (void)state;
+    char *s = prompt_system(17);
+    assert_non_null(s);
+    static const char *const names[] = {
+        "context", "llm_query(prompt, model=None)", "llm_query_batched(prompts, model=None)",
+        "rlm_query(", "rlm_query_batched(", "FINAL(value)", "FINAL_VAR(name)",
+        "answer[\"content\"]", "answer[\"ready\"] = True", "\"ready\": False", "SHOW_VARS()",
+        "print", "```repl", "17 turns", "in order", "error string", "100,000",
+        "truncated", "no files", "no network",
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strstr(s, names[i]) && !(strcmp(names[i], "truncated") == 0 && strstr(s, "cut")))
+            fail_msg("system prompt does not mention [%s]", names[i]);
+    static const char *const modules[] = {
+        "re", "json", "math", "collections", "itertools", "functools", "statistics", "string",
+        "textwrap", "heapq", "bisect", "datetime", "random", "difflib", "unicodedata",
+        "fractions", "decimal", "dataclasses", "typing", "operator", "copy", "csv", "io",
+    };
+    const char *imports = strstr(s, "You may import");
+    assert_non_null(imports);
+    for (size_t i = 0; i < sizeof modules / sizeof modules[0]; i++) {
+        char word[32];
+        snprintf(word, sizeof word, " %s", modules[i]);
+        if (!strstr(imports, word))
+            fail_msg("system prompt does not allow import %s", modules[i]);
+    }
+    size_t words = count_words(s);
+    if (words < 500 || words > 900)
+        fail_msg("system prompt has %zu words", words);
+    assert_true(valid_utf8(s, strlen(s)));
+    free(s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_count_chars),
+        cmocka_unit_test(test_estimate_tokens),
+        cmocka_unit_test(test_bound_within_limit),
+        cmocka_unit_test(test_bound_multibyte_cuts),
+        cmocka_unit_test(test_bound_states_count),
+        cmocka_unit_test(test_describe_empty),
+        cmocka_unit_test(test_describe_small),
+        cmocka_unit_test(test_describe_binary),
+        cmocka_unit_test(test_describe_multibyte),
+        cmocka_unit_test(test_describe_huge),
+        cmocka_unit_test(test_first_user),
+        cmocka_unit_test(test_feedback),
+        cmocka_unit_test(test_feedback_states),
+        cmocka_unit_test(test_nudge_and_last_turn),
+        cmocka_unit_test(test_system_prompt),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
