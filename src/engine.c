@@ -348,8 +348,10 @@ done:
     return status;
 }
 
-/* One root turn. Returns 1 when answered, 0 to go on, -1 on a fatal error. */
-static int engine_turn(engine *e, int *empty_replies)
+/* One root turn. On the last turn (after the turn limit) no code runs, as
+ * the last request tells the model: only a text FINAL / FINAL_VAR counts.
+ * Returns 1 when answered, 0 to go on, -1 on a fatal error. */
+static int engine_turn(engine *e, int *empty_replies, int last)
 {
     lm_response resp = {0};
     int rc = engine_ask_root(e, &resp);
@@ -389,7 +391,7 @@ static int engine_turn(engine *e, int *empty_replies)
     }
 
     int status = 0;
-    if (rp.n_blocks > 0) {
+    if (rp.n_blocks > 0 && !last) {
         status = engine_run_blocks(e, &rp);
     } else if (rp.final_kind == REPLY_FINAL_VALUE) {
         engine_answer(e, rp.final_text, "FINAL in text");
@@ -478,7 +480,7 @@ rlm_status engine_run(const engine_params *p, lm *m, trace *t, const context *ct
     int empty_replies = 0;
     int rc = 0;
     for (e.turn = 1; e.turn <= p->max_iterations && rc == 0; e.turn++) {
-        rc = engine_turn(&e, &empty_replies);
+        rc = engine_turn(&e, &empty_replies, 0);
         if (rc != 0)
             break;
     }
@@ -489,7 +491,7 @@ rlm_status engine_run(const engine_params *p, lm *m, trace *t, const context *ct
         if (engine_push(&e, "user", prompt_last_turn()) != 0) {
             engine_fail(&e, RLM_ERR_NOMEM, "out of memory");
         } else {
-            rc = engine_turn(&e, &empty_replies);
+            rc = engine_turn(&e, &empty_replies, 1);
             if (rc == 0) {
                 out->status = RLM_NO_ANSWER;
                 free(out->error);

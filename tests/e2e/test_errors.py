@@ -235,7 +235,7 @@ class HostileOrConfusedModel(RlmTestCase):
 
     def test_turn_limit_then_last_request(self):
         rules = [
-            {"match": "(?i)final answer", "reply": "Still not sure."},
+            {"match": "(?i)used all your turns", "reply": "Still not sure."},
             {"match": ".", "reply": repl("print('looking')")},
         ]
         with FakeLM(rules) as lm:
@@ -248,7 +248,7 @@ class HostileOrConfusedModel(RlmTestCase):
 
     def test_turn_limit_last_request_answers(self):
         rules = [
-            {"match": "(?i)final answer", "reply": "FINAL(best guess)"},
+            {"match": "(?i)used all your turns", "reply": "FINAL(best guess)"},
             {"match": ".", "reply": repl("print('looking')")},
         ]
         with FakeLM(rules) as lm:
