@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <math.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
@@ -441,7 +440,7 @@ static void *timer_main(void *arg)
         } else {
             double when = t->heap[0].deadline;
             struct timespec ts = {.tv_sec = (time_t)when,
-                                  .tv_nsec = (long)((when - floor(when)) * 1e9)};
+                                  .tv_nsec = (long)((when - (double)(time_t)when) * 1e9)};
             pthread_cond_timedwait(&t->wake, &t->lock, &ts);
         }
     }
@@ -580,7 +579,7 @@ static void log_request(server *s, long rule_index, const char *model, const cha
     json_t *line = json_pack("{s:f, s:I, s:s?, s:s%, s:i}", "t", clock_now() - s->started,
                              "rule", (json_int_t)rule_index, "model", model,
                              "last_user", last_user ? last_user : "", n, "status", (int)status);
-    char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
+    char *text = line ? json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     if (text) {
         pthread_mutex_lock(&s->lock);
         fputs(text, s->log);
@@ -629,6 +628,19 @@ static struct MHD_Response *response_error(const char *message, const char *type
 {
     return response_json(json_pack("{s:{s:s, s:s, s:s?, s:s?}}", "error", "message", message,
                                    "type", type, "param", param, "code", code));
+}
+
+/* The wording real OpenAI uses, so clients' key-error handling can be tested. */
+static struct MHD_Response *response_unauthorized(void)
+{
+    return response_error("Incorrect API key provided", "invalid_request_error", NULL,
+                          "invalid_api_key");
+}
+
+static bool authorized(const server *s, struct MHD_Connection *conn)
+{
+    const char *got = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
+    return !s->auth || (got && strcmp(got, s->auth) == 0);
 }
 
 typedef struct usage {
@@ -809,7 +821,8 @@ static int content_text(json_t *content, buf *out)
         if (!json_is_object(part))
             return -1;
         json_t *text = json_object_get(part, "text");
-        if (json_is_string(text) && buf_append(out, json_string_value(text), json_string_length(text)) != 0)
+        if (json_is_string(text) &&
+            buf_append(out, json_string_value(text), json_string_length(text)) != 0)
             return -1;
     }
     return 0;
@@ -824,7 +837,9 @@ static int chat_message(chat *c, size_t index, json_t *message, buf *text)
     if (content_text(json_object_get(message, "content"), text) != 0)
         return -1;
     c->content_bytes += text->len;
-    if ((index > 0 && buf_puts(&c->any, "\n") != 0) || buf_append(&c->any, text->data, text->len) != 0)
+    if (index > 0 && buf_puts(&c->any, "\n") != 0)
+        return -1;
+    if (buf_append(&c->any, text->data, text->len) != 0)
         return -1;
     if (strcmp(role, "user") == 0) {
         buf_reset(&c->last_user);
@@ -840,7 +855,8 @@ static int chat_message(chat *c, size_t index, json_t *message, buf *text)
 }
 
 /* Parses a request body; on error fills *message and *param for a 400. */
-static int chat_parse(chat *c, const char *body, size_t len, const char **message, const char **param)
+static int chat_parse(chat *c, const char *body, size_t len, const char **message,
+                      const char **param)
 {
     json_error_t jerr;
     json_t *messages, *message_json, *options;
@@ -934,7 +950,8 @@ static long chat_match(server *s, const chat *c, buf *reply)
         const rule *r = &s->script.rules[i];
         size_t len;
         const char *subject = chat_subject(c, r->on, &len);
-        if (r->model && pcre2_match(r->model, (PCRE2_SPTR)c->model, strlen(c->model), 0, 0, md, mc) < 0)
+        if (r->model &&
+            pcre2_match(r->model, (PCRE2_SPTR)c->model, strlen(c->model), 0, 0, md, mc) < 0)
             continue;
         if (pcre2_match(r->match, (PCRE2_SPTR)subject, len, 0, 0, md, mc) < 0)
             continue;
@@ -976,14 +993,10 @@ static struct MHD_Response *chat_respond(server *s, request *req, struct MHD_Con
 
     buf_init(&reply, FAKELM_MAX_BODY);
     req->latency_ms = 0;
-    if (s->auth) {
-        const char *got = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
-        if (!got || strcmp(got, s->auth) != 0) {
-            req->status = MHD_HTTP_UNAUTHORIZED;
-            resp = response_error("Incorrect API key provided", "invalid_request_error", NULL,
-                                  "invalid_api_key");
-            goto done;
-        }
+    if (!authorized(s, conn)) {
+        req->status = MHD_HTTP_UNAUTHORIZED;
+        resp = response_unauthorized();
+        goto done;
     }
     if (req->too_large) {
         req->status = 413;
@@ -1009,6 +1022,7 @@ static struct MHD_Response *chat_respond(server *s, request *req, struct MHD_Con
     req->status = r ? (unsigned)r->status : MHD_HTTP_OK;
     req->drop = r && r->drop;
     if (req->drop) {
+        req->status = 0; /* logged as 0: no response was sent */
         goto done;
     } else if (r && r->body) {
         const char *type = r->content_type ? r->content_type
@@ -1046,17 +1060,13 @@ done:
 static struct MHD_Response *models_respond(server *s, struct MHD_Connection *conn, unsigned *status)
 {
     size_t i;
-    json_t *id, *data = json_array();
-    if (s->auth) {
-        const char *got = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Authorization");
-        if (!got || strcmp(got, s->auth) != 0) {
-            json_decref(data);
-            *status = MHD_HTTP_UNAUTHORIZED;
-            return response_error("Incorrect API key provided", "invalid_request_error", NULL,
-                                  "invalid_api_key");
-        }
+    json_t *id, *data;
+    if (!authorized(s, conn)) {
+        *status = MHD_HTTP_UNAUTHORIZED;
+        return response_unauthorized();
     }
     *status = MHD_HTTP_OK;
+    data = json_array();
     json_array_foreach(s->script.models, i, id) {
         json_array_append_new(data, json_pack("{s:O, s:s, s:I, s:s}", "id", id, "object", "model",
                                               "created", (json_int_t)0, "owned_by", "fakelm"));
@@ -1289,7 +1299,8 @@ static int port_file_write(const char *path, unsigned port)
     int fd = -1, rc = -1;
     buf_init(&tmp, PATH_MAX);
     buf_init(&text, 32);
-    if (buf_printf(&tmp, "%s.tmp.%ld", path, (long)getpid()) != 0 || buf_printf(&text, "%u\n", port) != 0)
+    if (buf_printf(&tmp, "%s.tmp.%ld", path, (long)getpid()) != 0 ||
+        buf_printf(&text, "%u\n", port) != 0)
         goto fail;
     fd = open(tmp.data, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0 || write_full(fd, text.data, text.len) != 0 || close(fd) != 0) {
