@@ -113,6 +113,12 @@ size_t context_len(const context *c) { return c->len; }
 const char *context_data(const context *c) { return c->data; }
 const char *context_name(const context *c) { return c->name; }
 
+void context_release_pages(const context *c)
+{
+    if (c && c->data)
+        madvise((void *)c->data, c->len, MADV_DONTNEED);
+}
+
 void context_free(context *c)
 {
     if (!c)

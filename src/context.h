@@ -23,6 +23,12 @@ size_t context_len(const context *c);
 const char *context_data(const context *c);   /* len bytes; NULL when len is 0 */
 const char *context_name(const context *c);   /* the path, or NULL for text */
 
+/* Tells the kernel the host is done with the pages it touched (e.g. after
+ * describing the input): they leave this process's resident set but stay in
+ * the page cache, so the sandbox's own mapping of the same file reuses them.
+ * The mapping stays valid; later reads fault the pages back in. */
+void context_release_pages(const context *c);
+
 void context_free(context *c);
 
 #endif
