@@ -40,7 +40,8 @@ typedef enum http_outcome {
 typedef struct http_result {
     http_outcome outcome;
     long status;        /* HTTP status of the response, 0 if none arrived */
-    char *body;         /* the response body, NUL-terminated, never NULL; the callback owns it */
+    char *body;         /* the response body, NUL-terminated; the callback owns it.
+                         * NULL only when out of memory (outcome HTTP_ERR_OTHER) */
     size_t body_len;
     double retry_after; /* seconds asked for by a Retry-After header, -1 if none */
     const char *error;  /* what went wrong when outcome != HTTP_OK (borrowed, callback only) */

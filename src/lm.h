@@ -63,7 +63,10 @@ lm *lm_new(const lm_options *opts, char *err, size_t errlen);
 
 /* Sends n requests concurrently (bounded by the concurrency option) and
  * blocks until all have completed or failed. out[i] answers reqs[i]; every
- * out[i] is filled, whatever happens to the others. */
+ * out[i] is filled, whatever happens to the others. out[] need not be
+ * initialised: it is overwritten, so clear responses before reusing them.
+ * Retries (429, 500/502/503/504, connection errors, timeouts) wait on the I/O
+ * thread's timed queue, honouring Retry-After; other 4xx end at once. */
 void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out);
 
 /* Convenience: one request. */

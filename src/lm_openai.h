@@ -16,7 +16,8 @@ char *openai_request_body(const lm_request *req);
 /* Parses a 2xx body into out->content, out->reasoning, out->finish_reason,
  * out->prompt_tokens, out->completion_tokens. Sets out->error to LM_OK,
  * LM_ERR_PARSE (with out->error_message saying what was wrong) or LM_ERR_EMPTY.
- * `content: null` with reasoning present is LM_OK with content "". */
+ * `content: null` with reasoning present is LM_OK with content "".
+ * out's string fields must be NULL or malloc'd: they are freed and replaced. */
 void openai_parse_response(const char *body, size_t len, lm_response *out);
 
 /* The provider's error message from a non-2xx body ({"error": {"message": ...}}

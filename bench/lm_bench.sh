@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# lm_bench.sh — the LM dispatcher's throughput against fakelm: 1,000 requests
+# at 200 ms fake latency, concurrency 64 (override with N, CONCURRENCY,
+# LATENCY_MS). Target: wall time within 1.3x of ceil(N/C) x latency.
+# Exits 0 when every request succeeded and the target was met.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="${RLM_BUILD_DIR:-$ROOT/build}"
+N="${N:-1000}"
+CONCURRENCY="${CONCURRENCY:-64}"
+LATENCY_MS="${LATENCY_MS:-200}"
+
+cmake --build "$BUILD" --target fakelm rlm_static >/dev/null
+cc -O2 -std=c11 -D_GNU_SOURCE -I"$ROOT/src" -I"$ROOT/include" "$ROOT/bench/lm_bench.c" \
+   "$BUILD/librlm.a" $(pkg-config --libs libcurl jansson) -lpthread -lm -o "$BUILD/lm_bench"
+
+WORK="$(mktemp -d)"
+FAKELM_PID=""
+cleanup() {
+    if [[ -n "$FAKELM_PID" ]]; then kill "$FAKELM_PID" 2>/dev/null || true; wait "$FAKELM_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+cat > "$WORK/script.json" <<'JSON'
+{"rules": [{"match": "^question (\\d+)$", "reply": "answer $1"}]}
+JSON
+"$BUILD/fakelm" --script "$WORK/script.json" --port 0 --port-file "$WORK/port" \
+    --latency-ms "$LATENCY_MS" >/dev/null &
+FAKELM_PID=$!
+for _ in $(seq 1 500); do [[ -s "$WORK/port" ]] && break; sleep 0.01; done
+[[ -s "$WORK/port" ]] || { echo "lm_bench: fakelm did not start" >&2; exit 1; }
+PORT="$(cat "$WORK/port")"
+
+echo "lm_bench: $N requests, concurrency $CONCURRENCY, fake latency ${LATENCY_MS} ms"
+status=0
+"$BUILD/lm_bench" "http://127.0.0.1:$PORT/v1" "$N" "$CONCURRENCY" "$LATENCY_MS" || status=$?
+if command -v curl >/dev/null; then
+    echo "server counters: $(curl -s "http://127.0.0.1:$PORT/counters")"
+fi
+exit $status

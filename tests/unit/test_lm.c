@@ -1,0 +1,716 @@
+/* test_lm — the dispatcher end to end against the real fake server (fakelm):
+ * ordering and the concurrency bound, retries (5xx, 429 with Retry-After,
+ * dropped connections, timeouts), errors without retry, usage accounting,
+ * cancellation on lm_free, and the http layer's body cap. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "http.h"
+#include "lm.h"
+#include "util.h"
+
+
+#define FAKELM RLM_BUILD_DIR "/fakelm"
+
+/* ---- the fake server ------------------------------------------------- */
+
+typedef struct server {
+    pid_t pid;
+    int port;
+    char dir[64];
+    char base[128]; /* http://127.0.0.1:PORT/v1 */
+} server;
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fputs(text, f) >= 0, 1);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Starts fakelm with the given script (and --require-key when key != NULL)
+ * and waits until it has written its port. The child gets SIGTERM if this
+ * process dies, so a crashed test leaves no server behind; its stderr goes to
+ * a file that is shown when it fails to start. */
+static void server_start(server *s, const char *script, const char *key)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->dir, sizeof s->dir, "/tmp/rlm-test-lm-XXXXXX");
+    assert_non_null(mkdtemp(s->dir));
+    char script_path[128], port_path[128], log_path[128];
+    snprintf(script_path, sizeof script_path, "%s/script.json", s->dir);
+    snprintf(port_path, sizeof port_path, "%s/port", s->dir);
+    snprintf(log_path, sizeof log_path, "%s/stderr", s->dir);
+    write_file(script_path, script);
+
+    const char *argv[] = {FAKELM, "--script", script_path, "--port", "0", "--port-file", port_path,
+                          key ? "--require-key" : NULL, key, NULL};
+    pid_t parent = getpid();
+    s->pid = fork();
+    assert_true(s->pid >= 0);
+    if (s->pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(127);
+        int out = open("/dev/null", O_WRONLY);
+        int err = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (out < 0 || err < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
+            _exit(127);
+        execv(FAKELM, (char *const *)argv);
+        _exit(127);
+    }
+
+    for (int i = 0; i < 1000 && s->port == 0; i++) {
+        FILE *f = fopen(port_path, "r");
+        if (f) {
+            if (fscanf(f, "%d", &s->port) != 1)
+                s->port = 0;
+            fclose(f);
+        }
+        if (s->port == 0) {
+            int status;
+            if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+                s->pid = 0;
+                char text[512] = "";
+                FILE *e = fopen(log_path, "r");
+                if (e) {
+                    size_t n = fread(text, 1, sizeof text - 1, e);
+                    text[n] = '\0';
+                    fclose(e);
+                }
+                fail_msg("fakelm exited early (status %d): %s", status, text);
+            }
+            sleep_ms(10);
+        }
+    }
+    assert_true(s->port > 0);
+    snprintf(s->base, sizeof s->base, "http://127.0.0.1:%d/v1", s->port);
+}
+
+static void server_stop(server *s)
+{
+    if (s->pid > 0) {
+        kill(s->pid, SIGTERM);
+        waitpid(s->pid, NULL, 0);
+        s->pid = 0;
+    }
+    if (!s->dir[0])
+        return;
+    static const char *const files[] = {"script.json", "port", "stderr"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[128];
+        snprintf(path, sizeof path, "%s/%s", s->dir, files[i]);
+        unlink(path);
+    }
+    rmdir(s->dir);
+    s->dir[0] = '\0';
+}
+
+/* Each test gets a server slot that teardown stops even when an assertion
+ * failed half-way. */
+static int setup_server(void **state)
+{
+    server *s = calloc(1, sizeof *s);
+    *state = s;
+    return s ? 0 : -1;
+}
+
+static int teardown_server(void **state)
+{
+    server_stop(*state);
+    free(*state);
+    return 0;
+}
+
+static size_t on_counters(char *data, size_t size, size_t nmemb, void *userdata)
+{
+    return buf_append(userdata, data, size * nmemb) == 0 ? size * nmemb : 0;
+}
+
+/* GET /counters, as JSON (the caller decrefs). */
+static json_t *server_counters(const server *s)
+{
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/counters", s->port);
+    buf body;
+    buf_init(&body, 1 << 20);
+    CURL *easy = curl_easy_init();
+    assert_non_null(easy);
+    curl_easy_setopt(easy, CURLOPT_URL, url);
+    curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_counters);
+    curl_easy_setopt(easy, CURLOPT_WRITEDATA, &body);
+    curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+    assert_int_equal(curl_easy_perform(easy), CURLE_OK);
+    curl_easy_cleanup(easy);
+    json_t *root = json_loadb(body.data, body.len, 0, NULL);
+    buf_free(&body);
+    assert_non_null(root);
+    return root;
+}
+
+static long counter(const server *s, const char *name)
+{
+    json_t *root = server_counters(s);
+    json_t *v = json_object_get(root, name);
+    assert_true(json_is_integer(v));
+    long n = (long)json_integer_value(v);
+    json_decref(root);
+    return n;
+}
+
+static lm *lm_open(const char *base, const char *key, int concurrency, double timeout, int retries)
+{
+    lm_options o = {
+        .base_url = base,
+        .api_key = key,
+        .concurrency = concurrency,
+        .timeout = timeout,
+        .connect_timeout = 5,
+        .max_retries = retries,
+    };
+    char err[256] = "";
+    lm *m = lm_new(&o, err, sizeof err);
+    if (!m)
+        fail_msg("lm_new: %s", err);
+    return m;
+}
+
+static void call_one(lm *m, const char *model, const char *text, lm_response *out)
+{
+    lm_message msg = {"user", text};
+    lm_request req = {model, &msg, 1};
+    lm_call(m, &req, out);
+}
+
+/* ---- tests ----------------------------------------------------------- */
+
+#define N_MANY 100
+
+static void test_many_in_order_bounded(void **state)
+{
+    server *s = *state;
+    server_start(s, "{\"latency_ms\": 50, \"rules\": [{\"match\": \"^q(\\\\d+)$\", \"reply\": \"a$1\"}]}", NULL);
+    lm *m = lm_open(s->base, NULL, 16, 30, -1);
+
+    static char texts[N_MANY][16];
+    lm_message msgs[N_MANY];
+    lm_request reqs[N_MANY];
+    lm_response out[N_MANY];
+    for (int i = 0; i < N_MANY; i++) {
+        snprintf(texts[i], sizeof texts[i], "q%d", i);
+        msgs[i] = (lm_message){"user", texts[i]};
+        reqs[i] = (lm_request){"m-small", &msgs[i], 1};
+    }
+    lm_call_many(m, reqs, N_MANY, out);
+    for (int i = 0; i < N_MANY; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "a%d", i);
+        if (out[i].error != LM_OK)
+            fail_msg("request %d: %s: %s", i, lm_error_name(out[i].error), out[i].error_message);
+        assert_string_equal(out[i].content, want);
+        assert_int_equal(out[i].http_status, 200);
+        assert_int_equal(out[i].attempts, 1);
+        assert_string_equal(out[i].finish_reason, "stop");
+        assert_true(out[i].prompt_tokens > 0);
+        lm_response_clear(&out[i]);
+    }
+    int peak = lm_max_in_flight(m);
+    assert_true(peak > 1);
+    assert_true(peak <= 16);
+    long server_peak = counter(s, "max_in_flight");
+    assert_true(server_peak > 1);
+    assert_true(server_peak <= 16);
+    assert_int_equal(counter(s, "requests"), N_MANY);
+    lm_free(m);
+    }
+
+typedef struct caller_arg {
+    lm *m;
+    int first;
+    int n;
+    int failures;
+} caller_arg;
+
+static void *caller_main(void *p)
+{
+    caller_arg *a = p;
+    char texts[32][16];
+    lm_message msgs[32];
+    lm_request reqs[32];
+    lm_response out[32];
+    for (int i = 0; i < a->n; i++) {
+        snprintf(texts[i], sizeof texts[i], "q%d", a->first + i);
+        msgs[i] = (lm_message){"user", texts[i]};
+        reqs[i] = (lm_request){"m", &msgs[i], 1};
+    }
+    lm_call_many(a->m, reqs, (size_t)a->n, out);
+    for (int i = 0; i < a->n; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "a%d", a->first + i);
+        if (out[i].error != LM_OK || strcmp(out[i].content, want) != 0)
+            a->failures++;
+        lm_response_clear(&out[i]);
+    }
+    return NULL;
+}
+
+/* Several threads share one dispatcher and one bound. */
+static void test_threads_share_bound(void **state)
+{
+    server *s = *state;
+    server_start(s, "{\"latency_ms\": 30, \"rules\": [{\"match\": \"^q(\\\\d+)$\", \"reply\": \"a$1\"}]}", NULL);
+    lm *m = lm_open(s->base, NULL, 8, 30, -1);
+    pthread_t threads[4];
+    caller_arg args[4];
+    for (int t = 0; t < 4; t++) {
+        args[t] = (caller_arg){m, t * 100, 25, 0};
+        assert_int_equal(pthread_create(&threads[t], NULL, caller_main, &args[t]), 0);
+    }
+    for (int t = 0; t < 4; t++) {
+        pthread_join(threads[t], NULL);
+        assert_int_equal(args[t].failures, 0);
+    }
+    assert_true(lm_max_in_flight(m) <= 8);
+    assert_true(counter(s, "max_in_flight") <= 8);
+    assert_int_equal(counter(s, "requests"), 100);
+    json_t *usage = lm_usage_json(m);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(usage, "m"), "calls")), 100);
+    json_decref(usage);
+    lm_free(m);
+    }
+
+/* A port nobody listens on: refused at once, no waiting for timeouts. */
+static int closed_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&addr, sizeof addr), 0);
+    socklen_t len = sizeof addr;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&addr, &len), 0);
+    close(fd);
+    return ntohs(addr.sin_port);
+}
+
+static void test_connect_refused(void **state)
+{
+    (void)state;
+    char base[64];
+    snprintf(base, sizeof base, "http://127.0.0.1:%d/v1/", closed_port());
+    lm *m = lm_open(base, NULL, 4, 30, -1);
+    lm_response r;
+    call_one(m, "m", "hello", &r);
+    assert_int_equal(r.error, LM_ERR_CONNECT);
+    assert_int_equal(r.attempts, 1);
+    assert_int_equal(r.http_status, 0);
+    assert_null(r.content);
+    assert_non_null(strstr(r.error_message, "/v1/chat/completions"));
+    assert_true(r.seconds < 5.0); /* far below both timeouts: it did not wait for them */
+    lm_response_clear(&r);
+    lm_free(m);
+
+    /* Connection errors are retried. */
+    m = lm_open(base, NULL, 4, 30, 1);
+    call_one(m, "m", "hello", &r);
+    assert_int_equal(r.error, LM_ERR_CONNECT);
+    assert_int_equal(r.attempts, 2);
+    assert_non_null(strstr(r.error_message, "after 2 attempts"));
+    lm_response_clear(&r);
+    json_t *usage = lm_usage_json(m);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(usage, "m"), "errors")), 1);
+    json_decref(usage);
+    lm_free(m);
+}
+
+static void test_unauthorized_no_retry(void **state)
+{
+    server *s = *state;
+    server_start(s, "{\"rules\": [{\"match\": \"\", \"reply\": \"welcome\"}]}", "sk-right");
+    lm *m = lm_open(s->base, "sk-wrong", 4, 30, 3);
+    lm_response r;
+    call_one(m, "m", "hello", &r);
+    assert_int_equal(r.error, LM_ERR_HTTP);
+    assert_int_equal(r.http_status, 401);
+    assert_int_equal(r.attempts, 1);
+    assert_non_null(strstr(r.error_message, "401"));
+    assert_non_null(strstr(r.error_message, "Incorrect API key provided"));
+    assert_int_equal(counter(s, "requests"), 1);
+    lm_response_clear(&r);
+    lm_free(m);
+
+    m = lm_open(s->base, NULL, 4, 30, 3);
+    call_one(m, "m", "hello", &r);
+    assert_int_equal(r.http_status, 401); /* no key, no header */
+    lm_response_clear(&r);
+    lm_free(m);
+
+    m = lm_open(s->base, "sk-right", 4, 30, 3);
+    call_one(m, "m", "hello", &r);
+    assert_int_equal(r.error, LM_OK);
+    assert_string_equal(r.content, "welcome");
+    lm_response_clear(&r);
+    lm_free(m);
+    }
+
+static void test_not_found_message(void **state)
+{
+    server *s = *state;
+    server_start(s,
+                 "{\"rules\": [{\"match\": \"\", \"status\": 404, \"error_code\": \"model_not_found\","
+                 " \"reply\": \"The model `nope` does not exist\"}]}",
+                 NULL);
+    lm *m = lm_open(s->base, NULL, 4, 30, 3);
+    lm_response r;
+    call_one(m, "nope", "hello", &r);
+    assert_int_equal(r.error, LM_ERR_HTTP);
+    assert_int_equal(r.http_status, 404);
+    assert_int_equal(r.attempts, 1);
+    assert_string_equal(r.error_message, "HTTP 404 Not Found: The model `nope` does not exist (model_not_found)");
+    lm_response_clear(&r);
+    lm_free(m);
+    }
+
+static void test_server_error_then_ok(void **state)
+{
+    server *s = *state;
+    server_start(s,
+                 "{\"rules\": [{\"match\": \"flaky\", \"status\": 500, \"times\": 2, \"reply\": \"boom\"},"
+                 " {\"match\": \"flaky\", \"reply\": \"fine\"}]}",
+                 NULL);
+    lm *m = lm_open(s->base, NULL, 4, 30, 0 /* default: 3 */);
+    lm_response r;
+    call_one(m, "m", "flaky", &r);
+    if (r.error != LM_OK)
+        fail_msg("%s: %s", lm_error_name(r.error), r.error_message);
+    assert_string_equal(r.content, "fine");
+    assert_int_equal(r.attempts, 3);
+    assert_int_equal(r.http_status, 200);
+    assert_int_equal(counter(s, "requests"), 3);
+    lm_response_clear(&r);
+    lm_free(m);
+    }
+
+static void test_rate_limit_retry_after(void **state)
+{
+    server *s = *state;
+    server_start(s,
+                 "{\"rules\": [{\"match\": \"limited\", \"status\": 429, \"times\": 1,"
+                 " \"headers\": {\"Retry-After\": \"1\"}, \"reply\": \"slow down\"},"
+                 " {\"match\": \"limited\", \"reply\": \"ok now\"},"
+                 " {\"match\": \"always\", \"status\": 429, \"headers\": {\"Retry-After\": \"0\"},"
+                 " \"error_code\": \"rate_limit_exceeded\", \"reply\": \"Rate limit reached\"}]}",
+                 NULL);
+    lm *m = lm_open(s->base, NULL, 4, 30, 2);
+    lm_response r;
+    call_one(m, "m", "limited", &r);
+    assert_int_equal(r.error, LM_OK);
+    assert_string_equal(r.content, "ok now");
+    assert_int_equal(r.attempts, 2);
+    /* The default first backoff is at most 0.5 s; waiting a second means the header won. */
+    assert_true(r.seconds >= 0.95);
+    lm_response_clear(&r);
+
+    call_one(m, "m", "always", &r);
+    assert_int_equal(r.error, LM_ERR_HTTP);
+    assert_int_equal(r.http_status, 429);
+    assert_int_equal(r.attempts, 3);
+    assert_string_equal(r.error_message,
+                        "HTTP 429 Too Many Requests: Rate limit reached (rate_limit_exceeded) (after 3 attempts)");
+    lm_response_clear(&r);
+    lm_free(m);
+    }
+
+static void test_retry_after_parse(void **state)
+{
+    (void)state;
+    time_t now = 1445412450; /* Wed, 21 Oct 2015 07:27:30 GMT */
+    assert_true(http_parse_retry_after("120", now) == 120.0);
+    assert_true(http_parse_retry_after(" 3 \r\n", now) == 3.0);
+    assert_true(http_parse_retry_after("1.5", now) == 1.5);
+    assert_true(http_parse_retry_after("0", now) == 0.0);
+    assert_true(http_parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now) == 30.0);
+    assert_true(http_parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now) == 0.0);
+    assert_true(http_parse_retry_after("-1", now) < 0);
+    assert_true(http_parse_retry_after("soon", now) < 0);
+    assert_true(http_parse_retry_after("12abc", now) < 0);
+    assert_true(http_parse_retry_after("", now) < 0);
+    assert_true(http_parse_retry_after(NULL, now) < 0);
+}
+
+static void test_timeout(void **state)
+{
+    server *s = *state;
+    server_start(s, "{\"rules\": [{\"match\": \"slow\", \"latency_ms\": 5000, \"reply\": \"late\"}]}", NULL);
+    lm *m = lm_open(s->base, NULL, 4, 0.3, 1);
+    lm_response r;
+    call_one(m, "m", "slow", &r);
+    assert_int_equal(r.error, LM_ERR_TIMEOUT);
+    assert_int_equal(r.attempts, 2);
+    assert_null(r.content);
+    assert_non_null(strstr(r.error_message, "0.3s"));
+    assert_true(r.seconds < 4.0); /* gave up long before the server answered */
+    lm_response_clear(&r);
+    lm_free(m);
+    }
+
+static void test_dropped_connection(void **state)
+{
+    server *s = *state;
+    server_start(s, "{\"rules\": [{\"match\": \"drop\", \"drop\": true}]}", NULL);
+    lm *m = lm_open(s->base, NULL, 4, 30, 1);
+    lm_response r;
+    call_one(m, "m", "drop", &r);
+    assert_int_equal(r.error, LM_ERR_CONNECT);
+    assert_int_equal(r.attempts, 2);
+    assert_int_equal(counter(s, "requests"), 2);
+    lm_response_clear(&r);
+    lm_free(m);
+    }
+
+static void test_non_json_ok_body(void **state)
+{
+    server *s = *state;
+    server_start(s,
+                 "{\"rules\": [{\"match\": \"garbage\", \"body\": \"<html>oops</html>\", \"content_type\": \"text/html\"},"
+                 " {\"match\": \"think\", \"content_null\": true, \"reasoning\": \"hmm\"}]}",
+                 NULL);
+    lm *m = lm_open(s->base, NULL, 4, 30, 3);
+    lm_response r;
+    call_one(m, "m", "garbage", &r);
+    assert_int_equal(r.error, LM_ERR_PARSE);
+    assert_int_equal(r.http_status, 200);
+    assert_int_equal(r.attempts, 1);
+    assert_non_null(strstr(r.error_message, "not valid JSON"));
+    lm_response_clear(&r);
+
+    call_one(m, "m", "think", &r);
+    assert_int_equal(r.error, LM_OK);
+    assert_string_equal(r.content, "");
+    assert_string_equal(r.reasoning, "hmm");
+    lm_response_clear(&r);
+    lm_free(m);
+    }
+
+static void test_usage_per_model(void **state)
+{
+    server *s = *state;
+    server_start(s,
+                 "{\"rules\": [{\"model\": \"^beta$\", \"match\": \"fail\", \"status\": 400, \"reply\": \"bad\"},"
+                 " {\"match\": \"\", \"reply\": \"twelve chars\"}]}",
+                 NULL);
+    lm *m = lm_open(s->base, NULL, 4, 30, 3);
+    lm_message sys = {"system", "You answer."};
+    lm_message msgs[5][2] = {
+        {sys, {"user", "one"}},
+        {sys, {"user", "two two two two"}},
+        {sys, {"user", "three"}},
+        {sys, {"user", "four"}},
+        {sys, {"user", "fail"}},
+    };
+    lm_request reqs[5] = {
+        {"alpha", msgs[0], 2}, {"alpha", msgs[1], 2}, {"alpha", msgs[2], 2},
+        {"beta", msgs[3], 2}, {"beta", msgs[4], 2},
+    };
+    lm_response out[5];
+    lm_call_many(m, reqs, 5, out);
+    long alpha_prompt = 0, alpha_completion = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(out[i].error, LM_OK);
+        assert_true(out[i].prompt_tokens > 0 && out[i].completion_tokens > 0);
+        alpha_prompt += out[i].prompt_tokens;
+        alpha_completion += out[i].completion_tokens;
+    }
+    assert_int_equal(out[3].error, LM_OK);
+    assert_int_equal(out[4].error, LM_ERR_HTTP);
+    assert_int_equal(out[4].http_status, 400);
+
+    json_t *usage = lm_usage_json(m);
+    json_t *alpha = json_object_get(usage, "alpha");
+    json_t *beta = json_object_get(usage, "beta");
+    assert_int_equal(json_object_size(usage), 2);
+    assert_int_equal(json_integer_value(json_object_get(alpha, "calls")), 3);
+    assert_int_equal(json_integer_value(json_object_get(alpha, "errors")), 0);
+    assert_int_equal(json_integer_value(json_object_get(alpha, "prompt_tokens")), alpha_prompt);
+    assert_int_equal(json_integer_value(json_object_get(alpha, "completion_tokens")), alpha_completion);
+    assert_int_equal(json_integer_value(json_object_get(beta, "calls")), 2);
+    assert_int_equal(json_integer_value(json_object_get(beta, "errors")), 1);
+    assert_int_equal(json_integer_value(json_object_get(beta, "prompt_tokens")), out[3].prompt_tokens);
+    json_decref(usage);
+    for (int i = 0; i < 5; i++)
+        lm_response_clear(&out[i]);
+
+    /* A second batch adds to the first. */
+    lm_call_many(m, reqs, 1, out);
+    usage = lm_usage_json(m);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(usage, "alpha"), "calls")), 4);
+    json_decref(usage);
+    lm_response_clear(&out[0]);
+    lm_free(m);
+    }
+
+typedef struct pending_arg {
+    lm *m;
+    lm_response out[6];
+} pending_arg;
+
+static void *pending_main(void *p)
+{
+    pending_arg *a = p;
+    lm_message msg = {"user", "wait"};
+    lm_request reqs[6];
+    for (int i = 0; i < 6; i++)
+        reqs[i] = (lm_request){"m", &msg, 1};
+    lm_call_many(a->m, reqs, 6, a->out);
+    return NULL;
+}
+
+/* lm_free ends requests on the wire and those still queued behind the bound. */
+static void test_free_cancels(void **state)
+{
+    server *s = *state;
+    server_start(s, "{\"rules\": [{\"match\": \"\", \"latency_ms\": 20000, \"reply\": \"never\"}]}", NULL);
+    pending_arg a = {.m = lm_open(s->base, NULL, 2, 60, 3)};
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, pending_main, &a), 0);
+    for (int i = 0; i < 500 && counter(s, "in_flight") < 2; i++)
+        sleep_ms(10);
+    assert_int_equal(counter(s, "in_flight"), 2);
+    lm_free(a.m);
+    pthread_join(thread, NULL);
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal(a.out[i].error, LM_ERR_CANCELLED);
+        assert_null(a.out[i].content);
+        lm_response_clear(&a.out[i]);
+    }
+    }
+
+/* ---- the http layer directly ---------------------------------------- */
+
+typedef struct sync_result {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int done;
+    http_outcome outcome;
+    long status;
+    size_t body_len;
+} sync_result;
+
+static void on_sync_done(void *ctx, http_result *res)
+{
+    sync_result *r = ctx;
+    pthread_mutex_lock(&r->lock);
+    r->outcome = res->outcome;
+    r->status = res->status;
+    r->body_len = res->body_len;
+    r->done = 1;
+    pthread_cond_signal(&r->cond);
+    pthread_mutex_unlock(&r->lock);
+    free(res->body);
+}
+
+static void test_http_body_cap(void **state)
+{
+    server *s = *state;
+    server_start(s, "{\"rules\": [{\"match\": \"\", \"reply\": \"0123456789012345678901234567890123456789"
+                     "0123456789012345678901234567890123456789\"}]}", NULL);
+    http_options o = {.max_transfers = 2, .max_body = 64};
+    char err[128];
+    http_client *c = http_client_new(&o, err, sizeof err);
+    assert_non_null(c);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", s->port);
+    static const char body[] = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    static const char *const headers[] = {"Content-Type: application/json", NULL};
+    sync_result r = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    http_request req = {.url = url, .headers = headers, .body = body, .body_len = sizeof body - 1,
+                        .timeout = 10, .done = on_sync_done, .ctx = &r};
+    assert_int_equal(http_submit(c, &req), 0);
+    pthread_mutex_lock(&r.lock);
+    while (!r.done)
+        pthread_cond_wait(&r.cond, &r.lock);
+    pthread_mutex_unlock(&r.lock);
+    assert_int_equal(r.outcome, HTTP_ERR_TOO_LARGE);
+    assert_true(r.body_len <= 64);
+
+    http_client_free(c);
+
+    /* GET works too, and a delayed submission still completes. */
+    c = http_client_new(NULL, err, sizeof err);
+    assert_non_null(c);
+    r.done = 0;
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/counters", s->port);
+    http_request get = {.url = url, .delay = 0.05, .done = on_sync_done, .ctx = &r};
+    assert_int_equal(http_submit(c, &get), 0);
+    pthread_mutex_lock(&r.lock);
+    while (!r.done)
+        pthread_cond_wait(&r.cond, &r.lock);
+    pthread_mutex_unlock(&r.lock);
+    assert_int_equal(r.outcome, HTTP_OK);
+    assert_int_equal(r.status, 200);
+    http_client_free(c);
+    }
+
+static void test_bad_options(void **state)
+{
+    (void)state;
+    char err[128] = "";
+    lm_options o = {.base_url = NULL};
+    assert_null(lm_new(&o, err, sizeof err));
+    assert_true(err[0] != '\0');
+    o.base_url = "http://127.0.0.1:1/v1";
+    o.api_key = "sk-abc\r\nX-Evil: 1";
+    err[0] = '\0';
+    assert_null(lm_new(&o, err, sizeof err));
+    assert_non_null(strstr(err, "api_key"));
+    lm_free(NULL);
+    lm_call_many(NULL, NULL, 0, NULL); /* nothing to do, nothing touched */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_many_in_order_bounded, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_threads_share_bound, setup_server, teardown_server),
+        cmocka_unit_test(test_connect_refused),
+        cmocka_unit_test_setup_teardown(test_unauthorized_no_retry, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_not_found_message, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_server_error_then_ok, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_rate_limit_retry_after, setup_server, teardown_server),
+        cmocka_unit_test(test_retry_after_parse),
+        cmocka_unit_test_setup_teardown(test_timeout, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_dropped_connection, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_non_json_ok_body, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_usage_per_model, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_free_cancels, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_http_body_cap, setup_server, teardown_server),
+        cmocka_unit_test(test_bad_options),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
