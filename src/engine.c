@@ -48,8 +48,11 @@ static void engine_progress(engine *e, const char *fmt, ...)
     char line[256];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    if (n >= 0 && (size_t)n < sizeof line)
+        snprintf(line + n, sizeof line - (size_t)n, " · %zu sub-calls · %.1fs", e->out->sub_calls,
+                 clock_now() - e->start);
     e->progress(e->progress_data, line);
 }
 
@@ -151,7 +154,7 @@ static int engine_serve_calls(void *userdata, int kind, const char *model,
         reqs[i].messages = &msgs[i];
         reqs[i].n_messages = 1;
     }
-    engine_progress(e, "turn %d · %zu sub-call%s in flight", e->turn, n, n == 1 ? "" : "s");
+    engine_progress(e, "turn %d of %d · batch of %zu in flight", e->turn, e->p->max_iterations, n);
     /* rlm_query degrades to llm_query until child RLMs exist (depth 1). */
     const char *kind_name = kind == SANDBOX_CALL_RLM ? "rlm_query" : "llm_query";
     lm_call_many(e->lm, reqs, n, resps);

@@ -1,1 +1,251 @@
-/* placeholder: being written */
+/* frame — length-prefixed JSON frames between the host and the sandbox child:
+ * bounded incremental reading, writing without SIGPIPE, and a lossy UTF-8
+ * repair so that anything we send is a valid JSON string. */
+#include "frame.h"
+
+#include "util.h"
+
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+/* Frames may carry U+0000 inside strings (model output can contain it). */
+#define FRAME_JSON_LOAD_FLAGS (JSON_ALLOW_NUL)
+#define FRAME_JSON_DUMP_FLAGS (JSON_COMPACT)
+
+void frame_reader_init(frame_reader *r, size_t max)
+{
+    memset(r, 0, sizeof *r);
+    r->max = max;
+}
+
+void frame_reader_reset(frame_reader *r)
+{
+    free(r->body);
+    size_t max = r->max;
+    frame_reader_init(r, max);
+}
+
+static int read_error(char *err, size_t errlen, const char *what)
+{
+    snprintf(err, errlen, "%s", what);
+    return FRAME_ERROR;
+}
+
+static int io_error(char *err, size_t errlen)
+{
+    if (errno == EINTR || errno == EAGAIN)
+        return FRAME_MORE;
+    snprintf(err, errlen, "read: %s", strerror(errno));
+    return FRAME_IO_ERROR;
+}
+
+int frame_parse(const char *data, size_t len, json_t **out, char *err, size_t errlen)
+{
+    json_error_t jerr;
+    json_t *obj = json_loadb(data, len, FRAME_JSON_LOAD_FLAGS, &jerr);
+    if (!obj) {
+        snprintf(err, errlen, "garbled frame: %s at byte %d", jerr.text, jerr.position);
+        return -1;
+    }
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        snprintf(err, errlen, "garbled frame: payload is not a JSON object");
+        return -1;
+    }
+    *out = obj;
+    return 0;
+}
+
+static int step_head(frame_reader *r, int fd, char *err, size_t errlen)
+{
+    ssize_t n = read(fd, r->head + r->head_len, sizeof r->head - r->head_len);
+    if (n < 0)
+        return io_error(err, errlen);
+    if (n == 0)
+        return r->head_len == 0 ? FRAME_EOF
+                                : read_error(err, errlen, "truncated frame: end of stream in length prefix");
+    r->head_len += (size_t)n;
+    if (r->head_len < sizeof r->head)
+        return FRAME_MORE;
+    uint32_t len = ((uint32_t)r->head[0] << 24) | ((uint32_t)r->head[1] << 16) |
+                   ((uint32_t)r->head[2] << 8) | (uint32_t)r->head[3];
+    if ((size_t)len > r->max) {
+        snprintf(err, errlen, "oversized frame: %lu bytes announced, the limit is %zu",
+                 (unsigned long)len, r->max);
+        return FRAME_ERROR;
+    }
+    if (len == 0)
+        return read_error(err, errlen, "garbled frame: empty payload");
+    r->body = malloc(len);
+    if (!r->body)
+        return read_error(err, errlen, "out of memory for a frame");
+    r->body_len = len;
+    r->body_have = 0;
+    return FRAME_MORE;
+}
+
+int frame_reader_step(frame_reader *r, int fd, json_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!r->body)
+        return step_head(r, fd, err, errlen);
+    ssize_t n = read(fd, r->body + r->body_have, r->body_len - r->body_have);
+    if (n < 0)
+        return io_error(err, errlen);
+    if (n == 0) {
+        snprintf(err, errlen, "truncated frame: end of stream after %zu of %zu bytes",
+                 r->body_have, r->body_len);
+        return FRAME_ERROR;
+    }
+    r->body_have += (size_t)n;
+    if (r->body_have < r->body_len)
+        return FRAME_MORE;
+    int rc = frame_parse(r->body, r->body_len, out, err, errlen);
+    frame_reader_reset(r);
+    return rc == 0 ? FRAME_READY : FRAME_ERROR;
+}
+
+int frame_read(int fd, size_t max, json_t **out, char *err, size_t errlen)
+{
+    frame_reader r;
+    frame_reader_init(&r, max);
+    int rc;
+    do
+        rc = frame_reader_step(&r, fd, out, err, errlen);
+    while (rc == FRAME_MORE);
+    frame_reader_reset(&r);
+    return rc;
+}
+
+/* Writes every byte of the iovecs; send() on sockets for MSG_NOSIGNAL, writev()
+ * on anything else (tests use pipes). */
+static int write_iov_full(int fd, struct iovec *iov, int iovcnt)
+{
+    int use_send = 1;
+    while (iovcnt > 0) {
+        ssize_t n;
+        if (use_send) {
+            struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
+            n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+            if (n < 0 && errno == ENOTSOCK) {
+                use_send = 0;
+                continue;
+            }
+        } else {
+            n = writev(fd, iov, iovcnt);
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        size_t done = (size_t)n;
+        while (iovcnt > 0 && done >= iov->iov_len) {
+            done -= iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + done;
+            iov->iov_len -= done;
+        }
+    }
+    return 0;
+}
+
+size_t frame_encoded_size(const json_t *obj)
+{
+    size_t n = json_dumpb(obj, NULL, 0, FRAME_JSON_DUMP_FLAGS);
+    return n == 0 ? 0 : n + 4;
+}
+
+int frame_write(int fd, const json_t *obj, size_t max, char *err, size_t errlen)
+{
+    int rc = -1;
+    char *text = json_dumps(obj, FRAME_JSON_DUMP_FLAGS);
+    if (!text) {
+        snprintf(err, errlen, "cannot encode frame (out of memory or invalid value)");
+        goto fail;
+    }
+    size_t len = strlen(text); /* NUL in strings is escaped as \u0000 */
+    if (len == 0 || len > max || len > UINT32_MAX) {
+        snprintf(err, errlen, "frame of %zu bytes exceeds the limit of %zu", len, max);
+        goto fail;
+    }
+    unsigned char head[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
+                             (unsigned char)(len >> 8), (unsigned char)len};
+    struct iovec iov[2] = {{head, sizeof head}, {text, len}};
+    if (write_iov_full(fd, iov, 2) != 0) {
+        snprintf(err, errlen, "cannot write frame: %s", strerror(errno));
+        goto fail;
+    }
+    rc = 0;
+fail:
+    free(text);
+    return rc;
+}
+
+/* Length of the valid UTF-8 sequence at s[0..n), or 0 if it is invalid
+ * (overlong forms, surrogates and code points past U+10FFFF included). */
+static size_t utf8_sequence(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t len;
+    uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) {
+        len = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+json_t *frame_string(const char *s, size_t len)
+{
+    json_t *str = json_stringn(s, len);
+    if (str)
+        return str;
+    /* Invalid UTF-8: rebuild with U+FFFD for each bad byte. */
+    static const char replacement[] = "\xEF\xBF\xBD";
+    buf b;
+    buf_init(&b, len * 3 + 1);
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        size_t n = utf8_sequence(p + i, len - i);
+        int rc = n ? buf_append(&b, p + i, n) : buf_append(&b, replacement, 3);
+        if (rc != 0) {
+            buf_free(&b);
+            return NULL;
+        }
+        i += n ? n : 1;
+    }
+    str = json_stringn(b.data ? b.data : "", b.len);
+    buf_free(&b);
+    return str;
+}

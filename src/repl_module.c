@@ -1,1 +1,889 @@
-/* placeholder: being written */
+/* repl_module — the `_rlm` built-in module of the sandbox child: the REPL
+ * functions model code calls (sub-calls go to the host as frames), the bounded
+ * output capture behind sys.stdout/sys.stderr, and the import guard. */
+#include "repl_module.h"
+
+#include "frame.h"
+
+#include <jansson.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *const repl_allowed_modules[] = {
+    "re",        "json",        "math",      "collections", "itertools",   "functools",
+    "statistics", "string",     "textwrap",  "heapq",       "bisect",      "datetime",
+    "random",    "difflib",     "unicodedata", "fractions", "decimal",     "dataclasses",
+    "typing",    "operator",    "copy",      "csv",         "io",
+};
+const size_t repl_allowed_modules_count =
+    sizeof repl_allowed_modules / sizeof repl_allowed_modules[0];
+
+/* Output capture: the first head_cap and the last tail_cap characters of all
+ * output of a cell, plus a count of everything. Memory is fixed at creation
+ * (output_limit code points), whatever the cell prints. */
+typedef struct capture_object {
+    PyObject_HEAD
+    Py_UCS4 *head;
+    size_t head_cap, head_len;
+    Py_UCS4 *tail; /* ring buffer */
+    size_t tail_cap, tail_len, tail_pos;
+    unsigned long long total;
+} capture_object;
+
+typedef struct repl_state {
+    int fd;
+    size_t frame_max;
+    PyObject *ns;            /* the model namespace (borrowed, lives forever) */
+    capture_object *capture;
+    PyObject *final_answer;  /* str set by FINAL / FINAL_VAR */
+    PyObject *orig_import;   /* the interpreter's own __import__ */
+    PyObject *guard;         /* our __import__ */
+    PyObject *allowed;       /* frozenset of allowed top-level module names */
+    PyObject *allowed_text;  /* "re, json, ..." for error messages */
+} repl_state;
+
+static struct PyModuleDef repl_moduledef;
+
+static repl_state *state_get(void)
+{
+    PyObject *module = PyState_FindModule(&repl_moduledef);
+    return module ? (repl_state *)PyModule_GetState(module) : NULL;
+}
+
+/* ---- output capture ---- */
+
+static void capture_dealloc(PyObject *self)
+{
+    capture_object *c = (capture_object *)self;
+    PyTypeObject *type = Py_TYPE(self);
+    PyMem_Free(c->head);
+    PyMem_Free(c->tail);
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+static int capture_add(capture_object *c, PyObject *str)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(str) < 0) /* every str is ready from 3.12 on */
+        return -1;
+#endif
+    Py_ssize_t n = PyUnicode_GET_LENGTH(str);
+    int kind = PyUnicode_KIND(str);
+    const void *data = PyUnicode_DATA(str);
+    c->total += (unsigned long long)n;
+    Py_ssize_t i = 0;
+    while (c->head_len < c->head_cap && i < n)
+        c->head[c->head_len++] = PyUnicode_READ(kind, data, i++);
+    if (i >= n || c->tail_cap == 0)
+        return 0;
+    /* Only the last tail_cap characters of this write can survive. */
+    if (n - i > (Py_ssize_t)c->tail_cap)
+        i = n - (Py_ssize_t)c->tail_cap;
+    for (; i < n; i++) {
+        c->tail[c->tail_pos] = PyUnicode_READ(kind, data, i);
+        c->tail_pos = (c->tail_pos + 1) % c->tail_cap;
+        if (c->tail_len < c->tail_cap)
+            c->tail_len++;
+    }
+    return 0;
+}
+
+static PyObject *capture_write_method(PyObject *self, PyObject *arg)
+{
+    if (!PyUnicode_Check(arg))
+        return PyErr_Format(PyExc_TypeError, "write() argument must be str, not %.100s",
+                            Py_TYPE(arg)->tp_name);
+    if (capture_add((capture_object *)self, arg) < 0)
+        return NULL;
+    return PyLong_FromSsize_t(PyUnicode_GET_LENGTH(arg));
+}
+
+static PyObject *capture_none(PyObject *self, PyObject *unused)
+{
+    Py_RETURN_NONE;
+}
+
+static PyObject *capture_false(PyObject *self, PyObject *unused)
+{
+    Py_RETURN_FALSE;
+}
+
+static PyObject *capture_true(PyObject *self, PyObject *unused)
+{
+    Py_RETURN_TRUE;
+}
+
+static PyObject *capture_get_encoding(PyObject *self, void *unused)
+{
+    return PyUnicode_FromString("utf-8");
+}
+
+static PyObject *capture_get_errors(PyObject *self, void *unused)
+{
+    return PyUnicode_FromString("strict");
+}
+
+static PyObject *capture_get_closed(PyObject *self, void *unused)
+{
+    Py_RETURN_FALSE;
+}
+
+static PyMethodDef capture_methods[] = {
+    {"write", capture_write_method, METH_O, "Append text to the cell's output."},
+    {"flush", capture_none, METH_NOARGS, NULL},
+    {"isatty", capture_false, METH_NOARGS, NULL},
+    {"readable", capture_false, METH_NOARGS, NULL},
+    {"seekable", capture_false, METH_NOARGS, NULL},
+    {"writable", capture_true, METH_NOARGS, NULL},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef capture_getset[] = {
+    {"encoding", capture_get_encoding, NULL, NULL, NULL},
+    {"errors", capture_get_errors, NULL, NULL, NULL},
+    {"closed", capture_get_closed, NULL, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot capture_slots[] = {
+    {Py_tp_dealloc, capture_dealloc},
+    {Py_tp_methods, capture_methods},
+    {Py_tp_getset, capture_getset},
+    {Py_tp_doc, "Bounded output of one REPL cell."},
+    {0, NULL},
+};
+
+static PyType_Spec capture_spec = {
+    .name = "_rlm.Output",
+    .basicsize = sizeof(capture_object),
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .slots = capture_slots,
+};
+
+static capture_object *capture_new(size_t limit)
+{
+    PyObject *type = PyType_FromSpec(&capture_spec);
+    if (!type)
+        return NULL;
+    capture_object *c = PyObject_New(capture_object, (PyTypeObject *)type);
+    Py_DECREF(type); /* the instance holds its own reference to a heap type */
+    if (!c)
+        return NULL;
+    if (limit < 2)
+        limit = 2;
+    c->head_cap = limit / 2;
+    c->tail_cap = limit - c->head_cap;
+    c->head_len = c->tail_len = c->tail_pos = 0;
+    c->total = 0;
+    c->head = PyMem_Calloc(c->head_cap, sizeof(Py_UCS4));
+    c->tail = PyMem_Calloc(c->tail_cap, sizeof(Py_UCS4));
+    if (!c->head || !c->tail) {
+        Py_DECREF(c);
+        PyErr_NoMemory();
+        return NULL;
+    }
+    return c;
+}
+
+PyObject *repl_capture(void)
+{
+    repl_state *st = state_get();
+    return st ? (PyObject *)st->capture : NULL;
+}
+
+void repl_capture_reset(void)
+{
+    repl_state *st = state_get();
+    if (!st || !st->capture)
+        return;
+    st->capture->head_len = st->capture->tail_len = st->capture->tail_pos = 0;
+    st->capture->total = 0;
+}
+
+int repl_capture_write(PyObject *str)
+{
+    repl_state *st = state_get();
+    if (!st || !st->capture) {
+        PyErr_SetString(PyExc_RuntimeError, "_rlm is not configured");
+        return -1;
+    }
+    return capture_add(st->capture, str);
+}
+
+int repl_capture_write_utf8(const char *text)
+{
+    PyObject *str = PyUnicode_DecodeUTF8(text, (Py_ssize_t)strlen(text), "replace");
+    if (!str)
+        return -1;
+    int rc = repl_capture_write(str);
+    Py_DECREF(str);
+    return rc;
+}
+
+PyObject *repl_capture_text(unsigned long long *total)
+{
+    repl_state *st = state_get();
+    if (!st || !st->capture) {
+        PyErr_SetString(PyExc_RuntimeError, "_rlm is not configured");
+        return NULL;
+    }
+    capture_object *c = st->capture;
+    *total = c->total;
+    PyObject *head = NULL, *tail = NULL, *out = NULL;
+    Py_UCS4 *ordered = NULL;
+    head = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, c->head, (Py_ssize_t)c->head_len);
+    if (!head)
+        goto fail;
+    if (c->tail_len == 0) {
+        out = Py_NewRef(head);
+        goto fail;
+    }
+    ordered = PyMem_Malloc(c->tail_len * sizeof(Py_UCS4));
+    if (!ordered) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    /* Unroll the ring: oldest character first. */
+    size_t start = c->tail_len < c->tail_cap ? 0 : c->tail_pos;
+    for (size_t i = 0; i < c->tail_len; i++)
+        ordered[i] = c->tail[(start + i) % c->tail_cap];
+    tail = PyUnicode_FromKindAndData(PyUnicode_4BYTE_KIND, ordered, (Py_ssize_t)c->tail_len);
+    if (!tail)
+        goto fail;
+    unsigned long long kept = (unsigned long long)(c->head_len + c->tail_len);
+    if (c->total > kept)
+        out = PyUnicode_FromFormat("%U\n... [%llu characters cut] ...\n%U", head,
+                                   c->total - kept, tail);
+    else
+        out = PyUnicode_Concat(head, tail);
+fail:
+    PyMem_Free(ordered);
+    Py_XDECREF(head);
+    Py_XDECREF(tail);
+    return out;
+}
+
+/* ---- helpers ---- */
+
+PyObject *repl_utf8_bytes(PyObject *obj)
+{
+    PyObject *str = PyUnicode_Check(obj) ? Py_NewRef(obj) : PyObject_Str(obj);
+    if (!str)
+        return NULL;
+    PyObject *bytes = PyUnicode_AsEncodedString(str, "utf-8", "replace");
+    Py_DECREF(str);
+    return bytes;
+}
+
+static json_t *json_from_py(PyObject *obj)
+{
+    PyObject *bytes = repl_utf8_bytes(obj);
+    if (!bytes)
+        return NULL;
+    json_t *s = frame_string(PyBytes_AS_STRING(bytes), (size_t)PyBytes_GET_SIZE(bytes));
+    Py_DECREF(bytes);
+    if (!s)
+        PyErr_NoMemory();
+    return s;
+}
+
+static json_t *json_list_from_py(PyObject *seq, int allow_none)
+{
+    json_t *arr = json_array();
+    if (!arr)
+        return (json_t *)PyErr_NoMemory();
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        json_t *value = allow_none && item == Py_None ? json_null() : json_from_py(item);
+        if (!value || json_array_append_new(arr, value) != 0) {
+            json_decref(arr);
+            if (!PyErr_Occurred())
+                PyErr_NoMemory();
+            return NULL;
+        }
+    }
+    return arr;
+}
+
+/* ---- sub-calls ---- */
+
+/* Sends one "call" frame and waits for its "call_result". The host may take
+ * as long as the sub-models need; a SIGINT meanwhile only sets CPython's flag
+ * (read_full retries EINTR) and surfaces as KeyboardInterrupt afterwards. */
+static PyObject *subcall_exchange(repl_state *st, json_t *call, Py_ssize_t n, const char *fname)
+{
+    char err[256];
+    size_t size = frame_encoded_size(call);
+    if (size == 0 || size > st->frame_max)
+        return PyErr_Format(PyExc_ValueError,
+                            "%s: the prompts are too large to send (%zu bytes, the limit is "
+                            "%zu); send smaller pieces",
+                            fname, size, st->frame_max);
+    if (frame_write(st->fd, call, st->frame_max, err, sizeof err) != 0)
+        _exit(3); /* the host is gone: nothing left to serve */
+    json_t *reply = NULL;
+    int rc = frame_read(st->fd, st->frame_max, &reply, err, sizeof err);
+    if (rc != FRAME_READY)
+        _exit(rc == FRAME_EOF ? 0 : 3);
+    PyObject *list = NULL;
+    json_t *results = json_object_get(reply, "results");
+    const char *type = json_string_value(json_object_get(reply, "type"));
+    if (!type || strcmp(type, "call_result") != 0 ||
+        !json_is_array(results) || json_array_size(results) != (size_t)n)
+        _exit(3); /* the host broke the protocol; it will restart us */
+    if (PyErr_CheckSignals() < 0)
+        goto fail;
+    if (json_is_true(json_object_get(reply, "stop"))) {
+        const char *why = json_string_value(json_array_get(results, 0));
+        PyErr_Format(PyExc_RuntimeError, "%s: sub-calls were stopped by the host: %s", fname,
+                     why ? why : "no reason given");
+        goto fail;
+    }
+    list = PyList_New(n);
+    if (!list)
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        json_t *r = json_array_get(results, (size_t)i);
+        PyObject *s = json_is_string(r) ? PyUnicode_DecodeUTF8(json_string_value(r),
+                                                               (Py_ssize_t)json_string_length(r),
+                                                               "replace")
+                                        : PyUnicode_FromString("Error: no result");
+        if (!s) {
+            Py_CLEAR(list);
+            goto fail;
+        }
+        PyList_SET_ITEM(list, i, s);
+    }
+fail:
+    json_decref(reply);
+    return list;
+}
+
+static PyObject *subcall(PyObject *module, int rlm, PyObject *prompts, PyObject *contexts,
+                         PyObject *model, const char *fname)
+{
+    repl_state *st = PyModule_GetState(module);
+    PyObject *seq = NULL, *ctx_seq = NULL, *result = NULL;
+    json_t *call = NULL;
+    if (PyUnicode_Check(prompts))
+        return PyErr_Format(PyExc_TypeError,
+                            "%s expects a list of prompts, got one str; use %s for a single "
+                            "prompt",
+                            fname, rlm ? "rlm_query" : "llm_query");
+    seq = PySequence_Fast(prompts, "prompts must be a list of strings");
+    if (!seq)
+        goto fail;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n == 0) {
+        result = PyList_New(0);
+        goto fail;
+    }
+    call = json_object();
+    json_t *prompt_list = json_list_from_py(seq, 0);
+    if (!call || !prompt_list || json_object_set_new(call, "prompts", prompt_list) != 0)
+        goto fail;
+    if (contexts && contexts != Py_None) {
+        ctx_seq = PySequence_Fast(contexts, "contexts must be a list (one per prompt)");
+        if (!ctx_seq)
+            goto fail;
+        if (PySequence_Fast_GET_SIZE(ctx_seq) != n) {
+            PyErr_Format(PyExc_ValueError, "%s: %zd prompts but %zd contexts", fname, n,
+                         PySequence_Fast_GET_SIZE(ctx_seq));
+            goto fail;
+        }
+        json_t *ctx_list = json_list_from_py(ctx_seq, 1);
+        if (!ctx_list || json_object_set_new(call, "contexts", ctx_list) != 0)
+            goto fail;
+    }
+    json_t *model_json = model && model != Py_None ? json_from_py(model) : json_null();
+    if (!model_json || json_object_set_new(call, "model", model_json) != 0 ||
+        json_object_set_new(call, "type", json_string("call")) != 0 ||
+        json_object_set_new(call, "kind", json_string(rlm ? "rlm" : "llm")) != 0)
+        goto fail;
+    result = subcall_exchange(st, call, n, fname);
+fail:
+    if (!result && !PyErr_Occurred())
+        PyErr_NoMemory();
+    json_decref(call);
+    Py_XDECREF(seq);
+    Py_XDECREF(ctx_seq);
+    return result;
+}
+
+static PyObject *single(PyObject *module, int rlm, PyObject *prompt, PyObject *context,
+                        PyObject *model, const char *fname)
+{
+    PyObject *prompts = PyTuple_Pack(1, prompt);
+    PyObject *contexts = context && context != Py_None ? PyTuple_Pack(1, context) : NULL;
+    PyObject *out = NULL, *list = NULL;
+    if (!prompts || (context && context != Py_None && !contexts))
+        goto fail;
+    list = subcall(module, rlm, prompts, contexts, model, fname);
+    if (list)
+        out = Py_NewRef(PyList_GET_ITEM(list, 0));
+fail:
+    Py_XDECREF(prompts);
+    Py_XDECREF(contexts);
+    Py_XDECREF(list);
+    return out;
+}
+
+static PyObject *api_llm_query(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"prompt", "model", NULL};
+    PyObject *prompt, *model = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:llm_query", kwlist, &prompt, &model))
+        return NULL;
+    return single(module, 0, prompt, NULL, model, "llm_query");
+}
+
+static PyObject *api_llm_query_batched(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"prompts", "model", NULL};
+    PyObject *prompts, *model = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O:llm_query_batched", kwlist, &prompts,
+                                     &model))
+        return NULL;
+    return subcall(module, 0, prompts, NULL, model, "llm_query_batched");
+}
+
+static PyObject *api_rlm_query(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"prompt", "context", "model", NULL};
+    PyObject *prompt, *context = Py_None, *model = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO:rlm_query", kwlist, &prompt, &context,
+                                     &model))
+        return NULL;
+    return single(module, 1, prompt, context, model, "rlm_query");
+}
+
+static PyObject *api_rlm_query_batched(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"prompts", "contexts", "model", NULL};
+    PyObject *prompts, *contexts = Py_None, *model = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OO:rlm_query_batched", kwlist, &prompts,
+                                     &contexts, &model))
+        return NULL;
+    return subcall(module, 1, prompts, contexts, model, "rlm_query_batched");
+}
+
+/* ---- finishing ---- */
+
+static PyObject *api_final(PyObject *module, PyObject *value)
+{
+    repl_state *st = PyModule_GetState(module);
+    PyObject *answer = PyObject_Str(value);
+    if (!answer)
+        return NULL;
+    Py_XSETREF(st->final_answer, answer);
+    Py_RETURN_NONE;
+}
+
+PyObject *repl_take_final(void)
+{
+    repl_state *st = state_get();
+    if (!st)
+        return NULL;
+    PyObject *answer = st->final_answer;
+    st->final_answer = NULL;
+    return answer;
+}
+
+/* FINAL_VAR("name") answers with str() of that variable. Models also write
+ * FINAL_VAR(result) with the value itself; anything that is not a str is
+ * taken as that value. A str naming no variable is an error the model sees,
+ * never an answer: the literal name is the classic wrong final answer. */
+static PyObject *api_final_var(PyObject *module, PyObject *name)
+{
+    repl_state *st = PyModule_GetState(module);
+    if (!PyUnicode_Check(name))
+        return api_final(module, name);
+    PyObject *key = PyObject_CallMethod(name, "strip", "s", " \t\r\n'\"`");
+    if (!key)
+        return NULL;
+    PyObject *value = PyDict_GetItemWithError(st->ns, key); /* borrowed */
+    if (!value) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_NameError,
+                         "FINAL_VAR(%R): there is no variable named %R in the REPL. Assign it "
+                         "in a code block first (%U = ...), or use FINAL(value).",
+                         name, key, key);
+        Py_DECREF(key);
+        return NULL;
+    }
+    Py_INCREF(value);
+    Py_DECREF(key);
+    PyObject *rc = api_final(module, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+/* ---- SHOW_VARS ---- */
+
+static int is_repl_name(PyObject *key)
+{
+    static const char *const names[] = {"context", "llm_query", "llm_query_batched",
+                                        "rlm_query", "rlm_query_batched", "FINAL", "FINAL_VAR",
+                                        "SHOW_VARS", "answer"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* Sizes only for exact built-in types: a subclass's __len__ is model code and
+ * must not run while we walk the namespace. */
+static PyObject *describe_var(PyObject *key, PyObject *value)
+{
+    const char *type = Py_TYPE(value)->tp_name;
+    if (PyUnicode_CheckExact(value))
+        return PyUnicode_FromFormat("  %U: str (%zd chars)\n", key, PyUnicode_GET_LENGTH(value));
+    if (PyBytes_CheckExact(value) || PyByteArray_CheckExact(value))
+        return PyUnicode_FromFormat("  %U: %s (%zd bytes)\n", key, type, PyObject_Size(value));
+    if (PyList_CheckExact(value) || PyTuple_CheckExact(value) || PyDict_CheckExact(value) ||
+        PyAnySet_CheckExact(value))
+        return PyUnicode_FromFormat("  %U: %s (%zd items)\n", key, type, PyObject_Size(value));
+    return PyUnicode_FromFormat("  %U: %s\n", key, type);
+}
+
+static PyObject *api_show_vars(PyObject *module, PyObject *unused)
+{
+    repl_state *st = PyModule_GetState(module);
+    PyObject *lines = PyList_New(0), *text = NULL, *sep = NULL;
+    if (!lines)
+        return NULL;
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(st->ns, &pos, &key, &value)) {
+        if (!PyUnicode_Check(key) || PyUnicode_GET_LENGTH(key) == 0 ||
+            PyUnicode_READ_CHAR(key, 0) == '_' || is_repl_name(key))
+            continue;
+        PyObject *line = describe_var(key, value);
+        if (!line || PyList_Append(lines, line) < 0) {
+            Py_XDECREF(line);
+            goto fail;
+        }
+        Py_DECREF(line);
+    }
+    if (PyList_GET_SIZE(lines) == 0) {
+        text = PyUnicode_FromString("No user variables yet (context, llm_query, ... are "
+                                    "built in).\n");
+    } else {
+        sep = PyUnicode_FromString("");
+        PyObject *body = sep ? PyUnicode_Join(sep, lines) : NULL;
+        if (body)
+            text = PyUnicode_FromFormat("User variables:\n%U", body);
+        Py_XDECREF(body);
+    }
+    if (!text)
+        goto fail;
+    PyObject *out = PySys_GetObject("stdout"); /* borrowed */
+    if (!out || out == Py_None || PyFile_WriteObject(text, out, Py_PRINT_RAW) < 0) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_RuntimeError, "SHOW_VARS: no stdout");
+        goto fail;
+    }
+    Py_DECREF(text);
+    Py_DECREF(lines);
+    Py_XDECREF(sep);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(text);
+    Py_XDECREF(lines);
+    Py_XDECREF(sep);
+    return NULL;
+}
+
+/* ---- import guard ---- */
+
+/* Model code runs with the namespace as globals, or with a dict it made
+ * itself (exec(src, {}), a function built with other globals). Library code
+ * runs with the __dict__ of a module registered in sys.modules. */
+static int is_model_globals(repl_state *st, PyObject *globals)
+{
+    if (!globals || !PyDict_Check(globals))
+        return 0;
+    if (globals == st->ns)
+        return 1;
+    PyObject *name = PyDict_GetItemString(globals, "__name__"); /* borrowed */
+    if (!name || !PyUnicode_Check(name))
+        return 1;
+    PyObject *module = PyDict_GetItemWithError(PyImport_GetModuleDict(), name);
+    if (!module) {
+        PyErr_Clear();
+        return 1;
+    }
+    return !PyModule_Check(module) || PyModule_GetDict(module) != globals;
+}
+
+/* PyImport_Import (what C modules use for their lazy imports, e.g. _datetime
+ * importing _strptime or time) calls __import__(name, g, g, [], 0) with g the
+ * globals of whichever Python frame is running — the model's own when model
+ * code calls datetime.strptime. The import statement never passes a list as
+ * fromlist (None or a tuple), so that shape gets the library rule (already
+ * loaded only). Model code could imitate it; that reaches only modules that
+ * are loaded anyway, which model code can reach through attributes of allowed
+ * modules too (json.codecs.sys.modules). The guard explains the rules; the
+ * boundary is the seccomp filter. */
+static int is_c_api_import(PyObject *caller, PyObject *globals, PyObject *locals,
+                           PyObject *fromlist, int level)
+{
+    return level == 0 && caller && globals == caller && locals == caller && fromlist &&
+           PyList_CheckExact(fromlist) && PyList_GET_SIZE(fromlist) == 0;
+}
+
+static PyObject *import_error(PyObject *name, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    PyObject *msg = PyUnicode_FromFormatV(fmt, ap);
+    va_end(ap);
+    if (msg) {
+        PyErr_SetImportError(msg, name, NULL);
+        Py_DECREF(msg);
+    }
+    return NULL;
+}
+
+static int module_loaded(PyObject *name)
+{
+    return PyDict_GetItemWithError(PyImport_GetModuleDict(), name) != NULL;
+}
+
+/* Model rule: the top-level name is on the allowlist and the module (and any
+ * submodule named in fromlist) was loaded before lockdown. */
+static PyObject *check_model_import(repl_state *st, PyObject *name, PyObject *fromlist, int level)
+{
+    if (level > 0)
+        return import_error(name, "relative imports are not available in the REPL");
+    PyObject *dot = PyUnicode_FromString(".");
+    PyObject *split = dot ? PyUnicode_Partition(name, dot) : NULL;
+    Py_XDECREF(dot);
+    if (!split)
+        return NULL;
+    PyObject *top = PyTuple_GET_ITEM(split, 0);
+    int allowed = PySet_Contains(st->allowed, top);
+    Py_DECREF(split);
+    if (allowed < 0)
+        return NULL;
+    if (!allowed)
+        return import_error(name,
+                            "import of '%U' is not allowed in the sandbox. Allowed modules: %U",
+                            name, st->allowed_text);
+    if (!module_loaded(name))
+        return PyErr_Occurred() ? NULL
+                                : import_error(name,
+                                               "module '%U' is not available in the sandbox. "
+                                               "Allowed modules: %U",
+                                               name, st->allowed_text);
+    if (fromlist && PySequence_Check(fromlist) && !PyUnicode_Check(fromlist)) {
+        PyObject *module = PyDict_GetItemWithError(PyImport_GetModuleDict(), name);
+        Py_ssize_t n = PySequence_Size(fromlist);
+        for (Py_ssize_t i = 0; module && i < n; i++) {
+            PyObject *item = PySequence_GetItem(fromlist, i);
+            if (!item)
+                return NULL;
+            int ok = 1;
+            if (PyUnicode_Check(item) && PyUnicode_CompareWithASCIIString(item, "*") != 0 &&
+                !PyObject_HasAttr(module, item)) {
+                PyObject *full = PyUnicode_FromFormat("%U.%U", name, item);
+                ok = full && module_loaded(full);
+                Py_XDECREF(full);
+                if (!ok && !PyErr_Occurred())
+                    import_error(name, "cannot import '%U' from '%U' in the sandbox", item, name);
+            }
+            Py_DECREF(item);
+            if (!ok)
+                return NULL;
+        }
+    }
+    Py_RETURN_NONE;
+}
+
+/* Library rule: whatever the module asks for must already be in sys.modules;
+ * after lockdown nothing can be read from disk anyway, and this says so. */
+static PyObject *check_library_import(PyObject *name, PyObject *globals, int level)
+{
+    PyObject *full = NULL;
+    if (level == 0) {
+        full = Py_NewRef(name);
+    } else {
+        PyObject *package = globals && PyDict_Check(globals)
+                                ? PyDict_GetItemString(globals, "__package__")
+                                : NULL;
+        if (!package || !PyUnicode_Check(package))
+            return import_error(name, "relative import of '%U' without a package", name);
+        PyObject *base = Py_NewRef(package);
+        for (int i = 1; i < level && base; i++) {
+            PyObject *dot = PyUnicode_FromString(".");
+            PyObject *parts = dot ? PyUnicode_RPartition(base, dot) : NULL;
+            Py_XDECREF(dot);
+            Py_SETREF(base, parts ? Py_NewRef(PyTuple_GET_ITEM(parts, 0)) : NULL);
+            Py_XDECREF(parts);
+        }
+        if (!base)
+            return NULL;
+        full = PyUnicode_GET_LENGTH(name) ? PyUnicode_FromFormat("%U.%U", base, name)
+                                          : Py_NewRef(base);
+        Py_DECREF(base);
+        if (!full)
+            return NULL;
+    }
+    int loaded = module_loaded(full);
+    PyObject *rc = NULL;
+    if (loaded)
+        rc = Py_NewRef(Py_None);
+    else if (!PyErr_Occurred())
+        import_error(full,
+                     "import of '%U' blocked: the sandbox only provides modules loaded before "
+                     "it was locked down",
+                     full);
+    Py_DECREF(full);
+    return rc;
+}
+
+static PyObject *guard_import(PyObject *module, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"name", "globals", "locals", "fromlist", "level", NULL};
+    PyObject *name, *globals = NULL, *locals = NULL, *fromlist = NULL;
+    int level = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "U|OOOi:__import__", kwlist, &name, &globals,
+                                     &locals, &fromlist, &level))
+        return NULL;
+    repl_state *st = PyModule_GetState(module);
+    PyObject *caller = PyEval_GetGlobals(); /* borrowed */
+    PyObject *verdict;
+    if (is_model_globals(st, caller) &&
+        !is_c_api_import(caller, globals, locals, fromlist, level))
+        verdict = check_model_import(st, name, fromlist, level);
+    else
+        verdict = check_library_import(name, globals ? globals : caller, level);
+    if (!verdict)
+        return NULL;
+    Py_DECREF(verdict);
+    return PyObject_Call(st->orig_import, args, kwds);
+}
+
+static PyMethodDef guard_def = {"__import__", (PyCFunction)(void (*)(void))guard_import,
+                                METH_VARARGS | METH_KEYWORDS,
+                                "Import one of the modules the sandbox allows."};
+
+int repl_install_import_guard(void)
+{
+    repl_state *st = state_get();
+    PyObject *builtins = PyEval_GetBuiltins(); /* borrowed dict */
+    if (!st || !builtins) {
+        PyErr_SetString(PyExc_RuntimeError, "_rlm is not configured");
+        return -1;
+    }
+    if (!st->orig_import) {
+        PyObject *orig = PyDict_GetItemString(builtins, "__import__");
+        if (!orig) {
+            PyErr_SetString(PyExc_RuntimeError, "builtins.__import__ is missing");
+            return -1;
+        }
+        st->orig_import = Py_NewRef(orig);
+        PyObject *module = PyState_FindModule(&repl_moduledef);
+        st->guard = PyCFunction_NewEx(&guard_def, module, NULL);
+        if (!st->guard)
+            return -1;
+    }
+    if (PyDict_GetItemString(builtins, "__import__") == st->guard)
+        return 0;
+    return PyDict_SetItemString(builtins, "__import__", st->guard);
+}
+
+/* ---- module ---- */
+
+#define API_FN(fn) ((PyCFunction)(void (*)(void))(fn))
+
+static PyMethodDef repl_methods[] = {
+    {"llm_query", API_FN(api_llm_query), METH_VARARGS | METH_KEYWORDS,
+     "llm_query(prompt, model=None) -> str: one sub-model call."},
+    {"llm_query_batched", API_FN(api_llm_query_batched), METH_VARARGS | METH_KEYWORDS,
+     "llm_query_batched(prompts, model=None) -> list[str]: concurrent calls, results in "
+     "order; a failed prompt gives an error string in its slot."},
+    {"rlm_query", API_FN(api_rlm_query), METH_VARARGS | METH_KEYWORDS,
+     "rlm_query(prompt, context=None) -> str: a recursive RLM call."},
+    {"rlm_query_batched", API_FN(api_rlm_query_batched), METH_VARARGS | METH_KEYWORDS,
+     "rlm_query_batched(prompts, contexts=None) -> list[str]."},
+    {"FINAL", api_final, METH_O, "FINAL(value): answer with str(value)."},
+    {"FINAL_VAR", api_final_var, METH_O,
+     "FINAL_VAR(name): answer with str() of the variable called name."},
+    {"SHOW_VARS", api_show_vars, METH_NOARGS, "SHOW_VARS(): list your variables."},
+    {NULL, NULL, 0, NULL},
+};
+
+/* CPython requires a static definition object for a built-in module; it is
+ * process-wide by nature (one interpreter per child). */
+static struct PyModuleDef repl_moduledef = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "_rlm",
+    .m_doc = "The REPL functions of the rlm sandbox.",
+    .m_size = sizeof(repl_state),
+    .m_methods = repl_methods,
+};
+
+static PyObject *repl_module_init(void)
+{
+    PyObject *module = PyModule_Create(&repl_moduledef);
+    if (module)
+        memset(PyModule_GetState(module), 0, sizeof(repl_state));
+    return module;
+}
+
+int repl_module_register(void)
+{
+    return PyImport_AppendInittab("_rlm", repl_module_init);
+}
+
+PyObject *repl_api_function(const char *name)
+{
+    PyObject *module = PyState_FindModule(&repl_moduledef);
+    return module ? PyObject_GetAttrString(module, name) : NULL;
+}
+
+static int set_allowlist(repl_state *st)
+{
+    PyObject *names = PyList_New(0), *sep = PyUnicode_FromString(", ");
+    int rc = -1;
+    if (!names || !sep)
+        goto fail;
+    for (size_t i = 0; i < repl_allowed_modules_count; i++) {
+        PyObject *s = PyUnicode_FromString(repl_allowed_modules[i]);
+        if (!s || PyList_Append(names, s) < 0) {
+            Py_XDECREF(s);
+            goto fail;
+        }
+        Py_DECREF(s);
+    }
+    st->allowed = PyFrozenSet_New(names);
+    st->allowed_text = PyUnicode_Join(sep, names);
+    rc = st->allowed && st->allowed_text ? 0 : -1;
+fail:
+    Py_XDECREF(names);
+    Py_XDECREF(sep);
+    return rc;
+}
+
+int repl_module_configure(int fd, size_t frame_max, size_t output_limit, PyObject *ns)
+{
+    PyObject *module = PyImport_ImportModule("_rlm");
+    if (!module)
+        return -1;
+    Py_DECREF(module); /* sys.modules keeps it */
+    repl_state *st = state_get();
+    if (!st) {
+        PyErr_SetString(PyExc_RuntimeError, "_rlm has no state");
+        return -1;
+    }
+    st->fd = fd;
+    st->frame_max = frame_max;
+    st->ns = ns;
+    st->capture = capture_new(output_limit);
+    if (!st->capture || set_allowlist(st) != 0)
+        return -1;
+    return 0;
+}

@@ -1,1 +1,692 @@
-/* placeholder: being written */
+/* sandbox — host side of the Python sandbox: spawns rlm-sandbox, hands it the
+ * context and settings, runs cells with a wall timeout, serves sub-calls, and
+ * replaces the child whenever it dies, hangs or breaks the protocol.
+ *
+ * Design note. The child is untrusted once model code has run: every frame it
+ * sends is size-checked before it is read, anything unexpected (garbage, an
+ * unknown type, a truncated frame) ends that child, and no wait is without a
+ * deadline — reads go through poll(), writes have SO_SNDTIMEO. The cell clock
+ * stops while the sub-call callback runs. A timeout first sends SIGINT (the
+ * cell gets a TimeoutError and the namespace survives); if the child has not
+ * answered kill_grace seconds later it is killed and a fresh one started from
+ * the same context fd. The child is spawned with posix_spawn (no fork of a
+ * threaded host), in its own process group so a terminal's Ctrl-C does not
+ * reach it, with only fds 3 (socket) and 4 (context) open besides /dev/null. */
+#include "sandbox.h"
+
+#include "frame.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SANDBOX_START_TIMEOUT 10.0 /* seconds for spawn + preload + lockdown */
+#define SANDBOX_SEND_TIMEOUT 10    /* seconds a blocked write to the child may take */
+#define SANDBOX_MAX_BATCH 65536    /* prompts in one sub-call frame */
+#define SANDBOX_FD_FLOOR 10        /* our fds to hand over sit above 3 and 4 */
+
+struct sandbox {
+    char *exe_path;
+    int context_fd; /* our CLOEXEC dup, or -1 */
+    size_t context_len;
+    size_t memory_limit;
+    double cell_timeout;
+    double kill_grace;
+    size_t output_limit;
+    int unsafe_no_sandbox;
+    pid_t pid;  /* -1 when there is no child */
+    int sock;   /* -1 when there is no child */
+    frame_reader reader;
+    char layers[128];
+};
+
+/* How a request ended. */
+enum {
+    WAIT_REPLY,       /* the expected frame arrived */
+    WAIT_KILLED,      /* timed out and ignored SIGINT for kill_grace */
+    WAIT_DIED,        /* the child closed the socket or could not be written to */
+    WAIT_PROTOCOL     /* the child sent something it must not send */
+};
+
+/* State of one request (a cell or a variable read). */
+typedef struct wait_state {
+    double started;
+    double timeout;      /* seconds of child time allowed; sub-calls excluded */
+    double call_seconds; /* time spent in the callback */
+    size_t n_calls;
+    int interrupted;     /* SIGINT was sent */
+    double kill_at;
+    int stopped;         /* the callback asked to stop the run */
+    sandbox_call_fn call;
+    void *userdata;
+} wait_state;
+
+/* ---- child processes ---- */
+
+static void describe_status(int status, char *out, size_t len)
+{
+    if (WIFEXITED(status)) {
+        snprintf(out, len, "exited with status %d", WEXITSTATUS(status));
+    } else if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        const char *hint = sig == SIGKILL   ? " - out of memory, or killed from outside"
+                           : sig == SIGSEGV ? " - a crash"
+                           : sig == SIGSYS  ? " - a forbidden system call"
+                                            : "";
+        snprintf(out, len, "was killed by signal %d (%s%s)", sig, strsignal(sig), hint);
+    } else {
+        snprintf(out, len, "ended with wait status %d", status);
+    }
+}
+
+/* Kills and reaps the child (no zombie) and closes our end of its socket.
+ * Returns its wait status, or -1 if there was none. */
+static int stop_child(sandbox *sb)
+{
+    int status = -1;
+    if (sb->pid > 0) {
+        kill(sb->pid, SIGKILL);
+        while (waitpid(sb->pid, &status, 0) < 0 && errno == EINTR)
+            ;
+    }
+    if (sb->sock >= 0)
+        close(sb->sock);
+    sb->pid = -1;
+    sb->sock = -1;
+    frame_reader_reset(&sb->reader);
+    return status;
+}
+
+/* The exit status of a child that is going away by itself: waits a moment
+ * for it to finish dying before killing it, so the report says what really
+ * happened (a crash, an exit code) rather than our SIGKILL. */
+static int collect_child(sandbox *sb)
+{
+    int status = -1;
+    for (int i = 0; i < 50 && sb->pid > 0; i++) {
+        pid_t rc = waitpid(sb->pid, &status, WNOHANG);
+        if (rc == sb->pid) {
+            sb->pid = -1;
+            break;
+        }
+        if (rc < 0 && errno != EINTR)
+            break;
+        usleep(2000);
+    }
+    int killed = stop_child(sb);
+    return status != -1 ? status : killed;
+}
+
+static int spawn_child(sandbox *sb, char *err, size_t errlen)
+{
+    int sv[2] = {-1, -1}, child_end = -1, rc = -1;
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    int have_actions = 0, have_attr = 0;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        snprintf(err, errlen, "socketpair: %s", strerror(errno));
+        goto fail;
+    }
+    /* Above 3 and 4 so the dup2 actions below cannot overwrite each other. */
+    child_end = fcntl(sv[1], F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
+    if (child_end < 0) {
+        snprintf(err, errlen, "fcntl: %s", strerror(errno));
+        goto fail;
+    }
+    if (posix_spawn_file_actions_init(&actions) != 0)
+        goto fail_spawn_setup;
+    have_actions = 1;
+    int keep_stderr = getenv("RLM_SANDBOX_STDERR") != NULL; /* debugging only */
+    if (posix_spawn_file_actions_adddup2(&actions, child_end, 3) != 0 ||
+        (sb->context_fd >= 0 && posix_spawn_file_actions_adddup2(&actions, sb->context_fd, 4)) ||
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0) != 0 ||
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0) != 0 ||
+        (!keep_stderr &&
+         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) != 0) ||
+        posix_spawn_file_actions_addclosefrom_np(&actions, sb->context_fd >= 0 ? 5 : 4) != 0)
+        goto fail_spawn_setup;
+    if (posix_spawnattr_init(&attr) != 0)
+        goto fail_spawn_setup;
+    have_attr = 1;
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    /* Signals the host ignores would stay ignored across exec, and CPython
+     * installs its SIGINT handler only over the default disposition. */
+    if (posix_spawnattr_setsigmask(&attr, &none) != 0 ||
+        posix_spawnattr_setsigdefault(&attr, &all) != 0 ||
+        posix_spawnattr_setpgroup(&attr, 0) != 0 ||
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                            POSIX_SPAWN_SETPGROUP) != 0)
+        goto fail_spawn_setup;
+    char *argv[] = {sb->exe_path, NULL};
+    /* Large allocations (the context str, above all) get transparent huge
+     * pages: on machines where a page fault is expensive this takes a 40 MB
+     * context from ~150 ms to ~15 ms. CPython ignores the environment. */
+    char tunables[] = "GLIBC_TUNABLES=glibc.malloc.hugetlb=1";
+    char *envp[] = {tunables, NULL};
+    pid_t pid;
+    int spawn_rc = posix_spawn(&pid, sb->exe_path, &actions, &attr, argv, envp);
+    if (spawn_rc != 0) {
+        snprintf(err, errlen, "cannot start %s: %s", sb->exe_path, strerror(spawn_rc));
+        goto fail;
+    }
+    sb->pid = pid;
+    sb->sock = sv[0];
+    sv[0] = -1;
+    struct timeval send_timeout = {SANDBOX_SEND_TIMEOUT, 0};
+    setsockopt(sb->sock, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
+    rc = 0;
+    goto fail;
+fail_spawn_setup:
+    snprintf(err, errlen, "cannot prepare the sandbox process (out of memory?)");
+fail:
+    if (have_actions)
+        posix_spawn_file_actions_destroy(&actions);
+    if (have_attr)
+        posix_spawnattr_destroy(&attr);
+    if (sv[0] >= 0)
+        close(sv[0]);
+    if (sv[1] >= 0)
+        close(sv[1]);
+    if (child_end >= 0)
+        close(child_end);
+    return rc;
+}
+
+/* ---- waiting for frames ---- */
+
+static int send_frame(sandbox *sb, json_t *frame, char *why, size_t whylen)
+{
+    if (!frame) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    int rc = frame_write(sb->sock, frame, FRAME_MAX, why, whylen);
+    json_decref(frame);
+    return rc;
+}
+
+/* Answers every prompt of a call with the same error, e.g. after a stop. */
+static void fill_errors(char **results, size_t n, const char *message)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(results[i]);
+        results[i] = strdup(message);
+    }
+}
+
+/* For kind "rlm" with a context, the prompt the callback sees carries the
+ * context after it: the callback's signature has no separate context, and a
+ * degraded rlm_query (a plain sub-call) must still see what it is about. */
+static char *compose_rlm_prompt(json_t *prompt, json_t *context)
+{
+    buf b;
+    buf_init(&b, FRAME_MAX * 2);
+    if (buf_append(&b, json_string_value(prompt), json_string_length(prompt)) != 0 ||
+        buf_puts(&b, "\n\nContext:\n") != 0 ||
+        buf_append(&b, json_string_value(context), json_string_length(context)) != 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_take(&b);
+}
+
+/* Serves one "call" frame. Returns 0, or -1 with why set when the frame is
+ * malformed (a protocol error) or the reply cannot be sent. */
+static int serve_call(sandbox *sb, json_t *frame, wait_state *ws, char *why, size_t whylen)
+{
+    const char *kind_text = json_string_value(json_object_get(frame, "kind"));
+    json_t *prompts = json_object_get(frame, "prompts");
+    json_t *contexts = json_object_get(frame, "contexts");
+    json_t *model = json_object_get(frame, "model");
+    size_t n = json_array_size(prompts);
+    int kind = kind_text && strcmp(kind_text, "rlm") == 0   ? SANDBOX_CALL_RLM
+               : kind_text && strcmp(kind_text, "llm") == 0 ? SANDBOX_CALL_LLM
+                                                            : -1;
+    if (kind < 0 || !json_is_array(prompts) || n == 0 || n > SANDBOX_MAX_BATCH ||
+        (model && !json_is_null(model) && !json_is_string(model)) ||
+        (contexts && !json_is_null(contexts) &&
+         (!json_is_array(contexts) || json_array_size(contexts) != n))) {
+        snprintf(why, whylen, "malformed call frame");
+        return -1;
+    }
+    int rc = -1;
+    const char **texts = calloc(n, sizeof *texts);
+    char **owned = calloc(n, sizeof *owned);
+    char **results = calloc(n, sizeof *results);
+    json_t *list = NULL;
+    if (!texts || !owned || !results) {
+        snprintf(why, whylen, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *p = json_array_get(prompts, i);
+        json_t *c = json_is_array(contexts) ? json_array_get(contexts, i) : NULL;
+        if (!json_is_string(p) || (c && !json_is_null(c) && !json_is_string(c))) {
+            snprintf(why, whylen, "malformed call frame");
+            goto fail;
+        }
+        texts[i] = json_string_value(p);
+        if (kind == SANDBOX_CALL_RLM && json_is_string(c)) {
+            owned[i] = compose_rlm_prompt(p, c);
+            if (!owned[i]) {
+                snprintf(why, whylen, "out of memory");
+                goto fail;
+            }
+            texts[i] = owned[i];
+        }
+    }
+    if (ws->interrupted) {
+        fill_errors(results, n, "Error: the cell was interrupted (wall time exceeded)");
+    } else if (ws->stopped) {
+        fill_errors(results, n, "Error: the run was stopped (a budget is exhausted or the "
+                                "run was cancelled)");
+    } else if (!ws->call) {
+        fill_errors(results, n, "Error: sub-calls are not available here");
+    } else {
+        double t0 = clock_now();
+        int call_rc = ws->call(ws->userdata, kind, json_string_value(model), texts, n, results);
+        ws->call_seconds += clock_now() - t0;
+        ws->n_calls += n;
+        if (call_rc != 0) {
+            ws->stopped = 1;
+            fill_errors(results, n, "Error: the run was stopped (a budget is exhausted or the "
+                                    "run was cancelled)");
+        }
+    }
+    list = json_array();
+    for (size_t i = 0; list && i < n; i++) {
+        const char *r = results[i] ? results[i] : "Error: no result";
+        if (json_array_append_new(list, frame_string(r, strlen(r))) != 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    }
+    json_t *reply = list ? json_pack("{s:s, s:o, s:b}", "type", "call_result", "results", list,
+                                     "stop", ws->interrupted || ws->stopped)
+                         : NULL;
+    list = NULL; /* json_pack took it, or failed and freed it */
+    if (reply && frame_encoded_size(reply) > FRAME_MAX) {
+        json_t *small = json_array();
+        for (size_t i = 0; small && i < n; i++)
+            json_array_append_new(small, json_string("Error: the results are too large to "
+                                                     "return to the sandbox"));
+        json_object_set_new(reply, "results", small);
+    }
+    rc = send_frame(sb, reply, why, whylen);
+fail:
+    for (size_t i = 0; i < n && results; i++)
+        free(results[i]);
+    for (size_t i = 0; i < n && owned; i++)
+        free(owned[i]);
+    free(results);
+    free(owned);
+    free(texts);
+    json_decref(list);
+    return rc;
+}
+
+static int poll_timeout_ms(double seconds)
+{
+    if (seconds <= 0)
+        return 0;
+    double ms = ceil(seconds * 1000.0);
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+/* Reads frames until one of type `want`, serving calls meanwhile and
+ * enforcing the timeout. *reply is set only for WAIT_REPLY. */
+static int wait_reply(sandbox *sb, const char *want, wait_state *ws, json_t **reply, char *why,
+                      size_t whylen)
+{
+    *reply = NULL;
+    for (;;) {
+        double now = clock_now();
+        double used = now - ws->started - ws->call_seconds;
+        if (!ws->interrupted && ws->timeout > 0 && used >= ws->timeout) {
+            kill(sb->pid, SIGINT);
+            ws->interrupted = 1;
+            ws->kill_at = now + sb->kill_grace;
+        }
+        if (ws->interrupted && now >= ws->kill_at)
+            return WAIT_KILLED;
+        double left = ws->interrupted ? ws->kill_at - now
+                      : ws->timeout > 0 ? ws->timeout - used
+                                        : 3600;
+        struct pollfd p = {.fd = sb->sock, .events = POLLIN};
+        int n = poll(&p, 1, poll_timeout_ms(left));
+        if (n < 0 && errno != EINTR) {
+            snprintf(why, whylen, "poll: %s", strerror(errno));
+            return WAIT_DIED;
+        }
+        if (n <= 0)
+            continue;
+        json_t *frame = NULL;
+        int rc = frame_reader_step(&sb->reader, sb->sock, &frame, why, whylen);
+        if (rc == FRAME_MORE)
+            continue;
+        if (rc == FRAME_EOF || rc == FRAME_IO_ERROR) {
+            if (rc == FRAME_EOF)
+                snprintf(why, whylen, "closed its end of the socket");
+            return WAIT_DIED;
+        }
+        if (rc == FRAME_ERROR)
+            return WAIT_PROTOCOL;
+        const char *type = json_string_value(json_object_get(frame, "type"));
+        if (type && strcmp(type, want) == 0) {
+            *reply = frame;
+            return WAIT_REPLY;
+        }
+        if (type && strcmp(type, "call") == 0) {
+            rc = serve_call(sb, frame, ws, why, whylen);
+            json_decref(frame);
+            if (rc != 0)
+                return WAIT_PROTOCOL;
+            continue;
+        }
+        const char *message = json_string_value(json_object_get(frame, "message"));
+        if (type && strcmp(type, "error") == 0 && message)
+            snprintf(why, whylen, "%s", message); /* a start-up failure, explained */
+        else
+            snprintf(why, whylen, "unexpected frame of type '%.40s'", type ? type : "(none)");
+        json_decref(frame);
+        return WAIT_PROTOCOL;
+    }
+}
+
+/* ---- start-up ---- */
+
+static int handshake(sandbox *sb, char *err, size_t errlen)
+{
+    char why[512] = "";
+    json_t *init = json_pack("{s:s, s:i, s:b, s:I, s:I, s:I, s:f, s:b}", "type", "init",
+                             "version", 1, "has_context", sb->context_fd >= 0, "context_len",
+                             (json_int_t)sb->context_len, "output_limit",
+                             (json_int_t)sb->output_limit, "memory_limit",
+                             (json_int_t)sb->memory_limit, "cell_timeout", sb->cell_timeout,
+                             "unsafe_no_sandbox", sb->unsafe_no_sandbox);
+    if (send_frame(sb, init, why, sizeof why) != 0) {
+        int status = collect_child(sb);
+        char how[160] = "could not be reached";
+        if (status != -1)
+            describe_status(status, how, sizeof how);
+        snprintf(err, errlen, "the sandbox process %s during start-up", how);
+        return -1;
+    }
+    /* No SIGINT during start-up: the deadline ends it with SIGKILL. */
+    wait_state ws = {.started = clock_now(), .timeout = 0, .interrupted = 1,
+                     .kill_at = clock_now() + SANDBOX_START_TIMEOUT};
+    json_t *reply = NULL;
+    int rc = wait_reply(sb, "ready", &ws, &reply, why, sizeof why);
+    if (rc == WAIT_REPLY) {
+        const char *layers = json_string_value(json_object_get(reply, "layers"));
+        snprintf(sb->layers, sizeof sb->layers, "%s", layers ? layers : "unknown");
+        json_decref(reply);
+        return 0;
+    }
+    if (rc == WAIT_KILLED) {
+        stop_child(sb);
+        snprintf(err, errlen, "the sandbox was not ready after %.0f s", SANDBOX_START_TIMEOUT);
+        return -1;
+    }
+    /* Start-up failures arrive as an "error" frame; why holds its message. */
+    int status = collect_child(sb);
+    char how[160] = "";
+    if (status != -1)
+        describe_status(status, how, sizeof how);
+    snprintf(err, errlen, "the sandbox process failed during start-up: %s%s%s", why,
+             how[0] ? "; it " : "", how);
+    return -1;
+}
+
+static int start_child(sandbox *sb, char *err, size_t errlen)
+{
+    frame_reader_reset(&sb->reader);
+    if (spawn_child(sb, err, errlen) != 0)
+        return -1;
+    return handshake(sb, err, errlen);
+}
+
+int sandbox_start(const sandbox_options *opts, sandbox **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!opts || !opts->exe_path || !*opts->exe_path) {
+        snprintf(err, errlen, "no sandbox executable given");
+        return -1;
+    }
+    sandbox *sb = calloc(1, sizeof *sb);
+    if (!sb) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    sb->pid = -1;
+    sb->sock = -1;
+    sb->context_fd = -1;
+    frame_reader_init(&sb->reader, FRAME_MAX);
+    sb->exe_path = strdup(opts->exe_path);
+    if (!sb->exe_path) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    if (opts->context_fd >= 0) {
+        sb->context_fd = fcntl(opts->context_fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
+        if (sb->context_fd < 0) {
+            snprintf(err, errlen, "cannot duplicate the context fd: %s", strerror(errno));
+            goto fail;
+        }
+        sb->context_len = opts->context_len;
+    }
+    sb->memory_limit = opts->memory_limit;
+    if (sb->memory_limit == 0) {
+        size_t extra = sb->context_len > (SIZE_MAX - ((size_t)4 << 30)) / 4
+                           ? SIZE_MAX - ((size_t)4 << 30)
+                           : sb->context_len * 4;
+        sb->memory_limit = ((size_t)4 << 30) + extra;
+    }
+    sb->cell_timeout = opts->cell_timeout > 0 ? opts->cell_timeout : 120;
+    sb->kill_grace = opts->kill_grace > 0 ? opts->kill_grace : 2;
+    sb->output_limit = opts->output_limit ? opts->output_limit : 20000;
+    if (sb->output_limit > FRAME_MAX / 8)
+        sb->output_limit = FRAME_MAX / 8;
+    sb->unsafe_no_sandbox = opts->unsafe_no_sandbox != 0;
+    if (start_child(sb, err, errlen) != 0)
+        goto fail;
+    *out = sb;
+    return 0;
+fail:
+    sandbox_free(sb);
+    return -1;
+}
+
+/* ---- cells ---- */
+
+static int restart(sandbox *sb, char *err, size_t errlen)
+{
+    stop_child(sb);
+    return start_child(sb, err, errlen);
+}
+
+/* Ends a request that did not get its reply: learns how the child went,
+ * restarts it, and writes a message for the model into out. Returns 0, or
+ * -1 when no new child could be started (err says why). */
+static int recover(sandbox *sb, int how, const wait_state *ws, const char *why, buf *out,
+                   char *err, size_t errlen)
+{
+    char status_text[160] = "";
+    if (how == WAIT_KILLED) {
+        stop_child(sb);
+        buf_printf(out, "TimeoutError: cell exceeded %g s wall time and did not stop when "
+                        "interrupted; the sandbox was killed and restarted.",
+                   sb->cell_timeout);
+    } else if (how == WAIT_DIED) {
+        int status = collect_child(sb);
+        if (status != -1)
+            describe_status(status, status_text, sizeof status_text);
+        buf_printf(out, "[sandbox] the Python process died while running this (%s)%s",
+                   status_text[0] ? status_text : why,
+                   ws->interrupted ? " after the wall-time interrupt" : "");
+        buf_puts(out, "; it was restarted.");
+    } else {
+        stop_child(sb);
+        buf_printf(out, "[sandbox] the Python process broke the protocol (%s) and was "
+                        "restarted.",
+                   why);
+    }
+    buf_puts(out, " All variables were lost; `context` and the REPL functions are loaded "
+                  "again.\n");
+    return start_child(sb, err, errlen);
+}
+
+static char *json_strdup(json_t *s)
+{
+    return json_is_string(s) ? str_dup_len(json_string_value(s), json_string_length(s)) : NULL;
+}
+
+static void fill_cell(sandbox_cell *cell, json_t *reply, const wait_state *ws)
+{
+    cell->output = json_strdup(json_object_get(reply, "output"));
+    if (!cell->output)
+        cell->output = strdup("");
+    json_t *chars = json_object_get(reply, "output_chars");
+    cell->output_chars = json_is_integer(chars) && json_integer_value(chars) >= 0
+                             ? (size_t)json_integer_value(chars)
+                             : strlen(cell->output ? cell->output : "");
+    cell->raised = json_is_true(json_object_get(reply, "raised"));
+    cell->timed_out = ws->interrupted && json_is_true(json_object_get(reply, "interrupted"));
+    cell->final_answer = json_strdup(json_object_get(reply, "final_answer"));
+}
+
+static void set_cell_message(sandbox_cell *cell, const char *text)
+{
+    free(cell->output);
+    cell->output = strdup(text);
+    cell->output_chars = strlen(text);
+}
+
+int sandbox_exec(sandbox *sb, const char *code, sandbox_call_fn call, void *userdata,
+                 sandbox_cell *cell, char *err, size_t errlen)
+{
+    memset(cell, 0, sizeof *cell);
+    double t0 = clock_now();
+    if (sb->pid <= 0 && restart(sb, err, errlen) != 0) {
+        set_cell_message(cell, "[sandbox] the Python sandbox is not available.\n");
+        cell->raised = 1;
+        return -1;
+    }
+    char why[512] = "";
+    json_t *code_json = frame_string(code ? code : "", code ? strlen(code) : 0);
+    json_t *request = code_json ? json_pack("{s:s, s:o}", "type", "exec", "code", code_json)
+                                : NULL;
+    if (request && frame_encoded_size(request) > FRAME_MAX) {
+        json_decref(request);
+        set_cell_message(cell, "[sandbox] the code is too large to run.\n");
+        cell->raised = 1;
+        return 0;
+    }
+    wait_state ws = {.started = clock_now(), .timeout = sb->cell_timeout, .call = call,
+                     .userdata = userdata};
+    json_t *reply = NULL;
+    int how = send_frame(sb, request, why, sizeof why) == 0
+                  ? wait_reply(sb, "result", &ws, &reply, why, sizeof why)
+                  : WAIT_DIED;
+    int rc = 0;
+    if (how == WAIT_REPLY) {
+        fill_cell(cell, reply, &ws);
+        json_decref(reply);
+    } else {
+        buf out;
+        buf_init(&out, 4096);
+        rc = recover(sb, how, &ws, why, &out, err, errlen);
+        cell->output = buf_take(&out);
+        cell->output_chars = strlen(cell->output ? cell->output : "");
+        cell->raised = 1;
+        cell->restarted = 1;
+        cell->timed_out = how == WAIT_KILLED || (ws.interrupted && how == WAIT_DIED);
+    }
+    cell->call_seconds = ws.call_seconds;
+    cell->n_calls = ws.n_calls;
+    cell->seconds = clock_now() - t0 - ws.call_seconds;
+    if (cell->seconds < 0)
+        cell->seconds = 0;
+    return rc;
+}
+
+int sandbox_get_var(sandbox *sb, const char *name, char **value, char *err, size_t errlen)
+{
+    *value = NULL;
+    if (sb->pid <= 0 && restart(sb, err, errlen) != 0)
+        return -1;
+    char why[512] = "";
+    json_t *name_json = frame_string(name ? name : "", name ? strlen(name) : 0);
+    json_t *request = name_json ? json_pack("{s:s, s:o}", "type", "get_var", "name", name_json)
+                                : NULL;
+    wait_state ws = {.started = clock_now(), .timeout = sb->cell_timeout};
+    json_t *reply = NULL;
+    int how = send_frame(sb, request, why, sizeof why) == 0
+                  ? wait_reply(sb, "var", &ws, &reply, why, sizeof why)
+                  : WAIT_DIED;
+    if (how == WAIT_REPLY) {
+        int found = json_is_true(json_object_get(reply, "found"));
+        *value = json_strdup(json_object_get(reply, "value"));
+        json_decref(reply);
+        if (!*value)
+            *value = strdup(found ? "" : "Error: no such variable");
+        if (!*value) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        return found ? 0 : 1;
+    }
+    buf out;
+    buf_init(&out, 4096);
+    buf_puts(&out, "Error: reading the variable failed. ");
+    if (recover(sb, how, &ws, why, &out, err, errlen) != 0) {
+        buf_free(&out);
+        return -1;
+    }
+    *value = buf_take(&out);
+    return 1;
+}
+
+const char *sandbox_layers(const sandbox *sb)
+{
+    return sb ? sb->layers : "";
+}
+
+int sandbox_pid(const sandbox *sb)
+{
+    return sb ? (int)sb->pid : -1;
+}
+
+void sandbox_cell_clear(sandbox_cell *cell)
+{
+    if (!cell)
+        return;
+    free(cell->output);
+    free(cell->final_answer);
+    memset(cell, 0, sizeof *cell);
+}
+
+void sandbox_free(sandbox *sb)
+{
+    if (!sb)
+        return;
+    stop_child(sb);
+    if (sb->context_fd >= 0)
+        close(sb->context_fd);
+    free(sb->exe_path);
+    free(sb);
+}

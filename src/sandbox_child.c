@@ -1,1 +1,780 @@
-/* placeholder: being written */
+/* sandbox_child — main of rlm-sandbox: embeds CPython, preloads the allowed
+ * modules, maps the context into one str, locks itself down, then runs cells
+ * sent by the host in one persistent namespace and answers with their output.
+ *
+ * Design note. Everything that needs the filesystem happens before
+ * sandbox_lockdown: the interpreter, every allowed module (and the helpers
+ * they import lazily), the glue below, the context. After it, the child can
+ * only compute and talk over fd 3. Output is bounded in the capture object,
+ * so a cell printing forever costs a fixed amount of memory. A SIGINT from the
+ * host becomes CPython's KeyboardInterrupt inside the cell; between requests
+ * it only sets a flag, which is drained before the next request runs. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "frame.h"
+#include "repl_module.h"
+#include "sandbox_linux.h"
+#include "util.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CHANNEL_FD 3 /* socket to the host */
+#define CONTEXT_FD 4 /* the context bytes, when there is a context */
+#define INIT_FRAME_MAX ((size_t)1 << 20)
+
+#ifdef SANDBOX_ASAN
+/* LeakSanitizer needs ptrace, which the filter denies, and CPython keeps its
+ * memory until exit anyway. Allocation failures must reach Python as
+ * MemoryError instead of aborting, since RLIMIT_AS cannot be used here. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "detect_leaks=0:allocator_may_return_null=1";
+}
+#endif
+
+/* Modules the allowed ones import lazily, and the glue's own needs: loaded
+ * before lockdown so library code finds them in sys.modules. */
+static const char *const helper_modules[] = {
+    "_strptime",          "time",
+    "linecache",          "traceback",
+    "ast",                "encodings.ascii",
+    "encodings.latin_1",  "encodings.utf_8_sig",
+    "encodings.utf_16",   "encodings.utf_16_le",
+    "encodings.utf_16_be", "encodings.utf_32",
+    "encodings.cp1252",   "encodings.cp437",
+    "encodings.unicode_escape", "encodings.raw_unicode_escape",
+    "encodings.idna",
+};
+
+/* The Python half of a cell: REPL-style compilation (the last expression is
+ * evaluated separately so its value can be shown) and tracebacks that start
+ * at the model's code. Source lines come from linecache entries we add. */
+static const char glue_source[] =
+    "import ast, linecache, traceback\n"
+    "_KEEP_SOURCES = 200\n"
+    "def compile_cell(src, filename, number):\n"
+    "    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)\n"
+    "    linecache.cache.pop('<cell-%d>' % (number - _KEEP_SOURCES), None)\n"
+    "    tree = ast.parse(src, filename, 'exec')\n"
+    "    last = None\n"
+    "    if tree.body and isinstance(tree.body[-1], ast.Expr):\n"
+    "        last = compile(ast.Expression(tree.body.pop().value), filename, 'eval')\n"
+    "    return compile(tree, filename, 'exec'), last\n"
+    "def format_exception(exc, timeout_text):\n"
+    "    tb = exc.__traceback__\n"
+    "    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith('<cell-'):\n"
+    "        tb = tb.tb_next\n"
+    "    lines = traceback.format_exception(type(exc), exc, tb)\n"
+    "    if isinstance(exc, KeyboardInterrupt):\n"
+    "        lines = lines[:-1] + [timeout_text + '\\n']\n"
+    "    return ''.join(lines)\n";
+
+static const char *const repl_function_names[] = {
+    "llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched",
+    "FINAL",     "FINAL_VAR",         "SHOW_VARS",
+};
+
+typedef struct child {
+    int fd;
+    size_t frame_max;
+    size_t output_limit;
+    size_t memory_limit;
+    double cell_timeout;
+    int unsafe_no_sandbox;
+    int has_context;
+    size_t context_len;
+    PyObject *ns;               /* __main__.__dict__, borrowed */
+    PyObject *builtins;         /* the builtins module */
+    PyObject *compile_cell;     /* glue functions */
+    PyObject *format_exception;
+    PyObject *originals;        /* REPL name -> object to restore after a cell */
+    PyObject *timeout_text;     /* "TimeoutError: cell exceeded N s wall time" */
+    unsigned long cell_number;
+    size_t context_chars;
+    char layers[128];
+} child;
+
+/* ---- small helpers ---- */
+
+static void send_error_and_exit(int fd, const char *message)
+{
+    json_t *frame = json_pack("{s:s, s:o}", "type", "error", "message",
+                              frame_string(message, strlen(message)));
+    char err[128];
+    if (frame)
+        frame_write(fd, frame, INIT_FRAME_MAX, err, sizeof err);
+    json_decref(frame);
+    _exit(3);
+}
+
+/* Takes the pending exception as one normalized object with its traceback
+ * attached (NULL if none); the error indicator is cleared. */
+static PyObject *take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value && tb)
+        PyException_SetTraceback(value, tb);
+    Py_XDECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+/* Moves the pending Python exception into err as "what: Type: message". */
+static void python_error(char *err, size_t errlen, const char *what)
+{
+    PyObject *exc = take_exception();
+    PyObject *text = exc ? PyObject_Str(exc) : NULL;
+    const char *msg = text ? PyUnicode_AsUTF8(text) : NULL;
+    snprintf(err, errlen, "%s: %s: %s", what, exc ? Py_TYPE(exc)->tp_name : "error",
+             msg ? msg : "(no message)");
+    Py_XDECREF(text);
+    Py_XDECREF(exc);
+    PyErr_Clear();
+}
+
+/* A SIGINT that arrived while no cell ran must not hit the next one. */
+static void drain_signals(void)
+{
+    if (PyErr_CheckSignals() < 0)
+        PyErr_Clear();
+}
+
+static json_t *json_utf8(PyObject *obj)
+{
+    PyObject *bytes = repl_utf8_bytes(obj);
+    if (!bytes)
+        return NULL;
+    json_t *s = frame_string(PyBytes_AS_STRING(bytes), (size_t)PyBytes_GET_SIZE(bytes));
+    Py_DECREF(bytes);
+    return s;
+}
+
+/* ---- watchdog ---- */
+
+/* When the host dies, the socket reports POLLHUP even to a poll() that asks
+ * for no events. A cell stuck in a loop never reads the socket, so a tiny
+ * thread watches it and ends the process; otherwise an orphan could spin
+ * forever. All signals are blocked in it so SIGINT reaches the main thread. */
+static void *watchdog_main(void *arg)
+{
+    struct pollfd p = {.fd = (int)(intptr_t)arg, .events = 0};
+    for (;;) {
+        int n = poll(&p, 1, -1);
+        if (n > 0 && (p.revents & (POLLHUP | POLLERR | POLLNVAL)))
+            _exit(0);
+        if (n < 0 && errno != EINTR)
+            return NULL;
+    }
+}
+
+static int start_watchdog(int fd)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) != 0)
+        return -1;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pthread_t thread;
+    int rc = pthread_create(&thread, &attr, watchdog_main, (void *)(intptr_t)fd);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    return rc == 0 ? 0 : -1;
+}
+
+/* ---- start-up ---- */
+
+static int parse_init(child *c, json_t *init, char *err, size_t errlen)
+{
+    const char *type = json_string_value(json_object_get(init, "type"));
+    json_int_t version = json_integer_value(json_object_get(init, "version"));
+    if (!type || strcmp(type, "init") != 0 || version != 1) {
+        snprintf(err, errlen, "expected an init frame of protocol version 1");
+        return -1;
+    }
+    json_int_t context_len = json_integer_value(json_object_get(init, "context_len"));
+    json_int_t output_limit = json_integer_value(json_object_get(init, "output_limit"));
+    json_int_t memory_limit = json_integer_value(json_object_get(init, "memory_limit"));
+    if (context_len < 0 || output_limit < 0 || memory_limit < 0) {
+        snprintf(err, errlen, "negative size in the init frame");
+        return -1;
+    }
+    c->has_context = json_is_true(json_object_get(init, "has_context"));
+    c->context_len = (size_t)context_len;
+    c->output_limit = output_limit ? (size_t)output_limit : 20000;
+    if (c->output_limit > FRAME_MAX / 8) /* 4 UTF-8 bytes, JSON escapes: stay in a frame */
+        c->output_limit = FRAME_MAX / 8;
+    c->memory_limit = (size_t)memory_limit;
+    c->cell_timeout = json_number_value(json_object_get(init, "cell_timeout"));
+    c->unsafe_no_sandbox = json_is_true(json_object_get(init, "unsafe_no_sandbox"));
+    c->frame_max = FRAME_MAX;
+    return 0;
+}
+
+static int start_python(char *err, size_t errlen)
+{
+    PyPreConfig pre;
+    PyPreConfig_InitIsolatedConfig(&pre);
+    pre.utf8_mode = 1;
+    PyStatus status = Py_PreInitialize(&pre);
+    if (PyStatus_Exception(status))
+        goto fail;
+    if (repl_module_register() != 0) {
+        snprintf(err, errlen, "cannot register the _rlm module");
+        return -1;
+    }
+    PyConfig config;
+    PyConfig_InitIsolatedConfig(&config);
+    config.install_signal_handlers = 1; /* SIGINT -> KeyboardInterrupt */
+    config.site_import = 0;
+    config.user_site_directory = 0;
+    config.use_environment = 0;
+    config.write_bytecode = 0;
+    config.parse_argv = 0;
+    config.safe_path = 1;
+    config.pathconfig_warnings = 0;
+    status = Py_InitializeFromConfig(&config);
+    PyConfig_Clear(&config);
+    if (PyStatus_Exception(status))
+        goto fail;
+    return 0;
+fail:
+    snprintf(err, errlen, "cannot start Python: %s%s%s", status.func ? status.func : "",
+             status.func ? ": " : "", status.err_msg ? status.err_msg : "unknown error");
+    return -1;
+}
+
+static int import_module(const char *name, char *err, size_t errlen)
+{
+    PyObject *module = PyImport_ImportModule(name);
+    if (!module) {
+        char what[128];
+        snprintf(what, sizeof what, "cannot preload module %s", name);
+        python_error(err, errlen, what);
+        return -1;
+    }
+    Py_DECREF(module);
+    return 0;
+}
+
+static int preload_modules(char *err, size_t errlen)
+{
+    for (size_t i = 0; i < repl_allowed_modules_count; i++)
+        if (import_module(repl_allowed_modules[i], err, errlen))
+            return -1;
+    for (size_t i = 0; i < sizeof helper_modules / sizeof helper_modules[0]; i++)
+        if (import_module(helper_modules[i], err, errlen))
+            return -1;
+    return 0;
+}
+
+static int load_glue(child *c, char *err, size_t errlen)
+{
+    /* Registered in sys.modules, so the import guard sees library code. */
+    PyObject *module = PyImport_AddModule("_rlm_glue"); /* borrowed */
+    PyObject *dict = module ? PyModule_GetDict(module) : NULL;
+    if (!dict || PyDict_SetItemString(dict, "__builtins__", c->builtins) < 0)
+        goto fail;
+    PyObject *code = Py_CompileString(glue_source, "<rlm-glue>", Py_file_input);
+    if (!code)
+        goto fail;
+    PyObject *rc = PyEval_EvalCode(code, dict, dict);
+    Py_DECREF(code);
+    if (!rc)
+        goto fail;
+    Py_DECREF(rc);
+    c->compile_cell = PyDict_GetItemString(dict, "compile_cell");
+    c->format_exception = PyDict_GetItemString(dict, "format_exception");
+    if (!c->compile_cell || !c->format_exception) {
+        snprintf(err, errlen, "the REPL glue is incomplete");
+        return -1;
+    }
+    Py_INCREF(c->compile_cell);
+    Py_INCREF(c->format_exception);
+    return 0;
+fail:
+    python_error(err, errlen, "cannot load the REPL glue");
+    return -1;
+}
+
+/* Loading the context. The bytes are mapped, not read, and become the one
+ * str the model sees; invalid UTF-8 becomes U+FFFD. A large context is mostly
+ * ASCII, and filling 40 MB of fresh memory is dominated by page faults, so
+ * the copy runs on a second core while the main thread imports modules: the
+ * str is allocated as ASCII up front and a plain C thread (no Python API)
+ * fills it, noting any byte >= 0x80. Such a context is decoded again
+ * properly afterwards. Either way the mapping is gone before model code. */
+typedef struct context_load {
+    const unsigned char *map;   /* the mapped bytes, or NULL */
+    size_t len;
+    PyObject *text;             /* ASCII str being filled, or the result */
+    int copying;                /* 1 while the copy thread runs */
+    int non_ascii;              /* set by the copy thread */
+    pthread_t thread;
+} context_load;
+
+static void *copy_ascii_main(void *arg)
+{
+    context_load *cl = arg;
+    unsigned char *dst = PyUnicode_1BYTE_DATA(cl->text);
+    const size_t block = 64 * 1024;
+    for (size_t done = 0; done < cl->len; done += block) {
+        size_t n = cl->len - done < block ? cl->len - done : block;
+        memcpy(dst + done, cl->map + done, n);
+        unsigned char high = 0;
+        for (size_t i = 0; i < n; i++)
+            high |= dst[done + i];
+        if (high & 0x80) {
+            cl->non_ascii = 1;
+            break;
+        }
+    }
+    return NULL;
+}
+
+/* Maps the context and starts filling its str. 0, or -1 with err set. */
+static int context_begin(child *c, context_load *cl, char *err, size_t errlen)
+{
+    memset(cl, 0, sizeof *cl);
+    cl->len = c->has_context ? c->context_len : 0;
+    if (!c->has_context)
+        return 0;
+    struct stat st;
+    if (fstat(CONTEXT_FD, &st) != 0) {
+        snprintf(err, errlen, "context fd: %s", strerror(errno));
+        return -1;
+    }
+    /* Reading a mapping past the end of a file would be SIGBUS. */
+    if (S_ISREG(st.st_mode) && (unsigned long long)st.st_size < (unsigned long long)cl->len) {
+        snprintf(err, errlen, "the context file holds %lld bytes, %zu were announced",
+                 (long long)st.st_size, cl->len);
+        return -1;
+    }
+    if (cl->len == 0)
+        return 0;
+    void *map = mmap(NULL, cl->len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, CONTEXT_FD, 0);
+    if (map == MAP_FAILED)
+        return 0; /* not mappable (a pipe): context_finish reads it */
+    cl->map = map;
+    cl->text = PyUnicode_New((Py_ssize_t)cl->len, 127);
+    if (!cl->text) {
+        PyErr_Clear();
+        return 0; /* context_finish decodes it the slow way */
+    }
+    if (pthread_create(&cl->thread, NULL, copy_ascii_main, cl) == 0)
+        cl->copying = 1;
+    else
+        Py_CLEAR(cl->text);
+    return 0;
+}
+
+static PyObject *read_context(size_t len, char *err, size_t errlen)
+{
+    PyObject *text = NULL;
+    char *bytes = PyMem_Malloc(len);
+    if (!bytes)
+        return PyErr_NoMemory();
+    if (read_full(CONTEXT_FD, bytes, len) == 0)
+        text = PyUnicode_DecodeUTF8(bytes, (Py_ssize_t)len, "replace");
+    else
+        snprintf(err, errlen, "cannot read the context: %s",
+                 errno ? strerror(errno) : "short read");
+    PyMem_Free(bytes);
+    return text;
+}
+
+/* Waits for the copy, decodes properly if it was not ASCII, unmaps, closes.
+ * Returns the context str, or NULL with err set. */
+static PyObject *context_finish(context_load *cl, char *err, size_t errlen)
+{
+    PyObject *text = NULL;
+    if (cl->copying) {
+        pthread_join(cl->thread, NULL);
+        cl->copying = 0;
+        if (!cl->non_ascii)
+            text = cl->text;
+        else
+            Py_DECREF(cl->text);
+        cl->text = NULL;
+    }
+    if (!text && cl->len == 0)
+        text = PyUnicode_New(0, 0);
+    else if (!text && cl->map)
+        text = PyUnicode_DecodeUTF8((const char *)cl->map, (Py_ssize_t)cl->len, "replace");
+    else if (!text)
+        text = read_context(cl->len, err, errlen);
+    if (cl->map)
+        munmap((void *)cl->map, cl->len);
+    cl->map = NULL;
+    close(CONTEXT_FD);
+    if (!text && PyErr_Occurred())
+        python_error(err, errlen, "cannot load the context");
+    return text;
+}
+
+static PyObject *new_answer_dict(void)
+{
+    return Py_BuildValue("{s:s, s:O}", "content", "", "ready", Py_False);
+}
+
+static int setup_namespace(child *c, PyObject *context, char *err, size_t errlen)
+{
+    PyObject *main_module = PyImport_AddModule("__main__"); /* borrowed */
+    if (!main_module)
+        goto fail;
+    c->ns = PyModule_GetDict(main_module);
+    c->originals = PyDict_New();
+    if (!c->originals || repl_module_configure(c->fd, c->frame_max, c->output_limit, c->ns))
+        goto fail;
+    for (size_t i = 0; i < sizeof repl_function_names / sizeof repl_function_names[0]; i++) {
+        PyObject *fn = repl_api_function(repl_function_names[i]);
+        int rc = fn ? PyDict_SetItemString(c->originals, repl_function_names[i], fn) : -1;
+        Py_XDECREF(fn);
+        if (rc < 0)
+            goto fail;
+    }
+    PyObject *answer = new_answer_dict();
+    if (!answer || PyDict_SetItemString(c->originals, "context", context) < 0 ||
+        PyDict_SetItemString(c->ns, "answer", answer) < 0) {
+        Py_XDECREF(answer);
+        goto fail;
+    }
+    Py_DECREF(answer);
+    if (PyDict_Update(c->ns, c->originals) < 0)
+        goto fail;
+    char timeout_text[96];
+    snprintf(timeout_text, sizeof timeout_text, "TimeoutError: cell exceeded %g s wall time",
+             c->cell_timeout);
+    c->timeout_text = PyUnicode_FromString(timeout_text);
+    if (!c->timeout_text)
+        goto fail;
+    return 0;
+fail:
+    python_error(err, errlen, "cannot set up the REPL namespace");
+    return -1;
+}
+
+/* ---- cells ---- */
+
+/* Puts the REPL back the way model code may not leave it: our functions and
+ * the context under their names, an answer dict, the builtins, the import
+ * guard, and the capture as stdout/stderr. Values the model stored in the
+ * answer dict are kept while it is still a dict. */
+static void restore_repl(child *c)
+{
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(c->originals, &pos, &key, &value))
+        if (PyDict_GetItemWithError(c->ns, key) != value)
+            PyDict_SetItem(c->ns, key, value);
+    PyObject *answer = PyDict_GetItemString(c->ns, "answer");
+    if (!answer || !PyDict_Check(answer)) {
+        PyObject *fresh = new_answer_dict();
+        if (fresh)
+            PyDict_SetItemString(c->ns, "answer", fresh);
+        Py_XDECREF(fresh);
+    }
+    if (PyDict_GetItemString(c->ns, "__builtins__") != c->builtins)
+        PyDict_SetItemString(c->ns, "__builtins__", c->builtins);
+    repl_install_import_guard();
+    PySys_SetObject("stdout", repl_capture());
+    PySys_SetObject("stderr", repl_capture());
+    PyErr_Clear();
+}
+
+/* Writes the pending exception (a traceback from the model's first frame)
+ * to the capture. Returns 1 if it was the host's SIGINT. */
+static int report_exception(child *c)
+{
+    PyObject *exc = take_exception();
+    int interrupted = exc && PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt);
+    PyObject *text = exc ? PyObject_CallFunctionObjArgs(c->format_exception, exc,
+                                                        c->timeout_text, NULL)
+                         : NULL;
+    if (!text) {
+        PyErr_Clear();
+        text = interrupted ? Py_NewRef(c->timeout_text)
+                           : PyUnicode_FromFormat("%s (the traceback could not be formatted)\n",
+                                                  exc ? Py_TYPE(exc)->tp_name : "Error");
+    }
+    if (text && repl_capture_write(text) < 0)
+        PyErr_Clear();
+    Py_XDECREF(text);
+    Py_XDECREF(exc);
+    PyErr_Clear();
+    return interrupted;
+}
+
+/* Runs compiled code; shows the value of a trailing expression like a REPL. */
+static int run_code(child *c, PyObject *pair)
+{
+    PyObject *body = PyTuple_GET_ITEM(pair, 0), *last = PyTuple_GET_ITEM(pair, 1);
+    PyObject *rc = PyEval_EvalCode(body, c->ns, c->ns);
+    if (!rc)
+        return -1;
+    Py_DECREF(rc);
+    if (last == Py_None)
+        return 0;
+    PyObject *value = PyEval_EvalCode(last, c->ns, c->ns);
+    if (!value)
+        return -1;
+    int status = 0;
+    if (value != Py_None) {
+        PyObject *repr = PyObject_Repr(value);
+        status = repr && repl_capture_write(repr) == 0 && repl_capture_write_utf8("\n") == 0
+                     ? 0
+                     : -1;
+        Py_XDECREF(repr);
+    }
+    Py_DECREF(value);
+    return status;
+}
+
+/* The final answer of the cell: FINAL/FINAL_VAR first, else the answer dict
+ * when ready is true (ready is then reset, so the next turn of a session does
+ * not find a stale answer). NULL without error when there is none. */
+static PyObject *cell_final_answer(child *c)
+{
+    PyObject *final = repl_take_final();
+    if (final || PyErr_Occurred())
+        return final;
+    PyObject *answer = PyDict_GetItemString(c->ns, "answer");
+    if (!answer || !PyDict_Check(answer))
+        return NULL;
+    Py_INCREF(answer);
+    PyObject *ready = PyDict_GetItemString(answer, "ready");
+    Py_XINCREF(ready);
+    int is_ready = ready ? PyObject_IsTrue(ready) : 0;
+    Py_XDECREF(ready);
+    if (is_ready > 0) {
+        PyObject *content = PyDict_GetItemString(answer, "content");
+        final = content ? PyObject_Str(content) : PyUnicode_New(0, 0);
+        if (final && PyDict_SetItemString(answer, "ready", Py_False) < 0)
+            Py_CLEAR(final);
+    }
+    Py_DECREF(answer);
+    return final;
+}
+
+static json_t *result_frame(child *c, int raised, int interrupted, PyObject *final)
+{
+    unsigned long long total = 0;
+    PyObject *output = repl_capture_text(&total);
+    json_t *frame = json_object();
+    json_t *out_json = output ? json_utf8(output) : json_string("[sandbox] output lost");
+    json_t *final_json = final ? json_utf8(final) : json_null();
+    Py_XDECREF(output);
+    PyErr_Clear();
+    if (!frame || !out_json || !final_json) {
+        json_decref(frame);
+        json_decref(out_json);
+        json_decref(final_json);
+        return NULL;
+    }
+    json_object_set_new(frame, "type", json_string("result"));
+    json_object_set_new(frame, "output", out_json);
+    json_object_set_new(frame, "output_chars", json_integer((json_int_t)total));
+    json_object_set_new(frame, "raised", json_boolean(raised));
+    json_object_set_new(frame, "interrupted", json_boolean(interrupted));
+    json_object_set_new(frame, "final_answer", final_json);
+    if (frame_encoded_size(frame) > c->frame_max) {
+        /* Only a giant final answer can get here; the output is bounded. */
+        char note[160];
+        snprintf(note, sizeof note,
+                 "\n[sandbox] the final answer is too large to return (%zu bytes)\n",
+                 json_string_length(final_json));
+        json_object_set_new(frame, "final_answer", json_null());
+        json_object_set_new(frame, "raised", json_true());
+        buf b;
+        buf_init(&b, c->frame_max);
+        json_t *old = json_object_get(frame, "output");
+        if (buf_append(&b, json_string_value(old), json_string_length(old)) == 0 &&
+            buf_puts(&b, note) == 0)
+            json_object_set_new(frame, "output", json_stringn(b.data, b.len));
+        buf_free(&b);
+    }
+    return frame;
+}
+
+static json_t *run_cell(child *c, const char *code, size_t len)
+{
+    drain_signals();
+    repl_capture_reset();
+    Py_XDECREF(repl_take_final());
+    PyErr_Clear();
+    restore_repl(c);
+    c->cell_number++;
+    int raised = 0, interrupted = 0;
+    PyObject *final = NULL, *pair = NULL;
+    PyObject *src = PyUnicode_DecodeUTF8(code, (Py_ssize_t)len, "replace");
+    PyObject *filename = PyUnicode_FromFormat("<cell-%lu>", c->cell_number);
+    if (src && filename)
+        pair = PyObject_CallFunction(c->compile_cell, "OOk", src, filename, c->cell_number);
+    if (!pair || run_code(c, pair) < 0) {
+        raised = 1;
+        interrupted = report_exception(c);
+    }
+    final = cell_final_answer(c);
+    if (!final && PyErr_Occurred()) {
+        raised = 1;
+        interrupted |= report_exception(c);
+    }
+    restore_repl(c);
+    json_t *frame = result_frame(c, raised, interrupted, final);
+    Py_XDECREF(final);
+    Py_XDECREF(pair);
+    Py_XDECREF(src);
+    Py_XDECREF(filename);
+    PyErr_Clear();
+    return frame;
+}
+
+static json_t *get_var(child *c, const char *name, size_t len)
+{
+    drain_signals();
+    int found = 0;
+    PyObject *value = NULL;
+    PyObject *key = PyUnicode_DecodeUTF8(name, (Py_ssize_t)len, "replace");
+    PyObject *stripped = key ? PyObject_CallMethod(key, "strip", "s", " \t\r\n'\"`") : NULL;
+    PyObject *var = stripped ? PyDict_GetItemWithError(c->ns, stripped) : NULL;
+    if (var) {
+        Py_INCREF(var);
+        value = PyObject_Str(var);
+        Py_DECREF(var);
+        found = value != NULL;
+    }
+    if (!value) {
+        if (PyErr_Occurred()) {
+            char err[512];
+            python_error(err, sizeof err, "Error: str() of the variable failed");
+            value = PyUnicode_FromString(err);
+        } else {
+            value = PyUnicode_FromFormat("Error: there is no variable named %R in the REPL",
+                                         stripped ? stripped : key);
+        }
+    }
+    json_t *value_json = value ? json_utf8(value) : NULL;
+    PyErr_Clear();
+    json_t *frame = json_pack("{s:s, s:b, s:o*}", "type", "var", "found", found, "value",
+                              value_json);
+    if (frame && frame_encoded_size(frame) > c->frame_max) {
+        json_object_set_new(frame, "found", json_false());
+        json_object_set_new(frame, "value",
+                            json_string("Error: the value is too large to return"));
+    }
+    Py_XDECREF(value);
+    Py_XDECREF(stripped);
+    Py_XDECREF(key);
+    restore_repl(c);
+    return frame;
+}
+
+static int serve(child *c)
+{
+    for (;;) {
+        char err[256];
+        json_t *request = NULL;
+        int rc = frame_read(c->fd, c->frame_max, &request, err, sizeof err);
+        if (rc == FRAME_EOF)
+            return 0;
+        if (rc != FRAME_READY)
+            return 3;
+        const char *type = json_string_value(json_object_get(request, "type"));
+        json_t *reply = NULL;
+        json_t *code = json_object_get(request, "code");
+        json_t *name = json_object_get(request, "name");
+        if (type && strcmp(type, "exec") == 0 && json_is_string(code))
+            reply = run_cell(c, json_string_value(code), json_string_length(code));
+        else if (type && strcmp(type, "get_var") == 0 && json_is_string(name))
+            reply = get_var(c, json_string_value(name), json_string_length(name));
+        json_decref(request);
+        if (!reply)
+            return 3; /* protocol violation or out of memory: the host restarts us */
+        rc = frame_write(c->fd, reply, c->frame_max, err, sizeof err);
+        json_decref(reply);
+        if (rc != 0)
+            return 3;
+    }
+}
+
+int main(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    struct stat st;
+    if (fstat(CHANNEL_FD, &st) != 0 || !S_ISSOCK(st.st_mode)) {
+        fprintf(stderr, "rlm-sandbox: this program is started by rlm (fd 3 must be its "
+                        "socket); it is not meant to be run by hand\n");
+        return 2;
+    }
+    child c = {.fd = CHANNEL_FD};
+    char err[1024];
+    json_t *init = NULL;
+    if (frame_read(c.fd, INIT_FRAME_MAX, &init, err, sizeof err) != FRAME_READY)
+        return 3;
+    int rc = parse_init(&c, init, err, sizeof err);
+    json_decref(init);
+    if (rc != 0)
+        send_error_and_exit(c.fd, err);
+    if (start_watchdog(c.fd) != 0)
+        send_error_and_exit(c.fd, "cannot start the watchdog thread");
+    if (start_python(err, sizeof err) != 0)
+        send_error_and_exit(c.fd, err);
+    c.builtins = PyImport_ImportModule("builtins");
+    if (!c.builtins)
+        send_error_and_exit(c.fd, "cannot import builtins");
+    context_load cl;
+    if (context_begin(&c, &cl, err, sizeof err) != 0)
+        send_error_and_exit(c.fd, err);
+    if (preload_modules(err, sizeof err) != 0 || load_glue(&c, err, sizeof err) != 0)
+        send_error_and_exit(c.fd, err);
+    PyObject *context = context_finish(&cl, err, sizeof err);
+    if (!context)
+        send_error_and_exit(c.fd, err);
+    c.context_chars = (size_t)PyUnicode_GET_LENGTH(context);
+    rc = setup_namespace(&c, context, err, sizeof err);
+    Py_DECREF(context); /* the namespace and the originals hold it */
+    if (rc != 0)
+        send_error_and_exit(c.fd, err);
+    if (repl_install_import_guard() != 0) {
+        python_error(err, sizeof err, "cannot install the import guard");
+        send_error_and_exit(c.fd, err);
+    }
+    restore_repl(&c);
+
+    sandbox_lockdown_options lock = {.memory_limit = c.memory_limit,
+                                     .unsafe_no_sandbox = c.unsafe_no_sandbox};
+    if (sandbox_lockdown(&lock, c.layers, sizeof c.layers, err, sizeof err) != 0) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "lockdown failed: %s", err);
+        send_error_and_exit(c.fd, msg);
+    }
+    json_t *ready = json_pack("{s:s, s:s, s:s, s:I, s:i}", "type", "ready", "layers", c.layers,
+                              "python", Py_GetVersion(), "context_chars",
+                              (json_int_t)c.context_chars, "pid", (int)getpid());
+    if (!ready || frame_write(c.fd, ready, c.frame_max, err, sizeof err) != 0)
+        return 3;
+    json_decref(ready);
+    /* No Py_Finalize: the host kills or disconnects us, and there is nothing
+     * to flush; exiting at once keeps restarts cheap. */
+    _exit(serve(&c));
+}

@@ -1,0 +1,112 @@
+/* sandbox_bench — start-up and round-trip times of the Python sandbox: time to
+ * a ready child with a 40 MB context, an empty cell, a cell with one sub-call.
+ * Prints medians; built and run by bench/sandbox_bench.sh. */
+#include "sandbox.h"
+#include "util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+static int compare(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, size_t n)
+{
+    qsort(v, n, sizeof *v, compare);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static int echo_call(void *userdata, int kind, const char *model, const char *const *prompts,
+                     size_t n, char **results)
+{
+    (void)userdata, (void)kind, (void)model;
+    for (size_t i = 0; i < n; i++)
+        results[i] = strdup(prompts[i]);
+    return 0;
+}
+
+static int make_context(size_t len)
+{
+    int fd = memfd_create("bench-context", MFD_CLOEXEC);
+    if (fd < 0 || ftruncate(fd, (off_t)len) != 0)
+        return -1;
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED)
+        return -1;
+    const char line[] = "2024-01-01 12:00:00 INFO request served in 12 ms from 10.0.0.1\n";
+    for (size_t i = 0; i < len; i++)
+        p[i] = line[i % (sizeof line - 1)];
+    munmap(p, len);
+    return fd;
+}
+
+int main(int argc, char **argv)
+{
+    const char *exe = argc > 1 ? argv[1] : "build/rlm-sandbox";
+    size_t context_len = (size_t)40 << 20;
+    int fd = make_context(context_len);
+    if (fd < 0) {
+        perror("context");
+        return 1;
+    }
+    sandbox_options opts = {.exe_path = exe, .context_fd = fd, .context_len = context_len};
+    char err[512];
+    enum { STARTS = 15, CELLS = 2000, CALLS = 500 };
+    static double t[CELLS];
+
+    for (int i = 0; i < STARTS; i++) {
+        sandbox *sb;
+        double t0 = clock_now();
+        if (sandbox_start(&opts, &sb, err, sizeof err) != 0) {
+            fprintf(stderr, "start: %s\n", err);
+            return 1;
+        }
+        t[i] = clock_now() - t0;
+        sandbox_free(sb);
+    }
+    printf("start to ready (40 MB context): median %.1f ms over %d\n",
+           median(t, STARTS) * 1e3, STARTS);
+
+    sandbox *sb;
+    if (sandbox_start(&opts, &sb, err, sizeof err) != 0) {
+        fprintf(stderr, "start: %s\n", err);
+        return 1;
+    }
+    printf("layers: %s\n", sandbox_layers(sb));
+    sandbox_cell cell;
+    for (int i = 0; i < CELLS; i++) {
+        double t0 = clock_now();
+        sandbox_exec(sb, "", NULL, NULL, &cell, err, sizeof err);
+        t[i] = clock_now() - t0;
+        sandbox_cell_clear(&cell);
+    }
+    printf("empty cell round trip: median %.3f ms over %d\n", median(t, CELLS) * 1e3, CELLS);
+    for (int i = 0; i < CELLS; i++) {
+        double t0 = clock_now();
+        sandbox_exec(sb, "x = len(context)\nx", NULL, NULL, &cell, err, sizeof err);
+        t[i] = clock_now() - t0;
+        sandbox_cell_clear(&cell);
+    }
+    printf("small cell with output: median %.3f ms over %d\n", median(t, CELLS) * 1e3, CELLS);
+    for (int i = 0; i < CALLS; i++) {
+        double t0 = clock_now();
+        sandbox_exec(sb, "llm_query('ping')", echo_call, NULL, &cell, err, sizeof err);
+        t[i] = clock_now() - t0;
+        sandbox_cell_clear(&cell);
+    }
+    printf("cell with one sub-call (instant callback): median %.3f ms over %d\n",
+           median(t, CALLS) * 1e3, CALLS);
+    double t0 = clock_now();
+    sandbox_exec(sb, "n = context.count('\\n')", NULL, NULL, &cell, err, sizeof err);
+    printf("context.count over 40 MB: %.1f ms\n", (clock_now() - t0) * 1e3);
+    sandbox_cell_clear(&cell);
+    sandbox_free(sb);
+    close(fd);
+    return 0;
+}

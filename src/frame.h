@@ -1,0 +1,67 @@
+/* frame — the sandbox wire format: a 4-byte big-endian length followed by that
+ * many bytes of UTF-8 JSON (one object per frame). Shared by the host
+ * (sandbox.c) and the child (rlm-sandbox); docs/internals/sandbox-protocol.md.
+ *
+ * Ownership: frame_write borrows the object; readers hand back a new json_t
+ * reference the caller json_decref()s. A frame_reader owns its partial body
+ * until frame_reader_reset. Every frame is bounded by a maximum given by the
+ * caller: a longer length prefix is an error before any byte of it is read. */
+#ifndef RLM_FRAME_H
+#define RLM_FRAME_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+/* Largest frame either side accepts: room for a few large sub-call prompts or
+ * a big final answer, small enough that a hostile length cannot hurt. */
+#define FRAME_MAX ((size_t)64 * 1024 * 1024)
+
+/* Results of frame_reader_step / frame_read. */
+enum {
+    FRAME_MORE = 0,  /* part of a frame arrived; call again when readable */
+    FRAME_READY = 1, /* *out holds a complete frame */
+    FRAME_EOF = 2,   /* the peer closed cleanly between frames */
+    FRAME_ERROR = -1,   /* oversized, truncated, not JSON, not an object */
+    FRAME_IO_ERROR = -2 /* read() failed, e.g. ECONNRESET from a peer that died */
+};
+
+/* Incremental reader for a poll() loop: each step does at most one read(). */
+typedef struct frame_reader {
+    unsigned char head[4];
+    size_t head_len;
+    char *body;
+    size_t body_len;
+    size_t body_have;
+    size_t max;
+} frame_reader;
+
+void frame_reader_init(frame_reader *r, size_t max);
+/* Drops any partial frame (frees the body). */
+void frame_reader_reset(frame_reader *r);
+/* Reads once from fd (which poll() reported readable, or a blocking fd).
+ * Returns FRAME_READY with *out set, FRAME_MORE, FRAME_EOF, or FRAME_ERROR /
+ * FRAME_IO_ERROR with a message in err. EINTR is FRAME_MORE so callers can look at signals. */
+int frame_reader_step(frame_reader *r, int fd, json_t **out, char *err, size_t errlen);
+
+/* Blocking read of one whole frame (retries EINTR). Same results as a step,
+ * never FRAME_MORE. */
+int frame_read(int fd, size_t max, json_t **out, char *err, size_t errlen);
+
+/* Parses one payload (without the length prefix): 0 with *out set, or -1 with
+ * a message when it is not a UTF-8 JSON object. */
+int frame_parse(const char *data, size_t len, json_t **out, char *err, size_t errlen);
+
+/* Encodes obj as compact JSON and writes prefix + payload. Sockets are written
+ * with MSG_NOSIGNAL so a dead peer is an error (EPIPE), not a SIGPIPE.
+ * Returns 0, or -1 with err set (payload over max, encoding failed, I/O). */
+int frame_write(int fd, const json_t *obj, size_t max, char *err, size_t errlen);
+
+/* Bytes frame_write would put on the wire for obj (prefix included), or 0 if
+ * it cannot be encoded. Lets a sender refuse an oversized frame gracefully. */
+size_t frame_encoded_size(const json_t *obj);
+
+/* A JSON string from arbitrary bytes: valid UTF-8 is kept as is, every
+ * invalid byte becomes U+FFFD. NULL only when out of memory. */
+json_t *frame_string(const char *s, size_t len);
+
+#endif

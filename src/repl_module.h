@@ -1,0 +1,55 @@
+/* repl_module — the built-in `_rlm` module behind the names model code calls
+ * (llm_query, llm_query_batched, rlm_query, rlm_query_batched, FINAL,
+ * FINAL_VAR, SHOW_VARS), the bounded stdout/stderr capture and the import
+ * guard. Lives only in the rlm-sandbox child.
+ *
+ * Ownership: functions returning PyObject* return new references unless they
+ * say "borrowed". The module keeps its state (channel, namespace, capture,
+ * final answer) in its module state for the life of the process. */
+#ifndef RLM_REPL_MODULE_H
+#define RLM_REPL_MODULE_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stddef.h>
+
+/* The modules model code may import (top-level names). */
+extern const char *const repl_allowed_modules[];
+extern const size_t repl_allowed_modules_count;
+
+/* Registers `_rlm` as a built-in module; call before Py_Initialize. */
+int repl_module_register(void);
+
+/* Imports and configures `_rlm` after Py_Initialize: fd is the channel to the
+ * host, frame_max the largest frame, output_limit the characters kept per
+ * cell, ns the model namespace (borrowed; must outlive the process). Returns
+ * 0, or -1 with a Python error set. */
+int repl_module_configure(int fd, size_t frame_max, size_t output_limit, PyObject *ns);
+
+/* Replaces builtins.__import__ with the guard (call after the preloading).
+ * Safe to call again after each cell to undo tampering. 0 / -1 (error set). */
+int repl_install_import_guard(void);
+
+/* The capture object installed as sys.stdout and sys.stderr (borrowed). */
+PyObject *repl_capture(void);
+void repl_capture_reset(void);
+/* Appends text to the capture (counted and bounded like any output). */
+int repl_capture_write_utf8(const char *text);
+int repl_capture_write(PyObject *str);
+/* The kept output (head, a cut marker if needed, tail) as a new str; *total
+ * receives the characters written since the reset. NULL on error. */
+PyObject *repl_capture_text(unsigned long long *total);
+
+/* The answer given by FINAL / FINAL_VAR since the last call (new reference),
+ * or NULL without an error when there is none. Clears it. */
+PyObject *repl_take_final(void);
+
+/* The REPL callables by their namespace name (new reference), NULL if unknown. */
+PyObject *repl_api_function(const char *name);
+
+/* str(obj) as UTF-8 that is always valid (lone surrogates become '?'), as a
+ * new bytes object. NULL with an error set on failure. */
+PyObject *repl_utf8_bytes(PyObject *obj);
+
+#endif

@@ -1,0 +1,823 @@
+/* test_sandbox — the Python sandbox end to end, against the real rlm-sandbox
+ * child: the REPL contract, sub-calls, imports, the seccomp lockdown,
+ * timeouts, crashes, protocol violations and resource bounds. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "sandbox.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define SANDBOX_EXE RLM_BUILD_DIR "/rlm-sandbox"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
+
+/* The context every test gets: ASCII, one invalid byte, then more ASCII. */
+#define CONTEXT_HEAD "The quick brown fox. "
+#define CONTEXT_REPEAT 5000
+
+typedef struct fixture {
+    int context_fd;
+    size_t context_len;
+} fixture;
+
+static int make_context(size_t *len)
+{
+    int fd = memfd_create("context", MFD_CLOEXEC);
+    assert_true(fd >= 0);
+    size_t total = 0;
+    for (int i = 0; i < CONTEXT_REPEAT; i++) {
+        assert_int_equal(write(fd, CONTEXT_HEAD, strlen(CONTEXT_HEAD)),
+                         (ssize_t)strlen(CONTEXT_HEAD));
+        total += strlen(CONTEXT_HEAD);
+        if (i == 0) {
+            assert_int_equal(write(fd, "\xff", 1), 1);
+            total++;
+        }
+    }
+    *len = total;
+    return fd;
+}
+
+static sandbox *start_with(const fixture *fx, double timeout, double grace, size_t memory,
+                           size_t output_limit, int unsafe)
+{
+    sandbox_options opts = {
+        .exe_path = SANDBOX_EXE,
+        .context_fd = fx ? fx->context_fd : -1,
+        .context_len = fx ? fx->context_len : 0,
+        .memory_limit = memory,
+        .cell_timeout = timeout,
+        .kill_grace = grace,
+        .output_limit = output_limit,
+        .unsafe_no_sandbox = unsafe,
+    };
+    sandbox *sb = NULL;
+    char err[512] = "";
+    int rc = sandbox_start(&opts, &sb, err, sizeof err);
+    if (rc != 0)
+        print_message("sandbox_start: %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_non_null(sb);
+    return sb;
+}
+
+static sandbox *start_default(void **state)
+{
+    return start_with(*state, 30, 1, 0, 0, 0);
+}
+
+static void run(sandbox *sb, const char *code, sandbox_cell *cell)
+{
+    char err[512] = "";
+    int rc = sandbox_exec(sb, code, NULL, NULL, cell, err, sizeof err);
+    if (rc != 0)
+        print_message("sandbox_exec: %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_non_null(cell->output);
+}
+
+/* Runs code and checks the whole output and that it did not raise. */
+static void expect_output(sandbox *sb, const char *code, const char *expected)
+{
+    sandbox_cell cell;
+    run(sb, code, &cell);
+    if (strcmp(cell.output, expected) != 0 || cell.raised)
+        print_message("code: %s\noutput: %s\n", code, cell.output);
+    assert_false(cell.raised);
+    assert_string_equal(cell.output, expected);
+    sandbox_cell_clear(&cell);
+}
+
+/* Runs code that must raise, with `needle` in its output. */
+static void expect_raise(sandbox *sb, const char *code, const char *needle)
+{
+    sandbox_cell cell;
+    run(sb, code, &cell);
+    if (!cell.raised || !strstr(cell.output, needle))
+        print_message("code: %s\noutput: %s\n", code, cell.output);
+    assert_true(cell.raised);
+    assert_non_null(strstr(cell.output, needle));
+    assert_null(cell.final_answer);
+    sandbox_cell_clear(&cell);
+}
+
+static int setup(void **state)
+{
+    fixture *fx = calloc(1, sizeof *fx);
+    fx->context_fd = make_context(&fx->context_len);
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *fx = *state;
+    close(fx->context_fd);
+    free(fx);
+    return 0;
+}
+
+/* ---- the REPL contract ---- */
+
+static void test_print_and_namespace(void **state)
+{
+    sandbox *sb = start_default(state);
+    assert_true(sandbox_pid(sb) > 0);
+    expect_output(sb, "print('hello', 42)", "hello 42\n");
+    expect_output(sb, "x = 41", "");
+    expect_output(sb, "print(x + 1)", "42\n");
+    expect_output(sb, "def double(v):\n    return 2 * v\n", "");
+    expect_output(sb, "print(double(x))", "82\n");
+    /* stderr is captured with stdout. */
+    expect_output(sb, "import io\nprint('to stderr', file=__import__('json').codecs.sys.stderr)",
+                  "to stderr\n");
+    sandbox_free(sb);
+}
+
+static void test_last_expression_display(void **state)
+{
+    sandbox *sb = start_default(state);
+    expect_output(sb, "a = 3\na * 2", "6\n");
+    expect_output(sb, "'text'", "'text'\n");
+    expect_output(sb, "None", "");
+    expect_output(sb, "print('p')\n[1, 2]", "p\n[1, 2]\n");
+    expect_output(sb, "b = 5", "");
+    expect_output(sb, "if True:\n    b", ""); /* not a bare last expression */
+    sandbox_free(sb);
+}
+
+static void test_exception_traceback(void **state)
+{
+    sandbox *sb = start_default(state);
+    sandbox_cell cell;
+    run(sb, "def f():\n    raise ValueError('bad value')\nprint('before')\nf()", &cell);
+    assert_true(cell.raised);
+    assert_false(cell.timed_out);
+    assert_false(cell.restarted);
+    assert_non_null(strstr(cell.output, "before\n"));
+    assert_non_null(strstr(cell.output, "Traceback (most recent call last)"));
+    assert_non_null(strstr(cell.output, "in f"));
+    assert_non_null(strstr(cell.output, "raise ValueError('bad value')"));
+    assert_non_null(strstr(cell.output, "ValueError: bad value"));
+    /* Only the model's frames: none of the REPL machinery. */
+    assert_null(strstr(cell.output, "rlm-glue"));
+    assert_null(strstr(cell.output, "compile_cell"));
+    sandbox_cell_clear(&cell);
+    expect_raise(sb, "x = = 1", "SyntaxError");
+    /* The namespace survives an exception. */
+    expect_raise(sb, "y = 1\nraise KeyError('k')", "KeyError: 'k'");
+    expect_output(sb, "print(y)", "1\n");
+    sandbox_free(sb);
+}
+
+static void test_final_forms(void **state)
+{
+    sandbox *sb = start_default(state);
+    sandbox_cell cell;
+    run(sb, "FINAL(6 * 7)", &cell);
+    assert_false(cell.raised);
+    assert_non_null(cell.final_answer);
+    assert_string_equal(cell.final_answer, "42");
+    sandbox_cell_clear(&cell);
+
+    run(sb, "result = 'the answer'\nFINAL_VAR('result')", &cell);
+    assert_string_equal(cell.final_answer, "the answer");
+    sandbox_cell_clear(&cell);
+
+    /* A missing name is an error the model sees, never an answer. */
+    expect_raise(sb, "FINAL_VAR('nothing_here')", "NameError");
+    run(sb, "FINAL_VAR('nothing_here')", &cell);
+    assert_non_null(strstr(cell.output, "nothing_here"));
+    assert_null(cell.final_answer);
+    sandbox_cell_clear(&cell);
+
+    /* The answer dict: ready -> final answer once, then reset. */
+    run(sb, "answer['content'] = 'done'", &cell);
+    assert_null(cell.final_answer);
+    sandbox_cell_clear(&cell);
+    run(sb, "answer['ready'] = True", &cell);
+    assert_non_null(cell.final_answer);
+    assert_string_equal(cell.final_answer, "done");
+    sandbox_cell_clear(&cell);
+    run(sb, "x = 1", &cell);
+    assert_null(cell.final_answer);
+    sandbox_cell_clear(&cell);
+    expect_output(sb, "print(answer)", "{'content': 'done', 'ready': False}\n");
+    sandbox_free(sb);
+}
+
+static void test_context_loaded(void **state)
+{
+    fixture *fx = *state;
+    sandbox *sb = start_default(state);
+    char expect[128];
+    /* One invalid byte became one U+FFFD; everything else is kept. */
+    snprintf(expect, sizeof expect, "str %zu\n", fx->context_len);
+    expect_output(sb, "print(type(context).__name__, len(context))", expect);
+    expect_output(sb, "print(context.count('\\ufffd'), context[:9])", "1 The quick\n");
+    expect_output(sb, "print(context.count('fox'))", "5000\n");
+    sandbox_free(sb);
+
+    /* Pure ASCII (copied on a second core) and valid UTF-8 (decoded). */
+    fixture ascii = {.context_fd = memfd_create("ascii", MFD_CLOEXEC)};
+    for (int i = 0; i < 100000; i++)
+        assert_int_equal(write(ascii.context_fd, "0123456789", 10), 10);
+    ascii.context_len = 1000000;
+    sb = start_with(&ascii, 30, 1, 0, 0, 0);
+    expect_output(sb, "print(len(context), context.isascii(), context[-3:])",
+                  "1000000 True 789\n");
+    sandbox_free(sb);
+    close(ascii.context_fd);
+    fixture utf8 = {.context_fd = memfd_create("utf8", MFD_CLOEXEC)};
+    const char *text = "h\xc3\xa9llo w\xc3\xb6rld \xe2\x82\xac \xf0\x9f\x98\x80";
+    utf8.context_len = strlen(text);
+    assert_int_equal(write(utf8.context_fd, text, utf8.context_len), (ssize_t)utf8.context_len);
+    sb = start_with(&utf8, 30, 1, 0, 0, 0);
+    expect_output(sb, "print(len(context), ascii(context))",
+                  "15 'h\\xe9llo w\\xf6rld \\u20ac \\U0001f600'\n");
+    sandbox_free(sb);
+    close(utf8.context_fd);
+
+    /* Without a context, it is an empty str. */
+    sb = start_with(NULL, 30, 1, 0, 0, 0);
+    expect_output(sb, "print(repr(context))", "''\n");
+    sandbox_free(sb);
+}
+
+static void test_show_vars(void **state)
+{
+    sandbox *sb = start_default(state);
+    expect_output(sb, "SHOW_VARS()", "No user variables yet (context, llm_query, ... are built in).\n");
+    expect_output(sb, "name = 'abc'\nitems = [1, 2, 3]\nSHOW_VARS()",
+                  "User variables:\n  name: str (3 chars)\n  items: list (3 items)\n");
+    sandbox_free(sb);
+}
+
+/* ---- sub-calls ---- */
+
+typedef struct recorder {
+    int calls;
+    int last_kind;
+    char last_model[64];
+    char prompts[8][256];
+    size_t n_prompts;
+    int fail_prompt;  /* index that gets an error string, or -1 */
+    int stop;         /* return -1 */
+    pid_t interrupt;  /* send SIGINT to this pid during the call */
+} recorder;
+
+static int record_call(void *userdata, int kind, const char *model, const char *const *prompts,
+                       size_t n, char **results)
+{
+    recorder *r = userdata;
+    r->calls++;
+    r->last_kind = kind;
+    snprintf(r->last_model, sizeof r->last_model, "%s", model ? model : "(default)");
+    r->n_prompts = n;
+    if (r->interrupt > 0)
+        kill(r->interrupt, SIGINT);
+    for (size_t i = 0; i < n; i++) {
+        if (i < 8)
+            snprintf(r->prompts[i], sizeof r->prompts[i], "%s", prompts[i]);
+        size_t len = strlen(prompts[i]) + 32;
+        results[i] = malloc(len);
+        if ((int)i == r->fail_prompt)
+            snprintf(results[i], len, "Error: failed %s", prompts[i]);
+        else
+            snprintf(results[i], len, "R:%s", prompts[i]);
+    }
+    return r->stop ? -1 : 0;
+}
+
+static void run_with(sandbox *sb, const char *code, recorder *r, sandbox_cell *cell)
+{
+    char err[512] = "";
+    assert_int_equal(sandbox_exec(sb, code, record_call, r, cell, err, sizeof err), 0);
+}
+
+static void test_llm_query(void **state)
+{
+    sandbox *sb = start_default(state);
+    recorder r = {.fail_prompt = -1};
+    sandbox_cell cell;
+    run_with(sb, "llm_query('hi there')", &r, &cell);
+    assert_false(cell.raised);
+    assert_string_equal(cell.output, "'R:hi there'\n");
+    assert_int_equal(cell.n_calls, 1);
+    assert_int_equal(r.last_kind, SANDBOX_CALL_LLM);
+    assert_string_equal(r.last_model, "(default)");
+    sandbox_cell_clear(&cell);
+
+    run_with(sb, "print(llm_query(prompt='p', model='small'))", &r, &cell);
+    assert_string_equal(cell.output, "R:p\n");
+    assert_string_equal(r.last_model, "small");
+    sandbox_cell_clear(&cell);
+
+    /* Without a callback, sub-calls answer with an error string. */
+    run(sb, "print(llm_query('x'))", &cell);
+    assert_non_null(strstr(cell.output, "Error:"));
+    sandbox_cell_clear(&cell);
+    sandbox_free(sb);
+}
+
+static void test_llm_query_batched(void **state)
+{
+    sandbox *sb = start_default(state);
+    recorder r = {.fail_prompt = 1};
+    sandbox_cell cell;
+    run_with(sb, "out = llm_query_batched(['a', 'b', 'c'])\nprint(out)", &r, &cell);
+    assert_false(cell.raised);
+    /* One frame, results in order, the failed slot holds its error. */
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.n_prompts, 3);
+    assert_string_equal(cell.output, "['R:a', 'Error: failed b', 'R:c']\n");
+    assert_int_equal(cell.n_calls, 3);
+    sandbox_cell_clear(&cell);
+
+    run_with(sb, "print(llm_query_batched([]))", &r, &cell);
+    assert_string_equal(cell.output, "[]\n");
+    sandbox_cell_clear(&cell);
+
+    run_with(sb, "llm_query_batched('one string')", &r, &cell);
+    assert_true(cell.raised);
+    assert_non_null(strstr(cell.output, "TypeError"));
+    sandbox_cell_clear(&cell);
+    sandbox_free(sb);
+}
+
+static void test_rlm_query(void **state)
+{
+    sandbox *sb = start_default(state);
+    recorder r = {.fail_prompt = -1};
+    sandbox_cell cell;
+    run_with(sb, "print(rlm_query('sum it', context='1 2 3'))", &r, &cell);
+    assert_false(cell.raised);
+    assert_int_equal(r.last_kind, SANDBOX_CALL_RLM);
+    /* The callback has no context argument: the context follows the prompt. */
+    assert_string_equal(r.prompts[0], "sum it\n\nContext:\n1 2 3");
+    sandbox_cell_clear(&cell);
+    run_with(sb, "print(rlm_query_batched(['p', 'q']))", &r, &cell);
+    assert_string_equal(cell.output, "['R:p', 'R:q']\n");
+    sandbox_cell_clear(&cell);
+    sandbox_free(sb);
+}
+
+static void test_callback_stop(void **state)
+{
+    sandbox *sb = start_default(state);
+    recorder r = {.fail_prompt = -1, .stop = 1};
+    sandbox_cell cell;
+    run_with(sb, "x = 1\nllm_query('a')\nx = 2", &r, &cell);
+    assert_true(cell.raised);
+    assert_non_null(strstr(cell.output, "stopped"));
+    sandbox_cell_clear(&cell);
+    expect_output(sb, "print(x)", "1\n");
+    sandbox_free(sb);
+}
+
+static void test_sigint_during_subcall(void **state)
+{
+    /* A SIGINT while the child waits for a reply: it stays in sync, the cell
+     * is interrupted, the same process serves the next cell. */
+    sandbox *sb = start_default(state);
+    int pid = sandbox_pid(sb);
+    recorder r = {.fail_prompt = -1, .interrupt = pid};
+    sandbox_cell cell;
+    expect_output(sb, "kept = 'yes'", "");
+    run_with(sb, "v = llm_query('a')\nprint('after')", &r, &cell);
+    assert_true(cell.raised);
+    assert_false(cell.restarted);
+    sandbox_cell_clear(&cell);
+    assert_int_equal(sandbox_pid(sb), pid);
+    expect_output(sb, "print(kept)", "yes\n");
+    sandbox_free(sb);
+}
+
+/* ---- imports and lockdown ---- */
+
+static void test_imports(void **state)
+{
+    sandbox *sb = start_default(state);
+    expect_output(sb,
+                  "import re, json, math, collections, itertools, functools, statistics\n"
+                  "import string, textwrap, heapq, bisect, datetime, random, difflib\n"
+                  "import unicodedata, fractions, decimal, dataclasses, typing, operator\n"
+                  "import copy, csv\nfrom io import StringIO\n"
+                  "print(json.dumps({'a': re.findall('o', 'foo')}), statistics.median([3, 1, 2]))",
+                  "{\"a\": [\"o\", \"o\"]} 2\n");
+    /* Library code importing lazily: datetime.strptime pulls in _strptime. */
+    expect_output(sb,
+                  "import datetime\n"
+                  "print(datetime.datetime.strptime('2024-03-05', '%Y-%m-%d').day)",
+                  "5\n");
+    expect_output(sb, "@dataclasses.dataclass\nclass P:\n    x: int\nprint(P(3))", "P(x=3)\n");
+    expect_raise(sb, "import os", "ImportError: import of 'os' is not allowed in the sandbox");
+    expect_raise(sb, "import os", "Allowed modules: re, json, math");
+    expect_raise(sb, "import socket", "import of 'socket' is not allowed");
+    expect_raise(sb, "__import__('subprocess')", "import of 'subprocess' is not allowed");
+    expect_raise(sb, "from os import path", "import of 'os' is not allowed");
+    expect_raise(sb, "exec('import ctypes', {})", "import of 'ctypes' is not allowed");
+    expect_raise(sb, "import time", "import of 'time' is not allowed");
+    sandbox_free(sb);
+}
+
+static void test_lockdown(void **state)
+{
+    sandbox *sb = start_default(state);
+    assert_non_null(strstr(sandbox_layers(sb), "seccomp"));
+    assert_non_null(strstr(sandbox_layers(sb), "rlimits"));
+    expect_raise(sb, "open('/etc/passwd')", "PermissionError");
+    expect_raise(sb, "open('/tmp/rlm-sandbox-test-file', 'w')", "PermissionError");
+    /* The import guard is a courtesy; the filter holds even for code that
+     * reaches os through an allowed module. */
+    expect_output(sb, "os = __import__('json').codecs.sys.modules['os']", "");
+    expect_raise(sb, "os.fork()", "PermissionError");
+    expect_raise(sb, "os.execv('/bin/true', ['true'])", "PermissionError");
+    expect_raise(sb, "os.kill(1, 0)", "PermissionError");
+    expect_raise(sb, "os.mkdir('/tmp/rlm-sandbox-test-dir')", "PermissionError");
+    expect_raise(sb, "os.rename('/tmp', '/tmp2')", "PermissionError");
+    expect_raise(sb, "os.setuid(0)", "PermissionError");
+    expect_raise(sb, "os.listdir('/')", "PermissionError");
+    expect_raise(sb, "os.unshare(0) if hasattr(os, 'unshare') else os.chroot('/')",
+                 "PermissionError");
+    expect_output(sb, "print(os.system('true') != 0)", "True\n");
+    /* Signals to itself still work (CPython and libc use them). */
+    expect_output(sb, "os.kill(os.getpid(), 0)", "");
+    sandbox_free(sb);
+
+    sb = start_with(*state, 30, 1, 0, 0, 1);
+    assert_string_equal(sandbox_layers(sb), "none (unsafe)");
+    expect_output(sb, "print(len(open('/etc/passwd').read()) > 0)", "True\n");
+    sandbox_free(sb);
+}
+
+/* ---- timeouts, crashes, protocol ---- */
+
+static void test_infinite_loop_timeout(void **state)
+{
+    sandbox *sb = start_with(*state, 0.5, 2, 0, 0, 0);
+    int pid = sandbox_pid(sb);
+    expect_output(sb, "survivor = 7", "");
+    sandbox_cell cell;
+    run(sb, "while True:\n    pass", &cell);
+    assert_true(cell.timed_out);
+    assert_true(cell.raised);
+    assert_false(cell.restarted); /* SIGINT broke the loop: same process */
+    assert_non_null(strstr(cell.output, "TimeoutError: cell exceeded 0.5 s wall time"));
+    assert_null(strstr(cell.output, "KeyboardInterrupt"));
+    sandbox_cell_clear(&cell);
+    assert_int_equal(sandbox_pid(sb), pid);
+    expect_output(sb, "print(survivor)", "7\n");
+    sandbox_free(sb);
+}
+
+static void test_uninterruptible_hang(void **state)
+{
+    fixture *fx = *state;
+    sandbox *sb = start_with(fx, 0.5, 0.5, 0, 0, 0);
+    int pid = sandbox_pid(sb);
+    expect_output(sb, "lost = 1", "");
+    sandbox_cell cell;
+    /* deque(maxlen=0) drains an endless C iterator without ever checking
+     * for signals: only SIGKILL ends it. */
+    run(sb, "import collections, itertools\ncollections.deque(itertools.count(), maxlen=0)",
+        &cell);
+    assert_true(cell.timed_out);
+    assert_true(cell.restarted);
+    assert_non_null(strstr(cell.output, "variables were lost"));
+    sandbox_cell_clear(&cell);
+    assert_true(sandbox_pid(sb) != pid);
+    assert_int_equal(kill(pid, 0), -1); /* reaped: not even a zombie */
+    expect_raise(sb, "print(lost)", "NameError");
+    char expect[64];
+    snprintf(expect, sizeof expect, "%zu\n", fx->context_len);
+    expect_output(sb, "print(len(context))", expect);
+
+    /* A catastrophic regex ends either way, and the REPL works after. */
+    run(sb, "import re\nre.match(r'(a+)+$', 'a' * 40 + 'b')", &cell);
+    assert_true(cell.timed_out);
+    assert_true(cell.raised);
+    sandbox_cell_clear(&cell);
+    expect_output(sb, "print(len(context))", expect);
+    sandbox_free(sb);
+}
+
+static void test_child_killed(void **state)
+{
+    sandbox *sb = start_default(state);
+    int pid = sandbox_pid(sb);
+    expect_output(sb, "v = 1", "");
+    kill(pid, SIGSEGV);
+    sandbox_cell cell;
+    run(sb, "print('next')", &cell);
+    assert_true(cell.restarted);
+    assert_true(cell.raised);
+    assert_non_null(strstr(cell.output, "died"));
+    sandbox_cell_clear(&cell);
+    assert_true(sandbox_pid(sb) != pid);
+    expect_output(sb, "print('alive')", "alive\n");
+    expect_raise(sb, "v", "NameError");
+
+    /* A SIGINT between cells is harmless. */
+    pid = sandbox_pid(sb);
+    kill(pid, SIGINT);
+    expect_output(sb, "print('fine')", "fine\n");
+    assert_int_equal(sandbox_pid(sb), pid);
+    sandbox_free(sb);
+}
+
+static void expect_restart(sandbox *sb, const char *code, const char *needle)
+{
+    int pid = sandbox_pid(sb);
+    sandbox_cell cell;
+    run(sb, code, &cell);
+    if (!cell.restarted || !strstr(cell.output, needle))
+        print_message("output: %s\n", cell.output);
+    assert_true(cell.restarted);
+    assert_non_null(strstr(cell.output, needle));
+    sandbox_cell_clear(&cell);
+    assert_true(sandbox_pid(sb) != pid);
+    expect_output(sb, "print('ok')", "ok\n");
+}
+
+static void test_protocol_violations(void **state)
+{
+    /* Model code that escapes to os can write to the host's socket; the host
+     * must survive whatever comes and replace the child. */
+    sandbox *sb = start_with(*state, 2, 0.5, 0, 0, 0);
+    const char *os = "os = __import__('json').codecs.sys.modules['os']\n";
+    char code[512];
+    snprintf(code, sizeof code, "%sos.write(3, b'\\xff\\xff\\xff\\xff' + b'x' * 64)", os);
+    expect_restart(sb, code, "oversized");
+    snprintf(code, sizeof code, "%sos.write(3, b'\\x00\\x00\\x00\\x05hello')", os);
+    expect_restart(sb, code, "garbled");
+    snprintf(code, sizeof code,
+             "%sp = b'{\"type\":\"bogus\"}'\nos.write(3, len(p).to_bytes(4, 'big') + p)", os);
+    expect_restart(sb, code, "unexpected frame");
+    /* Half a frame, then silence: the timeout ends it. */
+    snprintf(code, sizeof code, "%sos.write(3, b'\\x00\\x00\\x01\\x00{\"ty')\nwhile True: pass",
+             os);
+    expect_restart(sb, code, "restarted");
+    /* The child closing the socket. */
+    snprintf(code, sizeof code, "%sos.close(3)\nwhile True: pass", os);
+    expect_restart(sb, code, "restarted");
+    sandbox_free(sb);
+}
+
+/* ---- bounds ---- */
+
+static long rss_kb(int pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    long kb = -1;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+            break;
+    fclose(f);
+    return kb;
+}
+
+static void test_output_bounded(void **state)
+{
+    sandbox *sb = start_with(*state, 1, 1, 0, 1000, 0);
+    sandbox_cell cell;
+    run(sb, "print('x' * 50_000_000)\nprint('end')", &cell);
+    assert_false(cell.raised);
+    assert_true(cell.output_chars >= 50000000);
+    assert_true(strlen(cell.output) < 1100);
+    assert_non_null(strstr(cell.output, "characters cut"));
+    assert_true(strncmp(cell.output, "xxxx", 4) == 0);
+    size_t len = strlen(cell.output);
+    assert_string_equal(cell.output + len - 5, "\nend\n");
+    sandbox_cell_clear(&cell);
+
+    /* Printing forever for a while costs no memory. */
+    int pid = sandbox_pid(sb);
+    long before = rss_kb(pid);
+    run(sb, "while True:\n    print('y' * 1000)", &cell);
+    assert_true(cell.timed_out);
+    assert_false(cell.restarted);
+    assert_true(cell.output_chars > 100000);
+    assert_true(strlen(cell.output) < 1500);
+    assert_non_null(strstr(cell.output, "TimeoutError"));
+    sandbox_cell_clear(&cell);
+    long after = rss_kb(pid);
+    if (after - before > 50 * 1024)
+        print_message("RSS grew from %ld kB to %ld kB\n", before, after);
+    assert_true(after - before < 50 * 1024);
+    expect_output(sb, "print('still here')", "still here\n");
+    sandbox_free(sb);
+}
+
+static void test_memory_bomb(void **state)
+{
+    sandbox *sb = start_with(*state, 30, 1, (size_t)1 << 30, 0, 0);
+    expect_raise(sb, "x = bytearray(1 << 44)", "MemoryError");
+#ifndef UNDER_ASAN
+    /* Under ASan there is no RLIMIT_AS (see sandbox_linux.c). */
+    expect_raise(sb, "x = b'x' * (1536 << 20)", "MemoryError");
+    sandbox_cell cell;
+    run(sb, "chunks = []\nwhile True:\n    chunks.append(' ' * 10_000_000)", &cell);
+    assert_true(cell.raised);
+    assert_true(cell.restarted || strstr(cell.output, "MemoryError"));
+    sandbox_cell_clear(&cell);
+    run(sb, "chunks = None", &cell);
+    sandbox_cell_clear(&cell);
+#endif
+    expect_output(sb, "print(1 + 1)", "2\n");
+    sandbox_free(sb);
+}
+
+static void test_names_restored(void **state)
+{
+    fixture *fx = *state;
+    sandbox *sb = start_default(state);
+    expect_output(sb,
+                  "llm_query = None\ncontext = 'mine'\ndel FINAL\nanswer = 5\n"
+                  "SHOW_VARS = print\n__builtins__ = None",
+                  "");
+    char expect[256];
+    snprintf(expect, sizeof expect, "builtin_function_or_method %zu {'content': '', 'ready': False}\n",
+             fx->context_len);
+    expect_output(sb, "print(type(llm_query).__name__, len(context), answer)", expect);
+    expect_output(sb, "FINAL('back')", "");
+    /* The values of a still-valid answer dict are kept. */
+    expect_output(sb, "answer['content'] = 'partial'", "");
+    expect_output(sb, "print(answer['content'])", "partial\n");
+    /* Tampering with the import guard is undone after the cell. */
+    expect_output(sb, "__builtins__.__import__ = lambda *args, **kwargs: 1", "");
+    expect_output(sb, "import json\nprint(json.dumps(1))", "1\n");
+    expect_raise(sb, "import os", "not allowed");
+    sandbox_free(sb);
+}
+
+static void test_get_var(void **state)
+{
+    sandbox *sb = start_default(state);
+    expect_output(sb, "items = [1, 'two']\nclass Odd:\n    def __str__(self):\n"
+                      "        raise RuntimeError('no str')\nodd = Odd()",
+                  "");
+    char *value = NULL, err[256];
+    assert_int_equal(sandbox_get_var(sb, "items", &value, err, sizeof err), 0);
+    assert_string_equal(value, "[1, 'two']");
+    free(value);
+    assert_int_equal(sandbox_get_var(sb, " 'items' ", &value, err, sizeof err), 0);
+    free(value);
+    assert_int_equal(sandbox_get_var(sb, "missing", &value, err, sizeof err), 1);
+    assert_non_null(strstr(value, "no variable"));
+    free(value);
+    assert_int_equal(sandbox_get_var(sb, "odd", &value, err, sizeof err), 1);
+    assert_non_null(strstr(value, "no str"));
+    free(value);
+    sandbox_free(sb);
+}
+
+/* ---- life cycle ---- */
+
+static int count_fds(void)
+{
+    int n = 0;
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+static void test_start_errors(void **state)
+{
+    (void)state;
+    sandbox_options opts = {.exe_path = "/nonexistent/rlm-sandbox", .context_fd = -1};
+    sandbox *sb = NULL;
+    char err[512] = "";
+    assert_int_equal(sandbox_start(&opts, &sb, err, sizeof err), -1);
+    assert_null(sb);
+    assert_non_null(strstr(err, "No such file"));
+    /* A program that is not the sandbox dies during start-up. */
+    opts.exe_path = "/bin/true";
+    assert_int_equal(sandbox_start(&opts, &sb, err, sizeof err), -1);
+    assert_non_null(strstr(err, "start-up"));
+    /* A context fd holding fewer bytes than announced. */
+    int fd = memfd_create("short", MFD_CLOEXEC);
+    assert_int_equal(write(fd, "abc", 3), 3);
+    opts.exe_path = SANDBOX_EXE;
+    opts.context_fd = fd;
+    opts.context_len = 1000;
+    assert_int_equal(sandbox_start(&opts, &sb, err, sizeof err), -1);
+    assert_non_null(strstr(err, "context"));
+    close(fd);
+}
+
+static void test_no_leaks_no_zombies(void **state)
+{
+    int before = count_fds();
+    sandbox *sb = start_default(state);
+    int pid = sandbox_pid(sb);
+    sandbox_cell cell;
+    run(sb, "print(1)", &cell);
+    sandbox_cell_clear(&cell);
+    sandbox_free(sb);
+    assert_int_equal(count_fds(), before);
+    assert_int_equal(waitpid(pid, NULL, WNOHANG), -1);
+    assert_int_equal(errno, ECHILD);
+    sandbox_free(NULL);
+}
+
+static void test_orphan_exits(void **state)
+{
+    /* If the host dies mid-cell, the child must not spin on as an orphan. We
+     * become a subreaper so the orphan is ours to wait for. */
+    assert_int_equal(prctl(PR_SET_CHILD_SUBREAPER, 1), 0);
+    int pipefd[2];
+    assert_int_equal(pipe(pipefd), 0);
+    pid_t host = fork();
+    assert_true(host >= 0);
+    if (host == 0) {
+        close(pipefd[0]);
+        sandbox *sb = start_default(state);
+        int pid = sandbox_pid(sb);
+        if (write(pipefd[1], &pid, sizeof pid) != sizeof pid)
+            _exit(1);
+        alarm(1); /* the "host" dies during the cell */
+        sandbox_cell cell;
+        char err[256];
+        sandbox_exec(sb, "while True:\n    pass", NULL, NULL, &cell, err, sizeof err);
+        _exit(2);
+    }
+    close(pipefd[1]);
+    int child = -1;
+    assert_int_equal(read(pipefd[0], &child, sizeof child), (ssize_t)sizeof child);
+    close(pipefd[0]);
+    int status;
+    assert_int_equal(waitpid(host, &status, 0), host);
+    assert_true(WIFSIGNALED(status));
+    /* Bounded wait for the orphan: it exits as soon as it sees the hang-up. */
+    pid_t got = 0;
+    for (int i = 0; i < 500 && got == 0; i++) {
+        got = waitpid(child, &status, WNOHANG);
+        if (got == 0)
+            usleep(10000);
+    }
+    if (got == 0) {
+        kill(child, SIGKILL);
+        waitpid(child, &status, 0);
+    }
+    assert_int_equal(got, child);
+    prctl(PR_SET_CHILD_SUBREAPER, 0);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_DFL); /* the host must not depend on ignoring it */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_print_and_namespace),
+        cmocka_unit_test(test_last_expression_display),
+        cmocka_unit_test(test_exception_traceback),
+        cmocka_unit_test(test_final_forms),
+        cmocka_unit_test(test_context_loaded),
+        cmocka_unit_test(test_show_vars),
+        cmocka_unit_test(test_llm_query),
+        cmocka_unit_test(test_llm_query_batched),
+        cmocka_unit_test(test_rlm_query),
+        cmocka_unit_test(test_callback_stop),
+        cmocka_unit_test(test_sigint_during_subcall),
+        cmocka_unit_test(test_imports),
+        cmocka_unit_test(test_lockdown),
+        cmocka_unit_test(test_infinite_loop_timeout),
+        cmocka_unit_test(test_uninterruptible_hang),
+        cmocka_unit_test(test_child_killed),
+        cmocka_unit_test(test_protocol_violations),
+        cmocka_unit_test(test_output_bounded),
+        cmocka_unit_test(test_memory_bomb),
+        cmocka_unit_test(test_names_restored),
+        cmocka_unit_test(test_get_var),
+        cmocka_unit_test(test_start_errors),
+        cmocka_unit_test(test_no_leaks_no_zombies),
+        cmocka_unit_test(test_orphan_exits),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
