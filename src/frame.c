@@ -3,6 +3,7 @@
  * repair so that anything we send is a valid JSON string. */
 #include "frame.h"
 
+#include "utf8.h"
 #include "util.h"
 
 #include <errno.h>
@@ -191,61 +192,17 @@ fail:
     return rc;
 }
 
-/* Length of the valid UTF-8 sequence at s[0..n), or 0 if it is invalid
- * (overlong forms, surrogates and code points past U+10FFFF included). */
-static size_t utf8_sequence(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t len;
-    uint32_t cp;
-    if (c >= 0xC2 && c <= 0xDF) {
-        len = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        len = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        len = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < len)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
 json_t *frame_string(const char *s, size_t len)
 {
     json_t *str = json_stringn(s, len);
     if (str)
         return str;
     /* Invalid UTF-8: rebuild with U+FFFD for each bad byte. */
-    static const char replacement[] = "\xEF\xBF\xBD";
-    buf b;
-    buf_init(&b, len * 3 + 1);
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < len) {
-        size_t n = utf8_sequence(p + i, len - i);
-        int rc = n ? buf_append(&b, p + i, n) : buf_append(&b, replacement, 3);
-        if (rc != 0) {
-            buf_free(&b);
-            return NULL;
-        }
-        i += n ? n : 1;
-    }
-    str = json_stringn(b.data ? b.data : "", b.len);
-    buf_free(&b);
+    size_t clean_len;
+    char *clean = utf8_sanitize(s, len, &clean_len);
+    if (!clean)
+        return NULL;
+    str = json_stringn(clean, clean_len);
+    free(clean);
     return str;
 }

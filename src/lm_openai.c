@@ -3,6 +3,7 @@
  * DeepSeek, vLLM, llama.cpp and OpenRouter) and the error bodies providers send. */
 #include "lm_openai.h"
 
+#include "utf8.h"
 #include "util.h"
 
 #include <stdint.h>
@@ -18,98 +19,13 @@
 
 /* ---- UTF-8 ---------------------------------------------------------- */
 
-/* Length of the valid UTF-8 sequence at s[0..len), or 0 if it is invalid
- * (overlong forms, surrogates and code points past U+10FFFF included). */
-static size_t utf8_sequence_length(const unsigned char *s, size_t len)
-{
-    unsigned char c = s[0];
-    if (c < 0x80)
-        return 1;
-    size_t n;
-    uint32_t cp;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-        cp = c & 0x1F;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        cp = c & 0x0F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (len < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return n;
-}
-
-/* A copy of s[0..len) with every invalid byte replaced by U+FFFD, because
- * jansson refuses invalid UTF-8 and a model's input is arbitrary bytes. */
-static char *utf8_sanitize(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < len) {
-        size_t n = utf8_sequence_length(p + i, len - i);
-        if (n == 0 || p[i] == 0)
-            break;
-        i += n;
-    }
-    if (i == len)
-        return str_dup_len(s, len);
-
-    /* Each bad byte grows to three; the bound is checked, not assumed. */
-    if (len > (SIZE_MAX - 1) / 3)
-        return NULL;
-    buf out;
-    buf_init(&out, len * 3 + 1);
-    if (buf_append(&out, s, i) != 0)
-        goto fail;
-    while (i < len) {
-        size_t n = utf8_sequence_length(p + i, len - i);
-        if (n == 0 || p[i] == 0) {
-            if (buf_append(&out, "\xEF\xBF\xBD", 3) != 0)
-                goto fail;
-            i++;
-        } else {
-            if (buf_append(&out, p + i, n) != 0)
-                goto fail;
-            i += n;
-        }
-    }
-    return buf_take(&out);
-fail:
-    buf_free(&out);
-    return NULL;
-}
-
-/* Largest prefix length <= max that does not split a UTF-8 sequence. */
-static size_t utf8_cut(const char *s, size_t len, size_t max)
-{
-    if (len <= max)
-        return len;
-    size_t n = max;
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-        n--;
-    return n;
-}
-
 /* ---- request -------------------------------------------------------- */
 
 static json_t *json_string_sanitized(const char *s)
 {
     if (!s)
         s = "";
-    char *clean = utf8_sanitize(s, strlen(s));
+    char *clean = utf8_sanitize(s, strlen(s), NULL);
     if (!clean)
         return NULL;
     json_t *v = json_string(clean);
@@ -329,10 +245,10 @@ static int append_clean(buf *out, const char *s, size_t len, size_t max)
         len = max * 8 + 16;
         input_cut = 1;
     }
-    char *clean = utf8_sanitize(s, len);
+    size_t clean_len;
+    char *clean = utf8_sanitize(s, len, &clean_len);
     if (!clean)
         return 0;
-    size_t clean_len = strlen(clean);
     size_t start = out->len;
     int space = 1; /* swallow leading whitespace */
     int cut = 0;

@@ -3,6 +3,7 @@
  * per-turn feedback and the head + tail cutting of long output. Pure. */
 #include "prompt.h"
 
+#include "utf8.h"
 #include "util.h"
 
 #include <stdint.h>
@@ -161,40 +162,6 @@ static size_t utf8_tail_start(const char *data, size_t len, size_t chars)
     return i;
 }
 
-/* Length of the valid UTF-8 sequence at p[0..len), or 0 when it is not one
- * (overlong forms, surrogates and values past U+10FFFF are invalid). */
-static size_t utf8_valid_len(const unsigned char *p, size_t len)
-{
-    unsigned char c = p[0];
-    size_t n;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xC2 && c <= 0xDF) {
-        n = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-        n = 3;
-        if (c == 0xE0)
-            lo = 0xA0;
-        if (c == 0xED)
-            hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-        n = 4;
-        if (c == 0xF0)
-            lo = 0x90;
-        if (c == 0xF4)
-            hi = 0x8F;
-    } else {
-        return 0;
-    }
-    if (len < n || p[1] < lo || p[1] > hi)
-        return 0;
-    for (size_t k = 2; k < n; k++)
-        if ((p[k] & 0xC0) != 0x80)
-            return 0;
-    return n;
-}
-
 /* Appends data[0..len) for display inside a message: invalid UTF-8 and
  * control characters other than tab, newline and carriage return become
  * U+FFFD (3 bytes), so a binary file or a stray byte in output cannot make the
@@ -213,7 +180,7 @@ static int append_clean(buf *out, const char *data, size_t len)
         i = run;
         if (i >= len)
             break;
-        size_t n = utf8_valid_len(p + i, len - i);
+        size_t n = utf8_sequence_length(p + i, len - i);
         int ok = n > 1 || p[i] == '\n' || p[i] == '\t' || p[i] == '\r';
         if (n == 1 && p[i] == 0x7F)
             ok = 0;

@@ -1,0 +1,85 @@
+/* utf8 — one validator for every place rlm turns bytes into JSON text. */
+#include "utf8.h"
+
+#include <stdint.h>
+
+#include "util.h"
+
+size_t utf8_sequence_length(const unsigned char *s, size_t len)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t n;
+    uint32_t cp;
+    if (c >= 0xC2 && c <= 0xDF) {
+        n = 2;
+        cp = c & 0x1F;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+        n = 3;
+        cp = c & 0x0F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        n = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (len < n)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+        (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return n;
+}
+
+char *utf8_sanitize(const char *s, size_t len, size_t *out_len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        size_t n = utf8_sequence_length(p + i, len - i);
+        if (n == 0)
+            break;
+        i += n;
+    }
+    if (i == len) {
+        if (out_len)
+            *out_len = len;
+        return str_dup_len(s, len);
+    }
+    /* Each bad byte grows to three; the bound is checked, not assumed. */
+    if (len > (SIZE_MAX - 1) / 3)
+        return NULL;
+    buf out;
+    buf_init(&out, len * 3 + 1);
+    if (buf_append(&out, s, i) != 0)
+        goto fail;
+    while (i < len) {
+        size_t n = utf8_sequence_length(p + i, len - i);
+        int rc = n ? buf_append(&out, p + i, n) : buf_append(&out, "\xEF\xBF\xBD", 3);
+        if (rc != 0)
+            goto fail;
+        i += n ? n : 1;
+    }
+    if (out_len)
+        *out_len = out.len;
+    return buf_take(&out);
+fail:
+    buf_free(&out);
+    return NULL;
+}
+
+size_t utf8_cut(const char *s, size_t len, size_t max)
+{
+    if (len <= max)
+        return len;
+    size_t n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    return n;
+}

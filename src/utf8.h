@@ -1,0 +1,23 @@
+/* utf8 — validating and repairing UTF-8: jansson refuses invalid UTF-8, and
+ * the bytes rlm handles (inputs, model output, sandbox output) are arbitrary.
+ *
+ * Ownership: utf8_sanitize returns a malloc'd string owned by the caller. */
+#ifndef RLM_UTF8_H
+#define RLM_UTF8_H
+
+#include <stddef.h>
+
+/* Length of the valid UTF-8 sequence at s[0..len) (len >= 1), or 0 if it is
+ * invalid: overlong forms, surrogates and code points past U+10FFFF included. */
+size_t utf8_sequence_length(const unsigned char *s, size_t len);
+
+/* A NUL-terminated copy of s[0..len) with each byte that does not start a
+ * valid sequence replaced by U+FFFD. Embedded NULs are kept. *out_len (may be
+ * NULL) receives the copy's length. NULL only when out of memory. */
+char *utf8_sanitize(const char *s, size_t len, size_t *out_len);
+
+/* The largest prefix length <= max of s[0..len) that does not split a
+ * sequence. */
+size_t utf8_cut(const char *s, size_t len, size_t max);
+
+#endif
