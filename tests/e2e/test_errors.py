@@ -233,6 +233,29 @@ class HostileOrConfusedModel(RlmTestCase):
         self.assertEqual(res.stdout, "checked\n")
         self.assertIn("not accepted", res.events("root_request")[1]["last_message"])
 
+    def test_failed_sub_call_is_an_error_string_in_its_slot(self):
+        rules = [
+            {"match": r"^item 3$", "status": 400, "reply": "prompt rejected by policy"},
+            {"match": r"^item 5$", "reply": ""},
+            {"match": r"^item (\d+)$", "reply": "r$1"},
+            {"match": "(?i)turn 2 of", "reply": "FINAL(done)"},
+            {"match": ".", "reply": repl(
+                "res = llm_query_batched(['item %d' % i for i in range(8)])\n"
+                "for r in res:\n    print(repr(r))")},
+        ]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--json", "--context", self.write("c.txt", "x"), "q"], lm)
+        self.assertExit(res, 0)
+        lines = res.events("code")[0]["output"].splitlines()
+        self.assertEqual(len(lines), 8)
+        self.assertEqual(lines[2], "'r2'")
+        self.assertIn("Error: sub-call failed (http)", lines[3])
+        self.assertIn("prompt rejected by policy", lines[3])
+        self.assertIn("Error: sub-call failed (empty)", lines[5])
+        self.assertEqual(lines[7], "'r7'")
+        self.assertEqual(res.report["sub_calls"], 8)
+        self.assertEqual(res.report["sub_call_errors"], 2)
+
     def test_turn_limit_then_last_request(self):
         rules = [
             {"match": "(?i)used all your turns", "reply": "Still not sure."},
