@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "commands.h"
 #include "rlm.h"
 
 enum {
@@ -26,6 +27,7 @@ static void usage(FILE *out)
     fputs(
         "usage: rlm ask [options] QUESTION\n"
         "       rlm ask [options] --question-file FILE\n"
+        "       rlm doctor [--json]      which sandbox layers this machine allows\n"
         "       rlm --version | --help\n"
         "\n"
         "Answers QUESTION about a context of any size with a Recursive Language Model:\n"
@@ -313,6 +315,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "ask") == 0)
         return cmd_ask(argc - 1, argv + 1);
+    if (strcmp(cmd, "doctor") == 0)
+        return cmd_doctor(argc - 1, argv + 1);
     fprintf(stderr, "rlm: unknown command '%s' (try 'rlm --help')\n", cmd);
     return EXIT_USAGE;
 }

@@ -134,6 +134,20 @@ const char *rlm_report_json(rlm *r);
 
 void rlm_string_free(char *s);
 
+/* ---- Diagnostics --------------------------------------------------------- */
+
+/* Probes what this machine allows the sandbox: starts a sandbox child with
+ * cfg's settings (cfg may be NULL for the defaults) and reports every
+ * confinement layer — active or not, and why not — as a JSON object:
+ *   {"sandbox_exe": "...", "python": "3.11.2", "ready_seconds": 0.09,
+ *    "layers": [{"name": "seccomp", "active": true, "detail": "..."}, ...],
+ *    "ok": true}
+ * "ok" is false when the floor (seccomp + rlimits) cannot be applied, in
+ * which case rlm refuses to run model code without unsafe_no_sandbox.
+ * *report is the caller's (rlm_string_free). RLM_ERR_SANDBOX when no
+ * sandbox child could be started at all (*report still explains). */
+rlm_status rlm_doctor(const rlm_config *cfg, char **report);
+
 #ifdef __cplusplus
 }
 #endif
