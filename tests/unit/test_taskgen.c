@@ -1,0 +1,222 @@
+/* Unit tests for the benchmark task generators: determinism, that the gold
+ * answer is what the data says, and the scoring rules. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "taskgen.h"
+#include "util.h"
+
+static char *slurp(const char *dir, const char *name, size_t *len)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    buf b;
+    buf_init(&b, (size_t)1 << 30);
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        assert_int_equal(buf_append(&b, chunk, n), 0);
+    fclose(f);
+    if (len)
+        *len = b.len;
+    return buf_take(&b);
+}
+
+static void make_task(const task_spec *spec, char *dir, size_t dirlen)
+{
+    snprintf(dir, dirlen, "/tmp/rlm-taskgen-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    char err[256];
+    assert_int_equal(taskgen_write(spec, dir, err, sizeof err), 0);
+}
+
+static void remove_task(const char *dir)
+{
+    static const char *const files[] = {"context.txt", "question.txt", "gold.txt", "key.jsonl", "task.json"};
+    char path[512];
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+static void test_sniah_needle_once_at_its_depth(void **state)
+{
+    task_spec spec = {.family = TASK_SNIAH, .seed = 7, .tokens = 100000, .depth = 20, .variant = -1};
+    char dir[64];
+    make_task(&spec, dir, sizeof dir);
+    size_t len;
+    char *ctx = slurp(dir, "context.txt", &len);
+    char *gold = slurp(dir, "gold.txt", NULL);
+    char *question = slurp(dir, "question.txt", NULL);
+    assert_true(len >= 400000 && len < 401000);
+    gold[strcspn(gold, "\n")] = '\0';
+    const char *needle = strstr(ctx, "special magic numbers for ");
+    assert_non_null(needle);
+    assert_null(strstr(needle + 1, "special magic numbers for "));
+    /* Depth 20 of 0..39: just past the middle. */
+    double at = (double)(needle - ctx) / (double)len;
+    assert_true(at > 0.49 && at < 0.53);
+    char expect[128];
+    const char *key_start = needle + strlen("special magic numbers for ");
+    size_t key_len = strcspn(key_start, " ");
+    snprintf(expect, sizeof expect, "is: %s.", gold);
+    assert_non_null(strstr(needle, expect));
+    assert_non_null(memmem(question, strlen(question), key_start, key_len));
+    char answer[64];
+    snprintf(answer, sizeof answer, "The number is %s.", gold);
+    assert_true(taskgen_score("contains", gold, answer) == 1);
+    assert_true(taskgen_score("contains", gold, "The number is 0000000.") == 0);
+    free(ctx);
+    free(gold);
+    free(question);
+    remove_task(dir);
+}
+
+static void test_same_seed_same_bytes(void **state)
+{
+    task_spec spec = {.family = TASK_OOLONG, .seed = 42, .lines = 3000, .depth = -1, .variant = -1};
+    char a[64], b[64];
+    make_task(&spec, a, sizeof a);
+    make_task(&spec, b, sizeof b);
+    size_t la, lb;
+    char *ca = slurp(a, "context.txt", &la), *cb = slurp(b, "context.txt", &lb);
+    assert_int_equal(la, lb);
+    assert_memory_equal(ca, cb, la);
+    free(ca);
+    free(cb);
+    spec.seed = 43;
+    char c[64];
+    make_task(&spec, c, sizeof c);
+    char *cc = slurp(c, "context.txt", &lb);
+    ca = slurp(a, "context.txt", &la);
+    assert_true(la != lb || memcmp(ca, cc, la) != 0);
+    free(ca);
+    free(cc);
+    remove_task(a);
+    remove_task(b);
+    remove_task(c);
+}
+
+/* Counts labels from the answer key, the way the oracle will see them. */
+static void count_key(const char *dir, size_t counts[6], size_t *lines)
+{
+    char *key = slurp(dir, "key.jsonl", NULL);
+    *lines = 0;
+    memset(counts, 0, 6 * sizeof counts[0]);
+    for (char *line = key; *line;) {
+        char *nl = strchr(line, '\n');
+        *nl = '\0';
+        json_t *obj = json_loads(line, 0, NULL);
+        assert_non_null(obj);
+        const char *label = json_string_value(json_object_get(obj, "label"));
+        for (int i = 0; i < 6; i++)
+            if (strcmp(label, taskgen_labels[i]) == 0)
+                counts[i]++;
+        json_decref(obj);
+        (*lines)++;
+        line = nl + 1;
+    }
+    free(key);
+}
+
+static void test_oolong_gold_matches_the_key(void **state)
+{
+    for (int variant = 0; variant < 3; variant++) {
+        task_spec spec = {.family = TASK_OOLONG, .seed = 5, .lines = 5000, .depth = -1, .variant = variant};
+        char dir[64];
+        make_task(&spec, dir, sizeof dir);
+        size_t counts[6], lines;
+        count_key(dir, counts, &lines);
+        assert_int_equal(lines, 5000);
+        char *gold = slurp(dir, "gold.txt", NULL);
+        char *question = slurp(dir, "question.txt", NULL);
+        gold[strcspn(gold, "\n")] = '\0';
+        if (variant == 0) {
+            int asked = -1;
+            for (int i = 0; i < 6; i++) {
+                char quoted[64];
+                snprintf(quoted, sizeof quoted, "label '%s'", taskgen_labels[i]);
+                if (strstr(question, quoted))
+                    asked = i;
+            }
+            assert_true(asked >= 0);
+            char want[32];
+            snprintf(want, sizeof want, "%zu", counts[asked]);
+            assert_string_equal(gold, want);
+        } else {
+            int best = 0;
+            for (int i = 1; i < 6; i++)
+                if (variant == 1 ? counts[i] > counts[best] : counts[i] < counts[best])
+                    best = i;
+            assert_string_equal(gold, taskgen_labels[best]);
+        }
+        /* Every context line has the documented shape. */
+        char *ctx = slurp(dir, "context.txt", NULL);
+        assert_true(strncmp(ctx, "Date: ", 6) == 0);
+        assert_non_null(strstr(ctx, " || User: "));
+        assert_non_null(strstr(ctx, " || Instance: "));
+        free(ctx);
+        free(gold);
+        free(question);
+        remove_task(dir);
+    }
+}
+
+static void test_scoring(void **state)
+{
+    assert_true(taskgen_score("exact", "numeric", "  Numeric.\n") == 1);
+    assert_true(taskgen_score("exact", "numeric", "location") == 0);
+    assert_true(taskgen_score("numeric", "100", "The answer is 100.") == 1);
+    assert_true(taskgen_score("numeric", "100", "about 102") > 0.56 && taskgen_score("numeric", "100", "about 102") < 0.57);
+    assert_true(taskgen_score("numeric", "100", "no idea") == 0);
+    assert_true(taskgen_score("contains", "8497121", "It is 8497121.") == 1);
+    assert_true(taskgen_score("contains", "8497121", "It is 8497122.") == 0);
+    assert_true(taskgen_score("f1", "(1, 2)\n(3, 4)", "(2, 1) and (3,4)") == 1);
+    double half = taskgen_score("f1", "(1, 2)\n(3, 4)", "(1, 2)\n(5, 6)");
+    assert_true(half > 0.49 && half < 0.51);
+    assert_true(taskgen_score("f1", "(1, 2)", "(1, 2) (1, 2) (1, 2)") == 1);
+    assert_true(taskgen_score("f1", "(1, 2)", "1 2") == 0);
+    assert_true(taskgen_score("exact", "x", NULL) == 0);
+    assert_int_equal(taskgen_family_parse("pairs"), TASK_PAIRS);
+    assert_int_equal(taskgen_family_parse("nope"), -1);
+}
+
+static void test_pairs_gold_is_scored_perfect_against_itself(void **state)
+{
+    task_spec spec = {.family = TASK_PAIRS, .seed = 9, .lines = 2000, .depth = -1, .variant = -1};
+    char dir[64];
+    make_task(&spec, dir, sizeof dir);
+    char *gold = slurp(dir, "gold.txt", NULL);
+    assert_non_null(strchr(gold, '('));
+    assert_true(taskgen_score("f1", gold, gold) == 1);
+    free(gold);
+    remove_task(dir);
+    char err[256];
+    assert_int_equal(taskgen_write(&spec, "/proc/no-such-dir/x", err, sizeof err), -1);
+    assert_non_null(strstr(err, "cannot create"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sniah_needle_once_at_its_depth),
+        cmocka_unit_test(test_same_seed_same_bytes),
+        cmocka_unit_test(test_oolong_gold_matches_the_key),
+        cmocka_unit_test(test_scoring),
+        cmocka_unit_test(test_pairs_gold_is_scored_perfect_against_itself),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
