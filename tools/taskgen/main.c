@@ -10,9 +10,9 @@
 static void usage(FILE *out)
 {
     fputs("usage: taskgen sniah|oolong|pairs --out DIR [--tokens N] [--lines N] [--seed S]\n"
-          "                [--depth 0-39] [--variant 0-3]\n"
+          "                [--depth 0-39] [--variant 0-3] [--subcalls]\n"
           "       taskgen score contains|exact|numeric|f1 GOLD_FILE ANSWER_FILE\n"
-          "Writes context.txt, question.txt, gold.txt, key.jsonl and task.json into DIR.\n"
+          "Writes context.txt, question.txt, gold.txt, key.jsonl, task.json and script.json\n(a fake-server script playing the root model) into DIR.\n"
           "Sizes: a token is 4 characters; suffixes K, M, G allowed (1M = 1,048,576).\n"
           "Exit: 0 done, 2 usage error, 1 write error.\n",
           out);
@@ -70,6 +70,10 @@ int main(int argc, char **argv)
     const char *out = NULL;
     for (int i = 2; i < argc; i++) {
         const char *flag = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(flag, "--subcalls") == 0) {
+            spec.subcalls = 1;
+            continue;
+        }
         long l;
         size_t sz;
         if (!value) {

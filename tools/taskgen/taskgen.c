@@ -3,6 +3,7 @@
 #include "taskgen.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -201,6 +202,93 @@ static int write_meta(const task_spec *spec, const char *dir, size_t chars, size
     return rc;
 }
 
+/* ---- scripted root strategies -------------------------------------------------- */
+
+static json_t *repl_rule(const char *match, const char *code)
+{
+    char *reply = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&reply, &len);
+    if (!f)
+        return NULL;
+    fprintf(f, "```repl\n%s```", code);
+    fclose(f);
+    json_t *rule = json_pack("{s:s,s:s}", "match", match, "reply", reply);
+    free(reply);
+    return rule;
+}
+
+/* Writes script.json: the sub-call rules first (they carry no turn label),
+ * then turn 2 (answer from the variable), then turn 1 (the strategy). */
+static int write_script(const char *dir, json_t *subcall_rules, const char *strategy, char *err,
+                        size_t errlen)
+{
+    /* Absolute, so the server may run from any directory. */
+    char key_path[PATH_MAX + 16], *real = realpath(dir, NULL);
+    snprintf(key_path, sizeof key_path, "%s/key.jsonl", real ? real : dir);
+    free(real);
+    json_t *rules = subcall_rules;
+    json_array_append_new(rules, json_pack("{s:s,s:s}", "match", "(?i)turn 2 of", "reply",
+                                           "The computation is done and checked.\nFINAL_VAR(result)"));
+    json_array_append_new(rules, repl_rule("(?i)turn 1 of", strategy));
+    json_t *script = json_pack("{s:i,s:o,s:{s:s}}", "latency_ms", 0, "rules", rules, "oracle", "key",
+                               key_path);
+    char *text = script ? json_dumps(script, JSON_INDENT(1)) : NULL;
+    json_decref(script);
+    if (!text) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = write_text(dir, "script.json", text, err, errlen);
+    free(text);
+    return rc;
+}
+
+static const char label_prompt[] =
+    "Label each instance below with one of: abbreviation, entity, description, human, location, "
+    "numeric. Reply with one label per line, in order, nothing else.";
+
+/* Python that labels every line through batched sub-calls (100 lines per
+ * call) into `labels` and `users`, then runs `finish`. */
+static char *oolong_strategy(const char *finish)
+{
+    char *code = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&code, &len);
+    if (!f)
+        return NULL;
+    fprintf(f,
+            "from collections import Counter, defaultdict\n"
+            "lines = [l for l in context.splitlines() if l.strip()]\n"
+            "groups = [lines[i:i + 100] for i in range(0, len(lines), 100)]\n"
+            "prompts = [%s + '\\n\\n' + '\\n'.join(g) for g in groups]\n"
+            "replies = llm_query_batched(prompts)\n"
+            "labels = []\n"
+            "for g, r in zip(groups, replies):\n"
+            "    got = [x.strip().lower() for x in r.splitlines() if x.strip()]\n"
+            "    labels.extend(got if len(got) == len(g) else ['unknown'] * len(g))\n"
+            "users = [l.split(' || ')[1].split(': ')[1] for l in lines]\n"
+            "counts = Counter(labels)\n"
+            "order = ['abbreviation', 'entity', 'description', 'human', 'location', 'numeric']\n"
+            "%s"
+            "print(len(lines), 'lines,', len(groups), 'sub-calls,', counts.most_common())\n"
+            "print('result:', result[:500])\n",
+            "'Label each instance below with one of: abbreviation, entity, description, human, "
+            "location, numeric. Reply with one label per line, in order, nothing else.'",
+            finish);
+    fclose(f);
+    return code;
+}
+
+static json_t *oolong_subcall_rules(void)
+{
+    json_t *rules = json_array();
+    char match[256];
+    snprintf(match, sizeof match, "^%.40s", label_prompt);
+    json_array_append_new(rules, json_pack("{s:s,s:s}", "match", match, "oracle", "labels"));
+    return rules;
+}
+
 /* ---- S-NIAH ----------------------------------------------------------------- */
 
 static int gen_sniah(const task_spec *spec, const char *dir, char *err, size_t errlen)
@@ -259,7 +347,36 @@ static int gen_sniah(const task_spec *spec, const char *dir, char *err, size_t e
     snprintf(question, sizeof question,
              "What is the special magic number for %s mentioned in the provided text? "
              "Answer with the number only.", needle_key);
-    return write_meta(spec, dir, chars, 0, "contains", question, value, err, errlen);
+    if (write_meta(spec, dir, chars, 0, "contains", question, value, err, errlen) != 0)
+        return -1;
+
+    char code[2048];
+    json_t *subcalls = json_array();
+    if (spec->subcalls) {
+        /* Overlapping chunks so a needle on a boundary is still whole in one. */
+        snprintf(code, sizeof code,
+                 "size, overlap = 100000, 300\n"
+                 "chunks = [context[i:i + size + overlap] for i in range(0, len(context), size)]\n"
+                 "ask = 'Find the special magic number for %s in the text below. Reply with the "
+                 "number only, or NONE if it is not there.\\n\\n'\n"
+                 "replies = llm_query_batched([ask + c for c in chunks])\n"
+                 "found = [r.strip() for r in replies if r.strip().isdigit()]\n"
+                 "result = found[0] if found else 'not found'\n"
+                 "print(len(chunks), 'chunks; found:', found)\n", needle_key);
+        char match[256];
+        snprintf(match, sizeof match, "(?s)^Find the special magic number.*special magic numbers for %s is: (\\d+)",
+                 needle_key);
+        json_array_append_new(subcalls, json_pack("{s:s,s:s}", "match", match, "reply", "$1"));
+        json_array_append_new(subcalls, json_pack("{s:s,s:s}", "match", "^Find the special magic number",
+                                                  "reply", "NONE"));
+    } else {
+        snprintf(code, sizeof code,
+                 "import re\n"
+                 "hits = re.findall(r'special magic numbers? for %s is: (\\d+)', context)\n"
+                 "result = hits[0] if hits else 'not found'\n"
+                 "print(len(context), 'characters; hits:', hits)\n", needle_key);
+    }
+    return write_script(dir, subcalls, code, err, errlen);
 }
 
 /* ---- OOLONG-style data -------------------------------------------------------- */
@@ -396,7 +513,30 @@ static int gen_oolong(const task_spec *spec, const char *dir, char *err, size_t 
         snprintf(gold, sizeof gold, "%zu", counts[user * LABEL_COUNT + (size_t)asked]);
     }
     free(counts);
-    return write_meta(spec, dir, chars, lines, scoring, question, gold, err, errlen);
+    if (write_meta(spec, dir, chars, lines, scoring, question, gold, err, errlen) != 0)
+        return -1;
+
+    char finish[512];
+    if (variant == 0)
+        snprintf(finish, sizeof finish, "result = str(counts['%s'])\n", taskgen_labels[asked]);
+    else if (variant == 1)
+        snprintf(finish, sizeof finish,
+                 "result = max(order, key=lambda l: (counts[l], -order.index(l)))\n");
+    else if (variant == 2)
+        snprintf(finish, sizeof finish,
+                 "result = min(order, key=lambda l: (counts[l], order.index(l)))\n");
+    else
+        snprintf(finish, sizeof finish,
+                 "result = str(sum(1 for u, l in zip(users, labels) if u == '10000' and l == '%s'))\n",
+                 taskgen_labels[asked]);
+    char *code = oolong_strategy(finish);
+    if (!code) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = write_script(dir, oolong_subcall_rules(), code, err, errlen);
+    free(code);
+    return rc;
 }
 
 static int gen_pairs(const task_spec *spec, const char *dir, char *err, size_t errlen)
@@ -444,6 +584,23 @@ static int gen_pairs(const task_spec *spec, const char *dir, char *err, size_t e
              "as (id1, id2).", taskgen_labels[a], taskgen_labels[b]);
     int rc = write_meta(spec, dir, chars, lines, "f1", question, gold ? gold : "", err, errlen);
     free(gold);
+    if (rc != 0)
+        return -1;
+    char finish[1024];
+    snprintf(finish, sizeof finish,
+             "has = defaultdict(set)\n"
+             "for u, l in zip(users, labels):\n"
+             "    has[u].add(l)\n"
+             "both = sorted(int(u) for u in has if '%s' in has[u] and '%s' in has[u])\n"
+             "result = '\\n'.join('(%%d, %%d)' %% (a, b) for i, a in enumerate(both) for b in both[i + 1:])\n",
+             taskgen_labels[a], taskgen_labels[b]);
+    char *code = oolong_strategy(finish);
+    if (!code) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    rc = write_script(dir, oolong_subcall_rules(), code, err, errlen);
+    free(code);
     return rc;
 }
 

@@ -26,6 +26,8 @@ typedef struct task_spec {
     size_t lines;      /* OOLONG/PAIRS: number of instance lines (0: from tokens) */
     int depth;         /* S-NIAH: needle depth index 0..39 (-1: from the seed) */
     int variant;       /* OOLONG question kind 0..3 (-1: from the seed) */
+    int subcalls;      /* S-NIAH: the scripted root sends every 100K-character
+                          chunk to llm_query_batched instead of using a regex */
 } task_spec;
 
 /* The family's name ("sniah", "oolong", "pairs"), and back (-1 if unknown). */
@@ -41,6 +43,11 @@ int taskgen_family_parse(const char *name);
  *                 OOLONG/PAIRS {"instance": TEXT, "label": LABEL} per line
  *   task.json     {"family", "seed", "tokens", "chars", "lines", "scoring",
  *                  "question", "gold"}
+ *   script.json   a fake-server script that plays a competent root model for
+ *                 this task (the strategy a good model would write: regex or
+ *                 chunk + llm_query_batched + aggregate, then FINAL_VAR) and
+ *                 answers its sub-calls from key.jsonl through the server's
+ *                 oracle mode, so a whole RLM run is reproducible offline.
  * Returns 0, or -1 with err set (cannot create or write). */
 int taskgen_write(const task_spec *spec, const char *dir, char *err, size_t errlen);
 
