@@ -1,12 +1,118 @@
-/* doctor — rlm_doctor: placeholder being written (issue 3). */
+/* doctor — rlm_doctor: starts one sandbox child with the configuration's
+ * settings and reports which confinement layers this machine allows, which it
+ * refuses and why, as the JSON object documented in include/rlm.h. */
+#include "rlm.h"
+
+#include "sandbox.h"
+#include "util.h"
+
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/utsname.h>
+#include <unistd.h>
 
-#include "rlm.h"
+static int is_executable(const char *path)
+{
+    return path && path[0] && access(path, X_OK) == 0;
+}
+
+/* The same search as rlm_new: the configured path, next to the running
+ * program, ../libexec/rlm beside it, this build's, the install prefix. */
+static char *doctor_find_exe(const char *configured)
+{
+    if (configured && configured[0])
+        return strdup(configured);
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash) {
+            *slash = '\0';
+            static const char *const relative[] = {"/rlm-sandbox", "/../libexec/rlm/rlm-sandbox"};
+            for (size_t i = 0; i < sizeof relative / sizeof relative[0]; i++) {
+                buf b;
+                buf_init(&b, PATH_MAX * 2);
+                buf_printf(&b, "%s%s", self, relative[i]);
+                if (is_executable(b.data))
+                    return buf_take(&b);
+                buf_free(&b);
+            }
+        }
+    }
+    if (is_executable(RLM_SANDBOX_BUILD_PATH))
+        return strdup(RLM_SANDBOX_BUILD_PATH);
+    return strdup(RLM_SANDBOX_INSTALL_PATH);
+}
+
+static const char *config_value(const rlm_config *cfg, const char *key)
+{
+    const char *v = cfg ? rlm_config_get(cfg, key) : NULL;
+    return v ? v : "";
+}
+
+/* True when the floor, seccomp and rlimits, is active in layers_json. */
+static int floor_in_force(json_t *layers)
+{
+    int found = 0;
+    for (size_t i = 0; i < json_array_size(layers); i++) {
+        json_t *l = json_array_get(layers, i);
+        const char *name = json_string_value(json_object_get(l, "name"));
+        if (name && (strcmp(name, "seccomp") == 0 || strcmp(name, "rlimits") == 0) &&
+            json_is_true(json_object_get(l, "active")))
+            found++;
+    }
+    return found == 2;
+}
 
 rlm_status rlm_doctor(const rlm_config *cfg, char **report)
 {
-    (void)cfg;
-    *report = strdup("{\"ok\": false, \"layers\": []}");
-    return RLM_ERR_SANDBOX;
+    *report = NULL;
+    rlm_status status = RLM_ERR_NOMEM;
+    char *exe = doctor_find_exe(config_value(cfg, "sandbox_exe"));
+    json_t *out = json_object();
+    if (!exe || !out)
+        goto fail;
+    struct utsname uts;
+    json_object_set_new(out, "sandbox_exe", json_string(exe));
+    json_object_set_new(out, "kernel", json_string(uname(&uts) == 0 ? uts.release : "unknown"));
+    sandbox_options opts = {.exe_path = exe, .context_fd = -1,
+                            .unsafe_no_sandbox = strcmp(config_value(cfg, "unsafe_no_sandbox"),
+                                                        "1") == 0};
+    const char *memory = config_value(cfg, "sandbox_memory");
+    if (memory[0])
+        parse_size(memory, &opts.memory_limit);
+    sandbox *sb = NULL;
+    char err[1024] = "";
+    double t0 = clock_now();
+    if (sandbox_start(&opts, &sb, err, sizeof err) != 0) {
+        json_object_set_new(out, "python", json_null());
+        json_object_set_new(out, "ready_seconds", json_null());
+        json_object_set_new(out, "layers", json_array());
+        json_object_set_new(out, "error", json_string(err));
+        json_object_set_new(out, "ok", json_false());
+        status = RLM_ERR_SANDBOX;
+    } else {
+        double ready = clock_now() - t0;
+        json_error_t error;
+        json_t *layers = json_loads(sandbox_layers_json(sb), 0, &error);
+        json_object_set_new(out, "python", json_string(sandbox_python_version(sb)));
+        json_object_set_new(out, "ready_seconds", json_real(ready));
+        json_object_set_new(out, "summary", json_string(sandbox_layers(sb)));
+        json_object_set_new(out, "warnings", json_string(sandbox_warnings(sb)));
+        json_object_set_new(out, "ok", json_boolean(floor_in_force(layers)));
+        json_object_set_new(out, "layers", layers ? layers : json_array());
+        sandbox_free(sb);
+        status = RLM_OK;
+    }
+    *report = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
+    if (!*report)
+        status = RLM_ERR_NOMEM;
+fail:
+    json_decref(out);
+    free(exe);
+    return status;
 }

@@ -9,9 +9,23 @@
  * stops while the sub-call callback runs. A timeout first sends SIGINT (the
  * cell gets a TimeoutError and the namespace survives); if the child has not
  * answered kill_grace seconds later it is killed and a fresh one started from
- * the same context fd. The child is spawned with posix_spawn (no fork of a
- * threaded host), in its own process group so a terminal's Ctrl-C does not
- * reach it, with only fds 3 (socket) and 4 (context) open besides /dev/null. */
+ * the same context fd. The child runs in its own process group so a
+ * terminal's Ctrl-C does not reach it, with only fds 3 (socket) and 4
+ * (context) open besides /dev/null.
+ *
+ * Namespaces. The child is started in new user, network, IPC and PID
+ * namespaces when the kernel allows: no network interface but a down lo, no
+ * System V IPC shared with anyone, no process visible or signalable but
+ * itself. A process cannot move itself into a new PID namespace, so this is
+ * the host's job, at spawn time. posix_spawn has no namespace flags, so the
+ * host uses a fork-like clone(2) with the namespace flags; in the threaded
+ * host the new process may only make async-signal-safe calls before execve
+ * (dup2, open, close_range, sigaction, setpgid), with everything prepared
+ * beforehand and exec failures reported through a close-on-exec pipe. The
+ * flag sets are tried strongest first (a non-root user may lack user
+ * namespaces; root without them still gets the others) and the first that
+ * works is kept for restarts; when none does, posix_spawn starts the child
+ * without namespaces and the layer report says why. */
 #include "sandbox.h"
 
 #include "frame.h"
@@ -22,12 +36,16 @@
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -46,11 +64,29 @@ struct sandbox {
     double kill_grace;
     size_t output_limit;
     int unsafe_no_sandbox;
+    int no_namespaces;
+    int no_landlock;
+    int ns_index;         /* entry of namespace_sets that worked; -1 before the first try */
+    char ns_detail[256];  /* why namespaces are missing or partial */
+    unsigned long long next_id; /* request ids: random start, then counting */
     pid_t pid;  /* -1 when there is no child */
     int sock;   /* -1 when there is no child */
     frame_reader reader;
-    char layers[128];
+    char layers[256];
+    char warnings[512];
+    char python[64];      /* the child's Py_GetVersion(), first word */
+    char *layers_json;    /* [{"name","active","detail"}], strongest first */
 };
+
+/* Namespace sets to try, strongest first. */
+static const struct {
+    int flags;
+    const char *names;
+} namespace_sets[] = {
+    {CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID, "user,net,ipc,pid"},
+    {CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID, "net,ipc,pid"},
+};
+#define NAMESPACE_SETS ((int)(sizeof namespace_sets / sizeof namespace_sets[0]))
 
 /* How a request ended. */
 enum {
@@ -71,6 +107,7 @@ typedef struct wait_state {
     int stopped;         /* the callback asked to stop the run */
     sandbox_call_fn call;
     void *userdata;
+    long long id;        /* the request id the reply must carry; -1: none (start-up) */
 } wait_state;
 
 /* ---- child processes ---- */
@@ -129,36 +166,113 @@ static int collect_child(sandbox *sb)
     return status != -1 ? status : killed;
 }
 
-static int spawn_child(sandbox *sb, char *err, size_t errlen)
+/* Everything the new process needs between clone and execve, prepared
+ * before the clone so that it allocates nothing. */
+typedef struct spawn_plan {
+    const char *exe;
+    char **argv;
+    char **envp;
+    int channel_fd;   /* becomes fd 3 */
+    int context_fd;   /* becomes fd 4, or -1 */
+    int keep_stderr;
+    int error_fd;     /* write end of the exec-error pipe, CLOEXEC, >= SANDBOX_FD_FLOOR */
+} spawn_plan;
+
+/* Runs in the cloned process: async-signal-safe calls only, never returns. */
+static void exec_cloned(const spawn_plan *plan)
 {
-    int sv[2] = {-1, -1}, child_end = -1, rc = -1;
+    int first_closed = plan->context_fd >= 0 ? 5 : 4;
+    if (dup2(plan->channel_fd, 3) < 0 ||
+        (plan->context_fd >= 0 && dup2(plan->context_fd, 4) < 0))
+        goto fail;
+    int null_fd = open("/dev/null", O_RDWR);
+    if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(null_fd, 1) < 0 ||
+        (!plan->keep_stderr && dup2(null_fd, 2) < 0))
+        goto fail;
+    if (close_range((unsigned)first_closed, (unsigned)plan->error_fd - 1, 0) != 0 ||
+        close_range((unsigned)plan->error_fd + 1, ~0U, 0) != 0)
+        goto fail;
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL); /* fails harmlessly for KILL, STOP, libc's own */
+    setpgid(0, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execve(plan->exe, plan->argv, plan->envp);
+fail:;
+    int code = errno;
+    ssize_t ignored = write(plan->error_fd, &code, sizeof code);
+    (void)ignored;
+    _exit(127);
+}
+
+/* Starts the child in new namespaces. Returns its pid, or -1 with errno set
+ * (EPERM, EINVAL, ENOSPC, ... from clone, or the execve error). */
+static pid_t spawn_in_namespaces(const spawn_plan *base, int flags)
+{
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) != 0)
+        return -1;
+    spawn_plan plan = *base;
+    plan.error_fd = fcntl(pipe_fds[1], F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
+    close(pipe_fds[1]);
+    if (plan.error_fd < 0) {
+        int saved = errno;
+        close(pipe_fds[0]);
+        errno = saved;
+        return -1;
+    }
+    /* No signal handler of the host may run in the new process. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    long pid = syscall(SYS_clone, (unsigned long)flags | SIGCHLD, NULL, NULL, NULL, 0UL);
+    if (pid == 0)
+        exec_cloned(&plan);
+    int clone_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(plan.error_fd);
+    if (pid < 0) {
+        close(pipe_fds[0]);
+        errno = clone_errno;
+        return -1;
+    }
+    int exec_errno = 0;
+    ssize_t n;
+    while ((n = read(pipe_fds[0], &exec_errno, sizeof exec_errno)) < 0 && errno == EINTR)
+        ;
+    close(pipe_fds[0]);
+    if (n > 0) { /* exec failed: the process is exiting */
+        while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        errno = exec_errno ? exec_errno : EIO;
+        return -1;
+    }
+    return (pid_t)pid;
+}
+
+static pid_t spawn_plain(const spawn_plan *plan, char *err, size_t errlen)
+{
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attr;
     int have_actions = 0, have_attr = 0;
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
-        snprintf(err, errlen, "socketpair: %s", strerror(errno));
-        goto fail;
-    }
-    /* Above 3 and 4 so the dup2 actions below cannot overwrite each other. */
-    child_end = fcntl(sv[1], F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
-    if (child_end < 0) {
-        snprintf(err, errlen, "fcntl: %s", strerror(errno));
-        goto fail;
-    }
+    pid_t pid = -1;
     if (posix_spawn_file_actions_init(&actions) != 0)
-        goto fail_spawn_setup;
+        goto fail_setup;
     have_actions = 1;
-    int keep_stderr = getenv("RLM_SANDBOX_STDERR") != NULL; /* debugging only */
-    if (posix_spawn_file_actions_adddup2(&actions, child_end, 3) != 0 ||
-        (sb->context_fd >= 0 && posix_spawn_file_actions_adddup2(&actions, sb->context_fd, 4)) ||
+    if (posix_spawn_file_actions_adddup2(&actions, plan->channel_fd, 3) != 0 ||
+        (plan->context_fd >= 0 && posix_spawn_file_actions_adddup2(&actions, plan->context_fd, 4)) ||
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0) != 0 ||
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0) != 0 ||
-        (!keep_stderr &&
+        (!plan->keep_stderr &&
          posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) != 0) ||
-        posix_spawn_file_actions_addclosefrom_np(&actions, sb->context_fd >= 0 ? 5 : 4) != 0)
-        goto fail_spawn_setup;
+        posix_spawn_file_actions_addclosefrom_np(&actions, plan->context_fd >= 0 ? 5 : 4) != 0)
+        goto fail_setup;
     if (posix_spawnattr_init(&attr) != 0)
-        goto fail_spawn_setup;
+        goto fail_setup;
     have_attr = 1;
     sigset_t none, all;
     sigemptyset(&none);
@@ -170,33 +284,94 @@ static int spawn_child(sandbox *sb, char *err, size_t errlen)
         posix_spawnattr_setpgroup(&attr, 0) != 0 ||
         posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
                                             POSIX_SPAWN_SETPGROUP) != 0)
-        goto fail_spawn_setup;
+        goto fail_setup;
+    int spawn_rc = posix_spawn(&pid, plan->exe, &actions, &attr, plan->argv, plan->envp);
+    if (spawn_rc != 0) {
+        snprintf(err, errlen, "cannot start %s: %s", plan->exe, strerror(spawn_rc));
+        pid = -1;
+    }
+    goto done;
+fail_setup:
+    snprintf(err, errlen, "cannot prepare the sandbox process (out of memory?)");
+done:
+    if (have_actions)
+        posix_spawn_file_actions_destroy(&actions);
+    if (have_attr)
+        posix_spawnattr_destroy(&attr);
+    return pid;
+}
+
+/* Tries the namespace sets from the one that worked last (all of them the
+ * first time), then falls back to a plain spawn. */
+static pid_t spawn_with_layers(sandbox *sb, const spawn_plan *plan, char *err, size_t errlen)
+{
+    if (!sb->unsafe_no_sandbox && !sb->no_namespaces) {
+        int first = sb->ns_index >= 0 ? sb->ns_index : 0;
+        buf why;
+        buf_init(&why, sizeof sb->ns_detail);
+        for (int i = first; i < NAMESPACE_SETS; i++) {
+            pid_t pid = spawn_in_namespaces(plan, namespace_sets[i].flags);
+            if (pid > 0) {
+                sb->ns_index = i;
+                snprintf(sb->ns_detail, sizeof sb->ns_detail, "%s%s%s", namespace_sets[i].names,
+                         why.len ? "; refused: " : "", why.len ? why.data : "");
+                buf_free(&why);
+                return pid;
+            }
+            buf_printf(&why, "%s%s: %s", why.len ? "; " : "", namespace_sets[i].names,
+                       strerror(errno));
+        }
+        sb->ns_index = NAMESPACE_SETS;
+        snprintf(sb->ns_detail, sizeof sb->ns_detail, "not available: %s",
+                 why.len ? why.data : "no namespace set left to try");
+        buf_free(&why);
+    } else {
+        sb->ns_index = NAMESPACE_SETS;
+        snprintf(sb->ns_detail, sizeof sb->ns_detail, "%s",
+                 sb->unsafe_no_sandbox ? "unsafe_no_sandbox" : "switched off by the caller");
+    }
+    return spawn_plain(plan, err, errlen);
+}
+
+static int spawn_child(sandbox *sb, char *err, size_t errlen)
+{
+    int sv[2] = {-1, -1}, child_end = -1, rc = -1;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+        snprintf(err, errlen, "socketpair: %s", strerror(errno));
+        goto fail;
+    }
+    /* Above 3 and 4 so the dup2 calls in the child cannot overwrite each other. */
+    child_end = fcntl(sv[1], F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
+    if (child_end < 0) {
+        snprintf(err, errlen, "fcntl: %s", strerror(errno));
+        goto fail;
+    }
     char *argv[] = {sb->exe_path, NULL};
     /* Large allocations (the context str, above all) get transparent huge
      * pages: on machines where a page fault is expensive this takes a 40 MB
      * context from ~150 ms to ~15 ms. CPython ignores the environment. */
     char tunables[] = "GLIBC_TUNABLES=glibc.malloc.hugetlb=1";
     char *envp[] = {tunables, NULL};
-    pid_t pid;
-    int spawn_rc = posix_spawn(&pid, sb->exe_path, &actions, &attr, argv, envp);
-    if (spawn_rc != 0) {
-        snprintf(err, errlen, "cannot start %s: %s", sb->exe_path, strerror(spawn_rc));
+    spawn_plan plan = {
+        .exe = sb->exe_path,
+        .argv = argv,
+        .envp = envp,
+        .channel_fd = child_end,
+        .context_fd = sb->context_fd,
+        .keep_stderr = getenv("RLM_SANDBOX_STDERR") != NULL, /* debugging only */
+        .error_fd = -1,
+    };
+    snprintf(err, errlen, "cannot start %s", sb->exe_path);
+    pid_t pid = spawn_with_layers(sb, &plan, err, errlen);
+    if (pid <= 0)
         goto fail;
-    }
     sb->pid = pid;
     sb->sock = sv[0];
     sv[0] = -1;
     struct timeval send_timeout = {SANDBOX_SEND_TIMEOUT, 0};
     setsockopt(sb->sock, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
     rc = 0;
-    goto fail;
-fail_spawn_setup:
-    snprintf(err, errlen, "cannot prepare the sandbox process (out of memory?)");
 fail:
-    if (have_actions)
-        posix_spawn_file_actions_destroy(&actions);
-    if (have_attr)
-        posix_spawnattr_destroy(&attr);
     if (sv[0] >= 0)
         close(sv[0]);
     if (sv[1] >= 0)
@@ -387,6 +562,14 @@ static int wait_reply(sandbox *sb, const char *want, wait_state *ws, json_t **re
             return WAIT_PROTOCOL;
         const char *type = json_string_value(json_object_get(frame, "type"));
         if (type && strcmp(type, want) == 0) {
+            json_t *id = json_object_get(frame, "id");
+            if (ws->id >= 0 && (!json_is_integer(id) || json_integer_value(id) != ws->id)) {
+                /* Model code wrote a frame to fd 3 itself. */
+                snprintf(why, whylen, "a '%s' frame that does not answer the request (forged "
+                                      "on the channel by model code?)", want);
+                json_decref(frame);
+                return WAIT_PROTOCOL;
+            }
             *reply = frame;
             return WAIT_REPLY;
         }
@@ -409,6 +592,102 @@ static int wait_reply(sandbox *sb, const char *want, wait_state *ws, json_t **re
 
 /* ---- start-up ---- */
 
+static json_t *layer_entry(const char *name, int active, const char *detail)
+{
+    return json_pack("{s:s, s:b, s:s}", "name", name, "active", active, "detail", detail);
+}
+
+typedef struct layer_text {
+    buf active;  /* "landlock(abi 7),namespaces(...),seccomp,rlimits" */
+    buf absent;  /* "landlock, namespaces" */
+    buf reasons; /* "landlock: not available: ...; ..." */
+} layer_text;
+
+static void add_layer(json_t *list, layer_text *t, const char *label, const char *name,
+                      int active, const char *detail)
+{
+    json_array_append_new(list, layer_entry(name, active, detail));
+    if (active) {
+        buf_printf(&t->active, "%s%s", t->active.len ? "," : "", label);
+    } else {
+        buf_printf(&t->absent, "%s%s", t->absent.len ? ", " : "", name);
+        buf_printf(&t->reasons, "%s%s: %s", t->reasons.len ? "; " : "", name, detail);
+    }
+}
+
+/* The layers of the new child: the child's own report (trusted: no model code
+ * has run in it yet) with the host's namespaces put in their place, strongest
+ * first. Fills layers, warnings and layers_json. A child without seccomp and
+ * rlimits is refused unless unsafe_no_sandbox was asked for. */
+static int compose_layers(sandbox *sb, json_t *ready, char *err, size_t errlen)
+{
+    json_t *details = json_object_get(ready, "layer_details");
+    json_t *list = json_array();
+    layer_text t;
+    buf_init(&t.active, sizeof sb->layers / 2);
+    buf_init(&t.absent, sizeof sb->layers / 2);
+    buf_init(&t.reasons, sizeof sb->warnings - 1);
+    int rc = -1, floor = 0, ns_added = 0;
+    if (!list) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    char ns_label[64];
+    int have_ns = sb->ns_index >= 0 && sb->ns_index < NAMESPACE_SETS;
+    snprintf(ns_label, sizeof ns_label, "namespaces(%s)",
+             have_ns ? namespace_sets[sb->ns_index].names : "");
+    if (sb->unsafe_no_sandbox) {
+        static const char *const names[] = {"landlock", "namespaces", "seccomp", "rlimits"};
+        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+            add_layer(list, &t, names[i], names[i], 0, "off: unsafe_no_sandbox");
+        snprintf(sb->layers, sizeof sb->layers, "none (unsafe)");
+        floor = 2;
+    }
+    for (size_t i = 0; !sb->unsafe_no_sandbox && i < json_array_size(details); i++) {
+        json_t *d = json_array_get(details, i);
+        const char *name = json_string_value(json_object_get(d, "name"));
+        const char *label = json_string_value(json_object_get(d, "label"));
+        const char *detail = json_string_value(json_object_get(d, "detail"));
+        int active = json_is_true(json_object_get(d, "active"));
+        if (!name)
+            continue;
+        if (strcmp(name, "seccomp") == 0 && !ns_added) {
+            add_layer(list, &t, ns_label, "namespaces", have_ns, sb->ns_detail);
+            ns_added = 1;
+        }
+        add_layer(list, &t, label ? label : name, name, active, detail ? detail : "");
+        if (active && (strcmp(name, "seccomp") == 0 || strcmp(name, "rlimits") == 0))
+            floor++;
+    }
+    if (!sb->unsafe_no_sandbox && !ns_added)
+        add_layer(list, &t, ns_label, "namespaces", have_ns, sb->ns_detail);
+    if (floor < 2) {
+        snprintf(err, errlen, "the sandbox floor (seccomp + rlimits) is not in force (%s); "
+                              "refusing to run model code (unsafe_no_sandbox runs it "
+                              "unconfined)",
+                 t.reasons.len ? t.reasons.data : "the child reported no layers");
+        goto fail;
+    }
+    if (!sb->unsafe_no_sandbox)
+        snprintf(sb->layers, sizeof sb->layers, "%s%s%s%s", t.active.data ? t.active.data : "",
+                 t.absent.len ? " (without: " : "", t.absent.len ? t.absent.data : "",
+                 t.absent.len ? ")" : "");
+    snprintf(sb->warnings, sizeof sb->warnings, "%s", t.reasons.len ? t.reasons.data : "");
+    free(sb->layers_json);
+    sb->layers_json = json_dumps(list, JSON_COMPACT);
+    if (!sb->layers_json) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    rc = 0;
+fail:
+    buf_free(&t.active);
+    buf_free(&t.absent);
+    buf_free(&t.reasons);
+    json_decref(list);
+    return rc;
+}
+
 static int handshake(sandbox *sb, char *err, size_t errlen)
 {
     char why[512] = "";
@@ -418,6 +697,8 @@ static int handshake(sandbox *sb, char *err, size_t errlen)
                              (json_int_t)sb->output_limit, "memory_limit",
                              (json_int_t)sb->memory_limit, "cell_timeout", sb->cell_timeout,
                              "unsafe_no_sandbox", sb->unsafe_no_sandbox);
+    if (init && sb->no_landlock)
+        json_object_set_new(init, "skip_landlock", json_true());
     if (send_frame(sb, init, why, sizeof why) != 0) {
         int status = collect_child(sb);
         char how[160] = "could not be reached";
@@ -428,14 +709,18 @@ static int handshake(sandbox *sb, char *err, size_t errlen)
     }
     /* No SIGINT during start-up: the deadline ends it with SIGKILL. */
     wait_state ws = {.started = clock_now(), .timeout = 0, .interrupted = 1,
-                     .kill_at = clock_now() + SANDBOX_START_TIMEOUT};
+                     .kill_at = clock_now() + SANDBOX_START_TIMEOUT, .id = -1};
     json_t *reply = NULL;
     int rc = wait_reply(sb, "ready", &ws, &reply, why, sizeof why);
     if (rc == WAIT_REPLY) {
-        const char *layers = json_string_value(json_object_get(reply, "layers"));
-        snprintf(sb->layers, sizeof sb->layers, "%s", layers ? layers : "unknown");
+        const char *python = json_string_value(json_object_get(reply, "python"));
+        snprintf(sb->python, sizeof sb->python, "%.*s", python ? (int)strcspn(python, " ") : 0,
+                 python ? python : "");
+        int ok = compose_layers(sb, reply, err, errlen);
         json_decref(reply);
-        return 0;
+        if (ok != 0)
+            stop_child(sb);
+        return ok;
     }
     if (rc == WAIT_KILLED) {
         stop_child(sb);
@@ -475,6 +760,12 @@ int sandbox_start(const sandbox_options *opts, sandbox **out, char *err, size_t 
     sb->pid = -1;
     sb->sock = -1;
     sb->context_fd = -1;
+    sb->ns_index = -1;
+    sb->no_namespaces = opts->no_namespaces != 0;
+    sb->no_landlock = opts->no_landlock != 0;
+    if (getrandom(&sb->next_id, sizeof sb->next_id, 0) != (ssize_t)sizeof sb->next_id)
+        sb->next_id = (unsigned long long)(clock_wall() * 1e6) ^ (unsigned long long)getpid();
+    sb->next_id &= (1ULL << 52) - 1; /* ids stay exact integers in any JSON reader */
     frame_reader_init(&sb->reader, FRAME_MAX);
     sb->exe_path = strdup(opts->exe_path);
     if (!sb->exe_path) {
@@ -588,7 +879,9 @@ int sandbox_exec(sandbox *sb, const char *code, sandbox_call_fn call, void *user
     }
     char why[512] = "";
     json_t *code_json = frame_string(code ? code : "", code ? strlen(code) : 0);
-    json_t *request = code_json ? json_pack("{s:s, s:o}", "type", "exec", "code", code_json)
+    long long id = (long long)sb->next_id++;
+    json_t *request = code_json ? json_pack("{s:s, s:o, s:I}", "type", "exec", "code", code_json,
+                                            "id", (json_int_t)id)
                                 : NULL;
     if (request && frame_encoded_size(request) > FRAME_MAX) {
         json_decref(request);
@@ -597,7 +890,7 @@ int sandbox_exec(sandbox *sb, const char *code, sandbox_call_fn call, void *user
         return 0;
     }
     wait_state ws = {.started = clock_now(), .timeout = sb->cell_timeout, .call = call,
-                     .userdata = userdata};
+                     .userdata = userdata, .id = id};
     json_t *reply = NULL;
     int how = send_frame(sb, request, why, sizeof why) == 0
                   ? wait_reply(sb, "result", &ws, &reply, why, sizeof why)
@@ -631,9 +924,11 @@ int sandbox_get_var(sandbox *sb, const char *name, char **value, char *err, size
         return -1;
     char why[512] = "";
     json_t *name_json = frame_string(name ? name : "", name ? strlen(name) : 0);
-    json_t *request = name_json ? json_pack("{s:s, s:o}", "type", "get_var", "name", name_json)
+    long long id = (long long)sb->next_id++;
+    json_t *request = name_json ? json_pack("{s:s, s:o, s:I}", "type", "get_var", "name",
+                                            name_json, "id", (json_int_t)id)
                                 : NULL;
-    wait_state ws = {.started = clock_now(), .timeout = sb->cell_timeout};
+    wait_state ws = {.started = clock_now(), .timeout = sb->cell_timeout, .id = id};
     json_t *reply = NULL;
     int how = send_frame(sb, request, why, sizeof why) == 0
                   ? wait_reply(sb, "var", &ws, &reply, why, sizeof why)
@@ -666,6 +961,21 @@ const char *sandbox_layers(const sandbox *sb)
     return sb ? sb->layers : "";
 }
 
+const char *sandbox_warnings(const sandbox *sb)
+{
+    return sb ? sb->warnings : "";
+}
+
+const char *sandbox_layers_json(const sandbox *sb)
+{
+    return sb && sb->layers_json ? sb->layers_json : "[]";
+}
+
+const char *sandbox_python_version(const sandbox *sb)
+{
+    return sb ? sb->python : "";
+}
+
 int sandbox_pid(const sandbox *sb)
 {
     return sb ? (int)sb->pid : -1;
@@ -688,5 +998,6 @@ void sandbox_free(sandbox *sb)
     if (sb->context_fd >= 0)
         close(sb->context_fd);
     free(sb->exe_path);
+    free(sb->layers_json);
     free(sb);
 }

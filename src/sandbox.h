@@ -30,7 +30,9 @@ typedef struct sandbox_options {
     double cell_timeout;       /* seconds of wall time per cell, sub-calls excluded; 0 = 120 */
     double kill_grace;         /* seconds between SIGINT and SIGKILL; 0 = 2 */
     size_t output_limit;       /* characters of output kept per cell (head + tail); 0 = 20000 */
-    int unsafe_no_sandbox;     /* 1: skip seccomp and rlimits (the caller records this) */
+    int unsafe_no_sandbox;     /* 1: skip every layer (the caller records this) */
+    int no_namespaces;         /* 1: do not try namespaces (tests, `rlm doctor`); reported */
+    int no_landlock;           /* 1: do not apply Landlock (tests, `rlm doctor`); reported */
 } sandbox_options;
 
 /* The kind of sub-call model code made. */
@@ -81,9 +83,31 @@ int sandbox_exec(sandbox *sb, const char *code, sandbox_call_fn call, void *user
  * variable (*value is a message for the model), -1 on a broken sandbox. */
 int sandbox_get_var(sandbox *sb, const char *name, char **value, char *err, size_t errlen);
 
-/* Names of the confinement layers applied in the current child, e.g.
- * "seccomp,rlimits", or "none (unsafe)". Borrowed; valid until sandbox_free. */
+/* Names of the confinement layers applied in the current child, strongest
+ * first, e.g. "landlock(abi 7),namespaces(user,net,ipc,pid),seccomp,rlimits";
+ * layers the machine refused follow as " (without: landlock, namespaces)";
+ * "none (unsafe)" with unsafe_no_sandbox. Borrowed; valid until the next
+ * restart or sandbox_free.
+ *
+ * Layers. Landlock, namespaces, seccomp and rlimits are each probed and
+ * applied in the strongest form the kernel allows; Landlock and namespaces
+ * degrade (sandbox_warnings says why), seccomp + rlimits are the floor:
+ * sandbox_start fails without them unless unsafe_no_sandbox is set. */
 const char *sandbox_layers(const sandbox *sb);
+
+/* Why layers are missing, "" when none is: e.g. "landlock: not available:
+ * Function not implemented (kernel built without Landlock)". A caller should
+ * show it to the user once (it is a weaker sandbox, never a silent one).
+ * Borrowed, like sandbox_layers. */
+const char *sandbox_warnings(const sandbox *sb);
+
+/* Every layer as a JSON array, strongest first:
+ * [{"name": "landlock", "active": true, "detail": "ABI 7: ..."}, ...].
+ * Borrowed, like sandbox_layers. */
+const char *sandbox_layers_json(const sandbox *sb);
+
+/* The child's Python version, e.g. "3.11.2". Borrowed, like sandbox_layers. */
+const char *sandbox_python_version(const sandbox *sb);
 
 /* Process id of the current child (for tests and benchmarks). */
 int sandbox_pid(const sandbox *sb);

@@ -92,6 +92,7 @@ typedef struct child {
     size_t memory_limit;
     double cell_timeout;
     int unsafe_no_sandbox;
+    int skip_landlock;
     int has_context;
     size_t context_len;
     PyObject *ns;               /* __main__.__dict__, borrowed */
@@ -99,10 +100,13 @@ typedef struct child {
     PyObject *compile_cell;     /* glue functions */
     PyObject *format_exception;
     PyObject *originals;        /* REPL name -> object to restore after a cell */
+    PyObject *modules;          /* sys.modules name -> module, as at lockdown */
+    PyObject *module_dicts;     /* list of (module __dict__, copy at lockdown) */
     PyObject *timeout_text;     /* "TimeoutError: cell exceeded N s wall time" */
     unsigned long cell_number;
     size_t context_chars;
-    char layers[128];
+    char layers[256];
+    sandbox_lockdown_report report;
 } child;
 
 /* ---- small helpers ---- */
@@ -226,6 +230,7 @@ static int parse_init(child *c, json_t *init, char *err, size_t errlen)
     c->memory_limit = (size_t)memory_limit;
     c->cell_timeout = json_number_value(json_object_get(init, "cell_timeout"));
     c->unsafe_no_sandbox = json_is_true(json_object_get(init, "unsafe_no_sandbox"));
+    c->skip_landlock = json_is_true(json_object_get(init, "skip_landlock"));
     c->frame_max = FRAME_MAX;
     return 0;
 }
@@ -475,6 +480,61 @@ fail:
 
 /* ---- cells ---- */
 
+/* Takes the snapshot restore_modules goes back to: every entry of sys.modules,
+ * and the attributes of builtins and of each allowed module. Model code that
+ * swaps sys.modules['re'] for os, or rebinds json.loads or builtins.len,
+ * changes only its own cell. */
+static int snapshot_modules(child *c, char *err, size_t errlen)
+{
+    PyObject *modules = PyImport_GetModuleDict(); /* borrowed */
+    c->modules = PyDict_Copy(modules);
+    c->module_dicts = PyList_New(0);
+    if (!c->modules || !c->module_dicts)
+        goto fail;
+    for (size_t i = 0; i <= repl_allowed_modules_count; i++) {
+        const char *name = i < repl_allowed_modules_count ? repl_allowed_modules[i] : "builtins";
+        PyObject *module = PyDict_GetItemString(modules, name); /* borrowed */
+        PyObject *dict = module && PyModule_Check(module) ? PyModule_GetDict(module) : NULL;
+        PyObject *copy = dict ? PyDict_Copy(dict) : NULL;
+        PyObject *pair = copy ? PyTuple_Pack(2, dict, copy) : NULL;
+        Py_XDECREF(copy);
+        int rc = pair ? PyList_Append(c->module_dicts, pair) : -1;
+        Py_XDECREF(pair);
+        if (rc < 0)
+            goto fail;
+    }
+    return 0;
+fail:
+    python_error(err, errlen, "cannot snapshot the modules");
+    return -1;
+}
+
+/* Puts dict back to copy when any entry differs (cheap identity checks). */
+static void restore_dict(PyObject *dict, PyObject *copy)
+{
+    int changed = PyDict_Size(dict) != PyDict_Size(copy);
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (!changed && PyDict_Next(copy, &pos, &key, &value))
+        changed = PyDict_GetItemWithError(dict, key) != value;
+    if (changed) {
+        PyDict_Clear(dict);
+        PyDict_Update(dict, copy);
+    }
+}
+
+static void restore_modules(child *c)
+{
+    if (!c->modules)
+        return;
+    restore_dict(PyImport_GetModuleDict(), c->modules);
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(c->module_dicts); i++) {
+        PyObject *pair = PyList_GET_ITEM(c->module_dicts, i);
+        restore_dict(PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
+    }
+    PyErr_Clear();
+}
+
 /* Puts the REPL back the way model code may not leave it: our functions and
  * the context under their names, an answer dict, the builtins, the import
  * guard, and the capture as stdout/stderr. Values the model stored in the
@@ -495,6 +555,7 @@ static void restore_repl(child *c)
     }
     if (PyDict_GetItemString(c->ns, "__builtins__") != c->builtins)
         PyDict_SetItemString(c->ns, "__builtins__", c->builtins);
+    restore_modules(c);
     repl_install_import_guard();
     PySys_SetObject("stdout", repl_capture());
     PySys_SetObject("stderr", repl_capture());
@@ -688,6 +749,19 @@ static json_t *get_var(child *c, const char *name, size_t len)
     return frame;
 }
 
+/* The report of sandbox_lockdown as [{"name", "label", "active", "detail"}]. */
+static json_t *layer_details(const sandbox_lockdown_report *report)
+{
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < report->n; i++) {
+        const sandbox_layer_state *l = &report->layers[i];
+        json_array_append_new(list, json_pack("{s:s, s:s, s:b, s:s}", "name", l->name, "label",
+                                              l->label[0] ? l->label : l->name, "active",
+                                              l->active, "detail", l->detail));
+    }
+    return list;
+}
+
 static int serve(child *c)
 {
     for (;;) {
@@ -706,6 +780,12 @@ static int serve(child *c)
             reply = run_cell(c, json_string_value(code), json_string_length(code));
         else if (type && strcmp(type, "get_var") == 0 && json_is_string(name))
             reply = get_var(c, json_string_value(name), json_string_length(name));
+        /* The host's request id comes back in the reply: a frame model code
+         * forges on fd 3 cannot know it, so the host cannot be fooled into
+         * taking it for the answer (and falling out of step). */
+        json_t *id = json_object_get(request, "id");
+        if (reply && json_is_integer(id))
+            json_object_set_new(reply, "id", json_integer(json_integer_value(id)));
         json_decref(request);
         if (!reply)
             return 3; /* protocol violation or out of memory: the host restarts us */
@@ -760,17 +840,21 @@ int main(int argc, char **argv)
         send_error_and_exit(c.fd, err);
     }
     restore_repl(&c);
+    if (snapshot_modules(&c, err, sizeof err) != 0)
+        send_error_and_exit(c.fd, err);
 
     sandbox_lockdown_options lock = {.memory_limit = c.memory_limit,
-                                     .unsafe_no_sandbox = c.unsafe_no_sandbox};
-    if (sandbox_lockdown(&lock, c.layers, sizeof c.layers, err, sizeof err) != 0) {
+                                     .unsafe_no_sandbox = c.unsafe_no_sandbox,
+                                     .skip_landlock = c.skip_landlock};
+    if (sandbox_lockdown(&lock, &c.report, c.layers, sizeof c.layers, err, sizeof err) != 0) {
         char msg[1200];
         snprintf(msg, sizeof msg, "lockdown failed: %s", err);
         send_error_and_exit(c.fd, msg);
     }
-    json_t *ready = json_pack("{s:s, s:s, s:s, s:I, s:i}", "type", "ready", "layers", c.layers,
-                              "python", Py_GetVersion(), "context_chars",
-                              (json_int_t)c.context_chars, "pid", (int)getpid());
+    json_t *ready = json_pack("{s:s, s:s, s:s, s:I, s:i, s:o}", "type", "ready", "layers",
+                              c.layers, "python", Py_GetVersion(), "context_chars",
+                              (json_int_t)c.context_chars, "pid", (int)getpid(),
+                              "layer_details", layer_details(&c.report));
     if (!ready || frame_write(c.fd, ready, c.frame_max, err, sizeof err) != 0)
         return 3;
     json_decref(ready);

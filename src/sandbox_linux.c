@@ -1,23 +1,36 @@
 /* sandbox_linux — the confinement layers of the rlm-sandbox child: rlimits,
- * no-new-privileges and a seccomp filter that makes dangerous system calls fail
- * with EPERM, so model code sees an OSError instead of a dead process.
+ * no-new-privileges, Landlock and a seccomp filter that makes dangerous system
+ * calls fail with EPERM, so model code sees an OSError instead of a dead process.
  *
  * Design note. Each layer is one static function with the same shape; the
- * table in sandbox_lockdown applies them in order and records their names.
- * Layers that need work before exec (namespaces) or a path policy (landlock)
- * are expected to join that table later without touching the others.
+ * table in sandbox_lockdown applies them in order and records their state.
  *
- * The seccomp filter is default-allow with a deny list: CPython needs a long
- * and version-dependent tail of harmless calls (mmap, futex, getrandom, ...),
- * while what must never happen is short and stable — new files, sockets,
- * processes, signals to others, privilege or namespace changes, kernel
- * interfaces, and changes to the filesystem. Denied calls return EPERM
- * (clone3 returns ENOSYS so glibc falls back to clone, which is filtered on
- * its flags). Calls from a foreign ABI (i386 int 0x80, x32) do not match the
- * filter's architecture and kill the process: libseccomp's default. */
+ * Landlock gets an empty ruleset that handles every access right the kernel's
+ * ABI knows: the child preloads every module before lockdown, so after it the
+ * interpreter needs no file at all, and "nothing" is the strictest policy
+ * (read access to the interpreter's own files would only serve tracebacks of
+ * library frames, which the seccomp filter denies anyway). From ABI 4 it also
+ * handles TCP bind/connect with no port allowed, from ABI 6 it scopes abstract
+ * unix sockets and signals to the domain. It binds the calling thread and the
+ * ones it creates; the watchdog thread predates it but runs no model code, and
+ * no thread can be created after lockdown.
+ *
+ * The seccomp filter is default-allow with a deny list. A default-deny
+ * allowlist would be shorter to audit, but CPython, glibc and the allowed
+ * modules need a long, version-dependent tail of harmless calls (mmap variants,
+ * futex, getrandom, rseq, madvise, clock and signal calls, ...), and a missing
+ * one turns legitimate code into a crash; what must never happen is short and
+ * stable: new files, sockets, processes and threads, signals to others,
+ * privilege or namespace changes, kernel interfaces, changes to the filesystem
+ * and probes of it by path. Landlock and the namespaces back it up
+ * independently. Denied calls return EPERM (clone3 returns ENOSYS so glibc
+ * falls back to clone, which is denied). Calls from a foreign ABI (i386
+ * int 0x80, x32) do not match the filter's architecture and kill the process:
+ * libseccomp's default. */
 #include "sandbox_linux.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
@@ -27,6 +40,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* System calls that always fail with EPERM. Names unknown on the build
@@ -34,12 +48,18 @@
 static const char *const denied_syscalls[] = {
     /* opening files by path or handle */
     "open", "openat", "openat2", "creat", "name_to_handle_at", "open_by_handle_at",
-    "open_tree", "fanotify_init", "uselib",
+    "open_tree", "fanotify_init", "uselib", "memfd_create", "memfd_secret",
+    /* probing the filesystem by path: existence, metadata, link targets, the
+     * working directory (fstat goes through newfstatat, filtered below) */
+    "stat", "lstat", "access", "faccessat", "faccessat2", "readlink", "readlinkat", "statfs",
+    "getxattr", "lgetxattr", "listxattr", "llistxattr", "chdir", "fchdir", "getcwd",
+    "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_mark",
     /* network and IPC endpoints, persistent IPC objects */
     "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
     "mq_open", "mq_unlink", "shmget", "semget", "msgget",
-    /* new programs and processes (clone is filtered on its flags below) */
-    "execve", "execveat", "fork", "vfork",
+    /* new programs, processes and threads (no thread is needed after lockdown,
+     * and RLIMIT_NPROC does not bind root) */
+    "execve", "execveat", "fork", "vfork", "clone",
     /* other processes */
     "ptrace", "process_vm_readv", "process_vm_writev", "pidfd_open", "pidfd_getfd",
     "pidfd_send_signal", "kcmp", "process_madvise", "process_mrelease", "move_pages",
@@ -69,12 +89,18 @@ static const char *const denied_syscalls[] = {
 };
 
 /* Calls newer than the libseccomp this was built with, by their number in the
- * unified table that x86-64 and arm64 share since Linux 5.x. */
+ * unified table that x86-64 and arm64 share for every call numbered from 424
+ * on. Each is denied only when libseccomp does not know it by name (then it is
+ * in the list above, or harmless). */
 static const struct {
     const char *name;
     int nr;
 } late_syscalls[] = {
-    {"fchmodat2", 452},
+    {"memfd_secret", 447}, {"fchmodat2", 452},     {"statmount", 457},
+    {"listmount", 458},    {"lsm_get_self_attr", 459}, {"lsm_set_self_attr", 460},
+    {"lsm_list_modules", 461}, {"setxattrat", 463}, {"getxattrat", 464},
+    {"listxattrat", 465},  {"removexattrat", 466}, {"open_tree_attr", 467},
+    {"file_getattr", 468}, {"file_setattr", 469},
 };
 
 /* Signal-sending calls whose first argument is the target process: allowed
@@ -89,6 +115,8 @@ static int lockdown_fail(char *err, size_t errlen, const char *what, int code)
     return -1;
 }
 
+/* ---- rlimits ---- */
+
 static int set_limit(int resource, rlim_t value, const char *name, char *err, size_t errlen)
 {
     struct rlimit lim = {value, value};
@@ -100,26 +128,125 @@ static int set_limit(int resource, rlim_t value, const char *name, char *err, si
 }
 
 /* RLIMIT_NPROC 0 stops new processes and threads for ordinary users (root is
- * exempt, which is why seccomp also filters clone). RLIMIT_FSIZE 0 turns any
+ * exempt, which is why seccomp also denies clone). RLIMIT_FSIZE 0 turns any
  * write to a regular file into EFBIG (SIGXFSZ is ignored by the child). Under
  * AddressSanitizer RLIMIT_AS is skipped: its shadow memory reserves terabytes
  * of address space, so any limit would make every allocation fail. */
-static int layer_rlimits(const sandbox_lockdown_options *opts, const char **name, char *err,
-                         size_t errlen)
+static int layer_rlimits(const sandbox_lockdown_options *opts, sandbox_layer_state *layer,
+                         char *err, size_t errlen)
 {
+    layer->name = "rlimits";
 #ifdef SANDBOX_ASAN
-    *name = "rlimits(no RLIMIT_AS under ASan)";
+    snprintf(layer->detail, sizeof layer->detail,
+             "file size 0, no core dumps, no new processes; no address-space limit under "
+             "AddressSanitizer");
 #else
-    *name = "rlimits";
     if (opts->memory_limit && set_limit(RLIMIT_AS, (rlim_t)opts->memory_limit, "AS", err, errlen))
         return -1;
+    snprintf(layer->detail, sizeof layer->detail,
+             "address space %zu MiB, file size 0, no core dumps, no new processes",
+             opts->memory_limit >> 20);
 #endif
     if (set_limit(RLIMIT_FSIZE, 0, "FSIZE", err, errlen) ||
         set_limit(RLIMIT_CORE, 0, "CORE", err, errlen) ||
         set_limit(RLIMIT_NPROC, 0, "NPROC", err, errlen))
         return -1;
+    layer->active = 1;
     return 0;
 }
+
+/* ---- Landlock ---- */
+
+/* The kernel's Landlock ABI (include/uapi/linux/landlock.h), spelled out here
+ * because the build machine's headers may predate the ABI the running kernel
+ * offers. The attribute grows with the ABI; the kernel takes the size. */
+#define LL_CREATE_RULESET_VERSION (1U << 0)
+#define LL_FS_ABI1 ((1ULL << 13) - 1) /* execute .. make_sym */
+#define LL_FS_REFER (1ULL << 13)      /* ABI 2 */
+#define LL_FS_TRUNCATE (1ULL << 14)   /* ABI 3 */
+#define LL_FS_IOCTL_DEV (1ULL << 15)  /* ABI 5 */
+#define LL_NET_BIND_TCP (1ULL << 0)   /* ABI 4 */
+#define LL_NET_CONNECT_TCP (1ULL << 1)
+#define LL_SCOPE_ABSTRACT_UNIX (1ULL << 0) /* ABI 6 */
+#define LL_SCOPE_SIGNAL (1ULL << 1)
+
+typedef struct landlock_attr {
+    uint64_t handled_access_fs;
+    uint64_t handled_access_net;
+    uint64_t scoped;
+} landlock_attr;
+
+/* The ABI version the kernel offers, or -errno (ENOSYS: not built in,
+ * EOPNOTSUPP: disabled at boot). */
+static long landlock_abi(void)
+{
+#ifdef SYS_landlock_create_ruleset
+    long abi = syscall(SYS_landlock_create_ruleset, NULL, 0, LL_CREATE_RULESET_VERSION);
+    return abi < 0 ? -errno : abi;
+#else
+    return -ENOSYS;
+#endif
+}
+
+/* Landlock never fails the lockdown: without it the child is still held by
+ * seccomp, and the report says what is missing and why. */
+static int layer_landlock(const sandbox_lockdown_options *opts, sandbox_layer_state *layer,
+                          char *err, size_t errlen)
+{
+    (void)err, (void)errlen;
+    layer->name = "landlock";
+    if (opts->skip_landlock) {
+        snprintf(layer->detail, sizeof layer->detail, "switched off by the host");
+        return 0;
+    }
+    long abi = landlock_abi();
+    if (abi < 0) {
+        snprintf(layer->detail, sizeof layer->detail, "not available: %s%s", strerror((int)-abi),
+                 abi == -ENOSYS       ? " (kernel built without Landlock)"
+                 : abi == -EOPNOTSUPP ? " (Landlock disabled at boot; add it to lsm=)"
+                                      : "");
+        return 0;
+    }
+    landlock_attr attr = {.handled_access_fs = LL_FS_ABI1};
+    size_t size = sizeof attr.handled_access_fs;
+    if (abi >= 2)
+        attr.handled_access_fs |= LL_FS_REFER;
+    if (abi >= 3)
+        attr.handled_access_fs |= LL_FS_TRUNCATE;
+    if (abi >= 4) {
+        attr.handled_access_net = LL_NET_BIND_TCP | LL_NET_CONNECT_TCP;
+        size = offsetof(landlock_attr, scoped);
+    }
+    if (abi >= 5)
+        attr.handled_access_fs |= LL_FS_IOCTL_DEV;
+    if (abi >= 6) {
+        attr.scoped = LL_SCOPE_ABSTRACT_UNIX | LL_SCOPE_SIGNAL;
+        size = sizeof attr;
+    }
+    int fd = (int)syscall(SYS_landlock_create_ruleset, &attr, size, 0);
+    if (fd < 0) {
+        snprintf(layer->detail, sizeof layer->detail, "ABI %ld, ruleset refused: %s", abi,
+                 strerror(errno));
+        return 0;
+    }
+    /* No rules: every handled access is denied everywhere. */
+    long rc = syscall(SYS_landlock_restrict_self, fd, 0);
+    int saved = errno;
+    close(fd);
+    if (rc != 0) {
+        snprintf(layer->detail, sizeof layer->detail, "ABI %ld, restrict_self failed: %s", abi,
+                 strerror(saved));
+        return 0;
+    }
+    layer->active = 1;
+    snprintf(layer->label, sizeof layer->label, "landlock(abi %ld)", abi);
+    snprintf(layer->detail, sizeof layer->detail, "ABI %ld: no filesystem access%s%s", abi,
+             abi >= 4 ? ", no TCP bind or connect" : " (TCP needs ABI 4)",
+             abi >= 6 ? ", signals and abstract unix sockets scoped to the sandbox" : "");
+    return 0;
+}
+
+/* ---- seccomp ---- */
 
 static int deny(scmp_filter_ctx ctx, const char *name, int action, unsigned n_args,
                 const struct scmp_arg_cmp *args, char *err, size_t errlen)
@@ -136,29 +263,38 @@ static int deny(scmp_filter_ctx ctx, const char *name, int action, unsigned n_ar
     return 0;
 }
 
+static int add_late_rules(scmp_filter_ctx ctx, int action, char *err, size_t errlen)
+{
+    uint32_t arch = seccomp_arch_native();
+    if (arch != SCMP_ARCH_X86_64 && arch != SCMP_ARCH_AARCH64)
+        return 0;
+    for (size_t i = 0; i < sizeof late_syscalls / sizeof late_syscalls[0]; i++) {
+        if (seccomp_syscall_resolve_name(late_syscalls[i].name) != __NR_SCMP_ERROR)
+            continue; /* known by name: handled by the lists */
+        int rc = seccomp_rule_add(ctx, action, late_syscalls[i].nr, 0);
+        if (rc != 0)
+            return lockdown_fail(err, errlen, late_syscalls[i].name, rc);
+    }
+    return 0;
+}
+
 static int add_seccomp_rules(scmp_filter_ctx ctx, char *err, size_t errlen)
 {
     const int eperm = SCMP_ACT_ERRNO(EPERM);
     for (size_t i = 0; i < sizeof denied_syscalls / sizeof denied_syscalls[0]; i++)
         if (deny(ctx, denied_syscalls[i], eperm, 0, NULL, err, errlen))
             return -1;
-
-    uint32_t arch = seccomp_arch_native();
-    if (arch == SCMP_ARCH_X86_64 || arch == SCMP_ARCH_AARCH64) {
-        for (size_t i = 0; i < sizeof late_syscalls / sizeof late_syscalls[0]; i++) {
-            if (seccomp_syscall_resolve_name(late_syscalls[i].name) != __NR_SCMP_ERROR)
-                continue; /* known by name: nothing special to do */
-            int rc = seccomp_rule_add(ctx, eperm, late_syscalls[i].nr, 0);
-            if (rc != 0)
-                return lockdown_fail(err, errlen, late_syscalls[i].name, rc);
-        }
-    }
-
-    /* clone without CLONE_THREAD makes a process; threads are left alone.
-     * The flags are the first argument on x86-64 and arm64. */
-    struct scmp_arg_cmp no_thread = SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0);
-    if (deny(ctx, "clone", eperm, 1, &no_thread, err, errlen) ||
+    if (add_late_rules(ctx, eperm, err, errlen) ||
         deny(ctx, "clone3", SCMP_ACT_ERRNO(ENOSYS), 0, NULL, err, errlen))
+        return -1;
+
+    /* glibc's fstat is newfstatat(fd, "", AT_EMPTY_PATH); a lookup by path
+     * (os.stat('/etc/shadow')) never sets that flag from Python. */
+    struct scmp_arg_cmp by_path3 = SCMP_A3(SCMP_CMP_MASKED_EQ, AT_EMPTY_PATH, 0);
+    struct scmp_arg_cmp by_path2 = SCMP_A2(SCMP_CMP_MASKED_EQ, AT_EMPTY_PATH, 0);
+    if (deny(ctx, "newfstatat", eperm, 1, &by_path3, err, errlen) ||
+        deny(ctx, "fstatat64", eperm, 1, &by_path3, err, errlen) ||
+        deny(ctx, "statx", eperm, 1, &by_path2, err, errlen))
         return -1;
 
     struct scmp_arg_cmp not_self = SCMP_A0(SCMP_CMP_NE, (scmp_datum_t)getpid());
@@ -178,11 +314,11 @@ static int add_seccomp_rules(scmp_filter_ctx ctx, char *err, size_t errlen)
     return 0;
 }
 
-static int layer_seccomp(const sandbox_lockdown_options *opts, const char **name, char *err,
-                         size_t errlen)
+static int layer_seccomp(const sandbox_lockdown_options *opts, sandbox_layer_state *layer,
+                         char *err, size_t errlen)
 {
     (void)opts;
-    *name = "seccomp";
+    layer->name = "seccomp";
     int rc = -1;
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
     if (!ctx) {
@@ -205,15 +341,28 @@ static int layer_seccomp(const sandbox_lockdown_options *opts, const char **name
         lockdown_fail(err, errlen, "seccomp_load", load);
         goto fail;
     }
+    layer->active = 1;
+    snprintf(layer->detail, sizeof layer->detail,
+             "all threads: no files, sockets, exec, processes or threads, signals to others, "
+             "path probes, mounts, namespaces, identity or limit changes");
     rc = 0;
 fail:
     seccomp_release(ctx);
     return rc;
 }
 
-int sandbox_lockdown(const sandbox_lockdown_options *opts, char *layers, size_t layers_len,
-                     char *err, size_t errlen)
+/* ---- all together ---- */
+
+typedef int (*layer_fn)(const sandbox_lockdown_options *, sandbox_layer_state *, char *,
+                        size_t);
+
+int sandbox_lockdown(const sandbox_lockdown_options *opts, sandbox_lockdown_report *report,
+                     char *layers, size_t layers_len, char *err, size_t errlen)
 {
+    sandbox_lockdown_report local;
+    if (!report)
+        report = &local;
+    memset(report, 0, sizeof *report);
     if (layers_len)
         layers[0] = '\0';
     if (opts->unsafe_no_sandbox) {
@@ -226,13 +375,30 @@ int sandbox_lockdown(const sandbox_lockdown_options *opts, char *layers, size_t 
         return lockdown_fail(err, errlen, "PR_SET_NO_NEW_PRIVS", errno);
     prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 
-    /* Seccomp comes last because the layers before it may need calls it
-     * denies; landlock (paths) would go right before it. The report lists
-     * the strongest layer first. */
-    const char *limits = NULL, *filter = NULL;
-    if (layer_rlimits(opts, &limits, err, errlen) != 0 ||
-        layer_seccomp(opts, &filter, err, errlen) != 0)
-        return -1;
-    snprintf(layers, layers_len, "%s,%s", filter, limits);
+    /* Order of application: seccomp last, since it denies calls the others
+     * may need. Order of the report: strongest first. */
+    static const struct {
+        layer_fn apply;
+        size_t slot;
+    } order[SANDBOX_LOCKDOWN_LAYERS] = {
+        {layer_rlimits, 2},
+        {layer_landlock, 0},
+        {layer_seccomp, 1},
+    };
+    report->n = SANDBOX_LOCKDOWN_LAYERS;
+    for (size_t i = 0; i < SANDBOX_LOCKDOWN_LAYERS; i++)
+        if (order[i].apply(opts, &report->layers[order[i].slot], err, errlen) != 0)
+            return -1;
+    size_t used = 0;
+    for (size_t i = 0; i < report->n && used < layers_len; i++) {
+        const sandbox_layer_state *l = &report->layers[i];
+        if (!l->active)
+            continue;
+        int n = snprintf(layers + used, layers_len - used, "%s%s", used ? "," : "",
+                         l->label[0] ? l->label : l->name);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
     return 0;
 }

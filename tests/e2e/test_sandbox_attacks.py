@@ -1,0 +1,219 @@
+"""The adversarial suite (tests/sandbox/*.py) through the real engine: for each
+attack the fake model replies with it as a ```repl block, then with legitimate
+code, then FINAL. Nothing the attack does may hurt the host, touch the canary
+file, reach the TCP listener, leave the model without a clear error, or break
+the next cell. Also `rlm doctor`, and the floor being recorded in the trace."""
+import glob
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import BUILD, RLM, FakeLM, RlmTestCase, main, repl  # noqa: E402
+
+CASES_DIR = os.path.join(os.path.dirname(__file__), "..", "sandbox")
+CANARY_TEXT = "canary: the sandbox must never read or change this\n"
+
+LEGIT = repl("""
+import re, json, collections, decimal, datetime, random
+words = re.findall(r'[a-z]+', context)
+common = collections.Counter(words).most_common(1)
+big = 'abc' * 5_000_000
+total = decimal.Decimal('1.10') + decimal.Decimal('2.20')
+day = datetime.datetime(2024, 1, 2).strftime('%Y-%m-%d')
+random.seed(1)
+try:
+    hog = bytearray(1 << 45)
+    mem = 'no MemoryError'
+except MemoryError:
+    mem = 'MemoryError ok'
+print('legit', common, len(big), total, day, 1 <= random.randint(1, 6) <= 6,
+      json.dumps({'k': 1}), mem, llm_query('sub-call: legit'))
+""")
+
+LEGIT_OUTPUT = ("legit [('fox', 3)] 15000000 3.30 2024-01-02 True {\"k\": 1} "
+                "MemoryError ok sub-reply")
+
+
+def load_cases():
+    cases = []
+    for path in sorted(glob.glob(os.path.join(CASES_DIR, "*.py"))):
+        meta, code = {}, []
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"# (case|expect|flags): ?(.*)$", line.rstrip("\n"))
+                if m and not code:
+                    meta[m.group(1)] = m.group(2)
+                else:
+                    code.append(line)
+        meta["name"] = os.path.splitext(os.path.basename(path))[0]
+        meta["code"] = "".join(code)
+        meta["flags"] = meta.get("flags", "").split()
+        cases.append(meta)
+    return cases
+
+
+def sanitized_build():
+    try:
+        with open(os.path.join(BUILD, "CMakeCache.txt")) as f:
+            return "RLM_SANITIZE:BOOL=ON" in f.read()
+    except OSError:
+        return False
+
+
+# Sanitized code runs several times slower: give honest cells (a 100 MB print)
+# the time they need there, while loops still end by the timeout.
+CELL_TIMEOUT = "8" if sanitized_build() else "2"
+
+
+class Listener:
+    """A TCP listener on 127.0.0.1 that records every connection attempt."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def close(self):
+        self.sock.close()
+
+
+class SandboxAttacks(RlmTestCase):
+    def run_case(self, case):
+        """Runs one case; returns a list of what went wrong (empty: passed)."""
+        tmp = os.path.join(self.tmp, case["name"])
+        os.makedirs(tmp)
+        canary_dir = os.path.join(tmp, "outside")
+        os.makedirs(canary_dir)
+        canary = os.path.join(canary_dir, "canary.txt")
+        with open(canary, "w") as f:
+            f.write(CANARY_TEXT)
+        context = os.path.join(tmp, "context.txt")
+        with open(context, "w") as f:
+            f.write("the quick brown fox jumps over the lazy dog; fox and fox\n")
+        listener = Listener()
+        code = case["code"].format(CANARY=canary, CANARY_DIR=canary_dir, PORT=listener.port,
+                                   HOST_PID=os.getpid())
+        rules = [
+            {"match": "^sub-call:", "reply": "sub-reply"},
+            {"match": r"(?i)turn 3 of", "reply": "FINAL(survived)"},
+            {"match": r"(?i)turn 2 of", "reply": LEGIT},
+            {"match": "Attack", "reply": repl(code)},
+        ]
+        trace = os.path.join(tmp, "trace.jsonl")
+        problems = []
+        with FakeLM(rules) as lm:
+            cmd = [RLM, "ask", "--quiet", "--model", "root", "--sub-model", "sub",
+                   "--base-url", lm.base_url, "--trace", trace, "--context", context,
+                   "--cell-timeout", CELL_TIMEOUT, "--sandbox-memory", "1G", "Attack: what is here?"]
+            env = {k: v for k, v in os.environ.items()
+                   if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RLM_MODEL")}
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+        listener.close()
+        if proc.returncode != 0 or proc.stdout != "survived\n":
+            problems.append("host: exit %d, stdout %r, stderr %r" % (
+                proc.returncode, proc.stdout[-300:], proc.stderr[-500:]))
+        with open(canary) as f:
+            if f.read() != CANARY_TEXT:
+                problems.append("the canary changed")
+        if sorted(os.listdir(canary_dir)) != ["canary.txt"]:
+            problems.append("files appeared next to the canary: %s" % os.listdir(canary_dir))
+        if listener.connections:
+            problems.append("the listener saw %d connection(s)" % listener.connections)
+        try:
+            with open(trace) as f:
+                events = [json.loads(line) for line in f if line.strip()]
+        except (OSError, ValueError) as e:
+            return problems + ["no trace: %s" % e]
+        cells = [e for e in events if e["type"] == "code"]
+        if len(cells) < 2:
+            return problems + ["expected 2 code events, got %d" % len(cells)]
+        if not re.search(case["expect"], cells[0]["output"] or ""):
+            problems.append("the model did not get a clear error matching %r; it saw %r" % (
+                case["expect"], (cells[0]["output"] or "")[:600]))
+        if LEGIT_OUTPUT not in (cells[1]["output"] or ""):
+            problems.append("legitimate code broke afterwards: %r" % cells[1]["output"][:600])
+        ready = [e for e in events if e["type"] == "sandbox_ready"]
+        if not ready or "seccomp" not in ready[0]["layers"]:
+            problems.append("sandbox_ready does not record the layers: %r" % ready)
+        return problems
+
+    def test_attacks(self):
+        cases = load_cases()
+        self.assertGreaterEqual(len(cases), 50)
+        if sanitized_build():
+            # No RLIMIT_AS under AddressSanitizer: growth would use real memory.
+            cases = [c for c in cases if "memory" not in c["flags"]]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            results = list(pool.map(self.run_case, cases))
+        failed = []
+        for case, problems in zip(cases, results):
+            with self.subTest(case=case["name"]):
+                if problems:
+                    failed.append(case["name"])
+                self.assertEqual(problems, [], "%s (%s)" % (case["name"], case.get("case")))
+        print("\n%d attack cases, %d failed %s" % (len(cases), len(failed), failed),
+              file=sys.stderr)
+
+
+class Doctor(RlmTestCase):
+    def test_doctor_json_and_table(self):
+        res = subprocess.run([RLM, "doctor", "--json"], capture_output=True, text=True,
+                             timeout=60)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        report = json.loads(res.stdout)
+        self.assertTrue(report["ok"])
+        names = [layer["name"] for layer in report["layers"]]
+        self.assertEqual(names, ["landlock", "namespaces", "seccomp", "rlimits"])
+        for layer in report["layers"]:
+            self.assertTrue(layer["detail"], layer)
+            if not layer["active"]:
+                self.assertIn(layer["name"], report["warnings"])
+        self.assertRegex(report["python"], r"^3\.\d+")
+        self.assertGreater(report["ready_seconds"], 0)
+        res = subprocess.run([RLM, "doctor"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(res.returncode, 0)
+        for word in ("landlock", "namespaces", "seccomp", "rlimits", "ok:"):
+            self.assertIn(word, res.stdout)
+
+    def test_doctor_without_a_sandbox(self):
+        res = subprocess.run([RLM, "doctor", "--sandbox-exe", "/nonexistent/rlm-sandbox"],
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(res.returncode, 4)
+        self.assertIn("NOT OK", res.stdout)
+        res = subprocess.run([RLM, "doctor", "--bogus"], capture_output=True, text=True,
+                             timeout=60)
+        self.assertEqual(res.returncode, 2)
+
+    def test_unsafe_is_recorded(self):
+        rules = [{"match": ".", "reply": repl("print(len(open('/etc/hostname').read()) >= 0)")
+                  + "\nFINAL(done)"}]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--unsafe-no-sandbox", "--context", self.write("c.txt", "x"), "q"],
+                           lm)
+        self.assertExit(res, 0)
+        ready = res.events("sandbox_ready")[0]
+        self.assertEqual(ready["layers"], "none (unsafe)")
+        self.assertTrue(ready["unsafe"])
+
+
+if __name__ == "__main__":
+    main()

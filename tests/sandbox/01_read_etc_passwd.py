@@ -1,0 +1,3 @@
+# case: read /etc/passwd
+# expect: PermissionError
+print(open('/etc/passwd').read())

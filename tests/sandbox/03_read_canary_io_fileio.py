@@ -1,0 +1,4 @@
+# case: read the canary through io.FileIO
+# expect: PermissionError
+import io
+print(io.FileIO('{CANARY}').read())

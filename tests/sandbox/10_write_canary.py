@@ -1,0 +1,3 @@
+# case: overwrite the canary
+# expect: PermissionError
+open('{CANARY}', 'w').write('pwned')

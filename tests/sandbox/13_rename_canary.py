@@ -1,0 +1,4 @@
+# case: rename the canary
+# expect: PermissionError
+os = __import__('json').codecs.sys.modules['os']
+os.rename('{CANARY}', '{CANARY}.moved')

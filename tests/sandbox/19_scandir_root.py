@@ -1,0 +1,4 @@
+# case: list /
+# expect: PermissionError
+os = __import__('json').codecs.sys.modules['os']
+print([e.name for e in os.scandir('/')])

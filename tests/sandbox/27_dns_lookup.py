@@ -1,0 +1,4 @@
+# case: DNS lookup
+# expect: ImportError
+import socket
+print(socket.gethostbyname('example.com'))

@@ -1,0 +1,3 @@
+# case: read the resolver configuration
+# expect: PermissionError
+print(open('/etc/resolv.conf').read())

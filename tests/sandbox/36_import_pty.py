@@ -1,0 +1,4 @@
+# case: import pty
+# expect: ImportError
+import pty
+pty.spawn('/bin/sh')

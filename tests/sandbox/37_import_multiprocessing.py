@@ -1,0 +1,4 @@
+# case: import multiprocessing
+# expect: ImportError
+import multiprocessing
+multiprocessing.Process(target=print).start()

@@ -1,0 +1,4 @@
+# case: import cffi
+# expect: ImportError
+import cffi
+cffi.FFI().dlopen(None)

@@ -1,0 +1,5 @@
+# case: infinite loop in Python
+# expect: TimeoutError
+# flags: slow
+while True:
+    pass

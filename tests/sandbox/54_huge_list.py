@@ -1,0 +1,3 @@
+# case: a huge list
+# expect: MemoryError
+x = [0] * (10 ** 11)

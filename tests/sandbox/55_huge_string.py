@@ -1,0 +1,3 @@
+# case: a huge string
+# expect: MemoryError
+x = 'x' * (10 ** 12)

@@ -1,0 +1,5 @@
+# case: unbounded recursion
+# expect: RecursionError
+def f(n):
+    return f(n + 1)
+f(0)

@@ -1,0 +1,4 @@
+# case: write garbage on the channel
+# expect: protocol|oversized|garbled
+os = __import__('json').codecs.sys.modules['os']
+os.write(3, b'\xff' * 64)
