@@ -42,7 +42,7 @@ int main(int argc, char **argv)
     for (long i = 0; i < n; i++) {
         snprintf(texts[i], sizeof texts[i], "question %ld", i);
         msgs[i] = (lm_message){"user", texts[i]};
-        reqs[i] = (lm_request){"bench-model", &msgs[i], 1};
+        reqs[i] = (lm_request){.model = "bench-model", .messages = &msgs[i], .n_messages = 1};
     }
 
     double cpu0 = cpu_seconds();

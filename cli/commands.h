@@ -5,5 +5,7 @@
 #define RLM_CLI_COMMANDS_H
 
 int cmd_doctor(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 
 #endif

@@ -27,21 +27,47 @@ static void usage(FILE *out)
     fputs(
         "usage: rlm ask [options] QUESTION\n"
         "       rlm ask [options] --question-file FILE\n"
-        "       rlm doctor [--json]      which sandbox layers this machine allows\n"
+        "       rlm doctor [--json] [--sandbox-exe PATH]   which sandbox layers this machine allows\n"
+        "       rlm demo                 a simulated 10M-token run, offline, no key needed\n"
+        "       rlm bench run|report ... the benchmark suites (rlm bench --help)\n"
         "       rlm --version | --help\n"
         "\n"
         "Answers QUESTION about a context of any size with a Recursive Language Model:\n"
         "the root model works on the context through a Python sandbox and sub-model calls.\n"
         "\n"
-        "Model endpoint (any OpenAI-compatible server: OpenAI, vLLM, llama.cpp, Ollama, OpenRouter):\n"
-        "  --base-url URL         endpoint base, e.g. http://localhost:8080/v1\n"
+        "Model endpoint (any OpenAI-compatible server: OpenAI, vLLM, llama.cpp, Ollama, OpenRouter;\n"
+        "or Anthropic's Messages API):\n"
+        "  --base-url URL[,URL..] endpoint base, e.g. http://localhost:8080/v1; several are used\n"
+        "                         round-robin with failover\n"
         "                         (default $OPENAI_BASE_URL, else https://api.openai.com/v1)\n"
-        "  --api-key KEY          bearer key (default $OPENAI_API_KEY; none for a local server)\n"
+        "  --provider NAME        openai or anthropic (default: inferred from the base URL)\n"
+        "  --api-key KEY          API key (default $OPENAI_API_KEY, or $ANTHROPIC_API_KEY for\n"
+        "                         anthropic; none for a local server)\n"
+        "  --sub-base-url URL     send sub-calls to another endpoint (same key and provider)\n"
         "  --model NAME           root model (default $RLM_MODEL, else gpt-5-mini)\n"
         "  --sub-model NAME       model for llm_query sub-calls (default: --model)\n"
         "  --concurrency N        sub-calls in flight at once (default 64)\n"
         "  --request-timeout S    seconds per HTTP attempt (default 600)\n"
         "  --max-retries N        retries on 429, 5xx and network errors (default 3)\n"
+        "  --rpm N, --tpm N       client-side requests / tokens per minute per endpoint (default none)\n"
+        "  --max-output-tokens N  output token cap per request (default: the provider's)\n"
+        "  --reasoning-effort E   low, medium or high, for reasoning models (default: not sent)\n"
+        "  --temperature T        sampling temperature (default: not sent)\n"
+        "\n"
+        "Budgets for the whole run, root turns and every sub-call (docs/budgets.md). When one\n"
+        "runs out, no more calls are made and the root is asked once for its best answer:\n"
+        "  --max-cost USD         dollars, from the price table (--prices FILE adds to it)\n"
+        "  --max-tokens N         prompt + completion tokens\n"
+        "  --max-time S           wall seconds\n"
+        "  --max-subcalls N       sub-call prompts; a batch that does not fit is refused whole\n"
+        "  --prices FILE          JSON prices: {\"MODEL\": {\"input\": 1.25, \"cached_input\": 0.125,\n"
+        "                         \"output\": 10}} in USD per million tokens\n"
+        "\n"
+        "Cache and record/replay:\n"
+        "  --cache, --no-cache    answer repeated requests from the response cache (default off)\n"
+        "  --cache-dir DIR        its directory (default $XDG_CACHE_HOME/rlm, else ~/.cache/rlm)\n"
+        "  --record FILE          write every model request and response to FILE (JSON lines)\n"
+        "  --replay FILE          answer every request from a recorded FILE, with no network\n"
         "\n"
         "Input and run:\n"
         "  --context PATH         the context file (memory-mapped; any size)\n"
@@ -55,15 +81,18 @@ static void usage(FILE *out)
         "Output:\n"
         "  --trace FILE           write every event of the run to FILE as JSON lines\n"
         "  --json                 print one JSON object (answer, status, iterations, sub_calls,\n"
-        "                         usage per model, elapsed_seconds) instead of the bare answer\n"
+        "                         usage and cost_usd per model, cost_usd, stopped_by,\n"
+        "                         elapsed_seconds) instead of the bare answer\n"
         "  --quiet                no progress line on stderr\n"
         "  --help, --version\n"
         "\n"
         "Exit codes:\n"
         "  0  answered\n"
-        "  1  no answer: the turn limit was reached without a final answer\n"
+        "  1  no answer: the turn limit or a budget was reached without a final answer\n"
+        "     (a budget stop with an answer exits 0; --json says stopped_by)\n"
         "  2  usage or input error (bad flag, missing or empty context, unreadable question file)\n"
-        "  3  model or API error (unreachable endpoint, HTTP error, unusable replies)\n"
+        "  3  model or API error (unreachable endpoint, HTTP error, unusable replies,\n"
+        "     a request missing from the --replay file)\n"
         "  4  sandbox or internal error\n",
         out);
 }
@@ -138,7 +167,9 @@ enum {
     OPT_BASE_URL = 256, OPT_API_KEY, OPT_MODEL, OPT_SUB_MODEL, OPT_CONCURRENCY, OPT_REQUEST_TIMEOUT,
     OPT_MAX_RETRIES, OPT_CONTEXT, OPT_QUESTION_FILE, OPT_MAX_ITERATIONS, OPT_CELL_TIMEOUT,
     OPT_OUTPUT_LIMIT, OPT_SANDBOX_MEMORY, OPT_UNSAFE, OPT_TRACE, OPT_JSON, OPT_QUIET, OPT_HELP,
-    OPT_VERSION,
+    OPT_VERSION, OPT_MAX_COST, OPT_MAX_TOKENS, OPT_MAX_TIME, OPT_MAX_SUBCALLS, OPT_CACHE, OPT_NO_CACHE,
+    OPT_CACHE_DIR, OPT_PRICES, OPT_RECORD, OPT_REPLAY, OPT_SUB_BASE_URL, OPT_PROVIDER, OPT_RPM, OPT_TPM,
+    OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE,
 };
 
 static const struct option long_options[] = {
@@ -161,6 +192,23 @@ static const struct option long_options[] = {
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
+    {"max-cost", required_argument, NULL, OPT_MAX_COST},
+    {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
+    {"max-time", required_argument, NULL, OPT_MAX_TIME},
+    {"max-subcalls", required_argument, NULL, OPT_MAX_SUBCALLS},
+    {"cache", no_argument, NULL, OPT_CACHE},
+    {"no-cache", no_argument, NULL, OPT_NO_CACHE},
+    {"cache-dir", required_argument, NULL, OPT_CACHE_DIR},
+    {"prices", required_argument, NULL, OPT_PRICES},
+    {"record", required_argument, NULL, OPT_RECORD},
+    {"replay", required_argument, NULL, OPT_REPLAY},
+    {"sub-base-url", required_argument, NULL, OPT_SUB_BASE_URL},
+    {"provider", required_argument, NULL, OPT_PROVIDER},
+    {"rpm", required_argument, NULL, OPT_RPM},
+    {"tpm", required_argument, NULL, OPT_TPM},
+    {"max-output-tokens", required_argument, NULL, OPT_MAX_OUTPUT_TOKENS},
+    {"reasoning-effort", required_argument, NULL, OPT_REASONING_EFFORT},
+    {"temperature", required_argument, NULL, OPT_TEMPERATURE},
     {NULL, 0, NULL, 0},
 };
 
@@ -180,8 +228,48 @@ static const char *option_key(int opt)
     case OPT_OUTPUT_LIMIT: return "output_limit";
     case OPT_SANDBOX_MEMORY: return "sandbox_memory";
     case OPT_TRACE: return "trace";
+    case OPT_MAX_COST: return "max_cost";
+    case OPT_MAX_TOKENS: return "max_tokens";
+    case OPT_MAX_TIME: return "max_time";
+    case OPT_MAX_SUBCALLS: return "max_subcalls";
+    case OPT_CACHE_DIR: return "cache_dir";
+    case OPT_PRICES: return "prices";
+    case OPT_RECORD: return "record";
+    case OPT_REPLAY: return "replay";
+    case OPT_SUB_BASE_URL: return "sub_base_url";
+    case OPT_PROVIDER: return "provider";
+    case OPT_RPM: return "rpm";
+    case OPT_TPM: return "tpm";
+    case OPT_MAX_OUTPUT_TOKENS: return "max_output_tokens";
+    case OPT_REASONING_EFFORT: return "reasoning_effort";
+    case OPT_TEMPERATURE: return "temperature";
     default: return NULL;
     }
+}
+
+/* 1 when the run will talk to Anthropic: said so, or its API's host. */
+static int is_anthropic(const rlm_config *cfg)
+{
+    const char *provider = rlm_config_get(cfg, "provider");
+    if (provider && provider[0])
+        return strcmp(provider, "anthropic") == 0;
+    const char *url = rlm_config_get(cfg, "base_url");
+    return url && strstr(url, "://api.anthropic.com") != NULL;
+}
+
+/* Prints the handle's warnings after the first `from` bytes; returns how
+ * many bytes have now been printed. */
+static size_t print_warnings(const rlm *r, size_t from)
+{
+    const char *w = rlm_warnings(r);
+    size_t len = strlen(w);
+    for (const char *line = w + (from < len ? from : len); *line;) {
+        const char *nl = strchr(line, '\n');
+        int n = nl ? (int)(nl - line) : (int)strlen(line);
+        fprintf(stderr, "rlm: warning: %.*s\n", n, line);
+        line += n + (nl != NULL);
+    }
+    return len;
 }
 
 static int set_or_complain(rlm_config *cfg, const char *key, const char *value)
@@ -195,7 +283,7 @@ static int set_or_complain(rlm_config *cfg, const char *key, const char *value)
 static int cmd_ask(int argc, char **argv)
 {
     int rc = EXIT_USAGE;
-    int json = 0, quiet = 0;
+    int json = 0, quiet = 0, key_given = 0;
     const char *context_path = NULL, *question_file = NULL;
     char *question = NULL;
     rlm *r = NULL;
@@ -221,12 +309,15 @@ static int cmd_ask(int argc, char **argv)
         if (key) {
             if (set_or_complain(cfg, key, optarg) != 0)
                 goto done;
+            key_given |= opt == OPT_API_KEY;
             continue;
         }
         switch (opt) {
         case OPT_CONTEXT: context_path = optarg; break;
         case OPT_QUESTION_FILE: question_file = optarg; break;
         case OPT_UNSAFE: rlm_config_set(cfg, "unsafe_no_sandbox", "1"); break;
+        case OPT_CACHE: rlm_config_set(cfg, "cache", "1"); break;
+        case OPT_NO_CACHE: rlm_config_set(cfg, "cache", "0"); break;
         case OPT_JSON: json = 1; break;
         case OPT_QUIET: quiet = 1; break;
         case OPT_HELP: usage(stdout); rc = EXIT_ANSWERED; goto done;
@@ -237,6 +328,10 @@ static int cmd_ask(int argc, char **argv)
             goto done;
         }
     }
+
+    /* Anthropic's key lives in its own variable; a flag still wins. */
+    if (!key_given && is_anthropic(cfg) && (env = getenv("ANTHROPIC_API_KEY")) && env[0])
+        rlm_config_set(cfg, "api_key", env);
 
     int rest = argc - optind;
     if (question_file) {
@@ -265,6 +360,7 @@ static int cmd_ask(int argc, char **argv)
         rc = exit_code(st);
         goto done;
     }
+    size_t warned = print_warnings(r, 0);
     if (context_path && (st = rlm_set_context_file(r, context_path)) != RLM_OK) {
         fprintf(stderr, "rlm: %s\n", rlm_errmsg(r));
         rc = exit_code(st);
@@ -278,6 +374,7 @@ static int cmd_ask(int argc, char **argv)
     st = rlm_ask(r, question, &answer);
     progress_clear(&ps);
     rc = exit_code(st);
+    print_warnings(r, warned);
 
     if (json) {
         const char *report = rlm_report_json(r);
@@ -317,6 +414,10 @@ int main(int argc, char **argv)
         return cmd_ask(argc - 1, argv + 1);
     if (strcmp(cmd, "doctor") == 0)
         return cmd_doctor(argc - 1, argv + 1);
+    if (strcmp(cmd, "bench") == 0)
+        return cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "demo") == 0)
+        return cmd_demo(argc - 1, argv + 1);
     fprintf(stderr, "rlm: unknown command '%s' (try 'rlm --help')\n", cmd);
     return EXIT_USAGE;
 }

@@ -50,7 +50,7 @@ const char *rlm_version(void);
 
 typedef enum rlm_status {
     RLM_OK = 0,
-    RLM_NO_ANSWER = 1,    /* the run ended without a final answer (a limit was reached) */
+    RLM_NO_ANSWER = 1,    /* the run ended without a final answer (turns or a budget ran out) */
     RLM_ERR_USAGE = 2,    /* a bad option, value or call sequence */
     RLM_ERR_INPUT = 3,    /* the context or question could not be read */
     RLM_ERR_MODEL = 4,    /* the model endpoint failed: unreachable, HTTP error, unusable reply */
@@ -71,8 +71,10 @@ rlm_config *rlm_config_new(void);
 void rlm_config_free(rlm_config *cfg);
 
 /* Sets one option from its text form. Keys and defaults:
- *   base_url          OpenAI-compatible endpoint     "https://api.openai.com/v1"
- *   api_key           bearer token; "" for none      ""
+ *   base_url          endpoint; several URLs separated by commas are used
+ *                     round-robin with failover      "https://api.openai.com/v1"
+ *   api_key           bearer token / x-api-key; "" for none  ""
+ *   provider          "openai" or "anthropic"        inferred from base_url
  *   model             root model                     "gpt-5-mini"
  *   sub_model         model for llm_query            same as model
  *   max_iterations    root turns before a last call  30
@@ -85,6 +87,23 @@ void rlm_config_free(rlm_config *cfg);
  *   sandbox_exe       path of rlm-sandbox            next to the program, the build, or libexec
  *   unsafe_no_sandbox "1" runs model code without seccomp and rlimits   "0"
  *   trace             JSONL trace file to write      none
+ *   sub_base_url      endpoint(s) for sub-calls      same as base_url
+ *   rpm, tpm          client-side requests / tokens per minute per endpoint; 0 = none   0
+ *   max_output_tokens output token cap per request   provider default
+ *   reasoning_effort  "low", "medium", "high"        not sent
+ *   temperature       sampling temperature           not sent
+ *   Budgets for a whole run (rlm_ask), counting root turns and every sub-call;
+ *   unset = no limit (docs/budgets.md):
+ *   max_cost          US dollars (needs known prices for model and sub_model)
+ *   max_tokens        prompt + completion tokens
+ *   max_time          wall seconds
+ *   max_subcalls      sub-call prompts (0 = none allowed)
+ *   prices            JSON prices file on top of the built-in table and of
+ *                     $XDG_CONFIG_HOME/rlm/prices.json    none
+ *   cache             "1": answer repeated requests from the response cache "0"
+ *   cache_dir         the cache's directory          $XDG_CACHE_HOME/rlm (~/.cache/rlm)
+ *   record            JSONL file to write every request and response to    none
+ *   replay            answer every request from a record file, offline     none
  * Returns RLM_OK, or RLM_ERR_USAGE for an unknown key or a bad value (the
  * reason in rlm_config_errmsg). */
 rlm_status rlm_config_set(rlm_config *cfg, const char *key, const char *value);
@@ -122,15 +141,27 @@ typedef void (*rlm_progress_fn)(void *userdata, const char *line);
 void rlm_set_progress(rlm *r, rlm_progress_fn fn, void *userdata);
 
 /* Answers question about the context. On RLM_OK *answer is the final answer.
- * On RLM_NO_ANSWER the turns ran out; *answer is NULL. On an error *answer is
+ * On RLM_NO_ANSWER the turns or a budget ran out; *answer is NULL. When a
+ * budget runs out the root is asked one last time for its best answer: if it
+ * gives one, the status is RLM_OK and the report's stopped_by names the budget. On an error *answer is
  * NULL and rlm_errmsg says why. Either way the report (rlm_report_json) and
  * the trace describe everything that happened. */
 rlm_status rlm_ask(rlm *r, const char *question, char **answer);
 
-/* A JSON object describing the last rlm_ask: answer, status, iterations,
- * sub_calls, usage per model, elapsed seconds, sandbox layers, error. Borrowed
- * from r; NULL before the first rlm_ask. */
+/* A JSON object describing the last rlm_ask: answer, status, error,
+ * iterations, blocks, sub_calls, sub_call_errors, usage per model
+ * ({"MODEL": {"calls", "cached_calls", "errors", "prompt_tokens",
+ * "completion_tokens", "cost_usd", ...}}), cost_usd (the run's total in US
+ * dollars; null when any call's price is unknown), stopped_by (the budget that
+ * ended the run: "max_cost", "max_tokens", "max_time", "max_subcalls", or
+ * null), elapsed_seconds, sandbox_layers, model, sub_model, max_in_flight.
+ * Borrowed from r; NULL before the first rlm_ask. */
 const char *rlm_report_json(rlm *r);
+
+/* Warnings since rlm_new, one per line (e.g. "response cache disabled: ...":
+ * things that did not stop the run but that the user should know). Borrowed
+ * from r; "" when there are none. */
+const char *rlm_warnings(const rlm *r);
 
 void rlm_string_free(char *s);
 

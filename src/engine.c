@@ -1,6 +1,6 @@
 /* engine — the RLM loop: the root model writes code, the sandbox runs it,
- * sub-calls go through the dispatcher, and the loop ends on a final answer or
- * when the turns run out (then one last request asks for the answer). */
+ * sub-calls go through the call path, and the loop ends on a final answer, or
+ * when the turns or a budget run out (then one last request asks for the answer). */
 #include "engine.h"
 
 #include <stdarg.h>
@@ -26,7 +26,7 @@ typedef struct message {
 /* The state of one run. */
 typedef struct engine {
     const engine_params *p;
-    lm *lm;
+    calls *calls;
     trace *trace;
     sandbox *sb;
     engine_progress_fn progress;
@@ -34,6 +34,8 @@ typedef struct engine {
     message *messages;
     size_t n_messages, cap_messages;
     int turn;                  /* current root turn, 1-based */
+    int budget_stop;           /* a budget refused a call: no more code, one last request */
+    char *fatal;               /* a sub-call path failure that ends the run (replay miss) */
     engine_outcome *out;
     double start;
 } engine;
@@ -108,6 +110,36 @@ static json_t *json_usage(const lm_response *r)
                      "completion_tokens", (json_int_t)r->completion_tokens);
 }
 
+/* A call's cost for the trace: null when unknown, never a guessed 0. */
+static json_t *json_cost(double usd)
+{
+    return usd >= 0 ? json_real(usd) : json_null();
+}
+
+/* Every prompt of a refused batch gets the same error string. */
+static void engine_fill_errors(char **results, size_t n, const char *what, const char *why)
+{
+    for (size_t i = 0; i < n; i++) {
+        buf b;
+        buf_init(&b, 4096);
+        buf_printf(&b, "Error: %s: %s", what, why);
+        results[i] = buf_take(&b);
+    }
+}
+
+/* Records that a budget refused a call; the loop then makes the last request. */
+static void engine_budget_stop(engine *e, const char *detail)
+{
+    if (e->budget_stop)
+        return;
+    e->budget_stop = 1;
+    budget_kind k = calls_exhausted(e->calls);
+    trace_event(e->trace, "budget_exhausted",
+                json_pack("{s:i,s:s?,s:f,s:s,s:s?}", "turn", e->turn, "budget", budget_kind_name(k),
+                          "limit", calls_budget_limit(e->calls), "message",
+                          calls_budget_message(e->calls), "refused", detail));
+}
+
 /* ---- sub-calls from model code ------------------------------------------ */
 
 /* The text model code gets back for one sub-call: the reply, or an error
@@ -138,14 +170,16 @@ static int engine_serve_calls(void *userdata, int kind, const char *model,
     const char *use_model = model && model[0] ? model : e->p->sub_model;
     lm_message *msgs = calloc(n ? n : 1, sizeof *msgs);
     lm_request *reqs = calloc(n ? n : 1, sizeof *reqs);
-    lm_response *resps = calloc(n ? n : 1, sizeof *resps);
+    calls_reply *resps = calloc(n ? n : 1, sizeof *resps);
+    int status = 0;
     if (!msgs || !reqs || !resps) {
-        for (size_t i = 0; i < n; i++)
-            results[i] = strdup("Error: sub-call failed: out of memory");
-        free(msgs);
-        free(reqs);
-        free(resps);
-        return 0;
+        engine_fill_errors(results, n, "sub-call failed", "out of memory");
+        goto done;
+    }
+    if (e->budget_stop || e->fatal) {
+        engine_fill_errors(results, n, "budget exhausted", calls_budget_message(e->calls));
+        status = -1;
+        goto done;
     }
     for (size_t i = 0; i < n; i++) {
         msgs[i].role = "user";
@@ -157,37 +191,60 @@ static int engine_serve_calls(void *userdata, int kind, const char *model,
     engine_progress(e, "turn %d of %d · batch of %zu in flight", e->turn, e->p->max_iterations, n);
     /* rlm_query degrades to llm_query until child RLMs exist (depth 1). */
     const char *kind_name = kind == SANDBOX_CALL_RLM ? "rlm_query" : "llm_query";
-    lm_call_many(e->lm, reqs, n, resps);
+    int rc = calls_sub(e->calls, reqs, n, resps);
+    if (rc == CALLS_BUDGET) {
+        char detail[128];
+        snprintf(detail, sizeof detail, "a batch of %zu sub-calls", n);
+        engine_budget_stop(e, detail);
+        engine_fill_errors(results, n, "budget exhausted", calls_budget_message(e->calls));
+        status = -1;   /* interrupts the cell: no more code runs */
+        goto done;
+    }
+    if (rc == CALLS_REFUSED) {
+        engine_fill_errors(results, n, "sub-call refused", calls_errmsg(e->calls));
+        goto done;
+    }
+    if (rc != CALLS_OK) {
+        e->fatal = strdup(calls_errmsg(e->calls));
+        engine_fill_errors(results, n, "sub-call failed", calls_errmsg(e->calls));
+        status = -1;
+        goto done;
+    }
 
     for (size_t i = 0; i < n; i++) {
-        results[i] = engine_call_result(&resps[i]);
+        const lm_response *r = &resps[i].r;
+        results[i] = engine_call_result(r);
         e->out->sub_calls++;
         if (strncmp(results[i], "Error: ", 7) == 0)
             e->out->sub_call_errors++;
-        json_t *ev = json_pack("{s:i,s:s,s:s,s:I,s:I,s:o,s:o,s:s?,s:s?,s:I,s:f,s:i,s:o}",
+        json_t *ev = json_pack("{s:i,s:s,s:s,s:I,s:I,s:o,s:o,s:s?,s:s?,s:I,s:f,s:i,s:o,s:o,s:b}",
                                "turn", e->turn, "kind", kind_name, "model", use_model,
                                "index", (json_int_t)i, "batch", (json_int_t)n,
                                "prompt", json_excerpt(prompts[i], TRACE_EXCERPT_CHARS),
                                "reply", json_excerpt(results[i], TRACE_EXCERPT_CHARS),
-                               "error", resps[i].error ? lm_error_name(resps[i].error) : NULL,
-                               "finish_reason", resps[i].finish_reason,
-                               "http_status", (json_int_t)resps[i].http_status,
-                               "seconds", resps[i].seconds, "attempts", resps[i].attempts,
-                               "usage", json_usage(&resps[i]));
+                               "error", r->error ? lm_error_name(r->error) : NULL,
+                               "finish_reason", r->finish_reason,
+                               "http_status", (json_int_t)r->http_status,
+                               "seconds", r->seconds, "attempts", r->attempts,
+                               "usage", json_usage(r), "cost_usd", json_cost(resps[i].cost_usd),
+                               "cached", resps[i].cached);
         trace_event(e->trace, "sub_call", ev);
-        lm_response_clear(&resps[i]);
+        calls_reply_clear(&resps[i]);
     }
+done:
     free(msgs);
     free(reqs);
     free(resps);
-    return 0;
+    return status;
 }
 
 /* ---- root turns ---------------------------------------------------------- */
 
-/* Asks the root model for the next reply. Returns 0 with *reply filled, 1 for
- * an empty reply (caller nudges), -1 on a fatal model error (outcome set). */
-static int engine_ask_root(engine *e, lm_response *resp)
+/* Asks the root model for the next reply (final: the last request, see
+ * calls_root). Returns 0 with *resp filled, 1 for an empty reply (caller
+ * nudges), 2 when a budget refused the request, -1 on a fatal model error
+ * (outcome set). */
+static int engine_ask_root(engine *e, lm_response *resp, int final)
 {
     lm_message *msgs = calloc(e->n_messages, sizeof *msgs);
     if (!msgs) {
@@ -204,18 +261,29 @@ static int engine_ask_root(engine *e, lm_response *resp)
                 json_pack("{s:i,s:s,s:I,s:o}", "turn", e->turn, "model", e->p->model,
                           "messages", (json_int_t)e->n_messages, "last_message",
                           json_excerpt(msgs[e->n_messages - 1].content, 100000)));
-    lm_call(e->lm, &req, resp);
+    calls_reply cr;
+    int rc = calls_root(e->calls, &req, final, &cr);
     free(msgs);
+    if (rc == CALLS_BUDGET) {
+        engine_budget_stop(e, final ? "the last request" : "a root request");
+        return 2;
+    }
+    if (rc != CALLS_OK) {
+        engine_fail(e, RLM_ERR_MODEL, "root model request failed: %s", calls_errmsg(e->calls));
+        return -1;
+    }
+    *resp = cr.r;
     e->out->iterations++;
 
     trace_event(e->trace, "root_reply",
-                json_pack("{s:i,s:s?,s:s?,s:s?,s:s?,s:I,s:f,s:i,s:o}", "turn", e->turn,
+                json_pack("{s:i,s:s?,s:s?,s:s?,s:s?,s:I,s:f,s:i,s:o,s:o,s:b}", "turn", e->turn,
                           "content", resp->content, "reasoning", resp->reasoning,
                           "error", resp->error ? lm_error_name(resp->error) : NULL,
                           "error_message", resp->error_message,
                           "http_status", (json_int_t)resp->http_status,
                           "seconds", resp->seconds, "attempts", resp->attempts,
-                          "usage", json_usage(resp)));
+                          "usage", json_usage(resp), "cost_usd", json_cost(cr.cost_usd),
+                          "cached", cr.cached));
     if (resp->error == LM_ERR_EMPTY || (resp->error == LM_OK && (!resp->content || !resp->content[0])))
         return 1;
     if (resp->error != LM_OK) {
@@ -302,15 +370,24 @@ static int engine_run_blocks(engine *e, const reply *rp)
             status = -1;
             goto done;
         }
+        if (e->fatal) {
+            engine_fail(e, RLM_ERR_MODEL, "sub-call failed: %s", e->fatal);
+            status = -1;
+            goto done;
+        }
         if (cells[i].final_answer) {
             engine_answer(e, cells[i].final_answer, "code");
             cells[i].final_answer = NULL;
             status = 1;
             goto done;
         }
+        if (e->budget_stop)
+            break;   /* the budget is spent: the rest of the reply's code does not run */
     }
 
-    if (rp->final_kind == REPLY_FINAL_VAR) {
+    if (e->budget_stop) {
+        /* The last request follows; its message says why. */
+    } else if (rp->final_kind == REPLY_FINAL_VAR) {
         /* The variable was computed by the code that just ran: its value does
          * not depend on output the model has not seen. */
         status = engine_text_final_var(e, rp->final_text, &note);
@@ -351,16 +428,17 @@ done:
     return status;
 }
 
-/* One root turn. On the last turn (after the turn limit) no code runs, as
- * the last request tells the model: only a text FINAL / FINAL_VAR counts.
- * Returns 1 when answered, 0 to go on, -1 on a fatal error. */
+/* One root turn. On the last turn (after the turn or budget limit) no code
+ * runs, as the last request tells the model: only a text FINAL / FINAL_VAR
+ * counts. Returns 1 when answered, 0 to go on, 2 when a budget ran out (the
+ * caller makes the last request), -1 on a fatal error. */
 static int engine_turn(engine *e, int *empty_replies, int last)
 {
     lm_response resp = {0};
-    int rc = engine_ask_root(e, &resp);
-    if (rc < 0) {
+    int rc = engine_ask_root(e, &resp, last);
+    if (rc < 0 || rc == 2) {
         lm_response_clear(&resp);
-        return -1;
+        return rc;
     }
     if (rc == 1) {
         lm_response_clear(&resp);
@@ -396,6 +474,8 @@ static int engine_turn(engine *e, int *empty_replies, int last)
     int status = 0;
     if (rp.n_blocks > 0 && !last) {
         status = engine_run_blocks(e, &rp);
+        if (status == 0 && e->budget_stop)
+            status = 2;
     } else if (rp.final_kind == REPLY_FINAL_VALUE) {
         engine_answer(e, rp.final_text, "FINAL in text");
         rp.final_text = NULL;
@@ -441,10 +521,21 @@ static int engine_start_sandbox(engine *e, const context *ctx)
         return -1;
     }
     e->out->sandbox_layers = strdup(sandbox_layers(e->sb));
+    /* A layer this machine refused is never silent: the user hears it and
+     * the trace keeps it. */
+    const char *warnings = sandbox_warnings(e->sb);
+    if (warnings[0] && e->p->warn) {
+        buf w;
+        buf_init(&w, 8192);
+        buf_printf(&w, "weaker sandbox: %s", warnings);
+        if (w.data)
+            e->p->warn(e->p->warn_data, w.data);
+        buf_free(&w);
+    }
     trace_event(e->trace, "sandbox_ready",
-                json_pack("{s:s,s:i,s:f,s:b}", "layers", sandbox_layers(e->sb), "pid",
+                json_pack("{s:s,s:i,s:f,s:b,s:s}", "layers", sandbox_layers(e->sb), "pid",
                           sandbox_pid(e->sb), "seconds", clock_now() - t0, "unsafe",
-                          e->p->unsafe_no_sandbox));
+                          e->p->unsafe_no_sandbox, "warnings", warnings));
     return 0;
 }
 
@@ -463,13 +554,29 @@ static int engine_first_messages(engine *e, const context *ctx, const char *ques
     return rc;
 }
 
-rlm_status engine_run(const engine_params *p, lm *m, trace *t, const context *ctx,
+/* The one last request for the best answer so far, after the turns or a
+ * budget ran out. `message` is taken (the user message that asks for it). */
+static void engine_last_request(engine *e, char *ask, int *empty_replies, const char *why)
+{
+    if (engine_push(e, "user", ask) != 0) {
+        engine_fail(e, RLM_ERR_NOMEM, "out of memory");
+        return;
+    }
+    int rc = engine_turn(e, empty_replies, 1);
+    if (rc == 0 || rc == 2) {
+        e->out->status = RLM_NO_ANSWER;
+        free(e->out->error);
+        e->out->error = strdup(why);
+    }
+}
+
+rlm_status engine_run(const engine_params *p, calls *c, trace *t, const context *ctx,
                       const char *question, engine_progress_fn progress, void *userdata,
                       engine_outcome *out)
 {
     memset(out, 0, sizeof *out);
     out->status = RLM_NO_ANSWER;
-    engine e = {.p = p, .lm = m, .trace = t, .progress = progress, .progress_data = userdata,
+    engine e = {.p = p, .calls = c, .trace = t, .progress = progress, .progress_data = userdata,
                 .out = out, .start = clock_now()};
 
     trace_event(t, "question", json_pack("{s:s,s:s?,s:I}", "question", question, "context",
@@ -489,33 +596,36 @@ rlm_status engine_run(const engine_params *p, lm *m, trace *t, const context *ct
         if (rc != 0)
             break;
     }
-    if (rc == 0) {
+    if (rc == 2) {
+        /* A budget ran out: one last request, saying which. */
+        char why[512];
+        snprintf(why, sizeof why, "budget exhausted: %s", calls_budget_message(c));
+        if (out->iterations >= e.turn)
+            e.turn++;   /* this turn's reply arrived: the last request is the next turn */
+        engine_last_request(&e, prompt_last_turn_budget(calls_budget_message(c)), &empty_replies, why);
+    } else if (rc == 0) {
         /* The turns ran out: one last request for the best answer so far. */
-        e.turn = p->max_iterations + 1;
         trace_event(t, "turns_exhausted", json_pack("{s:i}", "max_iterations", p->max_iterations));
-        if (engine_push(&e, "user", prompt_last_turn()) != 0) {
-            engine_fail(&e, RLM_ERR_NOMEM, "out of memory");
-        } else {
-            rc = engine_turn(&e, &empty_replies, 1);
-            if (rc == 0) {
-                out->status = RLM_NO_ANSWER;
-                free(out->error);
-                out->error = strdup("no final answer within the turn limit");
-            }
-        }
+        e.turn = p->max_iterations + 1;
+        engine_last_request(&e, prompt_last_turn(), &empty_replies, "no final answer within the turn limit");
     }
 
 done:
     out->elapsed = clock_now() - e.start;
+    out->stopped_by = budget_kind_name(calls_exhausted(c));
+    out->cost_usd = calls_cost(c);
     trace_event(t, "run_end",
-                json_pack("{s:s,s:s?,s:s?,s:i,s:I,s:I,s:I,s:f}", "status", rlm_status_name(out->status),
-                          "answer", out->answer, "error", out->error, "iterations", out->iterations,
-                          "blocks", (json_int_t)out->blocks, "sub_calls", (json_int_t)out->sub_calls,
-                          "sub_call_errors", (json_int_t)out->sub_call_errors, "elapsed", out->elapsed));
+                json_pack("{s:s,s:s?,s:s?,s:i,s:I,s:I,s:I,s:f,s:s?,s:o}", "status",
+                          rlm_status_name(out->status), "answer", out->answer, "error", out->error,
+                          "iterations", out->iterations, "blocks", (json_int_t)out->blocks,
+                          "sub_calls", (json_int_t)out->sub_calls, "sub_call_errors",
+                          (json_int_t)out->sub_call_errors, "elapsed", out->elapsed, "stopped_by",
+                          out->stopped_by, "cost_usd", json_cost(out->cost_usd)));
     sandbox_free(e.sb);
     for (size_t i = 0; i < e.n_messages; i++)
         free(e.messages[i].content);
     free(e.messages);
+    free(e.fatal);
     return out->status;
 }
 

@@ -1,16 +1,18 @@
 /* engine — the RLM loop for one question: system prompt and context
  * description, root turns, code cells in the sandbox, sub-calls through the
- * LM dispatcher, final-answer detection, the turn limit.
+ * call path (calls.h: budgets, cache, record/replay, the dispatcher),
+ * final-answer detection, the turn limit and the budget stop.
  *
- * Ownership: the engine borrows the dispatcher, trace and context; every
- * string in an engine_outcome is malloc'd and freed by engine_outcome_clear. */
+ * Ownership: the engine borrows the call path, trace and context; every
+ * string in an engine_outcome is malloc'd and freed by engine_outcome_clear
+ * (stopped_by is a static string). */
 #ifndef RLM_ENGINE_H
 #define RLM_ENGINE_H
 
 #include <stddef.h>
 
 #include "context.h"
-#include "lm.h"
+#include "calls.h"
 #include "rlm.h"
 #include "trace.h"
 
@@ -23,6 +25,10 @@ typedef struct engine_params {
     size_t sandbox_memory;      /* RLIMIT_AS of the sandbox; 0 = its default */
     const char *sandbox_exe;    /* path of rlm-sandbox */
     int unsafe_no_sandbox;
+    /* Called with a one-line warning the user should see (a weaker sandbox
+     * than this machine should allow, ...). May be NULL. */
+    void (*warn)(void *userdata, const char *message);
+    void *warn_data;
 } engine_params;
 
 typedef struct engine_outcome {
@@ -34,14 +40,23 @@ typedef struct engine_outcome {
     size_t sub_calls;           /* sub-call prompts sent */
     size_t sub_call_errors;     /* of which failed */
     char *sandbox_layers;       /* confinement applied, e.g. "seccomp,rlimits" */
+    const char *stopped_by;     /* the budget that ended the run ("max_cost", ...) or NULL */
+    double cost_usd;            /* spent by the run; < 0 when any call's cost was unknown */
     double elapsed;             /* seconds */
 } engine_outcome;
 
 typedef void (*engine_progress_fn)(void *userdata, const char *line);
 
-/* Answers question over ctx (NULL: no context). Always fills *out and returns
- * out->status. Every step is recorded in t (may be NULL). */
-rlm_status engine_run(const engine_params *p, lm *m, trace *t, const context *ctx,
+/* Answers question over ctx (NULL: no context). Every model call goes
+ * through c. Always fills *out and returns out->status. Every step is
+ * recorded in t (may be NULL).
+ *
+ * When a budget runs out (calls.h refuses a call), no more code runs and no
+ * more sub-calls are made: the cell in progress is interrupted, the root is
+ * asked one last time for its best answer (prompt_last_turn_budget), and
+ * stopped_by names the budget. The status is then RLM_OK with that answer,
+ * or RLM_NO_ANSWER when it gave none. */
+rlm_status engine_run(const engine_params *p, calls *c, trace *t, const context *ctx,
                       const char *question, engine_progress_fn progress, void *userdata,
                       engine_outcome *out);
 

@@ -23,6 +23,10 @@
 /* The longest the I/O thread sleeps without a reason to wake; a safety net,
  * since submissions, curl's timers and retry deadlines all wake it anyway. */
 #define IDLE_POLL_MS 1000
+/* Delayed transfers due within this many seconds start together: paced calls
+ * (500 a second under a rate limit) then cost one wake-up per slice instead
+ * of one each, and nothing waits measurably less than it asked. */
+#define DUE_SLACK 0.02
 
 typedef struct transfer {
     http_request req;
@@ -31,6 +35,8 @@ typedef struct transfer {
     struct curl_slist *headers;
     buf body;
     int too_large;
+    int streaming;              /* -1 not decided yet, 0 collect, 1 hand to on_data */
+    int reader_stopped;
     char error[CURL_ERROR_SIZE];
     struct transfer *prev, *next;
 } transfer;
@@ -100,6 +106,18 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 {
     transfer *t = userdata;
     size_t n = size * nmemb;
+    if (t->streaming < 0) {
+        /* Headers are complete when the first body byte arrives. */
+        long status = 0;
+        curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+        t->streaming = t->req.on_data && status >= 200 && status < 300;
+    }
+    if (t->streaming) {
+        if (t->req.on_data(t->req.ctx, data, n) == 0)
+            return n;
+        t->reader_stopped = 1;
+        return 0;
+    }
     if (buf_append(&t->body, data, n) != 0) {
         if (n > t->body.max - t->body.len)
             t->too_large = 1;
@@ -124,6 +142,8 @@ static http_outcome outcome_of(CURLcode rc, const transfer *t)
         return HTTP_ERR_TIMEOUT;
     case CURLE_WRITE_ERROR:
         return t->too_large ? HTTP_ERR_TOO_LARGE : HTTP_ERR_OTHER;
+    case CURLE_ABORTED_BY_CALLBACK:
+        return HTTP_ERR_OTHER;
     case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_CONNECT:
@@ -228,6 +248,10 @@ static int transfer_start(http_client *c, transfer *t)
     SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->opts.connect_timeout * 1000.0));
     if (r->timeout > 0)
         SETOPT(e, CURLOPT_TIMEOUT_MS, (long)ceil(r->timeout * 1000.0));
+    if (r->stall_timeout > 0) {
+        SETOPT(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        SETOPT(e, CURLOPT_LOW_SPEED_TIME, (long)ceil(r->stall_timeout));
+    }
     if (r->body) {
         SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
         SETOPT(e, CURLOPT_POSTFIELDS, r->body);
@@ -306,6 +330,8 @@ static int drain_completed(http_client *c)
         const char *error = NULL;
         if (outcome == HTTP_ERR_TOO_LARGE)
             error = "response body too large";
+        else if (t->reader_stopped)
+            error = "stopped by the stream reader";
         else if (outcome != HTTP_OK)
             error = t->error[0] ? t->error : curl_easy_strerror(rc);
         transfer_finish(t, outcome, status, retry_after, error);
@@ -320,7 +346,7 @@ static int drain_completed(http_client *c)
 static transfer *take_startable(http_client *c, double now)
 {
     transfer *due_head = NULL, *due_tail = NULL;
-    while (c->delayed && c->delayed->not_before <= now) {
+    while (c->delayed && c->delayed->not_before <= now + DUE_SLACK) {
         transfer *t = c->delayed;
         c->delayed = t->next;
         t->next = NULL;
@@ -418,7 +444,7 @@ static void *io_main(void *arg)
 
         int timeout_ms = IDLE_POLL_MS;
         if (next_due >= 0) {
-            double wait = (next_due - clock_now()) * 1000.0 + 1.0;
+            double wait = (next_due - DUE_SLACK / 2 - clock_now()) * 1000.0 + 1.0;
             if (wait < timeout_ms)
                 timeout_ms = wait < 0 ? 0 : (int)wait;
         }
@@ -438,6 +464,7 @@ int http_submit(http_client *c, const http_request *req)
     if (!t)
         return -1;
     t->req = *req;
+    t->streaming = -1;
     buf_init(&t->body, c->opts.max_body);
     double delay = req->delay > 0 && isfinite(req->delay) ? req->delay : 0;
     t->not_before = clock_now() + delay;

@@ -48,6 +48,10 @@ typedef struct http_result {
 } http_result;
 
 typedef void (*http_done_fn)(void *ctx, http_result *res);
+/* Streaming reader: gets the body of a 2xx response piece by piece as it
+ * arrives, on the I/O thread. Returns 0 to go on; nonzero stops the transfer
+ * (outcome HTTP_ERR_OTHER, error "stopped by the stream reader"). */
+typedef int (*http_data_fn)(void *ctx, const char *data, size_t len);
 
 typedef struct http_request {
     const char *url;
@@ -58,6 +62,11 @@ typedef struct http_request {
     double delay;               /* do not start before this many seconds from now (retry backoff) */
     http_done_fn done;          /* required */
     void *ctx;
+    /* Optional: */
+    http_data_fn on_data;       /* when set, a 2xx body goes here instead of res->body
+                                 * (which is then ""); other statuses are collected */
+    double stall_timeout;       /* > 0: end the transfer as HTTP_ERR_TIMEOUT once it
+                                 * has received under 1 byte/s for this many seconds */
 } http_request;
 
 /* Starts the I/O thread. NULL with err filled on failure. The first call also

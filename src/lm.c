@@ -1,10 +1,14 @@
 /* lm — the LM dispatcher: turns chat requests into HTTP transfers on the
- * shared I/O thread (http.c), retries what a retry can fix, waits for whole
- * batches and keeps per-model usage. The wire format lives in lm_openai.c. */
+ * shared I/O thread (http.c), paces them under the rate limits, spreads them
+ * over the endpoint's base URLs, assembles streams, retries what a retry can
+ * fix, waits for whole batches and keeps per-model usage. The wire formats
+ * live in lm_openai.c and lm_anthropic.c, the SSE parser in sse.c. */
 #include "lm.h"
 
 #include "http.h"
+#include "lm_anthropic.h"
 #include "lm_openai.h"
+#include "sse.h"
 #include "util.h"
 
 #include <math.h>
@@ -14,11 +18,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define DEFAULT_CONCURRENCY 64
 #define DEFAULT_TIMEOUT 600.0
 #define DEFAULT_CONNECT_TIMEOUT 30.0
 #define DEFAULT_MAX_RETRIES 3
+#define DEFAULT_STALL_TIMEOUT 300.0
 /* Backoff before retry k (1-based) is BACKOFF_BASE * 2^(k-1), at most
  * BACKOFF_MAX, times a random factor in [0.5, 1): a burst of requests that
  * failed together (a 429 wave) does not come back together. */
@@ -27,6 +33,16 @@
 /* A Retry-After past this is shortened: no single call should sleep longer. */
 #define RETRY_AFTER_MAX 120.0
 #define URL_MAX 4096
+#define MAX_BASE_URLS 64
+/* The longest SSE line and event we accept, and the most of a "stream"
+ * answered as plain JSON (a server that ignored stream: true) we keep. */
+#define STREAM_MAX_LINE ((size_t)8 << 20)
+#define STREAM_MAX_EVENT ((size_t)16 << 20)
+#define STREAM_RAW_MAX ((size_t)16 << 20)
+/* Rate limits let about this many seconds' worth of calls through at once. */
+#define RATE_BURST_SECONDS 1.0
+
+typedef enum provider { PROVIDER_OPENAI, PROVIDER_ANTHROPIC } provider;
 
 typedef struct usage_entry {
     char *model;
@@ -35,11 +51,19 @@ typedef struct usage_entry {
 
 struct lm {
     http_client *http;
-    char *url;
-    char *auth_header;
-    const char *headers[4];
+    provider provider;
+    char **urls;                 /* full endpoint URLs, round-robin */
+    size_t n_urls;
+    char *key_header;
+    const char *headers[6];      /* JSON answers */
+    const char *stream_headers[6]; /* event-stream answers */
     double timeout;
+    double stall_timeout;
     int max_retries;
+    int retry_bad_replies;
+    lm_wire_options wire;        /* defaults; wire.reasoning_effort points at effort */
+    char *effort;
+    double requests_per_minute, tokens_per_minute;
 
     pthread_mutex_t lock;        /* guards everything below and every batch */
     pthread_cond_t idle;         /* signalled when a caller leaves lm_call_many */
@@ -48,6 +72,9 @@ struct lm {
     usage_entry *usage;
     size_t n_usage, cap_usage;
     uint64_t rng;                /* backoff jitter */
+    size_t next_url;             /* round-robin position */
+    double tat_requests;         /* rate limiter state (GCRA, see pace_locked) */
+    double tat_tokens;
 };
 
 /* One lm_call_many: its waiter sleeps on `done` until pending reaches 0. */
@@ -56,20 +83,26 @@ typedef struct batch {
     size_t pending;
 } batch;
 
-/* One request of a batch, from submission to its final attempt. */
+/* One request of a batch, from submission to its final attempt. Everything
+ * but the batch count is touched by one thread at a time: the caller until
+ * submission, then the I/O thread's callbacks, then the caller again. */
 typedef struct job {
     lm *m;
     batch *b;
+    const lm_request *req;
     char *body;
     size_t body_len;
+    double est_tokens;           /* for the tokens-per-minute limit */
+    size_t url_index;
     int attempts;
+    double waited;               /* seconds held back by the rate limits */
     double finished_at;
-    /* the final attempt */
-    http_outcome outcome;
-    long status;
-    char *response;
-    size_t response_len;
-    char *error;
+    int stream;
+    sse_parser sse;
+    lm_stream acc;
+    buf raw;                     /* a streamed body's first bytes, until an event arrives */
+    size_t shown_content, shown_reasoning; /* last progress reported */
+    lm_response out;             /* the final attempt, parsed */
 } job;
 
 const char *lm_error_name(lm_error e)
@@ -82,6 +115,7 @@ const char *lm_error_name(lm_error e)
     case LM_ERR_PARSE: return "parse";
     case LM_ERR_EMPTY: return "empty";
     case LM_ERR_CANCELLED: return "cancelled";
+    case LM_ERR_TRUNCATED: return "truncated";
     }
     return "unknown";
 }
@@ -97,100 +131,11 @@ void lm_response_clear(lm_response *r)
     memset(r, 0, sizeof *r);
 }
 
-/* ---- retries -------------------------------------------------------- */
-
-static double random_unit(lm *m)
-{
-    /* xorshift64*: jitter needs spread, not secrecy. */
-    pthread_mutex_lock(&m->lock);
-    uint64_t x = m->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    m->rng = x;
-    pthread_mutex_unlock(&m->lock);
-    return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
-}
-
-static int status_retryable(long status)
-{
-    return status == 429 || status == 500 || status == 502 || status == 503 || status == 504;
-}
-
-/* Whether the attempt just made deserves another, and after how long. */
-static int retry_delay(lm *m, const job *j, const http_result *res, double *delay)
-{
-    if (j->attempts > m->max_retries)
-        return 0;
-    int transient = res->outcome == HTTP_ERR_CONNECT || res->outcome == HTTP_ERR_TIMEOUT ||
-                    (res->outcome == HTTP_OK && status_retryable(res->status));
-    if (!transient)
-        return 0;
-    if (res->retry_after >= 0) {
-        *delay = res->retry_after < RETRY_AFTER_MAX ? res->retry_after : RETRY_AFTER_MAX;
-        return 1;
-    }
-    double backoff = BACKOFF_BASE * ldexp(1.0, j->attempts - 1);
-    if (backoff > BACKOFF_MAX)
-        backoff = BACKOFF_MAX;
-    *delay = backoff * (0.5 + 0.5 * random_unit(m));
-    return 1;
-}
-
-static void job_request(job *j, double delay, http_request *r);
-
-static void job_finish(job *j, http_outcome outcome, long status, char *body, size_t len, const char *error)
-{
-    lm *m = j->m;
-    j->outcome = outcome;
-    j->status = status;
-    j->response = body;
-    j->response_len = body ? len : 0;
-    j->error = error && *error ? str_dup_len(error, strlen(error)) : NULL;
-    j->finished_at = clock_now();
-    pthread_mutex_lock(&m->lock);
-    if (--j->b->pending == 0)
-        pthread_cond_signal(&j->b->done);
-    pthread_mutex_unlock(&m->lock);
-}
-
-/* The http callback, on the I/O thread: either schedule the next attempt
- * (http.c holds it until its delay passes, without blocking anything) or
- * record the final one and wake the batch's caller. Parsing is left to the
- * caller's thread so the I/O thread only moves bytes. */
-static void on_attempt_done(void *ctx, http_result *res)
-{
-    job *j = ctx;
-    j->attempts++;
-    double delay;
-    if (retry_delay(j->m, j, res, &delay)) {
-        http_request next;
-        job_request(j, delay, &next);
-        if (http_submit(j->m->http, &next) == 0) {
-            free(res->body);
-            return;
-        }
-        free(res->body);
-        job_finish(j, HTTP_ERR_CANCELLED, res->status, NULL, 0, "cancelled before a retry");
-        return;
-    }
-    job_finish(j, res->outcome, res->status, res->body, res->body_len, res->error);
-}
-
-static void job_request(job *j, double delay, http_request *r)
+static void response_init(lm_response *r)
 {
     memset(r, 0, sizeof *r);
-    r->url = j->m->url;
-    r->headers = j->m->headers;
-    r->body = j->body;
-    r->body_len = j->body_len;
-    r->timeout = j->m->timeout;
-    r->delay = delay;
-    r->done = on_attempt_done;
-    r->ctx = j;
+    r->prompt_tokens = r->completion_tokens = r->cached_tokens = r->cache_write_tokens = -1;
 }
-
-/* ---- results -------------------------------------------------------- */
 
 static void set_message(lm_response *out, lm_error error, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -208,46 +153,282 @@ static void set_message(lm_response *out, lm_error error, const char *fmt, ...)
     out->error_message = buf_take(&b);
 }
 
-static void job_to_response(lm *m, job *j, double started, lm_response *out)
+/* ---- rate limits ---------------------------------------------------- */
+
+/* Design note. Both limits are token buckets kept as a generic cell rate
+ * algorithm: a "theoretical arrival time" (tat) per limit, pushed forward
+ * by each call's cost (1 request, or its estimated tokens) divided by the
+ * rate. A call may start once now >= tat - burst, so an idle endpoint lets
+ * about RATE_BURST_SECONDS' worth through at once and then spaces calls
+ * evenly. The start time is decided when the call is submitted and handed
+ * to http.c as a delay: the call waits in the I/O thread's timed queue,
+ * holding no connection and no thread, and 2,000 queued sub-calls cost
+ * nothing but their place in that queue. A call larger than the burst still
+ * passes (the bucket goes into debt and later calls wait), so none starves.
+ * Called with m->lock held; returns the start time (>= earliest). */
+static double pace_locked(lm *m, double earliest, double tokens)
 {
-    out->http_status = j->status;
-    out->attempts = j->attempts;
-    out->seconds = j->finished_at > started ? j->finished_at - started : 0;
-    out->prompt_tokens = -1;
-    out->completion_tokens = -1;
-    const char *why = j->error ? j->error : "";
-    int ok_status = j->status >= 200 && j->status < 300;
-    switch (j->outcome) {
+    double start = earliest;
+    double request_cost = 0, token_cost = 0;
+    if (m->requests_per_minute > 0) {
+        request_cost = 60.0 / m->requests_per_minute;
+        double burst = request_cost < RATE_BURST_SECONDS ? RATE_BURST_SECONDS - request_cost : 0;
+        if (m->tat_requests - burst > start)
+            start = m->tat_requests - burst;
+    }
+    if (m->tokens_per_minute > 0) {
+        token_cost = tokens * 60.0 / m->tokens_per_minute;
+        if (m->tat_tokens - RATE_BURST_SECONDS > start)
+            start = m->tat_tokens - RATE_BURST_SECONDS;
+    }
+    if (m->requests_per_minute > 0)
+        m->tat_requests = (m->tat_requests > start ? m->tat_requests : start) + request_cost;
+    if (m->tokens_per_minute > 0)
+        m->tat_tokens = (m->tat_tokens > start ? m->tat_tokens : start) + token_cost;
+    return start;
+}
+
+/* ---- retries -------------------------------------------------------- */
+
+static double random_unit(lm *m)
+{
+    /* xorshift64*: jitter needs spread, not secrecy. */
+    pthread_mutex_lock(&m->lock);
+    uint64_t x = m->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    m->rng = x;
+    pthread_mutex_unlock(&m->lock);
+    return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+}
+
+/* 529 is Anthropic's "overloaded". */
+static int status_retryable(long status)
+{
+    return status == 429 || status == 500 || status == 502 || status == 503 || status == 504 ||
+           status == 529;
+}
+
+static double backoff_delay(lm *m, const job *j, double retry_after)
+{
+    if (retry_after >= 0)
+        return retry_after < RETRY_AFTER_MAX ? retry_after : RETRY_AFTER_MAX;
+    double backoff = BACKOFF_BASE * ldexp(1.0, j->attempts - 1);
+    if (backoff > BACKOFF_MAX)
+        backoff = BACKOFF_MAX;
+    return backoff * (0.5 + 0.5 * random_unit(m));
+}
+
+/* ---- streams -------------------------------------------------------- */
+
+static void report_progress(job *j)
+{
+    const lm_request *req = j->req;
+    if (!req->progress)
+        return;
+    if (j->acc.content_chars == j->shown_content && j->acc.reasoning_chars == j->shown_reasoning)
+        return;
+    j->shown_content = j->acc.content_chars;
+    j->shown_reasoning = j->acc.reasoning_chars;
+    lm_progress p = {
+        .content_chars = j->acc.content_chars,
+        .reasoning_chars = j->acc.reasoning_chars,
+        .attempt = j->attempts + 1,
+    };
+    req->progress(req->progress_ctx, &p);
+}
+
+static int on_sse_event(void *ctx, const sse_event *ev)
+{
+    job *j = ctx;
+    if (j->m->provider == PROVIDER_ANTHROPIC)
+        return anthropic_stream_event(&j->acc, ev->type, ev->data, ev->data_len);
+    return openai_stream_event(&j->acc, ev->data, ev->data_len);
+}
+
+/* The http reader, on the I/O thread: bytes -> SSE events -> the reply. */
+static int on_stream_data(void *ctx, const char *data, size_t len)
+{
+    job *j = ctx;
+    if (j->acc.events == 0 && j->raw.len + len <= STREAM_RAW_MAX)
+        buf_append(&j->raw, data, len);
+    int rc = sse_feed(&j->sse, data, len);
+    if (rc != 0 && j->acc.error == LM_OK)
+        lm_stream_fail(&j->acc, LM_ERR_PARSE, 0, "bad event stream: ", sse_error(&j->sse));
+    report_progress(j);
+    return j->acc.error != LM_OK ? -1 : 0;
+}
+
+static void stream_restart(job *j)
+{
+    sse_parser_reset(&j->sse);
+    lm_stream_reset(&j->acc);
+    buf_reset(&j->raw);
+    j->shown_content = j->shown_reasoning = 0;
+}
+
+/* ---- attempts ------------------------------------------------------- */
+
+static void job_request(job *j, double delay, http_request *r)
+{
+    lm *m = j->m;
+    memset(r, 0, sizeof *r);
+    r->url = m->urls[j->url_index];
+    r->headers = j->stream ? m->stream_headers : m->headers;
+    r->body = j->body;
+    r->body_len = j->body_len;
+    r->timeout = m->timeout;
+    r->delay = delay;
+    r->done = NULL;
+    r->ctx = j;
+    if (j->stream) {
+        r->on_data = on_stream_data;
+        r->stall_timeout = m->stall_timeout;
+    }
+}
+
+static void parse_body(lm *m, const char *body, size_t len, lm_response *out)
+{
+    if (m->provider == PROVIDER_ANTHROPIC)
+        anthropic_parse_response(body, len, out);
+    else
+        openai_parse_response(body, len, out);
+}
+
+/* A 2xx reply a retry might improve on: unreadable, or nothing but reasoning. */
+static int bad_reply(const lm_response *r)
+{
+    if (r->error == LM_ERR_PARSE || r->error == LM_ERR_EMPTY || r->error == LM_ERR_TRUNCATED)
+        return 1;
+    return r->error == LM_OK && (!r->content || !r->content[0]) &&
+           !(r->finish_reason && strcmp(r->finish_reason, "length") == 0);
+}
+
+/* What the attempt just made amounts to, in j->out; *retry says whether it
+ * is worth another and *failover whether that one should go to the next URL. */
+static void attempt_result(job *j, http_result *res, int *retry, int *failover)
+{
+    lm *m = j->m;
+    lm_response *out = &j->out;
+    const char *url = m->urls[j->url_index];
+    const char *why = res->error ? res->error : "";
+    int ok_status = res->status >= 200 && res->status < 300;
+    lm_response_clear(out);
+    response_init(out);
+    out->http_status = res->status;
+    *retry = *failover = 0;
+
+    if (j->stream && ok_status && res->outcome != HTTP_ERR_CANCELLED &&
+        (res->outcome == HTTP_OK || j->acc.error != LM_OK)) {
+        if (res->outcome == HTTP_OK && j->acc.events == 0 && j->raw.len > 0 && j->raw.data[0] == '{') {
+            /* The server ignored stream: true and answered in one piece. */
+            parse_body(m, j->raw.data, j->raw.len, out);
+        } else {
+            int transient = j->acc.transient;
+            lm_stream_finish(&j->acc, out);
+            *retry = out->error == LM_ERR_TRUNCATED || (out->error != LM_OK && transient);
+        }
+        *retry = *retry || (m->retry_bad_replies && bad_reply(out));
+        return;
+    }
+    switch (res->outcome) {
     case HTTP_OK:
         if (ok_status) {
-            openai_parse_response(j->response, j->response_len, out);
+            parse_body(m, res->body, res->body_len, out);
+            *retry = m->retry_bad_replies && bad_reply(out);
         } else {
             out->error = LM_ERR_HTTP;
-            out->error_message = openai_error_message(j->status, j->response, j->response_len);
+            out->error_message = m->provider == PROVIDER_ANTHROPIC
+                                     ? anthropic_error_message(res->status, res->body, res->body_len)
+                                     : openai_error_message(res->status, res->body, res->body_len);
+            *retry = status_retryable(res->status);
+            *failover = res->status >= 500;
         }
         break;
     case HTTP_ERR_CONNECT:
+        set_message(out, LM_ERR_CONNECT, "cannot reach %s: %s", url, why);
+        *retry = *failover = 1;
+        break;
     case HTTP_ERR_OTHER:
-        set_message(out, LM_ERR_CONNECT, "cannot reach %s: %s", m->url, why);
+        set_message(out, LM_ERR_CONNECT, "cannot reach %s: %s", url, why);
         break;
     case HTTP_ERR_TIMEOUT:
-        set_message(out, LM_ERR_TIMEOUT, "no complete answer within %gs: %s", m->timeout, why);
+        if (j->stream && ok_status)
+            set_message(out, LM_ERR_TIMEOUT, "stream stalled or ran past %gs: %s", m->timeout, why);
+        else
+            set_message(out, LM_ERR_TIMEOUT, "no complete answer within %gs: %s", m->timeout, why);
+        *retry = *failover = 1;
         break;
     case HTTP_ERR_TOO_LARGE:
-        set_message(out, ok_status || j->status == 0 ? LM_ERR_PARSE : LM_ERR_HTTP,
-                    "HTTP %ld: response body larger than the limit", j->status);
+        set_message(out, ok_status || res->status == 0 ? LM_ERR_PARSE : LM_ERR_HTTP,
+                    "HTTP %ld: response body larger than the limit", res->status);
         break;
     case HTTP_ERR_CANCELLED:
         set_message(out, LM_ERR_CANCELLED, "%s", why[0] ? why : "cancelled");
         break;
     }
+}
+
+static void job_finish(job *j)
+{
+    lm *m = j->m;
+    lm_response *out = &j->out;
+    out->attempts = j->attempts;
     if (out->error != LM_OK && out->error != LM_ERR_CANCELLED && j->attempts > 1 && out->error_message) {
         char *msg = out->error_message;
         out->error_message = NULL;
         set_message(out, out->error, "%s (after %d attempts)", msg, j->attempts);
         free(msg);
     }
+    j->finished_at = clock_now();
+    pthread_mutex_lock(&m->lock);
+    if (--j->b->pending == 0)
+        pthread_cond_signal(&j->b->done);
+    pthread_mutex_unlock(&m->lock);
 }
+
+/* The http callback, on the I/O thread: parse the attempt, then either
+ * schedule the next (http.c holds it until its delay passes, blocking
+ * nothing) or keep it as final and wake the batch's caller. */
+static void on_attempt_done(void *ctx, http_result *res)
+{
+    job *j = ctx;
+    lm *m = j->m;
+    j->attempts++;
+    int retry, failover;
+    attempt_result(j, res, &retry, &failover);
+    free(res->body);
+    res->body = NULL;
+    if (!retry || j->attempts > m->max_retries || res->outcome == HTTP_ERR_CANCELLED) {
+        job_finish(j);
+        return;
+    }
+    double delay = backoff_delay(m, j, res->retry_after);
+    if (failover && m->n_urls > 1) {
+        j->url_index = (j->url_index + 1) % m->n_urls;
+        if (res->outcome == HTTP_ERR_CONNECT)
+            delay = 0; /* nobody answered there: the next URL at once */
+    }
+    if (j->stream)
+        stream_restart(j);
+    double now = clock_now();
+    pthread_mutex_lock(&m->lock);
+    double start = pace_locked(m, now + delay, j->est_tokens);
+    pthread_mutex_unlock(&m->lock);
+    j->waited += start - (now + delay);
+    http_request next;
+    job_request(j, start - now, &next);
+    next.done = on_attempt_done;
+    if (http_submit(m->http, &next) != 0) {
+        lm_response_clear(&j->out);
+        response_init(&j->out);
+        set_message(&j->out, LM_ERR_CANCELLED, "cancelled before a retry");
+        job_finish(j);
+    }
+}
+
+/* ---- usage ---------------------------------------------------------- */
 
 static usage_entry *usage_find(lm *m, const char *model)
 {
@@ -288,20 +469,61 @@ static void usage_add(lm *m, const char *model, const lm_response *r)
 
 /* ---- public --------------------------------------------------------- */
 
+/* The wire options of one request: the dispatcher's defaults, then the
+ * request's own. */
+static lm_wire_options wire_for(const lm *m, const lm_request *req)
+{
+    lm_wire_options w = m->wire;
+    w.stream = req->stream != 0;
+    if (req->max_tokens > 0)
+        w.max_tokens = req->max_tokens;
+    return w;
+}
+
+static void job_init(lm *m, batch *b, const lm_request *req, job *j)
+{
+    j->m = m;
+    j->b = b;
+    j->req = req;
+    j->stream = req->stream != 0;
+    response_init(&j->out);
+    lm_wire_options w = wire_for(m, req);
+    j->body = m->provider == PROVIDER_ANTHROPIC ? anthropic_request_body(req, &w)
+                                                : openai_request_body_with(req, &w);
+    j->body_len = j->body ? strlen(j->body) : 0;
+    j->est_tokens = (double)j->body_len / 4.0;
+    if (j->stream) {
+        sse_parser_init(&j->sse, STREAM_MAX_LINE, STREAM_MAX_EVENT, on_sse_event, j);
+        lm_stream_init(&j->acc, 0);
+        buf_init(&j->raw, STREAM_RAW_MAX);
+    }
+}
+
+static void job_free(job *j)
+{
+    free(j->body);
+    lm_response_clear(&j->out);
+    if (j->stream) {
+        sse_parser_free(&j->sse);
+        lm_stream_free(&j->acc);
+        buf_free(&j->raw);
+    }
+}
+
 /* Design note. lm_call_many encodes every body on the caller's thread, then
  * submits the whole batch under m->lock, which is also what lm_free takes to
  * set `closing`: so a batch is either wholly submitted before shutdown begins
- * or not at all, and http_submit never meets a freed client. The caller then
- * sleeps on its batch's condition variable; the I/O thread's callback counts
- * the batch down. Retries go back to the I/O thread's timed queue, so a
- * backoff sleeps nobody. Bodies are parsed here, on the caller's thread. */
+ * or not at all, and http_submit never meets a freed client. Each call's
+ * start time comes from the rate limiter (pace_locked) and its URL from the
+ * round-robin position, both under the same lock. The caller then sleeps on
+ * its batch's condition variable; the I/O thread's callback parses each
+ * attempt (streams are parsed as their bytes arrive, which the progress
+ * callback needs anyway), schedules retries on its own timed queue — so a
+ * backoff sleeps nobody — and counts the batch down. */
 void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
 {
-    for (size_t i = 0; i < n; i++) {
-        memset(&out[i], 0, sizeof out[i]);
-        out[i].prompt_tokens = -1;
-        out[i].completion_tokens = -1;
-    }
+    for (size_t i = 0; i < n; i++)
+        response_init(&out[i]);
     if (n == 0)
         return;
     job *jobs = calloc(n, sizeof *jobs);
@@ -312,30 +534,34 @@ void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
     }
     batch b = {.pending = 0};
     pthread_cond_init(&b.done, NULL);
-    for (size_t i = 0; i < n; i++) {
-        jobs[i].m = m;
-        jobs[i].b = &b;
-        jobs[i].body = openai_request_body(&reqs[i]);
-        jobs[i].body_len = jobs[i].body ? strlen(jobs[i].body) : 0;
-        jobs[i].outcome = HTTP_ERR_OTHER;
-    }
+    for (size_t i = 0; i < n; i++)
+        job_init(m, &b, &reqs[i], &jobs[i]);
 
     double started = clock_now();
     pthread_mutex_lock(&m->lock);
     int closing = m->closing;
     m->callers++;
-    for (size_t i = 0; i < n && !closing; i++) {
+    for (size_t i = 0; i < n; i++) {
         job *j = &jobs[i];
-        if (!j->body) {
-            j->error = str_dup_len("cannot encode the request (out of memory)", 41);
+        if (closing) {
+            set_message(&j->out, LM_ERR_CANCELLED, "cancelled");
             continue;
         }
+        if (!j->body) {
+            set_message(&j->out, LM_ERR_CANCELLED, "cannot encode the request (out of memory)");
+            continue;
+        }
+        j->url_index = m->next_url++ % m->n_urls;
+        double now = clock_now();
+        double start = pace_locked(m, now, j->est_tokens);
+        j->waited = start - now;
         http_request r;
-        job_request(j, 0, &r);
+        job_request(j, start - now, &r);
+        r.done = on_attempt_done;
         b.pending++;
         if (http_submit(m->http, &r) != 0) {
             b.pending--;
-            j->outcome = HTTP_ERR_CANCELLED;
+            set_message(&j->out, LM_ERR_CANCELLED, "cancelled");
         }
     }
     while (b.pending > 0)
@@ -343,12 +569,12 @@ void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
     pthread_mutex_unlock(&m->lock);
 
     for (size_t i = 0; i < n; i++) {
-        if (closing)
-            jobs[i].outcome = HTTP_ERR_CANCELLED;
-        job_to_response(m, &jobs[i], started, &out[i]);
-        free(jobs[i].body);
-        free(jobs[i].response);
-        free(jobs[i].error);
+        job *j = &jobs[i];
+        out[i] = j->out;
+        response_init(&j->out);
+        out[i].seconds = j->finished_at > started ? j->finished_at - started : 0;
+        out[i].wait_seconds = j->waited;
+        job_free(j);
     }
     free(jobs);
     pthread_cond_destroy(&b.done);
@@ -399,48 +625,136 @@ static int header_value_ok(const char *s)
     return 1;
 }
 
-static int build_endpoint(lm *m, const lm_options *opts, char *err, size_t errlen)
+/* The host of a URL is api.anthropic.com. */
+static int anthropic_host(const char *url)
 {
-    const char *base = opts->base_url;
+    if (!url)
+        return 0;
+    const char *host = strstr(url, "://");
+    host = host ? host + 3 : url;
+    static const char name[] = "api.anthropic.com";
+    size_t n = sizeof name - 1;
+    return strncasecmp(host, name, n) == 0 && (host[n] == '\0' || host[n] == '/' || host[n] == ':');
+}
+
+static int choose_provider(lm *m, const lm_options *opts, char *err, size_t errlen)
+{
+    const char *name = opts->provider;
+    if (!name || !*name)
+        m->provider = anthropic_host(opts->base_url) ? PROVIDER_ANTHROPIC : PROVIDER_OPENAI;
+    else if (strcmp(name, "openai") == 0)
+        m->provider = PROVIDER_OPENAI;
+    else if (strcmp(name, "anthropic") == 0)
+        m->provider = PROVIDER_ANTHROPIC;
+    else {
+        snprintf(err, errlen, "unknown provider \"%.40s\" (openai or anthropic)", name);
+        return -1;
+    }
+    return 0;
+}
+
+static char *endpoint_url(lm *m, const char *base, char *err, size_t errlen)
+{
     if (!base || !*base) {
         snprintf(err, errlen, "no base_url given");
-        return -1;
+        return NULL;
+    }
+    if (!header_value_ok(base)) {
+        snprintf(err, errlen, "base_url contains a line break");
+        return NULL;
     }
     size_t len = strlen(base);
     while (len > 0 && base[len - 1] == '/')
         len--;
     buf url;
     buf_init(&url, URL_MAX);
-    if (buf_append(&url, base, len) != 0 || buf_puts(&url, "/chat/completions") != 0) {
+    const char *path = m->provider == PROVIDER_ANTHROPIC ? "/messages" : "/chat/completions";
+    if (buf_append(&url, base, len) != 0 || buf_puts(&url, path) != 0) {
         buf_free(&url);
         snprintf(err, errlen, "base_url is too long");
+        return NULL;
+    }
+    return buf_take(&url);
+}
+
+static int build_endpoint(lm *m, const lm_options *opts, char *err, size_t errlen)
+{
+    if (choose_provider(m, opts, err, errlen) != 0)
+        return -1;
+    size_t n = 1 + (opts->extra_base_urls ? opts->n_extra_base_urls : 0);
+    if (n > MAX_BASE_URLS) {
+        snprintf(err, errlen, "more than %d base URLs", MAX_BASE_URLS);
         return -1;
     }
-    m->url = buf_take(&url);
-    if (!header_value_ok(m->url)) {
-        snprintf(err, errlen, "base_url contains a line break");
+    m->urls = calloc(n, sizeof *m->urls);
+    if (!m->urls) {
+        snprintf(err, errlen, "out of memory");
         return -1;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *base = i == 0 ? opts->base_url : opts->extra_base_urls[i - 1];
+        m->urls[i] = endpoint_url(m, base, err, errlen);
+        if (!m->urls[i])
+            return -1;
+        m->n_urls = i + 1;
     }
 
-    size_t h = 0;
-    m->headers[h++] = "Content-Type: application/json";
-    m->headers[h++] = "Accept: application/json";
-    if (opts->api_key && *opts->api_key) {
-        if (!header_value_ok(opts->api_key)) {
+    const char *key = opts->api_key && *opts->api_key ? opts->api_key : NULL;
+    if (key) {
+        if (!header_value_ok(key)) {
             snprintf(err, errlen, "api_key contains a line break");
             return -1;
         }
         buf auth;
         buf_init(&auth, URL_MAX);
-        if (buf_printf(&auth, "Authorization: Bearer %s", opts->api_key) != 0) {
+        int rc = m->provider == PROVIDER_ANTHROPIC ? buf_printf(&auth, "x-api-key: %s", key)
+                                                   : buf_printf(&auth, "Authorization: Bearer %s", key);
+        if (rc != 0) {
             buf_free(&auth);
             snprintf(err, errlen, "api_key is too long");
             return -1;
         }
-        m->auth_header = buf_take(&auth);
-        m->headers[h++] = m->auth_header;
+        m->key_header = buf_take(&auth);
     }
-    m->headers[h] = NULL;
+    size_t h = 0;
+    m->headers[h] = m->stream_headers[h] = "Content-Type: application/json";
+    h++;
+    m->headers[h] = "Accept: application/json";
+    m->stream_headers[h] = "Accept: text/event-stream";
+    h++;
+    if (m->provider == PROVIDER_ANTHROPIC) {
+        m->headers[h] = m->stream_headers[h] = "anthropic-version: " ANTHROPIC_VERSION;
+        h++;
+    }
+    if (m->key_header) {
+        m->headers[h] = m->stream_headers[h] = m->key_header;
+        h++;
+    }
+    m->headers[h] = m->stream_headers[h] = NULL;
+    return 0;
+}
+
+static int copy_wire_defaults(lm *m, const lm_options *opts, char *err, size_t errlen)
+{
+    m->wire.max_tokens = opts->max_tokens > 0 ? opts->max_tokens : 0;
+    m->wire.max_completion_tokens = opts->max_completion_tokens != 0;
+    m->wire.send_temperature = opts->send_temperature != 0;
+    m->wire.temperature = opts->temperature;
+    if (opts->reasoning_effort && *opts->reasoning_effort) {
+        m->effort = str_dup_len(opts->reasoning_effort, strlen(opts->reasoning_effort));
+        if (!m->effort) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        m->wire.reasoning_effort = m->effort;
+    }
+    if (opts->requests_per_minute < 0 || opts->tokens_per_minute < 0 ||
+        !isfinite(opts->requests_per_minute) || !isfinite(opts->tokens_per_minute)) {
+        snprintf(err, errlen, "rate limits must be positive (or 0 for none)");
+        return -1;
+    }
+    m->requests_per_minute = opts->requests_per_minute;
+    m->tokens_per_minute = opts->tokens_per_minute;
     return 0;
 }
 
@@ -456,11 +770,13 @@ lm *lm_new(const lm_options *opts, char *err, size_t errlen)
     m->rng = ((uint64_t)(uintptr_t)m << 17) ^ (uint64_t)(clock_wall() * 1e6) ^ 0x9E3779B97F4A7C15ULL;
     if (!m->rng)
         m->rng = 1;
-    if (build_endpoint(m, opts, err, errlen) != 0)
+    if (build_endpoint(m, opts, err, errlen) != 0 || copy_wire_defaults(m, opts, err, errlen) != 0)
         goto fail;
     m->timeout = opts->timeout > 0 ? opts->timeout : DEFAULT_TIMEOUT;
+    m->stall_timeout = opts->stall_timeout > 0 ? opts->stall_timeout : DEFAULT_STALL_TIMEOUT;
     m->max_retries = opts->max_retries == 0 ? DEFAULT_MAX_RETRIES
                    : opts->max_retries < 0 ? 0 : opts->max_retries;
+    m->retry_bad_replies = opts->retry_bad_replies != 0;
     http_options ho = {
         .max_transfers = opts->concurrency > 0 ? opts->concurrency : DEFAULT_CONCURRENCY,
         .connect_timeout = opts->connect_timeout > 0 ? opts->connect_timeout : DEFAULT_CONNECT_TIMEOUT,
@@ -491,8 +807,11 @@ void lm_free(lm *m)
     for (size_t i = 0; i < m->n_usage; i++)
         free(m->usage[i].model);
     free(m->usage);
-    free(m->url);
-    free(m->auth_header);
+    for (size_t i = 0; i < m->n_urls; i++)
+        free(m->urls[i]);
+    free(m->urls);
+    free(m->key_header);
+    free(m->effort);
     pthread_cond_destroy(&m->idle);
     pthread_mutex_destroy(&m->lock);
     free(m);

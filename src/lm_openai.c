@@ -33,7 +33,35 @@ static json_t *json_string_sanitized(const char *s)
     return v;
 }
 
+/* The options every OpenAI-compatible server accepts, added only when set. */
+static int add_wire_options(json_t *root, const lm_wire_options *wire)
+{
+    if (!wire)
+        return 0;
+    if (wire->max_tokens > 0 &&
+        json_object_set_new(root, wire->max_completion_tokens ? "max_completion_tokens" : "max_tokens",
+                            json_integer(wire->max_tokens)) != 0)
+        return -1;
+    if (wire->reasoning_effort && wire->reasoning_effort[0] &&
+        json_object_set_new(root, "reasoning_effort", json_string_sanitized(wire->reasoning_effort)) != 0)
+        return -1;
+    if (wire->send_temperature && json_object_set_new(root, "temperature", json_real(wire->temperature)) != 0)
+        return -1;
+    if (wire->stream) {
+        /* Without include_usage a stream reports no tokens at all. */
+        if (json_object_set_new(root, "stream", json_true()) != 0 ||
+            json_object_set_new(root, "stream_options", json_pack("{s:b}", "include_usage", 1)) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 char *openai_request_body(const lm_request *req)
+{
+    return openai_request_body_with(req, NULL);
+}
+
+char *openai_request_body_with(const lm_request *req, const lm_wire_options *wire)
 {
     char *out = NULL;
     json_t *root = json_object();
@@ -53,7 +81,7 @@ char *openai_request_body(const lm_request *req)
             json_object_set_new(m, "content", json_string_sanitized(msg->content)) != 0)
             goto fail;
     }
-    if (json_object_set(root, "messages", messages) != 0)
+    if (json_object_set(root, "messages", messages) != 0 || add_wire_options(root, wire) != 0)
         goto fail;
     out = json_dumps(root, JSON_COMPACT);
 fail:
@@ -120,7 +148,6 @@ static long token_field(json_t *usage, const char *key)
     return (long)json_integer_value(v);
 }
 
-static char *error_text_from_json(json_t *root);
 
 void openai_parse_response(const char *body, size_t len, lm_response *out)
 {
@@ -131,6 +158,8 @@ void openai_parse_response(const char *body, size_t len, lm_response *out)
     out->content = out->reasoning = out->finish_reason = out->error_message = NULL;
     out->prompt_tokens = -1;
     out->completion_tokens = -1;
+    out->cached_tokens = -1;
+    out->cache_write_tokens = -1;
     out->error = LM_OK;
 
     json_error_t jerr;
@@ -150,12 +179,13 @@ void openai_parse_response(const char *body, size_t len, lm_response *out)
     if (json_is_object(usage)) {
         out->prompt_tokens = token_field(usage, "prompt_tokens");
         out->completion_tokens = token_field(usage, "completion_tokens");
+        out->cached_tokens = token_field(json_object_get(usage, "prompt_tokens_details"), "cached_tokens");
     }
 
     json_t *choices = json_object_get(root, "choices");
     if (!choices && json_object_get(root, "error")) {
         /* Some proxies send an error object with status 200. */
-        char *text = error_text_from_json(root);
+        char *text = lm_error_text_from_json(root);
         response_fail(out, LM_ERR_PARSE, "provider error: ", text ? text : "unknown");
         free(text);
         goto done;
@@ -209,6 +239,175 @@ void openai_parse_response(const char *body, size_t len, lm_response *out)
     }
 done:
     json_decref(root);
+}
+
+/* ---- streams -------------------------------------------------------- */
+
+#define STREAM_DEFAULT_MAX ((size_t)64 << 20)
+
+void lm_stream_init(lm_stream *s, size_t max)
+{
+    memset(s, 0, sizeof *s);
+    buf_init(&s->content, max ? max : STREAM_DEFAULT_MAX);
+    buf_init(&s->reasoning, max ? max : STREAM_DEFAULT_MAX);
+    s->prompt_tokens = s->completion_tokens = s->cached_tokens = s->cache_write_tokens = -1;
+}
+
+void lm_stream_free(lm_stream *s)
+{
+    buf_free(&s->content);
+    buf_free(&s->reasoning);
+    free(s->finish_reason);
+    free(s->error_message);
+    s->finish_reason = s->error_message = NULL;
+}
+
+void lm_stream_reset(lm_stream *s)
+{
+    size_t max = s->content.max;
+    lm_stream_free(s);
+    lm_stream_init(s, max);
+}
+
+static size_t code_points(const char *s, size_t len)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += ((unsigned char)s[i] & 0xC0) != 0x80;
+    return n;
+}
+
+/* Records a failure; the first one wins. Always -1, to stop the parser. */
+int lm_stream_fail(lm_stream *s, lm_error error, int transient, const char *what, const char *detail)
+{
+    if (s->error != LM_OK)
+        return -1;
+    buf msg;
+    buf_init(&msg, MESSAGE_MAX * 4);
+    buf_puts(&msg, what);
+    if (detail)
+        buf_puts(&msg, detail);
+    s->error = error;
+    s->transient = transient;
+    s->error_message = buf_take(&msg);
+    return -1;
+}
+
+/* Appends a delta's text; -1 past the limit. */
+int lm_stream_append(lm_stream *s, int reasoning, const char *text, size_t len)
+{
+    buf *b = reasoning ? &s->reasoning : &s->content;
+    if (buf_append(b, text, len) != 0)
+        return lm_stream_fail(s, LM_ERR_PARSE, 0, "streamed reply larger than the limit", NULL);
+    if (reasoning) {
+        s->has_reasoning = 1;
+        s->reasoning_chars += code_points(text, len);
+    } else {
+        s->content_chars += code_points(text, len);
+    }
+    return 0;
+}
+
+void lm_stream_set_finish(lm_stream *s, const char *reason)
+{
+    free(s->finish_reason);
+    s->finish_reason = str_dup_len(reason, strlen(reason));
+}
+
+void lm_stream_finish(lm_stream *s, lm_response *out)
+{
+    free(out->content);
+    free(out->reasoning);
+    free(out->finish_reason);
+    free(out->error_message);
+    out->content = out->reasoning = out->finish_reason = out->error_message = NULL;
+    out->prompt_tokens = s->prompt_tokens;
+    out->completion_tokens = s->completion_tokens;
+    out->cached_tokens = s->cached_tokens;
+    out->cache_write_tokens = s->cache_write_tokens;
+    out->error = s->error;
+    if (s->error != LM_OK) {
+        out->error_message = s->error_message;
+        s->error_message = NULL;
+    } else if (!s->done) {
+        response_fail(out, LM_ERR_TRUNCATED, "stream ended before its terminator (truncated)", NULL);
+    } else {
+        out->finish_reason = s->finish_reason;
+        s->finish_reason = NULL;
+        out->content = buf_take(&s->content);
+        if (s->has_reasoning)
+            out->reasoning = buf_take(&s->reasoning);
+        if (out->content && out->content[0] == '\0' && (!out->reasoning || out->reasoning[0] == '\0'))
+            response_fail(out, LM_ERR_EMPTY, "empty reply, finish_reason ",
+                          out->finish_reason ? out->finish_reason : "null");
+    }
+    lm_stream_reset(s);
+}
+
+static const char *delta_text(json_t *delta, const char *key, size_t *len)
+{
+    json_t *v = json_object_get(delta, key);
+    if (!json_is_string(v))
+        return NULL;
+    *len = json_string_length(v);
+    return json_string_value(v);
+}
+
+int openai_stream_event(lm_stream *s, const char *data, size_t len)
+{
+    if (s->error != LM_OK)
+        return -1;
+    if (s->done)
+        return 0;
+    s->events++;
+    if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+        s->done = 1;
+        return 0;
+    }
+    json_error_t jerr;
+    json_t *root = json_loadb(data, len, 0, &jerr);
+    int rc = 0;
+    if (!json_is_object(root)) {
+        rc = lm_stream_fail(s, LM_ERR_PARSE, 1, "stream chunk is not a JSON object: ", jerr.text);
+        goto done;
+    }
+    if (json_object_get(root, "error") && !json_object_get(root, "choices")) {
+        /* OpenRouter and vLLM report upstream failures inside a stream that
+         * already started with 200: a retry may well succeed. */
+        char *text = lm_error_text_from_json(root);
+        rc = lm_stream_fail(s, LM_ERR_HTTP, 1, "provider error in the stream: ", text ? text : "unknown");
+        free(text);
+        goto done;
+    }
+    json_t *usage = json_object_get(root, "usage");
+    if (json_is_object(usage)) {
+        s->prompt_tokens = token_field(usage, "prompt_tokens");
+        s->completion_tokens = token_field(usage, "completion_tokens");
+        s->cached_tokens = token_field(json_object_get(usage, "prompt_tokens_details"), "cached_tokens");
+    }
+    json_t *choice = json_array_get(json_object_get(root, "choices"), 0);
+    if (!json_is_object(choice))
+        goto done; /* the usage chunk, or a keep-alive */
+    json_t *finish = json_object_get(choice, "finish_reason");
+    if (json_is_string(finish))
+        lm_stream_set_finish(s, json_string_value(finish));
+    json_t *delta = json_object_get(choice, "delta");
+    if (!json_is_object(delta))
+        goto done;
+    size_t n = 0;
+    const char *text = delta_text(delta, "reasoning_content", &n);
+    if (!text)
+        text = delta_text(delta, "reasoning", &n);
+    if (text && (rc = lm_stream_append(s, 1, text, n)) != 0)
+        goto done;
+    text = delta_text(delta, "content", &n);
+    if (!text)
+        text = delta_text(delta, "refusal", &n);
+    if (text)
+        rc = lm_stream_append(s, 0, text, n);
+done:
+    json_decref(root);
+    return rc;
 }
 
 /* ---- errors --------------------------------------------------------- */
@@ -294,7 +493,7 @@ static int append_json_text(buf *out, json_t *v, size_t max)
  *   {"error": "..."}
  *   {"detail": "..."} or {"detail": [{"msg": "..."}]}   (FastAPI)
  *   {"message": "..."}                                   (older vLLM) */
-static char *error_text_from_json(json_t *root)
+char *lm_error_text_from_json(json_t *root)
 {
     buf out;
     buf_init(&out, MESSAGE_MAX * 3);
@@ -378,7 +577,7 @@ char *openai_error_message(long http_status, const char *body, size_t len)
         buf_printf(&out, "HTTP %ld", http_status);
 
     json_t *root = len ? json_loadb(body, len, 0, NULL) : NULL;
-    char *text = json_is_object(root) ? error_text_from_json(root) : NULL;
+    char *text = json_is_object(root) ? lm_error_text_from_json(root) : NULL;
     json_decref(root);
     if (text) {
         buf_printf(&out, ": %s", text);

@@ -449,3 +449,20 @@ char *prompt_last_turn(void)
         "of a line of its own, or FINAL_VAR(name) for a variable that holds it.\n";
     return str_dup_len(text, sizeof text - 1);
 }
+
+char *prompt_last_turn_budget(const char *why)
+{
+    buf b;
+    buf_init(&b, 4096);
+    buf_puts(&b, "The run's budget is spent (");
+    /* `why` is ours, but keep the message one clean line whatever it holds. */
+    size_t n = 0;
+    for (const char *c = why ? why : "a limit was reached"; *c && n < 300; c++, n++)
+        if ((unsigned char)*c >= 0x20)
+            buf_append(&b, c, 1);
+    buf_puts(&b, "), so no more code will run and no more sub-calls will be made. Reply now "
+                 "with your best final answer, based only on output you have already seen: "
+                 "FINAL(your answer) at the start of a line of its own, or FINAL_VAR(name) for a "
+                 "variable that holds it.\n");
+    return buf_take(&b);
+}

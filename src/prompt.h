@@ -52,4 +52,9 @@ char *prompt_nudge(int next_turn, int max_iterations);
 /* The last request when the turns ran out: answer now with FINAL(...). */
 char *prompt_last_turn(void);
 
+/* The last request when a budget ran out: says which (`why`, e.g. "max_cost:
+ * $0.0213 spent of $0.02"; control bytes are dropped, cut to 300 bytes), that
+ * no more code or sub-calls will run, and asks for FINAL(...) now. */
+char *prompt_last_turn_budget(const char *why);
+
 #endif

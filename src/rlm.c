@@ -1,5 +1,6 @@
 /* rlm — the public API (include/rlm.h): configuration by key and value, run
- * handles that own a dispatcher, a trace and a context, and rlm_ask. */
+ * handles that own the dispatchers, the call path (prices, budgets, cache,
+ * record/replay), a trace and a context, and rlm_ask. */
 #include "rlm.h"
 
 #include <errno.h>
@@ -10,11 +11,19 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cache.h"
+#include "calls.h"
 #include "context.h"
 #include "engine.h"
 #include "lm.h"
+#include "pricing.h"
 #include "trace.h"
 #include "util.h"
+
+/* Most base URLs in one comma-separated base_url. */
+#define MAX_BASE_URLS 16
+/* Bytes of warnings a handle keeps. */
+#define MAX_WARNINGS_BYTES (64 * 1024)
 
 #ifndef RLM_SANDBOX_BUILD_PATH
 #define RLM_SANDBOX_BUILD_PATH ""
@@ -50,7 +59,10 @@ void rlm_string_free(char *s)
 
 /* ---- configuration --------------------------------------------------------- */
 
-typedef enum option_kind { OPT_TEXT, OPT_URL, OPT_INT, OPT_SECONDS, OPT_SIZE, OPT_BOOL } option_kind;
+typedef enum option_kind {
+    OPT_TEXT, OPT_URL, OPT_URLS, OPT_INT, OPT_SECONDS, OPT_SIZE, OPT_BOOL, OPT_NUMBER, OPT_DOLLARS,
+    OPT_PROVIDER,
+} option_kind;
 
 typedef struct option_spec {
     const char *key;
@@ -62,11 +74,14 @@ typedef struct option_spec {
 enum {
     OPT_BASE_URL, OPT_API_KEY, OPT_MODEL, OPT_SUB_MODEL, OPT_MAX_ITERATIONS, OPT_CONCURRENCY,
     OPT_CELL_TIMEOUT, OPT_OUTPUT_LIMIT, OPT_REQUEST_TIMEOUT, OPT_MAX_RETRIES, OPT_SANDBOX_MEMORY,
-    OPT_SANDBOX_EXE, OPT_UNSAFE_NO_SANDBOX, OPT_TRACE, OPT_COUNT
+    OPT_SANDBOX_EXE, OPT_UNSAFE_NO_SANDBOX, OPT_TRACE, OPT_MAX_COST, OPT_MAX_TOKENS, OPT_MAX_TIME,
+    OPT_MAX_SUBCALLS, OPT_CACHE, OPT_CACHE_DIR, OPT_PRICES, OPT_RECORD, OPT_REPLAY, OPT_SUB_BASE_URL,
+    OPT_PROVIDER_KEY, OPT_RPM, OPT_TPM, OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE,
+    OPT_COUNT
 };
 
 static const option_spec option_specs[OPT_COUNT] = {
-    [OPT_BASE_URL] = {"base_url", OPT_URL, "https://api.openai.com/v1", 0, 0},
+    [OPT_BASE_URL] = {"base_url", OPT_URLS, "https://api.openai.com/v1", 0, 0},
     [OPT_API_KEY] = {"api_key", OPT_TEXT, "", 0, 0},
     [OPT_MODEL] = {"model", OPT_TEXT, "gpt-5-mini", 0, 0},
     [OPT_SUB_MODEL] = {"sub_model", OPT_TEXT, NULL, 0, 0},
@@ -80,6 +95,22 @@ static const option_spec option_specs[OPT_COUNT] = {
     [OPT_SANDBOX_EXE] = {"sandbox_exe", OPT_TEXT, NULL, 0, 0},
     [OPT_UNSAFE_NO_SANDBOX] = {"unsafe_no_sandbox", OPT_BOOL, "0", 0, 0},
     [OPT_TRACE] = {"trace", OPT_TEXT, NULL, 0, 0},
+    [OPT_MAX_COST] = {"max_cost", OPT_DOLLARS, NULL, 0, 0},
+    [OPT_MAX_TOKENS] = {"max_tokens", OPT_INT, NULL, 1, 1000000000000000L},
+    [OPT_MAX_TIME] = {"max_time", OPT_SECONDS, NULL, 0, 0},
+    [OPT_MAX_SUBCALLS] = {"max_subcalls", OPT_INT, NULL, 0, 1000000000000L},
+    [OPT_CACHE] = {"cache", OPT_BOOL, "0", 0, 0},
+    [OPT_CACHE_DIR] = {"cache_dir", OPT_TEXT, NULL, 0, 0},
+    [OPT_PRICES] = {"prices", OPT_TEXT, NULL, 0, 0},
+    [OPT_RECORD] = {"record", OPT_TEXT, NULL, 0, 0},
+    [OPT_REPLAY] = {"replay", OPT_TEXT, NULL, 0, 0},
+    [OPT_SUB_BASE_URL] = {"sub_base_url", OPT_URLS, NULL, 0, 0},
+    [OPT_PROVIDER_KEY] = {"provider", OPT_PROVIDER, NULL, 0, 0},
+    [OPT_RPM] = {"rpm", OPT_NUMBER, "0", 0, 0},
+    [OPT_TPM] = {"tpm", OPT_NUMBER, "0", 0, 0},
+    [OPT_MAX_OUTPUT_TOKENS] = {"max_output_tokens", OPT_INT, NULL, 1, 10000000},
+    [OPT_REASONING_EFFORT] = {"reasoning_effort", OPT_TEXT, NULL, 0, 0},
+    [OPT_TEMPERATURE] = {"temperature", OPT_NUMBER, NULL, 0, 0},
 };
 
 struct rlm_config {
@@ -109,6 +140,29 @@ static int option_find(const char *key)
     return -1;
 }
 
+/* A comma-separated list of 1 to MAX_BASE_URLS http(s) URLs. */
+static int urls_check(const char *key, const char *value, char *why, size_t whylen)
+{
+    int n = 0;
+    for (const char *p = value;; n++) {
+        const char *comma = strchr(p, ',');
+        size_t len = comma ? (size_t)(comma - p) : strlen(p);
+        if (!((len > 7 && strncmp(p, "http://", 7) == 0) || (len > 8 && strncmp(p, "https://", 8) == 0))) {
+            snprintf(why, whylen, "%s must be URLs starting with http:// or https://, separated by "
+                     "commas (got '%s')", key, value);
+            return -1;
+        }
+        if (!comma)
+            break;
+        p = comma + 1;
+    }
+    if (n + 1 > MAX_BASE_URLS) {
+        snprintf(why, whylen, "%s: at most %d URLs", key, MAX_BASE_URLS);
+        return -1;
+    }
+    return 0;
+}
+
 /* Checks value against the option's kind. 0 if valid, else -1 with why. */
 static int option_check(const option_spec *spec, const char *value, char *why, size_t whylen)
 {
@@ -122,6 +176,24 @@ static int option_check(const option_spec *spec, const char *value, char *why, s
         if (strncmp(value, "http://", 7) == 0 || strncmp(value, "https://", 8) == 0)
             return 0;
         snprintf(why, whylen, "%s must start with http:// or https:// (got '%s')", spec->key, value);
+        return -1;
+    case OPT_URLS:
+        return urls_check(spec->key, value, why, whylen);
+    case OPT_NUMBER:
+        if (parse_double(value, &d) == 0 && d >= 0 && d <= 1e12)
+            return 0;
+        snprintf(why, whylen, "%s must be a number >= 0 (got '%s')", spec->key, value);
+        return -1;
+    case OPT_DOLLARS:
+        if (parse_double(value, &d) == 0 && d > 0 && d <= 1e9)
+            return 0;
+        snprintf(why, whylen, "%s must be a positive number of US dollars, like 0.50 (got '%s')",
+                 spec->key, value);
+        return -1;
+    case OPT_PROVIDER:
+        if (strcmp(value, "") == 0 || strcmp(value, "openai") == 0 || strcmp(value, "anthropic") == 0)
+            return 0;
+        snprintf(why, whylen, "%s must be openai or anthropic (got '%s')", spec->key, value);
         return -1;
     case OPT_INT:
         if (parse_long(value, &n) == 0 && n >= spec->min && n <= spec->max)
@@ -183,6 +255,8 @@ const char *rlm_config_get(const rlm_config *cfg, const char *key)
         return cfg->values[i];
     if (i == OPT_SUB_MODEL)
         return rlm_config_get(cfg, "model");
+    if (i == OPT_SUB_BASE_URL)
+        return rlm_config_get(cfg, "base_url");
     return option_specs[i].fallback ? option_specs[i].fallback : "";
 }
 
@@ -196,6 +270,12 @@ const char *rlm_config_errmsg(const rlm_config *cfg)
 struct rlm {
     rlm_config *cfg;           /* our copy */
     lm *lm;
+    lm *sub_lm;                /* a second endpoint for sub-calls, or NULL */
+    pricing *prices;
+    cache *cache;
+    json_t *key_options;       /* request options that change replies: part of cache keys */
+    calls *calls;
+    buf warnings;
     trace *trace;
     context *ctx;
     char *sandbox_exe;
@@ -296,12 +376,158 @@ static json_t *config_json(const rlm_config *cfg)
     return j;
 }
 
+/* Remembers a warning for rlm_warnings and the trace. */
+static void rlm_warn(void *userdata, const char *message)
+{
+    rlm *r = userdata;
+    /* Past the bound, later warnings stay in the trace only. */
+    buf_printf(&r->warnings, "%s\n", message);
+    trace_event(r->trace, "warning", json_pack("{s:s}", "message", message));
+}
+
+/* $XDG_<kind>_HOME/rlm/leaf, else $HOME/<fallback>/rlm/leaf. NULL when
+ * neither variable is set. */
+static char *user_path(const char *xdg_var, const char *home_fallback, const char *leaf)
+{
+    const char *xdg = getenv(xdg_var), *home = getenv("HOME");
+    buf b;
+    buf_init(&b, PATH_MAX);
+    int rc;
+    if (xdg && xdg[0] == '/')
+        rc = buf_printf(&b, "%s/rlm%s%s", xdg, leaf[0] ? "/" : "", leaf);
+    else if (home && home[0])
+        rc = buf_printf(&b, "%s/%s/rlm%s%s", home, home_fallback, leaf[0] ? "/" : "", leaf);
+    else
+        rc = -1;
+    if (rc != 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_take(&b);
+}
+
+/* The price table: built-in, then the user's config-dir file if it exists,
+ * then the `prices` file (which must exist). */
+static rlm_status rlm_load_prices(rlm *r)
+{
+    char err[1024];
+    r->prices = pricing_new();
+    if (!r->prices)
+        return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+    char *user = user_path("XDG_CONFIG_HOME", ".config", "prices.json");
+    if (user && access(user, F_OK) == 0 && pricing_load_file(r->prices, user, err, sizeof err) != 0) {
+        free(user);
+        return rlm_error(r, RLM_ERR_USAGE, "%s", err);
+    }
+    free(user);
+    const char *path = rlm_config_get(r->cfg, "prices");
+    if (path[0] && pricing_load_file(r->prices, path, err, sizeof err) != 0)
+        return rlm_error(r, RLM_ERR_USAGE, "%s", err);
+    /* A dollar limit that cannot be counted must not pretend to hold. */
+    price pr;
+    if (rlm_config_get(r->cfg, "max_cost")[0]) {
+        const char *models[2] = {r->params.model, r->params.sub_model};
+        for (int i = 0; i < 2; i++)
+            if (!pricing_lookup(r->prices, models[i], &pr))
+                return rlm_error(r, RLM_ERR_USAGE,
+                                 "max_cost needs the price of model '%s', which is unknown: add it "
+                                 "to a prices file (--prices FILE; see docs/budgets.md)", models[i]);
+    }
+    return RLM_OK;
+}
+
+/* Request options that change what a model replies, for lm_options and the cache key. */
+static rlm_status rlm_request_options(rlm *r, lm_options *lo)
+{
+    r->key_options = json_object();
+    if (!r->key_options)
+        return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+    const char *v;
+    if ((v = rlm_config_get(r->cfg, "max_output_tokens"))[0]) {
+        lo->max_tokens = config_long(r->cfg, "max_output_tokens");
+        json_object_set_new(r->key_options, "max_output_tokens", json_integer(lo->max_tokens));
+    }
+    if ((v = rlm_config_get(r->cfg, "reasoning_effort"))[0]) {
+        lo->reasoning_effort = v;
+        json_object_set_new(r->key_options, "reasoning_effort", json_string(v));
+    }
+    if ((v = rlm_config_get(r->cfg, "temperature"))[0]) {
+        lo->send_temperature = 1;
+        lo->temperature = config_double(r->cfg, "temperature");
+        json_object_set_new(r->key_options, "temperature", json_real(lo->temperature));
+    }
+    return RLM_OK;
+}
+
+/* Splits a comma-separated base_url into lo->base_url and its extra URLs
+ * (strings in *storage, freed by the caller after lm_new, which copies them). */
+static int split_base_urls(const char *value, char **storage, const char **urls, lm_options *lo)
+{
+    *storage = strdup(value);
+    if (!*storage)
+        return -1;
+    size_t n = 0;
+    for (char *p = *storage; p && n < MAX_BASE_URLS;) {
+        urls[n++] = p;
+        char *comma = strchr(p, ',');
+        if (comma)
+            *comma++ = '\0';
+        p = comma;
+    }
+    lo->base_url = urls[0];
+    lo->extra_base_urls = n > 1 ? urls + 1 : NULL;
+    lo->n_extra_base_urls = n - 1;
+    return 0;
+}
+
+static lm *rlm_start_lm(rlm *r, const lm_options *base, const char *urls_value, char *err, size_t errlen)
+{
+    lm_options lo = *base;
+    char *storage = NULL;
+    const char *urls[MAX_BASE_URLS];
+    if (split_base_urls(urls_value, &storage, urls, &lo) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    lm *m = lm_new(&lo, err, errlen);
+    free(storage);
+    return m;
+}
+
+/* The response cache, if asked for. Trouble opening it is a warning: the
+ * run goes on without it. */
+static void rlm_open_cache(rlm *r)
+{
+    if (config_long(r->cfg, "cache") == 0 || rlm_config_get(r->cfg, "replay")[0])
+        return;
+    const char *dir = rlm_config_get(r->cfg, "cache_dir");
+    char *def = dir[0] ? NULL : user_path("XDG_CACHE_HOME", ".cache", "");
+    char err[1024];
+    if (!dir[0] && !def) {
+        rlm_warn(r, "response cache disabled: neither XDG_CACHE_HOME nor HOME is set (use cache_dir)");
+        return;
+    }
+    r->cache = cache_open(dir[0] ? dir : def, err, sizeof err);
+    free(def);
+    if (!r->cache) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "response cache disabled: %s", err);
+        rlm_warn(r, msg);
+    }
+}
+
+static double config_limit(const rlm_config *cfg, const char *key)
+{
+    return rlm_config_get(cfg, key)[0] ? config_double(cfg, key) : -1;
+}
+
 rlm_status rlm_new(const rlm_config *cfg, rlm **out)
 {
     rlm *r = calloc(1, sizeof *r);
     *out = r;
     if (!r)
         return RLM_ERR_NOMEM;
+    buf_init(&r->warnings, MAX_WARNINGS_BYTES);
     r->cfg = config_copy(cfg);
     if (!r->cfg)
         return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
@@ -317,6 +543,8 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
     p->cell_timeout = config_double(r->cfg, "cell_timeout");
     p->sandbox_exe = r->sandbox_exe;
     p->unsafe_no_sandbox = config_long(r->cfg, "unsafe_no_sandbox") != 0;
+    p->warn = rlm_warn;
+    p->warn_data = r;
     const char *mem = rlm_config_get(r->cfg, "sandbox_memory");
     if (mem[0])
         parse_size(mem, &p->sandbox_memory);
@@ -328,23 +556,64 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
         if (!r->trace)
             return rlm_error(r, RLM_ERR_INPUT, "%s", err);
     }
+    rlm_status st = rlm_load_prices(r);
+    if (st != RLM_OK)
+        return st;
 
     lm_options lo = {
-        .base_url = rlm_config_get(r->cfg, "base_url"),
         .api_key = rlm_config_get(r->cfg, "api_key"),
         .concurrency = (int)config_long(r->cfg, "concurrency"),
         .timeout = config_double(r->cfg, "request_timeout"),
         .max_retries = (int)config_long(r->cfg, "max_retries"),
+        .provider = rlm_config_get(r->cfg, "provider"),
+        .requests_per_minute = config_double(r->cfg, "rpm"),
+        .tokens_per_minute = config_double(r->cfg, "tpm"),
     };
     if (lo.max_retries == 0)
         lo.max_retries = -1;   /* lm_options: 0 means "default", -1 "none" */
-    r->lm = lm_new(&lo, err, sizeof err);
+    if ((st = rlm_request_options(r, &lo)) != RLM_OK)
+        return st;
+    const char *base_url = rlm_config_get(r->cfg, "base_url");
+    const char *sub_base_url = rlm_config_get(r->cfg, "sub_base_url");
+    r->lm = rlm_start_lm(r, &lo, base_url, err, sizeof err);
     if (!r->lm)
         return rlm_error(r, RLM_ERR_INTERNAL, "cannot start the model dispatcher: %s", err);
+    if (strcmp(sub_base_url, base_url) != 0) {
+        r->sub_lm = rlm_start_lm(r, &lo, sub_base_url, err, sizeof err);
+        if (!r->sub_lm)
+            return rlm_error(r, RLM_ERR_INTERNAL, "cannot start the sub-call dispatcher: %s", err);
+    }
 
     json_t *start = json_pack("{s:s,s:o,s:s}", "version", RLM_VERSION, "config", config_json(r->cfg),
                               "sandbox_exe", r->sandbox_exe);
     trace_event(r->trace, "run_start", start);
+    rlm_open_cache(r);
+
+    calls_options co = {
+        .root_lm = r->lm,
+        .sub_lm = r->sub_lm,
+        .provider = lo.provider,
+        .root_base_url = base_url,
+        .sub_base_url = sub_base_url,
+        .key_options = r->key_options,
+        .prices = r->prices,
+        .cache = r->cache,
+        .record_path = rlm_config_get(r->cfg, "record"),
+        .replay_path = rlm_config_get(r->cfg, "replay"),
+        .limits = {
+            .max_cost = config_limit(r->cfg, "max_cost"),
+            .max_tokens = (long)config_limit(r->cfg, "max_tokens"),
+            .max_time = config_limit(r->cfg, "max_time"),
+            .max_subcalls = (long)config_limit(r->cfg, "max_subcalls"),
+        },
+        .warn = rlm_warn,
+        .warn_data = r,
+    };
+    if (calls_new(&co, &r->calls, err, sizeof err) != 0) {
+        lm_free(r->lm);
+        r->lm = NULL;   /* the handle is unusable: rlm_ask refuses it */
+        return rlm_error(r, RLM_ERR_INPUT, "%s", err);
+    }
     return RLM_OK;
 }
 
@@ -352,13 +621,24 @@ void rlm_free(rlm *r)
 {
     if (!r)
         return;
+    calls_free(r->calls);
     lm_free(r->lm);
+    lm_free(r->sub_lm);
+    cache_close(r->cache);
+    pricing_free(r->prices);
+    json_decref(r->key_options);
     trace_close(r->trace);
     context_free(r->ctx);
     rlm_config_free(r->cfg);
+    buf_free(&r->warnings);
     free(r->sandbox_exe);
     free(r->report);
     free(r);
+}
+
+const char *rlm_warnings(const rlm *r)
+{
+    return r && r->warnings.data ? r->warnings.data : "";
 }
 
 const char *rlm_errmsg(const rlm *r)
@@ -398,16 +678,47 @@ void rlm_set_progress(rlm *r, rlm_progress_fn fn, void *userdata)
     r->progress_data = userdata;
 }
 
+/* Usage per model from the call path (which counts cache hits and replayed
+ * calls too), with anything more the dispatchers know (retries, ...) added. */
+static json_t *rlm_usage_json(rlm *r)
+{
+    json_t *usage = calls_usage_json(r->calls);
+    lm *lms[2] = {r->lm, r->sub_lm};
+    for (int i = 0; usage && i < 2; i++) {
+        if (!lms[i])
+            continue;
+        json_t *more = lm_usage_json(lms[i]);
+        const char *model;
+        json_t *fields;
+        json_object_foreach(more, model, fields) {
+            json_t *mine = json_object_get(usage, model);
+            const char *key;
+            json_t *value;
+            if (mine)
+                json_object_foreach(fields, key, value)
+                    if (!json_object_get(mine, key))
+                        json_object_set(mine, key, value);
+        }
+        json_decref(more);
+    }
+    return usage ? usage : json_object();
+}
+
 static void rlm_build_report(rlm *r, const engine_outcome *o)
 {
-    json_t *j = json_pack("{s:s?,s:s,s:s?,s:i,s:I,s:I,s:I,s:o,s:f,s:s?,s:s,s:s,s:i}",
+    int in_flight = lm_max_in_flight(r->lm);
+    if (r->sub_lm && lm_max_in_flight(r->sub_lm) > in_flight)
+        in_flight = lm_max_in_flight(r->sub_lm);
+    json_t *j = json_pack("{s:s?,s:s,s:s?,s:i,s:I,s:I,s:I,s:o,s:f,s:s?,s:s,s:s,s:i,s:o,s:s?}",
                           "answer", o->answer, "status", rlm_status_name(o->status),
                           "error", o->error, "iterations", o->iterations,
                           "blocks", (json_int_t)o->blocks, "sub_calls", (json_int_t)o->sub_calls,
                           "sub_call_errors", (json_int_t)o->sub_call_errors,
-                          "usage", lm_usage_json(r->lm), "elapsed_seconds", o->elapsed,
+                          "usage", rlm_usage_json(r), "elapsed_seconds", o->elapsed,
                           "sandbox_layers", o->sandbox_layers, "model", r->params.model,
-                          "sub_model", r->params.sub_model, "max_in_flight", lm_max_in_flight(r->lm));
+                          "sub_model", r->params.sub_model, "max_in_flight", in_flight,
+                          "cost_usd", o->cost_usd >= 0 ? json_real(o->cost_usd) : json_null(),
+                          "stopped_by", o->stopped_by);
     free(r->report);
     r->report = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -419,11 +730,12 @@ rlm_status rlm_ask(rlm *r, const char *question, char **answer)
     r->errmsg[0] = '\0';
     if (!question || !question[0])
         return rlm_error(r, RLM_ERR_USAGE, "the question is empty");
-    if (!r->lm)
+    if (!r->lm || !r->calls)
         return rlm_error(r, RLM_ERR_USAGE, "this handle failed to open: %s", r->errmsg);
 
     engine_outcome o;
-    rlm_status st = engine_run(&r->params, r->lm, r->trace, r->ctx, question, r->progress,
+    calls_begin_run(r->calls);
+    rlm_status st = engine_run(&r->params, r->calls, r->trace, r->ctx, question, r->progress,
                                r->progress_data, &o);
     rlm_build_report(r, &o);
     if (st == RLM_OK) {

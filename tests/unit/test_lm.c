@@ -1,7 +1,9 @@
 /* test_lm — the dispatcher end to end against the real fake server (fakelm):
  * ordering and the concurrency bound, retries (5xx, 429 with Retry-After,
  * dropped connections, timeouts), errors without retry, usage accounting,
- * cancellation on lm_free, and the http layer's body cap. */
+ * cancellation on lm_free, the http layer's body cap; streaming from both
+ * providers (truncated, stalled and reset streams retried), Anthropic
+ * Messages, rate-limit pacing, round-robin failover and a seeded fault mix. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -64,14 +66,15 @@ static void server_start(server *s, const char *script, const char *key)
     memset(s, 0, sizeof *s);
     snprintf(s->dir, sizeof s->dir, "/tmp/rlm-test-lm-XXXXXX");
     assert_non_null(mkdtemp(s->dir));
-    char script_path[128], port_path[128], log_path[128];
+    char script_path[128], port_path[128], log_path[128], request_log[128];
     snprintf(script_path, sizeof script_path, "%s/script.json", s->dir);
     snprintf(port_path, sizeof port_path, "%s/port", s->dir);
     snprintf(log_path, sizeof log_path, "%s/stderr", s->dir);
+    snprintf(request_log, sizeof request_log, "%s/requests.log", s->dir);
     write_file(script_path, script);
 
     const char *argv[] = {FAKELM, "--script", script_path, "--port", "0", "--port-file", port_path,
-                          key ? "--require-key" : NULL, key, NULL};
+                          "--log", request_log, key ? "--require-key" : NULL, key, NULL};
     pid_t parent = getpid();
     s->pid = fork();
     assert_true(s->pid >= 0);
@@ -123,7 +126,7 @@ static void server_stop(server *s)
     }
     if (!s->dir[0])
         return;
-    static const char *const files[] = {"script.json", "port", "stderr"};
+    static const char *const files[] = {"script.json", "port", "stderr", "requests.log"};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char path[128];
         snprintf(path, sizeof path, "%s/%s", s->dir, files[i]);
@@ -205,7 +208,7 @@ static lm *lm_open(const char *base, const char *key, int concurrency, double ti
 static void call_one(lm *m, const char *model, const char *text, lm_response *out)
 {
     lm_message msg = {"user", text};
-    lm_request req = {model, &msg, 1};
+    lm_request req = {.model = model, .messages = &msg, .n_messages = 1};
     lm_call(m, &req, out);
 }
 
@@ -226,7 +229,7 @@ static void test_many_in_order_bounded(void **state)
     for (int i = 0; i < N_MANY; i++) {
         snprintf(texts[i], sizeof texts[i], "q%d", i);
         msgs[i] = (lm_message){"user", texts[i]};
-        reqs[i] = (lm_request){"m-small", &msgs[i], 1};
+        reqs[i] = (lm_request){.model = "m-small", .messages = &msgs[i], .n_messages = 1};
     }
     lm_call_many(m, reqs, N_MANY, out);
     for (int i = 0; i < N_MANY; i++) {
@@ -268,7 +271,7 @@ static void *caller_main(void *p)
     for (int i = 0; i < a->n; i++) {
         snprintf(texts[i], sizeof texts[i], "q%d", a->first + i);
         msgs[i] = (lm_message){"user", texts[i]};
-        reqs[i] = (lm_request){"m", &msgs[i], 1};
+        reqs[i] = (lm_request){.model = "m", .messages = &msgs[i], .n_messages = 1};
     }
     lm_call_many(a->m, reqs, (size_t)a->n, out);
     for (int i = 0; i < a->n; i++) {
@@ -535,8 +538,8 @@ static void test_usage_per_model(void **state)
         {sys, {"user", "fail"}},
     };
     lm_request reqs[5] = {
-        {"alpha", msgs[0], 2}, {"alpha", msgs[1], 2}, {"alpha", msgs[2], 2},
-        {"beta", msgs[3], 2}, {"beta", msgs[4], 2},
+        {.model = "alpha", .messages = msgs[0], .n_messages = 2}, {.model = "alpha", .messages = msgs[1], .n_messages = 2}, {.model = "alpha", .messages = msgs[2], .n_messages = 2},
+        {.model = "beta", .messages = msgs[3], .n_messages = 2}, {.model = "beta", .messages = msgs[4], .n_messages = 2},
     };
     lm_response out[5];
     lm_call_many(m, reqs, 5, out);
@@ -586,7 +589,7 @@ static void *pending_main(void *p)
     lm_message msg = {"user", "wait"};
     lm_request reqs[6];
     for (int i = 0; i < 6; i++)
-        reqs[i] = (lm_request){"m", &msg, 1};
+        reqs[i] = (lm_request){.model = "m", .messages = &msg, .n_messages = 1};
     lm_call_many(a->m, reqs, 6, a->out);
     return NULL;
 }
@@ -693,6 +696,300 @@ static void test_bad_options(void **state)
     lm_call_many(NULL, NULL, 0, NULL); /* nothing to do, nothing touched */
 }
 
+/* ---- streaming, providers, pacing, failover, faults ------------------ */
+
+typedef struct progress_seen {
+    int calls;
+    size_t content_chars, reasoning_chars;
+} progress_seen;
+
+static void on_progress(void *ctx, const lm_progress *p)
+{
+    progress_seen *seen = ctx;
+    seen->calls++;
+    seen->content_chars = p->content_chars;
+    seen->reasoning_chars = p->reasoning_chars;
+}
+
+static lm *lm_open_with(lm_options *o)
+{
+    char err[256] = "";
+    if (!o->connect_timeout)
+        o->connect_timeout = 5;
+    lm *m = lm_new(o, err, sizeof err);
+    if (!m)
+        fail_msg("lm_new: %s", err);
+    return m;
+}
+
+static void call_stream(lm *m, const char *text, progress_seen *seen, lm_response *out)
+{
+    lm_message msg = {"user", text};
+    lm_request req = {.model = "m", .messages = &msg, .n_messages = 1, .stream = 1,
+                      .progress = seen ? on_progress : NULL, .progress_ctx = seen};
+    lm_call(m, &req, out);
+}
+
+static void expect_ok(const lm_response *r, const char *content)
+{
+    if (r->error != LM_OK)
+        fail_msg("%s: %s", lm_error_name(r->error), r->error_message);
+    assert_string_equal(r->content, content);
+}
+
+static void test_stream_both_providers(void **state)
+{
+    server *s = *state;
+    server_start(s, "{\"rules\": [{\"match\": \"^think$\", \"reasoning\": \"let me see\", \"reply\": \"streamed wörds\"},"
+                    " {\"match\": \"\", \"reply\": \"plain\"}]}", "sk-k");
+    for (int anthropic = 0; anthropic <= 1; anthropic++) {
+        lm_options o = {.base_url = s->base, .api_key = "sk-k", .max_retries = -1,
+                        .provider = anthropic ? "anthropic" : NULL};
+        lm *m = lm_open_with(&o);
+        progress_seen seen = {0};
+        lm_response r;
+        call_stream(m, "think", &seen, &r);
+        expect_ok(&r, "streamed wörds");
+        assert_string_equal(r.reasoning, "let me see");
+        assert_string_equal(r.finish_reason, "stop");
+        assert_true(r.prompt_tokens > 0); /* OpenAI: the include_usage chunk */
+        assert_true(r.completion_tokens > 0);
+        assert_int_equal(r.attempts, 1);
+        assert_true(seen.calls >= 2);
+        assert_int_equal(seen.content_chars, 14);
+        assert_int_equal(seen.reasoning_chars, 10);
+        lm_response_clear(&r);
+        /* The same endpoint without streaming. */
+        call_one(m, "m", "think", &r);
+        expect_ok(&r, "streamed wörds");
+        assert_string_equal(r.reasoning, "let me see");
+        lm_response_clear(&r);
+        lm_free(m);
+    }
+    /* A wrong key, in each provider's words. */
+    lm_options o = {.base_url = s->base, .api_key = "sk-wrong", .provider = "anthropic"};
+    lm *m = lm_open_with(&o);
+    lm_response r;
+    call_stream(m, "think", NULL, &r);
+    assert_int_equal(r.error, LM_ERR_HTTP);
+    assert_int_equal(r.http_status, 401);
+    assert_int_equal(r.attempts, 1);
+    assert_string_equal(r.error_message, "HTTP 401 Unauthorized: invalid x-api-key (authentication_error)");
+    lm_response_clear(&r);
+    lm_free(m);
+    assert_int_equal(counter(s, "requests"), 5);
+}
+
+static void test_stream_faults_retried(void **state)
+{
+    server *s = *state;
+    server_start(s,
+                 "{\"rules\": [{\"match\": \"^cut$\", \"truncate\": true, \"times\": 1, \"reply\": \"partial\"},"
+                 " {\"match\": \"^cut$\", \"reply\": \"whole\"},"
+                 " {\"match\": \"^always cut$\", \"truncate\": true, \"reply\": \"never\"},"
+                 " {\"match\": \"^stall$\", \"stall_ms\": 20000, \"stall_after\": 0, \"times\": 1, \"reply\": \"x\"},"
+                 " {\"match\": \"^stall$\", \"reply\": \"after the stall\"},"
+                 " {\"match\": \"^reset$\", \"reset_after\": 40, \"times\": 1, \"reply\": \"x\"},"
+                 " {\"match\": \"^reset$\", \"reply\": \"after the reset\"}]}",
+                 NULL);
+    for (int anthropic = 0; anthropic <= 1; anthropic++) {
+        lm_options o = {.base_url = s->base, .max_retries = 1, .stall_timeout = 1,
+                        .provider = anthropic ? "anthropic" : "openai"};
+        lm *m = lm_open_with(&o);
+        lm_response r;
+        call_stream(m, "cut", NULL, &r);
+        expect_ok(&r, "whole");
+        assert_int_equal(r.attempts, 2);
+        lm_response_clear(&r);
+
+        call_stream(m, "always cut", NULL, &r);
+        assert_int_equal(r.error, LM_ERR_TRUNCATED);
+        assert_int_equal(r.attempts, 2);
+        assert_non_null(strstr(r.error_message, "truncated"));
+        assert_null(r.content);
+        lm_response_clear(&r);
+
+        call_stream(m, "stall", NULL, &r);
+        expect_ok(&r, "after the stall");
+        assert_int_equal(r.attempts, 2);
+        lm_response_clear(&r);
+
+        call_stream(m, "reset", NULL, &r);
+        expect_ok(&r, "after the reset");
+        assert_int_equal(r.attempts, 2);
+        lm_response_clear(&r);
+        lm_free(m);
+        char reset[64];
+        snprintf(reset, sizeof reset, "http://127.0.0.1:%d/reset", s->port);
+        CURL *easy = curl_easy_init();
+        curl_easy_setopt(easy, CURLOPT_URL, reset);
+        curl_easy_setopt(easy, CURLOPT_POSTFIELDS, "");
+        curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, on_counters);
+        buf sink;
+        buf_init(&sink, 4096);
+        curl_easy_setopt(easy, CURLOPT_WRITEDATA, &sink);
+        assert_int_equal(curl_easy_perform(easy), CURLE_OK);
+        curl_easy_cleanup(easy);
+        buf_free(&sink);
+    }
+}
+
+/* Seconds since fakelm started at which each request arrived, from its log. */
+static size_t arrival_times(const server *s, double *t, size_t max)
+{
+    char path[128];
+    snprintf(path, sizeof path, "%s/requests.log", s->dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char line[1024];
+    size_t n = 0;
+    while (n < max && fgets(line, sizeof line, f)) {
+        json_t *j = json_loads(line, 0, NULL);
+        assert_non_null(j);
+        t[n++] = json_number_value(json_object_get(j, "t"));
+        json_decref(j);
+    }
+    fclose(f);
+    for (size_t i = 1; i < n; i++) /* insertion sort: a handful of entries */
+        for (size_t k = i; k > 0 && t[k] < t[k - 1]; k--) {
+            double tmp = t[k];
+            t[k] = t[k - 1];
+            t[k - 1] = tmp;
+        }
+    return n;
+}
+
+/* 120 requests/min: one every 0.5 s after a burst of about one second's
+ * worth. Pacing only ever delays, so the arrival gaps the server saw have a
+ * lower bound however slow the machine is. */
+static void test_rate_limit_pacing(void **state)
+{
+    server *s = *state;
+    server_start(s, "{\"rules\": [{\"match\": \"\", \"reply\": \"ok\"}]}", NULL);
+    lm_options o = {.base_url = s->base, .requests_per_minute = 120, .concurrency = 16};
+    lm *m = lm_open_with(&o);
+    lm_message msg = {"user", "hi"};
+    lm_request reqs[6];
+    lm_response out[6];
+    for (int i = 0; i < 6; i++)
+        reqs[i] = (lm_request){.model = "m", .messages = &msg, .n_messages = 1};
+    lm_call_many(m, reqs, 6, out);
+    double waited = 0;
+    for (int i = 0; i < 6; i++) {
+        expect_ok(&out[i], "ok");
+        waited += out[i].wait_seconds;
+        lm_response_clear(&out[i]);
+    }
+    double t[6];
+    assert_int_equal(arrival_times(s, t, 6), 6);
+    for (int k = 2; k < 6; k++)
+        if (t[k] - t[0] < (k - 1) * 0.5 - 0.02)
+            fail_msg("request %d arrived %.3fs after the first; pacing allows %.3fs", k, t[k] - t[0], (k - 1) * 0.5);
+    assert_true(waited >= 0.5 + 1.0 + 1.5 + 2.0 - 0.1);
+    assert_int_equal(counter(s, "requests"), 6);
+    lm_free(m);
+
+    /* Tokens per minute: each request is ~14 estimated tokens (55 bytes / 4);
+     * at 600/min the second waits ~0.4 s and the third ~1.75 s. */
+    lm_options o2 = {.base_url = s->base, .tokens_per_minute = 600};
+    m = lm_open_with(&o2);
+    lm_call_many(m, reqs, 3, out);
+    waited = 0;
+    for (int i = 0; i < 3; i++) {
+        expect_ok(&out[i], "ok");
+        waited += out[i].wait_seconds;
+        lm_response_clear(&out[i]);
+    }
+    assert_true(waited > 1.0);
+    lm_free(m);
+}
+
+static void test_round_robin_failover(void **state)
+{
+    server *s = *state;
+    server_start(s, "{\"rules\": [{\"match\": \"^q(\\\\d)$\", \"reply\": \"a$1\"}]}", NULL);
+    char dead[64];
+    snprintf(dead, sizeof dead, "http://127.0.0.1:%d/v1", closed_port());
+    const char *extra[] = {s->base};
+    lm_options o = {.base_url = dead, .extra_base_urls = extra, .n_extra_base_urls = 1, .max_retries = 2};
+    lm *m = lm_open_with(&o);
+    char texts[4][16];
+    lm_message msgs[4];
+    lm_request reqs[4];
+    lm_response out[4];
+    for (int i = 0; i < 4; i++) {
+        snprintf(texts[i], sizeof texts[i], "q%d", i);
+        msgs[i] = (lm_message){"user", texts[i]};
+        reqs[i] = (lm_request){.model = "m", .messages = &msgs[i], .n_messages = 1};
+    }
+    lm_call_many(m, reqs, 4, out);
+    int attempts = 0;
+    for (int i = 0; i < 4; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "a%d", i);
+        expect_ok(&out[i], want);
+        /* Round-robin in submission order: 0 and 2 met the dead URL first. */
+        assert_int_equal(out[i].attempts, i % 2 == 0 ? 2 : 1);
+        attempts += out[i].attempts;
+        lm_response_clear(&out[i]);
+    }
+    assert_int_equal(attempts, 6);
+    assert_int_equal(counter(s, "requests"), 4);
+    lm_free(m);
+
+    char err[128];
+    lm_options bad = {.base_url = s->base, .provider = "gemini"};
+    assert_null(lm_new(&bad, err, sizeof err));
+    assert_non_null(strstr(err, "unknown provider"));
+}
+
+/* Every fault at once on 30% of answers: each call still ends with the
+ * right answer, and the server saw exactly one request per attempt. */
+static void test_fault_mix(void **state)
+{
+    server *s = *state;
+    server_start(s,
+                 "{\"faults\": {\"rate\": 0.3, \"seed\": 7, \"retry_after\": \"0\", \"stall_ms\": 20000,"
+                 " \"kinds\": [\"429\", \"500\", \"503\", \"reset\", \"truncated\", \"malformed\","
+                 " \"empty_reasoning\", \"stall\"]},"
+                 " \"rules\": [{\"match\": \"^q(\\\\d+)$\", \"reply\": \"a$1\"}]}",
+                 NULL);
+    for (int anthropic = 0; anthropic <= 1; anthropic++) {
+        lm_options o = {.base_url = s->base, .max_retries = 8, .retry_bad_replies = 1, .stall_timeout = 1,
+                        .timeout = 3, .provider = anthropic ? "anthropic" : "openai"};
+        lm *m = lm_open_with(&o);
+        enum { N = 40 };
+        char texts[N][16];
+        lm_message msgs[N];
+        lm_request reqs[N];
+        lm_response out[N];
+        for (int i = 0; i < N; i++) {
+            snprintf(texts[i], sizeof texts[i], "q%d", i);
+            msgs[i] = (lm_message){"user", texts[i]};
+            reqs[i] = (lm_request){.model = "m", .messages = &msgs[i], .n_messages = 1, .stream = i % 2};
+        }
+        long before = counter(s, "requests");
+        lm_call_many(m, reqs, N, out);
+        long attempts = 0;
+        int retried = 0;
+        for (int i = 0; i < N; i++) {
+            char want[16];
+            snprintf(want, sizeof want, "a%d", i);
+            expect_ok(&out[i], want);
+            attempts += out[i].attempts;
+            retried += out[i].attempts > 1;
+            lm_response_clear(&out[i]);
+        }
+        assert_true(retried > 0);
+        assert_int_equal(counter(s, "requests") - before, attempts);
+        json_t *usage = lm_usage_json(m);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(usage, "m"), "calls")), N);
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(usage, "m"), "errors")), 0);
+        json_decref(usage);
+        lm_free(m);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -711,6 +1008,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_free_cancels, setup_server, teardown_server),
         cmocka_unit_test_setup_teardown(test_http_body_cap, setup_server, teardown_server),
         cmocka_unit_test(test_bad_options),
+        cmocka_unit_test_setup_teardown(test_stream_both_providers, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_stream_faults_retried, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_rate_limit_pacing, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_round_robin_failover, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_fault_mix, setup_server, teardown_server),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

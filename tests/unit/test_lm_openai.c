@@ -263,7 +263,7 @@ static void test_request_body(void **state)
         {"user", "Quote: \"hi\"\n\ttab \\ back"},
         {"assistant", "ok"},
     };
-    lm_request req = {"gpt-4o-mini", msgs, 3};
+    lm_request req = {.model = "gpt-4o-mini", .messages = msgs, .n_messages = 3};
     char *body = openai_request_body(&req);
     assert_non_null(body);
     json_error_t err;
@@ -296,7 +296,7 @@ static void test_request_invalid_utf8(void **state)
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         lm_message msg = {"user", cases[i].in};
-        lm_request req = {"m\xFF", &msg, 1};
+        lm_request req = {.model = "m\xFF", .messages = &msg, .n_messages = 1};
         char *body = openai_request_body(&req);
         assert_non_null(body);
         json_t *root = json_loads(body, 0, NULL);
@@ -312,7 +312,7 @@ static void test_request_invalid_utf8(void **state)
 static void test_request_no_messages(void **state)
 {
     (void)state;
-    lm_request req = {NULL, NULL, 0};
+    lm_request req = {.model = NULL, .messages = NULL, .n_messages = 0};
     char *body = openai_request_body(&req);
     assert_string_equal(body, "{\"model\":\"\",\"messages\":[]}");
     free(body);

@@ -385,6 +385,28 @@ static void test_nudge_and_last_turn(void **state)
     free(m);
 }
 
+static void test_last_turn_budget(void **state)
+{
+    (void)state;
+    char *m = prompt_last_turn_budget("max_cost: $0.0213 spent of $0.02");
+    assert_non_null(m);
+    assert_non_null(strstr(m, "(max_cost: $0.0213 spent of $0.02)"));
+    assert_non_null(strstr(m, "no more sub-calls"));
+    assert_non_null(strstr(m, "FINAL("));
+    assert_non_null(strstr(m, "FINAL_VAR("));
+    free(m);
+    /* Control bytes never reach the model; NULL still gives a message. */
+    m = prompt_last_turn_budget("max_time:\n\x1b[2J 5 s");
+    assert_non_null(m);
+    assert_null(strchr(m, '\x1b'));
+    assert_non_null(strstr(m, "(max_time:[2J 5 s)"));
+    free(m);
+    m = prompt_last_turn_budget(NULL);
+    assert_non_null(m);
+    assert_non_null(strstr(m, "a limit was reached"));
+    free(m);
+}
+
 static size_t count_words(const char *s)
 {
     size_t n = 0;
@@ -450,6 +472,7 @@ int main(void)
         cmocka_unit_test(test_feedback),
         cmocka_unit_test(test_feedback_states),
         cmocka_unit_test(test_nudge_and_last_turn),
+        cmocka_unit_test(test_last_turn_budget),
         cmocka_unit_test(test_system_prompt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

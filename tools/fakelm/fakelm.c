@@ -1,7 +1,8 @@
-/* fakelm — a fake OpenAI-compatible chat-completions server for offline tests
- * and benchmarks. Replies come from a JSON script of regex rules; latency,
- * error statuses, raw bodies, dropped connections and SSE streams are scriptable.
- * It binds 127.0.0.1 only. docs/fakelm.md is the manual. */
+/* fakelm — a fake OpenAI-compatible chat-completions (and Anthropic Messages)
+ * server for offline tests and benchmarks. Replies come from a JSON script of
+ * regex rules; latency, error statuses, raw bodies, dropped connections, SSE
+ * streams, stalls, resets mid-body, truncated streams and a seeded random
+ * fault rate are scriptable. It binds 127.0.0.1 only. docs/fakelm.md is the manual. */
 
 #include "util.h"
 
@@ -59,7 +60,32 @@ typedef struct rule {
     long status;
     int content_null;
     int drop;             /* close the connection instead of answering */
+    long stall_ms;        /* > 0: pause the body this long at stall_after bytes */
+    long stall_after;
+    long reset_after;     /* >= 0: close the connection after this many body bytes */
+    int truncate;         /* a stream ends without its terminator */
 } rule;
+
+/* Faults injected into a share of the normal (200) answers, chosen by a
+ * seeded hash of the request's sequence number: the same script and the same
+ * number of requests give the same number of each fault. */
+typedef enum {
+    FAULT_429, FAULT_500, FAULT_503, FAULT_RESET, FAULT_TRUNCATED, FAULT_MALFORMED,
+    FAULT_EMPTY_REASONING, FAULT_STALL, FAULT_KINDS
+} fault_kind;
+
+static const char *const fault_names[FAULT_KINDS] = {
+    "429", "500", "503", "reset", "truncated", "malformed", "empty_reasoning", "stall",
+};
+
+typedef struct faults {
+    double rate;          /* 0: no faults */
+    fault_kind kinds[FAULT_KINDS];
+    size_t nkinds;
+    uint64_t seed;
+    char *retry_after;    /* Retry-After of injected 429s */
+    long stall_ms;
+} faults;
 
 typedef struct script {
     rule *rules;
@@ -67,6 +93,7 @@ typedef struct script {
     long latency_ms;
     json_t *models;       /* array of model ids for GET /v1/models */
     pcre2_match_context *match_context;
+    faults faults;
 } script;
 
 static const struct {
@@ -88,6 +115,9 @@ static const struct {
     {"times", offsetof(rule, times), 0, LONG_MAX},
     {"latency_ms", offsetof(rule, latency_ms), 0, FAKELM_MAX_LATENCY_MS},
     {"status", offsetof(rule, status), 100, 599},
+    {"stall_ms", offsetof(rule, stall_ms), 1, FAKELM_MAX_LATENCY_MS},
+    {"stall_after", offsetof(rule, stall_after), 0, LONG_MAX},
+    {"reset_after", offsetof(rule, reset_after), 0, LONG_MAX},
 };
 
 static const struct {
@@ -96,6 +126,7 @@ static const struct {
 } rule_flags[] = {
     {"content_null", offsetof(rule, content_null)},
     {"drop", offsetof(rule, drop)},
+    {"truncate", offsetof(rule, truncate)},
 };
 
 static void rule_free(rule *r)
@@ -118,6 +149,7 @@ static void script_free(script *sc)
     free(sc->rules);
     json_decref(sc->models);
     pcre2_match_context_free(sc->match_context);
+    free(sc->faults.retry_after);
     memset(sc, 0, sizeof *sc);
 }
 
@@ -226,6 +258,7 @@ static int rule_load(rule *r, size_t index, json_t *obj, char *err, size_t errle
 
     r->times = -1;
     r->latency_ms = -1;
+    r->reset_after = -1;
     r->status = 200;
     r->on = ON_LAST_USER;
     if (!json_is_object(obj)) {
@@ -276,6 +309,57 @@ static int rule_load(rule *r, size_t index, json_t *obj, char *err, size_t errle
     return 0;
 }
 
+static int faults_parse(faults *f, json_t *v, char *err, size_t errlen)
+{
+    const char *key;
+    json_t *item;
+    f->stall_ms = 60000;
+    if (!json_is_object(v)) {
+        snprintf(err, errlen, "faults: not an object");
+        return -1;
+    }
+    json_object_foreach(v, key, item) {
+        if (strcmp(key, "rate") == 0 && json_is_number(item) && json_number_value(item) >= 0 &&
+            json_number_value(item) <= 1) {
+            f->rate = json_number_value(item);
+        } else if (strcmp(key, "seed") == 0 && json_is_integer(item)) {
+            f->seed = (uint64_t)json_integer_value(item);
+        } else if (strcmp(key, "retry_after") == 0 && json_is_string(item)) {
+            free(f->retry_after);
+            f->retry_after = str_dup_len(json_string_value(item), json_string_length(item));
+        } else if (strcmp(key, "stall_ms") == 0 && json_is_integer(item) && json_integer_value(item) > 0 &&
+                   json_integer_value(item) <= FAKELM_MAX_LATENCY_MS) {
+            f->stall_ms = (long)json_integer_value(item);
+        } else if (strcmp(key, "kinds") == 0 && json_is_array(item) && json_array_size(item) > 0 &&
+                   json_array_size(item) <= FAULT_KINDS) {
+            size_t i;
+            json_t *name;
+            json_array_foreach(item, i, name) {
+                size_t k = 0;
+                while (k < FAULT_KINDS && (!json_is_string(name) ||
+                                           strcmp(json_string_value(name), fault_names[k]) != 0))
+                    k++;
+                if (k == FAULT_KINDS) {
+                    snprintf(err, errlen, "faults.kinds[%zu]: unknown fault (429, 500, 503, reset, "
+                             "truncated, malformed, empty_reasoning, stall)", i);
+                    return -1;
+                }
+                f->kinds[f->nkinds++] = (fault_kind)k;
+            }
+        } else {
+            snprintf(err, errlen, "faults.%s: unknown key, wrong type or out of range", key);
+            return -1;
+        }
+    }
+    if (f->nkinds == 0) {
+        for (size_t k = 0; k < FAULT_KINDS; k++)
+            f->kinds[f->nkinds++] = (fault_kind)k;
+    }
+    if (!f->retry_after && !(f->retry_after = str_dup_len("1", 1)))
+        return -1;
+    return 0;
+}
+
 static int script_parse(script *sc, json_t *root, char *err, size_t errlen)
 {
     const char *key;
@@ -302,6 +386,9 @@ static int script_parse(script *sc, json_t *root, char *err, size_t errlen)
             }
             json_decref(sc->models);
             sc->models = json_incref(v);
+        } else if (strcmp(key, "faults") == 0) {
+            if (faults_parse(&sc->faults, v, err, errlen) != 0)
+                return -1;
         } else {
             snprintf(err, errlen, "\"%s\": unknown key, wrong type or out of range", key);
             return -1;
@@ -514,9 +601,11 @@ typedef struct server {
     long requests, in_flight, max_in_flight, unmatched;
     long *hits;            /* per rule: requests it answered (also its use count) */
     unsigned long next_id;
+    uint64_t fault_seq;    /* normal answers so far, the faults' random sequence */
+    long fault_hits[FAULT_KINDS];
 } server;
 
-typedef enum { EP_NONE, EP_CHAT, EP_MODELS, EP_COUNTERS, EP_RESET, EP_BAD_METHOD } endpoint;
+typedef enum { EP_NONE, EP_CHAT, EP_MESSAGES, EP_MODELS, EP_COUNTERS, EP_RESET, EP_BAD_METHOD } endpoint;
 
 typedef struct request {
     endpoint endpoint;
@@ -571,7 +660,7 @@ static size_t utf8_prefix(const char *s, size_t len, size_t n)
 }
 
 static void log_request(server *s, long rule_index, const char *model, const char *last_user,
-                        size_t last_user_len, unsigned status)
+                        size_t last_user_len, unsigned status, const char *fault)
 {
     if (!s->log)
         return;
@@ -579,6 +668,8 @@ static void log_request(server *s, long rule_index, const char *model, const cha
     json_t *line = json_pack("{s:f, s:I, s:s?, s:s%, s:i}", "t", clock_now() - s->started,
                              "rule", (json_int_t)rule_index, "model", model,
                              "last_user", last_user ? last_user : "", n, "status", (int)status);
+    if (line && fault)
+        json_object_set_new(line, "fault", json_string(fault));
     char *text = line ? json_dumps(line, JSON_COMPACT | JSON_REAL_PRECISION(10)) : NULL;
     if (text) {
         pthread_mutex_lock(&s->lock);
@@ -604,6 +695,14 @@ static struct MHD_Response *response_owned(char *data, size_t len, const char *c
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
     return resp;
+}
+
+/* Compact text of value (whose reference it takes); NULL out of memory. */
+static char *json_dumps_owned(json_t *value)
+{
+    char *text = value ? json_dumps(value, JSON_COMPACT) : NULL;
+    json_decref(value);
+    return text;
 }
 
 static struct MHD_Response *response_json(json_t *value)
@@ -663,29 +762,59 @@ typedef struct completion {
     usage usage;
 } completion;
 
-static struct MHD_Response *response_completion(const completion *c)
+static char *completion_text(const completion *c)
 {
     json_t *message = json_pack("{s:s, s:s?}", "role", "assistant", "content", c->content);
     if (message && c->reasoning)
         json_object_set_new(message, "reasoning_content", json_string(c->reasoning));
-    return response_json(json_pack(
+    return json_dumps_owned(json_pack(
         "{s:s, s:s, s:I, s:s, s:[{s:i, s:o, s:n, s:s}], s:o}", "id", c->id, "object",
         "chat.completion", "created", (json_int_t)c->created, "model", c->model, "choices",
         "index", 0, "message", message, "logprobs", "finish_reason", "stop", "usage",
         usage_json(c->usage)));
 }
 
-/* An SSE body handed out one event per read, so each event is its own HTTP
- * chunk as a streaming server would send it. */
+/* How a body is delivered: whole, or with a pause (a stall) or a broken
+ * connection at a given byte. */
+typedef struct delivery {
+    long stall_ms;        /* > 0: pause at stall_at */
+    size_t stall_at;
+    long reset_at;        /* >= 0: close the connection at this byte */
+} delivery;
+
+/* A body handed out one event per read, so each SSE event is its own HTTP
+ * chunk as a streaming server would send it; also used for any body that
+ * must stall or break part-way. */
 typedef struct sse_body {
     buf data;
-    size_t ends[FAKELM_STREAM_PIECES * 2 + 8];
+    size_t ends[FAKELM_STREAM_PIECES * 2 + 16];
     size_t nevents;
+    delivery delivery;
+    bool stalled;
+    struct MHD_Connection *conn;
+    timer *timer;
 } sse_body;
+
+static size_t min_size(size_t a, size_t b)
+{
+    return a < b ? a : b;
+}
 
 static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
 {
     sse_body *sse = cls;
+    const delivery *d = &sse->delivery;
+    if (d->reset_at >= 0 && pos >= (uint64_t)d->reset_at)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    if (d->stall_ms > 0 && !sse->stalled && pos >= d->stall_at && sse->conn) {
+        /* Parked in the timer like a latency wait; resumed when it is due
+         * (or at shutdown), then the rest of the body follows. */
+        sse->stalled = true;
+        MHD_suspend_connection(sse->conn);
+        if (timer_add(sse->timer, sse->conn, clock_now() + (double)d->stall_ms / 1000.0) != 0)
+            MHD_resume_connection(sse->conn);
+        return 0;
+    }
     if (pos >= sse->data.len)
         return MHD_CONTENT_READER_END_OF_STREAM;
     size_t end = sse->data.len;
@@ -695,6 +824,10 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
             break;
         }
     }
+    if (d->reset_at >= 0)
+        end = min_size(end, (size_t)d->reset_at);
+    if (d->stall_ms > 0 && !sse->stalled && d->stall_at > pos)
+        end = min_size(end, d->stall_at);
     size_t n = end - (size_t)pos < max ? end - (size_t)pos : max;
     memcpy(out, sse->data.data + pos, n);
     return (ssize_t)n;
@@ -707,11 +840,17 @@ static void sse_free(void *cls)
     free(sse);
 }
 
-static int sse_event(sse_body *sse, json_t *chunk)
+/* Appends one event; name NULL: data only (OpenAI), else "event: name" first
+ * (Anthropic). Takes the reference to chunk. */
+static int sse_named_event(sse_body *sse, const char *name, json_t *chunk)
 {
     char *text = chunk ? json_dumps(chunk, JSON_COMPACT) : NULL;
     int rc = -1;
     json_decref(chunk);
+    if (text && name && buf_printf(&sse->data, "event: %s\n", name) != 0) {
+        free(text);
+        return -1;
+    }
     if (text && sse->nevents < sizeof sse->ends / sizeof sse->ends[0] &&
         buf_printf(&sse->data, "data: %s\n\n", text) == 0) {
         sse->ends[sse->nevents++] = sse->data.len;
@@ -719,6 +858,11 @@ static int sse_event(sse_body *sse, json_t *chunk)
     }
     free(text);
     return rc;
+}
+
+static int sse_event(sse_body *sse, json_t *chunk)
+{
+    return sse_named_event(sse, NULL, chunk);
 }
 
 static json_t *sse_chunk(const completion *c, json_t *delta, const char *finish, bool usage_null)
@@ -750,10 +894,60 @@ static int sse_pieces(sse_body *sse, const completion *c, const char *field, con
     return 0;
 }
 
-static struct MHD_Response *response_stream(const completion *c, bool include_usage)
+/* Hands the body out through sse_read (chunked), with its delivery. Takes sse. */
+static struct MHD_Response *response_paced(sse_body *sse, const char *content_type, const delivery *d,
+                                           struct MHD_Connection *conn, timer *t)
+{
+    sse->delivery = *d;
+    sse->conn = conn;
+    sse->timer = t;
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, sse_read, sse, sse_free);
+    if (!resp) {
+        sse_free(sse);
+        return NULL;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, content_type);
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    return resp;
+}
+
+/* A whole body (owned), sent at once — or paced when the delivery asks for
+ * a stall or a reset. */
+static struct MHD_Response *response_body(char *data, size_t len, const char *content_type,
+                                          const delivery *d, struct MHD_Connection *conn, timer *t)
+{
+    if (!data)
+        return NULL;
+    if (d->stall_ms <= 0 && d->reset_at < 0)
+        return response_owned(data, len, content_type);
+    sse_body *sse = calloc(1, sizeof *sse);
+    if (!sse) {
+        free(data);
+        return NULL;
+    }
+    buf_init(&sse->data, FAKELM_MAX_BODY * 2);
+    int rc = buf_append(&sse->data, data, len);
+    free(data);
+    if (rc != 0) {
+        sse_free(sse);
+        return NULL;
+    }
+    return response_paced(sse, content_type, d, conn, t);
+}
+
+static sse_body *stream_new(void)
 {
     sse_body *sse = calloc(1, sizeof *sse);
-    struct MHD_Response *resp = NULL;
+    if (sse)
+        buf_init(&sse->data, FAKELM_MAX_BODY * 2);
+    return sse;
+}
+
+/* OpenAI's chat.completion.chunk stream; truncate: no [DONE]. */
+static sse_body *stream_openai(const completion *c, bool include_usage, bool truncate)
+{
+    sse_body *sse = stream_new();
     if (!sse)
         return NULL;
     buf_init(&sse->data, FAKELM_MAX_BODY * 2);
@@ -772,18 +966,117 @@ static struct MHD_Response *response_stream(const completion *c, bool include_us
                                  "chat.completion.chunk", "created", (json_int_t)c->created,
                                  "model", c->model, "choices", "usage", usage_json(c->usage))) != 0)
         goto fail;
-    if (buf_puts(&sse->data, "data: [DONE]\n\n") != 0)
-        goto fail;
-    sse->ends[sse->nevents++] = sse->data.len;
-    resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 * 1024, sse_read, sse, sse_free);
-    if (!resp)
-        goto fail;
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
-    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-    return resp;
+    if (!truncate) {
+        if (buf_puts(&sse->data, "data: [DONE]\n\n") != 0)
+            goto fail;
+        sse->ends[sse->nevents++] = sse->data.len;
+    }
+    return sse;
 fail:
     sse_free(sse);
     return NULL;
+}
+
+/* ---- Anthropic Messages --------------------------------------------- */
+
+static json_t *anthropic_usage(usage u)
+{
+    return json_pack("{s:I, s:I, s:I, s:I}", "input_tokens", (json_int_t)u.prompt,
+                     "cache_creation_input_tokens", (json_int_t)0, "cache_read_input_tokens",
+                     (json_int_t)0, "output_tokens", (json_int_t)u.completion);
+}
+
+static json_t *anthropic_message(const completion *c, json_t *content, const char *stop, usage u)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:s?, s:n, s:o}", "id", c->id, "type", "message",
+                     "role", "assistant", "model", c->model, "content", content, "stop_reason", stop,
+                     "stop_sequence", "usage", anthropic_usage(u));
+}
+
+static char *anthropic_text(const completion *c)
+{
+    json_t *content = json_array();
+    if (content && c->reasoning)
+        json_array_append_new(content, json_pack("{s:s, s:s, s:s}", "type", "thinking", "thinking",
+                                                 c->reasoning, "signature", "ZmFrZWxt"));
+    if (content && c->content)
+        json_array_append_new(content, json_pack("{s:s, s:s}", "type", "text", "text", c->content));
+    return json_dumps_owned(content ? anthropic_message(c, content, "end_turn", c->usage) : NULL);
+}
+
+/* One content block as start, up to FAKELM_STREAM_PIECES deltas, stop. */
+static int anthropic_block(sse_body *sse, int index, bool thinking, const char *text)
+{
+    const char *field = thinking ? "thinking" : "text";
+    if (sse_named_event(sse, "content_block_start",
+                        json_pack("{s:s, s:i, s:{s:s, s:s}}", "type", "content_block_start", "index",
+                                  index, "content_block", "type", field, field, "")) != 0)
+        return -1;
+    size_t len = strlen(text), step = (len + FAKELM_STREAM_PIECES - 1) / FAKELM_STREAM_PIECES;
+    for (size_t at = 0; at < len;) {
+        size_t end = at + step < len ? at + step : len;
+        while (end < len && ((unsigned char)text[end] & 0xC0) == 0x80)
+            end++;
+        json_t *delta = json_pack("{s:s, s:s%}", "type", thinking ? "thinking_delta" : "text_delta",
+                                  field, text + at, end - at);
+        if (sse_named_event(sse, "content_block_delta",
+                            json_pack("{s:s, s:i, s:o}", "type", "content_block_delta", "index",
+                                      index, "delta", delta)) != 0)
+            return -1;
+        at = end;
+    }
+    return sse_named_event(sse, "content_block_stop",
+                           json_pack("{s:s, s:i}", "type", "content_block_stop", "index", index));
+}
+
+/* Anthropic's event stream; truncate: no message_stop. */
+static sse_body *stream_anthropic(const completion *c, bool truncate)
+{
+    sse_body *sse = stream_new();
+    usage start = {c->usage.prompt, 1};
+    int index = 0;
+    if (!sse)
+        return NULL;
+    if (sse_named_event(sse, "message_start",
+                        json_pack("{s:s, s:o}", "type", "message_start", "message",
+                                  anthropic_message(c, json_array(), NULL, start))) != 0 ||
+        sse_named_event(sse, "ping", json_pack("{s:s}", "type", "ping")) != 0)
+        goto fail;
+    if (c->reasoning && anthropic_block(sse, index++, true, c->reasoning) != 0)
+        goto fail;
+    if (c->content && anthropic_block(sse, index++, false, c->content) != 0)
+        goto fail;
+    if (sse_named_event(sse, "message_delta",
+                        json_pack("{s:s, s:{s:s, s:n}, s:{s:I}}", "type", "message_delta", "delta",
+                                  "stop_reason", "end_turn", "stop_sequence", "usage",
+                                  "output_tokens", (json_int_t)c->usage.completion)) != 0)
+        goto fail;
+    if (!truncate && sse_named_event(sse, "message_stop", json_pack("{s:s}", "type", "message_stop")) != 0)
+        goto fail;
+    return sse;
+fail:
+    sse_free(sse);
+    return NULL;
+}
+
+static const char *anthropic_error_type(unsigned status)
+{
+    switch (status) {
+    case 401: return "authentication_error";
+    case 403: return "permission_error";
+    case 404: return "not_found_error";
+    case 413: return "request_too_large";
+    case 429: return "rate_limit_error";
+    case 529: return "overloaded_error";
+    default: return status >= 500 ? "api_error" : "invalid_request_error";
+    }
+}
+
+/* {"type":"error","error":{"type","message"}} */
+static struct MHD_Response *response_anthropic_error(unsigned status, const char *message, const char *type)
+{
+    return response_json(json_pack("{s:s, s:{s:s, s:s}}", "type", "error", "error", "type",
+                                   type ? type : anthropic_error_type(status), "message", message));
 }
 
 /* --------------------------------------------------------- chat completions */
@@ -795,6 +1088,7 @@ typedef struct chat {
     bool has_user;
     size_t content_bytes;  /* all message contents, for prompt_tokens */
     bool stream, include_usage;
+    bool anthropic;        /* a Messages request (POST /v1/messages) */
 } chat;
 
 static void chat_free(chat *c)
@@ -888,8 +1182,23 @@ static int chat_parse(chat *c, const char *body, size_t len, const char **messag
         *param = "messages";
         goto fail;
     }
+    if (c->anthropic) {
+        /* The system prompt is a top-level string or array of text blocks. */
+        json_t *system = json_object_get(c->root, "system");
+        if (system && content_text(system, &c->system) != 0) {
+            *message = "system: Input should be a valid string or a list of text blocks";
+            goto fail;
+        }
+        c->content_bytes += c->system.len;
+        if (buf_append(&c->any, c->system.data ? c->system.data : "", c->system.len) != 0)
+            goto fail;
+        if (!json_is_integer(json_object_get(c->root, "max_tokens"))) {
+            *message = "max_tokens: Field required";
+            goto fail;
+        }
+    }
     json_array_foreach(messages, i, message_json) {
-        if (chat_message(c, i, message_json, &text) != 0) {
+        if (chat_message(c, i + (c->anthropic && c->any.len ? 1 : 0), message_json, &text) != 0) {
             *message = "each message needs a string 'role' and a 'content' that is a string, "
                        "an array of content parts or null";
             *param = "messages";
@@ -980,32 +1289,136 @@ static size_t tokens_of(size_t bytes)
     return (bytes + 3) / 4;
 }
 
+static uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ULL;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
+    return x ^ (x >> 31);
+}
+
+/* The fault for the next normal answer, or -1 for none. */
+static int fault_pick(server *s)
+{
+    const faults *f = &s->script.faults;
+    if (f->rate <= 0 || f->nkinds == 0)
+        return -1;
+    pthread_mutex_lock(&s->lock);
+    uint64_t n = ++s->fault_seq;
+    pthread_mutex_unlock(&s->lock);
+    uint64_t h = splitmix64(f->seed * 0x100000001B3ULL + n);
+    if ((double)(h >> 11) / 9007199254740992.0 >= f->rate)
+        return -1;
+    int kind = (int)f->kinds[(h & 0xFFFF) % f->nkinds];
+    pthread_mutex_lock(&s->lock);
+    s->fault_hits[kind]++;
+    pthread_mutex_unlock(&s->lock);
+    return kind;
+}
+
+static bool authorized_anthropic(const server *s, struct MHD_Connection *conn)
+{
+    const char *got = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "x-api-key");
+    return !s->auth || (got && strcmp(got, s->auth + 7) == 0); /* s->auth is "Bearer KEY" */
+}
+
+/* An error in the endpoint's own shape. */
+static struct MHD_Response *chat_error(const chat *c, unsigned status, const char *message, const rule *r,
+                                       const char *param)
+{
+    if (c->anthropic)
+        return response_anthropic_error(status, message, r ? r->error_type : NULL);
+    return response_error(message, r && r->error_type ? r->error_type : error_type_for(status), param,
+                          r ? r->error_code : NULL);
+}
+
+/* The normal answer (status 200) to a parsed request, with the rule's
+ * delivery and the fault, if one was drawn, applied. */
+static struct MHD_Response *chat_answer(server *s, request *req, struct MHD_Connection *conn,
+                                        const chat *c, const rule *r, const char *reply, int fault)
+{
+    delivery d = {.reset_at = r ? r->reset_after : -1};
+    bool truncate = r && r->truncate;
+    if (r && r->stall_ms > 0) {
+        d.stall_ms = r->stall_ms;
+        d.stall_at = (size_t)r->stall_after;
+    }
+    completion out = {.created = (long)clock_wall(), .model = c->model};
+    pthread_mutex_lock(&s->lock);
+    unsigned long id = ++s->next_id;
+    pthread_mutex_unlock(&s->lock);
+    snprintf(out.id, sizeof out.id, c->anthropic ? "msg_fakelm%lu" : "chatcmpl-fakelm%lu", id);
+    out.content = r && r->content_null ? NULL : reply;
+    out.reasoning = r ? r->reasoning : NULL;
+    switch (fault) {
+    case FAULT_TRUNCATED:
+        truncate = true;
+        break;
+    case FAULT_EMPTY_REASONING:
+        out.content = NULL;
+        out.reasoning = "fakelm: thought about it but wrote no answer";
+        break;
+    case FAULT_STALL:
+        d.stall_ms = s->script.faults.stall_ms;
+        d.stall_at = 0;
+        break;
+    case FAULT_MALFORMED: {
+        static const char bad[] = "{\"id\":\"fakelm-malformed\",\"choices\":[{\"message\":";
+        return response_body(str_dup_len(bad, sizeof bad - 1), sizeof bad - 1, "application/json", &d,
+                             conn, &s->timer);
+    }
+    default:
+        break;
+    }
+    out.usage.prompt = tokens_of(c->content_bytes);
+    out.usage.completion = tokens_of((out.content ? strlen(out.content) : 0) +
+                                     (out.reasoning ? strlen(out.reasoning) : 0));
+    if (c->stream) {
+        sse_body *sse = c->anthropic ? stream_anthropic(&out, truncate)
+                                     : stream_openai(&out, c->include_usage, truncate);
+        if (!sse)
+            return NULL;
+        if (fault == FAULT_RESET)
+            d.reset_at = (long)(sse->data.len / 2);
+        return response_paced(sse, "text/event-stream", &d, conn, &s->timer);
+    }
+    char *text = c->anthropic ? anthropic_text(&out) : completion_text(&out);
+    size_t len = text ? strlen(text) : 0;
+    if (fault == FAULT_RESET)
+        d.reset_at = (long)(len / 2);
+    if (truncate)
+        len /= 2; /* a body cut short but ended cleanly: malformed JSON */
+    return response_body(text, len, "application/json", &d, conn, &s->timer);
+}
+
 /* Decides the answer to one chat request: sets req->status, latency and drop,
  * and returns the response (NULL only when dropping or out of memory). */
 static struct MHD_Response *chat_respond(server *s, request *req, struct MHD_Connection *conn)
 {
-    chat c = {0};
+    chat c = {.anthropic = req->endpoint == EP_MESSAGES};
     buf reply;
-    const char *message, *param;
+    const char *message = "out of memory", *param = NULL;
     const rule *r = NULL;
     struct MHD_Response *resp = NULL;
     long index = -1;
+    int fault = -1;
 
     buf_init(&reply, FAKELM_MAX_BODY);
     req->latency_ms = 0;
-    if (!authorized(s, conn)) {
+    if (c.anthropic ? !authorized_anthropic(s, conn) : !authorized(s, conn)) {
         req->status = MHD_HTTP_UNAUTHORIZED;
-        resp = response_unauthorized();
+        resp = c.anthropic ? response_anthropic_error(401, "invalid x-api-key", NULL)
+                           : response_unauthorized();
         goto done;
     }
     if (req->too_large) {
         req->status = 413;
-        resp = response_error("request body too large", "invalid_request_error", NULL, NULL);
+        resp = chat_error(&c, 413, "request body too large", NULL, NULL);
         goto done;
     }
     if (chat_parse(&c, req->body.data, req->body.len, &message, &param) != 0) {
         req->status = MHD_HTTP_BAD_REQUEST;
-        resp = response_error(message, "invalid_request_error", param, NULL);
+        resp = chat_error(&c, 400, message, NULL, param);
         goto done;
     }
 
@@ -1028,28 +1441,25 @@ static struct MHD_Response *chat_respond(server *s, request *req, struct MHD_Con
         const char *type = r->content_type ? r->content_type
                            : c.stream      ? "text/event-stream"
                                            : "application/json";
-        resp = response_owned(str_dup_len(r->body, r->body_len), r->body_len, type);
+        delivery d = {.reset_at = r->reset_after, .stall_ms = r->stall_ms, .stall_at = (size_t)r->stall_after};
+        resp = response_body(str_dup_len(r->body, r->body_len), r->body_len, type, &d, conn, &s->timer);
     } else if (req->status != MHD_HTTP_OK) {
-        resp = response_error(reply.data ? reply.data : "", r->error_type ? r->error_type
-                                                        : error_type_for(req->status),
-                              NULL, r->error_code);
+        resp = chat_error(&c, req->status, reply.data ? reply.data : "", r, NULL);
     } else {
-        completion out = {.created = (long)clock_wall(), .model = c.model};
-        pthread_mutex_lock(&s->lock);
-        unsigned long id = ++s->next_id;
-        pthread_mutex_unlock(&s->lock);
-        snprintf(out.id, sizeof out.id, "chatcmpl-fakelm%lu", id);
-        out.content = r && r->content_null ? NULL : (reply.data ? reply.data : "");
-        out.reasoning = r ? r->reasoning : NULL;
-        out.usage.prompt = tokens_of(c.content_bytes);
-        out.usage.completion = tokens_of((out.content ? strlen(out.content) : 0) +
-                                         (out.reasoning ? strlen(out.reasoning) : 0));
-        resp = c.stream ? response_stream(&out, c.include_usage) : response_completion(&out);
+        fault = fault_pick(s);
+        if (fault == FAULT_429 || fault == FAULT_500 || fault == FAULT_503) {
+            req->status = fault == FAULT_429 ? 429 : fault == FAULT_500 ? 500 : 503;
+            resp = chat_error(&c, req->status, "fakelm: injected fault", NULL, NULL);
+            if (resp && fault == FAULT_429)
+                MHD_add_response_header(resp, "Retry-After", s->script.faults.retry_after);
+            goto done;
+        }
+        resp = chat_answer(s, req, conn, &c, r, reply.data ? reply.data : "", fault);
     }
     add_rule_headers(resp, r);
 done:
     log_request(s, index, c.model, c.has_user ? c.last_user.data : NULL, c.last_user.len,
-                req->status);
+                req->status, fault >= 0 ? fault_names[fault] : NULL);
     chat_free(&c);
     buf_free(&reply);
     return resp;
@@ -1081,10 +1491,13 @@ static struct MHD_Response *counters_respond(server *s)
     pthread_mutex_lock(&s->lock);
     for (size_t i = 0; i < s->script.nrules; i++)
         json_array_append_new(hits, json_integer(s->hits[i]));
-    out = json_pack("{s:I, s:I, s:I, s:o, s:I}", "requests", (json_int_t)s->requests,
+    json_t *fault_counts = json_object();
+    for (size_t k = 0; k < FAULT_KINDS; k++)
+        json_object_set_new(fault_counts, fault_names[k], json_integer(s->fault_hits[k]));
+    out = json_pack("{s:I, s:I, s:I, s:o, s:I, s:o}", "requests", (json_int_t)s->requests,
                     "in_flight", (json_int_t)s->in_flight, "max_in_flight",
                     (json_int_t)s->max_in_flight, "rules", hits, "unmatched",
-                    (json_int_t)s->unmatched);
+                    (json_int_t)s->unmatched, "faults", fault_counts);
     pthread_mutex_unlock(&s->lock);
     return response_json(out);
 }
@@ -1098,6 +1511,8 @@ static struct MHD_Response *reset_respond(server *s)
     s->unmatched = 0;
     s->max_in_flight = s->in_flight;
     memset(s->hits, 0, s->script.nrules * sizeof *s->hits);
+    memset(s->fault_hits, 0, sizeof s->fault_hits);
+    s->fault_seq = 0;
     pthread_mutex_unlock(&s->lock);
     return response_json(json_pack("{s:b}", "reset", 1));
 }
@@ -1111,6 +1526,7 @@ static endpoint route(const char *url, const char *method)
         endpoint endpoint;
     } routes[] = {
         {"/v1/chat/completions", "POST", EP_CHAT}, {"/chat/completions", "POST", EP_CHAT},
+        {"/v1/messages", "POST", EP_MESSAGES},     {"/messages", "POST", EP_MESSAGES},
         {"/v1/models", "GET", EP_MODELS},          {"/models", "GET", EP_MODELS},
         {"/counters", "GET", EP_COUNTERS},         {"/reset", "POST", EP_RESET},
     };
@@ -1130,6 +1546,7 @@ static void request_prepare(server *s, request *req, struct MHD_Connection *conn
     req->status = MHD_HTTP_OK;
     switch (req->endpoint) {
     case EP_CHAT:
+    case EP_MESSAGES:
         req->response = chat_respond(s, req, conn);
         break;
     case EP_MODELS:
@@ -1170,7 +1587,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         buf_init(&req->body, FAKELM_MAX_BODY);
         req->endpoint = route(url, method);
         *con_cls = req;
-        if (req->endpoint == EP_CHAT)
+        if (req->endpoint == EP_CHAT || req->endpoint == EP_MESSAGES)
             counters_enter(s, req);
         return MHD_YES;
     }

@@ -1,0 +1,108 @@
+/* budget — the arithmetic of whole-run limits: what has been spent, and
+ * whether the next call or batch may be issued. The rules are written out
+ * once, in budget.h. */
+#include "budget.h"
+
+#include <stdio.h>
+
+budget_limits budget_no_limits(void)
+{
+    budget_limits l = {.max_cost = -1, .max_tokens = -1, .max_time = -1, .max_subcalls = -1};
+    return l;
+}
+
+void budget_init(budget *b, const budget_limits *limits, double now)
+{
+    *b = (budget){.limits = limits ? *limits : budget_no_limits(), .start = now};
+}
+
+static budget_kind budget_refuse(budget *b, budget_kind kind)
+{
+    if (b->exhausted == BUDGET_NONE)
+        b->exhausted = kind;
+    return kind;
+}
+
+budget_kind budget_admit(budget *b, size_t n_subcalls, long est_tokens, double est_cost, double now)
+{
+    const budget_limits *l = &b->limits;
+    if (b->exhausted != BUDGET_NONE)
+        return b->exhausted;
+    if (est_tokens < 0)
+        est_tokens = 0;
+    if (est_cost < 0)
+        est_cost = 0;
+    /* Time first: once it is up, it is the reason, whatever else is left. */
+    if (l->max_time >= 0 && now - b->start >= l->max_time)
+        return budget_refuse(b, BUDGET_TIME);
+    if (l->max_subcalls >= 0 && n_subcalls > 0 &&
+        (long)n_subcalls > l->max_subcalls - b->subcalls)
+        return budget_refuse(b, BUDGET_SUBCALLS);
+    if (l->max_tokens >= 0 && (b->tokens >= l->max_tokens || est_tokens > l->max_tokens - b->tokens))
+        return budget_refuse(b, BUDGET_TOKENS);
+    if (l->max_cost >= 0 && (b->cost >= l->max_cost || b->cost + est_cost > l->max_cost))
+        return budget_refuse(b, BUDGET_COST);
+    b->subcalls += (long)n_subcalls;
+    if (n_subcalls == 0)
+        b->root_calls++;
+    return BUDGET_NONE;
+}
+
+budget_kind budget_admit_final(budget *b, double now)
+{
+    (void)now;
+    b->root_calls++;
+    return BUDGET_NONE;
+}
+
+void budget_charge(budget *b, long tokens, double cost)
+{
+    if (tokens > 0)
+        b->tokens += tokens;
+    if (cost >= 0)
+        b->cost += cost;
+    else
+        b->unknown_cost_calls++;
+}
+
+double budget_time_left(const budget *b, double now)
+{
+    if (b->limits.max_time < 0)
+        return 1e18;
+    double left = b->limits.max_time - (now - b->start);
+    return left > 0 ? left : 0;
+}
+
+const char *budget_kind_name(budget_kind k)
+{
+    switch (k) {
+    case BUDGET_COST: return "max_cost";
+    case BUDGET_TOKENS: return "max_tokens";
+    case BUDGET_TIME: return "max_time";
+    case BUDGET_SUBCALLS: return "max_subcalls";
+    case BUDGET_NONE: break;
+    }
+    return NULL;
+}
+
+void budget_describe(const budget *b, budget_kind kind, double now, char *out, size_t outlen)
+{
+    const budget_limits *l = &b->limits;
+    switch (kind) {
+    case BUDGET_COST:
+        snprintf(out, outlen, "max_cost: $%.6g spent of $%.6g", b->cost, l->max_cost);
+        break;
+    case BUDGET_TOKENS:
+        snprintf(out, outlen, "max_tokens: %ld tokens spent of %ld", b->tokens, l->max_tokens);
+        break;
+    case BUDGET_TIME:
+        snprintf(out, outlen, "max_time: %.1f s elapsed of %.6g s", now - b->start, l->max_time);
+        break;
+    case BUDGET_SUBCALLS:
+        snprintf(out, outlen, "max_subcalls: %ld sub-calls made of %ld", b->subcalls, l->max_subcalls);
+        break;
+    case BUDGET_NONE:
+        snprintf(out, outlen, "no budget exhausted");
+        break;
+    }
+}

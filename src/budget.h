@@ -1,0 +1,87 @@
+/* budget — whole-run limits (dollars, tokens, wall time, sub-calls) and the
+ * arithmetic that decides whether the next call may be issued. Pure: the
+ * caller passes the clock and the estimates, so every rule is unit-tested.
+ *
+ * Ownership: a budget is a plain struct the caller owns. Not thread-safe: the
+ * call path (calls.h) serialises every admit and charge.
+ *
+ * Design, the rules in one place (docs/budgets.md says the same to users):
+ *   - A limit below 0 is "no limit". Root turns and sub-calls both count
+ *     toward cost, tokens and time; only sub-calls count toward max_subcalls.
+ *   - Before a call or a batch is issued, budget_admit refuses it when what is
+ *     already spent has reached a limit, or when the batch would go past one
+ *     by what can be known in advance: its number of sub-calls, and the input
+ *     side of its tokens and dollars (estimated from the prompt bytes). Output
+ *     cannot be known before the reply, so a call admitted with budget left
+ *     may end a little over it; the next admit then refuses.
+ *   - A batch is admitted whole or refused whole: a batch of 100 with 30
+ *     sub-calls left is refused, and nothing of it is sent. Sending the first
+ *     30 would hand the model a list with holes that silently skews whatever
+ *     it aggregates, and spend money on results it cannot use.
+ *   - The first refusal marks the budget exhausted (which limit, kept for the
+ *     report); from then on every admit is refused. The one last "best answer"
+ *     request the engine then makes is issued with budget_admit_final, which
+ *     always admits it: it may go over cost and tokens by that one call, and
+ *     over max_time by at most that request's own timeout (an answer from
+ *     what the run already paid for is worth one bounded request). */
+#ifndef RLM_BUDGET_H
+#define RLM_BUDGET_H
+
+#include <stddef.h>
+
+typedef enum budget_kind {
+    BUDGET_NONE = 0,
+    BUDGET_COST,
+    BUDGET_TOKENS,
+    BUDGET_TIME,
+    BUDGET_SUBCALLS,
+} budget_kind;
+
+typedef struct budget_limits {
+    double max_cost;     /* USD; < 0 = no limit */
+    long max_tokens;     /* prompt + completion tokens; < 0 = no limit */
+    double max_time;     /* wall seconds from budget_init; < 0 = no limit */
+    long max_subcalls;   /* sub-call prompts sent; < 0 = no limit */
+} budget_limits;
+
+/* budget_limits with every limit off. */
+budget_limits budget_no_limits(void);
+
+typedef struct budget {
+    budget_limits limits;
+    double start;        /* clock at budget_init */
+    double cost;         /* USD spent by calls whose cost is known */
+    long tokens;         /* prompt + completion tokens reported */
+    long subcalls;       /* sub-call prompts admitted */
+    long root_calls;     /* root requests admitted */
+    long unknown_cost_calls;  /* calls whose cost could not be computed */
+    budget_kind exhausted;    /* the limit that ended the run, or BUDGET_NONE */
+} budget;
+
+void budget_init(budget *b, const budget_limits *limits, double now);
+
+/* May a batch of n_subcalls sub-calls (0 for a root request) be issued at
+ * time now? est_tokens / est_cost are the input side of the batch (use 0 when
+ * unknown). Returns BUDGET_NONE and counts the calls when admitted; otherwise
+ * the limit that refuses it, which is now b->exhausted. */
+budget_kind budget_admit(budget *b, size_t n_subcalls, long est_tokens, double est_cost, double now);
+
+/* The last "best answer" request after the turns or a budget ran out:
+ * always admitted (BUDGET_NONE) and counted; see the design note above. */
+budget_kind budget_admit_final(budget *b, double now);
+
+/* Counts what one finished call spent. tokens < 0 = not reported (nothing
+ * added); cost < 0 = unknown (counted in unknown_cost_calls). */
+void budget_charge(budget *b, long tokens, double cost);
+
+/* Seconds left before max_time (a large number without a limit; 0 when past it). */
+double budget_time_left(const budget *b, double now);
+
+/* "max_cost", "max_tokens", "max_time", "max_subcalls", or NULL for BUDGET_NONE. */
+const char *budget_kind_name(budget_kind k);
+
+/* A one-line description of why kind stopped the run, e.g. "max_cost: $0.0213
+ * spent of $0.02" into out (always NUL-terminated). */
+void budget_describe(const budget *b, budget_kind kind, double now, char *out, size_t outlen);
+
+#endif

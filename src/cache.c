@@ -1,0 +1,197 @@
+/* cache — model replies in SQLite keyed by the SHA-256 of the request (the
+ * digest from OpenSSL's libcrypto), shared safely between processes through
+ * WAL mode and a busy timeout. */
+#include "cache.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "util.h"
+
+/* How long a writer waits for another process holding the lock. */
+#define CACHE_BUSY_TIMEOUT_MS 5000
+#define CACHE_PATH_MAX 4096
+
+struct cache {
+    sqlite3 *db;
+    sqlite3_stmt *get, *put;
+};
+
+int cache_hash(const void *data, size_t len, char key[CACHE_KEY_LEN])
+{
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (EVP_Digest(data, len, digest, &n, EVP_sha256(), NULL) != 1 || n != 32)
+        return -1;
+    static const char hex[] = "0123456789abcdef";
+    for (unsigned int i = 0; i < n; i++) {
+        key[2 * i] = hex[digest[i] >> 4];
+        key[2 * i + 1] = hex[digest[i] & 15];
+    }
+    key[64] = '\0';
+    return 0;
+}
+
+/* mkdir -p for dir. 0, or -1 with errno set. */
+static int make_dirs(const char *dir)
+{
+    char path[CACHE_PATH_MAX];
+    size_t len = strlen(dir);
+    if (len == 0 || len >= sizeof path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(path, dir, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (path[i] != '/' && path[i] != '\0')
+            continue;
+        char saved = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+            return -1;
+        path[i] = saved;
+    }
+    struct stat st;
+    if (stat(dir, &st) != 0)
+        return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
+
+static const char cache_schema[] =
+    "PRAGMA journal_mode=WAL;"
+    "CREATE TABLE IF NOT EXISTS replies ("
+    " key TEXT PRIMARY KEY,"
+    " content TEXT NOT NULL,"
+    " reasoning TEXT,"
+    " finish_reason TEXT,"
+    " prompt_tokens INTEGER NOT NULL,"
+    " completion_tokens INTEGER NOT NULL,"
+    " created REAL NOT NULL);";
+
+cache *cache_open(const char *dir, char *err, size_t errlen)
+{
+    cache *c = calloc(1, sizeof *c);
+    char path[CACHE_PATH_MAX];
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (make_dirs(dir) != 0) {
+        snprintf(err, errlen, "cannot create cache directory '%s': %s", dir, strerror(errno));
+        goto fail;
+    }
+    int n = snprintf(path, sizeof path, "%s/cache.sqlite", dir);
+    if (n < 0 || (size_t)n >= sizeof path) {
+        snprintf(err, errlen, "cache directory path is too long");
+        goto fail;
+    }
+    if (sqlite3_open_v2(path, &c->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK)
+        goto fail_db;
+    sqlite3_busy_timeout(c->db, CACHE_BUSY_TIMEOUT_MS);
+    /* The first statement that reads the file is where a corrupt or foreign
+     * file shows itself ("file is not a database"). */
+    if (sqlite3_exec(c->db, cache_schema, NULL, NULL, NULL) != SQLITE_OK)
+        goto fail_db;
+    if (sqlite3_prepare_v2(c->db,
+                           "SELECT content, reasoning, finish_reason, prompt_tokens, completion_tokens "
+                           "FROM replies WHERE key = ?1",
+                           -1, &c->get, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(c->db,
+                           "INSERT OR REPLACE INTO replies (key, content, reasoning, finish_reason, "
+                           "prompt_tokens, completion_tokens, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                           -1, &c->put, NULL) != SQLITE_OK)
+        goto fail_db;
+    return c;
+fail_db:
+    snprintf(err, errlen, "cache file '%s' is unusable: %s", path,
+             c->db ? sqlite3_errmsg(c->db) : "cannot open");
+fail:
+    cache_close(c);
+    return NULL;
+}
+
+static char *column_text(sqlite3_stmt *st, int col)
+{
+    const unsigned char *t = sqlite3_column_text(st, col);
+    if (!t)
+        return NULL;
+    return str_dup_len((const char *)t, (size_t)sqlite3_column_bytes(st, col));
+}
+
+int cache_get(cache *c, const char *key, cache_entry *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    int rc = -1;
+    sqlite3_bind_text(c->get, 1, key, -1, SQLITE_STATIC);
+    int step = sqlite3_step(c->get);
+    if (step == SQLITE_DONE) {
+        rc = 0;
+    } else if (step == SQLITE_ROW) {
+        out->content = column_text(c->get, 0);
+        out->reasoning = column_text(c->get, 1);
+        out->finish_reason = column_text(c->get, 2);
+        out->prompt_tokens = (long)sqlite3_column_int64(c->get, 3);
+        out->completion_tokens = (long)sqlite3_column_int64(c->get, 4);
+        if (out->content) {
+            rc = 1;
+        } else {
+            snprintf(err, errlen, "cache: out of memory");
+            cache_entry_clear(out);
+        }
+    } else {
+        snprintf(err, errlen, "cache read failed: %s", sqlite3_errmsg(c->db));
+    }
+    sqlite3_reset(c->get);
+    sqlite3_clear_bindings(c->get);
+    return rc;
+}
+
+int cache_put(cache *c, const char *key, const cache_entry *e, char *err, size_t errlen)
+{
+    sqlite3_bind_text(c->put, 1, key, -1, SQLITE_STATIC);
+    sqlite3_bind_text(c->put, 2, e->content ? e->content : "", -1, SQLITE_STATIC);
+    if (e->reasoning)
+        sqlite3_bind_text(c->put, 3, e->reasoning, -1, SQLITE_STATIC);
+    if (e->finish_reason)
+        sqlite3_bind_text(c->put, 4, e->finish_reason, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(c->put, 5, e->prompt_tokens);
+    sqlite3_bind_int64(c->put, 6, e->completion_tokens);
+    sqlite3_bind_double(c->put, 7, clock_wall());
+    int step = sqlite3_step(c->put);
+    int rc = 0;
+    if (step != SQLITE_DONE) {
+        snprintf(err, errlen, "cache write failed: %s", sqlite3_errmsg(c->db));
+        rc = -1;
+    }
+    sqlite3_reset(c->put);
+    sqlite3_clear_bindings(c->put);
+    return rc;
+}
+
+void cache_entry_clear(cache_entry *e)
+{
+    free(e->content);
+    free(e->reasoning);
+    free(e->finish_reason);
+    memset(e, 0, sizeof *e);
+}
+
+void cache_close(cache *c)
+{
+    if (!c)
+        return;
+    sqlite3_finalize(c->get);
+    sqlite3_finalize(c->put);
+    sqlite3_close(c->db);
+    free(c);
+}
