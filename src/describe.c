@@ -1,0 +1,243 @@
+/* describe — the context description for a set of documents: sizes,
+ * token estimates per kind of text, a histogram, the first names and a
+ * preview, every part capped so 50,000 files describe in a few KB.
+ *
+ * Token ratios. rlm has no tokenizer, so tokens are estimated from bytes.
+ * English prose runs about 4 bytes per token with current BPE vocabularies;
+ * rlm uses 3.5 everywhere so estimates err high (a budget that is
+ * overestimated fails safe). Source code tokenizes denser — operators,
+ * indentation runs, short and camel-cased identifiers each cost tokens — so
+ * 3.0. JSON is densest: every quote, brace, colon and comma and each
+ * repeated key is a token or part of one, so 2.5. */
+#include "describe.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "prompt.h"
+#include "utf8.h"
+#include "util.h"
+
+enum {
+    DESCRIPTION_MAX_BYTES = 24 * 1024,
+    NAMES_LISTED = 100,
+    NAME_MAX_BYTES = 160,
+    PREVIEW_DOCS = 3,
+    PREVIEW_CHARS = 240,
+};
+
+static const char *const code_extensions[] = {
+    "c", "h", "cc", "cpp", "cxx", "hpp", "hh", "py", "js", "mjs", "ts", "tsx", "jsx", "go",
+    "rs", "java", "kt", "scala", "rb", "php", "cs", "swift", "m", "mm", "sh", "bash", "zsh",
+    "pl", "lua", "sql", "r", "jl", "hs", "ml", "ex", "exs", "erl", "clj", "el", "vim", "css",
+    "scss", "html", "xml", "yaml", "yml", "toml", "ini", "cmake", "mk", "proto", "dart", "zig",
+};
+
+describe_text describe_text_of_name(const char *name)
+{
+    const char *slash = strrchr(name, '/');
+    const char *base = slash ? slash + 1 : name;
+    const char *dot = strrchr(base, '.');
+    if (!strcmp(base, "Makefile") || !strcmp(base, "CMakeLists.txt") || !strcmp(base, "Dockerfile"))
+        return DESCRIBE_CODE;
+    if (!dot)
+        return DESCRIBE_PROSE;
+    const char *ext = dot + 1;
+    if (!strcasecmp(ext, "json") || !strcasecmp(ext, "jsonl") || !strcasecmp(ext, "ndjson"))
+        return DESCRIBE_JSON;
+    for (size_t i = 0; i < sizeof code_extensions / sizeof *code_extensions; i++)
+        if (!strcasecmp(ext, code_extensions[i]))
+            return DESCRIBE_CODE;
+    return DESCRIBE_PROSE;
+}
+
+size_t describe_estimate_tokens(size_t bytes, describe_text kind)
+{
+    /* bytes / ratio rounded up, with the ratio as a fraction num/den so
+     * nothing overflows: 3.5 = 7/2, 3.0 = 3/1, 2.5 = 5/2 */
+    size_t num = kind == DESCRIBE_CODE ? 3 : kind == DESCRIBE_JSON ? 5 : 7;
+    size_t den = kind == DESCRIBE_CODE ? 1 : 2;
+    return bytes / num * den + ((bytes % num) * den + num - 1) / num;
+}
+
+size_t describe_count_tokens(const char *text, size_t len)
+{
+    (void)text;
+    return describe_estimate_tokens(len, DESCRIBE_PROSE);
+}
+
+static size_t doc_chars(const ingest_doc *d)
+{
+    if (d->chars || d->len == 0 || !d->data)
+        return d->chars;
+    return prompt_count_chars(d->data, d->len);
+}
+
+/* A number with thousands separators: 1234567 → "1,234,567". */
+static int put_count(buf *out, size_t n)
+{
+    char digits[32];
+    int len = snprintf(digits, sizeof digits, "%zu", n);
+    for (int i = 0; i < len; i++) {
+        if (i > 0 && (len - i) % 3 == 0 && buf_puts(out, ",") != 0)
+            return -1;
+        if (buf_append(out, digits + i, 1) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* Text for the model: invalid UTF-8 becomes U+FFFD, control bytes but
+ * newline and tab become spaces, so a preview cannot break the message. */
+static int put_clean(buf *out, const char *s, size_t len)
+{
+    size_t clean_len;
+    char *clean = utf8_sanitize(s, len, &clean_len);
+    if (!clean)
+        return -1;
+    for (size_t i = 0; i < clean_len; i++) {
+        unsigned char c = (unsigned char)clean[i];
+        if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7F)
+            clean[i] = ' ';
+    }
+    int rc = buf_append(out, clean, clean_len);
+    free(clean);
+    return rc;
+}
+
+static int put_name(buf *out, const char *name)
+{
+    size_t len = strlen(name);
+    size_t cut = utf8_cut(name, len, NAME_MAX_BYTES);
+    if (buf_puts(out, "\"") != 0 || put_clean(out, name, cut) != 0)
+        return -1;
+    return buf_puts(out, cut < len ? "...\"" : "\"");
+}
+
+/* Size classes of the histogram, in characters. */
+static const size_t bucket_top[] = {0, 1000, 10000, 100000, 1000000, 10000000};
+static const char *const bucket_label[] = {"empty", "1-1K", "1K-10K", "10K-100K", "100K-1M",
+                                            "1M-10M", "over 10M"};
+enum { N_BUCKETS = 7 };
+
+static int describe_many(buf *out, ingest_kind kind, const ingest_doc *docs, size_t n)
+{
+    size_t total_chars = 0, total_bytes = 0, invalid = 0, largest = 0;
+    size_t bytes_of[3] = {0, 0, 0}, buckets[N_BUCKETS] = {0};
+    for (size_t i = 0; i < n; i++) {
+        size_t ch = doc_chars(&docs[i]);
+        total_chars += ch;
+        total_bytes += docs[i].len;
+        invalid += docs[i].invalid_utf8;
+        describe_text t = kind == INGEST_LIST ? DESCRIBE_PROSE : describe_text_of_name(docs[i].name);
+        bytes_of[t] += docs[i].len;
+        size_t b = 0;
+        while (b < N_BUCKETS - 1 && ch > bucket_top[b])
+            b++;
+        buckets[b]++;
+        if (ch > doc_chars(&docs[largest]))
+            largest = i;
+    }
+    size_t tokens = describe_estimate_tokens(bytes_of[0], DESCRIBE_PROSE) +
+                    describe_estimate_tokens(bytes_of[1], DESCRIBE_CODE) +
+                    describe_estimate_tokens(bytes_of[2], DESCRIBE_JSON);
+    const char *type = kind == INGEST_LIST ? "a list of " : "a dict of ";
+    if (buf_puts(out, "The context is ") || buf_puts(out, type) || put_count(out, n) ||
+        buf_puts(out, kind == INGEST_LIST ? " str (documents; index them as context[i])"
+                                          : " documents (path -> str; context[path])") ||
+        buf_puts(out, " with ") || put_count(out, total_chars) ||
+        buf_puts(out, " characters in total (about ") || put_count(out, tokens) ||
+        buf_puts(out, " tokens"))
+        return -1;
+    if (bytes_of[1] || bytes_of[2]) {
+        if (buf_puts(out, ": ") || put_count(out, describe_estimate_tokens(bytes_of[1], DESCRIBE_CODE)) ||
+            buf_puts(out, " in code, ") ||
+            put_count(out, describe_estimate_tokens(bytes_of[2], DESCRIBE_JSON)) ||
+            buf_puts(out, " in JSON, ") ||
+            put_count(out, describe_estimate_tokens(bytes_of[0], DESCRIBE_PROSE)) ||
+            buf_puts(out, " in other text"))
+            return -1;
+    }
+    if (buf_puts(out, ").\n"))
+        return -1;
+    if (invalid && (buf_puts(out, "Invalid UTF-8: ") || put_count(out, invalid) ||
+                    buf_puts(out, " bytes were replaced with U+FFFD.\n")))
+        return -1;
+    if (buf_puts(out, "Sizes in characters:"))
+        return -1;
+    for (size_t b = 0; b < N_BUCKETS; b++) {
+        if (!buckets[b])
+            continue;
+        if (buf_printf(out, " %s: ", bucket_label[b]) || put_count(out, buckets[b]) ||
+            buf_puts(out, ";"))
+            return -1;
+    }
+    if (n && (buf_puts(out, " largest: ") || put_name(out, docs[largest].name) ||
+              buf_puts(out, " (") || put_count(out, doc_chars(&docs[largest])) ||
+              buf_puts(out, ")")))
+        return -1;
+    if (buf_puts(out, ".\n"))
+        return -1;
+    size_t listed = n < NAMES_LISTED ? n : NAMES_LISTED;
+    if (buf_puts(out, listed < n ? "The first " : "All ") || put_count(out, listed) ||
+        buf_puts(out, " names, in order, with characters:\n"))
+        return -1;
+    for (size_t i = 0; i < listed; i++) {
+        if (buf_puts(out, "  ") || put_name(out, docs[i].name) || buf_puts(out, " ") ||
+            put_count(out, doc_chars(&docs[i])) || buf_puts(out, "\n"))
+            return -1;
+    }
+    if (listed < n && (buf_puts(out, "  ... and ") || put_count(out, n - listed) ||
+                       buf_puts(out, " more\n")))
+        return -1;
+    size_t shown = 0;
+    for (size_t i = 0; i < n && shown < PREVIEW_DOCS; i++) {
+        if (!docs[i].len)
+            continue;
+        size_t end = utf8_cut(docs[i].data, docs[i].len, PREVIEW_CHARS * 4);
+        size_t chars = 0, k = 0;
+        for (; k < end && chars <= PREVIEW_CHARS; k++)
+            chars += ((unsigned char)docs[i].data[k] & 0xC0) != 0x80;
+        if (chars > PREVIEW_CHARS)
+            k--;
+        if (buf_puts(out, "--- start of ") || put_name(out, docs[i].name) ||
+            buf_puts(out, " ---\n") || put_clean(out, docs[i].data, k) ||
+            buf_puts(out, k < docs[i].len ? "\n...\n" : "\n"))
+            return -1;
+        shown++;
+    }
+    return buf_puts(out, shown ? "--- end of preview ---\n" : "");
+}
+
+char *describe_docset(ingest_kind kind, const ingest_doc *docs, size_t n)
+{
+    if (kind == INGEST_STR && n == 1) {
+        char *base = prompt_describe_context(docs[0].name, docs[0].data, docs[0].len);
+        if (!base || !docs[0].invalid_utf8)
+            return base;
+        buf out;
+        buf_init(&out, DESCRIPTION_MAX_BYTES);
+        int rc = buf_puts(&out, base) || buf_puts(&out, "Invalid UTF-8: ") ||
+                 put_count(&out, docs[0].invalid_utf8) ||
+                 buf_puts(&out, " bytes were replaced with U+FFFD.\n");
+        free(base);
+        if (rc) {
+            buf_free(&out);
+            return NULL;
+        }
+        return buf_take(&out);
+    }
+    buf out;
+    buf_init(&out, DESCRIPTION_MAX_BYTES);
+    if (describe_many(&out, kind, docs, n) != 0 && out.len + 64 >= DESCRIPTION_MAX_BYTES) {
+        /* over the cap: end the text cleanly where it was cut */
+        out.max += 64;
+        buf_puts(&out, "\n[description cut here]\n");
+    } else if (out.len == 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    return buf_take(&out);
+}

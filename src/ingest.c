@@ -1,0 +1,1168 @@
+/* ingest — the --context arguments turned into a document set over read-only
+ * mappings: the directory walk (gitignore, include/exclude, binary sniffing,
+ * symlink loops), JSONL records, stdin, and the packed form for the sandbox. */
+#include "ingest.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <glob.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "gitignore.h"
+#include "utf8.h"
+#include "util.h"
+
+enum {
+    SNIFF_BYTES = 8192,              /* binary detection looks this far */
+    SCAN_BLOCK = 256 * 1024,         /* pread block while counting */
+    MAX_OPEN_FDS = 64,               /* file sources that keep their descriptor */
+    GITIGNORE_MAX_BYTES = 1 << 20,
+    GITIGNORE_MAX_RULES = 100000,
+    PATH_MAX_BYTES = 4096,
+    JSONL_LINE_MAX = 256 * 1024 * 1024,
+    PACK_ALIGN = 4096,
+};
+
+/* Where a document's bytes live: a mapped file or a sealed memfd (stdin, the
+ * decoded JSONL texts). */
+typedef struct source {
+    char *path;          /* NULL for a memfd */
+    int fd;              /* -1 once closed (files past MAX_OPEN_FDS) */
+    const char *map;
+    size_t map_len;      /* what munmap releases */
+    size_t len;          /* bytes still trusted (ingest_validate lowers it) */
+    dev_t dev;
+    ino_t ino;
+} source;
+
+typedef struct docrec {
+    ingest_doc d;
+    size_t src;          /* index into sources, SIZE_MAX when len is 0 */
+    size_t off;          /* offset in the source */
+} docrec;
+
+struct ingest_set {
+    ingest_kind kind;
+    docrec *recs;
+    size_t n_recs, cap_recs;
+    ingest_doc *docs;    /* the public, sorted view */
+    source *srcs;
+    size_t n_srcs, cap_srcs, open_fds;
+    char **problems;
+    size_t n_problems, problem_total, max_problems;
+    size_t total_bytes, invalid;
+};
+
+/* State of one ingest_open call. */
+typedef struct walk {
+    ingest_set *s;
+    const ingest_options *opt;
+    gitignore *gi, *exclude, *include;
+    uint64_t *seen;      /* open-addressing set of directory (dev, ino) hashes */
+    dev_t *seen_dev;
+    ino_t *seen_ino;
+    size_t seen_n, seen_cap;
+    int blob_fd;         /* JSONL texts, -1 until the first record */
+    size_t blob_len;
+    size_t blob_src;
+    size_t skipped;
+    char *err;
+    size_t errlen;
+} walk;
+
+static void problem(ingest_set *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void problem(ingest_set *s, const char *fmt, ...)
+{
+    s->problem_total++;
+    if (s->n_problems >= s->max_problems)
+        return;
+    char line[PATH_MAX_BYTES + 256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    char *copy = strdup(line);
+    if (!copy)
+        return;
+    if (s->n_problems % 64 == 0) {
+        char **grown = realloc(s->problems, (s->n_problems + 64) * sizeof *grown);
+        if (!grown) {
+            free(copy);
+            return;
+        }
+        s->problems = grown;
+    }
+    s->problems[s->n_problems++] = copy;
+}
+
+void ingest_options_init(ingest_options *opt)
+{
+    memset(opt, 0, sizeof *opt);
+    opt->stdin_fd = 0;
+    opt->max_files = 1000000;
+    opt->max_depth = 128;
+    opt->max_problems = 1000;
+}
+
+/* --- counting ----------------------------------------------------------- */
+
+void ingest_count_utf8(const char *data, size_t len, size_t *chars, size_t *invalid)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    size_t i = 0, c = 0, bad = 0;
+    while (i < len) {
+        /* ASCII runs eight bytes at a time: most input is ASCII */
+        while (i + 8 <= len) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (w & 0x8080808080808080ULL)
+                break;
+            i += 8;
+            c += 8;
+        }
+        if (i >= len)
+            break;
+        size_t n = utf8_sequence_length(p + i, len - i);
+        if (n == 0) {
+            bad++;
+            n = 1;
+        }
+        i += n;
+        c++;
+    }
+    *chars = c;
+    *invalid = bad;
+}
+
+/* Binary: a NUL byte in the first SNIFF_BYTES, or more than one byte in ten
+ * there starting no valid UTF-8 sequence (Latin-1 text has a few; images,
+ * archives and object files have many). A sequence cut by the sniff window
+ * is not held against the file. */
+static int looks_binary(const char *data, size_t len)
+{
+    size_t n = len < SNIFF_BYTES ? len : SNIFF_BYTES;
+    if (memchr(data, '\0', n))
+        return 1;
+    size_t chars, bad;
+    size_t cut = n < len ? utf8_cut(data, n, n) : n;
+    ingest_count_utf8(data, cut, &chars, &bad);
+    return bad * 10 > n;
+}
+
+/* --- sources and documents ---------------------------------------------- */
+
+static int add_source(ingest_set *s, source *src)
+{
+    if (s->n_srcs == s->cap_srcs) {
+        size_t cap = s->cap_srcs ? s->cap_srcs * 2 : 16;
+        source *grown = realloc(s->srcs, cap * sizeof *grown);
+        if (!grown)
+            return -1;
+        s->srcs = grown;
+        s->cap_srcs = cap;
+    }
+    s->srcs[s->n_srcs++] = *src;
+    return 0;
+}
+
+static int add_doc(walk *w, const char *name, size_t src, size_t off, size_t len)
+{
+    ingest_set *s = w->s;
+    if (s->n_recs >= w->opt->max_files) {
+        snprintf(w->err, w->errlen, "more than %zu documents; narrow the input with --include or --exclude",
+                 w->opt->max_files);
+        return -1;
+    }
+    if (s->n_recs == s->cap_recs) {
+        size_t cap = s->cap_recs ? s->cap_recs * 2 : 64;
+        docrec *grown = realloc(s->recs, cap * sizeof *grown);
+        if (!grown)
+            goto oom;
+        s->recs = grown;
+        s->cap_recs = cap;
+    }
+    docrec *r = &s->recs[s->n_recs];
+    memset(r, 0, sizeof *r);
+    r->d.name = strdup(name);
+    if (!r->d.name)
+        goto oom;
+    r->d.len = len;
+    r->src = src;
+    r->off = off;
+    s->n_recs++;
+    return 0;
+oom:
+    snprintf(w->err, w->errlen, "out of memory");
+    return -1;
+}
+
+/* Counts characters and invalid bytes of a file through pread, not through
+ * its mapping, so a file shrinking under us is a short read. Returns the
+ * bytes that could be read. */
+static size_t scan_file(int fd, size_t len, size_t *chars, size_t *invalid)
+{
+    char *block = malloc(SCAN_BLOCK + 4);
+    size_t done = 0, carry = 0, c = 0, bad = 0;
+    *chars = *invalid = 0;
+    if (!block)
+        return 0;
+    while (done < len) {
+        size_t want = len - done < SCAN_BLOCK ? len - done : SCAN_BLOCK;
+        ssize_t got = pread(fd, block + carry, want, (off_t)done);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        done += (size_t)got;
+        size_t have = carry + (size_t)got;
+        size_t upto = done < len ? utf8_cut(block, have, have) : have;
+        if (upto + 4 < have)
+            upto = have;  /* a run of invalid bytes: counted now, not carried */
+        size_t ch, bd;
+        ingest_count_utf8(block, upto, &ch, &bd);
+        c += ch;
+        bad += bd;
+        carry = have - upto;
+        memmove(block, block + upto, carry);
+    }
+    if (carry) {
+        size_t ch, bd;
+        ingest_count_utf8(block, carry, &ch, &bd);
+        c += ch;
+        bad += bd;
+    }
+    free(block);
+    *chars = c;
+    *invalid = bad;
+    return done;
+}
+
+/* Maps one regular file and adds it as a document named `name`. In a walk
+ * (sniff set) binary files are skipped; an explicitly named file is taken
+ * as it is. 0 when added or skipped, -1 on a fatal error (err set). */
+static int add_file(walk *w, const char *path, const char *name, int sniff, int fatal_open)
+{
+    ingest_set *s = w->s;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        if (fatal_open) {
+            snprintf(w->err, w->errlen, "cannot open '%s': %s", path, strerror(errno));
+            return -1;
+        }
+        problem(s, "skipped '%s': %s", name, strerror(errno));
+        w->skipped++;
+        return 0;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        if (fatal_open) {
+            snprintf(w->err, w->errlen, "'%s' is not a regular file", path);
+            return -1;
+        }
+        problem(s, "skipped '%s': not a regular file", name);
+        w->skipped++;
+        return 0;
+    }
+    size_t len = (size_t)st.st_size;
+    if (len == 0) {
+        close(fd);
+        return add_doc(w, name, SIZE_MAX, 0, 0);
+    }
+    if (sniff) {
+        char head[SNIFF_BYTES];
+        ssize_t got = pread(fd, head, sizeof head, 0);
+        if (got < 0) {
+            problem(s, "skipped '%s': %s", name, strerror(errno));
+            close(fd);
+            w->skipped++;
+            return 0;
+        }
+        if (looks_binary(head, (size_t)got)) {
+            problem(s, "skipped '%s': binary", name);
+            close(fd);
+            w->skipped++;
+            return 0;
+        }
+    }
+    size_t chars, invalid;
+    size_t seen = scan_file(fd, len, &chars, &invalid);
+    if (seen < len) {
+        problem(s, "'%s' shrank from %zu to %zu bytes while being read", name, len, seen);
+        len = seen;
+    }
+    void *map = NULL;
+    if (len > 0) {
+        map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED) {
+            problem(s, "skipped '%s': cannot map: %s", name, strerror(errno));
+            close(fd);
+            w->skipped++;
+            return 0;
+        }
+    }
+    source src = {.path = strdup(path), .fd = fd, .map = map, .map_len = len, .len = len, .dev = st.st_dev,
+                  .ino = st.st_ino};
+    if (!src.path || add_source(s, &src) != 0) {
+        free(src.path);
+        if (map)
+            munmap(map, len);
+        close(fd);
+        snprintf(w->err, w->errlen, "out of memory");
+        return -1;
+    }
+    if (s->open_fds < MAX_OPEN_FDS) {
+        s->open_fds++;
+    } else {
+        close(fd);
+        s->srcs[s->n_srcs - 1].fd = -1;
+    }
+    if (add_doc(w, name, s->n_srcs - 1, 0, len) != 0)
+        return -1;
+    docrec *r = &s->recs[s->n_recs - 1];
+    r->d.chars = chars;
+    r->d.invalid_utf8 = invalid;
+    return 0;
+}
+
+/* --- memfds: stdin and JSONL texts --------------------------------------- */
+
+static int memfd_finish(walk *w, int fd, size_t len, size_t *src_index)
+{
+    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+    void *map = NULL;
+    if (len > 0) {
+        map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+        if (map == MAP_FAILED) {
+            snprintf(w->err, w->errlen, "cannot map a memory file: %s", strerror(errno));
+            close(fd);
+            return -1;
+        }
+    }
+    source src = {.path = NULL, .fd = fd, .map = map, .map_len = len, .len = len};
+    if (add_source(w->s, &src) != 0) {
+        if (map)
+            munmap(map, len);
+        close(fd);
+        snprintf(w->err, w->errlen, "out of memory");
+        return -1;
+    }
+    *src_index = w->s->n_srcs - 1;
+    return 0;
+}
+
+/* Reads all of stdin into a sealed memfd: the one copy stdin needs. */
+static int read_stdin(walk *w, size_t *src_index, size_t *len_out)
+{
+    int fd = memfd_create("rlm-stdin", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0) {
+        snprintf(w->err, w->errlen, "cannot create a memory file: %s", strerror(errno));
+        return -1;
+    }
+    char *block = malloc(SCAN_BLOCK);
+    size_t len = 0;
+    if (!block)
+        goto fail;
+    for (;;) {
+        ssize_t got = read(w->opt->stdin_fd, block, SCAN_BLOCK);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            snprintf(w->err, w->errlen, "cannot read stdin: %s", strerror(errno));
+            goto fail;
+        }
+        if (got == 0)
+            break;
+        if (write_full(fd, block, (size_t)got) != 0) {
+            snprintf(w->err, w->errlen, "cannot store stdin: %s", strerror(errno));
+            goto fail;
+        }
+        len += (size_t)got;
+    }
+    free(block);
+    *len_out = len;
+    return memfd_finish(w, fd, len, src_index);
+fail:
+    free(block);
+    close(fd);
+    return -1;
+}
+
+/* --- JSONL ---------------------------------------------------------------- */
+
+static int jsonl_record(walk *w, const char *name, size_t line_no, const char *line, size_t len)
+{
+    size_t i = 0;
+    while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r'))
+        i++;
+    if (i == len)
+        return 0;   /* blank lines are not records */
+    json_error_t jerr;
+    json_t *v = json_loadb(line, len, JSON_DECODE_ANY, &jerr);
+    if (!v) {
+        problem(w->s, "%s line %zu: broken JSON (%s), skipped", name, line_no, jerr.text);
+        return 0;
+    }
+    json_t *text = json_is_object(v) ? json_object_get(v, w->opt->jsonl_field) : v;
+    if (!json_is_string(text)) {
+        problem(w->s, "%s line %zu: no string field \"%s\", skipped", name, line_no,
+                w->opt->jsonl_field);
+        json_decref(v);
+        return 0;
+    }
+    const char *t = json_string_value(text);
+    size_t tlen = json_string_length(text);
+    if (w->blob_fd < 0) {
+        w->blob_fd = memfd_create("rlm-jsonl", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (w->blob_fd < 0) {
+            snprintf(w->err, w->errlen, "cannot create a memory file: %s", strerror(errno));
+            json_decref(v);
+            return -1;
+        }
+    }
+    if (tlen && write_full(w->blob_fd, t, tlen) != 0) {
+        snprintf(w->err, w->errlen, "cannot store JSONL text: %s", strerror(errno));
+        json_decref(v);
+        return -1;
+    }
+    char label[PATH_MAX_BYTES + 32];
+    snprintf(label, sizeof label, "%s:%zu", name, line_no);
+    size_t chars, invalid;
+    ingest_count_utf8(t, tlen, &chars, &invalid);
+    json_decref(v);
+    if (add_doc(w, label, tlen ? SIZE_MAX - 1 : SIZE_MAX, w->blob_len, tlen) != 0)
+        return -1;
+    w->s->recs[w->s->n_recs - 1].d.chars = chars;
+    w->blob_len += tlen;
+    return 0;
+}
+
+/* Reads a JSONL file line by line with read(2) into a bounded buffer: the
+ * texts are decoded anyway, so the file is not mapped. */
+static int add_jsonl(walk *w, int fd, const char *name)
+{
+    buf line;
+    buf_init(&line, JSONL_LINE_MAX);
+    char *block = malloc(SCAN_BLOCK);
+    size_t line_no = 0;
+    int too_long = 0, rc = -1;
+    if (!block) {
+        snprintf(w->err, w->errlen, "out of memory");
+        goto done;
+    }
+    for (;;) {
+        ssize_t got = read(fd, block, SCAN_BLOCK);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            problem(w->s, "%s: read error after line %zu: %s", name, line_no, strerror(errno));
+            break;
+        }
+        size_t i = 0, n = (size_t)got;
+        while (i < n) {
+            const char *nl = memchr(block + i, '\n', n - i);
+            size_t end = nl ? (size_t)(nl - block) : n;
+            if (!too_long && buf_append(&line, block + i, end - i) != 0)
+                too_long = 1;
+            i = end + (nl != NULL);
+            if (!nl)
+                break;
+            line_no++;
+            if (too_long)
+                problem(w->s, "%s line %zu: longer than %d bytes, skipped", name, line_no,
+                        JSONL_LINE_MAX);
+            else if (jsonl_record(w, name, line_no, line.data ? line.data : "", line.len) != 0)
+                goto done;
+            buf_reset(&line);
+            too_long = 0;
+        }
+        if (got == 0) {
+            if (line.len > 0 || too_long) {
+                line_no++;
+                if (jsonl_record(w, name, line_no, line.data, line.len) != 0)
+                    goto done;
+            }
+            break;
+        }
+    }
+    rc = 0;
+done:
+    free(block);
+    buf_free(&line);
+    return rc;
+}
+
+/* --- the directory walk ---------------------------------------------------- */
+
+static int seen_directory(walk *w, dev_t dev, ino_t ino)
+{
+    if (w->seen_n * 2 >= w->seen_cap) {
+        size_t cap = w->seen_cap ? w->seen_cap * 2 : 256;
+        dev_t *devs = calloc(cap, sizeof *devs);
+        ino_t *inos = calloc(cap, sizeof *inos);
+        uint64_t *used = calloc(cap, sizeof *used);
+        if (!devs || !inos || !used) {
+            free(devs);
+            free(inos);
+            free(used);
+            return -1;
+        }
+        for (size_t i = 0; i < w->seen_cap; i++) {
+            if (!w->seen[i])
+                continue;
+            size_t h = (size_t)(((uint64_t)w->seen_dev[i] * 0x9E3779B97F4A7C15ULL) ^ w->seen_ino[i]);
+            while (used[h % cap])
+                h++;
+            used[h % cap] = 1;
+            devs[h % cap] = w->seen_dev[i];
+            inos[h % cap] = w->seen_ino[i];
+        }
+        free(w->seen);
+        free(w->seen_dev);
+        free(w->seen_ino);
+        w->seen = used;
+        w->seen_dev = devs;
+        w->seen_ino = inos;
+        w->seen_cap = cap;
+    }
+    size_t h = (size_t)(((uint64_t)dev * 0x9E3779B97F4A7C15ULL) ^ ino);
+    for (;; h++) {
+        size_t i = h % w->seen_cap;
+        if (!w->seen[i]) {
+            w->seen[i] = 1;
+            w->seen_dev[i] = dev;
+            w->seen_ino[i] = ino;
+            w->seen_n++;
+            return 0;
+        }
+        if (w->seen_dev[i] == dev && w->seen_ino[i] == ino)
+            return 1;
+    }
+}
+
+static int compare_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void load_gitignore(walk *w, const char *dir, const char *rel)
+{
+    char path[PATH_MAX_BYTES];
+    if ((size_t)snprintf(path, sizeof path, "%s/.gitignore", dir) >= sizeof path)
+        return;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    char *text = malloc(GITIGNORE_MAX_BYTES);
+    ssize_t got = text ? read(fd, text, GITIGNORE_MAX_BYTES) : -1;
+    close(fd);
+    if (got > 0 && gitignore_add_text(w->gi, rel, text, (size_t)got) != 0)
+        problem(w->s, "%s: too many .gitignore rules, the rest are not applied", path);
+    free(text);
+}
+
+/* Whether rel (relative to the walk's root) is left out. */
+static int excluded(walk *w, const char *rel, int is_dir)
+{
+    if (gitignore_match(w->exclude, rel, is_dir) == GITIGNORE_IGNORE)
+        return 1;
+    if (gitignore_match(w->gi, rel, is_dir) == GITIGNORE_IGNORE)
+        return 1;
+    if (!is_dir && gitignore_count(w->include) > 0 &&
+        gitignore_match(w->include, rel, 0) == GITIGNORE_NONE)
+        return 1;
+    return 0;
+}
+
+static int walk_dir(walk *w, const char *dir, const char *rel, const char *prefix, size_t depth);
+
+static int walk_entry(walk *w, const char *dir, const char *rel, const char *prefix,
+                      const char *entry, size_t depth)
+{
+    char path[PATH_MAX_BYTES], child_rel[PATH_MAX_BYTES], name[PATH_MAX_BYTES];
+    if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, entry) >= sizeof path ||
+        (size_t)snprintf(child_rel, sizeof child_rel, "%s%s", rel, entry) >= sizeof child_rel ||
+        (size_t)snprintf(name, sizeof name, "%s%s", prefix, child_rel) >= sizeof name) {
+        problem(w->s, "skipped '%s/%s': path too long", dir, entry);
+        return 0;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        problem(w->s, "skipped '%s': %s", name, strerror(errno));
+        w->skipped++;
+        return 0;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        if (excluded(w, child_rel, 1))
+            return 0;
+        int seen = seen_directory(w, st.st_dev, st.st_ino);
+        if (seen < 0) {
+            snprintf(w->err, w->errlen, "out of memory");
+            return -1;
+        }
+        if (seen) {
+            problem(w->s, "skipped '%s': directory already walked (a symlink loop?)", name);
+            return 0;
+        }
+        if (depth + 1 > w->opt->max_depth) {
+            problem(w->s, "skipped '%s': nested deeper than %zu", name, w->opt->max_depth);
+            return 0;
+        }
+        size_t len = strlen(child_rel);
+        if (len + 2 > sizeof child_rel)
+            return 0;
+        child_rel[len] = '/';
+        child_rel[len + 1] = '\0';
+        return walk_dir(w, path, child_rel, prefix, depth + 1);
+    }
+    if (!S_ISREG(st.st_mode) || excluded(w, child_rel, 0))
+        return 0;
+    return add_file(w, path, name, 1, 0);
+}
+
+/* Walks dir (rel is its path from the root, "" or ending in '/'; names get
+ * prefix in front). Entries in byte order, so the walk is stable. */
+static int walk_dir(walk *w, const char *dir, const char *rel, const char *prefix, size_t depth)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        problem(w->s, "skipped directory '%s%s': %s", prefix, rel, strerror(errno));
+        w->skipped++;
+        return 0;
+    }
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    int rc = -1;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *nm = e->d_name;
+        if (!strcmp(nm, ".") || !strcmp(nm, "..") || !strcmp(nm, ".git"))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 32;
+            char **grown = realloc(names, cap * sizeof *grown);
+            if (!grown)
+                goto oom;
+            names = grown;
+        }
+        if (!(names[n] = strdup(nm)))
+            goto oom;
+        n++;
+    }
+    if (n)
+        qsort(names, n, sizeof *names, compare_names);
+    size_t mark = gitignore_count(w->gi);
+    load_gitignore(w, dir, rel);
+    rc = 0;
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = walk_entry(w, dir, rel, prefix, names[i], depth);
+    gitignore_truncate(w->gi, mark);
+    goto done;
+oom:
+    snprintf(w->err, w->errlen, "out of memory");
+done:
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    closedir(d);
+    return rc;
+}
+
+/* --- arguments ---------------------------------------------------------- */
+
+static int has_glob_chars(const char *s)
+{
+    return strpbrk(s, "*?[") != NULL;
+}
+
+/* One path (from the command line or a glob match). */
+static int add_path(walk *w, const char *path, int single, int from_glob)
+{
+    struct stat st;
+    if (stat(path, &st) != 0) {
+        snprintf(w->err, w->errlen, "context '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    if (S_ISDIR(st.st_mode)) {
+        char prefix[PATH_MAX_BYTES];
+        size_t len = strlen(path);
+        while (len > 1 && path[len - 1] == '/')
+            len--;
+        if (single)
+            prefix[0] = '\0';
+        else if ((size_t)snprintf(prefix, sizeof prefix, "%.*s/", (int)len, path) >= sizeof prefix)
+            return 0;
+        if (seen_directory(w, st.st_dev, st.st_ino) == 1)
+            return 0;
+        size_t before = w->s->n_recs;
+        gitignore_truncate(w->gi, 0);
+        if (walk_dir(w, path, "", prefix, 0) != 0)
+            return -1;
+        if (w->s->n_recs == before && !w->opt->jsonl_field)
+            problem(w->s, "no text files in '%s'", path);
+        return 0;
+    }
+    if (w->opt->jsonl_field) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) {
+            snprintf(w->err, w->errlen, "cannot open '%s': %s", path, strerror(errno));
+            return -1;
+        }
+        int rc = add_jsonl(w, fd, path);
+        close(fd);
+        return rc;
+    }
+    return add_file(w, path, path, from_glob, 1);
+}
+
+static int add_argument(walk *w, const char *arg, size_t n_args)
+{
+    if (!strcmp(arg, "-")) {
+        if (w->opt->jsonl_field)
+            return add_jsonl(w, w->opt->stdin_fd, "<stdin>");
+        size_t src, len;
+        if (read_stdin(w, &src, &len) != 0)
+            return -1;
+        if (add_doc(w, "<stdin>", len ? src : SIZE_MAX, 0, len) != 0)
+            return -1;
+        docrec *r = &w->s->recs[w->s->n_recs - 1];
+        if (len)
+            ingest_count_utf8(w->s->srcs[src].map, len, &r->d.chars, &r->d.invalid_utf8);
+        return 0;
+    }
+    struct stat st;
+    if (stat(arg, &st) != 0 && has_glob_chars(arg)) {
+        glob_t g;
+        int grc = glob(arg, 0, NULL, &g);
+        if (grc != 0) {
+            snprintf(w->err, w->errlen, "context '%s': no file matches", arg);
+            if (grc != GLOB_NOMATCH)
+                globfree(&g);
+            return -1;
+        }
+        int rc = 0;
+        for (size_t i = 0; i < g.gl_pathc && rc == 0; i++)
+            rc = add_path(w, g.gl_pathv[i], 0, 1);
+        globfree(&g);
+        return rc;
+    }
+    return add_path(w, arg, n_args == 1, 0);
+}
+
+/* --- finishing the set ---------------------------------------------------- */
+
+static int compare_recs(const void *a, const void *b)
+{
+    return strcmp(((const docrec *)a)->d.name, ((const docrec *)b)->d.name);
+}
+
+/* Resolves data pointers once every source is mapped, drops duplicate names
+ * of a dict, and builds the public array. */
+static int finish(walk *w)
+{
+    ingest_set *s = w->s;
+    if (w->blob_fd >= 0) {
+        int fd = w->blob_fd;
+        w->blob_fd = -1;
+        if (memfd_finish(w, fd, w->blob_len, &w->blob_src) != 0)
+            return -1;
+    }
+    if (s->kind == INGEST_DICT) {
+        if (s->n_recs)
+            qsort(s->recs, s->n_recs, sizeof *s->recs, compare_recs);
+        size_t out = 0;
+        for (size_t i = 0; i < s->n_recs; i++) {
+            if (out > 0 && !strcmp(s->recs[out - 1].d.name, s->recs[i].d.name)) {
+                problem(s, "skipped a second '%s': the name is taken", s->recs[i].d.name);
+                free((char *)s->recs[i].d.name);
+                continue;
+            }
+            s->recs[out++] = s->recs[i];
+        }
+        s->n_recs = out;
+    }
+    s->docs = calloc(s->n_recs ? s->n_recs : 1, sizeof *s->docs);
+    if (!s->docs) {
+        snprintf(w->err, w->errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < s->n_recs; i++) {
+        docrec *r = &s->recs[i];
+        if (r->src == SIZE_MAX - 1)
+            r->src = w->blob_src;
+        if (r->src != SIZE_MAX && r->d.len)
+            r->d.data = s->srcs[r->src].map + r->off;
+        else
+            r->src = SIZE_MAX;
+        s->docs[i] = r->d;
+        s->total_bytes += r->d.len;
+        s->invalid += r->d.invalid_utf8;
+    }
+    if (s->invalid)
+        problem(s, "%zu bytes of invalid UTF-8 will be replaced with U+FFFD", s->invalid);
+    return 0;
+}
+
+int ingest_open(const char *const *args, size_t n_args, const ingest_options *opt_in,
+                ingest_set **out, char *err, size_t errlen)
+{
+    ingest_options defaults;
+    ingest_options_init(&defaults);
+    ingest_options opt = opt_in ? *opt_in : defaults;
+    if (!opt.max_files)
+        opt.max_files = defaults.max_files;
+    if (!opt.max_depth)
+        opt.max_depth = defaults.max_depth;
+    if (!opt.max_problems)
+        opt.max_problems = defaults.max_problems;
+    *out = NULL;
+    walk w = {.opt = &opt, .blob_fd = -1, .err = err, .errlen = errlen};
+    w.s = calloc(1, sizeof *w.s);
+    w.gi = gitignore_new(GITIGNORE_MAX_RULES);
+    w.exclude = gitignore_new(GITIGNORE_MAX_RULES);
+    w.include = gitignore_new(GITIGNORE_MAX_RULES);
+    if (!w.s || !w.gi || !w.exclude || !w.include) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+    w.s->max_problems = opt.max_problems;
+    if (n_args == 0) {
+        snprintf(err, errlen, "no context given");
+        goto fail;
+    }
+    for (size_t i = 0; i < opt.n_exclude; i++)
+        if (gitignore_add_pattern(w.exclude, opt.exclude[i]) != 0)
+            goto oom;
+    for (size_t i = 0; i < opt.n_include; i++)
+        if (gitignore_add_pattern(w.include, opt.include[i]) != 0)
+            goto oom;
+    if (opt.jsonl_field) {
+        w.s->kind = INGEST_LIST;
+    } else {
+        struct stat st;
+        int one_file = n_args == 1 && (!strcmp(args[0], "-") ||
+                                       (stat(args[0], &st) == 0 && S_ISREG(st.st_mode)));
+        w.s->kind = one_file ? INGEST_STR : INGEST_DICT;
+    }
+    for (size_t i = 0; i < n_args; i++)
+        if (add_argument(&w, args[i], n_args) != 0)
+            goto fail;
+    if (finish(&w) != 0)
+        goto fail;
+    if (w.s->kind != INGEST_STR && w.s->n_recs == 0) {
+        const char *what = opt.jsonl_field ? "JSONL records" : "text files";
+        if (w.s->n_problems)
+            snprintf(err, errlen, "the context has no %s (%zu files skipped; first: %s)", what,
+                     w.skipped, w.s->problems[0]);
+        else
+            snprintf(err, errlen, "the context has no %s", what);
+        goto fail;
+    }
+    gitignore_free(w.gi);
+    gitignore_free(w.exclude);
+    gitignore_free(w.include);
+    free(w.seen);
+    free(w.seen_dev);
+    free(w.seen_ino);
+    *out = w.s;
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory");
+fail:
+    if (w.blob_fd >= 0)
+        close(w.blob_fd);
+    gitignore_free(w.gi);
+    gitignore_free(w.exclude);
+    gitignore_free(w.include);
+    free(w.seen);
+    free(w.seen_dev);
+    free(w.seen_ino);
+    ingest_free(w.s);
+    return -1;
+}
+
+void ingest_free(ingest_set *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n_recs; i++)
+        free((char *)s->recs[i].d.name);
+    for (size_t i = 0; i < s->n_srcs; i++) {
+        if (s->srcs[i].map)
+            munmap((void *)s->srcs[i].map, s->srcs[i].map_len);
+        if (s->srcs[i].fd >= 0)
+            close(s->srcs[i].fd);
+        free(s->srcs[i].path);
+    }
+    for (size_t i = 0; i < s->n_problems; i++)
+        free(s->problems[i]);
+    free(s->problems);
+    free(s->srcs);
+    free(s->recs);
+    free(s->docs);
+    free(s);
+}
+
+ingest_kind ingest_kind_of(const ingest_set *s) { return s->kind; }
+size_t ingest_count(const ingest_set *s) { return s->n_recs; }
+const ingest_doc *ingest_docs(const ingest_set *s) { return s->docs; }
+size_t ingest_total_bytes(const ingest_set *s) { return s->total_bytes; }
+size_t ingest_invalid_utf8(const ingest_set *s) { return s->invalid; }
+size_t ingest_problem_count(const ingest_set *s) { return s->n_problems; }
+size_t ingest_problem_total(const ingest_set *s) { return s->problem_total; }
+
+const char *ingest_problem(const ingest_set *s, size_t i)
+{
+    return i < s->n_problems ? s->problems[i] : NULL;
+}
+
+/* --- shrinking files ---------------------------------------------------- */
+
+/* The bytes of source src that are still backed by its file. */
+static size_t source_live_len(const source *src)
+{
+    if (!src->path)
+        return src->len;   /* a sealed memfd cannot shrink */
+    struct stat st;
+    int ok = src->fd >= 0 ? fstat(src->fd, &st) == 0 : stat(src->path, &st) == 0;
+    if (!ok || st.st_dev != src->dev || st.st_ino != src->ino)
+        return 0;
+    return (size_t)st.st_size < src->len ? (size_t)st.st_size : src->len;
+}
+
+size_t ingest_validate(ingest_set *s)
+{
+    size_t changed = 0;
+    for (size_t i = 0; i < s->n_srcs; i++) {
+        size_t live = source_live_len(&s->srcs[i]);
+        if (live >= s->srcs[i].len)
+            continue;
+        for (size_t k = 0; k < s->n_recs; k++) {
+            docrec *r = &s->recs[k];
+            if (r->src != i || r->off + r->d.len <= live)
+                continue;
+            size_t keep = live > r->off ? live - r->off : 0;
+            problem(s, "'%s' shrank or was replaced: %zu of %zu bytes kept", r->d.name, keep,
+                    r->d.len);
+            s->total_bytes -= r->d.len - keep;
+            r->d.len = keep;
+            if (keep == 0)
+                r->d.data = NULL;
+            s->docs[k] = r->d;
+            changed++;
+        }
+        s->srcs[i].len = live;
+    }
+    return changed;
+}
+
+/* --- the packed form (docs/internals/context-format.md) ------------------ */
+
+#define PACK_MAGIC "RLMCTX1"
+
+enum { PACK_EXTERNAL = 1 };
+
+typedef struct pack_header {
+    char magic[8];
+    uint32_t version, kind;
+    uint32_t flags, reserved;
+    uint64_t n_docs;
+    uint64_t index_off;
+    uint64_t names_off, names_len;
+    uint64_t data_off, data_len;
+} pack_header;
+
+typedef struct pack_entry {
+    uint64_t name_off;   /* from names_off; the name is NUL-terminated */
+    uint64_t name_len;
+    uint64_t data_off;   /* from data_off (inline) or the data fd's start (external) */
+    uint64_t data_len;
+} pack_entry;
+
+static size_t align_up(size_t n, size_t a)
+{
+    return (n + a - 1) / a * a;
+}
+
+/* The single source every document comes from, if there is one and it is a
+ * file still open: then the pack need not hold the bytes. */
+static const source *only_file_source(const ingest_set *s)
+{
+    const source *only = NULL;
+    for (size_t i = 0; i < s->n_recs; i++) {
+        size_t src = s->recs[i].src;
+        if (src == SIZE_MAX)
+            continue;
+        if (only && only != &s->srcs[src])
+            return NULL;
+        only = &s->srcs[src];
+    }
+    return only && only->path && only->fd >= 0 ? only : NULL;
+}
+
+/* Copies one document's bytes into dst with pread (or memcpy from a sealed
+ * memfd). Returns the bytes copied; fewer than len when the file shrank. */
+static size_t pack_copy(const ingest_set *s, const docrec *r, char *dst)
+{
+    const source *src = &s->srcs[r->src];
+    if (!src->path) {
+        memcpy(dst, src->map + r->off, r->d.len);
+        return r->d.len;
+    }
+    int fd = src->fd;
+    if (fd < 0) {
+        fd = open(src->path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0)
+            return 0;
+        if (fstat(fd, &st) != 0 || st.st_dev != src->dev || st.st_ino != src->ino) {
+            close(fd);
+            return 0;
+        }
+    }
+    size_t done = 0;
+    while (done < r->d.len) {
+        ssize_t got = pread(fd, dst + done, r->d.len - done, (off_t)(r->off + done));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        done += (size_t)got;
+    }
+    if (fd != src->fd)
+        close(fd);
+    return done;
+}
+
+int ingest_pack(const ingest_set *s, int *fd_out, size_t *len_out, int *data_fd, char *err,
+                size_t errlen)
+{
+    *fd_out = *data_fd = -1;
+    *len_out = 0;
+    const source *external = only_file_source(s);
+    size_t names_len = 0, data_len = 0;
+    for (size_t i = 0; i < s->n_recs; i++) {
+        names_len += strlen(s->recs[i].d.name) + 1;
+        data_len += s->recs[i].d.len;
+    }
+    size_t index_off = align_up(sizeof(pack_header), 64);
+    size_t names_off = index_off + s->n_recs * sizeof(pack_entry);
+    size_t data_off = external ? 0 : align_up(names_off + names_len, PACK_ALIGN);
+    size_t total = external ? names_off + names_len : data_off + data_len;
+    int fd = memfd_create("rlm-pack", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    char *map = MAP_FAILED;
+    if (fd < 0 || ftruncate(fd, (off_t)total) != 0) {
+        snprintf(err, errlen, "cannot create the context pack: %s", strerror(errno));
+        goto fail;
+    }
+    map = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        snprintf(err, errlen, "cannot map the context pack: %s", strerror(errno));
+        goto fail;
+    }
+    pack_header h = {.version = 1, .kind = (uint32_t)s->kind,
+                     .flags = external ? PACK_EXTERNAL : 0, .n_docs = s->n_recs,
+                     .index_off = index_off, .names_off = names_off, .names_len = names_len,
+                     .data_off = data_off,
+                     .data_len = external ? external->len : data_len};
+    memcpy(h.magic, PACK_MAGIC, sizeof h.magic);
+    memcpy(map, &h, sizeof h);
+    size_t name_at = 0, data_at = 0;
+    for (size_t i = 0; i < s->n_recs; i++) {
+        const docrec *r = &s->recs[i];
+        size_t nlen = strlen(r->d.name);
+        memcpy(map + names_off + name_at, r->d.name, nlen + 1);
+        pack_entry e = {.name_off = name_at, .name_len = nlen,
+                        .data_off = external ? r->off : data_at, .data_len = r->d.len};
+        if (!external && r->d.len)
+            e.data_len = pack_copy(s, r, map + data_off + data_at);
+        memcpy(map + index_off + i * sizeof e, &e, sizeof e);
+        name_at += nlen + 1;
+        data_at += r->d.len;
+    }
+    munmap(map, total);
+    map = MAP_FAILED;
+    /* Sealed: neither side can change what the other reads. */
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
+        snprintf(err, errlen, "cannot seal the context pack: %s", strerror(errno));
+        goto fail;
+    }
+    if (external) {
+        *data_fd = fcntl(external->fd, F_DUPFD_CLOEXEC, 0);
+        if (*data_fd < 0) {
+            snprintf(err, errlen, "cannot share the context file: %s", strerror(errno));
+            goto fail;
+        }
+    }
+    *fd_out = fd;
+    *len_out = total;
+    return 0;
+fail:
+    if (map != MAP_FAILED)
+        munmap(map, total);
+    if (fd >= 0)
+        close(fd);
+    return -1;
+}
+
+int ingest_unpack(const void *pack, size_t len, const void *data, size_t data_len,
+                  ingest_kind *kind, ingest_doc **docs_out, size_t *n_docs, char *err,
+                  size_t errlen)
+{
+    *docs_out = NULL;
+    *n_docs = 0;
+    const char *p = pack;
+    pack_header h;
+    if (len < sizeof h) {
+        snprintf(err, errlen, "context pack: too short");
+        return -1;
+    }
+    memcpy(&h, p, sizeof h);
+    if (memcmp(h.magic, PACK_MAGIC, sizeof h.magic) != 0 || h.version != 1 || h.kind > 2) {
+        snprintf(err, errlen, "context pack: bad header");
+        return -1;
+    }
+    int external = (h.flags & PACK_EXTERNAL) != 0;
+    const char *base = external ? data : p + h.data_off;
+    size_t base_len = external ? data_len : (size_t)h.data_len;
+    if (h.index_off > len || h.n_docs > (len - h.index_off) / sizeof(pack_entry) ||
+        h.names_off > len || h.names_len > len - h.names_off ||
+        (!external && (h.data_off > len || h.data_len > len - h.data_off)) ||
+        (external && (!data || h.data_len != data_len))) {
+        snprintf(err, errlen, "context pack: sections out of bounds");
+        return -1;
+    }
+    ingest_doc *docs = calloc(h.n_docs ? h.n_docs : 1, sizeof *docs);
+    if (!docs) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    const char *names = p + h.names_off;
+    for (size_t i = 0; i < h.n_docs; i++) {
+        pack_entry e;
+        memcpy(&e, p + h.index_off + i * sizeof e, sizeof e);
+        if (e.name_off >= h.names_len || e.name_len >= h.names_len - e.name_off ||
+            names[e.name_off + e.name_len] != '\0' || e.data_off > base_len ||
+            e.data_len > base_len - e.data_off) {
+            snprintf(err, errlen, "context pack: document %zu out of bounds", i);
+            free(docs);
+            return -1;
+        }
+        docs[i].name = names + e.name_off;
+        docs[i].data = e.data_len ? base + e.data_off : NULL;
+        docs[i].len = e.data_len;
+    }
+    *kind = (ingest_kind)h.kind;
+    *docs_out = docs;
+    *n_docs = h.n_docs;
+    return 0;
+}

@@ -1,0 +1,106 @@
+/* ingest — turns the --context arguments (files, directories, globs, "-" for
+ * stdin, JSONL) into a document set: names and byte ranges over read-only
+ * mappings, never copies of the files in the host's heap. Also the packed
+ * form handed to the sandbox child (docs/internals/context-format.md).
+ *
+ * Ownership: ingest_open returns a set freed by ingest_free; every pointer a
+ * getter returns (names, data, problem texts) is borrowed from the set and
+ * lives as long as it. ingest_pack returns a file descriptor the caller
+ * closes. */
+#ifndef RLM_INGEST_H
+#define RLM_INGEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The Python type `context` gets: one file or stdin → str, JSONL → list of
+ * str, several files, a directory or a glob → dict path → str. */
+typedef enum ingest_kind {
+    INGEST_STR = 0,
+    INGEST_LIST = 1,
+    INGEST_DICT = 2,
+} ingest_kind;
+
+/* One document: a name and a byte range. data points into a mapping the set
+ * owns (NULL when len is 0). The bytes are UTF-8 except for invalid_utf8
+ * bytes that start no valid sequence (the sandbox replaces them). */
+typedef struct ingest_doc {
+    const char *name;
+    const char *data;
+    size_t len;
+    size_t chars;          /* UTF-8 characters (each invalid byte counts as one) */
+    size_t invalid_utf8;
+} ingest_doc;
+
+typedef struct ingest_options {
+    const char *const *include;   /* globs that narrow directory walks (may be NULL) */
+    size_t n_include;
+    const char *const *exclude;   /* globs that exclude, gitignore syntax (may be NULL) */
+    size_t n_exclude;
+    const char *jsonl_field;      /* non-NULL: every file is JSONL, this field is the text */
+    int stdin_fd;                 /* what "-" reads; 0 unless a test says otherwise */
+    size_t max_files;             /* documents at most (0: 1,000,000) */
+    size_t max_depth;             /* directory nesting at most (0: 128) */
+    size_t max_problems;          /* problem texts kept (0: 1,000; the rest are counted) */
+} ingest_options;
+
+typedef struct ingest_set ingest_set;
+
+/* Fills *opt with the defaults above. */
+void ingest_options_init(ingest_options *opt);
+
+/* Builds the set from n_args arguments. A path that does not exist, a glob
+ * that matches nothing, unreadable stdin, an argument that yields no text at
+ * all, or a limit that is passed is an error: -1 with err set (*out NULL).
+ * Lesser trouble — an unreadable or binary file inside a directory, a broken
+ * JSONL line, a symlink loop — is skipped and listed as a problem. */
+int ingest_open(const char *const *args, size_t n_args, const ingest_options *opt,
+                ingest_set **out, char *err, size_t errlen);
+
+void ingest_free(ingest_set *s);
+
+ingest_kind ingest_kind_of(const ingest_set *s);
+size_t ingest_count(const ingest_set *s);
+const ingest_doc *ingest_docs(const ingest_set *s);     /* ingest_count entries, sorted by name */
+size_t ingest_total_bytes(const ingest_set *s);
+size_t ingest_invalid_utf8(const ingest_set *s);        /* over all documents */
+
+/* What was skipped or repaired, one line each ("skipped 'a/b.bin': binary").
+ * ingest_problem_total counts them all, including those not kept. */
+size_t ingest_problem_count(const ingest_set *s);
+const char *ingest_problem(const ingest_set *s, size_t i);
+size_t ingest_problem_total(const ingest_set *s);
+
+/* A file that shrinks after it was mapped would raise SIGBUS on the pages
+ * past its new end. ingest_validate re-reads each mapped file's size (fstat
+ * on the descriptor kept open, or stat by path, checking device and inode)
+ * and shortens every document whose file shrank or was replaced to the bytes
+ * that still exist, recording a problem. Returns how many documents changed.
+ * Call it before a pass over the data when files may be edited meanwhile. */
+size_t ingest_validate(ingest_set *s);
+
+/* The packed form for the sandbox (docs/internals/context-format.md): a
+ * sealed memfd holding a header, the document index and the names, and
+ * either the bytes too (inline) or nothing more, when the whole set is one
+ * file: then *data_fd is a descriptor of that file, which the child maps
+ * itself, so a 4 GB log is never copied on the host. Inline bytes come from
+ * files with pread(2) straight into the memfd's mapping (the one copy), so a
+ * file that shrank gives a short read, never SIGBUS: the document is
+ * shortened in the pack. Returns 0 with *fd, *len and *data_fd (-1 when
+ * inline; the caller closes both), or -1 with err set. */
+int ingest_pack(const ingest_set *s, int *fd, size_t *len, int *data_fd, char *err,
+                size_t errlen);
+
+/* A pack read back: validates every offset against the lengths before
+ * trusting it. data/data_len is the mapping of the data fd for an external
+ * pack (NULL/0 for inline). *docs is malloc'd, its names and data point into
+ * the mappings; the caller frees it with free() and keeps the mappings. */
+int ingest_unpack(const void *pack, size_t len, const void *data, size_t data_len,
+                  ingest_kind *kind, ingest_doc **docs, size_t *n_docs, char *err,
+                  size_t errlen);
+
+/* Characters and invalid bytes (bytes that start no valid UTF-8 sequence,
+ * each counted as one character) of data[0..len). Fast on ASCII. */
+void ingest_count_utf8(const char *data, size_t len, size_t *chars, size_t *invalid);
+
+#endif

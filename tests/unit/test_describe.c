@@ -1,0 +1,101 @@
+/* Unit tests for describe.c: token estimates per kind of text, the dict and
+ * list descriptions (names, histogram, preview, invalid UTF-8), the str
+ * case, and the size bound with 50,000 documents. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "describe.h"
+
+static void test_estimates(void **state)
+{
+    assert_int_equal(describe_estimate_tokens(0, DESCRIBE_PROSE), 0);
+    assert_int_equal(describe_estimate_tokens(7, DESCRIBE_PROSE), 2);
+    assert_int_equal(describe_estimate_tokens(8, DESCRIBE_PROSE), 3);
+    assert_int_equal(describe_estimate_tokens(9, DESCRIBE_CODE), 3);
+    assert_int_equal(describe_estimate_tokens(10, DESCRIBE_JSON), 4);
+    assert_int_equal(describe_estimate_tokens(11, DESCRIBE_JSON), 5);
+    assert_int_equal(describe_count_tokens("hello world", 11), 4);
+    assert_int_equal(describe_text_of_name("src/a.c"), DESCRIBE_CODE);
+    assert_int_equal(describe_text_of_name("x/Makefile"), DESCRIBE_CODE);
+    assert_int_equal(describe_text_of_name("d.JSON"), DESCRIBE_JSON);
+    assert_int_equal(describe_text_of_name("notes.txt"), DESCRIBE_PROSE);
+    assert_int_equal(describe_text_of_name("README"), DESCRIBE_PROSE);
+    size_t big = (size_t)1 << 62;
+    assert_true(describe_estimate_tokens(big, DESCRIBE_PROSE) > big / 4);
+}
+
+static void test_dict(void **state)
+{
+    ingest_doc d[3] = {
+        {.name = "src/main.c", .data = "int main(void)\n{\n\treturn 0;\n}\n", .len = 30},
+        {.name = "data.json", .data = "{\"a\": 1}", .len = 8},
+        {.name = "bad.txt", .data = "x\xffy\x01z", .len = 5, .invalid_utf8 = 1},
+    };
+    char *s = describe_docset(INGEST_DICT, d, 3);
+    assert_non_null(s);
+    assert_non_null(strstr(s, "a dict of 3 documents"));
+    assert_non_null(strstr(s, "with 43 characters"));
+    /* 30 bytes of code /3 = 10, 8 of JSON /2.5 = 4, 5 of text /3.5 = 2 */
+    assert_non_null(strstr(s, "about 16 tokens: 10 in code, 4 in JSON, 2 in other text"));
+    assert_non_null(strstr(s, "Invalid UTF-8: 1 bytes"));
+    assert_non_null(strstr(s, "All 3 names"));
+    assert_non_null(strstr(s, "\"src/main.c\" 30"));
+    assert_non_null(strstr(s, "1-1K: 3"));
+    assert_non_null(strstr(s, "--- start of \"src/main.c\" ---\nint main"));
+    assert_non_null(strstr(s, "x\xef\xbf\xbdy z"));   /* replaced and cleaned */
+    free(s);
+}
+
+static void test_str_and_list(void **state)
+{
+    ingest_doc one = {.name = "log.txt", .data = "line\n", .len = 5, .chars = 5};
+    char *s = describe_docset(INGEST_STR, &one, 1);
+    assert_non_null(strstr(s, "The context is a str of 5 characters"));
+    free(s);
+    ingest_doc l[2] = {{.name = "t.jsonl:1", .data = "first", .len = 5},
+                       {.name = "t.jsonl:2", .data = "", .len = 0}};
+    s = describe_docset(INGEST_LIST, l, 2);
+    assert_non_null(strstr(s, "a list of 2 str"));
+    assert_non_null(strstr(s, "empty: 1"));
+    free(s);
+}
+
+static void test_bounded_with_50000_documents(void **state)
+{
+    size_t n = 50000;
+    ingest_doc *d = calloc(n, sizeof *d);
+    char (*names)[64] = calloc(n, 64);
+    static const char text[] = "some text of a file\n";
+    for (size_t i = 0; i < n; i++) {
+        snprintf(names[i], 64, "dir%03zu/file%05zu.py", i / 100, i);
+        d[i] = (ingest_doc){.name = names[i], .data = text, .len = sizeof text - 1};
+    }
+    char *s = describe_docset(INGEST_DICT, d, n);
+    assert_non_null(s);
+    assert_true(strlen(s) < 24 * 1024);
+    assert_non_null(strstr(s, "a dict of 50,000 documents"));
+    assert_non_null(strstr(s, "The first 100 names"));
+    assert_non_null(strstr(s, "... and 49,900 more"));
+    assert_null(strstr(s, "file00100.py"));
+    free(s);
+    free(names);
+    free(d);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_estimates),
+        cmocka_unit_test(test_dict),
+        cmocka_unit_test(test_str_and_list),
+        cmocka_unit_test(test_bounded_with_50000_documents),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

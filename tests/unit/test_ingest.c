@@ -1,0 +1,386 @@
+/* Unit tests for ingest.c: the directory walk (gitignore, .git, binary files,
+ * include/exclude, sorted names), single files, stdin, globs, JSONL with
+ * broken lines, and every bad input of issue 5: a missing path, a directory
+ * without text, a file that shrinks while mapped, a symlink loop, unreadable
+ * entries, a 0-byte file. Also the packed form and its validation. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ingest.h"
+
+static char root[256];
+
+static void put(const char *rel, const char *text, size_t len)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", root, rel);
+    for (char *p = path + strlen(root) + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            mkdir(path, 0755);
+            *p = '/';
+        }
+    }
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, len, f), len);
+    fclose(f);
+}
+
+static void puts_file(const char *rel, const char *text) { put(rel, text, strlen(text)); }
+
+static const char *at(const char *rel)
+{
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", root, rel);
+    return path;
+}
+
+static int setup(void **state)
+{
+    snprintf(root, sizeof root, "/tmp/rlm-ingest-XXXXXX");
+    assert_non_null(mkdtemp(root));
+    return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    remove(path);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    nftw(root, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    return 0;
+}
+
+static ingest_set *open_one(const char *arg, const ingest_options *opt, char *err)
+{
+    ingest_set *s = NULL;
+    const char *args[] = {arg};
+    ingest_open(args, 1, opt, &s, err, 512);
+    return s;
+}
+
+static int has_problem(const ingest_set *s, const char *needle)
+{
+    for (size_t i = 0; i < ingest_problem_count(s); i++)
+        if (strstr(ingest_problem(s, i), needle))
+            return 1;
+    return 0;
+}
+
+static void test_directory_walk(void **state)
+{
+    puts_file("tree/b.txt", "bee\n");
+    puts_file("tree/a.md", "# a\n");
+    puts_file("tree/src/main.c", "int main(void) { return 0; }\n");
+    puts_file("tree/src/gen.o.txt", "generated\n");
+    puts_file("tree/.gitignore", "*.log\nbuild/\n/src/gen*\n");
+    puts_file("tree/app.log", "noise\n");
+    puts_file("tree/build/out.txt", "built\n");
+    puts_file("tree/.git/config", "[core]\n");
+    puts_file("tree/sub/.gitignore", "!keep.log\n");
+    puts_file("tree/sub/keep.log", "kept\n");
+    put("tree/image.png", "\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16);
+    char err[512] = "";
+    ingest_set *s = open_one(at("tree"), NULL, err);
+    assert_non_null(s);
+    assert_int_equal(ingest_kind_of(s), INGEST_DICT);
+    const char *want[] = {"a.md", "b.txt", "src/main.c", "sub/.gitignore", "sub/keep.log"};
+    /* .gitignore files are text and are documents too, except the ignored ones */
+    size_t n = ingest_count(s);
+    const ingest_doc *d = ingest_docs(s);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!strcmp(d[i].name, ".gitignore"))
+            continue;
+        assert_true(k < 5);
+        assert_string_equal(d[i].name, want[k]);
+        k++;
+    }
+    assert_int_equal(k, 5);
+    assert_true(has_problem(s, "image.png': binary"));
+    ingest_free(s);
+
+    ingest_options opt;
+    ingest_options_init(&opt);
+    const char *inc[] = {"*.c", "*.md"};
+    const char *exc[] = {"a.md"};
+    opt.include = inc;
+    opt.n_include = 2;
+    opt.exclude = exc;
+    opt.n_exclude = 1;
+    s = open_one(at("tree"), &opt, err);
+    assert_non_null(s);
+    assert_int_equal(ingest_count(s), 1);
+    assert_string_equal(ingest_docs(s)[0].name, "src/main.c");
+    assert_memory_equal(ingest_docs(s)[0].data, "int main", 8);
+    ingest_free(s);
+}
+
+static void test_single_file_empty_file_and_missing(void **state)
+{
+    puts_file("one.txt", "h\xc3\xa9llo \xff world\n");
+    char err[512] = "";
+    ingest_set *s = open_one(at("one.txt"), NULL, err);
+    assert_non_null(s);
+    assert_int_equal(ingest_kind_of(s), INGEST_STR);
+    assert_int_equal(ingest_count(s), 1);
+    assert_int_equal(ingest_docs(s)[0].len, 15);
+    assert_int_equal(ingest_docs(s)[0].chars, 14);
+    assert_int_equal(ingest_invalid_utf8(s), 1);
+    assert_true(has_problem(s, "invalid UTF-8"));
+    ingest_free(s);
+
+    puts_file("empty.txt", "");
+    s = open_one(at("empty.txt"), NULL, err);
+    assert_non_null(s);
+    assert_int_equal(ingest_kind_of(s), INGEST_STR);
+    assert_int_equal(ingest_docs(s)[0].len, 0);
+    assert_null(ingest_docs(s)[0].data);
+    ingest_free(s);
+
+    err[0] = '\0';
+    assert_null(open_one(at("no/such/file"), NULL, err));
+    assert_non_null(strstr(err, "No such file"));
+    err[0] = '\0';
+    assert_null(open_one(at("nothing-*.zzz"), NULL, err));
+    assert_non_null(strstr(err, "no file matches"));
+}
+
+static void test_directory_without_text(void **state)
+{
+    put("bin/a.bin", "\0\1\2", 3);
+    put("bin/b.bin", "\x7f" "ELF\0", 5);
+    char err[512] = "";
+    assert_null(open_one(at("bin"), NULL, err));
+    assert_non_null(strstr(err, "no text files"));
+    assert_non_null(strstr(err, "binary"));
+    mkdir(at("void"), 0755);
+    assert_null(open_one(at("void"), NULL, err));
+    assert_non_null(strstr(err, "no text files"));
+}
+
+static void test_file_shrinks_while_mapped(void **state)
+{
+    size_t big = 3 * 65536;
+    char *text = malloc(big);
+    memset(text, 'x', big);
+    for (size_t i = 99; i < big; i += 100)
+        text[i] = '\n';
+    put("shrink/log.txt", text, big);
+    puts_file("shrink/other.txt", "other\n");
+    char err[512] = "";
+    ingest_set *s = open_one(at("shrink"), NULL, err);
+    assert_non_null(s);
+    assert_int_equal(truncate(at("shrink/log.txt"), 1000), 0);
+    assert_int_equal(ingest_validate(s), 1);
+    const ingest_doc *d = ingest_docs(s);
+    assert_string_equal(d[0].name, "log.txt");
+    assert_int_equal(d[0].len, 1000);
+    /* reading what is left is safe: those pages still exist */
+    size_t newlines = 0;
+    for (size_t i = 0; i < d[0].len; i++)
+        newlines += d[0].data[i] == '\n';
+    assert_int_equal(newlines, 10);
+    assert_true(has_problem(s, "shrank"));
+    /* the pack reads with pread: a further shrink is a short read, not SIGBUS */
+    assert_int_equal(truncate(at("shrink/log.txt"), 10), 0);
+    int fd, data_fd;
+    size_t len;
+    assert_int_equal(ingest_pack(s, &fd, &len, &data_fd, err, sizeof err), 0);
+    assert_int_equal(data_fd, -1);
+    void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    assert_true(map != MAP_FAILED);
+    ingest_kind kind;
+    ingest_doc *docs;
+    size_t n;
+    assert_int_equal(ingest_unpack(map, len, NULL, 0, &kind, &docs, &n, err, sizeof err), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(docs[0].len, 10);
+    assert_memory_equal(docs[1].data, "other\n", 6);
+    free(docs);
+    munmap(map, len);
+    close(fd);
+    ingest_free(s);
+    free(text);
+}
+
+static void test_symlink_loop_and_unreadable(void **state)
+{
+    puts_file("loop/a/file.txt", "in a\n");
+    assert_int_equal(symlink("..", at("loop/a/up")), 0);
+    assert_int_equal(symlink("missing-target", at("loop/dangling.txt")), 0);
+    assert_int_equal(symlink("self.txt", at("loop/self.txt")), 0);
+    puts_file("loop/locked/secret.txt", "s\n");
+    int as_root = geteuid() == 0;
+    /* root reads through chmod 000, so only other users see this one refused;
+     * the dangling and self-referencing links stand for unreadable entries */
+    if (!as_root)
+        chmod(at("loop/locked"), 0);
+    char err[512] = "";
+    ingest_set *s = open_one(at("loop"), NULL, err);
+    assert_non_null(s);
+    assert_int_equal(ingest_count(s), as_root ? 2 : 1);
+    assert_string_equal(ingest_docs(s)[0].name, "a/file.txt");
+    assert_true(has_problem(s, "already walked"));
+    assert_true(has_problem(s, "dangling.txt"));
+    assert_true(has_problem(s, "self.txt"));
+    if (!as_root) {
+        assert_true(has_problem(s, "locked"));
+        chmod(at("loop/locked"), 0755);
+    }
+    ingest_free(s);
+}
+
+static void test_jsonl_with_broken_lines(void **state)
+{
+    const char text[] = "{\"text\": \"first\", \"id\": 1}\n"
+                        "{\"text\": broken\n"
+                        "\n"
+                        "{\"id\": 3}\n"
+                        "\"a bare string\"\n"
+                        "{\"text\": \"caf\\u00e9 \\n line\"}";
+    put("t.jsonl", text, sizeof text - 1);
+    ingest_options opt;
+    ingest_options_init(&opt);
+    opt.jsonl_field = "text";
+    char err[512] = "";
+    ingest_set *s = open_one(at("t.jsonl"), &opt, err);
+    assert_non_null(s);
+    assert_int_equal(ingest_kind_of(s), INGEST_LIST);
+    assert_int_equal(ingest_count(s), 3);
+    const ingest_doc *d = ingest_docs(s);
+    assert_memory_equal(d[0].data, "first", 5);
+    assert_memory_equal(d[1].data, "a bare string", 13);
+    assert_int_equal(d[2].len, strlen("caf\xc3\xa9 \n line"));
+    assert_memory_equal(d[2].data, "caf\xc3\xa9 \n line", d[2].len);
+    assert_non_null(strstr(d[2].name, "t.jsonl:6"));
+    assert_true(has_problem(s, "line 2: broken JSON"));
+    assert_true(has_problem(s, "line 4: no string field"));
+    ingest_free(s);
+
+    put("bad.jsonl", "nope\n{\n", 7);
+    assert_null(open_one(at("bad.jsonl"), &opt, err));
+    assert_non_null(strstr(err, "no JSONL records"));
+}
+
+static void test_stdin_glob_and_pack(void **state)
+{
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(write(p[1], "from stdin\n", 11), 11);
+    close(p[1]);
+    ingest_options opt;
+    ingest_options_init(&opt);
+    opt.stdin_fd = p[0];
+    char err[512] = "";
+    ingest_set *s = open_one("-", &opt, err);
+    close(p[0]);
+    assert_non_null(s);
+    assert_int_equal(ingest_kind_of(s), INGEST_STR);
+    assert_memory_equal(ingest_docs(s)[0].data, "from stdin\n", 11);
+    ingest_free(s);
+
+    puts_file("g/x1.txt", "one\n");
+    puts_file("g/x2.txt", "two\n");
+    puts_file("g/y.txt", "why\n");
+    char pattern[300];
+    snprintf(pattern, sizeof pattern, "%s/g/x*.txt", root);
+    s = open_one(pattern, NULL, err);
+    assert_non_null(s);
+    assert_int_equal(ingest_kind_of(s), INGEST_DICT);
+    assert_int_equal(ingest_count(s), 2);
+    assert_non_null(strstr(ingest_docs(s)[1].name, "g/x2.txt"));
+
+    /* inline pack round trip, then damage it */
+    int fd, data_fd;
+    size_t len;
+    assert_int_equal(ingest_pack(s, &fd, &len, &data_fd, err, sizeof err), 0);
+    assert_int_equal(data_fd, -1);
+    char *copy = malloc(len);
+    assert_int_equal(pread(fd, copy, len, 0), (ssize_t)len);
+    ingest_kind kind;
+    ingest_doc *docs;
+    size_t n;
+    assert_int_equal(ingest_unpack(copy, len, NULL, 0, &kind, &docs, &n, err, sizeof err), 0);
+    assert_int_equal(kind, INGEST_DICT);
+    assert_int_equal(n, 2);
+    assert_string_equal(docs[0].name, ingest_docs(s)[0].name);
+    assert_memory_equal(docs[1].data, "two\n", 4);
+    free(docs);
+    assert_int_equal(ingest_unpack(copy, 40, NULL, 0, &kind, &docs, &n, err, sizeof err), -1);
+    memset(copy + 64, 0xff, 16);   /* the first entry's name offset and length */
+    assert_int_equal(ingest_unpack(copy, len, NULL, 0, &kind, &docs, &n, err, sizeof err), -1);
+    free(copy);
+    close(fd);
+    ingest_free(s);
+
+    /* one file: the pack holds the index and passes the file itself */
+    s = open_one(at("g/y.txt"), NULL, err);
+    assert_int_equal(ingest_pack(s, &fd, &len, &data_fd, err, sizeof err), 0);
+    assert_true(data_fd >= 0);
+    void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    void *data = mmap(NULL, 4, PROT_READ, MAP_SHARED, data_fd, 0);
+    assert_int_equal(ingest_unpack(map, len, data, 4, &kind, &docs, &n, err, sizeof err), 0);
+    assert_int_equal(kind, INGEST_STR);
+    assert_memory_equal(docs[0].data, "why\n", 4);
+    free(docs);
+    munmap(map, len);
+    munmap(data, 4);
+    close(fd);
+    close(data_fd);
+    ingest_free(s);
+}
+
+static void test_several_arguments_and_limits(void **state)
+{
+    puts_file("m1/same.txt", "1\n");
+    puts_file("m2/same.txt", "2\n");
+    char err[512] = "";
+    char a1[300], a2[300];
+    snprintf(a1, sizeof a1, "%s/m1", root);
+    snprintf(a2, sizeof a2, "%s/m2/", root);
+    const char *args[] = {a1, a2};
+    ingest_set *s = NULL;
+    assert_int_equal(ingest_open(args, 2, NULL, &s, err, sizeof err), 0);
+    assert_int_equal(ingest_count(s), 2);
+    assert_non_null(strstr(ingest_docs(s)[0].name, "m1/same.txt"));
+    assert_non_null(strstr(ingest_docs(s)[1].name, "m2/same.txt"));
+    ingest_free(s);
+    ingest_options opt;
+    ingest_options_init(&opt);
+    opt.max_files = 1;
+    assert_int_equal(ingest_open(args, 2, &opt, &s, err, sizeof err), -1);
+    assert_non_null(strstr(err, "more than 1 documents"));
+    assert_int_equal(ingest_open(args, 0, NULL, &s, err, sizeof err), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_directory_walk),
+        cmocka_unit_test(test_single_file_empty_file_and_missing),
+        cmocka_unit_test(test_directory_without_text),
+        cmocka_unit_test(test_file_shrinks_while_mapped),
+        cmocka_unit_test(test_symlink_loop_and_unreadable),
+        cmocka_unit_test(test_jsonl_with_broken_lines),
+        cmocka_unit_test(test_stdin_glob_and_pack),
+        cmocka_unit_test(test_several_arguments_and_limits),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
