@@ -53,6 +53,8 @@ static void usage(FILE *out)
         "  --max-output-tokens N  output token cap per request (default: the provider's)\n"
         "  --reasoning-effort E   low, medium or high, for reasoning models (default: not sent)\n"
         "  --temperature T        sampling temperature (default: not sent)\n"
+        "  --stream, --no-stream  stream root replies (default: when the progress line is shown)\n"
+        "  --stall-timeout S      abandon and retry a stream silent for S seconds (default 300)\n"
         "\n"
         "Budgets for the whole run, root turns and every sub-call (docs/budgets.md). When one\n"
         "runs out, no more calls are made and the root is asked once for its best answer:\n"
@@ -169,7 +171,8 @@ enum {
     OPT_OUTPUT_LIMIT, OPT_SANDBOX_MEMORY, OPT_UNSAFE, OPT_TRACE, OPT_JSON, OPT_QUIET, OPT_HELP,
     OPT_VERSION, OPT_MAX_COST, OPT_MAX_TOKENS, OPT_MAX_TIME, OPT_MAX_SUBCALLS, OPT_CACHE, OPT_NO_CACHE,
     OPT_CACHE_DIR, OPT_PRICES, OPT_RECORD, OPT_REPLAY, OPT_SUB_BASE_URL, OPT_PROVIDER, OPT_RPM, OPT_TPM,
-    OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE,
+    OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE, OPT_STREAM, OPT_NO_STREAM,
+    OPT_STALL_TIMEOUT,
 };
 
 static const struct option long_options[] = {
@@ -209,6 +212,9 @@ static const struct option long_options[] = {
     {"max-output-tokens", required_argument, NULL, OPT_MAX_OUTPUT_TOKENS},
     {"reasoning-effort", required_argument, NULL, OPT_REASONING_EFFORT},
     {"temperature", required_argument, NULL, OPT_TEMPERATURE},
+    {"stream", no_argument, NULL, OPT_STREAM},
+    {"no-stream", no_argument, NULL, OPT_NO_STREAM},
+    {"stall-timeout", required_argument, NULL, OPT_STALL_TIMEOUT},
     {NULL, 0, NULL, 0},
 };
 
@@ -243,6 +249,7 @@ static const char *option_key(int opt)
     case OPT_MAX_OUTPUT_TOKENS: return "max_output_tokens";
     case OPT_REASONING_EFFORT: return "reasoning_effort";
     case OPT_TEMPERATURE: return "temperature";
+    case OPT_STALL_TIMEOUT: return "stall_timeout";
     default: return NULL;
     }
 }
@@ -316,6 +323,8 @@ static int cmd_ask(int argc, char **argv)
         case OPT_CONTEXT: context_path = optarg; break;
         case OPT_QUESTION_FILE: question_file = optarg; break;
         case OPT_UNSAFE: rlm_config_set(cfg, "unsafe_no_sandbox", "1"); break;
+        case OPT_STREAM: rlm_config_set(cfg, "stream", "1"); break;
+        case OPT_NO_STREAM: rlm_config_set(cfg, "stream", "0"); break;
         case OPT_CACHE: rlm_config_set(cfg, "cache", "1"); break;
         case OPT_NO_CACHE: rlm_config_set(cfg, "cache", "0"); break;
         case OPT_JSON: json = 1; break;

@@ -92,6 +92,8 @@ void rlm_config_free(rlm_config *cfg);
  *   max_output_tokens output token cap per request   provider default
  *   reasoning_effort  "low", "medium", "high"        not sent
  *   temperature       sampling temperature           not sent
+ *   stream            "1" streams root replies, "0" never   unset: when a progress callback is set
+ *   stall_timeout     seconds a stream may stay silent before it is retried   300
  *   Budgets for a whole run (rlm_ask), counting root turns and every sub-call;
  *   unset = no limit (docs/budgets.md):
  *   max_cost          US dollars (needs known prices for model and sub_model)

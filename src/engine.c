@@ -38,6 +38,7 @@ typedef struct engine {
     char *fatal;               /* a sub-call path failure that ends the run (replay miss) */
     engine_outcome *out;
     double start;
+    double stream_shown;       /* when a streaming progress line was last shown */
 } engine;
 
 /* ---- small helpers ------------------------------------------------------- */
@@ -240,6 +241,24 @@ done:
 
 /* ---- root turns ---------------------------------------------------------- */
 
+/* Progress of a streamed root reply. Runs on the dispatcher's I/O thread
+ * while the engine thread waits for this very call, so the two never touch
+ * the engine at the same time; throttled to a few lines a second. */
+static void engine_stream_progress(void *ctx, const lm_progress *pr)
+{
+    engine *e = ctx;
+    double now = clock_now();
+    if (now - e->stream_shown < 0.1)
+        return;
+    e->stream_shown = now;
+    if (pr->reasoning_chars)
+        engine_progress(e, "turn %d of %d · %s writing: %zu chars, %zu reasoning", e->turn,
+                        e->p->max_iterations, e->p->model, pr->content_chars, pr->reasoning_chars);
+    else
+        engine_progress(e, "turn %d of %d · %s writing: %zu chars", e->turn, e->p->max_iterations,
+                        e->p->model, pr->content_chars);
+}
+
 /* Asks the root model for the next reply (final: the last request, see
  * calls_root). Returns 0 with *resp filled, 1 for an empty reply (caller
  * nudges), 2 when a budget refused the request, -1 on a fatal model error
@@ -255,12 +274,14 @@ static int engine_ask_root(engine *e, lm_response *resp, int final)
         msgs[i].role = e->messages[i].role;
         msgs[i].content = e->messages[i].content;
     }
-    lm_request req = {.model = e->p->model, .messages = msgs, .n_messages = e->n_messages};
+    lm_request req = {.model = e->p->model, .messages = msgs, .n_messages = e->n_messages,
+                      .stream = e->p->stream, .progress = e->progress ? engine_stream_progress : NULL,
+                      .progress_ctx = e};
     engine_progress(e, "turn %d of %d · waiting for %s", e->turn, e->p->max_iterations, e->p->model);
     trace_event(e->trace, "root_request",
-                json_pack("{s:i,s:s,s:I,s:o}", "turn", e->turn, "model", e->p->model,
-                          "messages", (json_int_t)e->n_messages, "last_message",
-                          json_excerpt(msgs[e->n_messages - 1].content, 100000)));
+                json_pack("{s:i,s:s,s:I,s:b,s:o}", "turn", e->turn, "model", e->p->model,
+                          "messages", (json_int_t)e->n_messages, "stream", req.stream,
+                          "last_message", json_excerpt(msgs[e->n_messages - 1].content, 100000)));
     calls_reply cr;
     int rc = calls_root(e->calls, &req, final, &cr);
     free(msgs);

@@ -25,6 +25,7 @@ typedef struct engine_params {
     size_t sandbox_memory;      /* RLIMIT_AS of the sandbox; 0 = its default */
     const char *sandbox_exe;    /* path of rlm-sandbox */
     int unsafe_no_sandbox;
+    int stream;                 /* 1: stream root replies (progress shows them arriving) */
     /* Called with a one-line warning the user should see (a weaker sandbox
      * than this machine should allow, ...). May be NULL. */
     void (*warn)(void *userdata, const char *message);

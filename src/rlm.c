@@ -77,6 +77,7 @@ enum {
     OPT_SANDBOX_EXE, OPT_UNSAFE_NO_SANDBOX, OPT_TRACE, OPT_MAX_COST, OPT_MAX_TOKENS, OPT_MAX_TIME,
     OPT_MAX_SUBCALLS, OPT_CACHE, OPT_CACHE_DIR, OPT_PRICES, OPT_RECORD, OPT_REPLAY, OPT_SUB_BASE_URL,
     OPT_PROVIDER_KEY, OPT_RPM, OPT_TPM, OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE,
+    OPT_STREAM, OPT_STALL_TIMEOUT,
     OPT_COUNT
 };
 
@@ -111,6 +112,8 @@ static const option_spec option_specs[OPT_COUNT] = {
     [OPT_MAX_OUTPUT_TOKENS] = {"max_output_tokens", OPT_INT, NULL, 1, 10000000},
     [OPT_REASONING_EFFORT] = {"reasoning_effort", OPT_TEXT, NULL, 0, 0},
     [OPT_TEMPERATURE] = {"temperature", OPT_NUMBER, NULL, 0, 0},
+    [OPT_STREAM] = {"stream", OPT_BOOL, NULL, 0, 0},   /* unset: stream when progress is shown */
+    [OPT_STALL_TIMEOUT] = {"stall_timeout", OPT_SECONDS, NULL, 0, 0},
 };
 
 struct rlm_config {
@@ -568,6 +571,10 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
         .provider = rlm_config_get(r->cfg, "provider"),
         .requests_per_minute = config_double(r->cfg, "rpm"),
         .tokens_per_minute = config_double(r->cfg, "tpm"),
+        .stall_timeout = config_double(r->cfg, "stall_timeout"),
+        /* A malformed or empty 2xx reply is retried like a 5xx: passing it on
+         * would hand model code a non-answer as if it were one. */
+        .retry_bad_replies = 1,
     };
     if (lo.max_retries == 0)
         lo.max_retries = -1;   /* lm_options: 0 means "default", -1 "none" */
@@ -732,6 +739,10 @@ rlm_status rlm_ask(rlm *r, const char *question, char **answer)
         return rlm_error(r, RLM_ERR_USAGE, "the question is empty");
     if (!r->lm || !r->calls)
         return rlm_error(r, RLM_ERR_USAGE, "this handle failed to open: %s", r->errmsg);
+
+    /* Streamed root turns let the progress line show the reply arriving. */
+    const char *stream = rlm_config_get(r->cfg, "stream");
+    r->params.stream = stream[0] ? stream[0] == '1' : r->progress != NULL;
 
     engine_outcome o;
     calls_begin_run(r->calls);

@@ -108,6 +108,27 @@ class AskConventions(RlmTestCase):
         self.assertEqual(res.stdout, "50 chunks ok\n")
 
 
+class Streaming(RlmTestCase):
+    def test_streamed_root_turns_give_the_same_run(self):
+        ctx = self.write("log.txt", log_text(2000))
+        with FakeLM(script(FINISHES["final_in_code"])) as lm:
+            res = self.rlm(["--stream", "--json", "--context", ctx, QUESTION], lm)
+        self.assertExit(res, 0)
+        self.assertEqual(res.report["answer"], "50 chunks ok")
+        self.assertEqual(res.report["iterations"], 3)
+        self.assertEqual([e["stream"] for e in res.events("root_request")], [True] * 3)
+        # Usage arrives in the stream's last chunk (stream_options.include_usage).
+        self.assertGreater(res.report["usage"]["root-model"]["completion_tokens"], 0)
+        self.assertIn("print(type(context)", res.events("root_reply")[0]["content"])
+
+    def test_not_streamed_without_a_progress_line(self):
+        ctx = self.write("log.txt", log_text(2000))
+        with FakeLM(script(FINISHES["final_in_code"])) as lm:
+            res = self.rlm(["--json", "--context", ctx, QUESTION], lm)
+        self.assertExit(res, 0)
+        self.assertEqual([e["stream"] for e in res.events("root_request")], [False] * 3)
+
+
 class LargeContext(RlmTestCase):
     def test_40mb_context(self):
         line = "the quick brown fox jumps over the lazy dog 0123456789\n"
