@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -210,4 +211,37 @@ int read_full(int fd, void *data, size_t len)
         len -= (size_t)n;
     }
     return 0;
+}
+
+char *file_read(const char *path, size_t max, size_t *len)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return NULL;
+    buf b;
+    buf_init(&b, max);
+    char chunk[65536];
+    for (;;) {
+        ssize_t n = read(fd, chunk, sizeof chunk);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            goto fail;
+        if (n == 0)
+            break;
+        if (buf_append(&b, chunk, (size_t)n) != 0) {
+            errno = b.len + (size_t)n > max ? EFBIG : ENOMEM;
+            goto fail;
+        }
+    }
+    close(fd);
+    if (len)
+        *len = b.len;
+    return buf_take(&b);
+fail:;
+    int saved = errno;
+    close(fd);
+    buf_free(&b);
+    errno = saved;
+    return NULL;
 }

@@ -48,4 +48,9 @@ char *str_dup_len(const char *s, size_t len);
 int write_full(int fd, const void *data, size_t len);
 int read_full(int fd, void *data, size_t len);
 
+/* Reads the whole file at path into a malloc'd, NUL-terminated buffer of at
+ * most max bytes; *len (may be NULL) gets its length. NULL with errno set when
+ * it cannot be opened or read, or with errno EFBIG when it is larger than max. */
+char *file_read(const char *path, size_t max, size_t *len);
+
 #endif

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,18 +24,10 @@ static char *load(const char *name, size_t *len)
 {
     char path[512];
     snprintf(path, sizeof path, DATA "%s", name);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        fail_msg("cannot open %s", path);
-    buf b;
-    buf_init(&b, 1 << 20);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        assert_int_equal(buf_append(&b, chunk, n), 0);
-    fclose(f);
-    *len = b.len;
-    return buf_take(&b);
+    char *text = file_read(path, 1 << 20, len);
+    if (!text)
+        fail_msg("cannot read %s: %s", path, strerror(errno));
+    return text;
 }
 
 /* ---- the parser ----------------------------------------------------- */

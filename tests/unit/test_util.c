@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -137,6 +138,27 @@ static void test_trace_writes_one_flushed_line_per_event(void **state)
     assert_non_null(strstr(err, "nonexistent-dir"));
 }
 
+static void test_file_read_bounds_and_errors(void **state)
+{
+    char path[] = "/tmp/rlm-file-read-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write_full(fd, "hello\0world", 11), 0);
+    close(fd);
+    size_t len = 0;
+    char *text = file_read(path, 11, &len);
+    assert_non_null(text);
+    assert_int_equal(len, 11);
+    assert_memory_equal(text, "hello\0world", 12);
+    free(text);
+    errno = 0;
+    assert_null(file_read(path, 10, &len));
+    assert_int_equal(errno, EFBIG);
+    unlink(path);
+    assert_null(file_read(path, 100, NULL));
+    assert_int_equal(errno, ENOENT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -145,6 +167,7 @@ int main(void)
         cmocka_unit_test(test_parse_numbers),
         cmocka_unit_test(test_config_validates_values),
         cmocka_unit_test(test_trace_writes_one_flushed_line_per_event),
+        cmocka_unit_test(test_file_read_bounds_and_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,21 +18,6 @@ static void usage(FILE *out)
           out);
 }
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    buf b;
-    buf_init(&b, (size_t)1 << 30);
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (buf_append(&b, chunk, n) != 0)
-            break;
-    fclose(f);
-    return buf_take(&b);
-}
 
 static int cmd_score(int argc, char **argv)
 {
@@ -40,7 +25,7 @@ static int cmd_score(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    char *gold = slurp(argv[3]), *answer = slurp(argv[4]);
+    char *gold = file_read(argv[3], (size_t)1 << 30, NULL), *answer = file_read(argv[4], (size_t)1 << 30, NULL);
     if (!gold || !answer) {
         fprintf(stderr, "taskgen: cannot read %s\n", gold ? argv[4] : argv[3]);
         free(gold);
