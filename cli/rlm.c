@@ -72,7 +72,17 @@ static void usage(FILE *out)
         "  --replay FILE          answer every request from a recorded FILE, with no network\n"
         "\n"
         "Input and run:\n"
-        "  --context PATH         the context file (memory-mapped; any size)\n"
+        "  --context ARG          the input, repeatable: a file (memory-mapped; any size), a\n"
+        "                         directory (recursive; skips binary files, .git and what\n"
+        "                         .gitignore files exclude), a glob, - for stdin, or JSONL\n"
+        "                         (a .jsonl file; each record is a document). One file is a\n"
+        "                         str in the sandbox, several a dict path -> str, JSONL a list\n"
+        "  --include GLOB         only files matching GLOB inside directories (repeatable)\n"
+        "  --exclude GLOB         skip files matching GLOB, gitignore syntax (repeatable)\n"
+        "  --jsonl-field NAME     read every --context as JSONL, NAME holding each record's text\n"
+        "  --mode M               auto, rlm or direct (default auto); auto answers inputs under\n"
+        "                         the direct threshold with one plain call, without a sandbox\n"
+        "  --direct-threshold N   estimated tokens under which auto answers directly (default 32000)\n"
         "  --question-file FILE   read the question from FILE instead of the command line\n"
         "  --max-iterations N     root turns before a last request for the answer (default 30)\n"
         "  --cell-timeout S       wall seconds per code cell, sub-calls excluded (default 120)\n"
@@ -172,7 +182,7 @@ enum {
     OPT_VERSION, OPT_MAX_COST, OPT_MAX_TOKENS, OPT_MAX_TIME, OPT_MAX_SUBCALLS, OPT_CACHE, OPT_NO_CACHE,
     OPT_CACHE_DIR, OPT_PRICES, OPT_RECORD, OPT_REPLAY, OPT_SUB_BASE_URL, OPT_PROVIDER, OPT_RPM, OPT_TPM,
     OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE, OPT_STREAM, OPT_NO_STREAM,
-    OPT_STALL_TIMEOUT,
+    OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_MODE, OPT_DIRECT_THRESHOLD,
 };
 
 static const struct option long_options[] = {
@@ -215,6 +225,11 @@ static const struct option long_options[] = {
     {"stream", no_argument, NULL, OPT_STREAM},
     {"no-stream", no_argument, NULL, OPT_NO_STREAM},
     {"stall-timeout", required_argument, NULL, OPT_STALL_TIMEOUT},
+    {"include", required_argument, NULL, OPT_INCLUDE},
+    {"exclude", required_argument, NULL, OPT_EXCLUDE},
+    {"jsonl-field", required_argument, NULL, OPT_JSONL_FIELD},
+    {"mode", required_argument, NULL, OPT_MODE},
+    {"direct-threshold", required_argument, NULL, OPT_DIRECT_THRESHOLD},
     {NULL, 0, NULL, 0},
 };
 
@@ -250,6 +265,9 @@ static const char *option_key(int opt)
     case OPT_REASONING_EFFORT: return "reasoning_effort";
     case OPT_TEMPERATURE: return "temperature";
     case OPT_STALL_TIMEOUT: return "stall_timeout";
+    case OPT_JSONL_FIELD: return "jsonl_field";
+    case OPT_MODE: return "mode";
+    case OPT_DIRECT_THRESHOLD: return "direct_threshold";
     default: return NULL;
     }
 }
@@ -287,11 +305,34 @@ static int set_or_complain(rlm_config *cfg, const char *key, const char *value)
     return -1;
 }
 
+/* Appends one glob to a newline-separated list option (include, exclude). */
+static int add_glob(rlm_config *cfg, const char *key, const char *glob)
+{
+    if (strchr(glob, '\n')) {
+        fprintf(stderr, "rlm: --%s: a glob cannot hold a newline\n", key);
+        return -1;
+    }
+    const char *old = rlm_config_get(cfg, key);
+    size_t len = strlen(old) + strlen(glob) + 2;
+    char *joined = malloc(len);
+    if (!joined) {
+        fputs("rlm: out of memory\n", stderr);
+        return -1;
+    }
+    snprintf(joined, len, "%s%s%s", old, old[0] ? "\n" : "", glob);
+    int rc = set_or_complain(cfg, key, joined);
+    free(joined);
+    return rc;
+}
+
 static int cmd_ask(int argc, char **argv)
 {
     int rc = EXIT_USAGE;
     int json = 0, quiet = 0, key_given = 0;
-    const char *context_path = NULL, *question_file = NULL;
+    const char *question_file = NULL;
+    enum { MAX_CONTEXTS = 1024 };
+    const char *contexts[MAX_CONTEXTS];
+    size_t n_contexts = 0;
     char *question = NULL;
     rlm *r = NULL;
     rlm_config *cfg = rlm_config_new();
@@ -320,7 +361,19 @@ static int cmd_ask(int argc, char **argv)
             continue;
         }
         switch (opt) {
-        case OPT_CONTEXT: context_path = optarg; break;
+        case OPT_CONTEXT:
+            if (n_contexts == MAX_CONTEXTS) {
+                fprintf(stderr, "rlm: at most %d --context arguments (use a directory or a glob)\n",
+                        MAX_CONTEXTS);
+                goto done;
+            }
+            contexts[n_contexts++] = optarg;
+            break;
+        case OPT_INCLUDE:
+        case OPT_EXCLUDE:
+            if (add_glob(cfg, opt == OPT_INCLUDE ? "include" : "exclude", optarg) != 0)
+                goto done;
+            break;
         case OPT_QUESTION_FILE: question_file = optarg; break;
         case OPT_UNSAFE: rlm_config_set(cfg, "unsafe_no_sandbox", "1"); break;
         case OPT_STREAM: rlm_config_set(cfg, "stream", "1"); break;
@@ -370,10 +423,12 @@ static int cmd_ask(int argc, char **argv)
         goto done;
     }
     size_t warned = print_warnings(r, 0);
-    if (context_path && (st = rlm_set_context_file(r, context_path)) != RLM_OK) {
-        fprintf(stderr, "rlm: %s\n", rlm_errmsg(r));
-        rc = exit_code(st);
-        goto done;
+    for (size_t i = 0; i < n_contexts; i++) {
+        if ((st = rlm_add_context(r, contexts[i])) != RLM_OK) {
+            fprintf(stderr, "rlm: %s\n", rlm_errmsg(r));
+            rc = exit_code(st);
+            goto done;
+        }
     }
 
     progress_state ps = {0};

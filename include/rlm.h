@@ -106,6 +106,18 @@ void rlm_config_free(rlm_config *cfg);
  *   cache_dir         the cache's directory          $XDG_CACHE_HOME/rlm (~/.cache/rlm)
  *   record            JSONL file to write every request and response to    none
  *   replay            answer every request from a record file, offline     none
+ *   include           newline-separated globs: only matching files inside
+ *                     directories given to rlm_add_context   all
+ *   exclude           newline-separated globs (gitignore syntax) to skip    none
+ *   jsonl_field       read every rlm_add_context input as JSONL, this field
+ *                     of each record holding its text (.jsonl files are
+ *                     JSONL anyway, with a "text" field by default)         none
+ *   mode              "auto", "rlm" or "direct"      "auto"
+ *                     auto: an input estimated under direct_threshold tokens
+ *                     is answered by one plain call (no sandbox); rlm:
+ *                     always the RLM loop; direct: always one call (an input
+ *                     no model window holds is refused with RLM_ERR_USAGE)
+ *   direct_threshold  estimated tokens for auto     32000
  * Returns RLM_OK, or RLM_ERR_USAGE for an unknown key or a bad value (the
  * reason in rlm_config_errmsg). */
 rlm_status rlm_config_set(rlm_config *cfg, const char *key, const char *value);
@@ -137,6 +149,20 @@ rlm_status rlm_set_context_file(rlm *r, const char *path);
 /* Uses a copy of text[0..len) as the context. */
 rlm_status rlm_set_context_text(rlm *r, const char *text, size_t len);
 
+/* Adds one input to the context, like the CLI's repeatable --context: a
+ * file, a directory (recursive; binary files, .git and paths matched by
+ * .gitignore files or the exclude option are skipped; include narrows), a
+ * glob, "-" for stdin, or JSONL (a .jsonl file, or any file with the
+ * jsonl_field option): one file makes `context` a str, several files or a
+ * directory a dict path -> str, JSONL a list of str. Files are mapped, not
+ * read into the heap. The inputs are read by rlm_ask, which returns
+ * RLM_ERR_INPUT for a path that does not exist, a glob that matches nothing
+ * or inputs without any text; lesser problems (unreadable or binary files
+ * skipped, broken JSONL lines, invalid UTF-8 replaced) are listed in
+ * rlm_warnings and the trace. Replaces a context given by
+ * rlm_set_context_file / rlm_set_context_text, and is replaced by them. */
+rlm_status rlm_add_context(rlm *r, const char *arg);
+
 /* Called with a one-line description of what the run is doing (turn, blocks,
  * sub-calls in flight), at most a few times per second. Borrowed string. */
 typedef void (*rlm_progress_fn)(void *userdata, const char *line);
@@ -156,7 +182,8 @@ rlm_status rlm_ask(rlm *r, const char *question, char **answer);
  * "completion_tokens", "cost_usd", ...}}), cost_usd (the run's total in US
  * dollars; null when any call's price is unknown), stopped_by (the budget that
  * ended the run: "max_cost", "max_tokens", "max_time", "max_subcalls", or
- * null), elapsed_seconds, sandbox_layers, model, sub_model, max_in_flight.
+ * null), elapsed_seconds, sandbox_layers, model, sub_model, max_in_flight,
+ * mode ("rlm" or "direct": how the question was answered).
  * Borrowed from r; NULL before the first rlm_ask. */
 const char *rlm_report_json(rlm *r);
 

@@ -7,10 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "describe.h"
 #include "prompt.h"
 #include "reply.h"
 #include "sandbox.h"
+#include "utf8.h"
 #include "util.h"
 
 /* How much of each prompt and reply of a sub-call goes into the trace. */
@@ -528,15 +531,36 @@ static int engine_start_sandbox(engine *e, const context *ctx)
         .exe_path = e->p->sandbox_exe,
         .context_fd = ctx ? context_fd(ctx) : -1,
         .context_len = ctx ? context_len(ctx) : 0,
+        .data_fd = -1,
         .memory_limit = e->p->sandbox_memory,
         .cell_timeout = e->p->cell_timeout,
         .output_limit = e->p->output_limit,
         .unsafe_no_sandbox = e->p->unsafe_no_sandbox,
+        .search_cache_dir = e->p->search_cache_dir,
     };
     char err[1024];
     engine_progress(e, "starting sandbox");
     double t0 = clock_now();
-    if (sandbox_start(&so, &e->sb, err, sizeof err) != 0) {
+    int pack_fd = -1, data_fd = -1;
+    if (e->p->docs) {
+        size_t pack_len;
+        if (ingest_pack(e->p->docs, &pack_fd, &pack_len, &data_fd, err, sizeof err) != 0) {
+            engine_fail(e, RLM_ERR_INPUT, "cannot hand the input to the sandbox: %s", err);
+            return -1;
+        }
+        so.context_fd = pack_fd;
+        so.context_len = pack_len;
+        so.context_pack = 1;
+        so.data_fd = data_fd;
+        so.data_len = data_fd >= 0 ? ingest_total_bytes(e->p->docs) : 0;
+    }
+    int started = sandbox_start(&so, &e->sb, err, sizeof err);
+    /* The sandbox keeps its own duplicates, for restarts. */
+    if (pack_fd >= 0)
+        close(pack_fd);
+    if (data_fd >= 0)
+        close(data_fd);
+    if (started != 0) {
         engine_fail(e, RLM_ERR_SANDBOX, "cannot start the sandbox: %s", err);
         trace_event(e->trace, "error", json_pack("{s:s,s:s}", "where", "sandbox", "message", err));
         return -1;
@@ -562,8 +586,13 @@ static int engine_start_sandbox(engine *e, const context *ctx)
 
 static int engine_first_messages(engine *e, const context *ctx, const char *question)
 {
-    char *description = ctx ? prompt_describe_context(context_name(ctx), context_data(ctx), context_len(ctx))
-                            : prompt_describe_context(NULL, "", 0);
+    char *description;
+    if (e->p->docs)
+        description = describe_docset(ingest_kind_of(e->p->docs), ingest_docs(e->p->docs),
+                                      ingest_count(e->p->docs));
+    else
+        description = ctx ? prompt_describe_context(context_name(ctx), context_data(ctx), context_len(ctx))
+                          : prompt_describe_context(NULL, "", 0);
     if (!description)
         return -1;
     /* The description read the whole input; the host needs none of it now. */
@@ -591,18 +620,112 @@ static void engine_last_request(engine *e, char *ask, int *empty_replies, const 
     }
 }
 
+/* ---- direct mode ---------------------------------------------------------- */
+
+/* Estimated tokens of the whole input, per kind of text. */
+static size_t engine_input_tokens(const engine_params *p, const context *ctx)
+{
+    if (!p->docs)
+        return ctx ? describe_estimate_tokens(context_len(ctx), DESCRIBE_PROSE) : 0;
+    size_t total = 0;
+    const ingest_doc *docs = ingest_docs(p->docs);
+    for (size_t i = 0; i < ingest_count(p->docs); i++)
+        total += describe_estimate_tokens(docs[i].len, describe_text_of_name(docs[i].name));
+    return total;
+}
+
+/* The user message of direct mode: the whole input between markers (each
+ * document under its name), then the question. NULL when out of memory. */
+static char *engine_direct_message(const engine_params *p, const context *ctx, const char *question)
+{
+    buf b;
+    buf_init(&b, SIZE_MAX / 2);
+    buf_puts(&b, "<input>\n");
+    if (p->docs) {
+        ingest_validate(p->docs);   /* a file that shrank is cut, never read past its end */
+        const ingest_doc *docs = ingest_docs(p->docs);
+        size_t n = ingest_count(p->docs);
+        for (size_t i = 0; i < n; i++) {
+            if (n > 1 || ingest_kind_of(p->docs) != INGEST_STR)
+                buf_printf(&b, "=== %s ===\n", docs[i].name);
+            size_t clean_len = 0;
+            char *clean = utf8_sanitize(docs[i].data ? docs[i].data : "", docs[i].len, &clean_len);
+            if (clean)
+                buf_append(&b, clean, clean_len);
+            free(clean);
+            buf_puts(&b, "\n");
+        }
+    } else if (ctx && context_len(ctx)) {
+        size_t clean_len = 0;
+        char *clean = utf8_sanitize(context_data(ctx), context_len(ctx), &clean_len);
+        if (clean)
+            buf_append(&b, clean, clean_len);
+        free(clean);
+        buf_puts(&b, "\n");
+    }
+    buf_printf(&b, "</input>\n\nQuestion: %s", question);
+    return b.data ? buf_take(&b) : NULL;
+}
+
+/* Answers with one plain call: no sandbox, no code. */
+static void engine_direct(engine *e, const context *ctx, const char *question)
+{
+    if (engine_push(e, "system", prompt_direct_system()) != 0 ||
+        engine_push(e, "user", engine_direct_message(e->p, ctx, question)) != 0) {
+        engine_fail(e, RLM_ERR_NOMEM, "out of memory");
+        return;
+    }
+    e->turn = 1;
+    lm_response resp = {0};
+    int rc = engine_ask_root(e, &resp, 0);
+    if (rc == 0) {
+        engine_answer(e, resp.content, "direct");
+        resp.content = NULL;
+    } else if (rc == 1) {
+        engine_fail(e, RLM_ERR_MODEL, "the model returned an empty reply");
+    } else if (rc == 2) {
+        e->out->status = RLM_NO_ANSWER;
+        free(e->out->error);
+        e->out->error = strdup("budget exhausted before the call");
+    }
+    lm_response_clear(&resp);
+}
+
 rlm_status engine_run(const engine_params *p, calls *c, trace *t, const context *ctx,
                       const char *question, engine_progress_fn progress, void *userdata,
                       engine_outcome *out)
 {
     memset(out, 0, sizeof *out);
     out->status = RLM_NO_ANSWER;
+    out->mode = "rlm";
     engine e = {.p = p, .calls = c, .trace = t, .progress = progress, .progress_data = userdata,
                 .out = out, .start = clock_now()};
 
-    trace_event(t, "question", json_pack("{s:s,s:s?,s:I}", "question", question, "context",
-                                         ctx ? context_name(ctx) : NULL, "context_bytes",
-                                         (json_int_t)(ctx ? context_len(ctx) : 0)));
+    size_t bytes = p->docs ? ingest_total_bytes(p->docs) : ctx ? context_len(ctx) : 0;
+    trace_event(t, "question", json_pack("{s:s,s:s?,s:I,s:I}", "question", question, "context",
+                                         ctx && !p->docs ? context_name(ctx) : NULL, "context_bytes",
+                                         (json_int_t)bytes, "documents",
+                                         (json_int_t)(p->docs ? ingest_count(p->docs) : ctx != NULL)));
+    size_t tokens = engine_input_tokens(p, ctx);
+    size_t threshold = p->direct_threshold;   /* 0: auto never answers directly */
+    int direct = p->mode == ENGINE_MODE_DIRECT || (p->mode == ENGINE_MODE_AUTO && tokens < threshold);
+    out->mode = direct ? "direct" : "rlm";
+    trace_event(t, "mode", json_pack("{s:s,s:s,s:I,s:I}", "mode", out->mode, "requested",
+                                     p->mode == ENGINE_MODE_DIRECT ? "direct"
+                                     : p->mode == ENGINE_MODE_RLM ? "rlm" : "auto",
+                                     "estimated_tokens", (json_int_t)tokens, "threshold",
+                                     (json_int_t)threshold));
+    if (direct && p->mode == ENGINE_MODE_DIRECT && tokens > ENGINE_DIRECT_MAX_TOKENS &&
+        tokens > threshold) {
+        engine_fail(&e, RLM_ERR_USAGE, "--mode direct: the input is about %zu tokens, more than "
+                    "any model's window (%zu); use --mode rlm or auto", tokens,
+                    (size_t)ENGINE_DIRECT_MAX_TOKENS);
+        goto done;
+    }
+    if (direct) {
+        engine_direct(&e, ctx, question);
+        goto done;
+    }
     if (engine_first_messages(&e, ctx, question) != 0) {
         engine_fail(&e, RLM_ERR_NOMEM, "out of memory");
         goto done;
@@ -636,7 +759,8 @@ done:
     out->stopped_by = budget_kind_name(calls_exhausted(c));
     out->cost_usd = calls_cost(c);
     trace_event(t, "run_end",
-                json_pack("{s:s,s:s?,s:s?,s:i,s:I,s:I,s:I,s:f,s:s?,s:o}", "status",
+                json_pack("{s:s,s:s,s:s?,s:s?,s:i,s:I,s:I,s:I,s:f,s:s?,s:o}", "mode", out->mode,
+                          "status",
                           rlm_status_name(out->status), "answer", out->answer, "error", out->error,
                           "iterations", out->iterations, "blocks", (json_int_t)out->blocks,
                           "sub_calls", (json_int_t)out->sub_calls, "sub_call_errors",

@@ -13,8 +13,18 @@
 
 #include "context.h"
 #include "calls.h"
+#include "ingest.h"
 #include "rlm.h"
 #include "trace.h"
+
+/* auto: one plain call for inputs under direct_threshold tokens, an RLM
+ * otherwise; rlm: always an RLM; direct: always one plain call (refused, as
+ * a usage error, for an input no model window holds). */
+enum { ENGINE_MODE_AUTO = 0, ENGINE_MODE_RLM = 1, ENGINE_MODE_DIRECT = 2 };
+
+/* Estimated tokens above which direct mode is refused: larger than the
+ * windows of current models, so such a request would only be rejected. */
+#define ENGINE_DIRECT_MAX_TOKENS ((size_t)1000000)
 
 typedef struct engine_params {
     const char *model;          /* root model */
@@ -26,6 +36,13 @@ typedef struct engine_params {
     const char *sandbox_exe;    /* path of rlm-sandbox */
     int unsafe_no_sandbox;
     int stream;                 /* 1: stream root replies (progress shows them arriving) */
+    /* The input as a document set (files, directories, JSONL, stdin); when
+     * set it is used instead of the ctx argument of engine_run. */
+    ingest_set *docs;
+    int mode;                   /* ENGINE_MODE_*: how the question is answered */
+    size_t direct_threshold;    /* auto: estimated tokens under which one plain call answers
+                                   (0: never) */
+    const char *search_cache_dir; /* where search() keeps its indexes; NULL: nowhere */
     /* Called with a one-line warning the user should see (a weaker sandbox
      * than this machine should allow, ...). May be NULL. */
     void (*warn)(void *userdata, const char *message);
@@ -44,6 +61,7 @@ typedef struct engine_outcome {
     const char *stopped_by;     /* the budget that ended the run ("max_cost", ...) or NULL */
     double cost_usd;            /* spent by the run; < 0 when any call's cost was unknown */
     double elapsed;             /* seconds */
+    const char *mode;           /* "rlm" or "direct" (static) */
 } engine_outcome;
 
 typedef void (*engine_progress_fn)(void *userdata, const char *line);

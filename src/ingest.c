@@ -708,7 +708,7 @@ static int add_path(walk *w, const char *path, int single, int from_glob)
         if (walk_dir(w, path, "", prefix, 0) != 0)
             return -1;
         if (w->s->n_recs == before && !w->opt->jsonl_field)
-            problem(w->s, "no text files in '%s'", path);
+            problem(w->s, "no text files in directory '%s'", path);
         return 0;
     }
     if (w->opt->jsonl_field) {

@@ -49,7 +49,8 @@ static const char system_text_rest[] =
     "\n"
     "## What the REPL provides\n"
     "\n"
-    "- `context`: the input, here a str. The first message gives its size and a preview.\n"
+    "- `context`: the input: a str, a dict path -> str (several files) or a list of str "
+    "(records). The first message gives its type, sizes and a preview.\n"
     "- `llm_query(prompt, model=None) -> str`: one sub-model call. The sub-model has not "
     "seen the context, so put the text it needs into the prompt. It reads long prompts well "
     "(100,000 characters or more per call is fine), so send big chunks, not many small ones.\n"
@@ -62,6 +63,16 @@ static const char system_text_rest[] =
     "pieces too large or intricate for one call. At the recursion limit it becomes a plain "
     "llm_query.\n"
     "- `SHOW_VARS()`: lists the variables you have made.\n"
+    "- Fast helpers in C over the raw input (far faster than Python loops):\n"
+    "  - `grep(pattern, flags=\"\", max_hits=1000, doc=None)` -> [{doc, line, offset, text}]: "
+    "regex search (like re; flags i m s x, and u for Unicode \\w \\d \\s \\b, which are "
+    "ASCII otherwise) over all documents or one (doc=). offset indexes that document's str. "
+    "`grep(r\"ERROR \\d+\", \"i\")`\n"
+    "  - `chunks(max_chars=100000, overlap=0, by=\"lines\")` -> list of str (or by=\"chars\", "
+    "\"docs\"). `llm_query_batched([\"Summarise:\\n\" + c for c in chunks(200000)])`\n"
+    "  - `search(query, k=10)` -> [{doc, score, offset, text}]: BM25 keyword ranking, best "
+    "first. `search(\"refund policy\")`\n"
+    "  - `count_tokens(text)` -> estimated tokens. `count_tokens(context[:9000])`\n"
     "- `print(...)`: the only way to see a value.\n"
     "- `FINAL(value)`: finishes the task; the value, as a string, is the answer.\n"
     "- `FINAL_VAR(name)`: finishes with the value of a variable, e.g. `FINAL_VAR(\"result\")`.\n"
@@ -211,6 +222,12 @@ static int append_count(buf *out, size_t n)
             return -1;
     }
     return 0;
+}
+
+char *prompt_direct_system(void)
+{
+    return strdup("Answer the question about the input below. The input is given in full "
+                  "between the markers; base your answer on it and be concise.");
 }
 
 char *prompt_system(int max_iterations)

@@ -11,6 +11,9 @@
 /* The system prompt teaching the REPL contract. max_iterations is stated in it. */
 char *prompt_system(int max_iterations);
 
+/* The system message of direct mode (one plain call with the whole input). */
+char *prompt_direct_system(void);
+
 /* A description of a str context data[0..len) (UTF-8): type, total characters,
  * estimated tokens, lines, and a short preview of its start and end. Bounded
  * (a few KB) whatever len is. `name` is the file name or NULL. */

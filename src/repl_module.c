@@ -526,7 +526,8 @@ static int is_repl_name(PyObject *key)
 {
     static const char *const names[] = {"context", "llm_query", "llm_query_batched",
                                         "rlm_query", "rlm_query_batched", "FINAL", "FINAL_VAR",
-                                        "SHOW_VARS", "answer"};
+                                        "SHOW_VARS", "answer", "grep", "chunks", "search",
+                                        "count_tokens"};
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
             return 1;

@@ -15,6 +15,7 @@
 #include "calls.h"
 #include "context.h"
 #include "engine.h"
+#include "ingest.h"
 #include "lm.h"
 #include "pricing.h"
 #include "trace.h"
@@ -61,7 +62,7 @@ void rlm_string_free(char *s)
 
 typedef enum option_kind {
     OPT_TEXT, OPT_URL, OPT_URLS, OPT_INT, OPT_SECONDS, OPT_SIZE, OPT_BOOL, OPT_NUMBER, OPT_DOLLARS,
-    OPT_PROVIDER,
+    OPT_PROVIDER, OPT_MODE_NAME,
 } option_kind;
 
 typedef struct option_spec {
@@ -77,7 +78,8 @@ enum {
     OPT_SANDBOX_EXE, OPT_UNSAFE_NO_SANDBOX, OPT_TRACE, OPT_MAX_COST, OPT_MAX_TOKENS, OPT_MAX_TIME,
     OPT_MAX_SUBCALLS, OPT_CACHE, OPT_CACHE_DIR, OPT_PRICES, OPT_RECORD, OPT_REPLAY, OPT_SUB_BASE_URL,
     OPT_PROVIDER_KEY, OPT_RPM, OPT_TPM, OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE,
-    OPT_STREAM, OPT_STALL_TIMEOUT,
+    OPT_STREAM, OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_MODE,
+    OPT_DIRECT_THRESHOLD,
     OPT_COUNT
 };
 
@@ -114,6 +116,13 @@ static const option_spec option_specs[OPT_COUNT] = {
     [OPT_TEMPERATURE] = {"temperature", OPT_NUMBER, NULL, 0, 0},
     [OPT_STREAM] = {"stream", OPT_BOOL, NULL, 0, 0},   /* unset: stream when progress is shown */
     [OPT_STALL_TIMEOUT] = {"stall_timeout", OPT_SECONDS, NULL, 0, 0},
+    [OPT_INCLUDE] = {"include", OPT_TEXT, NULL, 0, 0},
+    [OPT_EXCLUDE] = {"exclude", OPT_TEXT, NULL, 0, 0},
+    [OPT_JSONL_FIELD] = {"jsonl_field", OPT_TEXT, NULL, 0, 0},
+    /* "rlm" until the bench runner and the attack tests ask for the RLM
+     * loop themselves: auto would answer their small inputs directly. */
+    [OPT_MODE] = {"mode", OPT_MODE_NAME, "auto", 0, 0},
+    [OPT_DIRECT_THRESHOLD] = {"direct_threshold", OPT_INT, "32000", 0, 1000000000L},
 };
 
 struct rlm_config {
@@ -215,6 +224,11 @@ static int option_check(const option_spec *spec, const char *value, char *why, s
         snprintf(why, whylen, "%s must be a size of at least 64M, like 4G or 512M (got '%s')",
                  spec->key, value);
         return -1;
+    case OPT_MODE_NAME:
+        if (strcmp(value, "auto") == 0 || strcmp(value, "rlm") == 0 || strcmp(value, "direct") == 0)
+            return 0;
+        snprintf(why, whylen, "%s must be auto, rlm or direct (got '%s')", spec->key, value);
+        return -1;
     case OPT_BOOL:
         if (strcmp(value, "0") == 0 || strcmp(value, "1") == 0)
             return 0;
@@ -281,6 +295,10 @@ struct rlm {
     buf warnings;
     trace *trace;
     context *ctx;
+    char **ctx_args;           /* rlm_add_context arguments, in order */
+    size_t n_ctx_args;
+    ingest_set *docs;          /* built from ctx_args by rlm_ask */
+    char *search_cache_dir;
     char *sandbox_exe;
     engine_params params;
     rlm_progress_fn progress;
@@ -548,6 +566,13 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
     p->unsafe_no_sandbox = config_long(r->cfg, "unsafe_no_sandbox") != 0;
     p->warn = rlm_warn;
     p->warn_data = r;
+    const char *mode = rlm_config_get(r->cfg, "mode");
+    p->mode = strcmp(mode, "rlm") == 0 ? ENGINE_MODE_RLM
+              : strcmp(mode, "direct") == 0 ? ENGINE_MODE_DIRECT : ENGINE_MODE_AUTO;
+    p->direct_threshold = (size_t)config_long(r->cfg, "direct_threshold");
+    const char *cache_dir = rlm_config_get(r->cfg, "cache_dir");
+    r->search_cache_dir = cache_dir[0] ? strdup(cache_dir) : user_path("XDG_CACHE_HOME", ".cache", "");
+    p->search_cache_dir = r->search_cache_dir;
     const char *mem = rlm_config_get(r->cfg, "sandbox_memory");
     if (mem[0])
         parse_size(mem, &p->sandbox_memory);
@@ -636,6 +661,11 @@ void rlm_free(rlm *r)
     json_decref(r->key_options);
     trace_close(r->trace);
     context_free(r->ctx);
+    ingest_free(r->docs);
+    for (size_t i = 0; i < r->n_ctx_args; i++)
+        free(r->ctx_args[i]);
+    free(r->ctx_args);
+    free(r->search_cache_dir);
     rlm_config_free(r->cfg);
     buf_free(&r->warnings);
     free(r->sandbox_exe);
@@ -653,6 +683,154 @@ const char *rlm_errmsg(const rlm *r)
     return r ? r->errmsg : "out of memory";
 }
 
+/* Forgets the document set and its arguments. */
+static void rlm_clear_docs(rlm *r)
+{
+    ingest_free(r->docs);
+    r->docs = NULL;
+    r->params.docs = NULL;
+    for (size_t i = 0; i < r->n_ctx_args; i++)
+        free(r->ctx_args[i]);
+    free(r->ctx_args);
+    r->ctx_args = NULL;
+    r->n_ctx_args = 0;
+}
+
+rlm_status rlm_add_context(rlm *r, const char *arg)
+{
+    if (!arg || !arg[0])
+        return rlm_error(r, RLM_ERR_USAGE, "empty context argument");
+    char **args = realloc(r->ctx_args, (r->n_ctx_args + 1) * sizeof *args);
+    if (!args)
+        return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+    r->ctx_args = args;
+    if (!(args[r->n_ctx_args] = strdup(arg)))
+        return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+    r->n_ctx_args++;
+    ingest_free(r->docs);   /* rebuilt with every argument by rlm_ask */
+    r->docs = NULL;
+    r->params.docs = NULL;
+    context_free(r->ctx);
+    r->ctx = NULL;
+    return RLM_OK;
+}
+
+/* Splits a newline-separated glob list in place into up to max pointers. */
+static size_t split_globs(char *list, const char **out, size_t max)
+{
+    size_t n = 0;
+    for (char *p = list; p && *p && n < max;) {
+        char *nl = strchr(p, '\n');
+        if (nl)
+            *nl++ = '\0';
+        if (*p)
+            out[n++] = p;
+        p = nl;
+    }
+    return n;
+}
+
+/* "/relative/path" (gitignore syntax, anchored) of file `path` when it lies
+ * inside one of the directory arguments, else NULL. */
+static char *own_file_glob(const rlm *r, const char *path)
+{
+    char file[PATH_MAX], dir[PATH_MAX];
+    if (!path || !path[0] || !realpath(path, file))
+        return NULL;
+    for (size_t i = 0; i < r->n_ctx_args; i++) {
+        if (!realpath(r->ctx_args[i], dir))
+            continue;
+        size_t n = strlen(dir);
+        if (strncmp(file, dir, n) == 0 && file[n] == '/') {
+            buf b;
+            buf_init(&b, PATH_MAX + 2);
+            buf_printf(&b, "%s", file + n);
+            return buf_take(&b);
+        }
+    }
+    return NULL;
+}
+
+/* Builds the document set from the --context arguments; what was skipped or
+ * repaired becomes warnings (stderr and the trace). */
+static rlm_status rlm_load_docs(rlm *r)
+{
+    enum { MAX_GLOBS = 256 };
+    char *inc = strdup(rlm_config_get(r->cfg, "include"));
+    char *exc = strdup(rlm_config_get(r->cfg, "exclude"));
+    const char *inc_v[MAX_GLOBS], *exc_v[MAX_GLOBS];
+    rlm_status st = RLM_OK;
+    if (!inc || !exc) {
+        st = rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+        goto done;
+    }
+    ingest_options opt;
+    ingest_options_init(&opt);
+    opt.n_include = split_globs(inc, inc_v, MAX_GLOBS);
+    opt.include = opt.n_include ? inc_v : NULL;
+    opt.n_exclude = split_globs(exc, exc_v, MAX_GLOBS);
+    opt.exclude = opt.n_exclude ? exc_v : NULL;
+    const char *field = rlm_config_get(r->cfg, "jsonl_field");
+    opt.jsonl_field = field[0] ? field : NULL;
+    /* .jsonl files are JSONL with their text in "text", unless said otherwise;
+     * the set has one reading, so this needs every argument to be one. */
+    int all_jsonl = 1;
+    for (size_t i = 0; i < r->n_ctx_args; i++) {
+        size_t len = strlen(r->ctx_args[i]);
+        all_jsonl &= len > 6 && strcmp(r->ctx_args[i] + len - 6, ".jsonl") == 0;
+    }
+    if (!opt.jsonl_field && all_jsonl)
+        opt.jsonl_field = "text";
+    char err[2048];
+    /* The run's own trace and record files are written during the run: a
+     * directory input that holds them must not read them. */
+    char *own[2] = {NULL, NULL};
+    const char *own_keys[2] = {"trace", "record"};
+    for (int k = 0; k < 2 && opt.n_exclude < MAX_GLOBS; k++) {
+        own[k] = own_file_glob(r, rlm_config_get(r->cfg, own_keys[k]));
+        if (own[k])
+            exc_v[opt.n_exclude++] = own[k];
+    }
+    opt.exclude = opt.n_exclude ? exc_v : NULL;
+    int rc = ingest_open((const char *const *)r->ctx_args, r->n_ctx_args, &opt, &r->docs, err,
+                         sizeof err);
+    free(own[0]);
+    free(own[1]);
+    if (rc != 0) {
+        st = rlm_error(r, RLM_ERR_INPUT, "%s", err);
+        goto done;
+    }
+    if (ingest_total_bytes(r->docs) == 0) {
+        ingest_free(r->docs);
+        r->docs = NULL;
+        st = rlm_error(r, RLM_ERR_INPUT, "the input is empty: no text in %s%s",
+                       r->ctx_args[0], r->n_ctx_args > 1 ? " and the other --context inputs" : "");
+        goto done;
+    }
+    r->params.docs = r->docs;
+    size_t shown = ingest_problem_count(r->docs);
+    for (size_t i = 0; i < shown; i++) {
+        char msg[4200];
+        snprintf(msg, sizeof msg, "input: %s", ingest_problem(r->docs, i));
+        rlm_warn(r, msg);
+    }
+    if (ingest_problem_total(r->docs) > shown) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "input: ... and %zu more problems",
+                 ingest_problem_total(r->docs) - shown);
+        rlm_warn(r, msg);
+    }
+    trace_event(r->trace, "input",
+                json_pack("{s:I,s:I,s:I,s:I}", "documents", (json_int_t)ingest_count(r->docs),
+                          "bytes", (json_int_t)ingest_total_bytes(r->docs), "invalid_utf8",
+                          (json_int_t)ingest_invalid_utf8(r->docs), "problems",
+                          (json_int_t)ingest_problem_total(r->docs)));
+done:
+    free(inc);
+    free(exc);
+    return st;
+}
+
 rlm_status rlm_set_context_file(rlm *r, const char *path)
 {
     char err[1024];
@@ -661,6 +839,7 @@ rlm_status rlm_set_context_file(rlm *r, const char *path)
         return rlm_error(r, RLM_ERR_USAGE, "no context path given");
     if (context_open_file(path, &c, err, sizeof err) != 0)
         return rlm_error(r, RLM_ERR_INPUT, "%s", err);
+    rlm_clear_docs(r);
     context_free(r->ctx);
     r->ctx = c;
     return RLM_OK;
@@ -674,6 +853,7 @@ rlm_status rlm_set_context_text(rlm *r, const char *text, size_t len)
         return rlm_error(r, RLM_ERR_USAGE, "context text is NULL");
     if (context_open_text(text ? text : "", len, &c, err, sizeof err) != 0)
         return rlm_error(r, RLM_ERR_INPUT, "%s", err);
+    rlm_clear_docs(r);
     context_free(r->ctx);
     r->ctx = c;
     return RLM_OK;
@@ -716,7 +896,7 @@ static void rlm_build_report(rlm *r, const engine_outcome *o)
     int in_flight = lm_max_in_flight(r->lm);
     if (r->sub_lm && lm_max_in_flight(r->sub_lm) > in_flight)
         in_flight = lm_max_in_flight(r->sub_lm);
-    json_t *j = json_pack("{s:s?,s:s,s:s?,s:i,s:I,s:I,s:I,s:o,s:f,s:s?,s:s,s:s,s:i,s:o,s:s?}",
+    json_t *j = json_pack("{s:s?,s:s,s:s?,s:i,s:I,s:I,s:I,s:o,s:f,s:s?,s:s,s:s,s:i,s:o,s:s?,s:s}",
                           "answer", o->answer, "status", rlm_status_name(o->status),
                           "error", o->error, "iterations", o->iterations,
                           "blocks", (json_int_t)o->blocks, "sub_calls", (json_int_t)o->sub_calls,
@@ -725,7 +905,7 @@ static void rlm_build_report(rlm *r, const engine_outcome *o)
                           "sandbox_layers", o->sandbox_layers, "model", r->params.model,
                           "sub_model", r->params.sub_model, "max_in_flight", in_flight,
                           "cost_usd", o->cost_usd >= 0 ? json_real(o->cost_usd) : json_null(),
-                          "stopped_by", o->stopped_by);
+                          "stopped_by", o->stopped_by, "mode", o->mode ? o->mode : "rlm");
     free(r->report);
     r->report = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -743,6 +923,12 @@ rlm_status rlm_ask(rlm *r, const char *question, char **answer)
     /* Streamed root turns let the progress line show the reply arriving. */
     const char *stream = rlm_config_get(r->cfg, "stream");
     r->params.stream = stream[0] ? stream[0] == '1' : r->progress != NULL;
+
+    if (r->n_ctx_args && !r->docs) {
+        rlm_status st = rlm_load_docs(r);
+        if (st != RLM_OK)
+            return st;
+    }
 
     engine_outcome o;
     calls_begin_run(r->calls);

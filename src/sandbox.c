@@ -44,6 +44,7 @@
 #include <string.h>
 #include <sched.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -59,6 +60,12 @@ struct sandbox {
     char *exe_path;
     int context_fd; /* our CLOEXEC dup, or -1 */
     size_t context_len;
+    int context_pack;
+    int data_fd;    /* our CLOEXEC dup of an external pack's data, or -1 */
+    size_t data_len;
+    char *search_cache_dir;
+    pthread_t cache_thread;
+    int cache_running;
     size_t memory_limit;
     double cell_timeout;
     double kill_grace;
@@ -143,6 +150,11 @@ static int stop_child(sandbox *sb)
     sb->pid = -1;
     sb->sock = -1;
     frame_reader_reset(&sb->reader);
+    /* The child is gone, so its end of the cache socket is closed: the
+     * thread sees end of file and ends. */
+    if (sb->cache_running)
+        pthread_join(sb->cache_thread, NULL);
+    sb->cache_running = 0;
     return status;
 }
 
@@ -174,6 +186,8 @@ typedef struct spawn_plan {
     char **envp;
     int channel_fd;   /* becomes fd 3 */
     int context_fd;   /* becomes fd 4, or -1 */
+    int data_fd;      /* becomes fd 5, or -1 */
+    int cache_fd;     /* becomes fd 6, or -1 */
     int keep_stderr;
     int error_fd;     /* write end of the exec-error pipe, CLOEXEC, >= SANDBOX_FD_FLOOR */
 } spawn_plan;
@@ -181,14 +195,18 @@ typedef struct spawn_plan {
 /* Runs in the cloned process: async-signal-safe calls only, never returns. */
 static void exec_cloned(const spawn_plan *plan)
 {
-    int first_closed = plan->context_fd >= 0 ? 5 : 4;
-    if (dup2(plan->channel_fd, 3) < 0 ||
-        (plan->context_fd >= 0 && dup2(plan->context_fd, 4) < 0))
+    int first_closed = 7;
+    int handed[3] = {plan->context_fd, plan->data_fd, plan->cache_fd};
+    if (dup2(plan->channel_fd, 3) < 0)
         goto fail;
     int null_fd = open("/dev/null", O_RDWR);
     if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(null_fd, 1) < 0 ||
         (!plan->keep_stderr && dup2(null_fd, 2) < 0))
         goto fail;
+    /* fds 4, 5, 6 have fixed meanings; an absent one is /dev/null. */
+    for (int i = 0; i < 3; i++)
+        if (dup2(handed[i] >= 0 ? handed[i] : null_fd, 4 + i) < 0)
+            goto fail;
     if (close_range((unsigned)first_closed, (unsigned)plan->error_fd - 1, 0) != 0 ||
         close_range((unsigned)plan->error_fd + 1, ~0U, 0) != 0)
         goto fail;
@@ -263,13 +281,19 @@ static pid_t spawn_plain(const spawn_plan *plan, char *err, size_t errlen)
     if (posix_spawn_file_actions_init(&actions) != 0)
         goto fail_setup;
     have_actions = 1;
+    int handed[3] = {plan->context_fd, plan->data_fd, plan->cache_fd};
     if (posix_spawn_file_actions_adddup2(&actions, plan->channel_fd, 3) != 0 ||
-        (plan->context_fd >= 0 && posix_spawn_file_actions_adddup2(&actions, plan->context_fd, 4)) ||
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0) != 0 ||
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0) != 0 ||
         (!plan->keep_stderr &&
-         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) != 0) ||
-        posix_spawn_file_actions_addclosefrom_np(&actions, plan->context_fd >= 0 ? 5 : 4) != 0)
+         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) != 0))
+        goto fail_setup;
+    for (int i = 0; i < 3; i++)
+        if (handed[i] >= 0 ? posix_spawn_file_actions_adddup2(&actions, handed[i], 4 + i) != 0
+                           : posix_spawn_file_actions_addopen(&actions, 4 + i, "/dev/null",
+                                                              O_RDONLY, 0) != 0)
+            goto fail_setup;
+    if (posix_spawn_file_actions_addclosefrom_np(&actions, 7) != 0)
         goto fail_setup;
     if (posix_spawnattr_init(&attr) != 0)
         goto fail_setup;
@@ -333,9 +357,128 @@ static pid_t spawn_with_layers(sandbox *sb, const spawn_plan *plan, char *err, s
     return spawn_plain(plan, err, errlen);
 }
 
+/* ---- the search-index cache, served to the child ----
+ *
+ * The child cannot open files, so the host keeps its search index cache
+ * (search-<key>.idx in the cache directory) on its behalf, over a socket that
+ * is the child's fd 6, served by one thread per child: 'L' + a 32-hex-digit
+ * key is answered with one byte (1: found) and the file's descriptor; 'S' +
+ * key is followed by the index until the child closes the socket, stored
+ * through a temporary file renamed into place (the child validates an index
+ * against the documents when it loads one, so a torn file is only a miss). */
+typedef struct cache_server {
+    int sock;
+    char *dir;
+} cache_server;
+
+static int key_ok(const char *key)
+{
+    for (int i = 0; i < 32; i++)
+        if (!((key[i] >= '0' && key[i] <= '9') || (key[i] >= 'a' && key[i] <= 'f')))
+            return 0;
+    return 1;
+}
+
+static void cache_reply(int sock, int fd)
+{
+    char status = fd >= 0;
+    struct iovec iov = {.iov_base = &status, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (fd >= 0) {
+        memset(&control, 0, sizeof control);
+        msg.msg_control = control.buf;
+        msg.msg_controllen = sizeof control.buf;
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN(sizeof(int));
+        memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+    }
+    while (sendmsg(sock, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR)
+        ;
+}
+
+/* Copies the rest of the stream into path, atomically. */
+static void cache_store(int sock, const char *path)
+{
+    char tmp[PATH_MAX + 32];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid()) >= sizeof tmp)
+        return;
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    char block[64 * 1024];
+    size_t total = 0;
+    int ok = 1;
+    for (;;) {
+        ssize_t n = read(sock, block, sizeof block);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            ok &= n == 0;
+            break;
+        }
+        ok &= write_full(fd, block, (size_t)n) == 0;
+        total += (size_t)n;
+    }
+    ok &= close(fd) == 0 && total > 0;
+    if (!ok || rename(tmp, path) != 0)
+        unlink(tmp);
+}
+
+static void *cache_main(void *arg)
+{
+    cache_server *cs = arg;
+    char req[33];
+    char path[PATH_MAX];
+    while (read_full(cs->sock, req, sizeof req) == 0) {
+        if ((req[0] != 'L' && req[0] != 'S') || !key_ok(req + 1))
+            break;
+        if ((size_t)snprintf(path, sizeof path, "%s/search-%.32s.idx", cs->dir, req + 1) >=
+            sizeof path)
+            break;
+        if (req[0] == 'S') {
+            mkdir(cs->dir, 0700);
+            cache_store(cs->sock, path);
+            break;
+        }
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        cache_reply(cs->sock, fd);
+        if (fd >= 0)
+            close(fd);
+    }
+    close(cs->sock);
+    free(cs->dir);
+    free(cs);
+    return NULL;
+}
+
+/* Starts the thread serving sock (taken on success). 0 or -1. */
+static int cache_start(sandbox *sb, int sock)
+{
+    cache_server *cs = calloc(1, sizeof *cs);
+    if (!cs || !(cs->dir = strdup(sb->search_cache_dir))) {
+        free(cs);
+        return -1;
+    }
+    cs->sock = sock;
+    if (pthread_create(&sb->cache_thread, NULL, cache_main, cs) != 0) {
+        free(cs->dir);
+        free(cs);
+        return -1;
+    }
+    sb->cache_running = 1;
+    return 0;
+}
+
 static int spawn_child(sandbox *sb, char *err, size_t errlen)
 {
     int sv[2] = {-1, -1}, child_end = -1, rc = -1;
+    int cache_pair[2] = {-1, -1}, cache_child = -1;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
         snprintf(err, errlen, "socketpair: %s", strerror(errno));
         goto fail;
@@ -345,6 +488,16 @@ static int spawn_child(sandbox *sb, char *err, size_t errlen)
     if (child_end < 0) {
         snprintf(err, errlen, "fcntl: %s", strerror(errno));
         goto fail;
+    }
+    if (sb->search_cache_dir &&
+        socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, cache_pair) == 0) {
+        cache_child = fcntl(cache_pair[1], F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
+        close(cache_pair[1]);
+        cache_pair[1] = -1;
+        if (cache_child < 0) {
+            close(cache_pair[0]);
+            cache_pair[0] = -1;
+        }
     }
     char *argv[] = {sb->exe_path, NULL};
     /* Large allocations (the context str, above all) get transparent huge
@@ -358,6 +511,8 @@ static int spawn_child(sandbox *sb, char *err, size_t errlen)
         .envp = envp,
         .channel_fd = child_end,
         .context_fd = sb->context_fd,
+        .data_fd = sb->data_fd,
+        .cache_fd = cache_child,
         .keep_stderr = getenv("RLM_SANDBOX_STDERR") != NULL, /* debugging only */
         .error_fd = -1,
     };
@@ -368,6 +523,8 @@ static int spawn_child(sandbox *sb, char *err, size_t errlen)
     sb->pid = pid;
     sb->sock = sv[0];
     sv[0] = -1;
+    if (cache_pair[0] >= 0 && cache_start(sb, cache_pair[0]) == 0)
+        cache_pair[0] = -1;
     struct timeval send_timeout = {SANDBOX_SEND_TIMEOUT, 0};
     setsockopt(sb->sock, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
     rc = 0;
@@ -378,6 +535,10 @@ fail:
         close(sv[1]);
     if (child_end >= 0)
         close(child_end);
+    if (cache_child >= 0)
+        close(cache_child);
+    if (cache_pair[0] >= 0)
+        close(cache_pair[0]);
     return rc;
 }
 
@@ -699,6 +860,13 @@ static int handshake(sandbox *sb, char *err, size_t errlen)
                              "unsafe_no_sandbox", sb->unsafe_no_sandbox);
     if (init && sb->no_landlock)
         json_object_set_new(init, "skip_landlock", json_true());
+    if (init && sb->context_pack) {
+        json_object_set_new(init, "context_format", json_string("pack"));
+        json_object_set_new(init, "has_data", json_boolean(sb->data_fd >= 0));
+        json_object_set_new(init, "data_len", json_integer((json_int_t)sb->data_len));
+    }
+    if (init && sb->cache_running)
+        json_object_set_new(init, "has_search_cache", json_true());
     if (send_frame(sb, init, why, sizeof why) != 0) {
         int status = collect_child(sb);
         char how[160] = "could not be reached";
@@ -760,6 +928,7 @@ int sandbox_start(const sandbox_options *opts, sandbox **out, char *err, size_t 
     sb->pid = -1;
     sb->sock = -1;
     sb->context_fd = -1;
+    sb->data_fd = -1;
     sb->ns_index = -1;
     sb->no_namespaces = opts->no_namespaces != 0;
     sb->no_landlock = opts->no_landlock != 0;
@@ -779,12 +948,28 @@ int sandbox_start(const sandbox_options *opts, sandbox **out, char *err, size_t 
             goto fail;
         }
         sb->context_len = opts->context_len;
+        sb->context_pack = opts->context_pack != 0;
+    }
+    if (opts->context_fd >= 0 && opts->context_pack && opts->data_fd >= 0) {
+        sb->data_fd = fcntl(opts->data_fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
+        if (sb->data_fd < 0) {
+            snprintf(err, errlen, "cannot duplicate the context data fd: %s", strerror(errno));
+            goto fail;
+        }
+        sb->data_len = opts->data_len;
+    }
+    if (opts->search_cache_dir && opts->search_cache_dir[0] &&
+        !(sb->search_cache_dir = strdup(opts->search_cache_dir))) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
     }
     sb->memory_limit = opts->memory_limit;
     if (sb->memory_limit == 0) {
-        size_t extra = sb->context_len > (SIZE_MAX - ((size_t)4 << 30)) / 4
+        /* The input's bytes: in the pack, or in the external data fd. */
+        size_t input = sb->context_len + sb->data_len;
+        size_t extra = input > (SIZE_MAX - ((size_t)4 << 30)) / 4
                            ? SIZE_MAX - ((size_t)4 << 30)
-                           : sb->context_len * 4;
+                           : input * 4;
         sb->memory_limit = ((size_t)4 << 30) + extra;
     }
     sb->cell_timeout = opts->cell_timeout > 0 ? opts->cell_timeout : 120;
@@ -997,6 +1182,9 @@ void sandbox_free(sandbox *sb)
     stop_child(sb);
     if (sb->context_fd >= 0)
         close(sb->context_fd);
+    if (sb->data_fd >= 0)
+        close(sb->data_fd);
+    free(sb->search_cache_dir);
     free(sb->exe_path);
     free(sb->layers_json);
     free(sb);

@@ -26,7 +26,18 @@ typedef struct sandbox_options {
                                   -1 for no context. Borrowed: the sandbox dup()s it, so
                                   restarts can reload it. */
     size_t context_len;        /* bytes in context_fd */
-    size_t memory_limit;       /* RLIMIT_AS for the child in bytes; 0 = 4 GiB + 4 x context_len */
+    int context_pack;          /* 1: context_fd is an ingest pack (ingest_pack, see
+                                  docs/internals/context-format.md) and `context` may be
+                                  a str, a list or a dict; 0: raw UTF-8 bytes, one str */
+    int data_fd;               /* an external pack's data (the one input file), or -1;
+                                  borrowed and dup()ed like context_fd. Set it to -1
+                                  when unused (0 is a valid fd). */
+    size_t data_len;           /* bytes of data_fd the pack refers to */
+    const char *search_cache_dir; /* where search() indexes are kept (search-<key>.idx);
+                                     NULL: none. The host reads and writes the files for
+                                     the child, which cannot. */
+    size_t memory_limit;       /* RLIMIT_AS for the child in bytes;
+                                  0 = 4 GiB + 4 x (context_len + data_len) */
     double cell_timeout;       /* seconds of wall time per cell, sub-calls excluded; 0 = 120 */
     double kill_grace;         /* seconds between SIGINT and SIGKILL; 0 = 2 */
     size_t output_limit;       /* characters of output kept per cell (head + tail); 0 = 20000 */

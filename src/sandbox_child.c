@@ -13,6 +13,8 @@
 #include <Python.h>
 
 #include "frame.h"
+#include "ingest.h"
+#include "repl_helpers.h"
 #include "repl_module.h"
 #include "sandbox_linux.h"
 #include "util.h"
@@ -29,7 +31,13 @@
 #include <unistd.h>
 
 #define CHANNEL_FD 3 /* socket to the host */
-#define CONTEXT_FD 4 /* the context bytes, when there is a context */
+#define CONTEXT_FD 4 /* the context bytes, or the context pack, when there is a context */
+#define DATA_FD 5    /* an external pack's data: the one input file, mapped here */
+#define CACHE_FD 6   /* socket to the host's search-index cache */
+/* Above this the context is not pre-faulted and the copy drops the pages it
+ * has read, so a 4 GB input costs its str, not str + mapping, in RSS. */
+#define POPULATE_MAX ((size_t)256 << 20)
+#define RELEASE_BLOCK ((size_t)64 << 20)
 #define INIT_FRAME_MAX ((size_t)1 << 20)
 
 #ifdef SANDBOX_ASAN
@@ -85,6 +93,10 @@ static const char *const repl_function_names[] = {
     "FINAL",     "FINAL_VAR",         "SHOW_VARS",
 };
 
+static const char *const helper_function_names[] = {
+    "grep", "chunks", "search", "count_tokens",
+};
+
 typedef struct child {
     int fd;
     size_t frame_max;
@@ -95,6 +107,10 @@ typedef struct child {
     int skip_landlock;
     int has_context;
     size_t context_len;
+    int context_pack;           /* fd 4 holds a pack (docs/internals/context-format.md) */
+    int has_data;               /* fd 5 holds an external pack's data */
+    size_t data_len;
+    int has_search_cache;       /* fd 6 is the search cache socket */
     PyObject *ns;               /* __main__.__dict__, borrowed */
     PyObject *builtins;         /* the builtins module */
     PyObject *compile_cell;     /* glue functions */
@@ -224,6 +240,12 @@ static int parse_init(child *c, json_t *init, char *err, size_t errlen)
     }
     c->has_context = json_is_true(json_object_get(init, "has_context"));
     c->context_len = (size_t)context_len;
+    const char *format = json_string_value(json_object_get(init, "context_format"));
+    c->context_pack = format && strcmp(format, "pack") == 0;
+    json_int_t data_len = json_integer_value(json_object_get(init, "data_len"));
+    c->has_data = json_is_true(json_object_get(init, "has_data"));
+    c->data_len = data_len > 0 ? (size_t)data_len : 0;
+    c->has_search_cache = json_is_true(json_object_get(init, "has_search_cache"));
     c->output_limit = output_limit ? (size_t)output_limit : 20000;
     if (c->output_limit > FRAME_MAX / 8) /* 4 UTF-8 bytes, JSON escapes: stay in a frame */
         c->output_limit = FRAME_MAX / 8;
@@ -243,8 +265,8 @@ static int start_python(char *err, size_t errlen)
     PyStatus status = Py_PreInitialize(&pre);
     if (PyStatus_Exception(status))
         goto fail;
-    if (repl_module_register() != 0) {
-        snprintf(err, errlen, "cannot register the _rlm module");
+    if (repl_module_register() != 0 || repl_helpers_register() != 0) {
+        snprintf(err, errlen, "cannot register the _rlm modules");
         return -1;
     }
     PyConfig config;
@@ -321,20 +343,36 @@ fail:
     return -1;
 }
 
-/* Loading the context. The bytes are mapped, not read, and become the one
- * str the model sees; invalid UTF-8 becomes U+FFFD. A large context is mostly
- * ASCII, and filling 40 MB of fresh memory is dominated by page faults, so
- * the copy runs on a second core while the main thread imports modules: the
- * str is allocated as ASCII up front and a plain C thread (no Python API)
- * fills it, noting any byte >= 0x80. Such a context is decoded again
- * properly afterwards. Either way the mapping is gone before model code. */
+/* Loading the context. The bytes are mapped, not read, and become `context`:
+ * one str (a file, stdin, text), a list of str (JSONL) or a dict name → str
+ * (several files), each input byte copied once; invalid UTF-8 becomes
+ * U+FFFD. A large single str is mostly ASCII, and filling 40 MB of fresh
+ * memory is dominated by page faults, so that copy runs on a second core
+ * while the main thread imports modules: the str is allocated as ASCII up
+ * front and a plain C thread (no Python API) fills it, noting any byte >=
+ * 0x80. Such a context is decoded again properly afterwards.
+ *
+ * The helpers (grep, chunks, search) need the raw bytes afterwards. For an
+ * ASCII document the str's own buffer is those bytes, so the mapping goes;
+ * a document with other bytes keeps its mapping (page cache, which the
+ * kernel can reclaim) and the helpers read it there: faster than re-encoding
+ * the str to UTF-8, and no second anonymous copy. */
 typedef struct context_load {
-    const unsigned char *map;   /* the mapped bytes, or NULL */
+    const unsigned char *src;   /* bytes copied by the thread (one str), or NULL */
     size_t len;
+    int release;                /* the thread drops source pages as it goes */
     PyObject *text;             /* ASCII str being filled, or the result */
     int copying;                /* 1 while the copy thread runs */
     int non_ascii;              /* set by the copy thread */
     pthread_t thread;
+    void *map;                  /* fd 4 mapped (raw bytes or the pack) */
+    size_t map_len;
+    void *data_map;             /* fd 5 mapped (external data) */
+    size_t data_map_len;
+    ingest_kind kind;
+    ingest_doc *docs;           /* what the helpers read; kept for the process's life */
+    size_t n_docs;
+    unsigned char *ascii;       /* per document: its str is ASCII */
 } context_load;
 
 static void *copy_ascii_main(void *arg)
@@ -342,9 +380,12 @@ static void *copy_ascii_main(void *arg)
     context_load *cl = arg;
     unsigned char *dst = PyUnicode_1BYTE_DATA(cl->text);
     const size_t block = 64 * 1024;
+    size_t released = 0;
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t mask = page > 0 ? (uintptr_t)page - 1 : 4095;
     for (size_t done = 0; done < cl->len; done += block) {
         size_t n = cl->len - done < block ? cl->len - done : block;
-        memcpy(dst + done, cl->map + done, n);
+        memcpy(dst + done, cl->src + done, n);
         unsigned char high = 0;
         for (size_t i = 0; i < n; i++)
             high |= dst[done + i];
@@ -352,34 +393,96 @@ static void *copy_ascii_main(void *arg)
             cl->non_ascii = 1;
             break;
         }
+        if (cl->release && done + n - released >= RELEASE_BLOCK) {
+            /* Unmodified pages of a read-only mapping: dropping them only
+             * leaves our page tables; the page cache keeps the file. */
+            uintptr_t from = ((uintptr_t)(cl->src + released) + mask) & ~mask;
+            uintptr_t to = (uintptr_t)(cl->src + done + n) & ~mask;
+            if (to > from)
+                madvise((void *)from, to - from, MADV_DONTNEED);
+            released = done + n;
+        }
     }
     return NULL;
 }
 
-/* Maps the context and starts filling its str. 0, or -1 with err set. */
+static void *map_fd(int fd, size_t len)
+{
+    int flags = MAP_PRIVATE | (len <= POPULATE_MAX ? MAP_POPULATE : 0);
+    void *map = mmap(NULL, len, PROT_READ, flags, fd, 0);
+    if (map == MAP_FAILED)
+        return NULL;
+    if (len > POPULATE_MAX)
+        madvise(map, len, MADV_SEQUENTIAL);
+    return map;
+}
+
+/* The fd must hold at least len bytes: reading a mapping past the end of a
+ * file would be SIGBUS. */
+static int check_size(int fd, size_t len, const char *what, char *err, size_t errlen)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "%s fd: %s", what, strerror(errno));
+        return -1;
+    }
+    if (S_ISREG(st.st_mode) && (unsigned long long)st.st_size < (unsigned long long)len) {
+        snprintf(err, errlen, "the %s file holds %lld bytes, %zu were announced", what,
+                 (long long)st.st_size, len);
+        return -1;
+    }
+    return 0;
+}
+
+/* Maps fd 4 (and fd 5) and, for a single str, starts filling it. */
 static int context_begin(child *c, context_load *cl, char *err, size_t errlen)
 {
     memset(cl, 0, sizeof *cl);
-    cl->len = c->has_context ? c->context_len : 0;
+    cl->kind = INGEST_STR;
     if (!c->has_context)
         return 0;
-    struct stat st;
-    if (fstat(CONTEXT_FD, &st) != 0) {
-        snprintf(err, errlen, "context fd: %s", strerror(errno));
+    if (check_size(CONTEXT_FD, c->context_len, "context", err, errlen) != 0 ||
+        (c->has_data && check_size(DATA_FD, c->data_len, "context data", err, errlen) != 0))
+        return -1;
+    cl->map_len = c->context_len;
+    if (cl->map_len && !(cl->map = map_fd(CONTEXT_FD, cl->map_len)) && c->context_pack) {
+        snprintf(err, errlen, "cannot map the context pack: %s", strerror(errno));
         return -1;
     }
-    /* Reading a mapping past the end of a file would be SIGBUS. */
-    if (S_ISREG(st.st_mode) && (unsigned long long)st.st_size < (unsigned long long)cl->len) {
-        snprintf(err, errlen, "the context file holds %lld bytes, %zu were announced",
-                 (long long)st.st_size, cl->len);
-        return -1;
+    if (c->has_data && c->data_len) {
+        cl->data_map_len = c->data_len;
+        if (!(cl->data_map = map_fd(DATA_FD, c->data_len))) {
+            snprintf(err, errlen, "cannot map the context data: %s", strerror(errno));
+            return -1;
+        }
     }
-    if (cl->len == 0)
+    if (c->context_pack) {
+        if (ingest_unpack(cl->map, cl->map_len, cl->data_map, cl->data_map_len, &cl->kind,
+                          &cl->docs, &cl->n_docs, err, errlen) != 0)
+            return -1;
+        if (cl->kind != INGEST_STR)
+            return 0; /* several documents: decoded one by one in context_finish */
+        if (cl->n_docs != 1) {
+            snprintf(err, errlen, "a str context pack holds %zu documents", cl->n_docs);
+            return -1;
+        }
+        cl->src = (const unsigned char *)cl->docs[0].data;
+        cl->len = cl->docs[0].len;
+        cl->release = cl->len > POPULATE_MAX;
+    } else {
+        cl->docs = calloc(1, sizeof *cl->docs);
+        if (!cl->docs) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        cl->n_docs = 1;
+        cl->docs[0].name = "context";
+        cl->src = cl->map;
+        cl->len = cl->map ? cl->map_len : 0;
+        cl->release = cl->len > POPULATE_MAX;
+    }
+    if (cl->len == 0 || !cl->src)
         return 0;
-    void *map = mmap(NULL, cl->len, PROT_READ, MAP_PRIVATE | MAP_POPULATE, CONTEXT_FD, 0);
-    if (map == MAP_FAILED)
-        return 0; /* not mappable (a pipe): context_finish reads it */
-    cl->map = map;
     cl->text = PyUnicode_New((Py_ssize_t)cl->len, 127);
     if (!cl->text) {
         PyErr_Clear();
@@ -407,9 +510,8 @@ static PyObject *read_context(size_t len, char *err, size_t errlen)
     return text;
 }
 
-/* Waits for the copy, decodes properly if it was not ASCII, unmaps, closes.
- * Returns the context str, or NULL with err set. */
-static PyObject *context_finish(context_load *cl, char *err, size_t errlen)
+/* One str context: the thread's ASCII copy, or a proper decode. */
+static PyObject *finish_str(child *c, context_load *cl, char *err, size_t errlen)
 {
     PyObject *text = NULL;
     if (cl->copying) {
@@ -421,19 +523,147 @@ static PyObject *context_finish(context_load *cl, char *err, size_t errlen)
             Py_DECREF(cl->text);
         cl->text = NULL;
     }
-    if (!text && cl->len == 0)
+    if (!text && (cl->len == 0 || (!cl->src && c->context_pack)))
         text = PyUnicode_New(0, 0);
-    else if (!text && cl->map)
-        text = PyUnicode_DecodeUTF8((const char *)cl->map, (Py_ssize_t)cl->len, "replace");
-    else if (!text)
-        text = read_context(cl->len, err, errlen);
-    if (cl->map)
-        munmap((void *)cl->map, cl->len);
-    cl->map = NULL;
-    close(CONTEXT_FD);
-    if (!text && PyErr_Occurred())
-        python_error(err, errlen, "cannot load the context");
+    else if (!text && cl->src)
+        text = PyUnicode_DecodeUTF8((const char *)cl->src, (Py_ssize_t)cl->len, "replace");
+    else if (!text) {
+        text = read_context(c->context_len, err, errlen);
+        /* Not mappable (a pipe): the helpers read the str's UTF-8 form. */
+        Py_ssize_t n;
+        const char *utf8 = text ? PyUnicode_AsUTF8AndSize(text, &n) : NULL;
+        if (utf8) {
+            cl->docs[0].data = utf8;
+            cl->docs[0].len = (size_t)n;
+        }
+    }
     return text;
+}
+
+/* Several documents: a dict name → str, or a list of str, in pack order. */
+static PyObject *finish_docs(context_load *cl)
+{
+    PyObject *result = cl->kind == INGEST_DICT ? PyDict_New() : PyList_New(0);
+    for (size_t i = 0; result && i < cl->n_docs; i++) {
+        const ingest_doc *d = &cl->docs[i];
+        PyObject *text = PyUnicode_DecodeUTF8(d->data ? d->data : "", (Py_ssize_t)d->len, "replace");
+        int rc = -1;
+        if (text && cl->kind == INGEST_DICT) {
+            PyObject *key = PyUnicode_DecodeUTF8(d->name, (Py_ssize_t)strlen(d->name), "replace");
+            rc = key ? PyDict_SetItem(result, key, text) : -1;
+            Py_XDECREF(key);
+        } else if (text) {
+            rc = PyList_Append(result, text);
+        }
+        Py_XDECREF(text);
+        if (rc < 0)
+            Py_CLEAR(result);
+    }
+    return result;
+}
+
+/* 1 when fd 4 held a pack (its documents' names point into the mapping). */
+static int c_is_pack(const context_load *cl)
+{
+    return cl->n_docs > 0 && cl->docs[0].name &&
+           cl->docs[0].name >= (const char *)cl->map &&
+           cl->docs[0].name < (const char *)cl->map + cl->map_len;
+}
+
+/* Points ASCII documents at their str (the bytes are identical) and drops
+ * the mappings nothing reads any more. */
+static void context_settle(context_load *cl, PyObject *context)
+{
+    int all_ascii = 1;
+    for (size_t i = 0; i < cl->n_docs; i++) {
+        PyObject *text = NULL;
+        if (cl->kind == INGEST_STR)
+            text = context;
+        else if (cl->kind == INGEST_LIST)
+            text = PyList_GET_ITEM(context, (Py_ssize_t)i);
+        else {
+            PyObject *key = PyUnicode_DecodeUTF8(cl->docs[i].name,
+                                                 (Py_ssize_t)strlen(cl->docs[i].name), "replace");
+            text = key ? PyDict_GetItem(context, key) : NULL;
+            Py_XDECREF(key);
+        }
+        PyErr_Clear();
+        if (text && PyUnicode_IS_ASCII(text) &&
+            (size_t)PyUnicode_GET_LENGTH(text) == cl->docs[i].len) {
+            cl->ascii[i] = 1;
+            cl->docs[i].data = cl->docs[i].len ? (const char *)PyUnicode_1BYTE_DATA(text) : NULL;
+        } else if (cl->docs[i].len) {
+            all_ascii = 0;
+        }
+    }
+    if (!all_ascii)
+        return;
+    if (cl->data_map)
+        munmap(cl->data_map, cl->data_map_len);
+    cl->data_map = NULL;
+    if (!cl->map)
+        return;
+    if (!c_is_pack(cl)) {
+        munmap(cl->map, cl->map_len);   /* raw bytes: the str holds them all */
+        cl->map = NULL;
+        return;
+    }
+    /* A pack: the names stay (the helpers name documents); an inline pack's
+     * bytes start at a page boundary after them and go. */
+    long page = sysconf(_SC_PAGESIZE);
+    size_t names_end = 0;
+    for (size_t i = 0; i < cl->n_docs; i++) {
+        size_t end = (size_t)(cl->docs[i].name - (const char *)cl->map) + strlen(cl->docs[i].name) + 1;
+        if (end > names_end)
+            names_end = end;
+    }
+    size_t from = page > 0 ? (names_end + (size_t)page - 1) / (size_t)page * (size_t)page : cl->map_len;
+    if (from < cl->map_len)
+        munmap((char *)cl->map + from, cl->map_len - from);
+}
+
+/* Waits for the copy, builds `context`, hands the documents to the helpers.
+ * Returns the context object, or NULL with err set. */
+static PyObject *context_finish(child *c, context_load *cl, char *err, size_t errlen)
+{
+    PyObject *context = cl->kind == INGEST_STR ? finish_str(c, cl, err, errlen) : finish_docs(cl);
+    if (c->has_context)
+        close(CONTEXT_FD);
+    if (c->has_data)
+        close(DATA_FD);
+    if (!context) {
+        if (PyErr_Occurred())
+            python_error(err, errlen, "cannot load the context");
+        return NULL;
+    }
+    if (cl->n_docs && !(cl->ascii = calloc(cl->n_docs, 1))) {
+        Py_DECREF(context);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (cl->n_docs)
+        context_settle(cl, context);
+    if (repl_helpers_configure(cl->kind, cl->docs, cl->n_docs, cl->ascii,
+                               c->has_search_cache ? CACHE_FD : -1) != 0) {
+        Py_DECREF(context);
+        python_error(err, errlen, "cannot set up the helpers");
+        return NULL;
+    }
+    return context;
+}
+
+/* Characters of `context` over all its documents, for the ready frame. */
+static size_t context_chars(PyObject *context)
+{
+    if (PyUnicode_Check(context))
+        return (size_t)PyUnicode_GET_LENGTH(context);
+    size_t total = 0;
+    PyObject *values = PyDict_Check(context) ? PyDict_Values(context) : Py_NewRef(context);
+    Py_ssize_t n = values ? PyList_GET_SIZE(values) : 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        total += (size_t)PyUnicode_GET_LENGTH(PyList_GET_ITEM(values, i));
+    Py_XDECREF(values);
+    return total;
 }
 
 static PyObject *new_answer_dict(void)
@@ -453,6 +683,13 @@ static int setup_namespace(child *c, PyObject *context, char *err, size_t errlen
     for (size_t i = 0; i < sizeof repl_function_names / sizeof repl_function_names[0]; i++) {
         PyObject *fn = repl_api_function(repl_function_names[i]);
         int rc = fn ? PyDict_SetItemString(c->originals, repl_function_names[i], fn) : -1;
+        Py_XDECREF(fn);
+        if (rc < 0)
+            goto fail;
+    }
+    for (size_t i = 0; i < sizeof helper_function_names / sizeof helper_function_names[0]; i++) {
+        PyObject *fn = repl_helpers_function(helper_function_names[i]);
+        int rc = fn ? PyDict_SetItemString(c->originals, helper_function_names[i], fn) : -1;
         Py_XDECREF(fn);
         if (rc < 0)
             goto fail;
@@ -827,10 +1064,10 @@ int main(int argc, char **argv)
         send_error_and_exit(c.fd, err);
     if (preload_modules(err, sizeof err) != 0 || load_glue(&c, err, sizeof err) != 0)
         send_error_and_exit(c.fd, err);
-    PyObject *context = context_finish(&cl, err, sizeof err);
+    PyObject *context = context_finish(&c, &cl, err, sizeof err);
     if (!context)
         send_error_and_exit(c.fd, err);
-    c.context_chars = (size_t)PyUnicode_GET_LENGTH(context);
+    c.context_chars = context_chars(context);
     rc = setup_namespace(&c, context, err, sizeof err);
     Py_DECREF(context); /* the namespace and the originals hold it */
     if (rc != 0)

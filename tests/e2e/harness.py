@@ -121,7 +121,7 @@ class RlmTestCase(unittest.TestCase):
             f.write(text)
         return path
 
-    def rlm(self, args, lm=None, timeout=300, env=None, trace=True):
+    def rlm(self, args, lm=None, timeout=300, env=None, trace=True, stdin=None):
         """Runs `rlm ask ARGS` against lm (a FakeLM or None) with a trace."""
         trace_path = os.path.join(self.tmp, "trace.jsonl")
         cmd = [RLM, "ask", "--quiet", "--model", "root-model", "--sub-model", "sub-model"]
@@ -129,12 +129,20 @@ class RlmTestCase(unittest.TestCase):
             cmd += ["--base-url", lm.base_url]
         if trace:
             cmd += ["--trace", trace_path]
+        # The tests exercise the RLM loop on small inputs, which auto mode
+        # would answer with one direct call; tests of modes say --mode.
+        if "--mode" not in args:
+            cmd += ["--mode", "rlm"]
         run_env = {k: v for k, v in os.environ.items()
                    if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RLM_MODEL")}
         run_env.update(env or {})
         proc = subprocess.run(cmd + list(args), capture_output=True, text=True,
-                              timeout=timeout, env=run_env)
+                              timeout=timeout, env=run_env, input=stdin)
         return Result(proc, trace_path)
+
+    def code_outputs(self, result):
+        """The output of every code block the run executed, in order."""
+        return [e.get("output") or "" for e in result.events("code")]
 
     def assertExit(self, result, code):
         self.assertEqual(result.code, code,

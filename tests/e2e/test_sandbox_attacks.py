@@ -123,7 +123,8 @@ class SandboxAttacks(RlmTestCase):
         with FakeLM(rules) as lm:
             cmd = [RLM, "ask", "--quiet", "--model", "root", "--sub-model", "sub",
                    "--base-url", lm.base_url, "--trace", trace, "--context", context,
-                   "--cell-timeout", CELL_TIMEOUT, "--sandbox-memory", "1G", "Attack: what is here?"]
+                   "--cell-timeout", CELL_TIMEOUT, "--sandbox-memory", "1G", "--mode", "rlm",
+                   "Attack: what is here?"]
             env = {k: v for k, v in os.environ.items()
                    if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RLM_MODEL")}
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)

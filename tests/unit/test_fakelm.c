@@ -125,6 +125,12 @@ static int setup_basic(void **state)
     return 0;
 }
 
+static int setup_oracle(void **state)
+{
+    *state = server_start("oracle.json", NULL);
+    return 0;
+}
+
 static int setup_key(void **state)
 {
     *state = server_start("basic.json", KEY);
@@ -578,6 +584,54 @@ static void check_bad_script(const char *script, const char *expected)
         fail_msg("stderr \"%s\" lacks \"%s\"", message, expected);
 }
 
+/* Oracle mode: labels for every Instance line from the key (escaped lines
+ * too), "unknown" for the rest; facts only when their sentence is in the prompt. */
+static void test_oracle_labels_and_facts(void **state)
+{
+    server *s = *state;
+    reply r = chat(s, "m", "Label each instance below.\n\n"
+                           "Date: Jan 01, 2022 || User: 10000 || Instance: Who founded the city of Velmora?\n"
+                           "no instance on this line\n"
+                           "Date: Jan 02, 2022 || User: 10007 || Instance: What does NASA stand for?\n"
+                           "Date: Jan 03, 2022 || User: 10007 || Instance: Where is \"Kitanor\" located?\n"
+                           "Date: Jan 04, 2022 || User: 10014 || Instance: Not in the key at all?");
+    assert_int_equal(r.status, 200);
+    assert_string_equal(content_of(&r), "human\nabbreviation\nlocation\nunknown");
+    reply_free(&r);
+
+    r = chat(s, "m", "Question: what is the founder of Velmora? Using only the documents below.\n\n"
+                     "=== Document 9 ===\nThe founder of Velmoran is Zelpim.\n"
+                     "=== Document 3 ===\nThe founder of Velmora is Radu.\n");
+    assert_string_equal(content_of(&r), "Radu");
+    reply_free(&r);
+    /* The lookalike's document alone is not evidence for Velmora. */
+    r = chat(s, "m", "Question: what is the founder of Velmora? Using only the documents below.\n\n"
+                     "The founder of Velmoran is Zelpim.\n");
+    assert_string_equal(content_of(&r), "NOT FOUND");
+    reply_free(&r);
+    r = chat(s, "m", "Question: what is the mentor of Velmora? Using only the documents below.\n\n"
+                     "The founder of Velmora is Radu.\n");
+    assert_string_equal(content_of(&r), "NOT FOUND");
+    reply_free(&r);
+    r = chat(s, "m", "anything else");
+    assert_string_equal(content_of(&r), "plain");
+    reply_free(&r);
+}
+
+/* An oracle rule without a key is refused at start-up. */
+static void test_oracle_needs_a_key(void **state)
+{
+    (void)state;
+    char *argv[] = {FAKELM, "--script", SCRIPTS "oracle_nokey.json", "--port", "0", NULL};
+    int null_fd = open("/dev/null", O_WRONLY);
+    pid_t pid = spawn(argv, null_fd);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    close(null_fd);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 2);
+}
+
 static void test_bad_script(void **state)
 {
     check_bad_script("bad_regex.json", "rules[1].match");
@@ -611,6 +665,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_log_lines, setup_basic, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_exits_zero, setup_basic, teardown),
         cmocka_unit_test(test_bad_script),
+        cmocka_unit_test_setup_teardown(test_oracle_labels_and_facts, setup_oracle, teardown),
+        cmocka_unit_test(test_oracle_needs_a_key),
     };
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int failed = cmocka_run_group_tests(tests, NULL, NULL);

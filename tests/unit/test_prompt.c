@@ -429,6 +429,7 @@ static void test_system_prompt(void **state)
         "context", "llm_query(prompt, model=None)", "llm_query_batched(prompts, model=None)",
         "rlm_query(", "rlm_query_batched(", "FINAL(value)", "FINAL_VAR(name)",
         "answer[\"content\"]", "answer[\"ready\"] = True", "\"ready\": False", "SHOW_VARS()",
+        "grep(pattern, flags=", "chunks(max_chars=", "search(query, k=10)", "count_tokens(text)",
         "print", "```repl", "17 turns", "in order", "error string", "100,000",
         "truncated", "no files", "no network",
     };

@@ -43,7 +43,8 @@ static void make_task(const task_spec *spec, char *dir, size_t dirlen)
 
 static void remove_task(const char *dir)
 {
-    static const char *const files[] = {"context.txt", "question.txt", "gold.txt", "key.jsonl", "task.json"};
+    static const char *const files[] = {"context.txt", "question.txt", "gold.txt", "key.jsonl", "task.json",
+                                        "script.json", "docs.jsonl"};
     char path[512];
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[i]);
@@ -209,6 +210,104 @@ static void test_pairs_gold_is_scored_perfect_against_itself(void **state)
     assert_non_null(strstr(err, "cannot create"));
 }
 
+/* docqa: 1,000 documents under their header lines and in docs.jsonl; the gold
+ * answer is reached by following the question's chain through the key, each
+ * hop's fact stated once, in its own document, with lookalike negatives. */
+static void test_docqa_chain_leads_to_gold(void **state)
+{
+    (void)state;
+    char dir[64];
+    task_spec spec = {.family = TASK_DOCQA, .seed = 5, .tokens = 65536, .depth = -1, .variant = -1};
+    make_task(&spec, dir, sizeof dir);
+    char *context = slurp(dir, "context.txt", NULL), *gold = slurp(dir, "gold.txt", NULL);
+    char *question = slurp(dir, "question.txt", NULL), *docs = slurp(dir, "docs.jsonl", NULL);
+    size_t headers = 0, doc_lines = 0;
+    for (const char *p = context; (p = strstr(p, "=== Document ")); p++)
+        headers++;
+    for (const char *p = docs; (p = strchr(p, '\n')); p++)
+        doc_lines++;
+    assert_int_equal(headers, 1000);
+    assert_int_equal(doc_lines, 1000);
+    gold[strcspn(gold, "\n")] = '\0';
+
+    /* Walk the chain: the question ends "... of START?"; relations outermost first. */
+    char path[512];
+    snprintf(path, sizeof path, "%s/key.jsonl", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    json_t *facts = json_array();
+    char line[1024];
+    while (fgets(line, sizeof line, f))
+        json_array_append_new(facts, json_loads(line, 0, NULL));
+    fclose(f);
+    const char *q = strstr(question, "?");
+    assert_non_null(q);
+    const char *start = q;
+    while (start > question && start[-1] != ' ')
+        start--;
+    char entity[64];
+    snprintf(entity, sizeof entity, "%.*s", (int)(q - start), start);
+    size_t hops = 0;
+    long docs_used[8];
+    /* Relations innermost first: scan "the X of" backwards through the question. */
+    for (const char *end = start; end > question + 8;) {
+        const char *of = end - 4; /* " of " before the entity or the next "the" */
+        if (strncmp(of, " of ", 4) != 0)
+            break;
+        const char *rel = of;
+        while (rel > question && rel[-1] != ' ')
+            rel--;
+        char relation[32];
+        snprintf(relation, sizeof relation, "%.*s", (int)(of - rel), rel);
+        json_t *fact, *hit = NULL;
+        size_t i;
+        json_array_foreach(facts, i, fact) {
+            if (strcmp(json_string_value(json_object_get(fact, "subject")), entity) == 0 &&
+                strcmp(json_string_value(json_object_get(fact, "relation")), relation) == 0)
+                hit = fact;
+        }
+        assert_non_null(hit);
+        const char *sentence = json_string_value(json_object_get(hit, "fact"));
+        const char *at = strstr(context, sentence);
+        assert_non_null(at);
+        assert_null(strstr(at + 1, sentence));
+        assert_true(hops < 8);
+        docs_used[hops] = (long)json_integer_value(json_object_get(hit, "doc"));
+        for (size_t k = 0; k < hops; k++)
+            assert_true(docs_used[k] != docs_used[hops]);
+        hops++;
+        snprintf(entity, sizeof entity, "%s", json_string_value(json_object_get(hit, "object")));
+        end = rel - 4; /* before "the " */
+        if (end < question || strncmp(end, "the ", 4) != 0)
+            break;
+    }
+    assert_true(hops >= 3 && hops <= 6);
+    assert_string_equal(entity, gold);
+    /* Every hop has a lookalike negative sharing the relation. */
+    size_t lookalikes = 0, i;
+    json_t *fact;
+    json_array_foreach(facts, i, fact) {
+        const char *subject = json_string_value(json_object_get(fact, "subject"));
+        json_t *other;
+        size_t j;
+        json_array_foreach(facts, j, other) {
+            const char *s2 = json_string_value(json_object_get(other, "subject"));
+            if (i != j && strlen(s2) > strlen(subject) && strncmp(s2, subject, strlen(subject)) == 0 &&
+                strcmp(json_string_value(json_object_get(fact, "relation")),
+                       json_string_value(json_object_get(other, "relation"))) == 0)
+                lookalikes++;
+        }
+    }
+    assert_true(lookalikes >= hops);
+    assert_true(taskgen_score("exact", gold, entity) == 1.0);
+    json_decref(facts);
+    free(context);
+    free(gold);
+    free(question);
+    free(docs);
+    remove_task(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -217,6 +316,7 @@ int main(void)
         cmocka_unit_test(test_oolong_gold_matches_the_key),
         cmocka_unit_test(test_scoring),
         cmocka_unit_test(test_pairs_gold_is_scored_perfect_against_itself),
+        cmocka_unit_test(test_docqa_chain_leads_to_gold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

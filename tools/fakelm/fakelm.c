@@ -42,6 +42,9 @@
 
 typedef enum { ON_LAST_USER, ON_SYSTEM, ON_ANY } rule_on;
 
+/* Replies computed from the answer key instead of `reply` (see oracle below). */
+typedef enum { ORACLE_NONE, ORACLE_LABELS, ORACLE_FACTS } oracle_kind;
+
 typedef struct rule {
     pcre2_code *match;
     uint32_t groups;      /* capture groups in match */
@@ -64,6 +67,7 @@ typedef struct rule {
     long stall_after;
     long reset_after;     /* >= 0: close the connection after this many body bytes */
     int truncate;         /* a stream ends without its terminator */
+    oracle_kind oracle;
 } rule;
 
 /* Faults injected into a share of the normal (200) answers, chosen by a
@@ -87,6 +91,301 @@ typedef struct faults {
     long stall_ms;
 } faults;
 
+/* ------------------------------------------------------------------ oracle */
+
+/* Oracle mode answers the sub-calls of generated benchmark tasks from their
+ * answer key (taskgen's key.jsonl), so a scripted root plus this oracle plays a
+ * competent model end to end. The key is read whole into one buffer and its
+ * strings are used in place (the quotes that end them become NULs), and an
+ * open-addressing hash table points into it: a 430K-line, 40 MB key costs the
+ * file plus ~24 bytes per line and loads in a fraction of a second, and a
+ * lookup is one hash and one compare. Lines holding JSON escapes take the slow
+ * path through jansson and keep their own copies. */
+
+#define ORACLE_MAX_KEY ((off_t)4 << 30)   /* largest key file */
+#define ORACLE_MAX_FIELDS 8               /* string fields kept per key line */
+
+typedef struct oracle_entry {
+    const char *a, *b;     /* instance text; or subject and relation of a fact */
+    const char *value;     /* label; or the fact's object */
+    const char *evidence;  /* facts: the sentence that states it; NULL otherwise */
+    uint32_t alen, blen;
+} oracle_entry;
+
+typedef struct oracle {
+    char *text;            /* the key file, strings NUL-terminated in place */
+    uint64_t *slots;       /* hash table: (32 hash bits << 32) | (entry index + 1); 0 is free */
+    size_t mask;
+    oracle_entry *entries; /* in key order, one per distinct key */
+    size_t count, cap;
+    char **copies;         /* strings decoded by jansson (lines with escapes) */
+    size_t ncopies, copies_cap;
+} oracle;
+
+static uint64_t oracle_hash(const char *a, size_t alen, const char *b, size_t blen)
+{
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a, with a separator between the parts */
+    for (size_t i = 0; i < alen; i++)
+        h = (h ^ (unsigned char)a[i]) * 0x100000001b3ULL;
+    h = (h ^ 0x1f) * 0x100000001b3ULL;
+    for (size_t i = 0; i < blen; i++)
+        h = (h ^ (unsigned char)b[i]) * 0x100000001b3ULL;
+    h = (h ^ (h >> 30)) * 0xBF58476D1CE4E5B9ULL; /* splitmix64's finaliser: FNV's low bits are weak */
+    h = (h ^ (h >> 27)) * 0x94D049BB133111EBULL;
+    return h ^ (h >> 31);
+}
+
+static void oracle_free(oracle *o)
+{
+    for (size_t i = 0; i < o->ncopies; i++)
+        free(o->copies[i]);
+    free(o->copies);
+    free(o->slots);
+    free(o->entries);
+    free(o->text);
+    memset(o, 0, sizeof *o);
+}
+
+/* The slot holding (a, b), or the free slot where it belongs. The slots are
+ * 8 bytes with 32 bits of the hash, so a probe rarely touches an entry or the
+ * key text it does not need: on a 430K-line key the lookups are cache-bound. */
+static uint64_t *oracle_slot(const oracle *o, const char *a, size_t alen, const char *b, size_t blen)
+{
+    uint64_t h = oracle_hash(a, alen, b, blen), tag = h >> 32;
+    for (size_t i = (size_t)h & o->mask;; i = (i + 1) & o->mask) {
+        uint64_t *slot = &o->slots[i];
+        if (*slot == 0)
+            return slot;
+        if ((*slot >> 32) != tag)
+            continue;
+        const oracle_entry *e = &o->entries[(*slot & 0xFFFFFFFFu) - 1];
+        if (e->alen == alen && e->blen == blen && memcmp(e->a, a, alen) == 0 &&
+            (blen == 0 || memcmp(e->b, b, blen) == 0))
+            return slot;
+    }
+}
+
+static void oracle_put(oracle *o, const char *a, const char *b, const char *value, const char *evidence)
+{
+    size_t alen = strlen(a), blen = b ? strlen(b) : 0;
+    if (alen > UINT32_MAX || blen > UINT32_MAX || o->count >= o->cap)
+        return; /* sized for every line of the file: cannot happen */
+    uint64_t *slot = oracle_slot(o, a, alen, b ? b : "", blen);
+    oracle_entry e = {.a = a, .b = b ? b : "", .value = value, .evidence = evidence,
+                      .alen = (uint32_t)alen, .blen = (uint32_t)blen};
+    if (*slot) {
+        o->entries[(*slot & 0xFFFFFFFFu) - 1] = e; /* a repeated key: the last line wins */
+        return;
+    }
+    o->entries[o->count++] = e;
+    *slot = (oracle_hash(a, alen, b ? b : "", blen) >> 32 << 32) | (uint64_t)o->count;
+}
+
+typedef struct key_fields {
+    const char *name[ORACLE_MAX_FIELDS], *value[ORACLE_MAX_FIELDS];
+    size_t n;
+} key_fields;
+
+static const char *field(const key_fields *f, const char *name)
+{
+    for (size_t i = 0; i < f->n; i++)
+        if (strcmp(f->name[i], name) == 0)
+            return f->value[i];
+    return NULL;
+}
+
+/* Fast path for a flat object line without backslashes: string values are
+ * cut in place; numbers and literals are skipped. -1: not that shape. */
+static int parse_flat(char *p, char *end, key_fields *f)
+{
+    f->n = 0;
+    if (p >= end || *p++ != '{')
+        return -1;
+    while (p < end && *p != '}') {
+        if (*p != '"')
+            return -1;
+        char *name = ++p, *q = memchr(p, '"', (size_t)(end - p));
+        if (!q || q + 1 >= end || q[1] != ':')
+            return -1;
+        *q = '\0';
+        p = q + 2;
+        if (p < end && *p == '"') {
+            char *value = ++p;
+            if (!(q = memchr(p, '"', (size_t)(end - p))))
+                return -1;
+            *q = '\0';
+            p = q + 1;
+            if (f->n < ORACLE_MAX_FIELDS) {
+                f->name[f->n] = name;
+                f->value[f->n++] = value;
+            }
+        } else {
+            while (p < end && *p != ',' && *p != '}')
+                p++;
+        }
+        if (p < end && *p == ',')
+            p++;
+    }
+    return p < end ? 0 : -1;
+}
+
+static const char *oracle_copy(oracle *o, const char *s)
+{
+    if (!s)
+        return NULL;
+    if (o->ncopies == o->copies_cap) {
+        size_t cap = o->copies_cap ? 2 * o->copies_cap : 64;
+        char **grown = realloc(o->copies, cap * sizeof *grown);
+        if (!grown)
+            return NULL;
+        o->copies = grown;
+        o->copies_cap = cap;
+    }
+    char *copy = str_dup_len(s, strlen(s));
+    if (copy)
+        o->copies[o->ncopies++] = copy;
+    return copy;
+}
+
+/* Slow path: a line with escapes, decoded by jansson into copies. */
+static int parse_escaped(oracle *o, const char *line, size_t len, key_fields *f)
+{
+    json_t *obj = json_loadb(line, len, 0, NULL);
+    const char *name;
+    json_t *v;
+    f->n = 0;
+    if (!json_is_object(obj)) {
+        json_decref(obj);
+        return -1;
+    }
+    json_object_foreach(obj, name, v) {
+        if (!json_is_string(v) || f->n >= ORACLE_MAX_FIELDS)
+            continue;
+        f->name[f->n] = oracle_copy(o, name);
+        f->value[f->n] = oracle_copy(o, json_string_value(v));
+        if (f->name[f->n] && f->value[f->n])
+            f->n++;
+    }
+    json_decref(obj);
+    return 0;
+}
+
+static void oracle_add_line(oracle *o, key_fields *f)
+{
+    const char *instance = field(f, "instance"), *subject = field(f, "subject");
+    if (instance && field(f, "label"))
+        oracle_put(o, instance, NULL, field(f, "label"), NULL);
+    else if (subject && field(f, "relation") && field(f, "object"))
+        oracle_put(o, subject, field(f, "relation"), field(f, "object"), field(f, "fact"));
+}
+
+/* Loads the key at path: "instance"/"label" lines and "subject"/"relation"/
+ * "object"/"fact" lines are indexed; other lines (an S-NIAH needle) are
+ * ignored. Blank lines are skipped; a line that is not a JSON object fails. */
+static int oracle_load(oracle *o, const char *path, char *err, size_t errlen)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    size_t lines = 1, lineno = 0;
+    memset(o, 0, sizeof *o);
+    errno = 0;
+    if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > ORACLE_MAX_KEY) {
+        snprintf(err, errlen, "oracle key %s: %s", path,
+                 fd < 0 || errno ? strerror(errno) : "not a regular file or too large");
+        goto fail;
+    }
+    o->text = malloc((size_t)st.st_size + 1);
+    if (!o->text || read_full(fd, o->text, (size_t)st.st_size) != 0) {
+        snprintf(err, errlen, "oracle key %s: cannot read it", path);
+        goto fail;
+    }
+    o->text[st.st_size] = '\0';
+    char *end = o->text + st.st_size;
+    for (char *p = o->text; (p = memchr(p, '\n', (size_t)(end - p))); p++)
+        lines++;
+    size_t cap = 16;
+    while (cap < 2 * lines)
+        cap *= 2;
+    o->cap = lines;
+    if (lines >= UINT32_MAX || !(o->slots = calloc(cap, sizeof *o->slots)) ||
+        !(o->entries = malloc(lines * sizeof *o->entries))) {
+        snprintf(err, errlen, "oracle key %s: out of memory", path);
+        goto fail;
+    }
+    o->mask = cap - 1;
+    for (char *line = o->text; line < end; lineno++) {
+        char *eol = memchr(line, '\n', (size_t)(end - line));
+        if (!eol)
+            eol = end;
+        *eol = '\0';
+        size_t len = (size_t)(eol - line);
+        key_fields f;
+        if (len > 0 && (memchr(line, '\\', len) ? parse_escaped(o, line, len, &f)
+                                                : parse_flat(line, eol, &f)) != 0) {
+            snprintf(err, errlen, "oracle key %s line %zu: not a flat JSON object", path, lineno + 1);
+            goto fail;
+        }
+        if (len > 0)
+            oracle_add_line(o, &f);
+        line = eol + 1;
+    }
+    close(fd);
+    return 0;
+fail:
+    if (fd >= 0)
+        close(fd);
+    oracle_free(o);
+    return -1;
+}
+
+static const oracle_entry *oracle_find(const oracle *o, const char *a, size_t alen, const char *b,
+                                       size_t blen)
+{
+    if (!o->slots)
+        return NULL;
+    const uint64_t *slot = oracle_slot(o, a, alen, b, blen);
+    return *slot ? &o->entries[(*slot & 0xFFFFFFFFu) - 1] : NULL;
+}
+
+/* "labels": the label of every `Instance: TEXT` line of the prompt, one per
+ * line in order; "unknown" for an instance the key does not hold. */
+static int oracle_labels(const oracle *o, const char *text, size_t len, buf *out)
+{
+    static const char tag[] = "Instance: ";
+    const char *end = text + len;
+    size_t n = 0;
+    for (const char *line = text; line < end;) {
+        const char *eol = memchr(line, '\n', (size_t)(end - line));
+        if (!eol)
+            eol = end;
+        const char *at = memmem(line, (size_t)(eol - line), tag, sizeof tag - 1);
+        if (at) {
+            const char *s = at + sizeof tag - 1, *e = eol;
+            while (e > s && (e[-1] == '\r' || e[-1] == ' '))
+                e--;
+            const oracle_entry *hit = oracle_find(o, s, (size_t)(e - s), "", 0);
+            if ((n++ && buf_puts(out, "\n") != 0) || buf_puts(out, hit ? hit->value : "unknown") != 0)
+                return -1;
+        }
+        line = eol + 1;
+    }
+    return 0;
+}
+
+/* "facts": the rule's group 1 names the relation and group 2 the subject;
+ * the answer is the fact's object when the sentence stating it is in the
+ * prompt (the root found the evidence), else "NOT FOUND". */
+static int oracle_facts(const oracle *o, const char *text, size_t len, pcre2_match_data *md, buf *out)
+{
+    PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+    if (pcre2_get_ovector_count(md) < 3 || ov[2] == PCRE2_UNSET || ov[4] == PCRE2_UNSET)
+        return buf_puts(out, "NOT FOUND");
+    const oracle_entry *hit = oracle_find(o, text + ov[4], ov[5] - ov[4], text + ov[2], ov[3] - ov[2]);
+    if (!hit || (hit->evidence && !memmem(text, len, hit->evidence, strlen(hit->evidence))))
+        return buf_puts(out, "NOT FOUND");
+    return buf_puts(out, hit->value);
+}
+
 typedef struct script {
     rule *rules;
     size_t nrules;
@@ -94,6 +393,8 @@ typedef struct script {
     json_t *models;       /* array of model ids for GET /v1/models */
     pcre2_match_context *match_context;
     faults faults;
+    char *oracle_key;     /* path of the answer key, or NULL */
+    oracle oracle;        /* loaded at start-up when a rule or --oracle-key needs it */
 } script;
 
 static const struct {
@@ -150,6 +451,8 @@ static void script_free(script *sc)
     json_decref(sc->models);
     pcre2_match_context_free(sc->match_context);
     free(sc->faults.retry_after);
+    free(sc->oracle_key);
+    oracle_free(&sc->oracle);
     memset(sc, 0, sizeof *sc);
 }
 
@@ -245,6 +548,17 @@ static int rule_set_other(rule *r, const char *key, json_t *v, bool *known)
                 return -1;
         }
         r->headers = json_incref(v);
+    } else if (strcmp(key, "oracle") == 0) {
+        *known = true;
+        const char *kind = json_string_value(v);
+        if (!kind)
+            return -1;
+        if (strcmp(kind, "labels") == 0)
+            r->oracle = ORACLE_LABELS;
+        else if (strcmp(kind, "facts") == 0)
+            r->oracle = ORACLE_FACTS;
+        else
+            return -1;
     }
     return 0;
 }
@@ -388,6 +702,13 @@ static int script_parse(script *sc, json_t *root, char *err, size_t errlen)
             sc->models = json_incref(v);
         } else if (strcmp(key, "faults") == 0) {
             if (faults_parse(&sc->faults, v, err, errlen) != 0)
+                return -1;
+        } else if (strcmp(key, "oracle") == 0 && json_is_object(v) && json_object_size(v) == 1 &&
+                   json_is_string(json_object_get(v, "key"))) {
+            json_t *path = json_object_get(v, "key");
+            free(sc->oracle_key);
+            sc->oracle_key = str_dup_len(json_string_value(path), json_string_length(path));
+            if (!sc->oracle_key)
                 return -1;
         } else {
             snprintf(err, errlen, "\"%s\": unknown key, wrong type or out of range", key);
@@ -1267,7 +1588,10 @@ static long chat_match(server *s, const chat *c, buf *reply)
         if (!rule_take(s, i))
             continue;
         found = (long)i;
-        if (reply_expand(r->reply, subject, md, r->groups, reply) != 0)
+        int rc = r->oracle == ORACLE_LABELS  ? oracle_labels(&s->script.oracle, subject, len, reply)
+                 : r->oracle == ORACLE_FACTS ? oracle_facts(&s->script.oracle, subject, len, md, reply)
+                                             : reply_expand(r->reply, subject, md, r->groups, reply);
+        if (rc != 0)
             buf_reset(reply);
     }
     pcre2_match_data_free(md);
@@ -1633,14 +1957,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 /* -------------------------------------------------------------------- main */
 
 typedef struct options {
-    const char *script, *port_file, *log, *key;
+    const char *script, *port_file, *log, *key, *oracle_key;
     long port, latency_ms;
 } options;
 
 static void print_usage(FILE *out)
 {
     fputs("usage: fakelm --script FILE [--port N] [--port-file FILE] [--latency-ms N]\n"
-          "              [--log FILE] [--require-key KEY]\n"
+          "              [--log FILE] [--require-key KEY] [--oracle-key FILE]\n"
           "\n"
           "A fake OpenAI-compatible chat-completions server on 127.0.0.1 for tests.\n"
           "\n"
@@ -1651,6 +1975,8 @@ static void print_usage(FILE *out)
           "                     latency_ms (a rule's own latency_ms still wins)\n"
           "  --log FILE         append one JSON line per chat request\n"
           "  --require-key KEY  answer 401 unless 'Authorization: Bearer KEY'\n"
+          "  --oracle-key FILE  answer key (taskgen's key.jsonl) for \"oracle\" rules;\n"
+          "                     overrides the script's \"oracle\": {\"key\": FILE}\n"
           "  --help             this text\n"
           "\n"
           "Endpoints: POST /v1/chat/completions (and /chat/completions), GET /v1/models,\n"
@@ -1685,6 +2011,8 @@ static int options_parse(options *o, int argc, char **argv)
             o->log = value;
         } else if (strcmp(arg, "--require-key") == 0) {
             o->key = value;
+        } else if (strcmp(arg, "--oracle-key") == 0) {
+            o->oracle_key = value;
         } else if (strcmp(arg, "--port") == 0) {
             if (parse_long(value, &o->port) != 0 || o->port < 0 || o->port > 65535) {
                 fprintf(stderr, "fakelm: --port: not a port number: %s\n", value);
@@ -1707,6 +2035,41 @@ static int options_parse(options *o, int argc, char **argv)
         return -1;
     }
     return 0;
+}
+
+/* Loads the answer key named by --oracle-key or the script (a relative path
+ * in the script is taken from the script's directory). A rule with "oracle"
+ * and no key is an error, so a misnamed key never turns into "unknown" labels. */
+static int oracle_prepare(script *sc, const char *script_path, const char *override, char *err,
+                          size_t errlen)
+{
+    bool needed = false;
+    for (size_t i = 0; i < sc->nrules; i++)
+        needed = needed || sc->rules[i].oracle != ORACLE_NONE;
+    const char *key = override ? override : sc->oracle_key;
+    if (!key) {
+        if (needed)
+            snprintf(err, errlen, "a rule uses \"oracle\" but no answer key was given "
+                     "(script \"oracle\": {\"key\": FILE} or --oracle-key FILE)");
+        return needed ? -1 : 0;
+    }
+    buf path;
+    buf_init(&path, PATH_MAX);
+    const char *slash = strrchr(script_path, '/');
+    int rc = override || key[0] == '/' || !slash
+                 ? buf_puts(&path, key)
+                 : buf_printf(&path, "%.*s/%s", (int)(slash - script_path), script_path, key);
+    if (rc == 0) {
+        double started = clock_now();
+        rc = oracle_load(&sc->oracle, path.data, err, errlen);
+        if (rc == 0)
+            fprintf(stderr, "fakelm: oracle key %s: %zu entries in %.3f s\n", path.data,
+                    sc->oracle.count, clock_now() - started);
+    } else {
+        snprintf(err, errlen, "oracle key path too long");
+    }
+    buf_free(&path);
+    return rc;
 }
 
 /* Temp file + rename so a waiting test never reads a half-written number. */
@@ -1821,6 +2184,11 @@ int main(int argc, char **argv)
         return rc > 0 ? 0 : 2;
     if (script_load(&s.script, o.script, err, sizeof err) != 0) {
         fprintf(stderr, "fakelm: bad script %s: %s\n", o.script, err);
+        return 2;
+    }
+    if (oracle_prepare(&s.script, o.script, o.oracle_key, err, sizeof err) != 0) {
+        fprintf(stderr, "fakelm: %s\n", err);
+        script_free(&s.script);
         return 2;
     }
     rc = 2;

@@ -9,10 +9,11 @@
 
 static void usage(FILE *out)
 {
-    fputs("usage: taskgen sniah|oolong|pairs --out DIR [--tokens N] [--lines N] [--seed S]\n"
-          "                [--depth 0-39] [--variant 0-3] [--subcalls]\n"
+    fputs("usage: taskgen sniah|oolong|pairs|docqa --out DIR [--tokens N] [--lines N] [--seed S]\n"
+          "                [--docs N] [--depth 0-39] [--variant 0-3] [--subcalls]\n"
           "       taskgen score contains|exact|numeric|f1 GOLD_FILE ANSWER_FILE\n"
-          "Writes context.txt, question.txt, gold.txt, key.jsonl, task.json and script.json\n(a fake-server script playing the root model) into DIR.\n"
+          "Writes context.txt, question.txt, gold.txt, key.jsonl, task.json and script.json\n(a fake-server script playing the root model) into DIR; docqa also docs.jsonl.\n"
+          "--lines: instance lines (oolong, pairs); --docs: documents (docqa, default 1000).\n"
           "Sizes: a token is 4 characters; suffixes K, M, G allowed (1M = 1,048,576).\n"
           "Exit: 0 done, 2 usage error, 1 write error.\n",
           out);
@@ -32,6 +33,10 @@ static int cmd_score(int argc, char **argv)
         free(answer);
         return 2;
     }
+    /* gold.txt ends in a newline, which "contains" must not demand of the answer. */
+    size_t n = strlen(gold);
+    while (n > 0 && (gold[n - 1] == '\n' || gold[n - 1] == '\r'))
+        gold[--n] = '\0';
     printf("%.4f\n", taskgen_score(argv[2], gold, answer));
     free(gold);
     free(answer);
@@ -70,7 +75,8 @@ int main(int argc, char **argv)
             out = value;
         } else if (strcmp(flag, "--tokens") == 0 && parse_size(value, &sz) == 0 && sz > 0) {
             spec.tokens = sz;
-        } else if (strcmp(flag, "--lines") == 0 && parse_size(value, &sz) == 0 && sz > 0) {
+        } else if ((strcmp(flag, "--lines") == 0 || strcmp(flag, "--docs") == 0) &&
+                   parse_size(value, &sz) == 0 && sz > 0) {
             spec.lines = sz;
         } else if (strcmp(flag, "--seed") == 0 && parse_long(value, &l) == 0 && l >= 0) {
             spec.seed = (uint64_t)l;

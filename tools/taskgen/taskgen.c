@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -604,6 +605,287 @@ static int gen_pairs(const task_spec *spec, const char *dir, char *err, size_t e
     return rc;
 }
 
+/* ---- multi-hop document QA (BrowseComp-Plus style) ------------------------------ */
+
+/* A fixed-capacity text being built (this library stands alone, without util's buf). */
+typedef struct doc_text {
+    char *data;
+    size_t len, cap;
+} doc_text;
+
+static void text_printf(doc_text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void text_printf(doc_text *t, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(t->data + t->len, t->cap - t->len, fmt, ap);
+    va_end(ap);
+    if (n > 0)
+        t->len += (size_t)n < t->cap - t->len ? (size_t)n : t->cap - t->len - 1;
+}
+
+#define DOCQA_DOCS 1000
+#define DOCQA_MIN_DOCS 24        /* room for 6 evidence documents and their negatives */
+#define DOCQA_MAX_DOCS 3000      /* three-syllable names run out beyond this */
+#define DOCQA_MAX_HOPS 6
+
+static const char *const relations[] = {
+    "founder", "mentor", "birthplace", "rival", "patron", "architect", "heir", "biographer",
+};
+
+typedef struct names {
+    char (*list)[32];
+    size_t n, cap;
+} names;
+
+static int names_has(const names *ns, const char *name)
+{
+    for (size_t i = 0; i < ns->n; i++)
+        if (strcmp(ns->list[i], name) == 0)
+            return 1;
+    return 0;
+}
+
+/* A fresh invented name of three syllables, never handed out before. */
+static const char *names_new(names *ns, rng *r)
+{
+    char name[32];
+    do {
+        snprintf(name, sizeof name, "%s%s%s", PICK(r, syllables), PICK(r, syllables), PICK(r, syllables));
+        name[0] = (char)(name[0] - 'a' + 'A');
+    } while (names_has(ns, name) && ns->n < ns->cap);
+    if (ns->n >= ns->cap)
+        return ns->list[0]; /* more names than a task ever asks for */
+    snprintf(ns->list[ns->n], sizeof ns->list[0], "%s", name);
+    return ns->list[ns->n++];
+}
+
+/* A lookalike of base (the hard negative's subject): base plus a suffix. */
+static const char *names_lookalike(names *ns, rng *r, const char *base)
+{
+    static const char *const suffixes[] = {"n", "ia", "or", "et", "ul"};
+    char name[32];
+    for (size_t k = 0; k < 5; k++) {
+        snprintf(name, sizeof name, "%s%s", base, suffixes[(rng_below(r, 5) + k) % 5]);
+        if (!names_has(ns, name) && ns->n < ns->cap) {
+            snprintf(ns->list[ns->n], sizeof ns->list[0], "%s", name);
+            return ns->list[ns->n++];
+        }
+    }
+    return names_new(ns, r);
+}
+
+/* One planted fact: which document states "The RELATION of SUBJECT is OBJECT." */
+typedef struct fact {
+    const char *subject, *relation, *object;
+    size_t doc;
+} fact;
+
+static void fact_sentence(const fact *f, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "The %s of %s is %s. ", f->relation, f->subject, f->object);
+}
+
+/* A document index not yet in used[0..n). */
+static size_t fresh_doc(rng *r, size_t docs, const size_t *used, size_t n)
+{
+    for (;;) {
+        size_t d = rng_below(r, docs), i = 0;
+        while (i < n && used[i] != d)
+            i++;
+        if (i == n)
+            return d;
+    }
+}
+
+/* Writes one document to context.txt and docs.jsonl: filler sentences up to
+ * `chars`, with the document's facts at random places among them. */
+static void docqa_document(rng *r, size_t index, const char *title, const fact *facts, size_t nfacts,
+                           size_t chars, out_file *ctx, out_file *docs, doc_text *body)
+{
+    body->len = 0;
+    body->data[0] = '\0';
+    size_t sentences = chars / 40 + 1, next_fact = 0;
+    for (size_t s = 0; s < sentences || next_fact < nfacts; s++) {
+        if (next_fact < nfacts && (s >= sentences || rng_below(r, sentences - s + 1) == 0)) {
+            char sentence[160];
+            fact_sentence(&facts[next_fact++], sentence, sizeof sentence);
+            text_printf(body, "%s", sentence);
+            continue;
+        }
+        text_printf(body, "The %s %s %s the %s %s. ", PICK(r, adjectives), PICK(r, nouns), PICK(r, verbs),
+                   PICK(r, adjectives), PICK(r, nouns));
+        if (s % 10 == 9)
+            text_printf(body, "\n");
+    }
+    char header[160];
+    snprintf(header, sizeof header, "=== Document %zu: %s ===\n", index + 1, title);
+    out_puts(ctx, header);
+    out_write(ctx, body->data, body->len);
+    out_puts(ctx, "\n\n");
+    key_line(docs, json_pack("{s:s,s:s}", "title", title, "text", body->data));
+}
+
+static char *docqa_strategy(const fact *chain, size_t hops)
+{
+    char *code = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&code, &len);
+    if (!f)
+        return NULL;
+    fputs("import re\n"
+          "if isinstance(context, str):\n"
+          "    docs = [d for d in re.split(r'(?m)^(?==== Document \\d+: )', context) if d.startswith('===')]\n"
+          "elif isinstance(context, dict):\n"
+          "    docs = list(context.values())\n"
+          "else:\n"
+          "    docs = [str(d) for d in context]\n"
+          "chain = [", f);
+    for (size_t i = 0; i < hops; i++)
+        fprintf(f, "%s'%s'", i ? ", " : "", chain[i].relation);
+    fprintf(f, "]  # innermost relation first\n"
+            "entity = '%s'\n"
+            "trail = []\n"
+            "for rel in chain:\n"
+            "    cands = [d for d in docs if entity in d and rel in d]\n"
+            "    ask = ('Question: what is the %%s of %%s? Using only the documents below, reply with '\n"
+            "           'the name only, or NOT FOUND.\\n\\n' %% (rel, entity))\n"
+            "    entity = llm_query(ask + '\\n\\n'.join(cands[:20])).strip()\n"
+            "    trail.append((rel, len(cands), entity))\n"
+            "result = entity\n"
+            "print(len(docs), 'documents; hops:', trail)\n",
+            chain[0].subject);
+    fclose(f);
+    return code;
+}
+
+static int gen_docqa(const task_spec *spec, const char *dir, char *err, size_t errlen)
+{
+    rng r = {spec->seed * 2246822519u + 13};
+    size_t ndocs = spec->lines ? spec->lines : DOCQA_DOCS;
+    if (ndocs < DOCQA_MIN_DOCS)
+        ndocs = DOCQA_MIN_DOCS;
+    if (ndocs > DOCQA_MAX_DOCS)
+        ndocs = DOCQA_MAX_DOCS;
+    size_t doc_chars = spec->tokens * CHARS_PER_TOKEN / ndocs;
+    if (doc_chars < 200)
+        doc_chars = 200;
+    size_t hops = 3 + rng_below(&r, DOCQA_MAX_HOPS - 2);
+    size_t max_names = 2 * ndocs + 8 * DOCQA_MAX_HOPS;
+    names ns = {malloc(max_names * sizeof *ns.list), 0, max_names};
+    /* Per document at most 2 facts: a chain fact or negative, and one background fact. */
+    fact *facts = malloc((3 * DOCQA_MAX_HOPS + ndocs) * sizeof *facts);
+    size_t *used = malloc(3 * DOCQA_MAX_HOPS * sizeof *used), nused = 0, nfacts = 0;
+    doc_text body = {NULL, 0, doc_chars * 2 + 4096};
+    body.data = malloc(body.cap);
+    out_file ctx = {0}, docs = {0}, key = {0};
+    int rc = -1;
+    if (!ns.list || !facts || !used || !body.data) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+
+    /* The chain E0 -r1-> E1 -r2-> ... -rH-> EH, each hop in its own document,
+     * and two hard negatives per hop: another relation of the same subject,
+     * and the same relation of a lookalike subject. */
+    size_t order[sizeof relations / sizeof relations[0]];
+    for (size_t i = 0; i < sizeof relations / sizeof relations[0]; i++)
+        order[i] = i;
+    for (size_t i = sizeof relations / sizeof relations[0] - 1; i > 0; i--) {
+        size_t j = rng_below(&r, i + 1), t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    const char *entity = names_new(&ns, &r);
+    for (size_t h = 0; h < hops; h++) {
+        const char *rel = relations[order[h]], *next = names_new(&ns, &r);
+        /* Any relation but this hop's: the offset is 1..7 of 8. */
+        const char *other = relations[order[(h + 1 + rng_below(&r, 7)) % 8]];
+        const char *twin = names_lookalike(&ns, &r, entity);
+        const fact hop[3] = {{entity, rel, next, 0}, {entity, other, names_new(&ns, &r), 0},
+                             {twin, rel, names_new(&ns, &r), 0}};
+        for (size_t k = 0; k < 3; k++) {
+            facts[nfacts] = hop[k];
+            facts[nfacts++].doc = used[nused] = fresh_doc(&r, ndocs, used, nused);
+            nused++;
+        }
+        entity = next;
+    }
+    const char *answer = entity;
+
+    if (out_open(&ctx, dir, "context.txt", err, errlen) != 0 ||
+        out_open(&docs, dir, "docs.jsonl", err, errlen) != 0 ||
+        out_open(&key, dir, "key.jsonl", err, errlen) != 0)
+        goto done;
+    size_t planted = nfacts;
+    for (size_t d = 0; d < ndocs; d++) {
+        fact here[2];
+        size_t n = 0;
+        for (size_t i = 0; i < planted && n < 1; i++)
+            if (facts[i].doc == d)
+                here[n++] = facts[i];
+        char title[96];
+        if (n) {
+            snprintf(title, sizeof title, "%s and the %s %s", here[0].subject, PICK(&r, adjectives), PICK(&r, nouns));
+        } else {
+            snprintf(title, sizeof title, "The %s %s", PICK(&r, adjectives), PICK(&r, nouns));
+            /* Background: a fact about someone else, so facts are everywhere. */
+            here[n++] = facts[nfacts++] = (fact){names_new(&ns, &r), PICK(&r, relations), names_new(&ns, &r), d};
+        }
+        docqa_document(&r, d, title, here, n, doc_chars, &ctx, &docs, &body);
+    }
+    for (size_t i = 0; i < nfacts; i++) {
+        char sentence[160];
+        fact_sentence(&facts[i], sentence, sizeof sentence);
+        sentence[strlen(sentence) - 1] = '\0';
+        key_line(&key, json_pack("{s:s,s:s,s:s,s:s,s:I}", "subject", facts[i].subject, "relation",
+                                 facts[i].relation, "object", facts[i].object, "fact", sentence, "doc",
+                                 (json_int_t)facts[i].doc + 1));
+    }
+    size_t chars = ctx.written;
+    if (out_close(&ctx, err, errlen) != 0 || out_close(&docs, err, errlen) != 0 ||
+        out_close(&key, err, errlen) != 0)
+        goto done;
+
+    /* "the r3 of the r2 of the r1 of E0": outermost relation first. */
+    char qdata[1024];
+    doc_text q = {qdata, 0, sizeof qdata};
+    text_printf(&q, "What is");
+    for (size_t h = hops; h-- > 0;)
+        text_printf(&q, " the %s of", facts[3 * h].relation);
+    text_printf(&q, " %s? The facts are spread over several documents; some documents name similar "
+               "entities. Answer with the name only.", facts[0].subject);
+    fact chain[DOCQA_MAX_HOPS];
+    for (size_t h = 0; h < hops; h++)
+        chain[h] = facts[3 * h];
+    rc = write_meta(spec, dir, chars, ndocs, "exact", q.data, answer, err, errlen);
+    if (rc != 0)
+        goto done;
+    char *code = docqa_strategy(chain, hops);
+    if (!code) {
+        snprintf(err, errlen, "out of memory");
+        rc = -1;
+        goto done;
+    }
+    json_t *subcalls = json_array();
+    json_array_append_new(subcalls, json_pack("{s:s,s:s}", "match", "^Question: what is the (\\w+) of (\\w+)\\? Using only",
+                                              "oracle", "facts"));
+    rc = write_script(dir, subcalls, code, err, errlen);
+    free(code);
+done:
+    if (ctx.f)
+        out_close(&ctx, err, errlen);
+    if (docs.f)
+        out_close(&docs, err, errlen);
+    if (key.f)
+        out_close(&key, err, errlen);
+    free(body.data);
+    free(ns.list);
+    free(facts);
+    free(used);
+    return rc;
+}
+
 /* ---- public ------------------------------------------------------------------ */
 
 const char *taskgen_family_name(task_family f)
@@ -612,13 +894,14 @@ const char *taskgen_family_name(task_family f)
     case TASK_SNIAH: return "sniah";
     case TASK_OOLONG: return "oolong";
     case TASK_PAIRS: return "pairs";
+    case TASK_DOCQA: return "docqa";
     }
     return "unknown";
 }
 
 int taskgen_family_parse(const char *name)
 {
-    for (int f = TASK_SNIAH; f <= TASK_PAIRS; f++)
+    for (int f = TASK_SNIAH; f <= TASK_DOCQA; f++)
         if (strcmp(name, taskgen_family_name((task_family)f)) == 0)
             return f;
     return -1;
@@ -632,6 +915,7 @@ int taskgen_write(const task_spec *spec, const char *dir, char *err, size_t errl
     case TASK_SNIAH: return gen_sniah(spec, dir, err, errlen);
     case TASK_OOLONG: return gen_oolong(spec, dir, err, errlen);
     case TASK_PAIRS: return gen_pairs(spec, dir, err, errlen);
+    case TASK_DOCQA: return gen_docqa(spec, dir, err, errlen);
     }
     snprintf(err, errlen, "unknown task family");
     return -1;

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""Performance suite (issue 7): fakelm in oracle mode at a fixed latency
+(200 ms) answers generated tasks run by the real `rlm ask`. For each task it
+prints wall time, CPU, peak memory of the host and of its sandbox children
+(sampled from /proc every 50 ms), calls, the most calls in flight, and the
+ideal time the latency allows:
+    ceil(sub_calls / concurrency) * latency  +  root turns * latency.
+
+usage: bench/perf_suite.py [--build DIR] [--latency-ms 200] [--only NAME,..] [--out FILE]
+Standard library only. Task files go to a temp dir and are removed after each task.
+"""
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+TASKS = [  # name, taskgen arguments
+    ("sniah-1M", ["sniah", "--tokens", "1M"]),
+    ("sniah-10M", ["sniah", "--tokens", "10M"]),
+    ("sniah-100M", ["sniah", "--tokens", "100M"]),
+    ("oolong-2K-lines", ["oolong", "--lines", "2000", "--variant", "0"]),
+    ("oolong-20K-lines", ["oolong", "--lines", "20000", "--variant", "0"]),
+    ("oolong-430K-lines", ["oolong", "--lines", "430000", "--variant", "0"]),
+    ("sniah-subcalls-10M", ["sniah", "--tokens", "10M", "--subcalls"]),
+]
+
+
+def tree_rss_kb(root):
+    """RSS of root and of every descendant, in KiB, as {pid: (name, rss)}."""
+    children = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(pid))
+        except OSError:
+            pass
+    out, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            with open("/proc/%d/status" % pid) as f:
+                status = dict(l.split(":", 1) for l in f if ":" in l)
+            out[pid] = (status["Name"].strip(), int(status.get("VmRSS", "0 kB").split()[0]))
+        except (OSError, KeyError, ValueError):
+            pass
+    return out
+
+
+def start_fakelm(build, task_dir, latency):
+    port_file = os.path.join(task_dir, "port")
+    proc = subprocess.Popen([os.path.join(build, "fakelm"), "--script",
+                             os.path.join(task_dir, "script.json"), "--port-file", port_file,
+                             "--latency-ms", str(latency)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        if os.path.exists(port_file):
+            with open(port_file) as f:
+                text = f.read().strip()
+            if text:
+                return proc, int(text)
+        time.sleep(0.02)
+    proc.kill()
+    raise RuntimeError("fakelm did not start")
+
+
+def run_task(build, name, args, latency, concurrency):
+    task_dir = tempfile.mkdtemp(prefix="rlm-perf-")
+    try:
+        subprocess.run([os.path.join(build, "taskgen")] + args + ["--out", task_dir], check=True)
+        with open(os.path.join(task_dir, "task.json")) as f:
+            task = json.load(f)
+        lm, port = start_fakelm(build, task_dir, latency)
+        try:
+            cmd = [os.path.join(build, "rlm"), "ask", "--quiet", "--json", "--model", "fakelm",
+                   "--api-key", "fakelm", "--base-url", "http://127.0.0.1:%d/v1" % port,
+                   "--concurrency", str(concurrency),
+                   "--context", os.path.join(task_dir, "context.txt"),
+                   "--question-file", os.path.join(task_dir, "question.txt")]
+            t0 = time.time()
+            r0 = os.times()
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            host_peak = sandbox_peak = total_peak = 0
+            while proc.poll() is None:
+                tree = tree_rss_kb(proc.pid)
+                host = tree.get(proc.pid, ("", 0))[1]
+                others = sum(rss for pid, (_, rss) in tree.items() if pid != proc.pid)
+                host_peak = max(host_peak, host)
+                sandbox_peak = max(sandbox_peak, others)
+                total_peak = max(total_peak, host + others)
+                time.sleep(0.05)
+            stdout, stderr = proc.communicate()
+            wall = time.time() - t0
+            r1 = os.times()
+        finally:
+            lm.terminate()
+            lm.wait()
+        report = json.loads(stdout) if stdout.strip() else {"answer": None, "error": stderr[-500:]}
+        calls = sum(u.get("calls", 0) for u in report.get("usage", {}).values())
+        sub_calls = report.get("sub_calls", 0)
+        turns = report.get("iterations", 0)
+        ideal = math.ceil(sub_calls / concurrency) * latency / 1000 + turns * latency / 1000
+        with open(os.path.join(task_dir, "gold.txt")) as f:
+            gold = f.read().strip()
+        gold_file = os.path.join(task_dir, "gold-bare.txt")  # gold.txt ends in a newline
+        with open(gold_file, "w") as f:
+            f.write(task["gold"])
+        score = subprocess.run([os.path.join(build, "taskgen"), "score", task["scoring"],
+                                gold_file, "/dev/stdin"],
+                               input=str(report.get("answer")), capture_output=True,
+                               text=True).stdout.strip()
+        return {
+            "task": name, "chars": task["chars"], "tokens": task["tokens"], "lines": task["lines"],
+            "score": float(score or 0), "answer": report.get("answer"), "gold": gold,
+            "wall_s": round(wall, 2), "ideal_s": round(ideal, 2),
+            "wall_over_ideal": round(wall / ideal, 2) if ideal else None,
+            "cpu_s": round((r1.children_user - r0.children_user) + (r1.children_system - r0.children_system), 2),
+            "host_peak_mb": round(host_peak / 1024, 1), "sandbox_peak_mb": round(sandbox_peak / 1024, 1),
+            "peak_mb": round(total_peak / 1024, 1),
+            "peak_over_input": round(total_peak * 1024 / task["chars"], 2),
+            "calls": calls, "sub_calls": sub_calls, "root_turns": turns,
+            "max_in_flight": report.get("max_in_flight"), "status": report.get("status"),
+        }
+    finally:
+        shutil.rmtree(task_dir, ignore_errors=True)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(os.path.dirname(__file__), "..", "build"))
+    ap.add_argument("--latency-ms", type=int, default=200)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--only", default="")
+    ap.add_argument("--out", default="")
+    a = ap.parse_args()
+    only = set(filter(None, a.only.split(",")))
+    rows = []
+    hdr = "%-20s %10s %5s %8s %8s %6s %7s %8s %8s %8s %6s %5s" % (
+        "task", "tokens", "score", "wall_s", "ideal_s", "ratio", "cpu_s", "host_MB", "sbox_MB",
+        "peak/in", "calls", "infl")
+    print(hdr)
+    for name, args in TASKS:
+        if only and name not in only:
+            continue
+        r = run_task(a.build, name, args, a.latency_ms, a.concurrency)
+        rows.append(r)
+        print("%-20s %10d %5.2f %8.2f %8.2f %6s %7.2f %8.1f %8.1f %8.2f %6d %5s" % (
+            name, r["tokens"], r["score"], r["wall_s"], r["ideal_s"], r["wall_over_ideal"],
+            r["cpu_s"], r["host_peak_mb"], r["sandbox_peak_mb"], r["peak_over_input"], r["calls"],
+            r["max_in_flight"]), flush=True)
+    if a.out:
+        with open(a.out, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+    return 0 if all(r["score"] == 1.0 for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

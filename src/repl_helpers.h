@@ -1,0 +1,36 @@
+/* repl_helpers — the built-in `_rlm_docs` module behind the REPL's fast
+ * helpers over the input's raw bytes: grep (PCRE2 JIT), chunks, search (BM25)
+ * and count_tokens. Lives only in the rlm-sandbox child.
+ *
+ * Ownership: the documents given to repl_helpers_configure are borrowed and
+ * must stay valid for the life of the process (the child never frees them).
+ * Functions returning PyObject* return new references. */
+#ifndef RLM_REPL_HELPERS_H
+#define RLM_REPL_HELPERS_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <stddef.h>
+
+#include "ingest.h"
+
+/* Registers `_rlm_docs` as a built-in module; call before Py_Initialize. */
+int repl_helpers_register(void);
+
+/* Hands the helpers the documents `context` was built from. ascii[i] is 1
+ * when docs[i] is pure ASCII (byte offsets are character offsets), so hits
+ * can carry character offsets without a count. cache_fd is the socket to
+ * the host's search-index cache (-1: none; consumed): on the first search()
+ * the child sends 'L' + the 32-hex-digit content key and receives one byte
+ * (1: found) with the index file's descriptor attached; after building a
+ * new index it sends 'S' + key + the saved index and closes the socket.
+ * Returns 0, or -1 with a Python error set. */
+int repl_helpers_configure(ingest_kind kind, const ingest_doc *docs, size_t n_docs,
+                           const unsigned char *ascii, int cache_fd);
+
+/* A helper by its namespace name ("grep", "chunks", "search",
+ * "count_tokens"), new reference; NULL without an error if unknown. */
+PyObject *repl_helpers_function(const char *name);
+
+#endif

@@ -1,0 +1,236 @@
+"""Inputs of every shape through `rlm ask --context`: a directory with nested
+.gitignore files, binary and unreadable entries, --include/--exclude, a glob,
+stdin, JSONL with broken lines, several --context arguments; what model code
+sees of them; the C helpers (grep, chunks, search, count_tokens) on real
+inputs, including a bad and a catastrophic regex; direct mode; bad inputs."""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import FakeLM, RlmTestCase, main, repl  # noqa: E402
+
+QUESTION = "Describe the input please"
+
+SHOW = repl("""
+import json
+c = context
+if isinstance(c, dict):
+    print("TYPE dict", json.dumps(sorted(c.keys())), json.dumps({k: len(v) for k, v in c.items()}))
+elif isinstance(c, list):
+    print("TYPE list", len(c), json.dumps(c))
+else:
+    print("TYPE str", len(c), json.dumps(c[:200]))
+""")
+
+
+def two_turns(first, second='FINAL(done)'):
+    return [
+        {"match": r"(?i)turn 3 of", "reply": "FINAL(done)"},
+        {"match": r"(?i)turn 2 of", "reply": second},
+        {"match": QUESTION, "reply": first},
+    ]
+
+
+class Inputs(RlmTestCase):
+    def tree(self):
+        root = os.path.join(self.tmp, "tree")
+        os.makedirs(os.path.join(root, "src", "gen"))
+        os.makedirs(os.path.join(root, ".git"))
+        files = {
+            "README.md": "# Project\nhello\n",
+            "src/main.c": "int main(void) { return 0; }\n",
+            "src/util.py": "def f():\n    return 42\n",
+            "src/.gitignore": "gen/\n*.tmp\n",
+            "src/gen/out.c": "generated\n",
+            "src/x.tmp": "temporary\n",
+            ".git/config": "[core]\n",
+            "notes.log": "a log line\n",
+        }
+        for name, text in files.items():
+            with open(os.path.join(root, name), "w") as f:
+                f.write(text)
+        with open(os.path.join(root, "blob.bin"), "wb") as f:
+            f.write(b"\x00\x01\x02binary\x00" * 100)
+        os.symlink("/nonexistent/target", os.path.join(root, "dangling.txt"))
+        return root
+
+    def seen(self, res):
+        outs = [o for o in self.code_outputs(res) if "TYPE" in o]
+        self.assertTrue(outs, "no code output\n" + res.stderr[-2000:])
+        return outs[0]
+
+    def run_show(self, args, stdin=None):
+        with FakeLM(two_turns(SHOW)) as lm:
+            res = self.rlm(args + [QUESTION], lm, stdin=stdin)
+        self.assertExit(res, 0)
+        return res, self.seen(res)
+
+    def test_directory(self):
+        root = self.tree()
+        res, out = self.run_show(["--context", root])
+        keys = json.loads(out.split(" ", 2)[2].split(" {")[0])
+        self.assertEqual(keys, ["README.md", "notes.log", "src/.gitignore", "src/main.c",
+                                "src/util.py"])
+        self.assertIn("blob.bin", res.stderr)       # binary: skipped and said
+        self.assertIn("dangling.txt", res.stderr)   # unreadable: skipped and said
+        warnings = [e["message"] for e in res.events("warning")]
+        self.assertTrue(any("dangling.txt" in w for w in warnings), warnings)
+
+    def test_include_exclude(self):
+        root = self.tree()
+        _, out = self.run_show(["--context", root, "--include", "*.c", "--include", "*.py",
+                                "--exclude", "util.py"])
+        self.assertIn('["src/main.c"]', out)
+
+    def test_glob_and_several(self):
+        root = self.tree()
+        _, out = self.run_show(["--context", os.path.join(root, "src", "*.c"),
+                                "--context", os.path.join(root, "README.md")])
+        self.assertIn("TYPE dict", out)
+        self.assertIn("main.c", out)
+        self.assertIn("README.md", out)
+
+    def test_single_file_and_stdin(self):
+        path = self.write("one.txt", "just one file\n")
+        _, out = self.run_show(["--context", path])
+        self.assertIn('TYPE str 14 "just one file\\n"', out)
+        _, out = self.run_show(["--context", "-"], stdin="from stdin\n")
+        self.assertIn('TYPE str 11 "from stdin\\n"', out)
+
+    def test_jsonl_broken_lines(self):
+        path = self.write("t.jsonl", '{"text": "one"}\nnot json\n{"text": "two"}\n{"x": 1}\n')
+        res, out = self.run_show(["--context", path])
+        self.assertIn('TYPE list 2 ["one", "two"]', out)
+        self.assertIn("line 2", res.stderr)
+        body = self.write("b.txt", '{"body": "alpha"}\n{"body": "beta"}\n')
+        _, out = self.run_show(["--context", body, "--jsonl-field", "body"])
+        self.assertIn('TYPE list 2 ["alpha", "beta"]', out)
+
+    def test_invalid_utf8_replaced(self):
+        path = self.write("bad.txt", b"ok \xff\xfe end\n")
+        res, out = self.run_show(["--context", path])
+        self.assertIn("\\ufffd", out)
+
+    def test_helpers(self):
+        lines = "".join("line %d %s\n" % (i, "ERROR disk full" if i % 10 == 0 else "ok")
+                        for i in range(1000))
+        a = self.write("a.log", lines)
+        b = self.write("b.txt", "the refund policy is thirty days\nnothing else\n")
+        code = repl("""
+hits = grep(r"ERROR \\w+", max_hits=5)
+print("GREP", len(hits), sorted(hits[0].keys()), hits[0]["line"], hits[0]["text"])
+h = hits[1]
+print("SLICE", context[h["doc"]][h["offset"]:h["offset"] + 5])
+print("ONE", len(grep("refund", doc=h["doc"])), len(grep("refund")))
+print("CHUNKS", len(chunks(max_chars=1000)), len(chunks(by="docs")), len(chunks(500, by="chars")))
+r = search("refund policy", k=3)
+print("SEARCH", r[0]["doc"], r[0]["score"] > 0, r[0]["text"][:10])
+print("TOKENS", count_tokens("x" * 35))
+try:
+    grep("(unclosed")
+except ValueError as e:
+    print("BAD", e)
+try:
+    grep(r"^(?:x+x+)+[ab]", flags="m", max_hits=1)
+    print("CATASTROPHIC none")
+except RuntimeError as e:
+    print("CATASTROPHIC", e)
+""")
+        after = repl('print("NEXT", len(grep("ok")), type(grep).__name__)\ngrep = 1')
+        third = repl('print("RESTORED", callable(grep))')
+        rules = [
+            {"match": r"(?i)turn 4 of", "reply": "FINAL(done)"},
+            {"match": r"(?i)turn 3 of", "reply": third},
+            {"match": r"(?i)turn 2 of", "reply": after},
+            {"match": QUESTION, "reply": code},
+        ]
+        big = self.write("x.txt", "x" * 30000 + "\n")
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--context", a, "--context", b, "--context", big, QUESTION], lm)
+        self.assertExit(res, 0)
+        out = "\n".join(self.code_outputs(res))
+        self.assertIn("GREP 5 ['doc', 'line', 'offset', 'text'] 1 line 0 ERROR disk full", out)
+        self.assertIn("SLICE ERROR", out)
+        self.assertIn("ONE 0 1", out)
+        self.assertIn("SEARCH %s True the refund" % b, out)
+        self.assertIn("TOKENS 10", out)
+        self.assertIn("BAD grep:", out)
+        self.assertIn("CATASTROPHIC grep:", out)
+        self.assertIn("NEXT 900 builtin_function_or_method", out)
+        self.assertIn("RESTORED True", out)
+
+    def test_helpers_on_one_str(self):
+        path = self.write("one.log", "alpha beta\ngamma delta\n" * 50)
+        code = repl('r = search("gamma", k=2)\nprint("S", len(r), r[0]["doc"], r[0]["offset"])\n'
+                    'print("G", len(grep("delta")), grep("delta")[1]["offset"])')
+        with FakeLM(two_turns(code)) as lm:
+            res = self.rlm(["--context", path, QUESTION], lm)
+        self.assertExit(res, 0)
+        out = "\n".join(self.code_outputs(res))
+        self.assertIn("S 1 None 0", out)
+        self.assertIn("G 50 40", out)
+
+    def test_direct_mode(self):
+        path = self.write("small.txt", "The answer is 42.\n")
+        rules = [{"match": "The answer is 42", "reply": "It is 42."}]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--json", "--mode", "auto", "--context", path, QUESTION], lm)
+            counters = lm.counters()
+        self.assertExit(res, 0)
+        self.assertEqual(res.report["answer"], "It is 42.")
+        self.assertEqual(res.report["mode"], "direct")
+        self.assertEqual(res.events("sandbox_ready"), [])
+        self.assertEqual([e["mode"] for e in res.events("mode")], ["direct"])
+        self.assertEqual(res.events("run_end")[0]["mode"], "direct")
+        self.assertEqual(counters.get("requests", counters.get("chat_requests", 1)), 1)
+
+    def test_auto_chooses_rlm_above_threshold(self):
+        path = self.write("small.txt", "word " * 2000)
+        with FakeLM(two_turns(SHOW)) as lm:
+            res = self.rlm(["--json", "--mode", "auto", "--direct-threshold", "100",
+                            "--context", path, QUESTION], lm)
+        self.assertExit(res, 0)
+        self.assertEqual(res.report["mode"], "rlm")
+        self.assertEqual(len(res.events("sandbox_ready")), 1)
+
+    def test_direct_refuses_huge(self):
+        path = os.path.join(self.tmp, "huge.txt")
+        with open(path, "w") as f:
+            f.write("word " * 1000000)
+        res = self.rlm(["--mode", "direct", "--direct-threshold", "10", "--context", path,
+                        QUESTION], None)
+        self.assertExit(res, 2)
+        self.assertIn("--mode direct", res.stderr)
+
+    def test_bad_inputs(self):
+        empty_dir = os.path.join(self.tmp, "empty")
+        os.makedirs(empty_dir)
+        with open(os.path.join(empty_dir, "x.bin"), "wb") as f:
+            f.write(b"\x00\x01\x02")
+        loop = os.path.join(self.tmp, "loop")
+        os.makedirs(loop)
+        os.symlink(loop, os.path.join(loop, "self"))
+        with open(os.path.join(loop, "ok.txt"), "w") as f:
+            f.write("fine\n")
+        zero = self.write("zero.txt", "")
+        cases = [
+            (["--context", os.path.join(self.tmp, "missing.txt")], 2, "missing.txt"),
+            (["--context", empty_dir], 2, "text"),
+            (["--context", os.path.join(self.tmp, "nomatch-*.txt")], 2, "nomatch"),
+            (["--mode", "sideways"], 2, "mode"),
+        ]
+        for args, code, needle in cases:
+            res = self.rlm(args + [QUESTION], None)
+            self.assertExit(res, code)
+            self.assertIn(needle, res.stderr)
+        # A symlink loop inside a directory is skipped; the rest loads.
+        _, out = self.run_show(["--context", loop])
+        self.assertIn('"ok.txt"', out)
+        # A 0-byte file: an error or an empty str, never a crash.
+        res = self.rlm(["--context", zero, QUESTION], None)
+        self.assertIn(res.code, (1, 2, 3))
+
+
+if __name__ == "__main__":
+    main()
