@@ -1,0 +1,78 @@
+/* session — the on-disk record of a conversation with one RLM, so a later
+ * process can continue it (issue 6): the root history, and every cell that
+ * ran with the sub-call replies it received, in SQLite.
+ *
+ * Design: a sandbox's namespace cannot be saved (its objects are arbitrary
+ * Python), but it can be rebuilt: a fresh sandbox re-runs the recorded cells
+ * in order, with each sub-call answered from the recorded replies instead of
+ * a model, which costs no calls and reproduces every variable that does not
+ * depend on the clock or on unseeded randomness. Rows are appended and
+ * committed as they happen, so a crash mid-question loses nothing of the
+ * questions before it. Compaction replaces a prefix of the history by a
+ * summary without deleting it: older messages are marked hidden.
+ *
+ * Ownership: session_open returns a handle freed by session_free. Strings
+ * passed in are copied into the database; strings and JSON handed out to a
+ * callback are borrowed for the duration of the call. Not thread-safe. */
+#ifndef RLM_SESSION_H
+#define RLM_SESSION_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+typedef struct session session;
+
+/* Opens (creating if needed) the database at db_path and the session called
+ * name in it. The name is 1-100 characters of [A-Za-z0-9._-]. Returns 0, or
+ * -1 with err set (bad name, unwritable path, not a session database). */
+int session_open(const char *db_path, const char *name, session **out, char *err, size_t errlen);
+
+/* 1 when the session had no questions before this handle opened it. */
+int session_is_new(const session *s);
+
+/* The session's configuration as saved by the first process (a JSON object
+ * such as {"model": ..., "contexts": [...]}; NULL for a new session, or when
+ * none was saved). Borrowed from the handle. */
+const json_t *session_config(const session *s);
+
+/* Saves the configuration (replacing any earlier one). Does not steal cfg. */
+int session_set_config(session *s, const json_t *cfg);
+
+/* Starts question number n (1-based, returned) with its text. */
+int session_begin_question(session *s, const char *question, int *number);
+
+/* Ends the current question with its answer (NULL when it got none). */
+int session_end_question(session *s, const char *answer);
+
+/* Appends one root message (role "system", "user" or "assistant"). */
+int session_add_message(session *s, const char *role, const char *content);
+
+/* Appends one cell: the code that ran and the replies its sub-calls
+ * received, as a JSON array of strings in call order (may be NULL or empty).
+ * Does not steal replies. */
+int session_add_cell(session *s, const char *code, const json_t *replies);
+
+/* Compaction: hides every visible message with seq < before_seq except the
+ * system message, and appends `summary` as a user message in their place.
+ * Returns the number of messages hidden, or -1. */
+int session_compact(session *s, long before_seq, const char *summary);
+
+/* Calls fn for each visible message, oldest first; fn returns 0 to go on. */
+typedef int (*session_message_fn)(void *userdata, long seq, const char *role, const char *content);
+int session_each_message(session *s, session_message_fn fn, void *userdata);
+
+/* Calls fn for each recorded cell, oldest first, with its sub-call replies. */
+typedef int (*session_cell_fn)(void *userdata, const char *code, const json_t *replies);
+int session_each_cell(session *s, session_cell_fn fn, void *userdata);
+
+/* Earlier answers, oldest first, for the namespace (answer_1, answer_2, ...):
+ * fn gets the question number and the answer (NULL when it had none). */
+typedef int (*session_answer_fn)(void *userdata, int number, const char *question, const char *answer);
+int session_each_answer(session *s, session_answer_fn fn, void *userdata);
+
+/* The last error on the handle. */
+const char *session_errmsg(const session *s);
+
+void session_free(session *s);
+
+#endif

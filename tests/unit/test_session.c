@@ -1,0 +1,195 @@
+/* Unit tests for session: what one process writes, the next one reads back,
+ * including after a crash mid-question; compaction; bad names and files. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "session.h"
+#include "util.h"
+
+static char db_path[128];
+
+static int setup(void **state)
+{
+    char dir[] = "/tmp/rlm-session-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    snprintf(db_path, sizeof db_path, "%s/sub/sessions.sqlite", dir);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char path[160];
+    static const char *const suffixes[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        snprintf(path, sizeof path, "%s%s", db_path, suffixes[i]);
+        unlink(path);
+    }
+    char *slash = strrchr(db_path, '/');
+    *slash = '\0';
+    rmdir(db_path);
+    slash = strrchr(db_path, '/');
+    *slash = '\0';
+    rmdir(db_path);
+    return 0;
+}
+
+typedef struct collected {
+    buf text;
+} collected;
+
+static int collect_message(void *userdata, long seq, const char *role, const char *content)
+{
+    collected *c = userdata;
+    buf_printf(&c->text, "%s:%s|", role, content);
+    return 0;
+}
+
+static int collect_cell(void *userdata, const char *code, const json_t *replies)
+{
+    collected *c = userdata;
+    buf_printf(&c->text, "%s[", code);
+    size_t i;
+    json_t *r;
+    json_array_foreach(replies, i, r)
+        buf_printf(&c->text, "%s;", json_string_value(r));
+    buf_puts(&c->text, "]|");
+    return 0;
+}
+
+static int collect_answer(void *userdata, int number, const char *question, const char *answer)
+{
+    collected *c = userdata;
+    buf_printf(&c->text, "%d:%s=%s|", number, question, answer ? answer : "(none)");
+    return 0;
+}
+
+static char *messages_of(session *s)
+{
+    collected c;
+    buf_init(&c.text, 1 << 20);
+    assert_int_equal(session_each_message(s, collect_message, &c), 0);
+    return buf_take(&c.text);
+}
+
+static void test_a_later_process_continues(void **state)
+{
+    char err[512];
+    session *s;
+    assert_int_equal(session_open(db_path, "logs-q1", &s, err, sizeof err), 0);
+    assert_true(session_is_new(s));
+    assert_null(session_config(s));
+    json_t *cfg = json_pack("{s:s,s:[s]}", "model", "m", "contexts", "big.txt");
+    assert_int_equal(session_set_config(s, cfg), 0);
+    int n;
+    assert_int_equal(session_begin_question(s, "how many?", &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(session_add_message(s, "system", "sys"), 0);
+    assert_int_equal(session_add_message(s, "user", "q1"), 0);
+    assert_int_equal(session_add_message(s, "assistant", "a1"), 0);
+    json_t *replies = json_pack("[s,s]", "r1", "r2");
+    assert_int_equal(session_add_cell(s, "x = 1", replies), 0);
+    assert_int_equal(session_add_cell(s, "y = 2", NULL), 0);
+    json_decref(replies);
+    assert_int_equal(session_end_question(s, "42"), 0);
+    assert_int_equal(session_end_question(s, "again"), -1);
+    session_free(s);
+
+    assert_int_equal(session_open(db_path, "logs-q1", &s, err, sizeof err), 0);
+    assert_false(session_is_new(s));
+    assert_true(json_equal((json_t *)session_config(s), cfg));
+    json_decref(cfg);
+    char *m = messages_of(s);
+    assert_string_equal(m, "system:sys|user:q1|assistant:a1|");
+    free(m);
+    collected c;
+    buf_init(&c.text, 1 << 20);
+    assert_int_equal(session_each_cell(s, collect_cell, &c), 0);
+    assert_string_equal(c.text.data, "x = 1[r1;r2;]|y = 2[]|");
+    buf_reset(&c.text);
+    assert_int_equal(session_begin_question(s, "and now?", &n), 0);
+    assert_int_equal(n, 2);
+    assert_int_equal(session_add_message(s, "user", "q2"), 0);
+    /* The process "crashes" here: the question stays open. */
+    session_free(s);
+
+    assert_int_equal(session_open(db_path, "logs-q1", &s, err, sizeof err), 0);
+    assert_int_equal(session_each_answer(s, collect_answer, &c), 0);
+    assert_string_equal(c.text.data, "1:how many?=42|2:and now?=(none)|");
+    buf_free(&c.text);
+    m = messages_of(s);
+    assert_string_equal(m, "system:sys|user:q1|assistant:a1|user:q2|");
+    free(m);
+    session_free(s);
+
+    /* Another session in the same file is separate. */
+    assert_int_equal(session_open(db_path, "other", &s, err, sizeof err), 0);
+    assert_true(session_is_new(s));
+    m = messages_of(s);
+    assert_string_equal(m, "");
+    free(m);
+    session_free(s);
+}
+
+static void test_compaction_hides_old_turns(void **state)
+{
+    char err[512];
+    session *s;
+    assert_int_equal(session_open(db_path, "long", &s, err, sizeof err), 0);
+    assert_int_equal(session_add_message(s, "system", "sys"), 0);       /* seq 1 */
+    for (int i = 0; i < 3; i++) {
+        char text[32];
+        snprintf(text, sizeof text, "u%d", i);
+        assert_int_equal(session_add_message(s, "user", text), 0);       /* 2, 4, 6 */
+        snprintf(text, sizeof text, "a%d", i);
+        assert_int_equal(session_add_message(s, "assistant", text), 0);  /* 3, 5, 7 */
+    }
+    assert_int_equal(session_compact(s, 6, "summary of turns 0-1"), 4);
+    char *m = messages_of(s);
+    assert_string_equal(m, "system:sys|user:u2|assistant:a2|user:summary of turns 0-1|");
+    free(m);
+    session_free(s);
+}
+
+static void test_bad_names_and_files(void **state)
+{
+    char err[512];
+    session *s;
+    assert_int_equal(session_open(db_path, "", &s, err, sizeof err), -1);
+    assert_int_equal(session_open(db_path, "../etc", &s, err, sizeof err), -1);
+    assert_non_null(strstr(err, "bad session name"));
+    assert_int_equal(session_open(db_path, ".hidden", &s, err, sizeof err), -1);
+    assert_null(s);
+
+    /* A file that is not a database. */
+    assert_int_equal(session_open(db_path, "ok", &s, err, sizeof err), 0);
+    session_free(s);
+    char garbage[160];
+    snprintf(garbage, sizeof garbage, "%s.garbage", db_path);
+    FILE *f = fopen(garbage, "w");
+    for (int i = 0; i < 1000; i++)
+        fputs("this is not sqlite ", f);
+    fclose(f);
+    assert_int_equal(session_open(garbage, "ok", &s, err, sizeof err), -1);
+    assert_non_null(strstr(err, "session database"));
+    unlink(garbage);
+    assert_int_equal(session_open("/proc/no/such/place.sqlite", "ok", &s, err, sizeof err), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_a_later_process_continues, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_hides_old_turns, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_names_and_files, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
