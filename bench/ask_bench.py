@@ -65,7 +65,8 @@ class PeakMemory(threading.Thread):
 def run_rlm(build, lm, args):
     trace = tempfile.mktemp(suffix=".jsonl")
     cmd = [os.path.join(build, "rlm"), "ask", "--quiet", "--json", "--model", "root",
-           "--sub-model", "sub", "--base-url", lm.base_url, "--trace", trace] + args
+           "--sub-model", "sub", "--base-url", lm.base_url, "--trace", trace,
+           "--mode", "rlm"] + args
     start = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     mem = PeakMemory(proc.pid)
