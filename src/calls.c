@@ -435,11 +435,28 @@ static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub,
         goto done;
     }
     memset(out, 0, n * sizeof *out);
+    /* A key costs a JSON encoding and a hash of every prompt: on a batch that
+     * holds the whole input that is a second of CPU before the first request
+     * goes out. Without replay, cache or record nothing reads it. The cache
+     * can only be dropped during this call, never added. */
+    int need_key = c->replaying || c->o.cache || c->record;
     for (size_t i = 0; i < n; i++) {
+        if (!need_key) {
+            pending[n_pending] = reqs[i];
+            pending_index[n_pending++] = i;
+            continue;
+        }
         canon[i] = calls_canonical(c, &reqs[i], sub);
         if (!canon[i] || calls_key(canon[i], keys[i]) != 0) {
             snprintf(c->errmsg, sizeof c->errmsg, "out of memory");
             goto done;
+        }
+        /* The canonical request holds a copy of every prompt: on a batch of
+         * thousands of long prompts that is a whole extra copy of the input
+         * for as long as the batch runs. Only the record file needs it. */
+        if (!c->record) {
+            json_decref(canon[i]);
+            canon[i] = NULL;
         }
         if (c->replaying) {
             json_t *resp = replay_find(c, keys[i]);

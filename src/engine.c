@@ -221,6 +221,12 @@ static int engine_serve_calls(void *userdata, int kind, const char *model,
         e->out->sub_calls++;
         if (strncmp(results[i], "Error: ", 7) == 0)
             e->out->sub_call_errors++;
+        /* Thousands of sub-calls per batch: without a trace, build no event
+         * (excerpts included) only to throw it away. */
+        if (!e->trace) {
+            calls_reply_clear(&resps[i]);
+            continue;
+        }
         json_t *ev = json_pack("{s:i,s:s,s:s,s:I,s:I,s:o,s:o,s:s?,s:s?,s:I,s:f,s:i,s:o,s:o,s:b}",
                                "turn", e->turn, "kind", kind_name, "model", use_model,
                                "index", (json_int_t)i, "batch", (json_int_t)n,

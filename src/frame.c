@@ -91,9 +91,9 @@ static int step_head(frame_reader *r, int fd, char *err, size_t errlen)
     return FRAME_MORE;
 }
 
-int frame_reader_step(frame_reader *r, int fd, json_t **out, char *err, size_t errlen)
+/* Reads once into the body; FRAME_READY when the body is complete. */
+static int step_body(frame_reader *r, int fd, char *err, size_t errlen)
 {
-    *out = NULL;
     if (!r->body)
         return step_head(r, fd, err, errlen);
     ssize_t n = read(fd, r->body + r->body_have, r->body_len - r->body_have);
@@ -105,11 +105,37 @@ int frame_reader_step(frame_reader *r, int fd, json_t **out, char *err, size_t e
         return FRAME_ERROR;
     }
     r->body_have += (size_t)n;
-    if (r->body_have < r->body_len)
-        return FRAME_MORE;
-    int rc = frame_parse(r->body, r->body_len, out, err, errlen);
+    return r->body_have < r->body_len ? FRAME_MORE : FRAME_READY;
+}
+
+int frame_reader_step(frame_reader *r, int fd, json_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    int rc = step_body(r, fd, err, errlen);
+    if (rc != FRAME_READY)
+        return rc;
+    rc = frame_parse(r->body, r->body_len, out, err, errlen);
     frame_reader_reset(r);
     return rc == 0 ? FRAME_READY : FRAME_ERROR;
+}
+
+int frame_reader_step_raw(frame_reader *r, int fd, char **data, size_t *len, char *err,
+                          size_t errlen)
+{
+    *data = NULL;
+    *len = 0;
+    int rc = step_body(r, fd, err, errlen);
+    if (rc == FRAME_EOF) {
+        snprintf(err, errlen, "truncated frame: end of stream before a raw frame");
+        return FRAME_ERROR;
+    }
+    if (rc != FRAME_READY)
+        return rc;
+    *data = r->body; /* handed over whole: no copy of a large payload */
+    *len = r->body_len;
+    r->body = NULL;
+    frame_reader_reset(r);
+    return FRAME_READY;
 }
 
 int frame_read(int fd, size_t max, json_t **out, char *err, size_t errlen)
@@ -156,6 +182,44 @@ static int write_iov_full(int fd, struct iovec *iov, int iovcnt)
             iov->iov_base = (char *)iov->iov_base + done;
             iov->iov_len -= done;
         }
+    }
+    return 0;
+}
+
+/* Gathered writes go out in groups of this many pieces (below IOV_MAX). */
+#define FRAME_IOV_GROUP 512
+
+int frame_write_raw(int fd, const struct iovec *parts, size_t n, size_t max, char *err,
+                    size_t errlen)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (parts[i].iov_len > SIZE_MAX - total) {
+            snprintf(err, errlen, "raw frame too large");
+            return -1;
+        }
+        total += parts[i].iov_len;
+    }
+    if (total == 0 || total > max || total > UINT32_MAX) {
+        snprintf(err, errlen, "raw frame of %zu bytes is empty or exceeds the limit of %zu",
+                 total, max);
+        return -1;
+    }
+    unsigned char head[4] = {(unsigned char)(total >> 24), (unsigned char)(total >> 16),
+                             (unsigned char)(total >> 8), (unsigned char)total};
+    struct iovec group[FRAME_IOV_GROUP];
+    group[0] = (struct iovec){head, sizeof head};
+    size_t used = 1;
+    for (size_t i = 0; i <= n; i++) {
+        if (used == FRAME_IOV_GROUP || (i == n && used > 0)) {
+            if (write_iov_full(fd, group, (int)used) != 0) {
+                snprintf(err, errlen, "cannot write frame: %s", strerror(errno));
+                return -1;
+            }
+            used = 0;
+        }
+        if (i < n && parts[i].iov_len > 0)
+            group[used++] = parts[i];
     }
     return 0;
 }

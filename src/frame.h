@@ -43,6 +43,13 @@ void frame_reader_reset(frame_reader *r);
  * FRAME_IO_ERROR with a message in err. EINTR is FRAME_MORE so callers can look at signals. */
 int frame_reader_step(frame_reader *r, int fd, json_t **out, char *err, size_t errlen);
 
+/* Like frame_reader_step for a raw frame: the payload is bytes, not JSON.
+ * On FRAME_READY *data (malloc'd, the caller frees it) and *len hold the
+ * payload; a clean end of stream is FRAME_ERROR here (a raw frame is always
+ * announced by the JSON frame before it). */
+int frame_reader_step_raw(frame_reader *r, int fd, char **data, size_t *len, char *err,
+                          size_t errlen);
+
 /* Blocking read of one whole frame (retries EINTR). Same results as a step,
  * never FRAME_MORE. */
 int frame_read(int fd, size_t max, json_t **out, char *err, size_t errlen);
@@ -55,6 +62,14 @@ int frame_parse(const char *data, size_t len, json_t **out, char *err, size_t er
  * with MSG_NOSIGNAL so a dead peer is an error (EPIPE), not a SIGPIPE.
  * Returns 0, or -1 with err set (payload over max, encoding failed, I/O). */
 int frame_write(int fd, const json_t *obj, size_t max, char *err, size_t errlen);
+
+/* Writes one raw frame: the length prefix, then the n parts back to back,
+ * straight from the caller's memory (no copy is made of a large payload).
+ * Used for a batch's prompts (docs/internals/sandbox-protocol.md). Returns 0,
+ * or -1 with err set (empty, over max, I/O). */
+struct iovec;
+int frame_write_raw(int fd, const struct iovec *parts, size_t n, size_t max, char *err,
+                    size_t errlen);
 
 /* Bytes frame_write would put on the wire for obj (prefix included), or 0 if
  * it cannot be encoded. Lets a sender refuse an oversized frame gracefully. */

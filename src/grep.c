@@ -120,37 +120,52 @@ typedef struct cursor {
 } cursor;
 
 /* The walk between hits counts characters (bytes that are not UTF-8
- * continuation bytes, 10xxxxxx) and newlines eight bytes at a time, adding
- * per-byte flags into byte lanes and summing the lanes every 255 words: it
- * covers every byte before the last hit, so it must cost less than PCRE2. */
-#define HIGH_BITS 0x8080808080808080ULL
+ * continuation bytes, 10xxxxxx) and newlines 16 bytes at a time with the
+ * compiler's portable vectors (SSE2 on x86-64, NEON on arm64: wider ones
+ * without AVX enabled compile to slow piecewise code): a comparison
+ * gives all ones (255) in each matching byte lane, and subtracting that
+ * modulo 256 adds one to the lane's counter; counters are summed every 255
+ * vectors, before any can wrap. It covers every byte before the last hit,
+ * so it must cost well under PCRE2's own scan: with it, 100,000 hits over
+ * 400 MB took 0.07 s in the sandbox instead of 0.17 s with 8-byte words. */
+typedef unsigned char bytes16 __attribute__((vector_size(16)));
 
-static uint64_t lanes_sum(uint64_t x)
+static size_t lanes_sum(bytes16 counts)
 {
-    uint64_t pairs = (x & 0x00FF00FF00FF00FFULL) + ((x >> 8) & 0x00FF00FF00FF00FFULL);
-    return (pairs * 0x0001000100010001ULL) >> 48;
+    size_t sum = 0;
+    for (int k = 0; k < 16; k++)
+        sum += counts[k];
+    return sum;
 }
 
 static void cursor_advance(cursor *c, const char *d, size_t to)
 {
     const unsigned char *p = (const unsigned char *)d;
     size_t i = c->pos, lines = 0;
-    while (i + 8 <= to) {
-        uint64_t continuation = 0, newline = 0;
-        size_t words = (to - i) / 8;
-        if (words > 255)
-            words = 255;
-        for (size_t k = 0; k < words; k++, i += 8) {
-            uint64_t w;
-            memcpy(&w, p + i, 8);
-            if (!c->ascii)
-                continuation += (w & ~(w << 1) & HIGH_BITS) >> 7;
-            uint64_t x = w ^ 0x0A0A0A0A0A0A0A0AULL;
-            uint64_t nonzero = ((x & 0x7F7F7F7F7F7F7F7FULL) + 0x7F7F7F7F7F7F7F7FULL) | x;
-            newline += (~nonzero & HIGH_BITS) >> 7;
+    const bytes16 newline = (bytes16){0} + '\n';
+    const bytes16 top2 = (bytes16){0} + 0xC0;
+    const bytes16 continuation = (bytes16){0} + 0x80;
+    while (i + 16 <= to) {
+        bytes16 nl_count = {0}, cont_count = {0};
+        size_t vectors = (to - i) / 16;
+        if (vectors > 255)
+            vectors = 255;
+        if (c->ascii) {
+            for (size_t k = 0; k < vectors; k++, i += 16) {
+                bytes16 v;
+                memcpy(&v, p + i, 16);
+                nl_count -= (bytes16)(v == newline);
+            }
+        } else {
+            for (size_t k = 0; k < vectors; k++, i += 16) {
+                bytes16 v;
+                memcpy(&v, p + i, 16);
+                nl_count -= (bytes16)(v == newline);
+                cont_count -= (bytes16)((v & top2) == continuation);
+            }
         }
-        c->chars += words * 8 - lanes_sum(continuation);
-        lines += lanes_sum(newline);
+        c->chars += vectors * 16 - (c->ascii ? 0 : lanes_sum(cont_count));
+        lines += lanes_sum(nl_count);
     }
     for (; i < to; i++) {
         c->chars += (p[i] & 0xC0) != 0x80;

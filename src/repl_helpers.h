@@ -15,7 +15,9 @@
 
 #include "ingest.h"
 
-/* Registers `_rlm_docs` as a built-in module; call before Py_Initialize. */
+/* Registers `_rlm_docs` as a built-in module, and gives Python's object
+ * allocator arenas populated in one mmap (page faults one by one made
+ * building the helpers' results slow); call before Py_Initialize. */
 int repl_helpers_register(void);
 
 /* Hands the helpers the documents `context` was built from. ascii[i] is 1

@@ -6,7 +6,10 @@
 #include "frame.h"
 
 #include <jansson.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 const char *const repl_allowed_modules[] = {
@@ -312,17 +315,20 @@ static json_t *json_list_from_py(PyObject *seq, int allow_none)
 /* Sends one "call" frame and waits for its "call_result". The host may take
  * as long as the sub-models need; a SIGINT meanwhile only sets CPython's flag
  * (read_full retries EINTR) and surfaces as KeyboardInterrupt afterwards. */
-static PyObject *subcall_exchange(repl_state *st, json_t *call, Py_ssize_t n, const char *fname)
+static PyObject *subcall_exchange(repl_state *st, json_t *call, Py_ssize_t n, const char *fname,
+                                  const struct iovec *raw, size_t n_raw, size_t raw_size)
 {
     char err[256];
     size_t size = frame_encoded_size(call);
-    if (size == 0 || size > st->frame_max)
+    if (size == 0 || size > st->frame_max || raw_size > st->frame_max)
         return PyErr_Format(PyExc_ValueError,
                             "%s: the prompts are too large to send (%zu bytes, the limit is "
                             "%zu); send smaller pieces",
-                            fname, size, st->frame_max);
+                            fname, raw ? raw_size : size, st->frame_max);
     if (frame_write(st->fd, call, st->frame_max, err, sizeof err) != 0)
         _exit(3); /* the host is gone: nothing left to serve */
+    if (raw && frame_write_raw(st->fd, raw, n_raw, st->frame_max, err, sizeof err) != 0)
+        _exit(3);
     json_t *reply = NULL;
     int rc = frame_read(st->fd, st->frame_max, &reply, err, sizeof err);
     if (rc != FRAME_READY)
@@ -361,6 +367,70 @@ fail:
     return list;
 }
 
+/* Design note. A batch of plain sub-calls can carry the whole input (the
+ * OOLONG-style scripts send every line once): encoding it as JSON would make
+ * two more copies here (a json_t per prompt, then the dumped text) and cost
+ * the host a JSON parse of tens of megabytes before the first request goes
+ * out. So the prompts go as one raw frame after a small "call" frame that
+ * lists their byte lengths ("prompt_lengths"); each prompt is followed by a
+ * NUL. ASCII strings (the common case) are written straight from CPython's
+ * buffer; any other string is encoded to UTF-8 once and kept until sent. */
+static PyObject *subcall_raw(repl_state *st, PyObject *seq, Py_ssize_t n, PyObject *model,
+                             const char *fname)
+{
+    static const char nul = '\0';
+    PyObject *result = NULL;
+    PyObject **encoded = calloc((size_t)n, sizeof *encoded);
+    struct iovec *parts = calloc((size_t)n * 2, sizeof *parts);
+    json_t *call = json_object();
+    json_t *lengths = json_array();
+    size_t total = 0;
+    if (!encoded || !parts || !call || !lengths) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        const char *data;
+        size_t len;
+        if (PyUnicode_Check(item) && PyUnicode_IS_ASCII(item)) {
+            data = PyUnicode_DATA(item);
+            len = (size_t)PyUnicode_GET_LENGTH(item);
+        } else {
+            encoded[i] = repl_utf8_bytes(item);
+            if (!encoded[i])
+                goto fail;
+            data = PyBytes_AS_STRING(encoded[i]);
+            len = (size_t)PyBytes_GET_SIZE(encoded[i]);
+        }
+        parts[2 * i] = (struct iovec){(void *)data, len};
+        parts[2 * i + 1] = (struct iovec){(void *)&nul, 1};
+        total = len + 1 > SIZE_MAX - total ? SIZE_MAX : total + len + 1;
+        if (json_array_append_new(lengths, json_integer((json_int_t)len)) != 0) {
+            PyErr_NoMemory();
+            goto fail;
+        }
+    }
+    json_t *model_json = model && model != Py_None ? json_from_py(model) : json_null();
+    if (!model_json || json_object_set_new(call, "model", model_json) != 0 ||
+        json_object_set_new(call, "type", json_string("call")) != 0 ||
+        json_object_set_new(call, "kind", json_string("llm")) != 0 ||
+        json_object_set(call, "prompt_lengths", lengths) != 0) {
+        if (!PyErr_Occurred())
+            PyErr_NoMemory();
+        goto fail;
+    }
+    result = subcall_exchange(st, call, n, fname, parts, (size_t)n * 2, total);
+fail:
+    for (Py_ssize_t i = 0; encoded && i < n; i++)
+        Py_XDECREF(encoded[i]);
+    free(encoded);
+    free(parts);
+    json_decref(lengths);
+    json_decref(call);
+    return result;
+}
+
 static PyObject *subcall(PyObject *module, int rlm, PyObject *prompts, PyObject *contexts,
                          PyObject *model, const char *fname)
 {
@@ -378,6 +448,10 @@ static PyObject *subcall(PyObject *module, int rlm, PyObject *prompts, PyObject 
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
     if (n == 0) {
         result = PyList_New(0);
+        goto fail;
+    }
+    if (!rlm && (!contexts || contexts == Py_None)) {
+        result = subcall_raw(st, seq, n, model, fname);
         goto fail;
     }
     call = json_object();
@@ -402,7 +476,7 @@ static PyObject *subcall(PyObject *module, int rlm, PyObject *prompts, PyObject 
         json_object_set_new(call, "type", json_string("call")) != 0 ||
         json_object_set_new(call, "kind", json_string(rlm ? "rlm" : "llm")) != 0)
         goto fail;
-    result = subcall_exchange(st, call, n, fname);
+    result = subcall_exchange(st, call, n, fname, NULL, 0, 0);
 fail:
     if (!result && !PyErr_Occurred())
         PyErr_NoMemory();

@@ -29,6 +29,7 @@
 #include "sandbox.h"
 
 #include "frame.h"
+#include "utf8.h"
 #include "util.h"
 
 #include <errno.h>
@@ -54,6 +55,7 @@
 #define SANDBOX_START_TIMEOUT 10.0 /* seconds for spawn + preload + lockdown */
 #define SANDBOX_SEND_TIMEOUT 10    /* seconds a blocked write to the child may take */
 #define SANDBOX_MAX_BATCH 65536    /* prompts in one sub-call frame */
+#define SANDBOX_RAW_STALL_MS 30000 /* a raw frame that stops arriving this long is dropped */
 #define SANDBOX_FD_FLOOR 10        /* our fds to hand over sit above 3 and 4 */
 
 struct sandbox {
@@ -580,14 +582,110 @@ static char *compose_rlm_prompt(json_t *prompt, json_t *context)
     return buf_take(&b);
 }
 
+static int poll_timeout_ms(double seconds)
+{
+    if (seconds <= 0)
+        return 0;
+    double ms = ceil(seconds * 1000.0);
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+/* Reads the raw frame that follows a call frame with "prompt_lengths". The
+ * child writes it right after the call frame, so this waits only while bytes
+ * keep coming: a child that stalls mid-frame is a protocol error. */
+static int read_raw_frame(sandbox *sb, const wait_state *ws, char **data, size_t *len, char *why,
+                          size_t whylen)
+{
+    for (;;) {
+        /* Bounded by the cell's wall time too, so a stalled child costs no more
+         * than any other cell would. */
+        int wait_ms = SANDBOX_RAW_STALL_MS;
+        if (ws->interrupted || ws->timeout > 0) {
+            double now = clock_now();
+            double left = ws->interrupted ? ws->kill_at - now
+                                          : ws->timeout - (now - ws->started - ws->call_seconds);
+            int left_ms = poll_timeout_ms(left);
+            wait_ms = left_ms < wait_ms ? left_ms : wait_ms;
+        }
+        struct pollfd p = {.fd = sb->sock, .events = POLLIN};
+        int n = poll(&p, 1, wait_ms);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            snprintf(why, whylen, "the prompts of a call did not arrive");
+            return -1;
+        }
+        int rc = frame_reader_step_raw(&sb->reader, sb->sock, data, len, why, whylen);
+        if (rc == FRAME_READY)
+            return 0;
+        if (rc != FRAME_MORE)
+            return -1;
+    }
+}
+
+static int utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        if (p[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n = utf8_sequence_length(p + i, len - i);
+        if (n == 0)
+            return 0;
+        i += n;
+    }
+    return 1;
+}
+
+/* Points texts[i] into the raw frame: prompt i is lengths[i] bytes followed
+ * by a NUL, back to back, filling the frame exactly. Invalid UTF-8 (only a
+ * hostile child sends it) is repaired into owned[i]. 0, or -1 when the
+ * lengths do not describe the frame. */
+static int split_raw_prompts(json_t *lengths, const char *data, size_t len, const char **texts,
+                             char **owned)
+{
+    size_t off = 0;
+    for (size_t i = 0; i < json_array_size(lengths); i++) {
+        json_t *l = json_array_get(lengths, i);
+        if (!json_is_integer(l) || json_integer_value(l) < 0)
+            return -1;
+        size_t n = (size_t)json_integer_value(l);
+        if (n >= len - off || data[off + n] != '\0')
+            return -1;
+        texts[i] = data + off;
+        if (!utf8_valid(data + off, n)) {
+            owned[i] = utf8_sanitize(data + off, n, NULL);
+            if (!owned[i])
+                return -1;
+            texts[i] = owned[i];
+        }
+        off += n + 1;
+    }
+    return off == len ? 0 : -1;
+}
+
 /* Serves one "call" frame. Returns 0, or -1 with why set when the frame is
- * malformed (a protocol error) or the reply cannot be sent. */
+ * malformed (a protocol error) or the reply cannot be sent. Prompts come in
+ * the frame ("prompts") or, for plain sub-calls, in a raw frame right after
+ * it ("prompt_lengths"; docs/internals/sandbox-protocol.md): that skips a
+ * JSON parse and a copy of a batch that may hold the whole input. */
 static int serve_call(sandbox *sb, json_t *frame, wait_state *ws, char *why, size_t whylen)
 {
     const char *kind_text = json_string_value(json_object_get(frame, "kind"));
     json_t *prompts = json_object_get(frame, "prompts");
+    json_t *lengths = json_object_get(frame, "prompt_lengths");
     json_t *contexts = json_object_get(frame, "contexts");
     json_t *model = json_object_get(frame, "model");
+    char *raw = NULL;
+    size_t raw_len = 0;
+    if (json_is_array(lengths)) {
+        if (read_raw_frame(sb, ws, &raw, &raw_len, why, whylen) != 0)
+            return -1;
+        prompts = lengths; /* the same count and bounds checks apply */
+    }
     size_t n = json_array_size(prompts);
     int kind = kind_text && strcmp(kind_text, "rlm") == 0   ? SANDBOX_CALL_RLM
                : kind_text && strcmp(kind_text, "llm") == 0 ? SANDBOX_CALL_LLM
@@ -597,6 +695,7 @@ static int serve_call(sandbox *sb, json_t *frame, wait_state *ws, char *why, siz
         (contexts && !json_is_null(contexts) &&
          (!json_is_array(contexts) || json_array_size(contexts) != n))) {
         snprintf(why, whylen, "malformed call frame");
+        free(raw);
         return -1;
     }
     int rc = -1;
@@ -608,7 +707,13 @@ static int serve_call(sandbox *sb, json_t *frame, wait_state *ws, char *why, siz
         snprintf(why, whylen, "out of memory");
         goto fail;
     }
-    for (size_t i = 0; i < n; i++) {
+    if (raw) {
+        if (split_raw_prompts(lengths, raw, raw_len, texts, owned) != 0) {
+            snprintf(why, whylen, "malformed call frame (prompt lengths do not match)");
+            goto fail;
+        }
+    }
+    for (size_t i = 0; !raw && i < n; i++) {
         json_t *p = json_array_get(prompts, i);
         json_t *c = json_is_array(contexts) ? json_array_get(contexts, i) : NULL;
         if (!json_is_string(p) || (c && !json_is_null(c) && !json_is_string(c))) {
@@ -671,16 +776,9 @@ fail:
     free(results);
     free(owned);
     free(texts);
+    free(raw);
     json_decref(list);
     return rc;
-}
-
-static int poll_timeout_ms(double seconds)
-{
-    if (seconds <= 0)
-        return 0;
-    double ms = ceil(seconds * 1000.0);
-    return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
 /* Reads frames until one of type `want`, serving calls meanwhile and

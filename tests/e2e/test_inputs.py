@@ -171,6 +171,44 @@ except RuntimeError as e:
         self.assertIn("S 1 None 0", out)
         self.assertIn("G 50 40", out)
 
+    def test_grep_agrees_with_re(self):
+        # Every hit's line, character offset and line text equal what a
+        # re.finditer loop computes, in an ASCII document and in one with
+        # multi-byte characters and long hit-free stretches (the C walk
+        # counts lines and characters in blocks between hits); calling it
+        # again after dropping the result (memory reused) gives the same.
+        ascii_text = "".join("row %d %s\n" % (i, "hit" if i % 7 == 0 else "-") for i in range(5000))
+        wide = "".join(("\u00e9\u20ac\n" * 900 if i % 3 else "caf\u00e9 hit \u20ac\n")
+                       for i in range(60))
+        a = self.write("a.txt", ascii_text)
+        w = self.write("w.txt", wide)
+        code = repl("""
+import re
+def expected(text):
+    out = []
+    for m in re.finditer(r"hit", text):
+        s = m.start()
+        a = text.rfind("\\n", 0, s) + 1
+        b = text.find("\\n", s)
+        out.append((text.count("\\n", 0, s) + 1, s, text[a:b if b >= 0 else len(text)]))
+    return out
+for round in range(2):
+    g = grep(r"hit", max_hits=100000)
+    got = {}
+    for h in g:
+        got.setdefault(h["doc"], []).append((h["line"], h["offset"], h["text"]))
+    same = all(got.get(k, []) == expected(v) for k, v in context.items())
+    print("AGREE", round, len(g), same)
+    del g
+""")
+        with FakeLM(two_turns(code)) as lm:
+            res = self.rlm(["--context", a, "--context", w, QUESTION], lm)
+        self.assertExit(res, 0)
+        out = "\n".join(self.code_outputs(res))
+        n = ascii_text.count("hit") + wide.count("hit")
+        self.assertIn("AGREE 0 %d True" % n, out)
+        self.assertIn("AGREE 1 %d True" % n, out)
+
     def test_direct_mode(self):
         path = self.write("small.txt", "The answer is 42.\n")
         rules = [{"match": "The answer is 42", "reply": "It is 42."}]

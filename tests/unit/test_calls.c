@@ -173,6 +173,26 @@ static void test_cache_hit_record_and_replay(void **state)
     calls_free(c);
 }
 
+/* With no cache, record or replay no request key is computed: every request
+ * of the batch goes straight to the endpoint (here there is none, which is
+ * the call path's error, not a crash). */
+static void test_batch_without_cache_goes_to_endpoint(void **state)
+{
+    fixture *f = *state;
+    calls_options o = base_options(f);
+    calls *c;
+    char err[256];
+    assert_int_equal(calls_new(&o, &c, err, sizeof err), 0);
+    lm_message m[3] = {{"user", "a"}, {"user", "b"}, {"user", "c"}};
+    lm_request reqs[3] = {request(&m[0], "sub-model"), request(&m[1], "sub-model"),
+                          request(&m[2], "sub-model")};
+    calls_reply out[3];
+    assert_int_equal(calls_sub(c, reqs, 3, out), CALLS_FATAL);
+    assert_non_null(strstr(calls_errmsg(c), "no model endpoint"));
+    assert_true(calls_cost(c) == 0);
+    calls_free(c);
+}
+
 static void test_bad_replay_and_record_paths(void **state)
 {
     fixture *f = *state;
@@ -258,6 +278,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_keys_differ_by_what_changes_replies, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cache_hit_record_and_replay, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_batch_without_cache_goes_to_endpoint, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_replay_and_record_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_budget_refuses_whole_batch, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_cost_with_unknown_price, setup, teardown),

@@ -147,7 +147,7 @@ static void test_bad_pattern_and_match_limit(void **state)
 }
 
 /* Line numbers and character offsets on a long mixed text, checked against
- * a byte-by-byte count (the grep walk counts eight bytes at a time). */
+ * a byte-by-byte count (the grep walk counts sixteen bytes at a time). */
 static void test_positions_on_long_text(void **state)
 {
     size_t len = 100000;
@@ -172,6 +172,43 @@ static void test_positions_on_long_text(void **state)
         assert_int_equal(r.hits[h].line_no, line);
         assert_int_equal(r.hits[h].char_offset, chars);
         assert_memory_equal(r.hits[h].line, "\xe2\x82\xac x", r.hits[h].line_len);
+    }
+    grep_result_free(&r);
+    grep_free(g);
+    free(text);
+}
+
+/* Hits far apart: the walk between them runs many full blocks of 255
+ * vectors, over runs of nothing but newlines and of nothing but multi-byte
+ * characters (every byte lane counts to its maximum), starting at odd
+ * offsets. Positions must equal a byte-by-byte count. */
+static void test_positions_across_long_gaps(void **state)
+{
+    size_t len = 300000;
+    char *text = malloc(len + 1);
+    static const char euro[] = "\xe2\x82\xac";
+    for (size_t i = 0; i < len; i++) {
+        size_t zone = i / 20011;
+        text[i] = zone % 3 == 0 ? '\n' : zone % 3 == 1 ? euro[i % 3] : 'a';
+    }
+    for (size_t at = 7; at + 1 < len; at += 29989)
+        text[at] = 'Z';
+    text[len] = '\0';
+    ingest_doc d = {.name = "gaps", .data = text, .len = len};
+    grep *g;
+    char err[256];
+    grep_result r;
+    assert_int_equal(grep_compile("Z", 1, "", NULL, &g, err, sizeof err), 0);
+    assert_int_equal(grep_run(g, &d, 1, SIZE_MAX, 100000, &r, err, sizeof err), 0);
+    assert_int_equal(r.n, (len - 2 - 7) / 29989 + 1);
+    size_t line = 1, chars = 0, pos = 0;
+    for (size_t h = 0; h < r.n; h++) {
+        for (; pos < r.hits[h].offset; pos++) {
+            line += text[pos] == '\n';
+            chars += ((unsigned char)text[pos] & 0xC0) != 0x80;
+        }
+        assert_int_equal(r.hits[h].line_no, line);
+        assert_int_equal(r.hits[h].char_offset, chars);
     }
     grep_result_free(&r);
     grep_free(g);
@@ -211,6 +248,7 @@ int main(void)
         cmocka_unit_test(test_bad_pattern_and_match_limit),
         cmocka_unit_test(test_positions_on_long_text),
         cmocka_unit_test(test_ascii_fast_path),
+        cmocka_unit_test(test_positions_across_long_gaps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

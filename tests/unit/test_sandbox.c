@@ -365,6 +365,33 @@ static void test_llm_query_batched(void **state)
     sandbox_free(sb);
 }
 
+/* Plain batches travel as a raw frame (prompt lengths + bytes): every kind of
+ * string must arrive exactly, in order, however many there are. */
+static void test_llm_query_batched_raw(void **state)
+{
+    sandbox *sb = start_default(state);
+    recorder r = {.fail_prompt = -1};
+    sandbox_cell cell;
+    run_with(sb,
+             "out = llm_query_batched(['', 'caf\\u00e9 \\u2603', 'bad \\udcff end', 12, "
+             "'x' * 100000] + ['p%d' % i for i in range(1500)])\n"
+             "print(len(out), out[0], out[1], out[2], out[3], len(out[4]), out[5], out[-1])",
+             &r, &cell);
+    if (cell.raised)
+        print_message("output: %s\n", cell.output);
+    assert_false(cell.raised);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(r.n_prompts, 1505);
+    assert_string_equal(r.prompts[0], "");
+    assert_string_equal(r.prompts[1], "caf\xc3\xa9 \xe2\x98\x83");
+    assert_string_equal(r.prompts[2], "bad ? end");
+    assert_string_equal(r.prompts[3], "12");
+    assert_string_equal(cell.output,
+                        "1505 R: R:caf\xc3\xa9 \xe2\x98\x83 R:bad ? end R:12 100002 R:p0 R:p1499\n");
+    sandbox_cell_clear(&cell);
+    sandbox_free(sb);
+}
+
 static void test_rlm_query(void **state)
 {
     sandbox *sb = start_default(state);
@@ -579,6 +606,18 @@ static void test_protocol_violations(void **state)
     expect_restart(sb, code, "unexpected frame");
     /* Half a frame, then silence: the timeout ends it. */
     snprintf(code, sizeof code, "%sos.write(3, b'\\x00\\x00\\x01\\x00{\"ty')\nwhile True: pass",
+             os);
+    expect_restart(sb, code, "restarted");
+    /* A batch whose prompt lengths do not match the raw frame after it. */
+    snprintf(code, sizeof code,
+             "%sp = b'{\"type\":\"call\",\"kind\":\"llm\",\"prompt_lengths\":[5]}'\n"
+             "os.write(3, len(p).to_bytes(4, 'big') + p + b'\\x00\\x00\\x00\\x04abc\\x00')",
+             os);
+    expect_restart(sb, code, "malformed call frame");
+    /* A batch announced, its prompts never sent: the cell's timeout ends it. */
+    snprintf(code, sizeof code,
+             "%sp = b'{\"type\":\"call\",\"kind\":\"llm\",\"prompt_lengths\":[5]}'\n"
+             "os.write(3, len(p).to_bytes(4, 'big') + p)\nwhile True: pass",
              os);
     expect_restart(sb, code, "restarted");
     /* The child closing the socket. */
@@ -805,6 +844,7 @@ int main(void)
         cmocka_unit_test(test_show_vars),
         cmocka_unit_test(test_llm_query),
         cmocka_unit_test(test_llm_query_batched),
+        cmocka_unit_test(test_llm_query_batched_raw),
         cmocka_unit_test(test_rlm_query),
         cmocka_unit_test(test_callback_stop),
         cmocka_unit_test(test_sigint_during_subcall),

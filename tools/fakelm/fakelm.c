@@ -937,6 +937,7 @@ typedef struct request {
     bool drop;
     unsigned status;
     long latency_ms;
+    double arrived;        /* clock_now() when the headers came in */
     struct MHD_Response *response;
 } request;
 
@@ -1909,6 +1910,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (!(req = calloc(1, sizeof *req)))
             return MHD_NO;
         buf_init(&req->body, FAKELM_MAX_BODY);
+        req->arrived = clock_now();
         req->endpoint = route(url, method);
         *con_cls = req;
         if (req->endpoint == EP_CHAT || req->endpoint == EP_MESSAGES)
@@ -1923,9 +1925,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     if (!req->prepared) {
         request_prepare(s, req, conn);
-        if (req->latency_ms > 0) {
+        /* Latency counts from arrival, like a real server's time to answer:
+         * the time spent preparing the answer (oracle lookups) and waiting
+         * behind other requests on this one thread is part of it, so the fake
+         * adds exactly the configured latency and no queueing of its own. */
+        double due = req->arrived + (double)req->latency_ms / 1000.0;
+        if (req->latency_ms > 0 && due > clock_now()) {
             MHD_suspend_connection(conn);
-            if (timer_add(&s->timer, conn, clock_now() + (double)req->latency_ms / 1000.0) != 0)
+            if (timer_add(&s->timer, conn, due) != 0)
                 MHD_resume_connection(conn);
             return MHD_YES;
         }
