@@ -59,7 +59,9 @@ typedef struct http_request {
     const char *body;           /* POST this body when non-NULL, else GET */
     size_t body_len;
     double timeout;             /* total seconds for this transfer; <= 0: no limit */
-    double delay;               /* do not start before this many seconds from now (retry backoff) */
+    double delay;               /* do not start before this many seconds from now (retry
+                                 * backoff, pacing); delayed transfers start in 50 ms
+                                 * slices, so up to that much later */
     http_done_fn done;          /* required */
     void *ctx;
     /* Optional: */

@@ -680,6 +680,63 @@ static void test_http_body_cap(void **state)
     http_client_free(c);
     }
 
+/* Waits for one sync_result and returns its status (0 if no response). */
+static long sync_wait(sync_result *r)
+{
+    pthread_mutex_lock(&r->lock);
+    while (!r->done)
+        pthread_cond_wait(&r->cond, &r->lock);
+    long status = r->outcome == HTTP_OK ? r->status : 0;
+    pthread_mutex_unlock(&r->lock);
+    return status;
+}
+
+/* The http layer reuses header lists across transfers: it must go by their
+ * content, not by the caller's array (here one array whose line changes),
+ * keep GET and POST apart, and stay right past its cache's size. Delayed
+ * submissions that arrive out of order all complete. */
+static void test_http_header_reuse(void **state)
+{
+    server *s = *state;
+    server_start(s, "{\"rules\": [{\"match\": \"\", \"reply\": \"ok\"}]}", "sk-right");
+    char err[128];
+    http_client *c = http_client_new(NULL, err, sizeof err);
+    assert_non_null(c);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", s->port);
+    static const char body[] = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+    char auth[64], extra[64];
+    const char *headers[] = {"Content-Type: application/json", auth, extra, NULL};
+
+    for (int round = 0; round < 12; round++) {
+        /* 12 distinct header sets: more than the cache holds. */
+        snprintf(extra, sizeof extra, "X-Round: %d", round);
+        for (int good = 0; good < 2; good++) {
+            snprintf(auth, sizeof auth, "Authorization: Bearer %s", good ? "sk-right" : "sk-wrong");
+            sync_result r = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+            http_request req = {.url = url, .headers = headers, .body = body, .body_len = sizeof body - 1,
+                                .timeout = 10, .done = on_sync_done, .ctx = &r};
+            assert_int_equal(http_submit(c, &req), 0);
+            assert_int_equal(sync_wait(&r), good ? 200 : 401);
+        }
+    }
+
+    /* Delays submitted out of order: the timed queue keeps them sorted. */
+    snprintf(auth, sizeof auth, "Authorization: Bearer sk-right");
+    static const double delays[] = {0.3, 0.1, 0.2, 0.1, 0.0, 0.25};
+    enum { N_DELAYED = sizeof delays / sizeof delays[0] };
+    sync_result rs[N_DELAYED];
+    for (int i = 0; i < N_DELAYED; i++) {
+        rs[i] = (sync_result){.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+        http_request req = {.url = url, .headers = headers, .body = body, .body_len = sizeof body - 1,
+                            .timeout = 10, .delay = delays[i], .done = on_sync_done, .ctx = &rs[i]};
+        assert_int_equal(http_submit(c, &req), 0);
+    }
+    for (int i = 0; i < N_DELAYED; i++)
+        assert_int_equal(sync_wait(&rs[i]), 200);
+    http_client_free(c);
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -1013,6 +1070,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rate_limit_pacing, setup_server, teardown_server),
         cmocka_unit_test_setup_teardown(test_round_robin_failover, setup_server, teardown_server),
         cmocka_unit_test_setup_teardown(test_fault_mix, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_http_header_reuse, setup_server, teardown_server),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
