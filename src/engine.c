@@ -603,6 +603,7 @@ static int engine_first_messages(engine *e, const context *ctx, const char *ques
         return -1;
     /* The description read the whole input; the host needs none of it now. */
     context_release_pages(ctx);
+    ingest_release_pages(e->p->docs);
     int rc = engine_push(e, "system", prompt_system(e->p->max_iterations));
     if (rc == 0)
         rc = engine_push(e, "user", prompt_first_user(description, question, e->p->max_iterations));

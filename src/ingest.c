@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -1165,4 +1166,22 @@ int ingest_unpack(const void *pack, size_t len, const void *data, size_t data_le
     *docs_out = docs;
     *n_docs = h.n_docs;
     return 0;
+}
+
+void ingest_release_pages(const ingest_set *s)
+{
+    if (!s)
+        return;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    for (size_t i = 0; i < ingest_count(s); i++) {
+        const ingest_doc *d = &ingest_docs(s)[i];
+        if (!d->data || d->len < page)
+            continue;
+        /* Whole pages inside the document only: a neighbour sharing a page
+         * keeps it (it is only a hint, and shared pages are never lost). */
+        uintptr_t start = ((uintptr_t)d->data + page - 1) & ~(uintptr_t)(page - 1);
+        uintptr_t end = ((uintptr_t)d->data + d->len) & ~(uintptr_t)(page - 1);
+        if (end > start)
+            madvise((void *)start, end - start, MADV_DONTNEED);
+    }
 }

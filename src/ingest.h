@@ -65,6 +65,13 @@ const ingest_doc *ingest_docs(const ingest_set *s);     /* ingest_count entries,
 size_t ingest_total_bytes(const ingest_set *s);
 size_t ingest_invalid_utf8(const ingest_set *s);        /* over all documents */
 
+/* Tells the kernel the host is done with the pages of every document (after
+ * describing the set): they leave the host's resident set but stay in the
+ * page cache or memfd, where the sandbox's own mapping finds them. Every
+ * document lives in a shared mapping, so nothing is lost; later reads fault
+ * the pages back in. */
+void ingest_release_pages(const ingest_set *s);
+
 /* What was skipped or repaired, one line each ("skipped 'a/b.bin': binary").
  * ingest_problem_total counts them all, including those not kept. */
 size_t ingest_problem_count(const ingest_set *s);

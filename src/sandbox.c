@@ -53,6 +53,9 @@
 #include <unistd.h>
 
 #define SANDBOX_START_TIMEOUT 10.0 /* seconds for spawn + preload + lockdown */
+/* Loading the context into one str costs time in proportion to its size
+ * (about 5 s per GB where fresh pages are dear): extra start-up seconds. */
+#define SANDBOX_START_SECONDS_PER_GB 10.0
 #define SANDBOX_SEND_TIMEOUT 10    /* seconds a blocked write to the child may take */
 #define SANDBOX_MAX_BATCH 65536    /* prompts in one sub-call frame */
 #define SANDBOX_RAW_STALL_MS 30000 /* a raw frame that stops arriving this long is dropped */
@@ -974,8 +977,10 @@ static int handshake(sandbox *sb, char *err, size_t errlen)
         return -1;
     }
     /* No SIGINT during start-up: the deadline ends it with SIGKILL. */
+    double start_limit = SANDBOX_START_TIMEOUT + SANDBOX_START_SECONDS_PER_GB *
+                         (double)(sb->context_len + sb->data_len) / 1e9;
     wait_state ws = {.started = clock_now(), .timeout = 0, .interrupted = 1,
-                     .kill_at = clock_now() + SANDBOX_START_TIMEOUT, .id = -1};
+                     .kill_at = clock_now() + start_limit, .id = -1};
     json_t *reply = NULL;
     int rc = wait_reply(sb, "ready", &ws, &reply, why, sizeof why);
     if (rc == WAIT_REPLY) {
@@ -990,7 +995,7 @@ static int handshake(sandbox *sb, char *err, size_t errlen)
     }
     if (rc == WAIT_KILLED) {
         stop_child(sb);
-        snprintf(err, errlen, "the sandbox was not ready after %.0f s", SANDBOX_START_TIMEOUT);
+        snprintf(err, errlen, "the sandbox was not ready after %.0f s", start_limit);
         return -1;
     }
     /* Start-up failures arrive as an "error" frame; why holds its message. */
