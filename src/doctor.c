@@ -14,39 +14,6 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
-static int is_executable(const char *path)
-{
-    return path && path[0] && access(path, X_OK) == 0;
-}
-
-/* The same search as rlm_new: the configured path, next to the running
- * program, ../libexec/rlm beside it, this build's, the install prefix. */
-static char *doctor_find_exe(const char *configured)
-{
-    if (configured && configured[0])
-        return strdup(configured);
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) {
-        self[n] = '\0';
-        char *slash = strrchr(self, '/');
-        if (slash) {
-            *slash = '\0';
-            static const char *const relative[] = {"/rlm-sandbox", "/../libexec/rlm/rlm-sandbox"};
-            for (size_t i = 0; i < sizeof relative / sizeof relative[0]; i++) {
-                buf b;
-                buf_init(&b, PATH_MAX * 2);
-                buf_printf(&b, "%s%s", self, relative[i]);
-                if (is_executable(b.data))
-                    return buf_take(&b);
-                buf_free(&b);
-            }
-        }
-    }
-    if (is_executable(RLM_SANDBOX_BUILD_PATH))
-        return strdup(RLM_SANDBOX_BUILD_PATH);
-    return strdup(RLM_SANDBOX_INSTALL_PATH);
-}
 
 static const char *config_value(const rlm_config *cfg, const char *key)
 {
@@ -72,7 +39,7 @@ rlm_status rlm_doctor(const rlm_config *cfg, char **report)
 {
     *report = NULL;
     rlm_status status = RLM_ERR_NOMEM;
-    char *exe = doctor_find_exe(config_value(cfg, "sandbox_exe"));
+    char *exe = sandbox_find_exe(config_value(cfg, "sandbox_exe"));
     json_t *out = json_object();
     if (!exe || !out)
         goto fail;

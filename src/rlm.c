@@ -18,6 +18,7 @@
 #include "ingest.h"
 #include "lm.h"
 #include "pricing.h"
+#include "sandbox.h"
 #include "trace.h"
 #include "util.h"
 
@@ -25,13 +26,6 @@
 #define MAX_BASE_URLS 16
 /* Bytes of warnings a handle keeps. */
 #define MAX_WARNINGS_BYTES (64 * 1024)
-
-#ifndef RLM_SANDBOX_BUILD_PATH
-#define RLM_SANDBOX_BUILD_PATH ""
-#endif
-#ifndef RLM_SANDBOX_INSTALL_PATH
-#define RLM_SANDBOX_INSTALL_PATH ""
-#endif
 
 const char *rlm_version(void)
 {
@@ -318,41 +312,6 @@ static rlm_status rlm_error(rlm *r, rlm_status status, const char *fmt, ...)
     return status;
 }
 
-static int is_executable(const char *path)
-{
-    return path && path[0] && access(path, X_OK) == 0;
-}
-
-/* The sandbox executable: the configured path, else next to the running
- * program (an installed or built `rlm`), else ../libexec/rlm beside it, else
- * this build's own, else the install prefix. */
-static char *find_sandbox_exe(const char *configured)
-{
-    if (configured && configured[0])
-        return strdup(configured);
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n > 0) {
-        self[n] = '\0';
-        char *slash = strrchr(self, '/');
-        if (slash) {
-            *slash = '\0';
-            buf b;
-            buf_init(&b, PATH_MAX * 2);
-            buf_printf(&b, "%s/rlm-sandbox", self);
-            if (is_executable(b.data))
-                return buf_take(&b);
-            buf_reset(&b);
-            buf_printf(&b, "%s/../libexec/rlm/rlm-sandbox", self);
-            if (is_executable(b.data))
-                return buf_take(&b);
-            buf_free(&b);
-        }
-    }
-    if (is_executable(RLM_SANDBOX_BUILD_PATH))
-        return strdup(RLM_SANDBOX_BUILD_PATH);
-    return strdup(RLM_SANDBOX_INSTALL_PATH);
-}
 
 static rlm_config *config_copy(const rlm_config *cfg)
 {
@@ -552,7 +511,7 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
     r->cfg = config_copy(cfg);
     if (!r->cfg)
         return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
-    r->sandbox_exe = find_sandbox_exe(rlm_config_get(r->cfg, "sandbox_exe"));
+    r->sandbox_exe = sandbox_find_exe(rlm_config_get(r->cfg, "sandbox_exe"));
     if (!r->sandbox_exe)
         return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
 

@@ -1292,3 +1292,45 @@ void sandbox_free(sandbox *sb)
     free(sb->layers_json);
     free(sb);
 }
+
+/* ---- finding the executable ---- */
+
+#ifndef RLM_SANDBOX_BUILD_PATH
+#define RLM_SANDBOX_BUILD_PATH ""
+#endif
+#ifndef RLM_SANDBOX_INSTALL_PATH
+#define RLM_SANDBOX_INSTALL_PATH ""
+#endif
+
+static int is_executable(const char *path)
+{
+    return path && path[0] && access(path, X_OK) == 0;
+}
+
+char *sandbox_find_exe(const char *configured)
+{
+    if (configured && configured[0])
+        return strdup(configured);
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n > 0) {
+        self[n] = '\0';
+        char *slash = strrchr(self, '/');
+        if (slash) {
+            *slash = '\0';
+            buf b;
+            buf_init(&b, PATH_MAX * 2);
+            buf_printf(&b, "%s/rlm-sandbox", self);
+            if (is_executable(b.data))
+                return buf_take(&b);
+            buf_reset(&b);
+            buf_printf(&b, "%s/../libexec/rlm/rlm-sandbox", self);
+            if (is_executable(b.data))
+                return buf_take(&b);
+            buf_free(&b);
+        }
+    }
+    if (is_executable(RLM_SANDBOX_BUILD_PATH))
+        return strdup(RLM_SANDBOX_BUILD_PATH);
+    return strdup(RLM_SANDBOX_INSTALL_PATH);
+}

@@ -123,6 +123,12 @@ const char *sandbox_python_version(const sandbox *sb);
 /* Process id of the current child (for tests and benchmarks). */
 int sandbox_pid(const sandbox *sb);
 
+/* The rlm-sandbox executable to use: `configured` when set, else the one
+ * next to the running program (an installed or built rlm), else
+ * ../libexec/rlm/ beside it, else this build's own, else the install
+ * prefix's. malloc'd; NULL only when out of memory. */
+char *sandbox_find_exe(const char *configured);
+
 void sandbox_cell_clear(sandbox_cell *cell);
 /* Kills the child and frees everything. NULL is a no-op. */
 void sandbox_free(sandbox *sb);
