@@ -18,48 +18,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
+sys.path.insert(0, HERE)
+from proctree import PeakMemory  # noqa: E402
 
 
 def repl(code):
     return "```repl\n" + code.strip("\n") + "\n```"
-
-
-def rss_kb(pid):
-    try:
-        with open("/proc/%d/status" % pid) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def children(pid):
-    try:
-        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-            return [int(x) for x in f.read().split()]
-    except OSError:
-        return []
-
-
-class PeakMemory(threading.Thread):
-    """Samples RSS of a process and its children every 5 ms; keeps the peak sum."""
-
-    def __init__(self, pid):
-        super().__init__(daemon=True)
-        self.pid, self.peak_kb, self.done = pid, 0, False
-
-    def run(self):
-        while not self.done:
-            total = rss_kb(self.pid) + sum(rss_kb(c) for c in children(self.pid))
-            self.peak_kb = max(self.peak_kb, total)
-            time.sleep(0.005)
 
 
 def run_rlm(build, lm, args):
@@ -73,8 +41,7 @@ def run_rlm(build, lm, args):
     mem.start()
     out, err = proc.communicate()
     wall = time.monotonic() - start
-    mem.done = True
-    mem.join()
+    mem.stop()
     if proc.returncode != 0:
         raise SystemExit("rlm failed (%d): %s" % (proc.returncode, err))
     with open(trace) as f:

@@ -40,7 +40,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
+sys.path.insert(0, HERE)
 import harness  # noqa: E402
+from proctree import own_and_rest_kb  # noqa: E402
 
 QUESTION = "Benchmark the input please"
 
@@ -55,33 +57,6 @@ def rules_for(code):
         {"match": r"(?i)turn 2 of", "reply": "FINAL(done)"},
         {"match": QUESTION, "reply": repl(code) if code else "FINAL(done)"},
     ]
-
-
-def tree_rss_kb(root):
-    """VmRSS of root and of all its descendants together, KiB: (root, rest)."""
-    children = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(pid))
-        except OSError:
-            pass
-    rss, todo = {}, [root]
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, []))
-        try:
-            with open("/proc/%d/status" % pid) as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        rss[pid] = int(line.split()[1])
-        except OSError:
-            pass
-    own = rss.pop(root, 0)
-    return own, sum(rss.values())
 
 
 def run(build, contexts, code, extra=(), sample_rss=False, timeout=900):
@@ -104,7 +79,7 @@ def run(build, contexts, code, extra=(), sample_rss=False, timeout=900):
             peak = (0, 0, 0)
             if sample_rss:
                 while proc.poll() is None:
-                    host, kids = tree_rss_kb(proc.pid)
+                    host, kids = own_and_rest_kb(proc.pid)
                     peak = (max(peak[0], host + kids), max(peak[1], host), max(peak[2], kids))
                     time.sleep(0.02)
             out, err = proc.communicate(timeout=timeout)

@@ -23,6 +23,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from proctree import tree_rss_kb  # noqa: E402
+
 TASKS = [  # name, taskgen arguments
     ("sniah-1M", ["sniah", "--tokens", "1M"]),
     ("sniah-10M", ["sniah", "--tokens", "10M"]),
@@ -59,31 +62,6 @@ def use_slices_script(task_dir, task):
     task["gold"] = str(math.ceil(task["chars"] / SLICE_CHARS))
     with open(os.path.join(task_dir, "gold.txt"), "w") as f:
         f.write(task["gold"] + "\n")
-
-
-def tree_rss_kb(root):
-    """RSS of root and of every descendant, in KiB, as {pid: (name, rss)}."""
-    children = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(pid))
-        except OSError:
-            pass
-    out, todo = {}, [root]
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, []))
-        try:
-            with open("/proc/%d/status" % pid) as f:
-                status = dict(l.split(":", 1) for l in f if ":" in l)
-            out[pid] = (status["Name"].strip(), int(status.get("VmRSS", "0 kB").split()[0]))
-        except (OSError, KeyError, ValueError):
-            pass
-    return out
 
 
 def start_fakelm(build, task_dir, latency):
