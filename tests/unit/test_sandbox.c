@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "sandbox.h"
+#include "sandbox_expect.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -84,41 +85,6 @@ static sandbox *start_with(const fixture *fx, double timeout, double grace, size
 static sandbox *start_default(void **state)
 {
     return start_with(*state, 30, 1, 0, 0, 0);
-}
-
-static void run(sandbox *sb, const char *code, sandbox_cell *cell)
-{
-    char err[512] = "";
-    int rc = sandbox_exec(sb, code, NULL, NULL, cell, err, sizeof err);
-    if (rc != 0)
-        print_message("sandbox_exec: %s\n", err);
-    assert_int_equal(rc, 0);
-    assert_non_null(cell->output);
-}
-
-/* Runs code and checks the whole output and that it did not raise. */
-static void expect_output(sandbox *sb, const char *code, const char *expected)
-{
-    sandbox_cell cell;
-    run(sb, code, &cell);
-    if (strcmp(cell.output, expected) != 0 || cell.raised)
-        print_message("code: %s\noutput: %s\n", code, cell.output);
-    assert_false(cell.raised);
-    assert_string_equal(cell.output, expected);
-    sandbox_cell_clear(&cell);
-}
-
-/* Runs code that must raise, with `needle` in its output. */
-static void expect_raise(sandbox *sb, const char *code, const char *needle)
-{
-    sandbox_cell cell;
-    run(sb, code, &cell);
-    if (!cell.raised || !strstr(cell.output, needle))
-        print_message("code: %s\noutput: %s\n", code, cell.output);
-    assert_true(cell.raised);
-    assert_non_null(strstr(cell.output, needle));
-    assert_null(cell.final_answer);
-    sandbox_cell_clear(&cell);
 }
 
 static int setup(void **state)

@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include "sandbox.h"
+#include "sandbox_expect.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -40,34 +41,6 @@ static sandbox *start(int no_namespaces, int no_landlock)
     return sb;
 }
 
-static void run(sandbox *sb, const char *code, sandbox_cell *cell)
-{
-    char err[512] = "";
-    assert_int_equal(sandbox_exec(sb, code, NULL, NULL, cell, err, sizeof err), 0);
-    assert_non_null(cell->output);
-}
-
-static void expect_output(sandbox *sb, const char *code, const char *expected)
-{
-    sandbox_cell cell;
-    run(sb, code, &cell);
-    if (strcmp(cell.output, expected) != 0 || cell.raised)
-        print_message("code: %s\noutput: %s\n", code, cell.output);
-    assert_false(cell.raised);
-    assert_string_equal(cell.output, expected);
-    sandbox_cell_clear(&cell);
-}
-
-static void expect_raise(sandbox *sb, const char *code, const char *needle)
-{
-    sandbox_cell cell;
-    run(sb, code, &cell);
-    if (!cell.raised || !strstr(cell.output, needle))
-        print_message("code: %s\noutput: %s\n", code, cell.output);
-    assert_true(cell.raised);
-    assert_non_null(strstr(cell.output, needle));
-    sandbox_cell_clear(&cell);
-}
 
 /* The entry called name in the layers JSON; returns its "active". */
 static int layer_active(const sandbox *sb, const char *name, char *detail, size_t len)
