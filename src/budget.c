@@ -3,6 +3,7 @@
  * once, in budget.h. */
 #include "budget.h"
 
+#include <math.h>
 #include <stdio.h>
 
 budget_limits budget_no_limits(void)
@@ -16,14 +17,7 @@ void budget_init(budget *b, const budget_limits *limits, double now)
     *b = (budget){.limits = limits ? *limits : budget_no_limits(), .start = now};
 }
 
-static budget_kind budget_refuse(budget *b, budget_kind kind)
-{
-    if (b->exhausted == BUDGET_NONE)
-        b->exhausted = kind;
-    return kind;
-}
-
-budget_kind budget_admit(budget *b, size_t n_subcalls, long est_tokens, double est_cost, double now)
+budget_kind budget_check(const budget *b, size_t n_subcalls, long est_tokens, double est_cost, double now)
 {
     const budget_limits *l = &b->limits;
     if (b->exhausted != BUDGET_NONE)
@@ -34,24 +28,45 @@ budget_kind budget_admit(budget *b, size_t n_subcalls, long est_tokens, double e
         est_cost = 0;
     /* Time first: once it is up, it is the reason, whatever else is left. */
     if (l->max_time >= 0 && now - b->start >= l->max_time)
-        return budget_refuse(b, BUDGET_TIME);
+        return BUDGET_TIME;
     if (l->max_subcalls >= 0 && n_subcalls > 0 &&
         (long)n_subcalls > l->max_subcalls - b->subcalls)
-        return budget_refuse(b, BUDGET_SUBCALLS);
+        return BUDGET_SUBCALLS;
     if (l->max_tokens >= 0 && (b->tokens >= l->max_tokens || est_tokens > l->max_tokens - b->tokens))
-        return budget_refuse(b, BUDGET_TOKENS);
+        return BUDGET_TOKENS;
     if (l->max_cost >= 0 && (b->cost >= l->max_cost || b->cost + est_cost > l->max_cost))
-        return budget_refuse(b, BUDGET_COST);
+        return BUDGET_COST;
+    return BUDGET_NONE;
+}
+
+void budget_count(budget *b, size_t n_subcalls)
+{
     b->subcalls += (long)n_subcalls;
     if (n_subcalls == 0)
         b->root_calls++;
+}
+
+void budget_exhaust(budget *b, budget_kind kind)
+{
+    if (b->exhausted == BUDGET_NONE)
+        b->exhausted = kind;
+}
+
+budget_kind budget_admit(budget *b, size_t n_subcalls, long est_tokens, double est_cost, double now)
+{
+    budget_kind k = budget_check(b, n_subcalls, est_tokens, est_cost, now);
+    if (k != BUDGET_NONE) {
+        budget_exhaust(b, k);
+        return k;
+    }
+    budget_count(b, n_subcalls);
     return BUDGET_NONE;
 }
 
 budget_kind budget_admit_final(budget *b, double now)
 {
     (void)now;
-    b->root_calls++;
+    budget_count(b, 0);
     return BUDGET_NONE;
 }
 
@@ -63,6 +78,48 @@ void budget_charge(budget *b, long tokens, double cost)
         b->cost += cost;
     else
         b->unknown_cost_calls++;
+}
+
+void budget_limit_to_left(const budget *b, budget_limits *limits)
+{
+    const budget_limits *l = &b->limits;
+    if (l->max_cost >= 0) {
+        double left = l->max_cost > b->cost ? l->max_cost - b->cost : 0;
+        if (limits->max_cost < 0 || left < limits->max_cost)
+            limits->max_cost = left;
+    }
+    if (l->max_tokens >= 0) {
+        long left = l->max_tokens > b->tokens ? l->max_tokens - b->tokens : 0;
+        if (limits->max_tokens < 0 || left < limits->max_tokens)
+            limits->max_tokens = left;
+    }
+    if (l->max_subcalls >= 0) {
+        long left = l->max_subcalls > b->subcalls ? l->max_subcalls - b->subcalls : 0;
+        if (limits->max_subcalls < 0 || left < limits->max_subcalls)
+            limits->max_subcalls = left;
+    }
+}
+
+/* share x n rounded down; the slack keeps 0.3 x 10 at 3 despite binary fractions. */
+static long share_of_count(long n, double share)
+{
+    return (long)floor((double)n * share + 1e-9);
+}
+
+budget_limits budget_share(const budget_limits *left, double share)
+{
+    if (!(share > 0))
+        share = 0;
+    if (share > 1)
+        share = 1;
+    budget_limits l = budget_no_limits();
+    if (left->max_cost >= 0)
+        l.max_cost = left->max_cost * share;
+    if (left->max_tokens >= 0)
+        l.max_tokens = share_of_count(left->max_tokens, share);
+    if (left->max_subcalls >= 0)
+        l.max_subcalls = share_of_count(left->max_subcalls, share);
+    return l;
 }
 
 double budget_time_left(const budget *b, double now)
@@ -87,7 +144,34 @@ const char *budget_kind_name(budget_kind k)
 
 void budget_describe(const budget *b, budget_kind kind, double now, char *out, size_t outlen)
 {
+    budget_describe_as(b, kind, now, NULL, out, outlen);
+}
+
+void budget_describe_as(const budget *b, budget_kind kind, double now, const char *whose, char *out,
+                        size_t outlen)
+{
     const budget_limits *l = &b->limits;
+    if (whose) {
+        switch (kind) {
+        case BUDGET_COST:
+            snprintf(out, outlen, "max_cost: $%.6g of %s of $%.6g used", b->cost, whose, l->max_cost);
+            return;
+        case BUDGET_TOKENS:
+            snprintf(out, outlen, "max_tokens: %ld of %s of %ld tokens used", b->tokens, whose,
+                     l->max_tokens);
+            return;
+        case BUDGET_TIME:
+            snprintf(out, outlen, "max_time: %.1f s of %s of %.6g s used", now - b->start, whose,
+                     l->max_time);
+            return;
+        case BUDGET_SUBCALLS:
+            snprintf(out, outlen, "max_subcalls: %ld of %s of %ld sub-calls used", b->subcalls, whose,
+                     l->max_subcalls);
+            return;
+        case BUDGET_NONE:
+            break;
+        }
+    }
     switch (kind) {
     case BUDGET_COST:
         snprintf(out, outlen, "max_cost: $%.6g spent of $%.6g", b->cost, l->max_cost);

@@ -1,9 +1,9 @@
-/* budget — whole-run limits (dollars, tokens, wall time, sub-calls) and the
+/* budget — run limits (dollars, tokens, wall time, sub-calls) and the
  * arithmetic that decides whether the next call may be issued. Pure: the
  * caller passes the clock and the estimates, so every rule is unit-tested.
  *
  * Ownership: a budget is a plain struct the caller owns. Not thread-safe: the
- * call path (calls.h) serialises every admit and charge.
+ * call path (calls.h) serialises every check, count and charge of a tree.
  *
  * Design, the rules in one place (docs/budgets.md says the same to users):
  *   - A limit below 0 is "no limit". Root turns and sub-calls both count
@@ -23,7 +23,16 @@
  *     request the engine then makes is issued with budget_admit_final, which
  *     always admits it: it may go over cost and tokens by that one call, and
  *     over max_time by at most that request's own timeout (an answer from
- *     what the run already paid for is worth one bounded request). */
+ *     what the run already paid for is worth one bounded request).
+ *   - A tree of RLMs is a tree of budgets, one per RLM (calls.h keeps it):
+ *     the run's limits at the top, and for each child a share of what its
+ *     parent had left (budget_limit_to_left, budget_share). A call is admitted
+ *     only if every budget from its RLM up to the top admits it, so the call
+ *     path checks them all first (budget_check, which counts nothing) and only
+ *     then counts it in all (budget_count): a refusal high up must not leave
+ *     a count in a budget below it. The budget that refused is marked
+ *     exhausted (budget_exhaust). budget_admit is check, then count or exhaust,
+ *     on one budget. */
 #ifndef RLM_BUDGET_H
 #define RLM_BUDGET_H
 
@@ -55,7 +64,7 @@ typedef struct budget {
     long subcalls;       /* sub-call prompts admitted */
     long root_calls;     /* root requests admitted */
     long unknown_cost_calls;  /* calls whose cost could not be computed */
-    budget_kind exhausted;    /* the limit that ended the run, or BUDGET_NONE */
+    budget_kind exhausted;    /* the limit that stopped this budget's RLM, or BUDGET_NONE */
 } budget;
 
 void budget_init(budget *b, const budget_limits *limits, double now);
@@ -70,9 +79,32 @@ budget_kind budget_admit(budget *b, size_t n_subcalls, long est_tokens, double e
  * always admitted (BUDGET_NONE) and counted; see the design note above. */
 budget_kind budget_admit_final(budget *b, double now);
 
+/* What budget_admit would answer, counting nothing and marking nothing:
+ * BUDGET_NONE, or the limit that refuses (b->exhausted once b is exhausted). */
+budget_kind budget_check(const budget *b, size_t n_subcalls, long est_tokens, double est_cost, double now);
+
+/* Counts an admitted batch of n_subcalls sub-calls, or one root request when
+ * n_subcalls is 0, whatever the limits say (the caller checked them). */
+void budget_count(budget *b, size_t n_subcalls);
+
+/* Marks b exhausted by kind, unless it already is (the first reason stays). */
+void budget_exhaust(budget *b, budget_kind kind);
+
 /* Counts what one finished call spent. tokens < 0 = not reported (nothing
  * added); cost < 0 = unknown (counted in unknown_cost_calls). */
 void budget_charge(budget *b, long tokens, double cost);
+
+/* Lowers each of the cost, token and sub-call limits in *limits to what b has
+ * left of its own (limit - spent, never below 0). A limit b does not have
+ * changes nothing; max_time is left alone. Applied from budget_no_limits() to
+ * every budget from a parent up to the top, it gives what the tree still
+ * allows below that parent. */
+void budget_limit_to_left(const budget *b, budget_limits *limits);
+
+/* A child's limits: share (0 < share <= 1) of each of left's cost, token and
+ * sub-call limits (tokens and sub-calls rounded down); no limit stays no
+ * limit, and max_time is none (the tree's deadline is its top budget's). */
+budget_limits budget_share(const budget_limits *left, double share);
 
 /* Seconds left before max_time (a large number without a limit; 0 when past it). */
 double budget_time_left(const budget *b, double now);
@@ -83,5 +115,11 @@ const char *budget_kind_name(budget_kind k);
 /* A one-line description of why kind stopped the run, e.g. "max_cost: $0.0213
  * spent of $0.02" into out (always NUL-terminated). */
 void budget_describe(const budget *b, budget_kind kind, double now, char *out, size_t outlen);
+
+/* The same, naming whose limit b holds as seen by the reader, e.g. with whose
+ * = "this child's share": "max_subcalls: 3 of this child's share of 3
+ * sub-calls used". whose = NULL is budget_describe. */
+void budget_describe_as(const budget *b, budget_kind kind, double now, const char *whose, char *out,
+                        size_t outlen);
 
 #endif

@@ -1,9 +1,12 @@
 /* calls — the one path every model call takes: budget admission, replay and
  * cache lookups by request hash, the dispatcher for what is left, then the
- * record file, the cache, the price and the budget's accounting. */
+ * record file, the cache, the price and the budget's accounting; for one RLM
+ * or a whole tree of them on several threads. */
 #include "calls.h"
 
+#include <assert.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,15 +33,29 @@ typedef struct model_usage {
     long unknown_cost;
 } model_usage;
 
-struct calls {
-    calls_options o;
-    budget budget;
-    FILE *record;
-    replay_entry *replay;
+/* What every handle of a tree shares. The lock serialises admission,
+ * accounting, the cache, the record file and the replay positions; it is
+ * never held while the dispatcher waits for replies. */
+typedef struct calls_core {
+    calls_options o;          /* o.cache is NULL once the cache failed */
+    pthread_mutex_t lock;
+    FILE *record;             /* NULL once a write failed */
+    replay_entry *replay;     /* read-only after calls_new but for .used */
     size_t n_replay;
     int replaying;
-    model_usage *usage;
+    model_usage *usage;       /* the whole tree's, per model */
     size_t n_usage;
+} calls_core;
+
+/* One RLM's handle: the top one owns the core; a child borrows it. Fields
+ * other than errmsg and budget_msg are read and written under core->lock
+ * (budget.limits is written only when a handle is made or a run begins). */
+struct calls {
+    calls_core *core;
+    calls *parent;            /* NULL for the top handle */
+    budget budget;            /* this RLM's limits, what it and its descendants spent */
+    size_t n_children;        /* live children: calls_free order */
+    const calls *msg_level;   /* the budget budget_msg describes */
     char budget_msg[256];
     char errmsg[1024];
 };
@@ -48,16 +65,17 @@ struct calls {
 /* The canonical request (see calls.h). NULL when out of memory. */
 static json_t *calls_canonical(const calls *c, const lm_request *req, int sub)
 {
-    const char *base = sub && c->o.sub_base_url ? c->o.sub_base_url : c->o.root_base_url;
+    const calls_options *o = &c->core->o;
+    const char *base = sub && o->sub_base_url ? o->sub_base_url : o->root_base_url;
     json_t *msgs = json_array();
     for (size_t i = 0; msgs && i < req->n_messages; i++)
         json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", req->messages[i].role, "content",
                                               req->messages[i].content ? req->messages[i].content : ""));
     json_t *canon = json_pack("{s:i,s:s,s:s,s:s,s:o*}", "v", 1, "provider",
-                              c->o.provider && c->o.provider[0] ? c->o.provider : "openai", "base_url",
+                              o->provider && o->provider[0] ? o->provider : "openai", "base_url",
                               base ? base : "", "model", req->model ? req->model : "", "messages", msgs);
-    if (canon && c->o.key_options)
-        json_object_set_new(canon, "options", json_deep_copy(c->o.key_options));
+    if (canon && o->key_options)
+        json_object_set_new(canon, "options", json_deep_copy(o->key_options));
     if (canon && req->max_tokens > 0)
         json_object_set_new(canon, "max_tokens", json_integer(req->max_tokens));
     return canon;
@@ -166,7 +184,7 @@ static int read_line(FILE *f, buf *b)
     return any;
 }
 
-static int replay_add(calls *c, size_t line, const char *key, json_t *response, size_t *cap)
+static int replay_add(calls_core *c, size_t line, const char *key, json_t *response, size_t *cap)
 {
     if (c->n_replay == *cap) {
         size_t ncap = *cap ? *cap * 2 : 64;
@@ -184,7 +202,7 @@ static int replay_add(calls *c, size_t line, const char *key, json_t *response, 
     return 0;
 }
 
-static int replay_load(calls *c, const char *path, char *err, size_t errlen)
+static int replay_load(calls_core *c, const char *path, char *err, size_t errlen)
 {
     FILE *f = fopen(path, "r");
     if (!f) {
@@ -231,7 +249,7 @@ done:
 /* The recorded response for key: the first one not yet used, in file order
  * (a run may send the same request twice and get different replies), else the
  * last one again. NULL when the file has none. */
-static json_t *replay_find(calls *c, const char *key)
+static json_t *replay_find(calls_core *c, const char *key)
 {
     size_t lo = 0, hi = c->n_replay;
     while (lo < hi) {
@@ -254,7 +272,7 @@ static json_t *replay_find(calls *c, const char *key)
 
 /* ---- accounting ---------------------------------------------------------- */
 
-static model_usage *usage_for(calls *c, const char *model)
+static model_usage *usage_for(calls_core *c, const char *model)
 {
     for (size_t i = 0; i < c->n_usage; i++)
         if (strcmp(c->usage[i].model, model) == 0)
@@ -275,7 +293,7 @@ static model_usage *usage_for(calls *c, const char *model)
 /* The price of one finished call: 0 for a cache hit (nothing was billed) and
  * for a failure that reported no usage (providers do not bill those); unknown
  * (-1) for an unknown model or a success without usage. */
-static double call_cost(const calls *c, const char *model, const calls_reply *cr)
+static double call_cost(const calls_core *core, const char *model, const calls_reply *cr)
 {
     if (cr->cached)
         return 0;
@@ -283,21 +301,24 @@ static double call_cost(const calls *c, const char *model, const calls_reply *cr
     if (r->error != LM_OK && r->prompt_tokens < 0 && r->completion_tokens < 0)
         return 0;
     price pr;
-    if (!pricing_lookup(c->o.prices, model, &pr))
+    if (!pricing_lookup(core->o.prices, model, &pr))
         return -1;
     return pricing_cost(&pr, r->prompt_tokens, r->cached_tokens, r->completion_tokens);
 }
 
+/* Under the lock: charges one finished call made on c to c, to every
+ * ancestor, and to the tree's usage table. */
 static void calls_account(calls *c, const char *model, calls_reply *cr)
 {
-    cr->cost_usd = call_cost(c, model, cr);
+    cr->cost_usd = call_cost(c->core, model, cr);
     const lm_response *r = &cr->r;
     long tokens = -1;
     if (!cr->cached && (r->prompt_tokens >= 0 || r->completion_tokens >= 0))
         tokens = (r->prompt_tokens > 0 ? r->prompt_tokens : 0) +
                  (r->completion_tokens > 0 ? r->completion_tokens : 0);
-    budget_charge(&c->budget, tokens, cr->cost_usd);
-    model_usage *u = usage_for(c, model);
+    for (calls *level = c; level; level = level->parent)
+        budget_charge(&level->budget, tokens, cr->cost_usd);
+    model_usage *u = usage_for(c->core, model);
     if (!u)
         return;
     u->calls++;
@@ -317,26 +338,26 @@ static void calls_account(calls *c, const char *model, calls_reply *cr)
         u->unknown_cost++;
 }
 
-/* ---- cache and record ---------------------------------------------------- */
+/* ---- cache and record (under the lock) ----------------------------------- */
 
-static void calls_drop_cache(calls *c, const char *why)
+static void calls_drop_cache(calls_core *core, const char *why)
 {
     char msg[1200];
     snprintf(msg, sizeof msg, "response cache disabled for the rest of the run: %s", why);
-    if (c->o.warn)
-        c->o.warn(c->o.warn_data, msg);
-    c->o.cache = NULL;
+    if (core->o.warn)
+        core->o.warn(core->o.warn_data, msg);
+    core->o.cache = NULL;
 }
 
-static int cache_lookup(calls *c, const char *key, calls_reply *out)
+static int cache_lookup(calls_core *core, const char *key, calls_reply *out)
 {
-    if (!c->o.cache)
+    if (!core->o.cache)
         return 0;
     cache_entry e;
     char err[512];
-    int hit = cache_get(c->o.cache, key, &e, err, sizeof err);
+    int hit = cache_get(core->o.cache, key, &e, err, sizeof err);
     if (hit < 0)
-        calls_drop_cache(c, err);
+        calls_drop_cache(core, err);
     if (hit != 1)
         return 0;
     memset(out, 0, sizeof *out);
@@ -354,33 +375,132 @@ static int cache_lookup(calls *c, const char *key, calls_reply *out)
 
 /* Errors and replies cut off at the token limit are not stored: the next run
  * should try again rather than inherit a failure. */
-static void cache_store(calls *c, const char *key, const lm_response *r)
+static void cache_store(calls_core *core, const char *key, const lm_response *r)
 {
-    if (!c->o.cache || r->error != LM_OK || !r->content || !r->content[0] ||
+    if (!core->o.cache || r->error != LM_OK || !r->content || !r->content[0] ||
         (r->finish_reason && strcmp(r->finish_reason, "length") == 0))
         return;
     cache_entry e = {.content = r->content, .reasoning = r->reasoning, .finish_reason = r->finish_reason,
                      .prompt_tokens = r->prompt_tokens, .completion_tokens = r->completion_tokens};
     char err[512];
-    if (cache_put(c->o.cache, key, &e, err, sizeof err) != 0)
-        calls_drop_cache(c, err);
+    if (cache_put(core->o.cache, key, &e, err, sizeof err) != 0)
+        calls_drop_cache(core, err);
 }
 
-static void record_write(calls *c, const char *key, json_t *canon, const lm_response *r)
+/* One line of the record file, encoded WITHOUT the lock: the request may
+ * hold megabytes of prompts. NULL when out of memory. */
+static char *record_line(const char *key, json_t *canon, const lm_response *r)
 {
-    if (!c->record)
-        return;
     json_t *line = json_pack("{s:s,s:O,s:o}", "key", key, "request", canon, "response", reply_to_json(r));
-    if (line && json_dumpf(line, c->record, JSON_COMPACT) == 0 && fputc('\n', c->record) != EOF &&
-        fflush(c->record) == 0) {
-        json_decref(line);
-        return;
-    }
+    char *text = line ? json_dumps(line, JSON_COMPACT) : NULL;
     json_decref(line);
-    if (c->o.warn)
-        c->o.warn(c->o.warn_data, "cannot write the record file: recording stopped");
-    fclose(c->record);
-    c->record = NULL;
+    return text;
+}
+
+/* Appends one whole line (or, for NULL, gives up): lines from several
+ * threads never interleave because every write holds the lock. */
+static void record_write(calls_core *core, const char *line)
+{
+    if (!core->record)
+        return;
+    if (line && fputs(line, core->record) != EOF && fputc('\n', core->record) != EOF &&
+        fflush(core->record) == 0)
+        return;
+    if (core->o.warn)
+        core->o.warn(core->o.warn_data, "cannot write the record file: recording stopped");
+    fclose(core->record);
+    core->record = NULL;
+}
+
+/* ---- admission in a tree of budgets --------------------------------------- */
+
+/* Design note. Each RLM of a run has a handle, and each handle a budget: the
+ * top one holds the run's limits; a child's holds its share of what its
+ * parent had left when it was made (calls_child). Every call is charged to
+ * its handle's budget and to every ancestor's, so a budget always counts its
+ * whole subtree and the top one the whole run.
+ *
+ * A call is admitted only if every budget on its path to the top admits it.
+ * All are checked first and the call is counted only when none refuses: a
+ * count left in a child's budget by a batch its parent refused would spend a
+ * share on calls never made. The refusal is the TOP-MOST budget that refuses:
+ * when the run's own limit is reached that is the run's budget, which is then
+ * exhausted and refuses every later call anywhere in the tree, even if a
+ * child's share would have refused too; a share that runs out while the run
+ * still has budget stops that child (and its descendants) alone. Admission and
+ * accounting are two short critical sections: the lock is free while the
+ * dispatcher waits, so calls of many RLMs are in flight at once, and a call
+ * admitted on one thread may end a little over a limit because another
+ * thread's call was admitted on the same estimate (the next admit refuses).
+ *
+ * A child's root request is one sub-call for every ancestor (everything below
+ * the top root is the run's sub-call) but a root request for the child. */
+static size_t level_subcalls(const calls *level, const calls *h, size_t n_subcalls)
+{
+    return level == h || n_subcalls > 0 ? n_subcalls : 1;
+}
+
+/* Under the lock: the budget that stops h — the top-most exhausted one among
+ * h and its ancestors, which refuses h's next call; NULL while none is. */
+static const calls *stopping_level(const calls *h)
+{
+    const calls *found = NULL;
+    for (const calls *level = h; level; level = level->parent)
+        if (level->budget.exhausted != BUDGET_NONE)
+            found = level;
+    return found;
+}
+
+/* How h's budget message names the limit of level. */
+static const char *level_whose(const calls *h, const calls *level)
+{
+    if (!level->parent)
+        return h->parent ? "the whole run's limit" : NULL;
+    if (level == h)
+        return "this child's share";
+    if (level == h->parent)
+        return "the parent RLM's share";
+    return "an ancestor RLM's share";
+}
+
+/* Under the lock: h's budget message, describing level (NULL: none). */
+static void describe_stop(calls *h, const calls *level, double now)
+{
+    h->msg_level = level;
+    if (!level)
+        budget_describe(&h->budget, BUDGET_NONE, now, h->budget_msg, sizeof h->budget_msg);
+    else
+        budget_describe_as(&level->budget, level->budget.exhausted, now, level_whose(h, level), h->budget_msg,
+                           sizeof h->budget_msg);
+}
+
+/* Admits a call of n_subcalls sub-calls (0: a root request) made on h, or
+ * refuses it (see the design note). final: the last best-answer request,
+ * admitted without a check and counted everywhere. BUDGET_NONE, or the limit
+ * that refused. */
+static budget_kind tree_admit(calls *h, size_t n_subcalls, long est_tokens, double est_cost, int final)
+{
+    double now = clock_now();
+    pthread_mutex_lock(&h->core->lock);
+    calls *refuser = NULL;
+    budget_kind kind = BUDGET_NONE;
+    for (calls *level = h; level && !final; level = level->parent) {
+        budget_kind k = budget_check(&level->budget, level_subcalls(level, h, n_subcalls), est_tokens,
+                                     est_cost, now);
+        if (k != BUDGET_NONE) {
+            refuser = level;
+            kind = k;
+        }
+    }
+    if (refuser) {
+        budget_exhaust(&refuser->budget, kind);
+        describe_stop(h, refuser, now);
+    } else {
+        for (calls *level = h; level; level = level->parent)
+            budget_count(&level->budget, level_subcalls(level, h, n_subcalls));
+    }
+    pthread_mutex_unlock(&h->core->lock);
+    return kind;
 }
 
 /* ---- the call path ------------------------------------------------------- */
@@ -393,19 +513,20 @@ static long estimate_tokens(const lm_request *req)
     return (long)prompt_estimate_tokens(bytes);
 }
 
-static double estimate_cost(const calls *c, const char *model, long tokens)
+static double estimate_cost(const calls_core *core, const char *model, long tokens)
 {
     price pr;
-    if (!pricing_lookup(c->o.prices, model, &pr))
+    if (!pricing_lookup(core->o.prices, model, &pr))
         return 0;
     return (double)tokens * pr.input / 1e6;
 }
 
-/* A budget that cannot be counted must not pretend to hold. */
+/* A budget that cannot be counted must not pretend to hold. Every budget of
+ * a tree has a cost limit exactly when the run has one. */
 static int cost_unenforceable(calls *c, const char *model)
 {
     price pr;
-    if (c->o.limits.max_cost < 0 || pricing_lookup(c->o.prices, model, &pr))
+    if (c->core->o.limits.max_cost < 0 || pricing_lookup(c->core->o.prices, model, &pr))
         return 0;
     snprintf(c->errmsg, sizeof c->errmsg,
              "the price of model '%s' is unknown, so max_cost cannot be enforced "
@@ -413,39 +534,51 @@ static int cost_unenforceable(calls *c, const char *model)
     return 1;
 }
 
-static int calls_refused_by_budget(calls *c)
+/* Names a request the replay file does not hold, on one line. */
+static void replay_missing(calls *c, const lm_request *req, const char *key, int sub)
 {
-    budget_describe(&c->budget, c->budget.exhausted, clock_now(), c->budget_msg, sizeof c->budget_msg);
-    return CALLS_BUDGET;
+    const lm_message *last = &req->messages[req->n_messages - 1];
+    char *excerpt = prompt_bound(last->content ? last->content : "",
+                                 last->content ? strlen(last->content) : 0, REPLAY_EXCERPT_CHARS);
+    snprintf(c->errmsg, sizeof c->errmsg,
+             "request not in the replay file: %s call to model '%s', key %.16s…, last message: %s",
+             sub ? "sub" : "root", req->model, key, excerpt ? excerpt : "");
+    free(excerpt);
+    for (char *ch = c->errmsg; *ch; ch++)
+        if ((unsigned char)*ch < 0x20)
+            *ch = ' ';
 }
 
-/* Answers reqs[i] for every i with todo[i] set: from the replay file, else
- * the cache, else the dispatcher; then records, stores and accounts. */
+/* Answers every request: from the replay file, else the cache, else the
+ * dispatcher; then records, stores and accounts. The lock is taken twice,
+ * around the lookups and around the bookkeeping; keys, record lines and the
+ * wait for replies happen without it. */
 static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub, calls_reply *out)
 {
+    calls_core *core = c->core;
     int rc = CALLS_FATAL;
     json_t **canon = calloc(n, sizeof *canon);
     char (*keys)[CACHE_KEY_LEN] = calloc(n, sizeof *keys);
+    char **lines = calloc(n, sizeof *lines);
     lm_request *pending = calloc(n, sizeof *pending);
     size_t *pending_index = calloc(n, sizeof *pending_index);
     lm_response *pending_out = calloc(n, sizeof *pending_out);
     size_t n_pending = 0;
-    if (!canon || !keys || !pending || !pending_index || !pending_out) {
+    if (!canon || !keys || !lines || !pending || !pending_index || !pending_out) {
         snprintf(c->errmsg, sizeof c->errmsg, "out of memory");
         goto done;
     }
     memset(out, 0, n * sizeof *out);
+    pthread_mutex_lock(&core->lock);
+    int recording = core->record != NULL;
+    int caching = core->o.cache != NULL;
+    pthread_mutex_unlock(&core->lock);
     /* A key costs a JSON encoding and a hash of every prompt: on a batch that
      * holds the whole input that is a second of CPU before the first request
      * goes out. Without replay, cache or record nothing reads it. The cache
-     * can only be dropped during this call, never added. */
-    int need_key = c->replaying || c->o.cache || c->record;
-    for (size_t i = 0; i < n; i++) {
-        if (!need_key) {
-            pending[n_pending] = reqs[i];
-            pending_index[n_pending++] = i;
-            continue;
-        }
+     * and the record file can only be dropped during this call, never added. */
+    int need_key = core->replaying || caching || recording;
+    for (size_t i = 0; i < n && need_key; i++) {
         canon[i] = calls_canonical(c, &reqs[i], sub);
         if (!canon[i] || calls_key(canon[i], keys[i]) != 0) {
             snprintf(c->errmsg, sizeof c->errmsg, "out of memory");
@@ -454,31 +587,30 @@ static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub,
         /* The canonical request holds a copy of every prompt: on a batch of
          * thousands of long prompts that is a whole extra copy of the input
          * for as long as the batch runs. Only the record file needs it. */
-        if (!c->record) {
+        if (!recording) {
             json_decref(canon[i]);
             canon[i] = NULL;
         }
-        if (c->replaying) {
-            json_t *resp = replay_find(c, keys[i]);
+    }
+    size_t missing = n;
+    pthread_mutex_lock(&core->lock);
+    for (size_t i = 0; i < n; i++) {
+        if (core->replaying) {
+            json_t *resp = replay_find(core, keys[i]);
             if (!resp) {
-                const lm_message *last = &reqs[i].messages[reqs[i].n_messages - 1];
-                char *excerpt = prompt_bound(last->content ? last->content : "",
-                                             last->content ? strlen(last->content) : 0, REPLAY_EXCERPT_CHARS);
-                snprintf(c->errmsg, sizeof c->errmsg,
-                         "request not in the replay file: %s call to model '%s', key %.16s…, last message: %s",
-                         sub ? "sub" : "root", reqs[i].model, keys[i], excerpt ? excerpt : "");
-                free(excerpt);
-                /* One line on a terminal. */
-                for (char *ch = c->errmsg; *ch; ch++)
-                    if ((unsigned char)*ch < 0x20)
-                        *ch = ' ';
-                goto done;
+                missing = i;
+                break;
             }
             reply_from_json(resp, &out[i].r);
-        } else if (!cache_lookup(c, keys[i], &out[i])) {
+        } else if (!need_key || !cache_lookup(core, keys[i], &out[i])) {
             pending[n_pending] = reqs[i];
             pending_index[n_pending++] = i;
         }
+    }
+    pthread_mutex_unlock(&core->lock);
+    if (missing < n) {
+        replay_missing(c, &reqs[missing], keys[missing], sub);
+        goto done;
     }
     if (n_pending > 0) {
         if (!m) {
@@ -486,15 +618,20 @@ static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub,
             goto done;
         }
         lm_call_many(m, pending, n_pending, pending_out);
-        for (size_t k = 0; k < n_pending; k++) {
+        for (size_t k = 0; k < n_pending; k++)
             out[pending_index[k]].r = pending_out[k];
-            cache_store(c, keys[pending_index[k]], &pending_out[k]);
-        }
     }
+    for (size_t i = 0; i < n && recording; i++)
+        lines[i] = record_line(keys[i], canon[i], &out[i].r);
+    pthread_mutex_lock(&core->lock);
+    for (size_t k = 0; k < n_pending && need_key; k++)
+        cache_store(core, keys[pending_index[k]], &out[pending_index[k]].r);
     for (size_t i = 0; i < n; i++) {
-        record_write(c, keys[i], canon[i], &out[i].r);
+        if (recording)
+            record_write(core, lines[i]);
         calls_account(c, reqs[i].model ? reqs[i].model : "", &out[i]);
     }
+    pthread_mutex_unlock(&core->lock);
     rc = CALLS_OK;
 done:
     if (rc != CALLS_OK && out)
@@ -502,8 +639,11 @@ done:
             calls_reply_clear(&out[i]);
     for (size_t i = 0; canon && i < n; i++)
         json_decref(canon[i]);
+    for (size_t i = 0; lines && i < n; i++)
+        free(lines[i]);
     free(canon);
     free(keys);
+    free(lines);
     free(pending);
     free(pending_index);
     free(pending_out);
@@ -514,16 +654,11 @@ int calls_root(calls *c, const lm_request *req, int final, calls_reply *out)
 {
     c->errmsg[0] = '\0';
     memset(out, 0, sizeof *out);
-    budget_kind k;
-    if (final) {
-        k = budget_admit_final(&c->budget, clock_now());
-    } else {
-        long est = estimate_tokens(req);
-        k = budget_admit(&c->budget, 0, est, estimate_cost(c, req->model, est), clock_now());
-    }
-    if (k != BUDGET_NONE)
-        return calls_refused_by_budget(c);
-    return calls_run(c, c->o.root_lm, req, 1, 0, out);
+    long est = final ? 0 : estimate_tokens(req);
+    double est_cost = final ? 0 : estimate_cost(c->core, req->model, est);
+    if (tree_admit(c, 0, est, est_cost, final) != BUDGET_NONE)
+        return CALLS_BUDGET;
+    return calls_run(c, c->core->o.root_lm, req, 1, 0, out);
 }
 
 int calls_sub(calls *c, const lm_request *reqs, size_t n, calls_reply *out)
@@ -536,34 +671,38 @@ int calls_sub(calls *c, const lm_request *reqs, size_t n, calls_reply *out)
     long est = 0;
     for (size_t i = 0; i < n; i++)
         est += estimate_tokens(&reqs[i]);
-    budget_kind k = budget_admit(&c->budget, n, est, estimate_cost(c, reqs[0].model, est), clock_now());
-    if (k != BUDGET_NONE)
-        return calls_refused_by_budget(c);
-    return calls_run(c, c->o.sub_lm ? c->o.sub_lm : c->o.root_lm, reqs, n, 1, out);
+    if (tree_admit(c, n, est, estimate_cost(c->core, reqs[0].model, est), 0) != BUDGET_NONE)
+        return CALLS_BUDGET;
+    const calls_options *o = &c->core->o;
+    return calls_run(c, o->sub_lm ? o->sub_lm : o->root_lm, reqs, n, 1, out);
 }
 
-/* ---- handle -------------------------------------------------------------- */
+/* ---- handles ------------------------------------------------------------- */
 
 int calls_new(const calls_options *opts, calls **out, char *err, size_t errlen)
 {
     *out = NULL;
     calls *c = calloc(1, sizeof *c);
-    if (!c) {
+    calls_core *core = calloc(1, sizeof *core);
+    if (!c || !core || pthread_mutex_init(&core->lock, NULL) != 0) {
+        free(c);
+        free(core);
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    c->o = *opts;
+    c->core = core;
+    core->o = *opts;
     /* The paths are only used here; keep no borrowed pointers to them. */
-    c->o.record_path = c->o.replay_path = NULL;
+    core->o.record_path = core->o.replay_path = NULL;
     budget_init(&c->budget, &opts->limits, clock_now());
     if (opts->replay_path && opts->replay_path[0]) {
-        if (replay_load(c, opts->replay_path, err, errlen) != 0)
+        if (replay_load(core, opts->replay_path, err, errlen) != 0)
             goto fail;
-        c->replaying = 1;
+        core->replaying = 1;
     }
     if (opts->record_path && opts->record_path[0]) {
-        c->record = fopen(opts->record_path, "w");
-        if (!c->record) {
+        core->record = fopen(opts->record_path, "w");
+        if (!core->record) {
             snprintf(err, errlen, "cannot create record file '%s': %s", opts->record_path, strerror(errno));
             goto fail;
         }
@@ -575,41 +714,86 @@ fail:
     return -1;
 }
 
+calls *calls_child(calls *parent, double share)
+{
+    assert(share > 0 && share <= 1);
+    calls *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->core = parent->core;
+    c->parent = parent;
+    double now = clock_now();
+    pthread_mutex_lock(&c->core->lock);
+    budget_limits left = budget_no_limits();
+    for (const calls *level = parent; level; level = level->parent)
+        budget_limit_to_left(&level->budget, &left);
+    budget_limits mine = budget_share(&left, share);
+    budget_init(&c->budget, &mine, now);
+    parent->n_children++;
+    pthread_mutex_unlock(&c->core->lock);
+    return c;
+}
+
 void calls_begin_run(calls *c)
 {
-    budget_init(&c->budget, &c->o.limits, clock_now());
-    for (size_t i = 0; i < c->n_usage; i++)
-        free(c->usage[i].model);
-    free(c->usage);
-    c->usage = NULL;
-    c->n_usage = 0;
+    assert(!c->parent && c->n_children == 0);
+    calls_core *core = c->core;
+    pthread_mutex_lock(&core->lock);
+    budget_init(&c->budget, &core->o.limits, clock_now());
+    for (size_t i = 0; i < core->n_usage; i++)
+        free(core->usage[i].model);
+    free(core->usage);
+    core->usage = NULL;
+    core->n_usage = 0;
+    pthread_mutex_unlock(&core->lock);
+    c->msg_level = NULL;
     c->budget_msg[0] = '\0';
     c->errmsg[0] = '\0';
 }
 
 budget_kind calls_exhausted(const calls *c)
 {
-    return c->budget.exhausted;
+    pthread_mutex_lock(&c->core->lock);
+    const calls *level = stopping_level(c);
+    budget_kind k = level ? level->budget.exhausted : BUDGET_NONE;
+    pthread_mutex_unlock(&c->core->lock);
+    return k;
 }
 
 const char *calls_budget_message(calls *c)
 {
-    if (!c->budget_msg[0])
-        budget_describe(&c->budget, c->budget.exhausted, clock_now(), c->budget_msg, sizeof c->budget_msg);
+    pthread_mutex_lock(&c->core->lock);
+    const calls *level = stopping_level(c);
+    if (!c->budget_msg[0] || c->msg_level != level)
+        describe_stop(c, level, clock_now());
+    pthread_mutex_unlock(&c->core->lock);
     return c->budget_msg;
 }
 
 double calls_budget_limit(const calls *c)
 {
-    const budget_limits *l = &c->budget.limits;
-    switch (c->budget.exhausted) {
-    case BUDGET_COST: return l->max_cost;
-    case BUDGET_TOKENS: return (double)l->max_tokens;
-    case BUDGET_TIME: return l->max_time;
-    case BUDGET_SUBCALLS: return (double)l->max_subcalls;
-    case BUDGET_NONE: break;
+    pthread_mutex_lock(&c->core->lock);
+    const calls *level = stopping_level(c);
+    double limit = -1;
+    if (level) {
+        const budget_limits *l = &level->budget.limits;
+        switch (level->budget.exhausted) {
+        case BUDGET_COST: limit = l->max_cost; break;
+        case BUDGET_TOKENS: limit = (double)l->max_tokens; break;
+        case BUDGET_TIME: limit = l->max_time; break;
+        case BUDGET_SUBCALLS: limit = (double)l->max_subcalls; break;
+        case BUDGET_NONE: break;
+        }
     }
-    return -1;
+    pthread_mutex_unlock(&c->core->lock);
+    return limit;
+}
+
+void calls_budget_snapshot(const calls *c, budget *out)
+{
+    pthread_mutex_lock(&c->core->lock);
+    *out = c->budget;
+    pthread_mutex_unlock(&c->core->lock);
 }
 
 const char *calls_errmsg(const calls *c)
@@ -619,9 +803,11 @@ const char *calls_errmsg(const calls *c)
 
 json_t *calls_usage_json(const calls *c)
 {
+    calls_core *core = c->core;
     json_t *j = json_object();
-    for (size_t i = 0; j && i < c->n_usage; i++) {
-        const model_usage *u = &c->usage[i];
+    pthread_mutex_lock(&core->lock);
+    for (size_t i = 0; j && i < core->n_usage; i++) {
+        const model_usage *u = &core->usage[i];
         json_object_set_new(j, u->model,
                             json_pack("{s:I,s:I,s:I,s:I,s:I,s:o}", "calls", (json_int_t)u->calls,
                                       "cached_calls", (json_int_t)u->cached_calls, "errors",
@@ -629,12 +815,16 @@ json_t *calls_usage_json(const calls *c)
                                       "completion_tokens", (json_int_t)u->completion_tokens, "cost_usd",
                                       u->unknown_cost ? json_null() : json_real(u->cost)));
     }
+    pthread_mutex_unlock(&core->lock);
     return j;
 }
 
 double calls_cost(const calls *c)
 {
-    return c->budget.unknown_cost_calls ? -1 : c->budget.cost;
+    pthread_mutex_lock(&c->core->lock);
+    double cost = c->budget.unknown_cost_calls ? -1 : c->budget.cost;
+    pthread_mutex_unlock(&c->core->lock);
+    return cost;
 }
 
 void calls_reply_clear(calls_reply *r)
@@ -647,13 +837,24 @@ void calls_free(calls *c)
 {
     if (!c)
         return;
-    if (c->record)
-        fclose(c->record);
-    for (size_t i = 0; i < c->n_replay; i++)
-        json_decref(c->replay[i].response);
-    free(c->replay);
-    for (size_t i = 0; i < c->n_usage; i++)
-        free(c->usage[i].model);
-    free(c->usage);
+    assert(c->n_children == 0);
+    calls_core *core = c->core;
+    if (c->parent) {
+        pthread_mutex_lock(&core->lock);
+        c->parent->n_children--;
+        pthread_mutex_unlock(&core->lock);
+        free(c);
+        return;
+    }
+    if (core->record)
+        fclose(core->record);
+    for (size_t i = 0; i < core->n_replay; i++)
+        json_decref(core->replay[i].response);
+    free(core->replay);
+    for (size_t i = 0; i < core->n_usage; i++)
+        free(core->usage[i].model);
+    free(core->usage);
+    pthread_mutex_destroy(&core->lock);
+    free(core);
     free(c);
 }

@@ -3,10 +3,25 @@
  * and budget accounting. The engine calls this instead of lm_call*, so money,
  * limits, caching and record/replay live in one place.
  *
+ * A run is a tree of RLMs, and so a tree of handles: calls_new makes the top
+ * one (the run's limits); calls_child makes a child's, which shares everything
+ * with its parent but has its own share of the budget. Every call is charged
+ * to its handle and to every ancestor, and the run's limits hold for the
+ * whole tree (docs/budgets.md; the design note in calls.c).
+ *
  * Ownership: calls_new borrows the dispatchers, price table and cache (they
  * must outlive the handle) and opens the record / replay files it is given;
- * calls_free closes them. A calls_reply owns its strings (calls_reply_clear).
- * Not thread-safe: one engine thread makes the calls.
+ * calls_free of the top handle closes them. A child borrows all that from
+ * its parent, which must outlive it. A calls_reply owns its strings
+ * (calls_reply_clear).
+ *
+ * Threads: every handle of one tree may be used at the same time from its own
+ * thread (one thread per handle at a time). One lock shared by the tree
+ * serialises admission, accounting, the cache, the record file and the replay
+ * positions; it is not held while the dispatcher waits for replies, so the
+ * calls of many RLMs are in flight together. calls_errmsg and
+ * calls_budget_message are per handle. The warn callback may be called from
+ * any of these threads with the lock held: it must not call calls_*.
  *
  * Request identity: a request is the canonical JSON
  *     {"v":1,"provider":..,"base_url":..,"model":..,"messages":[{"role","content"}..],
@@ -65,15 +80,32 @@ enum {
  * file, record file not writable). */
 int calls_new(const calls_options *opts, calls **out, char *err, size_t errlen);
 
-/* Starts a new run on the same handle: the budget clock restarts and what was
- * spent and the usage per model go back to zero (the record file and the
- * replay file's positions carry on). */
+/* A child's handle: same dispatchers, cache, record/replay files, usage
+ * table and tree budget as `parent`, plus its own share of the budget.
+ * share in (0, 1]: the child may spend at most share x what remained of each
+ * of the parent's cost, token and sub-call limits when the child was created
+ * (what remained there and at every ancestor, whichever is least; tokens and
+ * sub-calls rounded down; a limit the parent does not have stays unlimited for
+ * the child; max_time is the tree's deadline, not shared out — children run
+ * concurrently). Every call made on the child is charged to the child and to
+ * every ancestor, and is admitted only if every one of them admits it. A
+ * child's root requests count as sub-calls for its ancestors (every request
+ * below the top root is a sub-call of the tree's run) but as root requests for
+ * the child itself. NULL when out of memory. Free with calls_free before the
+ * parent. */
+calls *calls_child(calls *parent, double share);
+
+/* Starts a new run on the top handle (children are made per run, and none may
+ * be alive): the budget clock restarts and what was spent and the usage per
+ * model go back to zero (the record file and the replay file's positions
+ * carry on). */
 void calls_begin_run(calls *c);
 
 /* One root request. final = 1 for the last "best answer" request after a
- * budget or the turns ran out: it skips every budget check (it may go over
- * cost and tokens by this one call, and max_time by its request timeout). Returns CALLS_OK with
- * *out filled, CALLS_BUDGET, or CALLS_FATAL (calls_errmsg). */
+ * budget or the turns ran out: it skips every budget check, of c and of its
+ * ancestors (it may go over cost and tokens by this one call, and max_time by
+ * its request timeout), and is charged to every level like any call. Returns
+ * CALLS_OK with *out filled, CALLS_BUDGET, or CALLS_FATAL (calls_errmsg). */
 int calls_root(calls *c, const lm_request *req, int final, calls_reply *out);
 
 /* A batch of n sub-calls (all for the same model), admitted or refused whole
@@ -84,25 +116,38 @@ int calls_sub(calls *c, const lm_request *reqs, size_t n, calls_reply *out);
  * cache and the replay file are looked up by. 0, or -1 when out of memory. */
 int calls_request_key(const calls *c, const lm_request *req, int sub, char key[CACHE_KEY_LEN]);
 
-/* The limit that stopped the run, BUDGET_NONE while none has. */
+/* The limit that stops c, BUDGET_NONE while none does: c's own (for a child,
+ * its share) or an ancestor's, whichever refuses c's next call — the
+ * top-most exhausted budget among c and its ancestors. A child whose share
+ * ran out reports it while its parent reports BUDGET_NONE and goes on; once
+ * the run's limit is reached the top handle, and every handle below it,
+ * reports that limit. */
 budget_kind calls_exhausted(const calls *c);
-/* A sentence on what was spent of the exhausted limit, borrowed from c. */
+/* A sentence on what was spent of that limit, borrowed from c, naming whose
+ * limit it is for a child: "max_subcalls: 3 of this child's share of 3
+ * sub-calls used", "... of the whole run's limit of ..."; the top handle's
+ * says "max_subcalls: 10 sub-calls made of 10". */
 const char *calls_budget_message(calls *c);
-/* The limit, for the trace: e.g. 0.02 for max_cost; -1 when no limit is exhausted. */
+/* That limit, for the trace: e.g. 0.02 for max_cost; -1 when none stops c. */
 double calls_budget_limit(const calls *c);
+/* A copy of c's budget: its limits (for a child, its share) and what c and
+ * its descendants spent and were admitted. */
+void calls_budget_snapshot(const calls *c, budget *out);
 
 /* Why the last CALLS_FATAL / CALLS_REFUSED happened; "" if none. Borrowed. */
 const char *calls_errmsg(const calls *c);
 
-/* Usage so far per model, as a new object:
+/* Usage so far per model of the whole tree (from any of its handles), as a new object:
  * {"MODEL": {"calls","cached_calls","errors","prompt_tokens","completion_tokens",
  *            "cost_usd" (null when any call's cost was unknown)}} */
 json_t *calls_usage_json(const calls *c);
-/* USD spent by the run; < 0 when any call's cost was unknown. */
+/* USD spent by c and its descendants (by the run, for the top handle); < 0
+ * when any of their calls' cost was unknown. */
 double calls_cost(const calls *c);
 
 void calls_reply_clear(calls_reply *r);
-/* Closes the record file. NULL is a no-op. */
+/* Frees a child's handle (its children first), or the top handle and what
+ * the tree shares, closing the record file. NULL is a no-op. */
 void calls_free(calls *c);
 
 #endif

@@ -1,12 +1,15 @@
 /* Unit tests for budget: each limit refuses at the right point, batches are
  * admitted or refused whole, input estimates count before issuing, the first
- * exhausted limit sticks, and the last request's own rule. */
+ * exhausted limit sticks, and the last request's own rule; for trees, a check
+ * that counts nothing, what a parent has left and a child's share of it, and
+ * the sentence naming whose limit ran out. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <string.h>
 
 #include "budget.h"
@@ -123,6 +126,101 @@ static void test_time_and_final(void **state)
     assert_true(budget_time_left(&n, 1e9) > 1e17);
 }
 
+static void test_check_counts_nothing(void **state)
+{
+    budget b = make(-1, -1, -1, 10);
+    assert_int_equal(budget_check(&b, 10, 0, 0, 100), BUDGET_NONE);
+    assert_int_equal(budget_check(&b, 11, 0, 0, 100), BUDGET_SUBCALLS);
+    /* Neither answer counted anything or marked the budget. */
+    assert_int_equal(b.subcalls, 0);
+    assert_int_equal(b.root_calls, 0);
+    assert_int_equal(b.exhausted, BUDGET_NONE);
+    budget_count(&b, 4);
+    budget_count(&b, 0);
+    assert_int_equal(b.subcalls, 4);
+    assert_int_equal(b.root_calls, 1);
+    /* Counting ignores the limits: the caller checked (or it is a last request). */
+    budget_count(&b, 20);
+    assert_int_equal(b.subcalls, 24);
+    assert_int_equal(budget_check(&b, 0, 0, 0, 100), BUDGET_NONE);
+    /* The first reason sticks, and an exhausted budget refuses everything. */
+    budget_exhaust(&b, BUDGET_SUBCALLS);
+    budget_exhaust(&b, BUDGET_COST);
+    assert_int_equal(b.exhausted, BUDGET_SUBCALLS);
+    assert_int_equal(budget_check(&b, 0, 0, 0, 100), BUDGET_SUBCALLS);
+    /* budget_admit is check, then count or exhaust. */
+    budget t = make(-1, -1, 5, -1);
+    assert_int_equal(budget_check(&t, 0, 0, 0, 105), BUDGET_TIME);
+    assert_int_equal(t.exhausted, BUDGET_NONE);
+    assert_int_equal(budget_admit(&t, 0, 0, 0, 105), BUDGET_TIME);
+    assert_int_equal(t.exhausted, BUDGET_TIME);
+}
+
+static void test_left_and_share(void **state)
+{
+    /* A parent with 10 sub-calls, 1000 tokens and $1, part spent. */
+    budget parent = make(1.0, 1000, 60, 10);
+    budget_count(&parent, 4);
+    budget_charge(&parent, 300, 0.25);
+    budget_limits left = budget_no_limits();
+    budget_limit_to_left(&parent, &left);
+    assert_int_equal(left.max_subcalls, 6);
+    assert_int_equal(left.max_tokens, 700);
+    assert_true(fabs(left.max_cost - 0.75) < 1e-12);
+    assert_true(left.max_time < 0);
+    /* An ancestor with less left lowers it; one with more or none changes nothing. */
+    budget top = make(-1, 5000, -1, 8);
+    budget_count(&top, 5);
+    budget_limit_to_left(&top, &left);
+    assert_int_equal(left.max_subcalls, 3);
+    assert_int_equal(left.max_tokens, 700);
+    assert_true(fabs(left.max_cost - 0.75) < 1e-12);
+    /* Overspent (a last request went over) is nothing left, never negative. */
+    budget over = make(0.1, 10, -1, 1);
+    budget_count(&over, 3);
+    budget_charge(&over, 50, 0.5);
+    budget_limits none = budget_no_limits();
+    budget_limit_to_left(&over, &none);
+    assert_int_equal(none.max_subcalls, 0);
+    assert_int_equal(none.max_tokens, 0);
+    assert_true(none.max_cost == 0);
+
+    budget_limits half = budget_share(&left, 0.5);
+    assert_int_equal(half.max_subcalls, 1);   /* 1.5 rounded down */
+    assert_int_equal(half.max_tokens, 350);
+    assert_true(fabs(half.max_cost - 0.375) < 1e-12);
+    assert_true(half.max_time < 0);
+    /* Binary fractions do not lose a call: 0.3 x 10 is 3, 0.7 x 10 is 7. */
+    budget_limits ten = {.max_cost = -1, .max_tokens = 10, .max_time = 30, .max_subcalls = 10};
+    assert_int_equal(budget_share(&ten, 0.3).max_subcalls, 3);
+    assert_int_equal(budget_share(&ten, 0.7).max_tokens, 7);
+    assert_int_equal(budget_share(&ten, 1.0).max_subcalls, 10);
+    /* A limit the parent does not have stays unlimited; time is never shared out. */
+    assert_true(budget_share(&ten, 0.5).max_cost < 0);
+    assert_true(budget_share(&ten, 0.5).max_time < 0);
+}
+
+static void test_describe_whose(void **state)
+{
+    budget b = make(0.5, 2000, 10, 3);
+    budget_count(&b, 3);
+    budget_charge(&b, 1200, 0.125);
+    char msg[160];
+    budget_describe_as(&b, BUDGET_SUBCALLS, 100, "this child's share", msg, sizeof msg);
+    assert_string_equal(msg, "max_subcalls: 3 of this child's share of 3 sub-calls used");
+    budget_describe_as(&b, BUDGET_TOKENS, 100, "the whole run's limit", msg, sizeof msg);
+    assert_string_equal(msg, "max_tokens: 1200 of the whole run's limit of 2000 tokens used");
+    budget_describe_as(&b, BUDGET_COST, 100, "the parent RLM's share", msg, sizeof msg);
+    assert_string_equal(msg, "max_cost: $0.125 of the parent RLM's share of $0.5 used");
+    budget_describe_as(&b, BUDGET_TIME, 112, "the whole run's limit", msg, sizeof msg);
+    assert_string_equal(msg, "max_time: 12.0 s of the whole run's limit of 10 s used");
+    /* Without whose: the run's own sentence, as before. */
+    budget_describe_as(&b, BUDGET_SUBCALLS, 100, NULL, msg, sizeof msg);
+    assert_string_equal(msg, "max_subcalls: 3 sub-calls made of 3");
+    budget_describe_as(&b, BUDGET_NONE, 100, "this child's share", msg, sizeof msg);
+    assert_string_equal(msg, "no budget exhausted");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -132,6 +230,9 @@ int main(void)
         cmocka_unit_test(test_tokens_spent_and_estimated),
         cmocka_unit_test(test_cost_and_unknown),
         cmocka_unit_test(test_time_and_final),
+        cmocka_unit_test(test_check_counts_nothing),
+        cmocka_unit_test(test_left_and_share),
+        cmocka_unit_test(test_describe_whose),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
