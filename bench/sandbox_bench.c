@@ -1,6 +1,8 @@
-/* sandbox_bench — start-up and round-trip times of the Python sandbox: time to
- * a ready child with a 40 MB context, an empty cell, a cell with one sub-call.
- * and a regex over 100 MB. Prints medians; built and run by bench/sandbox_bench.sh. */
+/* sandbox_bench — start-up, memory and round-trip times of the Python sandbox:
+ * what a child RLM's sandbox costs (a 4 KB context: time to ready, resident
+ * memory idle and after one cell), time to a ready child with a 40 MB
+ * context, an empty cell, a cell with one sub-call, and a regex over 100 MB.
+ * Prints medians; built and run by bench/sandbox_bench.sh. */
 #include "sandbox.h"
 #include "util.h"
 
@@ -23,9 +25,9 @@ static double median(double *v, size_t n)
 }
 
 static int echo_call(void *userdata, int kind, const char *model, const char *const *prompts,
-                     size_t n, char **results)
+                     const char *const *contexts, size_t n, char **results)
 {
-    (void)userdata, (void)kind, (void)model;
+    (void)userdata, (void)kind, (void)model, (void)contexts;
     for (size_t i = 0; i < n; i++)
         results[i] = strdup(prompts[i]);
     return 0;
@@ -46,16 +48,83 @@ static int make_context(size_t len)
     return fd;
 }
 
+/* A field of /proc/PID/status in kB ("VmRSS", "RssAnon", "RssFile"), or -1. */
+static long status_kb(int pid, const char *field)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long kb = -1;
+    size_t n = strlen(field);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, field, n) == 0 && line[n] == ':') {
+            kb = strtol(line + n + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return kb;
+}
+
+/* What a child RLM's sandbox costs: a few KB of context, started, idle, and
+ * after one trivial cell. Medians over `starts`. */
+static int bench_small_child(const char *exe, int starts)
+{
+    size_t len = 4096;
+    int fd = make_context(len);
+    if (fd < 0) {
+        perror("context");
+        return -1;
+    }
+    sandbox_options opts = {.exe_path = exe, .context_fd = fd, .context_len = len,
+                            .data_fd = -1};
+    enum { FIELDS = 3 };
+    static const char *const fields[FIELDS] = {"VmRSS", "RssAnon", "RssFile"};
+    double t[64], idle[FIELDS][64], used[FIELDS][64];
+    char err[512];
+    for (int i = 0; i < starts; i++) {
+        sandbox *sb;
+        double t0 = clock_now();
+        if (sandbox_start(&opts, &sb, err, sizeof err) != 0) {
+            fprintf(stderr, "start: %s\n", err);
+            close(fd);
+            return -1;
+        }
+        t[i] = clock_now() - t0;
+        for (int f = 0; f < FIELDS; f++)
+            idle[f][i] = (double)status_kb(sandbox_pid(sb), fields[f]);
+        sandbox_cell cell;
+        sandbox_exec(sb, "x = len(context)\nprint(x)", NULL, NULL, &cell, err, sizeof err);
+        sandbox_cell_clear(&cell);
+        for (int f = 0; f < FIELDS; f++)
+            used[f][i] = (double)status_kb(sandbox_pid(sb), fields[f]);
+        sandbox_free(sb);
+    }
+    printf("child sandbox (4 KB context): start to ready median %.1f ms over %d\n",
+           median(t, (size_t)starts) * 1e3, starts);
+    for (int f = 0; f < FIELDS; f++)
+        printf("  %-7s idle after start %.1f MB, after one cell %.1f MB (medians)\n", fields[f],
+               median(idle[f], (size_t)starts) / 1024, median(used[f], (size_t)starts) / 1024);
+    close(fd);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *exe = argc > 1 ? argv[1] : "build/rlm-sandbox";
+    if (bench_small_child(exe, 20) != 0)
+        return 1;
+    if (argc > 2 && strcmp(argv[2], "--small") == 0)
+        return 0;
     size_t context_len = (size_t)40 << 20;
     int fd = make_context(context_len);
     if (fd < 0) {
         perror("context");
         return 1;
     }
-    sandbox_options opts = {.exe_path = exe, .context_fd = fd, .context_len = context_len};
+    sandbox_options opts = {.exe_path = exe, .context_fd = fd, .context_len = context_len,
+                            .data_fd = -1};
     char err[512];
     enum { STARTS = 15, CELLS = 2000, CALLS = 500 };
     static double t[CELLS];
@@ -117,7 +186,8 @@ int main(int argc, char **argv)
     /* The same regex as bench/sandbox_bench.sh runs in plain python3. */
     size_t big_len = (size_t)100 << 20;
     int big = make_context(big_len);
-    sandbox_options big_opts = {.exe_path = exe, .context_fd = big, .context_len = big_len};
+    sandbox_options big_opts = {.exe_path = exe, .context_fd = big, .context_len = big_len,
+                                .data_fd = -1};
     if (big < 0 || sandbox_start(&big_opts, &sb, err, sizeof err) != 0) {
         fprintf(stderr, "start: %s\n", err);
         return 1;

@@ -4,7 +4,8 @@
  *
  * Ownership: grep_compile returns a handle freed by grep_free. A grep_result
  * owns its hit array (grep_result_free); each hit's name and line point into
- * the caller's documents, which must outlive the result. */
+ * the caller's documents, which must outlive the result. grep_scan hands
+ * each hit to a callback instead and keeps nothing. */
 #ifndef RLM_GREP_H
 #define RLM_GREP_H
 
@@ -39,21 +40,36 @@ typedef struct grep_hit {
     size_t offset;          /* byte offset of the match in the document */
     size_t char_offset;     /* the same in characters */
     size_t match_len;       /* bytes */
-    const char *line;       /* the line holding the match's start, without '\n' */
-    size_t line_len;
+    const char *line;       /* the line holding the match's start, without its '\n' */
+    size_t line_len;        /* (a '\r' before the '\n' stays, as in Python's slices) */
 } grep_hit;
 
 typedef struct grep_result {
     grep_hit *hits;
     size_t n;
-    int truncated;          /* max_hits was reached; more matches may exist */
+    int truncated;          /* a match beyond max_hits exists */
 } grep_result;
 
+/* Called by grep_scan for each hit, in order. The hit is valid only during
+ * the call; its name and line point into the documents. Return 0 to go on,
+ * anything else to stop the scan. */
+typedef int (*grep_hit_fn)(void *ctx, const grep_hit *hit);
+
 /* Finds matches left to right in docs[0..n_docs), or only in docs[only] when
- * only != SIZE_MAX, stopping after max_hits. Empty matches advance by one
- * character, as Python's finditer. Returns 0, or -1 with err set when the
- * match limit, depth limit or memory runs out (hits found so far are kept in
- * out, which the caller frees either way). */
+ * only != SIZE_MAX, and hands each to on_hit(ctx, hit) as it is found, up to
+ * max_hits. Empty matches advance by one character, as Python's finditer.
+ * *truncated (may be NULL) is set when a match beyond max_hits exists.
+ * Nothing is allocated per hit, so the caller can build its own results
+ * without a hit array in between. Returns 0; 1 when on_hit stopped the scan
+ * (err untouched); -1 with err set for a bad `only`, no memory, or the
+ * match or depth limit (the hits before it were handed over). */
+int grep_scan(const grep *g, const ingest_doc *docs, size_t n_docs, size_t only, size_t max_hits,
+              grep_hit_fn on_hit, void *ctx, int *truncated, char *err, size_t errlen);
+
+/* grep_scan collecting the hits into out, which the caller frees with
+ * grep_result_free whatever the outcome. Returns 0, or -1 with err set as
+ * grep_scan (and "out of memory" when the array cannot grow); the hits found
+ * before an error are kept in out. */
 int grep_run(const grep *g, const ingest_doc *docs, size_t n_docs, size_t only, size_t max_hits,
              grep_result *out, char *err, size_t errlen);
 

@@ -13,6 +13,10 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -39,6 +43,7 @@ typedef struct docs_state {
     const unsigned char *ascii;
     search_index *index;
     int cache_fd;      /* socket to the host's search cache, or -1 */
+    const ingest_doc *configured;   /* the documents of repl_helpers_configure */
 } docs_state;
 
 static struct PyModuleDef docs_moduledef;
@@ -151,32 +156,46 @@ static PyObject *hit_line(const docs_state *st, const grep_hit *h)
 }
 
 /* What building one hit costs is most of grep() (100,000 hits of a 400 MB
- * scan take 30 ms in PCRE2 and far longer as Python objects), so the four
- * keys are interned once per call, the document's key is made once per
- * document, and ASCII lines are copied straight into a new str. */
+ * scan take 30 ms in PCRE2 and longer as Python objects), so the four keys
+ * are interned once per call, the document's key is made once per
+ * document, ASCII lines are copied straight into a new str, and hits on
+ * the same line share its number and (unless the line is cut) its text.
+ * Each hit becomes its dict as grep_scan finds it: no array of C hits in
+ * between, whose megabytes of fresh pages cost more than the scan on a VM
+ * where a page fault costs ~10 us. That holds the GIL through the scan;
+ * the sandbox runs no other Python thread, so nothing waits on it. */
 typedef struct hit_builder {
+    const docs_state *st;
+    PyObject *list;
     PyObject *k_doc, *k_line, *k_offset, *k_text;
-    size_t doc;          /* the document `doc_obj` is the key of, or SIZE_MAX */
-    PyObject *doc_obj;
+    size_t doc;             /* the document of the fields below, or SIZE_MAX */
+    PyObject *doc_obj;      /* its key */
+    size_t line_no;         /* the previous hit's line, */
+    PyObject *line_no_obj;  /* its number */
+    PyObject *text;         /* and its text, when not cut (else NULL) */
 } hit_builder;
 
 static void hit_builder_clear(hit_builder *b)
 {
+    Py_CLEAR(b->list);
     Py_CLEAR(b->k_doc);
     Py_CLEAR(b->k_line);
     Py_CLEAR(b->k_offset);
     Py_CLEAR(b->k_text);
     Py_CLEAR(b->doc_obj);
+    Py_CLEAR(b->line_no_obj);
+    Py_CLEAR(b->text);
 }
 
-static int hit_builder_init(hit_builder *b)
+static int hit_builder_init(hit_builder *b, const docs_state *st)
 {
-    *b = (hit_builder){.doc = SIZE_MAX};
+    *b = (hit_builder){.st = st, .doc = SIZE_MAX};
+    b->list = PyList_New(0);
     b->k_doc = PyUnicode_InternFromString("doc");
     b->k_line = PyUnicode_InternFromString("line");
     b->k_offset = PyUnicode_InternFromString("offset");
     b->k_text = PyUnicode_InternFromString("text");
-    if (!b->k_doc || !b->k_line || !b->k_offset || !b->k_text) {
+    if (!b->list || !b->k_doc || !b->k_line || !b->k_offset || !b->k_text) {
         hit_builder_clear(b);
         return -1;
     }
@@ -193,25 +212,58 @@ static int dict_put(PyObject *d, PyObject *key, PyObject *value)
     return rc;
 }
 
-static PyObject *hit_dict(const docs_state *st, hit_builder *b, const grep_hit *h)
+/* Points the builder at h's document and line, making their objects when
+ * they differ from the previous hit's. -1 with a Python error set. */
+static int hit_builder_move(hit_builder *b, const grep_hit *h)
 {
     if (b->doc != h->doc) {
         Py_CLEAR(b->doc_obj);
-        b->doc_obj = doc_key(st, h->doc);
+        Py_CLEAR(b->line_no_obj);
+        b->doc_obj = doc_key(b->st, h->doc);
         if (!b->doc_obj)
-            return NULL;
+            return -1;
         b->doc = h->doc;
     }
-    PyObject *d = PyDict_New();
-    Py_INCREF(b->doc_obj);
-    if (!d || dict_put(d, b->k_doc, b->doc_obj) < 0 ||
-        dict_put(d, b->k_line, PyLong_FromSize_t(h->line_no)) < 0 ||
-        dict_put(d, b->k_offset, PyLong_FromSize_t(h->char_offset)) < 0 ||
-        dict_put(d, b->k_text, hit_line(st, h)) < 0) {
-        Py_XDECREF(d);
-        return NULL;
+    if (!b->line_no_obj || b->line_no != h->line_no) {
+        Py_CLEAR(b->line_no_obj);
+        Py_CLEAR(b->text);
+        b->line_no_obj = PyLong_FromSize_t(h->line_no);
+        if (!b->line_no_obj)
+            return -1;
+        b->line_no = h->line_no;
     }
-    return d;
+    return 0;
+}
+
+/* The hit's line as str: the previous hit's when on the same line and not
+ * cut. New reference, NULL with a Python error set. */
+static PyObject *hit_text(hit_builder *b, const grep_hit *h)
+{
+    if (b->text)
+        return Py_NewRef(b->text);
+    PyObject *text = hit_line(b->st, h);
+    if (text && h->line_len <= LINE_TEXT_MAX)
+        b->text = Py_NewRef(text);
+    return text;
+}
+
+/* grep_scan's callback: the hit as {doc, line, offset, text}, appended to
+ * the list. Nonzero (a Python error set) stops the scan. */
+static int hit_append(void *ctx, const grep_hit *h)
+{
+    hit_builder *b = ctx;
+    if (hit_builder_move(b, h) != 0)
+        return -1;
+    PyObject *d = PyDict_New();
+    if (!d || dict_put(d, b->k_doc, Py_NewRef(b->doc_obj)) < 0 ||
+        dict_put(d, b->k_line, Py_NewRef(b->line_no_obj)) < 0 ||
+        dict_put(d, b->k_offset, PyLong_FromSize_t(h->char_offset)) < 0 ||
+        dict_put(d, b->k_text, hit_text(b, h)) < 0 || PyList_Append(b->list, d) < 0) {
+        Py_XDECREF(d);
+        return -1;
+    }
+    Py_DECREF(d);
+    return 0;
 }
 
 static PyObject *api_grep(PyObject *module, PyObject *args, PyObject *kwds)
@@ -237,36 +289,22 @@ static PyObject *api_grep(PyObject *module, PyObject *args, PyObject *kwds)
         PyErr_Format(PyExc_ValueError, "grep: %s", err);
         return NULL;
     }
-    grep_result r = {0};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = grep_run(g, st->docs, st->n, only, (size_t)max_hits, &r, err, sizeof err);
-    Py_END_ALLOW_THREADS
-    grep_free(g);
+    hit_builder b;
     PyObject *list = NULL;
-    if (rc != 0) {
+    if (hit_builder_init(&b, st) != 0)
+        goto done;
+    int rc = grep_scan(g, st->docs, st->n, only, (size_t)max_hits, hit_append, &b, NULL, err,
+                       sizeof err);
+    if (rc < 0)
         PyErr_Format(PyExc_RuntimeError, "grep: %s (simplify the pattern, or narrow it with doc=)",
                      err);
-        goto done;
-    }
-    hit_builder b;
-    if (hit_builder_init(&b) != 0)
-        goto done;
-    list = PyList_New((Py_ssize_t)r.n);
-    for (size_t i = 0; list && i < r.n; i++) {
-        /* the lines lie all over the input, long out of cache: ask early */
-        if (i + 8 < r.n)
-            __builtin_prefetch(r.hits[i + 8].line);
-        PyObject *d = hit_dict(st, &b, &r.hits[i]);
-        if (!d) {
-            Py_CLEAR(list);
-            break;
-        }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, d);
+    if (rc == 0) {
+        list = b.list;
+        b.list = NULL;
     }
     hit_builder_clear(&b);
 done:
-    grep_result_free(&r);
+    grep_free(g);
     return list;
 }
 
@@ -390,7 +428,10 @@ static int ensure_index(docs_state *st)
         return 0;
     char key[33];
     search_content_key(st->docs, st->n, SEARCH_CHUNK_CHARS, key);
-    if (st->cache_fd >= 0) {
+    /* the host caches the configured documents' index only: it closes the
+     * socket after one save */
+    int cached = st->cache_fd >= 0 && st->docs == st->configured;
+    if (cached) {
         int fd = cache_lookup(st->cache_fd, key);
         if (fd >= 0 && cache_load(st, fd) == 0)
             return 0;
@@ -404,7 +445,7 @@ static int ensure_index(docs_state *st)
         PyErr_Format(PyExc_RuntimeError, "search: %s", err);
         return -1;
     }
-    if (st->cache_fd >= 0)
+    if (cached)
         cache_save(st, key);
     return 0;
 }
@@ -508,21 +549,133 @@ static PyObject *docs_module_init(void)
 
 /* Python's object allocator takes memory in 1 MiB arenas, touches it page
  * by page and unmaps an arena as soon as it is empty. On the virtual
- * machine we measured (bench/inputs_bench.py) a page fault costs about
- * 10 us, and a page's first access costs about 5 us even when mmap has
- * populated it; grep()'s 100,000 hits fill about 10,000 pages, which took
- * longer than PCRE2's scan of 400 MB. So arenas are populated in one call
- * (half the cost), and up to ARENA_KEEP emptied arenas are kept for reuse
- * instead of being unmapped (none of it): results built after others were
- * dropped, as in any session that calls grep() more than once, land in
- * memory already mapped. At most ARENA_KEEP MiB stay mapped unused. */
+ * machine we measured (bench/helpers_bench.sh) the first touch of a 4 KiB
+ * page costs 10-20 us, and still 5-7 us when mmap has populated it;
+ * grep()'s 100,000 hits fill about 9,000 pages: longer than PCRE2's scan
+ * of 400 MB. Three things make fresh arenas cheaper:
+ *
+ * - Arenas are cut from SLAB_SIZE slabs aligned to 2 MiB and advised
+ *   MADV_HUGEPAGE, so one fault backs two arenas: populating and touching
+ *   64 MiB took 4-240 ms there in huge pages against 140-410 ms in 4 KiB
+ *   pages (the slow huge-page cases are the hypervisor backing memory it
+ *   had taken back). The kernel backs a whole huge page, so at most one
+ *   MiB more is resident than asked, at the slab's frontier.
+ * - A helper thread populates (MADV_POPULATE_WRITE) the AHEAD bytes beyond
+ *   the last arena handed out, on the other core, so a burst of
+ *   allocation, such as building a large result, finds part of its memory
+ *   ready and the rest being readied alongside. It is advice only: an arena
+ *   the helper has not finished is populated by arena_alloc itself, and a
+ *   range unmapped meanwhile makes its call fail harmlessly. It makes no
+ *   Python calls and holds no lock while it works.
+ * - Up to ARENA_KEEP emptied arenas are kept for reuse instead of being
+ *   unmapped, so results built after others were dropped, as in any
+ *   session that calls grep() more than once, land in memory already
+ *   mapped: at most ARENA_KEEP MiB stay mapped unused.
+ *
+ * Where huge pages are off the advice does nothing and arenas are
+ * populated in 4 KiB pages; without the helper, arena_alloc populates
+ * each arena itself. Python calls the allocator under the GIL, so only
+ * what the helper shares is locked. Other sizes (CPython's frame-stack
+ * chunks), and arenas when no slab fits under the address-space limit, get
+ * their own populated mapping. */
 #define ARENA_KEEP 64
+#define HUGE_PAGE ((size_t)2 << 20)
+#define SLAB_SIZE ((size_t)32 << 20)
+#define AHEAD ((size_t)2 << 20)
 
 typedef struct arena_cache {
     void *kept[ARENA_KEEP];
     size_t size[ARENA_KEEP];
     size_t n;
+    char *slab;                 /* where the next arena is cut, or NULL */
+    size_t slab_left;           /* bytes left from there */
+    int helper;                 /* the populating thread runs */
+    pthread_mutex_t lock;       /* guards the three fields below */
+    pthread_cond_t wake;
+    unsigned slab_no;           /* counts slabs */
+    uintptr_t ahead_from, ahead_to;   /* what the helper populates next */
+    _Atomic(uintptr_t) ready_to; /* the helper has populated the slab from the
+                                    next arena up to here */
 } arena_cache;
+
+/* size bytes of fresh address space aligned to HUGE_PAGE, advised for huge
+ * pages; NULL when out of address space. */
+static char *huge_map(size_t size)
+{
+    char *raw = mmap(NULL, size + HUGE_PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                     -1, 0);
+    if (raw == MAP_FAILED)
+        return NULL;
+    uintptr_t at = ((uintptr_t)raw + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1);
+    char *p = raw + (at - (uintptr_t)raw);
+    if (p > raw)
+        munmap(raw, (size_t)(p - raw));
+    munmap(p + size, HUGE_PAGE - (size_t)(p - raw));
+    madvise(p, size, MADV_HUGEPAGE);
+    return p;
+}
+
+/* Failing (a kernel before 5.14) leaves page faults on first touch. */
+static void populate(void *p, size_t size)
+{
+    madvise(p, size, MADV_POPULATE_WRITE);
+}
+
+static void *populate_main(void *arg)
+{
+    arena_cache *cache = arg;
+    pthread_mutex_lock(&cache->lock);
+    for (;;) {
+        while (cache->ahead_from >= cache->ahead_to)
+            pthread_cond_wait(&cache->wake, &cache->lock);
+        uintptr_t from = cache->ahead_from;
+        size_t step = cache->ahead_to - from < HUGE_PAGE ? cache->ahead_to - from : HUGE_PAGE;
+        unsigned slab_no = cache->slab_no;
+        cache->ahead_from = from + step;
+        pthread_mutex_unlock(&cache->lock);
+        populate((void *)from, step);
+        pthread_mutex_lock(&cache->lock);
+        if (cache->slab_no == slab_no)
+            atomic_store(&cache->ready_to, from + step);
+    }
+    return NULL;
+}
+
+/* Cuts size bytes from the current slab (a new one when it is used up),
+ * populated, and sends the helper on to AHEAD bytes beyond them. NULL when
+ * a new slab cannot be mapped. */
+static void *slab_cut(arena_cache *cache, size_t size)
+{
+    if (cache->slab_left < size) {
+        if (cache->slab_left)
+            munmap(cache->slab, cache->slab_left);
+        cache->slab = huge_map(SLAB_SIZE);
+        cache->slab_left = cache->slab ? SLAB_SIZE : 0;
+        if (!cache->slab)
+            return NULL;
+        if (cache->helper) {
+            pthread_mutex_lock(&cache->lock);
+            cache->slab_no++;
+            cache->ahead_from = cache->ahead_to = (uintptr_t)cache->slab;
+            atomic_store(&cache->ready_to, (uintptr_t)cache->slab);
+            pthread_mutex_unlock(&cache->lock);
+        }
+    }
+    char *p = cache->slab;
+    cache->slab += size;
+    cache->slab_left -= size;
+    if (!cache->helper || atomic_load(&cache->ready_to) < (uintptr_t)cache->slab)
+        populate(p, size);
+    if (cache->helper) {
+        pthread_mutex_lock(&cache->lock);
+        if (cache->ahead_from < (uintptr_t)cache->slab)
+            cache->ahead_from = (uintptr_t)cache->slab;
+        cache->ahead_to = (uintptr_t)cache->slab + (cache->slab_left < AHEAD ? cache->slab_left : AHEAD);
+        pthread_cond_signal(&cache->wake);
+        pthread_mutex_unlock(&cache->lock);
+    }
+    return p;
+}
 
 static void *arena_alloc(void *ctx, size_t size)
 {
@@ -535,6 +688,13 @@ static void *arena_alloc(void *ctx, size_t size)
             cache->size[i] = cache->size[cache->n];
             return p;
         }
+    /* An arena (a power of two, so the slab's pieces stay aligned); near
+     * the address-space limit, where no slab fits, it is mapped alone. */
+    if (size >= 64 * 1024 && size <= SLAB_SIZE / 4 && (size & (size - 1)) == 0) {
+        void *p = slab_cut(cache, size);
+        if (p)
+            return p;
+    }
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE,
                    -1, 0);
     return p == MAP_FAILED ? NULL : p;
@@ -549,15 +709,38 @@ static void arena_free(void *ctx, void *ptr, size_t size)
         cache->n++;
         return;
     }
-    munmap(ptr, size);
+    munmap(ptr, size);   /* a piece of a slab is unmapped alone */
+}
+
+/* The helper thread, with every signal blocked so that SIGINT reaches the
+ * main thread. Returns 0 when it runs. */
+static int start_populate_helper(arena_cache *cache)
+{
+    if (pthread_mutex_init(&cache->lock, NULL) != 0)
+        return -1;
+    if (pthread_cond_init(&cache->wake, NULL) != 0)
+        return -1;
+    pthread_attr_t attr;
+    if (pthread_attr_init(&attr) != 0)
+        return -1;
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pthread_t thread;
+    int rc = pthread_create(&thread, &attr, populate_main, cache);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    return rc == 0 ? 0 : -1;
 }
 
 int repl_helpers_register(void)
 {
-    /* The cache lives as long as the process, like the allocator using it;
-     * Python calls the allocator under the GIL, so it needs no lock. */
+    /* The cache lives as long as the process, like the allocator using it. */
     arena_cache *cache = calloc(1, sizeof *cache);
     if (cache) {
+        cache->helper = start_populate_helper(cache) == 0;
         PyObjectArenaAllocator arenas = {.ctx = cache, .alloc = arena_alloc, .free = arena_free};
         PyObject_SetArenaAllocator(&arenas);
     }
@@ -581,7 +764,23 @@ int repl_helpers_configure(ingest_kind kind, const ingest_doc *docs, size_t n_do
     st->n = n_docs;
     st->ascii = ascii;
     st->cache_fd = cache_fd;
+    st->configured = docs;
     return 0;
+}
+
+search_index *repl_helpers_switch(ingest_kind kind, const ingest_doc *docs, size_t n_docs,
+                                  const unsigned char *ascii, search_index *index)
+{
+    docs_state *st = docs_get();
+    if (!st)
+        return index;
+    search_index *had = st->index;
+    st->kind = kind;
+    st->docs = docs;
+    st->n = n_docs;
+    st->ascii = ascii;
+    st->index = index;
+    return had;
 }
 
 PyObject *repl_helpers_function(const char *name)

@@ -14,6 +14,7 @@
 #include <stddef.h>
 
 #include "ingest.h"
+#include "search.h"
 
 /* Registers `_rlm_docs` as a built-in module, and gives Python's object
  * allocator arenas populated in one mmap (page faults one by one made
@@ -30,6 +31,15 @@ int repl_helpers_register(void);
  * Returns 0, or -1 with a Python error set. */
 int repl_helpers_configure(ingest_kind kind, const ingest_doc *docs, size_t n_docs,
                            const unsigned char *ascii, int cache_fd);
+
+/* Points the helpers at another set of documents, under the rules of
+ * repl_helpers_configure, with that set's search index (NULL: built on its
+ * first search()), and returns the index they had (NULL if none was built),
+ * which the caller now keeps. Only the configured set's index is looked up
+ * in and saved to the host's cache. Switching back to the configured set
+ * restores it. */
+search_index *repl_helpers_switch(ingest_kind kind, const ingest_doc *docs, size_t n_docs,
+                                  const unsigned char *ascii, search_index *index);
 
 /* A helper by its namespace name ("grep", "chunks", "search",
  * "count_tokens"), new reference; NULL without an error if unknown. */

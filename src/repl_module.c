@@ -1,9 +1,11 @@
 /* repl_module — the `_rlm` built-in module of the sandbox child: the REPL
  * functions model code calls (sub-calls go to the host as frames), the bounded
- * output capture behind sys.stdout/sys.stderr, and the import guard. */
+ * output capture behind sys.stdout/sys.stderr, the import guard, and the
+ * inputs (context, context_2, ...) the helpers can be pointed at. */
 #include "repl_module.h"
 
 #include "frame.h"
+#include "repl_helpers.h"
 
 #include <jansson.h>
 #include <stdint.h>
@@ -33,6 +35,24 @@ typedef struct capture_object {
     unsigned long long total;
 } capture_object;
 
+/* One input as the helpers see it: the object model code got, the str of
+ * each of its documents (kept here: model code may change a list's items, not
+ * this tuple), the documents' bytes, and the search indexes built so far. */
+typedef struct repl_input {
+    PyObject *obj;
+    PyObject *documents;          /* tuple: the str of docs[i], in order */
+    ingest_kind kind;
+    const ingest_doc *docs;       /* borrowed, live as long as the process */
+    size_t n_docs;
+    const unsigned char *ascii;   /* per document, or NULL */
+    search_index *index;          /* the whole input's, while not installed in the helpers */
+    search_index **doc_index;     /* one per document viewed alone; NULL until needed */
+} repl_input;
+
+#define REPL_MAX_INPUTS 4096
+/* Prompts in one call frame: the host refuses more (sandbox-protocol.md). */
+#define REPL_MAX_BATCH 65536
+
 typedef struct repl_state {
     int fd;
     size_t frame_max;
@@ -43,6 +63,10 @@ typedef struct repl_state {
     PyObject *guard;         /* our __import__ */
     PyObject *allowed;       /* frozenset of allowed top-level module names */
     PyObject *allowed_text;  /* "re, json, ..." for error messages */
+    PyObject *input_names;   /* set: context, context_1, context_2, ... */
+    repl_input *inputs;      /* inputs[0] is the first (`context`) */
+    size_t n_inputs;
+    int helpers_switched;    /* a helper runs on another input than the first */
 } repl_state;
 
 static struct PyModuleDef repl_moduledef;
@@ -291,25 +315,6 @@ static json_t *json_from_py(PyObject *obj)
     return s;
 }
 
-static json_t *json_list_from_py(PyObject *seq, int allow_none)
-{
-    json_t *arr = json_array();
-    if (!arr)
-        return (json_t *)PyErr_NoMemory();
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        json_t *value = allow_none && item == Py_None ? json_null() : json_from_py(item);
-        if (!value || json_array_append_new(arr, value) != 0) {
-            json_decref(arr);
-            if (!PyErr_Occurred())
-                PyErr_NoMemory();
-            return NULL;
-        }
-    }
-    return arr;
-}
-
 /* ---- sub-calls ---- */
 
 /* Sends one "call" frame and waits for its "call_result". The host may take
@@ -322,8 +327,8 @@ static PyObject *subcall_exchange(repl_state *st, json_t *call, Py_ssize_t n, co
     size_t size = frame_encoded_size(call);
     if (size == 0 || size > st->frame_max || raw_size > st->frame_max)
         return PyErr_Format(PyExc_ValueError,
-                            "%s: the prompts are too large to send (%zu bytes, the limit is "
-                            "%zu); send smaller pieces",
+                            "%s: the prompts and contexts are too large to send (%zu bytes, "
+                            "the limit is %zu); send smaller pieces",
                             fname, raw ? raw_size : size, st->frame_max);
     if (frame_write(st->fd, call, st->frame_max, err, sizeof err) != 0)
         _exit(3); /* the host is gone: nothing left to serve */
@@ -367,68 +372,111 @@ fail:
     return list;
 }
 
-/* Design note. A batch of plain sub-calls can carry the whole input (the
- * OOLONG-style scripts send every line once): encoding it as JSON would make
- * two more copies here (a json_t per prompt, then the dumped text) and cost
- * the host a JSON parse of tens of megabytes before the first request goes
- * out. So the prompts go as one raw frame after a small "call" frame that
- * lists their byte lengths ("prompt_lengths"); each prompt is followed by a
- * NUL. ASCII strings (the common case) are written straight from CPython's
- * buffer; any other string is encoded to UTF-8 once and kept until sent. */
-static PyObject *subcall_raw(repl_state *st, PyObject *seq, Py_ssize_t n, PyObject *model,
-                             const char *fname)
+/* Appends the UTF-8 bytes of str(item) and a NUL to parts. ASCII strings go
+ * out straight from CPython's buffer (the caller holds the str); any other
+ * object is encoded once into *keep, which the caller releases after
+ * sending. Returns the byte length, or -1 with a Python error. */
+static Py_ssize_t raw_part(PyObject *item, struct iovec *parts, PyObject **keep)
 {
     static const char nul = '\0';
+    const char *data;
+    Py_ssize_t len;
+    if (PyUnicode_Check(item) && PyUnicode_IS_ASCII(item)) {
+        data = PyUnicode_DATA(item);
+        len = PyUnicode_GET_LENGTH(item);
+    } else {
+        *keep = repl_utf8_bytes(item);
+        if (!*keep)
+            return -1;
+        data = PyBytes_AS_STRING(*keep);
+        len = PyBytes_GET_SIZE(*keep);
+    }
+    parts[0] = (struct iovec){(void *)data, (size_t)len};
+    parts[1] = (struct iovec){(void *)&nul, 1};
+    return len;
+}
+
+/* Design note. A batch of sub-calls can carry the whole input (the
+ * OOLONG-style scripts send every line once), and rlm_query's contexts can be
+ * tens of megabytes: encoding them as JSON would make two more copies here (a
+ * json_t per prompt, then the dumped text) and cost the host a JSON parse
+ * before the first request goes out. So prompts and contexts go as one raw
+ * frame after a small "call" frame that lists their byte lengths
+ * ("prompt_lengths", "context_lengths" with null for a prompt without
+ * context); each piece is followed by a NUL, the prompts first, then the
+ * contexts that are there. ASCII strings (the common case, `context` itself
+ * above all) are written straight from CPython's buffer; any other object is
+ * str()'d and encoded to UTF-8 once and kept until sent. The host hands the
+ * callback pointers into the frame it read: no copy there either. */
+static PyObject *subcall_raw(repl_state *st, int rlm, PyObject *seq, PyObject *ctx_seq,
+                             Py_ssize_t n, PyObject *model, const char *fname)
+{
     PyObject *result = NULL;
-    PyObject **encoded = calloc((size_t)n, sizeof *encoded);
-    struct iovec *parts = calloc((size_t)n * 2, sizeof *parts);
+    size_t pieces = (size_t)n * (ctx_seq ? 2 : 1);
+    PyObject **keep = calloc(pieces, sizeof *keep);
+    struct iovec *parts = calloc(pieces * 2, sizeof *parts);
     json_t *call = json_object();
     json_t *lengths = json_array();
-    size_t total = 0;
-    if (!encoded || !parts || !call || !lengths) {
+    json_t *ctx_lengths = ctx_seq ? json_array() : NULL;
+    size_t total = 0, used = 0;
+    if (!keep || !parts || !call || !lengths || (ctx_seq && !ctx_lengths)) {
         PyErr_NoMemory();
         goto fail;
     }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
-        const char *data;
-        size_t len;
-        if (PyUnicode_Check(item) && PyUnicode_IS_ASCII(item)) {
-            data = PyUnicode_DATA(item);
-            len = (size_t)PyUnicode_GET_LENGTH(item);
-        } else {
-            encoded[i] = repl_utf8_bytes(item);
-            if (!encoded[i])
+    for (size_t pass = 0; pass < (ctx_seq ? 2u : 1u); pass++) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *item = PySequence_Fast_GET_ITEM(pass ? ctx_seq : seq, i);
+            json_t *list = pass ? ctx_lengths : lengths;
+            json_t *entry;
+            if (pass && item == Py_None) {
+                entry = json_null();
+            } else {
+                Py_ssize_t len = raw_part(item, parts + 2 * used, keep + used);
+                if (len < 0)
+                    goto fail;
+                used++;
+                total = (size_t)len + 1 > SIZE_MAX - total ? SIZE_MAX : total + (size_t)len + 1;
+                entry = json_integer((json_int_t)len);
+            }
+            if (json_array_append_new(list, entry) != 0) {
+                PyErr_NoMemory();
                 goto fail;
-            data = PyBytes_AS_STRING(encoded[i]);
-            len = (size_t)PyBytes_GET_SIZE(encoded[i]);
-        }
-        parts[2 * i] = (struct iovec){(void *)data, len};
-        parts[2 * i + 1] = (struct iovec){(void *)&nul, 1};
-        total = len + 1 > SIZE_MAX - total ? SIZE_MAX : total + len + 1;
-        if (json_array_append_new(lengths, json_integer((json_int_t)len)) != 0) {
-            PyErr_NoMemory();
-            goto fail;
+            }
         }
     }
     json_t *model_json = model && model != Py_None ? json_from_py(model) : json_null();
     if (!model_json || json_object_set_new(call, "model", model_json) != 0 ||
         json_object_set_new(call, "type", json_string("call")) != 0 ||
-        json_object_set_new(call, "kind", json_string("llm")) != 0 ||
-        json_object_set(call, "prompt_lengths", lengths) != 0) {
+        json_object_set_new(call, "kind", json_string(rlm ? "rlm" : "llm")) != 0 ||
+        json_object_set(call, "prompt_lengths", lengths) != 0 ||
+        (ctx_lengths && json_object_set(call, "context_lengths", ctx_lengths) != 0)) {
         if (!PyErr_Occurred())
             PyErr_NoMemory();
         goto fail;
     }
-    result = subcall_exchange(st, call, n, fname, parts, (size_t)n * 2, total);
+    result = subcall_exchange(st, call, n, fname, parts, used * 2, total);
 fail:
-    for (Py_ssize_t i = 0; encoded && i < n; i++)
-        Py_XDECREF(encoded[i]);
-    free(encoded);
+    for (size_t i = 0; keep && i < used; i++)
+        Py_XDECREF(keep[i]);
+    free(keep);
     free(parts);
     json_decref(lengths);
+    json_decref(ctx_lengths);
     json_decref(call);
     return result;
+}
+
+/* The items of a sequence as a tuple of its own: str() of an item (model
+ * code) can change a list while the frame is built, never this tuple, whose
+ * strs the raw frame points into. */
+static PyObject *own_items(PyObject *obj, const char *message)
+{
+    PyObject *seq = PySequence_Fast(obj, message);
+    if (!seq || PyTuple_CheckExact(seq))
+        return seq;
+    PyObject *items = PySequence_Tuple(seq);
+    Py_DECREF(seq);
+    return items;
 }
 
 static PyObject *subcall(PyObject *module, int rlm, PyObject *prompts, PyObject *contexts,
@@ -436,13 +484,12 @@ static PyObject *subcall(PyObject *module, int rlm, PyObject *prompts, PyObject 
 {
     repl_state *st = PyModule_GetState(module);
     PyObject *seq = NULL, *ctx_seq = NULL, *result = NULL;
-    json_t *call = NULL;
     if (PyUnicode_Check(prompts))
         return PyErr_Format(PyExc_TypeError,
                             "%s expects a list of prompts, got one str; use %s for a single "
                             "prompt",
                             fname, rlm ? "rlm_query" : "llm_query");
-    seq = PySequence_Fast(prompts, "prompts must be a list of strings");
+    seq = own_items(prompts, "prompts must be a list of strings");
     if (!seq)
         goto fail;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
@@ -450,16 +497,18 @@ static PyObject *subcall(PyObject *module, int rlm, PyObject *prompts, PyObject 
         result = PyList_New(0);
         goto fail;
     }
-    if (!rlm && (!contexts || contexts == Py_None)) {
-        result = subcall_raw(st, seq, n, model, fname);
+    if (n > REPL_MAX_BATCH) {
+        PyErr_Format(PyExc_ValueError, "%s: %zd prompts in one batch; at most %d, send the rest "
+                     "in another batch", fname, n, REPL_MAX_BATCH);
         goto fail;
     }
-    call = json_object();
-    json_t *prompt_list = json_list_from_py(seq, 0);
-    if (!call || !prompt_list || json_object_set_new(call, "prompts", prompt_list) != 0)
-        goto fail;
     if (contexts && contexts != Py_None) {
-        ctx_seq = PySequence_Fast(contexts, "contexts must be a list (one per prompt)");
+        if (PyUnicode_Check(contexts)) {
+            PyErr_Format(PyExc_TypeError,
+                         "%s expects a list of contexts (one per prompt), got one str", fname);
+            goto fail;
+        }
+        ctx_seq = own_items(contexts, "contexts must be a list (one per prompt)");
         if (!ctx_seq)
             goto fail;
         if (PySequence_Fast_GET_SIZE(ctx_seq) != n) {
@@ -467,20 +516,17 @@ static PyObject *subcall(PyObject *module, int rlm, PyObject *prompts, PyObject 
                          PySequence_Fast_GET_SIZE(ctx_seq));
             goto fail;
         }
-        json_t *ctx_list = json_list_from_py(ctx_seq, 1);
-        if (!ctx_list || json_object_set_new(call, "contexts", ctx_list) != 0)
-            goto fail;
+        /* A list of None is no context at all. */
+        Py_ssize_t given = 0;
+        for (Py_ssize_t i = 0; i < n; i++)
+            given += PySequence_Fast_GET_ITEM(ctx_seq, i) != Py_None;
+        if (given == 0)
+            Py_CLEAR(ctx_seq);
     }
-    json_t *model_json = model && model != Py_None ? json_from_py(model) : json_null();
-    if (!model_json || json_object_set_new(call, "model", model_json) != 0 ||
-        json_object_set_new(call, "type", json_string("call")) != 0 ||
-        json_object_set_new(call, "kind", json_string(rlm ? "rlm" : "llm")) != 0)
-        goto fail;
-    result = subcall_exchange(st, call, n, fname, NULL, 0, 0);
+    result = subcall_raw(st, rlm, seq, ctx_seq, n, model, fname);
 fail:
     if (!result && !PyErr_Occurred())
         PyErr_NoMemory();
-    json_decref(call);
     Py_XDECREF(seq);
     Py_XDECREF(ctx_seq);
     return result;
@@ -596,7 +642,9 @@ static PyObject *api_final_var(PyObject *module, PyObject *name)
 
 /* ---- SHOW_VARS ---- */
 
-static int is_repl_name(PyObject *key)
+/* The REPL's own names and the inputs' (context, context_1, context_2, ...):
+ * built in, not the model's variables. */
+static int is_repl_name(repl_state *st, PyObject *key)
 {
     static const char *const names[] = {"context", "llm_query", "llm_query_batched",
                                         "rlm_query", "rlm_query_batched", "FINAL", "FINAL_VAR",
@@ -605,7 +653,10 @@ static int is_repl_name(PyObject *key)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
             return 1;
-    return 0;
+    int input = st->input_names ? PySet_Contains(st->input_names, key) : 0;
+    if (input < 0)
+        PyErr_Clear();
+    return input > 0;
 }
 
 /* Sizes only for exact built-in types: a subclass's __len__ is model code and
@@ -633,7 +684,7 @@ static PyObject *api_show_vars(PyObject *module, PyObject *unused)
     Py_ssize_t pos = 0;
     while (PyDict_Next(st->ns, &pos, &key, &value)) {
         if (!PyUnicode_Check(key) || PyUnicode_GET_LENGTH(key) == 0 ||
-            PyUnicode_READ_CHAR(key, 0) == '_' || is_repl_name(key))
+            PyUnicode_READ_CHAR(key, 0) == '_' || is_repl_name(st, key))
             continue;
         PyObject *line = describe_var(key, value);
         if (!line || PyList_Append(lines, line) < 0) {
@@ -870,9 +921,197 @@ int repl_install_import_guard(void)
     return PyDict_SetItemString(builtins, "__import__", st->guard);
 }
 
-/* ---- module ---- */
+/* ---- inputs, and the helpers pointed at one ----
+ *
+ * Design note. The helpers (repl_helpers.c) work on one set of documents at
+ * a time, with that set's search index. Every input (context, context_2, ...)
+ * is registered here with its documents; grep, chunks and search in the
+ * namespace are wrappers that take context=<an input, or one document of
+ * one> and point the helpers at it for the length of the call (a document
+ * alone is a set of one: offsets are into that str, hits have doc None),
+ * then back at the first input. Each set's index is kept here between calls,
+ * so none is built twice. A helper cannot run model code between the switch
+ * and the switch back except through argument conversion (an __index__
+ * method), so a nested helper call meanwhile is refused: it would swap
+ * indexes under the running one. */
+
+typedef struct helper_view {
+    ingest_kind kind;
+    const ingest_doc *docs;
+    size_t n_docs;
+    const unsigned char *ascii;
+    search_index **index;   /* where the view's index is kept between calls */
+} helper_view;
+
+/* The str of each document of obj, as loaded, in document order. */
+static PyObject *input_documents(PyObject *obj, ingest_kind kind, const ingest_doc *docs,
+                                 size_t n_docs)
+{
+    PyObject *documents = PyTuple_New((Py_ssize_t)n_docs);
+    for (size_t i = 0; documents && i < n_docs; i++) {
+        PyObject *doc = NULL; /* borrowed */
+        if (kind == INGEST_STR) {
+            doc = i == 0 ? obj : NULL;
+        } else if (kind == INGEST_LIST) {
+            doc = PyList_Check(obj) && (Py_ssize_t)i < PyList_GET_SIZE(obj)
+                      ? PyList_GET_ITEM(obj, (Py_ssize_t)i)
+                      : NULL;
+        } else if (PyDict_Check(obj)) {
+            PyObject *key = PyUnicode_DecodeUTF8(docs[i].name, (Py_ssize_t)strlen(docs[i].name),
+                                                 "replace");
+            doc = key ? PyDict_GetItemWithError(obj, key) : NULL;
+            Py_XDECREF(key);
+            if (PyErr_Occurred())
+                Py_CLEAR(documents);
+        }
+        if (documents)
+            PyTuple_SET_ITEM(documents, (Py_ssize_t)i, Py_NewRef(doc ? doc : Py_None));
+    }
+    return documents;
+}
+
+int repl_add_input(PyObject *names, PyObject *obj, ingest_kind kind, const ingest_doc *docs,
+                   size_t n_docs, const unsigned char *ascii)
+{
+    repl_state *st = state_get();
+    if (!st) {
+        PyErr_SetString(PyExc_RuntimeError, "_rlm is not configured");
+        return -1;
+    }
+    if (st->n_inputs >= REPL_MAX_INPUTS) {
+        PyErr_Format(PyExc_RuntimeError, "too many inputs (at most %d)", REPL_MAX_INPUTS);
+        return -1;
+    }
+    repl_input *grown = PyMem_Realloc(st->inputs, (st->n_inputs + 1) * sizeof *grown);
+    if (!grown) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    st->inputs = grown;
+    if (!st->input_names && !(st->input_names = PySet_New(NULL)))
+        return -1;
+    PyObject *documents = input_documents(obj, kind, docs, n_docs);
+    if (!documents)
+        return -1;
+    Py_ssize_t n_names = PyTuple_Size(names);
+    for (Py_ssize_t i = 0; i < n_names; i++)
+        if (PySet_Add(st->input_names, PyTuple_GET_ITEM(names, i)) < 0) {
+            Py_DECREF(documents);
+            return -1;
+        }
+    st->inputs[st->n_inputs++] = (repl_input){
+        .obj = Py_NewRef(obj), .documents = documents, .kind = kind, .docs = docs,
+        .n_docs = n_docs, .ascii = ascii};
+    return 0;
+}
+
+/* What obj is: an input (whole), or one document of an input. 0, or -1 when
+ * it is neither. */
+static int find_view(repl_state *st, PyObject *obj, size_t *input, size_t *doc)
+{
+    for (size_t k = 0; k < st->n_inputs; k++)
+        if (st->inputs[k].obj == obj) {
+            *input = k;
+            *doc = SIZE_MAX;
+            return 0;
+        }
+    for (size_t k = 0; k < st->n_inputs; k++) {
+        PyObject *documents = st->inputs[k].documents;
+        for (Py_ssize_t d = 0; d < PyTuple_GET_SIZE(documents); d++)
+            if (PyTuple_GET_ITEM(documents, d) == obj) {
+                *input = k;
+                *doc = (size_t)d;
+                return 0;
+            }
+    }
+    return -1;
+}
+
+static int view_of(repl_input *in, size_t doc, helper_view *v)
+{
+    if (doc == SIZE_MAX) {
+        *v = (helper_view){in->kind, in->docs, in->n_docs, in->ascii, &in->index};
+        return 0;
+    }
+    if (!in->doc_index && !(in->doc_index = PyMem_Calloc(in->n_docs, sizeof *in->doc_index))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    *v = (helper_view){INGEST_STR, in->docs + doc, 1, in->ascii ? in->ascii + doc : NULL,
+                       &in->doc_index[doc]};
+    return 0;
+}
+
+/* grep / chunks / search with context=: self is the helper itself. */
+static PyObject *helper_call(PyObject *helper, PyObject *args, PyObject *kwds)
+{
+    repl_state *st = state_get();
+    PyObject *target = NULL, *kw = NULL, *result = NULL;
+    if (!st)
+        return PyErr_Format(PyExc_RuntimeError, "_rlm is not configured");
+    if (st->helpers_switched)
+        return PyErr_Format(PyExc_RuntimeError, "%s: the helpers cannot be called while one "
+                            "is running", PyEval_GetFuncName(helper));
+    if (kwds) {
+        target = PyDict_GetItemString(kwds, "context"); /* borrowed */
+        kw = PyDict_Copy(kwds);
+        if (!kw || (target && PyDict_DelItemString(kw, "context") < 0))
+            goto done;
+    }
+    size_t input = 0, doc = SIZE_MAX;
+    if (target && target != Py_None && find_view(st, target, &input, &doc) != 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s(context=...) takes one of the inputs (context, context_2, ...) or one "
+                     "of their documents (context_2[0], context_2['name']), not a %.100s made "
+                     "in the REPL; for other text use re",
+                     PyEval_GetFuncName(helper), Py_TYPE(target)->tp_name);
+        goto done;
+    }
+    if (st->n_inputs == 0 || (input == 0 && doc == SIZE_MAX)) {
+        result = PyObject_Call(helper, args, kw);
+        goto done;
+    }
+    repl_input *first = &st->inputs[0];
+    helper_view v;
+    if (view_of(&st->inputs[input], doc, &v) != 0)
+        goto done;
+    st->helpers_switched = 1;
+    first->index = repl_helpers_switch(v.kind, v.docs, v.n_docs, v.ascii, *v.index);
+    result = PyObject_Call(helper, args, kw);
+    *v.index = repl_helpers_switch(first->kind, first->docs, first->n_docs, first->ascii,
+                                   first->index);
+    first->index = NULL;
+    st->helpers_switched = 0;
+done:
+    Py_XDECREF(kw);
+    return result;
+}
 
 #define API_FN(fn) ((PyCFunction)(void (*)(void))(fn))
+
+static PyMethodDef input_helper_defs[] = {
+    {"grep", API_FN(helper_call), METH_VARARGS | METH_KEYWORDS,
+     "grep(pattern, flags='', max_hits=1000, doc=None, context=None) -> list of {doc, line, "
+     "offset, text}. context: the input to search (default: context), e.g. context_2, or one "
+     "document of one."},
+    {"chunks", API_FN(helper_call), METH_VARARGS | METH_KEYWORDS,
+     "chunks(max_chars=100000, overlap=0, by='lines'|'chars'|'docs', context=None) -> list of "
+     "str. context: as for grep."},
+    {"search", API_FN(helper_call), METH_VARARGS | METH_KEYWORDS,
+     "search(query, k=10, context=None) -> list of {doc, score, offset, text}, best first "
+     "(BM25). context: as for grep."},
+    {NULL, NULL, 0, NULL},
+};
+
+PyObject *repl_input_helper(const char *name, PyObject *helper)
+{
+    for (PyMethodDef *def = input_helper_defs; def->ml_name; def++)
+        if (strcmp(def->ml_name, name) == 0)
+            return PyCFunction_NewEx(def, helper, NULL);
+    return Py_NewRef(helper);
+}
+
+/* ---- module ---- */
 
 static PyMethodDef repl_methods[] = {
     {"llm_query", API_FN(api_llm_query), METH_VARARGS | METH_KEYWORDS,

@@ -11,24 +11,26 @@
  * answered kill_grace seconds later it is killed and a fresh one started from
  * the same context fd. The child runs in its own process group so a
  * terminal's Ctrl-C does not reach it, with only fds 3 (socket) and 4
- * (context) open besides /dev/null.
+ * (context) open besides /dev/null. A cancel works like a timeout, with
+ * SIGUSR1 instead of SIGINT so that the child can tell the model why.
  *
- * Namespaces. The child is started in new user, network, IPC and PID
- * namespaces when the kernel allows: no network interface but a down lo, no
- * System V IPC shared with anyone, no process visible or signalable but
- * itself. A process cannot move itself into a new PID namespace, so this is
- * the host's job, at spawn time. posix_spawn has no namespace flags, so the
- * host uses a fork-like clone(2) with the namespace flags; in the threaded
- * host the new process may only make async-signal-safe calls before execve
- * (dup2, open, close_range, sigaction, setpgid), with everything prepared
- * beforehand and exec failures reported through a close-on-exec pipe. The
- * flag sets are tried strongest first (a non-root user may lack user
- * namespaces; root without them still gets the others) and the first that
- * works is kept for restarts; when none does, posix_spawn starts the child
- * without namespaces and the layer report says why. */
+ * Inputs. The first input is the child's fd 4 (and 5); later ones (a
+ * session's context_2, ...) are passed over the channel with SCM_RIGHTS.
+ * The host keeps its own duplicate of every input's descriptors and every
+ * variable it set, and hands them all to a restarted child, in order: a
+ * restart loses the model's variables, never what the host gave.
+ *
+ * Namespaces. The child runs in new user, network, IPC and PID namespaces
+ * when the kernel allows: no network interface but a down lo, no System V
+ * IPC shared with anyone, no process visible or signalable but itself. A
+ * process cannot move itself into a new PID namespace, so the child gets them
+ * when it is started: spawned (clone into them), or forked by a factory's
+ * zygote (sandbox_spawn.c), which is the cheaper start when there are many
+ * children; either way the protocol from the init frame on is the same. */
 #include "sandbox.h"
 
 #include "frame.h"
+#include "sandbox_spawn.h"
 #include "utf8.h"
 #include "util.h"
 
@@ -39,15 +41,12 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sched.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -59,27 +58,47 @@
 #define SANDBOX_SEND_TIMEOUT 10    /* seconds a blocked write to the child may take */
 #define SANDBOX_MAX_BATCH 65536    /* prompts in one sub-call frame */
 #define SANDBOX_RAW_STALL_MS 30000 /* a raw frame that stops arriving this long is dropped */
-#define SANDBOX_FD_FLOOR 10        /* our fds to hand over sit above 3 and 4 */
+#define SANDBOX_NAME_MAX 64        /* characters of a name the host binds */
+#define SANDBOX_MAX_INPUTS 4096    /* inputs of one sandbox, the first included */
+#define SANDBOX_MAX_VARS 65536     /* variables the host sets (kept for restarts) */
+#define SANDBOX_CANCEL_POLL_MS 100 /* how often *cancel is read while a cell runs */
+#define SANDBOX_PROTOCOL_VERSION 2 /* the init frame's "version" */
+
+/* An input and the name it is bound to; the descriptors are our CLOEXEC
+ * duplicates (-1: none). inputs[0] is the first, bound to `context`. */
+typedef struct input_slot {
+    char name[SANDBOX_NAME_MAX + 1];
+    sandbox_input in;
+} input_slot;
+
+/* A variable the host set, set again in a restarted child. */
+typedef struct var_slot {
+    char name[SANDBOX_NAME_MAX + 1];
+    char *value;
+} var_slot;
 
 struct sandbox {
     char *exe_path;
-    int context_fd; /* our CLOEXEC dup, or -1 */
-    size_t context_len;
-    int context_pack;
-    int data_fd;    /* our CLOEXEC dup of an external pack's data, or -1 */
-    size_t data_len;
+    input_slot *inputs; /* at least one: the first input */
+    size_t n_inputs;
+    var_slot *vars;
+    size_t n_vars;
+    const volatile int *cancel;
     char *search_cache_dir;
     pthread_t cache_thread;
     int cache_running;
     size_t memory_limit;
+    int memory_auto;     /* memory_limit follows the inputs (counted at each start) */
     double cell_timeout;
     double kill_grace;
     size_t output_limit;
     int unsafe_no_sandbox;
     int no_namespaces;
     int no_landlock;
-    int ns_index;         /* entry of namespace_sets that worked; -1 before the first try */
-    char ns_detail[256];  /* why namespaces are missing or partial */
+    sandbox_factory *factory; /* a reference; NULL: always spawn */
+    int forked;           /* the current child came from the factory */
+    int ns_index;         /* the spawn's namespace set that worked; -1 before the first try */
+    sandbox_namespaces ns; /* the current child's */
     unsigned long long next_id; /* request ids: random start, then counting */
     pid_t pid;  /* -1 when there is no child */
     int sock;   /* -1 when there is no child */
@@ -89,16 +108,6 @@ struct sandbox {
     char python[64];      /* the child's Py_GetVersion(), first word */
     char *layers_json;    /* [{"name","active","detail"}], strongest first */
 };
-
-/* Namespace sets to try, strongest first. */
-static const struct {
-    int flags;
-    const char *names;
-} namespace_sets[] = {
-    {CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID, "user,net,ipc,pid"},
-    {CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID, "net,ipc,pid"},
-};
-#define NAMESPACE_SETS ((int)(sizeof namespace_sets / sizeof namespace_sets[0]))
 
 /* How a request ended. */
 enum {
@@ -114,7 +123,8 @@ typedef struct wait_state {
     double timeout;      /* seconds of child time allowed; sub-calls excluded */
     double call_seconds; /* time spent in the callback */
     size_t n_calls;
-    int interrupted;     /* SIGINT was sent */
+    int interrupted;     /* SIGINT (or, cancelling, SIGUSR1) was sent */
+    int cancelled;       /* the interrupt was the user's cancel */
     double kill_at;
     int stopped;         /* the callback asked to stop the run */
     sandbox_call_fn call;
@@ -123,22 +133,6 @@ typedef struct wait_state {
 } wait_state;
 
 /* ---- child processes ---- */
-
-static void describe_status(int status, char *out, size_t len)
-{
-    if (WIFEXITED(status)) {
-        snprintf(out, len, "exited with status %d", WEXITSTATUS(status));
-    } else if (WIFSIGNALED(status)) {
-        int sig = WTERMSIG(status);
-        const char *hint = sig == SIGKILL   ? " - out of memory, or killed from outside"
-                           : sig == SIGSEGV ? " - a crash"
-                           : sig == SIGSYS  ? " - a forbidden system call"
-                                            : "";
-        snprintf(out, len, "was killed by signal %d (%s%s)", sig, strsignal(sig), hint);
-    } else {
-        snprintf(out, len, "ended with wait status %d", status);
-    }
-}
 
 /* Kills and reaps the child (no zombie) and closes our end of its socket.
  * Returns its wait status, or -1 if there was none. */
@@ -181,185 +175,6 @@ static int collect_child(sandbox *sb)
     }
     int killed = stop_child(sb);
     return status != -1 ? status : killed;
-}
-
-/* Everything the new process needs between clone and execve, prepared
- * before the clone so that it allocates nothing. */
-typedef struct spawn_plan {
-    const char *exe;
-    char **argv;
-    char **envp;
-    int channel_fd;   /* becomes fd 3 */
-    int context_fd;   /* becomes fd 4, or -1 */
-    int data_fd;      /* becomes fd 5, or -1 */
-    int cache_fd;     /* becomes fd 6, or -1 */
-    int keep_stderr;
-    int error_fd;     /* write end of the exec-error pipe, CLOEXEC, >= SANDBOX_FD_FLOOR */
-} spawn_plan;
-
-/* Runs in the cloned process: async-signal-safe calls only, never returns. */
-static void exec_cloned(const spawn_plan *plan)
-{
-    int first_closed = 7;
-    int handed[3] = {plan->context_fd, plan->data_fd, plan->cache_fd};
-    if (dup2(plan->channel_fd, 3) < 0)
-        goto fail;
-    int null_fd = open("/dev/null", O_RDWR);
-    if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(null_fd, 1) < 0 ||
-        (!plan->keep_stderr && dup2(null_fd, 2) < 0))
-        goto fail;
-    /* fds 4, 5, 6 have fixed meanings; an absent one is /dev/null. */
-    for (int i = 0; i < 3; i++)
-        if (dup2(handed[i] >= 0 ? handed[i] : null_fd, 4 + i) < 0)
-            goto fail;
-    if (close_range((unsigned)first_closed, (unsigned)plan->error_fd - 1, 0) != 0 ||
-        close_range((unsigned)plan->error_fd + 1, ~0U, 0) != 0)
-        goto fail;
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof dfl);
-    dfl.sa_handler = SIG_DFL;
-    for (int sig = 1; sig < NSIG; sig++)
-        sigaction(sig, &dfl, NULL); /* fails harmlessly for KILL, STOP, libc's own */
-    setpgid(0, 0);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
-    execve(plan->exe, plan->argv, plan->envp);
-fail:;
-    int code = errno;
-    ssize_t ignored = write(plan->error_fd, &code, sizeof code);
-    (void)ignored;
-    _exit(127);
-}
-
-/* Starts the child in new namespaces. Returns its pid, or -1 with errno set
- * (EPERM, EINVAL, ENOSPC, ... from clone, or the execve error). */
-static pid_t spawn_in_namespaces(const spawn_plan *base, int flags)
-{
-    int pipe_fds[2];
-    if (pipe2(pipe_fds, O_CLOEXEC) != 0)
-        return -1;
-    spawn_plan plan = *base;
-    plan.error_fd = fcntl(pipe_fds[1], F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
-    close(pipe_fds[1]);
-    if (plan.error_fd < 0) {
-        int saved = errno;
-        close(pipe_fds[0]);
-        errno = saved;
-        return -1;
-    }
-    /* No signal handler of the host may run in the new process. */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    long pid = syscall(SYS_clone, (unsigned long)flags | SIGCHLD, NULL, NULL, NULL, 0UL);
-    if (pid == 0)
-        exec_cloned(&plan);
-    int clone_errno = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    close(plan.error_fd);
-    if (pid < 0) {
-        close(pipe_fds[0]);
-        errno = clone_errno;
-        return -1;
-    }
-    int exec_errno = 0;
-    ssize_t n;
-    while ((n = read(pipe_fds[0], &exec_errno, sizeof exec_errno)) < 0 && errno == EINTR)
-        ;
-    close(pipe_fds[0]);
-    if (n > 0) { /* exec failed: the process is exiting */
-        while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR)
-            ;
-        errno = exec_errno ? exec_errno : EIO;
-        return -1;
-    }
-    return (pid_t)pid;
-}
-
-static pid_t spawn_plain(const spawn_plan *plan, char *err, size_t errlen)
-{
-    posix_spawn_file_actions_t actions;
-    posix_spawnattr_t attr;
-    int have_actions = 0, have_attr = 0;
-    pid_t pid = -1;
-    if (posix_spawn_file_actions_init(&actions) != 0)
-        goto fail_setup;
-    have_actions = 1;
-    int handed[3] = {plan->context_fd, plan->data_fd, plan->cache_fd};
-    if (posix_spawn_file_actions_adddup2(&actions, plan->channel_fd, 3) != 0 ||
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0) != 0 ||
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0) != 0 ||
-        (!plan->keep_stderr &&
-         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) != 0))
-        goto fail_setup;
-    for (int i = 0; i < 3; i++)
-        if (handed[i] >= 0 ? posix_spawn_file_actions_adddup2(&actions, handed[i], 4 + i) != 0
-                           : posix_spawn_file_actions_addopen(&actions, 4 + i, "/dev/null",
-                                                              O_RDONLY, 0) != 0)
-            goto fail_setup;
-    if (posix_spawn_file_actions_addclosefrom_np(&actions, 7) != 0)
-        goto fail_setup;
-    if (posix_spawnattr_init(&attr) != 0)
-        goto fail_setup;
-    have_attr = 1;
-    sigset_t none, all;
-    sigemptyset(&none);
-    sigfillset(&all);
-    /* Signals the host ignores would stay ignored across exec, and CPython
-     * installs its SIGINT handler only over the default disposition. */
-    if (posix_spawnattr_setsigmask(&attr, &none) != 0 ||
-        posix_spawnattr_setsigdefault(&attr, &all) != 0 ||
-        posix_spawnattr_setpgroup(&attr, 0) != 0 ||
-        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
-                                            POSIX_SPAWN_SETPGROUP) != 0)
-        goto fail_setup;
-    int spawn_rc = posix_spawn(&pid, plan->exe, &actions, &attr, plan->argv, plan->envp);
-    if (spawn_rc != 0) {
-        snprintf(err, errlen, "cannot start %s: %s", plan->exe, strerror(spawn_rc));
-        pid = -1;
-    }
-    goto done;
-fail_setup:
-    snprintf(err, errlen, "cannot prepare the sandbox process (out of memory?)");
-done:
-    if (have_actions)
-        posix_spawn_file_actions_destroy(&actions);
-    if (have_attr)
-        posix_spawnattr_destroy(&attr);
-    return pid;
-}
-
-/* Tries the namespace sets from the one that worked last (all of them the
- * first time), then falls back to a plain spawn. */
-static pid_t spawn_with_layers(sandbox *sb, const spawn_plan *plan, char *err, size_t errlen)
-{
-    if (!sb->unsafe_no_sandbox && !sb->no_namespaces) {
-        int first = sb->ns_index >= 0 ? sb->ns_index : 0;
-        buf why;
-        buf_init(&why, sizeof sb->ns_detail);
-        for (int i = first; i < NAMESPACE_SETS; i++) {
-            pid_t pid = spawn_in_namespaces(plan, namespace_sets[i].flags);
-            if (pid > 0) {
-                sb->ns_index = i;
-                snprintf(sb->ns_detail, sizeof sb->ns_detail, "%s%s%s", namespace_sets[i].names,
-                         why.len ? "; refused: " : "", why.len ? why.data : "");
-                buf_free(&why);
-                return pid;
-            }
-            buf_printf(&why, "%s%s: %s", why.len ? "; " : "", namespace_sets[i].names,
-                       strerror(errno));
-        }
-        sb->ns_index = NAMESPACE_SETS;
-        snprintf(sb->ns_detail, sizeof sb->ns_detail, "not available: %s",
-                 why.len ? why.data : "no namespace set left to try");
-        buf_free(&why);
-    } else {
-        sb->ns_index = NAMESPACE_SETS;
-        snprintf(sb->ns_detail, sizeof sb->ns_detail, "%s",
-                 sb->unsafe_no_sandbox ? "unsafe_no_sandbox" : "switched off by the caller");
-    }
-    return spawn_plain(plan, err, errlen);
 }
 
 /* ---- the search-index cache, served to the child ----
@@ -504,25 +319,21 @@ static int spawn_child(sandbox *sb, char *err, size_t errlen)
             cache_pair[0] = -1;
         }
     }
-    char *argv[] = {sb->exe_path, NULL};
-    /* Large allocations (the context str, above all) get transparent huge
-     * pages: on machines where a page fault is expensive this takes a 40 MB
-     * context from ~150 ms to ~15 ms. CPython ignores the environment. */
-    char tunables[] = "GLIBC_TUNABLES=glibc.malloc.hugetlb=1";
-    char *envp[] = {tunables, NULL};
-    spawn_plan plan = {
-        .exe = sb->exe_path,
-        .argv = argv,
-        .envp = envp,
-        .channel_fd = child_end,
-        .context_fd = sb->context_fd,
-        .data_fd = sb->data_fd,
-        .cache_fd = cache_child,
-        .keep_stderr = getenv("RLM_SANDBOX_STDERR") != NULL, /* debugging only */
-        .error_fd = -1,
-    };
-    snprintf(err, errlen, "cannot start %s", sb->exe_path);
-    pid_t pid = spawn_with_layers(sb, &plan, err, errlen);
+    sandbox_fds fds = {.channel = child_end, .context = sb->inputs[0].in.context_fd,
+                       .data = sb->inputs[0].in.data_fd, .cache = cache_child};
+    int use_namespaces = !sb->unsafe_no_sandbox && !sb->no_namespaces;
+    pid_t pid = -1;
+    if (sandbox_factory_fits(sb->factory, sb->exe_path, use_namespaces)) {
+        /* A failed fork is no failure: the spawn below is the fallback. */
+        char why[512];
+        pid = sandbox_factory_fork(sb->factory, &fds, &sb->ns, why, sizeof why);
+    }
+    sb->forked = pid > 0;
+    if (pid <= 0)
+        pid = sandbox_spawn(sb->exe_path, &fds, use_namespaces,
+                            sb->unsafe_no_sandbox ? "unsafe_no_sandbox"
+                                                  : "switched off by the caller",
+                            &sb->ns_index, &sb->ns, err, errlen);
     if (pid <= 0)
         goto fail;
     sb->pid = pid;
@@ -567,22 +378,6 @@ static void fill_errors(char **results, size_t n, const char *message)
         free(results[i]);
         results[i] = strdup(message);
     }
-}
-
-/* For kind "rlm" with a context, the prompt the callback sees carries the
- * context after it: the callback's signature has no separate context, and a
- * degraded rlm_query (a plain sub-call) must still see what it is about. */
-static char *compose_rlm_prompt(json_t *prompt, json_t *context)
-{
-    buf b;
-    buf_init(&b, FRAME_MAX * 2);
-    if (buf_append(&b, json_string_value(prompt), json_string_length(prompt)) != 0 ||
-        buf_puts(&b, "\n\nContext:\n") != 0 ||
-        buf_append(&b, json_string_value(context), json_string_length(context)) != 0) {
-        buf_free(&b);
-        return NULL;
-    }
-    return buf_take(&b);
 }
 
 static int poll_timeout_ms(double seconds)
@@ -643,112 +438,131 @@ static int utf8_valid(const char *s, size_t len)
     return 1;
 }
 
-/* Points texts[i] into the raw frame: prompt i is lengths[i] bytes followed
- * by a NUL, back to back, filling the frame exactly. Invalid UTF-8 (only a
+/* Points texts[i] into the raw frame from *off on: piece i is lengths[i]
+ * bytes followed by a NUL, back to back; a null length (allowed for
+ * contexts) is no piece and texts[i] stays NULL. Invalid UTF-8 (only a
  * hostile child sends it) is repaired into owned[i]. 0, or -1 when the
  * lengths do not describe the frame. */
-static int split_raw_prompts(json_t *lengths, const char *data, size_t len, const char **texts,
-                             char **owned)
+static int split_raw_pieces(json_t *lengths, int allow_null, const char *data, size_t len,
+                            size_t *off, const char **texts, char **owned)
 {
-    size_t off = 0;
     for (size_t i = 0; i < json_array_size(lengths); i++) {
         json_t *l = json_array_get(lengths, i);
+        if (allow_null && json_is_null(l))
+            continue;
         if (!json_is_integer(l) || json_integer_value(l) < 0)
             return -1;
         size_t n = (size_t)json_integer_value(l);
-        if (n >= len - off || data[off + n] != '\0')
+        if (*off >= len || n >= len - *off || data[*off + n] != '\0')
             return -1;
-        texts[i] = data + off;
-        if (!utf8_valid(data + off, n)) {
-            owned[i] = utf8_sanitize(data + off, n, NULL);
+        texts[i] = data + *off;
+        if (!utf8_valid(data + *off, n)) {
+            owned[i] = utf8_sanitize(data + *off, n, NULL);
             if (!owned[i])
                 return -1;
             texts[i] = owned[i];
         }
-        off += n + 1;
+        *off += n + 1;
     }
-    return off == len ? 0 : -1;
+    return 0;
+}
+
+/* The message every prompt of a batch gets when it is not served. */
+static const char *unserved_message(const wait_state *ws)
+{
+    if (ws->cancelled)
+        return "Error: the cell was cancelled by the user";
+    if (ws->interrupted)
+        return "Error: the cell was interrupted (wall time exceeded)";
+    if (ws->stopped)
+        return "Error: the run was stopped (a budget is exhausted or the run was cancelled)";
+    return "Error: sub-calls are not available here";
 }
 
 /* Serves one "call" frame. Returns 0, or -1 with why set when the frame is
- * malformed (a protocol error) or the reply cannot be sent. Prompts come in
- * the frame ("prompts") or, for plain sub-calls, in a raw frame right after
- * it ("prompt_lengths"; docs/internals/sandbox-protocol.md): that skips a
- * JSON parse and a copy of a batch that may hold the whole input. */
+ * malformed (a protocol error) or the reply cannot be sent. Prompts and
+ * contexts come in the frame ("prompts", "contexts") or in a raw frame right
+ * after it ("prompt_lengths", "context_lengths";
+ * docs/internals/sandbox-protocol.md): that skips a JSON parse and a copy of
+ * a batch that may hold the whole input, and the callback reads the raw
+ * frame in place. */
 static int serve_call(sandbox *sb, json_t *frame, wait_state *ws, char *why, size_t whylen)
 {
     const char *kind_text = json_string_value(json_object_get(frame, "kind"));
     json_t *prompts = json_object_get(frame, "prompts");
     json_t *lengths = json_object_get(frame, "prompt_lengths");
     json_t *contexts = json_object_get(frame, "contexts");
+    json_t *ctx_lengths = json_object_get(frame, "context_lengths");
     json_t *model = json_object_get(frame, "model");
     char *raw = NULL;
     size_t raw_len = 0;
     if (json_is_array(lengths)) {
         if (read_raw_frame(sb, ws, &raw, &raw_len, why, whylen) != 0)
             return -1;
-        prompts = lengths; /* the same count and bounds checks apply */
+        prompts = lengths;    /* the same count and bounds checks apply */
+        contexts = ctx_lengths;
+    } else if (ctx_lengths) {
+        contexts = ctx_lengths; /* refused below: lengths without a raw frame */
     }
     size_t n = json_array_size(prompts);
     int kind = kind_text && strcmp(kind_text, "rlm") == 0   ? SANDBOX_CALL_RLM
                : kind_text && strcmp(kind_text, "llm") == 0 ? SANDBOX_CALL_LLM
                                                             : -1;
+    int has_contexts = contexts && !json_is_null(contexts);
     if (kind < 0 || !json_is_array(prompts) || n == 0 || n > SANDBOX_MAX_BATCH ||
         (model && !json_is_null(model) && !json_is_string(model)) ||
-        (contexts && !json_is_null(contexts) &&
-         (!json_is_array(contexts) || json_array_size(contexts) != n))) {
+        (has_contexts && (kind != SANDBOX_CALL_RLM || !json_is_array(contexts) ||
+                          json_array_size(contexts) != n || (ctx_lengths && !raw)))) {
         snprintf(why, whylen, "malformed call frame");
         free(raw);
         return -1;
     }
     int rc = -1;
     const char **texts = calloc(n, sizeof *texts);
-    char **owned = calloc(n, sizeof *owned);
+    const char **ctx = has_contexts ? calloc(n, sizeof *ctx) : NULL;
+    char **owned = calloc(2 * n, sizeof *owned);
     char **results = calloc(n, sizeof *results);
     json_t *list = NULL;
-    if (!texts || !owned || !results) {
+    if (!texts || (has_contexts && !ctx) || !owned || !results) {
         snprintf(why, whylen, "out of memory");
         goto fail;
     }
     if (raw) {
-        if (split_raw_prompts(lengths, raw, raw_len, texts, owned) != 0) {
+        size_t off = 0;
+        if (split_raw_pieces(lengths, 0, raw, raw_len, &off, texts, owned) != 0 ||
+            (has_contexts &&
+             split_raw_pieces(contexts, 1, raw, raw_len, &off, ctx, owned + n) != 0) ||
+            off != raw_len) {
             snprintf(why, whylen, "malformed call frame (prompt lengths do not match)");
             goto fail;
         }
     }
     for (size_t i = 0; !raw && i < n; i++) {
         json_t *p = json_array_get(prompts, i);
-        json_t *c = json_is_array(contexts) ? json_array_get(contexts, i) : NULL;
+        json_t *c = has_contexts ? json_array_get(contexts, i) : NULL;
         if (!json_is_string(p) || (c && !json_is_null(c) && !json_is_string(c))) {
             snprintf(why, whylen, "malformed call frame");
             goto fail;
         }
         texts[i] = json_string_value(p);
-        if (kind == SANDBOX_CALL_RLM && json_is_string(c)) {
-            owned[i] = compose_rlm_prompt(p, c);
-            if (!owned[i]) {
-                snprintf(why, whylen, "out of memory");
-                goto fail;
-            }
-            texts[i] = owned[i];
-        }
+        if (c && json_is_string(c))
+            ctx[i] = json_string_value(c);
     }
-    if (ws->interrupted) {
-        fill_errors(results, n, "Error: the cell was interrupted (wall time exceeded)");
-    } else if (ws->stopped) {
-        fill_errors(results, n, "Error: the run was stopped (a budget is exhausted or the "
-                                "run was cancelled)");
-    } else if (!ws->call) {
-        fill_errors(results, n, "Error: sub-calls are not available here");
+    /* A list of contexts that are all None is no context at all. */
+    size_t given = 0;
+    for (size_t i = 0; ctx && i < n; i++)
+        given += ctx[i] != NULL;
+    if (ws->interrupted || ws->stopped || !ws->call) {
+        fill_errors(results, n, unserved_message(ws));
     } else {
         double t0 = clock_now();
-        int call_rc = ws->call(ws->userdata, kind, json_string_value(model), texts, n, results);
+        int call_rc = ws->call(ws->userdata, kind, json_string_value(model), texts,
+                               given ? ctx : NULL, n, results);
         ws->call_seconds += clock_now() - t0;
         ws->n_calls += n;
         if (call_rc != 0) {
             ws->stopped = 1;
-            fill_errors(results, n, "Error: the run was stopped (a budget is exhausted or the "
-                                    "run was cancelled)");
+            fill_errors(results, n, unserved_message(ws));
         }
     }
     list = json_array();
@@ -774,18 +588,21 @@ static int serve_call(sandbox *sb, json_t *frame, wait_state *ws, char *why, siz
 fail:
     for (size_t i = 0; i < n && results; i++)
         free(results[i]);
-    for (size_t i = 0; i < n && owned; i++)
+    for (size_t i = 0; i < 2 * n && owned; i++)
         free(owned[i]);
     free(results);
     free(owned);
     free(texts);
+    free(ctx);
     free(raw);
     json_decref(list);
     return rc;
 }
 
 /* Reads frames until one of type `want`, serving calls meanwhile and
- * enforcing the timeout. *reply is set only for WAIT_REPLY. */
+ * enforcing the timeout and the cancel flag (read at least every
+ * SANDBOX_CANCEL_POLL_MS, and after every signal). *reply is set only for
+ * WAIT_REPLY. */
 static int wait_reply(sandbox *sb, const char *want, wait_state *ws, json_t **reply, char *why,
                       size_t whylen)
 {
@@ -793,9 +610,11 @@ static int wait_reply(sandbox *sb, const char *want, wait_state *ws, json_t **re
     for (;;) {
         double now = clock_now();
         double used = now - ws->started - ws->call_seconds;
-        if (!ws->interrupted && ws->timeout > 0 && used >= ws->timeout) {
-            kill(sb->pid, SIGINT);
+        int cancel = !ws->interrupted && sb->cancel && *sb->cancel;
+        if (cancel || (!ws->interrupted && ws->timeout > 0 && used >= ws->timeout)) {
+            kill(sb->pid, cancel ? SIGUSR1 : SIGINT);
             ws->interrupted = 1;
+            ws->cancelled = cancel;
             ws->kill_at = now + sb->kill_grace;
         }
         if (ws->interrupted && now >= ws->kill_at)
@@ -803,8 +622,11 @@ static int wait_reply(sandbox *sb, const char *want, wait_state *ws, json_t **re
         double left = ws->interrupted ? ws->kill_at - now
                       : ws->timeout > 0 ? ws->timeout - used
                                         : 3600;
+        int wait_ms = poll_timeout_ms(left);
+        if (!ws->interrupted && sb->cancel && wait_ms > SANDBOX_CANCEL_POLL_MS)
+            wait_ms = SANDBOX_CANCEL_POLL_MS;
         struct pollfd p = {.fd = sb->sock, .events = POLLIN};
-        int n = poll(&p, 1, poll_timeout_ms(left));
+        int n = poll(&p, 1, wait_ms);
         if (n < 0 && errno != EINTR) {
             snprintf(why, whylen, "poll: %s", strerror(errno));
             return WAIT_DIED;
@@ -894,10 +716,9 @@ static int compose_layers(sandbox *sb, json_t *ready, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    char ns_label[64];
-    int have_ns = sb->ns_index >= 0 && sb->ns_index < NAMESPACE_SETS;
-    snprintf(ns_label, sizeof ns_label, "namespaces(%s)",
-             have_ns ? namespace_sets[sb->ns_index].names : "");
+    char ns_label[80];
+    int have_ns = sb->ns.active;
+    snprintf(ns_label, sizeof ns_label, "namespaces(%s)", sb->ns.names);
     if (sb->unsafe_no_sandbox) {
         static const char *const names[] = {"landlock", "namespaces", "seccomp", "rlimits"};
         for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
@@ -914,7 +735,7 @@ static int compose_layers(sandbox *sb, json_t *ready, char *err, size_t errlen)
         if (!name)
             continue;
         if (strcmp(name, "seccomp") == 0 && !ns_added) {
-            add_layer(list, &t, ns_label, "namespaces", have_ns, sb->ns_detail);
+            add_layer(list, &t, ns_label, "namespaces", have_ns, sb->ns.detail);
             ns_added = 1;
         }
         add_layer(list, &t, label ? label : name, name, active, detail ? detail : "");
@@ -922,7 +743,7 @@ static int compose_layers(sandbox *sb, json_t *ready, char *err, size_t errlen)
             floor++;
     }
     if (!sb->unsafe_no_sandbox && !ns_added)
-        add_layer(list, &t, ns_label, "namespaces", have_ns, sb->ns_detail);
+        add_layer(list, &t, ns_label, "namespaces", have_ns, sb->ns.detail);
     if (floor < 2) {
         snprintf(err, errlen, "the sandbox floor (seccomp + rlimits) is not in force (%s); "
                               "refusing to run model code (unsafe_no_sandbox runs it "
@@ -950,35 +771,50 @@ fail:
     return rc;
 }
 
+/* Seconds a child may take to load an input of this many bytes. */
+static double load_seconds(const sandbox_input *in)
+{
+    return SANDBOX_START_TIMEOUT +
+           SANDBOX_START_SECONDS_PER_GB * (double)(in->context_len + in->data_len) / 1e9;
+}
+
+/* Describes an input the way the init and add_input frames do. */
+static void describe_input(json_t *frame, const sandbox_input *in)
+{
+    json_object_set_new(frame, "has_context", json_boolean(in->context_fd >= 0));
+    json_object_set_new(frame, "context_len", json_integer((json_int_t)in->context_len));
+    if (in->context_pack) {
+        json_object_set_new(frame, "context_format", json_string("pack"));
+        json_object_set_new(frame, "has_data", json_boolean(in->data_fd >= 0));
+        json_object_set_new(frame, "data_len", json_integer((json_int_t)in->data_len));
+    }
+}
+
 static int handshake(sandbox *sb, char *err, size_t errlen)
 {
     char why[512] = "";
-    json_t *init = json_pack("{s:s, s:i, s:b, s:I, s:I, s:I, s:f, s:b}", "type", "init",
-                             "version", 1, "has_context", sb->context_fd >= 0, "context_len",
-                             (json_int_t)sb->context_len, "output_limit",
+    const sandbox_input *first = &sb->inputs[0].in;
+    json_t *init = json_pack("{s:s, s:i, s:I, s:I, s:f, s:b}", "type", "init", "version",
+                             SANDBOX_PROTOCOL_VERSION, "output_limit",
                              (json_int_t)sb->output_limit, "memory_limit",
                              (json_int_t)sb->memory_limit, "cell_timeout", sb->cell_timeout,
                              "unsafe_no_sandbox", sb->unsafe_no_sandbox);
+    if (init)
+        describe_input(init, first);
     if (init && sb->no_landlock)
         json_object_set_new(init, "skip_landlock", json_true());
-    if (init && sb->context_pack) {
-        json_object_set_new(init, "context_format", json_string("pack"));
-        json_object_set_new(init, "has_data", json_boolean(sb->data_fd >= 0));
-        json_object_set_new(init, "data_len", json_integer((json_int_t)sb->data_len));
-    }
     if (init && sb->cache_running)
         json_object_set_new(init, "has_search_cache", json_true());
     if (send_frame(sb, init, why, sizeof why) != 0) {
         int status = collect_child(sb);
         char how[160] = "could not be reached";
         if (status != -1)
-            describe_status(status, how, sizeof how);
+            sandbox_describe_status(status, how, sizeof how);
         snprintf(err, errlen, "the sandbox process %s during start-up", how);
         return -1;
     }
     /* No SIGINT during start-up: the deadline ends it with SIGKILL. */
-    double start_limit = SANDBOX_START_TIMEOUT + SANDBOX_START_SECONDS_PER_GB *
-                         (double)(sb->context_len + sb->data_len) / 1e9;
+    double start_limit = load_seconds(first);
     wait_state ws = {.started = clock_now(), .timeout = 0, .interrupted = 1,
                      .kill_at = clock_now() + start_limit, .id = -1};
     json_t *reply = NULL;
@@ -1002,18 +838,185 @@ static int handshake(sandbox *sb, char *err, size_t errlen)
     int status = collect_child(sb);
     char how[160] = "";
     if (status != -1)
-        describe_status(status, how, sizeof how);
+        sandbox_describe_status(status, how, sizeof how);
     snprintf(err, errlen, "the sandbox process failed during start-up: %s%s%s", why,
              how[0] ? "; it " : "", how);
     return -1;
 }
 
+/* ---- requests that run no model code ---- */
+
+/* Sends a request that runs no model code (add_input, set_var) and waits
+ * for its reply of type `want`, without a SIGINT: a child that has not
+ * answered within `seconds` is killed (WAIT_KILLED). With fds (n_fds may be
+ * 0) the byte carrying them follows the frame. Takes the frame. */
+static int host_request(sandbox *sb, json_t *frame, const int *fds, int n_fds, const char *want,
+                        double seconds, json_t **reply, char *why, size_t whylen)
+{
+    *reply = NULL;
+    long long id = (long long)sb->next_id++;
+    if (frame)
+        json_object_set_new(frame, "id", json_integer((json_int_t)id));
+    if (send_frame(sb, frame, why, whylen) != 0 ||
+        (fds && sandbox_send_fds(sb->sock, fds, n_fds, why, whylen) != 0))
+        return WAIT_DIED;
+    double now = clock_now();
+    wait_state ws = {.started = now, .interrupted = 1, .kill_at = now + seconds, .id = id};
+    return wait_reply(sb, want, &ws, reply, why, whylen);
+}
+
+/* Ends a child that did not answer a request that runs no model code, and
+ * says why in err. */
+static void drop_child(sandbox *sb, int how, const char *why, const char *what, char *err,
+                       size_t errlen)
+{
+    char status_text[160] = "";
+    int status = how == WAIT_DIED ? collect_child(sb) : stop_child(sb);
+    if (how == WAIT_DIED && status != -1)
+        sandbox_describe_status(status, status_text, sizeof status_text);
+    snprintf(err, errlen, "the sandbox process %s while %s (%s)",
+             how == WAIT_KILLED ? "did not answer in time" : "failed", what,
+             status_text[0] ? status_text : why);
+}
+
+/* Asks the child to load and bind an input. Returns 0; 1 when the child
+ * refused it (err says why; the child is fine); -1 when the child is gone
+ * (err says why). */
+static int load_input(sandbox *sb, const input_slot *slot, char *err, size_t errlen)
+{
+    const sandbox_input *in = &slot->in;
+    char why[512] = "";
+    int fds[2], n_fds = 0;
+    if (in->context_fd >= 0)
+        fds[n_fds++] = in->context_fd;
+    if (in->context_fd >= 0 && in->context_pack && in->data_fd >= 0)
+        fds[n_fds++] = in->data_fd;
+    json_t *frame = json_pack("{s:s, s:s}", "type", "add_input", "name", slot->name);
+    if (frame)
+        describe_input(frame, in);
+    json_t *reply = NULL;
+    int how = host_request(sb, frame, fds, n_fds, "input_added", load_seconds(in), &reply, why,
+                           sizeof why);
+    if (how != WAIT_REPLY) {
+        char what[128];
+        snprintf(what, sizeof what, "loading input '%s'", slot->name);
+        drop_child(sb, how, why, what, err, errlen);
+        return -1;
+    }
+    int ok = json_is_true(json_object_get(reply, "ok"));
+    if (!ok) {
+        const char *message = json_string_value(json_object_get(reply, "message"));
+        snprintf(err, errlen, "the sandbox could not load input '%s': %s", slot->name,
+                 message && message[0] ? message : "no reason given");
+    }
+    json_decref(reply);
+    return ok ? 0 : 1;
+}
+
+/* Asks the child to set a variable. Returns 0; 1 when the child refused it;
+ * -1 when the child is gone. */
+static int send_var(sandbox *sb, const char *name, const char *value, char *err, size_t errlen)
+{
+    char why[512] = "";
+    json_t *value_json = frame_string(value, strlen(value));
+    json_t *frame = value_json ? json_pack("{s:s, s:s, s:o}", "type", "set_var", "name", name,
+                                           "value", value_json)
+                               : NULL;
+    if (frame && frame_encoded_size(frame) > FRAME_MAX) {
+        json_decref(frame);
+        snprintf(err, errlen, "the value of '%s' is too large for the sandbox (%zu bytes)",
+                 name, strlen(value));
+        return 1;
+    }
+    json_t *reply = NULL;
+    int how = host_request(sb, frame, NULL, 0, "var_set", SANDBOX_START_TIMEOUT, &reply, why,
+                           sizeof why);
+    if (how != WAIT_REPLY) {
+        char what[128];
+        snprintf(what, sizeof what, "setting variable '%s'", name);
+        drop_child(sb, how, why, what, err, errlen);
+        return -1;
+    }
+    int ok = json_is_true(json_object_get(reply, "ok"));
+    if (!ok) {
+        const char *message = json_string_value(json_object_get(reply, "message"));
+        snprintf(err, errlen, "the sandbox could not set '%s': %s", name,
+                 message && message[0] ? message : "no reason given");
+    }
+    json_decref(reply);
+    return ok ? 0 : 1;
+}
+
+/* ---- start-up and restarts ---- */
+
+/* 4 GiB plus 4 x the bytes of every input. */
+static size_t default_memory_limit(const sandbox *sb)
+{
+    const size_t base = (size_t)4 << 30;
+    size_t input = 0;
+    for (size_t i = 0; i < sb->n_inputs; i++) {
+        size_t bytes = sb->inputs[i].in.context_len + sb->inputs[i].in.data_len;
+        input = bytes > SIZE_MAX - input ? SIZE_MAX : input + bytes;
+    }
+    return input > (SIZE_MAX - base) / 4 ? SIZE_MAX : base + input * 4;
+}
+
+/* A fresh child with everything the host gave: the first input at spawn,
+ * then every later input and every variable, in order. */
 static int start_child(sandbox *sb, char *err, size_t errlen)
 {
     frame_reader_reset(&sb->reader);
-    if (spawn_child(sb, err, errlen) != 0)
+    if (sb->memory_auto)
+        sb->memory_limit = default_memory_limit(sb);
+    if (spawn_child(sb, err, errlen) != 0 || handshake(sb, err, errlen) != 0)
         return -1;
-    return handshake(sb, err, errlen);
+    for (size_t i = 1; i < sb->n_inputs; i++)
+        if (load_input(sb, &sb->inputs[i], err, errlen) != 0) {
+            stop_child(sb);
+            return -1;
+        }
+    for (size_t i = 0; i < sb->n_vars; i++)
+        if (send_var(sb, sb->vars[i].name, sb->vars[i].value, err, errlen) != 0) {
+            stop_child(sb);
+            return -1;
+        }
+    return 0;
+}
+
+static void close_input(sandbox_input *in)
+{
+    if (in->context_fd >= 0)
+        close(in->context_fd);
+    if (in->data_fd >= 0)
+        close(in->data_fd);
+    in->context_fd = in->data_fd = -1;
+}
+
+/* Our own CLOEXEC duplicates of an input's descriptors, above the fds the
+ * child gets (so the dup2 calls at spawn cannot overwrite each other). The
+ * data fd is kept only for a pack. 0, or -1 with err. */
+static int copy_input(const sandbox_input *in, sandbox_input *out, char *err, size_t errlen)
+{
+    *out = (sandbox_input){.context_fd = -1, .data_fd = -1};
+    if (!in || in->context_fd < 0)
+        return 0;
+    out->context_fd = fcntl(in->context_fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
+    if (out->context_fd < 0) {
+        snprintf(err, errlen, "cannot duplicate the context fd: %s", strerror(errno));
+        return -1;
+    }
+    out->context_len = in->context_len;
+    out->context_pack = in->context_pack != 0;
+    if (in->context_pack && in->data_fd >= 0) {
+        out->data_fd = fcntl(in->data_fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
+        if (out->data_fd < 0) {
+            snprintf(err, errlen, "cannot duplicate the context data fd: %s", strerror(errno));
+            close_input(out);
+            return -1;
+        }
+        out->data_len = in->data_len;
+    }
+    return 0;
 }
 
 int sandbox_start(const sandbox_options *opts, sandbox **out, char *err, size_t errlen)
@@ -1030,51 +1033,36 @@ int sandbox_start(const sandbox_options *opts, sandbox **out, char *err, size_t 
     }
     sb->pid = -1;
     sb->sock = -1;
-    sb->context_fd = -1;
-    sb->data_fd = -1;
     sb->ns_index = -1;
     sb->no_namespaces = opts->no_namespaces != 0;
     sb->no_landlock = opts->no_landlock != 0;
+    sb->cancel = opts->cancel;
+    sb->factory = sandbox_factory_hold(opts->factory);
     if (getrandom(&sb->next_id, sizeof sb->next_id, 0) != (ssize_t)sizeof sb->next_id)
         sb->next_id = (unsigned long long)(clock_wall() * 1e6) ^ (unsigned long long)getpid();
     sb->next_id &= (1ULL << 52) - 1; /* ids stay exact integers in any JSON reader */
     frame_reader_init(&sb->reader, FRAME_MAX);
     sb->exe_path = strdup(opts->exe_path);
-    if (!sb->exe_path) {
+    sb->inputs = calloc(1, sizeof *sb->inputs);
+    if (!sb->exe_path || !sb->inputs) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
-    if (opts->context_fd >= 0) {
-        sb->context_fd = fcntl(opts->context_fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
-        if (sb->context_fd < 0) {
-            snprintf(err, errlen, "cannot duplicate the context fd: %s", strerror(errno));
-            goto fail;
-        }
-        sb->context_len = opts->context_len;
-        sb->context_pack = opts->context_pack != 0;
-    }
-    if (opts->context_fd >= 0 && opts->context_pack && opts->data_fd >= 0) {
-        sb->data_fd = fcntl(opts->data_fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
-        if (sb->data_fd < 0) {
-            snprintf(err, errlen, "cannot duplicate the context data fd: %s", strerror(errno));
-            goto fail;
-        }
-        sb->data_len = opts->data_len;
-    }
+    sb->inputs[0].in = (sandbox_input){.context_fd = -1, .data_fd = -1};
+    sb->n_inputs = 1;
+    snprintf(sb->inputs[0].name, sizeof sb->inputs[0].name, "context");
+    sandbox_input first = {.context_fd = opts->context_fd, .context_len = opts->context_len,
+                           .context_pack = opts->context_pack, .data_fd = opts->data_fd,
+                           .data_len = opts->data_len};
+    if (copy_input(&first, &sb->inputs[0].in, err, errlen) != 0)
+        goto fail;
     if (opts->search_cache_dir && opts->search_cache_dir[0] &&
         !(sb->search_cache_dir = strdup(opts->search_cache_dir))) {
         snprintf(err, errlen, "out of memory");
         goto fail;
     }
     sb->memory_limit = opts->memory_limit;
-    if (sb->memory_limit == 0) {
-        /* The input's bytes: in the pack, or in the external data fd. */
-        size_t input = sb->context_len + sb->data_len;
-        size_t extra = input > (SIZE_MAX - ((size_t)4 << 30)) / 4
-                           ? SIZE_MAX - ((size_t)4 << 30)
-                           : input * 4;
-        sb->memory_limit = ((size_t)4 << 30) + extra;
-    }
+    sb->memory_auto = opts->memory_limit == 0;
     sb->cell_timeout = opts->cell_timeout > 0 ? opts->cell_timeout : 120;
     sb->kill_grace = opts->kill_grace > 0 ? opts->kill_grace : 2;
     sb->output_limit = opts->output_limit ? opts->output_limit : 20000;
@@ -1105,7 +1093,11 @@ static int recover(sandbox *sb, int how, const wait_state *ws, const char *why, 
                    char *err, size_t errlen)
 {
     char status_text[160] = "";
-    if (how == WAIT_KILLED) {
+    if (how == WAIT_KILLED && ws->cancelled) {
+        stop_child(sb);
+        buf_puts(out, "Cancelled: the cell was cancelled by the user and did not stop when "
+                      "interrupted; the sandbox was killed and restarted.");
+    } else if (how == WAIT_KILLED) {
         stop_child(sb);
         buf_printf(out, "TimeoutError: cell exceeded %g s wall time and did not stop when "
                         "interrupted; the sandbox was killed and restarted.",
@@ -1113,10 +1105,12 @@ static int recover(sandbox *sb, int how, const wait_state *ws, const char *why, 
     } else if (how == WAIT_DIED) {
         int status = collect_child(sb);
         if (status != -1)
-            describe_status(status, status_text, sizeof status_text);
+            sandbox_describe_status(status, status_text, sizeof status_text);
         buf_printf(out, "[sandbox] the Python process died while running this (%s)%s",
                    status_text[0] ? status_text : why,
-                   ws->interrupted ? " after the wall-time interrupt" : "");
+                   ws->cancelled     ? " after the user cancelled it"
+                   : ws->interrupted ? " after the wall-time interrupt"
+                                     : "");
         buf_puts(out, "; it was restarted.");
     } else {
         stop_child(sb);
@@ -1124,8 +1118,17 @@ static int recover(sandbox *sb, int how, const wait_state *ws, const char *why, 
                         "restarted.",
                    why);
     }
-    buf_puts(out, " All variables were lost; `context` and the REPL functions are loaded "
-                  "again.\n");
+    /* What the host gave comes back; the model's own variables do not. */
+    buf_puts(out, " All variables were lost; `context`");
+    for (size_t i = 1; i < sb->n_inputs && i <= 8; i++)
+        buf_printf(out, ", `%s`", sb->inputs[i].name);
+    if (sb->n_inputs > 9)
+        buf_puts(out, ", the other inputs");
+    for (size_t i = 0; i < sb->n_vars && i < 8; i++)
+        buf_printf(out, ", `%s`", sb->vars[i].name);
+    if (sb->n_vars > 8)
+        buf_puts(out, ", the other variables rlm set");
+    buf_puts(out, " and the REPL functions are loaded again.\n");
     return start_child(sb, err, errlen);
 }
 
@@ -1144,7 +1147,9 @@ static void fill_cell(sandbox_cell *cell, json_t *reply, const wait_state *ws)
                              ? (size_t)json_integer_value(chars)
                              : strlen(cell->output ? cell->output : "");
     cell->raised = json_is_true(json_object_get(reply, "raised"));
-    cell->timed_out = ws->interrupted && json_is_true(json_object_get(reply, "interrupted"));
+    int interrupted = ws->interrupted && json_is_true(json_object_get(reply, "interrupted"));
+    cell->timed_out = interrupted && !ws->cancelled;
+    cell->cancelled = interrupted && ws->cancelled;
     cell->final_answer = json_strdup(json_object_get(reply, "final_answer"));
 }
 
@@ -1160,6 +1165,12 @@ int sandbox_exec(sandbox *sb, const char *code, sandbox_call_fn call, void *user
 {
     memset(cell, 0, sizeof *cell);
     double t0 = clock_now();
+    if (sb->cancel && *sb->cancel) {
+        set_cell_message(cell, "Cancelled: the cell was cancelled by the user before it ran.\n");
+        cell->raised = 1;
+        cell->cancelled = 1;
+        return 0;
+    }
     if (sb->pid <= 0 && restart(sb, err, errlen) != 0) {
         set_cell_message(cell, "[sandbox] the Python sandbox is not available.\n");
         cell->raised = 1;
@@ -1195,7 +1206,9 @@ int sandbox_exec(sandbox *sb, const char *code, sandbox_call_fn call, void *user
         cell->output_chars = strlen(cell->output ? cell->output : "");
         cell->raised = 1;
         cell->restarted = 1;
-        cell->timed_out = how == WAIT_KILLED || (ws.interrupted && how == WAIT_DIED);
+        int interrupted = how == WAIT_KILLED || (ws.interrupted && how == WAIT_DIED);
+        cell->timed_out = interrupted && !ws.cancelled;
+        cell->cancelled = interrupted && ws.cancelled;
     }
     cell->call_seconds = ws.call_seconds;
     cell->n_calls = ws.n_calls;
@@ -1244,6 +1257,146 @@ int sandbox_get_var(sandbox *sb, const char *name, char **value, char *err, size
     return 1;
 }
 
+/* ---- inputs and variables ---- */
+
+static const char *const reserved_names[] = {
+    "context", "llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched", "FINAL",
+    "FINAL_VAR", "SHOW_VARS", "answer", "grep", "chunks", "search", "count_tokens",
+};
+
+/* A name the host may bind: an ASCII identifier of at most SANDBOX_NAME_MAX
+ * characters, not a dunder, no REPL name, no input's (the child checks
+ * again, against what its namespace really protects). */
+static int check_name(const sandbox *sb, const char *name, char *err, size_t errlen)
+{
+    size_t len = name ? strlen(name) : 0;
+    int ok = len > 0 && len <= SANDBOX_NAME_MAX && !(name[0] >= '0' && name[0] <= '9') &&
+             strncmp(name, "__", 2) != 0;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = name[i] == '_' || (name[i] >= 'a' && name[i] <= 'z') ||
+             (name[i] >= 'A' && name[i] <= 'Z') || (name[i] >= '0' && name[i] <= '9');
+    if (!ok) {
+        snprintf(err, errlen, "'%.80s' is not a name the sandbox can bind (a Python identifier "
+                              "of at most %d characters, not a dunder)",
+                 name ? name : "", SANDBOX_NAME_MAX);
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof reserved_names / sizeof reserved_names[0]; i++)
+        if (strcmp(name, reserved_names[i]) == 0) {
+            snprintf(err, errlen, "'%s' is a name of the REPL", name);
+            return -1;
+        }
+    for (size_t i = 0; i < sb->n_inputs; i++)
+        if (strcmp(name, sb->inputs[i].name) == 0 || (i == 0 && strcmp(name, "context_1") == 0)) {
+            snprintf(err, errlen, "'%s' is already an input", name);
+            return -1;
+        }
+    return 0;
+}
+
+static var_slot *find_var(sandbox *sb, const char *name)
+{
+    for (size_t i = 0; i < sb->n_vars; i++)
+        if (strcmp(sb->vars[i].name, name) == 0)
+            return &sb->vars[i];
+    return NULL;
+}
+
+/* After a request found the child gone (err says why): a fresh one, with
+ * everything the host gave so far. Returns -1 for the caller to pass on. */
+static int restart_after(sandbox *sb, char *err, size_t errlen)
+{
+    char first[512], again[512] = "";
+    snprintf(first, sizeof first, "%s", err);
+    if (start_child(sb, again, sizeof again) == 0)
+        snprintf(err, errlen, "%s; the sandbox was restarted and its variables were lost",
+                 first);
+    else
+        snprintf(err, errlen, "%s; restarting the sandbox failed too: %s", first, again);
+    return -1;
+}
+
+int sandbox_add_input(sandbox *sb, const char *name, const sandbox_input *in, char *err,
+                      size_t errlen)
+{
+    if (!sb || !in) {
+        snprintf(err, errlen, "no sandbox or no input");
+        return -1;
+    }
+    if (check_name(sb, name, err, errlen) != 0)
+        return -1;
+    if (find_var(sb, name)) {
+        snprintf(err, errlen, "'%s' is already a variable set by the host", name);
+        return -1;
+    }
+    if (sb->n_inputs >= SANDBOX_MAX_INPUTS) {
+        snprintf(err, errlen, "too many inputs (at most %d)", SANDBOX_MAX_INPUTS);
+        return -1;
+    }
+    input_slot *grown = realloc(sb->inputs, (sb->n_inputs + 1) * sizeof *grown);
+    if (!grown) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    sb->inputs = grown;
+    input_slot slot;
+    snprintf(slot.name, sizeof slot.name, "%s", name);
+    if (copy_input(in, &slot.in, err, errlen) != 0)
+        return -1;
+    if (sb->pid <= 0 && restart(sb, err, errlen) != 0) {
+        close_input(&slot.in);
+        return -1;
+    }
+    int rc = load_input(sb, &slot, err, errlen);
+    if (rc != 0) {
+        close_input(&slot.in);
+        return rc < 0 ? restart_after(sb, err, errlen) : -1;
+    }
+    sb->inputs[sb->n_inputs++] = slot;
+    return 0;
+}
+
+int sandbox_set_var(sandbox *sb, const char *name, const char *value, char *err, size_t errlen)
+{
+    if (!sb || !value) {
+        snprintf(err, errlen, "no sandbox or no value");
+        return -1;
+    }
+    if (check_name(sb, name, err, errlen) != 0)
+        return -1;
+    var_slot *slot = find_var(sb, name);
+    if (!slot && sb->n_vars >= SANDBOX_MAX_VARS) {
+        snprintf(err, errlen, "too many variables set by the host (at most %d)",
+                 SANDBOX_MAX_VARS);
+        return -1;
+    }
+    char *copy = strdup(value);
+    var_slot *grown = slot ? sb->vars : realloc(sb->vars, (sb->n_vars + 1) * sizeof *grown);
+    if (!copy || !grown) {
+        free(copy);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    sb->vars = grown;
+    if (sb->pid <= 0 && restart(sb, err, errlen) != 0) {
+        free(copy);
+        return -1;
+    }
+    int rc = send_var(sb, name, value, err, errlen);
+    if (rc != 0) {
+        free(copy);
+        return rc < 0 ? restart_after(sb, err, errlen) : -1;
+    }
+    if (!slot) {
+        slot = &sb->vars[sb->n_vars++];
+        snprintf(slot->name, sizeof slot->name, "%s", name);
+    } else {
+        free(slot->value);
+    }
+    slot->value = copy;
+    return 0;
+}
+
 const char *sandbox_layers(const sandbox *sb)
 {
     return sb ? sb->layers : "";
@@ -1269,6 +1422,11 @@ int sandbox_pid(const sandbox *sb)
     return sb ? (int)sb->pid : -1;
 }
 
+int sandbox_forked(const sandbox *sb)
+{
+    return sb && sb->pid > 0 && sb->forked;
+}
+
 void sandbox_cell_clear(sandbox_cell *cell)
 {
     if (!cell)
@@ -1283,13 +1441,16 @@ void sandbox_free(sandbox *sb)
     if (!sb)
         return;
     stop_child(sb);
-    if (sb->context_fd >= 0)
-        close(sb->context_fd);
-    if (sb->data_fd >= 0)
-        close(sb->data_fd);
+    for (size_t i = 0; i < sb->n_inputs; i++)
+        close_input(&sb->inputs[i].in);
+    free(sb->inputs);
+    for (size_t i = 0; i < sb->n_vars; i++)
+        free(sb->vars[i].value);
+    free(sb->vars);
     free(sb->search_cache_dir);
     free(sb->exe_path);
     free(sb->layers_json);
+    sandbox_factory_release(sb->factory);
     free(sb);
 }
 

@@ -4,7 +4,11 @@
  *
  * Ownership: sandbox_start returns a handle freed by sandbox_free (which kills
  * the child). Every char* in a sandbox_cell is malloc'd and owned by the cell;
- * sandbox_cell_clear frees them. Strings passed in are borrowed.
+ * sandbox_cell_clear frees them. Strings passed in are borrowed; descriptors
+ * passed in are borrowed and dup()ed (the sandbox keeps its own copies, so a
+ * restarted child can load every input again). A factory is freed by
+ * sandbox_factory_free; a sandbox started from it holds a reference of its
+ * own, so either may go first.
  *
  * Design: one child process per RLM. The child embeds CPython, keeps one
  * namespace for its whole life, and talks to the host over a socketpair with
@@ -20,30 +24,62 @@
 
 typedef struct sandbox sandbox;
 
-typedef struct sandbox_options {
-    const char *exe_path;      /* the rlm-sandbox executable (required) */
-    int context_fd;            /* readable, mmap-able fd holding the context bytes (UTF-8);
-                                  -1 for no context. Borrowed: the sandbox dup()s it, so
-                                  restarts can reload it. */
+/* A sandbox factory: a zygote process that has started Python and imported
+ * the allowed modules once, and forks ready-to-configure children from that
+ * state (a few milliseconds each instead of a whole start-up). See
+ * sandbox_factory_new. */
+typedef struct sandbox_factory sandbox_factory;
+
+/* One input handed to the sandbox. The first comes with sandbox_options (its
+ * fields have the same names there) and becomes `context`; more are added
+ * with sandbox_add_input. */
+typedef struct sandbox_input {
+    int context_fd;            /* readable, mmap-able fd holding the input (UTF-8 bytes or
+                                  a pack); -1 for none (an empty str). Borrowed: the
+                                  sandbox dup()s it, so restarts can reload it. */
     size_t context_len;        /* bytes in context_fd */
     int context_pack;          /* 1: context_fd is an ingest pack (ingest_pack, see
-                                  docs/internals/context-format.md) and `context` may be
+                                  docs/internals/context-format.md) and the variable may be
                                   a str, a list or a dict; 0: raw UTF-8 bytes, one str */
     int data_fd;               /* an external pack's data (the one input file), or -1;
                                   borrowed and dup()ed like context_fd. Set it to -1
                                   when unused (0 is a valid fd). */
     size_t data_len;           /* bytes of data_fd the pack refers to */
+} sandbox_input;
+
+typedef struct sandbox_options {
+    const char *exe_path;      /* the rlm-sandbox executable (required) */
+    /* The first input, `context` (also `context_1`): the fields of a
+     * sandbox_input, documented there. */
+    int context_fd;
+    size_t context_len;
+    int context_pack;
+    int data_fd;
+    size_t data_len;
     const char *search_cache_dir; /* where search() indexes are kept (search-<key>.idx);
                                      NULL: none. The host reads and writes the files for
                                      the child, which cannot. */
-    size_t memory_limit;       /* RLIMIT_AS for the child in bytes;
-                                  0 = 4 GiB + 4 x (context_len + data_len) */
+    size_t memory_limit;       /* RLIMIT_AS for the child in bytes; 0 = 4 GiB + 4 x the
+                                  bytes of every input (context_len + data_len), counted
+                                  again at each restart. An input added to a running
+                                  child must fit in the limit it started with. */
     double cell_timeout;       /* seconds of wall time per cell, sub-calls excluded; 0 = 120 */
     double kill_grace;         /* seconds between SIGINT and SIGKILL; 0 = 2 */
     size_t output_limit;       /* characters of output kept per cell (head + tail); 0 = 20000 */
     int unsafe_no_sandbox;     /* 1: skip every layer (the caller records this) */
     int no_namespaces;         /* 1: do not try namespaces (tests, `rlm doctor`); reported */
     int no_landlock;           /* 1: do not apply Landlock (tests, `rlm doctor`); reported */
+    const volatile int *cancel; /* may be NULL. Non-zero (set from another thread or a
+                                   signal handler) interrupts the running cell like a
+                                   timeout and sandbox_exec reports it cancelled; read at
+                                   least every 100 ms while sandbox_exec waits. Borrowed:
+                                   must outlive the sandbox. */
+    sandbox_factory *factory;  /* NULL: spawn a new process; set: fork the child from this
+                                  zygote (restarts too) when it runs the same exe_path with
+                                  the same namespace choice (no_namespaces,
+                                  unsafe_no_sandbox); when the zygote is gone or a fork
+                                  fails, the child is spawned instead. The sandbox keeps a
+                                  reference: the factory may be freed first. */
 } sandbox_options;
 
 /* The kind of sub-call model code made. */
@@ -51,14 +87,22 @@ enum { SANDBOX_CALL_LLM = 0, SANDBOX_CALL_RLM = 1 };
 
 /* Serves a batch of sub-calls from model code (llm_query, llm_query_batched,
  * rlm_query, rlm_query_batched). Runs on the thread that called sandbox_exec.
- * `model` may be NULL (use the default sub-model). The callee fills results[i]
- * for every i with a malloc'd string — an error description ("Error: ...") for
- * a prompt that failed, never NULL — and returns 0. Returning -1 means the run
- * must stop (a budget is exhausted or the user cancelled): every prompt of the
- * batch then receives an error string and the cell is interrupted. */
+ * `model` may be NULL (use the default sub-model). `contexts` is NULL when no
+ * prompt of the batch came with a context (always for SANDBOX_CALL_LLM), else
+ * n_prompts entries, each NULL (that prompt had none) or str() of the context
+ * object as UTF-8; joining a context to its prompt, when no child RLM may be
+ * started, is the callee's business. Prompts and contexts are borrowed, valid
+ * until the callback returns (they point into the frame the child sent: no
+ * copy is made of a large context). The callee fills results[i] for every i
+ * with a malloc'd string — an error description ("Error: ...") for a prompt
+ * that failed, never NULL — and returns 0. Returning -1 means the run must
+ * stop (a budget is exhausted or the user cancelled): every prompt of the
+ * batch then receives an error string and the cell is interrupted. Time spent
+ * here does not count against the cell's timeout, and the sandbox does not
+ * watch `cancel` meanwhile. */
 typedef int (*sandbox_call_fn)(void *userdata, int kind, const char *model,
-                               const char *const *prompts, size_t n_prompts,
-                               char **results);
+                               const char *const *prompts, const char *const *contexts,
+                               size_t n_prompts, char **results);
 
 /* The outcome of one cell. */
 typedef struct sandbox_cell {
@@ -66,10 +110,13 @@ typedef struct sandbox_cell {
                              cell raised; head + tail kept within output_limit, with a
                              marker saying how many characters were cut */
     size_t output_chars;  /* characters the cell produced before cutting */
-    int raised;           /* 1 if the cell ended in an exception (incl. timeout) */
+    int raised;           /* 1 if the cell ended in an exception (incl. timeout, cancel) */
     int timed_out;        /* 1 if the cell hit the wall timeout */
+    int cancelled;        /* 1 if *options.cancel interrupted the cell (then timed_out
+                             is 0 and the output says it was cancelled by the user) */
     int restarted;        /* 1 if the child died or had to be killed and a fresh one
-                             replaced it: all variables were lost (context reloaded) */
+                             replaced it: the model's variables were lost (every input
+                             and every sandbox_set_var variable were given again) */
     char *final_answer;   /* set when the cell called FINAL / FINAL_VAR or set
                              answer["ready"] = True; NULL otherwise */
     double seconds;       /* wall time of the cell, sub-calls excluded */
@@ -84,10 +131,37 @@ int sandbox_start(const sandbox_options *opts, sandbox **out, char *err, size_t 
 
 /* Runs `code` in the persistent namespace. `call` serves sub-calls (NULL: they
  * fail with an error string). Always fills *cell. Returns 0 when the cell ran
- * (even if it raised or timed out — see the flags), -1 when the sandbox is
- * broken beyond repair (a restart failed too); err says why. */
+ * (even if it raised, timed out or was cancelled — see the flags; a cancel
+ * already set when it is called runs nothing and reports the cell cancelled),
+ * -1 when the sandbox is broken beyond repair (a restart failed too); err
+ * says why. */
 int sandbox_exec(sandbox *sb, const char *code, sandbox_call_fn call, void *userdata,
                  sandbox_cell *cell, char *err, size_t errlen);
+
+/* Binds `name` to another input (a session's context_2, context_3, ...),
+ * decoded like the first: raw UTF-8 bytes become one str (invalid bytes
+ * U+FFFD), a pack a str, a list or a dict. The name must be a Python
+ * identifier of at most 64 characters, and neither a REPL name (context,
+ * llm_query, grep, answer, ...), nor an input's, nor one set with
+ * sandbox_set_var. The variable is protected like
+ * `context` (restored after every cell) and survives restarts: a restarted
+ * child loads every input again, in order. grep, chunks and search work on it
+ * with context=<the variable> (or one of its documents). The descriptors are
+ * borrowed and dup()ed; the child maps them, so a large input costs about its
+ * size once. Returns 0, or -1 with err: a bad name, an input the child could
+ * not load (the sandbox still works, without it; if the child died loading it,
+ * a fresh one replaced it and the model's variables were lost), or a broken
+ * sandbox. */
+int sandbox_add_input(sandbox *sb, const char *name, const sandbox_input *in, char *err,
+                      size_t errlen);
+
+/* Sets variable `name` to the str `value` (UTF-8; invalid bytes become U+FFFD),
+ * e.g. a session's answer_1. Not protected: model code may rebind it. A
+ * restarted child gets the values set here again (the latest per name). The
+ * name follows sandbox_add_input's rules. Returns 0, or -1 with err (a bad
+ * name, a value too large for a frame, a broken sandbox). */
+int sandbox_set_var(sandbox *sb, const char *name, const char *value, char *err,
+                    size_t errlen);
 
 /* Reads variable `name` as str(value) for a FINAL_VAR(name) written in the
  * model's text. Returns 0 with *value set (malloc'd), 1 when there is no such
@@ -122,6 +196,47 @@ const char *sandbox_python_version(const sandbox *sb);
 
 /* Process id of the current child (for tests and benchmarks). */
 int sandbox_pid(const sandbox *sb);
+
+/* 1 when the current child was forked by a factory's zygote, 0 when it was
+ * spawned (no factory, a factory that does not fit, or the fallback). */
+int sandbox_forked(const sandbox *sb);
+
+/* Starts a zygote: rlm-sandbox in zygote mode, with opts' exe_path and
+ * namespace choice (no_namespaces, unsafe_no_sandbox; every other field is
+ * ignored, the context fields above all). It runs in new user, network and
+ * IPC namespaces when the kernel allows (the same fallbacks as a spawned
+ * child, without the PID namespace, so the pids it reports are ours), starts
+ * Python and imports the allowed modules, then forks a child for each
+ * sandbox_start that names it: the child enters its own user, network, IPC
+ * and PID namespaces and goes on exactly like a spawned child from the init
+ * frame on (context, namespace, lockdown, ready); sandbox_layers says which
+ * namespaces it really got. Forked children share the zygote's memory
+ * copy-on-write.
+ *
+ * Returns without waiting for the zygote's start-up (~100 ms of CPU), which
+ * overlaps the caller's work; the first fork waits for it (10 s at most).
+ * Thread-safe afterwards: many threads may start sandboxes from one factory
+ * at once (the forks are serialised inside, the start-ups are not). A zygote
+ * that dies, hangs or fails to start leaves the factory failed for good:
+ * sandboxes are then spawned. The zygote exits when this process closes its
+ * channel (exits), like a child.
+ *
+ * Side effect: the calling process becomes a child subreaper
+ * (PR_SET_CHILD_SUBREAPER) for the rest of its life, so that the forked
+ * children are re-parented to it and reaped like spawned ones; orphaned
+ * descendants of any other child it started become its children too.
+ *
+ * Returns 0 with *out set (free it with sandbox_factory_free), or -1 with
+ * err (no executable, the process cannot be started). */
+int sandbox_factory_new(const sandbox_options *opts, sandbox_factory **out, char *err,
+                        size_t errlen);
+
+/* The zygote's process id, -1 once it is gone (for tests and benchmarks). */
+int sandbox_factory_pid(sandbox_factory *f);
+
+/* Kills the zygote. Sandboxes started from it live on (they restart by
+ * spawning). NULL is a no-op. */
+void sandbox_factory_free(sandbox_factory *f);
 
 /* The rlm-sandbox executable to use: `configured` when set, else the one
  * next to the running program (an installed or built rlm), else

@@ -5,10 +5,12 @@
  * Design note. Everything that needs the filesystem happens before
  * sandbox_lockdown: the interpreter, every allowed module (and the helpers
  * they import lazily), the glue below, the context. After it, the child can
- * only compute and talk over fd 3. Output is bounded in the capture object,
- * so a cell printing forever costs a fixed amount of memory. A SIGINT from the
- * host becomes CPython's KeyboardInterrupt inside the cell; between requests
- * it only sets a flag, which is drained before the next request runs. */
+ * only compute and talk over fd 3; later inputs (context_2, ...) arrive as
+ * descriptors passed over it (SCM_RIGHTS), already open. Output is bounded in
+ * the capture object, so a cell printing forever costs a fixed amount of
+ * memory. A SIGINT from the host (timeout) or a SIGUSR1 (the user cancelled)
+ * becomes CPython's KeyboardInterrupt inside the cell; between requests it
+ * only sets a flag, which is drained before the next request runs. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -27,13 +29,15 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #define CHANNEL_FD 3 /* socket to the host */
-#define CONTEXT_FD 4 /* the context bytes, or the context pack, when there is a context */
+#define CONTEXT_FD 4 /* the first input's bytes, or its pack, when there is one */
 #define DATA_FD 5    /* an external pack's data: the one input file, mapped here */
 #define CACHE_FD 6   /* socket to the host's search-index cache */
+#define SANDBOX_PROTOCOL_VERSION 2 /* sandbox.c sends the same */
 /* Above this the context is not pre-faulted and the copy drops the pages it
  * has read, so a 4 GB input costs its str, not str + mapping, in RSS. */
 #define POPULATE_MAX ((size_t)256 << 20)
@@ -79,13 +83,13 @@ static const char glue_source[] =
     "    if tree.body and isinstance(tree.body[-1], ast.Expr):\n"
     "        last = compile(ast.Expression(tree.body.pop().value), filename, 'eval')\n"
     "    return compile(tree, filename, 'exec'), last\n"
-    "def format_exception(exc, timeout_text):\n"
+    "def format_exception(exc, interrupt_text):\n"
     "    tb = exc.__traceback__\n"
     "    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith('<cell-'):\n"
     "        tb = tb.tb_next\n"
     "    lines = traceback.format_exception(type(exc), exc, tb)\n"
     "    if isinstance(exc, KeyboardInterrupt):\n"
-    "        lines = lines[:-1] + [timeout_text + '\\n']\n"
+    "        lines = lines[:-1] + [interrupt_text + '\\n']\n"
     "    return ''.join(lines)\n";
 
 static const char *const repl_function_names[] = {
@@ -97,6 +101,20 @@ static const char *const helper_function_names[] = {
     "grep", "chunks", "search", "count_tokens",
 };
 
+/* Where one input's bytes are: descriptors (closed once it is loaded) and
+ * what they hold. */
+typedef struct input_spec {
+    int fd;                     /* the input, or -1: none (an empty str) */
+    size_t len;
+    int pack;                   /* fd holds a pack (docs/internals/context-format.md) */
+    int data_fd;                /* an external pack's data, or -1 */
+    size_t data_len;
+} input_spec;
+
+/* The cancel signal's handler has nothing but a global to tell the cell's
+ * error report why it was interrupted; one process, one flag. */
+static volatile sig_atomic_t cancel_requested;
+
 typedef struct child {
     int fd;
     size_t frame_max;
@@ -105,11 +123,7 @@ typedef struct child {
     double cell_timeout;
     int unsafe_no_sandbox;
     int skip_landlock;
-    int has_context;
-    size_t context_len;
-    int context_pack;           /* fd 4 holds a pack (docs/internals/context-format.md) */
-    int has_data;               /* fd 5 holds an external pack's data */
-    size_t data_len;
+    input_spec first;           /* fds 4 and 5 */
     int has_search_cache;       /* fd 6 is the search cache socket */
     PyObject *ns;               /* __main__.__dict__, borrowed */
     PyObject *builtins;         /* the builtins module */
@@ -119,6 +133,7 @@ typedef struct child {
     PyObject *modules;          /* sys.modules name -> module, as at lockdown */
     PyObject *module_dicts;     /* list of (module __dict__, copy at lockdown) */
     PyObject *timeout_text;     /* "TimeoutError: cell exceeded N s wall time" */
+    PyObject *cancel_text;      /* the same line for a cell the user cancelled */
     unsigned long cell_number;
     size_t context_chars;
     char layers[256];
@@ -169,11 +184,30 @@ static void python_error(char *err, size_t errlen, const char *what)
     PyErr_Clear();
 }
 
-/* A SIGINT that arrived while no cell ran must not hit the next one. */
+/* A SIGINT or SIGUSR1 that arrived while no cell ran must not hit the next one. */
 static void drain_signals(void)
 {
     if (PyErr_CheckSignals() < 0)
         PyErr_Clear();
+    cancel_requested = 0;
+}
+
+/* SIGUSR1: the user cancelled the cell. Interrupts it the way SIGINT does
+ * (both calls are async-signal-safe) and says why. */
+static void on_cancel(int sig)
+{
+    (void)sig;
+    cancel_requested = 1;
+    PyErr_SetInterruptEx(SIGINT);
+}
+
+static int install_cancel_handler(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_cancel;
+    sigemptyset(&sa.sa_mask);
+    return sigaction(SIGUSR1, &sa, NULL);
 }
 
 static json_t *json_utf8(PyObject *obj)
@@ -227,8 +261,9 @@ static int parse_init(child *c, json_t *init, char *err, size_t errlen)
 {
     const char *type = json_string_value(json_object_get(init, "type"));
     json_int_t version = json_integer_value(json_object_get(init, "version"));
-    if (!type || strcmp(type, "init") != 0 || version != 1) {
-        snprintf(err, errlen, "expected an init frame of protocol version 1");
+    if (!type || strcmp(type, "init") != 0 || version != SANDBOX_PROTOCOL_VERSION) {
+        snprintf(err, errlen, "expected an init frame of protocol version %d",
+                 SANDBOX_PROTOCOL_VERSION);
         return -1;
     }
     json_int_t context_len = json_integer_value(json_object_get(init, "context_len"));
@@ -238,13 +273,18 @@ static int parse_init(child *c, json_t *init, char *err, size_t errlen)
         snprintf(err, errlen, "negative size in the init frame");
         return -1;
     }
-    c->has_context = json_is_true(json_object_get(init, "has_context"));
-    c->context_len = (size_t)context_len;
     const char *format = json_string_value(json_object_get(init, "context_format"));
-    c->context_pack = format && strcmp(format, "pack") == 0;
     json_int_t data_len = json_integer_value(json_object_get(init, "data_len"));
-    c->has_data = json_is_true(json_object_get(init, "has_data"));
-    c->data_len = data_len > 0 ? (size_t)data_len : 0;
+    c->first = (input_spec){.fd = -1, .data_fd = -1};
+    if (json_is_true(json_object_get(init, "has_context"))) {
+        c->first.fd = CONTEXT_FD;
+        c->first.len = (size_t)context_len;
+        c->first.pack = format && strcmp(format, "pack") == 0;
+        if (c->first.pack && json_is_true(json_object_get(init, "has_data"))) {
+            c->first.data_fd = DATA_FD;
+            c->first.data_len = data_len > 0 ? (size_t)data_len : 0;
+        }
+    }
     c->has_search_cache = json_is_true(json_object_get(init, "has_search_cache"));
     c->output_limit = output_limit ? (size_t)output_limit : 20000;
     if (c->output_limit > FRAME_MAX / 8) /* 4 UTF-8 bytes, JSON escapes: stay in a frame */
@@ -343,14 +383,16 @@ fail:
     return -1;
 }
 
-/* Loading the context. The bytes are mapped, not read, and become `context`:
- * one str (a file, stdin, text), a list of str (JSONL) or a dict name → str
- * (several files), each input byte copied once; invalid UTF-8 becomes
- * U+FFFD. A large single str is mostly ASCII, and filling 40 MB of fresh
- * memory is dominated by page faults, so that copy runs on a second core
- * while the main thread imports modules: the str is allocated as ASCII up
- * front and a plain C thread (no Python API) fills it, noting any byte >=
- * 0x80. Such a context is decoded again properly afterwards.
+/* Loading an input. The bytes are mapped, not read, and become `context` (or
+ * context_2, ...): one str (a file, stdin, text), a list of str (JSONL) or a
+ * dict name → str (several files), each input byte copied once; invalid
+ * UTF-8 becomes U+FFFD. A large single str is mostly ASCII, and filling 40 MB
+ * of fresh memory is dominated by page faults, so for the first input that
+ * copy runs on a second core while the main thread imports modules: the str
+ * is allocated as ASCII up front and a plain C thread (no Python API) fills
+ * it, noting any byte >= 0x80. Such an input is decoded again properly
+ * afterwards. Inputs added after the lockdown, where no thread can be
+ * started, run the same copy on the main thread.
  *
  * The helpers (grep, chunks, search) need the raw bytes afterwards. For an
  * ASCII document the str's own buffer is those bytes, so the mapping goes;
@@ -358,16 +400,17 @@ fail:
  * kernel can reclaim) and the helpers read it there: faster than re-encoding
  * the str to UTF-8, and no second anonymous copy. */
 typedef struct context_load {
-    const unsigned char *src;   /* bytes copied by the thread (one str), or NULL */
+    input_spec in;              /* its fds are closed (-1) once loaded */
+    const unsigned char *src;   /* bytes the ASCII copy reads (one str), or NULL */
     size_t len;
-    int release;                /* the thread drops source pages as it goes */
+    int release;                /* the copy drops source pages as it goes */
     PyObject *text;             /* ASCII str being filled, or the result */
     int copying;                /* 1 while the copy thread runs */
-    int non_ascii;              /* set by the copy thread */
+    int non_ascii;              /* set by the copy */
     pthread_t thread;
-    void *map;                  /* fd 4 mapped (raw bytes or the pack) */
+    void *map;                  /* the input's fd mapped (raw bytes or the pack) */
     size_t map_len;
-    void *data_map;             /* fd 5 mapped (external data) */
+    void *data_map;             /* the data fd mapped (external data) */
     size_t data_map_len;
     ingest_kind kind;
     ingest_doc *docs;           /* what the helpers read; kept for the process's life */
@@ -434,29 +477,33 @@ static int check_size(int fd, size_t len, const char *what, char *err, size_t er
     return 0;
 }
 
-/* Maps fd 4 (and fd 5) and, for a single str, starts filling it. */
-static int context_begin(child *c, context_load *cl, char *err, size_t errlen)
+/* Maps the input (and its data) and, for a single str, starts filling it:
+ * on a thread when `threaded`, else at once. */
+static int context_begin(context_load *cl, const input_spec *in, int threaded, char *err,
+                         size_t errlen)
 {
     memset(cl, 0, sizeof *cl);
+    cl->in = *in;
     cl->kind = INGEST_STR;
-    if (!c->has_context)
+    if (in->fd < 0)
         return 0;
-    if (check_size(CONTEXT_FD, c->context_len, "context", err, errlen) != 0 ||
-        (c->has_data && check_size(DATA_FD, c->data_len, "context data", err, errlen) != 0))
+    if (check_size(in->fd, in->len, "context", err, errlen) != 0 ||
+        (in->data_fd >= 0 && check_size(in->data_fd, in->data_len, "context data", err,
+                                        errlen) != 0))
         return -1;
-    cl->map_len = c->context_len;
-    if (cl->map_len && !(cl->map = map_fd(CONTEXT_FD, cl->map_len)) && c->context_pack) {
+    cl->map_len = in->len;
+    if (cl->map_len && !(cl->map = map_fd(in->fd, cl->map_len)) && in->pack) {
         snprintf(err, errlen, "cannot map the context pack: %s", strerror(errno));
         return -1;
     }
-    if (c->has_data && c->data_len) {
-        cl->data_map_len = c->data_len;
-        if (!(cl->data_map = map_fd(DATA_FD, c->data_len))) {
+    if (in->data_fd >= 0 && in->data_len) {
+        cl->data_map_len = in->data_len;
+        if (!(cl->data_map = map_fd(in->data_fd, in->data_len))) {
             snprintf(err, errlen, "cannot map the context data: %s", strerror(errno));
             return -1;
         }
     }
-    if (c->context_pack) {
+    if (in->pack) {
         if (ingest_unpack(cl->map, cl->map_len, cl->data_map, cl->data_map_len, &cl->kind,
                           &cl->docs, &cl->n_docs, err, errlen) != 0)
             return -1;
@@ -477,8 +524,10 @@ static int context_begin(child *c, context_load *cl, char *err, size_t errlen)
         }
         cl->n_docs = 1;
         cl->docs[0].name = "context";
+        cl->docs[0].data = cl->map;
+        cl->docs[0].len = cl->map ? cl->map_len : 0;
         cl->src = cl->map;
-        cl->len = cl->map ? cl->map_len : 0;
+        cl->len = cl->docs[0].len;
         cl->release = cl->len > POPULATE_MAX;
     }
     if (cl->len == 0 || !cl->src)
@@ -488,20 +537,22 @@ static int context_begin(child *c, context_load *cl, char *err, size_t errlen)
         PyErr_Clear();
         return 0; /* context_finish decodes it the slow way */
     }
-    if (pthread_create(&cl->thread, NULL, copy_ascii_main, cl) == 0)
+    if (!threaded)
+        copy_ascii_main(cl);
+    else if (pthread_create(&cl->thread, NULL, copy_ascii_main, cl) == 0)
         cl->copying = 1;
     else
         Py_CLEAR(cl->text);
     return 0;
 }
 
-static PyObject *read_context(size_t len, char *err, size_t errlen)
+static PyObject *read_context(int fd, size_t len, char *err, size_t errlen)
 {
     PyObject *text = NULL;
     char *bytes = PyMem_Malloc(len);
     if (!bytes)
         return PyErr_NoMemory();
-    if (read_full(CONTEXT_FD, bytes, len) == 0)
+    if (read_full(fd, bytes, len) == 0)
         text = PyUnicode_DecodeUTF8(bytes, (Py_ssize_t)len, "replace");
     else
         snprintf(err, errlen, "cannot read the context: %s",
@@ -510,25 +561,27 @@ static PyObject *read_context(size_t len, char *err, size_t errlen)
     return text;
 }
 
-/* One str context: the thread's ASCII copy, or a proper decode. */
-static PyObject *finish_str(child *c, context_load *cl, char *err, size_t errlen)
+/* One str: the ASCII copy, or a proper decode. */
+static PyObject *finish_str(context_load *cl, char *err, size_t errlen)
 {
     PyObject *text = NULL;
     if (cl->copying) {
         pthread_join(cl->thread, NULL);
         cl->copying = 0;
+    }
+    if (cl->text) {
         if (!cl->non_ascii)
             text = cl->text;
         else
             Py_DECREF(cl->text);
         cl->text = NULL;
     }
-    if (!text && (cl->len == 0 || (!cl->src && c->context_pack)))
+    if (!text && (cl->len == 0 || (!cl->src && cl->in.pack)))
         text = PyUnicode_New(0, 0);
     else if (!text && cl->src)
         text = PyUnicode_DecodeUTF8((const char *)cl->src, (Py_ssize_t)cl->len, "replace");
     else if (!text) {
-        text = read_context(c->context_len, err, errlen);
+        text = read_context(cl->in.fd, cl->in.len, err, errlen);
         /* Not mappable (a pipe): the helpers read the str's UTF-8 form. */
         Py_ssize_t n;
         const char *utf8 = text ? PyUnicode_AsUTF8AndSize(text, &n) : NULL;
@@ -562,7 +615,7 @@ static PyObject *finish_docs(context_load *cl)
     return result;
 }
 
-/* 1 when fd 4 held a pack (its documents' names point into the mapping). */
+/* 1 when the input was a pack (its documents' names point into the mapping). */
 static int c_is_pack(const context_load *cl)
 {
     return cl->n_docs > 0 && cl->docs[0].name &&
@@ -592,6 +645,7 @@ static void context_settle(context_load *cl, PyObject *context)
             (size_t)PyUnicode_GET_LENGTH(text) == cl->docs[i].len) {
             cl->ascii[i] = 1;
             cl->docs[i].data = cl->docs[i].len ? (const char *)PyUnicode_1BYTE_DATA(text) : NULL;
+            cl->docs[i].chars = cl->docs[i].len;
         } else if (cl->docs[i].len) {
             all_ascii = 0;
         }
@@ -620,17 +674,25 @@ static void context_settle(context_load *cl, PyObject *context)
     size_t from = page > 0 ? (names_end + (size_t)page - 1) / (size_t)page * (size_t)page : cl->map_len;
     if (from < cl->map_len)
         munmap((char *)cl->map + from, cl->map_len - from);
+    cl->map_len = from;
 }
 
-/* Waits for the copy, builds `context`, hands the documents to the helpers.
- * Returns the context object, or NULL with err set. */
-static PyObject *context_finish(child *c, context_load *cl, char *err, size_t errlen)
+static void close_input_fds(context_load *cl)
 {
-    PyObject *context = cl->kind == INGEST_STR ? finish_str(c, cl, err, errlen) : finish_docs(cl);
-    if (c->has_context)
-        close(CONTEXT_FD);
-    if (c->has_data)
-        close(DATA_FD);
+    if (cl->in.fd >= 0)
+        close(cl->in.fd);
+    if (cl->in.data_fd >= 0)
+        close(cl->in.data_fd);
+    cl->in.fd = cl->in.data_fd = -1;
+}
+
+/* Waits for the copy and builds the object; the documents then point at what
+ * the helpers read (the str, or the mapping). Returns the object, or NULL
+ * with err set. The input's descriptors are closed either way. */
+static PyObject *context_finish(context_load *cl, char *err, size_t errlen)
+{
+    PyObject *context = cl->kind == INGEST_STR ? finish_str(cl, err, errlen) : finish_docs(cl);
+    close_input_fds(cl);
     if (!context) {
         if (PyErr_Occurred())
             python_error(err, errlen, "cannot load the context");
@@ -643,16 +705,27 @@ static PyObject *context_finish(child *c, context_load *cl, char *err, size_t er
     }
     if (cl->n_docs)
         context_settle(cl, context);
-    if (repl_helpers_configure(cl->kind, cl->docs, cl->n_docs, cl->ascii,
-                               c->has_search_cache ? CACHE_FD : -1) != 0) {
-        Py_DECREF(context);
-        python_error(err, errlen, "cannot set up the helpers");
-        return NULL;
-    }
     return context;
 }
 
-/* Characters of `context` over all its documents, for the ready frame. */
+/* Gives back what a load that failed holds (an input the host adds later;
+ * a failed first input ends the process). */
+static void context_discard(context_load *cl)
+{
+    if (cl->copying)
+        pthread_join(cl->thread, NULL);
+    Py_CLEAR(cl->text);
+    close_input_fds(cl);
+    if (cl->map)
+        munmap(cl->map, cl->map_len);
+    if (cl->data_map)
+        munmap(cl->data_map, cl->data_map_len);
+    free(cl->docs);
+    free(cl->ascii);
+    memset(cl, 0, sizeof *cl);
+}
+
+/* Characters of an input over all its documents, for the host. */
 static size_t context_chars(PyObject *context)
 {
     if (PyUnicode_Check(context))
@@ -671,7 +744,11 @@ static PyObject *new_answer_dict(void)
     return Py_BuildValue("{s:s, s:O}", "content", "", "ready", Py_False);
 }
 
-static int setup_namespace(child *c, PyObject *context, char *err, size_t errlen)
+/* The namespace: the REPL functions, the helpers, `context` (also
+ * `context_1`) and the answer dict; the first input is registered for the
+ * helpers' context= argument. */
+static int setup_namespace(child *c, PyObject *context, const context_load *cl, char *err,
+                           size_t errlen)
 {
     PyObject *main_module = PyImport_AddModule("__main__"); /* borrowed */
     if (!main_module)
@@ -688,14 +765,23 @@ static int setup_namespace(child *c, PyObject *context, char *err, size_t errlen
             goto fail;
     }
     for (size_t i = 0; i < sizeof helper_function_names / sizeof helper_function_names[0]; i++) {
-        PyObject *fn = repl_helpers_function(helper_function_names[i]);
-        int rc = fn ? PyDict_SetItemString(c->originals, helper_function_names[i], fn) : -1;
+        const char *name = helper_function_names[i];
+        PyObject *helper = repl_helpers_function(name);
+        PyObject *fn = helper ? repl_input_helper(name, helper) : NULL;
+        int rc = fn ? PyDict_SetItemString(c->originals, name, fn) : -1;
         Py_XDECREF(fn);
+        Py_XDECREF(helper);
         if (rc < 0)
             goto fail;
     }
-    PyObject *answer = new_answer_dict();
+    PyObject *names = Py_BuildValue("(ss)", "context", "context_1");
+    int registered = names ? repl_add_input(names, context, cl->kind, cl->docs, cl->n_docs,
+                                            cl->ascii)
+                           : -1;
+    Py_XDECREF(names);
+    PyObject *answer = registered == 0 ? new_answer_dict() : NULL;
     if (!answer || PyDict_SetItemString(c->originals, "context", context) < 0 ||
+        PyDict_SetItemString(c->originals, "context_1", context) < 0 ||
         PyDict_SetItemString(c->ns, "answer", answer) < 0) {
         Py_XDECREF(answer);
         goto fail;
@@ -707,7 +793,8 @@ static int setup_namespace(child *c, PyObject *context, char *err, size_t errlen
     snprintf(timeout_text, sizeof timeout_text, "TimeoutError: cell exceeded %g s wall time",
              c->cell_timeout);
     c->timeout_text = PyUnicode_FromString(timeout_text);
-    if (!c->timeout_text)
+    c->cancel_text = PyUnicode_FromString("Cancelled: the cell was cancelled by the user");
+    if (!c->timeout_text || !c->cancel_text)
         goto fail;
     return 0;
 fail:
@@ -800,17 +887,18 @@ static void restore_repl(child *c)
 }
 
 /* Writes the pending exception (a traceback from the model's first frame)
- * to the capture. Returns 1 if it was the host's SIGINT. */
+ * to the capture. Returns 1 if it was the host's SIGINT or SIGUSR1; the last
+ * line then says the cell timed out, or that the user cancelled it. */
 static int report_exception(child *c)
 {
     PyObject *exc = take_exception();
     int interrupted = exc && PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt);
-    PyObject *text = exc ? PyObject_CallFunctionObjArgs(c->format_exception, exc,
-                                                        c->timeout_text, NULL)
+    PyObject *why = cancel_requested ? c->cancel_text : c->timeout_text;
+    PyObject *text = exc ? PyObject_CallFunctionObjArgs(c->format_exception, exc, why, NULL)
                          : NULL;
     if (!text) {
         PyErr_Clear();
-        text = interrupted ? Py_NewRef(c->timeout_text)
+        text = interrupted ? Py_NewRef(why)
                            : PyUnicode_FromFormat("%s (the traceback could not be formatted)\n",
                                                   exc ? Py_TYPE(exc)->tp_name : "Error");
     }
@@ -893,6 +981,7 @@ static json_t *result_frame(child *c, int raised, int interrupted, PyObject *fin
     json_object_set_new(frame, "output_chars", json_integer((json_int_t)total));
     json_object_set_new(frame, "raised", json_boolean(raised));
     json_object_set_new(frame, "interrupted", json_boolean(interrupted));
+    json_object_set_new(frame, "cancelled", json_boolean(interrupted && cancel_requested));
     json_object_set_new(frame, "final_answer", final_json);
     if (frame_encoded_size(frame) > c->frame_max) {
         /* Only a giant final answer can get here; the output is bounded. */
@@ -986,6 +1075,163 @@ static json_t *get_var(child *c, const char *name, size_t len)
     return frame;
 }
 
+/* A name the host may bind (sandbox_add_input, sandbox_set_var): an
+ * identifier of at most 64 characters that is none of the REPL's names or
+ * inputs' (all in originals), not `answer` and not a dunder. New reference,
+ * or NULL with a message in err. */
+static PyObject *bindable_name(child *c, json_t *name, char *err, size_t errlen)
+{
+    const char *text = json_string_value(name);
+    size_t len = json_string_length(name);
+    if (!text || len == 0 || len > 64 || (len >= 2 && text[0] == '_' && text[1] == '_') ||
+        strcmp(text, "answer") == 0) {
+        snprintf(err, errlen, "'%.64s' cannot be bound by the host", text ? text : "");
+        return NULL;
+    }
+    PyObject *key = PyUnicode_DecodeUTF8(text, (Py_ssize_t)len, "strict");
+    int taken = key ? PyDict_Contains(c->originals, key) : -1;
+    if (!key || taken != 0 || PyUnicode_IsIdentifier(key) != 1) {
+        PyErr_Clear();
+        snprintf(err, errlen, "'%.64s' %s", text,
+                 taken > 0 ? "is already a name of the REPL or an input"
+                           : "is not a Python identifier");
+        Py_XDECREF(key);
+        return NULL;
+    }
+    return key;
+}
+
+/* Receives the descriptors the host attached (SCM_RIGHTS) to the one byte
+ * it sends right after an add_input frame: up to max into fds. Returns how
+ * many came, or -1 when the byte did not. */
+static int receive_fds(int sock, int *fds, int max)
+{
+    char byte;
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
+                         .msg_controllen = sizeof control.buf};
+    ssize_t n;
+    do
+        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+    while (n < 0 && errno == EINTR);
+    if (n != 1)
+        return -1;
+    int count = 0;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
+            if (count < max)
+                fds[count++] = fd;
+            else
+                close(fd);
+        }
+    }
+    return count;
+}
+
+/* Loads another input and binds it, protected like `context`. The load runs
+ * on this thread (no thread can be started after the lockdown) and under
+ * the memory limit set at start-up. */
+static json_t *add_input(child *c, json_t *request)
+{
+    char err[512] = "";
+    int fds[2] = {-1, -1};
+    int want = json_is_true(json_object_get(request, "has_context")) +
+               json_is_true(json_object_get(request, "has_data"));
+    int got = receive_fds(c->fd, fds, 2);
+    if (got < 0)
+        return NULL; /* out of step with the host */
+    drain_signals();
+    json_int_t len = json_integer_value(json_object_get(request, "context_len"));
+    json_int_t data_len = json_integer_value(json_object_get(request, "data_len"));
+    const char *format = json_string_value(json_object_get(request, "context_format"));
+    input_spec in = {.fd = -1, .data_fd = -1};
+    context_load *cl = NULL;
+    PyObject *obj = NULL, *names = NULL;
+    PyObject *key = bindable_name(c, json_object_get(request, "name"), err, sizeof err);
+    size_t chars = 0;
+    int ok = 0;
+    if (!key)
+        goto done;
+    if (got != want || len < 0 || data_len < 0) {
+        snprintf(err, sizeof err, "the input's descriptors did not arrive");
+        goto done;
+    }
+    if (want > 0) {
+        in.fd = fds[0];
+        in.len = (size_t)len;
+        in.pack = format && strcmp(format, "pack") == 0;
+        fds[0] = -1;
+        if (want > 1) {
+            in.data_fd = fds[1];
+            in.data_len = (size_t)data_len;
+            fds[1] = -1;
+        }
+    }
+    cl = calloc(1, sizeof *cl); /* kept for the process's life: the helpers read it */
+    if (!cl) {
+        snprintf(err, sizeof err, "out of memory");
+        goto done;
+    }
+    if (context_begin(cl, &in, 0, err, sizeof err) != 0 ||
+        !(obj = context_finish(cl, err, sizeof err)))
+        goto done;
+    names = PyTuple_Pack(1, key);
+    if (!names || repl_add_input(names, obj, cl->kind, cl->docs, cl->n_docs, cl->ascii) != 0 ||
+        PyDict_SetItem(c->originals, key, obj) < 0 || PyDict_SetItem(c->ns, key, obj) < 0) {
+        python_error(err, sizeof err, "cannot bind the input");
+        goto done;
+    }
+    chars = context_chars(obj);
+    ok = 1;
+done:
+    if (!ok && cl) {
+        context_discard(cl);
+        free(cl);
+    }
+    for (int i = 0; i < 2; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    if (!ok && in.fd >= 0 && !cl)
+        close(in.fd);
+    if (!ok && in.data_fd >= 0 && !cl)
+        close(in.data_fd);
+    Py_XDECREF(names);
+    Py_XDECREF(obj);
+    Py_XDECREF(key);
+    PyErr_Clear();
+    return json_pack("{s:s, s:b, s:s, s:I}", "type", "input_added", "ok", ok, "message", err,
+                     "chars", (json_int_t)chars);
+}
+
+/* Binds a str the host gives (a session's answer_1, ...); not protected. */
+static json_t *set_var(child *c, json_t *request)
+{
+    char err[256] = "";
+    drain_signals();
+    json_t *value = json_object_get(request, "value");
+    PyObject *key = bindable_name(c, json_object_get(request, "name"), err, sizeof err);
+    PyObject *text = key && json_is_string(value)
+                         ? PyUnicode_DecodeUTF8(json_string_value(value),
+                                                (Py_ssize_t)json_string_length(value), "replace")
+                         : NULL;
+    int ok = text && PyDict_SetItem(c->ns, key, text) == 0;
+    if (!ok && key)
+        python_error(err, sizeof err, "cannot set the variable");
+    Py_XDECREF(text);
+    Py_XDECREF(key);
+    PyErr_Clear();
+    return json_pack("{s:s, s:b, s:s}", "type", "var_set", "ok", ok, "message", err);
+}
+
 /* The report of sandbox_lockdown as [{"name", "label", "active", "detail"}]. */
 static json_t *layer_details(const sandbox_lockdown_report *report)
 {
@@ -1017,6 +1263,10 @@ static int serve(child *c)
             reply = run_cell(c, json_string_value(code), json_string_length(code));
         else if (type && strcmp(type, "get_var") == 0 && json_is_string(name))
             reply = get_var(c, json_string_value(name), json_string_length(name));
+        else if (type && strcmp(type, "set_var") == 0)
+            reply = set_var(c, request);
+        else if (type && strcmp(type, "add_input") == 0)
+            reply = add_input(c, request);
         /* The host's request id comes back in the reply: a frame model code
          * forges on fd 3 cannot know it, so the host cannot be fooled into
          * taking it for the answer (and falling out of step). */
@@ -1056,19 +1306,26 @@ int main(int argc, char **argv)
         send_error_and_exit(c.fd, "cannot start the watchdog thread");
     if (start_python(err, sizeof err) != 0)
         send_error_and_exit(c.fd, err);
+    if (install_cancel_handler() != 0)
+        send_error_and_exit(c.fd, "cannot install the cancel handler");
     c.builtins = PyImport_ImportModule("builtins");
     if (!c.builtins)
         send_error_and_exit(c.fd, "cannot import builtins");
-    context_load cl;
-    if (context_begin(&c, &cl, err, sizeof err) != 0)
+    context_load cl; /* lives as long as the process: main never returns */
+    if (context_begin(&cl, &c.first, 1, err, sizeof err) != 0)
         send_error_and_exit(c.fd, err);
     if (preload_modules(err, sizeof err) != 0 || load_glue(&c, err, sizeof err) != 0)
         send_error_and_exit(c.fd, err);
-    PyObject *context = context_finish(&c, &cl, err, sizeof err);
+    PyObject *context = context_finish(&cl, err, sizeof err);
     if (!context)
         send_error_and_exit(c.fd, err);
+    if (repl_helpers_configure(cl.kind, cl.docs, cl.n_docs, cl.ascii,
+                               c.has_search_cache ? CACHE_FD : -1) != 0) {
+        python_error(err, sizeof err, "cannot set up the helpers");
+        send_error_and_exit(c.fd, err);
+    }
     c.context_chars = context_chars(context);
-    rc = setup_namespace(&c, context, err, sizeof err);
+    rc = setup_namespace(&c, context, &cl, err, sizeof err);
     Py_DECREF(context); /* the namespace and the originals hold it */
     if (rc != 0)
         send_error_and_exit(c.fd, err);

@@ -1,6 +1,7 @@
 /* test_sandbox — the Python sandbox end to end, against the real rlm-sandbox
- * child: the REPL contract, sub-calls, imports, the seccomp lockdown,
- * timeouts, crashes, protocol violations and resource bounds. */
+ * child: the REPL contract, sub-calls, more inputs and host-set variables,
+ * imports, the seccomp lockdown, timeouts, cancels, crashes, protocol
+ * violations and resource bounds. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,11 +9,14 @@
 
 #include <cmocka.h>
 
+#include "ingest.h"
 #include "sandbox.h"
 #include "sandbox_expect.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <ftw.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -247,19 +251,27 @@ typedef struct recorder {
     char last_model[64];
     char prompts[8][256];
     size_t n_prompts;
+    int had_contexts;         /* the callback got a contexts array */
+    char contexts[8][256];    /* "(none)" for a NULL entry */
+    size_t context_len[8];
     int fail_prompt;  /* index that gets an error string, or -1 */
     int stop;         /* return -1 */
     pid_t interrupt;  /* send SIGINT to this pid during the call */
 } recorder;
 
 static int record_call(void *userdata, int kind, const char *model, const char *const *prompts,
-                       size_t n, char **results)
+                       const char *const *contexts, size_t n, char **results)
 {
     recorder *r = userdata;
     r->calls++;
     r->last_kind = kind;
     snprintf(r->last_model, sizeof r->last_model, "%s", model ? model : "(default)");
     r->n_prompts = n;
+    r->had_contexts = contexts != NULL;
+    for (size_t i = 0; contexts && i < n && i < 8; i++) {
+        snprintf(r->contexts[i], sizeof r->contexts[i], "%s", contexts[i] ? contexts[i] : "(none)");
+        r->context_len[i] = contexts[i] ? strlen(contexts[i]) : 0;
+    }
     if (r->interrupt > 0)
         kill(r->interrupt, SIGINT);
     for (size_t i = 0; i < n; i++) {
@@ -355,22 +367,77 @@ static void test_llm_query_batched_raw(void **state)
     assert_string_equal(cell.output,
                         "1505 R: R:caf\xc3\xa9 \xe2\x98\x83 R:bad ? end R:12 100002 R:p0 R:p1499\n");
     sandbox_cell_clear(&cell);
+
+    /* str() of an item is model code: emptying the list meanwhile changes
+     * nothing that is sent (the frame points into the strs). */
+    run_with(sb,
+             "class Evil:\n    def __str__(self):\n        batch.clear()\n        return 'evil'\n"
+             "batch = ['y' * 5 + str(len('abc')), Evil(), 'z' * 3]\n"
+             "print(llm_query_batched(batch), batch)",
+             &r, &cell);
+    assert_false(cell.raised);
+    assert_string_equal(cell.output, "['R:yyyyy3', 'R:evil', 'R:zzz'] []\n");
+    sandbox_cell_clear(&cell);
     sandbox_free(sb);
 }
 
 static void test_rlm_query(void **state)
 {
+    fixture *fx = *state;
     sandbox *sb = start_default(state);
     recorder r = {.fail_prompt = -1};
     sandbox_cell cell;
     run_with(sb, "print(rlm_query('sum it', context='1 2 3'))", &r, &cell);
     assert_false(cell.raised);
+    assert_string_equal(cell.output, "R:sum it\n");
     assert_int_equal(r.last_kind, SANDBOX_CALL_RLM);
-    /* The callback has no context argument: the context follows the prompt. */
-    assert_string_equal(r.prompts[0], "sum it\n\nContext:\n1 2 3");
+    /* The context reaches the callback on its own, not joined to the prompt. */
+    assert_string_equal(r.prompts[0], "sum it");
+    assert_true(r.had_contexts);
+    assert_string_equal(r.contexts[0], "1 2 3");
     sandbox_cell_clear(&cell);
+
+    run_with(sb, "print(rlm_query_batched(['a', 'b'], contexts=['x', None]))", &r, &cell);
+    assert_false(cell.raised);
+    assert_string_equal(cell.output, "['R:a', 'R:b']\n");
+    assert_int_equal(r.n_prompts, 2);
+    assert_true(r.had_contexts);
+    assert_string_equal(r.contexts[0], "x");
+    assert_string_equal(r.contexts[1], "(none)");
+    sandbox_cell_clear(&cell);
+
+    /* No context anywhere: no array at all. */
     run_with(sb, "print(rlm_query_batched(['p', 'q']))", &r, &cell);
     assert_string_equal(cell.output, "['R:p', 'R:q']\n");
+    assert_false(r.had_contexts);
+    sandbox_cell_clear(&cell);
+    run_with(sb, "rlm_query_batched(['p'], contexts=[None])\nrlm_query('p', context=None)", &r,
+             &cell);
+    assert_false(cell.raised);
+    assert_false(r.had_contexts);
+    assert_int_equal(r.last_kind, SANDBOX_CALL_RLM);
+    sandbox_cell_clear(&cell);
+
+    /* The whole input as a context, and objects that are not str (str() of
+     * them, like prompts); the context's one invalid byte is U+FFFD, three
+     * bytes in UTF-8. */
+    run_with(sb, "rlm_query('all', context=context)\n"
+                 "rlm_query_batched(['n', 'l'], contexts=[12, [1, 'a']])", &r, &cell);
+    assert_false(cell.raised);
+    assert_string_equal(r.contexts[0], "12");
+    assert_string_equal(r.contexts[1], "[1, 'a']");
+    sandbox_cell_clear(&cell);
+    run_with(sb, "rlm_query('all', context=context)", &r, &cell);
+    assert_int_equal(r.context_len[0], fx->context_len + 2);
+    assert_true(strncmp(r.contexts[0], "The quick", 9) == 0);
+    sandbox_cell_clear(&cell);
+
+    expect_raise(sb, "rlm_query_batched(['a', 'b'], contexts=['x'])", "2 prompts but 1 contexts");
+    expect_raise(sb, "rlm_query_batched(['a'], contexts='x')", "TypeError");
+    /* llm_query never has contexts. */
+    run_with(sb, "llm_query_batched(['a', 'b'])", &r, &cell);
+    assert_int_equal(r.last_kind, SANDBOX_CALL_LLM);
+    assert_false(r.had_contexts);
     sandbox_cell_clear(&cell);
     sandbox_free(sb);
 }
@@ -703,6 +770,281 @@ static void test_get_var(void **state)
     sandbox_free(sb);
 }
 
+/* ---- more inputs, host variables ---- */
+
+static int memfd_with(const char *text)
+{
+    int fd = memfd_create("input", MFD_CLOEXEC);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    return fd;
+}
+
+static void add_text_input(sandbox *sb, const char *name, const char *text)
+{
+    sandbox_input in = {.context_fd = memfd_with(text), .context_len = strlen(text),
+                        .data_fd = -1};
+    char err[512] = "";
+    int rc = sandbox_add_input(sb, name, &in, err, sizeof err);
+    if (rc != 0)
+        print_message("sandbox_add_input: %s\n", err);
+    assert_int_equal(rc, 0);
+    close(in.context_fd); /* borrowed: the sandbox has its own */
+}
+
+static char pack_root[64];
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void put_file(const char *rel, const char *text)
+{
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", pack_root, rel);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* A directory of two files as an ingest pack: a dict input. */
+static void add_pack_input(sandbox *sb, const char *name)
+{
+    snprintf(pack_root, sizeof pack_root, "/tmp/rlm-sandbox-pack-XXXXXX");
+    assert_non_null(mkdtemp(pack_root));
+    put_file("alpha.txt", "first line\nthe needle is here\n");
+    put_file("gamma.txt", "caf\xc3\xa9 needle\nno match\n");
+    ingest_set *set = NULL;
+    char err[512] = "";
+    const char *args[] = {pack_root};
+    assert_int_equal(ingest_open(args, 1, NULL, &set, err, sizeof err), 0);
+    sandbox_input in = {.data_fd = -1, .context_pack = 1};
+    assert_int_equal(ingest_pack(set, &in.context_fd, &in.context_len, &in.data_fd, err,
+                                 sizeof err), 0);
+    int rc = sandbox_add_input(sb, name, &in, err, sizeof err);
+    if (rc != 0)
+        print_message("sandbox_add_input: %s\n", err);
+    assert_int_equal(rc, 0);
+    close(in.context_fd);
+    if (in.data_fd >= 0)
+        close(in.data_fd);
+    ingest_free(set);
+    nftw(pack_root, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* Checks every input is there as loaded, and the helpers work on each. */
+static void expect_inputs(sandbox *sb, const fixture *fx)
+{
+    char expect[128];
+    snprintf(expect, sizeof expect, "True %zu\n", fx->context_len);
+    expect_output(sb, "print(context_1 is context, len(context_1))", expect);
+    expect_output(sb, "print(type(context_2).__name__, ascii(context_2))",
+                  "str 'second input: caf\\xe9 au lait\\ngrep me here\\n'\n");
+    expect_output(sb, "print(type(context_3).__name__, [k[-9:] for k in context_3])",
+                  "dict ['alpha.txt', 'gamma.txt']\n");
+    expect_output(sb, "print(ascii(list(context_3.values())[1]))",
+                  "'caf\\xe9 needle\\nno match\\n'\n");
+    /* grep on context_2: offsets into context_2, which is not ASCII. */
+    expect_output(sb, "h = grep('grep me', context=context_2)\n"
+                      "print(len(h), h[0]['offset'], context_2[h[0]['offset']:][:7])",
+                  "1 27 grep me\n");
+    expect_output(sb, "print(len(grep('grep me')), len(grep('grep me', context=context)))",
+                  "0 0\n");
+    expect_output(sb, "h = grep('needle', context=context_3)\n"
+                      "print(len(h), [x['doc'][-9:] for x in h])",
+                  "2 ['alpha.txt', 'gamma.txt']\n");
+    /* One document of an input: a set of one. */
+    expect_output(sb, "d = list(context_3.values())[1]\nh = grep('needle', context=d)\n"
+                      "print(len(h), h[0]['doc'], d[h[0]['offset']:])",
+                  "1 None needle\nno match\n\n");
+    expect_output(sb, "print(chunks(context=context_2) == [context_2], len(chunks(by='docs', "
+                      "context=context_3)))",
+                  "True 2\n");
+    expect_output(sb, "print(sorted(x['doc'][-9:] for x in search('needle', context=context_3)),"
+                      " len(search('lait', context=context_2)))",
+                  "['alpha.txt', 'gamma.txt'] 1\n");
+    expect_output(sb, "print(len(search('fox')) > 0, len(grep('fox', max_hits=3)))", "True 3\n");
+}
+
+static void test_add_input(void **state)
+{
+    fixture *fx = *state;
+    sandbox *sb = start_default(state);
+    add_text_input(sb, "context_2", "second input: caf\xc3\xa9 au lait\ngrep me here\n");
+    add_pack_input(sb, "context_3");
+    expect_inputs(sb, fx);
+    expect_raise(sb, "grep('x', context='made here')", "one of the inputs");
+
+    /* Protected like context: rebinding lasts one cell. */
+    expect_output(sb, "context_2 = 'mine'\ncontext_3 = None\ncontext_1 = 0\nprint(context_2)",
+                  "mine\n");
+    expect_output(sb, "print(context_2[:6], len(context_3), context_1 is context)",
+                  "second 2 True\n");
+    /* Inputs are built in, not the model's variables. */
+    sandbox_cell cell;
+    run(sb, "SHOW_VARS()", &cell);
+    assert_non_null(strstr(cell.output, "User variables:\n  h: list"));
+    assert_null(strstr(cell.output, "context"));
+    sandbox_cell_clear(&cell);
+
+    /* Names the host may not bind. */
+    char err[512];
+    sandbox_input in = {.context_fd = -1, .data_fd = -1};
+    assert_int_equal(sandbox_add_input(sb, "context", &in, err, sizeof err), -1);
+    assert_int_equal(sandbox_add_input(sb, "context_1", &in, err, sizeof err), -1);
+    assert_int_equal(sandbox_add_input(sb, "context_2", &in, err, sizeof err), -1);
+    assert_non_null(strstr(err, "already"));
+    assert_int_equal(sandbox_add_input(sb, "2nd", &in, err, sizeof err), -1);
+    assert_int_equal(sandbox_add_input(sb, "grep", &in, err, sizeof err), -1);
+    assert_int_equal(sandbox_add_input(sb, "__builtins__", &in, err, sizeof err), -1);
+    assert_int_equal(sandbox_add_input(sb, "a b", &in, err, sizeof err), -1);
+    /* An input the child cannot load leaves it working. */
+    int fd = memfd_with("abc");
+    sandbox_input short_in = {.context_fd = fd, .context_len = 1000, .data_fd = -1};
+    int pid = sandbox_pid(sb);
+    assert_int_equal(sandbox_add_input(sb, "context_4", &short_in, err, sizeof err), -1);
+    assert_non_null(strstr(err, "bytes"));
+    close(fd);
+    assert_int_equal(sandbox_pid(sb), pid);
+    expect_raise(sb, "context_4", "NameError");
+    /* No descriptor at all: an empty str. */
+    assert_int_equal(sandbox_add_input(sb, "context_4", &in, err, sizeof err), 0);
+    expect_output(sb, "print(repr(context_4))", "''\n");
+    sandbox_free(sb);
+}
+
+static void test_set_var(void **state)
+{
+    sandbox *sb = start_default(state);
+    char err[512] = "";
+    assert_int_equal(sandbox_set_var(sb, "answer_1", "forty-two \xc3\xa9", err, sizeof err), 0);
+    expect_output(sb, "print(type(answer_1).__name__, answer_1)", "str forty-two \xc3\xa9\n");
+    /* Not protected: model code may rebind it. */
+    expect_output(sb, "answer_1 = 5", "");
+    expect_output(sb, "print(answer_1)", "5\n");
+    /* Set again: the latest value. */
+    assert_int_equal(sandbox_set_var(sb, "answer_1", "again", err, sizeof err), 0);
+    assert_int_equal(sandbox_set_var(sb, "answer_2", "", err, sizeof err), 0);
+    expect_output(sb, "print(answer_1, repr(answer_2))", "again ''\n");
+    assert_int_equal(sandbox_set_var(sb, "context", "x", err, sizeof err), -1);
+    assert_int_equal(sandbox_set_var(sb, "answer", "x", err, sizeof err), -1);
+    assert_int_equal(sandbox_set_var(sb, "llm_query", "x", err, sizeof err), -1);
+    assert_int_equal(sandbox_set_var(sb, "bad-name", "x", err, sizeof err), -1);
+    expect_output(sb, "print(type(llm_query).__name__)", "builtin_function_or_method\n");
+    sandbox_free(sb);
+}
+
+/* A restarted child gets every input and every host variable back. */
+static void test_inputs_survive_restart(void **state)
+{
+    fixture *fx = *state;
+    sandbox *sb = start_with(fx, 5, 0.5, 0, 0, 0);
+    add_text_input(sb, "context_2", "second input: caf\xc3\xa9 au lait\ngrep me here\n");
+    add_pack_input(sb, "context_3");
+    char err[512] = "";
+    assert_int_equal(sandbox_set_var(sb, "answer_1", "kept", err, sizeof err), 0);
+    expect_output(sb, "mine = 1\nh = grep('grep me', context=context_2)", "");
+    int pid = sandbox_pid(sb);
+    sandbox_cell cell;
+    run(sb, "__import__('json').codecs.sys.modules['os']._exit(7)", &cell);
+    assert_true(cell.restarted);
+    assert_non_null(strstr(cell.output, "exited with status 7"));
+    assert_non_null(strstr(cell.output, "`context_2`, `context_3`, `answer_1`"));
+    sandbox_cell_clear(&cell);
+    assert_true(sandbox_pid(sb) != pid);
+    expect_raise(sb, "mine", "NameError");
+    expect_output(sb, "print(answer_1)", "kept\n");
+    expect_inputs(sb, fx);
+
+    /* The timeout path too: SIGKILL and a fresh child. */
+    run(sb, "import collections, itertools\ncollections.deque(itertools.count(), maxlen=0)",
+        &cell);
+    assert_true(cell.restarted);
+    assert_true(cell.timed_out);
+    sandbox_cell_clear(&cell);
+    expect_output(sb, "print(answer_1, len(context_3), context_2[:6])", "kept 2 second\n");
+    /* A later input after the restarts goes on the list too. */
+    add_text_input(sb, "context_4", "fourth");
+    expect_output(sb, "print(context_4)", "fourth\n");
+    sandbox_free(sb);
+}
+
+/* ---- cancel ---- */
+
+typedef struct canceller {
+    volatile int flag;
+    double after;
+} canceller;
+
+static void *cancel_later(void *arg)
+{
+    canceller *c = arg;
+    usleep((useconds_t)(c->after * 1e6));
+    c->flag = 1;
+    return NULL;
+}
+
+static void test_cancel(void **state)
+{
+    fixture *fx = *state;
+    canceller c = {.after = 0.3};
+    sandbox_options opts = {.exe_path = SANDBOX_EXE, .context_fd = fx->context_fd,
+                            .context_len = fx->context_len, .data_fd = -1,
+                            .cell_timeout = 30, .kill_grace = 0.5, .cancel = &c.flag};
+    sandbox *sb = NULL;
+    char err[512] = "";
+    assert_int_equal(sandbox_start(&opts, &sb, err, sizeof err), 0);
+    int pid = sandbox_pid(sb);
+    expect_output(sb, "kept = 'yes'", "");
+
+    pthread_t thread;
+    assert_int_equal(pthread_create(&thread, NULL, cancel_later, &c), 0);
+    sandbox_cell cell;
+    run(sb, "while True:\n    pass", &cell);
+    pthread_join(thread, NULL);
+    if (!cell.cancelled)
+        print_message("output: %s\n", cell.output);
+    assert_true(cell.cancelled);
+    assert_true(cell.raised);
+    assert_false(cell.timed_out);
+    assert_false(cell.restarted);
+    assert_true(cell.seconds < 5);
+    assert_non_null(strstr(cell.output, "cancelled by the user"));
+    assert_null(strstr(cell.output, "TimeoutError"));
+    assert_null(strstr(cell.output, "KeyboardInterrupt"));
+    sandbox_cell_clear(&cell);
+
+    /* Set before the cell: nothing runs. */
+    run(sb, "kept = 'no'", &cell);
+    assert_true(cell.cancelled);
+    sandbox_cell_clear(&cell);
+    c.flag = 0;
+    expect_output(sb, "print(kept)", "yes\n");
+    assert_int_equal(sandbox_pid(sb), pid);
+
+    /* Code that ignores the interrupt is killed after the grace. */
+    assert_int_equal(pthread_create(&thread, NULL, cancel_later, &c), 0);
+    run(sb, "import collections, itertools\ncollections.deque(itertools.count(), maxlen=0)",
+        &cell);
+    pthread_join(thread, NULL);
+    assert_true(cell.cancelled);
+    assert_true(cell.restarted);
+    assert_false(cell.timed_out);
+    assert_non_null(strstr(cell.output, "cancelled by the user"));
+    sandbox_cell_clear(&cell);
+    c.flag = 0;
+    expect_output(sb, "print('works')", "works\n");
+    /* A cancel between cells does not hit the next one. */
+    kill(sandbox_pid(sb), SIGUSR1);
+    usleep(50000);
+    expect_output(sb, "print('still')", "still\n");
+    sandbox_free(sb);
+}
+
 /* ---- life cycle ---- */
 
 static int count_fds(void)
@@ -748,6 +1090,10 @@ static void test_no_leaks_no_zombies(void **state)
     sandbox_cell cell;
     run(sb, "print(1)", &cell);
     sandbox_cell_clear(&cell);
+    /* The duplicates kept for restarts go with the sandbox. */
+    add_text_input(sb, "context_2", "more");
+    char err[256];
+    assert_int_equal(sandbox_set_var(sb, "answer_1", "a", err, sizeof err), 0);
     sandbox_free(sb);
     assert_int_equal(count_fds(), before);
     assert_int_equal(waitpid(pid, NULL, WNOHANG), -1);
@@ -824,6 +1170,10 @@ int main(void)
         cmocka_unit_test(test_memory_bomb),
         cmocka_unit_test(test_names_restored),
         cmocka_unit_test(test_get_var),
+        cmocka_unit_test(test_add_input),
+        cmocka_unit_test(test_set_var),
+        cmocka_unit_test(test_inputs_survive_restart),
+        cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_start_errors),
         cmocka_unit_test(test_no_leaks_no_zombies),
         cmocka_unit_test(test_orphan_exits),
