@@ -76,6 +76,7 @@ struct http_client {
                                  * thread last looked at the queues */
     int active;                 /* transfers on the wire */
     int max_in_flight;
+    int n_cancellable;          /* accepted transfers with a cancel flag, not yet finished */
 
     /* I/O thread only. */
     transfer *running;          /* on the wire, doubly linked for O(1) removal */
@@ -83,6 +84,7 @@ struct http_client {
     int n_idle;
     header_list cached[HEADER_CACHE];  /* reused header lists */
     int n_cached;
+    double next_cancel_check;   /* when to look at the cancel flags again */
 };
 
 /* curl_global_init is not thread-safe and must run once per process before
@@ -187,8 +189,14 @@ static http_outcome outcome_of(CURLcode rc, const transfer *t)
 
 /* Runs the callback and frees the transfer. Called on the I/O thread with
  * no lock held; the easy handle (if any) has already been dealt with. */
-static void transfer_finish(transfer *t, http_outcome outcome, long status, double retry_after, const char *error)
+static void transfer_finish(http_client *c, transfer *t, http_outcome outcome, long status,
+                            double retry_after, const char *error)
 {
+    if (t->req.cancel) {
+        pthread_mutex_lock(&c->lock);
+        c->n_cancellable--;
+        pthread_mutex_unlock(&c->lock);
+    }
     http_result res = {
         .outcome = outcome,
         .status = status,
@@ -294,7 +302,15 @@ static int transfer_headers(http_client *c, transfer *t)
  * (t->error says why); the caller then finishes t. */
 static int transfer_start(http_client *c, transfer *t)
 {
-    const http_request *r = &t->req;
+    http_request *r = &t->req;
+    if (r->make_body) {
+        r->body = NULL;
+        r->body_len = 0;
+        if (r->make_body(r->ctx, &r->body, &r->body_len) != 0 || !r->body) {
+            snprintf(t->error, sizeof t->error, "cannot build the request body");
+            return -1;
+        }
+    }
     t->easy = easy_get(c);
     if (!t->easy) {
         snprintf(t->error, sizeof t->error, "cannot create a curl handle");
@@ -408,7 +424,7 @@ static int drain_completed(http_client *c)
             error = "stopped by the stream reader";
         else if (outcome != HTTP_OK)
             error = t->error[0] ? t->error : curl_easy_strerror(rc);
-        transfer_finish(t, outcome, status, retry_after, error);
+        transfer_finish(c, t, outcome, status, retry_after, error);
         n++;
     }
     return n;
@@ -456,18 +472,22 @@ static transfer *take_startable(http_client *c, double now)
     return start;
 }
 
+/* Takes a transfer off the wire and ends it as cancelled. */
+static void running_cancel(http_client *c, transfer *t)
+{
+    running_unlink(c, t);
+    curl_multi_remove_handle(c->multi, t->easy);
+    easy_put(c, t->easy);
+    t->easy = NULL;
+    active_done(c);
+    transfer_finish(c, t, HTTP_ERR_CANCELLED, 0, -1, "cancelled");
+}
+
 /* Everything still queued or running ends as cancelled. */
 static void cancel_all(http_client *c)
 {
-    while (c->running) {
-        transfer *t = c->running;
-        running_unlink(c, t);
-        curl_multi_remove_handle(c->multi, t->easy);
-        easy_put(c, t->easy);
-        t->easy = NULL;
-        active_done(c);
-        transfer_finish(t, HTTP_ERR_CANCELLED, 0, -1, "cancelled");
-    }
+    while (c->running)
+        running_cancel(c, c->running);
     for (;;) {
         pthread_mutex_lock(&c->lock);
         transfer *t = c->ready_head;
@@ -484,14 +504,70 @@ static void cancel_all(http_client *c)
         if (!t)
             break;
         t->next = NULL;
-        transfer_finish(t, HTTP_ERR_CANCELLED, 0, -1, "cancelled");
+        transfer_finish(c, t, HTTP_ERR_CANCELLED, 0, -1, "cancelled");
     }
 }
 
-/* The I/O thread. Each round: start what the bound allows, let curl move
- * bytes, finish what completed, then sleep in curl_multi_poll until a socket
- * is ready, curl's own timer fires, the next retry is due or another thread
- * calls curl_multi_wakeup. Callbacks run here with no lock held. */
+static int cancel_raised(const transfer *t)
+{
+    return t->req.cancel && *t->req.cancel != 0;
+}
+
+/* Moves the transfers of one queue whose cancel flag is up onto *out and
+ * keeps the queue's tail right. Lock held. */
+static void queue_take_cancelled(transfer **head, transfer **tail, transfer **out)
+{
+    transfer *last = NULL;
+    for (transfer **p = head; *p;) {
+        transfer *t = *p;
+        if (cancel_raised(t)) {
+            *p = t->next;
+            t->next = *out;
+            *out = t;
+        } else {
+            last = t;
+            p = &t->next;
+        }
+    }
+    *tail = last;
+}
+
+/* Design note. A caller cancels by raising a flag it owns, not by calling
+ * in: it may be any thread, and a request between two attempts is not in
+ * this module at all for a moment (its owner's callback is deciding on a
+ * retry), so a one-shot "cancel this" call could miss it. A flag is a
+ * state, not an event: whichever queue the request is in when we look, we
+ * see it. The I/O thread looks every HTTP_CANCEL_CHECK_MS while any accepted
+ * transfer has a flag, and just before starting one; reading a few thousand
+ * flags 20 times a second costs nothing next to the transfers themselves.
+ * Every transfer whose flag is up ends as cancelled: taken off the wire, or
+ * out of the ready or delayed queue. */
+static void cancel_flagged(http_client *c)
+{
+    for (transfer *t = c->running, *next; t; t = next) {
+        next = t->next; /* a callback may submit, but only into the queues */
+        if (cancel_raised(t))
+            running_cancel(c, t);
+    }
+    transfer *taken = NULL;
+    pthread_mutex_lock(&c->lock);
+    queue_take_cancelled(&c->ready_head, &c->ready_tail, &taken);
+    queue_take_cancelled(&c->delayed, &c->delayed_tail, &taken);
+    pthread_mutex_unlock(&c->lock);
+    while (taken) {
+        transfer *t = taken;
+        taken = t->next;
+        t->next = NULL;
+        transfer_finish(c, t, HTTP_ERR_CANCELLED, 0, -1, "cancelled");
+    }
+}
+
+/* The I/O thread. Each round: end what its cancel flag asks to (every
+ * HTTP_CANCEL_CHECK_MS), start what the bound allows, let curl move bytes,
+ * finish what completed, then sleep in curl_multi_poll until a socket is
+ * ready, curl's own timer fires, the next retry or cancel check is due or
+ * another thread calls curl_multi_wakeup. Callbacks run here with no lock
+ * held. */
 static void *io_main(void *arg)
 {
     http_client *c = arg;
@@ -503,6 +579,13 @@ static void *io_main(void *arg)
         }
         c->wake_sent = 0; /* from here on, news needs a new wake-up */
         double now = clock_now();
+        int cancellable = c->n_cancellable > 0;
+        pthread_mutex_unlock(&c->lock);
+        if (cancellable && now >= c->next_cancel_check) {
+            cancel_flagged(c);
+            c->next_cancel_check = now + HTTP_CANCEL_CHECK_MS / 1000.0;
+        }
+        pthread_mutex_lock(&c->lock);
         transfer *start = take_startable(c, now);
         double next_due = c->delayed ? c->delayed->not_before : -1;
         pthread_mutex_unlock(&c->lock);
@@ -511,9 +594,12 @@ static void *io_main(void *arg)
             transfer *t = start;
             start = t->next;
             t->next = NULL;
-            if (transfer_start(c, t) != 0) {
+            if (cancel_raised(t)) {
                 active_done(c);
-                transfer_finish(t, HTTP_ERR_OTHER, 0, -1, t->error);
+                transfer_finish(c, t, HTTP_ERR_CANCELLED, 0, -1, "cancelled");
+            } else if (transfer_start(c, t) != 0) {
+                active_done(c);
+                transfer_finish(c, t, HTTP_ERR_OTHER, 0, -1, t->error);
             }
         }
 
@@ -523,8 +609,11 @@ static void *io_main(void *arg)
             continue; /* slots freed: start queued work before sleeping */
 
         int timeout_ms = IDLE_POLL_MS;
-        if (next_due >= 0) {
-            double wait = (next_due + DUE_LATENESS - clock_now()) * 1000.0 + 1.0;
+        double wake_at = next_due >= 0 ? next_due + DUE_LATENESS : -1;
+        if (cancellable && (wake_at < 0 || c->next_cancel_check < wake_at))
+            wake_at = c->next_cancel_check;
+        if (wake_at >= 0) {
+            double wait = (wake_at - clock_now()) * 1000.0 + 1.0;
             if (wait < timeout_ms)
                 timeout_ms = wait < 0 ? 0 : (int)wait;
         }
@@ -555,6 +644,8 @@ int http_submit(http_client *c, const http_request *req)
         free(t);
         return -1;
     }
+    if (req->cancel)
+        c->n_cancellable++;
     /* The I/O thread needs waking only when this transfer changes what it
      * waits for (it may start now, or before every other delayed one), and
      * only once until it next looks at the queues: a batch of 2,000 paced

@@ -9,11 +9,12 @@
  * of this module held: the callback must be short and must not wait for other
  * requests, but it may call http_submit (that is how retries are scheduled).
  * Exactly one callback is made for every accepted submission, including when
- * the client is freed (outcome HTTP_ERR_CANCELLED).
+ * the client is freed or the request's cancel flag is raised (outcome
+ * HTTP_ERR_CANCELLED).
  *
- * Ownership: the strings a request points to (url, headers, body) are
- * borrowed until its callback runs. The callback receives res->body malloc'd
- * and owns it (free it, or keep it). */
+ * Ownership: the strings a request points to (url, headers, body, and the
+ * body make_body hands over) are borrowed until its callback runs. The
+ * callback receives res->body malloc'd and owns it (free it, or keep it). */
 #ifndef RLM_HTTP_H
 #define RLM_HTTP_H
 
@@ -33,7 +34,7 @@ typedef enum http_outcome {
     HTTP_ERR_CONNECT,   /* refused, DNS failure, TLS handshake or a connection that broke: worth a retry */
     HTTP_ERR_TIMEOUT,   /* the connect or total timeout passed */
     HTTP_ERR_TOO_LARGE, /* the body passed max_body; the transfer was stopped */
-    HTTP_ERR_CANCELLED, /* the client was freed first */
+    HTTP_ERR_CANCELLED, /* the client was freed first, or the request's cancel flag was set */
     HTTP_ERR_OTHER,     /* anything a retry will not fix: bad URL, certificate rejected, out of memory */
 } http_outcome;
 
@@ -48,6 +49,13 @@ typedef struct http_result {
 } http_result;
 
 typedef void (*http_done_fn)(void *ctx, http_result *res);
+/* Body builder: called on the I/O thread when the transfer is about to go on
+ * the wire (so only transfers in flight hold a body, however many wait in
+ * the queue). Sets *body and *len and returns 0; the body stays borrowed
+ * until the done callback runs, which is where its owner frees it. Nonzero
+ * ends the transfer at once as HTTP_ERR_OTHER ("cannot build the request
+ * body"). */
+typedef int (*http_body_fn)(void *ctx, const char **body, size_t *len);
 /* Streaming reader: gets the body of a 2xx response piece by piece as it
  * arrives, on the I/O thread. Returns 0 to go on; nonzero stops the transfer
  * (outcome HTTP_ERR_OTHER, error "stopped by the stream reader"). */
@@ -69,7 +77,18 @@ typedef struct http_request {
                                  * (which is then ""); other statuses are collected */
     double stall_timeout;       /* > 0: end the transfer as HTTP_ERR_TIMEOUT once it
                                  * has received under 1 byte/s for this many seconds */
+    http_body_fn make_body;     /* when set, POST the body it builds at start; `body`
+                                 * and `body_len` are then ignored */
+    const volatile int *cancel; /* when set and *cancel becomes nonzero, the transfer
+                                 * ends as HTTP_ERR_CANCELLED ("cancelled") within about
+                                 * HTTP_CANCEL_CHECK_MS (queued, delayed or on the wire: it
+                                 * is removed from the multi handle). Must stay valid
+                                 * until the callback runs */
 } http_request;
+
+/* How often the I/O thread looks at the cancel flags of its transfers while
+ * any transfer has one. */
+#define HTTP_CANCEL_CHECK_MS 50
 
 /* Starts the I/O thread. NULL with err filled on failure. The first call also
  * runs curl_global_init (once per process). */

@@ -90,8 +90,8 @@ typedef struct job {
     lm *m;
     batch *b;
     const lm_request *req;
-    char *body;
-    size_t body_len;
+    char *body;                  /* the attempt's request body, only while on the wire */
+    int encode_failed;           /* the body could not be built (out of memory) */
     double est_tokens;           /* for the tokens-per-minute limit */
     size_t url_index;
     int attempts;
@@ -270,14 +270,47 @@ static void stream_restart(job *j)
 
 /* ---- attempts ------------------------------------------------------- */
 
+/* The wire options of one request: the dispatcher's defaults, then the
+ * request's own. */
+static lm_wire_options wire_for(const lm *m, const lm_request *req)
+{
+    lm_wire_options w = m->wire;
+    w.stream = req->stream != 0;
+    if (req->max_tokens > 0)
+        w.max_tokens = req->max_tokens;
+    return w;
+}
+
+/* The http body builder, on the I/O thread as the attempt goes on the wire:
+ * a batch of 4,300 long prompts then holds at most `concurrency` encoded
+ * bodies, not 4,300 (each about the size of its prompt). on_attempt_done
+ * frees the body; a retry encodes it again, which costs far less than the
+ * backoff it waited. */
+static int job_body(void *ctx, const char **body, size_t *len)
+{
+    job *j = ctx;
+    lm *m = j->m;
+    lm_wire_options w = wire_for(m, j->req);
+    free(j->body);
+    j->body = m->provider == PROVIDER_ANTHROPIC ? anthropic_request_body(j->req, &w)
+                                                : openai_request_body_with(j->req, &w);
+    if (!j->body) {
+        j->encode_failed = 1;
+        return -1;
+    }
+    *body = j->body;
+    *len = strlen(j->body);
+    return 0;
+}
+
 static void job_request(job *j, double delay, http_request *r)
 {
     lm *m = j->m;
     memset(r, 0, sizeof *r);
     r->url = m->urls[j->url_index];
     r->headers = j->stream ? m->stream_headers : m->headers;
-    r->body = j->body;
-    r->body_len = j->body_len;
+    r->make_body = job_body;
+    r->cancel = j->req->cancel;
     r->timeout = m->timeout;
     r->delay = delay;
     r->done = NULL;
@@ -319,6 +352,10 @@ static void attempt_result(job *j, http_result *res, int *retry, int *failover)
     out->http_status = res->status;
     *retry = *failover = 0;
 
+    if (j->encode_failed) {
+        set_message(out, LM_ERR_CANCELLED, "cannot encode the request (out of memory)");
+        return;
+    }
     if (j->stream && ok_status && res->outcome != HTTP_ERR_CANCELLED &&
         (res->outcome == HTTP_OK || j->acc.error != LM_OK)) {
         if (res->outcome == HTTP_OK && j->acc.events == 0 && j->raw.len > 0 && j->raw.data[0] == '{') {
@@ -370,6 +407,11 @@ static void attempt_result(job *j, http_result *res, int *retry, int *failover)
     }
 }
 
+static int job_cancelled(const job *j)
+{
+    return j->req->cancel && *j->req->cancel != 0;
+}
+
 static void job_finish(job *j)
 {
     lm *m = j->m;
@@ -395,12 +437,24 @@ static void on_attempt_done(void *ctx, http_result *res)
 {
     job *j = ctx;
     lm *m = j->m;
-    j->attempts++;
+    /* The body is built as a transfer starts: without one, this attempt
+     * never went out (cancelled in the queue, or not encodable). */
+    if (j->body)
+        j->attempts++;
+    free(j->body);
+    j->body = NULL;
     int retry, failover;
     attempt_result(j, res, &retry, &failover);
     free(res->body);
     res->body = NULL;
     if (!retry || j->attempts > m->max_retries || res->outcome == HTTP_ERR_CANCELLED) {
+        job_finish(j);
+        return;
+    }
+    if (job_cancelled(j)) {
+        lm_response_clear(&j->out);
+        response_init(&j->out);
+        set_message(&j->out, LM_ERR_CANCELLED, "cancelled");
         job_finish(j);
         return;
     }
@@ -469,15 +523,16 @@ static void usage_add(lm *m, const char *model, const lm_response *r)
 
 /* ---- public --------------------------------------------------------- */
 
-/* The wire options of one request: the dispatcher's defaults, then the
- * request's own. */
-static lm_wire_options wire_for(const lm *m, const lm_request *req)
+/* What the body of req will weigh, without encoding it: the tokens-per-minute
+ * limit reckons 4 bytes a token. JSON escaping and the envelope add a little. */
+static double estimate_tokens(const lm_request *req)
 {
-    lm_wire_options w = m->wire;
-    w.stream = req->stream != 0;
-    if (req->max_tokens > 0)
-        w.max_tokens = req->max_tokens;
-    return w;
+    size_t bytes = 64 + (req->model ? strlen(req->model) : 0);
+    for (size_t i = 0; i < req->n_messages; i++) {
+        const lm_message *msg = &req->messages[i];
+        bytes += 32 + (msg->role ? strlen(msg->role) : 0) + (msg->content ? strlen(msg->content) : 0);
+    }
+    return (double)bytes / 4.0;
 }
 
 static void job_init(lm *m, batch *b, const lm_request *req, job *j)
@@ -487,11 +542,8 @@ static void job_init(lm *m, batch *b, const lm_request *req, job *j)
     j->req = req;
     j->stream = req->stream != 0;
     response_init(&j->out);
-    lm_wire_options w = wire_for(m, req);
-    j->body = m->provider == PROVIDER_ANTHROPIC ? anthropic_request_body(req, &w)
-                                                : openai_request_body_with(req, &w);
-    j->body_len = j->body ? strlen(j->body) : 0;
-    j->est_tokens = (double)j->body_len / 4.0;
+    if (m->tokens_per_minute > 0)
+        j->est_tokens = estimate_tokens(req);
     if (j->stream) {
         sse_parser_init(&j->sse, STREAM_MAX_LINE, STREAM_MAX_EVENT, on_sse_event, j);
         lm_stream_init(&j->acc, 0);
@@ -510,16 +562,23 @@ static void job_free(job *j)
     }
 }
 
-/* Design note. lm_call_many encodes every body on the caller's thread, then
- * submits the whole batch under m->lock, which is also what lm_free takes to
- * set `closing`: so a batch is either wholly submitted before shutdown begins
- * or not at all, and http_submit never meets a freed client. Each call's
- * start time comes from the rate limiter (pace_locked) and its URL from the
- * round-robin position, both under the same lock. The caller then sleeps on
- * its batch's condition variable; the I/O thread's callback parses each
- * attempt (streams are parsed as their bytes arrive, which the progress
- * callback needs anyway), schedules retries on its own timed queue — so a
- * backoff sleeps nobody — and counts the batch down. */
+/* Design note. lm_call_many submits the whole batch under m->lock, which is
+ * also what lm_free takes to set `closing`: so a batch is either wholly
+ * submitted before shutdown begins or not at all, and http_submit never
+ * meets a freed client. Each call's start time comes from the rate limiter
+ * (pace_locked) and its URL from the round-robin position, both under the
+ * same lock. Nothing is encoded yet: http.c asks for each body (job_body)
+ * when the attempt goes on the wire, and on_attempt_done frees it, so a
+ * batch holds at most `concurrency` bodies however long it is. The caller
+ * then sleeps on its batch's condition variable; the I/O thread's callback
+ * parses each attempt (streams are parsed as their bytes arrive, which the
+ * progress callback needs anyway), schedules retries on its own timed queue
+ * — so a backoff sleeps nobody — and counts the batch down.
+ *
+ * Cancellation rides on http.c: every attempt carries the request's cancel
+ * flag, and the I/O thread ends flagged transfers, queued or on the wire,
+ * within HTTP_CANCEL_CHECK_MS. Here a flag already up means no submission,
+ * and a flag up when an attempt ends means no retry. */
 void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
 {
     for (size_t i = 0; i < n; i++)
@@ -543,12 +602,8 @@ void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
     m->callers++;
     for (size_t i = 0; i < n; i++) {
         job *j = &jobs[i];
-        if (closing) {
+        if (closing || job_cancelled(j)) {
             set_message(&j->out, LM_ERR_CANCELLED, "cancelled");
-            continue;
-        }
-        if (!j->body) {
-            set_message(&j->out, LM_ERR_CANCELLED, "cannot encode the request (out of memory)");
             continue;
         }
         j->url_index = m->next_url++ % m->n_urls;

@@ -43,9 +43,10 @@ typedef struct lm_options {
 
     /* Client-side rate limits for this endpoint (all its URLs together):
      * requests and tokens per minute; 0 = unlimited. Tokens are estimated
-     * before the call as request bytes / 4. Calls are paced (they wait on the
-     * I/O thread's timed queue) so a big batch queues instead of drawing
-     * 429s; bursts of about one second's worth pass at once. */
+     * before the call as the request's text bytes / 4. Calls are paced
+     * (they wait on the I/O thread's timed queue) so a big batch queues
+     * instead of drawing 429s; bursts of about one second's worth pass at
+     * once. */
     double requests_per_minute;
     double tokens_per_minute;
 
@@ -98,6 +99,15 @@ typedef struct lm_request {
     lm_progress_fn progress;/* streams only; NULL = none */
     void *progress_ctx;
     long max_tokens;        /* 0 = lm_options.max_tokens */
+    /* NULL = not cancellable. Otherwise the caller's flag, read (never
+     * written) by the I/O thread while the request is pending: once *cancel
+     * is nonzero the request ends within about 100 ms as LM_ERR_CANCELLED
+     * with the message "cancelled", whether it was waiting for its turn, a
+     * rate-limit slot or a retry, or on the wire (its transfer is dropped).
+     * A reply that had already arrived is kept. Several requests may share
+     * one flag; requests with another flag, or none, go on unaffected. The
+     * flag must stay valid until lm_call_many returns. */
+    const volatile int *cancel;
 } lm_request;
 
 /* Why a call failed; LM_OK when content is usable. */
@@ -108,7 +118,8 @@ typedef enum lm_error {
     LM_ERR_HTTP,        /* non-2xx status; `error` holds the provider's message */
     LM_ERR_PARSE,       /* 2xx but the body is not a chat completion we understand */
     LM_ERR_EMPTY,       /* a valid reply with neither content nor reasoning */
-    LM_ERR_CANCELLED,   /* lm_free or shutdown while pending */
+    LM_ERR_CANCELLED,   /* the request's cancel flag was raised, or lm_free ran, while it
+                         * was pending; or its body could not be encoded (out of memory) */
     LM_ERR_TRUNCATED,   /* a stream ended before its terminator, on every attempt */
 } lm_error;
 
@@ -121,7 +132,8 @@ typedef struct lm_response {
     char *finish_reason;     /* "stop", "length", ... or NULL */
     long prompt_tokens;      /* usage as reported by the provider; -1 if not reported */
     long completion_tokens;
-    int attempts;            /* HTTP attempts made (1 + retries) */
+    int attempts;            /* HTTP attempts made (1 + retries); 0 when the request
+                              * was cancelled before its first went out */
     double seconds;          /* wall time from submission to completion */
     long cached_tokens;      /* prompt tokens read from the provider's prompt cache
                               * (part of prompt_tokens); -1 if not reported */
@@ -133,7 +145,10 @@ typedef struct lm_response {
 lm *lm_new(const lm_options *opts, char *err, size_t errlen);
 
 /* Sends n requests concurrently (bounded by the concurrency option, paced by
- * the rate limits) and blocks until all have completed or failed. out[i]
+ * the rate limits) and blocks until all have completed, failed or been
+ * cancelled (lm_request.cancel). Each body is encoded when its request goes
+ * on the wire and freed when the attempt ends, so a batch of any length holds
+ * at most `concurrency` encoded bodies. out[i]
  * answers reqs[i]; every out[i] is filled, whatever happens to the others.
  * out[] need not be initialised: it is overwritten, so clear responses before
  * reusing them. Retries (429, 500/502/503/504/529, connection errors,

@@ -737,6 +737,86 @@ static void test_http_header_reuse(void **state)
     http_client_free(c);
 }
 
+/* Bodies built by make_body as transfers start: never more alive than
+ * transfers on the wire, whatever the queue holds; a builder that fails ends
+ * its transfer alone. */
+enum { N_BODIES = 8 };
+
+typedef struct body_maker {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int live, max_live, made, done, ok, failed_as_said;
+    int fail_at;                /* the made-th call (1-based) fails; 0: none */
+    char *bodies[N_BODIES];     /* freed by the test: the callback gets no pointer to them */
+} body_maker;
+
+static const char made_body[] = "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}";
+
+static int make_counted_body(void *ctx, const char **body, size_t *len)
+{
+    body_maker *bm = ctx;
+    pthread_mutex_lock(&bm->lock);
+    int n = ++bm->made;
+    int fail = n == bm->fail_at;
+    if (!fail && ++bm->live > bm->max_live)
+        bm->max_live = bm->live;
+    pthread_mutex_unlock(&bm->lock);
+    if (fail || n > N_BODIES)
+        return -1;
+    bm->bodies[n - 1] = strdup(made_body);
+    *body = bm->bodies[n - 1];
+    *len = sizeof made_body - 1;
+    return *body ? 0 : -1;
+}
+
+static void on_counted_done(void *ctx, http_result *res)
+{
+    body_maker *bm = ctx;
+    pthread_mutex_lock(&bm->lock);
+    if (res->outcome == HTTP_OK && res->status == 200) {
+        bm->ok++;
+        bm->live--;
+    } else if (res->outcome == HTTP_ERR_OTHER && strcmp(res->error, "cannot build the request body") == 0) {
+        bm->failed_as_said++;
+    }
+    bm->done++;
+    pthread_cond_signal(&bm->cond);
+    pthread_mutex_unlock(&bm->lock);
+    free(res->body);
+}
+
+static void test_http_body_at_start(void **state)
+{
+    server *s = *state;
+    server_start(s, "{\"latency_ms\": 50, \"rules\": [{\"match\": \"\", \"reply\": \"ok\"}]}", NULL);
+    http_options o = {.max_transfers = 2};
+    char err[128];
+    http_client *c = http_client_new(&o, err, sizeof err);
+    assert_non_null(c);
+    char url[128];
+    snprintf(url, sizeof url, "http://127.0.0.1:%d/v1/chat/completions", s->port);
+    static const char *const headers[] = {"Content-Type: application/json", NULL};
+    body_maker bm = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER, .fail_at = 3};
+    for (int i = 0; i < N_BODIES; i++) {
+        http_request req = {.url = url, .headers = headers, .make_body = make_counted_body,
+                            .timeout = 10, .done = on_counted_done, .ctx = &bm};
+        assert_int_equal(http_submit(c, &req), 0);
+    }
+    pthread_mutex_lock(&bm.lock);
+    while (bm.done < N_BODIES)
+        pthread_cond_wait(&bm.cond, &bm.lock);
+    pthread_mutex_unlock(&bm.lock);
+    assert_int_equal(bm.made, N_BODIES);
+    assert_int_equal(bm.ok, N_BODIES - 1);
+    assert_int_equal(bm.failed_as_said, 1);
+    assert_true(bm.max_live >= 1);
+    assert_true(bm.max_live <= 2);
+    assert_int_equal(counter(s, "requests"), N_BODIES - 1);
+    http_client_free(c);
+    for (int i = 0; i < N_BODIES; i++)
+        free(bm.bodies[i]);
+}
+
 static void test_bad_options(void **state)
 {
     (void)state;
@@ -1047,6 +1127,111 @@ static void test_fault_mix(void **state)
     }
 }
 
+/* ---- cancellation through lm_request.cancel --------------------------- */
+
+typedef struct cancel_arg {
+    lm *m;
+    const char *text;
+    int n;
+    const volatile int *flag;
+    lm_response out[4];
+    double ended;               /* clock_now() when lm_call_many returned */
+} cancel_arg;
+
+static void *cancel_caller(void *p)
+{
+    cancel_arg *a = p;
+    lm_message msg = {"user", a->text};
+    lm_request reqs[4];
+    for (int i = 0; i < a->n; i++)
+        reqs[i] = (lm_request){.model = "m", .messages = &msg, .n_messages = 1, .cancel = a->flag};
+    lm_call_many(a->m, reqs, (size_t)a->n, a->out);
+    a->ended = clock_now();
+    return NULL;
+}
+
+static void expect_cancelled(const lm_response *r, int attempts)
+{
+    assert_int_equal(r->error, LM_ERR_CANCELLED);
+    assert_string_equal(r->error_message, "cancelled");
+    assert_null(r->content);
+    assert_int_equal(r->attempts, attempts);
+}
+
+/* A raised flag ends its caller's requests on the wire (5 s replies) and the
+ * one queued behind the bound, promptly; another caller's request with a flag
+ * of its own, queued behind them, is answered normally. */
+static void test_cancel_in_flight(void **state)
+{
+    server *s = *state;
+    server_start(s, "{\"rules\": [{\"match\": \"slow\", \"latency_ms\": 5000, \"reply\": \"late\"},"
+                    " {\"match\": \"steady\", \"latency_ms\": 300, \"reply\": \"steady\"}]}", NULL);
+    lm *m = lm_open(s->base, NULL, 3, 30, 3);
+    volatile int stop_a = 0, stop_b = 0;
+    cancel_arg a = {.m = m, .text = "slow", .n = 4, .flag = &stop_a};
+    cancel_arg b = {.m = m, .text = "steady", .n = 1, .flag = &stop_b};
+    pthread_t ta, tb;
+    assert_int_equal(pthread_create(&ta, NULL, cancel_caller, &a), 0);
+    for (int i = 0; i < 500 && counter(s, "in_flight") < 3; i++)
+        sleep_ms(10);
+    assert_int_equal(counter(s, "in_flight"), 3);
+    assert_int_equal(pthread_create(&tb, NULL, cancel_caller, &b), 0);
+    sleep_ms(200);
+    double raised = clock_now();
+    stop_a = 1;
+    pthread_join(ta, NULL);
+    assert_true(a.ended - raised < 1.0);
+    for (int i = 0; i < 4; i++) {
+        /* Three were on the wire; the fourth never left the queue. */
+        expect_cancelled(&a.out[i], i < 3 ? 1 : 0);
+        lm_response_clear(&a.out[i]);
+    }
+    pthread_join(tb, NULL);
+    expect_ok(&b.out[0], "steady");
+    lm_response_clear(&b.out[0]);
+    assert_int_equal(counter(s, "requests"), 4);
+    json_t *usage = lm_usage_json(m);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(usage, "m"), "calls")), 1);
+    json_decref(usage);
+    lm_free(m);
+}
+
+/* A request waiting out a 30 s Retry-After is cancelled from the timed
+ * queue; a flag raised before the call sends nothing at all. */
+static void test_cancel_waiting_retry(void **state)
+{
+    server *s = *state;
+    server_start(s, "{\"rules\": [{\"match\": \"busy\", \"status\": 503,"
+                    " \"headers\": {\"Retry-After\": \"30\"}, \"reply\": \"overloaded\"}]}", NULL);
+    lm *m = lm_open(s->base, NULL, 4, 30, 3);
+    volatile int stop = 0;
+    cancel_arg a = {.m = m, .text = "busy", .n = 2, .flag = &stop};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, cancel_caller, &a), 0);
+    for (int i = 0; i < 500 && counter(s, "requests") < 2; i++)
+        sleep_ms(10);
+    assert_int_equal(counter(s, "requests"), 2);
+    sleep_ms(200);
+    double raised = clock_now();
+    stop = 1;
+    pthread_join(t, NULL);
+    assert_true(a.ended - raised < 1.0);
+    for (int i = 0; i < 2; i++) {
+        expect_cancelled(&a.out[i], 1);
+        lm_response_clear(&a.out[i]);
+    }
+
+    /* Already raised: nothing is sent. */
+    a = (cancel_arg){.m = m, .text = "busy", .n = 3, .flag = &stop};
+    cancel_caller(&a);
+    for (int i = 0; i < 3; i++) {
+        expect_cancelled(&a.out[i], 0);
+        lm_response_clear(&a.out[i]);
+    }
+    assert_int_equal(counter(s, "requests"), 2);
+    lm_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1063,6 +1248,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_non_json_ok_body, setup_server, teardown_server),
         cmocka_unit_test_setup_teardown(test_usage_per_model, setup_server, teardown_server),
         cmocka_unit_test_setup_teardown(test_free_cancels, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_cancel_in_flight, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_cancel_waiting_retry, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_http_body_at_start, setup_server, teardown_server),
         cmocka_unit_test_setup_teardown(test_http_body_cap, setup_server, teardown_server),
         cmocka_unit_test(test_bad_options),
         cmocka_unit_test_setup_teardown(test_stream_both_providers, setup_server, teardown_server),
