@@ -1,11 +1,67 @@
 /* commands — the rlm subcommands other than ask, each in its own file under
  * cli/. Each takes argv starting at the subcommand's name and returns the
- * process exit code documented in `rlm --help`. */
+ * process exit code documented in `rlm --help`. Also what `rlm ask` and
+ * `rlm chat` share (cli/rlm.c): their flags, exit codes, warnings and the
+ * live progress line. */
 #ifndef RLM_CLI_COMMANDS_H
 #define RLM_CLI_COMMANDS_H
+
+#include <stddef.h>
+
+#include "rlm.h"
 
 int cmd_doctor(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+
+enum {
+    EXIT_ANSWERED = 0,
+    EXIT_NO_ANSWER = 1,
+    EXIT_USAGE = 2,
+    EXIT_MODEL = 3,
+    EXIT_INTERNAL = 4,
+};
+
+/* Most --context arguments on one command line. */
+#define CLI_MAX_CONTEXTS 1024
+
+/* The flags of `rlm ask` and `rlm chat`, parsed. */
+typedef struct cli_flags {
+    rlm_config *cfg;            /* every option the environment and the flags set */
+    const char *contexts[CLI_MAX_CONTEXTS];   /* --context arguments, borrowed from argv */
+    size_t n_contexts;
+    const char *question_file;  /* --question-file, or NULL */
+    int json, quiet;
+    int first_operand;          /* argv index of the first argument that is not a flag */
+} cli_flags;
+
+/* Parses argv (argv[0] is the subcommand) after the environment
+ * (OPENAI_BASE_URL, OPENAI_API_KEY or ANTHROPIC_API_KEY, RLM_MODEL). Returns
+ * -1 when the command should go on, else the exit code it should end with
+ * (after --help or --version, or a bad flag already explained on stderr).
+ * Either way f->cfg is set (NULL only when out of memory) and is freed by
+ * cli_flags_free. */
+int cli_flags_parse(int argc, char **argv, cli_flags *f);
+void cli_flags_free(cli_flags *f);
+
+/* The exit code for a status (0 answered, 1 no answer, 2 usage or input,
+ * 3 model, 4 sandbox or internal). */
+int cli_exit_code(rlm_status st);
+
+/* Adds f's --context arguments to r. 0, or an exit code after saying why. */
+int cli_add_contexts(rlm *r, const cli_flags *f);
+
+/* Prints r's warnings after the first `from` bytes to stderr; returns how
+ * many bytes have now been printed. */
+size_t cli_print_warnings(const rlm *r, size_t from);
+
+/* The live progress line on stderr (an rlm_progress_fn; userdata is a
+ * cli_progress) and its erasure before anything else is printed. */
+typedef struct cli_progress {
+    int active;
+} cli_progress;
+void cli_progress_line(void *userdata, const char *line);
+void cli_progress_clear(cli_progress *ps);
 
 #endif

@@ -1,8 +1,10 @@
 /* rlm — the command-line tool: a thin client of include/rlm.h.
  * `rlm ask` answers a question about a context through a Recursive Language
- * Model. Flags, environment and exit codes are documented in usage(). */
+ * Model; the flags it shares with `rlm chat` (cli/chat.c) are parsed here.
+ * Flags, environment and exit codes are documented in usage(). */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,14 +12,6 @@
 
 #include "commands.h"
 #include "rlm.h"
-
-enum {
-    EXIT_ANSWERED = 0,
-    EXIT_NO_ANSWER = 1,
-    EXIT_USAGE = 2,
-    EXIT_MODEL = 3,
-    EXIT_INTERNAL = 4,
-};
 
 /* Largest question file we read: questions are short, this is a guard. */
 #define MAX_QUESTION_BYTES (16u << 20)
@@ -27,6 +21,9 @@ static void usage(FILE *out)
     fputs(
         "usage: rlm ask [options] QUESTION\n"
         "       rlm ask [options] --question-file FILE\n"
+        "       rlm chat [options]       a conversation: one question after another about the\n"
+        "                                same inputs (line editing on a terminal; from a pipe,\n"
+        "                                one question per line); /help lists its commands\n"
         "       rlm doctor [--json] [--sandbox-exe PATH]   which sandbox layers this machine allows\n"
         "       rlm demo                 a simulated 10M-token run, offline, no key needed\n"
         "       rlm bench run|report ... the benchmark suites (rlm bench --help)\n"
@@ -90,6 +87,24 @@ static void usage(FILE *out)
         "  --sandbox-memory SIZE  sandbox address-space limit, e.g. 8G (default 4G + 4x context)\n"
         "  --unsafe-no-sandbox    run model code without seccomp and rlimits (recorded in the trace)\n"
         "\n"
+        "Recursion (rlm_query in model code starts a child RLM with its own sandbox):\n"
+        "  --max-depth N          levels of RLMs, 1-16 (default 1: rlm_query is a plain sub-call;\n"
+        "                         2: the root starts children; 3: children start their own)\n"
+        "  --max-children N       children of one rlm_query_batched running at once (default 8)\n"
+        "  --child-share F        share of the remaining budgets one child may spend, in (0, 1]\n"
+        "                         (default 0.5); a child that spends it returns its best answer\n"
+        "  --context-window N     tokens of the root model's window (default 128000)\n"
+        "  --compact-at F         summarise older root turns into a note when the history reaches\n"
+        "                         F x the window (default 0.85; 1 or more: never)\n"
+        "\n"
+        "Conversations (docs/sessions.md):\n"
+        "  --session NAME         keep the conversation on disk under NAME: the next `rlm ask\n"
+        "                         --session NAME` or `rlm chat --session NAME` continues it, with\n"
+        "                         the same inputs, variables and answer_1, answer_2, ...; a new\n"
+        "                         --context becomes context_2, context_3, ...\n"
+        "  --session-db PATH      the sessions' SQLite file\n"
+        "                         (default $XDG_DATA_HOME/rlm/sessions.db, ~/.local/share/rlm/...)\n"
+        "\n"
         "Output:\n"
         "  --trace FILE           write every event of the run to FILE as JSON lines\n"
         "  --json                 print one JSON object (answer, status, iterations, sub_calls,\n"
@@ -98,10 +113,12 @@ static void usage(FILE *out)
         "  --quiet                no progress line on stderr\n"
         "  --help, --version\n"
         "\n"
-        "Exit codes:\n"
+        "Ctrl-C cancels the question (rlm chat goes back to its prompt); a second Ctrl-C quits.\n"
+        "\n"
+        "Exit codes (rlm chat: 0 when every question was answered, 1 when some were not):\n"
         "  0  answered\n"
-        "  1  no answer: the turn limit or a budget was reached without a final answer\n"
-        "     (a budget stop with an answer exits 0; --json says stopped_by)\n"
+        "  1  no answer: the turn limit or a budget was reached without a final answer, or the\n"
+        "     question was cancelled (a budget stop with an answer exits 0; --json says stopped_by)\n"
         "  2  usage or input error (bad flag, missing or empty context, unreadable question file)\n"
         "  3  model or API error (unreachable endpoint, HTTP error, unusable replies,\n"
         "     a request missing from the --replay file)\n"
@@ -109,7 +126,7 @@ static void usage(FILE *out)
         out);
 }
 
-static int exit_code(rlm_status st)
+int cli_exit_code(rlm_status st)
 {
     switch (st) {
     case RLM_OK: return EXIT_ANSWERED;
@@ -121,20 +138,16 @@ static int exit_code(rlm_status st)
     }
 }
 
-typedef struct progress_state {
-    int active;
-} progress_state;
-
-static void progress_line(void *userdata, const char *line)
+void cli_progress_line(void *userdata, const char *line)
 {
-    progress_state *ps = userdata;
+    cli_progress *ps = userdata;
     /* \r and "erase to end of line": one live line that rewrites itself. */
     fprintf(stderr, "\r\033[Krlm: %.*s", 200, line);
     fflush(stderr);
     ps->active = 1;
 }
 
-static void progress_clear(progress_state *ps)
+void cli_progress_clear(cli_progress *ps)
 {
     if (ps->active) {
         fputs("\r\033[K", stderr);
@@ -183,6 +196,8 @@ enum {
     OPT_CACHE_DIR, OPT_PRICES, OPT_RECORD, OPT_REPLAY, OPT_SUB_BASE_URL, OPT_PROVIDER, OPT_RPM, OPT_TPM,
     OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE, OPT_STREAM, OPT_NO_STREAM,
     OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_MODE, OPT_DIRECT_THRESHOLD,
+    OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW, OPT_COMPACT_AT, OPT_SESSION,
+    OPT_SESSION_DB,
 };
 
 static const struct option long_options[] = {
@@ -230,6 +245,13 @@ static const struct option long_options[] = {
     {"jsonl-field", required_argument, NULL, OPT_JSONL_FIELD},
     {"mode", required_argument, NULL, OPT_MODE},
     {"direct-threshold", required_argument, NULL, OPT_DIRECT_THRESHOLD},
+    {"max-depth", required_argument, NULL, OPT_MAX_DEPTH},
+    {"max-children", required_argument, NULL, OPT_MAX_CHILDREN},
+    {"child-share", required_argument, NULL, OPT_CHILD_SHARE},
+    {"context-window", required_argument, NULL, OPT_CONTEXT_WINDOW},
+    {"compact-at", required_argument, NULL, OPT_COMPACT_AT},
+    {"session", required_argument, NULL, OPT_SESSION},
+    {"session-db", required_argument, NULL, OPT_SESSION_DB},
     {NULL, 0, NULL, 0},
 };
 
@@ -268,6 +290,13 @@ static const char *option_key(int opt)
     case OPT_JSONL_FIELD: return "jsonl_field";
     case OPT_MODE: return "mode";
     case OPT_DIRECT_THRESHOLD: return "direct_threshold";
+    case OPT_MAX_DEPTH: return "max_depth";
+    case OPT_MAX_CHILDREN: return "max_children";
+    case OPT_CHILD_SHARE: return "child_share";
+    case OPT_CONTEXT_WINDOW: return "context_window";
+    case OPT_COMPACT_AT: return "compact_at";
+    case OPT_SESSION: return "session";
+    case OPT_SESSION_DB: return "session_db";
     default: return NULL;
     }
 }
@@ -282,9 +311,7 @@ static int is_anthropic(const rlm_config *cfg)
     return url && strstr(url, "://api.anthropic.com") != NULL;
 }
 
-/* Prints the handle's warnings after the first `from` bytes; returns how
- * many bytes have now been printed. */
-static size_t print_warnings(const rlm *r, size_t from)
+size_t cli_print_warnings(const rlm *r, size_t from)
 {
     const char *w = rlm_warnings(r);
     size_t len = strlen(w);
@@ -325,25 +352,20 @@ static int add_glob(rlm_config *cfg, const char *key, const char *glob)
     return rc;
 }
 
-static int cmd_ask(int argc, char **argv)
+int cli_flags_parse(int argc, char **argv, cli_flags *f)
 {
-    int rc = EXIT_USAGE;
-    int json = 0, quiet = 0, key_given = 0;
-    const char *question_file = NULL;
-    enum { MAX_CONTEXTS = 1024 };
-    const char *contexts[MAX_CONTEXTS];
-    size_t n_contexts = 0;
-    char *question = NULL;
-    rlm *r = NULL;
-    rlm_config *cfg = rlm_config_new();
-    if (!cfg) {
+    memset(f, 0, sizeof *f);
+    int key_given = 0;
+    f->cfg = rlm_config_new();
+    if (!f->cfg) {
         fputs("rlm: out of memory\n", stderr);
         return EXIT_INTERNAL;
     }
+    rlm_config *cfg = f->cfg;
     /* Environment first, so flags override it. */
     const char *env;
     if ((env = getenv("OPENAI_BASE_URL")) && env[0] && set_or_complain(cfg, "base_url", env) != 0)
-        goto done;
+        return EXIT_USAGE;
     if ((env = getenv("OPENAI_API_KEY")) && env[0])
         rlm_config_set(cfg, "api_key", env);
     if ((env = getenv("RLM_MODEL")) && env[0])
@@ -356,59 +378,110 @@ static int cmd_ask(int argc, char **argv)
         const char *key = option_key(opt);
         if (key) {
             if (set_or_complain(cfg, key, optarg) != 0)
-                goto done;
+                return EXIT_USAGE;
             key_given |= opt == OPT_API_KEY;
             continue;
         }
         switch (opt) {
         case OPT_CONTEXT:
-            if (n_contexts == MAX_CONTEXTS) {
+            if (f->n_contexts == CLI_MAX_CONTEXTS) {
                 fprintf(stderr, "rlm: at most %d --context arguments (use a directory or a glob)\n",
-                        MAX_CONTEXTS);
-                goto done;
+                        CLI_MAX_CONTEXTS);
+                return EXIT_USAGE;
             }
-            contexts[n_contexts++] = optarg;
+            f->contexts[f->n_contexts++] = optarg;
             break;
         case OPT_INCLUDE:
         case OPT_EXCLUDE:
             if (add_glob(cfg, opt == OPT_INCLUDE ? "include" : "exclude", optarg) != 0)
-                goto done;
+                return EXIT_USAGE;
             break;
-        case OPT_QUESTION_FILE: question_file = optarg; break;
+        case OPT_QUESTION_FILE: f->question_file = optarg; break;
         case OPT_UNSAFE: rlm_config_set(cfg, "unsafe_no_sandbox", "1"); break;
         case OPT_STREAM: rlm_config_set(cfg, "stream", "1"); break;
         case OPT_NO_STREAM: rlm_config_set(cfg, "stream", "0"); break;
         case OPT_CACHE: rlm_config_set(cfg, "cache", "1"); break;
         case OPT_NO_CACHE: rlm_config_set(cfg, "cache", "0"); break;
-        case OPT_JSON: json = 1; break;
-        case OPT_QUIET: quiet = 1; break;
-        case OPT_HELP: usage(stdout); rc = EXIT_ANSWERED; goto done;
-        case OPT_VERSION: printf("rlm %s\n", rlm_version()); rc = EXIT_ANSWERED; goto done;
+        case OPT_JSON: f->json = 1; break;
+        case OPT_QUIET: f->quiet = 1; break;
+        case OPT_HELP: usage(stdout); return EXIT_ANSWERED;
+        case OPT_VERSION: printf("rlm %s\n", rlm_version()); return EXIT_ANSWERED;
         default:
             fprintf(stderr, "rlm: unknown option or missing value: '%s' (try 'rlm --help')\n",
                     argv[optind - 1]);
-            goto done;
+            return EXIT_USAGE;
         }
     }
 
     /* Anthropic's key lives in its own variable; a flag still wins. */
     if (!key_given && is_anthropic(cfg) && (env = getenv("ANTHROPIC_API_KEY")) && env[0])
         rlm_config_set(cfg, "api_key", env);
+    f->first_operand = optind;
+    return -1;
+}
 
-    int rest = argc - optind;
-    if (question_file) {
+void cli_flags_free(cli_flags *f)
+{
+    rlm_config_free(f->cfg);
+    f->cfg = NULL;
+}
+
+int cli_add_contexts(rlm *r, const cli_flags *f)
+{
+    for (size_t i = 0; i < f->n_contexts; i++) {
+        rlm_status st = rlm_add_context(r, f->contexts[i]);
+        if (st != RLM_OK) {
+            fprintf(stderr, "rlm: %s\n", rlm_errmsg(r));
+            return cli_exit_code(st);
+        }
+    }
+    return 0;
+}
+
+/* The run a Ctrl-C cancels. A signal handler can reach nothing but globals,
+ * so this is the one mutable global of the command: set only while rlm_ask
+ * runs. */
+static rlm *volatile ask_in_progress;
+
+/* First Ctrl-C: cancel the question (rlm_ask then returns, the command exits
+ * 1 with what it has). SA_RESETHAND restores the default disposition, so a
+ * second Ctrl-C ends the process at once (exit 130). */
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    rlm *r = ask_in_progress;
+    if (r)
+        rlm_cancel(r);
+    static const char msg[] = "\nrlm: cancelling… (Ctrl-C again to quit at once)\n";
+    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
+        /* nothing to do about it in a signal handler */
+    }
+}
+
+static int cmd_ask(int argc, char **argv)
+{
+    cli_flags f;
+    char *question = NULL;
+    rlm *r = NULL;
+    int rc = cli_flags_parse(argc, argv, &f);
+    if (rc >= 0)
+        goto done;
+    rc = EXIT_USAGE;
+
+    int rest = argc - f.first_operand;
+    if (f.question_file) {
         if (rest > 0) {
             fputs("rlm: give the question either as an argument or with --question-file, not both\n", stderr);
             goto done;
         }
         char err[1024];
-        question = read_question_file(question_file, err, sizeof err);
+        question = read_question_file(f.question_file, err, sizeof err);
         if (!question) {
             fprintf(stderr, "rlm: %s\n", err);
             goto done;
         }
-    } else if (rest == 1 && argv[optind][0]) {
-        question = strdup(argv[optind]);
+    } else if (rest == 1 && argv[f.first_operand][0]) {
+        question = strdup(argv[f.first_operand]);
     } else {
         fputs(rest > 1 ? "rlm: give the question as one argument (quote it)\n"
                        : "rlm: no question given (rlm ask [options] QUESTION)\n",
@@ -416,31 +489,34 @@ static int cmd_ask(int argc, char **argv)
         goto done;
     }
 
-    rlm_status st = rlm_new(cfg, &r);
+    rlm_status st = rlm_new(f.cfg, &r);
     if (st != RLM_OK) {
         fprintf(stderr, "rlm: %s\n", rlm_errmsg(r));
-        rc = exit_code(st);
+        rc = cli_exit_code(st);
         goto done;
     }
-    size_t warned = print_warnings(r, 0);
-    for (size_t i = 0; i < n_contexts; i++) {
-        if ((st = rlm_add_context(r, contexts[i])) != RLM_OK) {
-            fprintf(stderr, "rlm: %s\n", rlm_errmsg(r));
-            rc = exit_code(st);
-            goto done;
-        }
-    }
+    size_t warned = cli_print_warnings(r, 0);
+    if ((rc = cli_add_contexts(r, &f)) != 0)
+        goto done;
 
-    progress_state ps = {0};
-    if (!quiet && isatty(STDERR_FILENO))
-        rlm_set_progress(r, progress_line, &ps);
+    cli_progress ps = {0};
+    if (!f.quiet && isatty(STDERR_FILENO))
+        rlm_set_progress(r, cli_progress_line, &ps);
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = on_interrupt;
+    sa.sa_flags = SA_RESETHAND | SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    ask_in_progress = r;
+    sigaction(SIGINT, &sa, &old);
     char *answer = NULL;
     st = rlm_ask(r, question, &answer);
-    progress_clear(&ps);
-    rc = exit_code(st);
-    print_warnings(r, warned);
+    sigaction(SIGINT, &old, NULL);
+    ask_in_progress = NULL;
+    cli_progress_clear(&ps);
+    rc = cli_exit_code(st);
+    cli_print_warnings(r, warned);
 
-    if (json) {
+    if (f.json) {
         const char *report = rlm_report_json(r);
         puts(report ? report : "{}");
     } else if (answer) {
@@ -455,7 +531,7 @@ static int cmd_ask(int argc, char **argv)
 done:
     free(question);
     rlm_free(r);
-    rlm_config_free(cfg);
+    cli_flags_free(&f);
     return rc;
 }
 
@@ -476,6 +552,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "ask") == 0)
         return cmd_ask(argc - 1, argv + 1);
+    if (strcmp(cmd, "chat") == 0)
+        return cmd_chat(argc - 1, argv + 1);
     if (strcmp(cmd, "doctor") == 0)
         return cmd_doctor(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)

@@ -118,6 +118,31 @@ void rlm_config_free(rlm_config *cfg);
  *                     always the RLM loop; direct: always one call (an input
  *                     no model window holds is refused with RLM_ERR_USAGE)
  *   direct_threshold  estimated tokens for auto     32000
+ *   Recursion (rlm_query in model code; docs/trace.md shows the call tree):
+ *   max_depth         levels of RLMs, 1 to 16: 1 makes rlm_query a plain
+ *                     sub-call on prompt + context; 2 lets the root start
+ *                     child RLMs; 3 lets those start their own          1
+ *   max_children      child RLMs of one rlm_query_batched running at once,
+ *                     1 to 256                                          8
+ *   child_share       share of the remaining budgets (max_cost, max_tokens,
+ *                     max_time, max_subcalls) one child may spend, in
+ *                     (0, 1]; a child that spends it returns its best
+ *                     answer to its parent                              0.5
+ *   Compaction of the root history:
+ *   context_window    tokens of the root model's window, 1000 or more   128000
+ *   compact_at        when the history's estimated tokens reach this
+ *                     fraction of context_window, older turns are
+ *                     summarised by the root model into one note (> 0;
+ *                     1 or more: never)                                 0.85
+ *   Conversations (see rlm_begin_conversation):
+ *   session           name of a conversation saved on disk: 1-100
+ *                     characters of letters, digits, '.', '_' and '-', not
+ *                     starting with '.'. Set, every rlm_ask is a question
+ *                     of that conversation, and a session that already has
+ *                     questions is continued                            none
+ *   session_db        the SQLite file sessions are kept in (created with
+ *                     its directory)   $XDG_DATA_HOME/rlm/sessions.db
+ *                                      (~/.local/share/rlm/sessions.db)
  * Returns RLM_OK, or RLM_ERR_USAGE for an unknown key or a bad value (the
  * reason in rlm_config_errmsg). */
 rlm_status rlm_config_set(rlm_config *cfg, const char *key, const char *value);
@@ -134,7 +159,9 @@ typedef struct rlm rlm;
 
 /* Creates a run handle from a copy of cfg (cfg may be freed afterwards) and
  * starts its model dispatcher. *out is set even on failure, so the reason can
- * be read with rlm_errmsg before rlm_free (it is NULL only when out of memory). */
+ * be read with rlm_errmsg before rlm_free (it is NULL only when out of memory).
+ * With the session option set it also opens that session in session_db:
+ * RLM_ERR_INPUT when the database cannot be opened or written. */
 rlm_status rlm_new(const rlm_config *cfg, rlm **out);
 void rlm_free(rlm *r);
 
@@ -160,7 +187,9 @@ rlm_status rlm_set_context_text(rlm *r, const char *text, size_t len);
  * or inputs without any text; lesser problems (unreadable or binary files
  * skipped, broken JSONL lines, invalid UTF-8 replaced) are listed in
  * rlm_warnings and the trace. Replaces a context given by
- * rlm_set_context_file / rlm_set_context_text, and is replaced by them. */
+ * rlm_set_context_file / rlm_set_context_text, and is replaced by them. In a
+ * conversation (rlm_begin_conversation), the arguments added since the last
+ * rlm_ask form the next question's new input. */
 rlm_status rlm_add_context(rlm *r, const char *arg);
 
 /* Called with a one-line description of what the run is doing (turn, blocks,
@@ -169,12 +198,48 @@ typedef void (*rlm_progress_fn)(void *userdata, const char *line);
 void rlm_set_progress(rlm *r, rlm_progress_fn fn, void *userdata);
 
 /* Answers question about the context. On RLM_OK *answer is the final answer.
- * On RLM_NO_ANSWER the turns or a budget ran out; *answer is NULL. When a
- * budget runs out the root is asked one last time for its best answer: if it
- * gives one, the status is RLM_OK and the report's stopped_by names the budget. On an error *answer is
- * NULL and rlm_errmsg says why. Either way the report (rlm_report_json) and
- * the trace describe everything that happened. */
+ * On RLM_NO_ANSWER the turns or a budget ran out, or rlm_cancel was called;
+ * *answer is NULL. When a budget runs out the root is asked one last time for
+ * its best answer: if it gives one, the status is RLM_OK and the report's
+ * stopped_by names the budget. On an error *answer is NULL and rlm_errmsg
+ * says why. Either way the report (rlm_report_json) and the trace describe
+ * everything that happened. In a conversation (rlm_begin_conversation) the
+ * question follows the earlier ones. */
 rlm_status rlm_ask(rlm *r, const char *question, char **answer);
+
+/* Cancels the rlm_ask in progress on r, from any thread or from a signal
+ * handler (async-signal-safe: it only sets a flag). The cell running is
+ * interrupted and the model requests in flight are abandoned; that rlm_ask
+ * returns RLM_NO_ANSWER and rlm_errmsg says "cancelled". In a conversation
+ * the questions before it are kept and the next rlm_ask goes on from there.
+ * The flag is cleared when the next rlm_ask starts. */
+void rlm_cancel(rlm *r);
+
+/* ---- Conversations ------------------------------------------------------ */
+
+/* From now on the rlm_ask calls on r form one conversation, kept in memory:
+ * the root model's history and the sandbox's variables carry over from one
+ * question to the next, and after question k its answer is the variable
+ * answer_k. Inputs: the rlm_add_context calls made before an rlm_ask form one
+ * new input for that question (as does rlm_set_context_file or
+ * rlm_set_context_text); the first is `context` (also `context_1`), the next
+ * `context_2`, and so on. Every input stays loaded until rlm_free. A
+ * conversation always runs the RLM loop (the mode option is ignored).
+ *
+ * With the session option, rlm_new has already made r a conversation, saved
+ * on disk as it happens: a later process that opens the same session
+ * continues it. Its first rlm_ask reads the inputs again (from the paths
+ * recorded; RLM_ERR_INPUT naming the input and the session when one is gone)
+ * and rebuilds the variables by re-running the recorded code, with every
+ * sub-call answered from its recorded reply: no model calls. Inputs given
+ * again with the same arguments as a recorded one are not new inputs. Text
+ * inputs (rlm_set_context_text, stdin) are saved only under 1 MB: a larger
+ * one makes rlm_ask fail with RLM_ERR_USAGE. A model other than the one the
+ * session was saved with is a warning (rlm_warnings).
+ *
+ * Returns RLM_OK (also when r is already a conversation), or RLM_ERR_USAGE
+ * for a handle that failed to open. */
+rlm_status rlm_begin_conversation(rlm *r);
 
 /* A JSON object describing the last rlm_ask: answer, status, error,
  * iterations, blocks, sub_calls, sub_call_errors, usage per model
@@ -183,7 +248,11 @@ rlm_status rlm_ask(rlm *r, const char *question, char **answer);
  * dollars; null when any call's price is unknown), stopped_by (the budget that
  * ended the run: "max_cost", "max_tokens", "max_time", "max_subcalls", or
  * null), elapsed_seconds, sandbox_layers, model, sub_model, max_in_flight,
- * mode ("rlm" or "direct": how the question was answered).
+ * mode ("rlm" or "direct": how the question was answered), children (child
+ * RLMs started, at every depth), sandboxes (sandboxes started, children's
+ * included), depth_reached (the deepest level of RLM that ran; 1 = no
+ * children), question (its number in a conversation, or null) and session
+ * (the session's name, or null).
  * Borrowed from r; NULL before the first rlm_ask. */
 const char *rlm_report_json(rlm *r);
 

@@ -3,6 +3,8 @@
  * when the turns or a budget run out (then one last request asks for the answer). */
 #include "engine.h"
 
+#include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,31 +22,107 @@
 #define TRACE_EXCERPT_CHARS 2000
 /* Consecutive empty root replies tolerated before the run gives up. */
 #define MAX_EMPTY_REPLIES 3
+/* Characters of the compaction note kept. */
+#define COMPACT_NOTE_CHARS 20000
 
 typedef struct message {
     const char *role;
     char *content;
 } message;
 
-/* The state of one run. */
+/* The root history: owned by the run, or by the conversation. */
+typedef struct history {
+    message *m;
+    size_t n, cap;
+} history;
+
+/* One input of a conversation. */
+typedef struct engine_input {
+    ingest_set *docs;          /* borrowed; or */
+    const context *ctx;        /* borrowed */
+    int announced;             /* described to the root already */
+} engine_input;
+
+struct engine_state {
+    session *store;            /* borrowed; NULL: in memory only */
+    history h;
+    sandbox *sb;               /* the conversation's sandbox, NULL until a question starts it */
+    size_t inputs_loaded;      /* inputs[0 .. inputs_loaded) are in sb */
+    engine_input *inputs;
+    size_t n_inputs, cap_inputs;
+    char **answers;            /* answers[k - 1] of question k (NULL: none) */
+    int questions;
+    int replay_pending;        /* resumed: the next sandbox re-runs the recorded cells */
+};
+
+/* The state of one run: the top RLM's, or a child's at a deeper level. */
 typedef struct engine {
     const engine_params *p;
     calls *calls;
     trace *trace;
     sandbox *sb;
+    engine_state *st;          /* the conversation, or NULL */
+    history own;               /* the history when there is no conversation */
+    history *h;
+    const char *question;
+    char *node;                /* call-tree id: "0", "0.1", ... */
+    const char *parent;        /* the parent's id, NULL for the top RLM */
+    int level;                 /* 1 for the top RLM, 2 for its children, ... */
+    size_t children_started;   /* numbers this node's children */
     engine_progress_fn progress;
     void *progress_data;
-    message *messages;
-    size_t n_messages, cap_messages;
     int turn;                  /* current root turn, 1-based */
     int budget_stop;           /* a budget refused a call: no more code, one last request */
     char *fatal;               /* a sub-call path failure that ends the run (replay miss) */
     engine_outcome *out;
     double start;
     double stream_shown;       /* when a streaming progress line was last shown */
+    json_t *cell_replies;      /* sub-call replies of the cell running, for the session store */
 } engine;
 
+static rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const context *ctx,
+                                  const char *question, int level, const char *node,
+                                  const char *parent, engine_progress_fn progress, void *userdata,
+                                  engine_outcome *out);
+
 /* ---- small helpers ------------------------------------------------------- */
+
+static int param_max_depth(const engine_params *p)
+{
+    return p->max_depth > 0 ? p->max_depth : 1;
+}
+
+static int param_max_children(const engine_params *p)
+{
+    return p->max_children > 0 ? p->max_children : 8;
+}
+
+static double param_child_share(const engine_params *p)
+{
+    return p->child_share > 0 && p->child_share <= 1 ? p->child_share : 0.5;
+}
+
+static int engine_cancelled(const engine *e)
+{
+    return e->p->cancel && *e->p->cancel;
+}
+
+/* Records an event of this node: every event says which node of the call
+ * tree it belongs to and its parent. Steals fields. */
+static void engine_event(engine *e, const char *type, json_t *fields)
+{
+    if (!e->trace) {
+        json_decref(fields);
+        return;
+    }
+    if (!fields)
+        fields = json_object();
+    if (fields) {
+        json_object_set_new(fields, "node", json_string(e->node));
+        json_object_set_new(fields, "parent", e->parent ? json_string(e->parent) : json_null());
+    }
+    trace_event(e->trace, type, fields);
+}
 
 static void engine_progress(engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void engine_progress(engine *e, const char *fmt, ...)
@@ -77,24 +155,80 @@ static void engine_fail(engine *e, rlm_status status, const char *fmt, ...)
     e->out->status = status;
 }
 
-/* Appends a message; takes ownership of content. -1 when out of memory. */
-static int engine_push(engine *e, const char *role, char *content)
+/* The user cancelled the question: no answer, no last request. */
+static void engine_cancel(engine *e)
+{
+    if (e->out->error && strcmp(e->out->error, "cancelled") == 0)
+        return;
+    free(e->out->error);
+    e->out->error = strdup("cancelled");
+    e->out->status = RLM_NO_ANSWER;
+    engine_event(e, "cancelled", json_pack("{s:i}", "turn", e->turn));
+}
+
+static int history_push(history *h, const char *role, char *content)
 {
     if (!content)
         return -1;
-    if (e->n_messages == e->cap_messages) {
-        size_t cap = e->cap_messages ? e->cap_messages * 2 : 16;
-        message *m = realloc(e->messages, cap * sizeof *m);
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 16;
+        message *m = realloc(h->m, cap * sizeof *m);
         if (!m) {
             free(content);
             return -1;
         }
-        e->messages = m;
-        e->cap_messages = cap;
+        h->m = m;
+        h->cap = cap;
     }
-    e->messages[e->n_messages].role = role;
-    e->messages[e->n_messages].content = content;
-    e->n_messages++;
+    h->m[h->n].role = role;
+    h->m[h->n].content = content;
+    h->n++;
+    return 0;
+}
+
+/* Frees messages [from, n). */
+static void history_truncate(history *h, size_t from)
+{
+    for (size_t i = from; i < h->n; i++)
+        free(h->m[i].content);
+    if (from < h->n)
+        h->n = from;
+}
+
+static void history_free(history *h)
+{
+    history_truncate(h, 0);
+    free(h->m);
+    memset(h, 0, sizeof *h);
+}
+
+/* The session store of this run: only the top RLM of a conversation has one. */
+static session *engine_store(const engine *e)
+{
+    return e->st ? e->st->store : NULL;
+}
+
+/* A store that fails is reported once per failure and the run goes on: the
+ * answer matters more than its record. */
+static void engine_store_failed(engine *e, const char *what)
+{
+    session *s = engine_store(e);
+    char msg[768];
+    snprintf(msg, sizeof msg, "session store: cannot save %s: %s", what, s ? session_errmsg(s) : "");
+    if (e->p->warn)
+        e->p->warn(e->p->warn_data, msg);
+    engine_event(e, "warning", json_pack("{s:s}", "message", msg));
+}
+
+/* Appends a message (and writes it to the session store); takes ownership
+ * of content. -1 when out of memory. */
+static int engine_push(engine *e, const char *role, char *content)
+{
+    if (history_push(e->h, role, content) != 0)
+        return -1;
+    session *s = engine_store(e);
+    if (s && session_add_message(s, role, content) != 0)
+        engine_store_failed(e, "a message");
     return 0;
 }
 
@@ -138,7 +272,7 @@ static void engine_budget_stop(engine *e, const char *detail)
         return;
     e->budget_stop = 1;
     budget_kind k = calls_exhausted(e->calls);
-    trace_event(e->trace, "budget_exhausted",
+    engine_event(e, "budget_exhausted",
                 json_pack("{s:i,s:s?,s:f,s:s,s:s?}", "turn", e->turn, "budget", budget_kind_name(k),
                           "limit", calls_budget_limit(e->calls), "message",
                           calls_budget_message(e->calls), "refused", detail));
@@ -167,10 +301,11 @@ static char *engine_call_result(const lm_response *r)
     return buf_take(&b);
 }
 
-static int engine_serve_calls(void *userdata, int kind, const char *model,
-                              const char *const *prompts, size_t n, char **results)
+/* Plain sub-calls (llm_query*, and rlm_query* at the last level) on the
+ * sub-model; see sandbox_call_fn for the contract. */
+static int engine_sub_calls(engine *e, int kind, const char *model, const char *const *prompts,
+                            size_t n, char **results)
 {
-    engine *e = userdata;
     const char *use_model = model && model[0] ? model : e->p->sub_model;
     lm_message *msgs = calloc(n ? n : 1, sizeof *msgs);
     lm_request *reqs = calloc(n ? n : 1, sizeof *reqs);
@@ -180,20 +315,15 @@ static int engine_serve_calls(void *userdata, int kind, const char *model,
         engine_fill_errors(results, n, "sub-call failed", "out of memory");
         goto done;
     }
-    if (e->budget_stop || e->fatal) {
-        engine_fill_errors(results, n, "budget exhausted", calls_budget_message(e->calls));
-        status = -1;
-        goto done;
-    }
     for (size_t i = 0; i < n; i++) {
         msgs[i].role = "user";
         msgs[i].content = prompts[i];
         reqs[i].model = use_model;
         reqs[i].messages = &msgs[i];
         reqs[i].n_messages = 1;
+        reqs[i].cancel = e->p->cancel;
     }
     engine_progress(e, "turn %d of %d · batch of %zu in flight", e->turn, e->p->max_iterations, n);
-    /* rlm_query degrades to llm_query until child RLMs exist (depth 1). */
     const char *kind_name = kind == SANDBOX_CALL_RLM ? "rlm_query" : "llm_query";
     int rc = calls_sub(e->calls, reqs, n, resps);
     if (rc == CALLS_BUDGET) {
@@ -238,13 +368,221 @@ static int engine_serve_calls(void *userdata, int kind, const char *model,
                                "seconds", r->seconds, "attempts", r->attempts,
                                "usage", json_usage(r), "cost_usd", json_cost(resps[i].cost_usd),
                                "cached", resps[i].cached);
-        trace_event(e->trace, "sub_call", ev);
+        engine_event(e, "sub_call", ev);
         calls_reply_clear(&resps[i]);
     }
 done:
     free(msgs);
     free(reqs);
     free(resps);
+    return status;
+}
+
+/* ---- child RLMs ----------------------------------------------------------- */
+
+/* One rlm_query of a batch: a whole RLM one level down, on its own thread,
+ * with its own share of the budget (calls_child) and its own sandbox. */
+typedef struct child_job {
+    engine *parent;
+    const char *prompt;
+    const char *context;       /* NULL: the prompt is the child's input */
+    const char *model;         /* NULL: the parent's root model */
+    char *node;
+    char *result;              /* what rlm_query returns */
+    engine_outcome out;
+} child_job;
+
+typedef struct child_pool {
+    child_job *jobs;
+    size_t n;
+    size_t next;               /* the next job to take, under lock */
+    pthread_mutex_t lock;
+} child_pool;
+
+static char *child_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *child_error(const char *fmt, ...)
+{
+    buf b;
+    buf_init(&b, 64 * 1024);
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    return buf_take(&b);
+}
+
+static void child_run(child_job *j)
+{
+    engine *pe = j->parent;
+    double t0 = clock_now();
+    const char *input = j->context ? j->context : j->prompt;
+    calls *cc = calls_child(pe->calls, param_child_share(pe->p));
+    context *ctx = NULL;
+    char err[512];
+    if (!cc) {
+        j->result = child_error("Error: child RLM failed: out of memory");
+    } else if (context_open_text(input, strlen(input), &ctx, err, sizeof err) != 0) {
+        j->result = child_error("Error: child RLM failed: %s", err);
+    } else {
+        engine_params cp = *pe->p;
+        cp.docs = NULL;
+        cp.state = NULL;
+        cp.mode = ENGINE_MODE_RLM;   /* the model asked for an RLM, not one plain call */
+        cp.stream = 0;
+        cp.warn = NULL;   /* the user's warning list is not thread-safe; the trace keeps them */
+        if (j->model && j->model[0])
+            cp.model = j->model;
+        engine_run_node(&cp, cc, pe->trace, ctx, j->prompt, pe->level + 1, j->node, pe->node, NULL,
+                        NULL, &j->out);
+        if (j->out.status == RLM_OK) {
+            j->result = j->out.answer;
+            j->out.answer = NULL;
+        } else if (j->out.status == RLM_NO_ANSWER) {
+            j->result = child_error("Error: child RLM gave no answer: %s",
+                                    j->out.error ? j->out.error : "no final answer");
+        } else {
+            j->result = child_error("Error: child RLM failed (%s): %s", rlm_status_name(j->out.status),
+                                    j->out.error ? j->out.error : "no detail");
+        }
+    }
+    if (pe->trace) {
+        json_t *ev = json_pack("{s:s,s:s,s:s,s:o,s:s?,s:f,s:i,s:I}", "node", j->node, "parent",
+                               pe->node, "status", rlm_status_name(j->out.status), "answer",
+                               json_excerpt(j->result, TRACE_EXCERPT_CHARS), "stopped_by",
+                               j->out.stopped_by, "seconds", clock_now() - t0, "iterations",
+                               j->out.iterations, "sub_calls", (json_int_t)j->out.sub_calls);
+        trace_event(pe->trace, "child_end", ev);
+    }
+    context_free(ctx);
+    calls_free(cc);
+}
+
+static void *child_worker(void *arg)
+{
+    child_pool *pool = arg;
+    for (;;) {
+        pthread_mutex_lock(&pool->lock);
+        size_t i = pool->next++;
+        pthread_mutex_unlock(&pool->lock);
+        if (i >= pool->n)
+            return NULL;
+        child_run(&pool->jobs[i]);
+    }
+}
+
+/* rlm_query / rlm_query_batched below the depth limit: one child RLM per
+ * prompt, at most max_children at once (this thread is one of them). */
+static int engine_children(engine *e, const char *model, const char *const *prompts,
+                           const char *const *contexts, size_t n, char **results)
+{
+    child_pool pool = {.n = n};
+    pool.jobs = calloc(n ? n : 1, sizeof *pool.jobs);
+    size_t n_threads = (size_t)param_max_children(e->p);
+    if (n_threads > n)
+        n_threads = n;
+    pthread_t *threads = calloc(n_threads ? n_threads : 1, sizeof *threads);
+    if (!pool.jobs || !threads) {
+        free(pool.jobs);
+        free(threads);
+        engine_fill_errors(results, n, "child RLM failed", "out of memory");
+        return 0;
+    }
+    pthread_mutex_init(&pool.lock, NULL);
+    for (size_t i = 0; i < n; i++) {
+        child_job *j = &pool.jobs[i];
+        j->parent = e;
+        j->prompt = prompts[i];
+        j->context = contexts ? contexts[i] : NULL;
+        j->model = model;
+        j->node = child_error("%s.%zu", e->node, ++e->children_started);
+        const char *input = j->context ? j->context : j->prompt;
+        if (e->trace)
+            trace_event(e->trace, "child_start",
+                     json_pack("{s:s,s:s,s:s,s:i,s:i,s:o,s:I,s:b}", "node", j->node, "parent",
+                               e->node, "model",
+                               model && model[0] ? model : e->p->model, "depth", e->level + 1,
+                               "turn", e->turn, "prompt", json_excerpt(prompts[i], TRACE_EXCERPT_CHARS),
+                               "context_chars", (json_int_t)strlen(input), "has_context",
+                               j->context != NULL));
+    }
+    engine_progress(e, "turn %d of %d · %zu child RLMs, %zu at a time", e->turn,
+                    e->p->max_iterations, n, n_threads);
+    size_t started = 0;
+    for (size_t t = 1; t < n_threads; t++)
+        if (pthread_create(&threads[started], NULL, child_worker, &pool) == 0)
+            started++;
+    child_worker(&pool);
+    for (size_t t = 0; t < started; t++)
+        pthread_join(threads[t], NULL);
+    pthread_mutex_destroy(&pool.lock);
+
+    for (size_t i = 0; i < n; i++) {
+        child_job *j = &pool.jobs[i];
+        results[i] = j->result ? j->result : child_error("Error: child RLM failed: out of memory");
+        e->out->sub_calls += 1 + j->out.sub_calls;
+        e->out->sub_call_errors += j->out.sub_call_errors;
+        if (strncmp(results[i], "Error: ", 7) == 0)
+            e->out->sub_call_errors++;
+        e->out->children += 1 + j->out.children;
+        e->out->sandboxes += j->out.sandboxes;
+        if (j->out.depth_reached > e->out->depth_reached)
+            e->out->depth_reached = j->out.depth_reached;
+        free(j->node);
+        engine_outcome_clear(&j->out);
+    }
+    free(pool.jobs);
+    free(threads);
+    /* A child that ran the whole tree's budget out: this level stops too. */
+    if (calls_exhausted(e->calls) != BUDGET_NONE)
+        engine_budget_stop(e, "a child RLM");
+    return 0;
+}
+
+/* The sandbox's sub-call callback (sandbox_call_fn). */
+static int engine_serve_calls(void *userdata, int kind, const char *model,
+                              const char *const *prompts, const char *const *contexts, size_t n,
+                              char **results)
+{
+    engine *e = userdata;
+    int status = 0;
+    if (engine_cancelled(e)) {
+        engine_fill_errors(results, n, "cancelled", "the user cancelled the question");
+        status = -1;
+    } else if (e->budget_stop || e->fatal) {
+        engine_fill_errors(results, n, "budget exhausted", calls_budget_message(e->calls));
+        status = -1;
+    } else if (kind == SANDBOX_CALL_RLM && e->level < param_max_depth(e->p)) {
+        status = engine_children(e, model, prompts, contexts, n, results);
+    } else if (contexts) {
+        /* At the last level a child would be one plain call on prompt + context. */
+        char **joined = calloc(n, sizeof *joined);
+        int ok = joined != NULL;
+        for (size_t i = 0; ok && i < n; i++) {
+            buf b;
+            buf_init(&b, SIZE_MAX / 2);
+            buf_puts(&b, prompts[i]);
+            if (contexts[i]) {
+                buf_puts(&b, "\n\nContext:\n");
+                buf_puts(&b, contexts[i]);
+            }
+            joined[i] = buf_take(&b);
+            ok = joined[i] != NULL;
+        }
+        if (ok)
+            status = engine_sub_calls(e, kind, model, (const char *const *)joined, n, results);
+        else
+            engine_fill_errors(results, n, "sub-call failed", "out of memory");
+        for (size_t i = 0; joined && i < n; i++)
+            free(joined[i]);
+        free(joined);
+    } else {
+        status = engine_sub_calls(e, kind, model, prompts, n, results);
+    }
+    /* The session keeps what each call returned, to rebuild the namespace. */
+    for (size_t i = 0; e->cell_replies && i < n; i++) {
+        json_t *r = json_string(results[i]);
+        json_array_append_new(e->cell_replies, r ? r : json_string("Error: reply not recorded"));
+    }
     return status;
 }
 
@@ -274,23 +612,23 @@ static void engine_stream_progress(void *ctx, const lm_progress *pr)
  * (outcome set). */
 static int engine_ask_root(engine *e, lm_response *resp, int final)
 {
-    lm_message *msgs = calloc(e->n_messages, sizeof *msgs);
+    lm_message *msgs = calloc(e->h->n, sizeof *msgs);
     if (!msgs) {
         engine_fail(e, RLM_ERR_NOMEM, "out of memory");
         return -1;
     }
-    for (size_t i = 0; i < e->n_messages; i++) {
-        msgs[i].role = e->messages[i].role;
-        msgs[i].content = e->messages[i].content;
+    for (size_t i = 0; i < e->h->n; i++) {
+        msgs[i].role = e->h->m[i].role;
+        msgs[i].content = e->h->m[i].content;
     }
-    lm_request req = {.model = e->p->model, .messages = msgs, .n_messages = e->n_messages,
-                      .stream = e->p->stream, .progress = e->progress ? engine_stream_progress : NULL,
+    lm_request req = {.model = e->p->model, .messages = msgs, .n_messages = e->h->n,
+                      .cancel = e->p->cancel, .stream = e->p->stream, .progress = e->progress ? engine_stream_progress : NULL,
                       .progress_ctx = e};
     engine_progress(e, "turn %d of %d · waiting for %s", e->turn, e->p->max_iterations, e->p->model);
-    trace_event(e->trace, "root_request",
+    engine_event(e, "root_request",
                 json_pack("{s:i,s:s,s:I,s:b,s:o}", "turn", e->turn, "model", e->p->model,
-                          "messages", (json_int_t)e->n_messages, "stream", req.stream,
-                          "last_message", json_excerpt(msgs[e->n_messages - 1].content, 100000)));
+                          "messages", (json_int_t)e->h->n, "stream", req.stream,
+                          "last_message", json_excerpt(msgs[e->h->n - 1].content, 100000)));
     calls_reply cr;
     int rc = calls_root(e->calls, &req, final, &cr);
     free(msgs);
@@ -305,7 +643,7 @@ static int engine_ask_root(engine *e, lm_response *resp, int final)
     *resp = cr.r;
     e->out->iterations++;
 
-    trace_event(e->trace, "root_reply",
+    engine_event(e, "root_reply",
                 json_pack("{s:i,s:s?,s:s?,s:s?,s:s?,s:I,s:f,s:i,s:o,s:o,s:b}", "turn", e->turn,
                           "content", resp->content, "reasoning", resp->reasoning,
                           "error", resp->error ? lm_error_name(resp->error) : NULL,
@@ -335,7 +673,7 @@ static void engine_answer(engine *e, char *answer, const char *how)
     free(e->out->answer);
     e->out->answer = answer;
     e->out->status = RLM_OK;
-    trace_event(e->trace, "final_answer",
+    engine_event(e, "final_answer",
                 json_pack("{s:i,s:s,s:s}", "turn", e->turn, "how", how, "answer", answer));
 }
 
@@ -384,10 +722,17 @@ static int engine_run_blocks(engine *e, const reply *rp)
         char err[512];
         engine_progress(e, "turn %d of %d · running block %zu of %zu", e->turn,
                         e->p->max_iterations, i + 1, rp->n_blocks);
+        session *store = engine_store(e);
+        if (store)
+            e->cell_replies = json_array();
         int rc = sandbox_exec(e->sb, rp->blocks[i], engine_serve_calls, e, &cells[i], err, sizeof err);
         ran = i + 1;
         e->out->blocks++;
-        trace_event(e->trace, "code",
+        if (store && session_add_cell(store, rp->blocks[i], e->cell_replies) != 0)
+            engine_store_failed(e, "a cell");
+        json_decref(e->cell_replies);
+        e->cell_replies = NULL;
+        engine_event(e, "code",
                     json_pack("{s:i,s:I,s:s,s:s?,s:I,s:b,s:b,s:b,s:s?,s:f,s:f,s:I}", "turn", e->turn,
                               "block", (json_int_t)i + 1, "code", rp->blocks[i],
                               "output", cells[i].output, "output_chars", (json_int_t)cells[i].output_chars,
@@ -397,6 +742,11 @@ static int engine_run_blocks(engine *e, const reply *rp)
                               "calls", (json_int_t)cells[i].n_calls));
         if (rc != 0) {
             engine_fail(e, RLM_ERR_SANDBOX, "sandbox failed: %s", err);
+            status = -1;
+            goto done;
+        }
+        if (cells[i].cancelled || engine_cancelled(e)) {
+            engine_cancel(e);
             status = -1;
             goto done;
         }
@@ -458,6 +808,88 @@ done:
     return status;
 }
 
+/* ---- compaction ----------------------------------------------------------- */
+
+/* Estimated tokens of the root history. */
+static size_t history_tokens(const history *h)
+{
+    size_t bytes = 0;
+    for (size_t i = 0; i < h->n; i++)
+        bytes += strlen(h->m[i].content);
+    return prompt_estimate_tokens(bytes);
+}
+
+/* When the history nears the root model's window, the root summarises its
+ * work so far and the history becomes the system prompt plus that note (the
+ * variables stay in the sandbox). A failed or refused summary leaves the
+ * history as it was. */
+static void engine_maybe_compact(engine *e)
+{
+    size_t window = e->p->context_window ? e->p->context_window : 128000;
+    double at = e->p->compact_at > 0 ? e->p->compact_at : 0.85;
+    size_t before = history_tokens(e->h);
+    if (at >= 1 || (double)before < at * (double)window || e->h->n < 3)
+        return;
+    size_t n = e->h->n;
+    lm_message *msgs = calloc(n + 1, sizeof *msgs);
+    char *ask = prompt_compact_request();
+    if (!msgs || !ask) {
+        free(msgs);
+        free(ask);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        msgs[i].role = e->h->m[i].role;
+        msgs[i].content = e->h->m[i].content;
+    }
+    msgs[n].role = "user";
+    msgs[n].content = ask;
+    lm_request req = {.model = e->p->model, .messages = msgs, .n_messages = n + 1,
+                      .cancel = e->p->cancel};
+    engine_progress(e, "turn %d of %d · compacting the history (%zu tokens)", e->turn,
+                    e->p->max_iterations, before);
+    double t0 = clock_now();
+    calls_reply cr;
+    int rc = calls_root(e->calls, &req, 0, &cr);
+    free(msgs);
+    free(ask);
+    if (rc != CALLS_OK)
+        return;   /* a budget refused it (the turn's own request says so) or replay failed */
+    const lm_response *r = &cr.r;
+    if (r->error != LM_OK || !r->content || !r->content[0]) {
+        engine_event(e, "compaction_failed",
+                     json_pack("{s:i,s:s?,s:s?}", "turn", e->turn, "error",
+                               r->error ? lm_error_name(r->error) : "empty", "error_message",
+                               r->error_message));
+        calls_reply_clear(&cr);
+        return;
+    }
+    char *note = prompt_bound(r->content, strlen(r->content), COMPACT_NOTE_CHARS);
+    char *msg = note ? prompt_compacted(note, e->question, e->turn, e->p->max_iterations) : NULL;
+    free(note);
+    if (!msg) {
+        calls_reply_clear(&cr);
+        return;
+    }
+    size_t removed = e->h->n - 1;
+    history_truncate(e->h, 1);   /* the system prompt stays */
+    session *store = engine_store(e);
+    if (store && session_compact(store, LONG_MAX, msg) < 0)
+        engine_store_failed(e, "the compaction");
+    if (history_push(e->h, "user", msg) != 0) {
+        calls_reply_clear(&cr);
+        return;
+    }
+    engine_event(e, "compaction",
+                 json_pack("{s:i,s:I,s:I,s:I,s:I,s:f,s:o,s:o,s:o}", "turn", e->turn, "messages",
+                           (json_int_t)removed, "tokens_before", (json_int_t)before, "tokens_after",
+                           (json_int_t)history_tokens(e->h), "window", (json_int_t)window,
+                           "seconds", clock_now() - t0, "note",
+                           json_excerpt(r->content, TRACE_EXCERPT_CHARS), "usage", json_usage(r),
+                           "cost_usd", json_cost(cr.cost_usd)));
+    calls_reply_clear(&cr);
+}
+
 /* One root turn. On the last turn (after the turn or budget limit) no code
  * runs, as the last request tells the model: only a text FINAL / FINAL_VAR
  * counts. Returns 1 when answered, 0 to go on, 2 when a budget ran out (the
@@ -465,7 +897,18 @@ done:
 static int engine_turn(engine *e, int *empty_replies, int last)
 {
     lm_response resp = {0};
+    if (engine_cancelled(e)) {
+        engine_cancel(e);
+        return -1;
+    }
+    if (!last)
+        engine_maybe_compact(e);
     int rc = engine_ask_root(e, &resp, last);
+    if (rc == -1 && engine_cancelled(e)) {
+        engine_cancel(e);
+        lm_response_clear(&resp);
+        return -1;
+    }
     if (rc < 0 || rc == 2) {
         lm_response_clear(&resp);
         return rc;
@@ -531,51 +974,94 @@ static int engine_turn(engine *e, int *empty_replies, int last)
 
 /* ---- the run ------------------------------------------------------------- */
 
-static int engine_start_sandbox(engine *e, const context *ctx)
+/* The sandbox's view of an input. Pack descriptors made here are closed by
+ * input_close; a context's own descriptor is borrowed. */
+static int input_open(ingest_set *docs, const context *ctx, sandbox_input *in, char *err, size_t errlen)
+{
+    memset(in, 0, sizeof *in);
+    in->context_fd = -1;
+    in->data_fd = -1;
+    if (docs) {
+        size_t pack_len;
+        int pack_fd = -1, data_fd = -1;
+        if (ingest_pack(docs, &pack_fd, &pack_len, &data_fd, err, errlen) != 0)
+            return -1;
+        in->context_fd = pack_fd;
+        in->context_len = pack_len;
+        in->context_pack = 1;
+        in->data_fd = data_fd;
+        in->data_len = data_fd >= 0 ? ingest_total_bytes(docs) : 0;
+    } else if (ctx) {
+        in->context_fd = context_fd(ctx);
+        in->context_len = context_len(ctx);
+    }
+    return 0;
+}
+
+static void input_close(const sandbox_input *in, const ingest_set *docs)
+{
+    if (!docs)
+        return;
+    if (in->context_fd >= 0)
+        close(in->context_fd);
+    if (in->data_fd >= 0)
+        close(in->data_fd);
+}
+
+/* The description of an input for the root; NULL when out of memory. The
+ * description read the whole input: the host needs none of its pages now. */
+static char *input_describe(ingest_set *docs, const context *ctx)
+{
+    char *d;
+    if (docs)
+        d = describe_docset(ingest_kind_of(docs), ingest_docs(docs), ingest_count(docs));
+    else
+        d = ctx ? prompt_describe_context(context_name(ctx), context_data(ctx), context_len(ctx))
+                : prompt_describe_context(NULL, "", 0);
+    context_release_pages(ctx);
+    ingest_release_pages(docs);
+    return d;
+}
+
+/* Starts this run's sandbox on one input (both NULL: none). */
+static int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
 {
     sandbox_options so = {
         .exe_path = e->p->sandbox_exe,
-        .context_fd = ctx ? context_fd(ctx) : -1,
-        .context_len = ctx ? context_len(ctx) : 0,
-        .data_fd = -1,
         .memory_limit = e->p->sandbox_memory,
         .cell_timeout = e->p->cell_timeout,
         .output_limit = e->p->output_limit,
         .unsafe_no_sandbox = e->p->unsafe_no_sandbox,
         .search_cache_dir = e->p->search_cache_dir,
+        .cancel = e->p->cancel,
     };
     char err[1024];
     engine_progress(e, "starting sandbox");
     double t0 = clock_now();
-    int pack_fd = -1, data_fd = -1;
-    if (e->p->docs) {
-        size_t pack_len;
-        if (ingest_pack(e->p->docs, &pack_fd, &pack_len, &data_fd, err, sizeof err) != 0) {
-            engine_fail(e, RLM_ERR_INPUT, "cannot hand the input to the sandbox: %s", err);
-            return -1;
-        }
-        so.context_fd = pack_fd;
-        so.context_len = pack_len;
-        so.context_pack = 1;
-        so.data_fd = data_fd;
-        so.data_len = data_fd >= 0 ? ingest_total_bytes(e->p->docs) : 0;
-    }
-    int started = sandbox_start(&so, &e->sb, err, sizeof err);
-    /* The sandbox keeps its own duplicates, for restarts. */
-    if (pack_fd >= 0)
-        close(pack_fd);
-    if (data_fd >= 0)
-        close(data_fd);
-    if (started != 0) {
-        engine_fail(e, RLM_ERR_SANDBOX, "cannot start the sandbox: %s", err);
-        trace_event(e->trace, "error", json_pack("{s:s,s:s}", "where", "sandbox", "message", err));
+    sandbox_input in;
+    if (input_open(docs, ctx, &in, err, sizeof err) != 0) {
+        engine_fail(e, RLM_ERR_INPUT, "cannot hand the input to the sandbox: %s", err);
         return -1;
     }
+    so.context_fd = in.context_fd;
+    so.context_len = in.context_len;
+    so.context_pack = in.context_pack;
+    so.data_fd = in.data_fd;
+    so.data_len = in.data_len;
+    int started = sandbox_start(&so, &e->sb, err, sizeof err);
+    input_close(&in, docs);   /* the sandbox keeps its own duplicates, for restarts */
+    if (started != 0) {
+        engine_fail(e, RLM_ERR_SANDBOX, "cannot start the sandbox: %s", err);
+        engine_event(e, "error", json_pack("{s:s,s:s}", "where", "sandbox", "message", err));
+        return -1;
+    }
+    e->out->sandboxes++;
+    free(e->out->sandbox_layers);
     e->out->sandbox_layers = strdup(sandbox_layers(e->sb));
     /* A layer this machine refused is never silent: the user hears it and
-     * the trace keeps it. */
+     * the trace keeps it (once per run: children see the same machine). */
     const char *warnings = sandbox_warnings(e->sb);
-    if (warnings[0] && e->p->warn) {
+    if (warnings[0] && e->p->warn && e->level == 1) {
         buf w;
         buf_init(&w, 8192);
         buf_printf(&w, "weaker sandbox: %s", warnings);
@@ -583,32 +1069,212 @@ static int engine_start_sandbox(engine *e, const context *ctx)
             e->p->warn(e->p->warn_data, w.data);
         buf_free(&w);
     }
-    trace_event(e->trace, "sandbox_ready",
-                json_pack("{s:s,s:i,s:f,s:b,s:s}", "layers", sandbox_layers(e->sb), "pid",
-                          sandbox_pid(e->sb), "seconds", clock_now() - t0, "unsafe",
-                          e->p->unsafe_no_sandbox, "warnings", warnings));
+    engine_event(e, "sandbox_ready",
+                 json_pack("{s:s,s:i,s:f,s:b,s:s}", "layers", sandbox_layers(e->sb), "pid",
+                           sandbox_pid(e->sb), "seconds", clock_now() - t0, "unsafe",
+                           e->p->unsafe_no_sandbox, "warnings", warnings));
     return 0;
 }
 
-static int engine_first_messages(engine *e, const context *ctx, const char *question)
+static int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const char *question)
 {
-    char *description;
-    if (e->p->docs)
-        description = describe_docset(ingest_kind_of(e->p->docs), ingest_docs(e->p->docs),
-                                      ingest_count(e->p->docs));
-    else
-        description = ctx ? prompt_describe_context(context_name(ctx), context_data(ctx), context_len(ctx))
-                          : prompt_describe_context(NULL, "", 0);
+    char *description = input_describe(docs, ctx);
     if (!description)
         return -1;
-    /* The description read the whole input; the host needs none of it now. */
-    context_release_pages(ctx);
-    ingest_release_pages(e->p->docs);
     int rc = engine_push(e, "system", prompt_system(e->p->max_iterations));
     if (rc == 0)
         rc = engine_push(e, "user", prompt_first_user(description, question, e->p->max_iterations));
     free(description);
     return rc;
+}
+
+/* ---- conversations ------------------------------------------------------- */
+
+/* Answers each sub-call of a replayed cell from its recorded reply. */
+typedef struct replay_cursor {
+    const json_t *replies;
+    size_t next;
+} replay_cursor;
+
+static int replay_calls(void *userdata, int kind, const char *model, const char *const *prompts,
+                        const char *const *contexts, size_t n, char **results)
+{
+    (void)kind;
+    (void)model;
+    (void)prompts;
+    (void)contexts;
+    replay_cursor *cur = userdata;
+    for (size_t i = 0; i < n; i++) {
+        const json_t *r = json_array_get(cur->replies, cur->next++);
+        results[i] = strdup(json_is_string(r) ? json_string_value(r)
+                                              : "Error: no recorded reply for this sub-call (session replay)");
+    }
+    return 0;
+}
+
+typedef struct replay_run {
+    engine *e;
+    size_t cells, raised;
+    int broken;
+    char err[512];
+} replay_run;
+
+static int replay_cell(void *userdata, const char *code, const json_t *replies)
+{
+    replay_run *rr = userdata;
+    replay_cursor cur = {.replies = replies};
+    sandbox_cell cell = {0};
+    int rc = sandbox_exec(rr->e->sb, code, replay_calls, &cur, &cell, rr->err, sizeof rr->err);
+    if (rc == 0) {
+        rr->cells++;
+        rr->raised += cell.raised != 0;
+    }
+    sandbox_cell_clear(&cell);
+    if (rc != 0) {
+        rr->broken = 1;
+        return 1;
+    }
+    return engine_cancelled(rr->e);
+}
+
+/* answer_1 .. answer_k of the questions so far. */
+static void engine_set_answers(engine *e)
+{
+    engine_state *st = e->st;
+    for (int k = 0; k < st->questions; k++) {
+        if (!st->answers || !st->answers[k])
+            continue;
+        char name[32], err[256];
+        snprintf(name, sizeof name, "answer_%d", k + 1);
+        if (sandbox_set_var(e->sb, name, st->answers[k], err, sizeof err) != 0)
+            engine_event(e, "warning", json_pack("{s:s,s:s}", "message", "cannot set an answer variable",
+                                                 "detail", err));
+    }
+}
+
+/* Makes sure the conversation's sandbox runs with every input loaded, and
+ * after a resume, rebuilds its namespace. */
+static int engine_state_sandbox(engine *e)
+{
+    engine_state *st = e->st;
+    int fresh = 0;
+    if (!st->sb) {
+        engine_input *first = st->n_inputs ? &st->inputs[0] : NULL;
+        if (engine_start_sandbox(e, first ? first->docs : NULL, first ? first->ctx : NULL) != 0)
+            return -1;
+        st->sb = e->sb;
+        st->inputs_loaded = first ? 1 : 0;
+        fresh = 1;
+    }
+    e->sb = st->sb;
+    if (!e->out->sandbox_layers)
+        e->out->sandbox_layers = strdup(sandbox_layers(st->sb));
+    while (st->inputs_loaded < st->n_inputs) {
+        engine_input *in = &st->inputs[st->inputs_loaded];
+        char name[32], err[1024];
+        snprintf(name, sizeof name, "context_%zu", st->inputs_loaded + 1);
+        sandbox_input si;
+        int rc = input_open(in->docs, in->ctx, &si, err, sizeof err);
+        if (rc == 0) {
+            rc = sandbox_add_input(st->sb, name, &si, err, sizeof err);
+            input_close(&si, in->docs);
+        }
+        if (rc != 0) {
+            engine_fail(e, RLM_ERR_INPUT, "cannot load %s into the sandbox: %s", name, err);
+            return -1;
+        }
+        st->inputs_loaded++;
+    }
+    if (fresh && (st->replay_pending || st->questions > 0)) {
+        engine_set_answers(e);
+        if (st->replay_pending && st->store) {
+            engine_progress(e, "rebuilding the session's variables");
+            double t0 = clock_now();
+            replay_run rr = {.e = e};
+            session_each_cell(st->store, replay_cell, &rr);
+            engine_event(e, "session_replay",
+                         json_pack("{s:I,s:I,s:f,s:b,s:s?}", "cells", (json_int_t)rr.cells, "raised",
+                                   (json_int_t)rr.raised, "seconds", clock_now() - t0, "broken",
+                                   rr.broken, "error", rr.broken ? rr.err : NULL));
+            if (rr.broken) {
+                engine_fail(e, RLM_ERR_SANDBOX, "sandbox failed while rebuilding the session: %s", rr.err);
+                return -1;
+            }
+            engine_set_answers(e);   /* a replayed cell may have rebound one */
+        }
+        st->replay_pending = 0;
+    }
+    return 0;
+}
+
+/* The messages that open a question of a conversation: the first question
+ * describes its input like a single run; a later one says what carried over
+ * and describes the inputs that arrived since (context_2, ...). */
+static int engine_state_messages(engine *e, const char *question, int number)
+{
+    engine_state *st = e->st;
+    size_t first_new = 0;
+    while (first_new < st->n_inputs && st->inputs[first_new].announced)
+        first_new++;
+    buf desc;
+    buf_init(&desc, SIZE_MAX / 2);
+    char names[256] = "";
+    for (size_t i = first_new; i < st->n_inputs; i++) {
+        engine_input *in = &st->inputs[i];
+        char *d = input_describe(in->docs, in->ctx);
+        if (!d) {
+            buf_free(&desc);
+            return -1;
+        }
+        size_t used = strlen(names);
+        snprintf(names + used, sizeof names - used, "%scontext_%zu", used ? ", " : "", i + 1);
+        if (i > first_new)
+            buf_printf(&desc, "\nThe variable `context_%zu` holds another input:\n", i + 1);
+        buf_puts(&desc, d);
+        free(d);
+        in->announced = 1;
+    }
+    int rc;
+    if (e->h->n == 0) {
+        rc = engine_push(e, "system", prompt_system(e->p->max_iterations));
+        if (rc == 0) {
+            char *none = desc.data ? NULL : prompt_describe_context(NULL, "", 0);
+            rc = engine_push(e, "user", prompt_first_user(desc.data ? desc.data : none, question,
+                                                          e->p->max_iterations));
+            free(none);
+        }
+    } else {
+        rc = engine_push(e, "user", prompt_next_question(desc.data, desc.data ? names : NULL, question,
+                                                         number, e->p->max_iterations));
+    }
+    buf_free(&desc);
+    return rc;
+}
+
+/* Keeps this question's answer for the next ones. */
+static void engine_state_answered(engine *e, int number, const char *answer)
+{
+    engine_state *st = e->st;
+    if (number > st->questions) {
+        char **a = realloc(st->answers, (size_t)number * sizeof *a);
+        if (!a)
+            return;
+        for (int k = st->questions; k < number; k++)
+            a[k] = NULL;
+        st->answers = a;
+        st->questions = number;
+    }
+    free(st->answers[number - 1]);
+    st->answers[number - 1] = answer ? strdup(answer) : NULL;
+    if (answer && st->sb) {
+        char name[32], err[256];
+        snprintf(name, sizeof name, "answer_%d", number);
+        if (sandbox_set_var(st->sb, name, answer, err, sizeof err) != 0)
+            engine_event(e, "warning", json_pack("{s:s,s:s}", "message", "cannot set an answer variable",
+                                                 "detail", err));
+    }
+    if (st->store && session_end_question(st->store, answer) != 0)
+        engine_store_failed(e, "the answer");
 }
 
 /* The one last request for the best answer so far, after the turns or a
@@ -698,47 +1364,75 @@ static void engine_direct(engine *e, const context *ctx, const char *question)
     lm_response_clear(&resp);
 }
 
-rlm_status engine_run(const engine_params *p, calls *c, trace *t, const context *ctx,
-                      const char *question, engine_progress_fn progress, void *userdata,
-                      engine_outcome *out)
+static rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const context *ctx,
+                                  const char *question, int level, const char *node,
+                                  const char *parent, engine_progress_fn progress, void *userdata,
+                                  engine_outcome *out)
 {
     memset(out, 0, sizeof *out);
     out->status = RLM_NO_ANSWER;
     out->mode = "rlm";
-    engine e = {.p = p, .calls = c, .trace = t, .progress = progress, .progress_data = userdata,
-                .out = out, .start = clock_now()};
-
-    size_t bytes = p->docs ? ingest_total_bytes(p->docs) : ctx ? context_len(ctx) : 0;
-    trace_event(t, "question", json_pack("{s:s,s:s?,s:I,s:I}", "question", question, "context",
-                                         ctx && !p->docs ? context_name(ctx) : NULL, "context_bytes",
-                                         (json_int_t)bytes, "documents",
-                                         (json_int_t)(p->docs ? ingest_count(p->docs) : ctx != NULL)));
-    size_t tokens = engine_input_tokens(p, ctx);
-    size_t threshold = p->direct_threshold;   /* 0: auto never answers directly */
-    int direct = p->mode == ENGINE_MODE_DIRECT || (p->mode == ENGINE_MODE_AUTO && tokens < threshold);
-    out->mode = direct ? "direct" : "rlm";
-    trace_event(t, "mode", json_pack("{s:s,s:s,s:I,s:I}", "mode", out->mode, "requested",
-                                     p->mode == ENGINE_MODE_DIRECT ? "direct"
-                                     : p->mode == ENGINE_MODE_RLM ? "rlm" : "auto",
-                                     "estimated_tokens", (json_int_t)tokens, "threshold",
-                                     (json_int_t)threshold));
-    if (direct && p->mode == ENGINE_MODE_DIRECT && tokens > ENGINE_DIRECT_MAX_TOKENS &&
-        tokens > threshold) {
-        engine_fail(&e, RLM_ERR_USAGE, "--mode direct: the input is about %zu tokens, more than "
-                    "any model's window (%zu); use --mode rlm or auto", tokens,
-                    (size_t)ENGINE_DIRECT_MAX_TOKENS);
-        goto done;
-    }
-    if (direct) {
-        engine_direct(&e, ctx, question);
-        goto done;
-    }
-    if (engine_first_messages(&e, ctx, question) != 0) {
+    out->depth_reached = level;
+    engine e = {.p = p, .calls = c, .trace = t, .st = level == 1 ? p->state : NULL,
+                .question = question, .node = strdup(node), .parent = parent, .level = level,
+                .progress = progress, .progress_data = userdata, .out = out, .start = clock_now()};
+    e.h = e.st ? &e.st->h : &e.own;
+    engine_state *st = e.st;
+    ingest_set *docs = st ? NULL : p->docs;
+    int number = 0;
+    if (!e.node) {
         engine_fail(&e, RLM_ERR_NOMEM, "out of memory");
-        goto done;
+        return out->status;
     }
-    if (engine_start_sandbox(&e, ctx) != 0)
-        goto done;
+
+    size_t bytes = docs ? ingest_total_bytes(docs) : ctx && !st ? context_len(ctx) : 0;
+    engine_event(&e, "question",
+                 json_pack("{s:s,s:s?,s:I,s:I,s:i}", "question", question, "context",
+                           ctx && !docs && !st ? context_name(ctx) : NULL, "context_bytes",
+                           (json_int_t)bytes, "documents",
+                           (json_int_t)(docs ? ingest_count(docs) : ctx != NULL && !st), "depth", level));
+    if (st) {
+        number = st->questions + 1;
+        if (st->store && session_begin_question(st->store, question, &number) != 0)
+            engine_store_failed(&e, "the question");
+        out->question = number;
+        engine_event(&e, "mode", json_pack("{s:s,s:s,s:i,s:I}", "mode", "rlm", "requested",
+                                          "conversation", "question_number", number, "inputs",
+                                          (json_int_t)st->n_inputs));
+        if (engine_state_messages(&e, question, number) != 0) {
+            engine_fail(&e, RLM_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        if (engine_state_sandbox(&e) != 0)
+            goto done;
+    } else {
+        size_t tokens = engine_input_tokens(p, ctx);
+        size_t threshold = p->direct_threshold;   /* 0: auto never answers directly */
+        int direct = p->mode == ENGINE_MODE_DIRECT || (p->mode == ENGINE_MODE_AUTO && tokens < threshold);
+        out->mode = direct ? "direct" : "rlm";
+        engine_event(&e, "mode", json_pack("{s:s,s:s,s:I,s:I}", "mode", out->mode, "requested",
+                                          p->mode == ENGINE_MODE_DIRECT ? "direct"
+                                          : p->mode == ENGINE_MODE_RLM ? "rlm" : "auto",
+                                          "estimated_tokens", (json_int_t)tokens, "threshold",
+                                          (json_int_t)threshold));
+        if (direct && p->mode == ENGINE_MODE_DIRECT && tokens > ENGINE_DIRECT_MAX_TOKENS &&
+            tokens > threshold) {
+            engine_fail(&e, RLM_ERR_USAGE, "--mode direct: the input is about %zu tokens, more than "
+                        "any model's window (%zu); use --mode rlm or auto", tokens,
+                        (size_t)ENGINE_DIRECT_MAX_TOKENS);
+            goto done;
+        }
+        if (direct) {
+            engine_direct(&e, ctx, question);
+            goto done;
+        }
+        if (engine_first_messages(&e, docs, docs ? NULL : ctx, question) != 0) {
+            engine_fail(&e, RLM_ERR_NOMEM, "out of memory");
+            goto done;
+        }
+        if (engine_start_sandbox(&e, docs, docs ? NULL : ctx) != 0)
+            goto done;
+    }
 
     int empty_replies = 0;
     int rc = 0;
@@ -747,7 +1441,13 @@ rlm_status engine_run(const engine_params *p, calls *c, trace *t, const context 
         if (rc != 0)
             break;
     }
-    if (rc == 2) {
+    if (rc == 2 && level > 1 && out->iterations == 0) {
+        /* A child refused before its first turn has nothing to answer from. */
+        out->status = RLM_NO_ANSWER;
+        free(out->error);
+        out->error = child_error("budget exhausted before the child's first turn: %s",
+                                 calls_budget_message(c));
+    } else if (rc == 2) {
         /* A budget ran out: one last request, saying which. */
         char why[512];
         snprintf(why, sizeof why, "budget exhausted: %s", calls_budget_message(c));
@@ -756,7 +1456,7 @@ rlm_status engine_run(const engine_params *p, calls *c, trace *t, const context 
         engine_last_request(&e, prompt_last_turn_budget(calls_budget_message(c)), &empty_replies, why);
     } else if (rc == 0) {
         /* The turns ran out: one last request for the best answer so far. */
-        trace_event(t, "turns_exhausted", json_pack("{s:i}", "max_iterations", p->max_iterations));
+        engine_event(&e, "turns_exhausted", json_pack("{s:i}", "max_iterations", p->max_iterations));
         e.turn = p->max_iterations + 1;
         engine_last_request(&e, prompt_last_turn(), &empty_replies, "no final answer within the turn limit");
     }
@@ -765,20 +1465,41 @@ done:
     out->elapsed = clock_now() - e.start;
     out->stopped_by = budget_kind_name(calls_exhausted(c));
     out->cost_usd = calls_cost(c);
-    trace_event(t, "run_end",
-                json_pack("{s:s,s:s,s:s?,s:s?,s:i,s:I,s:I,s:I,s:f,s:s?,s:o}", "mode", out->mode,
-                          "status",
-                          rlm_status_name(out->status), "answer", out->answer, "error", out->error,
-                          "iterations", out->iterations, "blocks", (json_int_t)out->blocks,
-                          "sub_calls", (json_int_t)out->sub_calls, "sub_call_errors",
-                          (json_int_t)out->sub_call_errors, "elapsed", out->elapsed, "stopped_by",
-                          out->stopped_by, "cost_usd", json_cost(out->cost_usd)));
+    if (st) {
+        if (out->status == RLM_ERR_SANDBOX && st->sb) {
+            /* A broken sandbox is replaced at the next question, which
+             * rebuilds the variables from the store when there is one. */
+            sandbox_free(st->sb);
+            st->sb = NULL;
+            st->inputs_loaded = 0;
+            st->replay_pending = st->store != NULL;
+        }
+        e.sb = NULL;
+        if (number > 0)
+            engine_state_answered(&e, number, out->status == RLM_OK ? out->answer : NULL);
+    }
+    engine_event(&e, "run_end",
+                 json_pack("{s:s,s:s,s:s?,s:s?,s:i,s:I,s:I,s:I,s:f,s:s?,s:o,s:I,s:I,s:i}", "mode",
+                           out->mode, "status", rlm_status_name(out->status), "answer", out->answer,
+                           "error", out->error, "iterations", out->iterations, "blocks",
+                           (json_int_t)out->blocks, "sub_calls", (json_int_t)out->sub_calls,
+                           "sub_call_errors", (json_int_t)out->sub_call_errors, "elapsed",
+                           out->elapsed, "stopped_by", out->stopped_by, "cost_usd",
+                           json_cost(out->cost_usd), "children", (json_int_t)out->children,
+                           "sandboxes", (json_int_t)out->sandboxes, "depth_reached",
+                           out->depth_reached));
     sandbox_free(e.sb);
-    for (size_t i = 0; i < e.n_messages; i++)
-        free(e.messages[i].content);
-    free(e.messages);
+    history_free(&e.own);
     free(e.fatal);
+    free(e.node);
     return out->status;
+}
+
+rlm_status engine_run(const engine_params *p, calls *c, trace *t, const context *ctx,
+                      const char *question, engine_progress_fn progress, void *userdata,
+                      engine_outcome *out)
+{
+    return engine_run_node(p, c, t, ctx, question, 1, TRACE_ROOT_NODE, NULL, progress, userdata, out);
 }
 
 void engine_outcome_clear(engine_outcome *out)
@@ -787,4 +1508,101 @@ void engine_outcome_clear(engine_outcome *out)
     free(out->error);
     free(out->sandbox_layers);
     memset(out, 0, sizeof *out);
+}
+
+/* ---- conversation state --------------------------------------------------- */
+
+engine_state *engine_state_new(session *store)
+{
+    engine_state *st = calloc(1, sizeof *st);
+    if (st)
+        st->store = store;
+    return st;
+}
+
+int engine_state_add_input(engine_state *st, ingest_set *docs, const context *ctx)
+{
+    if (st->n_inputs == st->cap_inputs) {
+        size_t cap = st->cap_inputs ? st->cap_inputs * 2 : 4;
+        engine_input *in = realloc(st->inputs, cap * sizeof *in);
+        if (!in)
+            return -1;
+        st->inputs = in;
+        st->cap_inputs = cap;
+    }
+    st->inputs[st->n_inputs] = (engine_input){.docs = docs, .ctx = ctx};
+    return (int)++st->n_inputs;
+}
+
+int engine_state_questions(const engine_state *st)
+{
+    return st->questions;
+}
+
+static const char *role_name(const char *role)
+{
+    if (strcmp(role, "system") == 0)
+        return "system";
+    if (strcmp(role, "assistant") == 0)
+        return "assistant";
+    return "user";
+}
+
+static int resume_message(void *userdata, long seq, const char *role, const char *content)
+{
+    (void)seq;
+    engine_state *st = userdata;
+    char *copy = strdup(content);
+    return history_push(&st->h, role_name(role), copy) != 0;
+}
+
+static int resume_answer(void *userdata, int number, const char *question, const char *answer)
+{
+    (void)question;
+    engine_state *st = userdata;
+    if (number < 1)
+        return 0;
+    if (number > st->questions) {
+        char **a = realloc(st->answers, (size_t)number * sizeof *a);
+        if (!a)
+            return 1;
+        for (int k = st->questions; k < number; k++)
+            a[k] = NULL;
+        st->answers = a;
+        st->questions = number;
+    }
+    free(st->answers[number - 1]);
+    st->answers[number - 1] = answer ? strdup(answer) : NULL;
+    return 0;
+}
+
+int engine_state_resume(engine_state *st, char *err, size_t errlen)
+{
+    if (!st->store) {
+        snprintf(err, errlen, "no session store to resume from");
+        return -1;
+    }
+    history_free(&st->h);
+    if (session_each_message(st->store, resume_message, st) != 0 ||
+        session_each_answer(st->store, resume_answer, st) != 0) {
+        snprintf(err, errlen, "cannot read the session: %s", session_errmsg(st->store));
+        return -1;
+    }
+    for (size_t i = 0; i < st->n_inputs; i++)
+        st->inputs[i].announced = 1;
+    st->replay_pending = 1;
+    return 0;
+}
+
+void engine_state_free(engine_state *st)
+{
+    if (!st)
+        return;
+    sandbox_free(st->sb);
+    history_free(&st->h);
+    for (int k = 0; k < st->questions; k++)
+        free(st->answers[k]);
+    free(st->answers);
+    free(st->inputs);
+    free(st);
 }

@@ -15,6 +15,7 @@
 #include "calls.h"
 #include "ingest.h"
 #include "rlm.h"
+#include "session.h"
 #include "trace.h"
 
 /* auto: one plain call for inputs under direct_threshold tokens, an RLM
@@ -47,6 +48,30 @@ typedef struct engine_params {
      * than this machine should allow, ...). May be NULL. */
     void (*warn)(void *userdata, const char *message);
     void *warn_data;
+
+    /* Recursion. Levels of RLMs allowed: 1 (the paper's setting) makes
+     * rlm_query a plain llm_query on prompt + context; 3 lets the root start
+     * children that start children. Each child is a whole RLM (its own
+     * sandbox and root loop, the same root model unless rlm_query names one)
+     * on its context (default: the prompt itself), run on its own thread. */
+    int max_depth;              /* 0 = 1 */
+    int max_children;           /* child RLMs of one batch running at once; 0 = 8 */
+    double child_share;         /* share of the remaining budget each child may spend
+                                   (calls_child); 0 = 0.5 */
+    /* Compaction: when the root history's estimated tokens reach
+     * compact_at x context_window, the older turns are summarised by the root
+     * model into one note (variables stay in the sandbox). */
+    size_t context_window;      /* tokens of the root model's window; 0 = 128000 */
+    double compact_at;          /* fraction of the window; 0 = 0.85; >= 1: never */
+    /* Set non-zero (from a signal handler, another thread) to cancel the
+     * question: the cell in progress and the model requests in flight end,
+     * the outcome is RLM_NO_ANSWER with error "cancelled". May be NULL. */
+    const volatile int *cancel;
+    /* A conversation (engine_state_new): NULL answers one question and frees
+     * everything; set, the history, the sandbox and its inputs carry over
+     * to the next engine_run, and the inputs come from the state (ctx and
+     * docs are then ignored). */
+    struct engine_state *state;
 } engine_params;
 
 typedef struct engine_outcome {
@@ -62,6 +87,10 @@ typedef struct engine_outcome {
     double cost_usd;            /* spent by the run; < 0 when any call's cost was unknown */
     double elapsed;             /* seconds */
     const char *mode;           /* "rlm" or "direct" (static) */
+    size_t children;            /* child RLMs started, at every depth */
+    size_t sandboxes;           /* sandboxes started, this one and every descendant's */
+    int depth_reached;          /* deepest level of RLM that ran (1 = no children) */
+    int question;               /* in a conversation, this question's number (1-based); else 0 */
 } engine_outcome;
 
 typedef void (*engine_progress_fn)(void *userdata, const char *line);
@@ -80,5 +109,44 @@ rlm_status engine_run(const engine_params *p, calls *c, trace *t, const context 
                       engine_outcome *out);
 
 void engine_outcome_clear(engine_outcome *out);
+
+/* ---- conversations -------------------------------------------------------
+ *
+ * A conversation keeps, between questions, the root history and one sandbox
+ * whose namespace persists. Inputs: the first is `context` (also
+ * `context_1`), each later one `context_2`, `context_3`, ... (described to
+ * the root with the question it arrives with); after question k the answer
+ * is the variable `answer_k`. A conversation always runs as an RLM (mode is
+ * ignored).
+ *
+ * With a store (session.h), every message, cell (with the sub-call replies
+ * it received) and answer is written as it happens; engine_state_resume in a
+ * later process rebuilds the history, and the next question rebuilds the
+ * namespace: the inputs are loaded, the recorded cells re-run in order with
+ * every sub-call answered from its recorded reply (no model calls), and the
+ * answers set again. Variables that depended on the clock or on unseeded
+ * randomness may differ; the trace records the replay. */
+typedef struct engine_state engine_state;
+
+/* store may be NULL (the conversation lives in memory only); borrowed. NULL
+ * when out of memory. */
+engine_state *engine_state_new(session *store);
+
+/* Adds an input for the next question; docs or ctx (exactly one) is
+ * borrowed and must outlive the state. Returns its number (1, 2, ...) or -1
+ * when out of memory. */
+int engine_state_add_input(engine_state *st, ingest_set *docs, const context *ctx);
+
+/* Number of questions asked so far (including those of earlier processes
+ * after engine_state_resume). */
+int engine_state_questions(const engine_state *st);
+
+/* Reads the store's visible history and answers into st (the sandbox is
+ * rebuilt at the next question). Call after adding the same inputs, in the
+ * same order, as the process that recorded the session. 0, or -1 with err. */
+int engine_state_resume(engine_state *st, char *err, size_t errlen);
+
+/* Kills the conversation's sandbox and frees the state. NULL is a no-op. */
+void engine_state_free(engine_state *st);
 
 #endif

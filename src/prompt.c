@@ -58,10 +58,11 @@ static const char system_text_rest[] =
     "concurrently; the answers come back in the order of the prompts. A prompt that fails "
     "gives an error string in its slot instead of failing the batch, so check the answers "
     "before you aggregate them. Far faster than calling llm_query in a loop.\n"
-    "- `rlm_query(prompt, context=None) -> str` and `rlm_query_batched(prompts)`: give a "
-    "sub-task to a child RLM that has its own REPL (context= sets its input). Use it for "
-    "pieces too large or intricate for one call. At the recursion limit it becomes a plain "
-    "llm_query.\n"
+    "- `rlm_query(prompt, context=None) -> str` and `rlm_query_batched(prompts, "
+    "contexts=None) -> list[str]`: give a sub-task to a child RLM that has its own REPL and "
+    "sub-models (context= sets its input; without it, the prompt is its input). Children of "
+    "one batch run concurrently. Use it for pieces too large or intricate for one call. At "
+    "the recursion limit it becomes a plain llm_query on prompt + context.\n"
     "- `SHOW_VARS()`: lists the variables you have made.\n"
     "- Fast helpers in C over the raw input (far faster than Python loops):\n"
     "  - `grep(pattern, flags=\"\", max_hits=1000, doc=None)` -> [{doc, line, offset, text}]: "
@@ -482,4 +483,69 @@ char *prompt_last_turn_budget(const char *why)
                  "FINAL(your answer) at the start of a line of its own, or FINAL_VAR(name) for a "
                  "variable that holds it.\n");
     return buf_take(&b);
+}
+
+char *prompt_next_question(const char *description, const char *input_name, const char *question,
+                           int number, int max_iterations)
+{
+    if (!question)
+        question = "";
+    size_t max;
+    if (size_add(&max, description ? strlen(description) : 0, strlen(question)) != 0 ||
+        size_add(&max, max, FRAME_MAX_BYTES) != 0)
+        return NULL;
+    buf out;
+    buf_init(&out, max);
+    int rc = buf_printf(&out, "A new question (number %d of this conversation). The REPL is the "
+                              "same: every variable you made is still there", number);
+    if (rc == 0 && number > 1)
+        rc = buf_printf(&out, ", and the answers so far are in answer_1 .. answer_%d", number - 1);
+    if (rc == 0)
+        rc = buf_puts(&out, ".\n");
+    if (rc == 0 && description && input_name)
+        rc = buf_printf(&out, "\nA new input came with this question. It is the variable `%s` "
+                              "(`context` is still the first input). Its description:\n\n%s\n",
+                        input_name, description);
+    if (rc == 0)
+        rc = buf_printf(&out, "\nThe question (answer it exactly as asked):\n\n%s\n\nTurn 1 of %d.\n",
+                        question, max_iterations);
+    if (rc != 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    return buf_take(&out);
+}
+
+char *prompt_compact_request(void)
+{
+    return strdup("Your conversation history is about to be cut to make room. Before it is, "
+                  "write a compact note that lets you carry on without it: what the question "
+                  "is, what you have established so far (facts, counts, partial results), the "
+                  "names of the variables in the REPL that hold your work and what each "
+                  "contains, what you tried that failed, and what remains to do. Variables "
+                  "stay in the REPL. Reply with the note only: no code, no final answer.");
+}
+
+char *prompt_compacted(const char *summary, const char *question, int next_turn, int max_iterations)
+{
+    if (!summary)
+        summary = "";
+    if (!question)
+        question = "";
+    size_t max;
+    if (size_add(&max, strlen(summary), strlen(question)) != 0 ||
+        size_add(&max, max, FRAME_MAX_BYTES) != 0)
+        return NULL;
+    buf out;
+    buf_init(&out, max);
+    if (buf_puts(&out, "Earlier turns were removed from this conversation to save room. Your "
+                       "note on them:\n\n") != 0 ||
+        append_clean(&out, summary, strlen(summary)) != 0 ||
+        buf_printf(&out, "\n\nThe REPL and its variables are unchanged. The question (answer "
+                         "it exactly as asked):\n\n%s\n\n", question) != 0 ||
+        append_turn(&out, next_turn, max_iterations) != 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    return buf_take(&out);
 }

@@ -60,4 +60,19 @@ char *prompt_last_turn(void);
  * no more code or sub-calls will run, and asks for FINAL(...) now. */
 char *prompt_last_turn_budget(const char *why);
 
+/* A later question of a conversation: says the namespace, earlier results
+ * and answer_1 .. answer_{number-1} are still there, describes a new input
+ * (description of the variable input_name; both NULL when the question
+ * brings none), then the question and "Turn 1 of N". */
+char *prompt_next_question(const char *description, const char *input_name, const char *question,
+                           int number, int max_iterations);
+
+/* The request that asks the root to summarise the work so far before older
+ * turns are dropped from its history (compaction). */
+char *prompt_compact_request(void);
+
+/* The user message that replaces the compacted turns: the summary the root
+ * wrote, the question again, and the label of the next turn. */
+char *prompt_compacted(const char *summary, const char *question, int next_turn, int max_iterations);
+
 #endif

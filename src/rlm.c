@@ -1,6 +1,7 @@
 /* rlm — the public API (include/rlm.h): configuration by key and value, run
  * handles that own the dispatchers, the call path (prices, budgets, cache,
- * record/replay), a trace and a context, and rlm_ask. */
+ * record/replay), a trace and a context, rlm_ask, and conversations (in
+ * memory, or saved as a session on disk and continued by a later process). */
 #include "rlm.h"
 
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include "lm.h"
 #include "pricing.h"
 #include "sandbox.h"
+#include "session.h"
 #include "trace.h"
 #include "util.h"
 
@@ -26,6 +28,10 @@
 #define MAX_BASE_URLS 16
 /* Bytes of warnings a handle keeps. */
 #define MAX_WARNINGS_BYTES (64 * 1024)
+/* Largest text input a session saves (a later process cannot read it again). */
+#define MAX_SAVED_TEXT_BYTES ((size_t)1 << 20)
+/* Inputs one conversation may be given. */
+#define MAX_INPUTS 4096
 
 const char *rlm_version(void)
 {
@@ -57,6 +63,9 @@ void rlm_string_free(char *s)
 typedef enum option_kind {
     OPT_TEXT, OPT_URL, OPT_URLS, OPT_INT, OPT_SECONDS, OPT_SIZE, OPT_BOOL, OPT_NUMBER, OPT_DOLLARS,
     OPT_PROVIDER, OPT_MODE_NAME,
+    OPT_SHARE,          /* a number in (0, 1] */
+    OPT_FRACTION,       /* a number > 0 */
+    OPT_SESSION_NAME,   /* 1-100 of [A-Za-z0-9._-], not starting with '.' */
 } option_kind;
 
 typedef struct option_spec {
@@ -73,7 +82,8 @@ enum {
     OPT_MAX_SUBCALLS, OPT_CACHE, OPT_CACHE_DIR, OPT_PRICES, OPT_RECORD, OPT_REPLAY, OPT_SUB_BASE_URL,
     OPT_PROVIDER_KEY, OPT_RPM, OPT_TPM, OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE,
     OPT_STREAM, OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_MODE,
-    OPT_DIRECT_THRESHOLD,
+    OPT_DIRECT_THRESHOLD, OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW,
+    OPT_COMPACT_AT, OPT_SESSION, OPT_SESSION_DB,
     OPT_COUNT
 };
 
@@ -117,6 +127,13 @@ static const option_spec option_specs[OPT_COUNT] = {
      * loop themselves: auto would answer their small inputs directly. */
     [OPT_MODE] = {"mode", OPT_MODE_NAME, "auto", 0, 0},
     [OPT_DIRECT_THRESHOLD] = {"direct_threshold", OPT_INT, "32000", 0, 1000000000L},
+    [OPT_MAX_DEPTH] = {"max_depth", OPT_INT, "1", 1, 16},
+    [OPT_MAX_CHILDREN] = {"max_children", OPT_INT, "8", 1, 256},
+    [OPT_CHILD_SHARE] = {"child_share", OPT_SHARE, "0.5", 0, 0},
+    [OPT_CONTEXT_WINDOW] = {"context_window", OPT_INT, "128000", 1000, 100000000L},
+    [OPT_COMPACT_AT] = {"compact_at", OPT_FRACTION, "0.85", 0, 0},
+    [OPT_SESSION] = {"session", OPT_SESSION_NAME, NULL, 0, 0},
+    [OPT_SESSION_DB] = {"session_db", OPT_TEXT, NULL, 0, 0},
 };
 
 struct rlm_config {
@@ -167,6 +184,22 @@ static int urls_check(const char *key, const char *value, char *why, size_t whyl
         return -1;
     }
     return 0;
+}
+
+/* session.h's rule for names, checked here so a bad one is a usage error of
+ * rlm_config_set rather than a surprise at rlm_new. */
+static int session_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 100 || name[0] == '.')
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
 }
 
 /* Checks value against the option's kind. 0 if valid, else -1 with why. */
@@ -228,6 +261,24 @@ static int option_check(const option_spec *spec, const char *value, char *why, s
             return 0;
         snprintf(why, whylen, "%s must be 0 or 1 (got '%s')", spec->key, value);
         return -1;
+    case OPT_SHARE:
+        if (parse_double(value, &d) == 0 && d > 0 && d <= 1)
+            return 0;
+        snprintf(why, whylen, "%s must be a number above 0 and at most 1, like 0.5 (got '%s')",
+                 spec->key, value);
+        return -1;
+    case OPT_FRACTION:
+        if (parse_double(value, &d) == 0 && d > 0 && d <= 1e6)
+            return 0;
+        snprintf(why, whylen, "%s must be a number above 0, like 0.85; 1 or more never compacts "
+                 "(got '%s')", spec->key, value);
+        return -1;
+    case OPT_SESSION_NAME:
+        if (session_name_valid(value))
+            return 0;
+        snprintf(why, whylen, "bad %s name '%s': use 1-100 characters of letters, digits, '.', "
+                 "'_' and '-', not starting with '.'", spec->key, value);
+        return -1;
     }
     return -1;
 }
@@ -278,6 +329,13 @@ const char *rlm_config_errmsg(const rlm_config *cfg)
 
 /* ---- run handles ------------------------------------------------------------ */
 
+/* One input of a conversation: exactly one of the two is set. The engine
+ * state borrows it, so it lives until rlm_free. */
+typedef struct rlm_input {
+    ingest_set *docs;
+    context *ctx;
+} rlm_input;
+
 struct rlm {
     rlm_config *cfg;           /* our copy */
     lm *lm;
@@ -298,6 +356,19 @@ struct rlm {
     rlm_progress_fn progress;
     void *progress_data;
     char *report;
+    /* rlm_cancel sets it (from a signal handler too), rlm_ask clears it;
+     * params.cancel points here. */
+    volatile int cancelled;
+    /* Conversations (rlm_begin_conversation, the session option). */
+    engine_state *state;       /* NULL: every rlm_ask is a question of its own */
+    session *store;            /* the session on disk, or NULL */
+    rlm_input *inputs;         /* every input given to the conversation, in order */
+    size_t n_inputs;
+    /* The inputs as the session's config records them (docs/sessions.md);
+     * kept in memory-only conversations too, to tell a repeated input. */
+    json_t *recorded;
+    int resumed;               /* the session's earlier questions were read back */
+    int broken;                /* resuming failed: the conversation cannot go on */
     char errmsg[2048];
 };
 
@@ -496,6 +567,30 @@ static void rlm_open_cache(rlm *r)
     }
 }
 
+/* With the session option: opens the session (creating the database and its
+ * directory when needed) and makes the handle a conversation saved there. */
+static rlm_status rlm_open_session(rlm *r)
+{
+    const char *name = rlm_config_get(r->cfg, "session");
+    if (!name[0])
+        return RLM_OK;
+    const char *db = rlm_config_get(r->cfg, "session_db");
+    char *def = db[0] ? NULL : user_path("XDG_DATA_HOME", ".local/share", "sessions.db");
+    if (!db[0] && !def)
+        return rlm_error(r, RLM_ERR_USAGE, "session '%s': neither XDG_DATA_HOME nor HOME is set, "
+                         "so there is no default session database (set session_db)", name);
+    char err[1024];
+    int rc = session_open(db[0] ? db : def, name, &r->store, err, sizeof err);
+    free(def);
+    if (rc != 0)
+        return rlm_error(r, RLM_ERR_INPUT, "session '%s': %s", name, err);
+    r->state = engine_state_new(r->store);
+    r->recorded = json_array();
+    if (!r->state || !r->recorded)
+        return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+    return RLM_OK;
+}
+
 static double config_limit(const rlm_config *cfg, const char *key)
 {
     return rlm_config_get(cfg, key)[0] ? config_double(cfg, key) : -1;
@@ -529,6 +624,12 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
     p->mode = strcmp(mode, "rlm") == 0 ? ENGINE_MODE_RLM
               : strcmp(mode, "direct") == 0 ? ENGINE_MODE_DIRECT : ENGINE_MODE_AUTO;
     p->direct_threshold = (size_t)config_long(r->cfg, "direct_threshold");
+    p->max_depth = (int)config_long(r->cfg, "max_depth");
+    p->max_children = (int)config_long(r->cfg, "max_children");
+    p->child_share = config_double(r->cfg, "child_share");
+    p->context_window = (size_t)config_long(r->cfg, "context_window");
+    p->compact_at = config_double(r->cfg, "compact_at");
+    p->cancel = &r->cancelled;
     const char *cache_dir = rlm_config_get(r->cfg, "cache_dir");
     r->search_cache_dir = cache_dir[0] ? strdup(cache_dir) : user_path("XDG_CACHE_HOME", ".cache", "");
     p->search_cache_dir = r->search_cache_dir;
@@ -545,6 +646,8 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
     }
     rlm_status st = rlm_load_prices(r);
     if (st != RLM_OK)
+        return st;
+    if ((st = rlm_open_session(r)) != RLM_OK)
         return st;
 
     lm_options lo = {
@@ -612,6 +715,15 @@ void rlm_free(rlm *r)
 {
     if (!r)
         return;
+    /* The state borrows the store and the inputs: it goes first. */
+    engine_state_free(r->state);
+    session_free(r->store);
+    for (size_t i = 0; i < r->n_inputs; i++) {
+        ingest_free(r->inputs[i].docs);
+        context_free(r->inputs[i].ctx);
+    }
+    free(r->inputs);
+    json_decref(r->recorded);
     calls_free(r->calls);
     lm_free(r->lm);
     lm_free(r->sub_lm);
@@ -691,13 +803,13 @@ static size_t split_globs(char *list, const char **out, size_t max)
 
 /* "/relative/path" (gitignore syntax, anchored) of file `path` when it lies
  * inside one of the directory arguments, else NULL. */
-static char *own_file_glob(const rlm *r, const char *path)
+static char *own_file_glob(const char *const *args, size_t n_args, const char *path)
 {
     char file[PATH_MAX], dir[PATH_MAX];
     if (!path || !path[0] || !realpath(path, file))
         return NULL;
-    for (size_t i = 0; i < r->n_ctx_args; i++) {
-        if (!realpath(r->ctx_args[i], dir))
+    for (size_t i = 0; i < n_args; i++) {
+        if (!realpath(args[i], dir))
             continue;
         size_t n = strlen(dir);
         if (strncmp(file, dir, n) == 0 && file[n] == '/') {
@@ -710,13 +822,17 @@ static char *own_file_glob(const rlm *r, const char *path)
     return NULL;
 }
 
-/* Builds the document set from the --context arguments; what was skipped or
- * repaired becomes warnings (stderr and the trace). */
-static rlm_status rlm_load_docs(rlm *r)
+/* Builds a document set from n_args --context arguments, with include and
+ * exclude (newline-separated globs, "" for none) and jsonl_field ("" for
+ * none); what was skipped or repaired becomes warnings (stderr and the
+ * trace). */
+static rlm_status rlm_ingest(rlm *r, const char *const *args, size_t n_args, const char *include,
+                             const char *exclude, const char *field, ingest_set **out)
 {
     enum { MAX_GLOBS = 256 };
-    char *inc = strdup(rlm_config_get(r->cfg, "include"));
-    char *exc = strdup(rlm_config_get(r->cfg, "exclude"));
+    *out = NULL;
+    char *inc = strdup(include);
+    char *exc = strdup(exclude);
     const char *inc_v[MAX_GLOBS], *exc_v[MAX_GLOBS];
     rlm_status st = RLM_OK;
     if (!inc || !exc) {
@@ -729,14 +845,13 @@ static rlm_status rlm_load_docs(rlm *r)
     opt.include = opt.n_include ? inc_v : NULL;
     opt.n_exclude = split_globs(exc, exc_v, MAX_GLOBS);
     opt.exclude = opt.n_exclude ? exc_v : NULL;
-    const char *field = rlm_config_get(r->cfg, "jsonl_field");
     opt.jsonl_field = field[0] ? field : NULL;
     /* .jsonl files are JSONL with their text in "text", unless said otherwise;
      * the set has one reading, so this needs every argument to be one. */
     int all_jsonl = 1;
-    for (size_t i = 0; i < r->n_ctx_args; i++) {
-        size_t len = strlen(r->ctx_args[i]);
-        all_jsonl &= len > 6 && strcmp(r->ctx_args[i] + len - 6, ".jsonl") == 0;
+    for (size_t i = 0; i < n_args; i++) {
+        size_t len = strlen(args[i]);
+        all_jsonl &= len > 6 && strcmp(args[i] + len - 6, ".jsonl") == 0;
     }
     if (!opt.jsonl_field && all_jsonl)
         opt.jsonl_field = "text";
@@ -746,47 +861,57 @@ static rlm_status rlm_load_docs(rlm *r)
     char *own[2] = {NULL, NULL};
     const char *own_keys[2] = {"trace", "record"};
     for (int k = 0; k < 2 && opt.n_exclude < MAX_GLOBS; k++) {
-        own[k] = own_file_glob(r, rlm_config_get(r->cfg, own_keys[k]));
+        own[k] = own_file_glob(args, n_args, rlm_config_get(r->cfg, own_keys[k]));
         if (own[k])
             exc_v[opt.n_exclude++] = own[k];
     }
     opt.exclude = opt.n_exclude ? exc_v : NULL;
-    int rc = ingest_open((const char *const *)r->ctx_args, r->n_ctx_args, &opt, &r->docs, err,
-                         sizeof err);
+    ingest_set *docs = NULL;
+    int rc = ingest_open(args, n_args, &opt, &docs, err, sizeof err);
     free(own[0]);
     free(own[1]);
     if (rc != 0) {
         st = rlm_error(r, RLM_ERR_INPUT, "%s", err);
         goto done;
     }
-    if (ingest_total_bytes(r->docs) == 0) {
-        ingest_free(r->docs);
-        r->docs = NULL;
+    if (ingest_total_bytes(docs) == 0) {
+        ingest_free(docs);
         st = rlm_error(r, RLM_ERR_INPUT, "the input is empty: no text in %s%s",
-                       r->ctx_args[0], r->n_ctx_args > 1 ? " and the other --context inputs" : "");
+                       args[0], n_args > 1 ? " and the other --context inputs" : "");
         goto done;
     }
-    r->params.docs = r->docs;
-    size_t shown = ingest_problem_count(r->docs);
+    size_t shown = ingest_problem_count(docs);
     for (size_t i = 0; i < shown; i++) {
         char msg[4200];
-        snprintf(msg, sizeof msg, "input: %s", ingest_problem(r->docs, i));
+        snprintf(msg, sizeof msg, "input: %s", ingest_problem(docs, i));
         rlm_warn(r, msg);
     }
-    if (ingest_problem_total(r->docs) > shown) {
+    if (ingest_problem_total(docs) > shown) {
         char msg[128];
         snprintf(msg, sizeof msg, "input: ... and %zu more problems",
-                 ingest_problem_total(r->docs) - shown);
+                 ingest_problem_total(docs) - shown);
         rlm_warn(r, msg);
     }
     trace_event(r->trace, "input",
-                json_pack("{s:I,s:I,s:I,s:I}", "documents", (json_int_t)ingest_count(r->docs),
-                          "bytes", (json_int_t)ingest_total_bytes(r->docs), "invalid_utf8",
-                          (json_int_t)ingest_invalid_utf8(r->docs), "problems",
-                          (json_int_t)ingest_problem_total(r->docs)));
+                json_pack("{s:I,s:I,s:I,s:I}", "documents", (json_int_t)ingest_count(docs),
+                          "bytes", (json_int_t)ingest_total_bytes(docs), "invalid_utf8",
+                          (json_int_t)ingest_invalid_utf8(docs), "problems",
+                          (json_int_t)ingest_problem_total(docs)));
+    *out = docs;
 done:
     free(inc);
     free(exc);
+    return st;
+}
+
+/* Builds the document set from the rlm_add_context arguments and the
+ * include / exclude / jsonl_field options. */
+static rlm_status rlm_load_docs(rlm *r)
+{
+    rlm_status st = rlm_ingest(r, (const char *const *)r->ctx_args, r->n_ctx_args,
+                               rlm_config_get(r->cfg, "include"), rlm_config_get(r->cfg, "exclude"),
+                               rlm_config_get(r->cfg, "jsonl_field"), &r->docs);
+    r->params.docs = r->docs;
     return st;
 }
 
@@ -822,6 +947,390 @@ void rlm_set_progress(rlm *r, rlm_progress_fn fn, void *userdata)
 {
     r->progress = fn;
     r->progress_data = userdata;
+}
+
+void rlm_cancel(rlm *r)
+{
+    if (r)
+        r->cancelled = 1;
+}
+
+/* ---- conversations -----------------------------------------------------------
+ *
+ * The handle owns what the engine state borrows: every input (kept until
+ * rlm_free) and the session store. A session's config records the inputs in
+ * the order they came (docs/sessions.md):
+ *     {"inputs": [{"args": [...], "cwd": DIR, "include": .., "exclude": ..,
+ *                  "jsonl_field": ..} | {"file": PATH} | {"text": TEXT}, ...],
+ *      "model": .., "sub_model": ..}
+ * so a later process can read each input again, in order, before the engine
+ * replays the recorded cells. Arguments are kept as given, with the directory
+ * they were given in: read again from the same directory, documents keep the
+ * same names in `context`. */
+
+rlm_status rlm_begin_conversation(rlm *r)
+{
+    if (!r->lm || !r->calls)
+        return rlm_error(r, RLM_ERR_USAGE, "this handle failed to open");
+    if (r->state)
+        return RLM_OK;
+    if (!r->recorded && !(r->recorded = json_array()))
+        return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+    if (!(r->state = engine_state_new(NULL)))
+        return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+    return RLM_OK;
+}
+
+static const char *session_name(const rlm *r)
+{
+    return rlm_config_get(r->cfg, "session");
+}
+
+/* arg as an absolute path, taken from cwd when relative, without "..",
+ * "." or symbolic links when it exists ("-" and globs otherwise unchanged). */
+static json_t *absolute_arg(const char *cwd, const char *arg)
+{
+    if (strcmp(arg, "-") == 0)
+        return json_string(arg);
+    json_t *joined = arg[0] == '/' || !cwd || !cwd[0] ? json_string(arg)
+                                                      : json_sprintf("%s/%s", cwd, arg);
+    char real[PATH_MAX];
+    if (joined && realpath(json_string_value(joined), real)) {
+        json_decref(joined);
+        return json_string(real);
+    }
+    return joined;
+}
+
+/* The record's arguments as absolute paths (a new array), NULL when it has
+ * none. Two records name the same input when these are equal. */
+static json_t *record_absolute_args(const json_t *rec)
+{
+    const json_t *args = json_object_get(rec, "args");
+    const char *cwd = json_string_value(json_object_get(rec, "cwd"));
+    if (!json_is_array(args))
+        return NULL;
+    json_t *out = json_array();
+    size_t i;
+    const json_t *a;
+    json_array_foreach(args, i, a) {
+        if (!json_is_string(a) || json_array_append_new(out, absolute_arg(cwd, json_string_value(a))) != 0) {
+            json_decref(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+/* 1 when rec names an input the conversation already has: the same
+ * arguments (stdin aside, which reads new text each time) or the same file. */
+static int input_already_given(const rlm *r, const json_t *rec)
+{
+    json_t *mine = record_absolute_args(rec);
+    const char *file = json_string_value(json_object_get(rec, "file"));
+    int found = 0;
+    if (mine) {
+        size_t i;
+        const json_t *a;
+        json_array_foreach(mine, i, a)
+            if (strcmp(json_string_value(a), "-") == 0) {
+                json_decref(mine);
+                return 0;
+            }
+    }
+    size_t i;
+    const json_t *old;
+    json_array_foreach(r->recorded, i, old) {
+        if (mine) {
+            json_t *theirs = record_absolute_args(old);
+            found = theirs && json_equal(mine, theirs);
+            json_decref(theirs);
+        } else if (file) {
+            const char *old_file = json_string_value(json_object_get(old, "file"));
+            found = old_file && strcmp(old_file, file) == 0;
+        }
+        if (found)
+            break;
+    }
+    json_decref(mine);
+    return found;
+}
+
+static json_t *text_or_null(const char *s)
+{
+    return s && s[0] ? json_string(s) : json_null();
+}
+
+/* The record of the pending rlm_add_context arguments. */
+static json_t *args_record(rlm *r)
+{
+    char cwd[PATH_MAX];
+    json_t *args = json_array();
+    for (size_t i = 0; args && i < r->n_ctx_args; i++)
+        if (json_array_append_new(args, json_string(r->ctx_args[i])) != 0) {
+            json_decref(args);
+            args = NULL;
+        }
+    if (!args)
+        return NULL;
+    return json_pack("{s:o,s:o,s:o,s:o,s:o}", "args", args,
+                     "cwd", getcwd(cwd, sizeof cwd) ? json_string(cwd) : json_null(),
+                     "include", text_or_null(rlm_config_get(r->cfg, "include")),
+                     "exclude", text_or_null(rlm_config_get(r->cfg, "exclude")),
+                     "jsonl_field", text_or_null(rlm_config_get(r->cfg, "jsonl_field")));
+}
+
+/* *rec = {"text": ...} for text a later process cannot read again (stdin, a
+ * string given to rlm_set_context_text); RLM_ERR_USAGE when a saved session
+ * cannot keep it (1 MB or more, or not UTF-8). */
+static rlm_status text_record(rlm *r, const char *what, const char *data, size_t len, json_t **rec)
+{
+    *rec = NULL;
+    if (!r->store) {   /* in memory only: nothing will read it again */
+        *rec = json_pack("{s:n}", "text");
+    } else if (len >= MAX_SAVED_TEXT_BYTES) {
+        return rlm_error(r, RLM_ERR_USAGE, "session '%s': %s (%zu bytes) cannot be saved: a later "
+                         "process cannot read it again, and a session keeps such text only under "
+                         "1 MB; give it as a file instead", session_name(r), what, len);
+    } else {
+        json_t *text = json_stringn(data ? data : "", len);
+        if (!text)
+            return rlm_error(r, RLM_ERR_USAGE, "session '%s': %s is not valid UTF-8 and cannot "
+                             "be saved; give it as a file instead", session_name(r), what);
+        *rec = json_pack("{s:o}", "text", text);
+    }
+    return *rec ? RLM_OK : rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+}
+
+/* Stdin cannot be read again by a later process: a saved session keeps its
+ * text instead (*rec), which it can do only for stdin alone, read as one
+ * str. *rec stays NULL when the arguments do not read stdin. */
+static rlm_status stdin_record(rlm *r, const ingest_set *docs, json_t **rec)
+{
+    *rec = NULL;
+    int has_stdin = 0;
+    for (size_t i = 0; i < r->n_ctx_args; i++)
+        has_stdin |= strcmp(r->ctx_args[i], "-") == 0;
+    if (!has_stdin || !r->store)
+        return RLM_OK;
+    if (r->n_ctx_args != 1 || ingest_kind_of(docs) != INGEST_STR || ingest_count(docs) != 1)
+        return rlm_error(r, RLM_ERR_USAGE, "session '%s': stdin (-) can be an input of a saved "
+                         "session only on its own and as plain text (not JSONL)", session_name(r));
+    const ingest_doc *d = ingest_docs(docs);
+    return text_record(r, "the text read from stdin", d->data, d->len, rec);
+}
+
+/* Appends one input to the conversation (taking `in` and `rec`). */
+static rlm_status conversation_add(rlm *r, rlm_input in, json_t *rec)
+{
+    rlm_input *grown = NULL;
+    if (r->n_inputs < MAX_INPUTS)
+        grown = realloc(r->inputs, (r->n_inputs + 1) * sizeof *grown);
+    if (!grown) {
+        ingest_free(in.docs);
+        context_free(in.ctx);
+        json_decref(rec);
+        return r->n_inputs < MAX_INPUTS
+                   ? rlm_error(r, RLM_ERR_NOMEM, "out of memory")
+                   : rlm_error(r, RLM_ERR_USAGE, "a conversation takes at most %d inputs", MAX_INPUTS);
+    }
+    r->inputs = grown;
+    r->inputs[r->n_inputs++] = in;
+    if (json_array_append_new(r->recorded, rec) != 0 ||
+        engine_state_add_input(r->state, in.docs, in.ctx) < 0)
+        return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+    return RLM_OK;
+}
+
+/* Makes the context given since the last question (rlm_add_context, or
+ * rlm_set_context_file / _text) the conversation's next input, unless it is
+ * one the conversation already has. */
+static rlm_status conversation_add_pending(rlm *r)
+{
+    rlm_input in = {0};
+    json_t *rec = NULL;
+    if (r->n_ctx_args) {
+        rec = args_record(r);
+        if (!rec)
+            return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+        if (input_already_given(r, rec)) {
+            json_decref(rec);
+            rlm_clear_docs(r);
+            return RLM_OK;
+        }
+        json_t *text = NULL;
+        rlm_status st = r->docs ? RLM_OK : rlm_load_docs(r);
+        if (st == RLM_OK)
+            st = stdin_record(r, r->docs, &text);
+        if (st != RLM_OK) {
+            /* Dropped, so that the next question can bring a better one. */
+            json_decref(rec);
+            rlm_clear_docs(r);
+            return st;
+        }
+        if (text) {
+            json_decref(rec);
+            rec = text;
+        }
+        in.docs = r->docs;
+        r->docs = NULL;
+        rlm_clear_docs(r);
+    } else if (r->ctx) {
+        const char *path = context_name(r->ctx);
+        char full[PATH_MAX];
+        if (path) {
+            rec = json_pack("{s:s}", "file", realpath(path, full) ? full : path);
+            if (!rec)
+                return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+        } else {
+            rlm_status st = text_record(r, "the context text", context_data(r->ctx),
+                                        context_len(r->ctx), &rec);
+            if (st != RLM_OK)
+                return st;
+        }
+        if (input_already_given(r, rec)) {
+            json_decref(rec);
+            context_free(r->ctx);
+            r->ctx = NULL;
+            return RLM_OK;
+        }
+        in.ctx = r->ctx;
+        r->ctx = NULL;
+    } else {
+        return RLM_OK;
+    }
+    return conversation_add(r, in, rec);
+}
+
+/* Reads input number n of the session again from its record. */
+static rlm_status input_reopen(rlm *r, const json_t *rec, size_t n, rlm_input *in)
+{
+    const char *name = session_name(r);
+    const char *file = json_string_value(json_object_get(rec, "file"));
+    const json_t *text = json_object_get(rec, "text");
+    const json_t *args = json_object_get(rec, "args");
+    char err[1024];
+    if (file) {
+        if (context_open_file(file, &in->ctx, err, sizeof err) != 0)
+            return rlm_error(r, RLM_ERR_INPUT, "session '%s': input %zu (%s) cannot be read again: %s",
+                             name, n, file, err);
+        return RLM_OK;
+    }
+    if (json_is_string(text)) {
+        if (context_open_text(json_string_value(text), json_string_length(text), &in->ctx, err,
+                              sizeof err) != 0)
+            return rlm_error(r, RLM_ERR_INPUT, "session '%s': input %zu (saved text): %s", name, n, err);
+        return RLM_OK;
+    }
+    if (!json_is_array(args) || json_array_size(args) == 0)
+        return rlm_error(r, RLM_ERR_INPUT, "session '%s': input %zu cannot be read again: its "
+                         "record in the session has an unknown form", name, n);
+    /* From the directory it was given in, the names stay the same; elsewhere
+     * relative arguments are read from there. */
+    char cwd[PATH_MAX];
+    const char *then = json_string_value(json_object_get(rec, "cwd"));
+    int here = !then || (getcwd(cwd, sizeof cwd) && strcmp(cwd, then) == 0);
+    json_t *use = here ? json_incref((json_t *)args) : record_absolute_args(rec);
+    size_t count = use ? json_array_size(use) : 0;
+    const char **argv = count ? calloc(count, sizeof *argv) : NULL;
+    buf shown;
+    buf_init(&shown, 1024);
+    rlm_status st = RLM_OK;
+    if (!argv) {
+        st = rlm_error(r, RLM_ERR_INPUT, "session '%s': input %zu cannot be read again: its "
+                       "record in the session has an unknown form", name, n);
+        goto done;
+    }
+    for (size_t i = 0; i < count; i++) {
+        argv[i] = json_string_value(json_array_get(use, i));
+        buf_printf(&shown, "%s%s", i ? " " : "", argv[i] ? argv[i] : "?");
+        if (!argv[i]) {
+            st = rlm_error(r, RLM_ERR_INPUT, "session '%s': input %zu cannot be read again: its "
+                           "record in the session has an unknown form", name, n);
+            goto done;
+        }
+    }
+    const char *inc = json_string_value(json_object_get(rec, "include"));
+    const char *exc = json_string_value(json_object_get(rec, "exclude"));
+    const char *field = json_string_value(json_object_get(rec, "jsonl_field"));
+    st = rlm_ingest(r, argv, count, inc ? inc : "", exc ? exc : "", field ? field : "", &in->docs);
+    if (st != RLM_OK) {
+        char why[sizeof r->errmsg];
+        snprintf(why, sizeof why, "%s", r->errmsg);
+        rlm_error(r, RLM_ERR_INPUT, "session '%s': input %zu (%s) cannot be read again: %s", name,
+                  n, shown.data ? shown.data : "", why);
+        st = RLM_ERR_INPUT;
+    }
+done:
+    free(argv);
+    json_decref(use);
+    buf_free(&shown);
+    return st;
+}
+
+/* A session with questions from an earlier process: its inputs are read again
+ * in order, then the engine reads back the history (and rebuilds the
+ * sandbox's variables at the next question). */
+static rlm_status conversation_resume(rlm *r)
+{
+    if (session_is_new(r->store))
+        return RLM_OK;
+    const char *name = session_name(r);
+    const json_t *cfg = session_config(r->store);
+    const char *keys[2] = {"model", "sub_model"};
+    const char *now[2] = {r->params.model, r->params.sub_model};
+    for (int k = 0; k < 2; k++) {
+        const char *then = json_string_value(json_object_get(cfg, keys[k]));
+        if (then && strcmp(then, now[k]) != 0) {
+            char msg[1200];
+            snprintf(msg, sizeof msg, "session '%s' was last run with %s '%.400s'; this run uses "
+                     "'%.400s'", name, keys[k], then, now[k]);
+            rlm_warn(r, msg);
+        }
+    }
+    size_t i;
+    const json_t *rec;
+    json_array_foreach(json_object_get(cfg, "inputs"), i, rec) {
+        rlm_input in = {0};
+        rlm_status st = input_reopen(r, rec, i + 1, &in);
+        if (st == RLM_OK)
+            st = conversation_add(r, in, json_deep_copy(rec));
+        if (st != RLM_OK)
+            return st;
+    }
+    char err[1024];
+    if (engine_state_resume(r->state, err, sizeof err) != 0)
+        return rlm_error(r, RLM_ERR_INPUT, "session '%s' cannot be continued: %s", name, err);
+    return RLM_OK;
+}
+
+/* Before each question of a conversation: the earlier process's questions
+ * (once), then the new input, then the session's record of them. */
+static rlm_status conversation_prepare(rlm *r)
+{
+    if (r->broken)
+        return rlm_error(r, RLM_ERR_INPUT, "session '%s' could not be continued (see the first "
+                         "error)", session_name(r));
+    rlm_status st;
+    if (r->store && !r->resumed) {
+        if ((st = conversation_resume(r)) != RLM_OK) {
+            r->broken = 1;
+            return st;
+        }
+        r->resumed = 1;
+    }
+    if ((st = conversation_add_pending(r)) != RLM_OK)
+        return st;
+    if (!r->store)
+        return RLM_OK;
+    json_t *cfg = json_pack("{s:O,s:s,s:s}", "inputs", r->recorded, "model", r->params.model,
+                            "sub_model", r->params.sub_model);
+    int rc = cfg ? session_set_config(r->store, cfg) : -1;
+    json_decref(cfg);
+    if (rc != 0)
+        return rlm_error(r, RLM_ERR_INPUT, "session '%s': %s", session_name(r),
+                         cfg ? session_errmsg(r->store) : "out of memory");
+    return RLM_OK;
 }
 
 /* Usage per model from the call path (which counts cache hits and replayed
@@ -865,6 +1374,14 @@ static void rlm_build_report(rlm *r, const engine_outcome *o)
                           "sub_model", r->params.sub_model, "max_in_flight", in_flight,
                           "cost_usd", o->cost_usd >= 0 ? json_real(o->cost_usd) : json_null(),
                           "stopped_by", o->stopped_by, "mode", o->mode ? o->mode : "rlm");
+    const char *name = session_name(r);
+    if (j)
+        json_object_update_new(j, json_pack("{s:I,s:I,s:i,s:o,s:o}", "children",
+                                            (json_int_t)o->children, "sandboxes",
+                                            (json_int_t)o->sandboxes, "depth_reached",
+                                            o->depth_reached, "question",
+                                            o->question > 0 ? json_integer(o->question) : json_null(),
+                                            "session", name[0] ? json_string(name) : json_null()));
     free(r->report);
     r->report = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -873,21 +1390,30 @@ static void rlm_build_report(rlm *r, const engine_outcome *o)
 rlm_status rlm_ask(rlm *r, const char *question, char **answer)
 {
     *answer = NULL;
+    if (!r->lm || !r->calls) {
+        char why[sizeof r->errmsg];
+        snprintf(why, sizeof why, "%s", r->errmsg);
+        return rlm_error(r, RLM_ERR_USAGE, "this handle failed to open: %s", why);
+    }
     r->errmsg[0] = '\0';
+    r->cancelled = 0;
     if (!question || !question[0])
         return rlm_error(r, RLM_ERR_USAGE, "the question is empty");
-    if (!r->lm || !r->calls)
-        return rlm_error(r, RLM_ERR_USAGE, "this handle failed to open: %s", r->errmsg);
 
     /* Streamed root turns let the progress line show the reply arriving. */
     const char *stream = rlm_config_get(r->cfg, "stream");
     r->params.stream = stream[0] ? stream[0] == '1' : r->progress != NULL;
 
-    if (r->n_ctx_args && !r->docs) {
+    if (r->state) {
+        rlm_status st = conversation_prepare(r);
+        if (st != RLM_OK)
+            return st;
+    } else if (r->n_ctx_args && !r->docs) {
         rlm_status st = rlm_load_docs(r);
         if (st != RLM_OK)
             return st;
     }
+    r->params.state = r->state;
 
     engine_outcome o;
     calls_begin_run(r->calls);

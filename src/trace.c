@@ -49,6 +49,9 @@ int trace_event(trace *t, const char *type, json_t *fields)
     json_object_set_new(event, "type", json_string(type));
     json_object_set_new(event, "t", json_real(clock_now() - t->start));
     json_object_set_new(event, "time", json_real(clock_wall()));
+    /* Events of the top RLM need not say so: the root node is the default. */
+    json_object_set_new(event, "node", json_string(TRACE_ROOT_NODE));
+    json_object_set_new(event, "parent", json_null());
     if (fields)
         json_object_update(event, fields);
     json_decref(fields);

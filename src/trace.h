@@ -1,7 +1,9 @@
 /* trace — the run's record: one JSON object per line (JSONL), written and
  * flushed as each event happens, so a crash loses nothing already done.
  * Schema: docs/trace.md (version 1). Every event has "v" (schema version),
- * "type", "t" (seconds since the trace was opened) and "time" (Unix time).
+ * "type", "t" (seconds since the trace was opened), "time" (Unix time),
+ * "node" and "parent" (the call-tree node that emitted it: fields given by
+ * the caller override the root's defaults).
  *
  * Ownership: trace_event steals the reference to `fields`. A NULL trace
  * accepts and drops events, so callers need no checks. Thread-safe. */
@@ -12,6 +14,11 @@
 #include <stddef.h>
 
 #define TRACE_SCHEMA_VERSION 1
+
+/* Node ids of the call tree: the top RLM is "0", its children "0.1", "0.2",
+ * theirs "0.1.1", ...; every event carries "node" and "parent" (null for the
+ * root), so the tree can be rebuilt from the file. */
+#define TRACE_ROOT_NODE "0"
 
 typedef struct trace trace;
 

@@ -7,6 +7,7 @@ dicts so replies holding code fences stay readable.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import tempfile
@@ -87,6 +88,28 @@ class FakeLM:
         with open(self.log) as f:
             return [json.loads(line) for line in f if line.strip()]
 
+    def wait_for_request(self, pattern, timeout=30):
+        """Waits until a logged request's last_user matches the regex
+        `pattern` (a request is logged when it is answered, so this is for
+        rules that answer at once); returns that log line."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for r in self.requests():
+                if re.search(pattern, r.get("last_user") or ""):
+                    return r
+            time.sleep(0.05)
+        raise AssertionError("no request matching %r within %d s" % (pattern, timeout))
+
+    def wait_in_flight(self, n=1, timeout=30):
+        """Waits until at least n requests are being answered (e.g. held by a
+        rule's latency)."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.counters()["in_flight"] >= n:
+                return
+            time.sleep(0.05)
+        raise AssertionError("fewer than %d requests in flight within %d s" % (n, timeout))
+
 
 class Result:
     def __init__(self, proc, trace_path):
@@ -121,10 +144,12 @@ class RlmTestCase(unittest.TestCase):
             f.write(text)
         return path
 
-    def rlm(self, args, lm=None, timeout=300, env=None, trace=True, stdin=None):
-        """Runs `rlm ask ARGS` against lm (a FakeLM or None) with a trace."""
-        trace_path = os.path.join(self.tmp, "trace.jsonl")
-        cmd = [RLM, "ask", "--quiet", "--model", "root-model", "--sub-model", "sub-model"]
+    def rlm_command(self, args, lm=None, env=None, trace=True, command="ask",
+                    trace_name="trace.jsonl"):
+        """The command line and environment of `rlm COMMAND ARGS` against lm
+        (a FakeLM or None), and the trace path."""
+        trace_path = os.path.join(self.tmp, trace_name)
+        cmd = [RLM, command, "--quiet", "--model", "root-model", "--sub-model", "sub-model"]
         if lm is not None:
             cmd += ["--base-url", lm.base_url]
         if trace:
@@ -136,9 +161,30 @@ class RlmTestCase(unittest.TestCase):
         run_env = {k: v for k, v in os.environ.items()
                    if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RLM_MODEL")}
         run_env.update(env or {})
-        proc = subprocess.run(cmd + list(args), capture_output=True, text=True,
+        return cmd + list(args), run_env, trace_path
+
+    def rlm(self, args, lm=None, timeout=300, env=None, trace=True, stdin=None,
+            command="ask", trace_name="trace.jsonl"):
+        """Runs `rlm ask ARGS` (or another command, e.g. chat) against lm (a
+        FakeLM or None) with a trace."""
+        cmd, run_env, trace_path = self.rlm_command(args, lm, env, trace, command, trace_name)
+        proc = subprocess.run(cmd, capture_output=True, text=True,
                               timeout=timeout, env=run_env, input=stdin)
         return Result(proc, trace_path)
+
+    def rlm_start(self, args, lm=None, env=None, command="ask", trace_name="trace.jsonl",
+                  stdin=subprocess.DEVNULL):
+        """Starts `rlm COMMAND ARGS` without waiting: returns the Popen (text
+        pipes for stdout and stderr) and the trace path."""
+        cmd, run_env, trace_path = self.rlm_command(args, lm, env, True, command, trace_name)
+        proc = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=run_env)
+        return proc, trace_path
+
+    def trace_of(self, trace_path):
+        """The events of a trace file."""
+        with open(trace_path) as f:
+            return [json.loads(line) for line in f if line.strip()]
 
     def code_outputs(self, result):
         """The output of every code block the run executed, in order."""

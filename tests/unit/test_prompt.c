@@ -456,6 +456,47 @@ static void test_system_prompt(void **state)
     free(s);
 }
 
+/* A later question of a conversation names what carried over and the new input. */
+static void test_next_question(void **state)
+{
+    (void)state;
+    char *m = prompt_next_question("A str of 12 characters.", "context_2", "How many cats?", 3, 10);
+    assert_non_null(m);
+    assert_non_null(strstr(m, "number 3"));
+    assert_non_null(strstr(m, "answer_1 .. answer_2"));
+    assert_non_null(strstr(m, "`context_2`"));
+    assert_non_null(strstr(m, "A str of 12 characters."));
+    assert_non_null(strstr(m, "How many cats?"));
+    assert_non_null(strstr(m, "Turn 1 of 10."));
+    free(m);
+
+    /* No new input, first follow-up: no answers range beyond answer_1. */
+    m = prompt_next_question(NULL, NULL, "And dogs?", 2, 5);
+    assert_non_null(m);
+    assert_null(strstr(m, "new input"));
+    assert_non_null(strstr(m, "answer_1 .. answer_1"));
+    assert_non_null(strstr(m, "And dogs?"));
+    free(m);
+}
+
+/* The compacted history keeps the note (control bytes cleaned), the
+ * question and the turn label. */
+static void test_compaction_messages(void **state)
+{
+    (void)state;
+    char *ask = prompt_compact_request();
+    assert_non_null(ask);
+    assert_non_null(strstr(ask, "variables"));
+    free(ask);
+    char *m = prompt_compacted("found 12 cats in `cats`\x01", "How many cats?", 4, 4);
+    assert_non_null(m);
+    assert_non_null(strstr(m, "found 12 cats in `cats`"));
+    assert_null(strchr(m, '\x01'));
+    assert_non_null(strstr(m, "How many cats?"));
+    assert_non_null(strstr(m, "Turn 4 of 4. This is the last turn"));
+    free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -475,6 +516,8 @@ int main(void)
         cmocka_unit_test(test_nudge_and_last_turn),
         cmocka_unit_test(test_last_turn_budget),
         cmocka_unit_test(test_system_prompt),
+        cmocka_unit_test(test_next_question),
+        cmocka_unit_test(test_compaction_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

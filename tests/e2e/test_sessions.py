@@ -1,0 +1,305 @@
+"""Conversations end to end against the fake server: a session of three
+questions across processes (`rlm ask --session`, then `rlm chat --session`)
+whose later questions use the variables and answers of earlier ones with no
+model call to rebuild them; a new --context becoming context_2; a process
+killed mid-question losing nothing of the questions before; compaction of a
+long history; `rlm chat` from a pipe with /context; Ctrl-C cancelling one
+question; and the errors a session can meet (bad name, an input gone, stdin
+too large to save)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import FakeLM, RlmTestCase, main, repl  # noqa: E402
+
+WORDS = "alpha beta gamma delta\n"   # 4 words, 23 characters
+
+# Question 1 counts the words and asks a sub-model for a token; later
+# questions use both variables and answer_1.
+SESSION_RULES = [
+    {"match": r"^SESSLEAF", "model": "^sub-model$", "reply": "tok-93"},
+    {"match": r"Q1-OUT (\d+) (\S+)", "reply": repl('FINAL("q1:%d:%s" % (n_words, token))')},
+    {"match": r"SESSQ1", "reply": repl(
+        'words = context.split()\nn_words = len(words)\n'
+        'token = llm_query("SESSLEAF give me a token")\nprint("Q1-OUT", n_words, token)')},
+    {"match": r"Q2-OUT (\S+) (\S+) (\S+)", "reply": "FINAL(q2:$1:$2:$3)"},
+    {"match": r"SESSQ2", "reply": repl('print("Q2-OUT", n_words * 2, token, answer_1)')},
+    {"match": r"Q3-OUT (\S+) (\d+)", "reply": "FINAL(q3:$1:$2)"},
+    {"match": r"SESSQ3", "reply": repl('print("Q3-OUT", answer_2, len(context))')},
+    {"match": r"K3-OUT (\S+) (\d+)", "reply": "FINAL(k3:$1:$2)"},
+    {"match": r"KILLQ3", "reply": repl('print("K3-OUT", answer_1, n_words)')},
+    {"match": r"KILLQ2", "latency_ms": 30000, "reply": "FINAL(never seen)"},
+]
+
+
+class Output:
+    """A finished Popen, shaped like harness.Result for assertExit."""
+
+    def __init__(self, proc, stdout, stderr):
+        self.code = proc.returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+
+class Sessions(RlmTestCase):
+    def setUp(self):
+        super().setUp()
+        self.db = os.path.join(self.tmp, "sessions", "s.db")   # the directory is created
+
+    def session(self, name="S1"):
+        return ["--session", name, "--session-db", self.db]
+
+    def test_three_questions_two_processes(self):
+        words = self.write("words.txt", WORDS)
+        with FakeLM(SESSION_RULES) as lm:
+            first = self.rlm(self.session() + ["--json", "--context", words, "SESSQ1 count the words"],
+                             lm, trace_name="t1.jsonl")
+            self.assertExit(first, 0)
+            self.assertEqual(first.report["answer"], "q1:4:tok-93")
+            self.assertEqual(first.report["question"], 1)
+            self.assertEqual(first.report["session"], "S1")
+            before = len(lm.requests())
+            self.assertEqual(before, 3)   # 2 root turns + 1 sub-call
+
+            # A second process: no --context (the session knows its input),
+            # and question 1's variables are rebuilt without any model call.
+            second = self.rlm(self.session() + ["--json", "SESSQ2 reuse the variables"], lm,
+                              trace_name="t2.jsonl")
+            self.assertExit(second, 0)
+            self.assertEqual(second.report["answer"], "q2:8:tok-93:q1:4:tok-93")
+            self.assertEqual(second.report["question"], 2)
+            log = lm.requests()
+            self.assertEqual(len(log) - before, 2)   # its own 2 root turns only
+            self.assertEqual(len([r for r in log if r["last_user"].startswith("SESSLEAF")]), 1)
+            replay = second.events("session_replay")
+            self.assertEqual(len(replay), 1)
+            self.assertGreaterEqual(replay[0]["cells"], 2)
+            self.assertFalse(replay[0]["broken"])
+            # The root was not shown question 1's input again as a new one.
+            q2_requests = second.events("root_request")
+            self.assertNotIn("A new input came", q2_requests[0]["last_message"])
+
+            # A third process, through rlm chat: one question on stdin.
+            third = self.rlm(self.session() + ["--json"], lm, command="chat",
+                             stdin="SESSQ3 final check\n", trace_name="t3.jsonl")
+            self.assertExit(third, 0)
+            lines = [line for line in third.stdout.splitlines() if line.strip()]
+            self.assertEqual(len(lines), 1)
+            report = json.loads(lines[0])
+            self.assertEqual(report["answer"], "q3:q2:8:tok-93:q1:4:tok-93:23")
+            self.assertEqual(report["question"], 3)
+            self.assertEqual(report["session"], "S1")
+            self.assertEqual(lm.counters()["unmatched"], 0)
+
+    def test_new_context_is_context_2(self):
+        first_file = self.write("first.txt", WORDS)
+        second_file = self.write("second.txt", "gfile-content\n")
+        rules = [
+            {"match": r"C1-OUT (\d+)", "reply": "FINAL(c1:$1)"},
+            {"match": r"CTXQ1", "reply": repl('first_len = len(context)\nprint("C1-OUT", first_len)')},
+            {"match": r"C2-OUT (\S+) (\d+)", "reply": "FINAL(c2:$1:$2)"},
+            {"match": r"CTXQ2", "reply": repl('print("C2-OUT", context_2.strip(), first_len)')},
+            {"match": r"C3-OUT (.*)", "reply": "FINAL(c3:$1)"},
+            {"match": r"CTXQ3", "reply": repl(
+                'try:\n    context_3\n    print("C3-OUT has-context_3")\n'
+                'except NameError:\n    print("C3-OUT no-context_3", context_2.strip())')},
+        ]
+        with FakeLM(rules) as lm:
+            one = self.rlm(self.session("ctx") + ["--context", first_file, "CTXQ1 first"], lm,
+                           trace_name="t1.jsonl")
+            self.assertExit(one, 0)
+            self.assertEqual(one.stdout.strip(), "c1:23")
+            two = self.rlm(self.session("ctx") + ["--context", second_file, "CTXQ2 second"], lm,
+                           trace_name="t2.jsonl")
+            self.assertExit(two, 0)
+            self.assertEqual(two.stdout.strip(), "c2:gfile-content:23")
+            opening = two.events("root_request")[0]["last_message"]
+            self.assertIn("`context_2`", opening)
+            # The same --context again is not a new input; a new model is a warning.
+            three = self.rlm(self.session("ctx") + ["--model", "other-root", "--context",
+                                                    second_file, "CTXQ3 third"], lm,
+                             trace_name="t3.jsonl")
+            self.assertExit(three, 0)
+            self.assertEqual(three.stdout.strip(), "c3:no-context_3 gfile-content")
+            self.assertNotIn("A new input came", three.events("root_request")[0]["last_message"])
+            self.assertIn("session 'ctx' was last run with model 'root-model'", three.stderr)
+
+    def test_killed_process_loses_nothing_before(self):
+        words = self.write("words.txt", WORDS)
+        with FakeLM(SESSION_RULES) as lm:
+            first = self.rlm(self.session("kill") + ["--context", words, "SESSQ1 count the words"],
+                             lm, trace_name="t1.jsonl")
+            self.assertExit(first, 0)
+            self.assertEqual(first.stdout.strip(), "q1:4:tok-93")
+            # Question 2 hangs at the model; the process is killed outright.
+            proc, _ = self.rlm_start(self.session("kill") + ["KILLQ2 this one hangs"], lm,
+                                     trace_name="t2.jsonl")
+            try:
+                lm.wait_in_flight(1)
+            finally:
+                proc.kill()
+                proc.communicate(timeout=30)
+            self.assertEqual(proc.returncode, -signal.SIGKILL)
+            # A later process goes on from question 1's answer and variables.
+            third = self.rlm(self.session("kill") + ["--json", "KILLQ3 after the crash"], lm,
+                             trace_name="t3.jsonl")
+            self.assertExit(third, 0)
+            self.assertEqual(third.report["answer"], "k3:q1:4:tok-93:4")
+            self.assertEqual(third.report["question"], 3)
+            self.assertEqual(len([r for r in lm.requests()
+                                  if r["last_user"].startswith("SESSLEAF")]), 1)
+
+    def test_compaction(self):
+        ctx = self.write("words.txt", WORDS)
+        rules = [
+            {"match": r"^Your conversation history is about to be cut",
+             "reply": "NOTE: `marker` holds question 1's value; padding was printed."},
+            {"match": r"^Earlier turns were removed", "reply": repl(
+                'FINAL("after compaction: " + marker + " " + answer_1)')},
+            {"match": r"^\[block 1 of 1 output\]\nPAD", "reply": repl('print("PAD" + "x" * 4000)')},
+            {"match": r"COMPQ2 keep going", "reply": repl('print("PAD" + "x" * 4000)')},
+            {"match": r"Q1MARK", "reply": repl('FINAL("q1-done")')},
+            {"match": r"COMPQ1 set a marker", "reply": repl(
+                'marker = "mk-" + str(6 * 7)\nprint("Q1MARK", marker, "y" * 1500)')},
+        ]
+        window = 4000
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--context-window", str(window), "--context", ctx], lm, command="chat",
+                           stdin="COMPQ1 set a marker\nCOMPQ2 keep going\n")
+            log = lm.requests()
+            counters = lm.counters()
+        self.assertExit(res, 0)
+        self.assertEqual(res.stdout, "q1-done\n\nafter compaction: mk-42 q1-done\n\n")
+        self.assertEqual(counters["unmatched"], 0)
+        summary_requests = [r for r in log if r["last_user"].startswith(
+            "Your conversation history is about to be cut")]
+        self.assertEqual(len(summary_requests), 1)
+        compactions = res.events("compaction")
+        self.assertEqual(len(compactions), 1)
+        c = compactions[0]
+        self.assertEqual(c["node"], "0")
+        self.assertGreaterEqual(c["tokens_before"], 0.85 * window)
+        self.assertLess(c["tokens_after"], c["tokens_before"])
+        self.assertGreater(c["messages"], 2)
+        # After compaction the root was sent the system prompt and the note only.
+        after = [e for e in res.events("root_request")
+                 if e["last_message"].startswith("Earlier turns were removed")]
+        self.assertEqual(len(after), 1)
+        self.assertEqual(after[0]["messages"], 2)
+        self.assertIn("NOTE: `marker` holds", after[0]["last_message"])
+
+    def test_chat_from_a_pipe(self):
+        first = self.write("words.txt", WORDS)
+        second = self.write("g.txt", "gfile\n")
+        rules = [
+            {"match": r"P1-OUT (\d+)", "reply": "FINAL(p1:$1)"},
+            {"match": r"PIPEQ1", "reply": repl('print("P1-OUT", len(context))')},
+            {"match": r"P2-OUT (\S+) (\S+)", "reply": "FINAL(p2:$1:$2)"},
+            {"match": r"PIPEQ2", "reply": repl('print("P2-OUT", context_2.strip(), answer_1)')},
+        ]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--context", first], lm, command="chat",
+                           stdin="PIPEQ1 first\n\n/context %s\nPIPEQ2 second\n/quit\nnever asked\n"
+                           % second)
+            self.assertEqual(lm.counters()["requests"], 4)
+        self.assertExit(res, 0)
+        self.assertEqual(res.stdout, "p1:23\n\np2:gfile:p1:23\n\n")
+        self.assertEqual(len(res.events("sandbox_ready")), 1)   # one sandbox for both
+
+    def test_chat_unknown_command_and_no_answer(self):
+        rules = [{"match": r"NOANS", "reply": "I will not answer."}]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--max-iterations", "1"], lm, command="chat",
+                           stdin="/bogus\nNOANS question\n")
+        # The unknown command is a usage error, which outranks "no answer".
+        self.assertExit(res, 2)
+        self.assertIn("unknown command '/bogus'", res.stderr)
+        self.assertIn("no answer", res.stderr)
+
+    def test_ctrl_c_cancels_one_question(self):
+        rules = [
+            {"match": r"CANCELQ1", "latency_ms": 30000, "reply": "FINAL(too late)"},
+            {"match": r"F2-OUT", "reply": "FINAL(second answered)"},
+            {"match": r"CANCELQ2", "reply": repl('print("F2-OUT")')},
+        ]
+        with FakeLM(rules) as lm:
+            proc, trace_path = self.rlm_start([], lm, command="chat", stdin=subprocess.PIPE)
+            try:
+                proc.stdin.write("CANCELQ1 slow\n")
+                proc.stdin.flush()
+                lm.wait_in_flight(1)
+                t0 = time.time()
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate("CANCELQ2 fast\n", timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            elapsed = time.time() - t0
+        res = Output(proc, out, err)
+        self.assertExit(res, 1)   # one question got no answer
+        self.assertEqual(out, "\nsecond answered\n\n")
+        self.assertIn("cancelled", err)
+        self.assertLess(elapsed, 20)   # not the 30 s the fake server held the request
+        ends = [e for e in self.trace_of(trace_path) if e["type"] == "run_end"]
+        self.assertEqual([e["status"] for e in ends], ["no answer", "ok"])
+        self.assertEqual(ends[0]["error"], "cancelled")
+
+    def test_ctrl_c_cancels_ask(self):
+        rules = [{"match": r"SLOWQ", "latency_ms": 30000, "reply": "FINAL(too late)"}]
+        with FakeLM(rules) as lm:
+            proc, _ = self.rlm_start(["SLOWQ wait for it"], lm)
+            try:
+                lm.wait_in_flight(1)
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        self.assertEqual(proc.returncode, 1, err)
+        self.assertIn("cancelling", err)
+        self.assertIn("no answer: cancelled", err)
+
+    def test_bad_session_name(self):
+        for command, stdin in (("ask", None), ("chat", "")):
+            args = ["--session", "bad name!", "--session-db", self.db]
+            if command == "ask":
+                args.append("a question")
+            res = self.rlm(args, None, command=command, stdin=stdin, trace=False)
+            self.assertExit(res, 2)
+            self.assertIn("bad session name 'bad name!'", res.stderr)
+        self.assertFalse(os.path.exists(self.db))
+
+    def test_unwritable_session_db(self):
+        blocker = self.write("not-a-dir", "a file where a directory should be\n")
+        res = self.rlm(["--session", "s", "--session-db", os.path.join(blocker, "s.db"), "q"],
+                       None, trace=False)
+        self.assertExit(res, 2)
+        self.assertIn("session 's'", res.stderr)
+
+    def test_input_gone_on_resume(self):
+        words = self.write("words.txt", WORDS)
+        with FakeLM(SESSION_RULES) as lm:
+            first = self.rlm(self.session("gone") + ["--context", words, "SESSQ1 count"], lm)
+            self.assertExit(first, 0)
+            os.unlink(words)
+            before = lm.counters()["requests"]
+            second = self.rlm(self.session("gone") + ["SESSQ2 again"], lm)
+            self.assertEqual(lm.counters()["requests"], before)
+        self.assertExit(second, 2)
+        self.assertIn("session 'gone': input 1 (%s) cannot be read again" % words, second.stderr)
+
+    def test_stdin_too_large_to_save(self):
+        with FakeLM([]) as lm:
+            res = self.rlm(self.session("big") + ["--context", "-", "a question"], lm,
+                           stdin="z" * (1100 * 1024))
+            self.assertEqual(lm.counters()["requests"], 0)
+        self.assertExit(res, 2)
+        self.assertIn("cannot be saved", res.stderr)
+
+
+if __name__ == "__main__":
+    main()
