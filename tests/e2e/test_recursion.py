@@ -1,7 +1,8 @@
 """Child RLMs end to end against the fake server: rlm_query three levels deep
 (the deepest level degrading to a plain sub-call), rlm_query_batched bounded by
 --max-children, a child whose model fails, a child that spends its share of
-the budget, the run's budget counted over the whole tree, and --max-depth 1
+the budget, the run's budget counted over the whole tree, time waiting on a
+child not counted against the parent's cell timeout, and --max-depth 1
 keeping rlm_query a plain sub-call.
 
 How the fake server tells the levels apart: a child's root sees the prompt it
@@ -214,6 +215,27 @@ class Recursion(RlmTestCase):
         exhausted = res.events("budget_exhausted")
         self.assertTrue(exhausted)
         self.assertTrue(all(e["budget"] == "max_subcalls" for e in exhausted))
+
+    def test_waiting_on_children_is_not_cell_time(self):
+        # The parent's cell waits 2.5 s on its child (two slow child turns)
+        # with a 1 s cell timeout: that wait is not the cell's own time.
+        rules = [
+            {"match": r"ROOT-GOT:", "reply": "FINAL(done)"},
+            {"match": r"SLOW-GOT:", "reply": repl('FINAL("slow-ok")'), "latency_ms": 1200},
+            {"match": r"SLOWQ", "reply": repl('print("SLOW-GOT:" + "x")'), "latency_ms": 1300},
+            {"match": r"Wait for", "reply": repl(
+                'r = rlm_query("SLOWQ: take your time")\nprint("ROOT-GOT:" + r)')},
+        ]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--json", "--max-depth", "2", "--cell-timeout", "1",
+                            "--context", self.context(), "Wait for the child"], lm)
+        self.assertExit(res, 0)
+        self.assertEqual(res.report["answer"], "done")
+        root_cells = [e for e in res.events("code") if e["node"] == "0"]
+        self.assertEqual(len(root_cells), 1)
+        self.assertFalse(root_cells[0]["timed_out"])
+        self.assertIn("ROOT-GOT:slow-ok", root_cells[0]["output"])
+        self.assertGreater(root_cells[0]["call_seconds"], 2.0)
 
     def test_depth_one_is_a_plain_subcall(self):
         rules = [
