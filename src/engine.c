@@ -4,7 +4,6 @@
 #include "engine.h"
 
 #include <limits.h>
-#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,101 +14,51 @@
 #include "prompt.h"
 #include "reply.h"
 #include "sandbox.h"
+#include "engine_internal.h"
 #include "utf8.h"
 #include "util.h"
 
-/* How much of each prompt and reply of a sub-call goes into the trace. */
-#define TRACE_EXCERPT_CHARS 2000
 /* Consecutive empty root replies tolerated before the run gives up. */
 #define MAX_EMPTY_REPLIES 3
 /* Characters of the compaction note kept. */
 #define COMPACT_NOTE_CHARS 20000
 
-typedef struct message {
-    const char *role;
-    char *content;
-} message;
-
-/* The root history: owned by the run, or by the conversation. */
-typedef struct history {
-    message *m;
-    size_t n, cap;
-} history;
-
-/* One input of a conversation. */
-typedef struct engine_input {
-    ingest_set *docs;          /* borrowed; or */
-    const context *ctx;        /* borrowed */
-    int announced;             /* described to the root already */
-} engine_input;
-
-struct engine_state {
-    session *store;            /* borrowed; NULL: in memory only */
-    history h;
-    sandbox *sb;               /* the conversation's sandbox, NULL until a question starts it */
-    size_t inputs_loaded;      /* inputs[0 .. inputs_loaded) are in sb */
-    engine_input *inputs;
-    size_t n_inputs, cap_inputs;
-    char **answers;            /* answers[k - 1] of question k (NULL: none) */
-    int questions;
-    int replay_pending;        /* resumed: the next sandbox re-runs the recorded cells */
-};
-
-/* The state of one run: the top RLM's, or a child's at a deeper level. */
-typedef struct engine {
-    const engine_params *p;
-    calls *calls;
-    trace *trace;
-    sandbox *sb;
-    engine_state *st;          /* the conversation, or NULL */
-    history own;               /* the history when there is no conversation */
-    history *h;
-    const char *question;
-    char *node;                /* call-tree id: "0", "0.1", ... */
-    const char *parent;        /* the parent's id, NULL for the top RLM */
-    int level;                 /* 1 for the top RLM, 2 for its children, ... */
-    size_t children_started;   /* numbers this node's children */
-    engine_progress_fn progress;
-    void *progress_data;
-    int turn;                  /* current root turn, 1-based */
-    int budget_stop;           /* a budget refused a call: no more code, one last request */
-    char *fatal;               /* a sub-call path failure that ends the run (replay miss) */
-    engine_outcome *out;
-    double start;
-    double stream_shown;       /* when a streaming progress line was last shown */
-    json_t *cell_replies;      /* sub-call replies of the cell running, for the session store */
-} engine;
-
-static rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const context *ctx,
-                                  const char *question, int level, const char *node,
-                                  const char *parent, engine_progress_fn progress, void *userdata,
-                                  engine_outcome *out);
-
 /* ---- small helpers ------------------------------------------------------- */
 
-static int param_max_depth(const engine_params *p)
+char *engine_strf(const char *fmt, ...)
+{
+    buf b;
+    buf_init(&b, 64 * 1024);
+    va_list ap;
+    va_start(ap, fmt);
+    buf_vprintf(&b, fmt, ap);
+    va_end(ap);
+    return buf_take(&b);
+}
+
+int engine_max_depth(const engine_params *p)
 {
     return p->max_depth > 0 ? p->max_depth : 1;
 }
 
-static int param_max_children(const engine_params *p)
+int engine_max_children(const engine_params *p)
 {
     return p->max_children > 0 ? p->max_children : 8;
 }
 
-static double param_child_share(const engine_params *p)
+double engine_child_share(const engine_params *p)
 {
     return p->child_share > 0 && p->child_share <= 1 ? p->child_share : 0.5;
 }
 
-static int engine_cancelled(const engine *e)
+int engine_cancelled(const engine *e)
 {
     return e->p->cancel && *e->p->cancel;
 }
 
 /* Records an event of this node: every event says which node of the call
  * tree it belongs to and its parent. Steals fields. */
-static void engine_event(engine *e, const char *type, json_t *fields)
+void engine_event(engine *e, const char *type, json_t *fields)
 {
     if (!e->trace) {
         json_decref(fields);
@@ -124,8 +73,7 @@ static void engine_event(engine *e, const char *type, json_t *fields)
     trace_event(e->trace, type, fields);
 }
 
-static void engine_progress(engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void engine_progress(engine *e, const char *fmt, ...)
+void engine_progress(engine *e, const char *fmt, ...)
 {
     if (!e->progress)
         return;
@@ -140,9 +88,7 @@ static void engine_progress(engine *e, const char *fmt, ...)
     e->progress(e->progress_data, line);
 }
 
-static void engine_fail(engine *e, rlm_status status, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void engine_fail(engine *e, rlm_status status, const char *fmt, ...)
+void engine_fail(engine *e, rlm_status status, const char *fmt, ...)
 {
     buf b;
     buf_init(&b, 64 * 1024);
@@ -156,7 +102,7 @@ static void engine_fail(engine *e, rlm_status status, const char *fmt, ...)
 }
 
 /* The user cancelled the question: no answer, no last request. */
-static void engine_cancel(engine *e)
+void engine_cancel(engine *e)
 {
     if (e->out->error && strcmp(e->out->error, "cancelled") == 0)
         return;
@@ -166,7 +112,7 @@ static void engine_cancel(engine *e)
     engine_event(e, "cancelled", json_pack("{s:i}", "turn", e->turn));
 }
 
-static int history_push(history *h, const char *role, char *content)
+int history_push(history *h, const char *role, char *content)
 {
     if (!content)
         return -1;
@@ -187,7 +133,7 @@ static int history_push(history *h, const char *role, char *content)
 }
 
 /* Frees messages [from, n). */
-static void history_truncate(history *h, size_t from)
+void history_truncate(history *h, size_t from)
 {
     for (size_t i = from; i < h->n; i++)
         free(h->m[i].content);
@@ -195,7 +141,7 @@ static void history_truncate(history *h, size_t from)
         h->n = from;
 }
 
-static void history_free(history *h)
+void history_free(history *h)
 {
     history_truncate(h, 0);
     free(h->m);
@@ -203,14 +149,14 @@ static void history_free(history *h)
 }
 
 /* The session store of this run: only the top RLM of a conversation has one. */
-static session *engine_store(const engine *e)
+session *engine_store(const engine *e)
 {
     return e->st ? e->st->store : NULL;
 }
 
 /* A store that fails is reported once per failure and the run goes on: the
  * answer matters more than its record. */
-static void engine_store_failed(engine *e, const char *what)
+void engine_store_failed(engine *e, const char *what)
 {
     session *s = engine_store(e);
     char msg[768];
@@ -222,7 +168,7 @@ static void engine_store_failed(engine *e, const char *what)
 
 /* Appends a message (and writes it to the session store); takes ownership
  * of content. -1 when out of memory. */
-static int engine_push(engine *e, const char *role, char *content)
+int engine_push(engine *e, const char *role, char *content)
 {
     if (history_push(e->h, role, content) != 0)
         return -1;
@@ -232,7 +178,7 @@ static int engine_push(engine *e, const char *role, char *content)
     return 0;
 }
 
-static json_t *json_excerpt(const char *text, size_t max_chars)
+json_t *engine_excerpt(const char *text, size_t max_chars)
 {
     if (!text)
         return json_null();
@@ -242,20 +188,20 @@ static json_t *json_excerpt(const char *text, size_t max_chars)
     return j ? j : json_null();
 }
 
-static json_t *json_usage(const lm_response *r)
+json_t *engine_usage_json(const lm_response *r)
 {
     return json_pack("{s:I,s:I}", "prompt_tokens", (json_int_t)r->prompt_tokens,
                      "completion_tokens", (json_int_t)r->completion_tokens);
 }
 
 /* A call's cost for the trace: null when unknown, never a guessed 0. */
-static json_t *json_cost(double usd)
+json_t *engine_cost_json(double usd)
 {
     return usd >= 0 ? json_real(usd) : json_null();
 }
 
 /* Every prompt of a refused batch gets the same error string. */
-static void engine_fill_errors(char **results, size_t n, const char *what, const char *why)
+void engine_fill_errors(char **results, size_t n, const char *what, const char *why)
 {
     for (size_t i = 0; i < n; i++) {
         buf b;
@@ -266,7 +212,7 @@ static void engine_fill_errors(char **results, size_t n, const char *what, const
 }
 
 /* Records that a budget refused a call; the loop then makes the last request. */
-static void engine_budget_stop(engine *e, const char *detail)
+void engine_budget_stop(engine *e, const char *detail)
 {
     if (e->budget_stop)
         return;
@@ -303,7 +249,7 @@ static char *engine_call_result(const lm_response *r)
 
 /* Plain sub-calls (llm_query*, and rlm_query* at the last level) on the
  * sub-model; see sandbox_call_fn for the contract. */
-static int engine_sub_calls(engine *e, int kind, const char *model, const char *const *prompts,
+int engine_sub_calls(engine *e, int kind, const char *model, const char *const *prompts,
                             size_t n, char **results)
 {
     const char *use_model = model && model[0] ? model : e->p->sub_model;
@@ -360,13 +306,13 @@ static int engine_sub_calls(engine *e, int kind, const char *model, const char *
         json_t *ev = json_pack("{s:i,s:s,s:s,s:I,s:I,s:o,s:o,s:s?,s:s?,s:I,s:f,s:i,s:o,s:o,s:b}",
                                "turn", e->turn, "kind", kind_name, "model", use_model,
                                "index", (json_int_t)i, "batch", (json_int_t)n,
-                               "prompt", json_excerpt(prompts[i], TRACE_EXCERPT_CHARS),
-                               "reply", json_excerpt(results[i], TRACE_EXCERPT_CHARS),
+                               "prompt", engine_excerpt(prompts[i], TRACE_EXCERPT_CHARS),
+                               "reply", engine_excerpt(results[i], TRACE_EXCERPT_CHARS),
                                "error", r->error ? lm_error_name(r->error) : NULL,
                                "finish_reason", r->finish_reason,
                                "http_status", (json_int_t)r->http_status,
                                "seconds", r->seconds, "attempts", r->attempts,
-                               "usage", json_usage(r), "cost_usd", json_cost(resps[i].cost_usd),
+                               "usage", engine_usage_json(r), "cost_usd", engine_cost_json(resps[i].cost_usd),
                                "cached", resps[i].cached);
         engine_event(e, "sub_call", ev);
         calls_reply_clear(&resps[i]);
@@ -376,166 +322,6 @@ done:
     free(reqs);
     free(resps);
     return status;
-}
-
-/* ---- child RLMs ----------------------------------------------------------- */
-
-/* One rlm_query of a batch: a whole RLM one level down, on its own thread,
- * with its own share of the budget (calls_child) and its own sandbox. */
-typedef struct child_job {
-    engine *parent;
-    const char *prompt;
-    const char *context;       /* NULL: the prompt is the child's input */
-    const char *model;         /* NULL: the parent's root model */
-    char *node;
-    char *result;              /* what rlm_query returns */
-    engine_outcome out;
-} child_job;
-
-typedef struct child_pool {
-    child_job *jobs;
-    size_t n;
-    size_t next;               /* the next job to take, under lock */
-    pthread_mutex_t lock;
-} child_pool;
-
-static char *child_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *child_error(const char *fmt, ...)
-{
-    buf b;
-    buf_init(&b, 64 * 1024);
-    va_list ap;
-    va_start(ap, fmt);
-    buf_vprintf(&b, fmt, ap);
-    va_end(ap);
-    return buf_take(&b);
-}
-
-static void child_run(child_job *j)
-{
-    engine *pe = j->parent;
-    double t0 = clock_now();
-    const char *input = j->context ? j->context : j->prompt;
-    calls *cc = calls_child(pe->calls, param_child_share(pe->p));
-    context *ctx = NULL;
-    char err[512];
-    if (!cc) {
-        j->result = child_error("Error: child RLM failed: out of memory");
-    } else if (context_open_text(input, strlen(input), &ctx, err, sizeof err) != 0) {
-        j->result = child_error("Error: child RLM failed: %s", err);
-    } else {
-        engine_params cp = *pe->p;
-        cp.docs = NULL;
-        cp.state = NULL;
-        cp.mode = ENGINE_MODE_RLM;   /* the model asked for an RLM, not one plain call */
-        cp.stream = 0;
-        cp.warn = NULL;   /* the user's warning list is not thread-safe; the trace keeps them */
-        if (j->model && j->model[0])
-            cp.model = j->model;
-        engine_run_node(&cp, cc, pe->trace, ctx, j->prompt, pe->level + 1, j->node, pe->node, NULL,
-                        NULL, &j->out);
-        if (j->out.status == RLM_OK) {
-            j->result = j->out.answer;
-            j->out.answer = NULL;
-        } else if (j->out.status == RLM_NO_ANSWER) {
-            j->result = child_error("Error: child RLM gave no answer: %s",
-                                    j->out.error ? j->out.error : "no final answer");
-        } else {
-            j->result = child_error("Error: child RLM failed (%s): %s", rlm_status_name(j->out.status),
-                                    j->out.error ? j->out.error : "no detail");
-        }
-    }
-    if (pe->trace) {
-        json_t *ev = json_pack("{s:s,s:s,s:s,s:o,s:s?,s:f,s:i,s:I}", "node", j->node, "parent",
-                               pe->node, "status", rlm_status_name(j->out.status), "answer",
-                               json_excerpt(j->result, TRACE_EXCERPT_CHARS), "stopped_by",
-                               j->out.stopped_by, "seconds", clock_now() - t0, "iterations",
-                               j->out.iterations, "sub_calls", (json_int_t)j->out.sub_calls);
-        trace_event(pe->trace, "child_end", ev);
-    }
-    context_free(ctx);
-    calls_free(cc);
-}
-
-static void *child_worker(void *arg)
-{
-    child_pool *pool = arg;
-    for (;;) {
-        pthread_mutex_lock(&pool->lock);
-        size_t i = pool->next++;
-        pthread_mutex_unlock(&pool->lock);
-        if (i >= pool->n)
-            return NULL;
-        child_run(&pool->jobs[i]);
-    }
-}
-
-/* rlm_query / rlm_query_batched below the depth limit: one child RLM per
- * prompt, at most max_children at once (this thread is one of them). */
-static int engine_children(engine *e, const char *model, const char *const *prompts,
-                           const char *const *contexts, size_t n, char **results)
-{
-    child_pool pool = {.n = n};
-    pool.jobs = calloc(n ? n : 1, sizeof *pool.jobs);
-    size_t n_threads = (size_t)param_max_children(e->p);
-    if (n_threads > n)
-        n_threads = n;
-    pthread_t *threads = calloc(n_threads ? n_threads : 1, sizeof *threads);
-    if (!pool.jobs || !threads) {
-        free(pool.jobs);
-        free(threads);
-        engine_fill_errors(results, n, "child RLM failed", "out of memory");
-        return 0;
-    }
-    pthread_mutex_init(&pool.lock, NULL);
-    for (size_t i = 0; i < n; i++) {
-        child_job *j = &pool.jobs[i];
-        j->parent = e;
-        j->prompt = prompts[i];
-        j->context = contexts ? contexts[i] : NULL;
-        j->model = model;
-        j->node = child_error("%s.%zu", e->node, ++e->children_started);
-        const char *input = j->context ? j->context : j->prompt;
-        if (e->trace)
-            trace_event(e->trace, "child_start",
-                     json_pack("{s:s,s:s,s:s,s:i,s:i,s:o,s:I,s:b}", "node", j->node, "parent",
-                               e->node, "model",
-                               model && model[0] ? model : e->p->model, "depth", e->level + 1,
-                               "turn", e->turn, "prompt", json_excerpt(prompts[i], TRACE_EXCERPT_CHARS),
-                               "context_chars", (json_int_t)strlen(input), "has_context",
-                               j->context != NULL));
-    }
-    engine_progress(e, "turn %d of %d · %zu child RLMs, %zu at a time", e->turn,
-                    e->p->max_iterations, n, n_threads);
-    size_t started = 0;
-    for (size_t t = 1; t < n_threads; t++)
-        if (pthread_create(&threads[started], NULL, child_worker, &pool) == 0)
-            started++;
-    child_worker(&pool);
-    for (size_t t = 0; t < started; t++)
-        pthread_join(threads[t], NULL);
-    pthread_mutex_destroy(&pool.lock);
-
-    for (size_t i = 0; i < n; i++) {
-        child_job *j = &pool.jobs[i];
-        results[i] = j->result ? j->result : child_error("Error: child RLM failed: out of memory");
-        e->out->sub_calls += 1 + j->out.sub_calls;
-        e->out->sub_call_errors += j->out.sub_call_errors;
-        if (strncmp(results[i], "Error: ", 7) == 0)
-            e->out->sub_call_errors++;
-        e->out->children += 1 + j->out.children;
-        e->out->sandboxes += j->out.sandboxes;
-        if (j->out.depth_reached > e->out->depth_reached)
-            e->out->depth_reached = j->out.depth_reached;
-        free(j->node);
-        engine_outcome_clear(&j->out);
-    }
-    free(pool.jobs);
-    free(threads);
-    /* A child that ran the whole tree's budget out: this level stops too. */
-    if (calls_exhausted(e->calls) != BUDGET_NONE)
-        engine_budget_stop(e, "a child RLM");
-    return 0;
 }
 
 /* The sandbox's sub-call callback (sandbox_call_fn). */
@@ -551,7 +337,7 @@ static int engine_serve_calls(void *userdata, int kind, const char *model,
     } else if (e->budget_stop || e->fatal) {
         engine_fill_errors(results, n, "budget exhausted", calls_budget_message(e->calls));
         status = -1;
-    } else if (kind == SANDBOX_CALL_RLM && e->level < param_max_depth(e->p)) {
+    } else if (kind == SANDBOX_CALL_RLM && e->level < engine_max_depth(e->p)) {
         status = engine_children(e, model, prompts, contexts, n, results);
     } else if (contexts) {
         /* At the last level a child would be one plain call on prompt + context. */
@@ -628,7 +414,7 @@ static int engine_ask_root(engine *e, lm_response *resp, int final)
     engine_event(e, "root_request",
                 json_pack("{s:i,s:s,s:I,s:b,s:o}", "turn", e->turn, "model", e->p->model,
                           "messages", (json_int_t)e->h->n, "stream", req.stream,
-                          "last_message", json_excerpt(msgs[e->h->n - 1].content, 100000)));
+                          "last_message", engine_excerpt(msgs[e->h->n - 1].content, 100000)));
     calls_reply cr;
     int rc = calls_root(e->calls, &req, final, &cr);
     free(msgs);
@@ -650,7 +436,7 @@ static int engine_ask_root(engine *e, lm_response *resp, int final)
                           "error_message", resp->error_message,
                           "http_status", (json_int_t)resp->http_status,
                           "seconds", resp->seconds, "attempts", resp->attempts,
-                          "usage", json_usage(resp), "cost_usd", json_cost(cr.cost_usd),
+                          "usage", engine_usage_json(resp), "cost_usd", engine_cost_json(cr.cost_usd),
                           "cached", cr.cached));
     if (resp->error == LM_ERR_EMPTY || (resp->error == LM_OK && (!resp->content || !resp->content[0])))
         return 1;
@@ -885,8 +671,8 @@ static void engine_maybe_compact(engine *e)
                            (json_int_t)removed, "tokens_before", (json_int_t)before, "tokens_after",
                            (json_int_t)history_tokens(e->h), "window", (json_int_t)window,
                            "seconds", clock_now() - t0, "note",
-                           json_excerpt(r->content, TRACE_EXCERPT_CHARS), "usage", json_usage(r),
-                           "cost_usd", json_cost(cr.cost_usd)));
+                           engine_excerpt(r->content, TRACE_EXCERPT_CHARS), "usage", engine_usage_json(r),
+                           "cost_usd", engine_cost_json(cr.cost_usd)));
     calls_reply_clear(&cr);
 }
 
@@ -975,8 +761,8 @@ static int engine_turn(engine *e, int *empty_replies, int last)
 /* ---- the run ------------------------------------------------------------- */
 
 /* The sandbox's view of an input. Pack descriptors made here are closed by
- * input_close; a context's own descriptor is borrowed. */
-static int input_open(ingest_set *docs, const context *ctx, sandbox_input *in, char *err, size_t errlen)
+ * engine_input_close; a context's own descriptor is borrowed. */
+int engine_input_open(ingest_set *docs, const context *ctx, sandbox_input *in, char *err, size_t errlen)
 {
     memset(in, 0, sizeof *in);
     in->context_fd = -1;
@@ -998,7 +784,7 @@ static int input_open(ingest_set *docs, const context *ctx, sandbox_input *in, c
     return 0;
 }
 
-static void input_close(const sandbox_input *in, const ingest_set *docs)
+void engine_input_close(const sandbox_input *in, const ingest_set *docs)
 {
     if (!docs)
         return;
@@ -1010,7 +796,7 @@ static void input_close(const sandbox_input *in, const ingest_set *docs)
 
 /* The description of an input for the root; NULL when out of memory. The
  * description read the whole input: the host needs none of its pages now. */
-static char *input_describe(ingest_set *docs, const context *ctx)
+char *engine_input_describe(ingest_set *docs, const context *ctx)
 {
     char *d;
     if (docs)
@@ -1024,7 +810,7 @@ static char *input_describe(ingest_set *docs, const context *ctx)
 }
 
 /* Starts this run's sandbox on one input (both NULL: none). */
-static int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
+int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
 {
     sandbox_options so = {
         .exe_path = e->p->sandbox_exe,
@@ -1039,7 +825,7 @@ static int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
     engine_progress(e, "starting sandbox");
     double t0 = clock_now();
     sandbox_input in;
-    if (input_open(docs, ctx, &in, err, sizeof err) != 0) {
+    if (engine_input_open(docs, ctx, &in, err, sizeof err) != 0) {
         engine_fail(e, RLM_ERR_INPUT, "cannot hand the input to the sandbox: %s", err);
         return -1;
     }
@@ -1049,7 +835,7 @@ static int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
     so.data_fd = in.data_fd;
     so.data_len = in.data_len;
     int started = sandbox_start(&so, &e->sb, err, sizeof err);
-    input_close(&in, docs);   /* the sandbox keeps its own duplicates, for restarts */
+    engine_input_close(&in, docs);   /* the sandbox keeps its own duplicates, for restarts */
     if (started != 0) {
         engine_fail(e, RLM_ERR_SANDBOX, "cannot start the sandbox: %s", err);
         engine_event(e, "error", json_pack("{s:s,s:s}", "where", "sandbox", "message", err));
@@ -1076,9 +862,9 @@ static int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
     return 0;
 }
 
-static int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const char *question)
+int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const char *question)
 {
-    char *description = input_describe(docs, ctx);
+    char *description = engine_input_describe(docs, ctx);
     if (!description)
         return -1;
     int rc = engine_push(e, "system", prompt_system(e->p->max_iterations));
@@ -1086,195 +872,6 @@ static int engine_first_messages(engine *e, ingest_set *docs, const context *ctx
         rc = engine_push(e, "user", prompt_first_user(description, question, e->p->max_iterations));
     free(description);
     return rc;
-}
-
-/* ---- conversations ------------------------------------------------------- */
-
-/* Answers each sub-call of a replayed cell from its recorded reply. */
-typedef struct replay_cursor {
-    const json_t *replies;
-    size_t next;
-} replay_cursor;
-
-static int replay_calls(void *userdata, int kind, const char *model, const char *const *prompts,
-                        const char *const *contexts, size_t n, char **results)
-{
-    (void)kind;
-    (void)model;
-    (void)prompts;
-    (void)contexts;
-    replay_cursor *cur = userdata;
-    for (size_t i = 0; i < n; i++) {
-        const json_t *r = json_array_get(cur->replies, cur->next++);
-        results[i] = strdup(json_is_string(r) ? json_string_value(r)
-                                              : "Error: no recorded reply for this sub-call (session replay)");
-    }
-    return 0;
-}
-
-typedef struct replay_run {
-    engine *e;
-    size_t cells, raised;
-    int broken;
-    char err[512];
-} replay_run;
-
-static int replay_cell(void *userdata, const char *code, const json_t *replies)
-{
-    replay_run *rr = userdata;
-    replay_cursor cur = {.replies = replies};
-    sandbox_cell cell = {0};
-    int rc = sandbox_exec(rr->e->sb, code, replay_calls, &cur, &cell, rr->err, sizeof rr->err);
-    if (rc == 0) {
-        rr->cells++;
-        rr->raised += cell.raised != 0;
-    }
-    sandbox_cell_clear(&cell);
-    if (rc != 0) {
-        rr->broken = 1;
-        return 1;
-    }
-    return engine_cancelled(rr->e);
-}
-
-/* answer_1 .. answer_k of the questions so far. */
-static void engine_set_answers(engine *e)
-{
-    engine_state *st = e->st;
-    for (int k = 0; k < st->questions; k++) {
-        if (!st->answers || !st->answers[k])
-            continue;
-        char name[32], err[256];
-        snprintf(name, sizeof name, "answer_%d", k + 1);
-        if (sandbox_set_var(e->sb, name, st->answers[k], err, sizeof err) != 0)
-            engine_event(e, "warning", json_pack("{s:s,s:s}", "message", "cannot set an answer variable",
-                                                 "detail", err));
-    }
-}
-
-/* Makes sure the conversation's sandbox runs with every input loaded, and
- * after a resume, rebuilds its namespace. */
-static int engine_state_sandbox(engine *e)
-{
-    engine_state *st = e->st;
-    int fresh = 0;
-    if (!st->sb) {
-        engine_input *first = st->n_inputs ? &st->inputs[0] : NULL;
-        if (engine_start_sandbox(e, first ? first->docs : NULL, first ? first->ctx : NULL) != 0)
-            return -1;
-        st->sb = e->sb;
-        st->inputs_loaded = first ? 1 : 0;
-        fresh = 1;
-    }
-    e->sb = st->sb;
-    if (!e->out->sandbox_layers)
-        e->out->sandbox_layers = strdup(sandbox_layers(st->sb));
-    while (st->inputs_loaded < st->n_inputs) {
-        engine_input *in = &st->inputs[st->inputs_loaded];
-        char name[32], err[1024];
-        snprintf(name, sizeof name, "context_%zu", st->inputs_loaded + 1);
-        sandbox_input si;
-        int rc = input_open(in->docs, in->ctx, &si, err, sizeof err);
-        if (rc == 0) {
-            rc = sandbox_add_input(st->sb, name, &si, err, sizeof err);
-            input_close(&si, in->docs);
-        }
-        if (rc != 0) {
-            engine_fail(e, RLM_ERR_INPUT, "cannot load %s into the sandbox: %s", name, err);
-            return -1;
-        }
-        st->inputs_loaded++;
-    }
-    if (fresh && (st->replay_pending || st->questions > 0)) {
-        engine_set_answers(e);
-        if (st->replay_pending && st->store) {
-            engine_progress(e, "rebuilding the session's variables");
-            double t0 = clock_now();
-            replay_run rr = {.e = e};
-            session_each_cell(st->store, replay_cell, &rr);
-            engine_event(e, "session_replay",
-                         json_pack("{s:I,s:I,s:f,s:b,s:s?}", "cells", (json_int_t)rr.cells, "raised",
-                                   (json_int_t)rr.raised, "seconds", clock_now() - t0, "broken",
-                                   rr.broken, "error", rr.broken ? rr.err : NULL));
-            if (rr.broken) {
-                engine_fail(e, RLM_ERR_SANDBOX, "sandbox failed while rebuilding the session: %s", rr.err);
-                return -1;
-            }
-            engine_set_answers(e);   /* a replayed cell may have rebound one */
-        }
-        st->replay_pending = 0;
-    }
-    return 0;
-}
-
-/* The messages that open a question of a conversation: the first question
- * describes its input like a single run; a later one says what carried over
- * and describes the inputs that arrived since (context_2, ...). */
-static int engine_state_messages(engine *e, const char *question, int number)
-{
-    engine_state *st = e->st;
-    size_t first_new = 0;
-    while (first_new < st->n_inputs && st->inputs[first_new].announced)
-        first_new++;
-    buf desc;
-    buf_init(&desc, SIZE_MAX / 2);
-    char names[256] = "";
-    for (size_t i = first_new; i < st->n_inputs; i++) {
-        engine_input *in = &st->inputs[i];
-        char *d = input_describe(in->docs, in->ctx);
-        if (!d) {
-            buf_free(&desc);
-            return -1;
-        }
-        size_t used = strlen(names);
-        snprintf(names + used, sizeof names - used, "%scontext_%zu", used ? ", " : "", i + 1);
-        if (i > first_new)
-            buf_printf(&desc, "\nThe variable `context_%zu` holds another input:\n", i + 1);
-        buf_puts(&desc, d);
-        free(d);
-        in->announced = 1;
-    }
-    int rc;
-    if (e->h->n == 0) {
-        rc = engine_push(e, "system", prompt_system(e->p->max_iterations));
-        if (rc == 0) {
-            char *none = desc.data ? NULL : prompt_describe_context(NULL, "", 0);
-            rc = engine_push(e, "user", prompt_first_user(desc.data ? desc.data : none, question,
-                                                          e->p->max_iterations));
-            free(none);
-        }
-    } else {
-        rc = engine_push(e, "user", prompt_next_question(desc.data, desc.data ? names : NULL, question,
-                                                         number, e->p->max_iterations));
-    }
-    buf_free(&desc);
-    return rc;
-}
-
-/* Keeps this question's answer for the next ones. */
-static void engine_state_answered(engine *e, int number, const char *answer)
-{
-    engine_state *st = e->st;
-    if (number > st->questions) {
-        char **a = realloc(st->answers, (size_t)number * sizeof *a);
-        if (!a)
-            return;
-        for (int k = st->questions; k < number; k++)
-            a[k] = NULL;
-        st->answers = a;
-        st->questions = number;
-    }
-    free(st->answers[number - 1]);
-    st->answers[number - 1] = answer ? strdup(answer) : NULL;
-    if (answer && st->sb) {
-        char name[32], err[256];
-        snprintf(name, sizeof name, "answer_%d", number);
-        if (sandbox_set_var(st->sb, name, answer, err, sizeof err) != 0)
-            engine_event(e, "warning", json_pack("{s:s,s:s}", "message", "cannot set an answer variable",
-                                                 "detail", err));
-    }
-    if (st->store && session_end_question(st->store, answer) != 0)
-        engine_store_failed(e, "the answer");
 }
 
 /* The one last request for the best answer so far, after the turns or a
@@ -1364,7 +961,7 @@ static void engine_direct(engine *e, const context *ctx, const char *question)
     lm_response_clear(&resp);
 }
 
-static rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const context *ctx,
+rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const context *ctx,
                                   const char *question, int level, const char *node,
                                   const char *parent, engine_progress_fn progress, void *userdata,
                                   engine_outcome *out)
@@ -1445,7 +1042,7 @@ static rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, co
         /* A child refused before its first turn has nothing to answer from. */
         out->status = RLM_NO_ANSWER;
         free(out->error);
-        out->error = child_error("budget exhausted before the child's first turn: %s",
+        out->error = engine_strf("budget exhausted before the child's first turn: %s",
                                  calls_budget_message(c));
     } else if (rc == 2) {
         /* A budget ran out: one last request, saying which. */
@@ -1485,7 +1082,7 @@ done:
                            (json_int_t)out->blocks, "sub_calls", (json_int_t)out->sub_calls,
                            "sub_call_errors", (json_int_t)out->sub_call_errors, "elapsed",
                            out->elapsed, "stopped_by", out->stopped_by, "cost_usd",
-                           json_cost(out->cost_usd), "children", (json_int_t)out->children,
+                           engine_cost_json(out->cost_usd), "children", (json_int_t)out->children,
                            "sandboxes", (json_int_t)out->sandboxes, "depth_reached",
                            out->depth_reached));
     sandbox_free(e.sb);
@@ -1510,99 +1107,3 @@ void engine_outcome_clear(engine_outcome *out)
     memset(out, 0, sizeof *out);
 }
 
-/* ---- conversation state --------------------------------------------------- */
-
-engine_state *engine_state_new(session *store)
-{
-    engine_state *st = calloc(1, sizeof *st);
-    if (st)
-        st->store = store;
-    return st;
-}
-
-int engine_state_add_input(engine_state *st, ingest_set *docs, const context *ctx)
-{
-    if (st->n_inputs == st->cap_inputs) {
-        size_t cap = st->cap_inputs ? st->cap_inputs * 2 : 4;
-        engine_input *in = realloc(st->inputs, cap * sizeof *in);
-        if (!in)
-            return -1;
-        st->inputs = in;
-        st->cap_inputs = cap;
-    }
-    st->inputs[st->n_inputs] = (engine_input){.docs = docs, .ctx = ctx};
-    return (int)++st->n_inputs;
-}
-
-int engine_state_questions(const engine_state *st)
-{
-    return st->questions;
-}
-
-static const char *role_name(const char *role)
-{
-    if (strcmp(role, "system") == 0)
-        return "system";
-    if (strcmp(role, "assistant") == 0)
-        return "assistant";
-    return "user";
-}
-
-static int resume_message(void *userdata, long seq, const char *role, const char *content)
-{
-    (void)seq;
-    engine_state *st = userdata;
-    char *copy = strdup(content);
-    return history_push(&st->h, role_name(role), copy) != 0;
-}
-
-static int resume_answer(void *userdata, int number, const char *question, const char *answer)
-{
-    (void)question;
-    engine_state *st = userdata;
-    if (number < 1)
-        return 0;
-    if (number > st->questions) {
-        char **a = realloc(st->answers, (size_t)number * sizeof *a);
-        if (!a)
-            return 1;
-        for (int k = st->questions; k < number; k++)
-            a[k] = NULL;
-        st->answers = a;
-        st->questions = number;
-    }
-    free(st->answers[number - 1]);
-    st->answers[number - 1] = answer ? strdup(answer) : NULL;
-    return 0;
-}
-
-int engine_state_resume(engine_state *st, char *err, size_t errlen)
-{
-    if (!st->store) {
-        snprintf(err, errlen, "no session store to resume from");
-        return -1;
-    }
-    history_free(&st->h);
-    if (session_each_message(st->store, resume_message, st) != 0 ||
-        session_each_answer(st->store, resume_answer, st) != 0) {
-        snprintf(err, errlen, "cannot read the session: %s", session_errmsg(st->store));
-        return -1;
-    }
-    for (size_t i = 0; i < st->n_inputs; i++)
-        st->inputs[i].announced = 1;
-    st->replay_pending = 1;
-    return 0;
-}
-
-void engine_state_free(engine_state *st)
-{
-    if (!st)
-        return;
-    sandbox_free(st->sb);
-    history_free(&st->h);
-    for (int k = 0; k < st->questions; k++)
-        free(st->answers[k]);
-    free(st->answers);
-    free(st->inputs);
-    free(st);
-}

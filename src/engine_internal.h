@@ -1,0 +1,149 @@
+/* engine_internal — what the engine's files share: the state of one run
+ * (struct engine), the root history, a conversation's state, and the helpers
+ * the child-RLM and conversation code use. Not a public contract: only
+ * src/engine.c, src/engine_children.c and src/engine_state.c include it.
+ *
+ *   engine.c           one RLM's loop: root turns, cells, sub-calls, the last
+ *                      request, compaction, direct mode, the run itself
+ *   engine_children.c  rlm_query below the depth limit: child RLMs on threads
+ *   engine_state.c     conversations: inputs, the sandbox kept between
+ *                      questions, answers, the session store and its replay */
+#ifndef RLM_ENGINE_INTERNAL_H
+#define RLM_ENGINE_INTERNAL_H
+
+#include <jansson.h>
+
+#include "engine.h"
+#include "sandbox.h"
+
+/* How much of each prompt and reply of a sub-call goes into the trace. */
+#define TRACE_EXCERPT_CHARS 2000
+
+typedef struct message {
+    const char *role;
+    char *content;
+} message;
+
+/* The root history: owned by the run, or by the conversation. */
+typedef struct history {
+    message *m;
+    size_t n, cap;
+} history;
+
+/* One input of a conversation. */
+typedef struct engine_input {
+    ingest_set *docs;          /* borrowed; or */
+    const context *ctx;        /* borrowed */
+    int announced;             /* described to the root already */
+} engine_input;
+
+struct engine_state {
+    session *store;            /* borrowed; NULL: in memory only */
+    history h;
+    sandbox *sb;               /* the conversation's sandbox, NULL until a question starts it */
+    size_t inputs_loaded;      /* inputs[0 .. inputs_loaded) are in sb */
+    engine_input *inputs;
+    size_t n_inputs, cap_inputs;
+    char **answers;            /* answers[k - 1] of question k (NULL: none) */
+    int questions;
+    int replay_pending;        /* resumed: the next sandbox re-runs the recorded cells */
+};
+
+/* The state of one run: the top RLM's, or a child's at a deeper level. */
+typedef struct engine {
+    const engine_params *p;
+    calls *calls;
+    trace *trace;
+    sandbox *sb;
+    engine_state *st;          /* the conversation, or NULL */
+    history own;               /* the history when there is no conversation */
+    history *h;
+    const char *question;
+    char *node;                /* call-tree id: "0", "0.1", ... */
+    const char *parent;        /* the parent's id, NULL for the top RLM */
+    int level;                 /* 1 for the top RLM, 2 for its children, ... */
+    size_t children_started;   /* numbers this node's children */
+    engine_progress_fn progress;
+    void *progress_data;
+    int turn;                  /* current root turn, 1-based */
+    int budget_stop;           /* a budget refused a call: no more code, one last request */
+    char *fatal;               /* a sub-call path failure that ends the run (replay miss) */
+    engine_outcome *out;
+    double start;
+    double stream_shown;       /* when a streaming progress line was last shown */
+    json_t *cell_replies;      /* sub-call replies of the cell running, for the session store */
+} engine;
+
+/* ---- shared helpers (engine.c) ------------------------------------------- */
+
+/* The effective recursion settings (engine_params' defaults applied). */
+int engine_max_depth(const engine_params *p);
+int engine_max_children(const engine_params *p);
+double engine_child_share(const engine_params *p);
+
+/* Runs one RLM of the tree: level 1 is the top, node its call-tree id,
+ * parent its parent's (NULL for the top). See engine_run. */
+rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const context *ctx,
+                           const char *question, int level, const char *node, const char *parent,
+                           engine_progress_fn progress, void *userdata, engine_outcome *out);
+
+/* A malloc'd formatted string; NULL when out of memory. */
+char *engine_strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+int engine_cancelled(const engine *e);
+/* The user cancelled: no answer, no last request. */
+void engine_cancel(engine *e);
+/* Records an event of e's node (adds node and parent). Steals fields. */
+void engine_event(engine *e, const char *type, json_t *fields);
+void engine_progress(engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void engine_fail(engine *e, rlm_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+int history_push(history *h, const char *role, char *content);
+void history_truncate(history *h, size_t from);
+void history_free(history *h);
+
+/* The session store of this run (only the top RLM of a conversation has one). */
+session *engine_store(const engine *e);
+void engine_store_failed(engine *e, const char *what);
+/* Appends a message (and saves it); takes content. -1 when out of memory. */
+int engine_push(engine *e, const char *role, char *content);
+
+json_t *engine_excerpt(const char *text, size_t max_chars);
+json_t *engine_usage_json(const lm_response *r);
+json_t *engine_cost_json(double usd);
+/* Every results[i] becomes "Error: what: why". */
+void engine_fill_errors(char **results, size_t n, const char *what, const char *why);
+/* A budget refused a call: no more code, one last request. */
+void engine_budget_stop(engine *e, const char *detail);
+/* Plain sub-calls on the sub-model (sandbox_call_fn's contract). */
+int engine_sub_calls(engine *e, int kind, const char *model, const char *const *prompts, size_t n,
+                     char **results);
+
+/* An input as the sandbox takes it (pack descriptors made for docs are
+ * closed by engine_input_close), and its description for the root (which
+ * also drops the host's pages of it). */
+int engine_input_open(ingest_set *docs, const context *ctx, sandbox_input *in, char *err, size_t errlen);
+void engine_input_close(const sandbox_input *in, const ingest_set *docs);
+char *engine_input_describe(ingest_set *docs, const context *ctx);
+int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx);
+int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const char *question);
+
+/* ---- child RLMs (engine_children.c) --------------------------------------- */
+
+/* rlm_query / rlm_query_batched below the depth limit: one child RLM per
+ * prompt, at most max_children at once. Fills every results[i]; returns 0. */
+int engine_children(engine *e, const char *model, const char *const *prompts,
+                    const char *const *contexts, size_t n, char **results);
+
+/* ---- conversations (engine_state.c) --------------------------------------- */
+
+/* The conversation's sandbox, running with every input loaded (and after a
+ * resume, its namespace rebuilt). 0, or -1 with the outcome set. */
+int engine_state_sandbox(engine *e);
+/* The messages that open question `number`. -1 when out of memory. */
+int engine_state_messages(engine *e, const char *question, int number);
+/* Keeps the question's answer (NULL: none) for the next ones. */
+void engine_state_answered(engine *e, int number, const char *answer);
+
+#endif
