@@ -97,21 +97,28 @@ def run_task(build, name, args, latency, concurrency):
                    "--concurrency", str(concurrency),
                    "--context", os.path.join(task_dir, "context.txt"),
                    "--question-file", os.path.join(task_dir, "question.txt")]
-            t0 = time.time()
-            r0 = os.times()
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            host_peak = sandbox_peak = total_peak = 0
-            while proc.poll() is None:
-                tree = tree_rss_kb(proc.pid)
-                host = tree.get(proc.pid, ("", 0))[1]
-                others = sum(rss for pid, (_, rss) in tree.items() if pid != proc.pid)
-                host_peak = max(host_peak, host)
-                sandbox_peak = max(sandbox_peak, others)
-                total_peak = max(total_peak, host + others)
-                time.sleep(0.05)
-            stdout, stderr = proc.communicate()
-            wall = time.time() - t0
-            r1 = os.times()
+            # Output goes to files: a long answer (OOLONG-Pairs lists thousands
+            # of pairs) would fill a pipe nobody reads while we sample.
+            out_path, err_path = (os.path.join(task_dir, n) for n in ("stdout", "stderr"))
+            with open(out_path, "w") as out_f, open(err_path, "w") as err_f:
+                t0 = time.time()
+                r0 = os.times()
+                proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f)
+                host_peak = sandbox_peak = total_peak = 0
+                while proc.poll() is None:
+                    tree = tree_rss_kb(proc.pid)
+                    host = tree.get(proc.pid, ("", 0))[1]
+                    others = sum(rss for pid, (_, rss) in tree.items() if pid != proc.pid)
+                    host_peak = max(host_peak, host)
+                    sandbox_peak = max(sandbox_peak, others)
+                    total_peak = max(total_peak, host + others)
+                    time.sleep(0.05)
+                wall = time.time() - t0
+                r1 = os.times()
+            with open(out_path) as f:
+                stdout = f.read()
+            with open(err_path) as f:
+                stderr = f.read()
         finally:
             lm.terminate()
             lm.wait()

@@ -1,15 +1,19 @@
 /* Unit tests for the benchmark task generators: determinism, that the gold
- * answer is what the data says, and the scoring rules. */
+ * answer is what the data says, the scoring rules, and that the scripted
+ * OOLONG strategies (run by python3 against a stand-in llm_query_batched
+ * that answers from the key) reach the gold answer in bounded waves. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "taskgen.h"
@@ -44,7 +48,7 @@ static void make_task(const task_spec *spec, char *dir, size_t dirlen)
 static void remove_task(const char *dir)
 {
     static const char *const files[] = {"context.txt", "question.txt", "gold.txt", "key.jsonl", "task.json",
-                                        "script.json", "docs.jsonl"};
+                                        "script.json", "docs.jsonl", "run.py", "run.out"};
     char path[512];
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, files[i]);
@@ -210,6 +214,102 @@ static void test_pairs_gold_is_scored_perfect_against_itself(void **state)
     assert_non_null(strstr(err, "cannot create"));
 }
 
+/* Runs the turn-1 code of dir's script.json in python3 with `context` the
+ * task's input and llm_query_batched answering every prompt's lines from the
+ * key, as fakelm's oracle does. Returns what it printed last: a JSON object
+ * {"result": ..., "batches": [batch sizes], "lines": [lines per prompt]}. */
+static json_t *run_strategy(const char *dir)
+{
+    static const char harness[] =
+        "import json, sys\n"
+        "d = sys.argv[1]\n"
+        "key = {}\n"
+        "for line in open(d + '/key.jsonl'):\n"
+        "    o = json.loads(line)\n"
+        "    key[o['instance']] = o['label']\n"
+        "code = [r['reply'] for r in json.load(open(d + '/script.json'))['rules']\n"
+        "        if r['match'] == '(?i)turn 1 of'][0]\n"
+        "code = code.split('```repl\\n', 1)[1].rsplit('```', 1)[0]\n"
+        "context = open(d + '/context.txt').read()\n"
+        "batches, lines = [], []\n"
+        "def llm_query_batched(prompts):\n"
+        "    batches.append(len(prompts))\n"
+        "    out = []\n"
+        "    for p in prompts:\n"
+        "        body = p.split('\\n\\n', 1)[1].split('\\n')\n"
+        "        lines.append(len(body))\n"
+        "        out.append('\\n'.join(key[l.split(' || Instance: ')[1]] for l in body))\n"
+        "    return out\n"
+        "env = {'context': context, 'llm_query_batched': llm_query_batched}\n"
+        "exec(code, env)\n"
+        "print(json.dumps({'result': env['result'], 'batches': batches, 'lines': lines}))\n";
+    char script[512], out[512];
+    snprintf(script, sizeof script, "%s/run.py", dir);
+    snprintf(out, sizeof out, "%s/run.out", dir);
+    FILE *f = fopen(script, "w");
+    assert_non_null(f);
+    assert_true(fputs(harness, f) >= 0);
+    assert_int_equal(fclose(f), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || dup2(fd, 1) < 0)
+            _exit(127);
+        execlp("python3", "python3", script, dir, (char *)NULL);
+        _exit(127);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("python3 %s failed (status %d)", script, status);
+    size_t len;
+    char *text = slurp(dir, "run.out", &len);
+    while (len > 0 && text[len - 1] == '\n')
+        text[--len] = '\0';
+    const char *last = strrchr(text, '\n');
+    json_t *root = json_loads(last ? last + 1 : text, 0, NULL);
+    free(text);
+    assert_non_null(root);
+    return root;
+}
+
+/* The OOLONG strategies stream: 64,150 lines make 642 prompts of 100 lines
+ * (the last of 50) sent as a wave of 640 and a wave of 2, never all at
+ * once, and the counts they add up over the waves give the gold answer, for
+ * every question kind and for OOLONG-Pairs. */
+static void test_oolong_strategy_streams_in_waves(void **state)
+{
+    (void)state;
+    for (int kind = 0; kind < 5; kind++) {
+        task_spec spec = {.family = kind < 4 ? TASK_OOLONG : TASK_PAIRS, .seed = 3, .lines = 64150,
+                          .depth = -1, .variant = kind < 4 ? kind : -1};
+        char dir[64];
+        make_task(&spec, dir, sizeof dir);
+        json_t *run = run_strategy(dir);
+        json_t *batches = json_object_get(run, "batches"), *lines = json_object_get(run, "lines");
+        assert_int_equal(json_array_size(batches), 2);
+        assert_int_equal(json_integer_value(json_array_get(batches, 0)), 640);
+        assert_int_equal(json_integer_value(json_array_get(batches, 1)), 2);
+        assert_int_equal(json_array_size(lines), 642);
+        for (size_t i = 0; i < 641; i++)
+            assert_int_equal(json_integer_value(json_array_get(lines, i)), 100);
+        assert_int_equal(json_integer_value(json_array_get(lines, 641)), 50);
+        size_t gold_len;
+        char *gold = slurp(dir, "gold.txt", &gold_len);
+        while (gold_len > 0 && gold[gold_len - 1] == '\n')
+            gold[--gold_len] = '\0';
+        const char *result = json_string_value(json_object_get(run, "result"));
+        assert_non_null(result);
+        const char *scoring = kind == 0 || kind == 3 ? "numeric" : kind < 4 ? "exact" : "f1";
+        if (taskgen_score(scoring, gold, result) != 1)
+            fail_msg("kind %d: result \"%.200s\" against gold \"%.200s\"", kind, result, gold);
+        free(gold);
+        json_decref(run);
+        remove_task(dir);
+    }
+}
+
 /* docqa: 1,000 documents under their header lines and in docs.jsonl; the gold
  * answer is reached by following the question's chain through the key, each
  * hop's fact stated once, in its own document, with lookalike negatives. */
@@ -315,6 +415,7 @@ int main(void)
         cmocka_unit_test(test_same_seed_same_bytes),
         cmocka_unit_test(test_oolong_gold_matches_the_key),
         cmocka_unit_test(test_scoring),
+        cmocka_unit_test(test_oolong_strategy_streams_in_waves),
         cmocka_unit_test(test_pairs_gold_is_scored_perfect_against_itself),
         cmocka_unit_test(test_docqa_chain_leads_to_gold),
     };

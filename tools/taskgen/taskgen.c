@@ -245,13 +245,30 @@ static int write_script(const char *dir, json_t *subcall_rules, const char *stra
     return rc;
 }
 
+/* Sub-calls per llm_query_batched in the OOLONG strategies: 10 rounds at the
+ * default concurrency of 64. Measured on 430K lines (BENCHMARKS.md): 640
+ * keeps host + sandbox under 3x the input with the wall time within 1.2x
+ * of ideal; 1,280 was no faster and cost ~15 MB more. */
+#define OOLONG_WAVE 640
+
 static const char label_prompt[] =
     "Label each instance below with one of: abbreviation, entity, description, human, location, "
     "numeric. Reply with one label per line, in order, nothing else.";
 
 /* Python that labels every line through batched sub-calls (100 lines per
- * call) into `labels` and `users`, then runs `finish`. */
-static char *oolong_strategy(const char *finish)
+ * call) and counts the labels into `counts` (and, with per_user, the (user,
+ * label) pairs into `per_user`), then runs `finish`, which sets `result`.
+ *
+ * It streams, as a careful model would on an input of hundreds of MB: lines
+ * come from a generator over a megabyte of the context at a time, each group
+ * of 100 becomes its prompt at once, and the prompts go out in waves of
+ * `wave` sub-calls (a multiple of the default concurrency, 64, so no wave
+ * ends in a half-empty round), dropped before the next wave is built. The
+ * sandbox then holds the context plus one wave's prompts, not a list of
+ * every line, every prompt, every reply and a label per line (on 430K lines
+ * that was 4x the input), and the sub-calls are exactly those of one big
+ * batch: same prompts, same count, same rounds. */
+static char *oolong_strategy(const char *finish, int per_user)
 {
     char *code = NULL;
     size_t len = 0;
@@ -260,22 +277,52 @@ static char *oolong_strategy(const char *finish)
         return NULL;
     fprintf(f,
             "from collections import Counter, defaultdict\n"
-            "lines = [l for l in context.splitlines() if l.strip()]\n"
-            "groups = [lines[i:i + 100] for i in range(0, len(lines), 100)]\n"
-            "prompts = [%s + '\\n\\n' + '\\n'.join(g) for g in groups]\n"
-            "replies = llm_query_batched(prompts)\n"
-            "labels = []\n"
-            "for g, r in zip(groups, replies):\n"
-            "    got = [x.strip().lower() for x in r.splitlines() if x.strip()]\n"
-            "    labels.extend(got if len(got) == len(g) else ['unknown'] * len(g))\n"
-            "users = [l.split(' || ')[1].split(': ')[1] for l in lines]\n"
-            "counts = Counter(labels)\n"
+            "from itertools import islice\n"
+            "ask = '%s'\n"
+            "size, wave = 100, %d  # lines per sub-call; sub-calls per batch\n"
+            "\n"
+            "def instance_groups(text, step=1 << 20):\n"
+            "    \"\"\"The non-blank lines of text in lists of `size`, reading a MB at a time.\"\"\"\n"
+            "    rest, pos = [], 0\n"
+            "    while pos < len(text):\n"
+            "        end = text.find('\\n', pos + step)\n"
+            "        end = len(text) if end < 0 else end + 1\n"
+            "        lines = rest + [l for l in text[pos:end].splitlines() if l.strip()]\n"
+            "        whole = len(lines) - len(lines) %% size\n"
+            "        for i in range(0, whole, size):\n"
+            "            yield lines[i:i + size]\n"
+            "        rest, pos = lines[whole:], end\n"
+            "    if rest:\n"
+            "        yield rest\n"
+            "\n"
+            "counts, per_user = Counter(), Counter()\n"
+            "n_lines = n_calls = 0\n"
+            "groups = instance_groups(context)\n"
+            "while True:\n"
+            "    prompts, sizes, users = [], [], []\n"
+            "    for g in islice(groups, wave):\n"
+            "        prompts.append(ask + '\\n\\n' + '\\n'.join(g))\n"
+            "        sizes.append(len(g))\n"
+            "%s"
+            "    if not prompts:\n"
+            "        break\n"
+            "    replies = llm_query_batched(prompts)\n"
+            "    del prompts\n"
+            "    for i, r in enumerate(replies):\n"
+            "        got = [x.strip().lower() for x in r.splitlines() if x.strip()]\n"
+            "        if len(got) != sizes[i]:\n"
+            "            got = ['unknown'] * sizes[i]\n"
+            "        counts.update(got)\n"
+            "%s"
+            "    n_lines += sum(sizes)\n"
+            "    n_calls += len(sizes)\n"
             "order = ['abbreviation', 'entity', 'description', 'human', 'location', 'numeric']\n"
             "%s"
-            "print(len(lines), 'lines,', len(groups), 'sub-calls,', counts.most_common())\n"
+            "print(n_lines, 'lines,', n_calls, 'sub-calls,', counts.most_common())\n"
             "print('result:', result[:500])\n",
-            "'Label each instance below with one of: abbreviation, entity, description, human, "
-            "location, numeric. Reply with one label per line, in order, nothing else.'",
+            label_prompt, OOLONG_WAVE,
+            per_user ? "        users.append([l.split(' || ')[1].split(': ')[1] for l in g])\n" : "",
+            per_user ? "        per_user.update(zip(users[i], got))\n" : "",
             finish);
     fclose(f);
     return code;
@@ -528,9 +575,8 @@ static int gen_oolong(const task_spec *spec, const char *dir, char *err, size_t 
                  "result = min(order, key=lambda l: (counts[l], order.index(l)))\n");
     else
         snprintf(finish, sizeof finish,
-                 "result = str(sum(1 for u, l in zip(users, labels) if u == '10000' and l == '%s'))\n",
-                 taskgen_labels[asked]);
-    char *code = oolong_strategy(finish);
+                 "result = str(per_user[('10000', '%s')])\n", taskgen_labels[asked]);
+    char *code = oolong_strategy(finish, variant == 3);
     if (!code) {
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -590,12 +636,12 @@ static int gen_pairs(const task_spec *spec, const char *dir, char *err, size_t e
     char finish[1024];
     snprintf(finish, sizeof finish,
              "has = defaultdict(set)\n"
-             "for u, l in zip(users, labels):\n"
+             "for u, l in per_user:\n"
              "    has[u].add(l)\n"
              "both = sorted(int(u) for u in has if '%s' in has[u] and '%s' in has[u])\n"
              "result = '\\n'.join('(%%d, %%d)' %% (a, b) for i, a in enumerate(both) for b in both[i + 1:])\n",
              taskgen_labels[a], taskgen_labels[b]);
-    char *code = oolong_strategy(finish);
+    char *code = oolong_strategy(finish, 1);
     if (!code) {
         snprintf(err, errlen, "out of memory");
         return -1;
