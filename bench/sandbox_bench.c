@@ -1,11 +1,14 @@
 /* sandbox_bench — start-up, memory and round-trip times of the Python sandbox:
  * what a child RLM's sandbox costs (a 4 KB context: time to ready, resident
- * memory idle and after one cell), time to a ready child with a 40 MB
- * context, an empty cell, a cell with one sub-call, and a regex over 100 MB.
- * Prints medians; built and run by bench/sandbox_bench.sh. */
+ * and proportional memory idle and after one cell), spawned and forked by a
+ * sandbox factory; 64 of them started at once from 8 threads; time to a
+ * ready child with a 40 MB context; an empty cell, a cell with one sub-call,
+ * and a regex over 100 MB. Prints medians; built and run by
+ * bench/sandbox_bench.sh. */
 #include "sandbox.h"
 #include "util.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,11 +51,16 @@ static int make_context(size_t len)
     return fd;
 }
 
-/* A field of /proc/PID/status in kB ("VmRSS", "RssAnon", "RssFile"), or -1. */
-static long status_kb(int pid, const char *field)
+/* A field of /proc/PID/smaps_rollup in kB ("Rss", "Pss", ...), or -1;
+ * "Private" is Private_Clean + Private_Dirty: what the process alone holds. */
+static long smaps_kb(int pid, const char *field)
 {
+    if (strcmp(field, "Private") == 0) {
+        long clean = smaps_kb(pid, "Private_Clean"), dirty = smaps_kb(pid, "Private_Dirty");
+        return clean < 0 || dirty < 0 ? -1 : clean + dirty;
+    }
     char path[64], line[256];
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", pid);
     FILE *f = fopen(path, "r");
     if (!f)
         return -1;
@@ -68,8 +76,9 @@ static long status_kb(int pid, const char *field)
 }
 
 /* What a child RLM's sandbox costs: a few KB of context, started, idle, and
- * after one trivial cell. Medians over `starts`. */
-static int bench_small_child(const char *exe, int starts)
+ * after one trivial cell; spawned (factory NULL) or forked. Medians over
+ * `starts`. */
+static int bench_small_child(const char *exe, int starts, sandbox_factory *factory)
 {
     size_t len = 4096;
     int fd = make_context(len);
@@ -78,11 +87,12 @@ static int bench_small_child(const char *exe, int starts)
         return -1;
     }
     sandbox_options opts = {.exe_path = exe, .context_fd = fd, .context_len = len,
-                            .data_fd = -1};
+                            .data_fd = -1, .factory = factory};
     enum { FIELDS = 3 };
-    static const char *const fields[FIELDS] = {"VmRSS", "RssAnon", "RssFile"};
+    static const char *const fields[FIELDS] = {"Rss", "Pss", "Private"};
     double t[64], idle[FIELDS][64], used[FIELDS][64];
     char err[512];
+    int forked = 0;
     for (int i = 0; i < starts; i++) {
         sandbox *sb;
         double t0 = clock_now();
@@ -92,17 +102,20 @@ static int bench_small_child(const char *exe, int starts)
             return -1;
         }
         t[i] = clock_now() - t0;
+        forked += sandbox_forked(sb);
         for (int f = 0; f < FIELDS; f++)
-            idle[f][i] = (double)status_kb(sandbox_pid(sb), fields[f]);
+            idle[f][i] = (double)smaps_kb(sandbox_pid(sb), fields[f]);
         sandbox_cell cell;
         sandbox_exec(sb, "x = len(context)\nprint(x)", NULL, NULL, &cell, err, sizeof err);
         sandbox_cell_clear(&cell);
         for (int f = 0; f < FIELDS; f++)
-            used[f][i] = (double)status_kb(sandbox_pid(sb), fields[f]);
+            used[f][i] = (double)smaps_kb(sandbox_pid(sb), fields[f]);
         sandbox_free(sb);
     }
-    printf("child sandbox (4 KB context): start to ready median %.1f ms over %d\n",
-           median(t, (size_t)starts) * 1e3, starts);
+    printf("child sandbox (4 KB context), %s: start to ready median %.1f ms over %d\n",
+           factory ? "forked by a factory" : "spawned", median(t, (size_t)starts) * 1e3, starts);
+    if (factory && forked != starts)
+        printf("  (only %d of them were forked)\n", forked);
     for (int f = 0; f < FIELDS; f++)
         printf("  %-7s idle after start %.1f MB, after one cell %.1f MB (medians)\n", fields[f],
                median(idle[f], (size_t)starts) / 1024, median(used[f], (size_t)starts) / 1024);
@@ -110,13 +123,95 @@ static int bench_small_child(const char *exe, int starts)
     return 0;
 }
 
+typedef struct starter {
+    const sandbox_options *opts;
+    sandbox **out;
+    int from, to, failed;
+} starter;
+
+static void *start_range(void *arg)
+{
+    starter *st = arg;
+    char err[512];
+    for (int i = st->from; i < st->to; i++)
+        if (sandbox_start(st->opts, &st->out[i], err, sizeof err) != 0) {
+            fprintf(stderr, "start: %s\n", err);
+            st->out[i] = NULL;
+            st->failed++;
+        }
+    return NULL;
+}
+
+/* n children with a 4 KB context started at once from `threads` threads, as
+ * a root's rlm_query_batched does: the wall time until the last is ready,
+ * median over `runs`; and, all n alive and idle, the median child's
+ * proportional and private memory. */
+static int bench_concurrent(const char *exe, sandbox_factory *factory, int n, int threads,
+                            int runs)
+{
+    size_t len = 4096;
+    int fd = make_context(len);
+    if (fd < 0 || n > 256 || threads > 16 || runs > 64) {
+        perror("context");
+        return -1;
+    }
+    sandbox_options opts = {.exe_path = exe, .context_fd = fd, .context_len = len,
+                            .data_fd = -1, .factory = factory};
+    sandbox *sb[256];
+    double t[64], pss[256], private_kb[256];
+    for (int r = 0; r < runs; r++) {
+        starter st[16];
+        pthread_t tid[16];
+        double t0 = clock_now();
+        for (int k = 0; k < threads; k++) {
+            st[k] = (starter){.opts = &opts, .out = sb, .from = n * k / threads,
+                              .to = n * (k + 1) / threads};
+            pthread_create(&tid[k], NULL, start_range, &st[k]);
+        }
+        int failed = 0;
+        for (int k = 0; k < threads; k++) {
+            pthread_join(tid[k], NULL);
+            failed += st[k].failed;
+        }
+        t[r] = clock_now() - t0;
+        for (int i = 0; i < n && r == runs - 1 && !failed; i++) {
+            pss[i] = (double)smaps_kb(sandbox_pid(sb[i]), "Pss");
+            private_kb[i] = (double)smaps_kb(sandbox_pid(sb[i]), "Private");
+        }
+        for (int i = 0; i < n; i++)
+            sandbox_free(sb[i]);
+        if (failed) {
+            close(fd);
+            return -1;
+        }
+    }
+    printf("%d children (4 KB context) started at once from %d threads, %s: all ready after "
+           "%.2f s (median over %d)\n",
+           n, threads, factory ? "forked by a factory" : "spawned", median(t, (size_t)runs), runs);
+    printf("  with all %d alive: Pss %.1f MB, Private %.1f MB per child (medians)\n", n,
+           median(pss, (size_t)n) / 1024, median(private_kb, (size_t)n) / 1024);
+    close(fd);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *exe = argc > 1 ? argv[1] : "build/rlm-sandbox";
-    if (bench_small_child(exe, 20) != 0)
+    sandbox_options factory_opts = {.exe_path = exe};
+    sandbox_factory *factory = NULL;
+    char err[512];
+    if (sandbox_factory_new(&factory_opts, &factory, err, sizeof err) != 0) {
+        fprintf(stderr, "factory: %s\n", err);
         return 1;
-    if (argc > 2 && strcmp(argv[2], "--small") == 0)
+    }
+    if (bench_small_child(exe, 20, NULL) != 0 || bench_small_child(exe, 20, factory) != 0 ||
+        bench_concurrent(exe, factory, 64, 8, 20) != 0 ||
+        bench_concurrent(exe, NULL, 64, 8, 20) != 0)
+        return 1;
+    if (argc > 2 && strcmp(argv[2], "--small") == 0) {
+        sandbox_factory_free(factory);
         return 0;
+    }
     size_t context_len = (size_t)40 << 20;
     int fd = make_context(context_len);
     if (fd < 0) {
@@ -125,13 +220,15 @@ int main(int argc, char **argv)
     }
     sandbox_options opts = {.exe_path = exe, .context_fd = fd, .context_len = context_len,
                             .data_fd = -1};
-    char err[512];
     enum { STARTS = 15, CELLS = 2000, CALLS = 500 };
     static double t[CELLS];
 
-    /* Every layer, then without namespaces (the cost of the clone path). */
-    for (int config = 0; config < 2; config++) {
+    /* Every layer, without namespaces (the cost of the clone path), and
+     * forked by the factory (every layer). */
+    static const char *const configs[] = {", all layers", ", no namespaces", ", forked"};
+    for (int config = 0; config < 3; config++) {
         opts.no_namespaces = config == 1;
+        opts.factory = config == 2 ? factory : NULL;
         for (int i = 0; i < STARTS; i++) {
             sandbox *sb;
             double t0 = clock_now();
@@ -142,10 +239,12 @@ int main(int argc, char **argv)
             t[i] = clock_now() - t0;
             sandbox_free(sb);
         }
-        printf("start to ready (40 MB context%s): median %.1f ms over %d\n",
-               config ? ", no namespaces" : ", all layers", median(t, STARTS) * 1e3, STARTS);
+        printf("start to ready (40 MB context%s): median %.1f ms over %d\n", configs[config],
+               median(t, STARTS) * 1e3, STARTS);
     }
     opts.no_namespaces = 0;
+    opts.factory = NULL;
+    sandbox_factory_free(factory);
 
     sandbox *sb;
     if (sandbox_start(&opts, &sb, err, sizeof err) != 0) {

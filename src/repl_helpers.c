@@ -155,15 +155,16 @@ static PyObject *hit_line(const docs_state *st, const grep_hit *h)
     return decode(line, len);
 }
 
-/* What building one hit costs is most of grep() (100,000 hits of a 400 MB
- * scan take 30 ms in PCRE2 and longer as Python objects), so the four keys
- * are interned once per call, the document's key is made once per
- * document, ASCII lines are copied straight into a new str, and hits on
- * the same line share its number and (unless the line is cut) its text.
+/* Building the hits is half of grep() or more: 100,000 hits over 400 MB
+ * took ~25 ms in grep_scan and ~20 ms more as dicts in reused memory, ~50 ms
+ * more again in fresh memory (bench/helpers_bench.py --sandbox). So the
+ * four keys are interned once per call, the document's key is made once
+ * per document, ASCII lines are copied straight into a new str, and hits
+ * on the same line share its number and (unless the line is cut) its text.
  * Each hit becomes its dict as grep_scan finds it: no array of C hits in
- * between, whose megabytes of fresh pages cost more than the scan on a VM
- * where a page fault costs ~10 us. That holds the GIL through the scan;
- * the sandbox runs no other Python thread, so nothing waits on it. */
+ * between, whose 6 MB of fresh 4 KiB pages cost ~15 ms on our VM. That
+ * holds the GIL through the scan; the sandbox runs no other Python thread,
+ * so nothing waits on it. */
 typedef struct hit_builder {
     const docs_state *st;
     PyObject *list;
@@ -573,8 +574,9 @@ static PyObject *docs_module_init(void)
  *   mapped: at most ARENA_KEEP MiB stay mapped unused.
  *
  * Where huge pages are off the advice does nothing and arenas are
- * populated in 4 KiB pages; without the helper, arena_alloc populates
- * each arena itself. Python calls the allocator under the GIL, so only
+ * populated in 4 KiB pages; without the helper (none could start, or this
+ * process is a fork of the one that started it and has not started its
+ * own: repl_helpers_start_thread), arena_alloc populates each arena itself. Python calls the allocator under the GIL, so only
  * what the helper shares is locked. Other sizes (CPython's frame-stack
  * chunks), and arenas when no slab fits under the address-space limit, get
  * their own populated mapping. */
@@ -589,7 +591,8 @@ typedef struct arena_cache {
     size_t n;
     char *slab;                 /* where the next arena is cut, or NULL */
     size_t slab_left;           /* bytes left from there */
-    int helper;                 /* the populating thread runs */
+    int helper;                 /* the populating thread runs, */
+    pid_t owner;                /* in this process (a fork copies no thread) */
     pthread_mutex_t lock;       /* guards the three fields below */
     pthread_cond_t wake;
     unsigned slab_no;           /* counts slabs */
@@ -646,6 +649,8 @@ static void *populate_main(void *arg)
  * a new slab cannot be mapped. */
 static void *slab_cut(arena_cache *cache, size_t size)
 {
+    if (cache->helper && cache->owner != getpid())
+        cache->helper = 0;   /* a forked copy: the thread stayed behind */
     if (cache->slab_left < size) {
         if (cache->slab_left)
             munmap(cache->slab, cache->slab_left);
@@ -712,14 +717,15 @@ static void arena_free(void *ctx, void *ptr, size_t size)
     munmap(ptr, size);   /* a piece of a slab is unmapped alone */
 }
 
-/* The helper thread, with every signal blocked so that SIGINT reaches the
- * main thread. Returns 0 when it runs. */
+/* Starts the helper thread, with every signal blocked so that SIGINT
+ * reaches the main thread. Returns 0 when it runs. */
 static int start_populate_helper(arena_cache *cache)
 {
-    if (pthread_mutex_init(&cache->lock, NULL) != 0)
+    cache->helper = 0;
+    if (pthread_mutex_init(&cache->lock, NULL) != 0 || pthread_cond_init(&cache->wake, NULL) != 0)
         return -1;
-    if (pthread_cond_init(&cache->wake, NULL) != 0)
-        return -1;
+    cache->ahead_from = cache->ahead_to = 0;
+    atomic_store(&cache->ready_to, 0);
     pthread_attr_t attr;
     if (pthread_attr_init(&attr) != 0)
         return -1;
@@ -732,7 +738,11 @@ static int start_populate_helper(arena_cache *cache)
     int rc = pthread_create(&thread, &attr, populate_main, cache);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
-    return rc == 0 ? 0 : -1;
+    if (rc != 0)
+        return -1;
+    cache->helper = 1;
+    cache->owner = getpid();
+    return 0;
 }
 
 int repl_helpers_register(void)
@@ -740,11 +750,23 @@ int repl_helpers_register(void)
     /* The cache lives as long as the process, like the allocator using it. */
     arena_cache *cache = calloc(1, sizeof *cache);
     if (cache) {
-        cache->helper = start_populate_helper(cache) == 0;
+        start_populate_helper(cache);
         PyObjectArenaAllocator arenas = {.ctx = cache, .alloc = arena_alloc, .free = arena_free};
         PyObject_SetArenaAllocator(&arenas);
     }
     return PyImport_AppendInittab("_rlm_docs", docs_module_init);
+}
+
+int repl_helpers_start_thread(void)
+{
+    PyObjectArenaAllocator arenas;
+    PyObject_GetArenaAllocator(&arenas);
+    if (arenas.alloc != arena_alloc)
+        return -1;
+    arena_cache *cache = arenas.ctx;
+    if (cache->helper && cache->owner == getpid())
+        return 0;
+    return start_populate_helper(cache);
 }
 
 int repl_helpers_configure(ingest_kind kind, const ingest_doc *docs, size_t n_docs,

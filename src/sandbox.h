@@ -221,10 +221,9 @@ int sandbox_forked(const sandbox *sb);
  * sandboxes are then spawned. The zygote exits when this process closes its
  * channel (exits), like a child.
  *
- * Side effect: the calling process becomes a child subreaper
- * (PR_SET_CHILD_SUBREAPER) for the rest of its life, so that the forked
- * children are re-parented to it and reaped like spawned ones; orphaned
- * descendants of any other child it started become its children too.
+ * The forked children are children of the calling process, not of the
+ * zygote (CLONE_PARENT): they are reaped, and outlive the zygote, like
+ * spawned ones.
  *
  * Returns 0 with *out set (free it with sandbox_factory_free), or -1 with
  * err (no executable, the process cannot be started). */

@@ -1,6 +1,8 @@
 /* sandbox_child — main of rlm-sandbox: embeds CPython, preloads the allowed
  * modules, maps the context into one str, locks itself down, then runs cells
  * sent by the host in one persistent namespace and answers with their output.
+ * Started with "--zygote" it does the part before the context once and forks
+ * children that go on from there (docs/internals/sandbox-protocol.md).
  *
  * Design note. Everything that needs the filesystem happens before
  * sandbox_lockdown: the interpreter, every allowed module (and the helpers
@@ -66,7 +68,8 @@ static const char *const helper_modules[] = {
     "encodings.utf_16_be", "encodings.utf_32",
     "encodings.cp1252",   "encodings.cp437",
     "encodings.unicode_escape", "encodings.raw_unicode_escape",
-    "encodings.idna",
+    "encodings.idna",     "_rlm",
+    "_rlm_docs",
 };
 
 /* The Python half of a cell: REPL-style compilation (the last expression is
@@ -138,6 +141,7 @@ typedef struct child {
     size_t context_chars;
     char layers[256];
     sandbox_lockdown_report report;
+    sandbox_filter filter;      /* seccomp program a zygote built for its children */
 } child;
 
 /* ---- small helpers ---- */
@@ -833,18 +837,56 @@ fail:
     return -1;
 }
 
-/* Puts dict back to copy when any entry differs (cheap identity checks). */
-static void restore_dict(PyObject *dict, PyObject *copy)
+/* 1 when dict holds exactly copy's entries (identity checks, which write
+ * to no object: a forked child's pages stay shared with the zygote's). */
+static int dict_unchanged(PyObject *dict, PyObject *copy)
 {
-    int changed = PyDict_Size(dict) != PyDict_Size(copy);
+    int same = PyDict_Size(dict) == PyDict_Size(copy);
     PyObject *key, *value;
     Py_ssize_t pos = 0;
-    while (!changed && PyDict_Next(copy, &pos, &key, &value))
-        changed = PyDict_GetItemWithError(dict, key) != value;
-    if (changed) {
+    while (same && PyDict_Next(copy, &pos, &key, &value))
+        same = PyDict_GetItemWithError(dict, key) == value;
+    PyErr_Clear();
+    return same;
+}
+
+/* Puts dict back to copy when any entry differs. */
+static void restore_dict(PyObject *dict, PyObject *copy)
+{
+    if (!dict_unchanged(dict, copy)) {
         PyDict_Clear(dict);
         PyDict_Update(dict, copy);
     }
+}
+
+/* A forked child inherits the snapshot its zygote took before forking (a
+ * copy costs a write to every object it holds, and each written page is a
+ * page fault and a copy). Only a dict that changed since, normally none, is
+ * copied again. */
+static int snapshot_refresh(child *c, char *err, size_t errlen)
+{
+    PyObject *modules = PyImport_GetModuleDict(); /* borrowed */
+    if (!dict_unchanged(modules, c->modules)) {
+        PyObject *copy = PyDict_Copy(modules);
+        if (!copy)
+            goto fail;
+        Py_SETREF(c->modules, copy);
+    }
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(c->module_dicts); i++) {
+        PyObject *pair = PyList_GET_ITEM(c->module_dicts, i);
+        PyObject *dict = PyTuple_GET_ITEM(pair, 0);
+        if (dict_unchanged(dict, PyTuple_GET_ITEM(pair, 1)))
+            continue;
+        PyObject *copy = PyDict_Copy(dict);
+        PyObject *fresh = copy ? PyTuple_Pack(2, dict, copy) : NULL;
+        Py_XDECREF(copy);
+        if (!fresh || PyList_SetItem(c->module_dicts, i, fresh) < 0)
+            goto fail;
+    }
+    return 0;
+fail:
+    python_error(err, errlen, "cannot snapshot the modules");
+    return -1;
 }
 
 static void restore_modules(child *c)
@@ -1102,14 +1144,15 @@ static PyObject *bindable_name(child *c, json_t *name, char *err, size_t errlen)
 }
 
 /* Receives the descriptors the host attached (SCM_RIGHTS) to the one byte
- * it sends right after an add_input frame: up to max into fds. Returns how
- * many came, or -1 when the byte did not. */
+ * it sends right after an add_input (or, to a zygote, a fork) frame: up to
+ * max (at most 4) into fds. Returns how many came, or -1 when the byte did
+ * not. */
 static int receive_fds(int sock, int *fds, int max)
 {
     char byte;
     struct iovec iov = {.iov_base = &byte, .iov_len = 1};
     union {
-        char buf[CMSG_SPACE(2 * sizeof(int))];
+        char buf[CMSG_SPACE(4 * sizeof(int))];
         struct cmsghdr align;
     } control;
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
@@ -1283,10 +1326,165 @@ static int serve(child *c)
     }
 }
 
+/* ---- zygote ----
+ *
+ * Started with "--zygote" by a sandbox factory (src/sandbox_spawn.c): does
+ * once what every child does before its lockdown whatever its input — starts
+ * Python, imports the allowed modules, loads the glue, installs the import
+ * guard, takes the snapshot of the modules, builds the seccomp program — then
+ * forks children on request instead of reading an init frame. Each child goes
+ * on from the init frame like a spawned one. What a forked child writes to is
+ * copied page by page (a fault each, ~30 us on the virtual machines we
+ * measured), so the zygote leaves it as little as possible to write: its
+ * objects are frozen out of the collector's reach, the snapshot is taken, the
+ * seccomp program (whose libseccomp allocations alone cost ~150 faults) is
+ * ready to load. */
+
+/* Puts a forked child's descriptors where a spawned child has them — the
+ * channel on 3, the input on 4, its data on 5, the cache socket on 6 — and
+ * closes every other one, the zygote's channel and pipes included. Absent
+ * ones stay the zygote's /dev/null. fds holds n received descriptors, all
+ * above 6 (the zygote's 0..6 are open), in that order. */
+static int place_fds(const int *fds, int n, int has_context, int has_data, int has_cache)
+{
+    int targets[4], k = 0;
+    targets[k++] = CHANNEL_FD;
+    if (has_context)
+        targets[k++] = CONTEXT_FD;
+    if (has_data)
+        targets[k++] = DATA_FD;
+    if (has_cache)
+        targets[k++] = CACHE_FD;
+    if (k != n)
+        return -1;
+    for (int i = 0; i < n; i++)
+        if (fds[i] <= CACHE_FD || dup2(fds[i], targets[i]) < 0)
+            return -1;
+    return close_range(CACHE_FD + 1, ~0U, 0);
+}
+
+/* Serves fork requests until the host hangs up (then exits). Returns only in
+ * a forked child, set up like a spawned one waiting for its init frame. */
+static void zygote_serve(void)
+{
+    sandbox_fork_memory memory = {0};
+    for (;;) {
+        char err[256];
+        json_t *request = NULL;
+        int rc = frame_read(CHANNEL_FD, INIT_FRAME_MAX, &request, err, sizeof err);
+        if (rc == FRAME_EOF)
+            _exit(0);
+        const char *type = rc == FRAME_READY
+                               ? json_string_value(json_object_get(request, "type"))
+                               : NULL;
+        if (!type || strcmp(type, "fork") != 0)
+            _exit(3); /* the host is trusted: this is a bug, not an attack */
+        int has_context = json_is_true(json_object_get(request, "has_context"));
+        int has_data = json_is_true(json_object_get(request, "has_data"));
+        int has_cache = json_is_true(json_object_get(request, "has_search_cache"));
+        int isolate = json_is_true(json_object_get(request, "namespaces"));
+        int required = json_is_true(json_object_get(request, "require_namespaces"));
+        json_t *id = json_incref(json_object_get(request, "id"));
+        json_decref(request);
+        int fds[4] = {-1, -1, -1, -1};
+        int n = receive_fds(CHANNEL_FD, fds, 4);
+        if (n != 1 + has_context + has_data + has_cache)
+            _exit(3);
+        sandbox_fork_report report = {.pid = -1};
+        const char *failure = NULL;
+        /* The arena allocator's helper thread (repl_helpers.c) lives here
+         * too: fork only while it waits, so that no lock it holds is copied
+         * into the child held. */
+        if (sandbox_threads_idle(1.0) != 0) {
+            failure = "a thread of the zygote stayed busy";
+        } else {
+            PyOS_BeforeFork();
+            if (sandbox_fork_isolated(isolate, required, &memory, &report) == 0) {
+                PyOS_AfterFork_Child();
+                json_decref(id);
+                if (place_fds(fds, n, has_context, has_data, has_cache) != 0)
+                    _exit(3);
+                setpgid(0, 0);
+                sigset_t none;
+                sigemptyset(&none);
+                sigprocmask(SIG_SETMASK, &none, NULL);
+                return;
+            }
+            PyOS_AfterFork_Parent();
+            if (report.pid <= 0)
+                failure = report.refused[0] && !report.namespaces[0]
+                              ? "no namespace set was allowed"
+                              : strerror(report.error);
+        }
+        for (int i = 0; i < n; i++)
+            close(fds[i]);
+        json_t *reply = json_pack("{s:s, s:o, s:i, s:s, s:s, s:s}", "type", "forked", "id",
+                                  id ? id : json_null(), "pid", report.pid, "namespaces",
+                                  report.namespaces, "refused", report.refused, "message",
+                                  failure ? failure : "");
+        if (!reply || frame_write(CHANNEL_FD, reply, INIT_FRAME_MAX, err, sizeof err) != 0)
+            _exit(3);
+        json_decref(reply);
+    }
+}
+
+/* Moves every object the zygote made into the collector's permanent
+ * generation: a collection in a forked child then never visits them (a visit
+ * writes to the object, and every page written is copied). The gc module is
+ * not left in sys.modules, where a spawned child does not have it. */
+static void freeze_heap(void)
+{
+    PyObject *modules = PyImport_GetModuleDict(); /* borrowed */
+    int had_gc = PyDict_GetItemString(modules, "gc") != NULL;
+    PyObject *gc = PyImport_ImportModule("gc");
+    PyObject *rc = gc ? PyObject_CallMethod(gc, "freeze", NULL) : NULL;
+    Py_XDECREF(rc);
+    Py_XDECREF(gc);
+    if (!had_gc)
+        PyDict_DelItemString(modules, "gc");
+    PyErr_Clear();
+}
+
+/* Python up, ready for the modules: the interpreter, the cancel handler and
+ * builtins. */
+static int start_interpreter(child *c, char *err, size_t errlen)
+{
+    if (start_python(err, errlen) != 0)
+        return -1;
+    if (install_cancel_handler() != 0) {
+        snprintf(err, errlen, "cannot install the cancel handler");
+        return -1;
+    }
+    c->builtins = PyImport_ImportModule("builtins");
+    if (!c->builtins) {
+        snprintf(err, errlen, "cannot import builtins");
+        return -1;
+    }
+    return 0;
+}
+
+/* What every child does before its lockdown whatever its input, done once:
+ * Python, the modules, the glue, the seccomp program (for pid 1: each child
+ * is the first process of its PID namespace), the import guard and the
+ * snapshot of the modules that every cell is restored to. */
+static int zygote_prepare(child *c, char *err, size_t errlen)
+{
+    if (start_interpreter(c, err, errlen) != 0 || preload_modules(err, errlen) != 0 ||
+        load_glue(c, err, errlen) != 0)
+        return -1;
+    /* Without the program (not expected), each child builds its own. */
+    char ignored[256];
+    sandbox_filter_build(1, &c->filter, ignored, sizeof ignored);
+    freeze_heap();
+    if (repl_install_import_guard() != 0) {
+        python_error(err, errlen, "cannot install the import guard");
+        return -1;
+    }
+    return snapshot_modules(c, err, errlen);
+}
+
 int main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
     struct stat st;
     if (fstat(CHANNEL_FD, &st) != 0 || !S_ISSOCK(st.st_mode)) {
         fprintf(stderr, "rlm-sandbox: this program is started by rlm (fd 3 must be its "
@@ -1295,6 +1493,17 @@ int main(int argc, char **argv)
     }
     child c = {.fd = CHANNEL_FD};
     char err[1024];
+    int zygote = argc > 1 && strcmp(argv[1], "--zygote") == 0;
+    if (zygote) {
+        if (zygote_prepare(&c, err, sizeof err) != 0)
+            send_error_and_exit(c.fd, err);
+        json_t *ready = json_pack("{s:s, s:s, s:i}", "type", "zygote_ready", "python",
+                                  Py_GetVersion(), "pid", (int)getpid());
+        if (!ready || frame_write(c.fd, ready, INIT_FRAME_MAX, err, sizeof err) != 0)
+            return 3;
+        json_decref(ready);
+        zygote_serve(); /* returns in a forked child */
+    }
     json_t *init = NULL;
     if (frame_read(c.fd, INIT_FRAME_MAX, &init, err, sizeof err) != FRAME_READY)
         return 3;
@@ -1302,19 +1511,14 @@ int main(int argc, char **argv)
     json_decref(init);
     if (rc != 0)
         send_error_and_exit(c.fd, err);
-    if (start_watchdog(c.fd) != 0)
-        send_error_and_exit(c.fd, "cannot start the watchdog thread");
-    if (start_python(err, sizeof err) != 0)
+    if (!zygote && start_interpreter(&c, err, sizeof err) != 0)
         send_error_and_exit(c.fd, err);
-    if (install_cancel_handler() != 0)
-        send_error_and_exit(c.fd, "cannot install the cancel handler");
-    c.builtins = PyImport_ImportModule("builtins");
-    if (!c.builtins)
-        send_error_and_exit(c.fd, "cannot import builtins");
+    /* A spawned child imports the modules while a second thread copies the
+     * context; a forked one has them already. */
     context_load cl; /* lives as long as the process: main never returns */
-    if (context_begin(&cl, &c.first, 1, err, sizeof err) != 0)
+    if (context_begin(&cl, &c.first, !zygote, err, sizeof err) != 0)
         send_error_and_exit(c.fd, err);
-    if (preload_modules(err, sizeof err) != 0 || load_glue(&c, err, sizeof err) != 0)
+    if (!zygote && (preload_modules(err, sizeof err) != 0 || load_glue(&c, err, sizeof err) != 0))
         send_error_and_exit(c.fd, err);
     PyObject *context = context_finish(&cl, err, sizeof err);
     if (!context)
@@ -1333,13 +1537,23 @@ int main(int argc, char **argv)
         python_error(err, sizeof err, "cannot install the import guard");
         send_error_and_exit(c.fd, err);
     }
-    restore_repl(&c);
-    if (snapshot_modules(&c, err, sizeof err) != 0)
+    rc = c.modules ? snapshot_refresh(&c, err, sizeof err) : snapshot_modules(&c, err, sizeof err);
+    if (rc != 0)
         send_error_and_exit(c.fd, err);
+    restore_repl(&c);
+    /* The threads come last (none can start after the lockdown), so that a
+     * forked child's set-up runs single-threaded: with a second thread every
+     * copy-on-write fault costs a TLB shoot-down too. A forked child has no
+     * allocator helper yet (a spawned one keeps its own); without one it
+     * populates arenas itself. */
+    repl_helpers_start_thread();
+    if (start_watchdog(c.fd) != 0)
+        send_error_and_exit(c.fd, "cannot start the watchdog thread");
 
     sandbox_lockdown_options lock = {.memory_limit = c.memory_limit,
                                      .unsafe_no_sandbox = c.unsafe_no_sandbox,
-                                     .skip_landlock = c.skip_landlock};
+                                     .skip_landlock = c.skip_landlock,
+                                     .filter = &c.filter};
     if (sandbox_lockdown(&lock, &c.report, c.layers, sizeof c.layers, err, sizeof err) != 0) {
         char msg[1200];
         snprintf(msg, sizeof msg, "lockdown failed: %s", err);

@@ -29,18 +29,26 @@
  * libseccomp's default. */
 #include "sandbox_linux.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 /* System calls that always fail with EPERM. Names unknown on the build
@@ -278,7 +286,8 @@ static int add_late_rules(scmp_filter_ctx ctx, int action, char *err, size_t err
     return 0;
 }
 
-static int add_seccomp_rules(scmp_filter_ctx ctx, char *err, size_t errlen)
+/* The filter's rules; signals may go to process self_pid only. */
+static int add_seccomp_rules(scmp_filter_ctx ctx, int self_pid, char *err, size_t errlen)
 {
     const int eperm = SCMP_ACT_ERRNO(EPERM);
     for (size_t i = 0; i < sizeof denied_syscalls / sizeof denied_syscalls[0]; i++)
@@ -297,7 +306,7 @@ static int add_seccomp_rules(scmp_filter_ctx ctx, char *err, size_t errlen)
         deny(ctx, "statx", eperm, 1, &by_path2, err, errlen))
         return -1;
 
-    struct scmp_arg_cmp not_self = SCMP_A0(SCMP_CMP_NE, (scmp_datum_t)getpid());
+    struct scmp_arg_cmp not_self = SCMP_A0(SCMP_CMP_NE, (scmp_datum_t)self_pid);
     for (size_t i = 0; i < sizeof signal_syscalls / sizeof signal_syscalls[0]; i++)
         if (deny(ctx, signal_syscalls[i], eperm, 1, &not_self, err, errlen))
             return -1;
@@ -314,11 +323,33 @@ static int add_seccomp_rules(scmp_filter_ctx ctx, char *err, size_t errlen)
     return 0;
 }
 
+/* Loads a program built by sandbox_filter_build, on every thread. */
+static int load_prebuilt(const sandbox_filter *filter, char *err, size_t errlen)
+{
+    struct sock_fprog prog = {.len = filter->len, .filter = filter->code};
+    long rc = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, &prog);
+    if (rc > 0) {
+        snprintf(err, errlen, "seccomp: thread %ld could not be synchronised", rc);
+        return -1;
+    }
+    return rc == 0 ? 0 : lockdown_fail(err, errlen, "seccomp", errno);
+}
+
+static const char seccomp_detail[] =
+    "all threads: no files, sockets, exec, processes or threads, signals to others, "
+    "path probes, mounts, namespaces, identity or limit changes";
+
 static int layer_seccomp(const sandbox_lockdown_options *opts, sandbox_layer_state *layer,
                          char *err, size_t errlen)
 {
-    (void)opts;
     layer->name = "seccomp";
+    if (opts->filter && opts->filter->code && opts->filter->for_pid == (int)getpid()) {
+        if (load_prebuilt(opts->filter, err, errlen) != 0)
+            return -1;
+        layer->active = 1;
+        snprintf(layer->detail, sizeof layer->detail, "%s", seccomp_detail);
+        return 0;
+    }
     int rc = -1;
     scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
     if (!ctx) {
@@ -334,7 +365,7 @@ static int layer_seccomp(const sandbox_lockdown_options *opts, sandbox_layer_sta
         lockdown_fail(err, errlen, "seccomp thread synchronisation", attr);
         goto fail;
     }
-    if (add_seccomp_rules(ctx, err, errlen) != 0)
+    if (add_seccomp_rules(ctx, (int)getpid(), err, errlen) != 0)
         goto fail;
     int load = seccomp_load(ctx);
     if (load != 0) {
@@ -342,11 +373,47 @@ static int layer_seccomp(const sandbox_lockdown_options *opts, sandbox_layer_sta
         goto fail;
     }
     layer->active = 1;
-    snprintf(layer->detail, sizeof layer->detail,
-             "all threads: no files, sockets, exec, processes or threads, signals to others, "
-             "path probes, mounts, namespaces, identity or limit changes");
+    snprintf(layer->detail, sizeof layer->detail, "%s", seccomp_detail);
     rc = 0;
 fail:
+    seccomp_release(ctx);
+    return rc;
+}
+
+int sandbox_filter_build(int for_pid, sandbox_filter *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    int rc = -1, fd = -1;
+    struct stat st;
+    scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
+    if (!ctx) {
+        snprintf(err, errlen, "seccomp_init failed");
+        return -1;
+    }
+    if (add_seccomp_rules(ctx, for_pid, err, errlen) != 0)
+        goto done;
+    /* libseccomp 2.5 exports a program to a descriptor only. */
+    fd = memfd_create("seccomp", MFD_CLOEXEC);
+    int exported = fd >= 0 ? seccomp_export_bpf(ctx, fd) : -errno;
+    if (exported != 0 || fstat(fd, &st) != 0 || st.st_size <= 0 ||
+        st.st_size % (off_t)sizeof(struct sock_filter) != 0 ||
+        st.st_size / (off_t)sizeof(struct sock_filter) > BPF_MAXINSNS) {
+        lockdown_fail(err, errlen, "seccomp_export_bpf", exported ? exported : EINVAL);
+        goto done;
+    }
+    out->code = malloc((size_t)st.st_size);
+    if (!out->code || pread(fd, out->code, (size_t)st.st_size, 0) != st.st_size) {
+        snprintf(err, errlen, "cannot read the exported seccomp program");
+        free(out->code);
+        out->code = NULL;
+        goto done;
+    }
+    out->len = (unsigned short)(st.st_size / (off_t)sizeof(struct sock_filter));
+    out->for_pid = for_pid;
+    rc = 0;
+done:
+    if (fd >= 0)
+        close(fd);
     seccomp_release(ctx);
     return rc;
 }
@@ -401,4 +468,131 @@ int sandbox_lockdown(const sandbox_lockdown_options *opts, sandbox_lockdown_repo
         used += (size_t)n;
     }
     return 0;
+}
+
+/* ---- forking into namespaces (the zygote) ----
+ *
+ * unshare(CLONE_NEWPID) moves only the caller's future children into the new
+ * PID namespace, and unshare(CLONE_NEWUSER) cannot be undone, so the zygote
+ * does not enter them itself: it clones the child into them. A process that
+ * creates a user namespace holds every capability in it, and a fork (unlike
+ * the exec of a spawned child) keeps them: the new process drops them all
+ * before anything else.
+ *
+ * The clone is raw, not glibc's fork: only the kernel's clone takes
+ * namespace flags with CLONE_PARENT. glibc then still holds the zygote's
+ * thread id in the new process's thread descriptor; since 2.34 it asks the
+ * kernel (gettid) where that matters, for a signal to itself, and the stale
+ * copy is only compared with itself (mutex owners). */
+
+/* Namespace sets, strongest first, as a spawned child gets them. */
+static const struct {
+    int flags;
+    const char *names;
+} fork_sets[] = {
+    {CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID, "user,net,ipc,pid"},
+    {CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID, "net,ipc,pid"},
+};
+#define FORK_SETS ((int)(sizeof fork_sets / sizeof fork_sets[0]))
+
+static int drop_capabilities(void)
+{
+    struct __user_cap_header_struct header = {.version = _LINUX_CAPABILITY_VERSION_3};
+    struct __user_cap_data_struct data[_LINUX_CAPABILITY_U32S_3];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capset, &header, data) != 0)
+        return -1;
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); /* EINVAL before 4.3 */
+    return 0;
+}
+
+int sandbox_fork_isolated(int isolate, int required, sandbox_fork_memory *memory,
+                          sandbox_fork_report *report)
+{
+    memset(report, 0, sizeof *report);
+    report->pid = -1;
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_SETMASK, &all, &old);
+    /* Sets refused before are not tried again (a refused clone may cost a
+     * copy of the page tables), but still reported. */
+    int first = memory->first_set >= 0 && memory->first_set <= FORK_SETS ? memory->first_set : 0;
+    snprintf(report->refused, sizeof report->refused, "%s", isolate ? memory->refused : "");
+    size_t used = strlen(report->refused);
+    int last = isolate && required ? FORK_SETS - 1 : FORK_SETS;
+    for (int i = isolate ? first : FORK_SETS; i <= last; i++) {
+        unsigned long flags = i < FORK_SETS ? (unsigned long)fork_sets[i].flags : 0;
+        long pid = syscall(SYS_clone, CLONE_PARENT | flags | SIGCHLD, NULL, NULL, NULL, 0UL);
+        if (pid == 0) {
+            if (drop_capabilities() != 0)
+                _exit(3);
+            return 0;
+        }
+        if (pid > 0) {
+            report->pid = (int)pid;
+            if (i < FORK_SETS)
+                snprintf(report->namespaces, sizeof report->namespaces, "%s", fork_sets[i].names);
+            if (isolate) {
+                memory->first_set = i;
+                snprintf(memory->refused, sizeof memory->refused, "%s", report->refused);
+            }
+            break;
+        }
+        report->error = errno;
+        if (i == FORK_SETS)
+            break;
+        int n = snprintf(report->refused + used, sizeof report->refused - used, "%s%s: %s",
+                         used ? "; " : "", fork_sets[i].names, strerror(errno));
+        if (n > 0 && (size_t)n < sizeof report->refused - used)
+            used += (size_t)n;
+    }
+    sigprocmask(SIG_SETMASK, &old, NULL);
+    return 1;
+}
+
+/* 1 when thread tid is blocked in futex(2), per /proc/self/task/TID/syscall
+ * (the number of the call it is blocked in, or "running"). */
+static int thread_in_futex(long tid)
+{
+    char path[64], text[64];
+    snprintf(path, sizeof path, "/proc/self/task/%ld/syscall", tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    text[n] = '\0';
+    char *end;
+    long number = strtol(text, &end, 10);
+    return end != text && number == SYS_futex;
+}
+
+int sandbox_threads_idle(double seconds)
+{
+    struct timespec start, now;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    long self = (long)syscall(SYS_gettid);
+    for (;;) {
+        DIR *dir = opendir("/proc/self/task");
+        if (!dir)
+            return -1;
+        int busy = 0;
+        struct dirent *entry;
+        while (!busy && (entry = readdir(dir))) {
+            char *end;
+            long tid = strtol(entry->d_name, &end, 10);
+            if (end != entry->d_name && *end == '\0' && tid != self)
+                busy = !thread_in_futex(tid);
+        }
+        closedir(dir);
+        if (!busy)
+            return 0;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((double)(now.tv_sec - start.tv_sec) + (double)(now.tv_nsec - start.tv_nsec) / 1e9 >
+            seconds)
+            return -1;
+        usleep(500);
+    }
 }

@@ -1,7 +1,9 @@
 /* test_sandbox — the Python sandbox end to end, against the real rlm-sandbox
  * child: the REPL contract, sub-calls, more inputs and host-set variables,
  * imports, the seccomp lockdown, timeouts, cancels, crashes, protocol
- * violations and resource bounds. */
+ * violations and resource bounds. Every test runs twice: with spawned
+ * children, then with children forked by a sandbox factory's zygote; the
+ * factory's own tests (layers, concurrency, reaping, fallbacks) follow. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -43,6 +45,7 @@
 typedef struct fixture {
     int context_fd;
     size_t context_len;
+    sandbox_factory *factory; /* NULL: children are spawned */
 } fixture;
 
 static int make_context(size_t *len)
@@ -75,6 +78,7 @@ static sandbox *start_with(const fixture *fx, double timeout, double grace, size
         .kill_grace = grace,
         .output_limit = output_limit,
         .unsafe_no_sandbox = unsafe,
+        .factory = fx ? fx->factory : NULL,
     };
     sandbox *sb = NULL;
     char err[512] = "";
@@ -83,6 +87,9 @@ static sandbox *start_with(const fixture *fx, double timeout, double grace, size
         print_message("sandbox_start: %s\n", err);
     assert_int_equal(rc, 0);
     assert_non_null(sb);
+    /* With a factory every child is forked (an unsafe one does not fit it):
+     * a silent fall back to spawning would make the second run pointless. */
+    assert_int_equal(sandbox_forked(sb), fx && fx->factory && !unsafe);
     return sb;
 }
 
@@ -103,7 +110,31 @@ static int teardown(void **state)
 {
     fixture *fx = *state;
     close(fx->context_fd);
+    sandbox_factory_free(fx->factory);
     free(fx);
+    return 0;
+}
+
+static sandbox_factory *new_factory(int no_namespaces)
+{
+    sandbox_options opts = {.exe_path = SANDBOX_EXE, .no_namespaces = no_namespaces};
+    sandbox_factory *f = NULL;
+    char err[512] = "";
+    int rc = sandbox_factory_new(&opts, &f, err, sizeof err);
+    if (rc != 0)
+        print_message("sandbox_factory_new: %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_non_null(f);
+    assert_true(sandbox_factory_pid(f) > 0);
+    return f;
+}
+
+/* The same fixture, with a factory every test's children are forked from. */
+static int setup_forked(void **state)
+{
+    setup(state);
+    fixture *fx = *state;
+    fx->factory = new_factory(0);
     return 0;
 }
 
@@ -209,7 +240,7 @@ static void test_context_loaded(void **state)
     sandbox_free(sb);
 
     /* Pure ASCII (copied on a second core) and valid UTF-8 (decoded). */
-    fixture ascii = {.context_fd = memfd_create("ascii", MFD_CLOEXEC)};
+    fixture ascii = {.context_fd = memfd_create("ascii", MFD_CLOEXEC), .factory = fx->factory};
     for (int i = 0; i < 100000; i++)
         assert_int_equal(write(ascii.context_fd, "0123456789", 10), 10);
     ascii.context_len = 1000000;
@@ -218,7 +249,7 @@ static void test_context_loaded(void **state)
                   "1000000 True 789\n");
     sandbox_free(sb);
     close(ascii.context_fd);
-    fixture utf8 = {.context_fd = memfd_create("utf8", MFD_CLOEXEC)};
+    fixture utf8 = {.context_fd = memfd_create("utf8", MFD_CLOEXEC), .factory = fx->factory};
     const char *text = "h\xc3\xa9llo w\xc3\xb6rld \xe2\x82\xac \xf0\x9f\x98\x80";
     utf8.context_len = strlen(text);
     assert_int_equal(write(utf8.context_fd, text, utf8.context_len), (ssize_t)utf8.context_len);
@@ -229,7 +260,8 @@ static void test_context_loaded(void **state)
     close(utf8.context_fd);
 
     /* Without a context, it is an empty str. */
-    sb = start_with(NULL, 30, 1, 0, 0, 0);
+    fixture none = {.context_fd = -1, .factory = fx->factory};
+    sb = start_with(&none, 30, 1, 0, 0, 0);
     expect_output(sb, "print(repr(context))", "''\n");
     sandbox_free(sb);
 }
@@ -568,6 +600,7 @@ static void test_uninterruptible_hang(void **state)
     sandbox_cell_clear(&cell);
     assert_true(sandbox_pid(sb) != pid);
     assert_int_equal(kill(pid, 0), -1); /* reaped: not even a zombie */
+    assert_int_equal(sandbox_forked(sb), fx->factory != NULL); /* restarted from it */
     expect_raise(sb, "print(lost)", "NameError");
     char expect[64];
     snprintf(expect, sizeof expect, "%zu\n", fx->context_len);
@@ -1144,6 +1177,286 @@ static void test_orphan_exits(void **state)
     prctl(PR_SET_CHILD_SUBREAPER, 0);
 }
 
+/* ---- the factory ---- */
+
+/* A field of /proc/PID/smaps_rollup ("Rss", "Pss", "Shared_Dirty") in kB. */
+static long smaps_kb(int pid, const char *field)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/smaps_rollup", pid);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    long kb = -1;
+    size_t n = strlen(field);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, field, n) == 0 && line[n] == ':')
+            kb = strtol(line + n + 1, NULL, 10);
+    fclose(f);
+    assert_true(kb >= 0);
+    return kb;
+}
+
+/* The parent pid and state of process pid, from /proc/PID/stat; 0 when the
+ * process is gone. */
+static int proc_parent(int pid, char *state)
+{
+    char path[64], text[512];
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *close_paren = strrchr(text, ')');
+    int ppid = 0;
+    if (!close_paren || sscanf(close_paren + 2, "%c %d", state, &ppid) != 2)
+        return 0;
+    return ppid;
+}
+
+/* Threads of process pid, by /proc/PID/task. */
+static int count_threads(int pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/task", pid);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* Our children, by /proc: how many there are, and how many are zombies. */
+static int count_children(int *zombies)
+{
+    DIR *d = opendir("/proc");
+    assert_non_null(d);
+    int n = 0;
+    *zombies = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        long pid = strtol(e->d_name, &end, 10);
+        char state = '?';
+        if (*end != '\0' || pid <= 0 || proc_parent((int)pid, &state) != getpid())
+            continue;
+        n++;
+        *zombies += state == 'Z';
+    }
+    closedir(d);
+    return n;
+}
+
+/* A forked child has the layers, the Python and the namespaces a spawned one
+ * has; it is our child; its memory is the zygote's until it writes to it;
+ * and its random module is seeded anew. */
+static void test_factory_child_like_spawned(void **state)
+{
+    fixture *fx = *state;
+    fixture spawned = {.context_fd = fx->context_fd, .context_len = fx->context_len};
+    sandbox *a = start_with(&spawned, 30, 1, 0, 0, 0);
+    sandbox *b = start_default(state);
+    sandbox *c = start_default(state);
+    assert_string_equal(sandbox_layers(b), sandbox_layers(a));
+    assert_string_equal(sandbox_layers_json(b), sandbox_layers_json(a));
+    assert_string_equal(sandbox_warnings(b), sandbox_warnings(a));
+    assert_string_equal(sandbox_python_version(b), sandbox_python_version(a));
+    print_message("forked child layers: %s\n", sandbox_layers(b));
+    char state_char;
+    assert_int_equal(proc_parent(sandbox_pid(b), &state_char), getpid());
+    /* Its threads too (the watchdog, the allocator's helper): a fork copies
+     * only the forking thread, so it starts its own. */
+    assert_int_equal(count_threads(sandbox_pid(b)), count_threads(sandbox_pid(a)));
+    if (strstr(sandbox_layers(b), "pid)")) {
+        /* Alone in its PID namespace: process 1, no parent in sight. */
+        expect_output(b, "os = __import__('json').codecs.sys.modules['os']\n"
+                         "print(os.getpid(), os.getppid())",
+                      "1 0\n");
+    }
+    /* Each child draws its own random numbers (CPython reseeds after fork). */
+    sandbox_cell x, y;
+    run(b, "import random\nprint(random.getrandbits(64))", &x);
+    run(c, "import random\nprint(random.getrandbits(64))", &y);
+    assert_string_not_equal(x.output, y.output);
+    sandbox_cell_clear(&x);
+    sandbox_cell_clear(&y);
+    /* Pages it has not written are the zygote's (copy-on-write); a spawned
+     * child shares no dirty page with anyone. */
+    long shared_forked = smaps_kb(sandbox_pid(b), "Shared_Dirty");
+    long shared_spawned = smaps_kb(sandbox_pid(a), "Shared_Dirty");
+    print_message("Shared_Dirty: forked %ld kB, spawned %ld kB; Pss forked %ld kB of Rss %ld kB\n",
+                  shared_forked, shared_spawned, smaps_kb(sandbox_pid(b), "Pss"),
+                  smaps_kb(sandbox_pid(b), "Rss"));
+    assert_true(shared_forked > 4096);
+    assert_true(shared_forked > 4 * shared_spawned);
+    sandbox_free(a);
+    sandbox_free(b);
+    sandbox_free(c);
+}
+
+typedef struct starter {
+    const fixture *fx;
+    int index;
+    sandbox *sb[4];
+} starter;
+
+static void *start_four(void *arg)
+{
+    starter *st = arg;
+    for (int i = 0; i < 4; i++) {
+        st->sb[i] = start_with(st->fx, 30, 1, 0, 0, 0);
+        char code[64], expect[64];
+        snprintf(code, sizeof code, "mine = %d\nprint(mine, len(context))", st->index * 4 + i);
+        snprintf(expect, sizeof expect, "%d %zu\n", st->index * 4 + i, st->fx->context_len);
+        expect_output(st->sb[i], code, expect);
+    }
+    return NULL;
+}
+
+/* Sixteen children from four threads at once: all forked, all distinct,
+ * all working, and all reaped once freed. */
+static void test_factory_concurrent_starts(void **state)
+{
+    fixture *fx = *state;
+    int children_before, zombies;
+    children_before = count_children(&zombies);
+    starter st[4];
+    pthread_t threads[4];
+    for (int t = 0; t < 4; t++) {
+        st[t] = (starter){.fx = fx, .index = t};
+        assert_int_equal(pthread_create(&threads[t], NULL, start_four, &st[t]), 0);
+    }
+    for (int t = 0; t < 4; t++)
+        pthread_join(threads[t], NULL);
+    int pids[16];
+    for (int k = 0; k < 16; k++) {
+        sandbox *sb = st[k / 4].sb[k % 4];
+        pids[k] = sandbox_pid(sb);
+        assert_true(sandbox_forked(sb));
+        for (int j = 0; j < k; j++)
+            assert_true(pids[j] != pids[k]);
+        char expect[32];
+        snprintf(expect, sizeof expect, "%d\n", k);
+        expect_output(sb, "print(mine)", expect); /* its own namespace */
+    }
+    assert_int_equal(count_children(&zombies), children_before + 16);
+    for (int k = 0; k < 16; k++)
+        sandbox_free(st[k / 4].sb[k % 4]);
+    assert_int_equal(count_children(&zombies), children_before);
+    assert_int_equal(zombies, 0);
+    for (int k = 0; k < 16; k++)
+        assert_int_equal(kill(pids[k], 0), -1);
+}
+
+/* A dead zygote: the factory fails for good and children are spawned. */
+static void test_factory_zygote_killed(void **state)
+{
+    fixture *fx = *state;
+    fixture own = {.context_fd = fx->context_fd, .context_len = fx->context_len,
+                   .factory = new_factory(0)};
+    sandbox *forked = start_with(&own, 30, 1, 0, 0, 0);
+    int zygote = sandbox_factory_pid(own.factory);
+    assert_int_equal(kill(zygote, SIGKILL), 0);
+    sandbox_options opts = {.exe_path = SANDBOX_EXE, .context_fd = fx->context_fd,
+                            .context_len = fx->context_len, .data_fd = -1,
+                            .factory = own.factory};
+    sandbox *spawned = NULL;
+    char err[512];
+    assert_int_equal(sandbox_start(&opts, &spawned, err, sizeof err), 0);
+    assert_false(sandbox_forked(spawned));
+    assert_int_equal(sandbox_factory_pid(own.factory), -1); /* reaped */
+    assert_string_equal(sandbox_layers(spawned), sandbox_layers(forked));
+    char expect[32];
+    snprintf(expect, sizeof expect, "%zu\n", fx->context_len);
+    expect_output(spawned, "print(len(context))", expect);
+    /* The forked child lives on, and its restart is a spawn. */
+    expect_output(forked, "print(len(context))", expect);
+    kill(sandbox_pid(forked), SIGKILL);
+    sandbox_cell cell;
+    run(forked, "print('again')", &cell);
+    assert_true(cell.restarted);
+    sandbox_cell_clear(&cell);
+    assert_false(sandbox_forked(forked));
+    expect_output(forked, "print(len(context))", expect);
+    sandbox_free(forked);
+    sandbox_free(spawned);
+    sandbox_factory_free(own.factory);
+
+    /* Killed before its first fork (still starting Python): the same. */
+    own.factory = new_factory(0);
+    kill(sandbox_factory_pid(own.factory), SIGKILL);
+    opts.factory = own.factory;
+    assert_int_equal(sandbox_start(&opts, &spawned, err, sizeof err), 0);
+    assert_false(sandbox_forked(spawned));
+    expect_output(spawned, "print(len(context))", expect);
+    sandbox_free(spawned);
+    sandbox_factory_free(own.factory);
+    sandbox_factory_free(NULL);
+}
+
+/* Freeing the factory kills the zygote only: its children work on, and
+ * restart by spawning. */
+static void test_factory_freed_first(void **state)
+{
+    fixture *fx = *state;
+    fixture own = {.context_fd = fx->context_fd, .context_len = fx->context_len,
+                   .factory = new_factory(0)};
+    sandbox *a = start_with(&own, 30, 1, 0, 0, 0);
+    sandbox *b = start_with(&own, 30, 1, 0, 0, 0);
+    int zygote = sandbox_factory_pid(own.factory);
+    sandbox_factory_free(own.factory);
+    assert_int_equal(kill(zygote, 0), -1); /* killed and reaped */
+    expect_output(a, "x = 'a'\nprint(x)", "a\n");
+    expect_output(b, "print(len(context) > 0)", "True\n");
+    kill(sandbox_pid(b), SIGKILL);
+    sandbox_cell cell;
+    run(b, "print('back')", &cell);
+    assert_true(cell.restarted);
+    sandbox_cell_clear(&cell);
+    assert_false(sandbox_forked(b));
+    expect_output(b, "print('back')", "back\n");
+    expect_output(a, "print(x)", "a\n");
+    sandbox_free(a);
+    sandbox_free(b);
+}
+
+/* A factory without namespaces forks children without them, and says so; a
+ * child that asks for namespaces is spawned with them instead. */
+static void test_factory_without_namespaces(void **state)
+{
+    fixture *fx = *state;
+    sandbox_factory *f = new_factory(1);
+    sandbox_options opts = {.exe_path = SANDBOX_EXE, .context_fd = fx->context_fd,
+                            .context_len = fx->context_len, .data_fd = -1,
+                            .no_namespaces = 1, .factory = f};
+    sandbox *plain = NULL, *isolated = NULL;
+    char err[512];
+    assert_int_equal(sandbox_start(&opts, &plain, err, sizeof err), 0);
+    assert_true(sandbox_forked(plain));
+    assert_non_null(strstr(sandbox_layers(plain), "(without: namespaces)"));
+    assert_non_null(strstr(sandbox_warnings(plain), "namespaces: switched off"));
+    expect_output(plain, "os = __import__('json').codecs.sys.modules['os']\n"
+                         "print(os.getpid() != 1)",
+                  "True\n");
+    expect_raise(plain, "open('/etc/passwd')", "PermissionError");
+    opts.no_namespaces = 0;
+    assert_int_equal(sandbox_start(&opts, &isolated, err, sizeof err), 0);
+    assert_false(sandbox_forked(isolated));
+    assert_null(strstr(sandbox_layers(isolated), "without: namespaces"));
+    sandbox_free(plain);
+    sandbox_free(isolated);
+    sandbox_factory_free(f);
+
+    opts.exe_path = "/nonexistent/rlm-sandbox";
+    assert_int_equal(sandbox_factory_new(&opts, &f, err, sizeof err), -1);
+    assert_null(f);
+    assert_non_null(strstr(err, "No such file"));
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_DFL); /* the host must not depend on ignoring it */
@@ -1178,5 +1491,16 @@ int main(void)
         cmocka_unit_test(test_no_leaks_no_zombies),
         cmocka_unit_test(test_orphan_exits),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    const struct CMUnitTest factory_tests[] = {
+        cmocka_unit_test(test_factory_child_like_spawned),
+        cmocka_unit_test(test_factory_concurrent_starts),
+        cmocka_unit_test(test_factory_zygote_killed),
+        cmocka_unit_test(test_factory_freed_first),
+        cmocka_unit_test(test_factory_without_namespaces),
+    };
+    int failed = cmocka_run_group_tests_name("spawned children", tests, setup, teardown);
+    failed += cmocka_run_group_tests_name("children forked by a factory", tests, setup_forked,
+                                          teardown);
+    failed += cmocka_run_group_tests_name("the factory", factory_tests, setup_forked, teardown);
+    return failed;
 }

@@ -1,0 +1,711 @@
+/* sandbox_spawn — starting rlm-sandbox processes: a fresh process in new
+ * namespaces (or without them, reported), or a fork from a sandbox factory's
+ * zygote, which has already paid for Python's start-up and the preload.
+ *
+ * Design note: spawning. A process cannot move itself into a new PID
+ * namespace, so a fresh child gets its namespaces at spawn time. posix_spawn
+ * has no namespace flags, so the host uses a fork-like clone(2) with them; in
+ * the threaded host the new process may only make async-signal-safe calls
+ * before execve (dup2, open, close_range, sigaction, setpgid), with everything
+ * prepared beforehand and exec failures reported through a close-on-exec
+ * pipe. The flag sets are tried strongest first (a non-root user may lack
+ * user namespaces; root without them still gets the others) and the first
+ * that works is kept for restarts; when none does, posix_spawn starts the
+ * child without namespaces and the layer report says why.
+ *
+ * Design note: the factory. A spawned child spends ~75 ms of CPU before it
+ * can read its init frame: the exec and dynamic linking of libpython, the
+ * interpreter's start-up and, most of it, importing the allowed modules. None
+ * of that depends on the child's input, so a zygote does it once and forks
+ * each child from there: a copy-on-write fork of a process that already holds
+ * all of it. The zygote is rlm-sandbox started with "--zygote", like a child
+ * but without a PID namespace (the pids it reports are ours), in new user,
+ * network and IPC namespaces when the kernel allows. Its user namespace maps
+ * our user to itself (written here, from the parent namespace): without a
+ * mapping nobody in it could create the nested user namespace a child needs.
+ * For each request the zygote clones the child with CLONE_PARENT into new
+ * user, network, IPC and PID namespaces (the strongest set allowed, as a
+ * spawn would): the child is the first process of its PID namespace and, by
+ * CLONE_PARENT, a child of ours, not of the zygote, so waitpid, kill and the
+ * restart logic of sandbox.c work on it unchanged, and it outlives the
+ * zygote. (An intermediate process that unshares the namespaces and forks
+ * would cost a second copy of the page tables per child, and this process
+ * would have to become a child subreaper to adopt the orphan.) Requests are
+ * serialised per factory (a fork takes a few milliseconds); the children's
+ * start-ups, which take the rest, run in parallel on the callers' threads.
+ *
+ * Everything a forked child touches is a copy-on-write fault, about 30 us
+ * each on the virtual machines we measured, so the zygote also does what a
+ * child would do before its lockdown whatever its input (the import guard,
+ * the snapshot of the modules, the seccomp program) and freezes its heap out
+ * of the collector's reach (sandbox_child.c): on a loaded 2-core virtual
+ * machine a forked child was ready in 12-25 ms, a spawned one in 63-100 ms
+ * (bench/sandbox_bench.sh).
+ *
+ * A factory fails for good when its zygote dies, hangs or breaks the
+ * protocol, and when its children cannot get namespaces of their own while
+ * the zygote has some (sharing the zygote's would make a forked child less
+ * isolated than a spawned one); every wait has a deadline, and the callers
+ * spawn instead. */
+#include "sandbox_spawn.h"
+
+#include "frame.h"
+#include "util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define FACTORY_READY_SECONDS 10.0 /* for the zygote to start Python and preload */
+#define FACTORY_FORK_SECONDS 10.0  /* for one fork request */
+#define FACTORY_SEND_TIMEOUT 10    /* seconds a blocked write to the zygote may take */
+#define FACTORY_FRAME_MAX ((size_t)64 * 1024) /* the zygote's frames are small */
+
+/* A set of namespaces to try, strongest first. */
+typedef struct namespace_set {
+    int flags;
+    const char *names;
+} namespace_set;
+
+/* A child's: every namespace it can get. */
+static const namespace_set child_sets[] = {
+    {CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID, "user,net,ipc,pid"},
+    {CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID, "net,ipc,pid"},
+};
+/* The zygote's: no PID namespace, so the pids of the children it forks are
+ * valid here; they get their own PID namespace when they are forked. */
+static const namespace_set zygote_sets[] = {
+    {CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC, "user,net,ipc"},
+    {CLONE_NEWNET | CLONE_NEWIPC, "net,ipc"},
+};
+#define SET_COUNT(sets) ((int)(sizeof sets / sizeof sets[0]))
+
+void sandbox_describe_status(int status, char *out, size_t len)
+{
+    if (WIFEXITED(status)) {
+        snprintf(out, len, "exited with status %d", WEXITSTATUS(status));
+    } else if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        const char *hint = sig == SIGKILL   ? " - out of memory, or killed from outside"
+                           : sig == SIGSEGV ? " - a crash"
+                           : sig == SIGSYS  ? " - a forbidden system call"
+                                            : "";
+        snprintf(out, len, "was killed by signal %d (%s%s)", sig, strsignal(sig), hint);
+    } else {
+        snprintf(out, len, "ended with wait status %d", status);
+    }
+}
+
+int sandbox_send_fds(int sock, const int *fds, int n, char *why, size_t whylen)
+{
+    char byte = 0;
+    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+    union {
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+        struct cmsghdr align;
+    } control;
+    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (n < 0 || n > 4) {
+        snprintf(why, whylen, "cannot pass %d descriptors at once", n);
+        return -1;
+    }
+    if (n > 0) {
+        memset(&control, 0, sizeof control);
+        msg.msg_control = control.buf;
+        msg.msg_controllen = CMSG_SPACE((size_t)n * sizeof(int));
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        cm->cmsg_level = SOL_SOCKET;
+        cm->cmsg_type = SCM_RIGHTS;
+        cm->cmsg_len = CMSG_LEN((size_t)n * sizeof(int));
+        memcpy(CMSG_DATA(cm), fds, (size_t)n * sizeof(int));
+    }
+    ssize_t sent;
+    while ((sent = sendmsg(sock, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR)
+        ;
+    if (sent != 1) {
+        snprintf(why, whylen, "cannot pass descriptors: %s",
+                 sent < 0 ? strerror(errno) : "short write");
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- spawning ---- */
+
+/* Everything the new process needs between clone and execve, prepared
+ * before the clone so that it allocates nothing. */
+typedef struct spawn_plan {
+    const char *exe;
+    char **argv;
+    char **envp;
+    sandbox_fds fds;
+    int keep_stderr;
+    int error_fd;     /* write end of the exec-error pipe, CLOEXEC, >= SANDBOX_FD_FLOOR */
+} spawn_plan;
+
+/* Runs in the cloned process: async-signal-safe calls only, never returns. */
+static void exec_cloned(const spawn_plan *plan)
+{
+    int first_closed = 7;
+    int handed[3] = {plan->fds.context, plan->fds.data, plan->fds.cache};
+    if (dup2(plan->fds.channel, 3) < 0)
+        goto fail;
+    int null_fd = open("/dev/null", O_RDWR);
+    if (null_fd < 0 || dup2(null_fd, 0) < 0 || dup2(null_fd, 1) < 0 ||
+        (!plan->keep_stderr && dup2(null_fd, 2) < 0))
+        goto fail;
+    /* fds 4, 5, 6 have fixed meanings; an absent one is /dev/null. */
+    for (int i = 0; i < 3; i++)
+        if (dup2(handed[i] >= 0 ? handed[i] : null_fd, 4 + i) < 0)
+            goto fail;
+    if (close_range((unsigned)first_closed, (unsigned)plan->error_fd - 1, 0) != 0 ||
+        close_range((unsigned)plan->error_fd + 1, ~0U, 0) != 0)
+        goto fail;
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        sigaction(sig, &dfl, NULL); /* fails harmlessly for KILL, STOP, libc's own */
+    setpgid(0, 0);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execve(plan->exe, plan->argv, plan->envp);
+fail:;
+    int code = errno;
+    ssize_t ignored = write(plan->error_fd, &code, sizeof code);
+    (void)ignored;
+    _exit(127);
+}
+
+/* Starts the process in new namespaces. Returns its pid, or -1 with errno set
+ * (EPERM, EINVAL, ENOSPC, ... from clone, or the execve error). */
+static pid_t spawn_in_namespaces(const spawn_plan *base, int flags)
+{
+    int pipe_fds[2];
+    if (pipe2(pipe_fds, O_CLOEXEC) != 0)
+        return -1;
+    spawn_plan plan = *base;
+    plan.error_fd = fcntl(pipe_fds[1], F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
+    close(pipe_fds[1]);
+    if (plan.error_fd < 0) {
+        int saved = errno;
+        close(pipe_fds[0]);
+        errno = saved;
+        return -1;
+    }
+    /* No signal handler of the host may run in the new process. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    long pid = syscall(SYS_clone, (unsigned long)flags | SIGCHLD, NULL, NULL, NULL, 0UL);
+    if (pid == 0)
+        exec_cloned(&plan);
+    int clone_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(plan.error_fd);
+    if (pid < 0) {
+        close(pipe_fds[0]);
+        errno = clone_errno;
+        return -1;
+    }
+    int exec_errno = 0;
+    ssize_t n;
+    while ((n = read(pipe_fds[0], &exec_errno, sizeof exec_errno)) < 0 && errno == EINTR)
+        ;
+    close(pipe_fds[0]);
+    if (n > 0) { /* exec failed: the process is exiting */
+        while (waitpid((pid_t)pid, NULL, 0) < 0 && errno == EINTR)
+            ;
+        errno = exec_errno ? exec_errno : EIO;
+        return -1;
+    }
+    return (pid_t)pid;
+}
+
+static pid_t spawn_plain(const spawn_plan *plan, char *err, size_t errlen)
+{
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attr;
+    int have_actions = 0, have_attr = 0;
+    pid_t pid = -1;
+    if (posix_spawn_file_actions_init(&actions) != 0)
+        goto fail_setup;
+    have_actions = 1;
+    int handed[3] = {plan->fds.context, plan->fds.data, plan->fds.cache};
+    if (posix_spawn_file_actions_adddup2(&actions, plan->fds.channel, 3) != 0 ||
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0) != 0 ||
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0) != 0 ||
+        (!plan->keep_stderr &&
+         posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0) != 0))
+        goto fail_setup;
+    for (int i = 0; i < 3; i++)
+        if (handed[i] >= 0 ? posix_spawn_file_actions_adddup2(&actions, handed[i], 4 + i) != 0
+                           : posix_spawn_file_actions_addopen(&actions, 4 + i, "/dev/null",
+                                                              O_RDONLY, 0) != 0)
+            goto fail_setup;
+    if (posix_spawn_file_actions_addclosefrom_np(&actions, 7) != 0)
+        goto fail_setup;
+    if (posix_spawnattr_init(&attr) != 0)
+        goto fail_setup;
+    have_attr = 1;
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    /* Signals the host ignores would stay ignored across exec, and CPython
+     * installs its SIGINT handler only over the default disposition. */
+    if (posix_spawnattr_setsigmask(&attr, &none) != 0 ||
+        posix_spawnattr_setsigdefault(&attr, &all) != 0 ||
+        posix_spawnattr_setpgroup(&attr, 0) != 0 ||
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF |
+                                            POSIX_SPAWN_SETPGROUP) != 0)
+        goto fail_setup;
+    int spawn_rc = posix_spawn(&pid, plan->exe, &actions, &attr, plan->argv, plan->envp);
+    if (spawn_rc != 0) {
+        snprintf(err, errlen, "cannot start %s: %s", plan->exe, strerror(spawn_rc));
+        pid = -1;
+    }
+    goto done;
+fail_setup:
+    snprintf(err, errlen, "cannot prepare the sandbox process (out of memory?)");
+done:
+    if (have_actions)
+        posix_spawn_file_actions_destroy(&actions);
+    if (have_attr)
+        posix_spawnattr_destroy(&attr);
+    return pid;
+}
+
+/* Tries the namespace sets from *index on (all of them when it is -1), then
+ * falls back to a plain spawn. Fills ns and *index (n_sets: none). */
+static pid_t spawn_with_sets(const spawn_plan *plan, const namespace_set *sets, int n_sets,
+                             int use_namespaces, const char *why_not, int *index,
+                             sandbox_namespaces *ns, char *err, size_t errlen)
+{
+    memset(ns, 0, sizeof *ns);
+    if (use_namespaces) {
+        buf why;
+        buf_init(&why, sizeof ns->detail);
+        for (int i = *index >= 0 ? *index : 0; i < n_sets; i++) {
+            pid_t pid = spawn_in_namespaces(plan, sets[i].flags);
+            if (pid > 0) {
+                *index = i;
+                ns->active = 1;
+                snprintf(ns->names, sizeof ns->names, "%s", sets[i].names);
+                snprintf(ns->detail, sizeof ns->detail, "%s%s%s", sets[i].names,
+                         why.len ? "; refused: " : "", why.len ? why.data : "");
+                buf_free(&why);
+                return pid;
+            }
+            buf_printf(&why, "%s%s: %s", why.len ? "; " : "", sets[i].names, strerror(errno));
+        }
+        snprintf(ns->detail, sizeof ns->detail, "not available: %s",
+                 why.len ? why.data : "no namespace set left to try");
+        buf_free(&why);
+    } else {
+        snprintf(ns->detail, sizeof ns->detail, "%s", why_not ? why_not : "not asked for");
+    }
+    *index = n_sets;
+    return spawn_plain(plan, err, errlen);
+}
+
+/* Large allocations (the context str, above all) get transparent huge pages:
+ * on machines where a page fault is expensive this takes a 40 MB context from
+ * ~150 ms to ~15 ms. CPython ignores the environment; nothing else is in it. */
+static char tunables[] = "GLIBC_TUNABLES=glibc.malloc.hugetlb=1";
+
+pid_t sandbox_spawn(const char *exe, const sandbox_fds *fds, int use_namespaces,
+                    const char *why_not, int *ns_index, sandbox_namespaces *ns, char *err,
+                    size_t errlen)
+{
+    char *argv[] = {(char *)exe, NULL};
+    char *envp[] = {tunables, NULL};
+    spawn_plan plan = {
+        .exe = exe,
+        .argv = argv,
+        .envp = envp,
+        .fds = *fds,
+        .keep_stderr = getenv("RLM_SANDBOX_STDERR") != NULL, /* debugging only */
+        .error_fd = -1,
+    };
+    snprintf(err, errlen, "cannot start %s", exe);
+    return spawn_with_sets(&plan, child_sets, SET_COUNT(child_sets), use_namespaces, why_not,
+                           ns_index, ns, err, errlen);
+}
+
+/* ---- the factory ---- */
+
+struct sandbox_factory {
+    pthread_mutex_t lock;   /* one request at a time; guards everything below */
+    int refs;               /* the owner's, plus one per sandbox */
+    char *exe;
+    int use_namespaces;
+    pid_t pid;              /* the zygote; -1 once it is gone */
+    int sock;               /* our end of its channel; -1 once it is gone */
+    frame_reader reader;
+    int ready;              /* its zygote_ready arrived */
+    double started;         /* when it was spawned (clock_now) */
+    int failed;             /* gone for good: sandboxes are spawned */
+    char why[256];          /* why it failed */
+    sandbox_namespaces ns;  /* the zygote's own namespaces */
+    long long next_id;
+};
+
+/* Writes text to /proc/PID/name. 0, or -1 with errno set. */
+static int write_proc(pid_t pid, const char *name, const char *text)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%ld/%s", (long)pid, name);
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    int rc = write_full(fd, text, strlen(text));
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+/* Maps our user and group to themselves in the zygote's user namespace (one
+ * line each, which an unprivileged parent may write), so that the zygote's
+ * children can create user namespaces nested in it. Unmapped, their own
+ * namespaces are refused, and the factory gives way to spawning. */
+static void map_zygote_user(sandbox_factory *f)
+{
+    char uid_line[64], gid_line[64];
+    snprintf(uid_line, sizeof uid_line, "%u %u 1\n", (unsigned)geteuid(), (unsigned)geteuid());
+    snprintf(gid_line, sizeof gid_line, "%u %u 1\n", (unsigned)getegid(), (unsigned)getegid());
+    if (write_proc(f->pid, "uid_map", uid_line) != 0 ||
+        (write_proc(f->pid, "setgroups", "deny") != 0 && errno != ENOENT) ||
+        write_proc(f->pid, "gid_map", gid_line) != 0) {
+        size_t used = strlen(f->ns.detail);
+        snprintf(f->ns.detail + used, sizeof f->ns.detail - used,
+                 "; its user could not be mapped (%s)", strerror(errno));
+    }
+}
+
+/* Kills and reaps the zygote and marks the factory failed, with why. Called
+ * with the lock held. With grace, a zygote that is exiting by itself gets a
+ * moment, so that the reason names its real exit status, not our SIGKILL. */
+static void factory_fail(sandbox_factory *f, const char *why, int grace)
+{
+    int status = -1;
+    for (int i = 0; grace && i < 25 && f->pid > 0; i++) {
+        pid_t rc = waitpid(f->pid, &status, WNOHANG);
+        if (rc == f->pid) {
+            f->pid = -1;
+            break;
+        }
+        if (rc < 0 && errno != EINTR)
+            break;
+        usleep(2000);
+    }
+    if (f->pid > 0) {
+        kill(f->pid, SIGKILL);
+        while (waitpid(f->pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        status = -1;
+    }
+    f->pid = -1;
+    if (f->sock >= 0)
+        close(f->sock);
+    f->sock = -1;
+    frame_reader_reset(&f->reader);
+    f->failed = 1;
+    char how[160] = "";
+    if (status != -1)
+        sandbox_describe_status(status, how, sizeof how);
+    snprintf(f->why, sizeof f->why, "%s%s%s", why, how[0] ? "; the zygote " : "", how);
+}
+
+static int timeout_ms(double seconds)
+{
+    if (seconds <= 0)
+        return 0;
+    double ms = ceil(seconds * 1000.0);
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+/* Waits until `deadline` for the zygote's frame of type `want` (with `id`
+ * when id >= 0). 0 with *reply set, or -1 with why. */
+static int factory_wait(sandbox_factory *f, const char *want, long long id, double deadline,
+                        json_t **reply, char *why, size_t whylen)
+{
+    *reply = NULL;
+    for (;;) {
+        /* Past the deadline, a frame already there still counts (the first
+         * request may come long after zygote_ready did). */
+        double left = deadline - clock_now();
+        struct pollfd p = {.fd = f->sock, .events = POLLIN};
+        int n = poll(&p, 1, timeout_ms(left));
+        if (n < 0 && errno != EINTR) {
+            snprintf(why, whylen, "poll: %s", strerror(errno));
+            return -1;
+        }
+        if (n == 0 && left <= 0) {
+            snprintf(why, whylen, "the zygote did not answer within %.0f s",
+                     id >= 0 ? FACTORY_FORK_SECONDS : FACTORY_READY_SECONDS);
+            return -1;
+        }
+        if (n <= 0)
+            continue;
+        json_t *frame = NULL;
+        int rc = frame_reader_step(&f->reader, f->sock, &frame, why, whylen);
+        if (rc == FRAME_MORE)
+            continue;
+        if (rc == FRAME_EOF) {
+            snprintf(why, whylen, "the zygote closed its channel");
+            return -1;
+        }
+        if (rc != FRAME_READY)
+            return -1;
+        const char *type = json_string_value(json_object_get(frame, "type"));
+        json_t *got_id = json_object_get(frame, "id");
+        if (type && strcmp(type, want) == 0 &&
+            (id < 0 || (json_is_integer(got_id) && json_integer_value(got_id) == id))) {
+            *reply = frame;
+            return 0;
+        }
+        const char *message = json_string_value(json_object_get(frame, "message"));
+        if (type && strcmp(type, "error") == 0 && message)
+            snprintf(why, whylen, "the zygote failed: %s", message);
+        else
+            snprintf(why, whylen, "unexpected frame from the zygote (type '%.40s')",
+                     type ? type : "(none)");
+        json_decref(frame);
+        return -1;
+    }
+}
+
+/* The namespaces of a forked child: its own set (`got`; "" when it has
+ * none, because none were asked for or the kernel refused every set to a
+ * zygote that has none either), and the refusals. */
+static void forked_namespaces(const sandbox_factory *f, const char *got, const char *refused,
+                              sandbox_namespaces *ns)
+{
+    memset(ns, 0, sizeof *ns);
+    if (!f->use_namespaces) {
+        snprintf(ns->detail, sizeof ns->detail, "%s", f->ns.detail);
+        return;
+    }
+    if (got[0]) {
+        /* A set without a user namespace leaves the child in the zygote's. */
+        int shared_user = strncmp(got, "user", 4) != 0 && strncmp(f->ns.names, "user", 4) == 0;
+        ns->active = 1;
+        snprintf(ns->names, sizeof ns->names, "%s%s", shared_user ? "user," : "", got);
+        snprintf(ns->detail, sizeof ns->detail, "%s%s%s%s", ns->names,
+                 shared_user ? " (user shared with the sandbox factory's zygote)" : "",
+                 refused[0] ? "; refused: " : "", refused);
+    } else {
+        /* Only when the zygote has none either (else it does not fork). */
+        snprintf(ns->detail, sizeof ns->detail, "not available: %s",
+                 refused[0] ? refused : "no namespace set left to try");
+    }
+}
+
+int sandbox_factory_new(const sandbox_options *opts, sandbox_factory **out, char *err,
+                        size_t errlen)
+{
+    *out = NULL;
+    if (!opts || !opts->exe_path || !*opts->exe_path) {
+        snprintf(err, errlen, "no sandbox executable given");
+        return -1;
+    }
+    sandbox_factory *f = calloc(1, sizeof *f);
+    if (!f || !(f->exe = strdup(opts->exe_path))) {
+        free(f);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    pthread_mutex_init(&f->lock, NULL);
+    f->refs = 1;
+    f->pid = -1;
+    f->sock = -1;
+    f->next_id = 1;
+    f->use_namespaces = !opts->no_namespaces && !opts->unsafe_no_sandbox;
+    frame_reader_init(&f->reader, FACTORY_FRAME_MAX);
+    int sv[2] = {-1, -1}, child_end = -1;
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 ||
+        (child_end = fcntl(sv[1], F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR)) < 0) {
+        snprintf(err, errlen, "cannot make the zygote's channel: %s", strerror(errno));
+        goto fail;
+    }
+    char zygote_flag[] = "--zygote";
+    char *argv[] = {f->exe, zygote_flag, NULL};
+    char *envp[] = {tunables, NULL};
+    spawn_plan plan = {
+        .exe = f->exe,
+        .argv = argv,
+        .envp = envp,
+        .fds = {.channel = child_end, .context = -1, .data = -1, .cache = -1},
+        .keep_stderr = getenv("RLM_SANDBOX_STDERR") != NULL,
+        .error_fd = -1,
+    };
+    int index = -1;
+    snprintf(err, errlen, "cannot start %s", f->exe);
+    f->pid = spawn_with_sets(&plan, zygote_sets, SET_COUNT(zygote_sets), f->use_namespaces,
+                             opts->unsafe_no_sandbox ? "unsafe_no_sandbox"
+                                                     : "switched off by the caller",
+                             &index, &f->ns, err, errlen);
+    if (f->pid <= 0) {
+        f->pid = -1;
+        goto fail;
+    }
+    f->started = clock_now();
+    if (strncmp(f->ns.names, "user", 4) == 0)
+        map_zygote_user(f);
+    f->sock = sv[0];
+    sv[0] = -1;
+    struct timeval send_timeout = {FACTORY_SEND_TIMEOUT, 0};
+    setsockopt(f->sock, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
+    close(sv[1]);
+    close(child_end);
+    *out = f;
+    return 0;
+fail:
+    if (sv[0] >= 0)
+        close(sv[0]);
+    if (sv[1] >= 0)
+        close(sv[1]);
+    if (child_end >= 0)
+        close(child_end);
+    sandbox_factory_free(f);
+    return -1;
+}
+
+pid_t sandbox_factory_fork(sandbox_factory *f, const sandbox_fds *fds, sandbox_namespaces *ns,
+                           char *err, size_t errlen)
+{
+    char why[512] = "";
+    pid_t pid = -1;
+    json_t *reply = NULL;
+    pthread_mutex_lock(&f->lock);
+    if (f->failed) {
+        snprintf(err, errlen, "the sandbox factory has failed: %s", f->why);
+        goto done;
+    }
+    if (!f->ready) {
+        if (factory_wait(f, "zygote_ready", -1, f->started + FACTORY_READY_SECONDS, &reply,
+                         why, sizeof why) != 0)
+            goto fail;
+        f->ready = 1;
+        json_decref(reply);
+        reply = NULL;
+    }
+    long long id = f->next_id++;
+    int passed[4], n = 0;
+    passed[n++] = fds->channel;
+    if (fds->context >= 0)
+        passed[n++] = fds->context;
+    if (fds->data >= 0)
+        passed[n++] = fds->data;
+    if (fds->cache >= 0)
+        passed[n++] = fds->cache;
+    /* A child that shared the zygote's namespaces would be less isolated
+     * than a spawned one, which gets its own: when the zygote has some,
+     * the child must get its own or not be forked. */
+    json_t *request = json_pack("{s:s, s:I, s:b, s:b, s:b, s:b, s:b}", "type", "fork", "id",
+                                (json_int_t)id, "has_context", fds->context >= 0, "has_data",
+                                fds->data >= 0, "has_search_cache", fds->cache >= 0,
+                                "namespaces", f->use_namespaces, "require_namespaces",
+                                f->use_namespaces && f->ns.active);
+    int sent = request && frame_write(f->sock, request, FACTORY_FRAME_MAX, why, sizeof why) == 0;
+    json_decref(request);
+    if (!sent || sandbox_send_fds(f->sock, passed, n, why, sizeof why) != 0 ||
+        factory_wait(f, "forked", id, clock_now() + FACTORY_FORK_SECONDS, &reply, why,
+                     sizeof why) != 0)
+        goto fail;
+    json_t *got = json_object_get(reply, "pid");
+    const char *names = json_string_value(json_object_get(reply, "namespaces"));
+    const char *refused = json_string_value(json_object_get(reply, "refused"));
+    names = names ? names : "";
+    refused = refused ? refused : "";
+    if (!json_is_integer(got) || json_integer_value(got) <= 0) {
+        const char *message = json_string_value(json_object_get(reply, "message"));
+        if (!names[0] && refused[0]) {
+            /* It will be refused every time: spawn from now on. */
+            snprintf(why, sizeof why, "its children cannot get namespaces of their own "
+                                      "(refused: %s)", refused);
+            goto fail;
+        }
+        snprintf(err, errlen, "the zygote could not fork: %s", message ? message : "no reason");
+        goto done;
+    }
+    pid = (pid_t)json_integer_value(got);
+    forked_namespaces(f, names, refused, ns);
+    goto done;
+fail:
+    factory_fail(f, why, 1);
+    snprintf(err, errlen, "the sandbox factory failed: %s", f->why);
+done:
+    json_decref(reply);
+    pthread_mutex_unlock(&f->lock);
+    return pid;
+}
+
+int sandbox_factory_fits(const sandbox_factory *f, const char *exe, int use_namespaces)
+{
+    return f && exe && strcmp(f->exe, exe) == 0 && f->use_namespaces == (use_namespaces != 0);
+}
+
+int sandbox_factory_pid(sandbox_factory *f)
+{
+    if (!f)
+        return -1;
+    pthread_mutex_lock(&f->lock);
+    int pid = (int)f->pid;
+    pthread_mutex_unlock(&f->lock);
+    return pid;
+}
+
+sandbox_factory *sandbox_factory_hold(sandbox_factory *f)
+{
+    if (f) {
+        pthread_mutex_lock(&f->lock);
+        f->refs++;
+        pthread_mutex_unlock(&f->lock);
+    }
+    return f;
+}
+
+void sandbox_factory_release(sandbox_factory *f)
+{
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->lock);
+    int last = --f->refs == 0;
+    pthread_mutex_unlock(&f->lock);
+    if (!last)
+        return;
+    if (f->pid > 0 || f->sock >= 0)
+        factory_fail(f, "freed", 0);
+    frame_reader_reset(&f->reader);
+    pthread_mutex_destroy(&f->lock);
+    free(f->exe);
+    free(f);
+}
+
+void sandbox_factory_free(sandbox_factory *f)
+{
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->lock);
+    if (!f->failed)
+        factory_fail(f, "the factory was freed", 0);
+    pthread_mutex_unlock(&f->lock);
+    sandbox_factory_release(f);
+}

@@ -1,0 +1,79 @@
+/* sandbox_spawn — how the host starts rlm-sandbox processes for sandbox.c:
+ * spawned fresh (clone(2) into new namespaces, else posix_spawn), or forked
+ * by a sandbox factory's zygote, a process that has already started Python
+ * and imported the allowed modules. Internal to the host.
+ *
+ * Ownership: descriptors passed in are borrowed (the new process gets its own
+ * copies). A factory is reference-counted: sandbox_factory_new's caller holds
+ * one reference (dropped by sandbox_factory_free), each sandbox started from
+ * it another (sandbox_factory_hold / sandbox_factory_release), so a sandbox
+ * may restart from it, or fall back to spawning, after its owner freed it. */
+#ifndef RLM_SANDBOX_SPAWN_H
+#define RLM_SANDBOX_SPAWN_H
+
+#include "sandbox.h"
+
+#include <sys/types.h>
+
+/* Our descriptors to hand over sit at or above this, so the dup2 calls that
+ * put them on 3..6 in the new process cannot overwrite each other. */
+#define SANDBOX_FD_FLOOR 10
+
+/* The descriptors a new child gets as fds 3, 4, 5 and 6 (the channel, the
+ * first input, its external data, the search cache socket); -1 for none
+ * (/dev/null). Each one given must be >= SANDBOX_FD_FLOOR. Borrowed. */
+typedef struct sandbox_fds {
+    int channel;
+    int context;
+    int data;
+    int cache;
+} sandbox_fds;
+
+/* The namespaces a child runs in, for its layer report. */
+typedef struct sandbox_namespaces {
+    int active;       /* it runs in at least one namespace the host is not in */
+    char names[64];   /* e.g. "user,net,ipc,pid"; "" when none */
+    char detail[256]; /* the names and what the kernel refused; or why none */
+} sandbox_namespaces;
+
+/* Starts a fresh rlm-sandbox child with fds in place. With use_namespaces it
+ * tries the namespace sets strongest first (user,net,ipc,pid, then
+ * net,ipc,pid) from *ns_index on (-1: all of them; updated to the set that
+ * worked, so restarts do not retry refused ones), then falls back to
+ * posix_spawn; without, why_not says why (for the report). Fills *ns.
+ * Returns the pid, or -1 with err. */
+pid_t sandbox_spawn(const char *exe, const sandbox_fds *fds, int use_namespaces,
+                    const char *why_not, int *ns_index, sandbox_namespaces *ns, char *err,
+                    size_t errlen);
+
+/* Sends one byte with n (at most 4) descriptors attached (SCM_RIGHTS). 0, or
+ * -1 with why set. */
+int sandbox_send_fds(int sock, const int *fds, int n, char *why, size_t whylen);
+
+/* A wait status in words: "exited with status 3", "was killed by signal 9
+ * (Killed - out of memory, or killed from outside)". */
+void sandbox_describe_status(int status, char *out, size_t len);
+
+/* ---- factories (sandbox_factory_new and _free are in sandbox.h) ---- */
+
+/* Takes a reference for a sandbox; NULL is passed through. */
+sandbox_factory *sandbox_factory_hold(sandbox_factory *f);
+
+/* Drops a reference; the last one frees the factory. NULL is a no-op. */
+void sandbox_factory_release(sandbox_factory *f);
+
+/* 1 when a child of exe, with (use_namespaces) or without namespaces, can be
+ * forked by f: the same executable and the same choice as the factory's. */
+int sandbox_factory_fits(const sandbox_factory *f, const char *exe, int use_namespaces);
+
+/* Forks a child from the zygote with fds in place; it then runs exactly like
+ * a spawned child from the init frame on. Thread-safe (one request at a time
+ * per factory). The pid is a child of this process (CLONE_PARENT), to be
+ * reaped like a spawned one. Fills *ns. Returns the pid, or -1 with err: the
+ * factory has failed (its zygote died, hung or broke the protocol: it stays
+ * failed, the zygote is killed) or this fork failed; either way the caller
+ * spawns instead. */
+pid_t sandbox_factory_fork(sandbox_factory *f, const sandbox_fds *fds, sandbox_namespaces *ns,
+                           char *err, size_t errlen);
+
+#endif
