@@ -820,6 +820,7 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
         .unsafe_no_sandbox = e->p->unsafe_no_sandbox,
         .search_cache_dir = e->p->search_cache_dir,
         .cancel = e->p->cancel,
+        .factory = e->factory,
     };
     char err[1024];
     engine_progress(e, "starting sandbox");
@@ -856,9 +857,10 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
         buf_free(&w);
     }
     engine_event(e, "sandbox_ready",
-                 json_pack("{s:s,s:i,s:f,s:b,s:s}", "layers", sandbox_layers(e->sb), "pid",
+                 json_pack("{s:s,s:i,s:f,s:b,s:s,s:b}", "layers", sandbox_layers(e->sb), "pid",
                            sandbox_pid(e->sb), "seconds", clock_now() - t0, "unsafe",
-                           e->p->unsafe_no_sandbox, "warnings", warnings));
+                           e->p->unsafe_no_sandbox, "warnings", warnings, "forked",
+                           sandbox_forked(e->sb)));
     return 0;
 }
 
@@ -961,17 +963,34 @@ static void engine_direct(engine *e, const context *ctx, const char *question)
     lm_response_clear(&resp);
 }
 
-rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const context *ctx,
-                                  const char *question, int level, const char *node,
-                                  const char *parent, engine_progress_fn progress, void *userdata,
-                                  engine_outcome *out)
+/* Starts the zygote the children's sandboxes fork from, while the root's
+ * own first turn goes on: without it, 64 children starting at once spend
+ * seconds in interpreter start-ups on a small machine. Without a factory
+ * (it could not start) children spawn their sandboxes. */
+static void engine_start_factory(engine *e)
 {
+    sandbox_options so = {.exe_path = e->p->sandbox_exe, .unsafe_no_sandbox = e->p->unsafe_no_sandbox};
+    char err[512];
+    if (sandbox_factory_new(&so, &e->factory, err, sizeof err) != 0) {
+        e->factory = NULL;
+        engine_event(e, "warning", json_pack("{s:s,s:s}", "message",
+                                             "child sandboxes will be spawned, not forked",
+                                             "detail", err));
+    }
+}
+
+rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const context *ctx,
+                           const char *question, const char *node, engine *parent,
+                           engine_progress_fn progress, void *userdata, engine_outcome *out)
+{
+    int level = parent ? parent->level + 1 : 1;
     memset(out, 0, sizeof *out);
     out->status = RLM_NO_ANSWER;
     out->mode = "rlm";
     out->depth_reached = level;
     engine e = {.p = p, .calls = c, .trace = t, .st = level == 1 ? p->state : NULL,
-                .question = question, .node = strdup(node), .parent = parent, .level = level,
+                .question = question, .node = strdup(node), .parent = parent ? parent->node : NULL, .level = level,
+                .factory = parent ? parent->factory : NULL,
                 .progress = progress, .progress_data = userdata, .out = out, .start = clock_now()};
     e.h = e.st ? &e.st->h : &e.own;
     engine_state *st = e.st;
@@ -1031,6 +1050,9 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
             goto done;
     }
 
+    if (level == 1 && engine_max_depth(p) > 1)
+        engine_start_factory(&e);
+
     int empty_replies = 0;
     int rc = 0;
     for (e.turn = 1; e.turn <= p->max_iterations && rc == 0; e.turn++) {
@@ -1086,6 +1108,8 @@ done:
                            "sandboxes", (json_int_t)out->sandboxes, "depth_reached",
                            out->depth_reached));
     sandbox_free(e.sb);
+    if (level == 1)
+        sandbox_factory_free(e.factory);
     history_free(&e.own);
     free(e.fatal);
     free(e.node);
@@ -1096,7 +1120,7 @@ rlm_status engine_run(const engine_params *p, calls *c, trace *t, const context 
                       const char *question, engine_progress_fn progress, void *userdata,
                       engine_outcome *out)
 {
-    return engine_run_node(p, c, t, ctx, question, 1, TRACE_ROOT_NODE, NULL, progress, userdata, out);
+    return engine_run_node(p, c, t, ctx, question, TRACE_ROOT_NODE, NULL, progress, userdata, out);
 }
 
 void engine_outcome_clear(engine_outcome *out)

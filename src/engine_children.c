@@ -50,8 +50,7 @@ static void child_run(child_job *j)
         cp.warn = NULL;   /* the user's warning list is not thread-safe; the trace keeps them */
         if (j->model && j->model[0])
             cp.model = j->model;
-        engine_run_node(&cp, cc, pe->trace, ctx, j->prompt, pe->level + 1, j->node, pe->node, NULL,
-                        NULL, &j->out);
+        engine_run_node(&cp, cc, pe->trace, ctx, j->prompt, j->node, pe, NULL, NULL, &j->out);
         if (j->out.status == RLM_OK) {
             j->result = j->out.answer;
             j->out.answer = NULL;

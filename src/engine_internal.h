@@ -61,6 +61,8 @@ typedef struct engine {
     const char *question;
     char *node;                /* call-tree id: "0", "0.1", ... */
     const char *parent;        /* the parent's id, NULL for the top RLM */
+    sandbox_factory *factory;  /* children's sandboxes fork from it (the top RLM's, when
+                                  max_depth > 1); NULL: they are spawned */
     int level;                 /* 1 for the top RLM, 2 for its children, ... */
     size_t children_started;   /* numbers this node's children */
     engine_progress_fn progress;
@@ -81,10 +83,11 @@ int engine_max_depth(const engine_params *p);
 int engine_max_children(const engine_params *p);
 double engine_child_share(const engine_params *p);
 
-/* Runs one RLM of the tree: level 1 is the top, node its call-tree id,
- * parent its parent's (NULL for the top). See engine_run. */
+/* Runs one RLM of the tree: node is its call-tree id, parent the RLM that
+ * started it (NULL for the top, level 1; a child is one level below its
+ * parent and forks its sandbox from the parent's factory). See engine_run. */
 rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const context *ctx,
-                           const char *question, int level, const char *node, const char *parent,
+                           const char *question, const char *node, engine *parent,
                            engine_progress_fn progress, void *userdata, engine_outcome *out);
 
 /* A malloc'd formatted string; NULL when out of memory. */
