@@ -40,10 +40,12 @@
 #define DATA_FD 5    /* an external pack's data: the one input file, mapped here */
 #define CACHE_FD 6   /* socket to the host's search-index cache */
 #define SANDBOX_PROTOCOL_VERSION 2 /* sandbox.c sends the same */
-/* Above this the context is not pre-faulted and the copy drops the pages it
- * has read, so a 4 GB input costs its str, not str + mapping, in RSS. */
+/* Above this the context is not pre-faulted (a 4 GB input would be read
+ * twice). At every size the copy into the str drops the mapping's pages
+ * every RELEASE_BLOCK bytes, so an input costs its str plus one block in
+ * RSS, not str + mapping. */
 #define POPULATE_MAX ((size_t)256 << 20)
-#define RELEASE_BLOCK ((size_t)64 << 20)
+#define RELEASE_BLOCK ((size_t)16 << 20)
 #define INIT_FRAME_MAX ((size_t)1 << 20)
 
 #ifdef SANDBOX_ASAN
@@ -519,7 +521,7 @@ static int context_begin(context_load *cl, const input_spec *in, int threaded, c
         }
         cl->src = (const unsigned char *)cl->docs[0].data;
         cl->len = cl->docs[0].len;
-        cl->release = cl->len > POPULATE_MAX;
+        cl->release = 1;
     } else {
         cl->docs = calloc(1, sizeof *cl->docs);
         if (!cl->docs) {
@@ -532,7 +534,7 @@ static int context_begin(context_load *cl, const input_spec *in, int threaded, c
         cl->docs[0].len = cl->map ? cl->map_len : 0;
         cl->src = cl->map;
         cl->len = cl->docs[0].len;
-        cl->release = cl->len > POPULATE_MAX;
+        cl->release = 1;
     }
     if (cl->len == 0 || !cl->src)
         return 0;
