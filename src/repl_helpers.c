@@ -574,12 +574,13 @@ static PyObject *docs_module_init(void)
  *   mapped: at most ARENA_KEEP MiB stay mapped unused.
  *
  * Where huge pages are off the advice does nothing and arenas are
- * populated in 4 KiB pages; without the helper (none could start, or this
+ * populated in 4 KiB pages. Without the helper (none could start, or this
  * process is a fork of the one that started it and has not started its
- * own: repl_helpers_start_thread), arena_alloc populates each arena itself. Python calls the allocator under the GIL, so only
- * what the helper shares is locked. Other sizes (CPython's frame-stack
- * chunks), and arenas when no slab fits under the address-space limit, get
- * their own populated mapping. */
+ * own with repl_helpers_start_thread) arena_alloc populates each arena
+ * itself. Python calls the allocator under the GIL, so only what the
+ * helper shares is locked. Other sizes (CPython's frame-stack chunks), and
+ * arenas when no slab fits under the address-space limit, get their own
+ * populated mapping. */
 #define ARENA_KEEP 64
 #define HUGE_PAGE ((size_t)2 << 20)
 #define SLAB_SIZE ((size_t)32 << 20)
@@ -675,7 +676,8 @@ static void *slab_cut(arena_cache *cache, size_t size)
         pthread_mutex_lock(&cache->lock);
         if (cache->ahead_from < (uintptr_t)cache->slab)
             cache->ahead_from = (uintptr_t)cache->slab;
-        cache->ahead_to = (uintptr_t)cache->slab + (cache->slab_left < AHEAD ? cache->slab_left : AHEAD);
+        size_t ahead = cache->slab_left < AHEAD ? cache->slab_left : AHEAD;
+        cache->ahead_to = (uintptr_t)cache->slab + ahead;
         pthread_cond_signal(&cache->wake);
         pthread_mutex_unlock(&cache->lock);
     }
