@@ -162,17 +162,7 @@ static int stop_child(sandbox *sb)
  * happened (a crash, an exit code) rather than our SIGKILL. */
 static int collect_child(sandbox *sb)
 {
-    int status = -1;
-    for (int i = 0; i < 50 && sb->pid > 0; i++) {
-        pid_t rc = waitpid(sb->pid, &status, WNOHANG);
-        if (rc == sb->pid) {
-            sb->pid = -1;
-            break;
-        }
-        if (rc < 0 && errno != EINTR)
-            break;
-        usleep(2000);
-    }
+    int status = sandbox_reap_within(&sb->pid, 50);
     int killed = stop_child(sb);
     return status != -1 ? status : killed;
 }

@@ -401,19 +401,25 @@ static void map_zygote_user(sandbox_factory *f)
 /* Kills and reaps the zygote and marks the factory failed, with why. Called
  * with the lock held. With grace, a zygote that is exiting by itself gets a
  * moment, so that the reason names its real exit status, not our SIGKILL. */
-static void factory_fail(sandbox_factory *f, const char *why, int grace)
+int sandbox_reap_within(pid_t *pid, int tries)
 {
     int status = -1;
-    for (int i = 0; grace && i < 25 && f->pid > 0; i++) {
-        pid_t rc = waitpid(f->pid, &status, WNOHANG);
-        if (rc == f->pid) {
-            f->pid = -1;
-            break;
+    for (int i = 0; i < tries && *pid > 0; i++) {
+        pid_t rc = waitpid(*pid, &status, WNOHANG);
+        if (rc == *pid) {
+            *pid = -1;
+            return status;
         }
         if (rc < 0 && errno != EINTR)
             break;
         usleep(2000);
     }
+    return -1;
+}
+
+static void factory_fail(sandbox_factory *f, const char *why, int grace)
+{
+    int status = grace ? sandbox_reap_within(&f->pid, 25) : -1;
     if (f->pid > 0) {
         kill(f->pid, SIGKILL);
         while (waitpid(f->pid, &status, 0) < 0 && errno == EINTR)

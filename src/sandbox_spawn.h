@@ -54,6 +54,11 @@ int sandbox_send_fds(int sock, const int *fds, int n, char *why, size_t whylen);
  * (Killed - out of memory, or killed from outside)". */
 void sandbox_describe_status(int status, char *out, size_t len);
 
+/* Waits up to tries x 2 ms for *pid, a child that is going away by itself,
+ * to exit. Returns its wait status and sets *pid to -1 once reaped; -1 when
+ * it is still running (or already gone). */
+int sandbox_reap_within(pid_t *pid, int tries);
+
 /* ---- factories (sandbox_factory_new and _free are in sandbox.h) ---- */
 
 /* Takes a reference for a sandbox; NULL is passed through. */
