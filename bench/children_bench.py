@@ -20,15 +20,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "e2e"))
 sys.path.insert(0, HERE)
-from proctree import PeakMemory  # noqa: E402
+from ask_bench import run_rlm  # noqa: E402
 
 LATENCY_MS = 200
 
@@ -55,34 +53,19 @@ def rules(n):
 
 def run(build, n):
     from harness import FakeLM
-    trace = tempfile.mktemp(suffix=".jsonl")
     with tempfile.TemporaryDirectory() as d:
         ctx = os.path.join(d, "c.txt")
         with open(ctx, "w") as f:
             f.write("root input\n")
         with FakeLM(rules(n), latency_ms=LATENCY_MS) as lm:
-            cmd = [os.path.join(build, "rlm"), "ask", "--quiet", "--json", "--model", "root",
-                   "--sub-model", "sub", "--base-url", lm.base_url, "--trace", trace,
-                   "--mode", "rlm", "--max-depth", "2", "--max-children", str(n),
-                   "--concurrency", str(max(64, n)), "--context", ctx, "go"]
-            start = time.monotonic()
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            mem = PeakMemory(proc.pid)
-            mem.start()
-            out, err = proc.communicate()
-            wall = time.monotonic() - start
-            mem.stop()
-    if proc.returncode != 0:
-        raise SystemExit("rlm failed (%d): %s" % (proc.returncode, err))
-    with open(trace) as f:
-        events = [json.loads(line) for line in f]
-    os.unlink(trace)
-    report = json.loads(out)
+            report, events, wall, peak_kb = run_rlm(build, lm, [
+                "--max-depth", "2", "--max-children", str(n), "--concurrency", str(max(64, n)),
+                "--context", ctx, "go"])
     want = ",".join("c%d" % i for i in range(n))
     if report["answer"] != want or report["children"] != n:
         raise SystemExit("wrong result: %s" % json.dumps(report)[:500])
     ready = [e["seconds"] for e in events if e["type"] == "sandbox_ready" and e["node"] != "0"]
-    return wall, ready, mem.peak_kb * 1024
+    return wall, ready, peak_kb * 1024
 
 
 def main():
