@@ -94,7 +94,7 @@ def run_task(build, name, args, latency, concurrency):
         try:
             cmd = [os.path.join(build, "rlm"), "ask", "--quiet", "--json", "--model", "fakelm",
                    "--api-key", "fakelm", "--base-url", "http://127.0.0.1:%d/v1" % port,
-                   "--concurrency", str(concurrency),
+                   "--concurrency", str(concurrency), "--mode", "rlm",
                    "--context", os.path.join(task_dir, "context.txt"),
                    "--question-file", os.path.join(task_dir, "question.txt")]
             # Output goes to files: a long answer (OOLONG-Pairs lists thousands
