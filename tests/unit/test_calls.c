@@ -21,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +29,8 @@
 #include "calls.h"
 #include "pricing.h"
 #include "util.h"
+
+#include "fakelm_spawn.h"
 
 #define FAKELM RLM_BUILD_DIR "/fakelm"
 
@@ -677,13 +678,6 @@ static void test_child_cost_and_usage_reach_the_root(void **state)
 
 /* ---- children on threads against the fake server ------------------------ */
 
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
-    }
-}
-
 /* Starts fakelm with script and waits for its port (the child gets SIGTERM
  * if this process dies; teardown stops it otherwise). */
 static void server_start(fixture *f, const char *script)
@@ -697,36 +691,7 @@ static void server_start(fixture *f, const char *script)
     fputs(script, s);
     fclose(s);
     const char *argv[] = {FAKELM, "--script", script_path, "--port", "0", "--port-file", port_path, NULL};
-    pid_t parent = getpid();
-    f->server_pid = fork();
-    assert_true(f->server_pid >= 0);
-    if (f->server_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent)
-            _exit(127);
-        int out = open("/dev/null", O_WRONLY);
-        int err = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (out < 0 || err < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
-            _exit(127);
-        execv(FAKELM, (char *const *)argv);
-        _exit(127);
-    }
-    for (int i = 0; i < 1000 && f->server_port == 0; i++) {
-        FILE *pf = fopen(port_path, "r");
-        if (pf) {
-            if (fscanf(pf, "%d", &f->server_port) != 1)
-                f->server_port = 0;
-            fclose(pf);
-        }
-        if (f->server_port == 0) {
-            if (waitpid(f->server_pid, NULL, WNOHANG) == f->server_pid) {
-                f->server_pid = 0;
-                fail_msg("fakelm exited early (see %s)", log_path);
-            }
-            sleep_ms(10);
-        }
-    }
-    assert_true(f->server_port > 0);
+    f->server_pid = fakelm_spawn(argv, port_path, log_path, &f->server_port);
 }
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)

@@ -17,7 +17,6 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +28,8 @@
 #include "http.h"
 #include "lm.h"
 #include "util.h"
+
+#include "fakelm_spawn.h"
 
 
 #define FAKELM RLM_BUILD_DIR "/fakelm"
@@ -75,45 +76,7 @@ static void server_start(server *s, const char *script, const char *key)
 
     const char *argv[] = {FAKELM, "--script", script_path, "--port", "0", "--port-file", port_path,
                           "--log", request_log, key ? "--require-key" : NULL, key, NULL};
-    pid_t parent = getpid();
-    s->pid = fork();
-    assert_true(s->pid >= 0);
-    if (s->pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        if (getppid() != parent)
-            _exit(127);
-        int out = open("/dev/null", O_WRONLY);
-        int err = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        if (out < 0 || err < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
-            _exit(127);
-        execv(FAKELM, (char *const *)argv);
-        _exit(127);
-    }
-
-    for (int i = 0; i < 1000 && s->port == 0; i++) {
-        FILE *f = fopen(port_path, "r");
-        if (f) {
-            if (fscanf(f, "%d", &s->port) != 1)
-                s->port = 0;
-            fclose(f);
-        }
-        if (s->port == 0) {
-            int status;
-            if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
-                s->pid = 0;
-                char text[512] = "";
-                FILE *e = fopen(log_path, "r");
-                if (e) {
-                    size_t n = fread(text, 1, sizeof text - 1, e);
-                    text[n] = '\0';
-                    fclose(e);
-                }
-                fail_msg("fakelm exited early (status %d): %s", status, text);
-            }
-            sleep_ms(10);
-        }
-    }
-    assert_true(s->port > 0);
+    s->pid = fakelm_spawn(argv, port_path, log_path, &s->port);
     snprintf(s->base, sizeof s->base, "http://127.0.0.1:%d/v1", s->port);
 }
 
