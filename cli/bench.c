@@ -60,6 +60,7 @@ static const struct {
 } passthrough[] = {
     {"--base-url", "base_url"}, {"--api-key", "api_key"}, {"--provider", "provider"},
     {"--model", "model"}, {"--sub-model", "sub_model"}, {"--sub-base-url", "sub_base_url"},
+    {"--sub-api-key", "sub_api_key"}, {"--sub-provider", "sub_provider"},
     {"--concurrency", "concurrency"}, {"--request-timeout", "request_timeout"},
     {"--max-retries", "max_retries"}, {"--max-iterations", "max_iterations"},
     {"--cell-timeout", "cell_timeout"}, {"--sandbox-memory", "sandbox_memory"},
@@ -84,6 +85,7 @@ static void usage(FILE *out)
           "                  --latency-ms sets its delay (default 0; 200 for perf)\n"
           "  --keep-tasks    keep the generated task files (removed after each run otherwise)\n"
           "Endpoint options: --base-url --api-key --provider --model --sub-model --sub-base-url\n"
+          "--sub-api-key --sub-provider "
           "--concurrency --request-timeout --max-retries --max-iterations --cell-timeout\n"
           "--sandbox-memory --max-cost --max-tokens --max-time --max-subcalls --prices --rpm --tpm\n"
           "--max-output-tokens --reasoning-effort --temperature --mode (default rlm).\n"
@@ -101,6 +103,7 @@ typedef struct run_options {
     size_t sizes[BENCH_MAX_SIZES], nsizes;
     long seeds, latency_ms;
     int fake, keep, model_set;
+    unsigned given;             /* CLI_GIVEN_* endpoint flags given */
     rlm_config *cfg;
 } run_options;
 
@@ -376,6 +379,12 @@ static int run_options_parse(run_options *o, int argc, char **argv)
                 return -1;
             }
             o->model_set |= strcmp(passthrough[k].key, "model") == 0;
+            const char *key = passthrough[k].key;
+            o->given |= !strcmp(key, "model") ? CLI_GIVEN_MODEL
+                      : !strcmp(key, "base_url") ? CLI_GIVEN_BASE_URL
+                      : !strcmp(key, "api_key") ? CLI_GIVEN_API_KEY
+                      : !strcmp(key, "sub_base_url") ? CLI_GIVEN_SUB_BASE_URL
+                      : !strcmp(key, "sub_api_key") ? CLI_GIVEN_SUB_API_KEY : 0;
             if (rlm_config_set(o->cfg, passthrough[k].key, value) != RLM_OK) {
                 fprintf(stderr, "rlm bench: %s: %s\n", flag, rlm_config_errmsg(o->cfg));
                 return -1;
@@ -404,14 +413,14 @@ static int bench_run(int argc, char **argv)
     /* Benchmarks measure the RLM loop, also on inputs small enough for a
      * direct call; --mode overrides (an engine without "mode" refuses it: fine). */
     rlm_config_set(o.cfg, "mode", "rlm");
-    const char *env = getenv("OPENAI_API_KEY");
-    if (env)
-        rlm_config_set(o.cfg, "api_key", env);
     int parsed = run_options_parse(&o, argc, argv);
     if (parsed != 0) {
         rc = parsed > 0 ? 0 : 2;
         goto done;
     }
+    char key_note[1024];
+    if (!o.fake && cli_apply_environment(o.cfg, o.given, key_note, sizeof key_note) != 0)
+        goto done;
     while (o.suite && suite < nsuites && strcmp(suites[suite].name, o.suite) != 0)
         suite++;
     if (!o.suite || suite == nsuites) {

@@ -133,7 +133,9 @@ static void chat_ask(chat *c, const char *question)
     else if (st == RLM_NO_ANSWER)
         fprintf(stderr, "rlm: no answer: %s\n", why[0] ? why : "turn limit reached");
     else if (st != RLM_OK)
-        fprintf(stderr, "rlm: %s\n", why);
+        cli_error(why);
+    if (st == RLM_ERR_MODEL && c->flags->key_note[0])
+        fprintf(stderr, "rlm: note: %s\n", c->flags->key_note);
     if (!c->flags->json)
         putchar('\n');
     fflush(stdout);
@@ -161,7 +163,7 @@ static int chat_command(chat *c, const char *line)
         if (!arg[0])
             fputs("rlm: /context needs an argument: a file, a directory, a glob or JSONL\n", stderr);
         else if (st != RLM_OK)
-            fprintf(stderr, "rlm: %s\n", rlm_errmsg(c->r));
+            cli_error(rlm_errmsg(c->r));
         else if (c->interactive)
             fprintf(out, "%s: read with the next question\n", arg);
         if (st != RLM_OK)
@@ -250,12 +252,12 @@ int cmd_chat(int argc, char **argv)
 
     rlm_status st = rlm_new(f.cfg, &r);
     if (st != RLM_OK) {
-        fprintf(stderr, "rlm: %s\n", rlm_errmsg(r));
+        cli_error(rlm_errmsg(r));
         rc = cli_exit_code(st);
         goto done;
     }
     if ((st = rlm_begin_conversation(r)) != RLM_OK) {
-        fprintf(stderr, "rlm: %s\n", rlm_errmsg(r));
+        cli_error(rlm_errmsg(r));
         rc = cli_exit_code(st);
         goto done;
     }

@@ -34,7 +34,32 @@ typedef struct cli_flags {
     const char *question_file;  /* --question-file, or NULL */
     int json, quiet;
     int first_operand;          /* argv index of the first argument that is not a flag */
+    char key_note[1024];        /* why a key in the environment was not sent, or "" */
 } cli_flags;
+
+/* Which endpoint options the command line gave (cli_apply_environment). */
+enum {
+    CLI_GIVEN_BASE_URL = 1,
+    CLI_GIVEN_API_KEY = 2,
+    CLI_GIVEN_SUB_BASE_URL = 4,
+    CLI_GIVEN_SUB_API_KEY = 8,
+    CLI_GIVEN_MODEL = 16,
+};
+
+/* Fills what the flags (`given`) did not set from the environment, after
+ * them: RLM_MODEL; the provider's base URL variable (OPENAI_BASE_URL or
+ * ANTHROPIC_BASE_URL) and its key variable (OPENAI_API_KEY or
+ * ANTHROPIC_API_KEY), the key only when the endpoint is on the hosts of the
+ * URL it is for (that variable, else the provider's own API); the same for a
+ * sub-call endpoint on other hosts (sub_base_url, sub_api_key). A key kept
+ * back is explained in note (else ""), for when the endpoint refuses the
+ * run. 0, or EXIT_USAGE after saying which variable is bad. */
+int cli_apply_environment(rlm_config *cfg, unsigned given, char *note, size_t notelen);
+
+/* Prints "rlm: MESSAGE" to stderr, a message of the library, with the
+ * option names in it (max_cost, session_db) said as the flags that set them
+ * (--max-cost, --session-db). */
+void cli_error(const char *message);
 
 /* Parses argv (argv[0] is the subcommand) after the environment
  * (OPENAI_BASE_URL, OPENAI_API_KEY or ANTHROPIC_API_KEY, RLM_MODEL). Returns

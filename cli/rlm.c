@@ -2,6 +2,7 @@
  * `rlm ask` answers a question about a context through a Recursive Language
  * Model; the flags it shares with `rlm chat` (cli/chat.c) are parsed here.
  * Flags, environment and exit codes are documented in usage(). */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -35,12 +36,18 @@ static void usage(FILE *out)
         "Model endpoint (any OpenAI-compatible server: OpenAI, vLLM, llama.cpp, Ollama, OpenRouter;\n"
         "or Anthropic's Messages API):\n"
         "  --base-url URL[,URL..] endpoint base, e.g. http://localhost:8080/v1; several are used\n"
-        "                         round-robin with failover\n"
-        "                         (default $OPENAI_BASE_URL, else https://api.openai.com/v1)\n"
-        "  --provider NAME        openai or anthropic (default: inferred from the base URL)\n"
-        "  --api-key KEY          API key (default $OPENAI_API_KEY, or $ANTHROPIC_API_KEY for\n"
-        "                         anthropic; none for a local server)\n"
-        "  --sub-base-url URL     send sub-calls to another endpoint (same key and provider)\n"
+        "                         round-robin with failover (default: the provider's variable,\n"
+        "                         $OPENAI_BASE_URL or $ANTHROPIC_BASE_URL, else its own API)\n"
+        "  --provider NAME        openai or anthropic (default: api.anthropic.com as the host is\n"
+        "                         anthropic, any other host openai; with no base URL, a claude-*\n"
+        "                         model is anthropic's)\n"
+        "  --api-key KEY          the key for the base URL (default: $OPENAI_API_KEY or\n"
+        "                         $ANTHROPIC_API_KEY, sent only to its provider's API or to\n"
+        "                         $OPENAI_BASE_URL / $ANTHROPIC_BASE_URL; no other host gets it)\n"
+        "  --sub-base-url URL     send sub-calls to another endpoint (default: the root's)\n"
+        "  --sub-api-key KEY      the key for --sub-base-url (the root's key goes there only when\n"
+        "                         it is on the same host)\n"
+        "  --sub-provider NAME    openai or anthropic for sub-calls (default: as --provider)\n"
         "  --model NAME           root model (default $RLM_MODEL, else gpt-5-mini)\n"
         "  --sub-model NAME       model for llm_query sub-calls (default: --model)\n"
         "  --concurrency N        sub-calls in flight at once (default 64)\n"
@@ -197,7 +204,7 @@ enum {
     OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE, OPT_STREAM, OPT_NO_STREAM,
     OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_MODE, OPT_DIRECT_THRESHOLD,
     OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW, OPT_COMPACT_AT, OPT_SESSION,
-    OPT_SESSION_DB,
+    OPT_SESSION_DB, OPT_SUB_API_KEY, OPT_SUB_PROVIDER,
 };
 
 static const struct option long_options[] = {
@@ -252,6 +259,8 @@ static const struct option long_options[] = {
     {"compact-at", required_argument, NULL, OPT_COMPACT_AT},
     {"session", required_argument, NULL, OPT_SESSION},
     {"session-db", required_argument, NULL, OPT_SESSION_DB},
+    {"sub-api-key", required_argument, NULL, OPT_SUB_API_KEY},
+    {"sub-provider", required_argument, NULL, OPT_SUB_PROVIDER},
     {NULL, 0, NULL, 0},
 };
 
@@ -297,20 +306,44 @@ static const char *option_key(int opt)
     case OPT_COMPACT_AT: return "compact_at";
     case OPT_SESSION: return "session";
     case OPT_SESSION_DB: return "session_db";
+    case OPT_SUB_API_KEY: return "sub_api_key";
+    case OPT_SUB_PROVIDER: return "sub_provider";
     default: return NULL;
     }
 }
 
-/* 1 when the run will talk to Anthropic: said so, or its API's host. */
-static int is_anthropic(const rlm_config *cfg)
+/* The flag that sets a config key ("--base-url" for base_url), or NULL. */
+static const char *flag_of_key(const char *key, size_t len)
 {
-    const char *provider = rlm_config_get(cfg, "provider");
-    if (provider && provider[0])
-        return strcmp(provider, "anthropic") == 0;
-    const char *url = rlm_config_get(cfg, "base_url");
-    return url && strstr(url, "://api.anthropic.com") != NULL;
+    for (const struct option *o = long_options; o->name; o++) {
+        const char *k = option_key(o->val);
+        if (k && strlen(k) == len && strncmp(k, key, len) == 0)
+            return o->name;
+    }
+    return NULL;
 }
 
+void cli_error(const char *message)
+{
+    /* The library names its options (max_cost, session_db); the user typed
+     * flags. Keys with an underscore are never English words, so each
+     * whole-word one is said as its flag. */
+    fputs("rlm: ", stderr);
+    for (const char *p = message; *p;) {
+        size_t word = strspn(p, "abcdefghijklmnopqrstuvwxyz_");
+        const char *flag = word && memchr(p, '_', word) && (p == message || !isalnum((unsigned char)p[-1]))
+                               ? flag_of_key(p, word) : NULL;
+        if (flag && !isalnum((unsigned char)p[word])) {
+            fprintf(stderr, "--%s", flag);
+            p += word;
+        } else {
+            size_t n = word ? word : 1;
+            fwrite(p, 1, n, stderr);
+            p += n;
+        }
+    }
+    fputc('\n', stderr);
+}
 size_t cli_print_warnings(const rlm *r, size_t from)
 {
     const char *w = rlm_warnings(r);
@@ -324,12 +357,93 @@ size_t cli_print_warnings(const rlm *r, size_t from)
     return len;
 }
 
-static int set_or_complain(rlm_config *cfg, const char *key, const char *value)
+/* Sets key from the value of `source` (a flag or an environment variable,
+ * as the user wrote it); a bad value is explained naming the source. */
+static int set_or_complain(rlm_config *cfg, const char *key, const char *value, const char *source)
 {
     if (rlm_config_set(cfg, key, value) == RLM_OK)
         return 0;
-    fprintf(stderr, "rlm: %s\n", rlm_config_errmsg(cfg));
+    const char *msg = rlm_config_errmsg(cfg);
+    size_t n = strlen(key);
+    if (strncmp(msg, key, n) == 0)
+        fprintf(stderr, "rlm: %s%s\n", source, msg + n);
+    else
+        fprintf(stderr, "rlm: %s: %s\n", source, msg);
     return -1;
+}
+
+/* The variables of a provider: its key, and the base URL that key is for. */
+static void provider_variables(const char *provider, const char **key_var, const char **url_var)
+{
+    int anthropic = strcmp(provider, "anthropic") == 0;
+    *key_var = anthropic ? "ANTHROPIC_API_KEY" : "OPENAI_API_KEY";
+    *url_var = anthropic ? "ANTHROPIC_BASE_URL" : "OPENAI_BASE_URL";
+}
+
+/* Where the key in the provider's variable may go: its base URL variable,
+ * else the provider's own API. */
+static void key_home(const char *provider, const char *url_var, char *out, size_t outlen)
+{
+    const char *env = getenv(url_var);
+    if (env && env[0]) {
+        snprintf(out, outlen, "%s", env);
+        return;
+    }
+    rlm_config *c = rlm_config_new();
+    snprintf(out, outlen, "%s", c && rlm_config_set(c, "provider", provider) == RLM_OK
+                                    ? rlm_config_get(c, "base_url") : "");
+    rlm_config_free(c);
+}
+
+int cli_apply_environment(rlm_config *cfg, unsigned given, char *note, size_t notelen)
+{
+    const char *env, *key_var, *url_var;
+    char source[64], home[4096];
+    note[0] = '\0';
+    if (!(given & CLI_GIVEN_MODEL) && (env = getenv("RLM_MODEL")) && env[0] &&
+        set_or_complain(cfg, "model", env, "$RLM_MODEL") != 0)
+        return EXIT_USAGE;
+
+    /* The root endpoint: the flags', else the provider's variables. */
+    provider_variables(rlm_config_get(cfg, "provider"), &key_var, &url_var);
+    if (!(given & CLI_GIVEN_BASE_URL) && (env = getenv(url_var)) && env[0]) {
+        snprintf(source, sizeof source, "$%s", url_var);
+        if (set_or_complain(cfg, "base_url", env, source) != 0)
+            return EXIT_USAGE;
+    }
+    const char *provider = rlm_config_get(cfg, "provider");
+    provider_variables(provider, &key_var, &url_var);
+    if (!(given & CLI_GIVEN_API_KEY) && (env = getenv(key_var)) && env[0]) {
+        key_home(provider, url_var, home, sizeof home);
+        if (rlm_config_url_within(cfg, "base_url", home))
+            rlm_config_set(cfg, "api_key", env);
+        else
+            snprintf(note, notelen, "$%s was not sent to %s: it is the key for %s; give --api-key "
+                     "for this endpoint", key_var, rlm_config_get(cfg, "base_url"), home);
+    }
+
+    /* Sub-calls on other hosts: their own provider's variables. */
+    if (rlm_config_url_within(cfg, "sub_base_url", rlm_config_get(cfg, "base_url")))
+        return 0;
+    const char *sub_provider = rlm_config_get(cfg, "sub_provider");
+    provider_variables(sub_provider, &key_var, &url_var);
+    if (!(given & CLI_GIVEN_SUB_BASE_URL) && strcmp(sub_provider, provider) != 0 &&
+        (env = getenv(url_var)) && env[0]) {
+        snprintf(source, sizeof source, "$%s", url_var);
+        if (set_or_complain(cfg, "sub_base_url", env, source) != 0)
+            return EXIT_USAGE;
+    }
+    if (given & CLI_GIVEN_SUB_API_KEY)
+        return 0;
+    key_home(sub_provider, url_var, home, sizeof home);
+    if ((env = getenv(key_var)) && env[0] && rlm_config_url_within(cfg, "sub_base_url", home)) {
+        rlm_config_set(cfg, "sub_api_key", env);
+    } else if (!note[0]) {
+        snprintf(note, notelen, "no key was sent to the sub-call endpoint %s: the key given is for "
+                 "%s; give --sub-api-key for it", rlm_config_get(cfg, "sub_base_url"),
+                 rlm_config_get(cfg, "base_url"));
+    }
+    return 0;
 }
 
 /* Appends one glob to a newline-separated list option (include, exclude). */
@@ -347,7 +461,7 @@ static int add_glob(rlm_config *cfg, const char *key, const char *glob)
         return -1;
     }
     snprintf(joined, len, "%s%s%s", old, old[0] ? "\n" : "", glob);
-    int rc = set_or_complain(cfg, key, joined);
+    int rc = set_or_complain(cfg, key, joined, strcmp(key, "include") == 0 ? "--include" : "--exclude");
     free(joined);
     return rc;
 }
@@ -355,31 +469,30 @@ static int add_glob(rlm_config *cfg, const char *key, const char *glob)
 int cli_flags_parse(int argc, char **argv, cli_flags *f)
 {
     memset(f, 0, sizeof *f);
-    int key_given = 0;
+    unsigned given = 0;
     f->cfg = rlm_config_new();
     if (!f->cfg) {
         fputs("rlm: out of memory\n", stderr);
         return EXIT_INTERNAL;
     }
     rlm_config *cfg = f->cfg;
-    /* Environment first, so flags override it. */
-    const char *env;
-    if ((env = getenv("OPENAI_BASE_URL")) && env[0] && set_or_complain(cfg, "base_url", env) != 0)
-        return EXIT_USAGE;
-    if ((env = getenv("OPENAI_API_KEY")) && env[0])
-        rlm_config_set(cfg, "api_key", env);
-    if ((env = getenv("RLM_MODEL")) && env[0])
-        rlm_config_set(cfg, "model", env);
 
     int opt;
     optind = 1;
     opterr = 0;   /* we say it ourselves, naming rlm rather than argv[0] */
-    while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+    int index = -1;
+    while ((opt = getopt_long(argc, argv, "", long_options, &index)) != -1) {
         const char *key = option_key(opt);
         if (key) {
-            if (set_or_complain(cfg, key, optarg) != 0)
+            char source[64];
+            snprintf(source, sizeof source, "--%s", long_options[index].name);
+            if (set_or_complain(cfg, key, optarg, source) != 0)
                 return EXIT_USAGE;
-            key_given |= opt == OPT_API_KEY;
+            given |= opt == OPT_API_KEY ? CLI_GIVEN_API_KEY
+                   : opt == OPT_BASE_URL ? CLI_GIVEN_BASE_URL
+                   : opt == OPT_SUB_BASE_URL ? CLI_GIVEN_SUB_BASE_URL
+                   : opt == OPT_SUB_API_KEY ? CLI_GIVEN_SUB_API_KEY
+                   : opt == OPT_MODEL ? CLI_GIVEN_MODEL : 0;
             continue;
         }
         switch (opt) {
@@ -413,9 +526,11 @@ int cli_flags_parse(int argc, char **argv, cli_flags *f)
         }
     }
 
-    /* Anthropic's key lives in its own variable; a flag still wins. */
-    if (!key_given && is_anthropic(cfg) && (env = getenv("ANTHROPIC_API_KEY")) && env[0])
-        rlm_config_set(cfg, "api_key", env);
+    /* The environment after the flags: a flag always wins, and a bad
+     * variable the flags make irrelevant is never read. */
+    int rc = cli_apply_environment(cfg, given, f->key_note, sizeof f->key_note);
+    if (rc != 0)
+        return rc;
     f->first_operand = optind;
     return -1;
 }
@@ -431,7 +546,7 @@ int cli_add_contexts(rlm *r, const cli_flags *f)
     for (size_t i = 0; i < f->n_contexts; i++) {
         rlm_status st = rlm_add_context(r, f->contexts[i]);
         if (st != RLM_OK) {
-            fprintf(stderr, "rlm: %s\n", rlm_errmsg(r));
+            cli_error(rlm_errmsg(r));
             return cli_exit_code(st);
         }
     }
@@ -491,7 +606,7 @@ static int cmd_ask(int argc, char **argv)
 
     rlm_status st = rlm_new(f.cfg, &r);
     if (st != RLM_OK) {
-        fprintf(stderr, "rlm: %s\n", rlm_errmsg(r));
+        cli_error(rlm_errmsg(r));
         rc = cli_exit_code(st);
         goto done;
     }
@@ -525,7 +640,9 @@ static int cmd_ask(int argc, char **argv)
     if (st == RLM_NO_ANSWER)
         fprintf(stderr, "rlm: no answer: %s\n", rlm_errmsg(r)[0] ? rlm_errmsg(r) : "turn limit reached");
     else if (st != RLM_OK)
-        fprintf(stderr, "rlm: %s\n", rlm_errmsg(r));
+        cli_error(rlm_errmsg(r));
+    if (st == RLM_ERR_MODEL && f.key_note[0])
+        fprintf(stderr, "rlm: note: %s\n", f.key_note);
     rlm_string_free(answer);
 
 done:

@@ -71,10 +71,17 @@ rlm_config *rlm_config_new(void);
 void rlm_config_free(rlm_config *cfg);
 
 /* Sets one option from its text form. Keys and defaults:
- *   base_url          endpoint; several URLs separated by commas are used
- *                     round-robin with failover      "https://api.openai.com/v1"
- *   api_key           bearer token / x-api-key; "" for none  ""
- *   provider          "openai" or "anthropic"        inferred from base_url
+ *   base_url          endpoint: http:// or https:// URLs (a pasted
+ *                     ".../chat/completions" or ".../messages" is
+ *                     recognised); several, separated by commas, are used
+ *                     round-robin with failover      the provider's own API:
+ *                     "https://api.openai.com/v1" or "https://api.anthropic.com/v1"
+ *   api_key           bearer token / x-api-key, sent to base_url's URLs only
+ *                     (and to sub-calls on the same hosts); "" for none  ""
+ *   provider          "openai" or "anthropic"        inferred: from base_url's
+ *                     exact host (api.anthropic.com is anthropic, any other
+ *                     host openai); with no base_url, from the model's name
+ *                     (claude-* is anthropic); else openai
  *   model             root model                     "gpt-5-mini"
  *   sub_model         model for llm_query            same as model
  *   max_iterations    root turns before a last call  30
@@ -87,7 +94,15 @@ void rlm_config_free(rlm_config *cfg);
  *   sandbox_exe       path of rlm-sandbox            next to the program, the build, or libexec
  *   unsafe_no_sandbox "1" runs model code without seccomp and rlimits   "0"
  *   trace             JSONL trace file to write      none
- *   sub_base_url      endpoint(s) for sub-calls      same as base_url
+ *   sub_base_url      endpoint(s) for sub-calls      base_url; but when neither
+ *                     base_url nor provider is set and sub_model implies
+ *                     another provider (claude-*), that provider's own API
+ *   sub_provider      "openai" or "anthropic" for sub-calls   inferred from
+ *                     sub_base_url's host, else as above, else provider
+ *   sub_api_key       the key for sub_base_url       api_key when every
+ *                     sub_base_url URL is on a host (scheme, host, port) of
+ *                     base_url, else none: a key is never sent to a host it
+ *                     was not given for
  *   rpm, tpm          client-side requests / tokens per minute per endpoint; 0 = none   0
  *   max_output_tokens output token cap per request   provider default
  *   reasoning_effort  "low", "medium", "high"        not sent
@@ -147,10 +162,20 @@ void rlm_config_free(rlm_config *cfg);
  * reason in rlm_config_errmsg). */
 rlm_status rlm_config_set(rlm_config *cfg, const char *key, const char *value);
 
-/* The current text form of an option, borrowed from cfg; NULL for an unknown key. */
+/* The current text form of an option, borrowed from cfg; NULL for an unknown
+ * key. provider, sub_provider, base_url and sub_base_url are given resolved,
+ * as the run will use them (see the keys above). */
 const char *rlm_config_get(const rlm_config *cfg, const char *key);
 
-/* Why the last rlm_config_set failed ("" if it did not). */
+/* 1 when every URL of the URL option `key` ("base_url" or "sub_base_url", as
+ * resolved) has the scheme, host and port of one of the comma-separated
+ * URLs in `url`: a key given for `url` may then be sent there. 0 otherwise,
+ * also for another key or a URL that does not parse. */
+int rlm_config_url_within(const rlm_config *cfg, const char *key, const char *url);
+
+/* Why the last rlm_config_set failed ("" if it did not). The message starts
+ * with the key ("max_iterations must be ..."), so a front end can name the
+ * flag or variable the value came from instead. */
 const char *rlm_config_errmsg(const rlm_config *cfg);
 
 /* ---- Runs --------------------------------------------------------------- */

@@ -67,12 +67,13 @@ static json_t *calls_canonical(const calls *c, const lm_request *req, int sub)
 {
     const calls_options *o = &c->core->o;
     const char *base = sub && o->sub_base_url ? o->sub_base_url : o->root_base_url;
+    const char *provider = sub && o->sub_provider ? o->sub_provider : o->provider;
     json_t *msgs = json_array();
     for (size_t i = 0; msgs && i < req->n_messages; i++)
         json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", req->messages[i].role, "content",
                                               req->messages[i].content ? req->messages[i].content : ""));
     json_t *canon = json_pack("{s:i,s:s,s:s,s:s,s:o*}", "v", 1, "provider",
-                              o->provider && o->provider[0] ? o->provider : "openai", "base_url",
+                              provider && provider[0] ? provider : "openai", "base_url",
                               base ? base : "", "model", req->model ? req->model : "", "messages", msgs);
     if (canon && o->key_options)
         json_object_set_new(canon, "options", json_deep_copy(o->key_options));

@@ -48,6 +48,7 @@ typedef struct calls_options {
     lm *root_lm;               /* root turns; may be NULL only when replaying */
     lm *sub_lm;                /* sub-calls; NULL = root_lm */
     const char *provider;      /* part of the request key, e.g. "openai"; NULL = "openai" */
+    const char *sub_provider;  /* the sub-calls' (part of their key); NULL = provider */
     const char *root_base_url; /* part of the request key */
     const char *sub_base_url;  /* NULL = root_base_url */
     const json_t *key_options; /* options that change replies (max_tokens, temperature,

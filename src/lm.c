@@ -5,6 +5,7 @@
  * live in lm_openai.c and lm_anthropic.c, the SSE parser in sse.c. */
 #include "lm.h"
 
+#include "endpoint.h"
 #include "http.h"
 #include "lm_anthropic.h"
 #include "lm_openai.h"
@@ -379,6 +380,14 @@ static void attempt_result(job *j, http_result *res, int *retry, int *failover)
             out->error_message = m->provider == PROVIDER_ANTHROPIC
                                      ? anthropic_error_message(res->status, res->body, res->body_len)
                                      : openai_error_message(res->status, res->body, res->body_len);
+            if ((res->status == 401 || res->status == 403) && !m->key_header) {
+                /* Say so: the fix is a key, not a retry. */
+                char *msg = out->error_message;
+                out->error_message = NULL;
+                set_message(out, LM_ERR_HTTP, "%s (no API key was sent to this endpoint)",
+                            msg ? msg : "refused");
+                free(msg);
+            }
             *retry = status_retryable(res->status);
             *failover = res->status >= 500;
         }
@@ -680,56 +689,46 @@ static int header_value_ok(const char *s)
     return 1;
 }
 
-/* The host of a URL is api.anthropic.com. */
-static int anthropic_host(const char *url)
-{
-    if (!url)
-        return 0;
-    const char *host = strstr(url, "://");
-    host = host ? host + 3 : url;
-    static const char name[] = "api.anthropic.com";
-    size_t n = sizeof name - 1;
-    return strncasecmp(host, name, n) == 0 && (host[n] == '\0' || host[n] == '/' || host[n] == ':');
-}
-
+/* The provider said, or the one the first URL's exact host stands for
+ * (endpoint.h); any other host speaks OpenAI's protocol. */
 static int choose_provider(lm *m, const lm_options *opts, char *err, size_t errlen)
 {
     const char *name = opts->provider;
-    if (!name || !*name)
-        m->provider = anthropic_host(opts->base_url) ? PROVIDER_ANTHROPIC : PROVIDER_OPENAI;
-    else if (strcmp(name, "openai") == 0)
-        m->provider = PROVIDER_OPENAI;
-    else if (strcmp(name, "anthropic") == 0)
-        m->provider = PROVIDER_ANTHROPIC;
-    else {
+    endpoint_provider p;
+    if (!name || !*name) {
+        endpoint_url u;
+        char why[512];
+        p = opts->base_url && endpoint_parse(opts->base_url, &u, why, sizeof why) == 0
+                ? endpoint_host_provider(u.host) : ENDPOINT_UNKNOWN;
+        if (p == ENDPOINT_UNKNOWN)
+            p = ENDPOINT_OPENAI;
+    } else if ((p = endpoint_provider_of_name(name)) == ENDPOINT_UNKNOWN) {
         snprintf(err, errlen, "unknown provider \"%.40s\" (openai or anthropic)", name);
         return -1;
     }
+    m->provider = p == ENDPOINT_ANTHROPIC ? PROVIDER_ANTHROPIC : PROVIDER_OPENAI;
     return 0;
 }
 
-static char *endpoint_url(lm *m, const char *base, char *err, size_t errlen)
+/* The request URL for one base URL, parsed by endpoint.c like every other. */
+static char *request_url(lm *m, const char *base, char *err, size_t errlen)
 {
+    endpoint_url u;
+    char why[512], url[URL_MAX];
     if (!base || !*base) {
-        snprintf(err, errlen, "no base_url given");
+        snprintf(err, errlen, "no base URL given");
         return NULL;
     }
-    if (!header_value_ok(base)) {
-        snprintf(err, errlen, "base_url contains a line break");
+    if (endpoint_parse(base, &u, why, sizeof why) != 0 ||
+        endpoint_request_url(&u, m->provider == PROVIDER_ANTHROPIC ? ENDPOINT_ANTHROPIC : ENDPOINT_OPENAI,
+                             url, sizeof url, why, sizeof why) != 0) {
+        snprintf(err, errlen, "base URL %s", why);
         return NULL;
     }
-    size_t len = strlen(base);
-    while (len > 0 && base[len - 1] == '/')
-        len--;
-    buf url;
-    buf_init(&url, URL_MAX);
-    const char *path = m->provider == PROVIDER_ANTHROPIC ? "/messages" : "/chat/completions";
-    if (buf_append(&url, base, len) != 0 || buf_puts(&url, path) != 0) {
-        buf_free(&url);
-        snprintf(err, errlen, "base_url is too long");
-        return NULL;
-    }
-    return buf_take(&url);
+    char *copy = str_dup_len(url, strlen(url));
+    if (!copy)
+        snprintf(err, errlen, "out of memory");
+    return copy;
 }
 
 static int build_endpoint(lm *m, const lm_options *opts, char *err, size_t errlen)
@@ -748,7 +747,7 @@ static int build_endpoint(lm *m, const lm_options *opts, char *err, size_t errle
     }
     for (size_t i = 0; i < n; i++) {
         const char *base = i == 0 ? opts->base_url : opts->extra_base_urls[i - 1];
-        m->urls[i] = endpoint_url(m, base, err, errlen);
+        m->urls[i] = request_url(m, base, err, errlen);
         if (!m->urls[i])
             return -1;
         m->n_urls = i + 1;

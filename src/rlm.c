@@ -15,6 +15,7 @@
 #include "cache.h"
 #include "calls.h"
 #include "context.h"
+#include "endpoint.h"
 #include "engine.h"
 #include "ingest.h"
 #include "lm.h"
@@ -25,7 +26,7 @@
 #include "util.h"
 
 /* Most base URLs in one comma-separated base_url. */
-#define MAX_BASE_URLS 16
+#define MAX_BASE_URLS ENDPOINT_MAX_URLS
 /* Bytes of warnings a handle keeps. */
 #define MAX_WARNINGS_BYTES (64 * 1024)
 /* Largest text input a session saves (a later process cannot read it again). */
@@ -61,7 +62,7 @@ void rlm_string_free(char *s)
 /* ---- configuration --------------------------------------------------------- */
 
 typedef enum option_kind {
-    OPT_TEXT, OPT_URL, OPT_URLS, OPT_INT, OPT_SECONDS, OPT_SIZE, OPT_BOOL, OPT_NUMBER, OPT_DOLLARS,
+    OPT_TEXT, OPT_URLS, OPT_INT, OPT_SECONDS, OPT_SIZE, OPT_BOOL, OPT_NUMBER, OPT_DOLLARS,
     OPT_PROVIDER, OPT_MODE_NAME,
     OPT_SHARE,          /* a number in (0, 1] */
     OPT_FRACTION,       /* a number > 0 */
@@ -83,12 +84,14 @@ enum {
     OPT_PROVIDER_KEY, OPT_RPM, OPT_TPM, OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE,
     OPT_STREAM, OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_MODE,
     OPT_DIRECT_THRESHOLD, OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW,
-    OPT_COMPACT_AT, OPT_SESSION, OPT_SESSION_DB,
+    OPT_COMPACT_AT, OPT_SESSION, OPT_SESSION_DB, OPT_SUB_PROVIDER, OPT_SUB_API_KEY,
     OPT_COUNT
 };
 
 static const option_spec option_specs[OPT_COUNT] = {
-    [OPT_BASE_URL] = {"base_url", OPT_URLS, "https://api.openai.com/v1", 0, 0},
+    /* base_url, provider, sub_base_url and sub_provider have no fixed
+     * default: rlm_config_get resolves them (config_resolved). */
+    [OPT_BASE_URL] = {"base_url", OPT_URLS, NULL, 0, 0},
     [OPT_API_KEY] = {"api_key", OPT_TEXT, "", 0, 0},
     [OPT_MODEL] = {"model", OPT_TEXT, "gpt-5-mini", 0, 0},
     [OPT_SUB_MODEL] = {"sub_model", OPT_TEXT, NULL, 0, 0},
@@ -134,6 +137,8 @@ static const option_spec option_specs[OPT_COUNT] = {
     [OPT_COMPACT_AT] = {"compact_at", OPT_FRACTION, "0.85", 0, 0},
     [OPT_SESSION] = {"session", OPT_SESSION_NAME, NULL, 0, 0},
     [OPT_SESSION_DB] = {"session_db", OPT_TEXT, NULL, 0, 0},
+    [OPT_SUB_PROVIDER] = {"sub_provider", OPT_PROVIDER, NULL, 0, 0},
+    [OPT_SUB_API_KEY] = {"sub_api_key", OPT_TEXT, NULL, 0, 0},
 };
 
 struct rlm_config {
@@ -166,24 +171,15 @@ static int option_find(const char *key)
 /* A comma-separated list of 1 to MAX_BASE_URLS http(s) URLs. */
 static int urls_check(const char *key, const char *value, char *why, size_t whylen)
 {
-    int n = 0;
-    for (const char *p = value;; n++) {
-        const char *comma = strchr(p, ',');
-        size_t len = comma ? (size_t)(comma - p) : strlen(p);
-        if (!((len > 7 && strncmp(p, "http://", 7) == 0) || (len > 8 && strncmp(p, "https://", 8) == 0))) {
-            snprintf(why, whylen, "%s must be URLs starting with http:// or https://, separated by "
-                     "commas (got '%s')", key, value);
-            return -1;
-        }
-        if (!comma)
-            break;
-        p = comma + 1;
-    }
-    if (n + 1 > MAX_BASE_URLS) {
-        snprintf(why, whylen, "%s: at most %d URLs", key, MAX_BASE_URLS);
-        return -1;
-    }
-    return 0;
+    endpoint_url *urls = calloc(MAX_BASE_URLS, sizeof *urls);
+    char err[512];
+    size_t n;
+    int rc = urls ? endpoint_parse_list(value, urls, MAX_BASE_URLS, &n, err, sizeof err) : -1;
+    if (rc != 0)
+        snprintf(why, whylen, "%s: %.*s", key, (int)(whylen > 64 ? whylen - 64 : 0),
+                 urls ? err : "out of memory");
+    free(urls);
+    return rc;
 }
 
 /* session.h's rule for names, checked here so a bad one is a usage error of
@@ -211,11 +207,6 @@ static int option_check(const option_spec *spec, const char *value, char *why, s
     switch (spec->kind) {
     case OPT_TEXT:
         return 0;
-    case OPT_URL:
-        if (strncmp(value, "http://", 7) == 0 || strncmp(value, "https://", 8) == 0)
-            return 0;
-        snprintf(why, whylen, "%s must start with http:// or https:// (got '%s')", spec->key, value);
-        return -1;
     case OPT_URLS:
         return urls_check(spec->key, value, why, whylen);
     case OPT_NUMBER:
@@ -276,7 +267,7 @@ static int option_check(const option_spec *spec, const char *value, char *why, s
     case OPT_SESSION_NAME:
         if (session_name_valid(value))
             return 0;
-        snprintf(why, whylen, "bad %s name '%s': use 1-100 characters of letters, digits, '.', "
+        snprintf(why, whylen, "%s: bad name '%s': use 1-100 characters of letters, digits, '.', "
                  "'_' and '-', not starting with '.'", spec->key, value);
         return -1;
     }
@@ -308,18 +299,93 @@ rlm_status rlm_config_set(rlm_config *cfg, const char *key, const char *value)
     return RLM_OK;
 }
 
+/* The provider the first URL of a list stands for (by its exact host). */
+static endpoint_provider urls_provider(const char *list)
+{
+    char first[ENDPOINT_URL_MAX], err[512];
+    endpoint_url u;
+    size_t n = strcspn(list, ",");
+    if (n >= sizeof first)
+        return ENDPOINT_UNKNOWN;
+    memcpy(first, list, n);
+    first[n] = '\0';
+    return endpoint_parse(first, &u, err, sizeof err) == 0 ? endpoint_host_provider(u.host)
+                                                           : ENDPOINT_UNKNOWN;
+}
+
+static const char *set_value(const rlm_config *cfg, int i)
+{
+    return cfg->values[i] && cfg->values[i][0] ? cfg->values[i] : NULL;
+}
+
+/* Design note: where requests go, and with which key. The provider is the
+ * one said (provider); else the one the base URL's exact host stands for
+ * (api.anthropic.com, api.openai.com; anything else speaks OpenAI's
+ * protocol); else, when no URL is given, the one the model's name implies
+ * (claude-* is Anthropic's); else OpenAI. With no base URL given, requests
+ * go to that provider's own API. Sub-calls go to the root's endpoint unless
+ * sub_base_url or sub_provider says otherwise, or, when the run names no
+ * endpoint at all, a sub-model of another provider takes them to that
+ * provider's API. A key goes only where it was given for (rlm_new):
+ * api_key to base_url, sub_api_key to sub_base_url, and api_key to the
+ * sub-call endpoint only when its URLs are on the hosts of base_url. */
+static endpoint_provider root_provider(const rlm_config *cfg)
+{
+    const char *v;
+    if ((v = set_value(cfg, OPT_PROVIDER_KEY)))
+        return endpoint_provider_of_name(v);
+    endpoint_provider p;
+    if ((v = set_value(cfg, OPT_BASE_URL)))
+        p = urls_provider(v);
+    else
+        p = endpoint_model_provider(rlm_config_get(cfg, "model"));
+    return p == ENDPOINT_UNKNOWN ? ENDPOINT_OPENAI : p;
+}
+
+static endpoint_provider sub_provider(const rlm_config *cfg)
+{
+    const char *v;
+    endpoint_provider p = ENDPOINT_UNKNOWN;
+    if ((v = set_value(cfg, OPT_SUB_PROVIDER)))
+        return endpoint_provider_of_name(v);
+    if ((v = set_value(cfg, OPT_SUB_BASE_URL)))
+        p = urls_provider(v);
+    else if (!set_value(cfg, OPT_PROVIDER_KEY) && !set_value(cfg, OPT_BASE_URL))
+        p = endpoint_model_provider(rlm_config_get(cfg, "sub_model"));
+    return p == ENDPOINT_UNKNOWN ? root_provider(cfg) : p;
+}
+
 const char *rlm_config_get(const rlm_config *cfg, const char *key)
 {
     int i = key ? option_find(key) : -1;
     if (i < 0)
         return NULL;
+    switch (i) {
+    case OPT_PROVIDER_KEY:
+        return endpoint_provider_name(root_provider(cfg));
+    case OPT_SUB_PROVIDER:
+        return endpoint_provider_name(sub_provider(cfg));
+    case OPT_BASE_URL:
+        return set_value(cfg, i) ? cfg->values[i] : endpoint_default_url(root_provider(cfg));
+    case OPT_SUB_BASE_URL:
+        if (set_value(cfg, i))
+            return cfg->values[i];
+        return sub_provider(cfg) != root_provider(cfg) ? endpoint_default_url(sub_provider(cfg))
+                                                       : rlm_config_get(cfg, "base_url");
+    }
     if (cfg->values[i])
         return cfg->values[i];
     if (i == OPT_SUB_MODEL)
         return rlm_config_get(cfg, "model");
-    if (i == OPT_SUB_BASE_URL)
-        return rlm_config_get(cfg, "base_url");
     return option_specs[i].fallback ? option_specs[i].fallback : "";
+}
+
+int rlm_config_url_within(const rlm_config *cfg, const char *key, const char *url)
+{
+    int i = key ? option_find(key) : -1;
+    if (i < 0 || option_specs[i].kind != OPT_URLS || !url)
+        return 0;
+    return endpoint_list_within(rlm_config_get(cfg, key), url);
 }
 
 const char *rlm_config_errmsg(const rlm_config *cfg)
@@ -419,7 +485,7 @@ static json_t *config_json(const rlm_config *cfg)
     for (int i = 0; i < OPT_COUNT; i++) {
         const char *key = option_specs[i].key;
         const char *value = rlm_config_get(cfg, key);
-        if (i == OPT_API_KEY)
+        if (i == OPT_API_KEY || i == OPT_SUB_API_KEY)
             json_object_set_new(j, key, json_string(value[0] ? "(set)" : "(none)"));
         else
             json_object_set_new(j, key, value[0] ? json_string(value) : json_null());
@@ -669,11 +735,17 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
         return st;
     const char *base_url = rlm_config_get(r->cfg, "base_url");
     const char *sub_base_url = rlm_config_get(r->cfg, "sub_base_url");
+    const char *sub_provider = rlm_config_get(r->cfg, "sub_provider");
+    const char *sub_key = rlm_config_get(r->cfg, "sub_api_key");
     r->lm = rlm_start_lm(r, &lo, base_url, err, sizeof err);
     if (!r->lm)
         return rlm_error(r, RLM_ERR_INTERNAL, "cannot start the model dispatcher: %s", err);
-    if (strcmp(sub_base_url, base_url) != 0) {
-        r->sub_lm = rlm_start_lm(r, &lo, sub_base_url, err, sizeof err);
+    if (strcmp(sub_base_url, base_url) != 0 || strcmp(sub_provider, lo.provider) != 0 || sub_key[0]) {
+        /* The root's key follows sub-calls only to the hosts it was given for. */
+        lm_options so = lo;
+        so.provider = sub_provider;
+        so.api_key = sub_key[0] ? sub_key : endpoint_list_within(sub_base_url, base_url) ? lo.api_key : "";
+        r->sub_lm = rlm_start_lm(r, &so, sub_base_url, err, sizeof err);
         if (!r->sub_lm)
             return rlm_error(r, RLM_ERR_INTERNAL, "cannot start the sub-call dispatcher: %s", err);
     }
@@ -687,6 +759,7 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
         .root_lm = r->lm,
         .sub_lm = r->sub_lm,
         .provider = lo.provider,
+        .sub_provider = sub_provider,
         .root_base_url = base_url,
         .sub_base_url = sub_base_url,
         .key_options = r->key_options,

@@ -50,9 +50,33 @@ class Usage(RlmTestCase):
         self.assertIn("no question", res.stderr)
         res = self.rlm(["--max-iterations", "zero", "q"])
         self.assertExit(res, 2)
-        self.assertIn("max_iterations", res.stderr)
+        self.assertIn("--max-iterations must be", res.stderr)
+        self.assertNotIn("max_iterations", res.stderr)
         res = self.rlm(["--base-url", "ftp://x", "q"])
         self.assertExit(res, 2)
+        self.assertIn("--base-url", res.stderr)
+
+    def test_port_out_of_range_is_a_usage_error(self):
+        res = self.rlm(["--base-url", "http://127.0.0.1:99999/v1", "q"])
+        self.assertExit(res, 2)
+        self.assertIn("--base-url", res.stderr)
+        self.assertIn("port", res.stderr)
+
+    def test_bad_environment_url(self):
+        env = {"OPENAI_BASE_URL": "localhost:8080"}
+        # --help reads no environment; a flag makes the variable irrelevant.
+        res = subprocess.run([RLM, "ask", "--help"], capture_output=True, text=True, env=env)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        rules = [{"match": ".", "reply": "FINAL(fine)"}]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--context", self.write("c.txt", "x"), "q"], lm, env=env)
+        self.assertExit(res, 0)
+        self.assertEqual(res.stdout.strip(), "fine")
+        # Alone, it is a usage error naming the variable.
+        res = self.rlm(["q"], env=env)
+        self.assertExit(res, 2)
+        self.assertIn("$OPENAI_BASE_URL", res.stderr)
+        self.assertNotIn("base_url", res.stderr)
 
 
 class BadInput(RlmTestCase):
@@ -115,15 +139,29 @@ class BrokenEndpoint(RlmTestCase):
         self.assertEqual(res.events("root_reply")[0]["attempts"], 2)
 
     def test_wrong_api_key(self):
+        # $OPENAI_API_KEY is the key for $OPENAI_BASE_URL.
         rules = [{"match": ".", "reply": "FINAL(x)"}]
         with FakeLM(rules, require_key="sk-right") as lm:
-            res = self.rlm(["--context", self.write("c.txt", "x"), "q"], lm,
-                           env={"OPENAI_API_KEY": "sk-wrong"})
-            ok = self.rlm(["--context", self.write("c.txt", "x"), "q"], lm,
-                          env={"OPENAI_API_KEY": "sk-right"})
+            res = self.rlm(["--context", self.write("c.txt", "x"), "q"],
+                           env={"OPENAI_API_KEY": "sk-wrong", "OPENAI_BASE_URL": lm.base_url})
+            ok = self.rlm(["--context", self.write("c.txt", "x"), "q"],
+                          env={"OPENAI_API_KEY": "sk-right", "OPENAI_BASE_URL": lm.base_url})
+            flag = self.rlm(["--context", self.write("c.txt", "x"), "--api-key", "sk-right", "q"], lm)
         self.assertExit(res, 3)
         self.assertIn("Incorrect API key", res.stderr)
         self.assertExit(ok, 0)
+        self.assertExit(flag, 0)
+
+    def test_environment_key_kept_from_another_endpoint_is_explained(self):
+        rules = [{"match": ".", "reply": "FINAL(x)"}]
+        with FakeLM(rules, require_key="sk-right") as lm:
+            res = self.rlm(["--context", self.write("c.txt", "x"), "q"], lm,
+                           env={"OPENAI_API_KEY": "sk-right"})
+        self.assertExit(res, 3)
+        self.assertIn("no API key was sent to this endpoint", res.stderr)
+        self.assertIn("$OPENAI_API_KEY was not sent to " + lm.base_url, res.stderr)
+        self.assertIn("--api-key", res.stderr)
+        self.assertNotIn("sk-right", res.stderr)
 
     def test_reply_not_json(self):
         rules = [{"match": ".", "status": 200, "body": "<html>gateway hiccup</html>"}]

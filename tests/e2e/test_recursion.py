@@ -264,13 +264,13 @@ class Recursion(RlmTestCase):
 
     def test_bad_values_are_usage_errors(self):
         cases = [
-            (["--max-depth", "0"], "max_depth must be a whole number from 1 to 16"),
-            (["--max-depth", "17"], "max_depth must be a whole number from 1 to 16"),
-            (["--max-children", "0"], "max_children must be a whole number from 1 to 256"),
-            (["--child-share", "0"], "child_share must be a number above 0 and at most 1"),
-            (["--child-share", "1.5"], "child_share must be a number above 0 and at most 1"),
-            (["--compact-at", "0"], "compact_at must be a number above 0"),
-            (["--context-window", "10"], "context_window must be a whole number from 1000"),
+            (["--max-depth", "0"], "--max-depth must be a whole number from 1 to 16"),
+            (["--max-depth", "17"], "--max-depth must be a whole number from 1 to 16"),
+            (["--max-children", "0"], "--max-children must be a whole number from 1 to 256"),
+            (["--child-share", "0"], "--child-share must be a number above 0 and at most 1"),
+            (["--child-share", "1.5"], "--child-share must be a number above 0 and at most 1"),
+            (["--compact-at", "0"], "--compact-at must be a number above 0"),
+            (["--context-window", "10"], "--context-window must be a whole number from 1000"),
         ]
         for flags, message in cases:
             res = self.rlm(flags + ["a question"], None, trace=False)

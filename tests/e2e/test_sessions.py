@@ -270,7 +270,7 @@ class Sessions(RlmTestCase):
                 args.append("a question")
             res = self.rlm(args, None, command=command, stdin=stdin, trace=False)
             self.assertExit(res, 2)
-            self.assertIn("bad session name 'bad name!'", res.stderr)
+            self.assertIn("--session: bad name 'bad name!'", res.stderr)
         self.assertFalse(os.path.exists(self.db))
 
     def test_unwritable_session_db(self):
