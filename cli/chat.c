@@ -69,12 +69,12 @@ static void chat_help(FILE *out)
 {
     fputs("Type a question and press Enter. Commands:\n"
           "  /context ARG   add an input for the next question (a file, a directory, a glob or\n"
-          "                 JSONL, as --context); it becomes context_2, context_3, ...\n"
+          "                 JSONL, as --context); it becomes context_1, context_2, ...\n"
           "  /report        the last question's report (JSON: iterations, sub-calls, cost, ...)\n"
           "  /help          this list\n"
           "  /quit          end the conversation (also Ctrl-D)\n"
-          "Earlier answers are the variables answer_1, answer_2, ... in the REPL. Ctrl-C cancels\n"
-          "the question in progress.\n",
+          "Earlier answers are the variables answer_1, answer_2, ... in the REPL, and earlier\n"
+          "questions' messages history_0, history_1, .... Ctrl-C cancels the question in progress.\n",
           out);
 }
 

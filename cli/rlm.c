@@ -108,7 +108,7 @@ static void usage(FILE *out)
         "  --session NAME         keep the conversation on disk under NAME: the next `rlm ask\n"
         "                         --session NAME` or `rlm chat --session NAME` continues it, with\n"
         "                         the same inputs, variables and answer_1, answer_2, ...; a new\n"
-        "                         --context becomes context_2, context_3, ...\n"
+        "                         --context becomes context_1, context_2, ...\n"
         "  --session-db PATH      the sessions' SQLite file\n"
         "                         (default $XDG_DATA_HOME/rlm/sessions.db, ~/.local/share/rlm/...)\n"
         "\n"

@@ -245,10 +245,13 @@ void rlm_cancel(rlm *r);
 /* From now on the rlm_ask calls on r form one conversation, kept in memory:
  * the root model's history and the sandbox's variables carry over from one
  * question to the next, and after question k its answer is the variable
- * answer_k. Inputs: the rlm_add_context calls made before an rlm_ask form one
- * new input for that question (as does rlm_set_context_file or
- * rlm_set_context_text); the first is `context` (also `context_1`), the next
- * `context_2`, and so on. Every input stays loaded until rlm_free. A
+ * answer_k and its messages the list history_{k-1} (`history` is history_0).
+ * Inputs: the rlm_add_context calls made before an rlm_ask form one new
+ * input for that question (as does rlm_set_context_file or
+ * rlm_set_context_text); the first is `context` (also `context_0`), the next
+ * `context_1`, and so on (a session saved by rlm 0.1 before these names
+ * keeps its own: `context_1` for the first, `context_2` for the next, ...;
+ * docs/sessions.md). Every input stays loaded until rlm_free. A
  * conversation always runs the RLM loop (the mode option is ignored).
  *
  * With the session option, rlm_new has already made r a conversation, saved

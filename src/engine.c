@@ -659,6 +659,8 @@ static void engine_maybe_compact(engine *e)
     }
     size_t removed = e->h->n - 1;
     history_truncate(e->h, 1);   /* the system prompt stays */
+    if (e->st)
+        e->st->question_start = 1;   /* the question's history starts at the note */
     session *store = engine_store(e);
     if (store && session_compact(store, LONG_MAX, msg) < 0)
         engine_store_failed(e, "the compaction");
@@ -821,6 +823,7 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
         .search_cache_dir = e->p->search_cache_dir,
         .cancel = e->p->cancel,
         .factory = e->factory,
+        .first_alias = e->st && e->st->legacy_names ? "context_1" : NULL,
     };
     char err[1024];
     engine_progress(e, "starting sandbox");

@@ -114,9 +114,10 @@ void engine_outcome_clear(engine_outcome *out);
  *
  * A conversation keeps, between questions, the root history and one sandbox
  * whose namespace persists. Inputs: the first is `context` (also
- * `context_1`), each later one `context_2`, `context_3`, ... (described to
+ * `context_0`), each later one `context_1`, `context_2`, ... (described to
  * the root with the question it arrives with); after question k the answer
- * is the variable `answer_k`. A conversation always runs as an RLM (mode is
+ * is the variable `answer_k` and its messages the list `history_{k-1}`
+ * (`history` is history_0). A conversation always runs as an RLM (mode is
  * ignored).
  *
  * With a store (session.h), every message, cell (with the sub-call replies
@@ -140,6 +141,12 @@ int engine_state_add_input(engine_state *st, ingest_set *docs, const context *ct
 /* Number of questions asked so far (including those of earlier processes
  * after engine_state_resume). */
 int engine_state_questions(const engine_state *st);
+
+/* A session recorded before the first input was context_0 keeps its names:
+ * the first input is also `context_1`, later ones `context_2`, ... (its
+ * recorded code and history use them). Set before the first question. */
+void engine_state_set_legacy_names(engine_state *st, int legacy);
+int engine_state_legacy_names(const engine_state *st);
 
 /* Reads the store's visible history and answers into st (the sandbox is
  * rebuilt at the next question). Call after adding the same inputs, in the

@@ -45,8 +45,13 @@ struct engine_state {
     engine_input *inputs;
     size_t n_inputs, cap_inputs;
     char **answers;            /* answers[k - 1] of question k (NULL: none) */
+    json_t **histories;        /* histories[k - 1]: question k's messages, the
+                                  variable history_{k-1} (NULL: none) */
     int questions;
     int replay_pending;        /* resumed: the next sandbox re-runs the recorded cells */
+    int legacy_names;          /* a session recorded before context_0: the first input is
+                                  also context_1, later ones context_2, ... */
+    size_t question_start;     /* h.m[question_start] opens the current question */
 };
 
 /* The state of one run: the top RLM's, or a child's at a deeper level. */

@@ -1,7 +1,8 @@
-/* engine_state — conversations: the inputs (context, context_2, ...), the
- * sandbox kept between questions, the answers (answer_k), the session store
- * every message and cell is saved to, and the replay that rebuilds a
- * namespace in a later process (engine.h describes the contract). */
+/* engine_state — conversations: the inputs (context, context_1, ...), the
+ * sandbox kept between questions, the answers (answer_k) and earlier
+ * questions' messages (history_k), the session store every message and cell
+ * is saved to, and the replay that rebuilds a namespace in a later process
+ * (engine.h describes the contract). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,18 +58,36 @@ static int replay_cell(void *userdata, const char *code, const json_t *replies)
     return engine_cancelled(rr->e);
 }
 
-/* answer_1 .. answer_k of the questions so far. */
-static void engine_set_answers(engine *e)
+/* The variable input i (0-based) of the conversation is bound to: context_i,
+ * or context_{i+1} in a session recorded before context_0 existed, whose
+ * recorded code and history use those names. */
+static void input_name(const engine_state *st, size_t i, char *name, size_t size)
+{
+    snprintf(name, size, "context_%zu", i + (st->legacy_names ? 1 : 0));
+}
+
+static void set_var_failed(engine *e, const char *what, const char *err)
+{
+    engine_event(e, "warning", json_pack("{s:s,s:s}", "message", what, "detail", err));
+}
+
+/* answer_1 .. answer_k of the questions so far, and with histories their
+ * history_0 .. history_{k-1} (protected: set once per sandbox). */
+static void engine_set_answers(engine *e, int histories)
 {
     engine_state *st = e->st;
     for (int k = 0; k < st->questions; k++) {
+        char name[32], err[256];
+        if (histories && st->histories[k]) {
+            snprintf(name, sizeof name, "history_%d", k);
+            if (sandbox_set_value(e->sb, name, st->histories[k], err, sizeof err) != 0)
+                set_var_failed(e, "cannot set a history variable", err);
+        }
         if (!st->answers || !st->answers[k])
             continue;
-        char name[32], err[256];
         snprintf(name, sizeof name, "answer_%d", k + 1);
         if (sandbox_set_var(e->sb, name, st->answers[k], err, sizeof err) != 0)
-            engine_event(e, "warning", json_pack("{s:s,s:s}", "message", "cannot set an answer variable",
-                                                 "detail", err));
+            set_var_failed(e, "cannot set an answer variable", err);
     }
 }
 
@@ -92,7 +111,7 @@ int engine_state_sandbox(engine *e)
     while (st->inputs_loaded < st->n_inputs) {
         engine_input *in = &st->inputs[st->inputs_loaded];
         char name[32], err[1024];
-        snprintf(name, sizeof name, "context_%zu", st->inputs_loaded + 1);
+        input_name(st, st->inputs_loaded, name, sizeof name);
         sandbox_input si;
         int rc = engine_input_open(in->docs, in->ctx, &si, err, sizeof err);
         if (rc == 0) {
@@ -106,7 +125,7 @@ int engine_state_sandbox(engine *e)
         st->inputs_loaded++;
     }
     if (fresh && (st->replay_pending || st->questions > 0)) {
-        engine_set_answers(e);
+        engine_set_answers(e, 1);
         if (st->replay_pending && st->store) {
             engine_progress(e, "rebuilding the session's variables");
             double t0 = clock_now();
@@ -120,7 +139,7 @@ int engine_state_sandbox(engine *e)
                 engine_fail(e, RLM_ERR_SANDBOX, "sandbox failed while rebuilding the session: %s", rr.err);
                 return -1;
             }
-            engine_set_answers(e);   /* a replayed cell may have rebound one */
+            engine_set_answers(e, 0);   /* a replayed cell may have rebound one */
         }
         st->replay_pending = 0;
     }
@@ -129,7 +148,7 @@ int engine_state_sandbox(engine *e)
 
 /* The messages that open a question of a conversation: the first question
  * describes its input like a single run; a later one says what carried over
- * and describes the inputs that arrived since (context_2, ...). */
+ * and describes the inputs that arrived since (context_1, ...). */
 int engine_state_messages(engine *e, const char *question, int number)
 {
     engine_state *st = e->st;
@@ -146,10 +165,12 @@ int engine_state_messages(engine *e, const char *question, int number)
             buf_free(&desc);
             return -1;
         }
+        char name[32];
+        input_name(st, i, name, sizeof name);
         size_t used = strlen(names);
-        snprintf(names + used, sizeof names - used, "%scontext_%zu", used ? ", " : "", i + 1);
+        snprintf(names + used, sizeof names - used, "%s%s", used ? ", " : "", name);
         if (i > first_new)
-            buf_printf(&desc, "\nThe variable `context_%zu` holds another input:\n", i + 1);
+            buf_printf(&desc, "\nThe variable `%s` holds another input:\n", name);
         buf_puts(&desc, d);
         free(d);
         in->announced = 1;
@@ -157,6 +178,7 @@ int engine_state_messages(engine *e, const char *question, int number)
     int rc;
     if (e->h->n == 0) {
         rc = engine_push(e, "system", prompt_system(e->p->max_iterations));
+        st->question_start = e->h->n;
         if (rc == 0) {
             char *none = desc.data ? NULL : prompt_describe_context(NULL, "", 0);
             rc = engine_push(e, "user", prompt_first_user(desc.data ? desc.data : none, question,
@@ -164,6 +186,7 @@ int engine_state_messages(engine *e, const char *question, int number)
             free(none);
         }
     } else {
+        st->question_start = e->h->n;
         rc = engine_push(e, "user", prompt_next_question(desc.data, desc.data ? names : NULL, question,
                                                          number, e->p->max_iterations));
     }
@@ -171,28 +194,68 @@ int engine_state_messages(engine *e, const char *question, int number)
     return rc;
 }
 
-/* Keeps this question's answer for the next ones. */
+/* Question k's messages as history_{k-1}: a list of {"role", "content"}
+ * from the message that opened it to its last (after a compaction, from
+ * the note that replaced the earlier ones). NULL when out of memory. */
+static json_t *question_history(const engine_state *st)
+{
+    json_t *list = json_array();
+    size_t from = st->question_start <= st->h.n ? st->question_start : st->h.n;
+    for (size_t i = from; list && i < st->h.n; i++) {
+        json_t *m = json_pack("{s:s,s:s}", "role", st->h.m[i].role, "content", st->h.m[i].content);
+        if (!m || json_array_append_new(list, m) != 0) {
+            json_decref(list);
+            list = NULL;
+        }
+    }
+    return list;
+}
+
+/* Grows answers and histories to hold question `number`. -1 when out of memory. */
+static int make_room(engine_state *st, int number)
+{
+    if (number <= st->questions)
+        return 0;
+    char **a = realloc(st->answers, (size_t)number * sizeof *a);
+    if (a)
+        st->answers = a;
+    json_t **h = realloc(st->histories, (size_t)number * sizeof *h);
+    if (h)
+        st->histories = h;
+    if (!a || !h)
+        return -1;
+    for (int k = st->questions; k < number; k++) {
+        a[k] = NULL;
+        h[k] = NULL;
+    }
+    st->questions = number;
+    return 0;
+}
+
+/* Keeps this question's answer and messages for the next ones. */
 void engine_state_answered(engine *e, int number, const char *answer)
 {
     engine_state *st = e->st;
-    if (number > st->questions) {
-        char **a = realloc(st->answers, (size_t)number * sizeof *a);
-        if (!a)
-            return;
-        for (int k = st->questions; k < number; k++)
-            a[k] = NULL;
-        st->answers = a;
-        st->questions = number;
-    }
+    if (make_room(st, number) != 0)
+        return;
     free(st->answers[number - 1]);
     st->answers[number - 1] = answer ? strdup(answer) : NULL;
+    json_decref(st->histories[number - 1]);
+    st->histories[number - 1] = question_history(st);
+    char name[32], err[256];
     if (answer && st->sb) {
-        char name[32], err[256];
         snprintf(name, sizeof name, "answer_%d", number);
         if (sandbox_set_var(st->sb, name, answer, err, sizeof err) != 0)
-            engine_event(e, "warning", json_pack("{s:s,s:s}", "message", "cannot set an answer variable",
-                                                 "detail", err));
+            set_var_failed(e, "cannot set an answer variable", err);
     }
+    if (st->histories[number - 1] && st->sb) {
+        snprintf(name, sizeof name, "history_%d", number - 1);
+        if (sandbox_set_value(st->sb, name, st->histories[number - 1], err, sizeof err) != 0)
+            set_var_failed(e, "cannot set a history variable", err);
+    }
+    if (st->store && st->histories[number - 1] &&
+        session_add_history(st->store, number, st->histories[number - 1]) != 0)
+        engine_store_failed(e, "the question's history");
     if (st->store && session_end_question(st->store, answer) != 0)
         engine_store_failed(e, "the answer");
 }
@@ -226,6 +289,16 @@ int engine_state_questions(const engine_state *st)
     return st->questions;
 }
 
+void engine_state_set_legacy_names(engine_state *st, int legacy)
+{
+    st->legacy_names = legacy != 0;
+}
+
+int engine_state_legacy_names(const engine_state *st)
+{
+    return st->legacy_names;
+}
+
 static const char *role_name(const char *role)
 {
     if (strcmp(role, "system") == 0)
@@ -249,17 +322,22 @@ static int resume_answer(void *userdata, int number, const char *question, const
     engine_state *st = userdata;
     if (number < 1)
         return 0;
-    if (number > st->questions) {
-        char **a = realloc(st->answers, (size_t)number * sizeof *a);
-        if (!a)
-            return 1;
-        for (int k = st->questions; k < number; k++)
-            a[k] = NULL;
-        st->answers = a;
-        st->questions = number;
-    }
+    if (make_room(st, number) != 0)
+        return 1;
     free(st->answers[number - 1]);
     st->answers[number - 1] = answer ? strdup(answer) : NULL;
+    return 0;
+}
+
+static int resume_history(void *userdata, int number, const json_t *messages)
+{
+    engine_state *st = userdata;
+    if (number < 1 || !json_is_array(messages))
+        return 0;
+    if (make_room(st, number) != 0)
+        return 1;
+    json_decref(st->histories[number - 1]);
+    st->histories[number - 1] = json_deep_copy(messages);
     return 0;
 }
 
@@ -271,7 +349,8 @@ int engine_state_resume(engine_state *st, char *err, size_t errlen)
     }
     history_free(&st->h);
     if (session_each_message(st->store, resume_message, st) != 0 ||
-        session_each_answer(st->store, resume_answer, st) != 0) {
+        session_each_answer(st->store, resume_answer, st) != 0 ||
+        session_each_history(st->store, resume_history, st) != 0) {
         snprintf(err, errlen, "cannot read the session: %s", session_errmsg(st->store));
         return -1;
     }
@@ -287,9 +366,12 @@ void engine_state_free(engine_state *st)
         return;
     sandbox_free(st->sb);
     history_free(&st->h);
-    for (int k = 0; k < st->questions; k++)
+    for (int k = 0; k < st->questions; k++) {
         free(st->answers[k]);
+        json_decref(st->histories[k]);
+    }
     free(st->answers);
+    free(st->histories);
     free(st->inputs);
     free(st);
 }

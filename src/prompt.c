@@ -3,6 +3,7 @@
  * per-turn feedback and the head + tail cutting of long output. Pure. */
 #include "prompt.h"
 
+#include "sandbox_policy.h"
 #include "utf8.h"
 #include "util.h"
 
@@ -49,8 +50,11 @@ static const char system_text_rest[] =
     "\n"
     "## What the REPL provides\n"
     "\n"
-    "- `context`: the input: a str, a dict path -> str (several files) or a list of str "
-    "(records). The first message gives its type, sizes and a preview.\n"
+    "- `context` (also `context_0`): the input: a str, a dict path -> str (several files) or "
+    "a list of str (records). The first message gives its type, sizes and a preview.\n"
+    "- In a conversation, later inputs are `context_1`, `context_2`, ...; earlier questions' "
+    "messages are `history_0`, `history_1`, ... (`history` is history_0; lists of "
+    "{\"role\", \"content\"} dicts) and their answers `answer_1`, `answer_2`, ....\n"
     "- `llm_query(prompt, model=None) -> str`: one sub-model call. The sub-model has not "
     "seen the context, so put the text it needs into the prompt. It reads long prompts well "
     "(100,000 characters or more per call is fine), so send big chunks, not many small ones.\n"
@@ -63,8 +67,10 @@ static const char system_text_rest[] =
     "sub-models (context= sets its input; without it, the prompt is its input). Children of "
     "one batch run concurrently. Use it for pieces too large or intricate for one call. At "
     "the recursion limit it becomes a plain llm_query on prompt + context.\n"
-    "- `SHOW_VARS()`: lists the variables you have made.\n"
-    "- Fast helpers in C over the raw input (far faster than Python loops):\n"
+    "- `SHOW_VARS()`: returns a listing of your variables and their types; "
+    "`print(SHOW_VARS())`.\n"
+    "- Fast helpers in C over the raw input (far faster than Python loops); each takes "
+    "context= to work on another input (context_1, ...) or one document of one:\n"
     "  - `grep(pattern, flags=\"\", max_hits=1000, doc=None)` -> [{doc, line, offset, text}]: "
     "regex search (like re; flags i m s x, and u for Unicode \\w \\d \\s \\b, which are "
     "ASCII otherwise) over all documents or one (doc=). offset indexes that document's str. "
@@ -74,16 +80,21 @@ static const char system_text_rest[] =
     "  - `search(query, k=10)` -> [{doc, score, offset, text}]: BM25 keyword ranking, best "
     "first. `search(\"refund policy\")`\n"
     "  - `count_tokens(text)` -> estimated tokens. `count_tokens(context[:9000])`\n"
-    "- `print(...)`: the only way to see a value.\n"
+    "  You may rebind these four; the other names here are put back after every block.\n"
+    "- `print(...)`: how you see values (a bare expression on a block's last line is shown "
+    "too).\n"
     "- `FINAL(value)`: finishes the task; the value, as a string, is the answer.\n"
-    "- `FINAL_VAR(name)`: finishes with the value of a variable, e.g. `FINAL_VAR(\"result\")`.\n"
-    "- `answer`: a dict that starts as {\"content\": None, \"ready\": False}. Setting "
+    "- `FINAL_VAR(name)`: finishes with the value of a variable: `FINAL_VAR(\"result\")` or "
+    "`FINAL_VAR(result)`.\n"
+    "- `answer`: a dict that starts as {\"content\": \"\", \"ready\": False}. Setting "
     "answer[\"content\"] = ... and answer[\"ready\"] = True also finishes.\n"
     "\n"
-    "You may import re, json, math, collections, itertools, functools, statistics, string, "
-    "textwrap, heapq, bisect, datetime, random, difflib, unicodedata, fractions, decimal, "
-    "dataclasses, typing, operator, copy, csv and io. Nothing else is available: no files, "
-    "no network, no processes, no other packages. All you need is `context` and the "
+    "You may import ";
+
+/* After the list of modules. */
+static const char system_text_modules_rest[] =
+    ". Nothing else is available: no files, no network, no threads or processes (use "
+    "llm_query_batched for concurrency), no other packages. All you need is `context` and the "
     "sub-models.\n"
     "\n"
     "## Strategies that work\n"
@@ -102,12 +113,12 @@ static const char system_text_rest[] =
     "answers in code:\n"
     "\n" REPL_FENCE "repl\n"
     "lines = context.split(\"\\n\")\n"
-    "chunks = [\"\\n\".join(lines[i:i + 2000]) for i in range(0, len(lines), 2000)]\n"
-    "prompts = [\"For each line below, give its label, one per line.\\n\\n\" + c for c in "
-    "chunks]\n"
+    "parts = [\"\\n\".join(lines[i:i + 2000]) for i in range(0, len(lines), 2000)]\n"
+    "prompts = [\"For each line below, give its label, one per line.\\n\\n\" + p for p in "
+    "parts]\n"
     "labels = [x.strip() for r in llm_query_batched(prompts) for x in r.splitlines() if "
     "x.strip()]\n"
-    "print(len(chunks), len(labels), labels[:5])\n" REPL_FENCE "\n"
+    "print(len(parts), len(labels), labels[:5])\n" REPL_FENCE "\n"
     "\n"
     "   Ask sub-models for short answers in a format code can parse, and do counting and "
     "arithmetic in Python, not in a prompt.\n"
@@ -234,9 +245,16 @@ char *prompt_direct_system(void)
 char *prompt_system(int max_iterations)
 {
     buf out;
-    buf_init(&out, sizeof system_text + sizeof system_text_rest + 32);
-    if (buf_puts(&out, system_text) != 0 || buf_printf(&out, "%d", max_iterations) != 0 ||
-        buf_puts(&out, system_text_rest) != 0) {
+    buf_init(&out, sizeof system_text + sizeof system_text_rest + sizeof system_text_modules_rest +
+                       64 + 16 * sandbox_allowed_modules_count);
+    int rc = buf_puts(&out, system_text) == 0 && buf_printf(&out, "%d", max_iterations) == 0 &&
+             buf_puts(&out, system_text_rest) == 0 ? 0 : -1;
+    /* The modules from the policy table: the prompt cannot promise one the
+     * sandbox refuses, or hide one it allows. */
+    for (size_t i = 0; rc == 0 && i < sandbox_allowed_modules_count; i++)
+        rc = buf_printf(&out, "%s%s", i == 0 ? "" : i + 1 < sandbox_allowed_modules_count ? ", " : " and ",
+                        sandbox_allowed_modules[i]);
+    if (rc != 0 || buf_puts(&out, system_text_modules_rest) != 0) {
         buf_free(&out);
         return NULL;
     }
@@ -502,6 +520,9 @@ char *prompt_next_question(const char *description, const char *input_name, cons
         rc = buf_printf(&out, ", and the answers so far are in answer_1 .. answer_%d", number - 1);
     if (rc == 0)
         rc = buf_puts(&out, ".\n");
+    if (rc == 0 && number > 1)
+        rc = buf_printf(&out, " The messages of the earlier questions are history_0 .. "
+                              "history_%d.", number - 2);
     if (rc == 0 && description && input_name)
         rc = buf_printf(&out, "\nA new input came with this question. It is the variable `%s` "
                               "(`context` is still the first input). Its description:\n\n%s\n",

@@ -1,11 +1,12 @@
 /* repl_module — the `_rlm` built-in module of the sandbox child: the REPL
  * functions model code calls (sub-calls go to the host as frames), the bounded
  * output capture behind sys.stdout/sys.stderr, the import guard, and the
- * inputs (context, context_2, ...) the helpers can be pointed at. */
+ * inputs (context, context_1, ...) the helpers can be pointed at. */
 #include "repl_module.h"
 
 #include "frame.h"
 #include "repl_helpers.h"
+#include "sandbox_policy.h"
 
 #include <jansson.h>
 #include <stdint.h>
@@ -13,15 +14,6 @@
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
-
-const char *const repl_allowed_modules[] = {
-    "re",        "json",        "math",      "collections", "itertools",   "functools",
-    "statistics", "string",     "textwrap",  "heapq",       "bisect",      "datetime",
-    "random",    "difflib",     "unicodedata", "fractions", "decimal",     "dataclasses",
-    "typing",    "operator",    "copy",      "csv",         "io",
-};
-const size_t repl_allowed_modules_count =
-    sizeof repl_allowed_modules / sizeof repl_allowed_modules[0];
 
 /* Output capture: the first head_cap and the last tail_cap characters of all
  * output of a cell, plus a count of everything. Memory is fixed at creation
@@ -63,7 +55,7 @@ typedef struct repl_state {
     PyObject *guard;         /* our __import__ */
     PyObject *allowed;       /* frozenset of allowed top-level module names */
     PyObject *allowed_text;  /* "re, json, ..." for error messages */
-    PyObject *input_names;   /* set: context, context_1, context_2, ... */
+    PyObject *listing_type;  /* the str subclass SHOW_VARS returns */
     repl_input *inputs;      /* inputs[0] is the first (`context`) */
     size_t n_inputs;
     int helpers_switched;    /* a helper runs on another input than the first */
@@ -642,38 +634,58 @@ static PyObject *api_final_var(PyObject *module, PyObject *name)
 
 /* ---- SHOW_VARS ---- */
 
-/* The REPL's own names and the inputs' (context, context_1, context_2, ...):
- * built in, not the model's variables. */
-static int is_repl_name(repl_state *st, PyObject *key)
+/* A variable worth listing: not private (_x), not the answer dict, not a
+ * module, and not a C function — the REPL's functions and helpers are all C
+ * functions, the model's own are Python ones. The inputs and histories the
+ * host bound are listed: they are the model's data, and seeing context_0 in
+ * the list is how a model learns the name. */
+static int listed_var(PyObject *key, PyObject *value)
 {
-    static const char *const names[] = {"context", "llm_query", "llm_query_batched",
-                                        "rlm_query", "rlm_query_batched", "FINAL", "FINAL_VAR",
-                                        "SHOW_VARS", "answer", "grep", "chunks", "search",
-                                        "count_tokens"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0)
-            return 1;
-    int input = st->input_names ? PySet_Contains(st->input_names, key) : 0;
-    if (input < 0)
-        PyErr_Clear();
-    return input > 0;
+    if (!PyUnicode_Check(key) || PyUnicode_GET_LENGTH(key) == 0 ||
+        PyUnicode_READ_CHAR(key, 0) == '_' || PyUnicode_CompareWithASCIIString(key, "answer") == 0)
+        return 0;
+    return !PyModule_Check(value) && !PyCFunction_Check(value);
 }
 
 /* Sizes only for exact built-in types: a subclass's __len__ is model code and
  * must not run while we walk the namespace. */
-static PyObject *describe_var(PyObject *key, PyObject *value)
+static PyObject *describe_var(repl_state *st, PyObject *key, PyObject *value)
 {
     const char *type = Py_TYPE(value)->tp_name;
-    if (PyUnicode_CheckExact(value))
-        return PyUnicode_FromFormat("  %U: str (%zd chars)\n", key, PyUnicode_GET_LENGTH(value));
+    if (PyUnicode_Check(value)) /* the length of any str is read in C */
+        return PyUnicode_FromFormat("  %U: %s (%zd chars)", key,
+                                    Py_TYPE(value) == (PyTypeObject *)st->listing_type ? "str" : type,
+                                    PyUnicode_GET_LENGTH(value));
     if (PyBytes_CheckExact(value) || PyByteArray_CheckExact(value))
-        return PyUnicode_FromFormat("  %U: %s (%zd bytes)\n", key, type, PyObject_Size(value));
+        return PyUnicode_FromFormat("  %U: %s (%zd bytes)", key, type, PyObject_Size(value));
     if (PyList_CheckExact(value) || PyTuple_CheckExact(value) || PyDict_CheckExact(value) ||
         PyAnySet_CheckExact(value))
-        return PyUnicode_FromFormat("  %U: %s (%zd items)\n", key, type, PyObject_Size(value));
-    return PyUnicode_FromFormat("  %U: %s\n", key, type);
+        return PyUnicode_FromFormat("  %U: %s (%zd items)", key, type, PyObject_Size(value));
+    return PyUnicode_FromFormat("  %U: %s", key, type);
 }
 
+/* The listing's type: a str whose repr is the text itself, so that a bare
+ * SHOW_VARS() as a cell's last line shows the listing, not a quoted one-line
+ * repr of it. */
+static PyObject *listing_repr(PyObject *self)
+{
+    return PyUnicode_FromObject(self);
+}
+
+static PyType_Slot listing_slots[] = {
+    {Py_tp_repr, listing_repr},
+    {Py_tp_doc, "The text SHOW_VARS() returns."},
+    {0, NULL},
+};
+
+static PyType_Spec listing_spec = {
+    .name = "_rlm.Listing",
+    .flags = Py_TPFLAGS_DEFAULT,
+    .slots = listing_slots,
+};
+
+/* SHOW_VARS() returns the listing (models write print(SHOW_VARS())) and
+ * prints nothing itself. */
 static PyObject *api_show_vars(PyObject *module, PyObject *unused)
 {
     repl_state *st = PyModule_GetState(module);
@@ -683,10 +695,9 @@ static PyObject *api_show_vars(PyObject *module, PyObject *unused)
     PyObject *key, *value;
     Py_ssize_t pos = 0;
     while (PyDict_Next(st->ns, &pos, &key, &value)) {
-        if (!PyUnicode_Check(key) || PyUnicode_GET_LENGTH(key) == 0 ||
-            PyUnicode_READ_CHAR(key, 0) == '_' || is_repl_name(st, key))
+        if (!listed_var(key, value))
             continue;
-        PyObject *line = describe_var(key, value);
+        PyObject *line = describe_var(st, key, value);
         if (!line || PyList_Append(lines, line) < 0) {
             Py_XDECREF(line);
             goto fail;
@@ -694,32 +705,20 @@ static PyObject *api_show_vars(PyObject *module, PyObject *unused)
         Py_DECREF(line);
     }
     if (PyList_GET_SIZE(lines) == 0) {
-        text = PyUnicode_FromString("No user variables yet (context, llm_query, ... are "
-                                    "built in).\n");
+        text = PyUnicode_FromString("No variables yet (llm_query, grep, ... are built in).");
     } else {
-        sep = PyUnicode_FromString("");
+        sep = PyUnicode_FromString("\n");
         PyObject *body = sep ? PyUnicode_Join(sep, lines) : NULL;
         if (body)
-            text = PyUnicode_FromFormat("User variables:\n%U", body);
+            text = PyUnicode_FromFormat("REPL variables:\n%U", body);
         Py_XDECREF(body);
     }
-    if (!text)
-        goto fail;
-    PyObject *out = PySys_GetObject("stdout"); /* borrowed */
-    if (!out || out == Py_None || PyFile_WriteObject(text, out, Py_PRINT_RAW) < 0) {
-        if (!PyErr_Occurred())
-            PyErr_SetString(PyExc_RuntimeError, "SHOW_VARS: no stdout");
-        goto fail;
-    }
-    Py_DECREF(text);
-    Py_DECREF(lines);
-    Py_XDECREF(sep);
-    Py_RETURN_NONE;
+    if (text && st->listing_type)
+        Py_SETREF(text, PyObject_CallOneArg(st->listing_type, text));
 fail:
-    Py_XDECREF(text);
     Py_XDECREF(lines);
     Py_XDECREF(sep);
-    return NULL;
+    return text;
 }
 
 /* ---- import guard ---- */
@@ -791,9 +790,15 @@ static PyObject *check_model_import(repl_state *st, PyObject *name, PyObject *fr
         return NULL;
     PyObject *top = PyTuple_GET_ITEM(split, 0);
     int allowed = PySet_Contains(st->allowed, top);
-    Py_DECREF(split);
-    if (allowed < 0)
+    if (allowed < 0) {
+        Py_DECREF(split);
         return NULL;
+    }
+    const char *hint = allowed ? NULL : sandbox_policy_refusal(PyUnicode_AsUTF8(top));
+    PyErr_Clear(); /* a name that is not UTF-8 has no hint */
+    Py_DECREF(split);
+    if (hint)
+        return import_error(name, "import of '%U' is not allowed: %s.", name, hint);
     if (!allowed)
         return import_error(name,
                             "import of '%U' is not allowed in the sandbox. Allowed modules: %U",
@@ -924,7 +929,7 @@ int repl_install_import_guard(void)
 /* ---- inputs, and the helpers pointed at one ----
  *
  * Design note. The helpers (repl_helpers.c) work on one set of documents at
- * a time, with that set's search index. Every input (context, context_2, ...)
+ * a time, with that set's search index. Every input (context, context_1, ...)
  * is registered here with its documents; grep, chunks and search in the
  * namespace are wrappers that take context=<an input, or one document of
  * one> and point the helpers at it for the length of the call (a document
@@ -970,8 +975,8 @@ static PyObject *input_documents(PyObject *obj, ingest_kind kind, const ingest_d
     return documents;
 }
 
-int repl_add_input(PyObject *names, PyObject *obj, ingest_kind kind, const ingest_doc *docs,
-                   size_t n_docs, const unsigned char *ascii)
+int repl_add_input(PyObject *obj, ingest_kind kind, const ingest_doc *docs, size_t n_docs,
+                   const unsigned char *ascii)
 {
     repl_state *st = state_get();
     if (!st) {
@@ -988,17 +993,9 @@ int repl_add_input(PyObject *names, PyObject *obj, ingest_kind kind, const inges
         return -1;
     }
     st->inputs = grown;
-    if (!st->input_names && !(st->input_names = PySet_New(NULL)))
-        return -1;
     PyObject *documents = input_documents(obj, kind, docs, n_docs);
     if (!documents)
         return -1;
-    Py_ssize_t n_names = PyTuple_Size(names);
-    for (Py_ssize_t i = 0; i < n_names; i++)
-        if (PySet_Add(st->input_names, PyTuple_GET_ITEM(names, i)) < 0) {
-            Py_DECREF(documents);
-            return -1;
-        }
     st->inputs[st->n_inputs++] = (repl_input){
         .obj = Py_NewRef(obj), .documents = documents, .kind = kind, .docs = docs,
         .n_docs = n_docs, .ascii = ascii};
@@ -1061,8 +1058,8 @@ static PyObject *helper_call(PyObject *helper, PyObject *args, PyObject *kwds)
     size_t input = 0, doc = SIZE_MAX;
     if (target && target != Py_None && find_view(st, target, &input, &doc) != 0) {
         PyErr_Format(PyExc_TypeError,
-                     "%s(context=...) takes one of the inputs (context, context_2, ...) or one "
-                     "of their documents (context_2[0], context_2['name']), not a %.100s made "
+                     "%s(context=...) takes one of the inputs (context, context_1, ...) or one "
+                     "of their documents (context_1[0], context_1['name']), not a %.100s made "
                      "in the REPL; for other text use re",
                      PyEval_GetFuncName(helper), Py_TYPE(target)->tp_name);
         goto done;
@@ -1089,10 +1086,12 @@ done:
 
 #define API_FN(fn) ((PyCFunction)(void (*)(void))(fn))
 
+/* The wrappers' docstrings; which helpers take context= is the policy
+ * table's to say (repl_input_helper refuses one it has no docstring for). */
 static PyMethodDef input_helper_defs[] = {
     {"grep", API_FN(helper_call), METH_VARARGS | METH_KEYWORDS,
      "grep(pattern, flags='', max_hits=1000, doc=None, context=None) -> list of {doc, line, "
-     "offset, text}. context: the input to search (default: context), e.g. context_2, or one "
+     "offset, text}. context: the input to search (default: context), e.g. context_1, or one "
      "document of one."},
     {"chunks", API_FN(helper_call), METH_VARARGS | METH_KEYWORDS,
      "chunks(max_chars=100000, overlap=0, by='lines'|'chars'|'docs', context=None) -> list of "
@@ -1105,10 +1104,13 @@ static PyMethodDef input_helper_defs[] = {
 
 PyObject *repl_input_helper(const char *name, PyObject *helper)
 {
+    const sandbox_repl_name *entry = sandbox_policy_find(name);
+    if (!entry || !entry->takes_context)
+        return Py_NewRef(helper);
     for (PyMethodDef *def = input_helper_defs; def->ml_name; def++)
         if (strcmp(def->ml_name, name) == 0)
             return PyCFunction_NewEx(def, helper, NULL);
-    return Py_NewRef(helper);
+    return PyErr_Format(PyExc_RuntimeError, "helper %s takes context= but has no wrapper", name);
 }
 
 /* ---- module ---- */
@@ -1165,8 +1167,8 @@ static int set_allowlist(repl_state *st)
     int rc = -1;
     if (!names || !sep)
         goto fail;
-    for (size_t i = 0; i < repl_allowed_modules_count; i++) {
-        PyObject *s = PyUnicode_FromString(repl_allowed_modules[i]);
+    for (size_t i = 0; i < sandbox_allowed_modules_count; i++) {
+        PyObject *s = PyUnicode_FromString(sandbox_allowed_modules[i]);
         if (!s || PyList_Append(names, s) < 0) {
             Py_XDECREF(s);
             goto fail;
@@ -1197,7 +1199,8 @@ int repl_module_configure(int fd, size_t frame_max, size_t output_limit, PyObjec
     st->frame_max = frame_max;
     st->ns = ns;
     st->capture = capture_new(output_limit);
-    if (!st->capture || set_allowlist(st) != 0)
+    st->listing_type = PyType_FromSpecWithBases(&listing_spec, (PyObject *)&PyUnicode_Type);
+    if (!st->capture || !st->listing_type || set_allowlist(st) != 0)
         return -1;
     return 0;
 }

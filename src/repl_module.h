@@ -1,7 +1,7 @@
 /* repl_module — the built-in `_rlm` module behind the names model code calls
  * (llm_query, llm_query_batched, rlm_query, rlm_query_batched, FINAL,
  * FINAL_VAR, SHOW_VARS), the bounded stdout/stderr capture, the import
- * guard, and the inputs (context, context_2, ...) the helpers grep, chunks
+ * guard, and the inputs (context, context_1, ...) the helpers grep, chunks
  * and search can be pointed at. Lives only in the rlm-sandbox child.
  *
  * Ownership: functions returning PyObject* return new references unless they
@@ -16,10 +16,6 @@
 #include <stddef.h>
 
 #include "ingest.h"
-
-/* The modules model code may import (top-level names). */
-extern const char *const repl_allowed_modules[];
-extern const size_t repl_allowed_modules_count;
 
 /* Registers `_rlm` as a built-in module; call before Py_Initialize. */
 int repl_module_register(void);
@@ -51,19 +47,18 @@ PyObject *repl_take_final(void);
 /* The REPL callables by their namespace name (new reference), NULL if unknown. */
 PyObject *repl_api_function(const char *name);
 
-/* Registers an input: `names` (a tuple of str: ("context", "context_1") for
- * the first, ("context_2",) ...) count as built in for SHOW_VARS, and obj (the
- * object bound to them), or any of its documents, can be passed to the
- * helpers as context=. kind, docs and ascii are what obj was built from, as
- * for repl_helpers_configure (borrowed; they must live as long as the
- * process). The first input registered must be the one the helpers were
- * configured with. 0, or -1 with a Python error set. */
-int repl_add_input(PyObject *names, PyObject *obj, ingest_kind kind, const ingest_doc *docs,
-                   size_t n_docs, const unsigned char *ascii);
+/* Registers an input: obj (the object bound to its names), or any of its
+ * documents, can be passed to the helpers as context=. kind, docs and ascii
+ * are what obj was built from, as for repl_helpers_configure (borrowed; they
+ * must live as long as the process). The first input registered must be the
+ * one the helpers were configured with. 0, or -1 with a Python error set. */
+int repl_add_input(PyObject *obj, ingest_kind kind, const ingest_doc *docs, size_t n_docs,
+                   const unsigned char *ascii);
 
-/* What the namespace binds for helper `name`: for grep, chunks and search a
- * wrapper around `helper` taking context=; for anything else helper itself.
- * New reference; NULL with a Python error set. */
+/* What the namespace binds for helper `name`: for the helpers that take
+ * context= in the policy table (grep, chunks, search) a wrapper around
+ * `helper` taking it; for anything else helper itself. New reference; NULL
+ * with a Python error set. */
 PyObject *repl_input_helper(const char *name, PyObject *helper);
 
 /* str(obj) as UTF-8 that is always valid (lone surrogates become '?'), as a

@@ -1361,6 +1361,10 @@ static rlm_status conversation_resume(rlm *r)
             rlm_warn(r, msg);
         }
     }
+    /* Recorded before the first input was also context_0: its code and
+     * history name the inputs context_1, context_2, ... (docs/sessions.md). */
+    const char *names = json_string_value(json_object_get(cfg, "names"));
+    engine_state_set_legacy_names(r->state, !names || strcmp(names, "context_1") == 0);
     size_t i;
     const json_t *rec;
     json_array_foreach(json_object_get(cfg, "inputs"), i, rec) {
@@ -1396,8 +1400,9 @@ static rlm_status conversation_prepare(rlm *r)
         return st;
     if (!r->store)
         return RLM_OK;
-    json_t *cfg = json_pack("{s:O,s:s,s:s}", "inputs", r->recorded, "model", r->params.model,
-                            "sub_model", r->params.sub_model);
+    json_t *cfg = json_pack("{s:O,s:s,s:s,s:s}", "inputs", r->recorded, "model", r->params.model,
+                            "sub_model", r->params.sub_model, "names",
+                            engine_state_legacy_names(r->state) ? "context_1" : "context_0");
     int rc = cfg ? session_set_config(r->store, cfg) : -1;
     json_decref(cfg);
     if (rc != 0)

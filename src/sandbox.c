@@ -15,7 +15,7 @@
  * SIGUSR1 instead of SIGINT so that the child can tell the model why.
  *
  * Inputs. The first input is the child's fd 4 (and 5); later ones (a
- * session's context_2, ...) are passed over the channel with SCM_RIGHTS.
+ * session's context_1, ...) are passed over the channel with SCM_RIGHTS.
  * The host keeps its own duplicate of every input's descriptors and every
  * variable it set, and hands them all to a restarted child, in order: a
  * restart loses the model's variables, never what the host gave.
@@ -30,6 +30,7 @@
 #include "sandbox.h"
 
 #include "frame.h"
+#include "sandbox_policy.h"
 #include "sandbox_spawn.h"
 #include "utf8.h"
 #include "util.h"
@@ -71,14 +72,17 @@ typedef struct input_slot {
     sandbox_input in;
 } input_slot;
 
-/* A variable the host set, set again in a restarted child. */
+/* A variable the host set, set again in a restarted child: a str
+ * (sandbox_set_var), or a protected JSON value (sandbox_set_value). */
 typedef struct var_slot {
     char name[SANDBOX_NAME_MAX + 1];
     char *value;
+    json_t *json;
 } var_slot;
 
 struct sandbox {
     char *exe_path;
+    char first_alias[SANDBOX_NAME_MAX + 1]; /* another name of the first input, or "" */
     input_slot *inputs; /* at least one: the first input */
     size_t n_inputs;
     var_slot *vars;
@@ -793,6 +797,8 @@ static int handshake(sandbox *sb, char *err, size_t errlen)
         describe_input(init, first);
     if (init && sb->no_landlock)
         json_object_set_new(init, "skip_landlock", json_true());
+    if (init && sb->first_alias[0])
+        json_object_set_new(init, "first_alias", json_string(sb->first_alias));
     if (init && sb->cache_running)
         json_object_set_new(init, "has_search_cache", json_true());
     if (send_frame(sb, init, why, sizeof why) != 0) {
@@ -903,19 +909,26 @@ static int load_input(sandbox *sb, const input_slot *slot, char *err, size_t err
     return ok ? 0 : 1;
 }
 
-/* Asks the child to set a variable. Returns 0; 1 when the child refused it;
+/* Asks the child to set a variable: the str value, or the protected JSON
+ * value json when it is not NULL. Returns 0; 1 when the child refused it;
  * -1 when the child is gone. */
-static int send_var(sandbox *sb, const char *name, const char *value, char *err, size_t errlen)
+static int send_var(sandbox *sb, const char *name, const char *value, json_t *json, char *err,
+                    size_t errlen)
 {
     char why[512] = "";
-    json_t *value_json = frame_string(value, strlen(value));
+    json_t *value_json = json ? json_incref(json) : frame_string(value, strlen(value));
     json_t *frame = value_json ? json_pack("{s:s, s:s, s:o}", "type", "set_var", "name", name,
                                            "value", value_json)
                                : NULL;
-    if (frame && frame_encoded_size(frame) > FRAME_MAX) {
+    if (frame && json) {
+        json_object_set_new(frame, "json", json_true());
+        json_object_set_new(frame, "protected", json_true());
+    }
+    size_t size = frame ? frame_encoded_size(frame) : 0;
+    if (frame && (size == 0 || size > FRAME_MAX)) {
         json_decref(frame);
         snprintf(err, errlen, "the value of '%s' is too large for the sandbox (%zu bytes)",
-                 name, strlen(value));
+                 name, size ? size : json ? (size_t)0 : strlen(value));
         return 1;
     }
     json_t *reply = NULL;
@@ -966,7 +979,7 @@ static int start_child(sandbox *sb, char *err, size_t errlen)
             return -1;
         }
     for (size_t i = 0; i < sb->n_vars; i++)
-        if (send_var(sb, sb->vars[i].name, sb->vars[i].value, err, errlen) != 0) {
+        if (send_var(sb, sb->vars[i].name, sb->vars[i].value, sb->vars[i].json, err, errlen) != 0) {
             stop_child(sb);
             return -1;
         }
@@ -1041,6 +1054,14 @@ int sandbox_start(const sandbox_options *opts, sandbox **out, char *err, size_t 
     sb->inputs[0].in = (sandbox_input){.context_fd = -1, .data_fd = -1};
     sb->n_inputs = 1;
     snprintf(sb->inputs[0].name, sizeof sb->inputs[0].name, "context");
+    if (opts->first_alias && opts->first_alias[0]) {
+        const sandbox_repl_name *entry = sandbox_policy_find(opts->first_alias);
+        if (!entry || !entry->numbered || strlen(opts->first_alias) > SANDBOX_NAME_MAX) {
+            snprintf(err, errlen, "'%.80s' cannot name the first input", opts->first_alias);
+            goto fail;
+        }
+        snprintf(sb->first_alias, sizeof sb->first_alias, "%s", opts->first_alias);
+    }
     sandbox_input first = {.context_fd = opts->context_fd, .context_len = opts->context_len,
                            .context_pack = opts->context_pack, .data_fd = opts->data_fd,
                            .data_len = opts->data_len};
@@ -1249,14 +1270,10 @@ int sandbox_get_var(sandbox *sb, const char *name, char **value, char *err, size
 
 /* ---- inputs and variables ---- */
 
-static const char *const reserved_names[] = {
-    "context", "llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched", "FINAL",
-    "FINAL_VAR", "SHOW_VARS", "answer", "grep", "chunks", "search", "count_tokens",
-};
-
 /* A name the host may bind: an ASCII identifier of at most SANDBOX_NAME_MAX
- * characters, not a dunder, no REPL name, no input's (the child checks
- * again, against what its namespace really protects). */
+ * characters, not a dunder, none of the policy table's fixed names (numbered
+ * ones such as context_1 are the host's to bind), no input's (the child
+ * checks again, against what its namespace really protects). */
 static int check_name(const sandbox *sb, const char *name, char *err, size_t errlen)
 {
     size_t len = name ? strlen(name) : 0;
@@ -1271,16 +1288,18 @@ static int check_name(const sandbox *sb, const char *name, char *err, size_t err
                  name ? name : "", SANDBOX_NAME_MAX);
         return -1;
     }
-    for (size_t i = 0; i < sizeof reserved_names / sizeof reserved_names[0]; i++)
-        if (strcmp(name, reserved_names[i]) == 0) {
-            snprintf(err, errlen, "'%s' is a name of the REPL", name);
-            return -1;
-        }
-    for (size_t i = 0; i < sb->n_inputs; i++)
-        if (strcmp(name, sb->inputs[i].name) == 0 || (i == 0 && strcmp(name, "context_1") == 0)) {
-            snprintf(err, errlen, "'%s' is already an input", name);
-            return -1;
-        }
+    const sandbox_repl_name *entry = sandbox_policy_find(name);
+    if (entry && !entry->numbered) {
+        snprintf(err, errlen, "'%s' is a name of the REPL", name);
+        return -1;
+    }
+    int first = strcmp(name, "context_0") == 0 || strcmp(name, sb->first_alias) == 0;
+    for (size_t i = 0; !first && i < sb->n_inputs; i++)
+        first = strcmp(name, sb->inputs[i].name) == 0;
+    if (first) {
+        snprintf(err, errlen, "'%s' is already an input", name);
+        return -1;
+    }
     return 0;
 }
 
@@ -1346,23 +1365,27 @@ int sandbox_add_input(sandbox *sb, const char *name, const sandbox_input *in, ch
     return 0;
 }
 
-int sandbox_set_var(sandbox *sb, const char *name, const char *value, char *err, size_t errlen)
+/* sandbox_set_var (value) and sandbox_set_value (json): sends the variable
+ * and keeps it for restarts. */
+static int set_slot(sandbox *sb, const char *name, const char *value, json_t *json, char *err,
+                    size_t errlen)
 {
-    if (!sb || !value) {
-        snprintf(err, errlen, "no sandbox or no value");
-        return -1;
-    }
     if (check_name(sb, name, err, errlen) != 0)
         return -1;
     var_slot *slot = find_var(sb, name);
+    if (slot && (json || slot->json)) {
+        snprintf(err, errlen, "'%s' is a value the sandbox protects; it cannot be set again",
+                 name);
+        return -1;
+    }
     if (!slot && sb->n_vars >= SANDBOX_MAX_VARS) {
         snprintf(err, errlen, "too many variables set by the host (at most %d)",
                  SANDBOX_MAX_VARS);
         return -1;
     }
-    char *copy = strdup(value);
+    char *copy = value ? strdup(value) : NULL;
     var_slot *grown = slot ? sb->vars : realloc(sb->vars, (sb->n_vars + 1) * sizeof *grown);
-    if (!copy || !grown) {
+    if ((value && !copy) || !grown) {
         free(copy);
         snprintf(err, errlen, "out of memory");
         return -1;
@@ -1372,19 +1395,39 @@ int sandbox_set_var(sandbox *sb, const char *name, const char *value, char *err,
         free(copy);
         return -1;
     }
-    int rc = send_var(sb, name, value, err, errlen);
+    int rc = send_var(sb, name, value, json, err, errlen);
     if (rc != 0) {
         free(copy);
         return rc < 0 ? restart_after(sb, err, errlen) : -1;
     }
     if (!slot) {
         slot = &sb->vars[sb->n_vars++];
+        *slot = (var_slot){.value = NULL};
         snprintf(slot->name, sizeof slot->name, "%s", name);
     } else {
         free(slot->value);
     }
     slot->value = copy;
+    slot->json = json ? json_incref(json) : NULL;
     return 0;
+}
+
+int sandbox_set_var(sandbox *sb, const char *name, const char *value, char *err, size_t errlen)
+{
+    if (!sb || !value) {
+        snprintf(err, errlen, "no sandbox or no value");
+        return -1;
+    }
+    return set_slot(sb, name, value, NULL, err, errlen);
+}
+
+int sandbox_set_value(sandbox *sb, const char *name, json_t *value, char *err, size_t errlen)
+{
+    if (!sb || !value) {
+        snprintf(err, errlen, "no sandbox or no value");
+        return -1;
+    }
+    return set_slot(sb, name, NULL, value, err, errlen);
 }
 
 const char *sandbox_layers(const sandbox *sb)
@@ -1434,8 +1477,10 @@ void sandbox_free(sandbox *sb)
     for (size_t i = 0; i < sb->n_inputs; i++)
         close_input(&sb->inputs[i].in);
     free(sb->inputs);
-    for (size_t i = 0; i < sb->n_vars; i++)
+    for (size_t i = 0; i < sb->n_vars; i++) {
         free(sb->vars[i].value);
+        json_decref(sb->vars[i].json);
+    }
     free(sb->vars);
     free(sb->search_cache_dir);
     free(sb->exe_path);

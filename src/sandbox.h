@@ -20,6 +20,7 @@
 #ifndef RLM_SANDBOX_H
 #define RLM_SANDBOX_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 typedef struct sandbox sandbox;
@@ -49,13 +50,15 @@ typedef struct sandbox_input {
 
 typedef struct sandbox_options {
     const char *exe_path;      /* the rlm-sandbox executable (required) */
-    /* The first input, `context` (also `context_1`): the fields of a
+    /* The first input, `context` (also `context_0`): the fields of a
      * sandbox_input, documented there. */
     int context_fd;
     size_t context_len;
     int context_pack;
     int data_fd;
     size_t data_len;
+    const char *first_alias;   /* one more name for the first input, a numbered one of the
+                                  policy table (a legacy session's "context_1"); NULL: none */
     const char *search_cache_dir; /* where search() indexes are kept (search-<key>.idx);
                                      NULL: none. The host reads and writes the files for
                                      the child, which cannot. */
@@ -138,12 +141,12 @@ int sandbox_start(const sandbox_options *opts, sandbox **out, char *err, size_t 
 int sandbox_exec(sandbox *sb, const char *code, sandbox_call_fn call, void *userdata,
                  sandbox_cell *cell, char *err, size_t errlen);
 
-/* Binds `name` to another input (a session's context_2, context_3, ...),
+/* Binds `name` to another input (a conversation's context_1, context_2, ...),
  * decoded like the first: raw UTF-8 bytes become one str (invalid bytes
  * U+FFFD), a pack a str, a list or a dict. The name must be a Python
- * identifier of at most 64 characters, and neither a REPL name (context,
- * llm_query, grep, answer, ...), nor an input's, nor one set with
- * sandbox_set_var. The variable is protected like
+ * identifier of at most 64 characters, and neither a fixed name of the
+ * policy table (context, llm_query, grep, answer, ...: sandbox_policy.h),
+ * nor an input's, nor one set with sandbox_set_var. The variable is protected like
  * `context` (restored after every cell) and survives restarts: a restarted
  * child loads every input again, in order. grep, chunks and search work on it
  * with context=<the variable> (or one of its documents). The descriptors are
@@ -162,6 +165,15 @@ int sandbox_add_input(sandbox *sb, const char *name, const sandbox_input *in, ch
  * name, a value too large for a frame, a broken sandbox). */
 int sandbox_set_var(sandbox *sb, const char *name, const char *value, char *err,
                     size_t errlen);
+
+/* Binds `name` to the Python value of a JSON value (objects become dicts,
+ * arrays lists), protected like an input: put back after every cell, and
+ * set again in a restarted child. Binding "history_0" binds `history` too
+ * (a conversation's earlier questions, sandbox_policy.h). The name follows
+ * sandbox_add_input's rules and cannot be set again. Does not steal value
+ * (the sandbox keeps a reference). Returns 0, or -1 with err, as
+ * sandbox_set_var. */
+int sandbox_set_value(sandbox *sb, const char *name, json_t *value, char *err, size_t errlen);
 
 /* Reads variable `name` as str(value) for a FINAL_VAR(name) written in the
  * model's text. Returns 0 with *value set (malloc'd), 1 when there is no such

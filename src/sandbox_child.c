@@ -7,7 +7,7 @@
  * Design note. Everything that needs the filesystem happens before
  * sandbox_lockdown: the interpreter, every allowed module (and the helpers
  * they import lazily), the glue below, the context. After it, the child can
- * only compute and talk over fd 3; later inputs (context_2, ...) arrive as
+ * only compute and talk over fd 3; later inputs (context_1, ...) arrive as
  * descriptors passed over it (SCM_RIGHTS), already open. Output is bounded in
  * the capture object, so a cell printing forever costs a fixed amount of
  * memory. A SIGINT from the host (timeout) or a SIGUSR1 (the user cancelled)
@@ -21,6 +21,7 @@
 #include "repl_helpers.h"
 #include "repl_module.h"
 #include "sandbox_linux.h"
+#include "sandbox_policy.h"
 #include "util.h"
 
 #include <errno.h>
@@ -64,7 +65,7 @@ const char *__asan_default_options(void)
 static const char *const helper_modules[] = {
     "_strptime",          "time",
     "linecache",          "traceback",
-    "ast",                "encodings.ascii",
+    "encodings.ascii",
     "encodings.latin_1",  "encodings.utf_8_sig",
     "encodings.utf_16",   "encodings.utf_16_le",
     "encodings.utf_16_be", "encodings.utf_32",
@@ -97,15 +98,6 @@ static const char glue_source[] =
     "        lines = lines[:-1] + [interrupt_text + '\\n']\n"
     "    return ''.join(lines)\n";
 
-static const char *const repl_function_names[] = {
-    "llm_query", "llm_query_batched", "rlm_query", "rlm_query_batched",
-    "FINAL",     "FINAL_VAR",         "SHOW_VARS",
-};
-
-static const char *const helper_function_names[] = {
-    "grep", "chunks", "search", "count_tokens",
-};
-
 /* Where one input's bytes are: descriptors (closed once it is loaded) and
  * what they hold. */
 typedef struct input_spec {
@@ -129,6 +121,8 @@ typedef struct child {
     int unsafe_no_sandbox;
     int skip_landlock;
     input_spec first;           /* fds 4 and 5 */
+    char first_alias[65];       /* one more name for the first input (a legacy session's
+                                   context_1), or "" */
     int has_search_cache;       /* fd 6 is the search cache socket */
     PyObject *ns;               /* __main__.__dict__, borrowed */
     PyObject *builtins;         /* the builtins module */
@@ -299,6 +293,8 @@ static int parse_init(child *c, json_t *init, char *err, size_t errlen)
     c->cell_timeout = json_number_value(json_object_get(init, "cell_timeout"));
     c->unsafe_no_sandbox = json_is_true(json_object_get(init, "unsafe_no_sandbox"));
     c->skip_landlock = json_is_true(json_object_get(init, "skip_landlock"));
+    const char *alias = json_string_value(json_object_get(init, "first_alias"));
+    snprintf(c->first_alias, sizeof c->first_alias, "%s", alias ? alias : "");
     c->frame_max = FRAME_MAX;
     return 0;
 }
@@ -351,8 +347,8 @@ static int import_module(const char *name, char *err, size_t errlen)
 
 static int preload_modules(char *err, size_t errlen)
 {
-    for (size_t i = 0; i < repl_allowed_modules_count; i++)
-        if (import_module(repl_allowed_modules[i], err, errlen))
+    for (size_t i = 0; i < sandbox_allowed_modules_count; i++)
+        if (import_module(sandbox_allowed_modules[i], err, errlen))
             return -1;
     for (size_t i = 0; i < sizeof helper_modules / sizeof helper_modules[0]; i++)
         if (import_module(helper_modules[i], err, errlen))
@@ -390,7 +386,7 @@ fail:
 }
 
 /* Loading an input. The bytes are mapped, not read, and become `context` (or
- * context_2, ...): one str (a file, stdin, text), a list of str (JSONL) or a
+ * context_1, ...): one str (a file, stdin, text), a list of str (JSONL) or a
  * dict name → str (several files), each input byte copied once; invalid
  * UTF-8 becomes U+FFFD. A large single str is mostly ASCII, and filling 40 MB
  * of fresh memory is dominated by page faults, so for the first input that
@@ -750,9 +746,10 @@ static PyObject *new_answer_dict(void)
     return Py_BuildValue("{s:s, s:O}", "content", "", "ready", Py_False);
 }
 
-/* The namespace: the REPL functions, the helpers, `context` (also
- * `context_1`) and the answer dict; the first input is registered for the
- * helpers' context= argument. */
+/* The namespace, from the policy table: the REPL functions and the answer
+ * dict (put back after every cell), the helpers (bound once: the model may
+ * rebind them), and the first input as `context` and `context_0` (and the
+ * host's alias for it), registered for the helpers' context= argument. */
 static int setup_namespace(child *c, PyObject *context, const context_load *cl, char *err,
                            size_t errlen)
 {
@@ -763,32 +760,31 @@ static int setup_namespace(child *c, PyObject *context, const context_load *cl, 
     c->originals = PyDict_New();
     if (!c->originals || repl_module_configure(c->fd, c->frame_max, c->output_limit, c->ns))
         goto fail;
-    for (size_t i = 0; i < sizeof repl_function_names / sizeof repl_function_names[0]; i++) {
-        PyObject *fn = repl_api_function(repl_function_names[i]);
-        int rc = fn ? PyDict_SetItemString(c->originals, repl_function_names[i], fn) : -1;
-        Py_XDECREF(fn);
-        if (rc < 0)
-            goto fail;
-    }
-    for (size_t i = 0; i < sizeof helper_function_names / sizeof helper_function_names[0]; i++) {
-        const char *name = helper_function_names[i];
-        PyObject *helper = repl_helpers_function(name);
-        PyObject *fn = helper ? repl_input_helper(name, helper) : NULL;
-        int rc = fn ? PyDict_SetItemString(c->originals, name, fn) : -1;
+    for (size_t i = 0; i < sandbox_repl_names_count; i++) {
+        const sandbox_repl_name *n = &sandbox_repl_names[i];
+        PyObject *fn = NULL, *helper = NULL;
+        int rc = 0;
+        if (n->kind == SANDBOX_NAME_FUNCTION) {
+            fn = repl_api_function(n->name);
+            rc = fn ? PyDict_SetItemString(c->originals, n->name, fn) : -1;
+        } else if (n->kind == SANDBOX_NAME_HELPER) {
+            helper = repl_helpers_function(n->name);
+            fn = helper ? repl_input_helper(n->name, helper) : NULL;
+            rc = fn ? PyDict_SetItemString(c->ns, n->name, fn) : -1;
+        }
         Py_XDECREF(fn);
         Py_XDECREF(helper);
         if (rc < 0)
             goto fail;
     }
-    PyObject *names = Py_BuildValue("(ss)", "context", "context_1");
-    int registered = names ? repl_add_input(names, context, cl->kind, cl->docs, cl->n_docs,
-                                            cl->ascii)
-                           : -1;
-    Py_XDECREF(names);
-    PyObject *answer = registered == 0 ? new_answer_dict() : NULL;
-    if (!answer || PyDict_SetItemString(c->originals, "context", context) < 0 ||
-        PyDict_SetItemString(c->originals, "context_1", context) < 0 ||
-        PyDict_SetItemString(c->ns, "answer", answer) < 0) {
+    const char *names[3] = {"context", "context_0", c->first_alias};
+    for (int i = 0; i < 3; i++)
+        if (names[i][0] && PyDict_SetItemString(c->originals, names[i], context) < 0)
+            goto fail;
+    PyObject *answer = repl_add_input(context, cl->kind, cl->docs, cl->n_docs, cl->ascii) == 0
+                           ? new_answer_dict()
+                           : NULL;
+    if (!answer || PyDict_SetItemString(c->ns, "answer", answer) < 0) {
         Py_XDECREF(answer);
         goto fail;
     }
@@ -821,8 +817,8 @@ static int snapshot_modules(child *c, char *err, size_t errlen)
     c->module_dicts = PyList_New(0);
     if (!c->modules || !c->module_dicts)
         goto fail;
-    for (size_t i = 0; i <= repl_allowed_modules_count; i++) {
-        const char *name = i < repl_allowed_modules_count ? repl_allowed_modules[i] : "builtins";
+    for (size_t i = 0; i < sandbox_allowed_modules_count; i++) {
+        const char *name = sandbox_allowed_modules[i];
         PyObject *module = PyDict_GetItemString(modules, name); /* borrowed */
         PyObject *dict = module && PyModule_Check(module) ? PyModule_GetDict(module) : NULL;
         PyObject *copy = dict ? PyDict_Copy(dict) : NULL;
@@ -1120,15 +1116,18 @@ static json_t *get_var(child *c, const char *name, size_t len)
 }
 
 /* A name the host may bind (sandbox_add_input, sandbox_set_var): an
- * identifier of at most 64 characters that is none of the REPL's names or
- * inputs' (all in originals), not `answer` and not a dunder. New reference,
- * or NULL with a message in err. */
+ * identifier of at most 64 characters that is no fixed name of the policy
+ * table (context, answer, llm_query, grep, ...: numbered ones such as
+ * context_1 or history_0 are the host's to bind), not bound already as an
+ * input or a protected value (all in originals), and not a dunder. New
+ * reference, or NULL with a message in err. */
 static PyObject *bindable_name(child *c, json_t *name, char *err, size_t errlen)
 {
     const char *text = json_string_value(name);
     size_t len = json_string_length(name);
+    const sandbox_repl_name *entry = text ? sandbox_policy_find(text) : NULL;
     if (!text || len == 0 || len > 64 || (len >= 2 && text[0] == '_' && text[1] == '_') ||
-        strcmp(text, "answer") == 0) {
+        (entry && !entry->numbered)) {
         snprintf(err, errlen, "'%.64s' cannot be bound by the host", text ? text : "");
         return NULL;
     }
@@ -1200,7 +1199,7 @@ static json_t *add_input(child *c, json_t *request)
     const char *format = json_string_value(json_object_get(request, "context_format"));
     input_spec in = {.fd = -1, .data_fd = -1};
     context_load *cl = NULL;
-    PyObject *obj = NULL, *names = NULL;
+    PyObject *obj = NULL;
     PyObject *key = bindable_name(c, json_object_get(request, "name"), err, sizeof err);
     size_t chars = 0;
     int ok = 0;
@@ -1229,8 +1228,7 @@ static json_t *add_input(child *c, json_t *request)
     if (context_begin(cl, &in, 0, err, sizeof err) != 0 ||
         !(obj = context_finish(cl, err, sizeof err)))
         goto done;
-    names = PyTuple_Pack(1, key);
-    if (!names || repl_add_input(names, obj, cl->kind, cl->docs, cl->n_docs, cl->ascii) != 0 ||
+    if (repl_add_input(obj, cl->kind, cl->docs, cl->n_docs, cl->ascii) != 0 ||
         PyDict_SetItem(c->originals, key, obj) < 0 || PyDict_SetItem(c->ns, key, obj) < 0) {
         python_error(err, sizeof err, "cannot bind the input");
         goto done;
@@ -1249,7 +1247,6 @@ done:
         close(in.fd);
     if (!ok && in.data_fd >= 0 && !cl)
         close(in.data_fd);
-    Py_XDECREF(names);
     Py_XDECREF(obj);
     Py_XDECREF(key);
     PyErr_Clear();
@@ -1257,21 +1254,81 @@ done:
                      "chars", (json_int_t)chars);
 }
 
-/* Binds a str the host gives (a session's answer_1, ...); not protected. */
+/* A JSON value as the Python object json.loads would make (the host's
+ * values: a history's list of {"role", "content"} dicts). Depth is bounded
+ * by the parser that built the value; strings are repaired UTF-8. */
+static PyObject *json_to_py(json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_STRING:
+        return PyUnicode_DecodeUTF8(json_string_value(v), (Py_ssize_t)json_string_length(v),
+                                    "replace");
+    case JSON_INTEGER:
+        return PyLong_FromLongLong(json_integer_value(v));
+    case JSON_REAL:
+        return PyFloat_FromDouble(json_real_value(v));
+    case JSON_TRUE:
+        Py_RETURN_TRUE;
+    case JSON_FALSE:
+        Py_RETURN_FALSE;
+    case JSON_ARRAY: {
+        PyObject *list = PyList_New((Py_ssize_t)json_array_size(v));
+        for (size_t i = 0; list && i < json_array_size(v); i++) {
+            PyObject *item = json_to_py(json_array_get(v, i));
+            if (!item)
+                Py_CLEAR(list);
+            else
+                PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+        }
+        return list;
+    }
+    case JSON_OBJECT: {
+        PyObject *dict = PyDict_New();
+        const char *k;
+        json_t *item;
+        json_object_foreach(v, k, item) {
+            PyObject *value = dict ? json_to_py(item) : NULL;
+            int rc = value ? PyDict_SetItemString(dict, k, value) : -1;
+            Py_XDECREF(value);
+            if (rc < 0) {
+                Py_CLEAR(dict);
+                break;
+            }
+        }
+        return dict;
+    }
+    default:
+        Py_RETURN_NONE;
+    }
+}
+
+/* Binds a value the host gives: a str (a session's answer_1, ...; not
+ * protected), or with "json" any JSON value, which "protected" puts back
+ * after every cell like an input (a conversation's history_0, ...; binding
+ * history_0 binds `history` too). */
 static json_t *set_var(child *c, json_t *request)
 {
     char err[256] = "";
     drain_signals();
     json_t *value = json_object_get(request, "value");
+    int as_json = json_is_true(json_object_get(request, "json"));
+    int protect = json_is_true(json_object_get(request, "protected"));
     PyObject *key = bindable_name(c, json_object_get(request, "name"), err, sizeof err);
-    PyObject *text = key && json_is_string(value)
-                         ? PyUnicode_DecodeUTF8(json_string_value(value),
-                                                (Py_ssize_t)json_string_length(value), "replace")
-                         : NULL;
-    int ok = text && PyDict_SetItem(c->ns, key, text) == 0;
+    PyObject *obj = NULL;
+    if (key && as_json)
+        obj = json_to_py(value);
+    else if (key && json_is_string(value))
+        obj = PyUnicode_DecodeUTF8(json_string_value(value), (Py_ssize_t)json_string_length(value),
+                                   "replace");
+    int ok = obj && PyDict_SetItem(c->ns, key, obj) == 0 &&
+             (!protect || PyDict_SetItem(c->originals, key, obj) == 0);
+    /* The contract's alias: `history` is history_0, as `context` is context_0. */
+    if (ok && protect && PyUnicode_CompareWithASCIIString(key, "history_0") == 0)
+        ok = PyDict_SetItemString(c->ns, "history", obj) == 0 &&
+             PyDict_SetItemString(c->originals, "history", obj) == 0;
     if (!ok && key)
         python_error(err, sizeof err, "cannot set the variable");
-    Py_XDECREF(text);
+    Py_XDECREF(obj);
     Py_XDECREF(key);
     PyErr_Clear();
     return json_pack("{s:s, s:b, s:s}", "type", "var_set", "ok", ok, "message", err);

@@ -35,7 +35,10 @@ static const char schema[] =
     "  role TEXT NOT NULL, content TEXT NOT NULL, hidden INTEGER NOT NULL DEFAULT 0,"
     "  PRIMARY KEY(session, seq));"
     "CREATE TABLE IF NOT EXISTS cells(session INTEGER NOT NULL, seq INTEGER NOT NULL,"
-    "  code TEXT NOT NULL, replies TEXT, PRIMARY KEY(session, seq));";
+    "  code TEXT NOT NULL, replies TEXT, PRIMARY KEY(session, seq));"
+    /* Added without a new schema version: older rlm ignore the table. */
+    "CREATE TABLE IF NOT EXISTS histories(session INTEGER NOT NULL, number INTEGER NOT NULL,"
+    "  messages TEXT NOT NULL, PRIMARY KEY(session, number));";
 
 static int session_fail(session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int session_fail(session *s, const char *fmt, ...)
@@ -338,6 +341,37 @@ int session_each_answer(session *s, session_answer_fn fn, void *userdata)
     while (rc == 0 && sqlite3_step(st) == SQLITE_ROW)
         rc = fn(userdata, sqlite3_column_int(st, 0), (const char *)sqlite3_column_text(st, 1),
                 (const char *)sqlite3_column_text(st, 2));
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int session_add_history(session *s, int number, const json_t *messages)
+{
+    char *text = json_dumps(messages, JSON_COMPACT);
+    if (!text)
+        return session_fail(s, "out of memory");
+    int rc = exec_bound(s, "INSERT OR REPLACE INTO histories(session, number, messages) "
+                        "VALUES(?, ?, ?)", "iit", s->id, (long long)number, text);
+    free(text);
+    if (rc < 0)
+        return session_db_fail(s, "cannot record a question's history");
+    return 0;
+}
+
+int session_each_history(session *s, session_history_fn fn, void *userdata)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT number, messages FROM histories WHERE session=? "
+                           "ORDER BY number", -1, &st, NULL) != SQLITE_OK)
+        return session_db_fail(s, "cannot read histories");
+    sqlite3_bind_int64(st, 1, s->id);
+    int rc = 0;
+    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+        const char *text = (const char *)sqlite3_column_text(st, 1);
+        json_t *messages = text ? json_loads(text, 0, NULL) : NULL;
+        rc = fn(userdata, sqlite3_column_int(st, 0), messages);
+        json_decref(messages);
+    }
     sqlite3_finalize(st);
     return rc;
 }

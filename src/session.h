@@ -70,6 +70,16 @@ int session_each_cell(session *s, session_cell_fn fn, void *userdata);
 typedef int (*session_answer_fn)(void *userdata, int number, const char *question, const char *answer);
 int session_each_answer(session *s, session_answer_fn fn, void *userdata);
 
+/* Saves question `number`'s messages (a JSON array of {"role", "content"},
+ * the conversation's history_{number-1}), replacing any saved before. Does
+ * not steal messages. */
+int session_add_history(session *s, int number, const json_t *messages);
+
+/* Calls fn for each saved history, oldest question first. Sessions recorded
+ * before histories were saved have none for their earlier questions. */
+typedef int (*session_history_fn)(void *userdata, int number, const json_t *messages);
+int session_each_history(session *s, session_history_fn fn, void *userdata);
+
 /* The last error on the handle. */
 const char *session_errmsg(const session *s);
 

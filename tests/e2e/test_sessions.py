@@ -1,7 +1,9 @@
 """Conversations end to end against the fake server: a session of three
 questions across processes (`rlm ask --session`, then `rlm chat --session`)
 whose later questions use the variables and answers of earlier ones with no
-model call to rebuild them; a new --context becoming context_2; a process
+model call to rebuild them; a new --context becoming context_1, earlier
+questions' messages history_0, ...; a session recorded by an older rlm (the
+second input named context_2) continuing with its names; a process
 killed mid-question losing nothing of the questions before; compaction of a
 long history; `rlm chat` from a pipe with /context; Ctrl-C cancelling one
 question; and the errors a session can meet (bad name, an input gone, stdin
@@ -9,6 +11,7 @@ too large to save)."""
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -95,18 +98,20 @@ class Sessions(RlmTestCase):
             self.assertEqual(report["session"], "S1")
             self.assertEqual(lm.counters()["unmatched"], 0)
 
-    def test_new_context_is_context_2(self):
+    def test_new_context_is_context_1(self):
         first_file = self.write("first.txt", WORDS)
         second_file = self.write("second.txt", "gfile-content\n")
         rules = [
             {"match": r"C1-OUT (\d+)", "reply": "FINAL(c1:$1)"},
             {"match": r"CTXQ1", "reply": repl('first_len = len(context)\nprint("C1-OUT", first_len)')},
-            {"match": r"C2-OUT (\S+) (\d+)", "reply": "FINAL(c2:$1:$2)"},
-            {"match": r"CTXQ2", "reply": repl('print("C2-OUT", context_2.strip(), first_len)')},
+            {"match": r"C2-OUT (\S+) (\d+) (\S+)", "reply": "FINAL(c2:$1:$2:$3)"},
+            {"match": r"CTXQ2", "reply": repl(
+                'print("C2-OUT", context_1.strip(), first_len, context_0 is context)')},
             {"match": r"C3-OUT (.*)", "reply": "FINAL(c3:$1)"},
             {"match": r"CTXQ3", "reply": repl(
-                'try:\n    context_3\n    print("C3-OUT has-context_3")\n'
-                'except NameError:\n    print("C3-OUT no-context_3", context_2.strip())')},
+                'try:\n    context_2\n    print("C3-OUT has-context_2")\n'
+                'except NameError:\n    print("C3-OUT no-context_2", context_1.strip(), '
+                'len(history), history_1[0]["role"], "CTXQ2" in history_1[0]["content"])')},
         ]
         with FakeLM(rules) as lm:
             one = self.rlm(self.session("ctx") + ["--context", first_file, "CTXQ1 first"], lm,
@@ -116,15 +121,17 @@ class Sessions(RlmTestCase):
             two = self.rlm(self.session("ctx") + ["--context", second_file, "CTXQ2 second"], lm,
                            trace_name="t2.jsonl")
             self.assertExit(two, 0)
-            self.assertEqual(two.stdout.strip(), "c2:gfile-content:23")
+            self.assertEqual(two.stdout.strip(), "c2:gfile-content:23:True")
             opening = two.events("root_request")[0]["last_message"]
-            self.assertIn("`context_2`", opening)
+            self.assertIn("`context_1`", opening)
+            self.assertIn("history_0", opening)
             # The same --context again is not a new input; a new model is a warning.
             three = self.rlm(self.session("ctx") + ["--model", "other-root", "--context",
                                                     second_file, "CTXQ3 third"], lm,
                              trace_name="t3.jsonl")
             self.assertExit(three, 0)
-            self.assertEqual(three.stdout.strip(), "c3:no-context_3 gfile-content")
+            # history_1 is question 2's messages, rebuilt in this process from the store.
+            self.assertEqual(three.stdout.strip(), "c3:no-context_2 gfile-content 4 user True")
             self.assertNotIn("A new input came", three.events("root_request")[0]["last_message"])
             self.assertIn("session 'ctx' was last run with model 'root-model'", three.stderr)
 
@@ -152,6 +159,68 @@ class Sessions(RlmTestCase):
             self.assertEqual(third.report["question"], 3)
             self.assertEqual(len([r for r in lm.requests()
                                   if r["last_user"].startswith("SESSLEAF")]), 1)
+
+    def test_session_from_an_older_version(self):
+        """A session written by rlm before context_0 existed: its first input
+        was also context_1 and its second context_2, in its recorded code and
+        history. It continues with those names (and context_0 as well)."""
+        first = self.write("first.txt", WORDS)
+        second = self.write("second.txt", "second-input\n")
+        os.makedirs(os.path.dirname(self.db))
+        db = sqlite3.connect(self.db)
+        # The tables and rows exactly as the older rlm wrote them (schema 1).
+        db.executescript("""
+            CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
+            CREATE TABLE sessions(id INTEGER PRIMARY KEY, name TEXT UNIQUE NOT NULL,
+              created REAL NOT NULL, config TEXT);
+            CREATE TABLE questions(session INTEGER NOT NULL, number INTEGER NOT NULL,
+              question TEXT NOT NULL, answer TEXT, started REAL, ended REAL,
+              PRIMARY KEY(session, number));
+            CREATE TABLE messages(session INTEGER NOT NULL, seq INTEGER NOT NULL,
+              role TEXT NOT NULL, content TEXT NOT NULL, hidden INTEGER NOT NULL DEFAULT 0,
+              PRIMARY KEY(session, seq));
+            CREATE TABLE cells(session INTEGER NOT NULL, seq INTEGER NOT NULL,
+              code TEXT NOT NULL, replies TEXT, PRIMARY KEY(session, seq));
+            INSERT INTO meta VALUES('version', '1');""")
+        record = {"args": None, "cwd": self.tmp, "include": None, "exclude": None,
+                  "jsonl_field": None}
+        config = {"inputs": [dict(record, args=[first]), dict(record, args=[second])],
+                  "model": "root-model", "sub_model": "sub-model"}
+        db.execute("INSERT INTO sessions VALUES(1, 'old', 0, ?)", (json.dumps(config),))
+        db.executemany("INSERT INTO questions VALUES(1, ?, ?, ?, 0, 0)",
+                       [(1, "OLDQ1", "a1"), (2, "OLDQ2", "a2")])
+        messages = [("system", "old system prompt"), ("user", "OLDQ1 question one"),
+                    ("assistant", "```repl\nfirst_len = len(context_1)\n```"),
+                    ("user", "[block 1 of 1 output]\n(no output)"), ("assistant", "FINAL(a1)"),
+                    ("user", "A new question... It is the variable `context_2`"),
+                    ("assistant", "```repl\nsecond_text = context_2.strip()\n```"),
+                    ("user", "[block 1 of 1 output]\n(no output)"), ("assistant", "FINAL(a2)")]
+        db.executemany("INSERT INTO messages(session, seq, role, content) VALUES(1, ?, ?, ?)",
+                       [(i + 1, r, c) for i, (r, c) in enumerate(messages)])
+        db.executemany("INSERT INTO cells VALUES(1, ?, ?, '[]')",
+                       [(1, "first_len = len(context_1)"), (2, "second_text = context_2.strip()")])
+        db.commit()
+        db.close()
+        rules = [
+            {"match": r"OLD-OUT (.*)", "reply": "FINAL($1)"},
+            {"match": r"OLDQ3", "reply": repl(
+                'print("OLD-OUT", first_len, second_text, context_1 is context, '
+                'context_0 is context, context_2.strip(), answer_1, answer_2)')},
+        ]
+        with FakeLM(rules) as lm:
+            res = self.rlm(self.session("old") + ["--json", "OLDQ3 go on"], lm)
+            self.assertEqual(lm.counters()["unmatched"], 0)
+        self.assertExit(res, 0)
+        self.assertEqual(res.report["answer"], "23 second-input True True second-input a1 a2")
+        self.assertEqual(res.report["question"], 3)
+        replay = res.events("session_replay")[0]
+        self.assertEqual((replay["cells"], replay["raised"], replay["broken"]), (2, 0, False))
+        db = sqlite3.connect(self.db)
+        saved = json.loads(db.execute("SELECT config FROM sessions").fetchone()[0])
+        histories = db.execute("SELECT number FROM histories").fetchall()
+        db.close()
+        self.assertEqual(saved["names"], "context_1")   # still the older names
+        self.assertEqual(histories, [(3,)])
 
     def test_compaction(self):
         ctx = self.write("words.txt", WORDS)
@@ -199,7 +268,7 @@ class Sessions(RlmTestCase):
             {"match": r"P1-OUT (\d+)", "reply": "FINAL(p1:$1)"},
             {"match": r"PIPEQ1", "reply": repl('print("P1-OUT", len(context))')},
             {"match": r"P2-OUT (\S+) (\S+)", "reply": "FINAL(p2:$1:$2)"},
-            {"match": r"PIPEQ2", "reply": repl('print("P2-OUT", context_2.strip(), answer_1)')},
+            {"match": r"PIPEQ2", "reply": repl('print("P2-OUT", context_1.strip(), answer_1)')},
         ]
         with FakeLM(rules) as lm:
             res = self.rlm(["--context", first], lm, command="chat",

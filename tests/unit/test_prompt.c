@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "prompt.h"
+#include "sandbox_policy.h"
 #include "util.h"
 
 /* Strict UTF-8 check, written independently of prompt.c's. */
@@ -428,7 +429,8 @@ static void test_system_prompt(void **state)
     static const char *const names[] = {
         "context", "llm_query(prompt, model=None)", "llm_query_batched(prompts, model=None)",
         "rlm_query(", "rlm_query_batched(", "FINAL(value)", "FINAL_VAR(name)",
-        "answer[\"content\"]", "answer[\"ready\"] = True", "\"ready\": False", "SHOW_VARS()",
+        "answer[\"content\"]", "answer[\"ready\"] = True", "{\"content\": \"\", \"ready\": False}",
+        "print(SHOW_VARS())",
         "grep(pattern, flags=", "chunks(max_chars=", "search(query, k=10)", "count_tokens(text)",
         "print", "```repl", "17 turns", "in order", "error string", "100,000",
         "truncated", "no files", "no network",
@@ -436,21 +438,35 @@ static void test_system_prompt(void **state)
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strstr(s, names[i]) && !(strcmp(names[i], "truncated") == 0 && strstr(s, "cut")))
             fail_msg("system prompt does not mention [%s]", names[i]);
-    static const char *const modules[] = {
-        "re", "json", "math", "collections", "itertools", "functools", "statistics", "string",
-        "textwrap", "heapq", "bisect", "datetime", "random", "difflib", "unicodedata",
-        "fractions", "decimal", "dataclasses", "typing", "operator", "copy", "csv", "io",
-    };
+    /* Every name and module of the policy table (sandbox_policy.h): the
+     * prompt may not hide one the sandbox binds or allows. A numbered name
+     * is mentioned with a digit after it (context_0, answer_1). */
+    for (size_t i = 0; i < sandbox_repl_names_count; i++) {
+        const sandbox_repl_name *n = &sandbox_repl_names[i];
+        char word[64];
+        int found = 0;
+        for (int d = 0; d <= 9 && n->numbered && !found; d++) {
+            snprintf(word, sizeof word, "`%s%d`", n->name, d);
+            found = strstr(s, word) != NULL;
+        }
+        for (int form = 0; form < 2 && !n->numbered && !found; form++) {
+            snprintf(word, sizeof word, form ? "`%s(" : "`%s`", n->name);
+            found = strstr(s, word) != NULL;
+        }
+        if (!found)
+            fail_msg("system prompt does not mention the REPL name %s", n->name);
+    }
     const char *imports = strstr(s, "You may import");
     assert_non_null(imports);
-    for (size_t i = 0; i < sizeof modules / sizeof modules[0]; i++) {
+    for (size_t i = 0; i < sandbox_allowed_modules_count; i++) {
         char word[32];
-        snprintf(word, sizeof word, " %s", modules[i]);
+        snprintf(word, sizeof word, " %s", sandbox_allowed_modules[i]);
         if (!strstr(imports, word))
-            fail_msg("system prompt does not allow import %s", modules[i]);
+            fail_msg("system prompt does not allow import %s", sandbox_allowed_modules[i]);
     }
+    /* Small, though it teaches the whole contract: conversations' names too. */
     size_t words = count_words(s);
-    if (words < 500 || words > 900)
+    if (words < 500 || words > 1000)
         fail_msg("system prompt has %zu words", words);
     assert_true(valid_utf8(s, strlen(s)));
     free(s);

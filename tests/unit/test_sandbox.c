@@ -268,10 +268,29 @@ static void test_context_loaded(void **state)
 
 static void test_show_vars(void **state)
 {
+    fixture *fx = *state;
     sandbox *sb = start_default(state);
-    expect_output(sb, "SHOW_VARS()", "No user variables yet (context, llm_query, ... are built in).\n");
-    expect_output(sb, "name = 'abc'\nitems = [1, 2, 3]\nSHOW_VARS()",
-                  "User variables:\n  name: str (3 chars)\n  items: list (3 items)\n");
+    char expect[512];
+    /* A str it returns, printing nothing itself (models print(SHOW_VARS())). */
+    expect_output(sb, "v = SHOW_VARS()", "");
+    char first[256];
+    snprintf(first, sizeof first,
+             "REPL variables:\n  context: str (%zu chars)\n  context_0: str (%zu chars)",
+             fx->context_len, fx->context_len);
+    snprintf(expect, sizeof expect, "True\n%s\n  v: str (%zu chars)\n", first, strlen(first));
+    expect_output(sb, "print(isinstance(v, str))\nprint(SHOW_VARS())", expect);
+    /* Functions of the REPL, modules, the answer dict and _names are not
+     * listed; the model's own functions and a rebound helper are. */
+    snprintf(expect, sizeof expect,
+             "REPL variables:\n  chunks: list (0 items)\n  context: str (%zu chars)\n"
+             "  context_0: str (%zu chars)\n  name: str (3 chars)\n  items: list (3 items)\n"
+             "  f: function\n",
+             fx->context_len, fx->context_len);
+    expect_output(sb, "del v\nimport re\nname = 'abc'\nitems = [1, 2, 3]\n_hidden = 1\n"
+                      "def f():\n    pass\nchunks = []\nprint(SHOW_VARS())",
+                  expect);
+    /* A bare call as the last line shows the listing as text, not a quoted repr. */
+    expect_output(sb, "SHOW_VARS()", expect);
     sandbox_free(sb);
 }
 
@@ -530,6 +549,27 @@ static void test_imports(void **state)
     expect_raise(sb, "from os import path", "import of 'os' is not allowed");
     expect_raise(sb, "exec('import ctypes', {})", "import of 'ctypes' is not allowed");
     expect_raise(sb, "import time", "import of 'time' is not allowed");
+    /* ast and builtins are allowed: nothing new, builtins is __builtins__. */
+    expect_output(sb, "import ast, builtins\nprint(builtins is __builtins__, "
+                      "type(ast.parse('x = 1').body[0]).__name__)",
+                  "True Assign\n");
+    /* ... and neither gets around the import guard or the restore of builtins. */
+    expect_raise(sb, "import builtins\nbuiltins.__import__('os')", "import of 'os' is not allowed");
+    expect_raise(sb, "from builtins import __import__ as imp\nimp('subprocess')",
+                 "import of 'subprocess' is not allowed");
+    expect_output(sb, "import builtins\nbuiltins.len = lambda x: 99\nbuiltins.__import__ = "
+                      "lambda *a, **k: 'forged'\nprint(len('ab'))",
+                  "99\n");
+    expect_output(sb, "print(len('ab'))", "2\n");
+    expect_raise(sb, "import os", "import of 'os' is not allowed");
+    expect_output(sb, "import ast\nast.parse = None\nprint(1)", "1\n");
+    expect_output(sb, "import ast\nprint(ast.parse is not None)\nx = 2\nx", "True\n2\n");
+    /* Threads and processes: refused with a pointer to the batched calls. */
+    expect_raise(sb, "import threading", "llm_query_batched");
+    expect_raise(sb, "from concurrent.futures import ThreadPoolExecutor",
+                 "import of 'concurrent.futures' is not allowed: the sandbox runs no threads");
+    expect_raise(sb, "import multiprocessing", "rlm_query_batched");
+    expect_raise(sb, "import _thread", "llm_query_batched");
     sandbox_free(sb);
 }
 
@@ -779,6 +819,13 @@ static void test_names_restored(void **state)
     expect_output(sb, "__builtins__.__import__ = lambda *args, **kwargs: 1", "");
     expect_output(sb, "import json\nprint(json.dumps(1))", "1\n");
     expect_raise(sb, "import os", "not allowed");
+    /* The helpers are the model's to rebind (its own `chunks = [...]` is a
+     * common name), and the rebinding stands. */
+    expect_output(sb, "chunks = ['a', 'b']\ngrep = 3\ndel search", "");
+    expect_output(sb, "print(chunks, grep, 'search' in globals(), count_tokens('abcdefg'))",
+                  "['a', 'b'] 3 False 2\n");
+    expect_output(sb, "context_0 = 'x'\nprint(context_0)", "x\n");
+    expect_output(sb, "print(context_0 is context)", "True\n");
     sandbox_free(sb);
 }
 
@@ -874,31 +921,31 @@ static void expect_inputs(sandbox *sb, const fixture *fx)
 {
     char expect[128];
     snprintf(expect, sizeof expect, "True %zu\n", fx->context_len);
-    expect_output(sb, "print(context_1 is context, len(context_1))", expect);
-    expect_output(sb, "print(type(context_2).__name__, ascii(context_2))",
+    expect_output(sb, "print(context_0 is context, len(context_0))", expect);
+    expect_output(sb, "print(type(context_1).__name__, ascii(context_1))",
                   "str 'second input: caf\\xe9 au lait\\ngrep me here\\n'\n");
-    expect_output(sb, "print(type(context_3).__name__, [k[-9:] for k in context_3])",
+    expect_output(sb, "print(type(context_2).__name__, [k[-9:] for k in context_2])",
                   "dict ['alpha.txt', 'gamma.txt']\n");
-    expect_output(sb, "print(ascii(list(context_3.values())[1]))",
+    expect_output(sb, "print(ascii(list(context_2.values())[1]))",
                   "'caf\\xe9 needle\\nno match\\n'\n");
-    /* grep on context_2: offsets into context_2, which is not ASCII. */
-    expect_output(sb, "h = grep('grep me', context=context_2)\n"
-                      "print(len(h), h[0]['offset'], context_2[h[0]['offset']:][:7])",
+    /* grep on context_1: offsets into context_1, which is not ASCII. */
+    expect_output(sb, "h = grep('grep me', context=context_1)\n"
+                      "print(len(h), h[0]['offset'], context_1[h[0]['offset']:][:7])",
                   "1 27 grep me\n");
     expect_output(sb, "print(len(grep('grep me')), len(grep('grep me', context=context)))",
                   "0 0\n");
-    expect_output(sb, "h = grep('needle', context=context_3)\n"
+    expect_output(sb, "h = grep('needle', context=context_2)\n"
                       "print(len(h), [x['doc'][-9:] for x in h])",
                   "2 ['alpha.txt', 'gamma.txt']\n");
     /* One document of an input: a set of one. */
-    expect_output(sb, "d = list(context_3.values())[1]\nh = grep('needle', context=d)\n"
+    expect_output(sb, "d = list(context_2.values())[1]\nh = grep('needle', context=d)\n"
                       "print(len(h), h[0]['doc'], d[h[0]['offset']:])",
                   "1 None needle\nno match\n\n");
-    expect_output(sb, "print(chunks(context=context_2) == [context_2], len(chunks(by='docs', "
-                      "context=context_3)))",
+    expect_output(sb, "print(chunks(context=context_1) == [context_1], len(chunks(by='docs', "
+                      "context=context_2)))",
                   "True 2\n");
-    expect_output(sb, "print(sorted(x['doc'][-9:] for x in search('needle', context=context_3)),"
-                      " len(search('lait', context=context_2)))",
+    expect_output(sb, "print(sorted(x['doc'][-9:] for x in search('needle', context=context_2)),"
+                      " len(search('lait', context=context_1)))",
                   "['alpha.txt', 'gamma.txt'] 1\n");
     expect_output(sb, "print(len(search('fox')) > 0, len(grep('fox', max_hits=3)))", "True 3\n");
 }
@@ -907,29 +954,31 @@ static void test_add_input(void **state)
 {
     fixture *fx = *state;
     sandbox *sb = start_default(state);
-    add_text_input(sb, "context_2", "second input: caf\xc3\xa9 au lait\ngrep me here\n");
-    add_pack_input(sb, "context_3");
+    add_text_input(sb, "context_1", "second input: caf\xc3\xa9 au lait\ngrep me here\n");
+    add_pack_input(sb, "context_2");
     expect_inputs(sb, fx);
     expect_raise(sb, "grep('x', context='made here')", "one of the inputs");
 
     /* Protected like context: rebinding lasts one cell. */
-    expect_output(sb, "context_2 = 'mine'\ncontext_3 = None\ncontext_1 = 0\nprint(context_2)",
+    expect_output(sb, "context_1 = 'mine'\ncontext_2 = None\ncontext_0 = 0\nprint(context_1)",
                   "mine\n");
-    expect_output(sb, "print(context_2[:6], len(context_3), context_1 is context)",
+    expect_output(sb, "print(context_1[:6], len(context_2), context_0 is context)",
                   "second 2 True\n");
-    /* Inputs are built in, not the model's variables. */
+    /* The inputs are listed with the model's variables: the names are how a
+     * model finds them. */
     sandbox_cell cell;
-    run(sb, "SHOW_VARS()", &cell);
-    assert_non_null(strstr(cell.output, "User variables:\n  h: list"));
-    assert_null(strstr(cell.output, "context"));
+    run(sb, "print(SHOW_VARS())", &cell);
+    assert_non_null(strstr(cell.output, "  context_1: str (40 chars)\n"));
+    assert_non_null(strstr(cell.output, "  context_2: dict (2 items)\n"));
+    assert_non_null(strstr(cell.output, "  h: list (1 items)\n"));
     sandbox_cell_clear(&cell);
 
     /* Names the host may not bind. */
     char err[512];
     sandbox_input in = {.context_fd = -1, .data_fd = -1};
     assert_int_equal(sandbox_add_input(sb, "context", &in, err, sizeof err), -1);
+    assert_int_equal(sandbox_add_input(sb, "context_0", &in, err, sizeof err), -1);
     assert_int_equal(sandbox_add_input(sb, "context_1", &in, err, sizeof err), -1);
-    assert_int_equal(sandbox_add_input(sb, "context_2", &in, err, sizeof err), -1);
     assert_non_null(strstr(err, "already"));
     assert_int_equal(sandbox_add_input(sb, "2nd", &in, err, sizeof err), -1);
     assert_int_equal(sandbox_add_input(sb, "grep", &in, err, sizeof err), -1);
@@ -939,14 +988,14 @@ static void test_add_input(void **state)
     int fd = memfd_with("abc");
     sandbox_input short_in = {.context_fd = fd, .context_len = 1000, .data_fd = -1};
     int pid = sandbox_pid(sb);
-    assert_int_equal(sandbox_add_input(sb, "context_4", &short_in, err, sizeof err), -1);
+    assert_int_equal(sandbox_add_input(sb, "context_3", &short_in, err, sizeof err), -1);
     assert_non_null(strstr(err, "bytes"));
     close(fd);
     assert_int_equal(sandbox_pid(sb), pid);
-    expect_raise(sb, "context_4", "NameError");
+    expect_raise(sb, "context_3", "NameError");
     /* No descriptor at all: an empty str. */
-    assert_int_equal(sandbox_add_input(sb, "context_4", &in, err, sizeof err), 0);
-    expect_output(sb, "print(repr(context_4))", "''\n");
+    assert_int_equal(sandbox_add_input(sb, "context_3", &in, err, sizeof err), 0);
+    expect_output(sb, "print(repr(context_3))", "''\n");
     sandbox_free(sb);
 }
 
@@ -967,7 +1016,34 @@ static void test_set_var(void **state)
     assert_int_equal(sandbox_set_var(sb, "answer", "x", err, sizeof err), -1);
     assert_int_equal(sandbox_set_var(sb, "llm_query", "x", err, sizeof err), -1);
     assert_int_equal(sandbox_set_var(sb, "bad-name", "x", err, sizeof err), -1);
+    assert_int_equal(sandbox_set_var(sb, "grep", "x", err, sizeof err), -1);
+    assert_int_equal(sandbox_set_var(sb, "history", "x", err, sizeof err), -1);
     expect_output(sb, "print(type(llm_query).__name__)", "builtin_function_or_method\n");
+
+    /* A protected JSON value: a conversation's history_0, also `history`. */
+    json_t *messages = json_pack("[{s:s,s:s},{s:s,s:s}]", "role", "user", "content", "q\xc3\xa9?",
+                                 "role", "assistant", "content", "```repl\nprint(1)\n```");
+    assert_int_equal(sandbox_set_value(sb, "history_0", messages, err, sizeof err), 0);
+    expect_output(sb, "print(history is history_0, len(history), history[0]['role'], "
+                      "ascii(history[0]['content']))",
+                  "True 2 user 'q\\xe9?'\n");
+    expect_output(sb, "history = None\nhistory_0 = 1", "");
+    expect_output(sb, "print(len(history), history_0[1]['role'])", "2 assistant\n");
+    /* Set once. */
+    assert_int_equal(sandbox_set_value(sb, "history_0", messages, err, sizeof err), -1);
+    assert_int_equal(sandbox_set_value(sb, "history_1", messages, err, sizeof err), 0);
+    json_t *nested = json_pack("{s:[i,f,b,n,{s:s}]}", "k", 1, 2.5, 1, "x", "y");
+    assert_int_equal(sandbox_set_value(sb, "history_2", nested, err, sizeof err), 0);
+    expect_output(sb, "print(history_2)", "{'k': [1, 2.5, True, None, {'x': 'y'}]}\n");
+    json_decref(nested);
+    /* A restarted child gets them back. */
+    sandbox_cell cell;
+    run(sb, "import json\njson.codecs.sys.modules['os']._exit(3)", &cell);
+    assert_true(cell.restarted);
+    sandbox_cell_clear(&cell);
+    expect_output(sb, "print(history[0]['role'], len(history_1), answer_1, answer_2 == '')",
+                  "user 2 again True\n");
+    json_decref(messages);
     sandbox_free(sb);
 }
 
@@ -976,17 +1052,17 @@ static void test_inputs_survive_restart(void **state)
 {
     fixture *fx = *state;
     sandbox *sb = start_with(fx, 5, 0.5, 0, 0, 0);
-    add_text_input(sb, "context_2", "second input: caf\xc3\xa9 au lait\ngrep me here\n");
-    add_pack_input(sb, "context_3");
+    add_text_input(sb, "context_1", "second input: caf\xc3\xa9 au lait\ngrep me here\n");
+    add_pack_input(sb, "context_2");
     char err[512] = "";
     assert_int_equal(sandbox_set_var(sb, "answer_1", "kept", err, sizeof err), 0);
-    expect_output(sb, "mine = 1\nh = grep('grep me', context=context_2)", "");
+    expect_output(sb, "mine = 1\nh = grep('grep me', context=context_1)", "");
     int pid = sandbox_pid(sb);
     sandbox_cell cell;
     run(sb, "__import__('json').codecs.sys.modules['os']._exit(7)", &cell);
     assert_true(cell.restarted);
     assert_non_null(strstr(cell.output, "exited with status 7"));
-    assert_non_null(strstr(cell.output, "`context_2`, `context_3`, `answer_1`"));
+    assert_non_null(strstr(cell.output, "`context_1`, `context_2`, `answer_1`"));
     sandbox_cell_clear(&cell);
     assert_true(sandbox_pid(sb) != pid);
     expect_raise(sb, "mine", "NameError");
@@ -999,10 +1075,10 @@ static void test_inputs_survive_restart(void **state)
     assert_true(cell.restarted);
     assert_true(cell.timed_out);
     sandbox_cell_clear(&cell);
-    expect_output(sb, "print(answer_1, len(context_3), context_2[:6])", "kept 2 second\n");
+    expect_output(sb, "print(answer_1, len(context_2), context_1[:6])", "kept 2 second\n");
     /* A later input after the restarts goes on the list too. */
-    add_text_input(sb, "context_4", "fourth");
-    expect_output(sb, "print(context_4)", "fourth\n");
+    add_text_input(sb, "context_3", "fourth");
+    expect_output(sb, "print(context_3)", "fourth\n");
     sandbox_free(sb);
 }
 

@@ -72,6 +72,15 @@ static int collect_answer(void *userdata, int number, const char *question, cons
     return 0;
 }
 
+static int collect_history(void *userdata, int number, const json_t *messages)
+{
+    collected *c = userdata;
+    char *text = json_dumps(messages, JSON_COMPACT);
+    buf_printf(&c->text, "%d=%s|", number, text ? text : "?");
+    free(text);
+    return 0;
+}
+
 static char *messages_of(session *s)
 {
     collected c;
@@ -99,6 +108,10 @@ static void test_a_later_process_continues(void **state)
     assert_int_equal(session_add_cell(s, "x = 1", replies), 0);
     assert_int_equal(session_add_cell(s, "y = 2", NULL), 0);
     json_decref(replies);
+    json_t *history = json_pack("[{s:s,s:s}]", "role", "user", "content", "q1");
+    assert_int_equal(session_add_history(s, 1, history), 0);
+    assert_int_equal(session_add_history(s, 1, history), 0);   /* replaced, not doubled */
+    json_decref(history);
     assert_int_equal(session_end_question(s, "42"), 0);
     assert_int_equal(session_end_question(s, "again"), -1);
     session_free(s);
@@ -114,6 +127,9 @@ static void test_a_later_process_continues(void **state)
     buf_init(&c.text, 1 << 20);
     assert_int_equal(session_each_cell(s, collect_cell, &c), 0);
     assert_string_equal(c.text.data, "x = 1[r1;r2;]|y = 2[]|");
+    buf_reset(&c.text);
+    assert_int_equal(session_each_history(s, collect_history, &c), 0);
+    assert_string_equal(c.text.data, "1=[{\"role\":\"user\",\"content\":\"q1\"}]|");
     buf_reset(&c.text);
     assert_int_equal(session_begin_question(s, "and now?", &n), 0);
     assert_int_equal(n, 2);
