@@ -59,6 +59,10 @@ static void usage(FILE *out)
         "  --temperature T        sampling temperature (default: not sent)\n"
         "  --stream, --no-stream  stream root replies (default: when the progress line is shown)\n"
         "  --stall-timeout S      abandon and retry a stream silent for S seconds (default 300)\n"
+        "  --strict               any sub-call that still fails after its retries ends the run\n"
+        "                         (exit 3); without it only errors no retry fixes do (a refused\n"
+        "                         key, an unknown model, a batch whose every prompt is refused),\n"
+        "                         and other failures are counted and reported on stderr\n"
         "\n"
         "Budgets for the whole run, root turns and every sub-call (docs/budgets.md). When one\n"
         "runs out, no more calls are made and the root is asked once for its best answer:\n"
@@ -204,7 +208,7 @@ enum {
     OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE, OPT_STREAM, OPT_NO_STREAM,
     OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_MODE, OPT_DIRECT_THRESHOLD,
     OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW, OPT_COMPACT_AT, OPT_SESSION,
-    OPT_SESSION_DB, OPT_SUB_API_KEY, OPT_SUB_PROVIDER,
+    OPT_SESSION_DB, OPT_SUB_API_KEY, OPT_SUB_PROVIDER, OPT_STRICT,
 };
 
 static const struct option long_options[] = {
@@ -261,6 +265,7 @@ static const struct option long_options[] = {
     {"session-db", required_argument, NULL, OPT_SESSION_DB},
     {"sub-api-key", required_argument, NULL, OPT_SUB_API_KEY},
     {"sub-provider", required_argument, NULL, OPT_SUB_PROVIDER},
+    {"strict", no_argument, NULL, OPT_STRICT},
     {NULL, 0, NULL, 0},
 };
 
@@ -514,6 +519,7 @@ int cli_flags_parse(int argc, char **argv, cli_flags *f)
         case OPT_STREAM: rlm_config_set(cfg, "stream", "1"); break;
         case OPT_NO_STREAM: rlm_config_set(cfg, "stream", "0"); break;
         case OPT_CACHE: rlm_config_set(cfg, "cache", "1"); break;
+        case OPT_STRICT: rlm_config_set(cfg, "strict", "1"); break;
         case OPT_NO_CACHE: rlm_config_set(cfg, "cache", "0"); break;
         case OPT_JSON: f->json = 1; break;
         case OPT_QUIET: f->quiet = 1; break;

@@ -109,6 +109,11 @@ void rlm_config_free(rlm_config *cfg);
  *   temperature       sampling temperature           not sent
  *   stream            "1" streams root replies, "0" never   unset: when a progress callback is set
  *   stall_timeout     seconds a stream may stay silent before it is retried   300
+ *   strict            "1": any sub-call that fails (after its retries) ends
+ *                     the run with RLM_ERR_MODEL; "0": only errors no retry
+ *                     fixes do (401, 403, 404, a 400 on every prompt of a
+ *                     batch), others reach model code as "Error: ..." strings
+ *                     and are counted (report, warning)   "0"
  *   Budgets for a whole run (rlm_ask), counting root turns and every sub-call;
  *   unset = no limit (docs/budgets.md):
  *   max_cost          US dollars (needs known prices for model and sub_model)
@@ -270,7 +275,9 @@ void rlm_cancel(rlm *r);
 rlm_status rlm_begin_conversation(rlm *r);
 
 /* A JSON object describing the last rlm_ask: answer, status, error,
- * iterations, blocks, sub_calls, sub_call_errors, usage per model
+ * iterations, blocks, sub_calls, sub_call_errors (failed sub-calls: the
+ * model's code got an "Error: ..." string), sub_call_error (the first one's
+ * message, or null), usage per model
  * ({"MODEL": {"calls", "cached_calls", "errors", "prompt_tokens",
  * "completion_tokens", "cost_usd", ...}}), cost_usd (the run's total in US
  * dollars; null when any call's price is unknown), stopped_by (the budget that

@@ -247,6 +247,39 @@ static char *engine_call_result(const lm_response *r)
     return buf_take(&b);
 }
 
+/* A sub-call error that every later call would meet too: the key refused,
+ * the model unknown. Retrying, or letting model code go on with a column of
+ * "Error: ..." strings, only hides it. */
+static int permanent_error(const lm_response *r)
+{
+    return r->error == LM_ERR_HTTP && (r->http_status == 401 || r->http_status == 403 ||
+                                       r->http_status == 404);
+}
+
+static int request_refused(const lm_response *r)
+{
+    return r->error == LM_ERR_HTTP && (r->http_status == 400 || r->http_status == 413 ||
+                                       r->http_status == 422);
+}
+
+/* Counts one failed sub-call (its result string) and keeps the first one's
+ * message for the report. */
+void engine_note_sub_failure(engine *e, const char *result)
+{
+    e->out->sub_call_errors++;
+    if (!e->out->sub_call_error)
+        e->out->sub_call_error = engine_strf("%.1000s", result + (strncmp(result, "Error: ", 7) ? 0 : 7));
+}
+
+/* Ends the run after this cell: the model error that made a sub-call fail. */
+void engine_sub_fatal(engine *e, const char *why)
+{
+    if (e->fatal)
+        return;
+    e->fatal = strdup(why);
+    e->out->permanent = 1;
+}
+
 /* Plain sub-calls (llm_query*, and rlm_query* at the last level) on the
  * sub-model; see sandbox_call_fn for the contract. */
 int engine_sub_calls(engine *e, int kind, const char *model, const char *const *prompts,
@@ -291,12 +324,23 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
         goto done;
     }
 
+    const char *stop = NULL;        /* why the run must end (borrowed from results) */
+    int strict_stop = 0;
+    size_t refused = 0;
     for (size_t i = 0; i < n; i++) {
         const lm_response *r = &resps[i].r;
         results[i] = engine_call_result(r);
         e->out->sub_calls++;
-        if (strncmp(results[i], "Error: ", 7) == 0)
-            e->out->sub_call_errors++;
+        if (strncmp(results[i], "Error: ", 7) == 0) {
+            engine_note_sub_failure(e, results[i]);
+            if (!stop && (permanent_error(r) || e->p->strict)) {
+                stop = results[i];
+                strict_stop = !permanent_error(r);
+            }
+            refused += request_refused(r);
+        }
+        if (i == n - 1 && !stop && refused == n)
+            stop = results[i];   /* every prompt refused: the requests themselves are wrong */
         /* Thousands of sub-calls per batch: without a trace, build no event
          * (excerpts included) only to throw it away. */
         if (!e->trace) {
@@ -316,6 +360,16 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
                                "cached", resps[i].cached);
         engine_event(e, "sub_call", ev);
         calls_reply_clear(&resps[i]);
+    }
+    if (stop) {
+        const char *why = stop + 7;
+        if (strncmp(why, "sub-call failed ", 16) == 0 && strchr(why, ':'))
+            why = strchr(why, ':') + 2;   /* "sub-call failed (http): " is said once, by the caller */
+        char msg[2048];
+        snprintf(msg, sizeof msg, "%s%.1900s", strict_stop ? "(strict: any failed sub-call ends the run) "
+                                                           : "", why);
+        engine_sub_fatal(e, msg);
+        status = -1;   /* interrupts the cell: the run ends with this error */
     }
 done:
     free(msgs);
@@ -442,6 +496,7 @@ static int engine_ask_root(engine *e, lm_response *resp, int final)
         return 1;
     if (resp->error != LM_OK) {
         const char *why = resp->error_message ? resp->error_message : "no detail";
+        e->out->permanent = permanent_error(resp);
         if (resp->http_status)
             engine_fail(e, RLM_ERR_MODEL, "root model request failed (%s, HTTP %ld): %s",
                         lm_error_name(resp->error), resp->http_status, why);
@@ -1130,6 +1185,7 @@ void engine_outcome_clear(engine_outcome *out)
 {
     free(out->answer);
     free(out->error);
+    free(out->sub_call_error);
     free(out->sandbox_layers);
     memset(out, 0, sizeof *out);
 }

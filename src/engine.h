@@ -67,6 +67,11 @@ typedef struct engine_params {
      * question: the cell in progress and the model requests in flight end,
      * the outcome is RLM_NO_ANSWER with error "cancelled". May be NULL. */
     const volatile int *cancel;
+    /* 1: any sub-call that fails (after its retries) ends the run with
+     * RLM_ERR_MODEL. 0: only errors no retry can fix do (401, 403, 404, a
+     * 400 on every prompt of a batch); others come back to model code as
+     * "Error: ..." strings and are counted. */
+    int strict;
     /* A conversation (engine_state_new): NULL answers one question and frees
      * everything; set, the history, the sandbox and its inputs carry over
      * to the next engine_run, and the inputs come from the state (ctx and
@@ -82,6 +87,10 @@ typedef struct engine_outcome {
     size_t blocks;              /* code blocks run */
     size_t sub_calls;           /* sub-call prompts sent */
     size_t sub_call_errors;     /* of which failed */
+    char *sub_call_error;       /* the first failure's message, or NULL */
+    int permanent;              /* the error (status RLM_ERR_MODEL) is one no retry fixes:
+                                 * a refused key, an unknown model, every prompt of a batch
+                                 * refused, or a sub-call failed under strict */
     char *sandbox_layers;       /* confinement applied, e.g. "seccomp,rlimits" */
     const char *stopped_by;     /* the budget that ended the run ("max_cost", ...) or NULL */
     double cost_usd;            /* spent by the run; < 0 when any call's cost was unknown */

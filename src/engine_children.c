@@ -138,8 +138,19 @@ int engine_children(engine *e, const char *model, const char *const *prompts,
         results[i] = j->result ? j->result : engine_strf("Error: child RLM failed: out of memory");
         e->out->sub_calls += 1 + j->out.sub_calls;
         e->out->sub_call_errors += j->out.sub_call_errors;
-        if (strncmp(results[i], "Error: ", 7) == 0)
-            e->out->sub_call_errors++;
+        if (!e->out->sub_call_error && j->out.sub_call_error) {
+            e->out->sub_call_error = j->out.sub_call_error;
+            j->out.sub_call_error = NULL;
+        }
+        if (strncmp(results[i], "Error: ", 7) == 0) {
+            engine_note_sub_failure(e, results[i]);
+            /* What stopped the child for good (a refused key, an unknown
+             * model) stops every level; under strict, so does any failure. */
+            if (j->out.status == RLM_ERR_MODEL && j->out.permanent)
+                engine_sub_fatal(e, j->out.error ? j->out.error : results[i] + 7);
+            else if (e->p->strict)
+                engine_sub_fatal(e, results[i] + 7);
+        }
         e->out->children += 1 + j->out.children;
         e->out->sandboxes += j->out.sandboxes;
         if (j->out.depth_reached > e->out->depth_reached)
@@ -152,5 +163,5 @@ int engine_children(engine *e, const char *model, const char *const *prompts,
     /* A child that ran the whole tree's budget out: this level stops too. */
     if (calls_exhausted(e->calls) != BUDGET_NONE)
         engine_budget_stop(e, "a child RLM");
-    return 0;
+    return e->fatal ? -1 : 0;   /* -1 interrupts the cell; the run then ends */
 }

@@ -120,6 +120,13 @@ int engine_push(engine *e, const char *role, char *content);
 json_t *engine_excerpt(const char *text, size_t max_chars);
 json_t *engine_usage_json(const lm_response *r);
 json_t *engine_cost_json(double usd);
+/* Counts one failed sub-call (result is its "Error: ..." string) and keeps
+ * the first failure's message for the report. */
+void engine_note_sub_failure(engine *e, const char *result);
+/* A sub-call failure ends the run once the cell is interrupted: why is the
+ * provider's message (the run's error says "sub-call failed: why"). */
+void engine_sub_fatal(engine *e, const char *why);
+
 /* Every results[i] becomes "Error: what: why". */
 void engine_fill_errors(char **results, size_t n, const char *what, const char *why);
 /* A budget refused a call: no more code, one last request. */

@@ -84,7 +84,7 @@ enum {
     OPT_PROVIDER_KEY, OPT_RPM, OPT_TPM, OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE,
     OPT_STREAM, OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_MODE,
     OPT_DIRECT_THRESHOLD, OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW,
-    OPT_COMPACT_AT, OPT_SESSION, OPT_SESSION_DB, OPT_SUB_PROVIDER, OPT_SUB_API_KEY,
+    OPT_COMPACT_AT, OPT_SESSION, OPT_SESSION_DB, OPT_SUB_PROVIDER, OPT_SUB_API_KEY, OPT_STRICT,
     OPT_COUNT
 };
 
@@ -139,6 +139,7 @@ static const option_spec option_specs[OPT_COUNT] = {
     [OPT_SESSION_DB] = {"session_db", OPT_TEXT, NULL, 0, 0},
     [OPT_SUB_PROVIDER] = {"sub_provider", OPT_PROVIDER, NULL, 0, 0},
     [OPT_SUB_API_KEY] = {"sub_api_key", OPT_TEXT, NULL, 0, 0},
+    [OPT_STRICT] = {"strict", OPT_BOOL, "0", 0, 0},
 };
 
 struct rlm_config {
@@ -696,6 +697,7 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
     p->context_window = (size_t)config_long(r->cfg, "context_window");
     p->compact_at = config_double(r->cfg, "compact_at");
     p->cancel = &r->cancelled;
+    p->strict = config_long(r->cfg, "strict") != 0;
     const char *cache_dir = rlm_config_get(r->cfg, "cache_dir");
     r->search_cache_dir = cache_dir[0] ? strdup(cache_dir) : user_path("XDG_CACHE_HOME", ".cache", "");
     p->search_cache_dir = r->search_cache_dir;
@@ -1442,11 +1444,12 @@ static void rlm_build_report(rlm *r, const engine_outcome *o)
     int in_flight = lm_max_in_flight(r->lm);
     if (r->sub_lm && lm_max_in_flight(r->sub_lm) > in_flight)
         in_flight = lm_max_in_flight(r->sub_lm);
-    json_t *j = json_pack("{s:s?,s:s,s:s?,s:i,s:I,s:I,s:I,s:o,s:f,s:s?,s:s,s:s,s:i,s:o,s:s?,s:s}",
+    json_t *j = json_pack("{s:s?,s:s,s:s?,s:i,s:I,s:I,s:I,s:s?,s:o,s:f,s:s?,s:s,s:s,s:i,s:o,s:s?,s:s}",
                           "answer", o->answer, "status", rlm_status_name(o->status),
                           "error", o->error, "iterations", o->iterations,
                           "blocks", (json_int_t)o->blocks, "sub_calls", (json_int_t)o->sub_calls,
                           "sub_call_errors", (json_int_t)o->sub_call_errors,
+                          "sub_call_error", o->sub_call_error,
                           "usage", rlm_usage_json(r), "elapsed_seconds", o->elapsed,
                           "sandbox_layers", o->sandbox_layers, "model", r->params.model,
                           "sub_model", r->params.sub_model, "max_in_flight", in_flight,
@@ -1498,6 +1501,14 @@ rlm_status rlm_ask(rlm *r, const char *question, char **answer)
     rlm_status st = engine_run(&r->params, r->calls, r->trace, r->ctx, question, r->progress,
                                r->progress_data, &o);
     rlm_build_report(r, &o);
+    if (o.sub_call_errors && (st == RLM_OK || st == RLM_NO_ANSWER)) {
+        /* An answer built on failed sub-calls may be wrong: never silently. */
+        char msg[1400];
+        snprintf(msg, sizeof msg, "%zu of %zu sub-calls failed (the model's code got \"Error: ...\" "
+                 "strings instead of replies); the first: %.1000s", o.sub_call_errors, o.sub_calls,
+                 o.sub_call_error ? o.sub_call_error : "?");
+        rlm_warn(r, msg);
+    }
     if (st == RLM_OK) {
         *answer = o.answer;
         o.answer = NULL;
