@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 budget_limits budget_no_limits(void)
 {
@@ -145,6 +146,35 @@ const char *budget_kind_name(budget_kind k)
 void budget_describe(const budget *b, budget_kind kind, double now, char *out, size_t outlen)
 {
     budget_describe_as(b, kind, now, NULL, out, outlen);
+}
+
+void budget_describe_refusal(const budget *b, budget_kind kind, size_t n_subcalls, long est_tokens,
+                             double est_cost, double now, const char *whose, char *out, size_t outlen)
+{
+    const budget_limits *l = &b->limits;
+    int reached = kind == BUDGET_TIME || b->exhausted != kind ||
+                  (kind == BUDGET_COST && b->cost >= l->max_cost) ||
+                  (kind == BUDGET_TOKENS && b->tokens >= l->max_tokens) ||
+                  (kind == BUDGET_SUBCALLS && b->subcalls >= l->max_subcalls);
+    char spent[256];
+    budget_describe_as(b, kind, now, whose, spent, sizeof spent);
+    if (reached) {
+        snprintf(out, outlen, "%s", spent);
+        return;
+    }
+    char what[128], estimate[96] = "";
+    if (n_subcalls)
+        snprintf(what, sizeof what, "a batch of %zu sub-call%s", n_subcalls, n_subcalls == 1 ? "" : "s");
+    else
+        snprintf(what, sizeof what, "a root request");
+    if (kind == BUDGET_COST)
+        snprintf(estimate, sizeof estimate, " (estimated $%.6g of input)", est_cost);
+    else if (kind == BUDGET_TOKENS)
+        snprintf(estimate, sizeof estimate, " (about %ld input tokens)", est_tokens);
+    const char *name = budget_kind_name(kind);
+    size_t skip = strlen(name) + 2;   /* spent starts "NAME: " */
+    snprintf(out, outlen, "%s: %s%s would go past %s: %s", name, what, estimate,
+             whose ? whose : "the limit", strlen(spent) > skip ? spent + skip : spent);
 }
 
 void budget_describe_as(const budget *b, budget_kind kind, double now, const char *whose, char *out,

@@ -122,4 +122,13 @@ void budget_describe(const budget *b, budget_kind kind, double now, char *out, s
 void budget_describe_as(const budget *b, budget_kind kind, double now, const char *whose, char *out,
                         size_t outlen);
 
+/* Why budget_check refused a call of n_subcalls sub-calls (0: one root
+ * request) with these input estimates, as kind. When what was spent had
+ * already reached the limit this is budget_describe_as; otherwise the call
+ * itself would have gone past it, and the sentence says so, e.g.
+ * "max_cost: a batch of 17 sub-calls (estimated $0.012 of input) would go
+ * past the limit: $0.00055 spent of $0.01". */
+void budget_describe_refusal(const budget *b, budget_kind kind, size_t n_subcalls, long est_tokens,
+                             double est_cost, double now, const char *whose, char *out, size_t outlen);
+
 #endif

@@ -495,7 +495,12 @@ static budget_kind tree_admit(calls *h, size_t n_subcalls, long est_tokens, doub
     }
     if (refuser) {
         budget_exhaust(&refuser->budget, kind);
-        describe_stop(h, refuser, now);
+        /* Say what was refused, not only what was spent: a big batch is
+         * refused while most of the limit is left. */
+        h->msg_level = refuser;
+        budget_describe_refusal(&refuser->budget, kind, final ? 0 : level_subcalls(refuser, h, n_subcalls),
+                                est_tokens, est_cost, now, level_whose(h, refuser), h->budget_msg,
+                                sizeof h->budget_msg);
     } else {
         for (calls *level = h; level; level = level->parent)
             budget_count(&level->budget, level_subcalls(level, h, n_subcalls));

@@ -87,6 +87,25 @@ class Budgets(RlmTestCase):
         self.assertEqual(report["sub_calls"], 0)
         self.assertIn("budget exhausted: max_subcalls", res.stderr)
 
+    def test_the_message_names_the_batch_that_was_refused(self):
+        # Almost nothing spent: the batch alone would go past the limit, and
+        # the message must say so rather than "$0.000003 spent of $0.01".
+        prices = self.write("cheap-root.json", json.dumps(
+            {"root-model": {"input": 0.001, "output": 0.001},
+             "sub-model": {"input": 1000, "output": 1000}}))
+        with FakeLM(script(last_reply="I cannot tell yet.")) as lm:
+            res = self.rlm(["--json", "--context", self.ctx(), "--prices", prices,
+                            "--max-cost", "0.01", QUESTION], lm)
+        self.assertExit(res, 1)
+        pattern = (r"max_cost: a batch of 10 sub-calls \(estimated \$[0-9.e-]+ of input\) "
+                   r"would go past the limit: \$[0-9.e-]+ spent of \$0\.01")
+        self.assertRegex(res.stderr, pattern)
+        self.assertRegex(res.events("budget_exhausted")[0]["message"], pattern)
+        with FakeLM(script(last_reply="I cannot tell yet.")) as lm:
+            res = self.rlm(["--json", "--context", self.ctx(), "--max-subcalls", "15", QUESTION], lm)
+        self.assertIn("max_subcalls: a batch of 10 sub-calls would go past the limit: "
+                      "10 sub-calls made of 15", res.stderr)
+
     def test_max_subcalls_zero_allows_root_only(self):
         with FakeLM(script()) as lm:
             res = self.rlm(["--json", "--context", self.ctx(), "--max-subcalls", "0", QUESTION], lm)

@@ -221,6 +221,28 @@ static void test_describe_whose(void **state)
     assert_string_equal(msg, "no budget exhausted");
 }
 
+static void test_describe_refusal_names_the_refused_call(void **state)
+{
+    budget b = make(0.01, 1000, 100, 20);
+    budget_count(&b, 3);
+    budget_charge(&b, 50, 0.00055);
+    char msg[256];
+    assert_int_equal(budget_admit(&b, 17, 400, 0.012, 100), BUDGET_COST);
+    budget_describe_refusal(&b, BUDGET_COST, 17, 400, 0.012, 100, NULL, msg, sizeof msg);
+    assert_string_equal(msg, "max_cost: a batch of 17 sub-calls (estimated $0.012 of input) would go "
+                             "past the limit: $0.00055 spent of $0.01");
+    b.exhausted = BUDGET_NONE;
+    assert_int_equal(budget_admit(&b, 18, 10, 0, 100), BUDGET_SUBCALLS);
+    budget_describe_refusal(&b, BUDGET_SUBCALLS, 18, 10, 0, 100, "this child's share", msg, sizeof msg);
+    assert_string_equal(msg, "max_subcalls: a batch of 18 sub-calls would go past this child's share: "
+                             "3 of this child's share of 20 sub-calls used");
+    /* Spent past the limit: the sentence on what was spent, as before. */
+    budget_charge(&b, 10, 0.02);
+    b.exhausted = BUDGET_COST;
+    budget_describe_refusal(&b, BUDGET_COST, 1, 10, 0.001, 100, NULL, msg, sizeof msg);
+    assert_string_equal(msg, "max_cost: $0.02055 spent of $0.01");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -233,6 +255,7 @@ int main(void)
         cmocka_unit_test(test_check_counts_nothing),
         cmocka_unit_test(test_left_and_share),
         cmocka_unit_test(test_describe_whose),
+        cmocka_unit_test(test_describe_refusal_names_the_refused_call),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
