@@ -259,7 +259,8 @@ static void test_budget_refuses_whole_batch(void **state)
     /* One left: a batch of two is refused whole, and the run is stopped. */
     assert_int_equal(calls_sub(c, reqs + 2, 2, out), CALLS_BUDGET);
     assert_int_equal(calls_exhausted(c), BUDGET_SUBCALLS);
-    assert_string_equal(calls_budget_message(c), "max_subcalls: 2 sub-calls made of 3");
+    assert_string_equal(calls_budget_message(c),
+                        "max_subcalls: a batch of 2 sub-calls would go past the limit: 2 sub-calls made of 3");
     assert_true(calls_budget_limit(c) == 3);
     assert_int_equal(calls_sub(c, reqs + 3, 1, out), CALLS_BUDGET);
     /* The last best-answer request still goes (here: a hit). */
@@ -526,7 +527,8 @@ static void test_refusal_above_counts_nothing(void **state)
     assert_int_equal(calls_exhausted(child), BUDGET_SUBCALLS);
     assert_true(calls_budget_limit(child) == 10);
     assert_string_equal(calls_budget_message(child),
-                        "max_subcalls: 8 of the whole run's limit of 10 sub-calls used");
+                        "max_subcalls: a batch of 3 sub-calls would go past the whole run's limit: "
+                        "8 of the whole run's limit of 10 sub-calls used");
     calls_free(child);
     calls_free(root);
 
@@ -542,7 +544,8 @@ static void test_refusal_above_counts_nothing(void **state)
     assert_int_equal(snapshot(root).subcalls, 8);
     assert_int_equal(calls_exhausted(leaf), BUDGET_SUBCALLS);
     assert_string_equal(calls_budget_message(leaf),
-                        "max_subcalls: 8 of the parent RLM's share of 10 sub-calls used");
+                        "max_subcalls: a batch of 3 sub-calls would go past the parent RLM's share: "
+                        "8 of the parent RLM's share of 10 sub-calls used");
     assert_int_equal(calls_exhausted(mid), BUDGET_SUBCALLS);
     assert_string_equal(calls_budget_message(mid),
                         "max_subcalls: 8 of this child's share of 10 sub-calls used");
