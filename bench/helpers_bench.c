@@ -183,7 +183,7 @@ static void bench_grep_search(const char *work, size_t mb)
     for (int r = 0; r < 3; r++) {
         search_free(ix);
         double t0 = clock_now();
-        if (search_build(docs, 1, 2000, 0, &ix, err, sizeof err) != 0)
+        if (search_build(docs, 1, 2000, 0, NULL, &ix, err, sizeof err) != 0)
             exit(1);
         tb[r] = clock_now() - t0;
     }

@@ -37,35 +37,6 @@ int cache_hash(const void *data, size_t len, char key[CACHE_KEY_LEN])
     return 0;
 }
 
-/* mkdir -p for dir. 0, or -1 with errno set. */
-static int make_dirs(const char *dir)
-{
-    char path[CACHE_PATH_MAX];
-    size_t len = strlen(dir);
-    if (len == 0 || len >= sizeof path) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    memcpy(path, dir, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        if (path[i] != '/' && path[i] != '\0')
-            continue;
-        char saved = path[i];
-        path[i] = '\0';
-        if (mkdir(path, 0700) != 0 && errno != EEXIST)
-            return -1;
-        path[i] = saved;
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0)
-        return -1;
-    if (!S_ISDIR(st.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
-    }
-    return 0;
-}
-
 static const char cache_schema[] =
     "PRAGMA journal_mode=WAL;"
     "CREATE TABLE IF NOT EXISTS replies ("
@@ -85,7 +56,7 @@ cache *cache_open(const char *dir, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    if (make_dirs(dir) != 0) {
+    if (dir_make_all(dir) != 0) {
         snprintf(err, errlen, "cannot create cache directory '%s': %s", dir, strerror(errno));
         goto fail;
     }

@@ -6,13 +6,16 @@
  * document's str, so `context[off:]` (or `context[name][off:]`) works. For
  * ASCII documents they are byte offsets; for others grep counts characters
  * as it scans, and search counts them up to each hit. The search index is
- * built on the first search() and kept for the child's life; it is also
- * looked up in and saved to the host's cache over the cache socket (fd 6):
- * the child cannot open or write files, the host does it for it. */
+ * built on the first search() and kept for the child's life. For the first
+ * input it comes from the host over the cache socket (fd 6): the host builds
+ * it from its own copy of the input (or finds it in its cache) and sends a
+ * read-only descriptor, which is mapped and validated here like any
+ * untrusted file. The child never sends the host an index. */
 #include "repl_helpers.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -32,9 +35,9 @@
 #define LINE_TEXT_MAX 1000
 /* chunks() refuses to produce more pieces than this. */
 #define CHUNKS_MAX ((size_t)10 * 1000 * 1000)
-/* Search chunks: characters each (documents that fit are one chunk). */
-#define SEARCH_CHUNK_CHARS 2000
 #define HITS_MAX 100000
+/* How often a wait for the host's index looks for a signal (the timeout). */
+#define CACHE_POLL_MS 50
 
 typedef struct docs_state {
     ingest_kind kind;
@@ -43,6 +46,7 @@ typedef struct docs_state {
     const unsigned char *ascii;
     search_index *index;
     int cache_fd;      /* socket to the host's search cache, or -1 */
+    int cache_pending; /* a request was sent and its reply not read yet */
     const ingest_doc *configured;   /* the documents of repl_helpers_configure */
 } docs_state;
 
@@ -357,14 +361,33 @@ static PyObject *api_chunks(PyObject *module, PyObject *args, PyObject *kwds)
 
 /* ---- the search cache, through the host ---- */
 
-/* Asks the host for a saved index under key: 'L' + key, answered by one byte
- * (1: found) with the file's descriptor attached. Returns the fd or -1. */
-static int cache_lookup(int sock, const char key[33])
+/* Closes the cache socket for good: the host's replies are no longer read. */
+static void cache_close(docs_state *st)
 {
-    char req[33] = {'L'};
-    memcpy(req + 1, key, 32);
-    if (write_full(sock, req, sizeof req) != 0)
-        return -1;
+    if (st->cache_fd >= 0)
+        close(st->cache_fd);
+    st->cache_fd = -1;
+    st->cache_pending = 0;
+}
+
+/* Asks the host for the index of the first input under key: 'L' + key,
+ * answered by one byte (1: here it is) with a read-only descriptor
+ * attached. The host may build the index first, which takes as long as
+ * building it here; a signal (the cell timeout, a cancel) ends the wait
+ * within CACHE_POLL_MS with the Python exception pending, and the reply is then read by
+ * the next search(), so the host's work is not lost. Returns the fd, -1
+ * (no index from the host: build it here) or -2 (interrupted). */
+static int cache_lookup(docs_state *st, const char key[33])
+{
+    if (!st->cache_pending) {
+        char req[33] = {'L'};
+        memcpy(req + 1, key, 32);
+        if (write_full(st->cache_fd, req, sizeof req) != 0) {
+            cache_close(st);
+            return -1;
+        }
+        st->cache_pending = 1;
+    }
     char status = 0;
     struct iovec iov = {.iov_base = &status, .iov_len = 1};
     union {
@@ -373,18 +396,28 @@ static int cache_lookup(int sock, const char key[33])
     } control;
     struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
                          .msg_controllen = sizeof control.buf};
+    /* A signal that lands just before a blocking read would not interrupt
+     * it: wait in slices and look at Python's signal flags between them. */
+    struct pollfd pfd = {.fd = st->cache_fd, .events = POLLIN};
+    while (poll(&pfd, 1, CACHE_POLL_MS) <= 0)
+        if (PyErr_CheckSignals() != 0)
+            return -2;
     ssize_t n;
     do
-        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+        n = recvmsg(st->cache_fd, &msg, MSG_CMSG_CLOEXEC);
     while (n < 0 && errno == EINTR);
+    st->cache_pending = 0;
     int fd = -1;
     struct cmsghdr *cm = n == 1 ? CMSG_FIRSTHDR(&msg) : NULL;
-    if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS)
+    if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
+        cm->cmsg_len == CMSG_LEN(sizeof(int)))
         memcpy(&fd, CMSG_DATA(cm), sizeof fd);
     if (status != 1 && fd >= 0) {
         close(fd);
         fd = -1;
     }
+    if (n != 1)
+        cache_close(st);
     return fd;
 }
 
@@ -392,7 +425,7 @@ static int cache_lookup(int sock, const char key[33])
 static int cache_load(docs_state *st, int fd)
 {
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || sb.st_size <= 0) {
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= 0) {
         close(fd);
         return -1;
     }
@@ -402,52 +435,40 @@ static int cache_load(docs_state *st, int fd)
     if (map == MAP_FAILED)
         return -1;
     char err[256];
-    if (search_load(map, len, st->docs, st->n, &st->index, err, sizeof err) != 0) {
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = search_load(map, len, st->docs, st->n, &st->index, err, sizeof err);
+    Py_END_ALLOW_THREADS
+    if (rc != 0) {
         munmap(map, len);
         return -1;
     }
     return 0; /* the mapping lives as long as the index: the child's life */
 }
 
-/* 'S' + key, then the index to the end of the stream: the host stores it
- * once it has checked it. The socket is done with afterwards (the index
- * lives in memory for the child's life), so it is closed. */
-static void cache_save(docs_state *st, const char key[33])
-{
-    char head[33] = {'S'};
-    memcpy(head + 1, key, 32);
-    char err[256];
-    if (write_full(st->cache_fd, head, sizeof head) == 0)
-        search_save(st->index, st->cache_fd, err, sizeof err);
-    close(st->cache_fd);
-    st->cache_fd = -1;
-}
-
 static int ensure_index(docs_state *st)
 {
     if (st->index)
         return 0;
-    char key[33];
-    search_content_key(st->docs, st->n, SEARCH_CHUNK_CHARS, key);
-    /* the host caches the configured documents' index only: it closes the
-     * socket after one save */
-    int cached = st->cache_fd >= 0 && st->docs == st->configured;
-    if (cached) {
-        int fd = cache_lookup(st->cache_fd, key);
+    /* the host serves the configured documents' index only */
+    if (st->cache_fd >= 0 && st->docs == st->configured) {
+        char key[33];
+        search_content_key(st->docs, st->n, SEARCH_CHUNK_CHARS, key);
+        int fd = cache_lookup(st, key);
+        if (fd == -2)
+            return -1;
         if (fd >= 0 && cache_load(st, fd) == 0)
             return 0;
     }
     char err[512];
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = search_build(st->docs, st->n, SEARCH_CHUNK_CHARS, 0, &st->index, err, sizeof err);
+    rc = search_build(st->docs, st->n, SEARCH_CHUNK_CHARS, 0, NULL, &st->index, err, sizeof err);
     Py_END_ALLOW_THREADS
     if (rc != 0) {
         PyErr_Format(PyExc_RuntimeError, "search: %s", err);
         return -1;
     }
-    if (cached)
-        cache_save(st, key);
     return 0;
 }
 

@@ -30,6 +30,7 @@
 #include "sandbox.h"
 
 #include "frame.h"
+#include "sandbox_cache.h"
 #include "sandbox_policy.h"
 #include "sandbox_spawn.h"
 #include "utf8.h"
@@ -89,8 +90,7 @@ struct sandbox {
     size_t n_vars;
     const volatile int *cancel;
     char *search_cache_dir;
-    pthread_t cache_thread;
-    int cache_running;
+    sandbox_cache *cache;  /* the current child's search-index service, or NULL */
     size_t memory_limit;
     int memory_auto;     /* memory_limit follows the inputs (counted at each start) */
     double cell_timeout;
@@ -153,11 +153,8 @@ static int stop_child(sandbox *sb)
     sb->pid = -1;
     sb->sock = -1;
     frame_reader_reset(&sb->reader);
-    /* The child is gone, so its end of the cache socket is closed: the
-     * thread sees end of file and ends. */
-    if (sb->cache_running)
-        pthread_join(sb->cache_thread, NULL);
-    sb->cache_running = 0;
+    sandbox_cache_stop(sb->cache);
+    sb->cache = NULL;
     return status;
 }
 
@@ -169,124 +166,6 @@ static int collect_child(sandbox *sb)
     int status = sandbox_reap_within(&sb->pid, 50);
     int killed = stop_child(sb);
     return status != -1 ? status : killed;
-}
-
-/* ---- the search-index cache, served to the child ----
- *
- * The child cannot open files, so the host keeps its search index cache
- * (search-<key>.idx in the cache directory) on its behalf, over a socket that
- * is the child's fd 6, served by one thread per child: 'L' + a 32-hex-digit
- * key is answered with one byte (1: found) and the file's descriptor; 'S' +
- * key is followed by the index until the child closes the socket, stored
- * through a temporary file renamed into place (the child validates an index
- * against the documents when it loads one, so a torn file is only a miss). */
-typedef struct cache_server {
-    int sock;
-    char *dir;
-} cache_server;
-
-static int key_ok(const char *key)
-{
-    for (int i = 0; i < 32; i++)
-        if (!((key[i] >= '0' && key[i] <= '9') || (key[i] >= 'a' && key[i] <= 'f')))
-            return 0;
-    return 1;
-}
-
-static void cache_reply(int sock, int fd)
-{
-    char status = fd >= 0;
-    struct iovec iov = {.iov_base = &status, .iov_len = 1};
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (fd >= 0) {
-        memset(&control, 0, sizeof control);
-        msg.msg_control = control.buf;
-        msg.msg_controllen = sizeof control.buf;
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-    }
-    while (sendmsg(sock, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR)
-        ;
-}
-
-/* Copies the rest of the stream into path, atomically. */
-static void cache_store(int sock, const char *path)
-{
-    char tmp[PATH_MAX + 32];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid()) >= sizeof tmp)
-        return;
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
-        return;
-    char block[64 * 1024];
-    size_t total = 0;
-    int ok = 1;
-    for (;;) {
-        ssize_t n = read(sock, block, sizeof block);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            ok &= n == 0;
-            break;
-        }
-        ok &= write_full(fd, block, (size_t)n) == 0;
-        total += (size_t)n;
-    }
-    ok &= close(fd) == 0 && total > 0;
-    if (!ok || rename(tmp, path) != 0)
-        unlink(tmp);
-}
-
-static void *cache_main(void *arg)
-{
-    cache_server *cs = arg;
-    char req[33];
-    char path[PATH_MAX];
-    while (read_full(cs->sock, req, sizeof req) == 0) {
-        if ((req[0] != 'L' && req[0] != 'S') || !key_ok(req + 1))
-            break;
-        if ((size_t)snprintf(path, sizeof path, "%s/search-%.32s.idx", cs->dir, req + 1) >=
-            sizeof path)
-            break;
-        if (req[0] == 'S') {
-            mkdir(cs->dir, 0700);
-            cache_store(cs->sock, path);
-            break;
-        }
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
-        cache_reply(cs->sock, fd);
-        if (fd >= 0)
-            close(fd);
-    }
-    close(cs->sock);
-    free(cs->dir);
-    free(cs);
-    return NULL;
-}
-
-/* Starts the thread serving sock (taken on success). 0 or -1. */
-static int cache_start(sandbox *sb, int sock)
-{
-    cache_server *cs = calloc(1, sizeof *cs);
-    if (!cs || !(cs->dir = strdup(sb->search_cache_dir))) {
-        free(cs);
-        return -1;
-    }
-    cs->sock = sock;
-    if (pthread_create(&sb->cache_thread, NULL, cache_main, cs) != 0) {
-        free(cs->dir);
-        free(cs);
-        return -1;
-    }
-    sb->cache_running = 1;
-    return 0;
 }
 
 static int spawn_child(sandbox *sb, char *err, size_t errlen)
@@ -333,7 +212,9 @@ static int spawn_child(sandbox *sb, char *err, size_t errlen)
     sb->pid = pid;
     sb->sock = sv[0];
     sv[0] = -1;
-    if (cache_pair[0] >= 0 && cache_start(sb, cache_pair[0]) == 0)
+    if (cache_pair[0] >= 0 &&
+        sandbox_cache_start(sb->search_cache_dir, &sb->inputs[0].in, cache_pair[0],
+                            &sb->cache) == 0)
         cache_pair[0] = -1;
     struct timeval send_timeout = {SANDBOX_SEND_TIMEOUT, 0};
     setsockopt(sb->sock, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof send_timeout);
@@ -799,7 +680,7 @@ static int handshake(sandbox *sb, char *err, size_t errlen)
         json_object_set_new(init, "skip_landlock", json_true());
     if (init && sb->first_alias[0])
         json_object_set_new(init, "first_alias", json_string(sb->first_alias));
-    if (init && sb->cache_running)
+    if (init && sb->cache)
         json_object_set_new(init, "has_search_cache", json_true());
     if (send_frame(sb, init, why, sizeof why) != 0) {
         int status = collect_child(sb);

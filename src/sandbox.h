@@ -59,9 +59,11 @@ typedef struct sandbox_options {
     size_t data_len;
     const char *first_alias;   /* one more name for the first input, a numbered one of the
                                   policy table (a legacy session's "context_1"); NULL: none */
-    const char *search_cache_dir; /* where search() indexes are kept (search-<key>.idx);
-                                     NULL: none. The host reads and writes the files for
-                                     the child, which cannot. */
+    const char *search_cache_dir; /* where search() indexes are kept (bm25-<key>.idx);
+                                     NULL: none. The host builds the first input's index
+                                     there from its own copy of the input and hands the
+                                     child a read-only descriptor (sandbox_cache.h);
+                                     nothing the child sends is stored. */
     size_t memory_limit;       /* RLIMIT_AS for the child in bytes; 0 = 4 GiB + 4 x the
                                   bytes of every input (context_len + data_len), counted
                                   again at each restart. An input added to a running

@@ -1,8 +1,19 @@
 /* search — a BM25 inverted index in flat arrays: a term hash table over a
  * byte arena, postings in compressed-sparse-row form (chunk, tf), built in
- * one pass over the chunks, saved and mapped back as is. */
+ * one pass over the chunks, saved and mapped back as is.
+ *
+ * Design note. A saved index is read by the sandbox child, which maps a file
+ * of the host's cache, and by the host when it checks that file; either may
+ * meet a damaged or planted file, so search_load treats it as hostile input:
+ * counts bounded by the documents' size, every offset checked, and the term
+ * table checked for the one property lookups rely on to end — every term
+ * lies within a short run of occupied slots from where its hash puts it —
+ * rather than trusting probes to find an empty slot. The hash is seeded per
+ * build, so that an input (which is untrusted too) cannot be written to make
+ * its terms collide and the build quadratic. */
 #include "search.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -10,22 +21,31 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "chunks.h"
 #include "util.h"
 
 #define INDEX_MAGIC "RLMBM25"
+/* Cache files: bm25-<key>.idx. Files named search-*.idx* were written by
+ * versions that stored what the sandbox child sent: they are removed. */
+#define CACHE_PREFIX "bm25-"
+#define LEGACY_PREFIX "search-"
+#define STALE_TMP_SECONDS 3600 /* a temporary file untouched this long is a killed run's */
 
-enum { INDEX_VERSION = 1, DEFAULT_CHUNK_CHARS = 2000 };
+enum { INDEX_VERSION = 2, DEFAULT_CHUNK_CHARS = SEARCH_CHUNK_CHARS, TABLE_MIN = 1 << 16 };
 
 /* The saved layout: this header, then each array in the order below, each
- * starting at a multiple of 8. */
+ * starting at a multiple of 8. avg_len is recomputed when an index is
+ * loaded, never taken from the file. */
 typedef struct index_header {
     char magic[8];
     uint64_t version, chunk_chars;
     uint64_t n_docs, n_chunks, n_terms, n_postings, table_size, arena_len;
+    uint64_t hash_seed;
     double avg_len;
 } index_header;
 
@@ -40,15 +60,46 @@ struct search_index {
     uint64_t *post_start;   /* n_terms + 1 */
     uint32_t *post_chunk;
     uint16_t *post_tf;
+    uint64_t probe_max;     /* slots a lookup may probe: the table's size when built,
+                               its longest run (checked) when loaded */
     int owned;              /* 1: arrays malloc'd (built); 0: in a caller's mapping; 2: in a cache file's mapping it owns */
 };
 
-static uint64_t hash_bytes(const char *s, size_t n)
+/* FNV-1a from a seeded basis, then a 64-bit finaliser so the low bits the
+ * table uses depend on every byte and on the seed. */
+static uint64_t hash_bytes(uint64_t seed, const char *s, size_t n)
 {
-    uint64_t h = 1469598103934665603ULL;
+    uint64_t h = 1469598103934665603ULL ^ seed;
     for (size_t i = 0; i < n; i++)
         h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    h ^= seed;
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDULL;
+    h ^= h >> 33;
+    h *= 0xC4CEB9FE1A85EC53ULL;
+    h ^= h >> 33;
     return h;
+}
+
+/* The table size search_build ends with for n terms: at least TABLE_MIN,
+ * at most half full. */
+static uint64_t table_size_for(uint64_t n_terms)
+{
+    uint64_t size = TABLE_MIN;
+    while (size < 2 * n_terms)
+        size *= 2;
+    return size;
+}
+
+static uint64_t random_seed(void)
+{
+    uint64_t seed;
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) == (ssize_t)sizeof seed)
+        return seed;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)&ts ^
+           (uint64_t)getpid();
 }
 
 static int token_byte(unsigned char c)
@@ -119,7 +170,7 @@ static int table_rehash(search_index *ix, size_t size)
     for (uint64_t id = 0; id < ix->h.n_terms; id++) {
         const char *s = ix->arena + ix->term_off[id];
         size_t n = ix->term_off[id + 1] - ix->term_off[id];
-        size_t at = hash_bytes(s, n) & (size - 1);
+        size_t at = hash_bytes(ix->h.hash_seed, s, n) & (size - 1);
         while (t[at])
             at = (at + 1) & (size - 1);
         t[at] = (uint32_t)id + 1;
@@ -127,13 +178,19 @@ static int table_rehash(search_index *ix, size_t size)
     free(ix->table);
     ix->table = t;
     ix->h.table_size = size;
+    ix->probe_max = size;
     return 0;
 }
 
+/* The term's id, or -(empty slot where it would go) - 1. At most
+ * probe_max slots are probed: a loaded table's runs were checked to be
+ * shorter, a built one is at most half full; past that the term is absent
+ * (and there is no slot: INT64_MIN). */
 static int64_t term_find(const search_index *ix, const char *s, size_t n)
 {
     size_t mask = ix->h.table_size - 1;
-    for (size_t at = hash_bytes(s, n) & mask;; at = (at + 1) & mask) {
+    size_t at = hash_bytes(ix->h.hash_seed, s, n) & mask;
+    for (uint64_t probes = 0; probes < ix->probe_max; probes++, at = (at + 1) & mask) {
         uint32_t slot = ix->table[at];
         if (!slot)
             return -(int64_t)at - 1;
@@ -141,6 +198,7 @@ static int64_t term_find(const search_index *ix, const char *s, size_t n)
         if (ix->term_off[id + 1] - ix->term_off[id] == n && !memcmp(ix->arena + ix->term_off[id], s, n))
             return (int64_t)id;
     }
+    return INT64_MIN;
 }
 
 static int64_t term_intern(builder *b, const char *s, size_t n)
@@ -154,6 +212,8 @@ static int64_t term_intern(builder *b, const char *s, size_t n)
             return -1;
         found = term_find(ix, s, n);
     }
+    if (found == INT64_MIN)
+        return -1; /* cannot happen in a table at most half full */
     uint64_t id = ix->h.n_terms;
     if (id >= UINT32_MAX - 1)
         return -1;
@@ -258,7 +318,7 @@ static int build_postings(builder *b)
 }
 
 int search_build(const ingest_doc *docs, size_t n_docs, size_t chunk_chars, size_t max_chunks,
-                 search_index **out, char *err, size_t errlen)
+                 const atomic_int *stop, search_index **out, char *err, size_t errlen)
 {
     *out = NULL;
     if (!chunk_chars)
@@ -274,6 +334,7 @@ int search_build(const ingest_doc *docs, size_t n_docs, size_t chunk_chars, size
     if (!ix)
         goto oom;
     ix->owned = 1;
+    ix->h.hash_seed = random_seed();
     b.ix = ix;
     if (chunks_split(docs, n_docs, chunk_chars, 0, CHUNKS_BY_DOCS, max_chunks, &cl, err, errlen) != 0)
         goto fail;
@@ -285,11 +346,15 @@ int search_build(const ingest_doc *docs, size_t n_docs, size_t chunk_chars, size
     ix->term_off = calloc(1, sizeof *ix->term_off);
     b.term_cap = 1;
     if (!ix->chunk_doc || !ix->chunk_off || !ix->chunk_len || !ix->chunk_tokens || !ix->term_off ||
-        table_rehash(ix, 1 << 16) != 0)
+        table_rehash(ix, TABLE_MIN) != 0)
         goto oom;
     uint64_t total_tokens = 0;
     for (size_t i = 0; i < nc; i++) {
         const chunk *c = &cl.items[i];
+        if (stop && i % 256 == 0 && atomic_load(stop)) {
+            snprintf(err, errlen, "search index: stopped");
+            goto fail;
+        }
         ix->chunk_doc[i] = (uint32_t)c->doc;
         ix->chunk_off[i] = c->off;
         ix->chunk_len[i] = c->len;
@@ -545,6 +610,152 @@ fail:
     return -1;
 }
 
+/* The arrays' values, checked against each other and the documents. The
+ * counts were bounded by the caller; sums and the per-chunk scratch are
+ * 64-bit, so nothing here overflows. */
+static int check_chunks(search_index *ix, const ingest_doc *docs, size_t n_docs)
+{
+    const index_header *h = &ix->h;
+    uint64_t prev_doc = 0, prev_end = 0, prev_len = 1, total_tokens = 0;
+    for (uint64_t c = 0; c < h->n_chunks; c++) {
+        uint64_t d = ix->chunk_doc[c], off = ix->chunk_off[c], len = ix->chunk_len[c];
+        if (d >= n_docs)
+            return -1;
+        uint64_t doc_len = docs[d].data ? docs[d].len : 0;
+        if (off > doc_len || len > doc_len - off)
+            return -1;
+        /* In document order, apart, and empty only as a whole empty
+         * document: at most one chunk per byte of the input. */
+        if (c > 0 && (d < prev_doc || (d == prev_doc && (off < prev_end || prev_len == 0 ||
+                                                         len == 0))))
+            return -1;
+        if (ix->chunk_tokens[c] > len)
+            return -1;
+        total_tokens += ix->chunk_tokens[c];
+        prev_doc = d;
+        prev_end = off + len;
+        prev_len = len;
+    }
+    ix->h.avg_len = h->n_chunks ? (double)total_tokens / (double)h->n_chunks : 0.0;
+    return 0;
+}
+
+static int check_terms(const search_index *ix)
+{
+    const index_header *h = &ix->h;
+    if (ix->term_off[0] != 0 || ix->term_off[h->n_terms] != h->arena_len)
+        return -1;
+    for (uint64_t t = 0; t < h->n_terms; t++) {
+        uint64_t from = ix->term_off[t], to = ix->term_off[t + 1];
+        if (to <= from || to - from > SEARCH_TOKEN_MAX || to > h->arena_len)
+            return -1;
+    }
+    /* Only what next_token can produce: a term the tokenizer never yields
+     * could never be asked for. */
+    for (uint64_t i = 0; i < h->arena_len; i++) {
+        unsigned char c = (unsigned char)ix->arena[i];
+        if (!token_byte(c) || (c >= 'A' && c <= 'Z'))
+            return -1;
+    }
+    return 0;
+}
+
+/* Postings: grouped by term, each term in at least one chunk, chunks
+ * ascending, tf >= 1; each chunk's tfs add up to its tokens (exactly,
+ * unless a count saturated), so no chunk can claim terms it lacks without
+ * a length to match. */
+static int check_postings(const search_index *ix)
+{
+    const index_header *h = &ix->h;
+    if (ix->post_start[0] != 0 || ix->post_start[h->n_terms] != h->n_postings)
+        return -1;
+    uint64_t *sum = calloc(h->n_chunks ? h->n_chunks : 1, sizeof *sum);
+    if (!sum)
+        return -1;
+    int rc = -1;
+    const uint64_t saturated = (uint64_t)1 << 63;
+    for (uint64_t t = 0; t < h->n_terms; t++) {
+        uint64_t from = ix->post_start[t], to = ix->post_start[t + 1];
+        if (to <= from || to > h->n_postings)
+            goto done;
+        for (uint64_t p = from; p < to; p++) {
+            uint32_t c = ix->post_chunk[p];
+            if (c >= h->n_chunks || (p > from && c <= ix->post_chunk[p - 1]) || ix->post_tf[p] == 0)
+                goto done;
+            sum[c] += ix->post_tf[p];
+            if (ix->post_tf[p] == UINT16_MAX)
+                sum[c] |= saturated;
+        }
+    }
+    for (uint64_t c = 0; c < h->n_chunks; c++) {
+        uint64_t tokens = ix->chunk_tokens[c], tfs = sum[c] & ~saturated;
+        int exact = !(sum[c] & saturated) && tokens < UINT32_MAX;
+        if (tfs > tokens || (exact && tfs != tokens))
+            goto done;
+    }
+    rc = 0;
+done:
+    free(sum);
+    return rc;
+}
+
+/* The table holds each term once, nothing else, and every term where
+ * linear probing from its hash reaches it without crossing an empty slot;
+ * no run of occupied slots is longer than SEARCH_PROBE_MAX. Then a lookup
+ * ends within SEARCH_PROBE_MAX probes and finds every term. Linear in the
+ * table and the arena. */
+static int check_table(search_index *ix)
+{
+    const index_header *h = &ix->h;
+    uint64_t size = h->table_size, mask = size - 1;
+    unsigned char *seen = calloc(h->n_terms / 8 + 1, 1);
+    if (!seen)
+        return -1;
+    int rc = -1;
+    uint64_t occupied = 0, empty = size;
+    for (uint64_t i = 0; i < size; i++) {
+        uint32_t slot = ix->table[i];
+        if (!slot) {
+            empty = i;
+            continue;
+        }
+        uint64_t id = slot - 1;
+        if (id >= h->n_terms || (seen[id / 8] & (1u << (id % 8))))
+            goto done;
+        seen[id / 8] |= (unsigned char)(1u << (id % 8));
+        occupied++;
+    }
+    if (occupied != h->n_terms || empty == size)
+        goto done;
+    /* Walk once around the table from an empty slot, tracking where the
+     * current run began. */
+    uint64_t run_start = 1, longest = 0;
+    for (uint64_t k = 1; k <= size; k++) {
+        uint64_t at = (empty + k) & mask;
+        uint32_t slot = ix->table[at];
+        if (!slot) {
+            run_start = k + 1;
+            continue;
+        }
+        uint64_t run = k - run_start + 1;
+        if (run > SEARCH_PROBE_MAX)
+            goto done;
+        if (run > longest)
+            longest = run;
+        uint64_t id = slot - 1;
+        const char *s = ix->arena + ix->term_off[id];
+        size_t n = ix->term_off[id + 1] - ix->term_off[id];
+        uint64_t home = hash_bytes(h->hash_seed, s, n) & mask;
+        if (((at - home) & mask) >= run)
+            goto done;
+    }
+    ix->probe_max = longest + 1;
+    rc = 0;
+done:
+    free(seen);
+    return rc;
+}
+
 int search_load(const void *map, size_t len, const ingest_doc *docs, size_t n_docs,
                 search_index **out, char *err, size_t errlen)
 {
@@ -555,15 +766,19 @@ int search_load(const void *map, size_t len, const ingest_doc *docs, size_t n_do
         return -1;
     }
     const char *p = map;
+    uint64_t input_bytes = 0;
+    for (size_t i = 0; i < n_docs; i++)
+        input_bytes += docs[i].data ? docs[i].len : 0;
     if (len < sizeof ix->h)
         goto bad;
     memcpy(&ix->h, p, sizeof ix->h);
     const index_header *h = &ix->h;
+    /* Every count is bounded by the input: a chunk per byte (or per empty
+     * document), distinct terms and postings no more than its bytes. */
     if (memcmp(h->magic, INDEX_MAGIC, sizeof h->magic) != 0 || h->version != INDEX_VERSION ||
-        h->n_docs != n_docs || h->n_chunks > UINT32_MAX || h->n_terms > UINT32_MAX ||
-        h->table_size == 0 || (h->table_size & (h->table_size - 1)) != 0 ||
-        h->table_size > ((uint64_t)1 << 40) || h->n_postings > ((uint64_t)1 << 40) ||
-        h->arena_len > len)
+        h->n_docs != n_docs || h->n_chunks > input_bytes + n_docs ||
+        h->n_chunks > UINT32_MAX - 1 || h->arena_len > input_bytes || h->n_terms > h->arena_len ||
+        h->n_postings > input_bytes || h->table_size != table_size_for(h->n_terms))
         goto bad;
     /* point each array into the mapping, checking it fits */
     void **ptrs[10] = {(void **)&ix->chunk_doc,  (void **)&ix->chunk_off, (void **)&ix->chunk_len,
@@ -581,53 +796,15 @@ int search_load(const void *map, size_t len, const ingest_doc *docs, size_t n_do
         if (at > len)
             goto bad;
     }
-    /* the values that index other arrays or the documents */
-    for (uint64_t c = 0; c < h->n_chunks; c++) {
-        if (ix->chunk_doc[c] >= n_docs || ix->chunk_off[c] > docs[ix->chunk_doc[c]].len ||
-            ix->chunk_len[c] > docs[ix->chunk_doc[c]].len - ix->chunk_off[c])
-            goto bad;
-    }
-    for (uint64_t t = 0; t < h->n_terms; t++) {
-        if (ix->term_off[t] > ix->term_off[t + 1] || ix->post_start[t] > ix->post_start[t + 1])
-            goto bad;
-    }
-    if (ix->term_off[h->n_terms] > h->arena_len || ix->post_start[h->n_terms] > h->n_postings)
+    if (at != len || check_chunks(ix, docs, n_docs) != 0 || check_terms(ix) != 0 ||
+        check_postings(ix) != 0 || check_table(ix) != 0)
         goto bad;
-    for (uint64_t i = 0; i < h->table_size; i++)
-        if (ix->table[i] > h->n_terms)
-            goto bad;
-    for (uint64_t i = 0; i < h->n_postings; i++)
-        if (ix->post_chunk[i] >= h->n_chunks)
-            goto bad;
     *out = ix;
     return 0;
 bad:
     snprintf(err, errlen, "the saved search index is damaged or does not match the input");
     free(ix);
     return -1;
-}
-
-static int try_load(const char *path, const ingest_doc *docs, size_t n_docs, search_index **out,
-                    void **map_out, size_t *map_len)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    struct stat st;
-    void *map = MAP_FAILED;
-    if (fstat(fd, &st) == 0 && st.st_size > 0)
-        map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (map == MAP_FAILED)
-        return -1;
-    char err[256];
-    if (search_load(map, (size_t)st.st_size, docs, n_docs, out, err, sizeof err) != 0) {
-        munmap(map, (size_t)st.st_size);
-        return -1;
-    }
-    *map_out = map;
-    *map_len = (size_t)st.st_size;
-    return 0;
 }
 
 /* A loaded index owns the mapping of its cache file: it is kept in a
@@ -638,51 +815,220 @@ typedef struct cached_index {
     size_t map_len;
 } cached_index;
 
+/* Maps fd and loads the index in it; the index owns the mapping. */
+static int load_fd(int fd, const ingest_doc *docs, size_t n_docs, search_index **out, char *err,
+                   size_t errlen)
+{
+    *out = NULL;
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0) {
+        snprintf(err, errlen, "the saved search index is not a file with data");
+        return -1;
+    }
+    size_t len = (size_t)st.st_size;
+    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+        snprintf(err, errlen, "cannot map the saved search index: %s", strerror(errno));
+        return -1;
+    }
+    search_index *loaded;
+    if (search_load(map, len, docs, n_docs, &loaded, err, errlen) != 0) {
+        munmap(map, len);
+        return -1;
+    }
+    cached_index *ci = realloc(loaded, sizeof *ci);
+    if (!ci) {
+        free(loaded);
+        munmap(map, len);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    ci->ix.owned = 2;
+    ci->map = map;
+    ci->map_len = len;
+    *out = &ci->ix;
+    return 0;
+}
+
+static int has_suffix(const char *s, const char *suffix)
+{
+    size_t n = strlen(s), m = strlen(suffix);
+    return n >= m && memcmp(s + n - m, suffix, m) == 0;
+}
+
+/* Removes what earlier runs left in the cache directory: indexes of the
+ * format that stored the sandbox's bytes (search-*.idx and their
+ * temporaries), and our temporary files untouched for an hour (a run
+ * killed while writing one). */
+static void sweep_cache_dir(const char *cache_dir)
+{
+    DIR *dir = opendir(cache_dir);
+    if (!dir)
+        return;
+    time_t now = time(NULL);
+    struct dirent *entry;
+    while ((entry = readdir(dir))) {
+        const char *name = entry->d_name;
+        int legacy = strncmp(name, LEGACY_PREFIX, strlen(LEGACY_PREFIX)) == 0 &&
+                     (has_suffix(name, ".idx") || has_suffix(name, ".tmp"));
+        int ours_tmp = strncmp(name, CACHE_PREFIX, strlen(CACHE_PREFIX)) == 0 &&
+                       has_suffix(name, ".tmp");
+        struct stat st;
+        if ((!legacy && !ours_tmp) ||
+            fstatat(dirfd(dir), name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+            continue;
+        if (legacy || now - st.st_mtime > STALE_TMP_SECONDS)
+            unlinkat(dirfd(dir), name, 0);
+    }
+    closedir(dir);
+}
+
+/* Writes ix to path through an unnamed file linked into place when
+ * complete. Returns a read-only descriptor of what was written (served even
+ * when it could not be linked), or -1 with errno EOPNOTSUPP when the named
+ * fallback should be tried (no O_TMPFILE here, or no /proc to link
+ * through), another errno from open, or EIO with err set. */
+static int store_unnamed(const search_index *ix, const char *cache_dir, const char *path,
+                         char *err, size_t errlen)
+{
+    int fd = open(cache_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        if (errno == EISDIR || errno == EINVAL)
+            errno = EOPNOTSUPP; /* kernels or file systems without O_TMPFILE */
+        return -1;
+    }
+    if (search_save(ix, fd, err, errlen) != 0) {
+        close(fd);
+        errno = EIO;
+        return -1;
+    }
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    /* A file already there failed validation and was removed, or another
+     * run stored the same index meanwhile: ours is as good. */
+    int linked = linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0;
+    if (!linked && errno == EEXIST && unlink(path) == 0)
+        linked = linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0;
+    int ro = open(self, O_RDONLY | O_CLOEXEC);
+    if (ro < 0 && linked)
+        ro = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    close(fd);
+    if (ro < 0)
+        errno = linked ? EIO : EOPNOTSUPP;
+    if (ro < 0 && linked)
+        snprintf(err, errlen, "cannot reopen the stored search index: %s", strerror(errno));
+    return ro;
+}
+
+/* Writes ix to path through a temporary name renamed into place (file
+ * systems without O_TMPFILE). Returns a read-only descriptor, or -1. */
+static int store_named(const search_index *ix, const char *path, char *err, size_t errlen)
+{
+    char tmp[4200];
+    uint32_t tag = (uint32_t)random_seed();
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.%ld.%08x.tmp", path, (long)getpid(), tag) >=
+        sizeof tmp) {
+        snprintf(err, errlen, "the search cache path is too long");
+        return -1;
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot write the search cache: %s", strerror(errno));
+        return -1;
+    }
+    int ok = search_save(ix, fd, err, errlen) == 0;
+    if (close(fd) != 0 && ok) {
+        snprintf(err, errlen, "cannot write the search cache: %s", strerror(errno));
+        ok = 0;
+    }
+    if (ok && rename(tmp, path) != 0) {
+        snprintf(err, errlen, "cannot store the search index: %s", strerror(errno));
+        ok = 0;
+    }
+    if (!ok) {
+        unlink(tmp);
+        return -1;
+    }
+    int ro = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (ro < 0)
+        snprintf(err, errlen, "cannot reopen the stored search index: %s", strerror(errno));
+    return ro;
+}
+
+/* 1 when fd holds a valid index of docs. */
+static int cache_file_valid(int fd, const ingest_doc *docs, size_t n_docs)
+{
+    search_index *ix;
+    char ignored[256];
+    if (load_fd(fd, docs, n_docs, &ix, ignored, sizeof ignored) != 0)
+        return 0;
+    search_free(ix);
+    return 1;
+}
+
+int search_cache_fd(const char *cache_dir, const ingest_doc *docs, size_t n_docs,
+                     size_t chunk_chars, const atomic_int *stop, int *built, char *err,
+                     size_t errlen)
+{
+    *built = 0;
+    if (!chunk_chars)
+        chunk_chars = DEFAULT_CHUNK_CHARS;
+    char key[33], path[4096];
+    search_content_key(docs, n_docs, chunk_chars, key);
+    if ((size_t)snprintf(path, sizeof path, "%s/" CACHE_PREFIX "%s.idx", cache_dir, key) >=
+        sizeof path) {
+        snprintf(err, errlen, "the search cache path is too long");
+        return -1;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+    if (fd >= 0) {
+        if (cache_file_valid(fd, docs, n_docs))
+            return fd;
+        close(fd);
+        unlink(path);
+    }
+    search_index *ix;
+    if (search_build(docs, n_docs, chunk_chars, 0, stop, &ix, err, errlen) != 0)
+        return -1;
+    if (dir_make_all(cache_dir) != 0) {
+        snprintf(err, errlen, "cannot create %s: %s", cache_dir, strerror(errno));
+        search_free(ix);
+        return -1;
+    }
+    sweep_cache_dir(cache_dir);
+    fd = store_unnamed(ix, cache_dir, path, err, errlen);
+    if (fd < 0 && errno == EOPNOTSUPP)
+        fd = store_named(ix, path, err, errlen);
+    else if (fd < 0 && errno != EIO)
+        snprintf(err, errlen, "cannot write the search cache in %s: %s", cache_dir,
+                 strerror(errno));
+    search_free(ix);
+    *built = fd >= 0;
+    return fd;
+}
+
 int search_open_cached(const char *cache_dir, const ingest_doc *docs, size_t n_docs,
                        size_t chunk_chars, search_index **out, int *from_cache, char *err,
                        size_t errlen)
 {
     *out = NULL;
     *from_cache = 0;
-    if (!chunk_chars)
-        chunk_chars = DEFAULT_CHUNK_CHARS;
-    char key[33], path[4096], tmp[4160];
-    search_content_key(docs, n_docs, chunk_chars, key);
-    int have_path = cache_dir && (size_t)snprintf(path, sizeof path, "%s/search-%s.idx", cache_dir,
-                                                  key) < sizeof path;
-    if (have_path) {
-        search_index *loaded;
-        void *map;
-        size_t map_len;
-        if (try_load(path, docs, n_docs, &loaded, &map, &map_len) == 0) {
-            cached_index *ci = realloc(loaded, sizeof *ci);
-            if (!ci) {
-                search_free(loaded);
-                munmap(map, map_len);
-            } else {
-                ci->ix.owned = 2;
-                ci->map = map;
-                ci->map_len = map_len;
-                *out = &ci->ix;
-                *from_cache = 1;
+    if (cache_dir) {
+        int built;
+        char why[256];
+        int fd = search_cache_fd(cache_dir, docs, n_docs, chunk_chars, NULL, &built, why,
+                                 sizeof why);
+        if (fd >= 0) {
+            int rc = load_fd(fd, docs, n_docs, out, why, sizeof why);
+            close(fd);
+            if (rc == 0) {
+                *from_cache = !built;
                 return 0;
             }
         }
     }
-    if (search_build(docs, n_docs, chunk_chars, 0, out, err, errlen) != 0)
-        return -1;
-    if (have_path) {
-        snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
-        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        char ignored[256];
-        if (fd >= 0) {
-            int ok = search_save(*out, fd, ignored, sizeof ignored) == 0;
-            ok &= close(fd) == 0;
-            if (!ok || rename(tmp, path) != 0)
-                unlink(tmp);
-        }
-    }
-    return 0;
+    return search_build(docs, n_docs, chunk_chars ? chunk_chars : DEFAULT_CHUNK_CHARS, 0, NULL,
+                        out, err, errlen);
 }
 
 static void cached_release(search_index *ix)

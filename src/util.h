@@ -48,6 +48,10 @@ char *str_dup_len(const char *s, size_t len);
 int write_full(int fd, const void *data, size_t len);
 int read_full(int fd, void *data, size_t len);
 
+/* mkdir -p: creates dir and the directories above it (mode 0700) as needed.
+ * 0 when dir is a directory afterwards, or -1 with errno set. */
+int dir_make_all(const char *dir);
+
 /* Reads the whole file at path into a malloc'd, NUL-terminated buffer of at
  * most max bytes; *len (may be NULL) gets its length. NULL with errno set when
  * it cannot be opened or read, or with errno EFBIG when it is larger than max. */

@@ -1,8 +1,10 @@
 """The adversarial suite (tests/sandbox/*.py) through the real engine: for each
 attack the fake model replies with it as a ```repl block, then with legitimate
 code, then FINAL. Nothing the attack does may hurt the host, touch the canary
-file, reach the TCP listener, leave the model without a clear error, or break
-the next cell. Also `rlm doctor`, and the floor being recorded in the trace."""
+file, reach the TCP listener, put bytes it chose ({MARK}) in a file of the
+host's cache or data directories, leave a temporary file there, leave the model
+without a clear error, or break the next cell. Also `rlm doctor`, and the floor
+being recorded in the trace."""
 import glob
 import json
 import os
@@ -18,6 +20,8 @@ from harness import BUILD, RLM, FakeLM, RlmTestCase, main, repl  # noqa: E402
 
 CASES_DIR = os.path.join(os.path.dirname(__file__), "..", "sandbox")
 CANARY_TEXT = "canary: the sandbox must never read or change this\n"
+# Bytes attacks try to get written into a host file; no file may hold them.
+MARK = "rlm-attack-chosen-bytes-7f3a"
 
 LEGIT = repl("""
 import re, json, collections, decimal, datetime, random
@@ -96,6 +100,21 @@ class Listener:
         self.sock.close()
 
 
+def host_files_problems(dirs):
+    """What the host's files show of an attack: chosen bytes, temporaries."""
+    problems = []
+    for top in dirs:
+        for root, _, files in os.walk(top):
+            for name in files:
+                path = os.path.join(root, name)
+                if name.endswith(".tmp"):
+                    problems.append("a temporary file was left: %s" % path)
+                with open(path, "rb") as f:
+                    if MARK.encode() in f.read():
+                        problems.append("chosen bytes reached a host file: %s" % path)
+    return problems
+
+
 class SandboxAttacks(RlmTestCase):
     def run_case(self, case):
         """Runs one case; returns a list of what went wrong (empty: passed)."""
@@ -111,7 +130,10 @@ class SandboxAttacks(RlmTestCase):
             f.write("the quick brown fox jumps over the lazy dog; fox and fox\n")
         listener = Listener()
         code = case["code"].format(CANARY=canary, CANARY_DIR=canary_dir, PORT=listener.port,
-                                   HOST_PID=os.getpid())
+                                   HOST_PID=os.getpid(), MARK=MARK)
+        host_dirs = {name: os.path.join(tmp, name) for name in ("cache", "data")}
+        for path in host_dirs.values():
+            os.makedirs(os.path.join(path, "rlm"))
         rules = [
             {"match": "^sub-call:", "reply": "sub-reply"},
             {"match": r"(?i)turn 3 of", "reply": "FINAL(survived)"},
@@ -127,8 +149,11 @@ class SandboxAttacks(RlmTestCase):
                    "Attack: what is here?"]
             env = {k: v for k, v in os.environ.items()
                    if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RLM_MODEL")}
+            env["XDG_CACHE_HOME"] = host_dirs["cache"]
+            env["XDG_DATA_HOME"] = host_dirs["data"]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
         listener.close()
+        problems += host_files_problems(host_dirs.values())
         if proc.returncode != 0 or proc.stdout != "survived\n":
             problems.append("host: exit %d, stdout %r, stderr %r" % (
                 proc.returncode, proc.stdout[-300:], proc.stderr[-500:]))

@@ -13,6 +13,7 @@
 
 #include "ingest.h"
 #include "sandbox.h"
+#include "search.h"
 #include "sandbox_expect.h"
 
 #include <dirent.h>
@@ -25,6 +26,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -1167,6 +1169,148 @@ static int count_fds(void)
     return n;
 }
 
+/* ---- the search-index service (fd 6) ---- */
+
+static sandbox *start_cached(const fixture *fx, int context_fd, size_t context_len,
+                             const char *dir, double timeout)
+{
+    sandbox_options opts = {.exe_path = SANDBOX_EXE, .context_fd = context_fd,
+                            .context_len = context_len, .data_fd = -1,
+                            .search_cache_dir = dir, .cell_timeout = timeout, .kill_grace = 2,
+                            .factory = fx->factory};
+    sandbox *sb = NULL;
+    char err[512] = "";
+    if (sandbox_start(&opts, &sb, err, sizeof err) != 0)
+        print_message("sandbox_start: %s\n", err);
+    assert_non_null(sb);
+    return sb;
+}
+
+/* Names of the files in dir, and whether any holds `marker`. */
+static size_t cache_files(const char *dir, const char *marker, int *marked)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    size_t n = 0;
+    struct dirent *e;
+    *marked = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        n++;
+        assert_int_equal(strncmp(e->d_name, "bm25-", 5), 0);
+        assert_non_null(strstr(e->d_name, ".idx"));
+        assert_null(strstr(e->d_name, ".tmp"));
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "rb");
+        assert_non_null(f);
+        static char block[1 << 16];
+        size_t got;
+        while ((got = fread(block, 1, sizeof block, f)) > 0)
+            *marked |= memmem(block, got, marker, strlen(marker)) != NULL;
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+/* The child only asks: the host builds the index of the first input from
+ * its own copy and hands over a read-only descriptor; a request for
+ * another key gets nothing, and bytes the child sends to be stored end the
+ * service without reaching a file. A later sandbox finds the stored index. */
+static void test_search_cache_service(void **state)
+{
+    fixture *fx = *state;
+    char dir[] = "/tmp/rlm-sandbox-cache-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    sandbox *sb = start_cached(fx, fx->context_fd, fx->context_len, dir, 30);
+    expect_output(sb, "r = search('fox')\nprint(len(r), 'fox' in r[0]['text'])", "10 True\n");
+    int marked;
+    assert_int_equal(cache_files(dir, "POISON", &marked), 1);
+    expect_output(sb,
+                  "os = __import__('json').codecs.sys.modules['os']\n"
+                  "os.write(6, b'L' + b'0' * 32)\n"
+                  "print(os.read(6, 1))\n"
+                  "os.write(6, b'S' + b'0' * 32 + b'POISON' * 100000)\n"
+                  "print(os.read(6, 1))\n",
+                  "b'\\x00'\nb''\n");
+    expect_output(sb, "print(len(search('brown fox')))", "10\n");
+    assert_int_equal(cache_files(dir, "POISON", &marked), 1);
+    assert_false(marked);
+    sandbox_free(sb);
+
+    struct stat before, after;
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[512] = "";
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+    closedir(d);
+    assert_int_equal(stat(path, &before), 0);
+    sb = start_cached(fx, fx->context_fd, fx->context_len, dir, 30);
+    expect_output(sb, "print(len(search('quick')))", "10\n");
+    /* a request cut short: freeing the sandbox does not wait on it */
+    expect_output(sb, "os = __import__('json').codecs.sys.modules['os']\nos.write(6, b'L')",
+                  "1\n");
+    sandbox_free(sb);
+    assert_int_equal(stat(path, &after), 0);
+    assert_true(before.st_ino == after.st_ino && before.st_mtime == after.st_mtime);
+    unlink(path);
+    assert_int_equal(rmdir(dir), 0);
+}
+
+/* A cell interrupted while the host builds the index: a TimeoutError, not
+ * a killed child, and the index arrives for a later search(). */
+static void test_search_cache_interrupted(void **state)
+{
+    fixture *fx = *state;
+    char dir[] = "/tmp/rlm-sandbox-cache-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    size_t len = (size_t)48 << 20;
+    int fd = memfd_create("big", MFD_CLOEXEC);
+    assert_int_equal(ftruncate(fd, (off_t)len), 0);
+    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    assert_true(p != MAP_FAILED);
+    for (size_t i = 0, n = 0; i + 16 < len; n++)
+        i += (size_t)snprintf(p + i, 17, "w%zu %s", n % 100000, n % 9 ? "x\n" : "y ");
+    memset(p + len - 16, ' ', 16);
+    munmap(p, len);
+    sandbox *sb = start_cached(fx, fd, len, dir, 0.05);
+    int done = 0, timeouts = 0;
+    for (int i = 0; i < 400 && !done; i++) {
+        sandbox_cell cell;
+        run(sb, "print(len(search('w77')))", &cell);
+        if (cell.restarted)
+            print_message("cell %d: %s\n", i, cell.output);
+        assert_false(cell.restarted);
+        if (cell.timed_out)
+            timeouts++;
+        else
+            done = strcmp(cell.output, "10\n") == 0;
+        if (!cell.timed_out && !done)
+            print_message("output: %s\n", cell.output);
+        sandbox_cell_clear(&cell);
+    }
+    assert_true(done);
+    assert_true(timeouts > 0);
+    sandbox_free(sb);
+    close(fd);
+    int marked;
+    assert_int_equal(cache_files(dir, "POISON", &marked), 1);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.') {
+            char path[512];
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    closedir(d);
+    assert_int_equal(rmdir(dir), 0);
+}
+
 static void test_start_errors(void **state)
 {
     (void)state;
@@ -1560,6 +1704,8 @@ int main(void)
         cmocka_unit_test(test_names_restored),
         cmocka_unit_test(test_get_var),
         cmocka_unit_test(test_add_input),
+        cmocka_unit_test(test_search_cache_service),
+        cmocka_unit_test(test_search_cache_interrupted),
         cmocka_unit_test(test_set_var),
         cmocka_unit_test(test_inputs_survive_restart),
         cmocka_unit_test(test_cancel),
