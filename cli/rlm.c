@@ -5,10 +5,13 @@
 #include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "commands.h"
@@ -84,7 +87,8 @@ static void usage(FILE *out)
         "                         directory (recursive; skips binary files, .git and what\n"
         "                         .gitignore files exclude), a glob, - for stdin, or JSONL\n"
         "                         (a .jsonl file; each record is a document). One file is a\n"
-        "                         str in the sandbox, several a dict path -> str, JSONL a list\n"
+        "                         str in the sandbox, several a dict path -> str, JSONL a list.\n"
+        "                         Without --context, a piped stdin is the input (rlm ask)\n"
         "  --include GLOB         only files matching GLOB inside directories (repeatable)\n"
         "  --exclude GLOB         skip files matching GLOB, gitignore syntax (repeatable)\n"
         "  --jsonl-field NAME     read every --context as JSONL, NAME holding each record's text\n"
@@ -92,6 +96,7 @@ static void usage(FILE *out)
         "                         the direct threshold with one plain call, without a sandbox\n"
         "  --direct-threshold N   estimated tokens under which auto answers directly (default 32000)\n"
         "  --question-file FILE   read the question from FILE instead of the command line\n"
+        "                         (- reads it from stdin)\n"
         "  --max-iterations N     root turns before a last request for the answer (default 30)\n"
         "  --cell-timeout S       wall seconds per code cell, sub-calls excluded (default 120)\n"
         "  --output-limit N       characters of each block's output shown to the model (default 20000)\n"
@@ -167,9 +172,11 @@ void cli_progress_clear(cli_progress *ps)
     }
 }
 
+/* The question from a file, or from stdin for "-". */
 static char *read_question_file(const char *path, char *err, size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
+    int from_stdin = strcmp(path, "-") == 0;
+    FILE *f = from_stdin ? stdin : fopen(path, "rb");
     if (!f) {
         snprintf(err, errlen, "cannot open question file '%s': %s", path, strerror(errno));
         return NULL;
@@ -177,7 +184,8 @@ static char *read_question_file(const char *path, char *err, size_t errlen)
     char *text = malloc(MAX_QUESTION_BYTES + 1);
     size_t n = text ? fread(text, 1, MAX_QUESTION_BYTES + 1, f) : 0;
     int failed = !text || ferror(f);
-    fclose(f);
+    if (!from_stdin)
+        fclose(f);
     if (failed) {
         snprintf(err, errlen, "cannot read question file '%s'", path);
         free(text);
@@ -559,6 +567,34 @@ int cli_add_contexts(rlm *r, const cli_flags *f)
     return 0;
 }
 
+/* Whether stdin holds an input for `rlm ask` without --context: a pipe,
+ * socket or regular file with bytes to read. A terminal, /dev/null (or any
+ * other device) and an empty pipe or file hold none. Waits for a pipe that
+ * has said nothing yet, as `cat` would, saying so after a moment. */
+static int stdin_has_input(void)
+{
+    struct stat st;
+    if (isatty(STDIN_FILENO) || fstat(STDIN_FILENO, &st) != 0)
+        return 0;
+    if (S_ISREG(st.st_mode)) {
+        off_t at = lseek(STDIN_FILENO, 0, SEEK_CUR);
+        return st.st_size > (at > 0 ? at : 0);
+    }
+    if (!S_ISFIFO(st.st_mode) && !S_ISSOCK(st.st_mode))
+        return 0;
+    struct pollfd p = {.fd = STDIN_FILENO, .events = POLLIN};
+    int rc = poll(&p, 1, 2000);
+    if (rc == 0) {
+        fputs("rlm: reading the input from stdin (no --context given; < /dev/null for none)\n", stderr);
+        rc = poll(&p, 1, -1);
+    }
+    int ready = 0;
+    if (rc < 0 || !(p.revents & (POLLIN | POLLHUP)))
+        return 0;
+    /* Readable with nothing to read is the end of the stream: no input. */
+    return ioctl(STDIN_FILENO, FIONREAD, &ready) != 0 || ready > 0;
+}
+
 /* The run a Ctrl-C cancels. A signal handler can reach nothing but globals,
  * so this is the one mutable global of the command: set only while rlm_ask
  * runs. */
@@ -590,6 +626,13 @@ static int cmd_ask(int argc, char **argv)
     rc = EXIT_USAGE;
 
     int rest = argc - f.first_operand;
+    int question_from_stdin = f.question_file && strcmp(f.question_file, "-") == 0;
+    for (size_t i = 0; question_from_stdin && i < f.n_contexts; i++) {
+        if (strcmp(f.contexts[i], "-") == 0) {
+            fputs("rlm: --question-file - and --context - cannot both read stdin\n", stderr);
+            goto done;
+        }
+    }
     if (f.question_file) {
         if (rest > 0) {
             fputs("rlm: give the question either as an argument or with --question-file, not both\n", stderr);
@@ -619,6 +662,14 @@ static int cmd_ask(int argc, char **argv)
     size_t warned = cli_print_warnings(r, 0);
     if ((rc = cli_add_contexts(r, &f)) != 0)
         goto done;
+    if (f.n_contexts == 0 && !question_from_stdin && stdin_has_input()) {
+        st = rlm_add_context(r, "-");
+        if (st != RLM_OK) {
+            cli_error(rlm_errmsg(r));
+            rc = cli_exit_code(st);
+            goto done;
+        }
+    }
 
     cli_progress ps = {0};
     if (!f.quiet && isatty(STDERR_FILENO))

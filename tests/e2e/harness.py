@@ -168,8 +168,10 @@ class RlmTestCase(unittest.TestCase):
         """Runs `rlm ask ARGS` (or another command, e.g. chat) against lm (a
         FakeLM or None) with a trace."""
         cmd, run_env, trace_path = self.rlm_command(args, lm, env, trace, command, trace_name)
-        proc = subprocess.run(cmd, capture_output=True, text=True,
-                              timeout=timeout, env=run_env, input=stdin)
+        # No stdin given: /dev/null, never the test runner's own stdin (rlm ask
+        # reads a non-terminal stdin as its input when there is no --context).
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=run_env,
+                              input=stdin, stdin=subprocess.DEVNULL if stdin is None else None)
         return Result(proc, trace_path)
 
     def rlm_start(self, args, lm=None, env=None, command="ask", trace_name="trace.jsonl",

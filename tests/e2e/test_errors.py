@@ -109,6 +109,17 @@ class BadInput(RlmTestCase):
         self.assertExit(res, 0)
         self.assertEqual(res.stdout, "blue\n")
 
+    def test_question_file_from_stdin(self):
+        rules = [{"match": "What colour", "reply": "FINAL(blue)"}]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--question-file", "-", "--context", self.write("c.txt", "sky: blue")], lm,
+                           stdin="What colour is the sky?\n")
+        self.assertExit(res, 0)
+        self.assertEqual(res.stdout, "blue\n")
+        res = self.rlm(["--question-file", "-", "--context", "-"], None, stdin="q\n")
+        self.assertExit(res, 2)
+        self.assertIn("cannot both read stdin", res.stderr)
+
 
 class BrokenEndpoint(RlmTestCase):
     def test_connection_refused(self):

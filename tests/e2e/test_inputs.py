@@ -210,6 +210,29 @@ for round in range(2):
         self.assertIn("AGREE 0 %d True" % n, out)
         self.assertIn("AGREE 1 %d True" % n, out)
 
+    def test_piped_stdin_is_the_input(self):
+        # `cat log | rlm ask q`: a non-terminal stdin with no --context is read.
+        rules = [{"match": "the secret is 42", "reply": "It is 42."},
+                 {"match": ".", "reply": "I saw no data."}]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--json", "--mode", "auto", QUESTION], lm, stdin="the secret is 42\n")
+        self.assertExit(res, 0)
+        self.assertEqual(res.report["answer"], "It is 42.")
+        _, out = self.run_show([], stdin="piped in\n")
+        self.assertIn('TYPE str 9 "piped in\\n"', out)
+
+    def test_stdin_not_read_when_context_given_or_empty(self):
+        path = self.write("one.txt", "from the file\n")
+        _, out = self.run_show(["--context", path], stdin="from stdin\n")
+        self.assertIn('"from the file', out)
+        # /dev/null or an empty pipe: no input, as before (the harness's default is /dev/null).
+        rules = [{"match": ".", "reply": "none"}]
+        for stdin in (None, ""):
+            with FakeLM(rules) as lm:
+                res = self.rlm(["--mode", "direct", QUESTION], lm, stdin=stdin)
+            self.assertExit(res, 0)
+            self.assertEqual(res.stdout.strip(), "none")
+
     def test_direct_mode(self):
         path = self.write("small.txt", "The answer is 42.\n")
         rules = [{"match": "The answer is 42", "reply": "It is 42."}]
