@@ -303,6 +303,8 @@ int cmd_chat(int argc, char **argv)
     }
     sigaction(SIGINT, &old, NULL);
     rc = c.rc;
+    if (rlm_trace_error(r)[0] && rc < EXIT_USAGE)
+        rc = EXIT_USAGE;   /* the trace asked for is not whole (said as a warning) */
 
 done:
     rlm_free(r);

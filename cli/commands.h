@@ -74,6 +74,10 @@ void cli_flags_free(cli_flags *f);
  * 3 model, 4 sandbox or internal). */
 int cli_exit_code(rlm_status st);
 
+/* Prints {"answer": null, "status": ..., "error": message} on stdout: what
+ * --json shows for a question that failed before it ran. */
+void cli_json_failure(rlm_status st, const char *message);
+
 /* Adds f's --context arguments to r. 0, or an exit code after saying why. */
 int cli_add_contexts(rlm *r, const cli_flags *f);
 

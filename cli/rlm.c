@@ -14,6 +14,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "commands.h"
 #include "rlm.h"
 
@@ -135,7 +137,8 @@ static void usage(FILE *out)
         "  0  answered\n"
         "  1  no answer: the turn limit or a budget was reached without a final answer, or the\n"
         "     question was cancelled (a budget stop with an answer exits 0; --json says stopped_by)\n"
-        "  2  usage or input error (bad flag, missing or empty context, unreadable question file)\n"
+        "  2  usage, input or output error (bad flag, missing or empty context, unreadable\n"
+        "     question file, a --trace file or stdout that cannot be written)\n"
         "  3  model or API error (unreachable endpoint, HTTP error, unusable replies,\n"
         "     a request missing from the --replay file)\n"
         "  4  sandbox or internal error\n",
@@ -615,6 +618,25 @@ static void on_interrupt(int sig)
     }
 }
 
+void cli_json_failure(rlm_status st, const char *message)
+{
+    json_t *j = json_pack("{s:n,s:s,s:s}", "answer", "status", rlm_status_name(st), "error", message);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    puts(text ? text : "{\"answer\":null,\"status\":\"out of memory\",\"error\":\"out of memory\"}");
+    free(text);
+    json_decref(j);
+}
+
+/* A failure before the question ran: said on stderr, and with --json as
+ * the one JSON object on stdout. Returns the exit code. */
+static int ask_failed(const cli_flags *f, rlm_status st, const char *message)
+{
+    cli_error(message);
+    if (f->json)
+        cli_json_failure(st, message);
+    return cli_exit_code(st);
+}
+
 static int cmd_ask(int argc, char **argv)
 {
     cli_flags f;
@@ -629,46 +651,46 @@ static int cmd_ask(int argc, char **argv)
     int question_from_stdin = f.question_file && strcmp(f.question_file, "-") == 0;
     for (size_t i = 0; question_from_stdin && i < f.n_contexts; i++) {
         if (strcmp(f.contexts[i], "-") == 0) {
-            fputs("rlm: --question-file - and --context - cannot both read stdin\n", stderr);
+            rc = ask_failed(&f, RLM_ERR_USAGE, "--question-file - and --context - cannot both read stdin");
             goto done;
         }
     }
     if (f.question_file) {
         if (rest > 0) {
-            fputs("rlm: give the question either as an argument or with --question-file, not both\n", stderr);
+            rc = ask_failed(&f, RLM_ERR_USAGE, "give the question either as an argument or with "
+                            "--question-file, not both");
             goto done;
         }
         char err[1024];
         question = read_question_file(f.question_file, err, sizeof err);
         if (!question) {
-            fprintf(stderr, "rlm: %s\n", err);
+            rc = ask_failed(&f, RLM_ERR_INPUT, err);
             goto done;
         }
     } else if (rest == 1 && argv[f.first_operand][0]) {
         question = strdup(argv[f.first_operand]);
     } else {
-        fputs(rest > 1 ? "rlm: give the question as one argument (quote it)\n"
-                       : "rlm: no question given (rlm ask [options] QUESTION)\n",
-              stderr);
+        rc = ask_failed(&f, RLM_ERR_USAGE, rest > 1 ? "give the question as one argument (quote it)"
+                                                    : "no question given (rlm ask [options] QUESTION)");
         goto done;
     }
 
     rlm_status st = rlm_new(f.cfg, &r);
     if (st != RLM_OK) {
-        cli_error(rlm_errmsg(r));
-        rc = cli_exit_code(st);
+        rc = ask_failed(&f, st, rlm_errmsg(r));
         goto done;
     }
     size_t warned = cli_print_warnings(r, 0);
-    if ((rc = cli_add_contexts(r, &f)) != 0)
-        goto done;
-    if (f.n_contexts == 0 && !question_from_stdin && stdin_has_input()) {
-        st = rlm_add_context(r, "-");
-        if (st != RLM_OK) {
-            cli_error(rlm_errmsg(r));
-            rc = cli_exit_code(st);
+    for (size_t i = 0; i < f.n_contexts; i++) {
+        if ((st = rlm_add_context(r, f.contexts[i])) != RLM_OK) {
+            rc = ask_failed(&f, st, rlm_errmsg(r));
             goto done;
         }
+    }
+    if (f.n_contexts == 0 && !question_from_stdin && stdin_has_input() &&
+        (st = rlm_add_context(r, "-")) != RLM_OK) {
+        rc = ask_failed(&f, st, rlm_errmsg(r));
+        goto done;
     }
 
     cli_progress ps = {0};
@@ -690,7 +712,10 @@ static int cmd_ask(int argc, char **argv)
 
     if (f.json) {
         const char *report = rlm_report_json(r);
-        puts(report ? report : "{}");
+        if (report)
+            puts(report);
+        else
+            cli_json_failure(st, rlm_errmsg(r));
     } else if (answer) {
         puts(answer);
     }
@@ -700,6 +725,9 @@ static int cmd_ask(int argc, char **argv)
         cli_error(rlm_errmsg(r));
     if (st == RLM_ERR_MODEL && f.key_note[0])
         fprintf(stderr, "rlm: note: %s\n", f.key_note);
+    /* The answer is out, but the record the user asked for is not whole. */
+    if (rlm_trace_error(r)[0] && rc < EXIT_USAGE)
+        rc = EXIT_USAGE;
     rlm_string_free(answer);
 
 done:
@@ -709,7 +737,25 @@ done:
     return rc;
 }
 
+/* Every command's output is checked once it is all written: an answer
+ * lost to a full disk or a closed file must not end in exit 0. */
+static int finish_output(int rc)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "rlm: cannot write to stdout: %s\n", strerror(errno ? errno : EIO));
+        return rc < EXIT_USAGE ? EXIT_USAGE : rc;
+    }
+    return rc;
+}
+
+static int run_command(int argc, char **argv);
+
 int main(int argc, char **argv)
+{
+    return finish_output(run_command(argc, argv));
+}
+
+static int run_command(int argc, char **argv)
 {
     if (argc < 2) {
         usage(stderr);

@@ -287,9 +287,17 @@ rlm_status rlm_begin_conversation(rlm *r);
  * RLMs started, at every depth), sandboxes (sandboxes started, children's
  * included), depth_reached (the deepest level of RLM that ran; 1 = no
  * children), question (its number in a conversation, or null) and session
- * (the session's name, or null).
+ * (the session's name, or null) and trace_error (why the trace file could
+ * not be written, or null).
  * Borrowed from r; NULL before the first rlm_ask. */
 const char *rlm_report_json(rlm *r);
+
+/* Why the trace file (the trace option) could not be written: a full disk,
+ * a device that refuses writes. The run goes on (the trace then holds every
+ * event up to the failure, as whole lines); this says so, naming the file,
+ * and so do rlm_warnings and the report's trace_error. "" while every event
+ * was written. Borrowed from r. */
+const char *rlm_trace_error(const rlm *r);
 
 /* Warnings since rlm_new, one per line (e.g. "response cache disabled: ...":
  * things that did not stop the run but that the user should know). Borrowed

@@ -435,6 +435,7 @@ struct rlm {
      * kept in memory-only conversations too, to tell a repeated input. */
     json_t *recorded;
     int resumed;               /* the session's earlier questions were read back */
+    int trace_warned;          /* the trace's write failure was said */
     int broken;                /* resuming failed: the conversation cannot go on */
     char errmsg[2048];
 };
@@ -1439,6 +1440,15 @@ static json_t *rlm_usage_json(rlm *r)
     return usage ? usage : json_object();
 }
 
+/* Says once that the trace could not be written (the run went on). */
+static void rlm_trace_check(rlm *r)
+{
+    if (r->trace_warned || !trace_failed(r->trace))
+        return;
+    r->trace_warned = 1;
+    rlm_warn(r, trace_error(r->trace));
+}
+
 static void rlm_build_report(rlm *r, const engine_outcome *o)
 {
     int in_flight = lm_max_in_flight(r->lm);
@@ -1456,6 +1466,9 @@ static void rlm_build_report(rlm *r, const engine_outcome *o)
                           "cost_usd", o->cost_usd >= 0 ? json_real(o->cost_usd) : json_null(),
                           "stopped_by", o->stopped_by, "mode", o->mode ? o->mode : "rlm");
     const char *name = session_name(r);
+    const char *trace_err = trace_error(r->trace);
+    if (j)
+        json_object_set_new(j, "trace_error", trace_err[0] ? json_string(trace_err) : json_null());
     if (j)
         json_object_update_new(j, json_pack("{s:I,s:I,s:i,s:o,s:o}", "children",
                                             (json_int_t)o->children, "sandboxes",
@@ -1500,6 +1513,7 @@ rlm_status rlm_ask(rlm *r, const char *question, char **answer)
     calls_begin_run(r->calls);
     rlm_status st = engine_run(&r->params, r->calls, r->trace, r->ctx, question, r->progress,
                                r->progress_data, &o);
+    rlm_trace_check(r);
     rlm_build_report(r, &o);
     if (o.sub_call_errors && (st == RLM_OK || st == RLM_NO_ANSWER)) {
         /* An answer built on failed sub-calls may be wrong: never silently. */
@@ -1522,4 +1536,9 @@ rlm_status rlm_ask(rlm *r, const char *question, char **answer)
 const char *rlm_report_json(rlm *r)
 {
     return r->report;
+}
+
+const char *rlm_trace_error(const rlm *r)
+{
+    return r ? trace_error(r->trace) : "";
 }

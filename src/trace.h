@@ -25,13 +25,18 @@ typedef struct trace trace;
 /* Creates (truncates) the file at path. NULL with err set on failure. */
 trace *trace_open(const char *path, char *err, size_t errlen);
 
-/* Appends {"v":1,"type":type,"t":..,"time":.., ...fields} and flushes.
- * Steals fields (may be NULL). Returns 0, or -1 if the write failed (the
- * failure is remembered: see trace_failed). */
+/* Appends {"v":1,"type":type,"t":..,"time":.., ...fields} as one line,
+ * written at once (no buffering in the process). Steals fields (may be NULL).
+ * Returns 0, or -1 if the write failed: the file is cut back to its last
+ * whole line, nothing more is written, and trace_error says why. */
 int trace_event(trace *t, const char *type, json_t *fields);
 
 /* 1 once a write has failed (disk full, ...). */
 int trace_failed(const trace *t);
+
+/* Why the first failed write failed, naming the file and how many events it
+ * holds; "" while none has failed (or for a NULL trace). Borrowed from t. */
+const char *trace_error(trace *t);
 
 void trace_close(trace *t);
 

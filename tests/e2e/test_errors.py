@@ -1,6 +1,7 @@
 """Bad input and hostile or broken endpoints, end to end: each case gets a
 clear message, the documented exit code, and a trace that keeps everything
 that happened before the failure."""
+import json
 import os
 import socket
 import sys
@@ -119,6 +120,77 @@ class BadInput(RlmTestCase):
         res = self.rlm(["--question-file", "-", "--context", "-"], None, stdin="q\n")
         self.assertExit(res, 2)
         self.assertIn("cannot both read stdin", res.stderr)
+
+
+class Outputs(RlmTestCase):
+    """Where the run's output goes cannot be written: said, and exit 2."""
+
+    RULES = [{"match": ".", "reply": "FINAL(forty-two)"}]
+
+    def test_trace_that_cannot_be_written(self):
+        with FakeLM(self.RULES) as lm:
+            cmd, env, _ = self.rlm_command(["--context", self.write("c.txt", "x"), "q"], lm,
+                                           trace=False)
+            proc = subprocess.run(cmd + ["--trace", "/dev/full"], capture_output=True, text=True,
+                                  env=env, stdin=subprocess.DEVNULL, timeout=120)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertEqual(proc.stdout, "forty-two\n")   # the answer is not lost
+        self.assertIn("/dev/full", proc.stderr)
+        self.assertIn("No space left on device", proc.stderr)
+
+    def test_trace_on_a_full_disk_keeps_whole_lines(self):
+        if subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode != 0:
+            self.skipTest("cannot make a mount namespace for a small tmpfs")
+        disk = os.path.join(self.tmp, "disk")
+        kept = os.path.join(self.tmp, "kept.jsonl")
+        os.makedirs(disk)
+        # A 4 KB tmpfs in a mount namespace of its own is the full disk; what
+        # rlm wrote there is copied out before the namespace goes.
+        script = ('mount -t tmpfs -o size=4k tmpfs "$1" || exit 99; d=$1; k=$2; shift 2; '
+                  '"$@"; rc=$?; cp "$d/trace.jsonl" "$k"; exit $rc')
+        with FakeLM(self.RULES) as lm:
+            # A long question: the first root request's event alone fills the 4 KB.
+            question = "What is written here? " * 400
+            cmd, env, _ = self.rlm_command(["--context", self.write("c.txt", "some text"), question],
+                                           lm, trace=False)
+            proc = subprocess.run(["unshare", "--mount", "sh", "-c", script, "sh", disk, kept] + cmd +
+                                  ["--trace", os.path.join(disk, "trace.jsonl")],
+                                  capture_output=True, text=True, env=env,
+                                  stdin=subprocess.DEVNULL, timeout=120)
+        if proc.returncode == 99:
+            self.skipTest("cannot mount a tmpfs: " + proc.stderr)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertEqual(proc.stdout, "forty-two\n")
+        self.assertIn("trace", proc.stderr)
+        self.assertIn("No space left on device", proc.stderr)
+        with open(kept, "rb") as f:
+            data = f.read()
+        self.assertTrue(data.endswith(b"\n"), data[-200:])
+        lines = data.decode().splitlines()
+        self.assertGreater(len(lines), 1)
+        for line in lines:
+            json.loads(line)   # every line whole
+
+    def test_stdout_that_cannot_be_written(self):
+        with FakeLM(self.RULES) as lm:
+            cmd, env, _ = self.rlm_command(["--context", self.write("c.txt", "x"), "q"], lm)
+            with open("/dev/full", "w") as full:
+                proc = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, env=env,
+                                      stdin=subprocess.DEVNULL, timeout=120)
+        self.assertEqual(proc.returncode, 2, proc.stderr)
+        self.assertIn("stdout", proc.stderr)
+        self.assertIn("No space left on device", proc.stderr)
+
+    def test_json_on_an_input_error(self):
+        res = self.rlm(["--json", "--context", os.path.join(self.tmp, "missing.txt"), "q"])
+        self.assertExit(res, 2)
+        report = json.loads(res.stdout)
+        self.assertEqual(report["status"], "input error")
+        self.assertIn("missing.txt", report["error"])
+        self.assertIsNone(report["answer"])
+        res = self.rlm(["--json", "--question-file", os.path.join(self.tmp, "nope.txt")])
+        self.assertExit(res, 2)
+        self.assertIn("nope.txt", json.loads(res.stdout)["error"])
 
 
 class BrokenEndpoint(RlmTestCase):
