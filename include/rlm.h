@@ -274,7 +274,9 @@ void rlm_cancel(rlm *r);
  * for a handle that failed to open. */
 rlm_status rlm_begin_conversation(rlm *r);
 
-/* A JSON object describing the last rlm_ask: answer, status, error,
+/* A JSON object describing the last rlm_ask: answer, how (how the answer
+ * was given: "code", "final_literal", "FINAL in text", "FINAL_VAR in text",
+ * "last_reply" or "direct", docs/trace.md; null without one), status, error,
  * iterations, blocks, sub_calls, sub_call_errors (failed sub-calls: the
  * model's code got an "Error: ..." string), sub_call_error (the first one's
  * message, or null), usage per model

@@ -508,12 +508,14 @@ static int engine_ask_root(engine *e, lm_response *resp, int final)
     return 0;
 }
 
-/* Sets the answer and records it. Takes ownership of answer. */
+/* Sets the answer and records it. Takes ownership of answer; how is a
+ * static string (engine_outcome.how). */
 static void engine_answer(engine *e, char *answer, const char *how)
 {
     free(e->out->answer);
     e->out->answer = answer;
     e->out->status = RLM_OK;
+    e->out->how = how;
     engine_event(e, "final_answer",
                 json_pack("{s:i,s:s,s:s}", "turn", e->turn, "how", how, "answer", answer));
 }
@@ -597,7 +599,8 @@ static int engine_run_blocks(engine *e, const reply *rp)
             goto done;
         }
         if (cells[i].final_answer) {
-            engine_answer(e, cells[i].final_answer, "code");
+            engine_answer(e, cells[i].final_answer,
+                          cells[i].final_literal ? "final_literal" : "code");
             cells[i].final_answer = NULL;
             status = 1;
             goto done;
@@ -627,9 +630,17 @@ static int engine_run_blocks(engine *e, const reply *rp)
         shown[i] = prompt_bound(out, strlen(out), e->p->output_limit + 1024);
         results[i].code = rp->blocks[i];
         results[i].output = shown[i] ? shown[i] : "";
+        results[i].variables = cells[i].variables;
         results[i].raised = cells[i].raised;
         results[i].timed_out = cells[i].timed_out;
         results[i].restarted = cells[i].restarted;
+    }
+    if (rp->unclosed) {
+        /* Said, so that the model knows what ran and closes its next block. */
+        char *both = engine_strf("Your last code block has no closing ``` fence: it ran to the end "
+                                 "of your reply.%s%s", note ? "\n" : "", note ? note : "");
+        free(note);
+        note = both;
     }
     if (engine_push(e, "user", prompt_feedback(results, ran, e->turn + 1, e->p->max_iterations, note)) != 0) {
         engine_fail(e, RLM_ERR_NOMEM, "out of memory");
@@ -734,8 +745,9 @@ static void engine_maybe_compact(engine *e)
 }
 
 /* One root turn. On the last turn (after the turn or budget limit) no code
- * runs, as the last request tells the model: only a text FINAL / FINAL_VAR
- * counts. Returns 1 when answered, 0 to go on, 2 when a budget ran out (the
+ * runs, as the last request tells the model: a text FINAL / FINAL_VAR
+ * counts, and so does a reply with neither code nor FINAL (the reply itself
+ * is the answer). Returns 1 when answered, 0 to go on, 2 when a budget ran out (the
  * caller makes the last request), -1 on a fatal error. */
 static int engine_turn(engine *e, int *empty_replies, int last)
 {
@@ -807,6 +819,23 @@ static int engine_turn(engine *e, int *empty_replies, int last)
             }
         }
         free(note);
+    } else if (last && rp.n_blocks == 0) {
+        /* The reply to the last request, with neither code nor FINAL: the
+         * model answered in plain words, and the reference library takes
+         * that reply as the answer. So do we, saying so (how "last_reply"). */
+        const char *text = e->h->m[e->h->n - 1].content;
+        size_t start = 0, end = strlen(text);
+        while (start < end && (text[start] == ' ' || text[start] == '\n' || text[start] == '\t' ||
+                               text[start] == '\r'))
+            start++;
+        while (end > start && (text[end - 1] == ' ' || text[end - 1] == '\n' ||
+                               text[end - 1] == '\t' || text[end - 1] == '\r'))
+            end--;
+        char *answer = end > start ? str_dup_len(text + start, end - start) : NULL;
+        if (answer) {
+            engine_answer(e, answer, "last_reply");
+            status = 1;
+        }
     } else if (engine_push(e, "user", prompt_nudge(e->turn + 1, e->p->max_iterations)) != 0) {
         engine_fail(e, RLM_ERR_NOMEM, "out of memory");
         status = -1;
@@ -1156,8 +1185,9 @@ done:
             engine_state_answered(&e, number, out->status == RLM_OK ? out->answer : NULL);
     }
     engine_event(&e, "run_end",
-                 json_pack("{s:s,s:s,s:s?,s:s?,s:i,s:I,s:I,s:I,s:f,s:s?,s:o,s:I,s:I,s:i}", "mode",
+                 json_pack("{s:s,s:s,s:s?,s:s?,s:s?,s:i,s:I,s:I,s:I,s:f,s:s?,s:o,s:I,s:I,s:i}", "mode",
                            out->mode, "status", rlm_status_name(out->status), "answer", out->answer,
+                           "how", out->status == RLM_OK ? out->how : NULL,
                            "error", out->error, "iterations", out->iterations, "blocks",
                            (json_int_t)out->blocks, "sub_calls", (json_int_t)out->sub_calls,
                            "sub_call_errors", (json_int_t)out->sub_call_errors, "elapsed",

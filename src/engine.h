@@ -100,6 +100,9 @@ typedef struct engine_outcome {
     size_t sandboxes;           /* sandboxes started, this one and every descendant's */
     int depth_reached;          /* deepest level of RLM that ran (1 = no children) */
     int question;               /* in a conversation, this question's number (1-based); else 0 */
+    const char *how;            /* how the answer was given (static): "code", "final_literal",
+                                   "FINAL in text", "FINAL_VAR in text", "last_reply",
+                                   "direct"; NULL without an answer */
 } engine_outcome;
 
 typedef void (*engine_progress_fn)(void *userdata, const char *line);

@@ -434,7 +434,8 @@ char *prompt_feedback(const prompt_block_result *blocks, size_t n_blocks,
     if (note && size_add(&max, max, strlen(note)) != 0)
         return NULL;
     for (size_t i = 0; i < n_blocks; i++) {
-        size_t one = blocks[i].output ? strlen(blocks[i].output) : 0;
+        size_t one = (blocks[i].output ? strlen(blocks[i].output) : 0) +
+                     (blocks[i].variables ? strlen(blocks[i].variables) : 0);
         if (one > SIZE_MAX / 3 || size_add(&max, max, one * 3) != 0 ||
             size_add(&max, max, 256) != 0)
             return NULL;
@@ -452,6 +453,11 @@ char *prompt_feedback(const prompt_block_result *blocks, size_t n_blocks,
             goto fail;
     }
     if (n_blocks == 0 && buf_puts(&out, "(no code ran)\n\n") != 0)
+        goto fail;
+    const char *vars = n_blocks ? blocks[n_blocks - 1].variables : NULL;
+    if (vars && (buf_puts(&out, "REPL variables: ") != 0 ||
+                 append_clean(&out, vars[0] ? vars : "(none yet)", vars[0] ? strlen(vars) : 10) != 0 ||
+                 buf_puts(&out, "\n\n") != 0))
         goto fail;
     if (note && *note && buf_printf(&out, "%s\n\n", note) != 0)
         goto fail;

@@ -39,13 +39,17 @@ char *prompt_bound(const char *text, size_t len, size_t max_chars);
 typedef struct prompt_block_result {
     const char *code;        /* the code that ran */
     const char *output;      /* its output (already bounded) */
+    const char *variables;   /* the model's variables after it ran, one bounded line
+                                ("name: type, ..."), or NULL */
     int raised, timed_out, restarted;
 } prompt_block_result;
 
 /* The user message after a turn that ran code: each block's output in order
- * (code is not echoed; invalid UTF-8 and control bytes become U+FFFD), then
- * `note` (may be NULL) e.g. to say a text FINAL was not accepted, then the
- * label of the next turn ("Turn i of N"). */
+ * (code is not echoed; invalid UTF-8 and control bytes become U+FFFD), the
+ * last block's variables ("REPL variables: ...", as the reference's feedback
+ * lists them, so the model knows its names), then `note` (may be NULL) e.g.
+ * to say a text FINAL was not accepted, then the label of the next turn
+ * ("Turn i of N"). */
 char *prompt_feedback(const prompt_block_result *blocks, size_t n_blocks,
                       int next_turn, int max_iterations, const char *note);
 

@@ -51,6 +51,7 @@ typedef struct repl_state {
     PyObject *ns;            /* the model namespace (borrowed, lives forever) */
     capture_object *capture;
     PyObject *final_answer;  /* str set by FINAL / FINAL_VAR */
+    PyObject *final_var_literals; /* str literals the running cell passes to FINAL_VAR */
     PyObject *orig_import;   /* the interpreter's own __import__ */
     PyObject *guard;         /* our __import__ */
     PyObject *allowed;       /* frozenset of allowed top-level module names */
@@ -603,9 +604,17 @@ PyObject *repl_take_final(void)
     return answer;
 }
 
+void repl_set_cell_literals(PyObject *literals)
+{
+    repl_state *st = state_get();
+    if (st)
+        Py_XSETREF(st->final_var_literals, Py_XNewRef(literals));
+}
+
 /* FINAL_VAR("name") answers with str() of that variable. Models also write
- * FINAL_VAR(result) with the value itself; anything that is not a str is
- * taken as that value. A str naming no variable is an error the model sees,
+ * FINAL_VAR(result) with the value itself: anything that is not a str, and a
+ * str naming no variable that the cell did not write as a literal, is taken
+ * as that value. A literal naming no variable is an error the model sees,
  * never an answer: the literal name is the classic wrong final answer. */
 static PyObject *api_final_var(PyObject *module, PyObject *name)
 {
@@ -616,12 +625,19 @@ static PyObject *api_final_var(PyObject *module, PyObject *name)
     if (!key)
         return NULL;
     PyObject *value = PyDict_GetItemWithError(st->ns, key); /* borrowed */
-    if (!value) {
-        if (!PyErr_Occurred())
+    if (!value && !PyErr_Occurred()) {
+        int literal = st->final_var_literals ? PySet_Contains(st->final_var_literals, key) : 1;
+        if (literal == 0) {
+            Py_DECREF(key);
+            return api_final(module, name);
+        }
+        if (literal > 0)
             PyErr_Format(PyExc_NameError,
                          "FINAL_VAR(%R): there is no variable named %R in the REPL. Assign it "
                          "in a code block first (%U = ...), or use FINAL(value).",
                          name, key, key);
+    }
+    if (!value) {
         Py_DECREF(key);
         return NULL;
     }
@@ -719,6 +735,47 @@ fail:
     Py_XDECREF(lines);
     Py_XDECREF(sep);
     return text;
+}
+
+/* Names and characters of the one-line listing after each cell. */
+#define VARIABLES_LINE_NAMES 100
+#define VARIABLES_LINE_CHARS 1500
+
+PyObject *repl_variables_line(void)
+{
+    repl_state *st = state_get();
+    if (!st || !st->ns)
+        return PyUnicode_FromString("");
+    PyObject *parts = PyList_New(0), *sep = PyUnicode_FromString(", "), *out = NULL;
+    Py_ssize_t chars = 0, more = 0;
+    if (!parts || !sep)
+        goto fail;
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(st->ns, &pos, &key, &value)) {
+        if (!listed_var(key, value))
+            continue;
+        const char *type = PyUnicode_Check(value) ? "str" : Py_TYPE(value)->tp_name;
+        if (PyList_GET_SIZE(parts) >= VARIABLES_LINE_NAMES ||
+            chars + PyUnicode_GET_LENGTH(key) > VARIABLES_LINE_CHARS) {
+            more++;
+            continue;
+        }
+        PyObject *part = PyUnicode_FromFormat("%U: %.40s", key, type);
+        if (!part || PyList_Append(parts, part) < 0) {
+            Py_XDECREF(part);
+            goto fail;
+        }
+        chars += PyUnicode_GET_LENGTH(part) + 2;
+        Py_DECREF(part);
+    }
+    out = PyUnicode_Join(sep, parts);
+    if (out && more)
+        Py_SETREF(out, PyUnicode_FromFormat("%U, ... and %zd more", out, more));
+fail:
+    Py_XDECREF(parts);
+    Py_XDECREF(sep);
+    return out;
 }
 
 /* ---- import guard ---- */

@@ -40,9 +40,21 @@ int repl_capture_write(PyObject *str);
  * receives the characters written since the reset. NULL on error. */
 PyObject *repl_capture_text(unsigned long long *total);
 
+/* The model's variables as one line, "name: type, ..." in namespace order
+ * (those SHOW_VARS lists: the inputs and histories too, not the REPL's
+ * functions, modules, `answer` or _names), at most 100 names and about
+ * 1,500 characters, then "... and N more". New reference; NULL with a
+ * Python error set. */
+PyObject *repl_variables_line(void);
+
 /* The answer given by FINAL / FINAL_VAR since the last call (new reference),
  * or NULL without an error when there is none. Clears it. */
 PyObject *repl_take_final(void);
+
+/* The str literals the cell about to run passes to FINAL_VAR (a frozenset
+ * from the glue's compile_cell; NULL: treat every str as a name). Borrowed
+ * reference taken. */
+void repl_set_cell_literals(PyObject *literals);
 
 /* The REPL callables by their namespace name (new reference), NULL if unknown. */
 PyObject *repl_api_function(const char *name);

@@ -92,13 +92,19 @@ static int fence_opens(const line *ln, fence *f)
     return 1;
 }
 
-static int fence_closes(const line *ln, const fence *f)
+/* A fence of other text closes as CommonMark says: backticks and blanks
+ * only. A code fence closes at any line starting with enough backticks —
+ * models write "```Now I wait for the output." — and *rest is what follows
+ * them on the line (prose), empty when nothing does. */
+static int fence_closes(const line *ln, const fence *f, line *rest)
 {
     size_t i = skip_blanks(ln->s, ln->len, 0);
     size_t ticks = count_ticks(ln->s, ln->len, i);
     if (ticks < f->ticks)
         return 0;
-    return skip_blanks(ln->s, ln->len, i + ticks) == ln->len;
+    size_t after = skip_blanks(ln->s, ln->len, i + ticks);
+    *rest = (line){ln->s + after, ln->len - after, ln->next};
+    return after == ln->len || f->is_code;
 }
 
 /* Code inside an indented fence loses up to the fence's own indentation, so a
@@ -321,6 +327,19 @@ static int final_take(const char *text, size_t len, size_t from, reply *r, size_
     return 0;
 }
 
+/* Reads a line outside any fence (or the prose after a code fence's close)
+ * for a final answer: the first one wins. -1 when out of memory. */
+static int outside_line(const char *text, size_t len, const line *ln, reply *out, size_t *pos)
+{
+    reply_final_kind kind = REPLY_FINAL_NONE;
+    size_t arg;
+    if (out->final_kind != REPLY_FINAL_NONE || (arg = final_start(ln, &kind)) == 0)
+        return 0;
+    out->final_kind = kind;
+    out->final_after_code = out->n_blocks > 0;
+    return final_take(text, len, (size_t)(ln->s - text) + arg, out, pos);
+}
+
 int reply_parse(const char *text, size_t len, reply *out)
 {
     memset(out, 0, sizeof *out);
@@ -335,28 +354,28 @@ int reply_parse(const char *text, size_t len, reply *out)
         line ln;
         line_at(text, len, pos, &ln);
         pos = ln.next;
+        line rest;
         if (state == OUTSIDE) {
-            reply_final_kind kind = REPLY_FINAL_NONE;
-            size_t arg;
-            if (fence_opens(&ln, &f)) {
+            if (fence_opens(&ln, &f))
                 state = f.is_code ? IN_CODE : IN_OTHER;
-            } else if (out->final_kind == REPLY_FINAL_NONE &&
-                       (arg = final_start(&ln, &kind)) != 0) {
-                out->final_kind = kind;
-                out->final_after_code = out->n_blocks > 0;
-                if (final_take(text, len, (size_t)(ln.s - text) + arg, out, &pos) != 0)
-                    goto fail;
-            }
-        } else if (fence_closes(&ln, &f)) {
+            else if (outside_line(text, len, &ln, out, &pos) != 0)
+                goto fail;
+        } else if (fence_closes(&ln, &f, &rest)) {
             if (state == IN_CODE && block_push(out, &code, &cap) != 0)
                 goto fail;
             state = OUTSIDE;
+            if (rest.len && outside_line(text, len, &rest, out, &pos) != 0)
+                goto fail;
         } else if (state == IN_CODE && code_add_line(&code, &ln, &f) != 0) {
             goto fail;
         }
     }
-    if (state == IN_CODE && block_push(out, &code, &cap) != 0)
-        goto fail;
+    if (state == IN_CODE) {
+        size_t before = out->n_blocks;
+        if (block_push(out, &code, &cap) != 0)
+            goto fail;
+        out->unclosed = out->n_blocks > before;
+    }
     buf_free(&code);
     return 0;
 fail:

@@ -21,13 +21,18 @@ typedef struct reply {
     char *final_text;        /* VALUE: the argument, surrounding quotes removed;
                                 VAR: the variable name (quotes removed); else NULL */
     int final_after_code;    /* 1 if the FINAL line comes after a code block */
+    int unclosed;            /* 1 if the last code block's fence was never closed: it
+                                runs to the end of the text */
 } reply;
 
 /* Extracts code blocks and a text final answer from text[0..len).
  *
  * Code blocks: a fence line of three or more backticks whose info string is
- * `repl`, `python`, `python3` or `py` (any case), closed by a fence line of at
- * least as many backticks. An unclosed block runs to the end of the text. Fences
+ * `repl`, `python`, `python3` or `py` (any case), closed by a line that starts
+ * with at least as many backticks: text after them on that line ("```Now I
+ * wait") is prose, not code, and is read for a final answer like any line
+ * outside code. An unclosed block runs to the end of the text (unclosed is
+ * set). Fences
  * of other languages (```text, ```json, bare ```) are not code and their
  * contents are ignored for final-answer detection too. A fence indented inside
  * a list item strips that indentation from its lines; blocks holding only

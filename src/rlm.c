@@ -1454,8 +1454,9 @@ static void rlm_build_report(rlm *r, const engine_outcome *o)
     int in_flight = lm_max_in_flight(r->lm);
     if (r->sub_lm && lm_max_in_flight(r->sub_lm) > in_flight)
         in_flight = lm_max_in_flight(r->sub_lm);
-    json_t *j = json_pack("{s:s?,s:s,s:s?,s:i,s:I,s:I,s:I,s:s?,s:o,s:f,s:s?,s:s,s:s,s:i,s:o,s:s?,s:s}",
-                          "answer", o->answer, "status", rlm_status_name(o->status),
+    json_t *j = json_pack("{s:s?,s:s?,s:s,s:s?,s:i,s:I,s:I,s:I,s:s?,s:o,s:f,s:s?,s:s,s:s,s:i,s:o,s:s?,s:s}",
+                          "answer", o->answer, "how", o->status == RLM_OK ? o->how : NULL,
+                          "status", rlm_status_name(o->status),
                           "error", o->error, "iterations", o->iterations,
                           "blocks", (json_int_t)o->blocks, "sub_calls", (json_int_t)o->sub_calls,
                           "sub_call_errors", (json_int_t)o->sub_call_errors,

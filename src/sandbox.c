@@ -1043,6 +1043,9 @@ static void fill_cell(sandbox_cell *cell, json_t *reply, const wait_state *ws)
     cell->timed_out = interrupted && !ws->cancelled;
     cell->cancelled = interrupted && ws->cancelled;
     cell->final_answer = json_strdup(json_object_get(reply, "final_answer"));
+    cell->variables = json_strdup(json_object_get(reply, "variables"));
+    const char *how = json_string_value(json_object_get(reply, "final_how"));
+    cell->final_literal = cell->final_answer && how && strcmp(how, "final_literal") == 0;
 }
 
 static void set_cell_message(sandbox_cell *cell, const char *text)
@@ -1347,6 +1350,7 @@ void sandbox_cell_clear(sandbox_cell *cell)
         return;
     free(cell->output);
     free(cell->final_answer);
+    free(cell->variables);
     memset(cell, 0, sizeof *cell);
 }
 

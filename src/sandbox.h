@@ -124,6 +124,11 @@ typedef struct sandbox_cell {
                              and every sandbox_set_var variable were given again) */
     char *final_answer;   /* set when the cell called FINAL / FINAL_VAR or set
                              answer["ready"] = True; NULL otherwise */
+    char *variables;      /* the model's variables after the cell, one bounded line
+                             "name: type, ..." (NULL when the child sent none) */
+    int final_literal;    /* 1: final_answer is the text of `FINAL(some words)` whose
+                             words raised NameError or SyntaxError (the reference's
+                             reading of it), not a value the code computed */
     double seconds;       /* wall time of the cell, sub-calls excluded */
     double call_seconds;  /* wall time spent serving sub-calls */
     size_t n_calls;       /* sub-call prompts served */

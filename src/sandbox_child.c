@@ -76,19 +76,36 @@ static const char *const helper_modules[] = {
 };
 
 /* The Python half of a cell: REPL-style compilation (the last expression is
- * evaluated separately so its value can be shown) and tracebacks that start
- * at the model's code. Source lines come from linecache entries we add. */
+ * evaluated separately so its value can be shown), tracebacks that start at
+ * the model's code, and the finishing forms that need the cell's source.
+ * Source lines come from linecache entries we add.
+ *
+ * compile_cell also returns the string literals the cell passes to
+ * FINAL_VAR: FINAL_VAR("name") naming no variable is an error (the name is
+ * the classic wrong answer), while FINAL_VAR(x) whose value names no
+ * variable answers with that value (the reference's models write it).
+ *
+ * final_literal: a cell that fails on a line `FINAL(some words)` — a
+ * NameError for one of the words, or a SyntaxError on that line — meant the
+ * words as the answer, as the reference library (which read FINAL(...)
+ * anywhere in the reply) took them. One or more words (identifiers,
+ * numbers, with trailing punctuation), nothing that calls or computes. */
 static const char glue_source[] =
-    "import ast, linecache, traceback\n"
+    "import ast, linecache, re, traceback\n"
     "_KEEP_SOURCES = 200\n"
     "def compile_cell(src, filename, number):\n"
     "    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)\n"
     "    linecache.cache.pop('<cell-%d>' % (number - _KEEP_SOURCES), None)\n"
     "    tree = ast.parse(src, filename, 'exec')\n"
+    "    literals = frozenset(n.args[0].value.strip(\" \\t\\r\\n'\\\"`\") for n in ast.walk(tree)\n"
+    "                         if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)\n"
+    "                         and n.func.id == 'FINAL_VAR' and n.args\n"
+    "                         and isinstance(n.args[0], ast.Constant)\n"
+    "                         and isinstance(n.args[0].value, str))\n"
     "    last = None\n"
     "    if tree.body and isinstance(tree.body[-1], ast.Expr):\n"
     "        last = compile(ast.Expression(tree.body.pop().value), filename, 'eval')\n"
-    "    return compile(tree, filename, 'exec'), last\n"
+    "    return compile(tree, filename, 'exec'), last, literals\n"
     "def format_exception(exc, interrupt_text):\n"
     "    tb = exc.__traceback__\n"
     "    while tb is not None and not tb.tb_frame.f_code.co_filename.startswith('<cell-'):\n"
@@ -96,7 +113,35 @@ static const char glue_source[] =
     "    lines = traceback.format_exception(type(exc), exc, tb)\n"
     "    if isinstance(exc, KeyboardInterrupt):\n"
     "        lines = lines[:-1] + [interrupt_text + '\\n']\n"
-    "    return ''.join(lines)\n";
+    "    return ''.join(lines)\n"
+    "_WORD = r\"(?:[A-Za-z_][\\w'-]*|\\d[\\w.]*)[.:;!?]*\"\n"
+    "_FINAL_WORDS = re.compile(r'[ \\t]*FINAL\\([ \\t]*(' + _WORD + r'(?:(?:[ \\t]*,[ \\t]*|[ \\t]+)' +\n"
+    "                          _WORD + r')*)[ \\t]*\\)[ \\t]*(?:#.*)?')\n"
+    "def final_literal(exc, src):\n"
+    "    if isinstance(exc, SyntaxError):\n"
+    "        if not str(exc.filename).startswith('<cell-'):\n"
+    "            return None\n"
+    "        line = exc.lineno\n"
+    "    elif type(exc) is NameError:\n"
+    "        tb = exc.__traceback__\n"
+    "        while tb is not None and tb.tb_next is not None:\n"
+    "            tb = tb.tb_next\n"
+    "        if tb is None or not tb.tb_frame.f_code.co_filename.startswith('<cell-'):\n"
+    "            return None\n"
+    "        line = tb.tb_lineno\n"
+    "    else:\n"
+    "        return None\n"
+    "    lines = src.splitlines()\n"
+    "    if not line or line > len(lines):\n"
+    "        return None\n"
+    "    if len(lines[line - 1]) > 500:\n"
+    "        return None\n"
+    "    m = _FINAL_WORDS.fullmatch(lines[line - 1])\n"
+    "    if m is None or not re.search(r'[A-Za-z_]', m.group(1)):\n"
+    "        return None\n"
+    "    if isinstance(exc, NameError) and exc.name not in re.findall(r'[A-Za-z_]\\w*', m.group(1)):\n"
+    "        return None\n"
+    "    return m.group(1)\n";
 
 /* Where one input's bytes are: descriptors (closed once it is loaded) and
  * what they hold. */
@@ -128,6 +173,7 @@ typedef struct child {
     PyObject *builtins;         /* the builtins module */
     PyObject *compile_cell;     /* glue functions */
     PyObject *format_exception;
+    PyObject *final_literal;
     PyObject *originals;        /* REPL name -> object to restore after a cell */
     PyObject *modules;          /* sys.modules name -> module, as at lockdown */
     PyObject *module_dicts;     /* list of (module __dict__, copy at lockdown) */
@@ -373,12 +419,14 @@ static int load_glue(child *c, char *err, size_t errlen)
     Py_DECREF(rc);
     c->compile_cell = PyDict_GetItemString(dict, "compile_cell");
     c->format_exception = PyDict_GetItemString(dict, "format_exception");
-    if (!c->compile_cell || !c->format_exception) {
+    c->final_literal = PyDict_GetItemString(dict, "final_literal");
+    if (!c->compile_cell || !c->format_exception || !c->final_literal) {
         snprintf(err, errlen, "the REPL glue is incomplete");
         return -1;
     }
     Py_INCREF(c->compile_cell);
     Py_INCREF(c->format_exception);
+    Py_INCREF(c->final_literal);
     return 0;
 fail:
     python_error(err, errlen, "cannot load the REPL glue");
@@ -926,12 +974,11 @@ static void restore_repl(child *c)
     PyErr_Clear();
 }
 
-/* Writes the pending exception (a traceback from the model's first frame)
- * to the capture. Returns 1 if it was the host's SIGINT or SIGUSR1; the last
+/* Writes exc (a traceback from the model's first frame; taken) to the
+ * capture. Returns 1 if it was the host's SIGINT or SIGUSR1; the last
  * line then says the cell timed out, or that the user cancelled it. */
-static int report_exception(child *c)
+static int report_exception(child *c, PyObject *exc)
 {
-    PyObject *exc = take_exception();
     int interrupted = exc && PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt);
     PyObject *why = cancel_requested ? c->cancel_text : c->timeout_text;
     PyObject *text = exc ? PyObject_CallFunctionObjArgs(c->format_exception, exc, why, NULL)
@@ -948,6 +995,17 @@ static int report_exception(child *c)
     Py_XDECREF(exc);
     PyErr_Clear();
     return interrupted;
+}
+
+/* The text of `FINAL(some words)` when exc is the NameError or SyntaxError
+ * those words raised (the glue's final_literal); NULL otherwise. */
+static PyObject *literal_final(child *c, PyObject *exc, PyObject *src)
+{
+    PyObject *words = PyObject_CallFunctionObjArgs(c->final_literal, exc, src, NULL);
+    PyErr_Clear();
+    if (words && !PyUnicode_Check(words))
+        Py_CLEAR(words);
+    return words;
 }
 
 /* Runs compiled code; shows the value of a trailing expression like a REPL. */
@@ -1001,7 +1059,8 @@ static PyObject *cell_final_answer(child *c)
     return final;
 }
 
-static json_t *result_frame(child *c, int raised, int interrupted, PyObject *final)
+static json_t *result_frame(child *c, int raised, int interrupted, PyObject *final,
+                            const char *how)
 {
     unsigned long long total = 0;
     PyObject *output = repl_capture_text(&total);
@@ -1023,6 +1082,14 @@ static json_t *result_frame(child *c, int raised, int interrupted, PyObject *fin
     json_object_set_new(frame, "interrupted", json_boolean(interrupted));
     json_object_set_new(frame, "cancelled", json_boolean(interrupted && cancel_requested));
     json_object_set_new(frame, "final_answer", final_json);
+    if (how && final)
+        json_object_set_new(frame, "final_how", json_string(how));
+    PyObject *variables = repl_variables_line();
+    json_t *variables_json = variables ? json_utf8(variables) : NULL;
+    Py_XDECREF(variables);
+    PyErr_Clear();
+    if (variables_json)
+        json_object_set_new(frame, "variables", variables_json);
     if (frame_encoded_size(frame) > c->frame_max) {
         /* Only a giant final answer can get here; the output is bounded. */
         char note[160];
@@ -1051,22 +1118,40 @@ static json_t *run_cell(child *c, const char *code, size_t len)
     restore_repl(c);
     c->cell_number++;
     int raised = 0, interrupted = 0;
-    PyObject *final = NULL, *pair = NULL;
+    const char *how = NULL;
+    PyObject *final = NULL, *pair = NULL, *exc = NULL, *final_error = NULL;
     PyObject *src = PyUnicode_DecodeUTF8(code, (Py_ssize_t)len, "replace");
     PyObject *filename = PyUnicode_FromFormat("<cell-%lu>", c->cell_number);
     if (src && filename)
         pair = PyObject_CallFunction(c->compile_cell, "OOk", src, filename, c->cell_number);
+    if (pair)
+        repl_set_cell_literals(PyTuple_GET_ITEM(pair, 2));
     if (!pair || run_code(c, pair) < 0) {
         raised = 1;
-        interrupted = report_exception(c);
+        exc = take_exception();
     }
     final = cell_final_answer(c);
-    if (!final && PyErr_Occurred()) {
-        raised = 1;
-        interrupted |= report_exception(c);
+    if (!final && PyErr_Occurred())
+        final_error = take_exception();
+    if (exc && !final && !final_error && src && (final = literal_final(c, exc, src))) {
+        how = "final_literal";
+        raised = 0;
+        Py_CLEAR(exc);
+        PyObject *note = PyUnicode_FromFormat("[rlm] FINAL(%U): these words are no variable; "
+                                              "they are the final answer as written.\n", final);
+        if (!note || repl_capture_write(note) < 0)
+            PyErr_Clear();
+        Py_XDECREF(note);
     }
+    if (exc)
+        interrupted = report_exception(c, exc);
+    if (final_error) {
+        raised = 1;
+        interrupted |= report_exception(c, final_error);
+    }
+    repl_set_cell_literals(NULL);
     restore_repl(c);
-    json_t *frame = result_frame(c, raised, interrupted, final);
+    json_t *frame = result_frame(c, raised, interrupted, final, how);
     Py_XDECREF(final);
     Py_XDECREF(pair);
     Py_XDECREF(src);

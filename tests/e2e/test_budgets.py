@@ -80,7 +80,7 @@ class Budgets(RlmTestCase):
         self.assertIn("stopped", code["output"])
 
     def test_no_answer_after_budget_exits_1(self):
-        with FakeLM(script(last_reply="I cannot tell yet.")) as lm:
+        with FakeLM(script(last_reply=repl("print('one more look')"))) as lm:
             res = self.rlm(["--json", "--context", self.ctx(), "--max-subcalls", "5", QUESTION], lm)
         report = self.check_stopped(res, "max_subcalls", 1, None)
         self.assertEqual(report["status"], "no answer")
@@ -93,7 +93,7 @@ class Budgets(RlmTestCase):
         prices = self.write("cheap-root.json", json.dumps(
             {"root-model": {"input": 0.001, "output": 0.001},
              "sub-model": {"input": 1000, "output": 1000}}))
-        with FakeLM(script(last_reply="I cannot tell yet.")) as lm:
+        with FakeLM(script(last_reply=repl("print('one more look')"))) as lm:
             res = self.rlm(["--json", "--context", self.ctx(), "--prices", prices,
                             "--max-cost", "0.01", QUESTION], lm)
         self.assertExit(res, 1)
@@ -101,10 +101,16 @@ class Budgets(RlmTestCase):
                    r"would go past the limit: \$[0-9.e-]+ spent of \$0\.01")
         self.assertRegex(res.stderr, pattern)
         self.assertRegex(res.events("budget_exhausted")[0]["message"], pattern)
-        with FakeLM(script(last_reply="I cannot tell yet.")) as lm:
+        with FakeLM(script(last_reply=repl("print('one more look')"))) as lm:
             res = self.rlm(["--json", "--context", self.ctx(), "--max-subcalls", "15", QUESTION], lm)
         self.assertIn("max_subcalls: a batch of 10 sub-calls would go past the limit: "
                       "10 sub-calls made of 15", res.stderr)
+
+    def test_last_reply_in_words_after_budget_is_the_answer(self):
+        with FakeLM(script(last_reply="About 10 of the chunks are good.")) as lm:
+            res = self.rlm(["--json", "--context", self.ctx(), "--max-subcalls", "5", QUESTION], lm)
+        report = self.check_stopped(res, "max_subcalls", 0, "About 10 of the chunks are good.")
+        self.assertEqual(report["how"], "last_reply")
 
     def test_max_subcalls_zero_allows_root_only(self):
         with FakeLM(script()) as lm:

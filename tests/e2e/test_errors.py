@@ -378,8 +378,9 @@ class HostileOrConfusedModel(RlmTestCase):
         self.assertEqual(res.report["sub_call_errors"], 2)
 
     def test_turn_limit_then_last_request(self):
+        # The last reply is more code, not an answer: no code runs any more.
         rules = [
-            {"match": "(?i)used all your turns", "reply": "Still not sure."},
+            {"match": "(?i)used all your turns", "reply": repl("print('still looking')")},
             {"match": ".", "reply": repl("print('looking')")},
         ]
         with FakeLM(rules) as lm:
@@ -388,6 +389,24 @@ class HostileOrConfusedModel(RlmTestCase):
         self.assertEqual(res.report["status"], "no answer")
         self.assertEqual(res.report["iterations"], 4)
         self.assertIsNone(res.report["answer"])
+        self.assertIsNone(res.report["how"])
+        self.assertEqual(len(res.events("turns_exhausted")), 1)
+        self.assertEqual(len(res.events("code")), 3)
+
+    def test_turn_limit_last_reply_in_words_is_the_answer(self):
+        # As the reference library does: the reply to the last request, with
+        # neither code nor FINAL, is the answer.
+        rules = [
+            {"match": "(?i)used all your turns", "reply": "\n  Probably 42 users.\n"},
+            {"match": ".", "reply": repl("print('looking')")},
+        ]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--max-iterations", "2", "--json", "--context", self.write("c.txt", "x"), "q"], lm)
+        self.assertExit(res, 0)
+        self.assertEqual(res.report["answer"], "Probably 42 users.")
+        self.assertEqual(res.report["how"], "last_reply")
+        self.assertEqual(res.events("final_answer")[0]["how"], "last_reply")
+        self.assertEqual(res.events("run_end")[0]["how"], "last_reply")
         self.assertEqual(len(res.events("turns_exhausted")), 1)
 
     def test_turn_limit_last_request_answers(self):

@@ -280,7 +280,8 @@ class Sessions(RlmTestCase):
         self.assertEqual(len(res.events("sandbox_ready")), 1)   # one sandbox for both
 
     def test_chat_unknown_command_and_no_answer(self):
-        rules = [{"match": r"NOANS", "reply": "I will not answer."}]
+        # Code to the last request too: no answer (a reply in words would be one).
+        rules = [{"match": r"NOANS|used all your turns", "reply": repl("print('thinking')")}]
         with FakeLM(rules) as lm:
             res = self.rlm(["--max-iterations", "1"], lm, command="chat",
                            stdin="/bogus\nNOANS question\n")

@@ -312,10 +312,11 @@ static void test_feedback(void **state)
 {
     (void)state;
     prompt_block_result blocks[4] = {
-        {"print(1)", "1\n", 0, 0, 0},
-        {"x = 2", "", 0, 0, 0},
-        {"while True: pass", "TimeoutError", 1, 1, 1},
-        {"1/0", "Traceback...\nZeroDivisionError: division by zero", 1, 0, 0},
+        {"print(1)", "1\n", "x: int", 0, 0, 0},
+        {"x = 2", "", NULL, 0, 0, 0},
+        {"while True: pass", "TimeoutError", NULL, 1, 1, 1},
+        {"1/0", "Traceback...\nZeroDivisionError: division by zero",
+         "context: str, context_0: str, counts: dict, f: function", 1, 0, 0},
     };
     char *m = prompt_feedback(blocks, 4, 3, 10, "Your text FINAL was not accepted.");
     assert_non_null(m);
@@ -330,7 +331,12 @@ static void test_feedback(void **state)
     assert_before(m, "[block 1 of 4", "[block 2 of 4");
     assert_before(m, "[block 2 of 4", "[block 3 of 4");
     assert_before(m, "[block 3 of 4", "[block 4 of 4");
-    assert_before(m, "ZeroDivisionError", "Your text FINAL was not accepted.");
+    /* The last block's variables, after the outputs and before the note. */
+    assert_null(strstr(m, "x: int"));
+    assert_non_null(strstr(m, "\nREPL variables: context: str, context_0: str, counts: dict, "
+                              "f: function\n"));
+    assert_before(m, "ZeroDivisionError", "REPL variables:");
+    assert_before(m, "REPL variables:", "Your text FINAL was not accepted.");
     assert_before(m, "Your text FINAL was not accepted.", "Turn 3 of 10.");
     assert_null(strstr(m, "print(1)")); /* the model wrote the code: not echoed */
     assert_null(strstr(m, "last turn"));
@@ -340,7 +346,7 @@ static void test_feedback(void **state)
 static void test_feedback_states(void **state)
 {
     (void)state;
-    prompt_block_result interrupted = {"f()", NULL, 0, 1, 0};
+    prompt_block_result interrupted = {"f()", NULL, NULL, 0, 1, 0};
     char *m = prompt_feedback(&interrupted, 1, 10, 10, NULL);
     assert_non_null(m);
     assert_non_null(strstr(m, "[block 1 of 1 output; timed out and was interrupted, variables kept]"));
@@ -349,7 +355,7 @@ static void test_feedback_states(void **state)
     assert_non_null(strstr(m, "last turn"));
     free(m);
 
-    prompt_block_result crashed = {"f()", "  \n", 0, 0, 1};
+    prompt_block_result crashed = {"f()", "  \n", NULL, 0, 0, 1};
     m = prompt_feedback(&crashed, 1, 2, 5, "");
     assert_non_null(m);
     assert_non_null(strstr(m, "crashed and was restarted, all variables were lost"));
@@ -357,7 +363,7 @@ static void test_feedback_states(void **state)
     free(m);
 
     /* output bytes that are not UTF-8 cannot leak into the message */
-    prompt_block_result binary = {"x", "ok \xFF\xFE end", 0, 0, 0};
+    prompt_block_result binary = {"x", "ok \xFF\xFE end", NULL, 0, 0, 0};
     m = prompt_feedback(&binary, 1, 2, 5, NULL);
     assert_non_null(m);
     assert_true(valid_utf8(m, strlen(m)));

@@ -207,12 +207,59 @@ static void test_final_forms(void **state)
     assert_string_equal(cell.final_answer, "the answer");
     sandbox_cell_clear(&cell);
 
-    /* A missing name is an error the model sees, never an answer. */
+    /* A missing name written as a literal is an error the model sees,
+     * never an answer. */
     expect_raise(sb, "FINAL_VAR('nothing_here')", "NameError");
     run(sb, "FINAL_VAR('nothing_here')", &cell);
     assert_non_null(strstr(cell.output, "nothing_here"));
     assert_null(cell.final_answer);
     sandbox_cell_clear(&cell);
+    expect_raise(sb, "FINAL_VAR(\" `nothing_here` \")", "NameError");
+
+    /* FINAL_VAR(x) whose value names no variable: the value is the answer. */
+    run(sb, "x = 'The answer is 42.'\nFINAL_VAR(x)", &cell);
+    assert_false(cell.raised);
+    assert_false(cell.final_literal);
+    assert_string_equal(cell.final_answer, "The answer is 42.");
+    sandbox_cell_clear(&cell);
+    run(sb, "label = 'result'\nFINAL_VAR(label)", &cell);   /* names `result`: its value */
+    assert_string_equal(cell.final_answer, "the answer");
+    sandbox_cell_clear(&cell);
+    run(sb, "FINAL_VAR(['a', 1])", &cell);
+    assert_string_equal(cell.final_answer, "['a', 1]");
+    sandbox_cell_clear(&cell);
+
+    /* FINAL(bare words) in code: the words are the answer, as written. */
+    run(sb, "seen = 1\nFINAL(get_reservation_details)", &cell);
+    assert_false(cell.raised);
+    assert_true(cell.final_literal);
+    assert_string_equal(cell.final_answer, "get_reservation_details");
+    assert_non_null(strstr(cell.output, "[rlm] FINAL(get_reservation_details)"));
+    assert_null(strstr(cell.output, "NameError"));
+    sandbox_cell_clear(&cell);
+    expect_output(sb, "print(seen)", "1\n");   /* the lines before it ran */
+    static const char *const literal[][2] = {
+        {"FINAL(The answer is Paris)", "The answer is Paris"},      /* a SyntaxError */
+        {"if True:\n    FINAL(It's 42 apples.)", "It's 42 apples."},
+        {"FINAL( Paris, France )  # done", "Paris, France"},
+        {"for i in range(1):\n    FINAL(unknown)", "unknown"},
+    };
+    for (size_t i = 0; i < sizeof literal / sizeof literal[0]; i++) {
+        run(sb, literal[i][0], &cell);
+        if (!cell.final_answer)
+            print_message("code: %s\noutput: %s\n", literal[i][0], cell.output);
+        assert_true(cell.final_literal);
+        assert_string_equal(cell.final_answer, literal[i][1]);
+        sandbox_cell_clear(&cell);
+    }
+    /* Not bare words, or not the FINAL line that failed: a plain error. */
+    expect_raise(sb, "FINAL(undefined_function(3))", "NameError");
+    expect_raise(sb, "FINAL(missing + 1)", "NameError");
+    expect_raise(sb, "def f():\n    return missing_name\nFINAL(f())", "NameError");
+    expect_raise(sb, "y = no_such\nFINAL(y)", "NameError");
+    expect_raise(sb, "FINAL('unclosed)", "SyntaxError");
+    expect_raise(sb, "x = (\nFINAL(a b)", "SyntaxError");
+    expect_raise(sb, "FINAL_VAR(not_defined)", "NameError");
 
     /* The answer dict: ready -> final answer once, then reset. */
     run(sb, "answer['content'] = 'done'", &cell);
