@@ -39,9 +39,15 @@ static void print_table(json_t *report)
                    json_string_value(json_object_get(l, "detail")));
         }
     }
-    if (json_is_true(json_object_get(report, "ok")))
+    json_t *gaps = json_object_get(report, "not_covered");
+    if (json_is_true(json_object_get(report, "ok")) && json_array_size(gaps) == 0)
         printf("\nok: the floor (seccomp + rlimits) is in force; model code runs confined.\n");
-    else
+    else if (json_is_true(json_object_get(report, "ok"))) {
+        printf("\nok: the floor (seccomp + rlimits) is in force: model code cannot open files, "
+               "reach the\nnetwork, start processes or signal others. Not covered here:\n");
+        for (size_t i = 0; i < json_array_size(gaps); i++)
+            printf("  - %s\n", json_string_value(json_array_get(gaps, i)));
+    } else
         printf("\nNOT OK: without seccomp + rlimits rlm refuses to run model code\n"
                "(--unsafe-no-sandbox runs it unconfined, and the trace records that).\n");
 }

@@ -315,9 +315,12 @@ void rlm_string_free(char *s);
  * confinement layer — active or not, and why not — as a JSON object:
  *   {"sandbox_exe": "...", "python": "3.11.2", "ready_seconds": 0.09,
  *    "layers": [{"name": "seccomp", "active": true, "detail": "..."}, ...],
- *    "ok": true}
+ *    "ok": true, "not_covered": ["without landlock: ...", ...]}
  * "ok" is false when the floor (seccomp + rlimits) cannot be applied, in
- * which case rlm refuses to run model code without unsafe_no_sandbox.
+ * which case rlm refuses to run model code without unsafe_no_sandbox;
+ * "not_covered" says, for each layer that is off, what the floor does not
+ * cover without it (empty when every layer is on). RLM_SANDBOX_FLOOR_ONLY=1
+ * in the environment switches Landlock and namespaces off (docs/sandbox.md).
  * *report is the caller's (rlm_string_free). RLM_ERR_SANDBOX when no
  * sandbox child could be started at all (*report still explains). */
 rlm_status rlm_doctor(const rlm_config *cfg, char **report);

@@ -35,6 +35,34 @@ static int floor_in_force(json_t *layers)
     return found == 2;
 }
 
+/* What model code can still do because a layer is off, for each layer that
+ * is: the floor covers the rest (docs/sandbox.md). */
+static json_t *not_covered(json_t *layers)
+{
+    static const struct {
+        const char *layer, *gap;
+    } gaps[] = {
+        {"landlock", "without landlock: the seccomp deny list is the only barrier between model "
+                     "code and the filesystem; a system call it misses would not be caught by a "
+                     "second layer"},
+        {"namespaces", "without namespaces: model code shares this machine's process ids, "
+                       "network and System V IPC: it can tell which processes exist and read "
+                       "their scheduling settings (not signal, trace or read them); sockets and "
+                       "IPC objects stay denied by seccomp"},
+    };
+    json_t *out = json_array();
+    for (size_t i = 0; out && i < json_array_size(layers); i++) {
+        json_t *l = json_array_get(layers, i);
+        const char *name = json_string_value(json_object_get(l, "name"));
+        if (!name || json_is_true(json_object_get(l, "active")))
+            continue;
+        for (size_t g = 0; g < sizeof gaps / sizeof gaps[0]; g++)
+            if (strcmp(name, gaps[g].layer) == 0)
+                json_array_append_new(out, json_string(gaps[g].gap));
+    }
+    return out;
+}
+
 rlm_status rlm_doctor(const rlm_config *cfg, char **report)
 {
     *report = NULL;
@@ -71,6 +99,7 @@ rlm_status rlm_doctor(const rlm_config *cfg, char **report)
         json_object_set_new(out, "summary", json_string(sandbox_layers(sb)));
         json_object_set_new(out, "warnings", json_string(sandbox_warnings(sb)));
         json_object_set_new(out, "ok", json_boolean(floor_in_force(layers)));
+        json_object_set_new(out, "not_covered", not_covered(layers));
         json_object_set_new(out, "layers", layers ? layers : json_array());
         sandbox_free(sb);
         status = RLM_OK;

@@ -99,6 +99,7 @@ struct sandbox {
     int unsafe_no_sandbox;
     int no_namespaces;
     int no_landlock;
+    int floor_only;       /* RLM_SANDBOX_FLOOR_ONLY was set: the two above are forced */
     sandbox_factory *factory; /* a reference; NULL: always spawn */
     int forked;           /* the current child came from the factory */
     int ns_index;         /* the spawn's namespace set that worked; -1 before the first try */
@@ -205,6 +206,7 @@ static int spawn_child(sandbox *sb, char *err, size_t errlen)
     if (pid <= 0)
         pid = sandbox_spawn(sb->exe_path, &fds, use_namespaces,
                             sb->unsafe_no_sandbox ? "unsafe_no_sandbox"
+                            : sb->floor_only      ? SANDBOX_FLOOR_ONLY_WHY
                                                   : "switched off by the caller",
                             &sb->ns_index, &sb->ns, err, errlen);
     if (pid <= 0)
@@ -918,8 +920,9 @@ int sandbox_start(const sandbox_options *opts, sandbox **out, char *err, size_t 
     sb->pid = -1;
     sb->sock = -1;
     sb->ns_index = -1;
-    sb->no_namespaces = opts->no_namespaces != 0;
-    sb->no_landlock = opts->no_landlock != 0;
+    sb->floor_only = sandbox_floor_only();
+    sb->no_namespaces = opts->no_namespaces != 0 || sb->floor_only;
+    sb->no_landlock = opts->no_landlock != 0 || sb->floor_only;
     sb->cancel = opts->cancel;
     sb->factory = sandbox_factory_hold(opts->factory);
     if (getrandom(&sb->next_id, sizeof sb->next_id, 0) != (ssize_t)sizeof sb->next_id)

@@ -73,7 +73,9 @@ typedef struct sandbox_options {
     size_t output_limit;       /* characters of output kept per cell (head + tail); 0 = 20000 */
     int unsafe_no_sandbox;     /* 1: skip every layer (the caller records this) */
     int no_namespaces;         /* 1: do not try namespaces (tests, `rlm doctor`); reported */
-    int no_landlock;           /* 1: do not apply Landlock (tests, `rlm doctor`); reported */
+    int no_landlock;           /* 1: do not apply Landlock (tests, `rlm doctor`); reported.
+                                  RLM_SANDBOX_FLOOR_ONLY=1 in the environment sets both
+                                  (and a factory's no_namespaces): the floor alone */
     const volatile int *cancel; /* may be NULL. Non-zero (set from another thread or a
                                    signal handler) interrupts the running cell like a
                                    timeout and sandbox_exec reports it cancelled; read at

@@ -34,6 +34,9 @@
 #include <fcntl.h>
 #include <linux/capability.h>
 #include <linux/filter.h>
+#include <linux/kd.h>
+#include <linux/sockios.h>
+#include <linux/vt.h>
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <seccomp.h>
@@ -65,6 +68,10 @@ static const char *const denied_syscalls[] = {
     /* network and IPC endpoints, persistent IPC objects */
     "socket", "socketpair", "connect", "bind", "listen", "accept", "accept4",
     "mq_open", "mq_unlink", "shmget", "semget", "msgget",
+    /* System V IPC objects by id: without an IPC namespace these are the
+     * user's other programs' (attach, read, remove, post to them) */
+    "shmat", "shmdt", "shmctl", "semop", "semtimedop", "semctl", "msgsnd", "msgrcv", "msgctl",
+    "ipc",
     /* new programs, processes and threads (no thread is needed after lockdown,
      * and RLIMIT_NPROC does not bind root) */
     "execve", "execveat", "fork", "vfork", "clone",
@@ -115,6 +122,35 @@ static const struct {
  * only when it is this process (raise(), abort(), Python's own signals). */
 static const char *const signal_syscalls[] = {
     "kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo",
+};
+
+/* Calls on another process named by their first argument (0 is this one):
+ * its scheduling, its CPUs, its robust futex list. */
+static const char *const other_pid_syscalls[] = {
+    "sched_setaffinity", "sched_setscheduler", "sched_setparam", "sched_setattr",
+    "get_robust_list",
+};
+
+/* fcntl commands that make the kernel signal a process: the owner of a
+ * descriptor's I/O signals (F_SETOWN, F_SETOWN_EX), the signal it gets
+ * (F_SETSIG), and leases and directory notifications, whose signals go
+ * to that owner. */
+static const unsigned long denied_fcntls[] = {
+    F_SETOWN, F_SETOWN_EX, F_SETSIG, F_SETLEASE, F_NOTIFY,
+};
+
+/* ioctl commands that make the kernel signal a process, or act on a
+ * terminal's processes: I/O signal owner and O_ASYNC by ioctl (any file,
+ * sockets included), a terminal's foreground group, controlling terminal,
+ * signals to its foreground group (TIOCSIG; SIGWINCH on a resize; SIGHUP on
+ * a hangup or on losing the terminal), typing into it, redirecting the
+ * console, the line discipline, and the virtual console's signals. Model
+ * code has no terminal (fds 0-2 are /dev/null unless RLM_SANDBOX_STDERR is
+ * set for debugging), so this is only a second line. */
+static const unsigned long denied_ioctls[] = {
+    FIOSETOWN,  SIOCSPGRP,  FIOASYNC,   TIOCSPGRP,   TIOCSCTTY,  TIOCNOTTY, TIOCSIG,
+    TIOCSTI,    TIOCSWINSZ, TIOCVHANGUP, TIOCCONS,   TIOCLINUX,  TIOCSETD,  KDSIGACCEPT,
+    VT_SETMODE,
 };
 
 static int lockdown_fail(char *err, size_t errlen, const char *what, int code)
@@ -311,15 +347,50 @@ static int add_seccomp_rules(scmp_filter_ctx ctx, int self_pid, char *err, size_
         if (deny(ctx, signal_syscalls[i], eperm, 1, &not_self, err, errlen))
             return -1;
 
-    /* prlimit64 with a new limit sets; glibc's getrlimit passes NULL there. */
+    /* prlimit64 with a new limit sets; glibc's getrlimit passes NULL there.
+     * Another process's limits (or scheduling, or robust list) are none of
+     * the sandbox's business: with no PID namespace they are the host's. */
     struct scmp_arg_cmp sets_limit = SCMP_A2(SCMP_CMP_NE, 0);
     if (deny(ctx, "prlimit64", eperm, 1, &sets_limit, err, errlen))
         return -1;
-
-    /* Pushing bytes into a terminal's input queue would type commands. */
-    struct scmp_arg_cmp sti = SCMP_A1(SCMP_CMP_EQ, TIOCSTI);
-    if (deny(ctx, "ioctl", eperm, 1, &sti, err, errlen))
+    struct scmp_arg_cmp other_a0 = SCMP_A0(SCMP_CMP_NE, 0), other_a1 = SCMP_A1(SCMP_CMP_NE, 0);
+    for (size_t i = 0; i < sizeof other_pid_syscalls / sizeof other_pid_syscalls[0]; i++)
+        if (deny(ctx, other_pid_syscalls[i], eperm, 1, &other_a0, err, errlen))
+            return -1;
+    /* setpriority / ioprio_set(which, who, value): anything but "this
+     * process" (PRIO_PROCESS / IOPRIO_WHO_PROCESS, who 0) would renice the
+     * user's other processes, the host among them. */
+    struct scmp_arg_cmp not_prio_process = SCMP_A0(SCMP_CMP_NE, PRIO_PROCESS);
+    struct scmp_arg_cmp not_ioprio_process = SCMP_A0(SCMP_CMP_NE, 1 /* IOPRIO_WHO_PROCESS */);
+    if (deny(ctx, "setpriority", eperm, 1, &not_prio_process, err, errlen) ||
+        deny(ctx, "setpriority", eperm, 1, &other_a1, err, errlen) ||
+        deny(ctx, "ioprio_set", eperm, 1, &not_ioprio_process, err, errlen) ||
+        deny(ctx, "ioprio_set", eperm, 1, &other_a1, err, errlen))
         return -1;
+
+    /* Signals the kernel sends on our behalf: a descriptor's owner gets
+     * SIGIO (or the signal F_SETSIG names, SIGKILL included) when I/O is
+     * possible, once O_ASYNC is on — and a terminal makes its foreground
+     * process group the owner by itself. Without Landlock's signal scoping
+     * that reaches the host. The command argument is an unsigned int to the
+     * kernel: compared on its low 32 bits, so high bits set cannot slip a
+     * command past the filter. */
+    for (size_t i = 0; i < sizeof denied_fcntls / sizeof denied_fcntls[0]; i++) {
+        struct scmp_arg_cmp cmd = SCMP_A1(SCMP_CMP_MASKED_EQ, 0xFFFFFFFFu, denied_fcntls[i]);
+        if (deny(ctx, "fcntl", eperm, 1, &cmd, err, errlen) ||
+            deny(ctx, "fcntl64", eperm, 1, &cmd, err, errlen))
+            return -1;
+    }
+    struct scmp_arg_cmp set_async[2] = {SCMP_A1(SCMP_CMP_MASKED_EQ, 0xFFFFFFFFu, F_SETFL),
+                                        SCMP_A2(SCMP_CMP_MASKED_EQ, O_ASYNC, O_ASYNC)};
+    if (deny(ctx, "fcntl", eperm, 2, set_async, err, errlen) ||
+        deny(ctx, "fcntl64", eperm, 2, set_async, err, errlen))
+        return -1;
+    for (size_t i = 0; i < sizeof denied_ioctls / sizeof denied_ioctls[0]; i++) {
+        struct scmp_arg_cmp cmd = SCMP_A1(SCMP_CMP_MASKED_EQ, 0xFFFFFFFFu, denied_ioctls[i]);
+        if (deny(ctx, "ioctl", eperm, 1, &cmd, err, errlen))
+            return -1;
+    }
     return 0;
 }
 

@@ -110,6 +110,12 @@ void sandbox_describe_status(int status, char *out, size_t len)
     }
 }
 
+int sandbox_floor_only(void)
+{
+    const char *v = getenv("RLM_SANDBOX_FLOOR_ONLY");
+    return v && v[0] && strcmp(v, "0") != 0;
+}
+
 int sandbox_send_fds(int sock, const int *fds, int n, char *why, size_t whylen)
 {
     char byte = 0;
@@ -542,7 +548,8 @@ int sandbox_factory_new(const sandbox_options *opts, sandbox_factory **out, char
     f->pid = -1;
     f->sock = -1;
     f->next_id = 1;
-    f->use_namespaces = !opts->no_namespaces && !opts->unsafe_no_sandbox;
+    int floor_only = sandbox_floor_only();
+    f->use_namespaces = !opts->no_namespaces && !opts->unsafe_no_sandbox && !floor_only;
     frame_reader_init(&f->reader, FACTORY_FRAME_MAX);
     int sv[2] = {-1, -1}, child_end = -1;
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0 ||
@@ -565,6 +572,7 @@ int sandbox_factory_new(const sandbox_options *opts, sandbox_factory **out, char
     snprintf(err, errlen, "cannot start %s", f->exe);
     f->pid = spawn_with_sets(&plan, zygote_sets, SET_COUNT(zygote_sets), f->use_namespaces,
                              opts->unsafe_no_sandbox ? "unsafe_no_sandbox"
+                             : floor_only            ? SANDBOX_FLOOR_ONLY_WHY
                                                      : "switched off by the caller",
                              &index, &f->ns, err, errlen);
     if (f->pid <= 0) {

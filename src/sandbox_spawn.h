@@ -36,6 +36,16 @@ typedef struct sandbox_namespaces {
     char detail[256]; /* the names and what the kernel refused; or why none */
 } sandbox_namespaces;
 
+/* 1 when the environment variable RLM_SANDBOX_FLOOR_ONLY is set (to
+ * anything but "" or "0"): every sandbox and factory then refuses Landlock
+ * and namespaces, as on a machine without them, so that the floor alone can
+ * be tested. Read from the host's environment only (the child's is empty and
+ * model code cannot reach the host's); it can only remove layers. */
+int sandbox_floor_only(void);
+
+/* Why namespaces are off when the caller or the environment said so. */
+#define SANDBOX_FLOOR_ONLY_WHY "switched off by the host (RLM_SANDBOX_FLOOR_ONLY)"
+
 /* Starts a fresh rlm-sandbox child with fds in place. With use_namespaces it
  * tries the namespace sets strongest first (user,net,ipc,pid, then
  * net,ipc,pid) from *ns_index on (-1: all of them; updated to the set that

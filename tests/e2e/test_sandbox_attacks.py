@@ -4,7 +4,11 @@ code, then FINAL. Nothing the attack does may hurt the host, touch the canary
 file, reach the TCP listener, put bytes it chose ({MARK}) in a file of the
 host's cache or data directories, leave a temporary file there, leave the model
 without a clear error, or break the next cell. Also `rlm doctor`, and the floor
-being recorded in the trace."""
+being recorded in the trace.
+
+With RLM_SANDBOX_FLOOR_ONLY=1 in the environment (ctest runs it both ways)
+every sandbox refuses Landlock and namespaces, and each case must hold on the
+floor alone (seccomp + rlimits)."""
 import glob
 import json
 import os
@@ -69,6 +73,9 @@ def sanitized_build():
     except OSError:
         return False
 
+
+FLOOR_ONLY = os.environ.get("RLM_SANDBOX_FLOOR_ONLY", "") not in ("", "0")
+FLOOR_LAYERS = "seccomp,rlimits (without: landlock, namespaces)"
 
 # Sanitized code runs several times slower: give honest cells (a 100 MB print)
 # the time they need there, while loops still end by the timeout.
@@ -180,6 +187,8 @@ class SandboxAttacks(RlmTestCase):
         ready = [e for e in events if e["type"] == "sandbox_ready"]
         if not ready or "seccomp" not in ready[0]["layers"]:
             problems.append("sandbox_ready does not record the layers: %r" % ready)
+        elif FLOOR_ONLY and any(e["layers"] != FLOOR_LAYERS for e in ready):
+            problems.append("not the floor alone: %r" % [e["layers"] for e in ready])
         return problems
 
     def test_attacks(self):
@@ -213,12 +222,23 @@ class Doctor(RlmTestCase):
             self.assertTrue(layer["detail"], layer)
             if not layer["active"]:
                 self.assertIn(layer["name"], report["warnings"])
+        # Each layer that is off names what the floor does not cover.
+        off = [layer["name"] for layer in report["layers"] if not layer["active"]]
+        self.assertEqual(len(report["not_covered"]), len(off))
+        for name, gap in zip(off, report["not_covered"]):
+            self.assertTrue(gap.startswith("without %s: " % name), gap)
+        if FLOOR_ONLY:
+            self.assertEqual(off, ["landlock", "namespaces"])
+            self.assertEqual(report["summary"], FLOOR_LAYERS)
         self.assertRegex(report["python"], r"^3\.\d+")
         self.assertGreater(report["ready_seconds"], 0)
         res = subprocess.run([RLM, "doctor"], capture_output=True, text=True, timeout=60)
         self.assertEqual(res.returncode, 0)
         for word in ("landlock", "namespaces", "seccomp", "rlimits", "ok:"):
             self.assertIn(word, res.stdout)
+        if off:
+            self.assertIn("Not covered here:", res.stdout)
+            self.assertNotIn("runs confined", res.stdout)
 
     def test_doctor_without_a_sandbox(self):
         res = subprocess.run([RLM, "doctor", "--sandbox-exe", "/nonexistent/rlm-sandbox"],

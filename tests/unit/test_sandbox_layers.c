@@ -113,6 +113,42 @@ static void test_degraded_layers_are_reported(void **state)
     sandbox_free(sb);
 }
 
+/* RLM_SANDBOX_FLOOR_ONLY in the host's environment drops Landlock and the
+ * namespaces for every sandbox, factories' children too; "0" or "" does
+ * nothing. It can only remove layers: the floor stays. */
+static void test_floor_only_environment(void **state)
+{
+    (void)state;
+    char detail[256];
+    setenv("RLM_SANDBOX_FLOOR_ONLY", "1", 1);
+    sandbox *sb = start(0, 0);
+    assert_string_equal(sandbox_layers(sb), "seccomp,rlimits (without: landlock, namespaces)");
+    assert_int_equal(layer_active(sb, "namespaces", detail, sizeof detail), 0);
+    assert_non_null(strstr(detail, "RLM_SANDBOX_FLOOR_ONLY"));
+    expect_raise(sb, "open('/etc/passwd')", "PermissionError");
+    sandbox_free(sb);
+    sandbox_options fo = {.exe_path = SANDBOX_EXE, .context_fd = -1};
+    sandbox_factory *factory = NULL;
+    char err[256];
+    assert_int_equal(sandbox_factory_new(&fo, &factory, err, sizeof err), 0);
+    sandbox_options opts = {.exe_path = SANDBOX_EXE, .context_fd = -1, .data_fd = -1,
+                            .factory = factory};
+    assert_int_equal(sandbox_start(&opts, &sb, err, sizeof err), 0);
+    assert_true(sandbox_forked(sb));
+    assert_string_equal(sandbox_layers(sb), "seccomp,rlimits (without: landlock, namespaces)");
+    sandbox_free(sb);
+    sandbox_factory_free(factory);
+    for (int i = 0; i < 2; i++) {
+        setenv("RLM_SANDBOX_FLOOR_ONLY", i ? "" : "0", 1);
+        sb = start(0, 0);
+        assert_int_equal(layer_active(sb, "namespaces", detail, sizeof detail),
+                         strstr(sandbox_warnings(sb), "namespaces") == NULL);
+        assert_null(strstr(sandbox_warnings(sb), "RLM_SANDBOX_FLOOR_ONLY"));
+        sandbox_free(sb);
+    }
+    unsetenv("RLM_SANDBOX_FLOOR_ONLY");
+}
+
 /* Each layer holds on its own: with only seccomp + rlimits, and with all. */
 static void check_confinement(sandbox *sb)
 {
@@ -176,6 +212,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_all_layers_reported),
         cmocka_unit_test(test_degraded_layers_are_reported),
+        cmocka_unit_test(test_floor_only_environment),
         cmocka_unit_test(test_confinement_every_layer),
         cmocka_unit_test(test_forged_result_frame),
     };
