@@ -30,6 +30,7 @@ static void usage(FILE *out)
         "       rlm chat [options]       a conversation: one question after another about the\n"
         "                                same inputs (line editing on a terminal; from a pipe,\n"
         "                                one question per line); /help lists its commands\n"
+        "       rlm sessions [list|rm NAME|recover]   the conversations kept by --session\n"
         "       rlm doctor [--json] [--sandbox-exe PATH]   which sandbox layers this machine allows\n"
         "       rlm demo                 a simulated 10M-token run, offline, no key needed\n"
         "       rlm bench run|report ... the benchmark suites (rlm bench --help)\n"
@@ -777,6 +778,8 @@ static int run_command(int argc, char **argv)
         return cmd_chat(argc - 1, argv + 1);
     if (strcmp(cmd, "doctor") == 0)
         return cmd_doctor(argc - 1, argv + 1);
+    if (strcmp(cmd, "sessions") == 0)
+        return cmd_sessions(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "demo") == 0)

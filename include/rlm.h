@@ -212,9 +212,11 @@ rlm_status rlm_set_context_text(rlm *r, const char *text, size_t len);
  * glob, "-" for stdin, or JSONL (a .jsonl file, or any file with the
  * jsonl_field option): one file makes `context` a str, several files or a
  * directory a dict path -> str, JSONL a list of str. Files are mapped, not
- * read into the heap. The inputs are read by rlm_ask, which returns
- * RLM_ERR_INPUT for a path that does not exist, a glob that matches nothing
- * or inputs without any text; lesser problems (unreadable or binary files
+ * read into the heap. An argument that names nothing (a path that does not
+ * exist, a glob that matches nothing) is refused at once with RLM_ERR_INPUT
+ * and not added: the inputs added before it stay as they were. The inputs
+ * are read by rlm_ask, which returns RLM_ERR_INPUT for inputs without any
+ * text (or gone since); lesser problems (unreadable or binary files
  * skipped, broken JSONL lines, invalid UTF-8 replaced) are listed in
  * rlm_warnings and the trace. Replaces a context given by
  * rlm_set_context_file / rlm_set_context_text, and is replaced by them. In a
@@ -273,6 +275,31 @@ void rlm_cancel(rlm *r);
  * Returns RLM_OK (also when r is already a conversation), or RLM_ERR_USAGE
  * for a handle that failed to open. */
 rlm_status rlm_begin_conversation(rlm *r);
+
+/* ---- Sessions on disk, as a whole --------------------------------------------
+ *
+ * Each takes cfg's session_db (cfg may be NULL: the default file) and sets
+ * *out, the caller's (rlm_string_free): the result as JSON on RLM_OK, else
+ * the reason. RLM_ERR_INPUT when the file cannot be read, is damaged (the
+ * reason says to recover it), or the session is missing or in use. */
+
+/* The sessions, by name: [{"name", "created", "questions", "last_question",
+ * "model", "sub_model", "inputs", "in_use_by" (the pid holding it, or
+ * null)}]; [] when there is no session file yet. */
+rlm_status rlm_sessions_list(const rlm_config *cfg, char **out);
+
+/* Removes session `name` and all it recorded: {"removed", "database"}.
+ * Refused while a process holds it. */
+rlm_status rlm_session_remove(const rlm_config *cfg, const char *name, char **out);
+
+/* Recovers a damaged session file: every row that can still be read goes
+ * into a new file that takes its place, the damaged one is kept beside it
+ * (FILE.damaged-DATE), and a session that lost rows says so when it is
+ * continued (its variables are not rebuilt from part of its cells).
+ * {"database", "damaged_copy", "sessions": [{"name", "cells_lost",
+ * "messages_lost", "questions_lost"}], "rows", "cut_tables",
+ * "cells_dropped"}. Refused while any of its sessions is in use. */
+rlm_status rlm_sessions_recover(const rlm_config *cfg, char **out);
 
 /* A JSON object describing the last rlm_ask: answer, how (how the answer
  * was given: "code", "final_literal", "FINAL in text", "FINAL_VAR in text",

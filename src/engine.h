@@ -165,6 +165,10 @@ int engine_state_legacy_names(const engine_state *st);
  * same order, as the process that recorded the session. 0, or -1 with err. */
 int engine_state_resume(engine_state *st, char *err, size_t errlen);
 
+/* After engine_state_resume: the recorded cells are not re-run (they were
+ * lost in a recovery of the session's file); the answers are still set. */
+void engine_state_skip_replay(engine_state *st);
+
 /* Kills the conversation's sandbox and frees the state. NULL is a no-op. */
 void engine_state_free(engine_state *st);
 

@@ -130,7 +130,17 @@ int engine_state_sandbox(engine *e)
             engine_progress(e, "rebuilding the session's variables");
             double t0 = clock_now();
             replay_run rr = {.e = e};
-            session_each_cell(st->store, replay_cell, &rr);
+            int read = session_each_cell(st->store, replay_cell, &rr);
+            if (read < 0 && !rr.broken) {
+                /* Cells that cannot be read would leave some variables out, or
+                 * give other sub-call results than the model's code had. */
+                snprintf(rr.err, sizeof rr.err, "%s", session_errmsg(st->store));
+                engine_event(e, "session_replay", json_pack("{s:I,s:b,s:s}", "cells",
+                                                            (json_int_t)rr.cells, "broken", 1,
+                                                            "error", rr.err));
+                engine_fail(e, RLM_ERR_INPUT, "the session cannot be rebuilt: %s", rr.err);
+                return -1;
+            }
             engine_event(e, "session_replay",
                          json_pack("{s:I,s:I,s:f,s:b,s:s?}", "cells", (json_int_t)rr.cells, "raised",
                                    (json_int_t)rr.raised, "seconds", clock_now() - t0, "broken",
@@ -358,6 +368,11 @@ int engine_state_resume(engine_state *st, char *err, size_t errlen)
         st->inputs[i].announced = 1;
     st->replay_pending = 1;
     return 0;
+}
+
+void engine_state_skip_replay(engine_state *st)
+{
+    st->replay_pending = 0;
 }
 
 void engine_state_free(engine_state *st)

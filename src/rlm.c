@@ -5,11 +5,13 @@
 #include "rlm.h"
 
 #include <errno.h>
+#include <glob.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cache.h"
@@ -648,8 +650,18 @@ static rlm_status rlm_open_session(rlm *r)
         return rlm_error(r, RLM_ERR_USAGE, "session '%s': neither XDG_DATA_HOME nor HOME is set, "
                          "so there is no default session database (set session_db)", name);
     char err[1024];
-    int rc = session_open(db[0] ? db : def, name, &r->store, err, sizeof err);
+    const char *path = db[0] ? db : def;
+    int rc = session_open(path, name, &r->store, err, sizeof err);
+    if (rc == 0 && session_created(r->store)) {
+        /* A typo in --session would otherwise start an empty conversation unseen. */
+        char msg[1400];
+        snprintf(msg, sizeof msg, "new session '%s' in %.1000s ('rlm sessions' lists the others)",
+                 name, path);
+        rlm_warn(r, msg);
+    }
     free(def);
+    if (rc != 0 && strncmp(err, "session '", 9) == 0)   /* "session 'x' is in use by pid N" */
+        return rlm_error(r, RLM_ERR_INPUT, "%s", err);
     if (rc != 0)
         return rlm_error(r, RLM_ERR_INPUT, "session '%s': %s", name, err);
     r->state = engine_state_new(r->store);
@@ -843,10 +855,36 @@ static void rlm_clear_docs(rlm *r)
     r->n_ctx_args = 0;
 }
 
+/* 0 when arg names something to read: stdin, an existing path, or a glob
+ * that matches; else -1 with r's error set. The reading itself waits for
+ * rlm_ask, but a typo is said at once, before it can spoil other inputs. */
+static int context_arg_exists(rlm *r, const char *arg)
+{
+    struct stat st;
+    if (strcmp(arg, "-") == 0 || stat(arg, &st) == 0)
+        return 0;
+    int e = errno;
+    if (strpbrk(arg, "*?[")) {
+        glob_t g;
+        int rc = glob(arg, 0, NULL, &g);
+        int matched = rc == 0 && g.gl_pathc > 0;
+        if (rc != GLOB_NOMATCH)
+            globfree(&g);
+        if (matched)
+            return 0;
+        rlm_error(r, RLM_ERR_INPUT, "context '%s': no file matches", arg);
+        return -1;
+    }
+    rlm_error(r, RLM_ERR_INPUT, "context '%s': %s", arg, strerror(e));
+    return -1;
+}
+
 rlm_status rlm_add_context(rlm *r, const char *arg)
 {
     if (!arg || !arg[0])
         return rlm_error(r, RLM_ERR_USAGE, "empty context argument");
+    if (context_arg_exists(r, arg) != 0)
+        return RLM_ERR_INPUT;
     char **args = realloc(r->ctx_args, (r->n_ctx_args + 1) * sizeof *args);
     if (!args)
         return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
@@ -1218,6 +1256,43 @@ static rlm_status conversation_add(rlm *r, rlm_input in, json_t *rec)
     return RLM_OK;
 }
 
+/* After the pending arguments failed to load together: drops those that
+ * fail alone, keeps the others pending for the next question (a bad
+ * /context must not lose the inputs given with it), and says so in r's
+ * error. Returns how many were kept; 0 leaves everything to the caller. */
+static size_t drop_bad_args(rlm *r)
+{
+    if (r->n_ctx_args < 2)
+        return 0;
+    char first[sizeof r->errmsg];
+    snprintf(first, sizeof first, "%s", r->errmsg);
+    buf dropped;
+    buf_init(&dropped, 4096);
+    size_t kept = 0;
+    for (size_t i = 0; i < r->n_ctx_args; i++) {
+        const char *arg = r->ctx_args[i];
+        ingest_set *alone = NULL;
+        rlm_status st = rlm_ingest(r, &arg, 1, rlm_config_get(r->cfg, "include"),
+                                   rlm_config_get(r->cfg, "exclude"),
+                                   rlm_config_get(r->cfg, "jsonl_field"), &alone);
+        ingest_free(alone);
+        if (st == RLM_OK) {
+            r->ctx_args[kept++] = r->ctx_args[i];
+        } else {
+            buf_printf(&dropped, "%s'%s'", dropped.len ? ", " : "", arg);
+            free(r->ctx_args[i]);
+        }
+    }
+    r->n_ctx_args = kept;
+    if (kept)
+        rlm_error(r, RLM_ERR_INPUT, "%s (input %s dropped; the other inputs given with it are kept "
+                  "for the next question)", first, dropped.data ? dropped.data : "?");
+    else
+        rlm_error(r, RLM_ERR_INPUT, "%s", first);
+    buf_free(&dropped);
+    return kept;
+}
+
 /* Makes the context given since the last question (rlm_add_context, or
  * rlm_set_context_file / _text) the conversation's next input, unless it is
  * one the conversation already has. */
@@ -1239,8 +1314,10 @@ static rlm_status conversation_add_pending(rlm *r)
         if (st == RLM_OK)
             st = stdin_record(r, r->docs, &text);
         if (st != RLM_OK) {
-            /* Dropped, so that the next question can bring a better one. */
             json_decref(rec);
+            if (st == RLM_ERR_INPUT && drop_bad_args(r) > 0)
+                return st;   /* the others wait for the next question */
+            /* Dropped, so that the next question can bring a better one. */
             rlm_clear_docs(r);
             return st;
         }
@@ -1381,6 +1458,23 @@ static rlm_status conversation_resume(rlm *r)
     char err[1024];
     if (engine_state_resume(r->state, err, sizeof err) != 0)
         return rlm_error(r, RLM_ERR_INPUT, "session '%s' cannot be continued: %s", name, err);
+    /* A session recovered from a damaged file says what it lost, and is not
+     * rebuilt from the part of its cells that survived. */
+    const json_t *lost = json_object_get(cfg, "recovered");
+    if (json_is_true(json_object_get(lost, "cells_lost"))) {
+        engine_state_skip_replay(r->state);
+        char msg[512];
+        snprintf(msg, sizeof msg, "session '%s' lost recorded cells when its file was recovered: its "
+                 "variables are not rebuilt (its history and answers are)", name);
+        rlm_warn(r, msg);
+    }
+    if (json_is_true(json_object_get(lost, "messages_lost")) ||
+        json_is_true(json_object_get(lost, "questions_lost"))) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "session '%s' lost part of its history or answers when its file was "
+                 "recovered", name);
+        rlm_warn(r, msg);
+    }
     return RLM_OK;
 }
 
@@ -1542,4 +1636,56 @@ const char *rlm_report_json(rlm *r)
 const char *rlm_trace_error(const rlm *r)
 {
     return r ? trace_error(r->trace) : "";
+}
+
+/* ---- sessions on disk, as a whole ------------------------------------------- */
+
+/* cfg's session_db, else the default file; NULL when neither can be named. */
+static char *sessions_db_path(const rlm_config *cfg)
+{
+    const char *db = cfg ? rlm_config_get(cfg, "session_db") : "";
+    return db[0] ? strdup(db) : user_path("XDG_DATA_HOME", ".local/share", "sessions.db");
+}
+
+/* *out = the JSON text of j (stolen) on RLM_OK, else a copy of err. */
+static rlm_status sessions_result(int rc, json_t *j, const char *err, char **out)
+{
+    *out = rc == 0 && j ? json_dumps(j, JSON_COMPACT) : strdup(rc == 0 ? "out of memory" : err);
+    json_decref(j);
+    if (!*out)
+        return RLM_ERR_NOMEM;
+    return rc == 0 && j ? RLM_OK : RLM_ERR_INPUT;
+}
+
+rlm_status rlm_sessions_list(const rlm_config *cfg, char **out)
+{
+    char err[2048], *path = sessions_db_path(cfg);
+    json_t *list = NULL;
+    if (!path)
+        return sessions_result(-1, NULL, "neither XDG_DATA_HOME nor HOME is set: give session_db", out);
+    int rc = session_list(path, &list, err, sizeof err);
+    free(path);
+    return sessions_result(rc, list, err, out);
+}
+
+rlm_status rlm_session_remove(const rlm_config *cfg, const char *name, char **out)
+{
+    char err[2048], *path = sessions_db_path(cfg);
+    if (!path)
+        return sessions_result(-1, NULL, "neither XDG_DATA_HOME nor HOME is set: give session_db", out);
+    int rc = session_remove(path, name ? name : "", err, sizeof err);
+    json_t *j = rc == 0 ? json_pack("{s:s,s:s}", "removed", name, "database", path) : NULL;
+    free(path);
+    return sessions_result(rc, j, err, out);
+}
+
+rlm_status rlm_sessions_recover(const rlm_config *cfg, char **out)
+{
+    char err[2048], *path = sessions_db_path(cfg);
+    json_t *report = NULL;
+    if (!path)
+        return sessions_result(-1, NULL, "neither XDG_DATA_HOME nor HOME is set: give session_db", out);
+    int rc = session_recover(path, &report, err, sizeof err);
+    free(path);
+    return sessions_result(rc, report, err, out);
 }

@@ -3,26 +3,33 @@
 #include "session.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "util.h"
 
 #define SCHEMA_VERSION "1"
 #define NAME_MAX_CHARS 100
+/* Longest database path handled (the lock file's name adds a suffix). */
+#define DB_PATH_MAX 4000
 
 struct session {
     sqlite3 *db;
     long long id;
     int is_new;
+    int created;            /* this open made the session */
+    int lock_fd;            /* holds the session's lock (see session_lock), -1 when none */
     json_t *config;
     long next_message, next_cell;
     int question;           /* current question number, 0 when none is open */
-    char errmsg[512];
+    char errmsg[1024];
 };
 
 static const char schema[] =
@@ -38,7 +45,14 @@ static const char schema[] =
     "  code TEXT NOT NULL, replies TEXT, PRIMARY KEY(session, seq));"
     /* Added without a new schema version: older rlm ignore the table. */
     "CREATE TABLE IF NOT EXISTS histories(session INTEGER NOT NULL, number INTEGER NOT NULL,"
-    "  messages TEXT NOT NULL, PRIMARY KEY(session, number));";
+    "  messages TEXT NOT NULL, PRIMARY KEY(session, number));"
+    /* Who holds a session's lock (the lock itself is in the lock file). */
+    "CREATE TABLE IF NOT EXISTS holders(session INTEGER PRIMARY KEY, pid INTEGER NOT NULL,"
+    "  since REAL NOT NULL);";
+
+/* The advice every message about a damaged database ends with. */
+#define RECOVER_ADVICE "'rlm sessions recover' copies what can still be read into a new file"
+
 
 static int session_fail(session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int session_fail(session *s, const char *fmt, ...)
@@ -50,8 +64,18 @@ static int session_fail(session *s, const char *fmt, ...)
     return -1;
 }
 
+/* 1 when SQLite's last error on db says the file is damaged. */
+static int damaged(sqlite3 *db)
+{
+    int code = sqlite3_errcode(db) & 0xff;
+    return code == SQLITE_CORRUPT || code == SQLITE_NOTADB;
+}
+
 static int session_db_fail(session *s, const char *what)
 {
+    if (damaged(s->db))
+        return session_fail(s, "the session database is damaged (%s: %s); " RECOVER_ADVICE, what,
+                            sqlite3_errmsg(s->db));
     return session_fail(s, "session database: %s: %s", what, sqlite3_errmsg(s->db));
 }
 
@@ -158,6 +182,7 @@ static int session_find_or_create(session *s, const char *name)
     if (exec_bound(s, "INSERT OR IGNORE INTO sessions(name, created) VALUES(?, ?)", "td", name,
                    clock_wall()) < 0)
         return session_db_fail(s, "cannot create the session");
+    s->created = sqlite3_changes(s->db) > 0;
     sqlite3_stmt *st;
     if (sqlite3_prepare_v2(s->db, "SELECT id, config FROM sessions WHERE name=?", -1, &st, NULL) != SQLITE_OK)
         return session_db_fail(s, "cannot read the session");
@@ -174,6 +199,78 @@ static int session_find_or_create(session *s, const char *name)
     s->next_message = (long)query_long(s, "SELECT MAX(seq) FROM messages WHERE session=?", 0) + 1;
     s->next_cell = (long)query_long(s, "SELECT MAX(seq) FROM cells WHERE session=?", 0) + 1;
     s->is_new = query_long(s, "SELECT COUNT(*) FROM questions WHERE session=?", 0) == 0;
+    if (damaged(s->db))
+        return session_db_fail(s, "cannot read the session");
+    return 0;
+}
+
+/* ---- the lock ---------------------------------------------------------------
+ *
+ * Design note. Two processes on one session would both append to it and one
+ * question's rows would collide with the other's (UNIQUE failures, a
+ * question lost). So a session is held by one handle at a time: an
+ * open-file-description lock (F_OFD_SETLK) on the byte at the session's id
+ * in a lock file next to the database ("DB-lock"). Such a lock belongs to
+ * the descriptor, so it also keeps apart two handles of one process, and the
+ * kernel drops it when the holder exits, however it exits: no stale lock is
+ * ever left. It is not on the database file itself, whose POSIX locks
+ * SQLite owns (closing any other descriptor of that file would drop them).
+ * The holders table says which pid holds it, for the message; a row whose
+ * lock is free is stale and ignored. */
+
+static int lock_path(const char *db_path, char *out, size_t outlen)
+{
+    return (size_t)snprintf(out, outlen, "%s-lock", db_path) < outlen ? 0 : -1;
+}
+
+/* -1 on error, 0 when the byte of id is free, 1 when another descriptor holds it. */
+static int lock_probe(int fd, long long id)
+{
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)id, .l_len = 1};
+    if (fcntl(fd, F_OFD_GETLK, &fl) != 0)
+        return -1;
+    return fl.l_type != F_UNLCK;
+}
+
+static long long holder_pid(sqlite3 *db, long long id)
+{
+    sqlite3_stmt *st;
+    long long pid = 0;
+    if (sqlite3_prepare_v2(db, "SELECT pid FROM holders WHERE session=?", -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        pid = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return pid;
+}
+
+static int session_lock(session *s, const char *db_path, const char *name)
+{
+    char path[DB_PATH_MAX + 16];
+    if (lock_path(db_path, path, sizeof path) != 0)
+        return session_fail(s, "session database path too long");
+    s->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (s->lock_fd < 0)
+        return session_fail(s, "cannot open the lock file '%s': %s", path, strerror(errno));
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = (off_t)s->id, .l_len = 1};
+    if (fcntl(s->lock_fd, F_OFD_SETLK, &fl) != 0) {
+        int busy = errno == EAGAIN || errno == EACCES;
+        int e = errno;
+        close(s->lock_fd);
+        s->lock_fd = -1;
+        if (!busy)
+            return session_fail(s, "cannot lock the session: %s", strerror(e));
+        long long pid = holder_pid(s->db, s->id);
+        if (pid > 0)
+            return session_fail(s, "session '%s' is in use by pid %lld: one process at a time may "
+                                "hold a session", name, pid);
+        return session_fail(s, "session '%s' is in use by another process: one process at a time "
+                            "may hold a session", name);
+    }
+    if (exec_bound(s, "INSERT OR REPLACE INTO holders(session, pid, since) VALUES(?, ?, ?)", "iid",
+                   s->id, (long long)getpid(), clock_wall()) < 0)
+        return session_db_fail(s, "cannot record the session's holder");
     return 0;
 }
 
@@ -190,6 +287,12 @@ int session_open(const char *db_path, const char *name, session **out, char *err
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    s->lock_fd = -1;
+    if (strlen(db_path) > DB_PATH_MAX) {
+        snprintf(err, errlen, "session database path too long");
+        free(s);
+        return -1;
+    }
     make_parents(db_path);
     if (sqlite3_open_v2(db_path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                         NULL) != SQLITE_OK) {
@@ -199,7 +302,8 @@ int session_open(const char *db_path, const char *name, session **out, char *err
         return -1;
     }
     sqlite3_busy_timeout(s->db, 5000);
-    if (session_schema(s) != 0 || session_find_or_create(s, name) != 0) {
+    if (session_schema(s) != 0 || session_find_or_create(s, name) != 0 ||
+        session_lock(s, db_path, name) != 0) {
         snprintf(err, errlen, "%s ('%s')", s->errmsg, db_path);
         session_free(s);
         return -1;
@@ -211,6 +315,11 @@ int session_open(const char *db_path, const char *name, session **out, char *err
 int session_is_new(const session *s)
 {
     return s->is_new;
+}
+
+int session_created(const session *s)
+{
+    return s->created;
 }
 
 const json_t *session_config(const session *s)
@@ -297,6 +406,17 @@ fail:
     return -1;
 }
 
+/* After a loop over rows: rc when it ran to the end (or the callback
+ * stopped it), -1 when SQLite stopped it with an error. */
+static int rows_end(session *s, sqlite3_stmt *st, int step, int rc, const char *what)
+{
+    int failed = rc == 0 && step != SQLITE_DONE;
+    if (failed)
+        session_db_fail(s, what);
+    sqlite3_finalize(st);
+    return failed ? -1 : rc;
+}
+
 int session_each_message(session *s, session_message_fn fn, void *userdata)
 {
     sqlite3_stmt *st;
@@ -308,8 +428,7 @@ int session_each_message(session *s, session_message_fn fn, void *userdata)
     while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW)
         rc = fn(userdata, (long)sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
                 (const char *)sqlite3_column_text(st, 2));
-    sqlite3_finalize(st);
-    return rc;
+    return rows_end(s, st, step, rc, "cannot read messages");
 }
 
 int session_each_cell(session *s, session_cell_fn fn, void *userdata)
@@ -319,15 +438,26 @@ int session_each_cell(session *s, session_cell_fn fn, void *userdata)
                            NULL) != SQLITE_OK)
         return session_db_fail(s, "cannot read cells");
     sqlite3_bind_int64(st, 1, s->id);
-    int rc = 0;
-    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+    int rc = 0, step;
+    long n = 0;
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
+        n++;
         const char *text = (const char *)sqlite3_column_text(st, 1);
-        json_t *replies = text ? json_loads(text, 0, NULL) : NULL;
+        json_error_t jerr;
+        json_t *replies = text ? json_loads(text, 0, &jerr) : NULL;
+        if (text && !json_is_array(replies)) {
+            /* Replayed without them, the cell's sub-calls would get other
+             * results than the model's code had: never silently. */
+            session_fail(s, "the recorded replies of cell %ld cannot be read (%s); " RECOVER_ADVICE,
+                         n, replies ? "not a list" : jerr.text);
+            json_decref(replies);
+            sqlite3_finalize(st);
+            return -1;
+        }
         rc = fn(userdata, (const char *)sqlite3_column_text(st, 0), replies);
         json_decref(replies);
     }
-    sqlite3_finalize(st);
-    return rc;
+    return rows_end(s, st, step, rc, "cannot read cells");
 }
 
 int session_each_answer(session *s, session_answer_fn fn, void *userdata)
@@ -337,12 +467,11 @@ int session_each_answer(session *s, session_answer_fn fn, void *userdata)
                            "ORDER BY number", -1, &st, NULL) != SQLITE_OK)
         return session_db_fail(s, "cannot read answers");
     sqlite3_bind_int64(st, 1, s->id);
-    int rc = 0;
-    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW)
+    int rc = 0, step;
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW)
         rc = fn(userdata, sqlite3_column_int(st, 0), (const char *)sqlite3_column_text(st, 1),
                 (const char *)sqlite3_column_text(st, 2));
-    sqlite3_finalize(st);
-    return rc;
+    return rows_end(s, st, step, rc, "cannot read answers");
 }
 
 int session_add_history(session *s, int number, const json_t *messages)
@@ -365,14 +494,404 @@ int session_each_history(session *s, session_history_fn fn, void *userdata)
                            "ORDER BY number", -1, &st, NULL) != SQLITE_OK)
         return session_db_fail(s, "cannot read histories");
     sqlite3_bind_int64(st, 1, s->id);
-    int rc = 0;
-    while (rc == 0 && sqlite3_step(st) == SQLITE_ROW) {
+    int rc = 0, step;
+    while (rc == 0 && (step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *text = (const char *)sqlite3_column_text(st, 1);
         json_t *messages = text ? json_loads(text, 0, NULL) : NULL;
         rc = fn(userdata, sqlite3_column_int(st, 0), messages);
         json_decref(messages);
     }
+    return rows_end(s, st, step, rc, "cannot read histories");
+}
+
+/* ---- the database as a whole: listing, removing, recovering ------------- */
+
+/* Opens an existing database (no creation): 0, 1 when there is none, -1 on error. */
+static int open_existing(const char *db_path, int flags, sqlite3 **db, char *err, size_t errlen)
+{
+    struct stat st;
+    *db = NULL;
+    if (stat(db_path, &st) != 0)
+        return errno == ENOENT ? 1 : (snprintf(err, errlen, "'%s': %s", db_path, strerror(errno)), -1);
+    if (sqlite3_open_v2(db_path, db, flags, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot open session database '%s': %s", db_path,
+                 *db ? sqlite3_errmsg(*db) : "out of memory");
+        sqlite3_close(*db);
+        *db = NULL;
+        return -1;
+    }
+    sqlite3_busy_timeout(*db, 5000);
+    return 0;
+}
+
+/* err for a failure reading db, with the recovery advice when it is damaged. */
+static int read_failed(sqlite3 *db, const char *db_path, const char *what, char *err, size_t errlen)
+{
+    if (damaged(db))
+        snprintf(err, errlen, "session database '%s' is damaged (%s: %s); " RECOVER_ADVICE, db_path,
+                 what, sqlite3_errmsg(db));
+    else
+        snprintf(err, errlen, "session database '%s': %s: %s", db_path, what, sqlite3_errmsg(db));
+    return -1;
+}
+
+/* The lock file of db_path, opened without creating it; -1 when there is none. */
+static int lock_open(const char *db_path)
+{
+    char path[DB_PATH_MAX + 16];
+    if (lock_path(db_path, path, sizeof path) != 0)
+        return -1;
+    return open(path, O_RDWR | O_CLOEXEC);
+}
+
+int session_list(const char *db_path, json_t **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    sqlite3 *db;
+    int rc = open_existing(db_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, &db, err, errlen);
+    if (rc != 0) {
+        *out = rc > 0 ? json_array() : NULL;
+        return rc > 0 ? (*out ? 0 : -1) : -1;
+    }
+    sqlite3_stmt *st = NULL;
+    json_t *list = json_array();
+    int lock_fd = lock_open(db_path);
+    rc = -1;
+    if (!list)
+        goto done;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT s.id, s.name, s.created, s.config, "
+                           "(SELECT COUNT(*) FROM questions q WHERE q.session=s.id), "
+                           "(SELECT MAX(started) FROM questions q WHERE q.session=s.id) "
+                           "FROM sessions s ORDER BY s.name", -1, &st, NULL) != SQLITE_OK) {
+        read_failed(db, db_path, "cannot list the sessions", err, errlen);
+        goto done;
+    }
+    int step;
+    while ((step = sqlite3_step(st)) == SQLITE_ROW) {
+        long long id = sqlite3_column_int64(st, 0);
+        const char *cfg_text = (const char *)sqlite3_column_text(st, 3);
+        json_t *cfg = cfg_text ? json_loads(cfg_text, 0, NULL) : NULL;
+        json_t *inputs = json_object_get(cfg, "inputs");
+        int held = lock_fd >= 0 ? lock_probe(lock_fd, id) : 0;
+        long long pid = held > 0 ? holder_pid(db, id) : 0;
+        json_t *row = json_pack("{s:s,s:f,s:I,s:o,s:O?,s:O?,s:I,s:o}", "name",
+                                (const char *)sqlite3_column_text(st, 1), "created",
+                                sqlite3_column_double(st, 2), "questions",
+                                (json_int_t)sqlite3_column_int64(st, 4), "last_question",
+                                sqlite3_column_type(st, 5) == SQLITE_NULL
+                                    ? json_null() : json_real(sqlite3_column_double(st, 5)),
+                                "model", json_object_get(cfg, "model"), "sub_model",
+                                json_object_get(cfg, "sub_model"), "inputs",
+                                (json_int_t)json_array_size(inputs), "in_use_by",
+                                held > 0 ? (pid > 0 ? json_integer(pid) : json_true()) : json_null());
+        json_decref(cfg);
+        if (!row || json_array_append_new(list, row) != 0) {
+            snprintf(err, errlen, "out of memory");
+            goto done;
+        }
+    }
+    if (step != SQLITE_DONE) {
+        read_failed(db, db_path, "cannot list the sessions", err, errlen);
+        goto done;
+    }
+    *out = list;
+    list = NULL;
+    rc = 0;
+done:
     sqlite3_finalize(st);
+    json_decref(list);
+    if (lock_fd >= 0)
+        close(lock_fd);
+    sqlite3_close(db);
+    return rc;
+}
+
+int session_remove(const char *db_path, const char *name, char *err, size_t errlen)
+{
+    sqlite3 *db;
+    int rc = open_existing(db_path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX, &db, err, errlen);
+    if (rc > 0)
+        snprintf(err, errlen, "no session '%s': there is no session database at '%s'", name, db_path);
+    if (rc != 0)
+        return -1;
+    /* A session's rows go with the handle that would write them: ask it through
+     * the same lock a process holding the session keeps. */
+    session *s = calloc(1, sizeof *s);
+    rc = -1;
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        sqlite3_close(db);
+        return -1;
+    }
+    s->db = db;
+    s->lock_fd = -1;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT id FROM sessions WHERE name=?", -1, &st, NULL) != SQLITE_OK) {
+        read_failed(db, db_path, "cannot read the sessions", err, errlen);
+        goto done;
+    }
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_TRANSIENT);
+    int step = sqlite3_step(st);
+    if (step == SQLITE_ROW)
+        s->id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (step != SQLITE_ROW) {
+        if (step == SQLITE_DONE)
+            snprintf(err, errlen, "no session '%s' in '%s' ('rlm sessions' lists them)", name, db_path);
+        else
+            read_failed(db, db_path, "cannot read the sessions", err, errlen);
+        goto done;
+    }
+    if (session_lock(s, db_path, name) != 0) {
+        snprintf(err, errlen, "%s", s->errmsg);
+        goto done;
+    }
+    static const char *const tables[] = {"questions", "messages", "cells", "histories", "holders"};
+    int ok = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+    for (size_t i = 0; ok && i < sizeof tables / sizeof tables[0]; i++) {
+        char sql[128];
+        snprintf(sql, sizeof sql, "DELETE FROM %s WHERE session=?", tables[i]);
+        ok = exec_bound(s, sql, "i", s->id) >= 0;
+    }
+    ok = ok && exec_bound(s, "DELETE FROM sessions WHERE id=?", "i", s->id) >= 0 &&
+         sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+    if (!ok) {
+        read_failed(db, db_path, "cannot remove the session", err, errlen);
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        goto done;
+    }
+    rc = 0;
+done:
+    if (s->lock_fd >= 0)
+        close(s->lock_fd);
+    sqlite3_close(db);
+    free(s);
+    return rc;
+}
+
+/* What recovery read of one table. */
+typedef struct table_copy {
+    const char *name;
+    long rows, dropped;
+    int cut;                 /* the scan stopped at damage: later rows are lost */
+} table_copy;
+
+/* Copies the rows of one table from `from` to `to`, in rowid order, until
+ * the first row that cannot be read. Cells whose replies are not a JSON
+ * list are dropped (counted) and their session noted in lost. */
+static int copy_table(sqlite3 *from, sqlite3 *to, table_copy *t, json_t *lost)
+{
+    char sql[160];
+    sqlite3_stmt *in = NULL, *out = NULL;
+    snprintf(sql, sizeof sql, "SELECT * FROM %s ORDER BY rowid", t->name);
+    if (sqlite3_prepare_v2(from, sql, -1, &in, NULL) != SQLITE_OK) {
+        t->cut = 1;
+        return 0;
+    }
+    int cols = sqlite3_column_count(in);
+    char insert[512] = "";
+    size_t used = (size_t)snprintf(insert, sizeof insert, "INSERT OR IGNORE INTO %s VALUES(", t->name);
+    for (int i = 0; i < cols && used < sizeof insert; i++)
+        used += (size_t)snprintf(insert + used, sizeof insert - used, "%s?", i ? "," : "");
+    snprintf(insert + used, used < sizeof insert ? sizeof insert - used : 0, ")");
+    if (sqlite3_prepare_v2(to, insert, -1, &out, NULL) != SQLITE_OK) {
+        sqlite3_finalize(in);
+        return -1;
+    }
+    int is_cells = strcmp(t->name, "cells") == 0;
+    int step;
+    while ((step = sqlite3_step(in)) == SQLITE_ROW) {
+        if (is_cells) {
+            const char *text = (const char *)sqlite3_column_text(in, 3);
+            json_t *replies = text ? json_loads(text, 0, NULL) : NULL;
+            int bad = text && !json_is_array(replies);
+            json_decref(replies);
+            if (bad) {
+                t->dropped++;
+                json_array_append_new(lost, json_integer(sqlite3_column_int64(in, 0)));
+                continue;
+            }
+        }
+        for (int i = 0; i < cols; i++)
+            sqlite3_bind_value(out, i + 1, sqlite3_column_value(in, i));
+        if (sqlite3_step(out) != SQLITE_DONE) {
+            sqlite3_finalize(in);
+            sqlite3_finalize(out);
+            return -1;
+        }
+        sqlite3_reset(out);
+        t->rows++;
+    }
+    t->cut = step != SQLITE_DONE;
+    sqlite3_finalize(in);
+    sqlite3_finalize(out);
+    return 0;
+}
+
+/* 1 when the rows of `table` for session id do not run 1, 2, ... without a gap. */
+static int has_gap(sqlite3 *db, const char *table, const char *column, long long id)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT COUNT(*), COALESCE(MAX(%s), 0) FROM %s WHERE session=?", column,
+             table);
+    sqlite3_stmt *st;
+    int gap = 1;
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        return 1;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        gap = sqlite3_column_int64(st, 0) != sqlite3_column_int64(st, 1);
+    sqlite3_finalize(st);
+    return gap;
+}
+
+int session_recover(const char *db_path, json_t **report, char *err, size_t errlen)
+{
+    *report = NULL;
+    sqlite3 *from = NULL, *to = NULL;
+    char tmp[DB_PATH_MAX + 32], lockp[DB_PATH_MAX + 16];
+    int lock_fd = -1, rc = -1;
+    json_t *lost_cells = json_array(), *sessions = json_array();
+    table_copy tables[] = {{"sessions", 0, 0, 0}, {"questions", 0, 0, 0}, {"messages", 0, 0, 0},
+                           {"cells", 0, 0, 0}, {"histories", 0, 0, 0}};
+    if (!lost_cells || !sessions) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    if (strlen(db_path) > DB_PATH_MAX) {
+        snprintf(err, errlen, "session database path too long");
+        goto done;
+    }
+    int found = open_existing(db_path, SQLITE_OPEN_READONLY, &from, err, errlen);
+    if (found > 0)
+        snprintf(err, errlen, "there is no session database at '%s'", db_path);
+    if (found != 0)
+        goto done;
+    /* No process may hold a session while its file is replaced: the whole
+     * lock file is taken, which every session's lock conflicts with. */
+    lock_path(db_path, lockp, sizeof lockp);
+    lock_fd = open(lockp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    if (lock_fd < 0 || fcntl(lock_fd, F_OFD_SETLK, &fl) != 0) {
+        snprintf(err, errlen, "a session of '%s' is in use by another process: recover it once that "
+                 "process has ended", db_path);
+        goto done;
+    }
+    if (sqlite3_exec(from, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot recover '%s': nothing in it can be read (%s); the file is left "
+                 "as it is", db_path, sqlite3_errmsg(from));
+        goto done;
+    }
+    snprintf(tmp, sizeof tmp, "%s.recovering", db_path);
+    unlink(tmp);
+    if (sqlite3_open_v2(tmp, &to, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK ||
+        sqlite3_exec(to, schema, NULL, NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(to, "INSERT INTO meta(key, value) VALUES('version', '" SCHEMA_VERSION "');"
+                     "BEGIN", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot create '%s': %s", tmp, to ? sqlite3_errmsg(to) : "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
+        if (copy_table(from, to, &tables[i], lost_cells) != 0) {
+            snprintf(err, errlen, "cannot write '%s': %s", tmp, sqlite3_errmsg(to));
+            goto done;
+        }
+    }
+    /* Each session learns what it lost, for when it is continued. */
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(to, "SELECT id, name, config FROM sessions ORDER BY name", -1, &st, NULL) !=
+        SQLITE_OK) {
+        snprintf(err, errlen, "cannot read '%s': %s", tmp, sqlite3_errmsg(to));
+        goto done;
+    }
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        long long id = sqlite3_column_int64(st, 0);
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        const char *cfg_text = (const char *)sqlite3_column_text(st, 2);
+        int cells = tables[3].cut || has_gap(to, "cells", "seq", id);
+        for (size_t k = 0; !cells && k < json_array_size(lost_cells); k++)
+            cells = json_integer_value(json_array_get(lost_cells, k)) == id;
+        int messages = tables[2].cut || has_gap(to, "messages", "seq", id);
+        int questions = tables[1].cut || has_gap(to, "questions", "number", id);
+        json_t *entry = json_pack("{s:s,s:b,s:b,s:b}", "name", name ? name : "?", "cells_lost", cells,
+                                  "messages_lost", messages, "questions_lost", questions);
+        json_array_append_new(sessions, entry);
+        if (!cells && !messages && !questions)
+            continue;
+        json_t *cfg = cfg_text ? json_loads(cfg_text, 0, NULL) : json_object();
+        if (!json_is_object(cfg)) {
+            json_decref(cfg);
+            cfg = json_object();
+        }
+        json_object_set_new(cfg, "recovered", json_pack("{s:b,s:b,s:b}", "cells_lost", cells,
+                                                        "messages_lost", messages, "questions_lost",
+                                                        questions));
+        char *text = json_dumps(cfg, JSON_COMPACT);
+        json_decref(cfg);
+        sqlite3_stmt *up;
+        if (text && sqlite3_prepare_v2(to, "UPDATE sessions SET config=? WHERE id=?", -1, &up, NULL) ==
+            SQLITE_OK) {
+            sqlite3_bind_text(up, 1, text, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int64(up, 2, id);
+            sqlite3_step(up);
+            sqlite3_finalize(up);
+        }
+        free(text);
+    }
+    sqlite3_finalize(st);
+    if (sqlite3_exec(to, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        snprintf(err, errlen, "cannot write '%s': %s", tmp, sqlite3_errmsg(to));
+        goto done;
+    }
+    sqlite3_close(to);
+    to = NULL;
+    sqlite3_close(from);
+    from = NULL;
+    /* The damaged file is kept beside, never deleted. */
+    char kept[DB_PATH_MAX + 64], side[DB_PATH_MAX + 96], stamp[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(stamp, sizeof stamp, "%Y%m%d-%H%M%S", localtime_r(&now, &tm));
+    snprintf(kept, sizeof kept, "%s.damaged-%s", db_path, stamp);
+    if (rename(db_path, kept) != 0) {
+        snprintf(err, errlen, "cannot move '%s' aside: %s", db_path, strerror(errno));
+        goto done;
+    }
+    static const char *const suffixes[] = {"-wal", "-shm"};
+    for (size_t i = 0; i < 2; i++) {
+        char from_side[DB_PATH_MAX + 16];
+        snprintf(from_side, sizeof from_side, "%s%s", db_path, suffixes[i]);
+        snprintf(side, sizeof side, "%s%s", kept, suffixes[i]);
+        rename(from_side, side);
+    }
+    if (rename(tmp, db_path) != 0) {
+        snprintf(err, errlen, "cannot put the recovered file in place: %s (it is '%s'; the damaged "
+                 "one is '%s')", strerror(errno), tmp, kept);
+        goto done;
+    }
+    json_t *rows = json_object(), *cut = json_array();
+    for (size_t i = 0; rows && cut && i < sizeof tables / sizeof tables[0]; i++) {
+        json_object_set_new(rows, tables[i].name, json_integer(tables[i].rows));
+        if (tables[i].cut)
+            json_array_append_new(cut, json_string(tables[i].name));
+    }
+    *report = json_pack("{s:s,s:s,s:O,s:o*,s:o*,s:I}", "database", db_path, "damaged_copy", kept,
+                        "sessions", sessions, "rows", rows, "cut_tables", cut, "cells_dropped",
+                        (json_int_t)tables[3].dropped);
+    rc = *report ? 0 : -1;
+    if (rc != 0)
+        snprintf(err, errlen, "out of memory");
+done:
+    if (to) {
+        sqlite3_close(to);
+        unlink(tmp);
+    }
+    sqlite3_close(from);
+    if (lock_fd >= 0)
+        close(lock_fd);
+    json_decref(lost_cells);
+    json_decref(sessions);
     return rc;
 }
 
@@ -385,6 +904,10 @@ void session_free(session *s)
 {
     if (!s)
         return;
+    if (s->lock_fd >= 0) {
+        exec_bound(s, "DELETE FROM holders WHERE session=? AND pid=?", "ii", s->id, (long long)getpid());
+        close(s->lock_fd);   /* releases the lock */
+    }
     sqlite3_close(s->db);
     json_decref(s->config);
     free(s);

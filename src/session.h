@@ -23,12 +23,19 @@
 typedef struct session session;
 
 /* Opens (creating if needed) the database at db_path and the session called
- * name in it. The name is 1-100 characters of [A-Za-z0-9._-]. Returns 0, or
- * -1 with err set (bad name, unwritable path, not a session database). */
+ * name in it, and holds the session until session_free: a second handle on
+ * it, in this process or another, fails with "session 'NAME' is in use by
+ * pid N" (the lock is the kernel's, in the file DB-lock, and goes with its
+ * holder however it ends). The name is 1-100 characters of [A-Za-z0-9._-].
+ * Returns 0, or -1 with err set (bad name, unwritable path, not a session
+ * database, damaged (the message says how to recover), in use). */
 int session_open(const char *db_path, const char *name, session **out, char *err, size_t errlen);
 
 /* 1 when the session had no questions before this handle opened it. */
 int session_is_new(const session *s);
+
+/* 1 when this open created the session (no session of that name existed). */
+int session_created(const session *s);
 
 /* The session's configuration as saved by the first process (a JSON object
  * such as {"model": ..., "contexts": [...]}; NULL for a new session, or when
@@ -82,6 +89,30 @@ int session_each_history(session *s, session_history_fn fn, void *userdata);
 
 /* The last error on the handle. */
 const char *session_errmsg(const session *s);
+
+/* The sessions of the database at db_path, by name, as a new JSON array of
+ * {"name", "created", "questions", "last_question" (Unix time or null),
+ * "model", "sub_model", "inputs", "in_use_by" (the holder's pid, or null)};
+ * an empty array when there is no database there. 0, or -1 with err (a
+ * damaged database says how to recover). */
+int session_list(const char *db_path, json_t **out, char *err, size_t errlen);
+
+/* Removes session `name` and every row of it. -1 with err when there is no
+ * such session or it is in use. */
+int session_remove(const char *db_path, const char *name, char *err, size_t errlen);
+
+/* Recovery of a damaged database: copies every row that can still be read,
+ * table by table in rowid order up to the first damage (cells whose
+ * recorded replies do not parse are dropped), into a new file that takes
+ * db_path's place; the damaged file is kept beside it as
+ * DB.damaged-YYYYmmdd-HHMMSS. Each session that lost rows is marked in its
+ * config ("recovered": {"cells_lost", "messages_lost", "questions_lost"}),
+ * so that continuing it says what is missing instead of replaying part of
+ * it. Refused while any session of the file is in use. *report (a new
+ * object: database, damaged_copy, sessions [{name, cells_lost, ...}], rows
+ * per table, cut_tables, cells_dropped). 0, or -1 with err; the original
+ * file is never removed. */
+int session_recover(const char *db_path, json_t **report, char *err, size_t errlen);
 
 void session_free(session *s);
 

@@ -17,7 +17,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import FakeLM, RlmTestCase, main, repl  # noqa: E402
+from harness import RLM, FakeLM, RlmTestCase, main, repl  # noqa: E402
 
 WORDS = "alpha beta gamma delta\n"   # 4 words, 23 characters
 
@@ -369,6 +369,182 @@ class Sessions(RlmTestCase):
             self.assertEqual(lm.counters()["requests"], 0)
         self.assertExit(res, 2)
         self.assertIn("cannot be saved", res.stderr)
+
+
+class SessionSafety(RlmTestCase):
+    """Issue 13: a bad /context loses nothing else, a new session is said, sessions are
+    listed and removed, two processes cannot share one, a damaged file is recovered and
+    unreadable recorded replies never replay silently."""
+
+    SHOW = [
+        {"match": r"SHOWN (.*)", "reply": "FINAL($1)"},
+        {"match": r"SHOWQ", "reply": repl('print("SHOWN", repr(context.strip()))')},
+    ]
+
+    def setUp(self):
+        super().setUp()
+        self.db = os.path.join(self.tmp, "sessions.db")
+
+    def session(self, name):
+        return ["--session", name, "--session-db", self.db]
+
+    def sessions(self, *args):
+        return subprocess.run([RLM, "sessions", "--session-db", self.db] + list(args),
+                              capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+    def run_twice(self, words):
+        with FakeLM(self.SHOW) as lm:
+            for name in ("keep", "also"):
+                self.assertExit(self.rlm(self.session(name) + ["--context", words, "SHOWQ x"], lm), 0)
+        db = sqlite3.connect(self.db)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+
+    def test_bad_context_command_loses_nothing(self):
+        good = self.write("good.txt", "the good input\n")
+        missing = os.path.join(self.tmp, "missing.txt")
+        with FakeLM(self.SHOW) as lm:
+            res = self.rlm(self.session("c") + ["--context", good], lm, command="chat",
+                           stdin="/context %s\nSHOWQ what is there\n" % missing)
+        self.assertIn("missing.txt", res.stderr)
+        self.assertEqual(res.stdout, "the good input\n\n")
+        self.assertExit(res, 2)   # the bad /context is an input error of the conversation
+        db = sqlite3.connect(self.db)
+        config = json.loads(db.execute("SELECT config FROM sessions WHERE name='c'").fetchone()[0])
+        db.close()
+        self.assertEqual([rec["args"] for rec in config["inputs"]], [[good]])
+
+    def test_an_input_that_fails_to_load_loses_nothing_else(self):
+        import socket
+        good = self.write("good.txt", "the good input\n")
+        sock_path = os.path.join(self.tmp, "a.sock")
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(sock_path)   # exists, but no input can be read from it
+        try:
+            with FakeLM(self.SHOW) as lm:
+                res = self.rlm(["--context", good], lm, command="chat",
+                               stdin="/context %s\nSHOWQ first\nSHOWQ second\n" % sock_path)
+        finally:
+            sock.close()
+        # The first question fails on the socket, naming it; the input given
+        # with it is kept, and the next question sees it.
+        self.assertIn("a.sock", res.stderr)
+        self.assertIn("kept for the next question", res.stderr)
+        self.assertEqual(res.stdout, "\nthe good input\n\n")
+        self.assertExit(res, 2)
+
+    def test_new_session_is_said(self):
+        words = self.write("w.txt", WORDS)
+        with FakeLM(self.SHOW) as lm:
+            first = self.rlm(self.session("typo") + ["--context", words, "SHOWQ a"], lm)
+            again = self.rlm(self.session("typo") + ["SHOWQ b"], lm)
+        self.assertExit(first, 0)
+        self.assertIn("new session 'typo'", first.stderr)
+        self.assertExit(again, 0)
+        self.assertNotIn("new session", again.stderr)
+
+    def test_sessions_listed_and_removed(self):
+        self.run_twice(self.write("w.txt", WORDS))
+        res = self.sessions("--json")
+        self.assertEqual(res.returncode, 0, res.stderr)
+        listed = json.loads(res.stdout)
+        self.assertEqual(sorted(s["name"] for s in listed), ["also", "keep"])
+        self.assertEqual(listed[0]["questions"], 1)
+        self.assertEqual(listed[0]["model"], "root-model")
+        res = self.sessions()
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertIn("keep", res.stdout)
+        self.assertIn("also", res.stdout)
+        res = self.sessions("rm", "keep")
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual([s["name"] for s in json.loads(self.sessions("--json").stdout)], ["also"])
+        res = self.sessions("rm", "nosuch")
+        self.assertEqual(res.returncode, 2)
+        self.assertIn("no session 'nosuch'", res.stderr)
+
+    def test_a_session_in_use_is_refused(self):
+        words = self.write("w.txt", WORDS)
+        with FakeLM(self.SHOW) as lm:
+            proc, _ = self.rlm_start(self.session("busy") + ["--context", words], lm,
+                                     command="chat", stdin=subprocess.PIPE,
+                                     trace_name="chat-trace.jsonl")
+            try:
+                deadline = time.time() + 30
+                listed = []
+                while time.time() < deadline:
+                    res = self.sessions("--json")
+                    listed = json.loads(res.stdout) if res.returncode == 0 else []
+                    if listed and listed[0].get("in_use_by"):
+                        break
+                    time.sleep(0.05)
+                self.assertEqual(listed[0]["in_use_by"], proc.pid)
+                res = self.rlm(self.session("busy") + ["SHOWQ q"], lm)
+                self.assertExit(res, 2)
+                self.assertIn("session 'busy' is in use by pid %d" % proc.pid, res.stderr)
+                rm = self.sessions("rm", "busy")
+                self.assertEqual(rm.returncode, 2)
+                self.assertIn("in use", rm.stderr)
+            finally:
+                proc.communicate("", timeout=60)
+            # Once it has ended, the session is free again.
+            res = self.rlm(self.session("busy") + ["SHOWQ q"], lm)
+        self.assertExit(res, 0)
+
+    def test_damaged_header_is_said_and_kept(self):
+        self.run_twice(self.write("w.txt", WORDS))
+        with open(self.db, "r+b") as f:
+            f.write(b"this is not a SQLite header!")
+        with FakeLM(self.SHOW) as lm:
+            res = self.rlm(self.session("keep") + ["SHOWQ y"], lm)
+        self.assertExit(res, 2)
+        self.assertIn("damaged", res.stderr)
+        self.assertIn("rlm sessions recover", res.stderr)
+        res = self.sessions("recover")
+        self.assertEqual(res.returncode, 2)
+        self.assertIn("cannot", res.stderr)
+        self.assertTrue(os.path.exists(self.db))   # never removed, whatever happens
+
+    def test_damaged_pages_are_recovered(self):
+        self.run_twice(self.write("w.txt", WORDS))
+        # Break the page holding the cells table: the other tables stay readable.
+        db = sqlite3.connect(self.db)
+        page = db.execute("SELECT rootpage FROM sqlite_master WHERE name='cells'").fetchone()[0]
+        size = db.execute("PRAGMA page_size").fetchone()[0]
+        db.close()
+        with open(self.db, "r+b") as f:
+            f.seek((page - 1) * size)
+            f.write(b"\xff" * size)
+        with FakeLM(self.SHOW) as lm:
+            res = self.rlm(self.session("keep") + ["SHOWQ y"], lm)
+        self.assertExit(res, 2)
+        self.assertIn("damaged", res.stderr)
+        res = self.sessions("recover")
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertIn("2 sessions", res.stdout)
+        backups = [n for n in os.listdir(self.tmp)
+                   if n.startswith("sessions.db.damaged-") and not n.endswith(("-wal", "-shm"))]
+        self.assertEqual(len(backups), 1, os.listdir(self.tmp))
+        listed = json.loads(self.sessions("--json").stdout)
+        self.assertEqual(sorted(s["name"] for s in listed), ["also", "keep"])
+        # The cells were lost: the session goes on, and says its variables are not rebuilt.
+        with FakeLM(self.SHOW) as lm:
+            res = self.rlm(self.session("keep") + ["SHOWQ y"], lm)
+        self.assertExit(res, 0)
+        self.assertIn("not rebuilt", res.stderr)
+
+    def test_unreadable_recorded_replies_do_not_replay(self):
+        words = self.write("w.txt", WORDS)
+        with FakeLM(SESSION_RULES) as lm:
+            self.assertExit(self.rlm(self.session("r") + ["--context", words, "SESSQ1 count"], lm), 0)
+        db = sqlite3.connect(self.db)
+        db.execute("UPDATE cells SET replies = '[\"tok-93\", broken'")
+        db.commit()
+        db.close()
+        with FakeLM(SESSION_RULES) as lm:
+            res = self.rlm(self.session("r") + ["SESSQ2 again"], lm)
+        self.assertExit(res, 2)
+        self.assertIn("recorded replies", res.stderr)
+        self.assertIn("cell 1", res.stderr)
 
 
 if __name__ == "__main__":

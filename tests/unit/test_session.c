@@ -28,8 +28,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     char path[160];
-    static const char *const suffixes[] = {"", "-wal", "-shm"};
-    for (int i = 0; i < 3; i++) {
+    static const char *const suffixes[] = {"", "-wal", "-shm", "-lock"};
+    for (int i = 0; i < 4; i++) {
         snprintf(path, sizeof path, "%s%s", db_path, suffixes[i]);
         unlink(path);
     }
@@ -195,9 +195,45 @@ static void test_bad_names_and_files(void **state)
         fputs("this is not sqlite ", f);
     fclose(f);
     assert_int_equal(session_open(garbage, "ok", &s, err, sizeof err), -1);
-    assert_non_null(strstr(err, "session database"));
+    assert_non_null(strstr(err, "damaged"));
+    assert_non_null(strstr(err, "rlm sessions recover"));
     unlink(garbage);
     assert_int_equal(session_open("/proc/no/such/place.sqlite", "ok", &s, err, sizeof err), -1);
+}
+
+/* One handle holds a session: a second, even in the same process, is told
+ * who holds it; once the first is freed the session is free again. */
+static void test_one_holder_at_a_time(void **state)
+{
+    char err[1024];
+    session *a, *b, *other;
+    assert_int_equal(session_open(db_path, "held", &a, err, sizeof err), 0);
+    assert_true(session_created(a));
+    assert_int_equal(session_open(db_path, "held", &b, err, sizeof err), -1);
+    char want[128];
+    snprintf(want, sizeof want, "session 'held' is in use by pid %ld", (long)getpid());
+    assert_non_null(strstr(err, want));
+    /* Another session of the same file is not held. */
+    assert_int_equal(session_open(db_path, "other", &other, err, sizeof err), 0);
+    json_t *list;
+    assert_int_equal(session_list(db_path, &list, err, sizeof err), 0);
+    assert_int_equal(json_array_size(list), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(list, 0), "name")), "held");
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(list, 0), "in_use_by")), getpid());
+    json_decref(list);
+    assert_int_equal(session_remove(db_path, "held", err, sizeof err), -1);
+    assert_non_null(strstr(err, "in use"));
+    session_free(a);
+    session_free(other);
+    assert_int_equal(session_open(db_path, "held", &b, err, sizeof err), 0);
+    assert_false(session_created(b));
+    session_free(b);
+    assert_int_equal(session_remove(db_path, "held", err, sizeof err), 0);
+    assert_int_equal(session_remove(db_path, "held", err, sizeof err), -1);
+    assert_non_null(strstr(err, "no session 'held'"));
+    assert_int_equal(session_list(db_path, &list, err, sizeof err), 0);
+    assert_int_equal(json_array_size(list), 1);
+    json_decref(list);
 }
 
 int main(void)
@@ -206,6 +242,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_a_later_process_continues, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_hides_old_turns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_names_and_files, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_one_holder_at_a_time, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
