@@ -63,7 +63,7 @@ int main(int argc, char **argv)
                 text[k] = (char)('a' + k % 26);
             text[prompt_bytes] = '\0';
         }
-        msgs[i] = (lm_message){"user", text};
+        msgs[i] = (lm_message){.role = "user", .content = text};
         reqs[i] = (lm_request){.model = "bench-model", .messages = &msgs[i], .n_messages = 1};
     }
 

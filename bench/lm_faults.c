@@ -44,7 +44,7 @@ int main(int argc, char **argv)
         return 1;
     for (long i = 0; i < n; i++) {
         snprintf(texts[i], sizeof texts[i], "question %ld", i);
-        msgs[i] = (lm_message){"user", texts[i]};
+        msgs[i] = (lm_message){.role = "user", .content = texts[i]};
         reqs[i] = (lm_request){.model = "bench-model", .messages = &msgs[i], .n_messages = 1,
                                .stream = (int)stream};
     }

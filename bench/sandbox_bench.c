@@ -28,9 +28,11 @@ static double median(double *v, size_t n)
 }
 
 static int echo_call(void *userdata, int kind, const char *model, const char *const *prompts,
-                     const char *const *contexts, size_t n, char **results)
+                     const size_t *prompt_lens, const char *const *contexts,
+                     const size_t *context_lens, size_t n, char **results, size_t *result_lens)
 {
-    (void)userdata, (void)kind, (void)model, (void)contexts;
+    (void)userdata, (void)kind, (void)model, (void)contexts, (void)prompt_lens,
+        (void)context_lens, (void)result_lens;
     for (size_t i = 0; i < n; i++)
         results[i] = strdup(prompts[i]);
     return 0;

@@ -101,10 +101,11 @@ static void chat_note(chat *c, int code)
 static void chat_ask(chat *c, const char *question)
 {
     char *answer = NULL;
+    size_t answer_len = 0;
     interrupt.pressed = 0;
     interrupt.run = c->r;
     interrupt_install(1);
-    rlm_status st = rlm_ask(c->r, question, &answer);
+    rlm_status st = rlm_ask_len(c->r, question, &answer, &answer_len);
     interrupt_install(0);
     interrupt.run = NULL;
     interrupt.pressed = 0;
@@ -126,7 +127,7 @@ static void chat_ask(chat *c, const char *question)
             json_decref(j);
         }
     } else if (answer) {
-        puts(answer);
+        cli_print_answer(answer, answer_len);
     }
     if (cancelled)
         fputs("cancelled\n", stderr);

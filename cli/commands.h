@@ -82,6 +82,10 @@ void cli_json_failure(rlm_status st, const char *message);
 /* Adds f's --context arguments to r. 0, or an exit code after saying why. */
 int cli_add_contexts(rlm *r, const cli_flags *f);
 
+/* Prints an answer of len bytes and a newline on stdout: every byte as it is
+ * (NUL bytes included), so a pipe or a file gets the answer exactly. */
+void cli_print_answer(const char *answer, size_t len);
+
 /* Prints r's warnings after the first `from` bytes to stderr; returns how
  * many bytes have now been printed. */
 size_t cli_print_warnings(const rlm *r, size_t from);

@@ -362,6 +362,12 @@ void cli_error(const char *message)
     }
     fputc('\n', stderr);
 }
+void cli_print_answer(const char *answer, size_t len)
+{
+    fwrite(answer, 1, len, stdout);
+    fputc('\n', stdout);
+}
+
 size_t cli_print_warnings(const rlm *r, size_t from)
 {
     const char *w = rlm_warnings(r);
@@ -705,7 +711,8 @@ static int cmd_ask(int argc, char **argv)
     ask_in_progress = r;
     sigaction(SIGINT, &sa, &old);
     char *answer = NULL;
-    st = rlm_ask(r, question, &answer);
+    size_t answer_len = 0;
+    st = rlm_ask_len(r, question, &answer, &answer_len);
     sigaction(SIGINT, &old, NULL);
     ask_in_progress = NULL;
     cli_progress_clear(&ps);
@@ -719,7 +726,7 @@ static int cmd_ask(int argc, char **argv)
         else
             cli_json_failure(st, rlm_errmsg(r));
     } else if (answer) {
-        puts(answer);
+        cli_print_answer(answer, answer_len);
     }
     if (st == RLM_NO_ANSWER)
         fprintf(stderr, "rlm: no answer: %s\n", rlm_errmsg(r)[0] ? rlm_errmsg(r) : "turn limit reached");

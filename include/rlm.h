@@ -239,6 +239,12 @@ void rlm_set_progress(rlm *r, rlm_progress_fn fn, void *userdata);
  * question follows the earlier ones. */
 rlm_status rlm_ask(rlm *r, const char *question, char **answer);
 
+/* rlm_ask, with the answer's length in bytes in *answer_len (may be NULL; 0
+ * without an answer). An answer may hold NUL bytes — model code can answer
+ * FINAL("a\0b") —, which a caller of rlm_ask cannot see past: use this one
+ * to get every byte (the report's "answer" has them too, as \u0000). */
+rlm_status rlm_ask_len(rlm *r, const char *question, char **answer, size_t *answer_len);
+
 /* Cancels the rlm_ask in progress on r, from any thread or from a signal
  * handler (async-signal-safe: it only sets a flag). The cell running is
  * interrupted and the model requests in flight are abandoned; that rlm_ask

@@ -4,6 +4,7 @@
 #include "cache.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <openssl/evp.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -109,6 +110,7 @@ int cache_get(cache *c, const char *key, cache_entry *out, char *err, size_t err
         rc = 0;
     } else if (step == SQLITE_ROW) {
         out->content = column_text(c->get, 0);
+        out->content_len = out->content ? (size_t)sqlite3_column_bytes(c->get, 0) : 0;
         out->reasoning = column_text(c->get, 1);
         out->finish_reason = column_text(c->get, 2);
         out->prompt_tokens = (long)sqlite3_column_int64(c->get, 3);
@@ -129,18 +131,30 @@ int cache_get(cache *c, const char *key, cache_entry *out, char *err, size_t err
 
 int cache_put(cache *c, const char *key, const cache_entry *e, char *err, size_t errlen)
 {
-    sqlite3_bind_text(c->put, 1, key, -1, SQLITE_STATIC);
-    sqlite3_bind_text(c->put, 2, e->content ? e->content : "", -1, SQLITE_STATIC);
-    if (e->reasoning)
-        sqlite3_bind_text(c->put, 3, e->reasoning, -1, SQLITE_STATIC);
-    if (e->finish_reason)
-        sqlite3_bind_text(c->put, 4, e->finish_reason, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(c->put, 5, e->prompt_tokens);
-    sqlite3_bind_int64(c->put, 6, e->completion_tokens);
-    sqlite3_bind_double(c->put, 7, clock_wall());
-    int step = sqlite3_step(c->put);
+    size_t len = !e->content ? 0 : e->content_len ? e->content_len : strlen(e->content);
+    /* A reply past SQLite's length limit (SQLITE_TOOBIG) is an error, not a
+     * NULL stored in its place. */
+    int bound = sqlite3_bind_text(c->put, 1, key, -1, SQLITE_STATIC);
+    if (bound == SQLITE_OK)
+        bound = len > INT_MAX ? SQLITE_TOOBIG
+                              : sqlite3_bind_text(c->put, 2, e->content ? e->content : "", (int)len,
+                                                  SQLITE_STATIC);
+    if (bound == SQLITE_OK && e->reasoning)
+        bound = sqlite3_bind_text(c->put, 3, e->reasoning, -1, SQLITE_STATIC);
+    if (bound == SQLITE_OK && e->finish_reason)
+        bound = sqlite3_bind_text(c->put, 4, e->finish_reason, -1, SQLITE_STATIC);
+    if (bound == SQLITE_OK)
+        bound = sqlite3_bind_int64(c->put, 5, e->prompt_tokens);
+    if (bound == SQLITE_OK)
+        bound = sqlite3_bind_int64(c->put, 6, e->completion_tokens);
+    if (bound == SQLITE_OK)
+        bound = sqlite3_bind_double(c->put, 7, clock_wall());
+    int step = bound == SQLITE_OK ? sqlite3_step(c->put) : bound;
     int rc = 0;
-    if (step != SQLITE_DONE) {
+    if (bound != SQLITE_OK) {
+        snprintf(err, errlen, "cache write failed: %s", sqlite3_errstr(bound));
+        rc = -1;
+    } else if (step != SQLITE_DONE) {
         snprintf(err, errlen, "cache write failed: %s", sqlite3_errmsg(c->db));
         rc = -1;
     }

@@ -23,6 +23,7 @@ typedef struct cache cache;
 
 typedef struct cache_entry {
     char *content;
+    size_t content_len;     /* its bytes (it may hold NUL bytes); 0: up to the first NUL */
     char *reasoning;        /* NULL if none */
     char *finish_reason;    /* NULL if none */
     long prompt_tokens;     /* -1 if not reported */

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "frame.h"
 #include "prompt.h"
 #include "util.h"
 
@@ -69,9 +70,12 @@ static json_t *calls_canonical(const calls *c, const lm_request *req, int sub)
     const char *base = sub && o->sub_base_url ? o->sub_base_url : o->root_base_url;
     const char *provider = sub && o->sub_provider ? o->sub_provider : o->provider;
     json_t *msgs = json_array();
-    for (size_t i = 0; msgs && i < req->n_messages; i++)
-        json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", req->messages[i].role, "content",
-                                              req->messages[i].content ? req->messages[i].content : ""));
+    for (size_t i = 0; msgs && i < req->n_messages; i++) {
+        const lm_message *m = &req->messages[i];
+        json_array_append_new(msgs, json_pack("{s:s,s:o}", "role", m->role, "content",
+                                              frame_string(m->content ? m->content : "",
+                                                           lm_message_len(m))));
+    }
     json_t *canon = json_pack("{s:i,s:s,s:s,s:s,s:o*}", "v", 1, "provider",
                               provider && provider[0] ? provider : "openai", "base_url",
                               base ? base : "", "model", req->model ? req->model : "", "messages", msgs);
@@ -105,10 +109,12 @@ int calls_request_key(const calls *c, const lm_request *req, int sub, char key[C
 
 static json_t *reply_to_json(const lm_response *r)
 {
-    return json_pack("{s:s?,s:s?,s:I,s:s?,s:s?,s:s?,s:I,s:I,s:I,s:i}",
+    json_t *content = r->content ? frame_string(r->content, lm_content_len(r)) : json_null();
+    return json_pack("{s:s?,s:s?,s:I,s:o,s:s?,s:s?,s:I,s:I,s:I,s:i}",
                      "error", r->error ? lm_error_name(r->error) : NULL,
                      "error_message", r->error_message, "http_status", (json_int_t)r->http_status,
-                     "content", r->content, "reasoning", r->reasoning, "finish_reason", r->finish_reason,
+                     "content", content ? content : json_null(), "reasoning", r->reasoning,
+                     "finish_reason", r->finish_reason,
                      "prompt_tokens", (json_int_t)r->prompt_tokens,
                      "completion_tokens", (json_int_t)r->completion_tokens,
                      "cached_tokens", (json_int_t)r->cached_tokens, "attempts", r->attempts);
@@ -143,7 +149,11 @@ static void reply_from_json(json_t *j, lm_response *r)
     r->error = error_from_name(json_string_value(json_object_get(j, "error")));
     r->error_message = json_dup_string(j, "error_message");
     r->http_status = json_long(j, "http_status", 0);
-    r->content = json_dup_string(j, "content");
+    json_t *content = json_object_get(j, "content");
+    if (json_is_string(content)) {
+        r->content_len = json_string_length(content);
+        r->content = str_dup_len(json_string_value(content), r->content_len);
+    }
     r->reasoning = json_dup_string(j, "reasoning");
     r->finish_reason = json_dup_string(j, "finish_reason");
     r->prompt_tokens = json_long(j, "prompt_tokens", -1);
@@ -219,7 +229,7 @@ static int replay_load(calls_core *c, const char *path, char *err, size_t errlen
         if (line.len == 0)
             continue;
         json_error_t jerr;
-        json_t *j = json_loadb(line.data, line.len, 0, &jerr);
+        json_t *j = json_loadb(line.data, line.len, JSON_ALLOW_NUL, &jerr);
         const char *key = json_string_value(json_object_get(j, "key"));
         json_t *resp = json_object_get(j, "response");
         if (!key || strlen(key) != CACHE_KEY_LEN - 1 || !json_is_object(resp)) {
@@ -363,6 +373,7 @@ static int cache_lookup(calls_core *core, const char *key, calls_reply *out)
         return 0;
     memset(out, 0, sizeof *out);
     out->r.content = e.content;
+    out->r.content_len = e.content_len;
     out->r.reasoning = e.reasoning;
     out->r.finish_reason = e.finish_reason;
     out->r.prompt_tokens = e.prompt_tokens;
@@ -378,10 +389,11 @@ static int cache_lookup(calls_core *core, const char *key, calls_reply *out)
  * should try again rather than inherit a failure. */
 static void cache_store(calls_core *core, const char *key, const lm_response *r)
 {
-    if (!core->o.cache || r->error != LM_OK || !r->content || !r->content[0] ||
+    if (!core->o.cache || r->error != LM_OK || lm_content_len(r) == 0 ||
         (r->finish_reason && strcmp(r->finish_reason, "length") == 0))
         return;
-    cache_entry e = {.content = r->content, .reasoning = r->reasoning, .finish_reason = r->finish_reason,
+    cache_entry e = {.content = r->content, .content_len = lm_content_len(r),
+                     .reasoning = r->reasoning, .finish_reason = r->finish_reason,
                      .prompt_tokens = r->prompt_tokens, .completion_tokens = r->completion_tokens};
     char err[512];
     if (cache_put(core->o.cache, key, &e, err, sizeof err) != 0)
@@ -515,7 +527,7 @@ static long estimate_tokens(const lm_request *req)
 {
     size_t bytes = 0;
     for (size_t i = 0; i < req->n_messages; i++)
-        bytes += req->messages[i].content ? strlen(req->messages[i].content) : 0;
+        bytes += lm_message_len(&req->messages[i]);
     return (long)prompt_estimate_tokens(bytes);
 }
 
@@ -544,8 +556,8 @@ static int cost_unenforceable(calls *c, const char *model)
 static void replay_missing(calls *c, const lm_request *req, const char *key, int sub)
 {
     const lm_message *last = &req->messages[req->n_messages - 1];
-    char *excerpt = prompt_bound(last->content ? last->content : "",
-                                 last->content ? strlen(last->content) : 0, REPLAY_EXCERPT_CHARS);
+    char *excerpt = prompt_bound(last->content ? last->content : "", lm_message_len(last),
+                                 REPLAY_EXCERPT_CHARS);
     snprintf(c->errmsg, sizeof c->errmsg,
              "request not in the replay file: %s call to model '%s', key %.16s…, last message: %s",
              sub ? "sub" : "root", req->model, key, excerpt ? excerpt : "");

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "describe.h"
+#include "frame.h"
 #include "prompt.h"
 #include "reply.h"
 #include "sandbox.h"
@@ -178,12 +179,24 @@ int engine_push(engine *e, const char *role, char *content)
     return 0;
 }
 
+json_t *engine_text_json(const char *text, size_t len)
+{
+    json_t *j = text ? frame_string(text, len) : json_null();
+    return j ? j : json_null();
+}
+
 json_t *engine_excerpt(const char *text, size_t max_chars)
+{
+    return engine_excerpt_n(text, text ? strlen(text) : 0, max_chars);
+}
+
+json_t *engine_excerpt_n(const char *text, size_t len, size_t max_chars)
 {
     if (!text)
         return json_null();
-    char *cut = prompt_bound(text, strlen(text), max_chars);
-    json_t *j = cut ? json_string(cut) : json_null();
+    size_t cut_len = 0;
+    char *cut = prompt_bound_n(text, len, max_chars, &cut_len);
+    json_t *j = cut ? json_stringn(cut, cut_len) : json_null();
     free(cut);
     return j ? j : json_null();
 }
@@ -230,20 +243,22 @@ void engine_budget_stop(engine *e, const char *detail)
  * string it can recognise. A reply cut off at the token limit is an error
  * that carries the partial text: passing it on as a whole answer would
  * silently corrupt whatever the code aggregates. */
-static char *engine_call_result(const lm_response *r)
+static char *engine_call_result(const lm_response *r, size_t *len)
 {
     buf b;
     buf_init(&b, SIZE_MAX / 2);
+    size_t content_len = lm_content_len(r);
     if (r->error != LM_OK)
         buf_printf(&b, "Error: sub-call failed (%s): %s", lm_error_name(r->error),
                    r->error_message ? r->error_message : "no detail");
-    else if (!r->content || !r->content[0])
+    else if (content_len == 0)
         buf_puts(&b, "Error: sub-call failed (empty): the model returned no text");
     else if (r->finish_reason && strcmp(r->finish_reason, "length") == 0)
-        buf_printf(&b, "Error: sub-call reply was cut off at the output token limit; "
-                       "partial reply follows:\n%s", r->content);
-    else
-        buf_puts(&b, r->content);
+        buf_puts(&b, "Error: sub-call reply was cut off at the output token limit; "
+                     "partial reply follows:\n");
+    if (r->error == LM_OK && content_len)
+        buf_append(&b, r->content, content_len);
+    *len = b.len;
     return buf_take(&b);
 }
 
@@ -283,7 +298,7 @@ void engine_sub_fatal(engine *e, const char *why)
 /* Plain sub-calls (llm_query*, and rlm_query* at the last level) on the
  * sub-model; see sandbox_call_fn for the contract. */
 int engine_sub_calls(engine *e, int kind, const char *model, const char *const *prompts,
-                            size_t n, char **results)
+                     const size_t *prompt_lens, size_t n, char **results, size_t *result_lens)
 {
     const char *use_model = model && model[0] ? model : e->p->sub_model;
     lm_message *msgs = calloc(n ? n : 1, sizeof *msgs);
@@ -297,6 +312,7 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
     for (size_t i = 0; i < n; i++) {
         msgs[i].role = "user";
         msgs[i].content = prompts[i];
+        msgs[i].content_len = prompt_lens[i];
         reqs[i].model = use_model;
         reqs[i].messages = &msgs[i];
         reqs[i].n_messages = 1;
@@ -329,7 +345,7 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
     size_t refused = 0;
     for (size_t i = 0; i < n; i++) {
         const lm_response *r = &resps[i].r;
-        results[i] = engine_call_result(r);
+        results[i] = engine_call_result(r, &result_lens[i]);
         e->out->sub_calls++;
         if (strncmp(results[i], "Error: ", 7) == 0) {
             engine_note_sub_failure(e, results[i]);
@@ -350,8 +366,10 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
         json_t *ev = json_pack("{s:i,s:s,s:s,s:I,s:I,s:o,s:o,s:s?,s:s?,s:I,s:f,s:i,s:o,s:o,s:b}",
                                "turn", e->turn, "kind", kind_name, "model", use_model,
                                "index", (json_int_t)i, "batch", (json_int_t)n,
-                               "prompt", engine_excerpt(prompts[i], TRACE_EXCERPT_CHARS),
-                               "reply", engine_excerpt(results[i], TRACE_EXCERPT_CHARS),
+                               "prompt", engine_excerpt_n(prompts[i], prompt_lens[i],
+                                                          TRACE_EXCERPT_CHARS),
+                               "reply", engine_excerpt_n(results[i], result_lens[i],
+                                                         TRACE_EXCERPT_CHARS),
                                "error", r->error ? lm_error_name(r->error) : NULL,
                                "finish_reason", r->finish_reason,
                                "http_status", (json_int_t)r->http_status,
@@ -380,8 +398,9 @@ done:
 
 /* The sandbox's sub-call callback (sandbox_call_fn). */
 static int engine_serve_calls(void *userdata, int kind, const char *model,
-                              const char *const *prompts, const char *const *contexts, size_t n,
-                              char **results)
+                              const char *const *prompts, const size_t *prompt_lens,
+                              const char *const *contexts, const size_t *context_lens, size_t n,
+                              char **results, size_t *result_lens)
 {
     engine *e = userdata;
     int status = 0;
@@ -392,31 +411,36 @@ static int engine_serve_calls(void *userdata, int kind, const char *model,
         engine_fill_errors(results, n, "budget exhausted", calls_budget_message(e->calls));
         status = -1;
     } else if (kind == SANDBOX_CALL_RLM && e->level < engine_max_depth(e->p)) {
-        status = engine_children(e, model, prompts, contexts, n, results);
+        status = engine_children(e, model, prompts, prompt_lens, contexts, context_lens, n,
+                                 results, result_lens);
     } else if (contexts) {
         /* At the last level a child would be one plain call on prompt + context. */
         char **joined = calloc(n, sizeof *joined);
-        int ok = joined != NULL;
+        size_t *joined_lens = calloc(n, sizeof *joined_lens);
+        int ok = joined && joined_lens;
         for (size_t i = 0; ok && i < n; i++) {
             buf b;
             buf_init(&b, SIZE_MAX / 2);
-            buf_puts(&b, prompts[i]);
+            buf_append(&b, prompts[i], prompt_lens[i]);
             if (contexts[i]) {
                 buf_puts(&b, "\n\nContext:\n");
-                buf_puts(&b, contexts[i]);
+                buf_append(&b, contexts[i], context_lens[i]);
             }
+            joined_lens[i] = b.len;
             joined[i] = buf_take(&b);
             ok = joined[i] != NULL;
         }
         if (ok)
-            status = engine_sub_calls(e, kind, model, (const char *const *)joined, n, results);
+            status = engine_sub_calls(e, kind, model, (const char *const *)joined, joined_lens, n,
+                                      results, result_lens);
         else
             engine_fill_errors(results, n, "sub-call failed", "out of memory");
         for (size_t i = 0; joined && i < n; i++)
             free(joined[i]);
         free(joined);
+        free(joined_lens);
     } else {
-        status = engine_sub_calls(e, kind, model, prompts, n, results);
+        status = engine_sub_calls(e, kind, model, prompts, prompt_lens, n, results, result_lens);
     }
     /* The session keeps what each call returned, to rebuild the namespace. */
     for (size_t i = 0; e->cell_replies && i < n; i++) {
@@ -484,15 +508,16 @@ static int engine_ask_root(engine *e, lm_response *resp, int final)
     e->out->iterations++;
 
     engine_event(e, "root_reply",
-                json_pack("{s:i,s:s?,s:s?,s:s?,s:s?,s:I,s:f,s:i,s:o,s:o,s:b}", "turn", e->turn,
-                          "content", resp->content, "reasoning", resp->reasoning,
+                json_pack("{s:i,s:o,s:s?,s:s?,s:s?,s:I,s:f,s:i,s:o,s:o,s:b}", "turn", e->turn,
+                          "content", engine_text_json(resp->content, lm_content_len(resp)),
+                          "reasoning", resp->reasoning,
                           "error", resp->error ? lm_error_name(resp->error) : NULL,
                           "error_message", resp->error_message,
                           "http_status", (json_int_t)resp->http_status,
                           "seconds", resp->seconds, "attempts", resp->attempts,
                           "usage", engine_usage_json(resp), "cost_usd", engine_cost_json(cr.cost_usd),
                           "cached", cr.cached));
-    if (resp->error == LM_ERR_EMPTY || (resp->error == LM_OK && (!resp->content || !resp->content[0])))
+    if (resp->error == LM_ERR_EMPTY || (resp->error == LM_OK && lm_content_len(resp) == 0))
         return 1;
     if (resp->error != LM_OK) {
         const char *why = resp->error_message ? resp->error_message : "no detail";
@@ -508,16 +533,38 @@ static int engine_ask_root(engine *e, lm_response *resp, int final)
     return 0;
 }
 
-/* Sets the answer and records it. Takes ownership of answer; how is a
- * static string (engine_outcome.how). */
-static void engine_answer(engine *e, char *answer, const char *how)
+/* A root reply is kept as text (history, parsing, a compaction note): a NUL
+ * byte in it (\u0000 from the model) would cut it short wherever it went,
+ * so each becomes U+FFFD, visibly. The trace has the reply as it came. */
+static void engine_reply_as_text(lm_response *r)
+{
+    size_t len = lm_content_len(r);
+    if (!r->content || !memchr(r->content, '\0', len))
+        return;
+    buf clean;
+    buf_init(&clean, len * 3 + 1);
+    for (size_t i = 0; i < len; i++)
+        buf_append(&clean, r->content[i] ? r->content + i : "\xEF\xBF\xBD", r->content[i] ? 1 : 3);
+    if (!clean.data)
+        return; /* out of memory: the reply stays cut at its NUL */
+    free(r->content);
+    r->content_len = clean.len;
+    r->content = buf_take(&clean);
+}
+
+/* Sets the answer (len bytes, NUL bytes included; SIZE_MAX: up to its
+ * first NUL) and records it. Takes ownership of answer; how is a static
+ * string (engine_outcome.how). */
+static void engine_answer(engine *e, char *answer, size_t len, const char *how)
 {
     free(e->out->answer);
     e->out->answer = answer;
+    e->out->answer_len = len == SIZE_MAX ? strlen(answer) : len;
     e->out->status = RLM_OK;
     e->out->how = how;
     engine_event(e, "final_answer",
-                json_pack("{s:i,s:s,s:s}", "turn", e->turn, "how", how, "answer", answer));
+                json_pack("{s:i,s:s,s:o}", "turn", e->turn, "how", how, "answer",
+                          engine_text_json(answer, e->out->answer_len)));
 }
 
 /* Resolves FINAL_VAR(name) written in the text. Returns 1 when answered, 0
@@ -526,9 +573,10 @@ static int engine_text_final_var(engine *e, const char *name, char **note)
 {
     char err[512];
     char *value = NULL;
-    int rc = sandbox_get_var(e->sb, name, &value, err, sizeof err);
+    size_t value_len = 0;
+    int rc = sandbox_get_var(e->sb, name, &value, &value_len, err, sizeof err);
     if (rc == 0) {
-        engine_answer(e, value, "FINAL_VAR in text");
+        engine_answer(e, value, value_len, "FINAL_VAR in text");
         return 1;
     }
     if (rc == 1) {
@@ -576,11 +624,13 @@ static int engine_run_blocks(engine *e, const reply *rp)
         json_decref(e->cell_replies);
         e->cell_replies = NULL;
         engine_event(e, "code",
-                    json_pack("{s:i,s:I,s:s,s:s?,s:I,s:b,s:b,s:b,s:s?,s:f,s:f,s:I}", "turn", e->turn,
+                    json_pack("{s:i,s:I,s:s,s:o,s:I,s:b,s:b,s:b,s:o,s:f,s:f,s:I}", "turn", e->turn,
                               "block", (json_int_t)i + 1, "code", rp->blocks[i],
-                              "output", cells[i].output, "output_chars", (json_int_t)cells[i].output_chars,
+                              "output", engine_text_json(cells[i].output, cells[i].output_len),
+                              "output_chars", (json_int_t)cells[i].output_chars,
                               "raised", cells[i].raised, "timed_out", cells[i].timed_out,
-                              "restarted", cells[i].restarted, "final_answer", cells[i].final_answer,
+                              "restarted", cells[i].restarted, "final_answer",
+                              engine_text_json(cells[i].final_answer, cells[i].final_answer_len),
                               "seconds", cells[i].seconds, "call_seconds", cells[i].call_seconds,
                               "calls", (json_int_t)cells[i].n_calls));
         if (rc != 0) {
@@ -599,7 +649,7 @@ static int engine_run_blocks(engine *e, const reply *rp)
             goto done;
         }
         if (cells[i].final_answer) {
-            engine_answer(e, cells[i].final_answer,
+            engine_answer(e, cells[i].final_answer, cells[i].final_answer_len,
                           cells[i].final_literal ? "final_literal" : "code");
             cells[i].final_answer = NULL;
             status = 1;
@@ -627,9 +677,12 @@ static int engine_run_blocks(engine *e, const reply *rp)
 
     for (size_t i = 0; i < ran; i++) {
         const char *out = cells[i].output ? cells[i].output : "";
-        shown[i] = prompt_bound(out, strlen(out), e->p->output_limit + 1024);
+        size_t shown_len = 0;
+        shown[i] = prompt_bound_n(out, cells[i].output ? cells[i].output_len : 0,
+                                  e->p->output_limit + 1024, &shown_len);
         results[i].code = rp->blocks[i];
         results[i].output = shown[i] ? shown[i] : "";
+        results[i].output_len = shown[i] ? shown_len : 0;
         results[i].variables = cells[i].variables;
         results[i].raised = cells[i].raised;
         results[i].timed_out = cells[i].timed_out;
@@ -716,6 +769,7 @@ static void engine_maybe_compact(engine *e)
         calls_reply_clear(&cr);
         return;
     }
+    engine_reply_as_text(&cr.r);
     char *note = prompt_bound(r->content, strlen(r->content), COMPACT_NOTE_CHARS);
     char *msg = note ? prompt_compacted(note, e->question, e->turn, e->p->max_iterations) : NULL;
     free(note);
@@ -784,6 +838,7 @@ static int engine_turn(engine *e, int *empty_replies, int last)
     }
     *empty_replies = 0;
 
+    engine_reply_as_text(&resp);
     reply rp;
     if (reply_parse(resp.content, strlen(resp.content), &rp) != 0) {
         lm_response_clear(&resp);
@@ -805,7 +860,7 @@ static int engine_turn(engine *e, int *empty_replies, int last)
         if (status == 0 && e->budget_stop)
             status = 2;
     } else if (rp.final_kind == REPLY_FINAL_VALUE) {
-        engine_answer(e, rp.final_text, "FINAL in text");
+        engine_answer(e, rp.final_text, SIZE_MAX, "FINAL in text");
         rp.final_text = NULL;
         status = 1;
     } else if (rp.final_kind == REPLY_FINAL_VAR) {
@@ -833,7 +888,7 @@ static int engine_turn(engine *e, int *empty_replies, int last)
             end--;
         char *answer = end > start ? str_dup_len(text + start, end - start) : NULL;
         if (answer) {
-            engine_answer(e, answer, "last_reply");
+            engine_answer(e, answer, SIZE_MAX, "last_reply");
             status = 1;
         }
     } else if (engine_push(e, "user", prompt_nudge(e->turn + 1, e->p->max_iterations)) != 0) {
@@ -1038,7 +1093,7 @@ static void engine_direct(engine *e, const context *ctx, const char *question)
     lm_response resp = {0};
     int rc = engine_ask_root(e, &resp, 0);
     if (rc == 0) {
-        engine_answer(e, resp.content, "direct");
+        engine_answer(e, resp.content, lm_content_len(&resp), "direct");
         resp.content = NULL;
     } else if (rc == 1) {
         engine_fail(e, RLM_ERR_MODEL, "the model returned an empty reply");
@@ -1185,8 +1240,9 @@ done:
             engine_state_answered(&e, number, out->status == RLM_OK ? out->answer : NULL);
     }
     engine_event(&e, "run_end",
-                 json_pack("{s:s,s:s,s:s?,s:s?,s:s?,s:i,s:I,s:I,s:I,s:f,s:s?,s:o,s:I,s:I,s:i}", "mode",
-                           out->mode, "status", rlm_status_name(out->status), "answer", out->answer,
+                 json_pack("{s:s,s:s,s:o,s:s?,s:s?,s:i,s:I,s:I,s:I,s:f,s:s?,s:o,s:I,s:I,s:i}", "mode",
+                           out->mode, "status", rlm_status_name(out->status), "answer",
+                           engine_text_json(out->answer, out->answer_len),
                            "how", out->status == RLM_OK ? out->how : NULL,
                            "error", out->error, "iterations", out->iterations, "blocks",
                            (json_int_t)out->blocks, "sub_calls", (json_int_t)out->sub_calls,

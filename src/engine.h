@@ -82,6 +82,7 @@ typedef struct engine_params {
 typedef struct engine_outcome {
     rlm_status status;          /* RLM_OK (answer set), RLM_NO_ANSWER, or an error */
     char *answer;
+    size_t answer_len;          /* its bytes: an answer may hold NUL bytes (FINAL("a\0b")) */
     char *error;                /* why, when status is neither OK nor NO_ANSWER */
     int iterations;             /* root model calls made */
     size_t blocks;              /* code blocks run */

@@ -15,10 +15,13 @@
 typedef struct child_job {
     engine *parent;
     const char *prompt;
+    size_t prompt_len;
     const char *context;       /* NULL: the prompt is the child's input */
+    size_t context_len;
     const char *model;         /* NULL: the parent's root model */
     char *node;
     char *result;              /* what rlm_query returns */
+    size_t result_len;         /* its bytes (an answer may hold NUL bytes) */
     engine_outcome out;
 } child_job;
 
@@ -34,12 +37,14 @@ static void child_run(child_job *j)
     engine *pe = j->parent;
     double t0 = clock_now();
     const char *input = j->context ? j->context : j->prompt;
+    size_t input_len = j->context ? j->context_len : j->prompt_len;
     calls *cc = calls_child(pe->calls, engine_child_share(pe->p));
     context *ctx = NULL;
     char err[512];
+    j->result_len = SIZE_MAX;
     if (!cc) {
         j->result = engine_strf("Error: child RLM failed: out of memory");
-    } else if (context_open_text(input, strlen(input), &ctx, err, sizeof err) != 0) {
+    } else if (context_open_text(input, input_len, &ctx, err, sizeof err) != 0) {
         j->result = engine_strf("Error: child RLM failed: %s", err);
     } else {
         engine_params cp = *pe->p;
@@ -53,6 +58,7 @@ static void child_run(child_job *j)
         engine_run_node(&cp, cc, pe->trace, ctx, j->prompt, j->node, pe, NULL, NULL, &j->out);
         if (j->out.status == RLM_OK) {
             j->result = j->out.answer;
+            j->result_len = j->out.answer_len;
             j->out.answer = NULL;
         } else if (j->out.status == RLM_NO_ANSWER) {
             j->result = engine_strf("Error: child RLM gave no answer: %s",
@@ -65,7 +71,11 @@ static void child_run(child_job *j)
     if (pe->trace) {
         json_t *ev = json_pack("{s:s,s:s,s:s,s:o,s:s?,s:f,s:i,s:I}", "node", j->node, "parent",
                                pe->node, "status", rlm_status_name(j->out.status), "answer",
-                               engine_excerpt(j->result, TRACE_EXCERPT_CHARS), "stopped_by",
+                               engine_excerpt_n(j->result,
+                                                j->result_len == SIZE_MAX ? strlen(j->result)
+                                                                          : j->result_len,
+                                                TRACE_EXCERPT_CHARS),
+                               "stopped_by",
                                j->out.stopped_by, "seconds", clock_now() - t0, "iterations",
                                j->out.iterations, "sub_calls", (json_int_t)j->out.sub_calls);
         trace_event(pe->trace, "child_end", ev);
@@ -90,7 +100,8 @@ static void *child_worker(void *arg)
 /* rlm_query / rlm_query_batched below the depth limit: one child RLM per
  * prompt, at most max_children at once (this thread is one of them). */
 int engine_children(engine *e, const char *model, const char *const *prompts,
-                           const char *const *contexts, size_t n, char **results)
+                    const size_t *prompt_lens, const char *const *contexts,
+                    const size_t *context_lens, size_t n, char **results, size_t *result_lens)
 {
     child_pool pool = {.n = n};
     pool.jobs = calloc(n ? n : 1, sizeof *pool.jobs);
@@ -109,17 +120,20 @@ int engine_children(engine *e, const char *model, const char *const *prompts,
         child_job *j = &pool.jobs[i];
         j->parent = e;
         j->prompt = prompts[i];
+        j->prompt_len = prompt_lens[i];
         j->context = contexts ? contexts[i] : NULL;
+        j->context_len = j->context ? context_lens[i] : 0;
         j->model = model;
         j->node = engine_strf("%s.%zu", e->node, ++e->children_started);
-        const char *input = j->context ? j->context : j->prompt;
+        size_t input_len = j->context ? j->context_len : j->prompt_len;
         if (e->trace)
             trace_event(e->trace, "child_start",
                      json_pack("{s:s,s:s,s:s,s:i,s:i,s:o,s:I,s:b}", "node", j->node, "parent",
                                e->node, "model",
                                model && model[0] ? model : e->p->model, "depth", e->level + 1,
-                               "turn", e->turn, "prompt", engine_excerpt(prompts[i], TRACE_EXCERPT_CHARS),
-                               "context_chars", (json_int_t)strlen(input), "has_context",
+                               "turn", e->turn, "prompt",
+                               engine_excerpt_n(prompts[i], prompt_lens[i], TRACE_EXCERPT_CHARS),
+                               "context_chars", (json_int_t)input_len, "has_context",
                                j->context != NULL));
     }
     engine_progress(e, "turn %d of %d · %zu child RLMs, %zu at a time", e->turn,
@@ -136,6 +150,7 @@ int engine_children(engine *e, const char *model, const char *const *prompts,
     for (size_t i = 0; i < n; i++) {
         child_job *j = &pool.jobs[i];
         results[i] = j->result ? j->result : engine_strf("Error: child RLM failed: out of memory");
+        result_lens[i] = j->result ? j->result_len : SIZE_MAX;
         e->out->sub_calls += 1 + j->out.sub_calls;
         e->out->sub_call_errors += j->out.sub_call_errors;
         if (!e->out->sub_call_error && j->out.sub_call_error) {

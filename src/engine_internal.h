@@ -118,6 +118,11 @@ void engine_store_failed(engine *e, const char *what);
 int engine_push(engine *e, const char *role, char *content);
 
 json_t *engine_excerpt(const char *text, size_t max_chars);
+/* text[0..len) as a JSON string (NUL bytes kept, invalid UTF-8 repaired),
+ * null for NULL text: never NULL, for json_pack's "o". */
+json_t *engine_text_json(const char *text, size_t len);
+/* engine_excerpt of text[0..len), NUL bytes included. */
+json_t *engine_excerpt_n(const char *text, size_t len, size_t max_chars);
 json_t *engine_usage_json(const lm_response *r);
 json_t *engine_cost_json(double usd);
 /* Counts one failed sub-call (result is its "Error: ..." string) and keeps
@@ -132,8 +137,8 @@ void engine_fill_errors(char **results, size_t n, const char *what, const char *
 /* A budget refused a call: no more code, one last request. */
 void engine_budget_stop(engine *e, const char *detail);
 /* Plain sub-calls on the sub-model (sandbox_call_fn's contract). */
-int engine_sub_calls(engine *e, int kind, const char *model, const char *const *prompts, size_t n,
-                     char **results);
+int engine_sub_calls(engine *e, int kind, const char *model, const char *const *prompts,
+                     const size_t *prompt_lens, size_t n, char **results, size_t *result_lens);
 
 /* An input as the sandbox takes it (pack descriptors made for docs are
  * closed by engine_input_close), and its description for the root (which
@@ -149,7 +154,8 @@ int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const
 /* rlm_query / rlm_query_batched below the depth limit: one child RLM per
  * prompt, at most max_children at once. Fills every results[i]; returns 0. */
 int engine_children(engine *e, const char *model, const char *const *prompts,
-                    const char *const *contexts, size_t n, char **results);
+                    const size_t *prompt_lens, const char *const *contexts,
+                    const size_t *context_lens, size_t n, char **results, size_t *result_lens);
 
 /* ---- conversations (engine_state.c) --------------------------------------- */
 

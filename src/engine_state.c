@@ -18,17 +18,25 @@ typedef struct replay_cursor {
 } replay_cursor;
 
 static int replay_calls(void *userdata, int kind, const char *model, const char *const *prompts,
-                        const char *const *contexts, size_t n, char **results)
+                        const size_t *prompt_lens, const char *const *contexts,
+                        const size_t *context_lens, size_t n, char **results,
+                        size_t *result_lens)
 {
     (void)kind;
     (void)model;
     (void)prompts;
+    (void)prompt_lens;
     (void)contexts;
+    (void)context_lens;
     replay_cursor *cur = userdata;
     for (size_t i = 0; i < n; i++) {
         const json_t *r = json_array_get(cur->replies, cur->next++);
-        results[i] = strdup(json_is_string(r) ? json_string_value(r)
-                                              : "Error: no recorded reply for this sub-call (session replay)");
+        if (json_is_string(r)) {
+            results[i] = str_dup_len(json_string_value(r), json_string_length(r));
+            result_lens[i] = json_string_length(r);
+        } else {
+            results[i] = strdup("Error: no recorded reply for this sub-call (session replay)");
+        }
     }
     return 0;
 }

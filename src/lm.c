@@ -132,6 +132,20 @@ void lm_response_clear(lm_response *r)
     memset(r, 0, sizeof *r);
 }
 
+size_t lm_message_len(const lm_message *m)
+{
+    if (!m->content)
+        return 0;
+    return m->content_len ? m->content_len : strlen(m->content);
+}
+
+size_t lm_content_len(const lm_response *r)
+{
+    if (!r->content)
+        return 0;
+    return r->content_len ? r->content_len : strlen(r->content);
+}
+
 static void response_init(lm_response *r)
 {
     memset(r, 0, sizeof *r);
@@ -335,7 +349,7 @@ static int bad_reply(const lm_response *r)
 {
     if (r->error == LM_ERR_PARSE || r->error == LM_ERR_EMPTY || r->error == LM_ERR_TRUNCATED)
         return 1;
-    return r->error == LM_OK && (!r->content || !r->content[0]) &&
+    return r->error == LM_OK && lm_content_len(r) == 0 &&
            !(r->finish_reason && strcmp(r->finish_reason, "length") == 0);
 }
 
@@ -539,7 +553,7 @@ static double estimate_tokens(const lm_request *req)
     size_t bytes = 64 + (req->model ? strlen(req->model) : 0);
     for (size_t i = 0; i < req->n_messages; i++) {
         const lm_message *msg = &req->messages[i];
-        bytes += 32 + (msg->role ? strlen(msg->role) : 0) + (msg->content ? strlen(msg->content) : 0);
+        bytes += 32 + (msg->role ? strlen(msg->role) : 0) + lm_message_len(msg);
     }
     return (double)bytes / 4.0;
 }

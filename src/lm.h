@@ -74,7 +74,12 @@ typedef struct lm_options {
 typedef struct lm_message {
     const char *role;       /* "system", "user" or "assistant" */
     const char *content;
+    size_t content_len;     /* bytes of content, which may then hold NUL bytes (sent as
+                               \u0000); 0: up to its first NUL (lm_message_len) */
 } lm_message;
+
+/* The bytes of m's content: content_len when set, else up to the first NUL. */
+size_t lm_message_len(const lm_message *m);
 
 /* Progress of a streamed reply, counted in code points received so far on
  * the current attempt (a retried stream starts again from 0). */
@@ -127,6 +132,9 @@ typedef struct lm_response {
     lm_error error;
     long http_status;        /* last HTTP status seen, 0 if none */
     char *content;           /* the assistant's text ("" if the model sent only reasoning) */
+    size_t content_len;      /* its bytes: it may hold NUL bytes (\u0000 in the reply). Set by
+                              * every parser; 0 with a non-empty content (a response built
+                              * elsewhere) means up to the first NUL: lm_content_len */
     char *reasoning;         /* reasoning_content / reasoning if the provider sent it, else NULL */
     char *error_message;     /* human-readable cause when error != LM_OK, else NULL */
     char *finish_reason;     /* "stop", "length", ... or NULL */
@@ -140,6 +148,10 @@ typedef struct lm_response {
     long cache_write_tokens; /* prompt tokens written to it (Anthropic); -1 if not reported */
     double wait_seconds;     /* of `seconds`, time spent held back by the rate limits */
 } lm_response;
+
+/* The bytes of r's content (0 when there is none): content_len when set,
+ * else up to the first NUL. */
+size_t lm_content_len(const lm_response *r);
 
 /* Creates a dispatcher and starts its I/O thread. NULL with err set on failure. */
 lm *lm_new(const lm_options *opts, char *err, size_t errlen);

@@ -4,6 +4,7 @@
  * bodies, and the event stream. */
 #include "lm_anthropic.h"
 
+#include "frame.h"
 #include "utf8.h"
 #include "util.h"
 
@@ -17,12 +18,7 @@
 
 static json_t *json_text(const char *s, size_t len)
 {
-    char *clean = utf8_sanitize(s ? s : "", s ? len : 0, NULL);
-    if (!clean)
-        return NULL;
-    json_t *v = json_string(clean);
-    free(clean);
-    return v;
+    return frame_string(s ? s : "", s ? len : 0);
 }
 
 static int is_system(const char *role)
@@ -62,8 +58,10 @@ static int build_messages(const lm_request *req, json_t *root)
     for (size_t i = 0; i <= req->n_messages; i++) {
         const lm_message *m = i < req->n_messages ? &req->messages[i] : NULL;
         const char *content = m && m->content ? m->content : "";
+        size_t content_len = m ? lm_message_len(m) : 0;
         if (m && is_system(m->role)) {
-            if ((system.len && buf_puts(&system, "\n\n") != 0) || buf_puts(&system, content) != 0)
+            if ((system.len && buf_puts(&system, "\n\n") != 0) ||
+                buf_append(&system, content, content_len) != 0)
                 goto fail;
             continue;
         }
@@ -78,7 +76,7 @@ static int build_messages(const lm_request *req, json_t *root)
         }
         if (!m)
             break;
-        if ((turn_role && buf_puts(&turn, "\n\n") != 0) || buf_puts(&turn, content) != 0)
+        if ((turn_role && buf_puts(&turn, "\n\n") != 0) || buf_append(&turn, content, content_len) != 0)
             goto fail;
         turn_role = role;
     }
@@ -219,7 +217,7 @@ void anthropic_parse_response(const char *body, size_t len, lm_response *out)
     buf_init(&thinking, len + 1);
     int has_thinking = 0;
     json_error_t jerr;
-    json_t *root = json_loadb(body ? body : "", body ? len : 0, 0, &jerr);
+    json_t *root = json_loadb(body ? body : "", body ? len : 0, JSON_ALLOW_NUL, &jerr);
     if (!root) {
         char detail[JSON_ERROR_TEXT_LENGTH + 64];
         snprintf(detail, sizeof detail, "%s at byte %d)", jerr.text, jerr.position);
@@ -253,10 +251,11 @@ void anthropic_parse_response(const char *body, size_t len, lm_response *out)
         const char *reason = finish_reason_of(stop);
         out->finish_reason = str_dup_len(reason, strlen(reason));
     }
+    out->content_len = text.len;
     out->content = buf_take(&text);
     if (has_thinking)
         out->reasoning = buf_take(&thinking);
-    if (out->content && !out->content[0] && (!out->reasoning || !out->reasoning[0]))
+    if (out->content && out->content_len == 0 && (!out->reasoning || !out->reasoning[0]))
         fail_with(out, LM_ERR_EMPTY, "empty reply, finish_reason ",
                   out->finish_reason ? out->finish_reason : "null");
 done:
@@ -329,7 +328,7 @@ int anthropic_stream_event(lm_stream *s, const char *type, const char *data, siz
         return 0;
     s->events++;
     json_error_t jerr;
-    json_t *root = json_loadb(data, len, 0, &jerr);
+    json_t *root = json_loadb(data, len, JSON_ALLOW_NUL, &jerr);
     int rc = 0;
     if (!json_is_object(root)) {
         rc = lm_stream_fail(s, LM_ERR_PARSE, 1, "stream event is not a JSON object: ", jerr.text);

@@ -3,6 +3,7 @@
  * DeepSeek, vLLM, llama.cpp and OpenRouter) and the error bodies providers send. */
 #include "lm_openai.h"
 
+#include "frame.h"
 #include "utf8.h"
 #include "util.h"
 
@@ -78,7 +79,8 @@ char *openai_request_body_with(const lm_request *req, const lm_wire_options *wir
         if (json_array_append_new(messages, m) != 0)
             goto fail;
         if (json_object_set_new(m, "role", json_string_sanitized(msg->role ? msg->role : "user")) != 0 ||
-            json_object_set_new(m, "content", json_string_sanitized(msg->content)) != 0)
+            json_object_set_new(m, "content", frame_string(msg->content ? msg->content : "",
+                                                           lm_message_len(msg))) != 0)
             goto fail;
     }
     if (json_object_set(root, "messages", messages) != 0 || add_wire_options(root, wire) != 0)
@@ -163,7 +165,7 @@ void openai_parse_response(const char *body, size_t len, lm_response *out)
     out->error = LM_OK;
 
     json_error_t jerr;
-    json_t *root = json_loadb(body ? body : "", len, 0, &jerr);
+    json_t *root = json_loadb(body ? body : "", len, JSON_ALLOW_NUL, &jerr);
     if (!root) {
         char detail[JSON_ERROR_TEXT_LENGTH + 64];
         snprintf(detail, sizeof detail, "%s at byte %d)", jerr.text, jerr.position);
@@ -212,7 +214,8 @@ void openai_parse_response(const char *body, size_t len, lm_response *out)
 
     json_t *content = json_object_get(message, "content");
     if (json_is_string(content)) {
-        out->content = str_dup_len(json_string_value(content), json_string_length(content));
+        out->content_len = json_string_length(content);
+        out->content = str_dup_len(json_string_value(content), out->content_len);
     } else if (json_is_array(content)) {
         buf joined;
         buf_init(&joined, len + 1);
@@ -221,18 +224,25 @@ void openai_parse_response(const char *body, size_t len, lm_response *out)
             response_fail(out, LM_ERR_PARSE, "message content has a part of unknown shape", NULL);
             goto done;
         }
+        out->content_len = joined.len;
         out->content = buf_take(&joined);
     } else if (content && !json_is_null(content)) {
         response_fail(out, LM_ERR_PARSE, "message content is neither text, parts nor null", NULL);
         goto done;
     } else {
         /* A refusal is the model's own words, so it stands in for content. */
-        out->content = string_field(message, "refusal");
+        json_t *refusal = json_object_get(message, "refusal");
+        if (json_is_string(refusal)) {
+            out->content_len = json_string_length(refusal);
+            out->content = str_dup_len(json_string_value(refusal), out->content_len);
+        }
     }
-    if (!out->content)
+    if (!out->content) {
         out->content = str_dup_len("", 0);
+        out->content_len = 0;
+    }
 
-    if (out->content[0] == '\0' && (!out->reasoning || out->reasoning[0] == '\0')) {
+    if (out->content_len == 0 && (!out->reasoning || out->reasoning[0] == '\0')) {
         response_fail(out, LM_ERR_EMPTY, "empty reply, finish_reason ",
                       out->finish_reason ? out->finish_reason : "null");
         goto done;
@@ -334,10 +344,11 @@ void lm_stream_finish(lm_stream *s, lm_response *out)
     } else {
         out->finish_reason = s->finish_reason;
         s->finish_reason = NULL;
+        out->content_len = s->content.len;
         out->content = buf_take(&s->content);
         if (s->has_reasoning)
             out->reasoning = buf_take(&s->reasoning);
-        if (out->content && out->content[0] == '\0' && (!out->reasoning || out->reasoning[0] == '\0'))
+        if (out->content && out->content_len == 0 && (!out->reasoning || out->reasoning[0] == '\0'))
             response_fail(out, LM_ERR_EMPTY, "empty reply, finish_reason ",
                           out->finish_reason ? out->finish_reason : "null");
     }
@@ -365,7 +376,7 @@ int openai_stream_event(lm_stream *s, const char *data, size_t len)
         return 0;
     }
     json_error_t jerr;
-    json_t *root = json_loadb(data, len, 0, &jerr);
+    json_t *root = json_loadb(data, len, JSON_ALLOW_NUL, &jerr);
     int rc = 0;
     if (!json_is_object(root)) {
         rc = lm_stream_fail(s, LM_ERR_PARSE, 1, "stream chunk is not a JSON object: ", jerr.text);

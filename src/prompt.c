@@ -362,9 +362,16 @@ char *prompt_first_user(const char *description, const char *question, int max_i
 
 char *prompt_bound(const char *text, size_t len, size_t max_chars)
 {
+    size_t ignored;
+    return prompt_bound_n(text, len, max_chars, &ignored);
+}
+
+char *prompt_bound_n(const char *text, size_t len, size_t max_chars, size_t *out_len)
+{
     if (!text)
         len = 0;
     size_t chars = prompt_count_chars(text, len);
+    *out_len = len;
     if (chars <= max_chars)
         return str_dup_len(len ? text : "", len);
 
@@ -374,8 +381,10 @@ char *prompt_bound(const char *text, size_t len, size_t max_chars)
     int marker_len = snprintf(marker, sizeof marker, "\n[... %zu characters cut ...]\n", chars);
     if (marker_len <= 0 || (size_t)marker_len >= sizeof marker)
         return NULL;
-    if ((size_t)marker_len >= max_chars) /* no room to say it: a plain head cut */
-        return str_dup_len(text, utf8_head_end(text, len, max_chars));
+    if ((size_t)marker_len >= max_chars) { /* no room to say it: a plain head cut */
+        *out_len = utf8_head_end(text, len, max_chars);
+        return str_dup_len(text, *out_len);
+    }
 
     size_t keep = max_chars - (size_t)marker_len;
     size_t head_chars = keep - keep / 2, tail_chars = keep / 2;
@@ -391,6 +400,7 @@ char *prompt_bound(const char *text, size_t len, size_t max_chars)
         buf_free(&out);
         return NULL;
     }
+    *out_len = out.len;
     return buf_take(&out);
 }
 
@@ -408,12 +418,19 @@ static const char *block_status(const prompt_block_result *b)
     return "";
 }
 
-static int only_space(const char *s)
+static int only_space(const char *s, size_t len)
 {
-    for (; *s; s++)
-        if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
+    for (size_t i = 0; i < len; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
             return 0;
     return 1;
+}
+
+static size_t output_len(const prompt_block_result *b)
+{
+    if (!b->output)
+        return 0;
+    return b->output_len ? b->output_len : strlen(b->output);
 }
 
 static int append_turn(buf *out, int next_turn, int max_iterations)
@@ -434,7 +451,7 @@ char *prompt_feedback(const prompt_block_result *blocks, size_t n_blocks,
     if (note && size_add(&max, max, strlen(note)) != 0)
         return NULL;
     for (size_t i = 0; i < n_blocks; i++) {
-        size_t one = (blocks[i].output ? strlen(blocks[i].output) : 0) +
+        size_t one = output_len(&blocks[i]) +
                      (blocks[i].variables ? strlen(blocks[i].variables) : 0);
         if (one > SIZE_MAX / 3 || size_add(&max, max, one * 3) != 0 ||
             size_add(&max, max, 256) != 0)
@@ -444,8 +461,10 @@ char *prompt_feedback(const prompt_block_result *blocks, size_t n_blocks,
     buf_init(&out, max);
     for (size_t i = 0; i < n_blocks; i++) {
         const prompt_block_result *b = &blocks[i];
-        int empty = !b->output || only_space(b->output);
-        size_t olen = empty ? 0 : strlen(b->output);
+        size_t olen = output_len(b);
+        int empty = !b->output || only_space(b->output, olen);
+        if (empty)
+            olen = 0;
         if (buf_printf(&out, "[block %zu of %zu output%s]\n", i + 1, n_blocks,
                        block_status(b)) != 0 ||
             (empty ? buf_puts(&out, "(no output)") : append_clean(&out, b->output, olen)) != 0 ||

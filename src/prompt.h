@@ -34,11 +34,16 @@ size_t prompt_estimate_tokens(size_t len);
  * The marker counts toward max_chars; a limit too small to hold it (under ~40)
  * gets a plain head cut without one. NULL only when out of memory. */
 char *prompt_bound(const char *text, size_t len, size_t max_chars);
+/* prompt_bound for text that may hold NUL bytes: *out_len receives the
+ * result's length. */
+char *prompt_bound_n(const char *text, size_t len, size_t max_chars, size_t *out_len);
 
 /* One block's result, for the feedback message. */
 typedef struct prompt_block_result {
     const char *code;        /* the code that ran */
     const char *output;      /* its output (already bounded) */
+    size_t output_len;       /* its bytes, NUL bytes included (shown as U+FFFD); 0: up to
+                                the first NUL */
     const char *variables;   /* the model's variables after it ran, one bounded line
                                 ("name: type, ..."), or NULL */
     int raised, timed_out, restarted;

@@ -19,6 +19,7 @@
 #include "context.h"
 #include "endpoint.h"
 #include "engine.h"
+#include "frame.h"
 #include "ingest.h"
 #include "lm.h"
 #include "pricing.h"
@@ -1548,8 +1549,10 @@ static void rlm_build_report(rlm *r, const engine_outcome *o)
     int in_flight = lm_max_in_flight(r->lm);
     if (r->sub_lm && lm_max_in_flight(r->sub_lm) > in_flight)
         in_flight = lm_max_in_flight(r->sub_lm);
-    json_t *j = json_pack("{s:s?,s:s?,s:s,s:s?,s:i,s:I,s:I,s:I,s:s?,s:o,s:f,s:s?,s:s,s:s,s:i,s:o,s:s?,s:s}",
-                          "answer", o->answer, "how", o->status == RLM_OK ? o->how : NULL,
+    json_t *answer = o->answer ? frame_string(o->answer, o->answer_len) : json_null();
+    json_t *j = json_pack("{s:o,s:s?,s:s,s:s?,s:i,s:I,s:I,s:I,s:s?,s:o,s:f,s:s?,s:s,s:s,s:i,s:o,s:s?,s:s}",
+                          "answer", answer ? answer : json_null(),
+                          "how", o->status == RLM_OK ? o->how : NULL,
                           "status", rlm_status_name(o->status),
                           "error", o->error, "iterations", o->iterations,
                           "blocks", (json_int_t)o->blocks, "sub_calls", (json_int_t)o->sub_calls,
@@ -1578,7 +1581,14 @@ static void rlm_build_report(rlm *r, const engine_outcome *o)
 
 rlm_status rlm_ask(rlm *r, const char *question, char **answer)
 {
+    return rlm_ask_len(r, question, answer, NULL);
+}
+
+rlm_status rlm_ask_len(rlm *r, const char *question, char **answer, size_t *answer_len)
+{
     *answer = NULL;
+    if (answer_len)
+        *answer_len = 0;
     if (!r->lm || !r->calls) {
         char why[sizeof r->errmsg];
         snprintf(why, sizeof why, "%s", r->errmsg);
@@ -1620,6 +1630,8 @@ rlm_status rlm_ask(rlm *r, const char *question, char **answer)
     }
     if (st == RLM_OK) {
         *answer = o.answer;
+        if (answer_len)
+            *answer_len = o.answer_len;
         o.answer = NULL;
     } else if (o.error) {
         rlm_error(r, st, "%s", o.error);

@@ -248,12 +248,15 @@ static int send_frame(sandbox *sb, json_t *frame, char *why, size_t whylen)
     return rc;
 }
 
-/* Answers every prompt of a call with the same error, e.g. after a stop. */
-static void fill_errors(char **results, size_t n, const char *message)
+/* Answers every prompt of a call with the same error, e.g. after a stop
+ * (result_lens may be NULL). */
+static void fill_errors(char **results, size_t *result_lens, size_t n, const char *message)
 {
     for (size_t i = 0; i < n; i++) {
         free(results[i]);
         results[i] = strdup(message);
+        if (result_lens)
+            result_lens[i] = SIZE_MAX;
     }
 }
 
@@ -321,7 +324,7 @@ static int utf8_valid(const char *s, size_t len)
  * hostile child sends it) is repaired into owned[i]. 0, or -1 when the
  * lengths do not describe the frame. */
 static int split_raw_pieces(json_t *lengths, int allow_null, const char *data, size_t len,
-                            size_t *off, const char **texts, char **owned)
+                            size_t *off, const char **texts, size_t *text_lens, char **owned)
 {
     for (size_t i = 0; i < json_array_size(lengths); i++) {
         json_t *l = json_array_get(lengths, i);
@@ -333,8 +336,9 @@ static int split_raw_pieces(json_t *lengths, int allow_null, const char *data, s
         if (*off >= len || n >= len - *off || data[*off + n] != '\0')
             return -1;
         texts[i] = data + *off;
+        text_lens[i] = n;
         if (!utf8_valid(data + *off, n)) {
-            owned[i] = utf8_sanitize(data + *off, n, NULL);
+            owned[i] = utf8_sanitize(data + *off, n, &text_lens[i]);
             if (!owned[i])
                 return -1;
             texts[i] = owned[i];
@@ -397,18 +401,23 @@ static int serve_call(sandbox *sb, json_t *frame, wait_state *ws, char *why, siz
     int rc = -1;
     const char **texts = calloc(n, sizeof *texts);
     const char **ctx = has_contexts ? calloc(n, sizeof *ctx) : NULL;
+    /* lens: the prompts' lengths, then the contexts', then the results' */
+    size_t *lens = calloc(3 * n, sizeof *lens);
     char **owned = calloc(2 * n, sizeof *owned);
     char **results = calloc(n, sizeof *results);
     json_t *list = NULL;
-    if (!texts || (has_contexts && !ctx) || !owned || !results) {
+    if (!texts || (has_contexts && !ctx) || !lens || !owned || !results) {
         snprintf(why, whylen, "out of memory");
         goto fail;
     }
+    size_t *result_lens = lens + 2 * n;
+    for (size_t i = 0; i < n; i++)
+        result_lens[i] = SIZE_MAX;
     if (raw) {
         size_t off = 0;
-        if (split_raw_pieces(lengths, 0, raw, raw_len, &off, texts, owned) != 0 ||
+        if (split_raw_pieces(lengths, 0, raw, raw_len, &off, texts, lens, owned) != 0 ||
             (has_contexts &&
-             split_raw_pieces(contexts, 1, raw, raw_len, &off, ctx, owned + n) != 0) ||
+             split_raw_pieces(contexts, 1, raw, raw_len, &off, ctx, lens + n, owned + n) != 0) ||
             off != raw_len) {
             snprintf(why, whylen, "malformed call frame (prompt lengths do not match)");
             goto fail;
@@ -422,30 +431,35 @@ static int serve_call(sandbox *sb, json_t *frame, wait_state *ws, char *why, siz
             goto fail;
         }
         texts[i] = json_string_value(p);
-        if (c && json_is_string(c))
+        lens[i] = json_string_length(p);
+        if (c && json_is_string(c)) {
             ctx[i] = json_string_value(c);
+            lens[n + i] = json_string_length(c);
+        }
     }
     /* A list of contexts that are all None is no context at all. */
     size_t given = 0;
     for (size_t i = 0; ctx && i < n; i++)
         given += ctx[i] != NULL;
     if (ws->interrupted || ws->stopped || !ws->call) {
-        fill_errors(results, n, unserved_message(ws));
+        fill_errors(results, result_lens, n, unserved_message(ws));
     } else {
         double t0 = clock_now();
-        int call_rc = ws->call(ws->userdata, kind, json_string_value(model), texts,
-                               given ? ctx : NULL, n, results);
+        int call_rc = ws->call(ws->userdata, kind, json_string_value(model), texts, lens,
+                               given ? ctx : NULL, given ? lens + n : NULL, n, results,
+                               result_lens);
         ws->call_seconds += clock_now() - t0;
         ws->n_calls += n;
         if (call_rc != 0) {
             ws->stopped = 1;
-            fill_errors(results, n, unserved_message(ws));
+            fill_errors(results, result_lens, n, unserved_message(ws));
         }
     }
     list = json_array();
     for (size_t i = 0; list && i < n; i++) {
         const char *r = results[i] ? results[i] : "Error: no result";
-        if (json_array_append_new(list, frame_string(r, strlen(r))) != 0) {
+        size_t r_len = results[i] && result_lens[i] != SIZE_MAX ? result_lens[i] : strlen(r);
+        if (json_array_append_new(list, frame_string(r, r_len)) != 0) {
             json_decref(list);
             list = NULL;
         }
@@ -469,6 +483,7 @@ fail:
         free(owned[i]);
     free(results);
     free(owned);
+    free(lens);
     free(texts);
     free(ctx);
     free(raw);
@@ -1027,14 +1042,18 @@ static int recover(sandbox *sb, int how, const wait_state *ws, const char *why, 
     return start_child(sb, err, errlen);
 }
 
-static char *json_strdup(json_t *s)
+/* A copy of a JSON string, NUL bytes and all; *len (may be NULL) gets its
+ * length. NULL when s is not a string. */
+static char *json_strdup(json_t *s, size_t *len)
 {
+    if (len)
+        *len = json_is_string(s) ? json_string_length(s) : 0;
     return json_is_string(s) ? str_dup_len(json_string_value(s), json_string_length(s)) : NULL;
 }
 
 static void fill_cell(sandbox_cell *cell, json_t *reply, const wait_state *ws)
 {
-    cell->output = json_strdup(json_object_get(reply, "output"));
+    cell->output = json_strdup(json_object_get(reply, "output"), &cell->output_len);
     if (!cell->output)
         cell->output = strdup("");
     json_t *chars = json_object_get(reply, "output_chars");
@@ -1045,8 +1064,9 @@ static void fill_cell(sandbox_cell *cell, json_t *reply, const wait_state *ws)
     int interrupted = ws->interrupted && json_is_true(json_object_get(reply, "interrupted"));
     cell->timed_out = interrupted && !ws->cancelled;
     cell->cancelled = interrupted && ws->cancelled;
-    cell->final_answer = json_strdup(json_object_get(reply, "final_answer"));
-    cell->variables = json_strdup(json_object_get(reply, "variables"));
+    cell->final_answer = json_strdup(json_object_get(reply, "final_answer"),
+                                     &cell->final_answer_len);
+    cell->variables = json_strdup(json_object_get(reply, "variables"), NULL);
     const char *how = json_string_value(json_object_get(reply, "final_how"));
     cell->final_literal = cell->final_answer && how && strcmp(how, "final_literal") == 0;
 }
@@ -1055,7 +1075,7 @@ static void set_cell_message(sandbox_cell *cell, const char *text)
 {
     free(cell->output);
     cell->output = strdup(text);
-    cell->output_chars = strlen(text);
+    cell->output_chars = cell->output_len = cell->output ? strlen(text) : 0;
 }
 
 int sandbox_exec(sandbox *sb, const char *code, sandbox_call_fn call, void *userdata,
@@ -1100,6 +1120,7 @@ int sandbox_exec(sandbox *sb, const char *code, sandbox_call_fn call, void *user
         buf out;
         buf_init(&out, 4096);
         rc = recover(sb, how, &ws, why, &out, err, errlen);
+        cell->output_len = out.len;
         cell->output = buf_take(&out);
         cell->output_chars = strlen(cell->output ? cell->output : "");
         cell->raised = 1;
@@ -1116,9 +1137,14 @@ int sandbox_exec(sandbox *sb, const char *code, sandbox_call_fn call, void *user
     return rc;
 }
 
-int sandbox_get_var(sandbox *sb, const char *name, char **value, char *err, size_t errlen)
+int sandbox_get_var(sandbox *sb, const char *name, char **value, size_t *value_len, char *err,
+                    size_t errlen)
 {
     *value = NULL;
+    size_t ignored;
+    if (!value_len)
+        value_len = &ignored;
+    *value_len = 0;
     if (sb->pid <= 0 && restart(sb, err, errlen) != 0)
         return -1;
     char why[512] = "";
@@ -1134,10 +1160,12 @@ int sandbox_get_var(sandbox *sb, const char *name, char **value, char *err, size
                   : WAIT_DIED;
     if (how == WAIT_REPLY) {
         int found = json_is_true(json_object_get(reply, "found"));
-        *value = json_strdup(json_object_get(reply, "value"));
+        *value = json_strdup(json_object_get(reply, "value"), value_len);
         json_decref(reply);
-        if (!*value)
+        if (!*value) {
             *value = strdup(found ? "" : "Error: no such variable");
+            *value_len = *value ? strlen(*value) : 0;
+        }
         if (!*value) {
             snprintf(err, errlen, "out of memory");
             return -1;
@@ -1151,6 +1179,7 @@ int sandbox_get_var(sandbox *sb, const char *name, char **value, char *err, size
         buf_free(&out);
         return -1;
     }
+    *value_len = out.len;
     *value = buf_take(&out);
     return 1;
 }

@@ -98,21 +98,26 @@ enum { SANDBOX_CALL_LLM = 0, SANDBOX_CALL_RLM = 1 };
  * prompt of the batch came with a context (always for SANDBOX_CALL_LLM), else
  * n_prompts entries, each NULL (that prompt had none) or str() of the context
  * object as UTF-8; joining a context to its prompt, when no child RLM may be
- * started, is the callee's business. Prompts and contexts are borrowed, valid
- * until the callback returns (they point into the frame the child sent: no
- * copy is made of a large context). The callee fills results[i] for every i
- * with a malloc'd string — an error description ("Error: ...") for a prompt
- * that failed, never NULL — and returns 0. Returning -1 means the run must
- * stop (a budget is exhausted or the user cancelled): every prompt of the
- * batch then receives an error string and the cell is interrupted. Time spent
- * here does not count against the cell's timeout, and the sandbox does not
- * watch `cancel` meanwhile. */
+ * started, is the callee's business. Every text comes with its length in
+ * bytes (prompt_lens, context_lens: it may hold NUL bytes, and a NUL follows
+ * it too). Prompts and contexts are borrowed, valid until the callback
+ * returns (they point into the frame the child sent: no copy is made of a
+ * large context). The callee fills results[i] for every i with a malloc'd
+ * string — an error description ("Error: ...") for a prompt that failed,
+ * never NULL — and result_lens[i] with its length when it may hold NUL bytes
+ * (left at SIZE_MAX, the result is read up to its first NUL), and returns 0.
+ * Returning -1 means the run must stop (a budget is exhausted or the user
+ * cancelled): every prompt of the batch then receives an error string and
+ * the cell is interrupted. Time spent here does not count against the cell's
+ * timeout, and the sandbox does not watch `cancel` meanwhile. */
 typedef int (*sandbox_call_fn)(void *userdata, int kind, const char *model,
-                               const char *const *prompts, const char *const *contexts,
-                               size_t n_prompts, char **results);
+                               const char *const *prompts, const size_t *prompt_lens,
+                               const char *const *contexts, const size_t *context_lens,
+                               size_t n_prompts, char **results, size_t *result_lens);
 
 /* The outcome of one cell. */
 typedef struct sandbox_cell {
+    size_t output_len;    /* bytes of output (it may hold NUL bytes: print('\0')) */
     char *output;         /* captured stdout + stderr, with a traceback appended if the
                              cell raised; head + tail kept within output_limit, with a
                              marker saying how many characters were cut */
@@ -124,6 +129,7 @@ typedef struct sandbox_cell {
     int restarted;        /* 1 if the child died or had to be killed and a fresh one
                              replaced it: the model's variables were lost (every input
                              and every sandbox_set_var variable were given again) */
+    size_t final_answer_len; /* bytes of final_answer, NUL bytes included */
     char *final_answer;   /* set when the cell called FINAL / FINAL_VAR or set
                              answer["ready"] = True; NULL otherwise */
     char *variables;      /* the model's variables after the cell, one bounded line
@@ -185,9 +191,11 @@ int sandbox_set_var(sandbox *sb, const char *name, const char *value, char *err,
 int sandbox_set_value(sandbox *sb, const char *name, json_t *value, char *err, size_t errlen);
 
 /* Reads variable `name` as str(value) for a FINAL_VAR(name) written in the
- * model's text. Returns 0 with *value set (malloc'd), 1 when there is no such
+ * model's text. Returns 0 with *value set (malloc'd) and *value_len (may be
+ * NULL) its length in bytes (NUL bytes included), 1 when there is no such
  * variable (*value is a message for the model), -1 on a broken sandbox. */
-int sandbox_get_var(sandbox *sb, const char *name, char **value, char *err, size_t errlen);
+int sandbox_get_var(sandbox *sb, const char *name, char **value, size_t *value_len, char *err,
+                    size_t errlen);
 
 /* Names of the confinement layers applied in the current child, strongest
  * first, e.g. "landlock(abi 7),namespaces(user,net,ipc,pid),seccomp,rlimits";

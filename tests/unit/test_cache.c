@@ -81,6 +81,14 @@ static void test_put_get_replace(void **state)
     assert_int_equal(cache_put(c2, "k2", &in, err, sizeof err), 0);
     assert_int_equal(cache_get(c, "k2", &e, err, sizeof err), 1);
     cache_entry_clear(&e);
+    /* a reply with NUL bytes is stored and read back whole */
+    cache_entry nul = {.content = "a\0b", .content_len = 3, .prompt_tokens = -1,
+                       .completion_tokens = -1};
+    assert_int_equal(cache_put(c, "k3", &nul, err, sizeof err), 0);
+    assert_int_equal(cache_get(c2, "k3", &e, err, sizeof err), 1);
+    assert_int_equal(e.content_len, 3);
+    assert_memory_equal(e.content, "a\0b", 3);
+    cache_entry_clear(&e);
     cache_close(c2);
     cache_close(c);
     cache_close(NULL);

@@ -121,7 +121,7 @@ static void test_keys_differ_by_what_changes_replies(void **state)
     calls *c;
     char err[256];
     assert_int_equal(calls_new(&o, &c, err, sizeof err), 0);
-    lm_message m1 = {"user", "hello"}, m2 = {"user", "hello!"};
+    lm_message m1 = {.role = "user", .content = "hello"}, m2 = {.role = "user", .content = "hello!"};
     lm_request a = request(&m1, "root-model"), b = request(&m2, "root-model"),
                d = request(&m1, "sub-model");
     char ka[CACHE_KEY_LEN], kb[CACHE_KEY_LEN], kd[CACHE_KEY_LEN], ks[CACHE_KEY_LEN], ka2[CACHE_KEY_LEN];
@@ -147,7 +147,7 @@ static void test_cache_hit_record_and_replay(void **state)
     calls *c;
     char err[256];
     assert_int_equal(calls_new(&o, &c, err, sizeof err), 0);
-    lm_message m = {"user", "what is 6 x 7?"};
+    lm_message m = {.role = "user", .content = "what is 6 x 7?"};
     lm_request req = request(&m, "root-model");
     seed_cache(f, c, &req, 0, "42");
 
@@ -159,7 +159,7 @@ static void test_cache_hit_record_and_replay(void **state)
     assert_true(r.cost_usd == 0);
     calls_reply_clear(&r);
     /* A miss with no endpoint is an error of the call path, not a crash. */
-    lm_message other = {"user", "not cached"};
+    lm_message other = {.role = "user", .content = "not cached"};
     lm_request miss = request(&other, "root-model");
     assert_int_equal(calls_root(c, &miss, 0, &r), CALLS_FATAL);
     json_t *u = calls_usage_json(c);
@@ -206,7 +206,7 @@ static void test_batch_without_cache_goes_to_endpoint(void **state)
     calls *c;
     char err[256];
     assert_int_equal(calls_new(&o, &c, err, sizeof err), 0);
-    lm_message m[3] = {{"user", "a"}, {"user", "b"}, {"user", "c"}};
+    lm_message m[3] = {{.role = "user", .content = "a"}, {.role = "user", .content = "b"}, {.role = "user", .content = "c"}};
     lm_request reqs[3] = {request(&m[0], "sub-model"), request(&m[1], "sub-model"),
                           request(&m[2], "sub-model")};
     calls_reply out[3];
@@ -246,7 +246,7 @@ static void test_budget_refuses_whole_batch(void **state)
     calls *c;
     char err[256];
     assert_int_equal(calls_new(&o, &c, err, sizeof err), 0);
-    lm_message m[4] = {{"user", "p0"}, {"user", "p1"}, {"user", "p2"}, {"user", "p3"}};
+    lm_message m[4] = {{.role = "user", .content = "p0"}, {.role = "user", .content = "p1"}, {.role = "user", .content = "p2"}, {.role = "user", .content = "p3"}};
     lm_request reqs[4];
     for (int i = 0; i < 4; i++) {
         reqs[i] = request(&m[i], "sub-model");
@@ -288,7 +288,7 @@ static void test_max_cost_with_unknown_price(void **state)
     calls *c;
     char err[256];
     assert_int_equal(calls_new(&o, &c, err, sizeof err), 0);
-    lm_message m = {"user", "x"};
+    lm_message m = {.role = "user", .content = "x"};
     lm_request req = request(&m, "mystery-model");
     calls_reply out;
     assert_int_equal(calls_sub(c, &req, 1, &out), CALLS_REFUSED);
@@ -312,7 +312,7 @@ static void prompts_seed(fixture *f, calls *c, prompts *p)
 {
     for (int i = 0; i < N_PROMPTS; i++) {
         snprintf(p->text[i], sizeof p->text[i], "p%d", i);
-        p->msg[i] = (lm_message){"user", p->text[i]};
+        p->msg[i] = (lm_message){.role = "user", .content = p->text[i]};
         p->req[i] = request(&p->msg[i], "sub-model");
         seed_cache(f, c, &p->req[i], 1, "ok");
     }
@@ -575,7 +575,7 @@ static void test_child_root_requests_are_run_subcalls(void **state)
 {
     fixture *f = *state;
     calls *root = open_with_limits(f, subcall_limit(3));
-    lm_message m = {"user", "child question"};
+    lm_message m = {.role = "user", .content = "child question"};
     lm_request req = request(&m, "root-model");
     seed_cache(f, root, &req, 0, "child answer");
     calls *child = calls_child(root, 1.0);
@@ -606,7 +606,7 @@ static void test_child_root_requests_are_run_subcalls(void **state)
 /* Writes a replay file answering `text` to model as a sub-call with usage. */
 static void replay_line(FILE *out, calls *keyer, const char *model, const char *text)
 {
-    lm_message m = {"user", text};
+    lm_message m = {.role = "user", .content = text};
     lm_request req = request(&m, model);
     char key[CACHE_KEY_LEN];
     assert_int_equal(calls_request_key(keyer, &req, 1, key), 0);
@@ -618,7 +618,7 @@ static void replay_line(FILE *out, calls *keyer, const char *model, const char *
 
 static double sub_cost(calls *c, const char *model, const char *text)
 {
-    lm_message m = {"user", text};
+    lm_message m = {.role = "user", .content = text};
     lm_request req = request(&m, model);
     calls_reply r;
     assert_int_equal(calls_sub(c, &req, 1, &r), CALLS_OK);
@@ -746,7 +746,7 @@ static void *worker_main(void *arg)
         calls_reply out[BATCH];
         for (int i = 0; i < BATCH; i++) {
             snprintf(text[i], sizeof text[i], "q%d", (w->id * N_BATCHES + b) * BATCH + i);
-            msg[i] = (lm_message){"user", text[i]};
+            msg[i] = (lm_message){.role = "user", .content = text[i]};
             req[i] = request(&msg[i], "sub-model");
         }
         if (calls_sub(w->c, req, BATCH, out) != CALLS_OK) {

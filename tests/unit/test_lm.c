@@ -170,7 +170,7 @@ static lm *lm_open(const char *base, const char *key, int concurrency, double ti
 
 static void call_one(lm *m, const char *model, const char *text, lm_response *out)
 {
-    lm_message msg = {"user", text};
+    lm_message msg = {.role = "user", .content = text};
     lm_request req = {.model = model, .messages = &msg, .n_messages = 1};
     lm_call(m, &req, out);
 }
@@ -191,7 +191,7 @@ static void test_many_in_order_bounded(void **state)
     lm_response out[N_MANY];
     for (int i = 0; i < N_MANY; i++) {
         snprintf(texts[i], sizeof texts[i], "q%d", i);
-        msgs[i] = (lm_message){"user", texts[i]};
+        msgs[i] = (lm_message){.role = "user", .content = texts[i]};
         reqs[i] = (lm_request){.model = "m-small", .messages = &msgs[i], .n_messages = 1};
     }
     lm_call_many(m, reqs, N_MANY, out);
@@ -233,7 +233,7 @@ static void *caller_main(void *p)
     lm_response out[32];
     for (int i = 0; i < a->n; i++) {
         snprintf(texts[i], sizeof texts[i], "q%d", a->first + i);
-        msgs[i] = (lm_message){"user", texts[i]};
+        msgs[i] = (lm_message){.role = "user", .content = texts[i]};
         reqs[i] = (lm_request){.model = "m", .messages = &msgs[i], .n_messages = 1};
     }
     lm_call_many(a->m, reqs, (size_t)a->n, out);
@@ -492,13 +492,13 @@ static void test_usage_per_model(void **state)
                  " {\"match\": \"\", \"reply\": \"twelve chars\"}]}",
                  NULL);
     lm *m = lm_open(s->base, NULL, 4, 30, 3);
-    lm_message sys = {"system", "You answer."};
+    lm_message sys = {.role = "system", .content = "You answer."};
     lm_message msgs[5][2] = {
-        {sys, {"user", "one"}},
-        {sys, {"user", "two two two two"}},
-        {sys, {"user", "three"}},
-        {sys, {"user", "four"}},
-        {sys, {"user", "fail"}},
+        {sys, {.role = "user", .content = "one"}},
+        {sys, {.role = "user", .content = "two two two two"}},
+        {sys, {.role = "user", .content = "three"}},
+        {sys, {.role = "user", .content = "four"}},
+        {sys, {.role = "user", .content = "fail"}},
     };
     lm_request reqs[5] = {
         {.model = "alpha", .messages = msgs[0], .n_messages = 2}, {.model = "alpha", .messages = msgs[1], .n_messages = 2}, {.model = "alpha", .messages = msgs[2], .n_messages = 2},
@@ -549,7 +549,7 @@ typedef struct pending_arg {
 static void *pending_main(void *p)
 {
     pending_arg *a = p;
-    lm_message msg = {"user", "wait"};
+    lm_message msg = {.role = "user", .content = "wait"};
     lm_request reqs[6];
     for (int i = 0; i < 6; i++)
         reqs[i] = (lm_request){.model = "m", .messages = &msg, .n_messages = 1};
@@ -824,7 +824,7 @@ static lm *lm_open_with(lm_options *o)
 
 static void call_stream(lm *m, const char *text, progress_seen *seen, lm_response *out)
 {
-    lm_message msg = {"user", text};
+    lm_message msg = {.role = "user", .content = text};
     lm_request req = {.model = "m", .messages = &msg, .n_messages = 1, .stream = 1,
                       .progress = seen ? on_progress : NULL, .progress_ctx = seen};
     lm_call(m, &req, out);
@@ -968,7 +968,7 @@ static void test_rate_limit_pacing(void **state)
     server_start(s, "{\"rules\": [{\"match\": \"\", \"reply\": \"ok\"}]}", NULL);
     lm_options o = {.base_url = s->base, .requests_per_minute = 120, .concurrency = 16};
     lm *m = lm_open_with(&o);
-    lm_message msg = {"user", "hi"};
+    lm_message msg = {.role = "user", .content = "hi"};
     lm_request reqs[6];
     lm_response out[6];
     for (int i = 0; i < 6; i++)
@@ -1019,7 +1019,7 @@ static void test_round_robin_failover(void **state)
     lm_response out[4];
     for (int i = 0; i < 4; i++) {
         snprintf(texts[i], sizeof texts[i], "q%d", i);
-        msgs[i] = (lm_message){"user", texts[i]};
+        msgs[i] = (lm_message){.role = "user", .content = texts[i]};
         reqs[i] = (lm_request){.model = "m", .messages = &msgs[i], .n_messages = 1};
     }
     lm_call_many(m, reqs, 4, out);
@@ -1065,7 +1065,7 @@ static void test_fault_mix(void **state)
         lm_response out[N];
         for (int i = 0; i < N; i++) {
             snprintf(texts[i], sizeof texts[i], "q%d", i);
-            msgs[i] = (lm_message){"user", texts[i]};
+            msgs[i] = (lm_message){.role = "user", .content = texts[i]};
             reqs[i] = (lm_request){.model = "m", .messages = &msgs[i], .n_messages = 1, .stream = i % 2};
         }
         long before = counter(s, "requests");
@@ -1104,7 +1104,7 @@ typedef struct cancel_arg {
 static void *cancel_caller(void *p)
 {
     cancel_arg *a = p;
-    lm_message msg = {"user", a->text};
+    lm_message msg = {.role = "user", .content = a->text};
     lm_request reqs[4];
     for (int i = 0; i < a->n; i++)
         reqs[i] = (lm_request){.model = "m", .messages = &msg, .n_messages = 1, .cancel = a->flag};

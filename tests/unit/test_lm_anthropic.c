@@ -45,12 +45,12 @@ static void test_request_bodies(void **state)
 {
     (void)state;
     lm_message msgs[] = {
-        {"system", "You are terse."},
-        {"user", "Question one"},
-        {"assistant", "```repl\nprint(1)\n```"},
-        {"user", "Output: 1"},
-        {"user", "Go on."},
-        {"developer", "Be exact."},
+        {.role = "system", .content = "You are terse."},
+        {.role = "user", .content = "Question one"},
+        {.role = "assistant", .content = "```repl\nprint(1)\n```"},
+        {.role = "user", .content = "Output: 1"},
+        {.role = "user", .content = "Go on."},
+        {.role = "developer", .content = "Be exact."},
     };
     lm_request req = {.model = "claude-sonnet-4-20250514", .messages = msgs, .n_messages = 6};
 
@@ -88,7 +88,7 @@ static void test_request_bodies(void **state)
     free(body);
 
     /* Invalid UTF-8 is repaired, not refused; no system field without system messages. */
-    lm_message bad[] = {{"user", "caf\xE9"}};
+    lm_message bad[] = {{.role = "user", .content = "caf\xE9"}};
     lm_request req2 = {.model = "m", .messages = bad, .n_messages = 1};
     body = anthropic_request_body(&req2, NULL);
     assert_non_null(body);
@@ -100,7 +100,7 @@ static void test_request_bodies(void **state)
 static void test_openai_wire_options(void **state)
 {
     (void)state;
-    lm_message msgs[] = {{"user", "hi"}};
+    lm_message msgs[] = {{.role = "user", .content = "hi"}};
     lm_request req = {.model = "o3-mini", .messages = msgs, .n_messages = 1};
     char *body = openai_request_body_with(&req, NULL);
     assert_json_equal(body, "{\"model\":\"o3-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}");

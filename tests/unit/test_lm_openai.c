@@ -252,9 +252,9 @@ static void test_request_body(void **state)
 {
     (void)state;
     lm_message msgs[] = {
-        {"system", "You are terse."},
-        {"user", "Quote: \"hi\"\n\ttab \\ back"},
-        {"assistant", "ok"},
+        {.role = "system", .content = "You are terse."},
+        {.role = "user", .content = "Quote: \"hi\"\n\ttab \\ back"},
+        {.role = "assistant", .content = "ok"},
     };
     lm_request req = {.model = "gpt-4o-mini", .messages = msgs, .n_messages = 3};
     char *body = openai_request_body(&req);
@@ -288,7 +288,7 @@ static void test_request_invalid_utf8(void **state)
         {"cut \xE2\x82", "cut \xEF\xBF\xBD\xEF\xBF\xBD"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        lm_message msg = {"user", cases[i].in};
+        lm_message msg = {.role = "user", .content = cases[i].in};
         lm_request req = {.model = "m\xFF", .messages = &msg, .n_messages = 1};
         char *body = openai_request_body(&req);
         assert_non_null(body);
@@ -300,6 +300,40 @@ static void test_request_invalid_utf8(void **state)
         json_decref(root);
         free(body);
     }
+}
+
+/* A text with NUL bytes goes out and comes back whole, by its length. */
+static void test_nul_bytes(void **state)
+{
+    (void)state;
+    lm_message msg = {.role = "user", .content = "a\0b\0", .content_len = 4};
+    lm_request req = {.model = "m", .messages = &msg, .n_messages = 1};
+    char *body = openai_request_body(&req);
+    assert_non_null(strstr(body, "\"content\":\"a\\u0000b\\u0000\""));
+    free(body);
+    static const char reply[] =
+        "{\"choices\":[{\"message\":{\"content\":\"\\u0000x\\u0000y\"},\"finish_reason\":\"stop\"}]}";
+    lm_response r = {0};
+    openai_parse_response(reply, sizeof reply - 1, &r);
+    assert_int_equal(r.error, LM_OK);
+    assert_int_equal(r.content_len, 4);
+    assert_memory_equal(r.content, "\0x\0y", 4);
+    assert_int_equal(lm_content_len(&r), 4);
+    lm_response_clear(&r);
+    /* a stream's deltas too */
+    lm_stream s;
+    lm_stream_init(&s, 0);
+    static const char *events[] = {
+        "{\"choices\":[{\"delta\":{\"content\":\"p\\u0000\"}}]}",
+        "{\"choices\":[{\"delta\":{\"content\":\"q\"},\"finish_reason\":\"stop\"}]}", "[DONE]"};
+    for (size_t i = 0; i < 3; i++)
+        assert_int_equal(openai_stream_event(&s, events[i], strlen(events[i])), 0);
+    lm_stream_finish(&s, &r);
+    assert_int_equal(r.error, LM_OK);
+    assert_int_equal(r.content_len, 3);
+    assert_memory_equal(r.content, "p\0q", 3);
+    lm_response_clear(&r);
+    lm_stream_free(&s);
 }
 
 static void test_request_no_messages(void **state)
@@ -323,6 +357,7 @@ int main(void)
         cmocka_unit_test(test_request_body),
         cmocka_unit_test(test_request_invalid_utf8),
         cmocka_unit_test(test_request_no_messages),
+        cmocka_unit_test(test_nul_bytes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

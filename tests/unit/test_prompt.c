@@ -312,10 +312,10 @@ static void test_feedback(void **state)
 {
     (void)state;
     prompt_block_result blocks[4] = {
-        {"print(1)", "1\n", "x: int", 0, 0, 0},
-        {"x = 2", "", NULL, 0, 0, 0},
-        {"while True: pass", "TimeoutError", NULL, 1, 1, 1},
-        {"1/0", "Traceback...\nZeroDivisionError: division by zero",
+        {"print(1)", "1\n", 0, "x: int", 0, 0, 0},
+        {"x = 2", "", 0, NULL, 0, 0, 0},
+        {"while True: pass", "TimeoutError", 0, NULL, 1, 1, 1},
+        {"1/0", "Traceback...\nZeroDivisionError: division by zero", 0,
          "context: str, context_0: str, counts: dict, f: function", 1, 0, 0},
     };
     char *m = prompt_feedback(blocks, 4, 3, 10, "Your text FINAL was not accepted.");
@@ -346,7 +346,7 @@ static void test_feedback(void **state)
 static void test_feedback_states(void **state)
 {
     (void)state;
-    prompt_block_result interrupted = {"f()", NULL, NULL, 0, 1, 0};
+    prompt_block_result interrupted = {"f()", NULL, 0, NULL, 0, 1, 0};
     char *m = prompt_feedback(&interrupted, 1, 10, 10, NULL);
     assert_non_null(m);
     assert_non_null(strstr(m, "[block 1 of 1 output; timed out and was interrupted, variables kept]"));
@@ -355,7 +355,7 @@ static void test_feedback_states(void **state)
     assert_non_null(strstr(m, "last turn"));
     free(m);
 
-    prompt_block_result crashed = {"f()", "  \n", NULL, 0, 0, 1};
+    prompt_block_result crashed = {"f()", "  \n", 0, NULL, 0, 0, 1};
     m = prompt_feedback(&crashed, 1, 2, 5, "");
     assert_non_null(m);
     assert_non_null(strstr(m, "crashed and was restarted, all variables were lost"));
@@ -363,7 +363,7 @@ static void test_feedback_states(void **state)
     free(m);
 
     /* output bytes that are not UTF-8 cannot leak into the message */
-    prompt_block_result binary = {"x", "ok \xFF\xFE end", NULL, 0, 0, 0};
+    prompt_block_result binary = {"x", "ok \xFF\xFE end", 0, NULL, 0, 0, 0};
     m = prompt_feedback(&binary, 1, 2, 5, NULL);
     assert_non_null(m);
     assert_true(valid_utf8(m, strlen(m)));

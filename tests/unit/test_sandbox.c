@@ -360,7 +360,8 @@ typedef struct recorder {
 } recorder;
 
 static int record_call(void *userdata, int kind, const char *model, const char *const *prompts,
-                       const char *const *contexts, size_t n, char **results)
+                       const size_t *prompt_lens, const char *const *contexts,
+                       const size_t *context_lens, size_t n, char **results, size_t *result_lens)
 {
     recorder *r = userdata;
     r->calls++;
@@ -391,6 +392,57 @@ static void run_with(sandbox *sb, const char *code, recorder *r, sandbox_cell *c
 {
     char err[512] = "";
     assert_int_equal(sandbox_exec(sb, code, record_call, r, cell, err, sizeof err), 0);
+}
+
+/* Echoes each prompt and context back, NUL bytes and all, by their lengths:
+ * "<prompt>|<context>". */
+static int echo_lengths(void *userdata, int kind, const char *model, const char *const *prompts,
+                        const size_t *prompt_lens, const char *const *contexts,
+                        const size_t *context_lens, size_t n, char **results, size_t *result_lens)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t ctx = contexts && contexts[i] ? context_lens[i] : 0;
+        results[i] = malloc(prompt_lens[i] + ctx + 2);
+        memcpy(results[i], prompts[i], prompt_lens[i]);
+        results[i][prompt_lens[i]] = '|';
+        if (ctx)
+            memcpy(results[i] + prompt_lens[i] + 1, contexts[i], ctx);
+        result_lens[i] = prompt_lens[i] + 1 + ctx;
+        results[i][result_lens[i]] = '\0';
+    }
+    return 0;
+}
+
+/* Text with NUL bytes crosses the boundary by its length, both ways: prompts,
+ * contexts, replies, the final answer, output and variables read back. */
+static void test_nul_bytes(void **state)
+{
+    sandbox *sb = start_default(state);
+    sandbox_cell cell;
+    char err[256];
+    assert_int_equal(sandbox_exec(sb,
+                                  "r = rlm_query('p\\x00q', context='c\\x00')\n"
+                                  "print(repr(r), repr(llm_query_batched(['\\x00', 'z'])))\n"
+                                  "FINAL(r + '\\x00end')",
+                                  echo_lengths, NULL, &cell, err, sizeof err),
+                     0);
+    assert_false(cell.raised);
+    assert_string_equal(cell.output, "'p\\x00q|c\\x00' ['\\x00|', 'z|']\n");
+    assert_int_equal(cell.final_answer_len, 10);
+    assert_memory_equal(cell.final_answer, "p\0q|c\0\0end", 10);
+    sandbox_cell_clear(&cell);
+    run(sb, "print('a\\x00b', end='')", &cell);
+    assert_int_equal(cell.output_len, 3);
+    assert_memory_equal(cell.output, "a\0b", 3);
+    sandbox_cell_clear(&cell);
+    expect_output(sb, "v = 'x\\x00\\x00y'", "");
+    char *value = NULL;
+    size_t value_len = 0;
+    assert_int_equal(sandbox_get_var(sb, "v", &value, &value_len, err, sizeof err), 0);
+    assert_int_equal(value_len, 4);
+    assert_memory_equal(value, "x\0\0y", 4);
+    free(value);
+    sandbox_free(sb);
 }
 
 static void test_llm_query(void **state)
@@ -885,15 +937,15 @@ static void test_get_var(void **state)
                       "        raise RuntimeError('no str')\nodd = Odd()",
                   "");
     char *value = NULL, err[256];
-    assert_int_equal(sandbox_get_var(sb, "items", &value, err, sizeof err), 0);
+    assert_int_equal(sandbox_get_var(sb, "items", &value, NULL, err, sizeof err), 0);
     assert_string_equal(value, "[1, 'two']");
     free(value);
-    assert_int_equal(sandbox_get_var(sb, " 'items' ", &value, err, sizeof err), 0);
+    assert_int_equal(sandbox_get_var(sb, " 'items' ", &value, NULL, err, sizeof err), 0);
     free(value);
-    assert_int_equal(sandbox_get_var(sb, "missing", &value, err, sizeof err), 1);
+    assert_int_equal(sandbox_get_var(sb, "missing", &value, NULL, err, sizeof err), 1);
     assert_non_null(strstr(value, "no variable"));
     free(value);
-    assert_int_equal(sandbox_get_var(sb, "odd", &value, err, sizeof err), 1);
+    assert_int_equal(sandbox_get_var(sb, "odd", &value, NULL, err, sizeof err), 1);
     assert_non_null(strstr(value, "no str"));
     free(value);
     sandbox_free(sb);
@@ -1735,6 +1787,7 @@ int main(void)
         cmocka_unit_test(test_context_loaded),
         cmocka_unit_test(test_show_vars),
         cmocka_unit_test(test_llm_query),
+        cmocka_unit_test(test_nul_bytes),
         cmocka_unit_test(test_llm_query_batched),
         cmocka_unit_test(test_llm_query_batched_raw),
         cmocka_unit_test(test_rlm_query),

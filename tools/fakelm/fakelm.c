@@ -1080,13 +1080,15 @@ typedef struct completion {
     long created;
     const char *model;
     const char *content;   /* NULL: JSON null */
+    size_t content_len;    /* its bytes: a reply may hold NUL bytes (sent as \u0000) */
     const char *reasoning; /* NULL: absent */
     usage usage;
 } completion;
 
 static char *completion_text(const completion *c)
 {
-    json_t *message = json_pack("{s:s, s:s?}", "role", "assistant", "content", c->content);
+    json_t *message = json_pack("{s:s, s:o}", "role", "assistant", "content",
+                                c->content ? json_stringn(c->content, c->content_len) : json_null());
     if (message && c->reasoning)
         json_object_set_new(message, "reasoning_content", json_string(c->reasoning));
     return json_dumps_owned(json_pack(
@@ -1201,9 +1203,9 @@ static json_t *sse_chunk(const completion *c, json_t *delta, const char *finish,
 /* Splits text into up to FAKELM_STREAM_PIECES deltas under `field`, never
  * inside a UTF-8 sequence. */
 static int sse_pieces(sse_body *sse, const completion *c, const char *field, const char *text,
-                      bool usage_null)
+                      size_t len, bool usage_null)
 {
-    size_t len = strlen(text), step = (len + FAKELM_STREAM_PIECES - 1) / FAKELM_STREAM_PIECES;
+    size_t step = (len + FAKELM_STREAM_PIECES - 1) / FAKELM_STREAM_PIECES;
     for (size_t at = 0; at < len;) {
         size_t end = at + step < len ? at + step : len;
         while (end < len && ((unsigned char)text[end] & 0xC0) == 0x80)
@@ -1277,9 +1279,10 @@ static sse_body *stream_openai(const completion *c, bool include_usage, bool tru
                                  NULL, include_usage)) != 0)
         goto fail;
     if (c->reasoning &&
-        sse_pieces(sse, c, "reasoning_content", c->reasoning, include_usage) != 0)
+        sse_pieces(sse, c, "reasoning_content", c->reasoning, strlen(c->reasoning),
+                   include_usage) != 0)
         goto fail;
-    if (c->content && sse_pieces(sse, c, "content", c->content, include_usage) != 0)
+    if (c->content && sse_pieces(sse, c, "content", c->content, c->content_len, include_usage) != 0)
         goto fail;
     if (sse_event(sse, sse_chunk(c, json_object(), "stop", include_usage)) != 0)
         goto fail;
@@ -1322,19 +1325,20 @@ static char *anthropic_text(const completion *c)
         json_array_append_new(content, json_pack("{s:s, s:s, s:s}", "type", "thinking", "thinking",
                                                  c->reasoning, "signature", "ZmFrZWxt"));
     if (content && c->content)
-        json_array_append_new(content, json_pack("{s:s, s:s}", "type", "text", "text", c->content));
+        json_array_append_new(content, json_pack("{s:s, s:s%}", "type", "text", "text", c->content,
+                                                 c->content_len));
     return json_dumps_owned(content ? anthropic_message(c, content, "end_turn", c->usage) : NULL);
 }
 
 /* One content block as start, up to FAKELM_STREAM_PIECES deltas, stop. */
-static int anthropic_block(sse_body *sse, int index, bool thinking, const char *text)
+static int anthropic_block(sse_body *sse, int index, bool thinking, const char *text, size_t len)
 {
     const char *field = thinking ? "thinking" : "text";
     if (sse_named_event(sse, "content_block_start",
                         json_pack("{s:s, s:i, s:{s:s, s:s}}", "type", "content_block_start", "index",
                                   index, "content_block", "type", field, field, "")) != 0)
         return -1;
-    size_t len = strlen(text), step = (len + FAKELM_STREAM_PIECES - 1) / FAKELM_STREAM_PIECES;
+    size_t step = (len + FAKELM_STREAM_PIECES - 1) / FAKELM_STREAM_PIECES;
     for (size_t at = 0; at < len;) {
         size_t end = at + step < len ? at + step : len;
         while (end < len && ((unsigned char)text[end] & 0xC0) == 0x80)
@@ -1364,9 +1368,9 @@ static sse_body *stream_anthropic(const completion *c, bool truncate)
                                   anthropic_message(c, json_array(), NULL, start))) != 0 ||
         sse_named_event(sse, "ping", json_pack("{s:s}", "type", "ping")) != 0)
         goto fail;
-    if (c->reasoning && anthropic_block(sse, index++, true, c->reasoning) != 0)
+    if (c->reasoning && anthropic_block(sse, index++, true, c->reasoning, strlen(c->reasoning)) != 0)
         goto fail;
-    if (c->content && anthropic_block(sse, index++, false, c->content) != 0)
+    if (c->content && anthropic_block(sse, index++, false, c->content, c->content_len) != 0)
         goto fail;
     if (sse_named_event(sse, "message_delta",
                         json_pack("{s:s, s:{s:s, s:n}, s:{s:I}}", "type", "message_delta", "delta",
@@ -1485,7 +1489,7 @@ static int chat_parse(chat *c, const char *body, size_t len, const char **messag
     buf_init(&c->any, FAKELM_MAX_BODY);
     buf_init(&text, FAKELM_MAX_BODY);
     *param = NULL;
-    c->root = json_loadb(body ? body : "", len, 0, &jerr);
+    c->root = json_loadb(body ? body : "", len, JSON_ALLOW_NUL, &jerr);
     if (!json_is_object(c->root)) {
         *message = "We could not parse the JSON body of your request. (HINT: This likely means "
                    "you aren't using your HTTP library correctly. The OpenAI API expects a JSON "
@@ -1660,7 +1664,8 @@ static struct MHD_Response *chat_error(const chat *c, unsigned status, const cha
 /* The normal answer (status 200) to a parsed request, with the rule's
  * delivery and the fault, if one was drawn, applied. */
 static struct MHD_Response *chat_answer(server *s, request *req, struct MHD_Connection *conn,
-                                        const chat *c, const rule *r, const char *reply, int fault)
+                                        const chat *c, const rule *r, const char *reply,
+                                        size_t reply_len, int fault)
 {
     delivery d = {.reset_at = r ? r->reset_after : -1};
     bool truncate = r && r->truncate;
@@ -1674,6 +1679,7 @@ static struct MHD_Response *chat_answer(server *s, request *req, struct MHD_Conn
     pthread_mutex_unlock(&s->lock);
     snprintf(out.id, sizeof out.id, c->anthropic ? "msg_fakelm%lu" : "chatcmpl-fakelm%lu", id);
     out.content = r && r->content_null ? NULL : reply;
+    out.content_len = out.content ? reply_len : 0;
     out.reasoning = r ? r->reasoning : NULL;
     switch (fault) {
     case FAULT_TRUNCATED:
@@ -1681,6 +1687,7 @@ static struct MHD_Response *chat_answer(server *s, request *req, struct MHD_Conn
         break;
     case FAULT_EMPTY_REASONING:
         out.content = NULL;
+        out.content_len = 0;
         out.reasoning = "fakelm: thought about it but wrote no answer";
         break;
     case FAULT_STALL:
@@ -1696,7 +1703,7 @@ static struct MHD_Response *chat_answer(server *s, request *req, struct MHD_Conn
         break;
     }
     out.usage.prompt = tokens_of(c->content_bytes);
-    out.usage.completion = tokens_of((out.content ? strlen(out.content) : 0) +
+    out.usage.completion = tokens_of(out.content_len +
                                      (out.reasoning ? strlen(out.reasoning) : 0));
     if (c->stream) {
         sse_body *sse = c->anthropic ? stream_anthropic(&out, truncate)
@@ -1779,7 +1786,7 @@ static struct MHD_Response *chat_respond(server *s, request *req, struct MHD_Con
                 MHD_add_response_header(resp, "Retry-After", s->script.faults.retry_after);
             goto done;
         }
-        resp = chat_answer(s, req, conn, &c, r, reply.data ? reply.data : "", fault);
+        resp = chat_answer(s, req, conn, &c, r, reply.data ? reply.data : "", reply.len, fault);
     }
     add_rule_headers(resp, r);
 done:
