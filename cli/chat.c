@@ -27,6 +27,7 @@
 static struct {
     rlm *volatile run;              /* the handle, while a question runs */
     volatile sig_atomic_t pressed;  /* Ctrl-C during this question or at the prompt */
+    volatile sig_atomic_t terminated; /* SIGTERM or SIGHUP: the conversation ends */
     int interactive;                /* set before the handler is installed */
 } interrupt;
 
@@ -53,6 +54,27 @@ static void on_interrupt(int sig)
     raise(sig);
 }
 
+/* SIGTERM or SIGHUP: the question in progress is cancelled as by Ctrl-C
+ * (its sandbox stopped, its run_end traced) and the conversation ends; at
+ * the prompt, the read is interrupted and the conversation ends. A second
+ * one ends the process at once. */
+static void on_terminate(int sig)
+{
+    if (interrupt.terminated) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    interrupt.terminated = 1;
+    rlm *r = interrupt.run;
+    if (r)
+        rlm_cancel(r);
+    static const char msg[] = "\nrlm: terminated: ending the conversation…\n";
+    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
+        /* nothing to do about it here */
+    }
+}
+
 /* restart = 0 at the prompt, so that Ctrl-C interrupts readline's read; 1
  * while a question runs, so that no read or poll of the engine's threads
  * sees EINTR. */
@@ -63,6 +85,9 @@ static void interrupt_install(int restart)
     sa.sa_flags = restart ? SA_RESTART : 0;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
+    sa.sa_handler = on_terminate;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 }
 
 static void chat_help(FILE *out)
@@ -270,8 +295,10 @@ int cmd_chat(int argc, char **argv)
         rlm_set_progress(r, cli_progress_line, &c.progress);
 
     interrupt.interactive = interactive;
-    struct sigaction old;
+    struct sigaction old, old_term, old_hup;
     sigaction(SIGINT, NULL, &old);
+    sigaction(SIGTERM, NULL, &old_term);
+    sigaction(SIGHUP, NULL, &old_hup);
     interrupt_install(0);
     if (interactive) {
         const char *session = rlm_config_get(f.cfg, "session");
@@ -279,8 +306,10 @@ int cmd_chat(int argc, char **argv)
                 rlm_config_get(f.cfg, "model"), session[0] ? ", session " : "", session);
     }
     for (;;) {
-        int interrupted;
-        char *raw = chat_read(&c, &interrupted);
+        int interrupted = 0;
+        char *raw = interrupt.terminated ? NULL : chat_read(&c, &interrupted);
+        if (!raw && interrupt.terminated)
+            break;
         if (!raw) {
             if (interrupted)
                 continue;
@@ -303,6 +332,8 @@ int cmd_chat(int argc, char **argv)
             break;
     }
     sigaction(SIGINT, &old, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGHUP, &old_hup, NULL);
     rc = c.rc;
     if (rlm_trace_error(r)[0] && rc < EXIT_USAGE)
         rc = EXIT_USAGE;   /* the trace asked for is not whole (said as a warning) */

@@ -133,6 +133,8 @@ static void usage(FILE *out)
         "  --help, --version\n"
         "\n"
         "Ctrl-C cancels the question (rlm chat goes back to its prompt); a second Ctrl-C quits.\n"
+        "SIGTERM or SIGHUP cancel the question the same way (the sandbox stopped, the trace\n"
+        "ended with run_end) and end rlm with exit 1; a second one quits at once.\n"
         "\n"
         "Exit codes (rlm chat: 0 when every question was answered, 1 when some were not):\n"
         "  0  answered (also when the reply to the last request after the turn limit or a budget\n"
@@ -616,12 +618,15 @@ static rlm *volatile ask_in_progress;
  * second Ctrl-C ends the process at once (exit 130). */
 static void on_interrupt(int sig)
 {
-    (void)sig;
     rlm *r = ask_in_progress;
     if (r)
         rlm_cancel(r);
+    /* SIGTERM (and SIGHUP) end the question as Ctrl-C does: the sandbox is
+     * stopped, the trace gets its run_end, and rlm says why it stopped. */
     static const char msg[] = "\nrlm: cancelling… (Ctrl-C again to quit at once)\n";
-    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
+    static const char term[] = "\nrlm: terminated: cancelling the question…\n";
+    int terminated = sig != SIGINT;
+    if (write(STDERR_FILENO, terminated ? term : msg, terminated ? sizeof term - 1 : sizeof msg - 1) < 0) {
         /* nothing to do about it in a signal handler */
     }
 }
@@ -709,11 +714,16 @@ static int cmd_ask(int argc, char **argv)
     sa.sa_flags = SA_RESETHAND | SA_RESTART;
     sigemptyset(&sa.sa_mask);
     ask_in_progress = r;
+    struct sigaction old_term, old_hup;
     sigaction(SIGINT, &sa, &old);
+    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGHUP, &sa, &old_hup);
     char *answer = NULL;
     size_t answer_len = 0;
     st = rlm_ask_len(r, question, &answer, &answer_len);
     sigaction(SIGINT, &old, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGHUP, &old_hup, NULL);
     ask_in_progress = NULL;
     cli_progress_clear(&ps);
     rc = cli_exit_code(st);

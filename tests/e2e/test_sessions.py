@@ -333,6 +333,48 @@ class Sessions(RlmTestCase):
         self.assertIn("cancelling", err)
         self.assertIn("no answer: cancelled", err)
 
+    def test_sigterm_cancels_ask_cleanly(self):
+        rules = [{"match": r"SLOWQ", "latency_ms": 30000, "reply": "FINAL(too late)"}]
+        with FakeLM(rules) as lm:
+            proc, trace_path = self.rlm_start(["SLOWQ wait for it"], lm)
+            try:
+                lm.wait_in_flight(1)
+                t0 = time.time()
+                proc.send_signal(signal.SIGTERM)
+                out, err = proc.communicate(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            elapsed = time.time() - t0
+        self.assertEqual(proc.returncode, 1, err)
+        self.assertIn("terminated", err)
+        self.assertIn("no answer: cancelled", err)
+        self.assertLess(elapsed, 20)
+        ends = [e for e in self.trace_of(trace_path) if e["type"] == "run_end"]
+        self.assertEqual([e["error"] for e in ends], ["cancelled"])
+
+    def test_sigterm_ends_chat_cleanly(self):
+        rules = [{"match": r"SLOWQ", "latency_ms": 30000, "reply": "FINAL(too late)"},
+                 {"match": r"NEXTQ", "reply": "FINAL(never asked)"}]
+        with FakeLM(rules) as lm:
+            proc, trace_path = self.rlm_start([], lm, command="chat", stdin=subprocess.PIPE)
+            try:
+                proc.stdin.write("SLOWQ wait\nNEXTQ after\n")
+                proc.stdin.flush()
+                lm.wait_in_flight(1)
+                proc.send_signal(signal.SIGTERM)
+                out, err = proc.communicate(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            requests = lm.requests()
+        self.assertEqual(proc.returncode, 1, err)
+        self.assertIn("terminated", err)
+        self.assertNotIn("never asked", out)
+        self.assertFalse(any("NEXTQ" in (r.get("last_user") or "") for r in requests))
+        ends = [e for e in self.trace_of(trace_path) if e["type"] == "run_end"]
+        self.assertEqual([e["error"] for e in ends], ["cancelled"])
+
     def test_bad_session_name(self):
         for command, stdin in (("ask", None), ("chat", "")):
             args = ["--session", "bad name!", "--session-db", self.db]
