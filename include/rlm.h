@@ -108,7 +108,8 @@ void rlm_config_free(rlm_config *cfg);
  *   reasoning_effort  "low", "medium", "high"        not sent
  *   temperature       sampling temperature           not sent
  *   stream            "1" streams root replies, "0" never   unset: when a progress callback is set
- *   stall_timeout     seconds a stream may stay silent before it is retried   300
+ *   stall_timeout     seconds a stream may go without data (keep-alive
+ *                     comments do not count) before it is retried   300
  *   strict            "1": any sub-call that fails (after its retries) ends
  *                     the run with RLM_ERR_MODEL; "0": only errors no retry
  *                     fixes do (401, 403, 404, a 400 on every prompt of a

@@ -103,6 +103,9 @@ typedef struct job {
     lm_stream acc;
     buf raw;                     /* a streamed body's first bytes, until an event arrives */
     size_t shown_content, shown_reasoning; /* last progress reported */
+    long data_events;            /* events of this attempt that carry data (not pings) */
+    long seen_events;            /* data_events when progress was last noted */
+    double last_progress;        /* when a data event last arrived; 0 before any byte */
     lm_response out;             /* the final attempt, parsed */
 } job;
 
@@ -257,6 +260,10 @@ static void report_progress(job *j)
 static int on_sse_event(void *ctx, const sse_event *ev)
 {
     job *j = ctx;
+    /* Anthropic's "ping" events, like SSE comments (which never get here),
+     * keep a connection busy without a word of the reply. */
+    if (!(j->m->provider == PROVIDER_ANTHROPIC && strcmp(ev->type, "ping") == 0))
+        j->data_events++;
     if (j->m->provider == PROVIDER_ANTHROPIC)
         return anthropic_stream_event(&j->acc, ev->type, ev->data, ev->data_len);
     return openai_stream_event(&j->acc, ev->data, ev->data_len);
@@ -271,6 +278,18 @@ static int on_stream_data(void *ctx, const char *data, size_t len)
     int rc = sse_feed(&j->sse, data, len);
     if (rc != 0 && j->acc.error == LM_OK)
         lm_stream_fail(&j->acc, LM_ERR_PARSE, 0, "bad event stream: ", sse_error(&j->sse));
+    /* Only data counts as progress: a server that sends nothing but
+     * keep-alive comments or pings keeps curl's byte-rate check happy
+     * forever, so the stall timeout is measured here, between data events. */
+    double now = clock_now();
+    if (j->last_progress == 0 || j->data_events != j->seen_events) {
+        j->last_progress = now;
+        j->seen_events = j->data_events;
+    } else if (now - j->last_progress > j->m->stall_timeout && j->acc.error == LM_OK) {
+        char why[128];
+        snprintf(why, sizeof why, "no data for %.0f s, only keep-alive comments", now - j->last_progress);
+        lm_stream_fail(&j->acc, LM_ERR_TIMEOUT, 1, "stream stalled: ", why);
+    }
     report_progress(j);
     return j->acc.error != LM_OK ? -1 : 0;
 }
@@ -281,6 +300,8 @@ static void stream_restart(job *j)
     lm_stream_reset(&j->acc);
     buf_reset(&j->raw);
     j->shown_content = j->shown_reasoning = 0;
+    j->data_events = j->seen_events = 0;
+    j->last_progress = 0;
 }
 
 /* ---- attempts ------------------------------------------------------- */

@@ -61,9 +61,11 @@ typedef struct lm_options {
     int send_temperature;   /* 1: send `temperature` (reasoning models reject it) */
     double temperature;
 
-    /* Seconds a stream may go without a single byte before the attempt is
-     * abandoned (and retried); 0 = 300. Non-streaming requests have only the
-     * total timeout: a reasoning model may think for minutes in silence. */
+    /* Seconds a stream may go without a data event before the attempt is
+     * abandoned (and retried); 0 = 300. SSE comments and Anthropic's ping
+     * events are not progress: a server sending only keep-alives stalls as
+     * surely as a silent one. Non-streaming requests have only the total
+     * timeout: a reasoning model may think for minutes in silence. */
     double stall_timeout;
     /* 1: a 2xx reply that cannot be parsed, or is empty (no content; only
      * reasoning), is retried like a 5xx within max_retries. 0: returned as

@@ -79,5 +79,36 @@ class FaultMatrix(RlmTestCase):
         self.assertGreaterEqual(len([k for k, n in counters["faults"].items() if n]), 3)
 
 
+
+class KeepAlives(RlmTestCase):
+    """A stream that sends only SSE comments is stalled: only data events
+    count as progress (issue 13, item 19)."""
+
+    def test_keep_alive_only_stream_is_stalled(self):
+        import time
+        rules = [{"match": ".", "times": 1, "stall_ms": 60000, "keepalive_ms": 200,
+                  "reply": "FINAL(late)"},
+                 {"match": ".", "reply": "FINAL(on the retry)"}]
+        with FakeLM(rules) as lm:
+            t0 = time.time()
+            res = self.rlm(["--stream", "--stall-timeout", "2", "--max-retries", "1",
+                            "--context", self.write("c.txt", "x"), "q"], lm, timeout=120)
+            elapsed = time.time() - t0
+        self.assertExit(res, 0)
+        self.assertEqual(res.stdout, "on the retry\n")
+        self.assertLess(elapsed, 30)   # not the 60 s of keep-alives
+        reply = res.events("root_reply")[0]
+        self.assertEqual(reply["attempts"], 2)
+
+    def test_keep_alive_only_stream_fails_with_a_message(self):
+        rules = [{"match": ".", "stall_ms": 60000, "keepalive_ms": 200, "reply": "FINAL(late)"}]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--stream", "--stall-timeout", "2", "--max-retries", "0",
+                            "--context", self.write("c.txt", "x"), "q"], lm, timeout=120)
+        self.assertExit(res, 3)
+        self.assertIn("stalled", res.stderr)
+        self.assertIn("keep-alive", res.stderr)
+
+
 if __name__ == "__main__":
     main()

@@ -65,6 +65,7 @@ typedef struct rule {
     int drop;             /* close the connection instead of answering */
     long stall_ms;        /* > 0: pause the body this long at stall_after bytes */
     long stall_after;
+    long keepalive_ms;    /* > 0: during the pause, an SSE comment line this often */
     long reset_after;     /* >= 0: close the connection after this many body bytes */
     int truncate;         /* a stream ends without its terminator */
     oracle_kind oracle;
@@ -418,6 +419,7 @@ static const struct {
     {"status", offsetof(rule, status), 100, 599},
     {"stall_ms", offsetof(rule, stall_ms), 1, FAKELM_MAX_LATENCY_MS},
     {"stall_after", offsetof(rule, stall_after), 0, LONG_MAX},
+    {"keepalive_ms", offsetof(rule, keepalive_ms), 1, FAKELM_MAX_LATENCY_MS},
     {"reset_after", offsetof(rule, reset_after), 0, LONG_MAX},
 };
 
@@ -1103,6 +1105,7 @@ static char *completion_text(const completion *c)
 typedef struct delivery {
     long stall_ms;        /* > 0: pause at stall_at */
     size_t stall_at;
+    long keepalive_ms;    /* > 0: while paused, send ": keep-alive" this often */
     long reset_at;        /* >= 0: close the connection at this byte */
 } delivery;
 
@@ -1114,7 +1117,10 @@ typedef struct sse_body {
     size_t ends[FAKELM_STREAM_PIECES * 2 + 16];
     size_t nevents;
     delivery delivery;
-    bool stalled;
+    bool stalled;            /* the pause has begun */
+    bool stall_done;         /* ... and is over */
+    double stall_until, next_keepalive;
+    size_t extra;            /* keep-alive bytes sent: body positions are pos - extra */
     struct MHD_Connection *conn;
     timer *timer;
 } sse_body;
@@ -1124,20 +1130,41 @@ static size_t min_size(size_t a, size_t b)
     return a < b ? a : b;
 }
 
-static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
+static ssize_t sse_read(void *cls, uint64_t at, char *out, size_t max)
 {
     sse_body *sse = cls;
     const delivery *d = &sse->delivery;
+    uint64_t pos = at - sse->extra;
     if (d->reset_at >= 0 && pos >= (uint64_t)d->reset_at)
         return MHD_CONTENT_READER_END_WITH_ERROR;
-    if (d->stall_ms > 0 && !sse->stalled && pos >= d->stall_at && sse->conn) {
+    if (d->stall_ms > 0 && !sse->stall_done && pos >= d->stall_at && sse->conn) {
         /* Parked in the timer like a latency wait; resumed when it is due
-         * (or at shutdown), then the rest of the body follows. */
-        sse->stalled = true;
-        MHD_suspend_connection(sse->conn);
-        if (timer_add(sse->timer, sse->conn, clock_now() + (double)d->stall_ms / 1000.0) != 0)
-            MHD_resume_connection(sse->conn);
-        return 0;
+         * (or at shutdown), then the rest of the body follows. With
+         * keep-alives, it wakes to send one now and then. */
+        double now = clock_now();
+        if (!sse->stalled) {
+            sse->stalled = true;
+            sse->stall_until = now + (double)d->stall_ms / 1000.0;
+            sse->next_keepalive = now + (double)d->keepalive_ms / 1000.0;
+        }
+        if (now >= sse->stall_until) {
+            sse->stall_done = true;
+        } else if (d->keepalive_ms > 0 && now >= sse->next_keepalive) {
+            static const char comment[] = ": keep-alive\n\n";
+            size_t n = min_size(sizeof comment - 1, max);
+            memcpy(out, comment, n);
+            sse->extra += n;
+            sse->next_keepalive = now + (double)d->keepalive_ms / 1000.0;
+            return (ssize_t)n;
+        } else {
+            double due = d->keepalive_ms > 0 && sse->next_keepalive < sse->stall_until
+                             ? sse->next_keepalive : sse->stall_until;
+            MHD_suspend_connection(sse->conn);
+            if (timer_add(sse->timer, sse->conn, due) == 0)
+                return 0;
+            MHD_resume_connection(sse->conn);   /* shutting down: no more pause */
+            sse->stall_done = true;
+        }
     }
     if (pos >= sse->data.len)
         return MHD_CONTENT_READER_END_OF_STREAM;
@@ -1150,7 +1177,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *out, size_t max)
     }
     if (d->reset_at >= 0)
         end = min_size(end, (size_t)d->reset_at);
-    if (d->stall_ms > 0 && !sse->stalled && d->stall_at > pos)
+    if (d->stall_ms > 0 && !sse->stall_done && d->stall_at > pos)
         end = min_size(end, d->stall_at);
     size_t n = end - (size_t)pos < max ? end - (size_t)pos : max;
     memcpy(out, sse->data.data + pos, n);
@@ -1672,6 +1699,7 @@ static struct MHD_Response *chat_answer(server *s, request *req, struct MHD_Conn
     if (r && r->stall_ms > 0) {
         d.stall_ms = r->stall_ms;
         d.stall_at = (size_t)r->stall_after;
+        d.keepalive_ms = r->keepalive_ms;
     }
     completion out = {.created = (long)clock_wall(), .model = c->model};
     pthread_mutex_lock(&s->lock);
@@ -1773,7 +1801,8 @@ static struct MHD_Response *chat_respond(server *s, request *req, struct MHD_Con
         const char *type = r->content_type ? r->content_type
                            : c.stream      ? "text/event-stream"
                                            : "application/json";
-        delivery d = {.reset_at = r->reset_after, .stall_ms = r->stall_ms, .stall_at = (size_t)r->stall_after};
+        delivery d = {.reset_at = r->reset_after, .stall_ms = r->stall_ms,
+                      .stall_at = (size_t)r->stall_after, .keepalive_ms = r->keepalive_ms};
         resp = response_body(str_dup_len(r->body, r->body_len), r->body_len, type, &d, conn, &s->timer);
     } else if (req->status != MHD_HTTP_OK) {
         resp = chat_error(&c, req->status, reply.data ? reply.data : "", r, NULL);
