@@ -143,7 +143,7 @@ static void chat_ask(chat *c, const char *question)
          * previous question's report in place: say what happened instead. */
         const char *report = rlm_report_json(c->r);
         if (report && st != RLM_ERR_USAGE && st != RLM_ERR_INPUT) {
-            puts(report);
+            cli_print_json(report);
         } else {
             json_t *j = json_pack("{s:n,s:s,s:s}", "answer", "status", rlm_status_name(st), "error", why);
             char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
@@ -157,11 +157,11 @@ static void chat_ask(chat *c, const char *question)
     if (cancelled)
         fputs("cancelled\n", stderr);
     else if (st == RLM_NO_ANSWER)
-        fprintf(stderr, "rlm: no answer: %s\n", why[0] ? why : "turn limit reached");
+        cli_say("rlm: no answer: ", why[0] ? why : "turn limit reached");
     else if (st != RLM_OK)
         cli_error(why);
     if (st == RLM_ERR_MODEL && c->flags->key_note[0])
-        fprintf(stderr, "rlm: note: %s\n", c->flags->key_note);
+        cli_say("rlm: note: ", c->flags->key_note);
     if (!c->flags->json)
         putchar('\n');
     fflush(stdout);
@@ -190,12 +190,16 @@ static int chat_command(chat *c, const char *line)
             fputs("rlm: /context needs an argument: a file, a directory, a glob or JSONL\n", stderr);
         else if (st != RLM_OK)
             cli_error(rlm_errmsg(c->r));
-        else if (c->interactive)
-            fprintf(out, "%s: read with the next question\n", arg);
+        else if (c->interactive) {
+            cli_write_text(out, arg, strlen(arg));
+            fputs(": read with the next question\n", out);
+        }
         if (st != RLM_OK)
             chat_note(c, cli_exit_code(st));
     } else {
-        fprintf(stderr, "rlm: unknown command '%.*s' (/help lists them)\n", (int)name_len, line);
+        fputs("rlm: unknown command '", stderr);
+        cli_write_text(stderr, line, name_len);
+        fputs("' (/help lists them)\n", stderr);
         chat_note(c, EXIT_USAGE);
     }
 #undef IS

@@ -82,8 +82,25 @@ void cli_json_failure(rlm_status st, const char *message);
 /* Adds f's --context arguments to r. 0, or an exit code after saying why. */
 int cli_add_contexts(rlm *r, const cli_flags *f);
 
-/* Prints an answer of len bytes and a newline on stdout: every byte as it is
- * (NUL bytes included), so a pipe or a file gets the answer exactly. */
+/* Writes text[0..len) to `to`: on a terminal through utf8_escape_terminal
+ * (control characters, escape sequences, bidirectional overrides and bytes
+ * that are not UTF-8 written as \x1b, \u202e, ...: an answer or a file name
+ * cannot clear the screen, set the title or write the clipboard); to
+ * anything else (a pipe, a file) every byte as it is. Every text the user
+ * or the model controls goes to the terminal through here. */
+void cli_write_text(FILE *to, const char *text, size_t len);
+
+/* A JSON text and a newline on stdout; on a terminal with every character
+ * past ASCII written as \uXXXX (the same JSON, and nothing a terminal acts
+ * on: JSON already escapes C0 controls, not C1 ones or U+202E). */
+void cli_print_json(const char *text);
+
+/* prefix, then text through cli_write_text, then a newline, on stderr. */
+void cli_say(const char *prefix, const char *text);
+
+/* Prints an answer of len bytes and a newline on stdout, through
+ * cli_write_text: exactly to a pipe or a file (NUL bytes included),
+ * escaped on a terminal. */
 void cli_print_answer(const char *answer, size_t len);
 
 /* Prints r's warnings after the first `from` bytes to stderr; returns how

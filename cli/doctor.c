@@ -23,10 +23,15 @@ static void print_table(json_t *report)
 {
     json_t *layers = json_object_get(report, "layers");
     const char *error = json_string_value(json_object_get(report, "error"));
-    printf("sandbox     %s\n", json_string_value(json_object_get(report, "sandbox_exe")));
+    const char *exe = json_string_value(json_object_get(report, "sandbox_exe"));
+    fputs("sandbox     ", stdout);
+    cli_write_text(stdout, exe ? exe : "", exe ? strlen(exe) : 0);
+    fputc('\n', stdout);
     printf("kernel      Linux %s\n", json_string_value(json_object_get(report, "kernel")));
     if (error) {
-        printf("\nThe sandbox could not start: %s\n", error);
+        fputs("\nThe sandbox could not start: ", stdout);
+        cli_write_text(stdout, error, strlen(error));
+        fputc('\n', stdout);
     } else {
         printf("python      %s, ready in %.0f ms\n\n",
                json_string_value(json_object_get(report, "python")),

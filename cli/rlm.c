@@ -18,6 +18,8 @@
 
 #include "commands.h"
 #include "rlm.h"
+#include "utf8.h"
+#include "util.h"
 
 /* Largest question file we read: questions are short, this is a guard. */
 #define MAX_QUESTION_BYTES (16u << 20)
@@ -132,6 +134,9 @@ static void usage(FILE *out)
         "                         elapsed_seconds) instead of the bare answer\n"
         "  --quiet                no progress line on stderr\n"
         "  --help, --version\n"
+        "The answer goes to a pipe or a file byte for byte (NUL bytes included); on a terminal\n"
+        "its control characters and escape sequences, like those of warnings, errors and file\n"
+        "names, are shown escaped (\\x1b, \\u202e). --json holds the exact text.\n"
         "\n"
         "Ctrl-C cancels the question (rlm chat goes back to its prompt); a second Ctrl-C quits.\n"
         "SIGTERM or SIGHUP cancel the question the same way (the sandbox stopped, the trace\n"
@@ -344,30 +349,64 @@ static const char *flag_of_key(const char *key, size_t len)
     return NULL;
 }
 
+void cli_write_text(FILE *to, const char *text, size_t len)
+{
+    if (!isatty(fileno(to))) {
+        fwrite(text, 1, len, to);
+        return;
+    }
+    size_t n = 0;
+    char *shown = utf8_escape_terminal(text, len, &n);
+    if (shown)
+        fwrite(shown, 1, n, to);
+    else
+        fputs("[text not shown: out of memory]", to);
+    free(shown);
+}
+
+void cli_say(const char *prefix, const char *text)
+{
+    fputs(prefix, stderr);
+    cli_write_text(stderr, text, strlen(text));
+    fputc('\n', stderr);
+}
+
 void cli_error(const char *message)
 {
     /* The library names its options (max_cost, session_db); the user typed
      * flags. Keys with an underscore are never English words, so each
      * whole-word one is said as its flag. */
-    fputs("rlm: ", stderr);
+    buf b;
+    buf_init(&b, strlen(message) * 2 + 64);
     for (const char *p = message; *p;) {
         size_t word = strspn(p, "abcdefghijklmnopqrstuvwxyz_");
         const char *flag = word && memchr(p, '_', word) && (p == message || !isalnum((unsigned char)p[-1]))
                                ? flag_of_key(p, word) : NULL;
         if (flag && !isalnum((unsigned char)p[word])) {
-            fprintf(stderr, "--%s", flag);
+            buf_printf(&b, "--%s", flag);
             p += word;
         } else {
             size_t n = word ? word : 1;
-            fwrite(p, 1, n, stderr);
+            buf_append(&b, p, n);
             p += n;
         }
     }
-    fputc('\n', stderr);
+    cli_say("rlm: ", b.data ? b.data : message);
+    buf_free(&b);
 }
+
+void cli_print_json(const char *text)
+{
+    json_t *j = isatty(STDOUT_FILENO) ? json_loads(text, JSON_ALLOW_NUL, NULL) : NULL;
+    char *ascii = j ? json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    puts(ascii ? ascii : text);
+    free(ascii);
+    json_decref(j);
+}
+
 void cli_print_answer(const char *answer, size_t len)
 {
-    fwrite(answer, 1, len, stdout);
+    cli_write_text(stdout, answer, len);
     fputc('\n', stdout);
 }
 
@@ -378,7 +417,9 @@ size_t cli_print_warnings(const rlm *r, size_t from)
     for (const char *line = w + (from < len ? from : len); *line;) {
         const char *nl = strchr(line, '\n');
         int n = nl ? (int)(nl - line) : (int)strlen(line);
-        fprintf(stderr, "rlm: warning: %.*s\n", n, line);
+        fputs("rlm: warning: ", stderr);
+        cli_write_text(stderr, line, (size_t)n);
+        fputc('\n', stderr);
         line += n + (nl != NULL);
     }
     return len;
@@ -733,18 +774,18 @@ static int cmd_ask(int argc, char **argv)
     if (f.json) {
         const char *report = rlm_report_json(r);
         if (report)
-            puts(report);
+            cli_print_json(report);
         else
             cli_json_failure(st, rlm_errmsg(r));
     } else if (answer) {
         cli_print_answer(answer, answer_len);
     }
     if (st == RLM_NO_ANSWER)
-        fprintf(stderr, "rlm: no answer: %s\n", rlm_errmsg(r)[0] ? rlm_errmsg(r) : "turn limit reached");
+        cli_say("rlm: no answer: ", rlm_errmsg(r)[0] ? rlm_errmsg(r) : "turn limit reached");
     else if (st != RLM_OK)
         cli_error(rlm_errmsg(r));
     if (st == RLM_ERR_MODEL && f.key_note[0])
-        fprintf(stderr, "rlm: note: %s\n", f.key_note);
+        cli_say("rlm: note: ", f.key_note);
     /* The answer is out, but the record the user asked for is not whole. */
     if (rlm_trace_error(r)[0] && rc < EXIT_USAGE)
         rc = EXIT_USAGE;

@@ -74,6 +74,58 @@ fail:
     return NULL;
 }
 
+/* The code point of the valid n-byte sequence at p. */
+static uint32_t code_point(const unsigned char *p, size_t n)
+{
+    static const unsigned char lead_mask[5] = {0, 0x7F, 0x1F, 0x0F, 0x07};
+    uint32_t cp = p[0] & lead_mask[n];
+    for (size_t i = 1; i < n; i++)
+        cp = (cp << 6) | (p[i] & 0x3F);
+    return cp;
+}
+
+static int acted_on_by_terminals(uint32_t cp)
+{
+    return (cp < 0x20 && cp != '\n' && cp != '\t') || (cp >= 0x7F && cp <= 0x9F) ||
+           (cp >= 0x202A && cp <= 0x202E) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+char *utf8_escape_terminal(const char *s, size_t len, size_t *out_len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    if (len > (SIZE_MAX - 1) / 6)
+        return NULL;
+    buf out;
+    buf_init(&out, len * 6 + 1);
+    int rc = 0;
+    for (size_t i = 0; i < len && rc == 0;) {
+        size_t run = i;
+        while (run < len && p[run] >= 0x20 && p[run] < 0x7F)
+            run++;
+        if (run > i) {
+            rc = buf_append(&out, s + i, run - i);
+            i = run;
+            continue;
+        }
+        size_t n = utf8_sequence_length(p + i, len - i);
+        uint32_t cp = n ? code_point(p + i, n) : 0;
+        if (n == 0 || (n == 1 && acted_on_by_terminals(cp)))
+            rc = buf_printf(&out, "\\x%02x", p[i]);
+        else if (acted_on_by_terminals(cp))
+            rc = buf_printf(&out, "\\u%04x", (unsigned)cp);
+        else
+            rc = buf_append(&out, s + i, n);
+        i += n ? n : 1;
+    }
+    if (rc != 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    if (out_len)
+        *out_len = out.len;
+    return buf_take(&out);
+}
+
 size_t utf8_cut(const char *s, size_t len, size_t max)
 {
     if (len <= max)

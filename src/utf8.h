@@ -16,6 +16,17 @@ size_t utf8_sequence_length(const unsigned char *s, size_t len);
  * NULL) receives the copy's length. NULL only when out of memory. */
 char *utf8_sanitize(const char *s, size_t len, size_t *out_len);
 
+/* A copy of s[0..len) to show on a terminal: what a terminal would act on
+ * instead of showing is written as an escape — control characters but
+ * newline and tab (C0 and DEL as \x1b, C1 as \u009b: escape sequences that
+ * could clear the screen, set the title or write the clipboard), the
+ * bidirectional embeddings, overrides and isolates that reorder what follows
+ * (\u202e), and bytes that are not UTF-8 (\xff). Everything else is kept,
+ * backslashes included (it is for reading, not for parsing back). NUL
+ * terminated; *out_len (may be NULL) receives its length. NULL only when out
+ * of memory. */
+char *utf8_escape_terminal(const char *s, size_t len, size_t *out_len);
+
 /* The largest prefix length <= max of s[0..len) that does not split a
  * sequence. */
 size_t utf8_cut(const char *s, size_t len, size_t max);

@@ -1,9 +1,13 @@
 """Text end to end: a NUL byte is carried with its length everywhere a text
 goes — FINAL values (--json, stdout to a pipe, the trace), sub-call prompts
 and replies, a child RLM's context and answer, the response cache — and cell
-output shown to the root keeps what follows it (as U+FFFD)."""
+output shown to the root keeps what follows it (as U+FFFD). On a terminal,
+answers, warnings and errors have their control characters and escape
+sequences escaped; pipes and --json get them exactly."""
+import errno
 import json
 import os
+import pty
 import subprocess
 import sys
 
@@ -101,6 +105,81 @@ class NulBytes(RlmTestCase):
         self.assertEqual(res.events("code")[0]["output"], "before\x00after\n")
         second = [r for r in log if "Turn 2 of" in r["last_user"]]
         self.assertIn("before\ufffdafter", second[0]["last_user"])
+
+
+def run_on_terminal(cmd, env):
+    """Runs cmd with stdout and stderr on a pseudo-terminal; returns
+    (exit code, what the terminal received)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    got = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError as e:
+            if e.errno != errno.EIO:
+                raise
+            break
+        if not chunk:
+            break
+        got += chunk
+    os.close(master)
+    return proc.wait(timeout=120), got
+
+
+# Clipboard write (OSC 52), window title, clear screen, a C1 CSI, a
+# bidirectional override.
+HOSTILE = "\\x1b]52;c;cm0gLXJm\\x07\\x1b]0;owned\\x07\\x1b[2J\\x9b31m\\u202eok"
+
+
+class TerminalEscapes(RlmTestCase):
+    def setUp(self):
+        super().setUp()
+        self.context = self.write("input.txt", "the quick brown fox\n")
+
+    def test_answer_on_a_terminal_a_pipe_and_json(self):
+        rules = [{"match": "What is in", "reply": repl('FINAL("' + HOSTILE + '")')}]
+        with FakeLM(rules) as lm:
+            cmd, env, _ = self.rlm_command(["--context", self.context, QUESTION], lm)
+            code, shown = run_on_terminal(cmd, env)
+            self.assertEqual(code, 0, shown)
+            self.assertNotIn(b"\x1b", shown)
+            self.assertNotIn("\u202e".encode(), shown)
+            self.assertIn(b"\\x1b]52;c;cm0gLXJm\\x07\\x1b]0;owned\\x07\\x1b[2J", shown)
+            self.assertIn(b"\\u009b31m\\u202eok", shown)
+            proc = subprocess.run(cmd, capture_output=True, env=env, timeout=120)
+            self.assertEqual(proc.stdout, b"\x1b]52;c;cm0gLXJm\x07\x1b]0;owned\x07\x1b[2J"
+                                          b"\xc2\x9b31m\xe2\x80\xaeok\n")
+            code, shown = run_on_terminal(cmd[:2] + ["--json"] + cmd[2:], env)
+        self.assertEqual(code, 0)
+        self.assertNotIn(b"\x1b", shown)
+        self.assertNotIn(b"\xc2\x9b", shown)
+        self.assertIn(b"\\u009B31m\\u202Eok", shown)
+        report = json.loads(shown.decode().strip().splitlines()[-1])
+        self.assertEqual(report["answer"],
+                         "\x1b]52;c;cm0gLXJm\x07\x1b]0;owned\x07\x1b[2J\x9b31m\u202eok")
+
+    def test_warnings_and_errors_on_a_terminal(self):
+        tree = os.path.join(self.tmp, "tree")
+        os.makedirs(tree)
+        with open(os.path.join(tree, "ok.txt"), "w") as f:
+            f.write("some text\n")
+        with open(os.path.join(tree, "bad\x1b]0;owned\x07.bin"), "wb") as f:
+            f.write(b"\x00\x01\x02binary" * 100)
+        rules = [{"match": "What is in", "reply": "FINAL(done)"}]
+        with FakeLM(rules) as lm:
+            cmd, env, _ = self.rlm_command(["--context", tree, QUESTION], lm)
+            code, shown = run_on_terminal(cmd, env)
+            self.assertEqual(code, 0, shown)
+            self.assertIn(b"bad\\x1b]0;owned\\x07.bin", shown)
+            self.assertNotIn(b"\x1b", shown)
+            missing = os.path.join(self.tmp, "gone\x1b[2J.txt")
+            cmd, env, _ = self.rlm_command(["--context", missing, QUESTION], lm)
+            code, shown = run_on_terminal(cmd, env)
+        self.assertEqual(code, 2, shown)
+        self.assertIn(b"gone\\x1b[2J.txt", shown)
+        self.assertNotIn(b"\x1b", shown)
 
 
 if __name__ == "__main__":
