@@ -91,13 +91,17 @@ static void usage(FILE *out)
         "Input and run:\n"
         "  --context ARG          the input, repeatable: a file (memory-mapped; any size), a\n"
         "                         directory (recursive; skips binary files, .git and what\n"
-        "                         .gitignore files exclude), a glob, - for stdin, or JSONL\n"
-        "                         (a .jsonl file; each record is a document). One file is a\n"
-        "                         str in the sandbox, several a dict path -> str, JSONL a list.\n"
+        "                         .gitignore files exclude), a glob, - for stdin, JSON (a .json\n"
+        "                         file: the parsed value) or JSONL (a .jsonl file: a list of\n"
+        "                         records). One file is a str in the sandbox, several a dict\n"
+        "                         path -> str.\n"
         "                         Without --context, a piped stdin is the input (rlm ask)\n"
         "  --include GLOB         only files matching GLOB inside directories (repeatable)\n"
         "  --exclude GLOB         skip files matching GLOB, gitignore syntax (repeatable)\n"
+        "  --json-input           parse every --context as JSON: context is the value (.json\n"
+        "                         files are parsed anyway; .jsonl files are a list of records)\n"
         "  --jsonl-field NAME     read every --context as JSONL, NAME holding each record's text\n"
+        "                         (without it a record is its whole JSON value)\n"
         "  --mode M               auto, rlm or direct (default auto); auto answers inputs under\n"
         "                         the direct threshold with one plain call, without a sandbox\n"
         "  --direct-threshold N   estimated tokens under which auto answers directly (default 32000)\n"
@@ -229,7 +233,7 @@ enum {
     OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE, OPT_STREAM, OPT_NO_STREAM,
     OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_MODE, OPT_DIRECT_THRESHOLD,
     OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW, OPT_COMPACT_AT, OPT_SESSION,
-    OPT_SESSION_DB, OPT_SUB_API_KEY, OPT_SUB_PROVIDER, OPT_STRICT,
+    OPT_SESSION_DB, OPT_SUB_API_KEY, OPT_SUB_PROVIDER, OPT_STRICT, OPT_JSON_INPUT,
 };
 
 static const struct option long_options[] = {
@@ -287,6 +291,7 @@ static const struct option long_options[] = {
     {"sub-api-key", required_argument, NULL, OPT_SUB_API_KEY},
     {"sub-provider", required_argument, NULL, OPT_SUB_PROVIDER},
     {"strict", no_argument, NULL, OPT_STRICT},
+    {"json-input", no_argument, NULL, OPT_JSON_INPUT},
     {NULL, 0, NULL, 0},
 };
 
@@ -583,6 +588,7 @@ int cli_flags_parse(int argc, char **argv, cli_flags *f)
         case OPT_NO_STREAM: rlm_config_set(cfg, "stream", "0"); break;
         case OPT_CACHE: rlm_config_set(cfg, "cache", "1"); break;
         case OPT_STRICT: rlm_config_set(cfg, "strict", "1"); break;
+        case OPT_JSON_INPUT: rlm_config_set(cfg, "json_input", "1"); break;
         case OPT_NO_CACHE: rlm_config_set(cfg, "cache", "0"); break;
         case OPT_JSON: f->json = 1; break;
         case OPT_QUIET: f->quiet = 1; break;

@@ -131,8 +131,10 @@ void rlm_config_free(rlm_config *cfg);
  *                     directories given to rlm_add_context   all
  *   exclude           newline-separated globs (gitignore syntax) to skip    none
  *   jsonl_field       read every rlm_add_context input as JSONL, this field
- *                     of each record holding its text (.jsonl files are
- *                     JSONL anyway, with a "text" field by default)         none
+ *                     of each record holding its text (without it, .jsonl
+ *                     files are lists of records, parsed)                  none
+ *   json_input        "1": parse every rlm_add_context input as JSON; the
+ *                     context is its value (.json files are parsed anyway) "0"
  *   mode              "auto", "rlm" or "direct"      "auto"
  *                     auto: an input estimated under direct_threshold tokens
  *                     is answered by one plain call (no sandbox); rlm:
@@ -210,14 +212,19 @@ rlm_status rlm_set_context_text(rlm *r, const char *text, size_t len);
 /* Adds one input to the context, like the CLI's repeatable --context: a
  * file, a directory (recursive; binary files, .git and paths matched by
  * .gitignore files or the exclude option are skipped; include narrows), a
- * glob, "-" for stdin, or JSONL (a .jsonl file, or any file with the
- * jsonl_field option): one file makes `context` a str, several files or a
- * directory a dict path -> str, JSONL a list of str. Files are mapped, not
+ * glob, "-" for stdin, JSON or JSONL: one file makes `context` a str,
+ * several files or a directory a dict path -> str; .json files (or any
+ * input with the json_input option) are parsed, `context` being the value
+ * (a dict path -> value for several), and .jsonl files are a list of
+ * records (each line's value; a line that is not JSON is skipped with a
+ * warning); with the jsonl_field option every input is JSONL read as a list
+ * of str, that field of each record. Files are mapped, not
  * read into the heap. An argument that names nothing (a path that does not
  * exist, a glob that matches nothing) is refused at once with RLM_ERR_INPUT
  * and not added: the inputs added before it stay as they were. The inputs
  * are read by rlm_ask, which returns RLM_ERR_INPUT for inputs without any
- * text (or gone since); lesser problems (unreadable or binary files
+ * text (or gone since), or a .json that does not parse (naming its line and
+ * column); lesser problems (unreadable or binary files
  * skipped, broken JSONL lines, invalid UTF-8 replaced) are listed in
  * rlm_warnings and the trace. Replaces a context given by
  * rlm_set_context_file / rlm_set_context_text, and is replaced by them. In a

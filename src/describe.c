@@ -211,6 +211,129 @@ static int describe_many(buf *out, ingest_kind kind, const ingest_doc *docs, siz
     return buf_puts(out, shown ? "--- end of preview ---\n" : "");
 }
 
+/* "a, b, c" of a JSON array of strings, each cut, "and N more" past max. */
+static int put_list(buf *out, const json_t *list, size_t total)
+{
+    size_t i;
+    const json_t *item;
+    json_array_foreach(list, i, item) {
+        const char *s = json_string_value(item);
+        if (i && buf_puts(out, ", "))
+            return -1;
+        if (s && put_clean(out, s, utf8_cut(s, strlen(s), NAME_MAX_BYTES)))
+            return -1;
+    }
+    if (total > json_array_size(list) &&
+        (buf_puts(out, " and ") || put_count(out, total - json_array_size(list)) ||
+         buf_puts(out, " more")))
+        return -1;
+    return 0;
+}
+
+/* "dict 499, str 1" of {"dict": 499, "str": 1}. */
+static int put_types(buf *out, const json_t *types)
+{
+    const char *name;
+    const json_t *count;
+    int first = 1;
+    json_object_foreach((json_t *)types, name, count) {
+        if ((!first && buf_puts(out, ", ")) || buf_puts(out, name) || buf_puts(out, " ") ||
+            put_count(out, (size_t)json_integer_value(count)))
+            return -1;
+        first = 0;
+    }
+    return 0;
+}
+
+static int describe_json(buf *out, const ingest_doc *docs, size_t n, const json_t *summary)
+{
+    const char *fmt = json_string_value(json_object_get(summary, "format"));
+    const char *type = json_string_value(json_object_get(summary, "type"));
+    int lines = fmt && strcmp(fmt, "jsonl") == 0;
+    size_t length = (size_t)json_integer_value(json_object_get(summary, "length"));
+    size_t skipped = (size_t)json_integer_value(json_object_get(summary, "skipped"));
+    size_t bytes = 0;
+    for (size_t i = 0; i < n; i++)
+        bytes += docs[i].len;
+    if (!type)
+        type = "value";
+    if (buf_puts(out, "The context is "))
+        return -1;
+    if (lines) {
+        if (buf_puts(out, "a list of ") || put_count(out, length) ||
+            buf_puts(out, length == 1 ? " record" : " records"))
+            return -1;
+    } else if (n > 1) {
+        if (buf_puts(out, "a dict of ") || put_count(out, length) ||
+            buf_puts(out, " documents (path -> the parsed JSON value; context[path])"))
+            return -1;
+    } else if (!strcmp(type, "dict") || !strcmp(type, "list") || !strcmp(type, "str")) {
+        if (buf_printf(out, "a %s of ", type) || put_count(out, length) ||
+            buf_puts(out, !strcmp(type, "dict") ? " keys" : !strcmp(type, "list") ? " items"
+                                                                           : " characters"))
+            return -1;
+    } else if (buf_printf(out, "a %s", type)) {
+        return -1;
+    }
+    if (buf_puts(out, lines ? ", parsed from the JSON lines of " : ", parsed from the JSON of "))
+        return -1;
+    for (size_t i = 0; i < n && i < 5; i++)
+        if ((i && buf_puts(out, ", ")) || put_name(out, docs[i].name))
+            return -1;
+    if (n > 5 && (buf_puts(out, " and ") || put_count(out, n - 5) || buf_puts(out, " more files")))
+        return -1;
+    if (buf_puts(out, " (") || put_count(out, bytes) || buf_puts(out, " bytes of JSON, about ") ||
+        put_count(out, describe_estimate_tokens(bytes, DESCRIBE_JSON)) || buf_puts(out, " tokens).\n"))
+        return -1;
+    const json_t *keys = json_object_get(summary, "keys");
+    if (json_array_size(keys) && !lines &&
+        (buf_puts(out, n > 1 ? "Paths: " : "Keys, in order: ") || put_list(out, keys, length) ||
+         buf_puts(out, ".\n")))
+        return -1;
+    const json_t *types = json_object_get(summary, "item_types");
+    if (json_object_size(types) &&
+        (buf_puts(out, lines || !strcmp(type, "list") ? "Types of the items" : "Types of the values") ||
+         buf_puts(out, length > 10000 ? " (of the first 10,000): " : ": ") || put_types(out, types) ||
+         buf_puts(out, ".\n")))
+        return -1;
+    const json_t *first = json_object_get(summary, "first_keys");
+    if (json_array_size(first) &&
+        (buf_puts(out, "The first item is a dict with the keys: ") ||
+         put_list(out, first, json_array_size(first)) || buf_puts(out, ".\n")))
+        return -1;
+    if (skipped) {
+        const char *why = json_string_value(json_array_get(json_object_get(summary, "problems"), 0));
+        if (put_count(out, skipped) ||
+            buf_puts(out, skipped == 1 ? " line that is not JSON was skipped" :
+                                         " lines that are not JSON were skipped") ||
+            (why && (buf_puts(out, " (the first: ") || put_clean(out, why, strlen(why)) ||
+                     buf_puts(out, ")"))) ||
+            buf_puts(out, ".\n"))
+            return -1;
+    }
+    const char *preview = json_string_value(json_object_get(summary, "preview"));
+    if (preview && (buf_puts(out, "--- preview (Python repr, cut) ---\n") ||
+                    put_clean(out, preview, strlen(preview)) ||
+                    buf_puts(out, "\n--- end of preview ---\n")))
+        return -1;
+    return buf_puts(out, "grep, chunks and search work on the JSON text of the file(s): their "
+                         "offsets and lines are into that text, not into the parsed values.\n");
+}
+
+char *describe_parsed(const ingest_doc *docs, size_t n, const json_t *summary)
+{
+    buf out;
+    buf_init(&out, DESCRIPTION_MAX_BYTES);
+    if (describe_json(&out, docs, n, summary) != 0 && out.len + 64 >= DESCRIPTION_MAX_BYTES) {
+        out.max += 64;
+        buf_puts(&out, "\n[description cut here]\n");
+    } else if (out.len == 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    return buf_take(&out);
+}
+
 char *describe_docset(ingest_kind kind, const ingest_doc *docs, size_t n)
 {
     if (kind == INGEST_STR && n == 1) {

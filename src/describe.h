@@ -7,6 +7,7 @@
 #ifndef RLM_DESCRIBE_H
 #define RLM_DESCRIBE_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 #include "ingest.h"
@@ -33,5 +34,12 @@ size_t describe_count_tokens(const char *text, size_t len);
  * Document character counts are taken from ingest_doc.chars when set,
  * counted otherwise. NULL only when out of memory. */
 char *describe_docset(ingest_kind kind, const ingest_doc *docs, size_t n);
+
+/* The description of a JSON or JSON lines input the sandbox parsed:
+ * docs[0..n) are its files (names, bytes), summary what the sandbox found
+ * (sandbox_input_summary: the value's type and size, a dict's keys, a
+ * list's item types and first record's keys, lines skipped, a preview).
+ * NULL only when out of memory. */
+char *describe_parsed(const ingest_doc *docs, size_t n, const json_t *summary);
 
 #endif

@@ -918,6 +918,7 @@ int engine_input_open(ingest_set *docs, const context *ctx, sandbox_input *in, c
         in->context_pack = 1;
         in->data_fd = data_fd;
         in->data_len = data_fd >= 0 ? ingest_total_bytes(docs) : 0;
+        in->parsed = ingest_format_of(docs) != INGEST_TEXT;
     } else if (ctx) {
         in->context_fd = context_fd(ctx);
         in->context_len = context_len(ctx);
@@ -937,10 +938,12 @@ void engine_input_close(const sandbox_input *in, const ingest_set *docs)
 
 /* The description of an input for the root; NULL when out of memory. The
  * description read the whole input: the host needs none of its pages now. */
-char *engine_input_describe(ingest_set *docs, const context *ctx)
+char *engine_input_describe(ingest_set *docs, const context *ctx, const json_t *summary)
 {
     char *d;
-    if (docs)
+    if (docs && summary)
+        d = describe_parsed(ingest_docs(docs), ingest_count(docs), summary);
+    else if (docs)
         d = describe_docset(ingest_kind_of(docs), ingest_docs(docs), ingest_count(docs));
     else
         d = ctx ? prompt_describe_context(context_name(ctx), context_data(ctx), context_len(ctx))
@@ -977,8 +980,14 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
     so.context_pack = in.context_pack;
     so.data_fd = in.data_fd;
     so.data_len = in.data_len;
+    so.parsed = in.parsed;
     int started = sandbox_start(&so, &e->sb, err, sizeof err);
     engine_input_close(&in, docs);   /* the sandbox keeps its own duplicates, for restarts */
+    if (started == -2) {
+        engine_fail(e, RLM_ERR_INPUT, "input: %s", err);
+        engine_event(e, "error", json_pack("{s:s,s:s}", "where", "input", "message", err));
+        return -1;
+    }
     if (started != 0) {
         engine_fail(e, RLM_ERR_SANDBOX, "cannot start the sandbox: %s", err);
         engine_event(e, "error", json_pack("{s:s,s:s}", "where", "sandbox", "message", err));
@@ -1003,12 +1012,40 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
                            sandbox_pid(e->sb), "seconds", clock_now() - t0, "unsafe",
                            e->p->unsafe_no_sandbox, "warnings", warnings, "forked",
                            sandbox_forked(e->sb)));
+    engine_input_problems(e, sandbox_input_summary(e->sb, 0));
     return 0;
 }
 
+/* What the sandbox skipped while parsing an input (JSON lines that are not
+ * JSON) is never silent: a warning each, on stderr and in the trace. */
+void engine_input_problems(engine *e, const json_t *summary)
+{
+    size_t i;
+    const json_t *problem;
+    json_array_foreach(json_object_get(summary, "problems"), i, problem) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "input: %s", json_string_value(problem));
+        if (e->p->warn)
+            e->p->warn(e->p->warn_data, msg);
+        engine_event(e, "warning", json_pack("{s:s}", "message", msg));
+    }
+    size_t skipped = (size_t)json_integer_value(json_object_get(summary, "skipped"));
+    size_t listed = json_array_size(json_object_get(summary, "problems"));
+    if (skipped > listed) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "input: ... and %zu more lines that are not JSON, skipped",
+                 skipped - listed);
+        if (e->p->warn)
+            e->p->warn(e->p->warn_data, msg);
+        engine_event(e, "warning", json_pack("{s:s}", "message", msg));
+    }
+}
+
+/* The system prompt and the first question; the sandbox runs already, so a
+ * parsed input is described from what it found. */
 int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const char *question)
 {
-    char *description = engine_input_describe(docs, ctx);
+    char *description = engine_input_describe(docs, ctx, e->sb ? sandbox_input_summary(e->sb, 0) : NULL);
     if (!description)
         return -1;
     int rc = engine_push(e, "system", prompt_system(e->p->max_iterations));
@@ -1082,8 +1119,58 @@ static char *engine_direct_message(const engine_params *p, const context *ctx, c
 }
 
 /* Answers with one plain call: no sandbox, no code. */
+/* Direct mode sends a JSON input as text, unparsed; it must still be JSON,
+ * as in the RLM loop where the sandbox parses it. Inputs here are small (under
+ * the direct threshold), so the host checks them: a .json that does not parse
+ * is an input error; a JSON line that does not is a warning. 0, or -1 with
+ * the outcome set. */
+static int engine_direct_check_json(engine *e)
+{
+    ingest_set *docs = e->p->docs;
+    ingest_format format = docs ? ingest_format_of(docs) : INGEST_TEXT;
+    const ingest_doc *d = docs ? ingest_docs(docs) : NULL;
+    for (size_t i = 0; format != INGEST_TEXT && i < ingest_count(docs); i++) {
+        json_error_t jerr;
+        if (format == INGEST_JSON) {
+            json_t *v = json_loadb(d[i].data ? d[i].data : "", d[i].len,
+                                   JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+            json_decref(v);
+            if (!v) {
+                engine_fail(e, RLM_ERR_INPUT, "input: %s is not valid JSON: %s at line %d, column %d",
+                            d[i].name, jerr.text, jerr.line, jerr.column);
+                return -1;
+            }
+            continue;
+        }
+        size_t line = 0;
+        for (size_t at = 0; at < d[i].len;) {
+            const char *nl = memchr(d[i].data + at, '\n', d[i].len - at);
+            size_t end = nl ? (size_t)(nl - d[i].data) : d[i].len;
+            line++;
+            json_t *v = NULL;
+            size_t k = at;
+            while (k < end && strchr(" \t\r", d[i].data[k]))
+                k++;
+            if (k < end && !(v = json_loadb(d[i].data + at, end - at,
+                                            JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr))) {
+                char msg[1200];
+                snprintf(msg, sizeof msg, "input: %s line %zu: not valid JSON: %s (sent as text in "
+                         "direct mode)", d[i].name, line, jerr.text);
+                if (e->p->warn)
+                    e->p->warn(e->p->warn_data, msg);
+                engine_event(e, "warning", json_pack("{s:s}", "message", msg));
+            }
+            json_decref(v);
+            at = end + 1;
+        }
+    }
+    return 0;
+}
+
 static void engine_direct(engine *e, const context *ctx, const char *question)
 {
+    if (engine_direct_check_json(e) != 0)
+        return;
     if (engine_push(e, "system", prompt_direct_system()) != 0 ||
         engine_push(e, "user", engine_direct_message(e->p, ctx, question)) != 0) {
         engine_fail(e, RLM_ERR_NOMEM, "out of memory");
@@ -1157,12 +1244,12 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
         engine_event(&e, "mode", json_pack("{s:s,s:s,s:i,s:I}", "mode", "rlm", "requested",
                                           "conversation", "question_number", number, "inputs",
                                           (json_int_t)st->n_inputs));
+        if (engine_state_sandbox(&e) != 0)
+            goto done;
         if (engine_state_messages(&e, question, number) != 0) {
             engine_fail(&e, RLM_ERR_NOMEM, "out of memory");
             goto done;
         }
-        if (engine_state_sandbox(&e) != 0)
-            goto done;
     } else {
         size_t tokens = engine_input_tokens(p, ctx);
         size_t threshold = p->direct_threshold;   /* 0: auto never answers directly */
@@ -1184,12 +1271,12 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
             engine_direct(&e, ctx, question);
             goto done;
         }
+        if (engine_start_sandbox(&e, docs, docs ? NULL : ctx) != 0)
+            goto done;
         if (engine_first_messages(&e, docs, docs ? NULL : ctx, question) != 0) {
             engine_fail(&e, RLM_ERR_NOMEM, "out of memory");
             goto done;
         }
-        if (engine_start_sandbox(&e, docs, docs ? NULL : ctx) != 0)
-            goto done;
     }
 
     if (level == 1 && engine_max_depth(p) > 1)

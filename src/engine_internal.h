@@ -52,6 +52,8 @@ struct engine_state {
     int legacy_names;          /* a session recorded before context_0: the first input is
                                   also context_1, later ones context_2, ... */
     size_t question_start;     /* h.m[question_start] opens the current question */
+    size_t input_base;         /* inputs[i] is the sandbox's input i + input_base (1 when
+                                  it started without one) */
 };
 
 /* The state of one run: the top RLM's, or a child's at a deeper level. */
@@ -142,10 +144,13 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
 
 /* An input as the sandbox takes it (pack descriptors made for docs are
  * closed by engine_input_close), and its description for the root (which
- * also drops the host's pages of it). */
+ * also drops the host's pages of it; summary: what the sandbox found in a
+ * parsed input, sandbox_input_summary, or NULL). */
 int engine_input_open(ingest_set *docs, const context *ctx, sandbox_input *in, char *err, size_t errlen);
 void engine_input_close(const sandbox_input *in, const ingest_set *docs);
-char *engine_input_describe(ingest_set *docs, const context *ctx);
+char *engine_input_describe(ingest_set *docs, const context *ctx, const json_t *summary);
+/* Warns (stderr, trace) of what the sandbox skipped parsing an input. */
+void engine_input_problems(engine *e, const json_t *summary);
 int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx);
 int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const char *question);
 

@@ -111,6 +111,7 @@ int engine_state_sandbox(engine *e)
             return -1;
         st->sb = e->sb;
         st->inputs_loaded = first ? 1 : 0;
+        st->input_base = first ? 0 : 1;   /* without an input, the sandbox's first is '' */
         fresh = 1;
     }
     e->sb = st->sb;
@@ -126,10 +127,15 @@ int engine_state_sandbox(engine *e)
             rc = sandbox_add_input(st->sb, name, &si, err, sizeof err);
             engine_input_close(&si, in->docs);
         }
+        if (rc == -2) {
+            engine_fail(e, RLM_ERR_INPUT, "input: %s", err);
+            return -1;
+        }
         if (rc != 0) {
             engine_fail(e, RLM_ERR_INPUT, "cannot load %s into the sandbox: %s", name, err);
             return -1;
         }
+        engine_input_problems(e, sandbox_input_summary(st->sb, st->inputs_loaded + st->input_base));
         st->inputs_loaded++;
     }
     if (fresh && (st->replay_pending || st->questions > 0)) {
@@ -178,7 +184,8 @@ int engine_state_messages(engine *e, const char *question, int number)
     char names[256] = "";
     for (size_t i = first_new; i < st->n_inputs; i++) {
         engine_input *in = &st->inputs[i];
-        char *d = engine_input_describe(in->docs, in->ctx);
+        char *d = engine_input_describe(in->docs, in->ctx,
+                                        sandbox_input_summary(st->sb, i + st->input_base));
         if (!d) {
             buf_free(&desc);
             return -1;

@@ -52,6 +52,7 @@ typedef struct docrec {
 
 struct ingest_set {
     ingest_kind kind;
+    ingest_format format;
     docrec *recs;
     size_t n_recs, cap_recs;
     ingest_doc *docs;    /* the public, sorted view */
@@ -853,6 +854,7 @@ int ingest_open(const char *const *args, size_t n_args, const ingest_options *op
         int one_file = n_args == 1 && (!strcmp(args[0], "-") ||
                                        (stat(args[0], &st) == 0 && S_ISREG(st.st_mode)));
         w.s->kind = one_file ? INGEST_STR : INGEST_DICT;
+        w.s->format = opt.format;
     }
     for (size_t i = 0; i < n_args; i++)
         if (add_argument(&w, args[i], n_args) != 0)
@@ -914,6 +916,7 @@ void ingest_free(ingest_set *s)
 }
 
 ingest_kind ingest_kind_of(const ingest_set *s) { return s->kind; }
+ingest_format ingest_format_of(const ingest_set *s) { return s->format; }
 size_t ingest_count(const ingest_set *s) { return s->n_recs; }
 const ingest_doc *ingest_docs(const ingest_set *s) { return s->docs; }
 size_t ingest_total_bytes(const ingest_set *s) { return s->total_bytes; }
@@ -970,7 +973,9 @@ size_t ingest_validate(ingest_set *s)
 
 #define PACK_MAGIC "RLMCTX1"
 
-enum { PACK_EXTERNAL = 1 };
+/* Header flags: the data lives in a second fd; the documents are JSON
+ * values, or JSON lines (ingest_format). */
+enum { PACK_EXTERNAL = 1, PACK_JSON = 2, PACK_JSONL = 4 };
 
 typedef struct pack_header {
     char magic[8];
@@ -1071,7 +1076,10 @@ int ingest_pack(const ingest_set *s, int *fd_out, size_t *len_out, int *data_fd,
         goto fail;
     }
     pack_header h = {.version = 1, .kind = (uint32_t)s->kind,
-                     .flags = external ? PACK_EXTERNAL : 0, .n_docs = s->n_recs,
+                     .flags = (external ? PACK_EXTERNAL : 0) |
+                              (s->format == INGEST_JSON ? PACK_JSON : 0) |
+                              (s->format == INGEST_JSONL ? PACK_JSONL : 0),
+                     .n_docs = s->n_recs,
                      .index_off = index_off, .names_off = names_off, .names_len = names_len,
                      .data_off = data_off,
                      .data_len = external ? external->len : data_len};
@@ -1166,6 +1174,15 @@ int ingest_unpack(const void *pack, size_t len, const void *data, size_t data_le
     *docs_out = docs;
     *n_docs = h.n_docs;
     return 0;
+}
+
+ingest_format ingest_pack_format(const void *pack, size_t len)
+{
+    pack_header h;
+    if (!pack || len < sizeof h)
+        return INGEST_TEXT;
+    memcpy(&h, pack, sizeof h);
+    return h.flags & PACK_JSONL ? INGEST_JSONL : h.flags & PACK_JSON ? INGEST_JSON : INGEST_TEXT;
 }
 
 void ingest_release_pages(const ingest_set *s)

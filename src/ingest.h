@@ -21,6 +21,19 @@ typedef enum ingest_kind {
     INGEST_DICT = 2,
 } ingest_kind;
 
+/* How the sandbox reads the documents' text. TEXT: each is a str (the kind
+ * above says how they are put together). JSON: each is one JSON value,
+ * parsed in the sandbox: `context` is the value (one document) or a dict
+ * name -> value. JSONL: each is JSON lines, every line a record: `context`
+ * is the list of all records, documents in order. The kind then says how
+ * the helpers (grep, chunks, search) see the raw text: one document (STR)
+ * or several (DICT). */
+typedef enum ingest_format {
+    INGEST_TEXT = 0,
+    INGEST_JSON = 1,
+    INGEST_JSONL = 2,
+} ingest_format;
+
 /* One document: a name and a byte range. data points into a mapping the set
  * owns (NULL when len is 0). The bytes are UTF-8 except for invalid_utf8
  * bytes that start no valid sequence (the sandbox replaces them). */
@@ -38,6 +51,7 @@ typedef struct ingest_options {
     const char *const *exclude;   /* globs that exclude, gitignore syntax (may be NULL) */
     size_t n_exclude;
     const char *jsonl_field;      /* non-NULL: every file is JSONL, this field is the text */
+    ingest_format format;         /* without jsonl_field: how the sandbox reads the files */
     int stdin_fd;                 /* what "-" reads; 0 unless a test says otherwise */
     size_t max_files;             /* documents at most (0: 1,000,000) */
     size_t max_depth;             /* directory nesting at most (0: 128) */
@@ -60,6 +74,7 @@ int ingest_open(const char *const *args, size_t n_args, const ingest_options *op
 void ingest_free(ingest_set *s);
 
 ingest_kind ingest_kind_of(const ingest_set *s);
+ingest_format ingest_format_of(const ingest_set *s);
 size_t ingest_count(const ingest_set *s);
 const ingest_doc *ingest_docs(const ingest_set *s);     /* ingest_count entries, sorted by name */
 size_t ingest_total_bytes(const ingest_set *s);
@@ -105,6 +120,9 @@ int ingest_pack(const ingest_set *s, int *fd, size_t *len, int *data_fd, char *e
 int ingest_unpack(const void *pack, size_t len, const void *data, size_t data_len,
                   ingest_kind *kind, ingest_doc **docs, size_t *n_docs, char *err,
                   size_t errlen);
+
+/* The format a valid pack was made with (read from its header). */
+ingest_format ingest_pack_format(const void *pack, size_t len);
 
 /* Characters and invalid bytes (bytes that start no valid UTF-8 sequence,
  * each counted as one character) of data[0..len). Fast on ASCII. */

@@ -85,7 +85,7 @@ enum {
     OPT_SANDBOX_EXE, OPT_UNSAFE_NO_SANDBOX, OPT_TRACE, OPT_MAX_COST, OPT_MAX_TOKENS, OPT_MAX_TIME,
     OPT_MAX_SUBCALLS, OPT_CACHE, OPT_CACHE_DIR, OPT_PRICES, OPT_RECORD, OPT_REPLAY, OPT_SUB_BASE_URL,
     OPT_PROVIDER_KEY, OPT_RPM, OPT_TPM, OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE,
-    OPT_STREAM, OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_MODE,
+    OPT_STREAM, OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_JSON_INPUT, OPT_MODE,
     OPT_DIRECT_THRESHOLD, OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW,
     OPT_COMPACT_AT, OPT_SESSION, OPT_SESSION_DB, OPT_SUB_PROVIDER, OPT_SUB_API_KEY, OPT_STRICT,
     OPT_COUNT
@@ -129,6 +129,7 @@ static const option_spec option_specs[OPT_COUNT] = {
     [OPT_INCLUDE] = {"include", OPT_TEXT, NULL, 0, 0},
     [OPT_EXCLUDE] = {"exclude", OPT_TEXT, NULL, 0, 0},
     [OPT_JSONL_FIELD] = {"jsonl_field", OPT_TEXT, NULL, 0, 0},
+    [OPT_JSON_INPUT] = {"json_input", OPT_BOOL, "0", 0, 0},
     /* "rlm" until the bench runner and the attack tests ask for the RLM
      * loop themselves: auto would answer their small inputs directly. */
     [OPT_MODE] = {"mode", OPT_MODE_NAME, "auto", 0, 0},
@@ -937,12 +938,29 @@ static char *own_file_glob(const char *const *args, size_t n_args, const char *p
     return NULL;
 }
 
+/* 1 when every argument ends in suffix. */
+static int all_end_with(const char *const *args, size_t n_args, const char *suffix)
+{
+    size_t n = strlen(suffix);
+    for (size_t i = 0; i < n_args; i++) {
+        size_t len = strlen(args[i]);
+        if (len <= n || strcmp(args[i] + len - n, suffix) != 0)
+            return 0;
+    }
+    return n_args > 0;
+}
+
 /* Builds a document set from n_args --context arguments, with include and
  * exclude (newline-separated globs, "" for none) and jsonl_field ("" for
  * none); what was skipped or repaired becomes warnings (stderr and the
- * trace). */
+ * trace). How the sandbox reads it: JSONL records with jsonl_field; else
+ * .jsonl files (all of them) are JSON lines, each record its whole value,
+ * and .json files (all of them), or any input with json_input, one JSON
+ * value each. legacy: a session input recorded before JSON was parsed, read
+ * as it was then (.jsonl: the "text" field of each record; .json: text). */
 static rlm_status rlm_ingest(rlm *r, const char *const *args, size_t n_args, const char *include,
-                             const char *exclude, const char *field, ingest_set **out)
+                             const char *exclude, const char *field, int json_input, int legacy,
+                             ingest_set **out)
 {
     enum { MAX_GLOBS = 256 };
     *out = NULL;
@@ -961,15 +979,16 @@ static rlm_status rlm_ingest(rlm *r, const char *const *args, size_t n_args, con
     opt.n_exclude = split_globs(exc, exc_v, MAX_GLOBS);
     opt.exclude = opt.n_exclude ? exc_v : NULL;
     opt.jsonl_field = field[0] ? field : NULL;
-    /* .jsonl files are JSONL with their text in "text", unless said otherwise;
-     * the set has one reading, so this needs every argument to be one. */
-    int all_jsonl = 1;
-    for (size_t i = 0; i < n_args; i++) {
-        size_t len = strlen(args[i]);
-        all_jsonl &= len > 6 && strcmp(args[i] + len - 6, ".jsonl") == 0;
+    /* The set has one reading, so a reading by extension needs every
+     * argument to have it. */
+    if (!opt.jsonl_field && all_end_with(args, n_args, ".jsonl")) {
+        if (legacy)
+            opt.jsonl_field = "text";
+        else
+            opt.format = INGEST_JSONL;
+    } else if (!opt.jsonl_field && !legacy && (json_input || all_end_with(args, n_args, ".json"))) {
+        opt.format = INGEST_JSON;
     }
-    if (!opt.jsonl_field && all_jsonl)
-        opt.jsonl_field = "text";
     char err[2048];
     /* The run's own trace and record files are written during the run: a
      * directory input that holds them must not read them. */
@@ -1025,7 +1044,8 @@ static rlm_status rlm_load_docs(rlm *r)
 {
     rlm_status st = rlm_ingest(r, (const char *const *)r->ctx_args, r->n_ctx_args,
                                rlm_config_get(r->cfg, "include"), rlm_config_get(r->cfg, "exclude"),
-                               rlm_config_get(r->cfg, "jsonl_field"), &r->docs);
+                               rlm_config_get(r->cfg, "jsonl_field"),
+                               rlm_config_get(r->cfg, "json_input")[0] == '1', 0, &r->docs);
     r->params.docs = r->docs;
     return st;
 }
@@ -1188,11 +1208,13 @@ static json_t *args_record(rlm *r)
         }
     if (!args)
         return NULL;
-    return json_pack("{s:o,s:o,s:o,s:o,s:o}", "args", args,
+    /* "json": JSON inputs are parsed (records made before are read as text). */
+    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:b,s:b}", "args", args,
                      "cwd", getcwd(cwd, sizeof cwd) ? json_string(cwd) : json_null(),
                      "include", text_or_null(rlm_config_get(r->cfg, "include")),
                      "exclude", text_or_null(rlm_config_get(r->cfg, "exclude")),
-                     "jsonl_field", text_or_null(rlm_config_get(r->cfg, "jsonl_field")));
+                     "jsonl_field", text_or_null(rlm_config_get(r->cfg, "jsonl_field")),
+                     "json_input", rlm_config_get(r->cfg, "json_input")[0] == '1', "json", 1);
 }
 
 /* *rec = {"text": ...} for text a later process cannot read again (stdin, a
@@ -1228,9 +1250,11 @@ static rlm_status stdin_record(rlm *r, const ingest_set *docs, json_t **rec)
         has_stdin |= strcmp(r->ctx_args[i], "-") == 0;
     if (!has_stdin || !r->store)
         return RLM_OK;
-    if (r->n_ctx_args != 1 || ingest_kind_of(docs) != INGEST_STR || ingest_count(docs) != 1)
+    if (r->n_ctx_args != 1 || ingest_kind_of(docs) != INGEST_STR || ingest_count(docs) != 1 ||
+        ingest_format_of(docs) != INGEST_TEXT)
         return rlm_error(r, RLM_ERR_USAGE, "session '%s': stdin (-) can be an input of a saved "
-                         "session only on its own and as plain text (not JSONL)", session_name(r));
+                         "session only on its own and as plain text (not JSON or JSONL)",
+                         session_name(r));
     const ingest_doc *d = ingest_docs(docs);
     return text_record(r, "the text read from stdin", d->data, d->len, rec);
 }
@@ -1407,7 +1431,9 @@ static rlm_status input_reopen(rlm *r, const json_t *rec, size_t n, rlm_input *i
     const char *inc = json_string_value(json_object_get(rec, "include"));
     const char *exc = json_string_value(json_object_get(rec, "exclude"));
     const char *field = json_string_value(json_object_get(rec, "jsonl_field"));
-    st = rlm_ingest(r, argv, count, inc ? inc : "", exc ? exc : "", field ? field : "", &in->docs);
+    st = rlm_ingest(r, argv, count, inc ? inc : "", exc ? exc : "", field ? field : "",
+                    json_is_true(json_object_get(rec, "json_input")),
+                    !json_object_get(rec, "json"), &in->docs);
     if (st != RLM_OK) {
         char why[sizeof r->errmsg];
         snprintf(why, sizeof why, "%s", r->errmsg);

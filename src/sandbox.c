@@ -57,6 +57,9 @@
 /* Loading the context into one str costs time in proportion to its size
  * (about 5 s per GB where fresh pages are dear): extra start-up seconds. */
 #define SANDBOX_START_SECONDS_PER_GB 10.0
+/* Parsing a JSON input into Python objects costs more: about 25 s per GB on
+ * the 2-core VM we measure on (100 MB of JSON lines: 2-5 s, loaded). */
+#define SANDBOX_PARSE_SECONDS_PER_GB 60.0
 #define SANDBOX_SEND_TIMEOUT 10    /* seconds a blocked write to the child may take */
 #define SANDBOX_MAX_BATCH 65536    /* prompts in one sub-call frame */
 #define SANDBOX_RAW_STALL_MS 30000 /* a raw frame that stops arriving this long is dropped */
@@ -71,6 +74,7 @@
 typedef struct input_slot {
     char name[SANDBOX_NAME_MAX + 1];
     sandbox_input in;
+    json_t *summary;    /* what the child parsed (a JSON input), or NULL */
 } input_slot;
 
 /* A variable the host set, set again in a restarted child: a str
@@ -112,6 +116,7 @@ struct sandbox {
     char warnings[512];
     char python[64];      /* the child's Py_GetVersion(), first word */
     char *layers_json;    /* [{"name","active","detail"}], strongest first */
+    int input_error;      /* the last start failed on the first input itself */
 };
 
 /* How a request ended. */
@@ -135,6 +140,7 @@ typedef struct wait_state {
     sandbox_call_fn call;
     void *userdata;
     long long id;        /* the request id the reply must carry; -1: none (start-up) */
+    int input_error;     /* the child's "error" frame blamed the input (a bad .json) */
 } wait_state;
 
 /* ---- child processes ---- */
@@ -557,9 +563,10 @@ static int wait_reply(sandbox *sb, const char *want, wait_state *ws, json_t **re
             continue;
         }
         const char *message = json_string_value(json_object_get(frame, "message"));
-        if (type && strcmp(type, "error") == 0 && message)
+        if (type && strcmp(type, "error") == 0 && message) {
             snprintf(why, whylen, "%s", message); /* a start-up failure, explained */
-        else
+            ws->input_error = json_is_true(json_object_get(frame, "input_error"));
+        } else
             snprintf(why, whylen, "unexpected frame of type '%.40s'", type ? type : "(none)");
         json_decref(frame);
         return WAIT_PROTOCOL;
@@ -666,8 +673,8 @@ fail:
 /* Seconds a child may take to load an input of this many bytes. */
 static double load_seconds(const sandbox_input *in)
 {
-    return SANDBOX_START_TIMEOUT +
-           SANDBOX_START_SECONDS_PER_GB * (double)(in->context_len + in->data_len) / 1e9;
+    double per_gb = SANDBOX_START_SECONDS_PER_GB + (in->parsed ? SANDBOX_PARSE_SECONDS_PER_GB : 0);
+    return SANDBOX_START_TIMEOUT + per_gb * (double)(in->context_len + in->data_len) / 1e9;
 }
 
 /* Describes an input the way the init and add_input frames do. */
@@ -717,6 +724,8 @@ static int handshake(sandbox *sb, char *err, size_t errlen)
         const char *python = json_string_value(json_object_get(reply, "python"));
         snprintf(sb->python, sizeof sb->python, "%.*s", python ? (int)strcspn(python, " ") : 0,
                  python ? python : "");
+        json_decref(sb->inputs[0].summary);
+        sb->inputs[0].summary = json_incref(json_object_get(reply, "summary"));
         int ok = compose_layers(sb, reply, err, errlen);
         json_decref(reply);
         if (ok != 0)
@@ -733,8 +742,12 @@ static int handshake(sandbox *sb, char *err, size_t errlen)
     char how[160] = "";
     if (status != -1)
         sandbox_describe_status(status, how, sizeof how);
-    snprintf(err, errlen, "the sandbox process failed during start-up: %s%s%s", why,
-             how[0] ? "; it " : "", how);
+    sb->input_error = ws.input_error;
+    if (ws.input_error)
+        snprintf(err, errlen, "%s", why);
+    else
+        snprintf(err, errlen, "the sandbox process failed during start-up: %s%s%s", why,
+                 how[0] ? "; it " : "", how);
     return -1;
 }
 
@@ -773,10 +786,11 @@ static void drop_child(sandbox *sb, int how, const char *why, const char *what, 
              status_text[0] ? status_text : why);
 }
 
-/* Asks the child to load and bind an input. Returns 0; 1 when the child
- * refused it (err says why; the child is fine); -1 when the child is gone
- * (err says why). */
-static int load_input(sandbox *sb, const input_slot *slot, char *err, size_t errlen)
+/* Asks the child to load and bind an input (its summary, for a parsed one,
+ * goes into the slot). Returns 0; 1 when the child refused it (err says why;
+ * the child is fine), 2 when the input itself is at fault (a .json that does
+ * not parse); -1 when the child is gone (err says why). */
+static int load_input(sandbox *sb, input_slot *slot, char *err, size_t errlen)
 {
     const sandbox_input *in = &slot->in;
     char why[512] = "";
@@ -798,13 +812,19 @@ static int load_input(sandbox *sb, const input_slot *slot, char *err, size_t err
         return -1;
     }
     int ok = json_is_true(json_object_get(reply, "ok"));
+    int input_error = !ok && json_is_true(json_object_get(reply, "input_error"));
     if (!ok) {
         const char *message = json_string_value(json_object_get(reply, "message"));
-        snprintf(err, errlen, "the sandbox could not load input '%s': %s", slot->name,
-                 message && message[0] ? message : "no reason given");
+        if (input_error)
+            snprintf(err, errlen, "%s", message ? message : "the input cannot be read");
+        else
+            snprintf(err, errlen, "the sandbox could not load input '%s': %s", slot->name,
+                     message && message[0] ? message : "no reason given");
     }
+    json_decref(slot->summary);
+    slot->summary = ok ? json_incref(json_object_get(reply, "summary")) : NULL;
     json_decref(reply);
-    return ok ? 0 : 1;
+    return ok ? 0 : input_error ? 2 : 1;
 }
 
 /* Asks the child to set a variable: the str value, or the protected JSON
@@ -908,6 +928,7 @@ static int copy_input(const sandbox_input *in, sandbox_input *out, char *err, si
     }
     out->context_len = in->context_len;
     out->context_pack = in->context_pack != 0;
+    out->parsed = in->context_pack && in->parsed;
     if (in->context_pack && in->data_fd >= 0) {
         out->data_fd = fcntl(in->data_fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
         if (out->data_fd < 0) {
@@ -963,7 +984,7 @@ int sandbox_start(const sandbox_options *opts, sandbox **out, char *err, size_t 
     }
     sandbox_input first = {.context_fd = opts->context_fd, .context_len = opts->context_len,
                            .context_pack = opts->context_pack, .data_fd = opts->data_fd,
-                           .data_len = opts->data_len};
+                           .data_len = opts->data_len, .parsed = opts->parsed};
     if (copy_input(&first, &sb->inputs[0].in, err, errlen) != 0)
         goto fail;
     if (opts->search_cache_dir && opts->search_cache_dir[0] &&
@@ -979,8 +1000,11 @@ int sandbox_start(const sandbox_options *opts, sandbox **out, char *err, size_t 
     if (sb->output_limit > FRAME_MAX / 8)
         sb->output_limit = FRAME_MAX / 8;
     sb->unsafe_no_sandbox = opts->unsafe_no_sandbox != 0;
-    if (start_child(sb, err, errlen) != 0)
-        goto fail;
+    if (start_child(sb, err, errlen) != 0) {
+        int input_error = sb->input_error;
+        sandbox_free(sb);
+        return input_error ? -2 : -1;
+    }
     *out = sb;
     return 0;
 fail:
@@ -1264,7 +1288,7 @@ int sandbox_add_input(sandbox *sb, const char *name, const sandbox_input *in, ch
         return -1;
     }
     sb->inputs = grown;
-    input_slot slot;
+    input_slot slot = {.summary = NULL};
     snprintf(slot.name, sizeof slot.name, "%s", name);
     if (copy_input(in, &slot.in, err, errlen) != 0)
         return -1;
@@ -1275,10 +1299,15 @@ int sandbox_add_input(sandbox *sb, const char *name, const sandbox_input *in, ch
     int rc = load_input(sb, &slot, err, errlen);
     if (rc != 0) {
         close_input(&slot.in);
-        return rc < 0 ? restart_after(sb, err, errlen) : -1;
+        return rc < 0 ? restart_after(sb, err, errlen) : rc == 2 ? -2 : -1;
     }
     sb->inputs[sb->n_inputs++] = slot;
     return 0;
+}
+
+const json_t *sandbox_input_summary(const sandbox *sb, size_t i)
+{
+    return sb && i < sb->n_inputs ? sb->inputs[i].summary : NULL;
 }
 
 /* sandbox_set_var (value) and sandbox_set_value (json): sends the variable
@@ -1391,8 +1420,10 @@ void sandbox_free(sandbox *sb)
     if (!sb)
         return;
     stop_child(sb);
-    for (size_t i = 0; i < sb->n_inputs; i++)
+    for (size_t i = 0; i < sb->n_inputs; i++) {
         close_input(&sb->inputs[i].in);
+        json_decref(sb->inputs[i].summary);
+    }
     free(sb->inputs);
     for (size_t i = 0; i < sb->n_vars; i++) {
         free(sb->vars[i].value);

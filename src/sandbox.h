@@ -46,6 +46,8 @@ typedef struct sandbox_input {
                                   borrowed and dup()ed like context_fd. Set it to -1
                                   when unused (0 is a valid fd). */
     size_t data_len;           /* bytes of data_fd the pack refers to */
+    int parsed;                /* 1: a pack of JSON or JSON lines (ingest_format), which the
+                                  child parses into objects: it gets longer to load */
 } sandbox_input;
 
 typedef struct sandbox_options {
@@ -57,6 +59,7 @@ typedef struct sandbox_options {
     int context_pack;
     int data_fd;
     size_t data_len;
+    int parsed;
     const char *first_alias;   /* one more name for the first input, a numbered one of the
                                   policy table (a legacy session's "context_1"); NULL: none */
     const char *search_cache_dir; /* where search() indexes are kept (bm25-<key>.idx);
@@ -144,7 +147,9 @@ typedef struct sandbox_cell {
 
 /* Starts a child and waits until it is locked down with the context loaded.
  * Returns 0, or -1 with a message in err (the executable is missing, the
- * context cannot be loaded, the lockdown failed, ...). */
+ * context cannot be loaded, the lockdown failed, ...), or -2 when the input
+ * itself is at fault: a JSON input that does not parse (err names the
+ * document, the line and the column). */
 int sandbox_start(const sandbox_options *opts, sandbox **out, char *err, size_t errlen);
 
 /* Runs `code` in the persistent namespace. `call` serves sub-calls (NULL: they
@@ -169,9 +174,20 @@ int sandbox_exec(sandbox *sb, const char *code, sandbox_call_fn call, void *user
  * size once. Returns 0, or -1 with err: a bad name, an input the child could
  * not load (the sandbox still works, without it; if the child died loading it,
  * a fresh one replaced it and the model's variables were lost), or a broken
- * sandbox. */
+ * sandbox; -2 (the sandbox works, without it) when the input itself is at
+ * fault, as for sandbox_start. */
 int sandbox_add_input(sandbox *sb, const char *name, const sandbox_input *in, char *err,
                       size_t errlen);
+
+/* What the child found in input i (0: the first, then in sandbox_add_input
+ * order) when it parsed it — a pack made with INGEST_JSON or INGEST_JSONL:
+ * {"format": "json"|"jsonl", "type": "list", "length": N, "keys": [first
+ * 40 of a dict], "item_types": {"dict": n, ...} (of the first 10,000
+ * items or values), "first_keys": [a list's first record's keys],
+ * "preview": a repr cut to 2,000 characters, "skipped": JSON lines that did
+ * not parse, "problems": [the first 20, naming the line]}. NULL for a text
+ * input. Borrowed; valid until the next restart or sandbox_free. */
+const json_t *sandbox_input_summary(const sandbox *sb, size_t i);
 
 /* Sets variable `name` to the str `value` (UTF-8; invalid bytes become U+FFFD),
  * e.g. a session's answer_1. Not protected: model code may rebind it. A

@@ -91,7 +91,7 @@ static const char *const helper_modules[] = {
  * anywhere in the reply) took them. One or more words (identifiers,
  * numbers, with trailing punctuation), nothing that calls or computes. */
 static const char glue_source[] =
-    "import ast, linecache, re, traceback\n"
+    "import ast, collections, itertools, json, linecache, re, traceback\n"
     "_KEEP_SOURCES = 200\n"
     "def compile_cell(src, filename, number):\n"
     "    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)\n"
@@ -141,7 +141,84 @@ static const char glue_source[] =
     "        return None\n"
     "    if isinstance(exc, NameError) and exc.name not in re.findall(r'[A-Za-z_]\\w*', m.group(1)):\n"
     "        return None\n"
-    "    return m.group(1)\n";
+    "    return m.group(1)\n"
+    "_decoder = json.JSONDecoder()\n"
+    "class InputError(Exception):\n"
+    "    pass\n"
+    "def _json_value(text, name):\n"
+    "    try:\n"
+    "        return _decoder.decode(text[1:] if text.startswith('\\ufeff') else text)\n"
+    "    except json.JSONDecodeError as e:\n"
+    "        raise InputError('%s is not valid JSON: %s at line %d, column %d'\n"
+    "                         % (name, e.msg, e.lineno, e.colno)) from None\n"
+    "    except RecursionError:\n"
+    "        raise InputError('%s: the JSON is nested too deeply to load' % name) from None\n"
+    "def _json_lines(text, name, out, problems):\n"
+    "    skipped = number = pos = 0\n"
+    "    end = len(text)\n"
+    "    while pos < end:\n"
+    "        nl = text.find('\\n', pos)\n"
+    "        if nl < 0:\n"
+    "            nl = end\n"
+    "        number += 1\n"
+    "        line = text[pos:nl]\n"
+    "        pos = nl + 1\n"
+    "        if not line.strip():\n"
+    "            continue\n"
+    "        try:\n"
+    "            out.append(_decoder.decode(line))\n"
+    "        except (json.JSONDecodeError, RecursionError) as e:\n"
+    "            skipped += 1\n"
+    "            if len(problems) < 20:\n"
+    "                why = ('%s (column %d)' % (e.msg, e.colno)\n"
+    "                       if isinstance(e, json.JSONDecodeError) else 'nested too deeply')\n"
+    "                problems.append('%s line %d: not valid JSON: %s; skipped' % (name, number, why))\n"
+    "    return skipped\n"
+    "def _cut(v, depth):\n"
+    "    if isinstance(v, str):\n"
+    "        return v if len(v) <= 160 else v[:160] + '...'\n"
+    "    if depth >= 3:\n"
+    "        return v if not isinstance(v, (list, dict)) else ('[...]' if isinstance(v, list) else '{...}')\n"
+    "    if isinstance(v, list):\n"
+    "        out = [_cut(x, depth + 1) for x in v[:4]]\n"
+    "        return out + ['... %d more' % (len(v) - 4)] if len(v) > 4 else out\n"
+    "    if isinstance(v, dict):\n"
+    "        out = {k: _cut(x, depth + 1) for k, x in itertools.islice(v.items(), 10)}\n"
+    "        if len(v) > 10:\n"
+    "            out['...'] = '%d more keys' % (len(v) - 10)\n"
+    "        return out\n"
+    "    return v\n"
+    "def _summary(value, fmt, problems, skipped):\n"
+    "    s = {'format': fmt, 'type': type(value).__name__, 'skipped': skipped, 'problems': problems}\n"
+    "    if isinstance(value, (list, dict, str)):\n"
+    "        s['length'] = len(value)\n"
+    "    if isinstance(value, dict):\n"
+    "        s['keys'] = [str(k)[:100] for k in itertools.islice(value, 40)]\n"
+    "        items = value.values()\n"
+    "    else:\n"
+    "        items = value if isinstance(value, list) else ()\n"
+    "    types = collections.Counter(type(x).__name__ for x in itertools.islice(items, 10000))\n"
+    "    if types:\n"
+    "        s['item_types'] = dict(types.most_common(6))\n"
+    "    if isinstance(value, list) and value and isinstance(value[0], dict):\n"
+    "        s['first_keys'] = [str(k)[:100] for k in itertools.islice(value[0], 40)]\n"
+    "    s['preview'] = repr(_cut(value, 0))[:2000]\n"
+    "    return json.dumps(s)\n"
+    "def parse_input(obj, fmt, name):\n"
+    "    problems = []\n"
+    "    skipped = 0\n"
+    "    texts = [(name, obj)] if isinstance(obj, str) else list(obj.items())\n"
+    "    if fmt == 'jsonl':\n"
+    "        value = []\n"
+    "        for n, text in texts:\n"
+    "            skipped += _json_lines(text, n, value, problems)\n"
+    "        if not value and skipped:\n"
+    "            raise InputError('no line of the JSON lines input is valid JSON (%s)' % problems[0])\n"
+    "    elif isinstance(obj, str):\n"
+    "        value = _json_value(obj, name)\n"
+    "    else:\n"
+    "        value = {n: _json_value(text, n) for n, text in texts}\n"
+    "    return value, _summary(value, fmt, problems, skipped)\n";
 
 /* Where one input's bytes are: descriptors (closed once it is loaded) and
  * what they hold. */
@@ -174,6 +251,7 @@ typedef struct child {
     PyObject *compile_cell;     /* glue functions */
     PyObject *format_exception;
     PyObject *final_literal;
+    PyObject *parse_input;
     PyObject *originals;        /* REPL name -> object to restore after a cell */
     PyObject *modules;          /* sys.modules name -> module, as at lockdown */
     PyObject *module_dicts;     /* list of (module __dict__, copy at lockdown) */
@@ -188,16 +266,24 @@ typedef struct child {
 
 /* ---- small helpers ---- */
 
-static void send_error_and_exit(int fd, const char *message)
+/* input_error: the input itself is at fault (a .json that does not parse),
+ * not the sandbox: the host reports it as an input error. */
+static void send_failure_and_exit(int fd, const char *message, int input_error)
 {
-    json_t *frame = json_pack("{s:s, s:o}", "type", "error", "message",
-                              frame_string(message, strlen(message)));
+    json_t *frame = json_pack("{s:s, s:o, s:b}", "type", "error", "message",
+                              frame_string(message, strlen(message)), "input_error", input_error);
     char err[128];
     if (frame)
         frame_write(fd, frame, INIT_FRAME_MAX, err, sizeof err);
     json_decref(frame);
     _exit(3);
 }
+
+static void send_error_and_exit(int fd, const char *message)
+{
+    send_failure_and_exit(fd, message, 0);
+}
+
 
 /* Takes the pending exception as one normalized object with its traceback
  * attached (NULL if none); the error indicator is cleared. */
@@ -420,13 +506,15 @@ static int load_glue(child *c, char *err, size_t errlen)
     c->compile_cell = PyDict_GetItemString(dict, "compile_cell");
     c->format_exception = PyDict_GetItemString(dict, "format_exception");
     c->final_literal = PyDict_GetItemString(dict, "final_literal");
-    if (!c->compile_cell || !c->format_exception || !c->final_literal) {
+    c->parse_input = PyDict_GetItemString(dict, "parse_input");
+    if (!c->compile_cell || !c->format_exception || !c->final_literal || !c->parse_input) {
         snprintf(err, errlen, "the REPL glue is incomplete");
         return -1;
     }
     Py_INCREF(c->compile_cell);
     Py_INCREF(c->format_exception);
     Py_INCREF(c->final_literal);
+    Py_INCREF(c->parse_input);
     return 0;
 fail:
     python_error(err, errlen, "cannot load the REPL glue");
@@ -463,9 +551,15 @@ typedef struct context_load {
     void *data_map;             /* the data fd mapped (external data) */
     size_t data_map_len;
     ingest_kind kind;
+    ingest_format format;       /* a pack's: TEXT, or JSON / JSONL parsed into values */
     ingest_doc *docs;           /* what the helpers read; kept for the process's life */
     size_t n_docs;
     unsigned char *ascii;       /* per document: its str is ASCII */
+    size_t chars;               /* characters of the input's text, every document's */
+    PyObject *summary;          /* a parsed input's summary, JSON text (the glue's) */
+    PyObject *kept_text;        /* text the documents point into (an unmappable input
+                                   that was parsed), kept for the helpers */
+    int input_error;            /* context_finish failed on the input itself (bad JSON) */
 } context_load;
 
 static void *copy_ascii_main(void *arg)
@@ -557,6 +651,7 @@ static int context_begin(context_load *cl, const input_spec *in, int threaded, c
         if (ingest_unpack(cl->map, cl->map_len, cl->data_map, cl->data_map_len, &cl->kind,
                           &cl->docs, &cl->n_docs, err, errlen) != 0)
             return -1;
+        cl->format = ingest_pack_format(cl->map, cl->map_len);
         if (cl->kind != INGEST_STR)
             return 0; /* several documents: decoded one by one in context_finish */
         if (cl->n_docs != 1) {
@@ -673,9 +768,10 @@ static int c_is_pack(const context_load *cl)
            cl->docs[0].name < (const char *)cl->map + cl->map_len;
 }
 
-/* Points ASCII documents at their str (the bytes are identical) and drops
- * the mappings nothing reads any more. */
-static void context_settle(context_load *cl, PyObject *context)
+/* Marks the ASCII documents; with redirect, points them at their str (the
+ * bytes are identical) and drops the mappings nothing reads any more. A
+ * parsed input keeps its mappings: its strs go once the values are built. */
+static void context_settle(context_load *cl, PyObject *context, int redirect)
 {
     int all_ascii = 1;
     for (size_t i = 0; i < cl->n_docs; i++) {
@@ -694,13 +790,14 @@ static void context_settle(context_load *cl, PyObject *context)
         if (text && PyUnicode_IS_ASCII(text) &&
             (size_t)PyUnicode_GET_LENGTH(text) == cl->docs[i].len) {
             cl->ascii[i] = 1;
-            cl->docs[i].data = cl->docs[i].len ? (const char *)PyUnicode_1BYTE_DATA(text) : NULL;
+            if (redirect)
+                cl->docs[i].data = cl->docs[i].len ? (const char *)PyUnicode_1BYTE_DATA(text) : NULL;
             cl->docs[i].chars = cl->docs[i].len;
         } else if (cl->docs[i].len) {
             all_ascii = 0;
         }
     }
-    if (!all_ascii)
+    if (!all_ascii || !redirect)
         return;
     if (cl->data_map)
         munmap(cl->data_map, cl->data_map_len);
@@ -736,10 +833,64 @@ static void close_input_fds(context_load *cl)
     cl->in.fd = cl->in.data_fd = -1;
 }
 
+/* Characters of an input's text over all its documents, for the host. */
+static size_t context_chars(PyObject *context)
+{
+    if (PyUnicode_Check(context))
+        return (size_t)PyUnicode_GET_LENGTH(context);
+    size_t total = 0;
+    PyObject *values = PyDict_Check(context) ? PyDict_Values(context) : Py_NewRef(context);
+    Py_ssize_t n = values ? PyList_GET_SIZE(values) : 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        total += (size_t)PyUnicode_GET_LENGTH(PyList_GET_ITEM(values, i));
+    Py_XDECREF(values);
+    return total;
+}
+
+/* A JSON or JSON lines input: the glue's parse_input turns the text (one
+ * str, or a dict name -> str) into the value and its summary. The text is
+ * dropped afterwards: the helpers read the mapped bytes. A document that is
+ * not JSON is an input error (cl->input_error), with the line and column. */
+static PyObject *parse_structured(context_load *cl, PyObject *parse_input, PyObject *text,
+                                  char *err, size_t errlen)
+{
+    const char *fmt = cl->format == INGEST_JSONL ? "jsonl" : "json";
+    const char *name = cl->n_docs && cl->docs[0].name ? cl->docs[0].name : "the input";
+    PyObject *pair = PyObject_CallFunction(parse_input, "Oss", text, fmt, name);
+    PyObject *value = NULL;
+    if (!pair) {
+        PyObject *exc = take_exception();
+        PyObject *type = exc ? PyObject_GetAttrString((PyObject *)Py_TYPE(exc), "__name__") : NULL;
+        cl->input_error = type && PyUnicode_CompareWithASCIIString(type, "InputError") == 0;
+        PyObject *msg = exc ? PyObject_Str(exc) : NULL;
+        const char *m = msg ? PyUnicode_AsUTF8(msg) : NULL;
+        if (cl->input_error && m)
+            snprintf(err, errlen, "%s", m);
+        else
+            snprintf(err, errlen, "cannot parse the input: %s: %s",
+                     exc ? Py_TYPE(exc)->tp_name : "error", m ? m : "(no message)");
+        Py_XDECREF(type);
+        Py_XDECREF(msg);
+        Py_XDECREF(exc);
+        PyErr_Clear();
+        return NULL;
+    }
+    if (PyTuple_Check(pair) && PyTuple_GET_SIZE(pair) == 2) {
+        value = Py_NewRef(PyTuple_GET_ITEM(pair, 0));
+        cl->summary = Py_NewRef(PyTuple_GET_ITEM(pair, 1));
+    } else {
+        snprintf(err, errlen, "cannot parse the input: the glue returned no value");
+    }
+    Py_DECREF(pair);
+    return value;
+}
+
 /* Waits for the copy and builds the object; the documents then point at what
- * the helpers read (the str, or the mapping). Returns the object, or NULL
- * with err set. The input's descriptors are closed either way. */
-static PyObject *context_finish(context_load *cl, char *err, size_t errlen)
+ * the helpers read (the str, or the mapping). A JSON or JSON lines input is
+ * parsed with parse_input (the glue's). Returns the object, or NULL with err
+ * set (cl->input_error when the input itself is at fault). The input's
+ * descriptors are closed either way. */
+static PyObject *context_finish(context_load *cl, PyObject *parse_input, char *err, size_t errlen)
 {
     PyObject *context = cl->kind == INGEST_STR ? finish_str(cl, err, errlen) : finish_docs(cl);
     close_input_fds(cl);
@@ -753,9 +904,17 @@ static PyObject *context_finish(context_load *cl, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    cl->chars = context_chars(context);
+    int parse = cl->format != INGEST_TEXT && parse_input;
     if (cl->n_docs)
-        context_settle(cl, context);
-    return context;
+        context_settle(cl, context, !parse);
+    if (!parse)
+        return context;
+    if (!cl->map && cl->kind == INGEST_STR)
+        cl->kept_text = Py_NewRef(context); /* the helpers read its UTF-8 form */
+    PyObject *value = parse_structured(cl, parse_input, context, err, errlen);
+    Py_DECREF(context);
+    return value;
 }
 
 /* Gives back what a load that failed holds (an input the host adds later;
@@ -765,6 +924,8 @@ static void context_discard(context_load *cl)
     if (cl->copying)
         pthread_join(cl->thread, NULL);
     Py_CLEAR(cl->text);
+    Py_CLEAR(cl->summary);
+    Py_CLEAR(cl->kept_text);
     close_input_fds(cl);
     if (cl->map)
         munmap(cl->map, cl->map_len);
@@ -775,18 +936,13 @@ static void context_discard(context_load *cl)
     memset(cl, 0, sizeof *cl);
 }
 
-/* Characters of an input over all its documents, for the host. */
-static size_t context_chars(PyObject *context)
+/* A parsed input's summary for the host (the glue's JSON text), or NULL. */
+static json_t *summary_json(const context_load *cl)
 {
-    if (PyUnicode_Check(context))
-        return (size_t)PyUnicode_GET_LENGTH(context);
-    size_t total = 0;
-    PyObject *values = PyDict_Check(context) ? PyDict_Values(context) : Py_NewRef(context);
-    Py_ssize_t n = values ? PyList_GET_SIZE(values) : 0;
-    for (Py_ssize_t i = 0; i < n; i++)
-        total += (size_t)PyUnicode_GET_LENGTH(PyList_GET_ITEM(values, i));
-    Py_XDECREF(values);
-    return total;
+    const char *text = cl->summary ? PyUnicode_AsUTF8(cl->summary) : NULL;
+    json_t *summary = text ? json_loads(text, 0, NULL) : NULL;
+    PyErr_Clear();
+    return summary;
 }
 
 static PyObject *new_answer_dict(void)
@@ -1287,7 +1443,8 @@ static json_t *add_input(child *c, json_t *request)
     PyObject *obj = NULL;
     PyObject *key = bindable_name(c, json_object_get(request, "name"), err, sizeof err);
     size_t chars = 0;
-    int ok = 0;
+    int ok = 0, input_error = 0;
+    json_t *summary = NULL;
     if (!key)
         goto done;
     if (got != want || len < 0 || data_len < 0) {
@@ -1311,14 +1468,17 @@ static json_t *add_input(child *c, json_t *request)
         goto done;
     }
     if (context_begin(cl, &in, 0, err, sizeof err) != 0 ||
-        !(obj = context_finish(cl, err, sizeof err)))
+        !(obj = context_finish(cl, c->parse_input, err, sizeof err))) {
+        input_error = cl->input_error;
         goto done;
+    }
     if (repl_add_input(obj, cl->kind, cl->docs, cl->n_docs, cl->ascii) != 0 ||
         PyDict_SetItem(c->originals, key, obj) < 0 || PyDict_SetItem(c->ns, key, obj) < 0) {
         python_error(err, sizeof err, "cannot bind the input");
         goto done;
     }
-    chars = context_chars(obj);
+    chars = cl->chars;
+    summary = summary_json(cl);
     ok = 1;
 done:
     if (!ok && cl) {
@@ -1335,8 +1495,9 @@ done:
     Py_XDECREF(obj);
     Py_XDECREF(key);
     PyErr_Clear();
-    return json_pack("{s:s, s:b, s:s, s:I}", "type", "input_added", "ok", ok, "message", err,
-                     "chars", (json_int_t)chars);
+    return json_pack("{s:s, s:b, s:s, s:I, s:b, s:o*}", "type", "input_added", "ok", ok,
+                     "message", err, "chars", (json_int_t)chars, "input_error", input_error,
+                     "summary", summary);
 }
 
 /* A JSON value as the Python object json.loads would make (the host's
@@ -1664,15 +1825,15 @@ int main(int argc, char **argv)
         send_error_and_exit(c.fd, err);
     if (!zygote && (preload_modules(err, sizeof err) != 0 || load_glue(&c, err, sizeof err) != 0))
         send_error_and_exit(c.fd, err);
-    PyObject *context = context_finish(&cl, err, sizeof err);
+    PyObject *context = context_finish(&cl, c.parse_input, err, sizeof err);
     if (!context)
-        send_error_and_exit(c.fd, err);
+        send_failure_and_exit(c.fd, err, cl.input_error);
     if (repl_helpers_configure(cl.kind, cl.docs, cl.n_docs, cl.ascii,
                                c.has_search_cache ? CACHE_FD : -1) != 0) {
         python_error(err, sizeof err, "cannot set up the helpers");
         send_error_and_exit(c.fd, err);
     }
-    c.context_chars = context_chars(context);
+    c.context_chars = cl.chars;
     rc = setup_namespace(&c, context, &cl, err, sizeof err);
     Py_DECREF(context); /* the namespace and the originals hold it */
     if (rc != 0)
@@ -1703,10 +1864,11 @@ int main(int argc, char **argv)
         snprintf(msg, sizeof msg, "lockdown failed: %s", err);
         send_error_and_exit(c.fd, msg);
     }
-    json_t *ready = json_pack("{s:s, s:s, s:s, s:I, s:i, s:o}", "type", "ready", "layers",
+    json_t *ready = json_pack("{s:s, s:s, s:s, s:I, s:i, s:o, s:o*}", "type", "ready", "layers",
                               c.layers, "python", Py_GetVersion(), "context_chars",
                               (json_int_t)c.context_chars, "pid", (int)getpid(),
-                              "layer_details", layer_details(&c.report));
+                              "layer_details", layer_details(&c.report), "summary",
+                              summary_json(&cl));
     if (!ready || frame_write(c.fd, ready, c.frame_max, err, sizeof err) != 0)
         return 3;
     json_decref(ready);

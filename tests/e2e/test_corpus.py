@@ -56,7 +56,8 @@ class Corpus(RlmTestCase):
         for pattern in expect.get("outputs", []):
             self.assertTrue(any(re.search(pattern, o, re.M) for o in outputs),
                             "no output matches %r: %r" % (pattern, outputs))
-        users = [r.get("last_user") or "" for r in log]
+        # What each request ended with, whole (the server's log cuts it).
+        users = [e.get("last_message") or "" for e in res.events("root_request")]
         for pattern in expect.get("requests", []):
             self.assertTrue(any(re.search(pattern, u) for u in users),
                             "no request matches %r" % pattern)

@@ -1,6 +1,7 @@
 """Inputs of every shape through `rlm ask --context`: a directory with nested
 .gitignore files, binary and unreadable entries, --include/--exclude, a glob,
-stdin, JSONL with broken lines, several --context arguments; what model code
+stdin, JSON and JSONL parsed into values (broken lines skipped and said, a
+bad .json refused with its line and column), several --context arguments; what model code
 sees of them; the C helpers (grep, chunks, search, count_tokens) on real
 inputs, including a bad and a catastrophic regex; direct mode; bad inputs."""
 import json
@@ -99,13 +100,92 @@ class Inputs(RlmTestCase):
         self.assertIn('TYPE str 11 "from stdin\\n"', out)
 
     def test_jsonl_broken_lines(self):
-        path = self.write("t.jsonl", '{"text": "one"}\nnot json\n{"text": "two"}\n{"x": 1}\n')
+        # A .jsonl record is its whole value: a dict with all its fields (a
+        # record without "text" too), a str stays a str. A line that is not
+        # JSON is skipped with a warning naming it.
+        path = self.write("t.jsonl", '{"text": "one"}\nnot json\n{"text": "two"}\n{"x": 1}\n'
+                          '\n"a str"\n[1, 2')
         res, out = self.run_show(["--context", path])
-        self.assertIn('TYPE list 2 ["one", "two"]', out)
-        self.assertIn("line 2", res.stderr)
+        self.assertIn('TYPE list 4 [{"text": "one"}, {"text": "two"}, {"x": 1}, "a str"]', out)
+        warnings = [e["message"] for e in res.events("warning")]
+        for line in (2, 7):
+            needle = "t.jsonl line %d: not valid JSON" % line
+            self.assertIn(needle, res.stderr)
+            self.assertTrue(any(needle in w for w in warnings), warnings)
+        opening = res.events("root_request")[0]["last_message"]
+        self.assertIn("The context is a list of 4 records, parsed from the JSON lines of", opening)
+        self.assertIn("The first item is a dict with the keys: text.", opening)
+        self.assertIn("2 lines that are not JSON were skipped", opening)
+        # --jsonl-field keeps its meaning: that field of each record, as a str.
         body = self.write("b.txt", '{"body": "alpha"}\n{"body": "beta"}\n')
         _, out = self.run_show(["--context", body, "--jsonl-field", "body"])
         self.assertIn('TYPE list 2 ["alpha", "beta"]', out)
+        _, out = self.run_show(["--context", path, "--jsonl-field", "text"])
+        self.assertIn('TYPE list 3 ["one", "two", "a str"]', out)
+
+    def test_json_file_is_parsed(self):
+        doc = {"users": [{"name": "ann", "age": 31}, {"name": "bob", "age": 40}],
+               "meta": {"version": 2}}
+        path = self.write("data.json", json.dumps(doc, indent=2))
+        code = repl('print("SEEN", type(context).__name__, sorted(context), '
+                    'context["users"][1]["age"], context is context_0)\n'
+                    'h = grep("bob")\nprint("GREP", len(h), h[0]["line"], h[0]["text"].strip())')
+        with FakeLM(two_turns(code)) as lm:
+            res = self.rlm(["--json", "--context", path, QUESTION], lm)
+        self.assertExit(res, 0)
+        out = "\n".join(self.code_outputs(res))
+        self.assertIn("SEEN dict ['meta', 'users'] 40 True", out)
+        self.assertIn('GREP 1 8 "name": "bob",', out)   # the helpers search the JSON text
+        opening = res.events("root_request")[0]["last_message"]
+        self.assertIn("The context is a dict of 2 keys, parsed from the JSON of", opening)
+        self.assertIn("Keys, in order: users, meta.", opening)
+        self.assertIn("{'users': [{'name': 'ann'", opening)
+        # Other values: a list, a str, a number; --json-input for any name, stdin too.
+        for text, seen in (('[1, "two", null]', "list [1, 'two', None]"),
+                           ('"just a string"', "str 'just a string'"), ("42.5", "float 42.5")):
+            other = self.write("value.txt", text)
+            show = repl('print("VALUE", type(context).__name__, repr(context))')
+            with FakeLM(two_turns(show)) as lm:
+                res = self.rlm(["--json-input", "--context", other, QUESTION], lm)
+            self.assertExit(res, 0)
+            self.assertIn("VALUE " + seen, "\n".join(self.code_outputs(res)))
+        with FakeLM(two_turns(show)) as lm:
+            res = self.rlm(["--json-input", "--context", "-", QUESTION], lm, stdin='{"k": [true]}')
+        self.assertIn("VALUE dict {'k': [True]}", "\n".join(self.code_outputs(res)))
+
+    def test_several_json_files(self):
+        a = self.write("a.json", '{"n": 1}')
+        b = self.write("b.json", '[1, 2, 3]')
+        show = repl('print("MANY", sorted((k[-6:], type(v).__name__) for k, v in context.items()))')
+        with FakeLM(two_turns(show)) as lm:
+            res = self.rlm(["--context", a, "--context", b, QUESTION], lm)
+        self.assertExit(res, 0)
+        self.assertIn("MANY [('a.json', 'dict'), ('b.json', 'list')]",
+                      "\n".join(self.code_outputs(res)))
+        # A .json beside a text file: the set is read as text (one reading per set).
+        t = self.write("c.txt", "text")
+        with FakeLM(two_turns(show)) as lm:
+            res = self.rlm(["--context", a, "--context", t, QUESTION], lm)
+        self.assertIn("MANY [('/c.txt', 'str'), ('a.json', 'str')]",
+                      "\n".join(self.code_outputs(res)))
+
+    def test_bad_json_is_an_input_error(self):
+        path = self.write("bad.json", '{"a": 1,\n "b": [1, 2,\n }')
+        for mode in ("rlm", "direct"):
+            with FakeLM([{"match": ".", "reply": "FINAL(no)"}]) as lm:
+                res = self.rlm(["--json", "--mode", mode, "--context", path, QUESTION], lm)
+                self.assertEqual(lm.counters()["requests"], 0)
+            self.assertExit(res, 2)
+            self.assertIn("bad.json is not valid JSON", res.stderr)
+            self.assertIn("line 3, column 2", res.stderr)
+            self.assertEqual(res.report["status"], "input error")
+        # JSON lines none of which is JSON: nothing to answer from.
+        lines = self.write("none.jsonl", "not json\nnor this\n")
+        with FakeLM([{"match": ".", "reply": "FINAL(no)"}]) as lm:
+            res = self.rlm(["--context", lines, QUESTION], lm)
+        self.assertExit(res, 2)
+        self.assertIn("no line of the JSON lines input is valid JSON", res.stderr)
+        self.assertIn("none.jsonl line 1", res.stderr)
 
     def test_invalid_utf8_replaced(self):
         path = self.write("bad.txt", b"ok \xff\xfe end\n")

@@ -67,6 +67,42 @@ static void test_str_and_list(void **state)
     free(s);
 }
 
+/* A parsed input, from the sandbox's summary: type, sizes, keys, the first
+ * record's fields, lines skipped, the preview, and what the helpers see. */
+static void test_parsed(void **state)
+{
+    ingest_doc one = {.name = "events.jsonl", .data = "x", .len = 2500};
+    json_t *summary = json_pack("{s:s,s:s,s:i,s:i,s:[s],s:{s:i,s:i},s:[s,s],s:s}", "format",
+                                "jsonl", "type", "list", "length", 12001, "skipped", 1,
+                                "problems", "events.jsonl line 7: not valid JSON: Expecting value",
+                                "item_types", "dict", 11999, "str", 1, "first_keys", "id", "text",
+                                "preview", "[{'id': 1, 'text': 'a\x01" "b'}]");
+    char *s = describe_parsed(&one, 1, summary);
+    assert_non_null(s);
+    assert_non_null(strstr(s, "The context is a list of 12,001 records, parsed from the JSON lines "
+                              "of \"events.jsonl\" (2,500 bytes of JSON, about 1,000 tokens)."));
+    assert_non_null(strstr(s, "Types of the items (of the first 10,000): dict 11,999, str 1."));
+    assert_non_null(strstr(s, "The first item is a dict with the keys: id, text."));
+    assert_non_null(strstr(s, "1 line that is not JSON was skipped (the first: events.jsonl line 7"));
+    assert_non_null(strstr(s, "--- preview (Python repr, cut) ---\n[{'id': 1, 'text': 'a b'}]"));
+    assert_non_null(strstr(s, "grep, chunks and search work on the JSON text"));
+    free(s);
+    json_decref(summary);
+
+    summary = json_pack("{s:s,s:s,s:i,s:[s,s],s:{s:i}}", "format", "json", "type", "dict", "length",
+                        45, "keys", "users", "meta", "item_types", "list", 45);
+    s = describe_parsed(&one, 1, summary);
+    assert_non_null(strstr(s, "The context is a dict of 45 keys, parsed from the JSON of"));
+    assert_non_null(strstr(s, "Keys, in order: users, meta and 43 more."));
+    free(s);
+    json_decref(summary);
+    summary = json_pack("{s:s,s:s}", "format", "json", "type", "float");
+    s = describe_parsed(&one, 1, summary);
+    assert_non_null(strstr(s, "The context is a float, parsed from the JSON of"));
+    free(s);
+    json_decref(summary);
+}
+
 static void test_bounded_with_50000_documents(void **state)
 {
     size_t n = 50000;
@@ -95,6 +131,7 @@ int main(void)
         cmocka_unit_test(test_estimates),
         cmocka_unit_test(test_dict),
         cmocka_unit_test(test_str_and_list),
+        cmocka_unit_test(test_parsed),
         cmocka_unit_test(test_bounded_with_50000_documents),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -318,6 +318,7 @@ static void test_stdin_glob_and_pack(void **state)
     ingest_doc *docs;
     size_t n;
     assert_int_equal(ingest_unpack(copy, len, NULL, 0, &kind, &docs, &n, err, sizeof err), 0);
+    assert_int_equal(ingest_pack_format(copy, len), INGEST_TEXT);
     assert_int_equal(kind, INGEST_DICT);
     assert_int_equal(n, 2);
     assert_string_equal(docs[0].name, ingest_docs(s)[0].name);
@@ -342,6 +343,22 @@ static void test_stdin_glob_and_pack(void **state)
     free(docs);
     munmap(map, len);
     munmap(data, 4);
+    close(fd);
+    close(data_fd);
+    ingest_free(s);
+
+    /* A set read as JSON lines (or JSON) says so in its pack. */
+    ingest_options lines;
+    ingest_options_init(&lines);
+    lines.format = INGEST_JSONL;
+    const char *one[] = {at("g/y.txt")};
+    assert_int_equal(ingest_open(one, 1, &lines, &s, err, sizeof err), 0);
+    assert_int_equal(ingest_format_of(s), INGEST_JSONL);
+    assert_int_equal(ingest_kind_of(s), INGEST_STR);
+    assert_int_equal(ingest_pack(s, &fd, &len, &data_fd, err, sizeof err), 0);
+    map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    assert_int_equal(ingest_pack_format(map, len), INGEST_JSONL);
+    munmap(map, len);
     close(fd);
     close(data_fd);
     ingest_free(s);

@@ -1100,6 +1100,111 @@ static void test_add_input(void **state)
     sandbox_free(sb);
 }
 
+/* An ingest pack of one file read as JSON or JSON lines (a file, so the
+ * pack is external and the child maps the file itself). rc: what
+ * sandbox_add_input returned, or with start set, a sandbox started on it. */
+static int json_input(sandbox_factory *factory, sandbox **sb, const char *name, const char *file,
+                      const char *text, ingest_format format, char *err, size_t errlen)
+{
+    snprintf(pack_root, sizeof pack_root, "/tmp/rlm-sandbox-json-XXXXXX");
+    assert_non_null(mkdtemp(pack_root));
+    put_file(file, text);
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", pack_root, file);
+    ingest_options opt;
+    ingest_options_init(&opt);
+    opt.format = format;
+    ingest_set *set = NULL;
+    const char *args[] = {path};
+    assert_int_equal(ingest_open(args, 1, &opt, &set, err, errlen), 0);
+    sandbox_input in = {.data_fd = -1, .context_pack = 1, .parsed = 1};
+    assert_int_equal(ingest_pack(set, &in.context_fd, &in.context_len, &in.data_fd, err, errlen), 0);
+    in.data_len = in.data_fd >= 0 ? ingest_total_bytes(set) : 0;
+    int rc;
+    if (!*sb) {
+        sandbox_options opts = {.exe_path = SANDBOX_EXE, .context_fd = in.context_fd,
+                                .context_len = in.context_len, .context_pack = 1,
+                                .data_fd = in.data_fd, .data_len = in.data_len, .parsed = 1,
+                                .cell_timeout = 30, .factory = factory};
+        rc = sandbox_start(&opts, sb, err, errlen);
+    } else {
+        rc = sandbox_add_input(*sb, name, &in, err, errlen);
+    }
+    close(in.context_fd);
+    if (in.data_fd >= 0)
+        close(in.data_fd);
+    ingest_free(set);
+    nftw(pack_root, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    return rc;
+}
+
+/* JSON and JSON lines inputs: parsed in the child into values, summarised
+ * for the host; a document that is not JSON is an input error (-2) with its
+ * line and column; JSON lines that are not JSON are skipped and listed; the
+ * helpers search the JSON text. */
+static void test_parsed_inputs(void **state)
+{
+    fixture *fx = *state;
+    char err[512] = "";
+    sandbox *sb = NULL;
+    int rc = json_input(fx->factory, &sb, NULL, "data.json",
+                        "{\"users\": [{\"name\": \"ann\", \"age\": 31},\n {\"name\": \"b\xc3\xb8" "b\"}],"
+                        " \"n\": 2}", INGEST_JSON, err, sizeof err);
+    if (rc != 0)
+        print_message("start: %s\n", err);
+    assert_int_equal(rc, 0);
+    expect_output(sb, "print(type(context).__name__, context['users'][1]['name'], context['n'] + 1,"
+                      " context_0 is context)",
+                  "dict b\xc3\xb8" "b 3 True\n");
+    expect_output(sb, "h = grep('ann')\nprint(len(h), h[0]['line'], h[0]['doc'])", "1 1 None\n");
+    const json_t *summary = sandbox_input_summary(sb, 0);
+    assert_non_null(summary);
+    assert_string_equal(json_string_value(json_object_get(summary, "type")), "dict");
+    assert_int_equal(json_integer_value(json_object_get(summary, "length")), 2);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(summary, "keys"), 0)),
+                        "users");
+    assert_non_null(strstr(json_string_value(json_object_get(summary, "preview")), "'ann'"));
+
+    /* JSON lines: records of any type; a broken line is skipped and named. */
+    rc = json_input(NULL, &sb, "context_1", "r.jsonl",
+                    "{\"id\": 1, \"tags\": [\"x\"]}\n\n\"text\"\n{broken\n[1, 2]\n{\"id\": 5}",
+                    INGEST_JSONL, err, sizeof err);
+    if (rc != 0)
+        print_message("add: %s\n", err);
+    assert_int_equal(rc, 0);
+    expect_output(sb, "print(context_1)", "[{'id': 1, 'tags': ['x']}, 'text', [1, 2], {'id': 5}]\n");
+    expect_output(sb, "print(grep('id', context=context_1)[1]['line'])", "6\n");
+    summary = sandbox_input_summary(sb, 1);
+    assert_non_null(summary);
+    assert_int_equal(json_integer_value(json_object_get(summary, "skipped")), 1);
+    assert_non_null(strstr(json_string_value(json_array_get(json_object_get(summary, "problems"), 0)),
+                           "r.jsonl line 4: not valid JSON"));
+    assert_string_equal(json_string_value(json_array_get(json_object_get(summary, "first_keys"), 1)),
+                        "tags");
+    /* Not JSON: refused with -2, the sandbox goes on without it. */
+    rc = json_input(NULL, &sb, "context_2", "bad.json", "[1, 2,\n  oops]", INGEST_JSON, err,
+                    sizeof err);
+    assert_int_equal(rc, -2);
+    assert_non_null(strstr(err, "bad.json is not valid JSON: Expecting value at line 2, column 3"));
+    expect_raise(sb, "context_2", "NameError");
+    expect_output(sb, "print(len(context_1))", "4\n");
+    /* A restart parses them again. */
+    sandbox_cell cell;
+    run(sb, "import json\njson.codecs.sys.modules['os']._exit(3)", &cell);
+    assert_true(cell.restarted);
+    sandbox_cell_clear(&cell);
+    expect_output(sb, "print(context['n'], context_1[3])", "2 {'id': 5}\n");
+    sandbox_free(sb);
+
+    /* A first input that is not JSON: no sandbox, -2. */
+    sb = NULL;
+    rc = json_input(fx->factory, &sb, NULL, "worse.json", "{\"a\": }", INGEST_JSON, err,
+                    sizeof err);
+    assert_int_equal(rc, -2);
+    assert_null(sb);
+    assert_non_null(strstr(err, "worse.json is not valid JSON: Expecting value at line 1, column 7"));
+}
+
 static void test_set_var(void **state)
 {
     sandbox *sb = start_default(state);
@@ -1807,6 +1912,7 @@ int main(void)
         cmocka_unit_test(test_search_cache_service),
         cmocka_unit_test(test_search_cache_interrupted),
         cmocka_unit_test(test_set_var),
+        cmocka_unit_test(test_parsed_inputs),
         cmocka_unit_test(test_inputs_survive_restart),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_start_errors),
