@@ -22,7 +22,9 @@
 #include "util.h"
 
 /* Largest question file we read: questions are short, this is a guard. */
-#define MAX_QUESTION_BYTES (16u << 20)
+#define MAX_QUESTION_BYTES ((size_t)16 << 20)
+/* Largest --system-prompt file: rlm's own is about 7 KB. */
+#define MAX_SYSTEM_PROMPT_BYTES ((size_t)1 << 20)
 
 static void usage(FILE *out)
 {
@@ -34,6 +36,7 @@ static void usage(FILE *out)
         "                                one question per line); /help lists its commands\n"
         "       rlm sessions [list|rm NAME|recover]   the conversations kept by --session\n"
         "       rlm doctor [--json] [--sandbox-exe PATH]   which sandbox layers this machine allows\n"
+        "       rlm prompt [--template] [options]   the system prompt rlm would send\n"
         "       rlm demo                 a simulated 10M-token run, offline, no key needed\n"
         "       rlm bench run|report ... the benchmark suites (rlm bench --help)\n"
         "       rlm --version | --help\n"
@@ -108,6 +111,9 @@ static void usage(FILE *out)
         "  --question-file FILE   read the question from FILE instead of the command line\n"
         "                         (- reads it from stdin)\n"
         "  --max-iterations N     root turns before a last request for the answer (default 30)\n"
+        "  --system-prompt FILE   the root model's system prompt instead of rlm's (`rlm prompt\n"
+        "                         --template` prints rlm's to start from); {max_iterations},\n"
+        "                         {allowed_modules} and {context_description} are filled in\n"
         "  --cell-timeout S       wall seconds per code cell, sub-calls excluded (default 120)\n"
         "  --output-limit N       characters of each block's output shown to the model (default 20000)\n"
         "  --sandbox-memory SIZE  sandbox address-space limit, e.g. 8G (default 4G + 4x context)\n"
@@ -189,35 +195,39 @@ void cli_progress_clear(cli_progress *ps)
     }
 }
 
-/* The question from a file, or from stdin for "-". */
-static char *read_question_file(const char *path, char *err, size_t errlen)
+/* The text of a file (stdin for "-"), at most max bytes, trailing newlines
+ * dropped: the question (--question-file) or a system prompt
+ * (--system-prompt). NULL with err saying why: it cannot be read, is too
+ * large, or holds nothing but blanks ("what" names it). */
+static char *read_text_file(const char *path, const char *what, size_t max, char *err,
+                            size_t errlen)
 {
     int from_stdin = strcmp(path, "-") == 0;
     FILE *f = from_stdin ? stdin : fopen(path, "rb");
     if (!f) {
-        snprintf(err, errlen, "cannot open question file '%s': %s", path, strerror(errno));
+        snprintf(err, errlen, "cannot open %s '%s': %s", what, path, strerror(errno));
         return NULL;
     }
-    char *text = malloc(MAX_QUESTION_BYTES + 1);
-    size_t n = text ? fread(text, 1, MAX_QUESTION_BYTES + 1, f) : 0;
+    char *text = malloc(max + 1);
+    size_t n = text ? fread(text, 1, max + 1, f) : 0;
     int failed = !text || ferror(f);
     if (!from_stdin)
         fclose(f);
     if (failed) {
-        snprintf(err, errlen, "cannot read question file '%s'", path);
+        snprintf(err, errlen, "cannot read %s '%s'", what, path);
         free(text);
         return NULL;
     }
-    if (n > MAX_QUESTION_BYTES) {
-        snprintf(err, errlen, "question file '%s' is larger than %u MiB", path, MAX_QUESTION_BYTES >> 20);
+    if (n > max) {
+        snprintf(err, errlen, "%s '%s' is larger than %zu MiB", what, path, max >> 20);
         free(text);
         return NULL;
     }
     while (n > 0 && (text[n - 1] == '\n' || text[n - 1] == '\r'))
         n--;
     text[n] = '\0';
-    if (n == 0) {
-        snprintf(err, errlen, "question file '%s' is empty", path);
+    if (strspn(text, " \t\r\n") == n) {
+        snprintf(err, errlen, "%s '%s' is empty", what, path);
         free(text);
         return NULL;
     }
@@ -234,6 +244,7 @@ enum {
     OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_MODE, OPT_DIRECT_THRESHOLD,
     OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW, OPT_COMPACT_AT, OPT_SESSION,
     OPT_SESSION_DB, OPT_SUB_API_KEY, OPT_SUB_PROVIDER, OPT_STRICT, OPT_JSON_INPUT,
+    OPT_SYSTEM_PROMPT,
 };
 
 static const struct option long_options[] = {
@@ -292,6 +303,7 @@ static const struct option long_options[] = {
     {"sub-provider", required_argument, NULL, OPT_SUB_PROVIDER},
     {"strict", no_argument, NULL, OPT_STRICT},
     {"json-input", no_argument, NULL, OPT_JSON_INPUT},
+    {"system-prompt", required_argument, NULL, OPT_SYSTEM_PROMPT},
     {NULL, 0, NULL, 0},
 };
 
@@ -583,6 +595,18 @@ int cli_flags_parse(int argc, char **argv, cli_flags *f)
                 return EXIT_USAGE;
             break;
         case OPT_QUESTION_FILE: f->question_file = optarg; break;
+        case OPT_SYSTEM_PROMPT: {
+            char err[1200];
+            char *text = read_text_file(optarg, "--system-prompt file", MAX_SYSTEM_PROMPT_BYTES,
+                                        err, sizeof err);
+            int rc = text ? set_or_complain(cfg, "system_prompt", text, "--system-prompt") : -1;
+            if (!text)
+                fprintf(stderr, "rlm: %s\n", err);
+            free(text);
+            if (rc != 0)
+                return EXIT_USAGE;
+            break;
+        }
         case OPT_UNSAFE: rlm_config_set(cfg, "unsafe_no_sandbox", "1"); break;
         case OPT_STREAM: rlm_config_set(cfg, "stream", "1"); break;
         case OPT_NO_STREAM: rlm_config_set(cfg, "stream", "0"); break;
@@ -723,7 +747,8 @@ static int cmd_ask(int argc, char **argv)
             goto done;
         }
         char err[1024];
-        question = read_question_file(f.question_file, err, sizeof err);
+        question = read_text_file(f.question_file, "question file", MAX_QUESTION_BYTES, err,
+                                  sizeof err);
         if (!question) {
             rc = ask_failed(&f, RLM_ERR_INPUT, err);
             goto done;
@@ -845,6 +870,8 @@ static int run_command(int argc, char **argv)
         return cmd_doctor(argc - 1, argv + 1);
     if (strcmp(cmd, "sessions") == 0)
         return cmd_sessions(argc - 1, argv + 1);
+    if (strcmp(cmd, "prompt") == 0)
+        return cmd_prompt(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0)
         return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "demo") == 0)

@@ -135,6 +135,13 @@ void rlm_config_free(rlm_config *cfg);
  *                     files are lists of records, parsed)                  none
  *   json_input        "1": parse every rlm_add_context input as JSON; the
  *                     context is its value (.json files are parsed anyway) "0"
+ *   system_prompt     the root model's system prompt, replacing rlm's own
+ *                     (rlm_system_prompt gives it, to start from). These
+ *                     placeholders are filled: {max_iterations} (the turns),
+ *                     {allowed_modules} (what model code may import) and
+ *                     {context_description} (the input's description, which
+ *                     the first user message then leaves out); any other
+ *                     text is sent as written. Child RLMs get it too   rlm's
  *   mode              "auto", "rlm" or "direct"      "auto"
  *                     auto: an input estimated under direct_threshold tokens
  *                     is answered by one plain call (no sandbox); rlm:
@@ -348,6 +355,14 @@ const char *rlm_trace_error(const rlm *r);
 const char *rlm_warnings(const rlm *r);
 
 void rlm_string_free(char *s);
+
+/* The system prompt a run with cfg (NULL: the defaults) would send the root
+ * model: rlm's own, or the system_prompt option's, with {max_iterations} and
+ * {allowed_modules} filled ({context_description} stays as written: the
+ * input is not known here). With template non-zero, rlm's own with its
+ * placeholders unfilled, to start a custom one from. *out is the caller's
+ * (rlm_string_free). RLM_OK, or RLM_ERR_NOMEM. */
+rlm_status rlm_system_prompt(const rlm_config *cfg, int template, char **out);
 
 /* ---- Diagnostics --------------------------------------------------------- */
 

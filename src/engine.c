@@ -1041,6 +1041,14 @@ void engine_input_problems(engine *e, const json_t *summary)
     }
 }
 
+char *engine_system_prompt(const engine *e, const char *description, int *described)
+{
+    const char *custom = e->p->system_prompt;
+    *described = custom && description && strstr(custom, "{context_description}") != NULL;
+    return custom ? prompt_system_fill(custom, e->p->max_iterations, description)
+                  : prompt_system(e->p->max_iterations);
+}
+
 /* The system prompt and the first question; the sandbox runs already, so a
  * parsed input is described from what it found. */
 int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const char *question)
@@ -1048,9 +1056,11 @@ int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const
     char *description = engine_input_describe(docs, ctx, e->sb ? sandbox_input_summary(e->sb, 0) : NULL);
     if (!description)
         return -1;
-    int rc = engine_push(e, "system", prompt_system(e->p->max_iterations));
+    int described;
+    int rc = engine_push(e, "system", engine_system_prompt(e, description, &described));
     if (rc == 0)
-        rc = engine_push(e, "user", prompt_first_user(description, question, e->p->max_iterations));
+        rc = engine_push(e, "user", prompt_first_user(described ? "" : description, question,
+                                                      e->p->max_iterations));
     free(description);
     return rc;
 }

@@ -31,6 +31,8 @@ typedef struct engine_params {
     const char *model;          /* root model */
     const char *sub_model;      /* model for llm_query when the code names none */
     int max_iterations;         /* root turns before the last "answer now" request */
+    const char *system_prompt;  /* the user's system prompt template (prompt_system_fill's
+                                   placeholders), or NULL: rlm's own */
     size_t output_limit;        /* characters of output per block shown to the root */
     double cell_timeout;        /* seconds per cell */
     size_t sandbox_memory;      /* RLIMIT_AS of the sandbox; 0 = its default */

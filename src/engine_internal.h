@@ -153,6 +153,11 @@ char *engine_input_describe(ingest_set *docs, const context *ctx, const json_t *
 void engine_input_problems(engine *e, const json_t *summary);
 int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx);
 int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const char *question);
+/* The system prompt of e's run: the user's template (system_prompt) or
+ * rlm's, filled with description for {context_description}; *described
+ * says it holds the description (the first message then leaves it out).
+ * NULL when out of memory. */
+char *engine_system_prompt(const engine *e, const char *description, int *described);
 
 /* ---- child RLMs (engine_children.c) --------------------------------------- */
 

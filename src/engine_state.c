@@ -202,14 +202,15 @@ int engine_state_messages(engine *e, const char *question, int number)
     }
     int rc;
     if (e->h->n == 0) {
-        rc = engine_push(e, "system", prompt_system(e->p->max_iterations));
+        char *none = desc.data ? NULL : prompt_describe_context(NULL, "", 0);
+        const char *first = desc.data ? desc.data : none;
+        int described;
+        rc = engine_push(e, "system", engine_system_prompt(e, first, &described));
         st->question_start = e->h->n;
-        if (rc == 0) {
-            char *none = desc.data ? NULL : prompt_describe_context(NULL, "", 0);
-            rc = engine_push(e, "user", prompt_first_user(desc.data ? desc.data : none, question,
+        if (rc == 0)
+            rc = engine_push(e, "user", prompt_first_user(described ? "" : first, question,
                                                           e->p->max_iterations));
-            free(none);
-        }
+        free(none);
     } else {
         st->question_start = e->h->n;
         rc = engine_push(e, "user", prompt_next_question(desc.data, desc.data ? names : NULL, question,

@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Preview sizes in characters, and caps that keep every message small
@@ -242,24 +243,6 @@ char *prompt_direct_system(void)
                   "between the markers; base your answer on it and be concise.");
 }
 
-char *prompt_system(int max_iterations)
-{
-    buf out;
-    buf_init(&out, sizeof system_text + sizeof system_text_rest + sizeof system_text_modules_rest +
-                       64 + 16 * sandbox_allowed_modules_count);
-    int rc = buf_puts(&out, system_text) == 0 && buf_printf(&out, "%d", max_iterations) == 0 &&
-             buf_puts(&out, system_text_rest) == 0 ? 0 : -1;
-    /* The modules from the policy table: the prompt cannot promise one the
-     * sandbox refuses, or hide one it allows. */
-    for (size_t i = 0; rc == 0 && i < sandbox_allowed_modules_count; i++)
-        rc = buf_printf(&out, "%s%s", i == 0 ? "" : i + 1 < sandbox_allowed_modules_count ? ", " : " and ",
-                        sandbox_allowed_modules[i]);
-    if (rc != 0 || buf_puts(&out, system_text_modules_rest) != 0) {
-        buf_free(&out);
-        return NULL;
-    }
-    return buf_take(&out);
-}
 
 static int describe_preview(buf *out, const char *label, size_t chars, const char *data,
                             size_t len)
@@ -333,6 +316,80 @@ static int size_add(size_t *sum, size_t a, size_t b)
         return -1;
     *sum = a + b;
     return 0;
+}
+
+const char *const prompt_placeholders[] = {"{max_iterations}", "{allowed_modules}",
+                                           "{context_description}", NULL};
+
+char *prompt_system_template(void)
+{
+    buf out;
+    buf_init(&out, sizeof system_text + sizeof system_text_rest + sizeof system_text_modules_rest + 64);
+    if (buf_puts(&out, system_text) != 0 || buf_puts(&out, "{max_iterations}") != 0 ||
+        buf_puts(&out, system_text_rest) != 0 || buf_puts(&out, "{allowed_modules}") != 0 ||
+        buf_puts(&out, system_text_modules_rest) != 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    return buf_take(&out);
+}
+
+/* The modules from the policy table, "re, json, ... and builtins": the
+ * prompt cannot promise one the sandbox refuses, or hide one it allows. */
+static int append_modules(buf *out)
+{
+    for (size_t i = 0; i < sandbox_allowed_modules_count; i++)
+        if (buf_printf(out, "%s%s", i == 0 ? "" : i + 1 < sandbox_allowed_modules_count ? ", " : " and ",
+                       sandbox_allowed_modules[i]) != 0)
+            return -1;
+    return 0;
+}
+
+char *prompt_system_fill(const char *template, int max_iterations, const char *description)
+{
+    if (!template)
+        return NULL;
+    size_t max;
+    if (size_add(&max, strlen(template), description ? strlen(description) * 3 : 0) != 0 ||
+        size_add(&max, max, 16 * sandbox_allowed_modules_count + 64) != 0)
+        return NULL;
+    buf out;
+    buf_init(&out, max * 2);
+    int rc = 0;
+    for (const char *p = template; rc == 0 && *p;) {
+        const char *brace = strchr(p, '{');
+        size_t plain = brace ? (size_t)(brace - p) : strlen(p);
+        rc = buf_append(&out, p, plain);
+        p += plain;
+        if (rc != 0 || !brace)
+            break;
+        if (strncmp(p, "{max_iterations}", 16) == 0) {
+            rc = buf_printf(&out, "%d", max_iterations);
+            p += 16;
+        } else if (strncmp(p, "{allowed_modules}", 17) == 0) {
+            rc = append_modules(&out);
+            p += 17;
+        } else if (strncmp(p, "{context_description}", 21) == 0 && description) {
+            rc = append_clean(&out, description, strlen(description));
+            p += 21;
+        } else {
+            rc = buf_append(&out, "{", 1);
+            p++;
+        }
+    }
+    if (rc != 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    return buf_take(&out);
+}
+
+char *prompt_system(int max_iterations)
+{
+    char *template = prompt_system_template();
+    char *filled = prompt_system_fill(template, max_iterations, NULL);
+    free(template);
+    return filled;
 }
 
 char *prompt_first_user(const char *description, const char *question, int max_iterations)

@@ -11,6 +11,22 @@
 /* The system prompt teaching the REPL contract. max_iterations is stated in it. */
 char *prompt_system(int max_iterations);
 
+/* The placeholders a system prompt template may hold, NULL-terminated:
+ * {max_iterations} (the turns), {allowed_modules} ("re, json, ... and
+ * builtins", from the policy table) and {context_description} (the first
+ * input's description; a prompt that holds it gets it there instead of in
+ * the first user message). */
+extern const char *const prompt_placeholders[];
+
+/* rlm's own system prompt with its placeholders unfilled: what a user starts
+ * a custom one from (`rlm prompt --template`). */
+char *prompt_system_template(void);
+
+/* template with every placeholder filled; {context_description} only when
+ * description is not NULL (it stays as written otherwise). Any other text,
+ * braces included, is copied as is. NULL when out of memory. */
+char *prompt_system_fill(const char *template, int max_iterations, const char *description);
+
 /* The system message of direct mode (one plain call with the whole input). */
 char *prompt_direct_system(void);
 

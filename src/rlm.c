@@ -23,6 +23,7 @@
 #include "ingest.h"
 #include "lm.h"
 #include "pricing.h"
+#include "prompt.h"
 #include "sandbox.h"
 #include "session.h"
 #include "trace.h"
@@ -85,7 +86,8 @@ enum {
     OPT_SANDBOX_EXE, OPT_UNSAFE_NO_SANDBOX, OPT_TRACE, OPT_MAX_COST, OPT_MAX_TOKENS, OPT_MAX_TIME,
     OPT_MAX_SUBCALLS, OPT_CACHE, OPT_CACHE_DIR, OPT_PRICES, OPT_RECORD, OPT_REPLAY, OPT_SUB_BASE_URL,
     OPT_PROVIDER_KEY, OPT_RPM, OPT_TPM, OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE,
-    OPT_STREAM, OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_JSON_INPUT, OPT_MODE,
+    OPT_STREAM, OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_JSON_INPUT,
+    OPT_SYSTEM_PROMPT, OPT_MODE,
     OPT_DIRECT_THRESHOLD, OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW,
     OPT_COMPACT_AT, OPT_SESSION, OPT_SESSION_DB, OPT_SUB_PROVIDER, OPT_SUB_API_KEY, OPT_STRICT,
     OPT_COUNT
@@ -130,6 +132,7 @@ static const option_spec option_specs[OPT_COUNT] = {
     [OPT_EXCLUDE] = {"exclude", OPT_TEXT, NULL, 0, 0},
     [OPT_JSONL_FIELD] = {"jsonl_field", OPT_TEXT, NULL, 0, 0},
     [OPT_JSON_INPUT] = {"json_input", OPT_BOOL, "0", 0, 0},
+    [OPT_SYSTEM_PROMPT] = {"system_prompt", OPT_TEXT, NULL, 0, 0},
     /* "rlm" until the bench runner and the attack tests ask for the RLM
      * loop themselves: auto would answer their small inputs directly. */
     [OPT_MODE] = {"mode", OPT_MODE_NAME, "auto", 0, 0},
@@ -696,6 +699,8 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
     p->model = rlm_config_get(r->cfg, "model");
     p->sub_model = rlm_config_get(r->cfg, "sub_model");
     p->max_iterations = (int)config_long(r->cfg, "max_iterations");
+    const char *system_prompt = rlm_config_get(r->cfg, "system_prompt");
+    p->system_prompt = system_prompt[0] ? system_prompt : NULL;
     p->output_limit = (size_t)config_long(r->cfg, "output_limit");
     p->cell_timeout = config_double(r->cfg, "cell_timeout");
     p->sandbox_exe = r->sandbox_exe;
@@ -1664,6 +1669,24 @@ rlm_status rlm_ask_len(rlm *r, const char *question, char **answer, size_t *answ
     }
     engine_outcome_clear(&o);
     return st;
+}
+
+rlm_status rlm_system_prompt(const rlm_config *cfg, int template, char **out)
+{
+    *out = NULL;
+    rlm_config *defaults = cfg ? NULL : rlm_config_new();
+    const rlm_config *c = cfg ? cfg : defaults;
+    if (!c)
+        return RLM_ERR_NOMEM;
+    const char *custom = rlm_config_get(c, "system_prompt");
+    if (template)
+        *out = prompt_system_template();
+    else if (custom[0])
+        *out = prompt_system_fill(custom, (int)config_long(c, "max_iterations"), NULL);
+    else
+        *out = prompt_system((int)config_long(c, "max_iterations"));
+    rlm_config_free(defaults);
+    return *out ? RLM_OK : RLM_ERR_NOMEM;
 }
 
 const char *rlm_report_json(rlm *r)

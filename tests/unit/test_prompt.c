@@ -478,6 +478,38 @@ static void test_system_prompt(void **state)
     free(s);
 }
 
+/* The system prompt is rlm's template filled; a user's template gets the
+ * same placeholders, and nothing else of it changes. */
+static void test_system_prompt_template(void **state)
+{
+    (void)state;
+    char *template = prompt_system_template();
+    char *filled = prompt_system_fill(template, 17, NULL);
+    char *direct = prompt_system(17);
+    assert_string_equal(filled, direct);
+    for (size_t i = 0; prompt_placeholders[i]; i++)
+        if (strcmp(prompt_placeholders[i], "{context_description}") != 0 &&
+            !strstr(template, prompt_placeholders[i]))
+            fail_msg("the template lacks %s", prompt_placeholders[i]);
+    assert_null(strstr(filled, "{max_iterations}"));
+    assert_non_null(strstr(filled, "You have 17 turns"));
+    free(template);
+    free(filled);
+    free(direct);
+
+    char *mine = prompt_system_fill("Turns: {max_iterations}. Input: {context_description}\n"
+                                    "Modules: {allowed_modules}. Keep {x}, {{y}}, {max_iter and {",
+                                    4, "a str of 12 characters\x01");
+    assert_non_null(mine);
+    assert_non_null(strstr(mine, "Turns: 4. Input: a str of 12 characters\xef\xbf\xbd\n"));
+    assert_non_null(strstr(mine, "Modules: re, json, math,"));
+    assert_non_null(strstr(mine, " and builtins. Keep {x}, {{y}}, {max_iter and {"));
+    free(mine);
+    mine = prompt_system_fill("{context_description}", 1, NULL);
+    assert_string_equal(mine, "{context_description}");
+    free(mine);
+}
+
 /* A later question of a conversation names what carried over and the new input. */
 static void test_next_question(void **state)
 {
@@ -538,6 +570,7 @@ int main(void)
         cmocka_unit_test(test_nudge_and_last_turn),
         cmocka_unit_test(test_last_turn_budget),
         cmocka_unit_test(test_system_prompt),
+        cmocka_unit_test(test_system_prompt_template),
         cmocka_unit_test(test_next_question),
         cmocka_unit_test(test_compaction_messages),
     };
