@@ -320,18 +320,25 @@ static int describe_json(buf *out, const ingest_doc *docs, size_t n, const json_
                          "offsets and lines are into that text, not into the parsed values.\n");
 }
 
+/* The text of a description whose writing returned rc: over the cap, it
+ * ends cleanly where it was cut. NULL when nothing was written. */
+static char *description_take(buf *out, int rc)
+{
+    if (rc != 0 && out->len + 64 >= DESCRIPTION_MAX_BYTES) {
+        out->max += 64;
+        buf_puts(out, "\n[description cut here]\n");
+    } else if (out->len == 0) {
+        buf_free(out);
+        return NULL;
+    }
+    return buf_take(out);
+}
+
 char *describe_parsed(const ingest_doc *docs, size_t n, const json_t *summary)
 {
     buf out;
     buf_init(&out, DESCRIPTION_MAX_BYTES);
-    if (describe_json(&out, docs, n, summary) != 0 && out.len + 64 >= DESCRIPTION_MAX_BYTES) {
-        out.max += 64;
-        buf_puts(&out, "\n[description cut here]\n");
-    } else if (out.len == 0) {
-        buf_free(&out);
-        return NULL;
-    }
-    return buf_take(&out);
+    return description_take(&out, describe_json(&out, docs, n, summary));
 }
 
 char *describe_docset(ingest_kind kind, const ingest_doc *docs, size_t n)
@@ -354,13 +361,5 @@ char *describe_docset(ingest_kind kind, const ingest_doc *docs, size_t n)
     }
     buf out;
     buf_init(&out, DESCRIPTION_MAX_BYTES);
-    if (describe_many(&out, kind, docs, n) != 0 && out.len + 64 >= DESCRIPTION_MAX_BYTES) {
-        /* over the cap: end the text cleanly where it was cut */
-        out.max += 64;
-        buf_puts(&out, "\n[description cut here]\n");
-    } else if (out.len == 0) {
-        buf_free(&out);
-        return NULL;
-    }
-    return buf_take(&out);
+    return description_take(&out, describe_many(&out, kind, docs, n));
 }
