@@ -1304,7 +1304,8 @@ static size_t drop_bad_args(rlm *r)
         ingest_set *alone = NULL;
         rlm_status st = rlm_ingest(r, &arg, 1, rlm_config_get(r->cfg, "include"),
                                    rlm_config_get(r->cfg, "exclude"),
-                                   rlm_config_get(r->cfg, "jsonl_field"), &alone);
+                                   rlm_config_get(r->cfg, "jsonl_field"),
+                                   rlm_config_get(r->cfg, "json_input")[0] == '1', 0, &alone);
         ingest_free(alone);
         if (st == RLM_OK) {
             r->ctx_args[kept++] = r->ctx_args[i];
