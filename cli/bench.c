@@ -92,7 +92,9 @@ static void usage(FILE *out)
           "\n"
           "Writes DIR/results.jsonl (one line per task: family, tokens, seed, score, cost_usd,\n"
           "tokens used, wall_seconds, calls, iterations, answer, gold) and prints a summary table.\n"
-          "Exit: 0 every task ran, 1 some task failed to run, 2 usage error.\n",
+          "A task that fails to run (endpoint unreachable, model error) is said on stderr, shown\n"
+          "as ERROR in the table, a cross in the chart, and not counted in the mean score.\n"
+          "Exit: 0 every task ran, 1 some task failed to run (run and report), 2 usage error.\n",
           out);
 }
 
@@ -272,6 +274,23 @@ static const char *family_of(json_t *row)
     return family ? family : "";
 }
 
+/* Why a task failed to run (the endpoint unreachable, the model refused...),
+ * or NULL when it ran (an answer or not). Such a row's score is not a
+ * measurement and is never shown as one. */
+static const char *row_error(json_t *row)
+{
+    return json_string_value(json_object_get(row, "error"));
+}
+
+static size_t failed_rows(json_t *rows)
+{
+    size_t n = 0, i;
+    json_t *row;
+    json_array_foreach(rows, i, row)
+        n += row_error(row) != NULL;
+    return n;
+}
+
 /* s shortened to one line for the table: newlines shown as " | ". */
 static void one_line(const char *s, char *out, size_t outlen)
 {
@@ -305,6 +324,14 @@ static void table_row(FILE *out, json_t *row)
     if (json_is_number(json_object_get(row, "cost_usd")))
         snprintf(cost, sizeof cost, "%.4f", json_number_value(json_object_get(row, "cost_usd")));
     char answer[40], gold[40];
+    if (row_error(row)) {
+        char why[80];
+        one_line(row_error(row), why, sizeof why);
+        fprintf(out, "%-16s %10lld %5lld %6s  ERROR: %s\n", name,
+                (long long)json_integer_value(json_object_get(row, "tokens")),
+                (long long)json_integer_value(json_object_get(row, "seed")), "-", why);
+        return;
+    }
     one_line(json_string_value(json_object_get(row, "answer")), answer, sizeof answer);
     one_line(json_string_value(json_object_get(row, "gold")), gold, sizeof gold);
     fprintf(out, "%-16s %10lld %5lld %6.3f %7lld %6lld %5lld %9.2f %9s  %s / %s\n", name,
@@ -327,7 +354,7 @@ static void table_summary(FILE *out, json_t *rows)
         size_t n = 0, i;
         json_t *row;
         json_array_foreach(rows, i, row) {
-            if (strcmp(family_of(row), fams[f]) == 0) {
+            if (strcmp(family_of(row), fams[f]) == 0 && !row_error(row)) {
                 sum += json_number_value(json_object_get(row, "score"));
                 n++;
             }
@@ -336,6 +363,10 @@ static void table_summary(FILE *out, json_t *rows)
             fprintf(out, "  %s %.3f (%zu)", fams[f], sum / (double)n, n);
     }
     fputs("\n", out);
+    size_t failed = failed_rows(rows);
+    if (failed)
+        fprintf(out, "%zu of %zu tasks failed to run (marked above): their scores are not counted\n",
+                failed, json_array_size(rows));
 }
 
 static int run_options_parse(run_options *o, int argc, char **argv)
@@ -460,6 +491,11 @@ static int bench_run(int argc, char **argv)
                 failures++;
                 continue;
             }
+            if (row_error(row)) {
+                fprintf(stderr, "rlm bench: %s seed %ld failed: %s: %s\n", label, seed,
+                        json_string_value(json_object_get(row, "status")), row_error(row));
+                failures++;
+            }
             char *line = json_dumps(row, JSON_COMPACT);
             if (line) {
                 fprintf(results, "%s\n", line);
@@ -524,7 +560,7 @@ static void svg_panel(FILE *f, json_t *rows, double top, const char *title, cons
         json_t *row;
         fprintf(f, "<polyline fill='none' stroke='%s' points='", family_colour(fams[fi]));
         json_array_foreach(rows, i, row) {
-            if (strcmp(family_of(row), fams[fi]) != 0)
+            if (strcmp(family_of(row), fams[fi]) != 0 || row_error(row))
                 continue;
             double t = (double)json_integer_value(json_object_get(row, "tokens"));
             double v = json_number_value(json_object_get(row, field));
@@ -537,14 +573,25 @@ static void svg_panel(FILE *f, json_t *rows, double top, const char *title, cons
             if (strcmp(family_of(row), fams[fi]) != 0)
                 continue;
             double t = (double)json_integer_value(json_object_get(row, "tokens"));
+            double x = left + width * (log10(t > 1 ? t : 1) - xmin) / (xmax - xmin);
+            if (row_error(row)) {
+                /* A task that failed to run is a cross on the axis, not a 0. */
+                double y = top + height;
+                fprintf(f, "<path class='failed' d='M%.1f %.1f l8 -8 m0 8 l-8 -8' stroke='%s' "
+                        "stroke-width='2'><title>%s failed</title></path>\n",
+                        x - 4, y + 4, family_colour(fams[fi]), family_of(row));
+                continue;
+            }
             double v = json_number_value(json_object_get(row, field));
-            fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>\n",
-                    left + width * (log10(t > 1 ? t : 1) - xmin) / (xmax - xmin),
+            fprintf(f, "<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>\n", x,
                     top + height - height * (ymax > 0 ? v / ymax : 0), family_colour(fams[fi]));
         }
         fprintf(f, "<text x='%g' y='%g' font-size='11' fill='%s'>%s</text>\n", left + width + 10,
                 top + 14 + 14 * (double)fi, family_colour(fams[fi]), fams[fi]);
     }
+    if (failed_rows(rows))
+        fprintf(f, "<text x='%g' y='%g' font-size='11'>x: failed to run</text>\n", left + width + 10,
+                top + 14 + 14 * 4.0);
 }
 
 /* Score (top) and cost (bottom; calls when no price is known) against input
@@ -632,6 +679,8 @@ static int bench_report(int argc, char **argv)
         fprintf(stderr, "rlm bench: cannot write %s: %s\n", svg, strerror(errno));
         rc = 1;
     }
+    if (failed_rows(rows))
+        rc = 1;
     json_decref(rows);
     return rc;
 }
