@@ -381,7 +381,7 @@ static int run_options_parse(run_options *o, int argc, char **argv)
             o->keep = 1;
             continue;
         }
-        if (strcmp(flag, "--help") == 0) {
+        if (strcmp(flag, "--help") == 0 || strcmp(flag, "-h") == 0) {
             usage(stdout);
             return 1;
         }
@@ -635,7 +635,10 @@ static int bench_report(int argc, char **argv)
 {
     const char *input = NULL, *svg = NULL;
     for (int i = 2; i < argc; i++) {
-        if (strcmp(argv[i], "--svg") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(argv[i], "--svg") == 0 && i + 1 < argc) {
             svg = argv[++i];
         } else if (argv[i][0] != '-' && !input) {
             input = argv[i];
@@ -691,7 +694,8 @@ int cmd_bench(int argc, char **argv)
         return bench_run(argc, argv);
     if (argc >= 2 && strcmp(argv[1], "report") == 0)
         return bench_report(argc, argv);
-    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "help") == 0)) {
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+                      strcmp(argv[1], "help") == 0)) {
         usage(stdout);
         return 0;
     }

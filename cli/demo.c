@@ -43,8 +43,9 @@ int cmd_demo(int argc, char **argv)
             tokens >= 1024) {
             i++;
         } else {
-            usage(strcmp(argv[i], "--help") == 0 ? stdout : stderr);
-            return strcmp(argv[i], "--help") == 0 ? 0 : 2;
+            int help = strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0;
+            usage(help ? stdout : stderr);
+            return help ? 0 : 2;
         }
     }
     const char *tmp = getenv("TMPDIR");

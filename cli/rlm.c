@@ -26,9 +26,9 @@
 /* Largest --system-prompt file: rlm's own is about 7 KB. */
 #define MAX_SYSTEM_PROMPT_BYTES ((size_t)1 << 20)
 
-static void usage(FILE *out)
-{
-    fputs(
+/* The commands, one line each: the head of `rlm --help` and, alone, what
+ * rlm says when it is given no command. */
+static const char commands_text[] =
         "usage: rlm ask [options] QUESTION\n"
         "       rlm ask [options] --question-file FILE\n"
         "       rlm chat [options]       a conversation: one question after another about the\n"
@@ -39,8 +39,10 @@ static void usage(FILE *out)
         "       rlm prompt [--template] [options]   the system prompt rlm would send\n"
         "       rlm demo                 a simulated 10M-token run, offline, no key needed\n"
         "       rlm bench run|report ... the benchmark suites (rlm bench --help)\n"
-        "       rlm --version | --help\n"
-        "\n"
+        "       rlm --version | --help\n";
+
+/* Everything rlm ask and rlm chat take: the body of their --help. */
+static const char options_text[] =
         "Answers QUESTION about a context of any size with a Recursive Language Model:\n"
         "the root model works on the context through a Python sandbox and sub-model calls.\n"
         "\n"
@@ -59,7 +61,7 @@ static void usage(FILE *out)
         "  --sub-api-key KEY      the key for --sub-base-url (the root's key goes there only when\n"
         "                         it is on the same host)\n"
         "  --sub-provider NAME    openai or anthropic for sub-calls (default: as --provider)\n"
-        "  --model NAME           root model (default $RLM_MODEL, else gpt-5-mini)\n"
+        "  -m, --model NAME       root model (default $RLM_MODEL, else gpt-5-mini)\n"
         "  --sub-model NAME       model for llm_query sub-calls (default: --model)\n"
         "  --concurrency N        sub-calls in flight at once (default 64)\n"
         "  --request-timeout S    seconds per HTTP attempt (default 600)\n"
@@ -92,7 +94,7 @@ static void usage(FILE *out)
         "  --replay FILE          answer every request from a recorded FILE, with no network\n"
         "\n"
         "Input and run:\n"
-        "  --context ARG          the input, repeatable: a file (memory-mapped; any size), a\n"
+        "  -c, --context ARG      the input, repeatable: a file (memory-mapped; any size), a\n"
         "                         directory (recursive; skips binary files, .git and what\n"
         "                         .gitignore files exclude), a glob, - for stdin, JSON (a .json\n"
         "                         file: the parsed value) or JSONL (a .jsonl file: a list of\n"
@@ -139,11 +141,11 @@ static void usage(FILE *out)
         "\n"
         "Output:\n"
         "  --trace FILE           write every event of the run to FILE as JSON lines\n"
-        "  --json                 print one JSON object (answer, how, status, iterations, sub_calls,\n"
+        "  -j, --json             print one JSON object (answer, how, status, iterations, sub_calls,\n"
         "                         usage and cost_usd per model, cost_usd, stopped_by,\n"
         "                         elapsed_seconds) instead of the bare answer\n"
-        "  --quiet                no progress line on stderr\n"
-        "  --help, --version\n"
+        "  -q, --quiet            no progress line on stderr\n"
+        "  -h, --help, --version\n"
         "The answer goes to a pipe or a file byte for byte (NUL bytes included); on a terminal\n"
         "its control characters and escape sequences, like those of warnings, errors and file\n"
         "names, are shown escaped (\\x1b, \\u202e). --json holds the exact text.\n"
@@ -161,8 +163,56 @@ static void usage(FILE *out)
         "     question file, a --trace file or stdout that cannot be written)\n"
         "  3  model or API error (unreachable endpoint, HTTP error, unusable replies,\n"
         "     a request missing from the --replay file)\n"
-        "  4  sandbox or internal error\n",
-        out);
+        "  4  sandbox or internal error\n";
+
+/* rlm --help: the commands, then the options of rlm ask and rlm chat. */
+static void usage(FILE *out)
+{
+    fputs(commands_text, out);
+    fputs("\n", out);
+    fputs(options_text, out);
+}
+
+/* What rlm says with no command or an unknown one: the commands, and where
+ * the rest is. */
+static void usage_short(FILE *out)
+{
+    fputs(commands_text, out);
+    fputs("\nrlm ask --help (or rlm COMMAND --help) tells more; rlm --help tells all.\n", out);
+}
+
+static void ask_usage(FILE *out)
+{
+    fputs("usage: rlm ask [options] QUESTION\n"
+          "       rlm ask [options] --question-file FILE\n"
+          "       COMMAND | rlm ask [options] QUESTION       (a piped stdin is the input)\n\n",
+          out);
+    fputs(options_text, out);
+}
+
+static void chat_usage(FILE *out)
+{
+    fputs("usage: rlm chat [options]\n"
+          "\n"
+          "A conversation with one RLM: question after question about the same inputs, the\n"
+          "sandbox's variables and the earlier answers (answer_1, ...) kept; saved on disk with\n"
+          "--session NAME. On a terminal: a prompt with line editing and history; Ctrl-C cancels\n"
+          "the question running, Ctrl-D or /quit ends. From a pipe: one question per line, each\n"
+          "answer printed followed by a blank line (--json: one report per line).\n"
+          "\n"
+          "Commands at the prompt:\n"
+          "  /context ARG   add an input for the next question (as --context)\n"
+          "  /report        the last question's report (JSON)\n"
+          "  /help          the commands\n"
+          "  /quit          end (also /exit, Ctrl-D)\n"
+          "\n"
+          "Exit: 0 when every question was answered, 1 when some were not, else the first\n"
+          "error's code (2 usage or input, 3 model, 4 sandbox).\n"
+          "\n"
+          "Options: those of rlm ask (no question, no --question-file; --context - is refused,\n"
+          "stdin holds the questions):\n\n",
+          out);
+    fputs(options_text, out);
 }
 
 int cli_exit_code(rlm_status st)
@@ -551,6 +601,68 @@ static int add_glob(rlm_config *cfg, const char *key, const char *glob)
     return rc;
 }
 
+/* Edit distance between a and b (at most 63 characters each are compared). */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t n = strlen(a), m = strlen(b);
+    n = n < 63 ? n : 63;
+    m = m < 63 ? m : 63;
+    size_t row[64];
+    for (size_t j = 0; j <= m; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= n; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= m; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            best = up + 1 < best ? up + 1 : best;
+            best = row[j - 1] + 1 < best ? row[j - 1] + 1 : best;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[m];
+}
+
+/* The flag a misspelt one most likely meant ("contxt" -> "context"), or NULL. */
+static const char *closest_flag(const char *given)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s", given + strspn(given, "-"));
+    name[strcspn(name, "=")] = '\0';
+    const char *best = NULL;
+    size_t best_d = (size_t)-1;
+    for (const struct option *o = long_options; o->name; o++) {
+        size_t d = edit_distance(name, o->name);
+        if (d < best_d) {
+            best_d = d;
+            best = o->name;
+        }
+    }
+    size_t len = strlen(name);
+    return best && best_d <= (len > 8 ? 3 : 2) ? best : NULL;
+}
+
+/* A bad option, said with the way to the command's help. */
+static int bad_option(const char *command, int opt, const char *arg)
+{
+    if (opt == ':') {
+        char shown[64];
+        snprintf(shown, sizeof shown, "%s", arg);
+        shown[strcspn(shown, "=")] = '\0';
+        fprintf(stderr, "rlm: %s needs a value (rlm %s --help)\n", shown, command);
+        return EXIT_USAGE;
+    }
+    const char *guess = arg[0] == '-' && arg[1] == '-' ? closest_flag(arg) : NULL;
+    if (guess)
+        fprintf(stderr, "rlm: unknown option '%s': did you mean --%s? (rlm %s --help)\n", arg, guess,
+                command);
+    else
+        fprintf(stderr, "rlm: unknown option '%s' (rlm %s --help)\n", arg, command);
+    return EXIT_USAGE;
+}
+
 int cli_flags_parse(int argc, char **argv, cli_flags *f)
 {
     memset(f, 0, sizeof *f);
@@ -566,11 +678,20 @@ int cli_flags_parse(int argc, char **argv, cli_flags *f)
     optind = 1;
     opterr = 0;   /* we say it ourselves, naming rlm rather than argv[0] */
     int index = -1;
-    while ((opt = getopt_long(argc, argv, "", long_options, &index)) != -1) {
+    const char *command = argv[0];
+    /* The usual short flags: -h, -m MODEL, -q, -j, -c ARG. A leading ':'
+     * makes a missing value ':' rather than '?'. */
+    while ((opt = getopt_long(argc, argv, ":hm:qjc:", long_options, &index)) != -1) {
+        int short_flag = opt == 'h' || opt == 'm' || opt == 'q' || opt == 'j' || opt == 'c';
+        char source[64];
+        if (short_flag)
+            snprintf(source, sizeof source, "-%c", opt);
+        opt = opt == 'h' ? OPT_HELP : opt == 'm' ? OPT_MODEL : opt == 'q' ? OPT_QUIET
+            : opt == 'j' ? OPT_JSON : opt == 'c' ? OPT_CONTEXT : opt;
         const char *key = option_key(opt);
         if (key) {
-            char source[64];
-            snprintf(source, sizeof source, "--%s", long_options[index].name);
+            if (!short_flag)
+                snprintf(source, sizeof source, "--%s", long_options[index].name);
             if (set_or_complain(cfg, key, optarg, source) != 0)
                 return EXIT_USAGE;
             given |= opt == OPT_API_KEY ? CLI_GIVEN_API_KEY
@@ -616,12 +737,17 @@ int cli_flags_parse(int argc, char **argv, cli_flags *f)
         case OPT_NO_CACHE: rlm_config_set(cfg, "cache", "0"); break;
         case OPT_JSON: f->json = 1; break;
         case OPT_QUIET: f->quiet = 1; break;
-        case OPT_HELP: usage(stdout); return EXIT_ANSWERED;
+        case OPT_HELP:
+            if (strcmp(command, "chat") == 0)
+                chat_usage(stdout);
+            else
+                ask_usage(stdout);
+            return EXIT_ANSWERED;
         case OPT_VERSION: printf("rlm %s\n", rlm_version()); return EXIT_ANSWERED;
         default:
-            fprintf(stderr, "rlm: unknown option or missing value: '%s' (try 'rlm --help')\n",
-                    argv[optind - 1]);
-            return EXIT_USAGE;
+            return bad_option(command, opt, opt == '?' && optopt && optopt != '?'
+                                                ? (snprintf(source, sizeof source, "-%c", optopt), source)
+                                                : argv[optind - 1]);
         }
     }
 
@@ -850,7 +976,7 @@ int main(int argc, char **argv)
 static int run_command(int argc, char **argv)
 {
     if (argc < 2) {
-        usage(stderr);
+        usage_short(stderr);
         return EXIT_USAGE;
     }
     const char *cmd = argv[1];
@@ -876,6 +1002,15 @@ static int run_command(int argc, char **argv)
         return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "demo") == 0)
         return cmd_demo(argc - 1, argv + 1);
-    fprintf(stderr, "rlm: unknown command '%s' (try 'rlm --help')\n", cmd);
+    static const char *const commands[] = {"ask", "chat", "sessions", "doctor", "demo", "bench"};
+    const char *guess = NULL;
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (edit_distance(cmd, commands[i]) <= 2 && !guess)
+            guess = commands[i];
+    if (guess)
+        fprintf(stderr, "rlm: unknown command '%s': did you mean '%s'?\n", cmd, guess);
+    else
+        fprintf(stderr, "rlm: unknown command '%s'\n", cmd);
+    usage_short(stderr);
     return EXIT_USAGE;
 }

@@ -36,6 +36,51 @@ class Usage(RlmTestCase):
         res = self.run_plain(["ask", "--help"])
         self.assertEqual(res.returncode, 0)
 
+    def test_help_per_command(self):
+        for args in (["ask", "-h"], ["ask", "--help"], ["ask", "--model", "x", "-h"]):
+            res = self.run_plain(args)
+            self.assertEqual(res.returncode, 0, (args, res.stderr))
+            self.assertIn("usage: rlm ask", res.stdout)
+        res = self.run_plain(["chat", "--help"])
+        self.assertEqual(res.returncode, 0)
+        self.assertIn("usage: rlm chat", res.stdout)
+        self.assertIn("/context", res.stdout)
+        self.assertNotIn("usage: rlm ask", res.stdout)
+        for args in (["bench", "report", "--help"], ["bench", "run", "--help"], ["bench", "-h"],
+                     ["doctor", "-h"], ["sessions", "-h"], ["demo", "--help"], ["help"], ["-h"]):
+            res = self.run_plain(args)
+            self.assertEqual(res.returncode, 0, (args, res.stderr))
+            self.assertIn("usage:", res.stdout)
+
+    def test_no_command_is_a_short_usage(self):
+        res = self.run_plain([])
+        self.assertEqual(res.returncode, 2)
+        self.assertLess(len(res.stderr.splitlines()), 20)
+        self.assertIn("rlm --help", res.stderr)
+
+    def test_short_flags(self):
+        rules = [{"match": "colour", "model": "^short-model$", "reply": "FINAL(blue)"}]
+        with FakeLM(rules) as lm:
+            cmd, env, _ = self.rlm_command([], lm, trace=False)
+            cmd = [c for c in cmd if c != "--quiet"]
+            res = subprocess.run(cmd + ["-q", "-j", "-m", "short-model", "-c",
+                                        self.write("c.txt", "sky"), "which colour?"],
+                                 capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL,
+                                 timeout=120)
+        self.assertEqual(res.returncode, 0, res.stderr)
+        self.assertEqual(json.loads(res.stdout)["answer"], "blue")
+
+    def test_misspelt_flag_gets_a_suggestion(self):
+        res = self.run_plain(["ask", "--contxt", "a.txt", "q"])
+        self.assertEqual(res.returncode, 2)
+        self.assertIn("did you mean --context?", res.stderr)
+        self.assertIn("rlm ask --help", res.stderr)
+        res = self.run_plain(["ask", "--max-iteratons", "3", "q"])
+        self.assertIn("did you mean --max-iterations?", res.stderr)
+        res = self.run_plain(["ask", "q", "--context"])
+        self.assertEqual(res.returncode, 2)
+        self.assertIn("--context needs a value", res.stderr)
+
     def test_no_command_unknown_command_and_flag(self):
         self.assertEqual(self.run_plain([]).returncode, 2)
         res = self.run_plain(["frobnicate"])
