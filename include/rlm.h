@@ -381,6 +381,22 @@ rlm_status rlm_system_prompt(const rlm_config *cfg, int template, char **out);
  * sandbox child could be started at all (*report still explains). */
 rlm_status rlm_doctor(const rlm_config *cfg, char **report);
 
+/* Checks the rest of the setup cfg describes (NULL: the defaults):
+ *   {"endpoint": {"base_url", "provider", "model", "hosted", "key": "set" |
+ *    "none", "status" (HTTP, or null), "models" (how many it lists, or
+ *    null), "model_listed" (true, false or null), "ok", "detail"},
+ *    "sub_endpoint": the same for the sub-call endpoint, or null when it is
+ *    the root's, "files": [{"name": "cache" | "sessions" | "prices", "path",
+ *    "ok", "detail"}], "endpoints_ok", "files_ok"}
+ * An endpoint is asked GET {base}/models with its key, unless offline (a
+ * hosted API — api.openai.com, api.anthropic.com — with no key fails
+ * either way); the cache directory must be writable or creatable, the
+ * session file readable (a damaged one says how to recover it), the price
+ * files valid. *report is the caller's (rlm_string_free). RLM_OK when all
+ * is well; RLM_ERR_MODEL when an endpoint is not; else RLM_ERR_INPUT when
+ * a file is not. */
+rlm_status rlm_doctor_setup(const rlm_config *cfg, int offline, char **report);
+
 #ifdef __cplusplus
 }
 #endif

@@ -149,6 +149,13 @@ int endpoint_parse_list(const char *list, endpoint_url *out, size_t max, size_t 
 int endpoint_request_url(const endpoint_url *u, endpoint_provider p, char *out, size_t outlen,
                          char *err, size_t errlen)
 {
+    return endpoint_url_with(u, p == ENDPOINT_ANTHROPIC ? "/messages" : "/chat/completions", out, outlen,
+                             err, errlen);
+}
+
+int endpoint_url_with(const endpoint_url *u, const char *suffix, char *out, size_t outlen, char *err,
+                      size_t errlen)
+{
     CURLU *h = curl_url();
     char path[ENDPOINT_URL_MAX + 32];
     int rc = -1;
@@ -164,7 +171,7 @@ int endpoint_request_url(const endpoint_url *u, endpoint_provider p, char *out, 
     size_t n = strlen(path);
     while (n > 0 && path[n - 1] == '/')
         path[--n] = '\0';
-    snprintf(path + n, sizeof path - n, "%s", p == ENDPOINT_ANTHROPIC ? "/messages" : "/chat/completions");
+    snprintf(path + n, sizeof path - n, "%s", suffix);
     if (curl_url_set(h, CURLUPART_PATH, path, 0) != CURLUE_OK ||
         url_part(h, CURLUPART_URL, 0, out, outlen) != 0) {
         snprintf(err, errlen, "'%s' is too long to make a request URL from", u->base);

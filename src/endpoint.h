@@ -48,6 +48,10 @@ int endpoint_parse_list(const char *list, endpoint_url *out, size_t max, size_t 
 int endpoint_request_url(const endpoint_url *u, endpoint_provider p, char *out, size_t outlen,
                          char *err, size_t errlen);
 
+/* The same with any path under the base ("/models"). */
+int endpoint_url_with(const endpoint_url *u, const char *path, char *out, size_t outlen, char *err,
+                      size_t errlen);
+
 /* The provider a host stands for: exactly "api.anthropic.com" or
  * "api.openai.com" (after lower-casing); ENDPOINT_UNKNOWN for any other host,
  * look-alikes such as "api.anthropic.com.example" included. */

@@ -55,6 +55,7 @@ struct lm {
     provider provider;
     char **urls;                 /* full endpoint URLs, round-robin */
     size_t n_urls;
+    char *models_url;            /* {first base}/models, for lm_probe */
     char *key_header;
     const char *headers[6];      /* JSON answers */
     const char *stream_headers[6]; /* event-stream answers */
@@ -716,6 +717,68 @@ int lm_max_in_flight(lm *m)
     return http_client_max_in_flight(m->http);
 }
 
+int lm_has_key(const lm *m)
+{
+    return m->key_header != NULL;
+}
+
+/* lm_probe's wait for its one transfer. */
+typedef struct probe {
+    pthread_mutex_t lock;
+    pthread_cond_t done_cond;
+    int done;
+    http_result res;
+    char error[512];
+} probe;
+
+static void on_probe_done(void *ctx, http_result *res)
+{
+    probe *p = ctx;
+    pthread_mutex_lock(&p->lock);
+    p->res = *res;
+    snprintf(p->error, sizeof p->error, "%s", res->error ? res->error : "");
+    p->res.error = NULL;
+    p->done = 1;
+    pthread_cond_signal(&p->done_cond);
+    pthread_mutex_unlock(&p->lock);
+}
+
+int lm_probe(lm *m, double timeout, long *status, char **body, char *err, size_t errlen)
+{
+    *status = 0;
+    *body = NULL;
+    if (!m->models_url) {
+        snprintf(err, errlen, "no base URL to ask");
+        return -1;
+    }
+    probe p = {.done = 0};
+    pthread_mutex_init(&p.lock, NULL);
+    pthread_cond_init(&p.done_cond, NULL);
+    http_request req = {.url = m->models_url, .headers = m->headers, .timeout = timeout,
+                        .done = on_probe_done, .ctx = &p};
+    int rc = -1;
+    if (http_submit(m->http, &req) != 0) {
+        snprintf(err, errlen, "the dispatcher is shutting down");
+    } else {
+        pthread_mutex_lock(&p.lock);
+        while (!p.done)
+            pthread_cond_wait(&p.done_cond, &p.lock);
+        pthread_mutex_unlock(&p.lock);
+        if (p.res.outcome == HTTP_OK || p.res.outcome == HTTP_ERR_TOO_LARGE) {
+            *status = p.res.status;
+            *body = p.res.body;
+            p.res.body = NULL;
+            rc = 0;
+        } else {
+            snprintf(err, errlen, "cannot reach %s: %s", m->models_url, p.error[0] ? p.error : "no answer");
+        }
+        free(p.res.body);
+    }
+    pthread_cond_destroy(&p.done_cond);
+    pthread_mutex_destroy(&p.lock);
+    return rc;
+}
+
 static int header_value_ok(const char *s)
 {
     for (; *s; s++)
@@ -787,6 +850,11 @@ static int build_endpoint(lm *m, const lm_options *opts, char *err, size_t errle
             return -1;
         m->n_urls = i + 1;
     }
+    endpoint_url first;
+    char why[512], models[URL_MAX];
+    if (endpoint_parse(opts->base_url, &first, why, sizeof why) == 0 &&
+        endpoint_url_with(&first, "/models", models, sizeof models, why, sizeof why) == 0)
+        m->models_url = str_dup_len(models, strlen(models));
 
     const char *key = opts->api_key && *opts->api_key ? opts->api_key : NULL;
     if (key) {
@@ -899,6 +967,7 @@ void lm_free(lm *m)
     for (size_t i = 0; i < m->n_urls; i++)
         free(m->urls[i]);
     free(m->urls);
+    free(m->models_url);
     free(m->key_header);
     free(m->effort);
     pthread_cond_destroy(&m->idle);

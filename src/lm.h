@@ -182,6 +182,16 @@ json_t *lm_usage_json(lm *m);
 /* Most requests that were in flight at the same moment so far. */
 int lm_max_in_flight(lm *m);
 
+/* One GET of {base}/models on the first base URL, with the dispatcher's
+ * headers (its key, anthropic-version): what `rlm doctor` asks an endpoint.
+ * Waits at most timeout seconds. 0 when a response arrived: *status its HTTP
+ * status, *body its body (malloc'd; the caller frees it). -1 when none did,
+ * with err saying why (unreachable, timeout). */
+int lm_probe(lm *m, double timeout, long *status, char **body, char *err, size_t errlen);
+
+/* 1 when the dispatcher's requests carry a key. */
+int lm_has_key(const lm *m);
+
 /* A short name for an lm_error ("connect", "timeout", "http", ...). */
 const char *lm_error_name(lm_error e);
 

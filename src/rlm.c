@@ -511,27 +511,6 @@ static void rlm_warn(void *userdata, const char *message)
     trace_event(r->trace, "warning", json_pack("{s:s}", "message", message));
 }
 
-/* $XDG_<kind>_HOME/rlm/leaf, else $HOME/<fallback>/rlm/leaf. NULL when
- * neither variable is set. */
-static char *user_path(const char *xdg_var, const char *home_fallback, const char *leaf)
-{
-    const char *xdg = getenv(xdg_var), *home = getenv("HOME");
-    buf b;
-    buf_init(&b, PATH_MAX);
-    int rc;
-    if (xdg && xdg[0] == '/')
-        rc = buf_printf(&b, "%s/rlm%s%s", xdg, leaf[0] ? "/" : "", leaf);
-    else if (home && home[0])
-        rc = buf_printf(&b, "%s/%s/rlm%s%s", home, home_fallback, leaf[0] ? "/" : "", leaf);
-    else
-        rc = -1;
-    if (rc != 0) {
-        buf_free(&b);
-        return NULL;
-    }
-    return buf_take(&b);
-}
-
 /* The price table: built-in, then the user's config-dir file if it exists,
  * then the `prices` file (which must exist). */
 static rlm_status rlm_load_prices(rlm *r)
@@ -540,7 +519,7 @@ static rlm_status rlm_load_prices(rlm *r)
     r->prices = pricing_new();
     if (!r->prices)
         return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
-    char *user = user_path("XDG_CONFIG_HOME", ".config", "prices.json");
+    char *user = user_file_path("XDG_CONFIG_HOME", ".config", "prices.json");
     if (user && access(user, F_OK) == 0 && pricing_load_file(r->prices, user, err, sizeof err) != 0) {
         free(user);
         return rlm_error(r, RLM_ERR_USAGE, "%s", err);
@@ -627,7 +606,7 @@ static void rlm_open_cache(rlm *r)
     if (config_long(r->cfg, "cache") == 0 || rlm_config_get(r->cfg, "replay")[0])
         return;
     const char *dir = rlm_config_get(r->cfg, "cache_dir");
-    char *def = dir[0] ? NULL : user_path("XDG_CACHE_HOME", ".cache", "");
+    char *def = dir[0] ? NULL : user_file_path("XDG_CACHE_HOME", ".cache", "");
     char err[1024];
     if (!dir[0] && !def) {
         rlm_warn(r, "response cache disabled: neither XDG_CACHE_HOME nor HOME is set (use cache_dir)");
@@ -650,7 +629,7 @@ static rlm_status rlm_open_session(rlm *r)
     if (!name[0])
         return RLM_OK;
     const char *db = rlm_config_get(r->cfg, "session_db");
-    char *def = db[0] ? NULL : user_path("XDG_DATA_HOME", ".local/share", "sessions.db");
+    char *def = db[0] ? NULL : user_file_path("XDG_DATA_HOME", ".local/share", "sessions.db");
     if (!db[0] && !def)
         return rlm_error(r, RLM_ERR_USAGE, "session '%s': neither XDG_DATA_HOME nor HOME is set, "
                          "so there is no default session database (set session_db)", name);
@@ -719,7 +698,7 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
     p->cancel = &r->cancelled;
     p->strict = config_long(r->cfg, "strict") != 0;
     const char *cache_dir = rlm_config_get(r->cfg, "cache_dir");
-    r->search_cache_dir = cache_dir[0] ? strdup(cache_dir) : user_path("XDG_CACHE_HOME", ".cache", "");
+    r->search_cache_dir = cache_dir[0] ? strdup(cache_dir) : user_file_path("XDG_CACHE_HOME", ".cache", "");
     p->search_cache_dir = r->search_cache_dir;
     const char *mem = rlm_config_get(r->cfg, "sandbox_memory");
     if (mem[0])
@@ -1706,7 +1685,7 @@ const char *rlm_trace_error(const rlm *r)
 static char *sessions_db_path(const rlm_config *cfg)
 {
     const char *db = cfg ? rlm_config_get(cfg, "session_db") : "";
-    return db[0] ? strdup(db) : user_path("XDG_DATA_HOME", ".local/share", "sessions.db");
+    return db[0] ? strdup(db) : user_file_path("XDG_DATA_HOME", ".local/share", "sessions.db");
 }
 
 /* *out = the JSON text of j (stolen) on RLM_OK, else a copy of err. */

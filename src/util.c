@@ -178,6 +178,25 @@ char *str_dup_len(const char *s, size_t len)
     return copy;
 }
 
+char *user_file_path(const char *xdg_var, const char *home_fallback, const char *leaf)
+{
+    const char *xdg = getenv(xdg_var), *home = getenv("HOME");
+    buf b;
+    buf_init(&b, PATH_MAX);
+    int rc;
+    if (xdg && xdg[0] == '/')
+        rc = buf_printf(&b, "%s/rlm%s%s", xdg, leaf[0] ? "/" : "", leaf);
+    else if (home && home[0])
+        rc = buf_printf(&b, "%s/%s/rlm%s%s", home, home_fallback, leaf[0] ? "/" : "", leaf);
+    else
+        rc = -1;
+    if (rc != 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_take(&b);
+}
+
 int write_full(int fd, const void *data, size_t len)
 {
     const char *p = data;

@@ -46,6 +46,11 @@ char *str_dup_len(const char *s, size_t len);
 /* Writes all of len bytes / reads exactly len bytes, retrying on EINTR.
  * 0 on success, -1 on error (errno set); read_full returns -1 with errno 0 on EOF. */
 int write_full(int fd, const void *data, size_t len);
+
+/* $XDG_<kind>_HOME/rlm/leaf (xdg_var names the variable), else
+ * $HOME/<home_fallback>/rlm/leaf; leaf "" names the directory itself.
+ * malloc'd; NULL when neither variable is set (or out of memory). */
+char *user_file_path(const char *xdg_var, const char *home_fallback, const char *leaf);
 int read_full(int fd, void *data, size_t len);
 
 /* mkdir -p: creates dir and the directories above it (mode 0700) as needed.

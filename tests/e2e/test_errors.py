@@ -238,6 +238,63 @@ class Outputs(RlmTestCase):
         self.assertIn("nope.txt", json.loads(res.stdout)["error"])
 
 
+class Doctor(RlmTestCase):
+    """rlm doctor checks the chosen endpoint and the files, not only the sandbox."""
+
+    def doctor(self, args, extra_env=None):
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("OPENAI_", "ANTHROPIC_", "RLM_", "XDG_"))}
+        for kind in ("CACHE", "DATA", "CONFIG"):
+            env["XDG_%s_HOME" % kind] = os.path.join(self.tmp, kind.lower())
+        env.update(extra_env or {})
+        res = subprocess.run([RLM, "doctor", "--json"] + args, capture_output=True, text=True,
+                             env=env, timeout=120, stdin=subprocess.DEVNULL)
+        return res, json.loads(res.stdout)
+
+    def test_endpoint_answers_with_the_key(self):
+        with FakeLM([], require_key="sk-right") as lm:
+            res, report = self.doctor(["--base-url", lm.base_url, "--api-key", "sk-right",
+                                       "--model", "fakelm"])
+            wrong, wrong_report = self.doctor(["--base-url", lm.base_url, "--api-key", "sk-wrong"])
+        self.assertEqual(res.returncode, 0, res.stdout)
+        self.assertTrue(report["endpoint"]["ok"])
+        self.assertEqual(report["endpoint"]["status"], 200)
+        self.assertTrue(report["endpoint"]["model_listed"])
+        self.assertIsNone(report["sub_endpoint"])
+        self.assertEqual(wrong.returncode, 3)
+        self.assertFalse(wrong_report["endpoint"]["ok"])
+        self.assertEqual(wrong_report["endpoint"]["status"], 401)
+
+    def test_unreachable_endpoint_and_missing_key(self):
+        res, report = self.doctor(["--base-url", "http://127.0.0.1:%d/v1" % free_port()])
+        self.assertEqual(res.returncode, 3)
+        self.assertIn("cannot reach", report["endpoint"]["detail"])
+        # A hosted API with no key fails without contacting it.
+        res, report = self.doctor(["--offline", "--model", "claude-sonnet-4-5"])
+        self.assertEqual(res.returncode, 3)
+        self.assertEqual(report["endpoint"]["provider"], "anthropic")
+        self.assertIn("no API key", report["endpoint"]["detail"])
+        table = subprocess.run([RLM, "doctor", "--offline"], capture_output=True, text=True,
+                               env={"HOME": self.tmp, "PATH": os.environ.get("PATH", "")},
+                               timeout=120, stdin=subprocess.DEVNULL)
+        self.assertIn("$OPENAI_API_KEY", table.stdout)
+
+    def test_damaged_session_file_and_bad_prices(self):
+        local = ["--offline", "--base-url", "http://127.0.0.1:9/v1"]
+        res, report = self.doctor(local)
+        self.assertEqual(res.returncode, 0, res.stdout)
+        self.assertTrue(all(f["ok"] for f in report["files"]))
+        garbage = self.write("sessions.db", "not a database " * 500)
+        res, report = self.doctor(local + ["--session-db", garbage])
+        self.assertEqual(res.returncode, 2)
+        sessions = [f for f in report["files"] if f["name"] == "sessions"][0]
+        self.assertIn("damaged", sessions["detail"])
+        res, report = self.doctor(local + ["--prices", self.write("p.json", "{bad")])
+        self.assertEqual(res.returncode, 2)
+        prices = [f for f in report["files"] if f["name"] == "prices"][0]
+        self.assertFalse(prices["ok"])
+
+
 class BrokenEndpoint(RlmTestCase):
     def test_connection_refused(self):
         port = free_port()

@@ -211,7 +211,9 @@ class SandboxAttacks(RlmTestCase):
 
 class Doctor(RlmTestCase):
     def test_doctor_json_and_table(self):
-        res = subprocess.run([RLM, "doctor", "--json"], capture_output=True, text=True,
+        # The sandbox part; the endpoint is a local one, not contacted.
+        local = ["--offline", "--base-url", "http://127.0.0.1:9/v1"]
+        res = subprocess.run([RLM, "doctor", "--json"] + local, capture_output=True, text=True,
                              timeout=60)
         self.assertEqual(res.returncode, 0, res.stderr)
         report = json.loads(res.stdout)
@@ -232,7 +234,7 @@ class Doctor(RlmTestCase):
             self.assertEqual(report["summary"], FLOOR_LAYERS)
         self.assertRegex(report["python"], r"^3\.\d+")
         self.assertGreater(report["ready_seconds"], 0)
-        res = subprocess.run([RLM, "doctor"], capture_output=True, text=True, timeout=60)
+        res = subprocess.run([RLM, "doctor"] + local, capture_output=True, text=True, timeout=60)
         self.assertEqual(res.returncode, 0)
         for word in ("landlock", "namespaces", "seccomp", "rlimits", "ok:"):
             self.assertIn(word, res.stdout)
@@ -241,7 +243,7 @@ class Doctor(RlmTestCase):
             self.assertNotIn("runs confined", res.stdout)
 
     def test_doctor_without_a_sandbox(self):
-        res = subprocess.run([RLM, "doctor", "--sandbox-exe", "/nonexistent/rlm-sandbox"],
+        res = subprocess.run([RLM, "doctor", "--offline", "--sandbox-exe", "/nonexistent/rlm-sandbox"],
                              capture_output=True, text=True, timeout=60)
         self.assertEqual(res.returncode, 4)
         self.assertIn("NOT OK", res.stdout)
