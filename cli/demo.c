@@ -1,6 +1,7 @@
 /* demo — `rlm demo`: a whole RLM run in seconds with no key and no network.
  * Generates a 10M-token OOLONG-style task, answers it with fakelm in oracle
  * mode on loopback (a simulated model), and shows progress, answer and trace. */
+#include <dirent.h>
 #include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -25,23 +26,44 @@ static void progress(void *userdata, const char *line)
 
 static void usage(FILE *out)
 {
-    fputs("usage: rlm demo\n"
+    fputs("usage: rlm demo [--trace FILE]\n"
           "Runs a whole Recursive Language Model on a generated 10M-token input (OOLONG-style:\n"
           "count the instances of a label among ~480,000 lines), offline, with no API key. The\n"
           "model is SIMULATED: fakelm, started on 127.0.0.1, plays a scripted root model and\n"
           "answers sub-calls from the task's answer key. The engine, sandbox and dispatcher are\n"
-          "the real ones. Prints the answer next to the gold one and where the trace is.\n",
+          "the real ones. Prints the answer next to the gold one. Everything it generates is\n"
+          "removed afterwards; --trace FILE keeps the run's trace (about 17 MB) in FILE.\n",
           out);
+}
+
+/* Removes dir and the files in it (the demo makes no subdirectories). */
+static void remove_flat_dir(const char *dir)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[4400];
+    while (d && (e = readdir(d)) != NULL) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    if (d)
+        closedir(d);
+    rmdir(dir);
 }
 
 int cmd_demo(int argc, char **argv)
 {
     size_t tokens = DEMO_TOKENS;
+    const char *keep_trace = NULL;
     for (int i = 1; i < argc; i++) {
         /* --tokens is hidden: the tests run a small demo. */
         if (strcmp(argv[i], "--tokens") == 0 && i + 1 < argc && parse_size(argv[i + 1], &tokens) == 0 &&
             tokens >= 1024) {
             i++;
+        } else if (strcmp(argv[i], "--trace") == 0 && i + 1 < argc) {
+            keep_trace = argv[++i];
         } else {
             int help = strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0;
             usage(help ? stdout : stderr);
@@ -76,7 +98,10 @@ int cmd_demo(int argc, char **argv)
     if (fakelm_proc_start(&server, dir, -1, err, sizeof err) != 0)
         goto fail;
     snprintf(url, sizeof url, "http://127.0.0.1:%ld/v1", server.port);
-    snprintf(path, sizeof path, "%s/trace.jsonl", dir);
+    if (keep_trace)
+        snprintf(path, sizeof path, "%s", keep_trace);
+    else
+        snprintf(path, sizeof path, "%s/trace.jsonl", dir);
     if (!(cfg = rlm_config_new()) || rlm_config_set(cfg, "base_url", url) != RLM_OK ||
         rlm_config_set(cfg, "model", "fakelm") != RLM_OK || rlm_config_set(cfg, "api_key", "fakelm") != RLM_OK ||
         rlm_config_set(cfg, "provider", "openai") != RLM_OK || rlm_config_set(cfg, "trace", path) != RLM_OK) {
@@ -114,7 +139,10 @@ int cmd_demo(int argc, char **argv)
            (long long)json_integer_value(json_object_get(report, "sub_calls")),
            (long long)json_integer_value(json_object_get(report, "max_in_flight")),
            json_number_value(json_object_get(report, "elapsed_seconds")));
-    printf("trace:    %s/trace.jsonl\n", dir);
+    if (keep_trace)
+        printf("trace:    %s\n", keep_trace);
+    else
+        printf("trace:    not kept (rlm demo --trace FILE keeps it)\n");
     puts("(simulated model: fakelm played the root and answered sub-calls from the answer key)");
     if (st != RLM_OK && st != RLM_NO_ANSWER)
         fprintf(stderr, "rlm demo: %s\n", rlm_errmsg(r));
@@ -128,10 +156,8 @@ fail:
     fakelm_proc_stop(&server);
     json_decref(task);
     json_decref(report);
-    /* The input and key are large and regenerable; the trace and task stay. */
-    snprintf(path, sizeof path, "%s/context.txt", dir);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/key.jsonl", dir);
-    unlink(path);
+    /* Everything generated goes: it is large and made again by the next
+     * demo. Only the trace the user asked for stays, where they asked. */
+    remove_flat_dir(dir);
     return rc;
 }

@@ -8,6 +8,7 @@ dicts so replies holding code fences stay readable.
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -19,6 +20,18 @@ BUILD = os.environ.get("RLM_BUILD_DIR") or os.path.join(
     os.path.dirname(__file__), "..", "..", "build")
 RLM = os.path.join(BUILD, "rlm")
 FAKELM = os.path.join(BUILD, "fakelm")
+# RLM_KEEP_TEST_DIRS=1 keeps every test's temporary directory (and says
+# where it is) to look at after a failure; otherwise each is removed when
+# its test or fake server is done with it.
+KEEP_DIRS = os.environ.get("RLM_KEEP_TEST_DIRS") == "1"
+
+
+def remove_later(path):
+    """Removes a test's temporary directory, or says where it was kept."""
+    if KEEP_DIRS:
+        print("kept: " + path, flush=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def repl(code):
@@ -73,6 +86,7 @@ class FakeLM:
                 self.proc.wait()
         if self.proc and self.proc.stderr:
             self.proc.stderr.close()
+        remove_later(self.dir)
 
     @property
     def base_url(self):
@@ -136,6 +150,7 @@ class RlmTestCase(unittest.TestCase):
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="rlm-e2e-")
+        self.addCleanup(remove_later, self.tmp)
 
     def write(self, name, text):
         path = os.path.join(self.tmp, name)
@@ -159,7 +174,11 @@ class RlmTestCase(unittest.TestCase):
         if "--mode" not in args:
             cmd += ["--mode", "rlm"]
         run_env = {k: v for k, v in os.environ.items()
-                   if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RLM_MODEL")}
+                   if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RLM_MODEL", "ANTHROPIC_API_KEY",
+                                "ANTHROPIC_BASE_URL")}
+        # The user's cache, sessions and prices are never read or written by a test.
+        for kind in ("CACHE", "DATA", "CONFIG"):
+            run_env["XDG_%s_HOME" % kind] = os.path.join(self.tmp, "xdg-" + kind.lower())
         run_env.update(env or {})
         return cmd + list(args), run_env, trace_path
 

@@ -14,6 +14,7 @@ from harness import RLM
 class BenchSmoke(unittest.TestCase):
     def test_smoke_suite_scores_perfect(self):
         out = tempfile.mkdtemp(prefix="rlm-bench-")
+        self.addCleanup(shutil.rmtree, out, True)
         proc = subprocess.run([RLM, "bench", "run", "--suite", "smoke", "--fake", "--out", out],
                               capture_output=True, text=True, timeout=600)
         self.assertEqual(proc.returncode, 0, proc.stderr)

@@ -1,10 +1,11 @@
 """`rlm demo` offline: a small demo (hidden --tokens) answers right, says the
-model is simulated, and leaves a trace."""
+model is simulated, and leaves nothing behind but the trace it was asked to keep."""
 import json
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import unittest
 
 from harness import RLM
@@ -20,14 +21,24 @@ class Demo(unittest.TestCase):
         gold = re.search(r"^gold: +(.*)$", proc.stdout, re.M).group(1)
         self.assertEqual(answer, gold)
         self.assertIn("score:    1.000", proc.stdout)
-        trace = re.search(r"^trace: +(.*)$", proc.stdout, re.M).group(1)
+        # Nothing generated is left behind.
+        where = re.search(r"task in (\S+) \.\.\.", proc.stdout).group(1)
+        self.assertFalse(os.path.exists(where), os.listdir(where) if os.path.isdir(where) else "")
+        self.assertIn("not kept", proc.stdout)
+
+    def test_trace_kept_where_asked(self):
+        out = tempfile.mkdtemp(prefix="rlm-demo-test-")
+        self.addCleanup(shutil.rmtree, out, True)
+        trace = os.path.join(out, "demo.jsonl")
+        proc = subprocess.run([RLM, "demo", "--tokens", "64K", "--trace", trace],
+                              capture_output=True, text=True, timeout=300)
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        self.assertIn("trace:    " + trace, proc.stdout)
         with open(trace) as f:
             events = [json.loads(line) for line in f if line.strip()]
-        self.assertTrue(events)
-        # The big input is removed afterwards; the trace stays.
-        self.assertFalse(os.path.exists(os.path.join(os.path.dirname(trace), "context.txt")))
-        shutil.rmtree(os.path.dirname(trace), ignore_errors=True)
-
+        self.assertEqual(events[-1]["type"], "run_end")
+        where = re.search(r"task in (\S+) \.\.\.", proc.stdout).group(1)
+        self.assertFalse(os.path.exists(where))
 
 if __name__ == "__main__":
     unittest.main()

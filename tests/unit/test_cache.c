@@ -25,10 +25,13 @@ static char *make_dir(void)
 static void remove_dir(const char *dir)
 {
     static const char *files[] = {"cache.sqlite", "cache.sqlite-wal", "cache.sqlite-shm"};
+    static const char *places[] = {"", "/sub/deeper"};
     char path[512];
-    for (size_t i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-        unlink(path);
+    for (size_t p = 0; p < 2; p++) {
+        for (size_t i = 0; i < 3; i++) {
+            snprintf(path, sizeof path, "%s%s/%s", dir, places[p], files[i]);
+            unlink(path);
+        }
     }
     snprintf(path, sizeof path, "%s/sub/deeper", dir);
     rmdir(path);
