@@ -57,6 +57,7 @@ typedef struct repl_state {
     PyObject *allowed;       /* frozenset of allowed top-level module names */
     PyObject *allowed_text;  /* "re, json, ..." for error messages */
     PyObject *listing_type;  /* the str subclass SHOW_VARS returns */
+    PyObject *library_globals; /* the glue's globals: library code, not the model's */
     repl_input *inputs;      /* inputs[0] is the first (`context`) */
     size_t n_inputs;
     int helpers_switched;    /* a helper runs on another input than the first */
@@ -177,7 +178,7 @@ static PyType_Slot capture_slots[] = {
 static PyType_Spec capture_spec = {
     .name = "_rlm.Output",
     .basicsize = sizeof(capture_object),
-    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION | Py_TPFLAGS_IMMUTABLETYPE,
     .slots = capture_slots,
 };
 
@@ -584,14 +585,52 @@ static PyObject *api_rlm_query_batched(PyObject *module, PyObject *args, PyObjec
 
 /* ---- finishing ---- */
 
+/* The answer is kept as an exact str: what str() returned may be a str
+ * subclass, whose methods the child must never call later. */
 static PyObject *api_final(PyObject *module, PyObject *value)
 {
     repl_state *st = PyModule_GetState(module);
-    PyObject *answer = PyObject_Str(value);
+    PyObject *text = PyObject_Str(value);
+    PyObject *answer = text ? PyUnicode_FromObject(text) : NULL;
+    Py_XDECREF(text);
     if (!answer)
         return NULL;
     Py_XSETREF(st->final_answer, answer);
     Py_RETURN_NONE;
+}
+
+/* 1 when every key of dict is an exact str: then a lookup of an exact str
+ * compares strs in C and runs no model code. */
+static int keys_exact(PyObject *dict)
+{
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(dict, &pos, &key, &value))
+        if (!PyUnicode_CheckExact(key))
+            return 0;
+    return 1;
+}
+
+/* The namespace's value for key (an exact str), as a new reference; NULL
+ * without an error when there is none. Model code may have put keys of its
+ * own classes in the namespace during the cell: then the entries are
+ * compared one by one, exact strs only, rather than looked up (a colliding
+ * str subclass's __eq__ would run inside the lookup). */
+static PyObject *ns_get(repl_state *st, PyObject *key)
+{
+    if (keys_exact(st->ns)) {
+        PyObject *value = PyDict_GetItemWithError(st->ns, key);
+        return Py_XNewRef(value);
+    }
+    PyObject *items = PyDict_Items(st->ns), *found = NULL;
+    for (Py_ssize_t i = 0; items && !found && i < PyList_GET_SIZE(items); i++) {
+        PyObject *pair = PyList_GET_ITEM(items, i);
+        PyObject *k = PyTuple_GET_ITEM(pair, 0);
+        if (PyUnicode_CheckExact(k) && PyUnicode_Compare(k, key) == 0)
+            found = Py_NewRef(PyTuple_GET_ITEM(pair, 1));
+    }
+    Py_XDECREF(items);
+    return found;
 }
 
 PyObject *repl_take_final(void)
@@ -621,30 +660,27 @@ static PyObject *api_final_var(PyObject *module, PyObject *name)
     repl_state *st = PyModule_GetState(module);
     if (!PyUnicode_Check(name))
         return api_final(module, name);
-    PyObject *key = PyObject_CallMethod(name, "strip", "s", " \t\r\n'\"`");
-    if (!key)
-        return NULL;
-    PyObject *value = PyDict_GetItemWithError(st->ns, key); /* borrowed */
-    if (!value && !PyErr_Occurred()) {
+    /* An exact copy first: a str subclass's strip() or __repr__ is model
+     * code that could return anything. */
+    PyObject *exact = PyUnicode_FromObject(name);
+    PyObject *key = exact ? PyObject_CallMethod(exact, "strip", "s", " \t\r\n'\"`") : NULL;
+    PyObject *value = key ? ns_get(st, key) : NULL;
+    PyObject *rc = NULL;
+    if (!value && key && !PyErr_Occurred()) {
         int literal = st->final_var_literals ? PySet_Contains(st->final_var_literals, key) : 1;
-        if (literal == 0) {
-            Py_DECREF(key);
-            return api_final(module, name);
-        }
-        if (literal > 0)
+        if (literal == 0)
+            rc = api_final(module, exact);
+        else if (literal > 0)
             PyErr_Format(PyExc_NameError,
                          "FINAL_VAR(%R): there is no variable named %R in the REPL. Assign it "
                          "in a code block first (%U = ...), or use FINAL(value).",
-                         name, key, key);
+                         exact, key, key);
+    } else if (value) {
+        rc = api_final(module, value);
     }
-    if (!value) {
-        Py_DECREF(key);
-        return NULL;
-    }
-    Py_INCREF(value);
-    Py_DECREF(key);
-    PyObject *rc = api_final(module, value);
-    Py_DECREF(value);
+    Py_XDECREF(value);
+    Py_XDECREF(key);
+    Py_XDECREF(exact);
     return rc;
 }
 
@@ -696,22 +732,31 @@ static PyType_Slot listing_slots[] = {
 
 static PyType_Spec listing_spec = {
     .name = "_rlm.Listing",
-    .flags = Py_TPFLAGS_DEFAULT,
+    .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE,
     .slots = listing_slots,
 };
+
+/* The namespace's entries as a list of (key, value) pairs held by the
+ * list: the listing below allocates, an allocation may collect, and a
+ * collection runs model finalizers that can change the namespace under a
+ * walk of borrowed entries. Only exact-str keys are listed. */
+static PyObject *ns_items(repl_state *st)
+{
+    return PyDict_Items(st->ns);
+}
 
 /* SHOW_VARS() returns the listing (models write print(SHOW_VARS())) and
  * prints nothing itself. */
 static PyObject *api_show_vars(PyObject *module, PyObject *unused)
 {
     repl_state *st = PyModule_GetState(module);
-    PyObject *lines = PyList_New(0), *text = NULL, *sep = NULL;
-    if (!lines)
-        return NULL;
-    PyObject *key, *value;
-    Py_ssize_t pos = 0;
-    while (PyDict_Next(st->ns, &pos, &key, &value)) {
-        if (!listed_var(key, value))
+    PyObject *items = ns_items(st), *lines = PyList_New(0), *text = NULL, *sep = NULL;
+    if (!items || !lines)
+        goto fail;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *pair = PyList_GET_ITEM(items, i);
+        PyObject *key = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+        if (!PyUnicode_CheckExact(key) || !listed_var(key, value))
             continue;
         PyObject *line = describe_var(st, key, value);
         if (!line || PyList_Append(lines, line) < 0) {
@@ -732,6 +777,7 @@ static PyObject *api_show_vars(PyObject *module, PyObject *unused)
     if (text && st->listing_type)
         Py_SETREF(text, PyObject_CallOneArg(st->listing_type, text));
 fail:
+    Py_XDECREF(items);
     Py_XDECREF(lines);
     Py_XDECREF(sep);
     return text;
@@ -746,14 +792,15 @@ PyObject *repl_variables_line(void)
     repl_state *st = state_get();
     if (!st || !st->ns)
         return PyUnicode_FromString("");
-    PyObject *parts = PyList_New(0), *sep = PyUnicode_FromString(", "), *out = NULL;
+    PyObject *items = ns_items(st), *parts = PyList_New(0), *sep = PyUnicode_FromString(", ");
+    PyObject *out = NULL;
     Py_ssize_t chars = 0, more = 0;
-    if (!parts || !sep)
+    if (!items || !parts || !sep)
         goto fail;
-    PyObject *key, *value;
-    Py_ssize_t pos = 0;
-    while (PyDict_Next(st->ns, &pos, &key, &value)) {
-        if (!listed_var(key, value))
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(items); i++) {
+        PyObject *pair = PyList_GET_ITEM(items, i);
+        PyObject *key = PyTuple_GET_ITEM(pair, 0), *value = PyTuple_GET_ITEM(pair, 1);
+        if (!PyUnicode_CheckExact(key) || !listed_var(key, value))
             continue;
         const char *type = PyUnicode_Check(value) ? "str" : Py_TYPE(value)->tp_name;
         if (PyList_GET_SIZE(parts) >= VARIABLES_LINE_NAMES ||
@@ -773,6 +820,7 @@ PyObject *repl_variables_line(void)
     if (out && more)
         Py_SETREF(out, PyUnicode_FromFormat("%U, ... and %zd more", out, more));
 fail:
+    Py_XDECREF(items);
     Py_XDECREF(parts);
     Py_XDECREF(sep);
     return out;
@@ -787,17 +835,27 @@ static int is_model_globals(repl_state *st, PyObject *globals)
 {
     if (!globals || !PyDict_Check(globals))
         return 0;
-    if (globals == st->ns)
+    if (globals == st->library_globals)
+        return 0;
+    /* A dict with keys of the model's own classes is the model's; a lookup
+     * in it could run their __eq__. So could a lookup in sys.modules while
+     * it holds such keys (model code may add some during a cell): the dicts
+     * are compared by walking, never by a lookup with a model key. */
+    if (globals == st->ns || !PyDict_CheckExact(globals) || !keys_exact(globals))
         return 1;
     PyObject *name = PyDict_GetItemString(globals, "__name__"); /* borrowed */
-    if (!name || !PyUnicode_Check(name))
+    if (!name || !PyUnicode_CheckExact(name))
         return 1;
-    PyObject *module = PyDict_GetItemWithError(PyImport_GetModuleDict(), name);
-    if (!module) {
-        PyErr_Clear();
-        return 1;
+    Py_INCREF(name);
+    PyObject *modules = PyImport_GetModuleDict(); /* borrowed */
+    int library = 0;
+    if (keys_exact(modules)) {
+        PyObject *module = PyDict_GetItemWithError(modules, name);
+        library = module && PyModule_Check(module) && PyModule_GetDict(module) == globals;
     }
-    return !PyModule_Check(module) || PyModule_GetDict(module) != globals;
+    PyErr_Clear();
+    Py_DECREF(name);
+    return !library;
 }
 
 /* PyImport_Import (what C modules use for their lazy imports, e.g. _datetime
@@ -829,9 +887,18 @@ static PyObject *import_error(PyObject *name, const char *fmt, ...)
     return NULL;
 }
 
+/* 1 when sys.modules has name (an exact str), 0 when not, -1 on error. */
 static int module_loaded(PyObject *name)
 {
-    return PyDict_GetItemWithError(PyImport_GetModuleDict(), name) != NULL;
+    PyObject *modules = PyImport_GetModuleDict(); /* borrowed */
+    if (keys_exact(modules))
+        return PyDict_GetItemWithError(modules, name) != NULL ? 1 : PyErr_Occurred() ? -1 : 0;
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    while (PyDict_Next(modules, &pos, &key, &value))
+        if (PyUnicode_CheckExact(key) && PyUnicode_Compare(key, name) == 0)
+            return 1;
+    return 0;
 }
 
 /* Model rule: the top-level name is on the allowlist and the module (and any
@@ -860,32 +927,42 @@ static PyObject *check_model_import(repl_state *st, PyObject *name, PyObject *fr
         return import_error(name,
                             "import of '%U' is not allowed in the sandbox. Allowed modules: %U",
                             name, st->allowed_text);
-    if (!module_loaded(name))
-        return PyErr_Occurred() ? NULL
-                                : import_error(name,
-                                               "module '%U' is not available in the sandbox. "
-                                               "Allowed modules: %U",
-                                               name, st->allowed_text);
+    int loaded = module_loaded(name);
+    if (loaded <= 0)
+        return loaded < 0 ? NULL
+                          : import_error(name,
+                                         "module '%U' is not available in the sandbox. "
+                                         "Allowed modules: %U",
+                                         name, st->allowed_text);
     if (fromlist && PySequence_Check(fromlist) && !PyUnicode_Check(fromlist)) {
-        PyObject *module = PyDict_GetItemWithError(PyImport_GetModuleDict(), name);
-        Py_ssize_t n = PySequence_Size(fromlist);
+        /* fromlist and the module's attributes can be model objects: hold
+         * what is used across their calls. */
+        PyObject *module = keys_exact(PyImport_GetModuleDict())
+                               ? Py_XNewRef(PyDict_GetItemWithError(PyImport_GetModuleDict(), name))
+                               : NULL;
+        Py_ssize_t n = module ? PySequence_Size(fromlist) : 0;
         for (Py_ssize_t i = 0; module && i < n; i++) {
             PyObject *item = PySequence_GetItem(fromlist, i);
-            if (!item)
-                return NULL;
-            int ok = 1;
-            if (PyUnicode_Check(item) && PyUnicode_CompareWithASCIIString(item, "*") != 0 &&
-                !PyObject_HasAttr(module, item)) {
-                PyObject *full = PyUnicode_FromFormat("%U.%U", name, item);
-                ok = full && module_loaded(full);
+            PyObject *exact = item && PyUnicode_Check(item) ? PyUnicode_FromObject(item) : NULL;
+            int ok = item != NULL && (!PyUnicode_Check(item) || exact);
+            if (exact && PyUnicode_CompareWithASCIIString(exact, "*") != 0 &&
+                !PyObject_HasAttr(module, exact)) {
+                PyObject *full = PyUnicode_FromFormat("%U.%U", name, exact);
+                ok = full && module_loaded(full) > 0;
                 Py_XDECREF(full);
                 if (!ok && !PyErr_Occurred())
-                    import_error(name, "cannot import '%U' from '%U' in the sandbox", item, name);
+                    import_error(name, "cannot import '%U' from '%U' in the sandbox", exact, name);
             }
-            Py_DECREF(item);
-            if (!ok)
+            Py_XDECREF(exact);
+            Py_XDECREF(item);
+            if (!ok) {
+                Py_DECREF(module);
                 return NULL;
+            }
         }
+        Py_XDECREF(module);
+        if (PyErr_Occurred())
+            return NULL;
     }
     Py_RETURN_NONE;
 }
@@ -921,9 +998,9 @@ static PyObject *check_library_import(PyObject *name, PyObject *globals, int lev
     }
     int loaded = module_loaded(full);
     PyObject *rc = NULL;
-    if (loaded)
+    if (loaded > 0)
         rc = Py_NewRef(Py_None);
-    else if (!PyErr_Occurred())
+    else if (loaded == 0)
         import_error(full,
                      "import of '%U' blocked: the sandbox only provides modules loaded before "
                      "it was locked down",
@@ -942,12 +1019,20 @@ static PyObject *guard_import(PyObject *module, PyObject *args, PyObject *kwds)
         return NULL;
     repl_state *st = PyModule_GetState(module);
     PyObject *caller = PyEval_GetGlobals(); /* borrowed */
+    /* The checks use an exact copy of the name: a str subclass's methods
+     * and hash are model code. */
+    PyObject *exact = PyUnicode_FromObject(name);
+    if (!exact)
+        return NULL;
     PyObject *verdict;
+    Py_XINCREF(caller);
     if (is_model_globals(st, caller) &&
         !is_c_api_import(caller, globals, locals, fromlist, level))
-        verdict = check_model_import(st, name, fromlist, level);
+        verdict = check_model_import(st, exact, fromlist, level);
     else
-        verdict = check_library_import(name, globals ? globals : caller, level);
+        verdict = check_library_import(exact, globals ? globals : caller, level);
+    Py_XDECREF(caller);
+    Py_DECREF(exact);
     if (!verdict)
         return NULL;
     Py_DECREF(verdict);
@@ -957,6 +1042,17 @@ static PyObject *guard_import(PyObject *module, PyObject *args, PyObject *kwds)
 static PyMethodDef guard_def = {"__import__", (PyCFunction)(void (*)(void))guard_import,
                                 METH_VARARGS | METH_KEYWORDS,
                                 "Import one of the modules the sandbox allows."};
+
+int repl_set_library_globals(PyObject *globals)
+{
+    repl_state *st = state_get();
+    if (!st) {
+        PyErr_SetString(PyExc_RuntimeError, "_rlm is not loaded");
+        return -1;
+    }
+    Py_XSETREF(st->library_globals, Py_NewRef(globals));
+    return 0;
+}
 
 int repl_install_import_guard(void)
 {
@@ -1107,7 +1203,14 @@ static PyObject *helper_call(PyObject *helper, PyObject *args, PyObject *kwds)
         return PyErr_Format(PyExc_RuntimeError, "%s: the helpers cannot be called while one "
                             "is running", PyEval_GetFuncName(helper));
     if (kwds) {
-        target = PyDict_GetItemString(kwds, "context"); /* borrowed */
+        /* Keyword names are strs, but may be of a model subclass: refused
+         * before a lookup could run its __eq__. */
+        if (!keys_exact(kwds)) {
+            PyErr_Format(PyExc_TypeError, "%s: keyword names must be plain str",
+                         PyEval_GetFuncName(helper));
+            goto done;
+        }
+        target = Py_XNewRef(PyDict_GetItemString(kwds, "context"));
         kw = PyDict_Copy(kwds);
         if (!kw || (target && PyDict_DelItemString(kw, "context") < 0))
             goto done;
@@ -1138,6 +1241,7 @@ static PyObject *helper_call(PyObject *helper, PyObject *args, PyObject *kwds)
     st->helpers_switched = 0;
 done:
     Py_XDECREF(kw);
+    Py_XDECREF(target);
     return result;
 }
 

@@ -26,6 +26,11 @@ int repl_module_register(void);
  * 0, or -1 with a Python error set. */
 int repl_module_configure(int fd, size_t frame_max, size_t output_limit, PyObject *ns);
 
+/* Tells the import guard that code running with `globals` (the glue's
+ * private dict, which is no module's) is library code. 0, or -1 with a
+ * Python error set (_rlm not imported yet). */
+int repl_set_library_globals(PyObject *globals);
+
 /* Replaces builtins.__import__ with the guard (call after the preloading).
  * Safe to call again after each cell to undo tampering. 0 / -1 (error set). */
 int repl_install_import_guard(void);

@@ -20,6 +20,7 @@
 #include "ingest.h"
 #include "repl_helpers.h"
 #include "repl_module.h"
+#include "repl_restore.h"
 #include "sandbox_linux.h"
 #include "sandbox_policy.h"
 #include "util.h"
@@ -248,13 +249,13 @@ typedef struct child {
     int has_search_cache;       /* fd 6 is the search cache socket */
     PyObject *ns;               /* __main__.__dict__, borrowed */
     PyObject *builtins;         /* the builtins module */
+    PyObject *glue;             /* the glue's globals: a dict no module and no model
+                                   code holds (repl_restore puts it back) */
     PyObject *compile_cell;     /* glue functions */
     PyObject *format_exception;
     PyObject *final_literal;
     PyObject *parse_input;
-    PyObject *originals;        /* REPL name -> object to restore after a cell */
-    PyObject *modules;          /* sys.modules name -> module, as at lockdown */
-    PyObject *module_dicts;     /* list of (module __dict__, copy at lockdown) */
+    repl_restore *restore;      /* the tables and hooks of the request boundaries */
     PyObject *timeout_text;     /* "TimeoutError: cell exceeded N s wall time" */
     PyObject *cancel_text;      /* the same line for a cell the user cancelled */
     unsigned long cell_number;
@@ -488,12 +489,20 @@ static int preload_modules(char *err, size_t errlen)
     return 0;
 }
 
+/* The glue runs in a dict of its own that no module holds: model code
+ * cannot reach it through sys.modules, its functions' code cannot be
+ * replaced (the audit hook) and the dict is put back before every cell
+ * (repl_restore). The import guard counts it as library code. */
 static int load_glue(child *c, char *err, size_t errlen)
 {
-    /* Registered in sys.modules, so the import guard sees library code. */
-    PyObject *module = PyImport_AddModule("_rlm_glue"); /* borrowed */
-    PyObject *dict = module ? PyModule_GetDict(module) : NULL;
-    if (!dict || PyDict_SetItemString(dict, "__builtins__", c->builtins) < 0)
+    PyObject *dict = PyDict_New();
+    PyObject *name = PyUnicode_FromString("_rlm_glue");
+    c->glue = dict;
+    int ok = dict && name && PyDict_SetItemString(dict, "__builtins__", c->builtins) == 0 &&
+             PyDict_SetItemString(dict, "__name__", name) == 0 &&
+             repl_set_library_globals(dict) == 0;
+    Py_XDECREF(name);
+    if (!ok)
         goto fail;
     PyObject *code = Py_CompileString(glue_source, "<rlm-glue>", Py_file_input);
     if (!code)
@@ -945,24 +954,28 @@ static json_t *summary_json(const context_load *cl)
     return summary;
 }
 
-static PyObject *new_answer_dict(void)
+/* Binds name to value in the namespace and protects it: it is put back
+ * before and after every cell. 0, or -1 with a Python error set. */
+static int protect_name(child *c, const char *name, PyObject *value)
 {
-    return Py_BuildValue("{s:s, s:O}", "content", "", "ready", Py_False);
+    PyObject *key = PyUnicode_FromString(name);
+    int rc = key && repl_restore_protect(c->restore, key, value) == 0 &&
+                     repl_restore_bind(c->restore, key, value) == 0
+                 ? 0
+                 : -1;
+    Py_XDECREF(key);
+    return rc;
 }
 
-/* The namespace, from the policy table: the REPL functions and the answer
- * dict (put back after every cell), the helpers (bound once: the model may
- * rebind them), and the first input as `context` and `context_0` (and the
- * host's alias for it), registered for the helpers' context= argument. */
+/* The namespace, from the policy table: the REPL functions (put back after
+ * every cell), the helpers (bound once: the model may rebind them), and the
+ * first input as `context` and `context_0` (and the host's alias for it),
+ * registered for the helpers' context= argument. The answer dict comes with
+ * the first restore. */
 static int setup_namespace(child *c, PyObject *context, const context_load *cl, char *err,
                            size_t errlen)
 {
-    PyObject *main_module = PyImport_AddModule("__main__"); /* borrowed */
-    if (!main_module)
-        goto fail;
-    c->ns = PyModule_GetDict(main_module);
-    c->originals = PyDict_New();
-    if (!c->originals || repl_module_configure(c->fd, c->frame_max, c->output_limit, c->ns))
+    if (repl_module_configure(c->fd, c->frame_max, c->output_limit, c->ns))
         goto fail;
     for (size_t i = 0; i < sandbox_repl_names_count; i++) {
         const sandbox_repl_name *n = &sandbox_repl_names[i];
@@ -970,7 +983,7 @@ static int setup_namespace(child *c, PyObject *context, const context_load *cl, 
         int rc = 0;
         if (n->kind == SANDBOX_NAME_FUNCTION) {
             fn = repl_api_function(n->name);
-            rc = fn ? PyDict_SetItemString(c->originals, n->name, fn) : -1;
+            rc = fn ? protect_name(c, n->name, fn) : -1;
         } else if (n->kind == SANDBOX_NAME_HELPER) {
             helper = repl_helpers_function(n->name);
             fn = helper ? repl_input_helper(n->name, helper) : NULL;
@@ -983,17 +996,9 @@ static int setup_namespace(child *c, PyObject *context, const context_load *cl, 
     }
     const char *names[3] = {"context", "context_0", c->first_alias};
     for (int i = 0; i < 3; i++)
-        if (names[i][0] && PyDict_SetItemString(c->originals, names[i], context) < 0)
+        if (names[i][0] && protect_name(c, names[i], context) < 0)
             goto fail;
-    PyObject *answer = repl_add_input(context, cl->kind, cl->docs, cl->n_docs, cl->ascii) == 0
-                           ? new_answer_dict()
-                           : NULL;
-    if (!answer || PyDict_SetItemString(c->ns, "answer", answer) < 0) {
-        Py_XDECREF(answer);
-        goto fail;
-    }
-    Py_DECREF(answer);
-    if (PyDict_Update(c->ns, c->originals) < 0)
+    if (repl_add_input(context, cl->kind, cl->docs, cl->n_docs, cl->ascii) != 0)
         goto fail;
     char timeout_text[96];
     snprintf(timeout_text, sizeof timeout_text, "TimeoutError: cell exceeded %g s wall time",
@@ -1010,124 +1015,12 @@ fail:
 
 /* ---- cells ---- */
 
-/* Takes the snapshot restore_modules goes back to: every entry of sys.modules,
- * and the attributes of builtins and of each allowed module. Model code that
- * swaps sys.modules['re'] for os, or rebinds json.loads or builtins.len,
- * changes only its own cell. */
-static int snapshot_modules(child *c, char *err, size_t errlen)
+/* After a request that ran model code: everything back, or the end of this
+ * child (the host starts a fresh one) when that cannot be done. */
+static void end_request(child *c)
 {
-    PyObject *modules = PyImport_GetModuleDict(); /* borrowed */
-    c->modules = PyDict_Copy(modules);
-    c->module_dicts = PyList_New(0);
-    if (!c->modules || !c->module_dicts)
-        goto fail;
-    for (size_t i = 0; i < sandbox_allowed_modules_count; i++) {
-        const char *name = sandbox_allowed_modules[i];
-        PyObject *module = PyDict_GetItemString(modules, name); /* borrowed */
-        PyObject *dict = module && PyModule_Check(module) ? PyModule_GetDict(module) : NULL;
-        PyObject *copy = dict ? PyDict_Copy(dict) : NULL;
-        PyObject *pair = copy ? PyTuple_Pack(2, dict, copy) : NULL;
-        Py_XDECREF(copy);
-        int rc = pair ? PyList_Append(c->module_dicts, pair) : -1;
-        Py_XDECREF(pair);
-        if (rc < 0)
-            goto fail;
-    }
-    return 0;
-fail:
-    python_error(err, errlen, "cannot snapshot the modules");
-    return -1;
-}
-
-/* 1 when dict holds exactly copy's entries (identity checks, which write
- * to no object: a forked child's pages stay shared with the zygote's). */
-static int dict_unchanged(PyObject *dict, PyObject *copy)
-{
-    int same = PyDict_Size(dict) == PyDict_Size(copy);
-    PyObject *key, *value;
-    Py_ssize_t pos = 0;
-    while (same && PyDict_Next(copy, &pos, &key, &value))
-        same = PyDict_GetItemWithError(dict, key) == value;
-    PyErr_Clear();
-    return same;
-}
-
-/* Puts dict back to copy when any entry differs. */
-static void restore_dict(PyObject *dict, PyObject *copy)
-{
-    if (!dict_unchanged(dict, copy)) {
-        PyDict_Clear(dict);
-        PyDict_Update(dict, copy);
-    }
-}
-
-/* A forked child inherits the snapshot its zygote took before forking (a
- * copy costs a write to every object it holds, and each written page is a
- * page fault and a copy). Only a dict that changed since, normally none, is
- * copied again. */
-static int snapshot_refresh(child *c, char *err, size_t errlen)
-{
-    PyObject *modules = PyImport_GetModuleDict(); /* borrowed */
-    if (!dict_unchanged(modules, c->modules)) {
-        PyObject *copy = PyDict_Copy(modules);
-        if (!copy)
-            goto fail;
-        Py_SETREF(c->modules, copy);
-    }
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(c->module_dicts); i++) {
-        PyObject *pair = PyList_GET_ITEM(c->module_dicts, i);
-        PyObject *dict = PyTuple_GET_ITEM(pair, 0);
-        if (dict_unchanged(dict, PyTuple_GET_ITEM(pair, 1)))
-            continue;
-        PyObject *copy = PyDict_Copy(dict);
-        PyObject *fresh = copy ? PyTuple_Pack(2, dict, copy) : NULL;
-        Py_XDECREF(copy);
-        if (!fresh || PyList_SetItem(c->module_dicts, i, fresh) < 0)
-            goto fail;
-    }
-    return 0;
-fail:
-    python_error(err, errlen, "cannot snapshot the modules");
-    return -1;
-}
-
-static void restore_modules(child *c)
-{
-    if (!c->modules)
-        return;
-    restore_dict(PyImport_GetModuleDict(), c->modules);
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(c->module_dicts); i++) {
-        PyObject *pair = PyList_GET_ITEM(c->module_dicts, i);
-        restore_dict(PyTuple_GET_ITEM(pair, 0), PyTuple_GET_ITEM(pair, 1));
-    }
-    PyErr_Clear();
-}
-
-/* Puts the REPL back the way model code may not leave it: our functions and
- * the context under their names, an answer dict, the builtins, the import
- * guard, and the capture as stdout/stderr. Values the model stored in the
- * answer dict are kept while it is still a dict. */
-static void restore_repl(child *c)
-{
-    PyObject *key, *value;
-    Py_ssize_t pos = 0;
-    while (PyDict_Next(c->originals, &pos, &key, &value))
-        if (PyDict_GetItemWithError(c->ns, key) != value)
-            PyDict_SetItem(c->ns, key, value);
-    PyObject *answer = PyDict_GetItemString(c->ns, "answer");
-    if (!answer || !PyDict_Check(answer)) {
-        PyObject *fresh = new_answer_dict();
-        if (fresh)
-            PyDict_SetItemString(c->ns, "answer", fresh);
-        Py_XDECREF(fresh);
-    }
-    if (PyDict_GetItemString(c->ns, "__builtins__") != c->builtins)
-        PyDict_SetItemString(c->ns, "__builtins__", c->builtins);
-    restore_modules(c);
-    repl_install_import_guard();
-    PySys_SetObject("stdout", repl_capture());
-    PySys_SetObject("stderr", repl_capture());
-    PyErr_Clear();
+    if (repl_restore_end(c->restore) != 0)
+        _exit(3);
 }
 
 /* Writes exc (a traceback from the model's first frame; taken) to the
@@ -1190,27 +1083,39 @@ static int run_code(child *c, PyObject *pair)
 }
 
 /* The final answer of the cell: FINAL/FINAL_VAR first, else the answer dict
- * when ready is true (ready is then reset, so the next turn of a session does
- * not find a stale answer). NULL without error when there is none. */
+ * when ready is true (ready is then reset, so the next turn does not find a
+ * stale answer). NULL without error when there is none. Runs while the cell
+ * still counts as model code: __bool__ of `ready` and __str__ of `content`
+ * are the model's. The lookups themselves run none: the namespace and the
+ * dict are cleaned to exact-str keys first, and only an exact dict counts
+ * (the restore replaces anything else). */
 static PyObject *cell_final_answer(child *c)
 {
     PyObject *final = repl_take_final();
     if (final || PyErr_Occurred())
         return final;
+    if (repl_restore_clean_dict(c->restore, c->ns) < 0)
+        return NULL;
     PyObject *answer = PyDict_GetItemString(c->ns, "answer");
-    if (!answer || !PyDict_Check(answer))
+    if (!answer || !PyDict_CheckExact(answer) ||
+        repl_restore_clean_dict(c->restore, answer) < 0)
         return NULL;
     Py_INCREF(answer);
     PyObject *ready = PyDict_GetItemString(answer, "ready");
     Py_XINCREF(ready);
     int is_ready = ready ? PyObject_IsTrue(ready) : 0;
-    Py_XDECREF(ready);
-    if (is_ready > 0) {
+    if (is_ready > 0 && repl_restore_clean_dict(c->restore, answer) == 0) {
         PyObject *content = PyDict_GetItemString(answer, "content");
-        final = content ? PyObject_Str(content) : PyUnicode_New(0, 0);
-        if (final && PyDict_SetItemString(answer, "ready", Py_False) < 0)
+        Py_XINCREF(content);
+        PyObject *text = content ? PyObject_Str(content) : PyUnicode_New(0, 0);
+        final = text ? PyUnicode_FromObject(text) : NULL; /* an exact str */
+        Py_XDECREF(text);
+        Py_XDECREF(content);
+        if (final && (repl_restore_clean_dict(c->restore, answer) < 0 ||
+                      PyDict_SetItemString(answer, "ready", Py_False) < 0))
             Py_CLEAR(final);
     }
+    Py_XDECREF(ready);
     Py_DECREF(answer);
     return final;
 }
@@ -1265,13 +1170,18 @@ static json_t *result_frame(child *c, int raised, int interrupted, PyObject *fin
     return frame;
 }
 
+/* One cell. The request boundaries (repl_restore) surround the model's
+ * code: the state it may have left is released and put back first, the
+ * collector is on only while model code runs, and everything is put back
+ * before the result is sent. */
 static json_t *run_cell(child *c, const char *code, size_t len)
 {
-    drain_signals();
     repl_capture_reset();
     Py_XDECREF(repl_take_final());
     PyErr_Clear();
-    restore_repl(c);
+    repl_restore_begin(c->restore);
+    drain_signals();
+    install_cancel_handler();
     c->cell_number++;
     int raised = 0, interrupted = 0;
     const char *how = NULL;
@@ -1280,8 +1190,13 @@ static json_t *run_cell(child *c, const char *code, size_t len)
     PyObject *filename = PyUnicode_FromFormat("<cell-%lu>", c->cell_number);
     if (src && filename)
         pair = PyObject_CallFunction(c->compile_cell, "OOk", src, filename, c->cell_number);
+    if (pair && (!PyTuple_CheckExact(pair) || PyTuple_GET_SIZE(pair) != 3)) {
+        Py_CLEAR(pair);
+        PyErr_SetString(PyExc_SystemError, "the REPL glue returned something unexpected");
+    }
     if (pair)
         repl_set_cell_literals(PyTuple_GET_ITEM(pair, 2));
+    PyGC_Enable();
     if (!pair || run_code(c, pair) < 0) {
         raised = 1;
         exc = take_exception();
@@ -1289,6 +1204,7 @@ static json_t *run_cell(child *c, const char *code, size_t len)
     final = cell_final_answer(c);
     if (!final && PyErr_Occurred())
         final_error = take_exception();
+    repl_restore_quiesce(c->restore);
     if (exc && !final && !final_error && src && (final = literal_final(c, exc, src))) {
         how = "final_literal";
         raised = 0;
@@ -1306,7 +1222,7 @@ static json_t *run_cell(child *c, const char *code, size_t len)
         interrupted |= report_exception(c, final_error);
     }
     repl_set_cell_literals(NULL);
-    restore_repl(c);
+    end_request(c);
     json_t *frame = result_frame(c, raised, interrupted, final, how);
     Py_XDECREF(final);
     Py_XDECREF(pair);
@@ -1316,19 +1232,30 @@ static json_t *run_cell(child *c, const char *code, size_t len)
     return frame;
 }
 
+/* str() of a variable, for FINAL_VAR(name) written in the model's text: a
+ * request that runs model code (the value's __str__), bounded like a cell. */
 static json_t *get_var(child *c, const char *name, size_t len)
 {
+    repl_restore_begin(c->restore);
     drain_signals();
     int found = 0;
-    PyObject *value = NULL;
+    PyObject *value = NULL, *text = NULL;
     PyObject *key = PyUnicode_DecodeUTF8(name, (Py_ssize_t)len, "replace");
     PyObject *stripped = key ? PyObject_CallMethod(key, "strip", "s", " \t\r\n'\"`") : NULL;
+    /* The namespace has exact-str keys only (the end of the last request
+     * saw to it), and stripped is one: the lookup runs no model code. */
     PyObject *var = stripped ? PyDict_GetItemWithError(c->ns, stripped) : NULL;
     if (var) {
         Py_INCREF(var);
-        value = PyObject_Str(var);
-        Py_DECREF(var);
+        PyGC_Enable();
+        text = PyObject_Str(var);
+        repl_restore_quiesce(c->restore);
+        value = text ? PyUnicode_FromObject(text) : NULL;
         found = value != NULL;
+        repl_restore_bury(c->restore, var);
+        repl_restore_bury(c->restore, text);
+        Py_DECREF(var);
+        Py_XDECREF(text);
     }
     if (!value) {
         if (PyErr_Occurred()) {
@@ -1352,7 +1279,7 @@ static json_t *get_var(child *c, const char *name, size_t len)
     Py_XDECREF(value);
     Py_XDECREF(stripped);
     Py_XDECREF(key);
-    restore_repl(c);
+    end_request(c);
     return frame;
 }
 
@@ -1360,7 +1287,7 @@ static json_t *get_var(child *c, const char *name, size_t len)
  * identifier of at most 64 characters that is no fixed name of the policy
  * table (context, answer, llm_query, grep, ...: numbered ones such as
  * context_1 or history_0 are the host's to bind), not bound already as an
- * input or a protected value (all in originals), and not a dunder. New
+ * input or a protected value (repl_restore's), and not a dunder. New
  * reference, or NULL with a message in err. */
 static PyObject *bindable_name(child *c, json_t *name, char *err, size_t errlen)
 {
@@ -1373,7 +1300,7 @@ static PyObject *bindable_name(child *c, json_t *name, char *err, size_t errlen)
         return NULL;
     }
     PyObject *key = PyUnicode_DecodeUTF8(text, (Py_ssize_t)len, "strict");
-    int taken = key ? PyDict_Contains(c->originals, key) : -1;
+    int taken = key ? repl_restore_is_protected(c->restore, key) : -1;
     if (!key || taken != 0 || PyUnicode_IsIdentifier(key) != 1) {
         PyErr_Clear();
         snprintf(err, errlen, "'%.64s' %s", text,
@@ -1473,7 +1400,8 @@ static json_t *add_input(child *c, json_t *request)
         goto done;
     }
     if (repl_add_input(obj, cl->kind, cl->docs, cl->n_docs, cl->ascii) != 0 ||
-        PyDict_SetItem(c->originals, key, obj) < 0 || PyDict_SetItem(c->ns, key, obj) < 0) {
+        repl_restore_protect(c->restore, key, obj) < 0 ||
+        repl_restore_bind(c->restore, key, obj) < 0) {
         python_error(err, sizeof err, "cannot bind the input");
         goto done;
     }
@@ -1566,12 +1494,11 @@ static json_t *set_var(child *c, json_t *request)
     else if (key && json_is_string(value))
         obj = PyUnicode_DecodeUTF8(json_string_value(value), (Py_ssize_t)json_string_length(value),
                                    "replace");
-    int ok = obj && PyDict_SetItem(c->ns, key, obj) == 0 &&
-             (!protect || PyDict_SetItem(c->originals, key, obj) == 0);
+    int ok = obj && repl_restore_bind(c->restore, key, obj) == 0 &&
+             (!protect || repl_restore_protect(c->restore, key, obj) == 0);
     /* The contract's alias: `history` is history_0, as `context` is context_0. */
     if (ok && protect && PyUnicode_CompareWithASCIIString(key, "history_0") == 0)
-        ok = PyDict_SetItemString(c->ns, "history", obj) == 0 &&
-             PyDict_SetItemString(c->originals, "history", obj) == 0;
+        ok = protect_name(c, "history", obj) == 0;
     if (!ok && key)
         python_error(err, sizeof err, "cannot set the variable");
     Py_XDECREF(obj);
@@ -1761,17 +1688,35 @@ static int start_interpreter(child *c, char *err, size_t errlen)
         return -1;
     }
     c->builtins = PyImport_ImportModule("builtins");
-    if (!c->builtins) {
-        snprintf(err, errlen, "cannot import builtins");
+    PyObject *main_module = PyImport_AddModule("__main__"); /* borrowed */
+    c->ns = main_module ? PyModule_GetDict(main_module) : NULL;
+    c->restore = c->ns ? repl_restore_new(c->ns) : NULL;
+    if (!c->builtins || !c->restore) {
+        snprintf(err, errlen, "cannot set up the interpreter's namespace");
         return -1;
     }
     return 0;
 }
 
+/* The defences model code must find in place from its first cell: the
+ * import guard, the restore tables, and what repl_restore_arm sets up for
+ * good. */
+static int arm_repl(child *c, char *err, size_t errlen)
+{
+    if (repl_install_import_guard() != 0) {
+        python_error(err, errlen, "cannot install the import guard");
+        return -1;
+    }
+    /* Armed first: the tables keep what arming replaced (_imp). */
+    return repl_restore_arm(c->restore, err, errlen) == 0 && repl_restore_snapshot(c->restore, c->glue, err, errlen) == 0
+               ? 0
+               : -1;
+}
+
 /* What every child does before its lockdown whatever its input, done once:
  * Python, the modules, the glue, the seccomp program (for pid 1: each child
- * is the first process of its PID namespace), the import guard and the
- * snapshot of the modules that every cell is restored to. */
+ * is the first process of its PID namespace), the import guard, the
+ * restore tables every cell is put back to and the rest of arm_repl. */
 static int zygote_prepare(child *c, char *err, size_t errlen)
 {
     if (start_interpreter(c, err, errlen) != 0 || preload_modules(err, errlen) != 0 ||
@@ -1781,11 +1726,7 @@ static int zygote_prepare(child *c, char *err, size_t errlen)
     char ignored[256];
     sandbox_filter_build(1, &c->filter, ignored, sizeof ignored);
     freeze_heap();
-    if (repl_install_import_guard() != 0) {
-        python_error(err, errlen, "cannot install the import guard");
-        return -1;
-    }
-    return snapshot_modules(c, err, errlen);
+    return arm_repl(c, err, errlen);
 }
 
 int main(int argc, char **argv)
@@ -1835,17 +1776,11 @@ int main(int argc, char **argv)
     }
     c.context_chars = cl.chars;
     rc = setup_namespace(&c, context, &cl, err, sizeof err);
-    Py_DECREF(context); /* the namespace and the originals hold it */
-    if (rc != 0)
+    Py_DECREF(context); /* the namespace and the restore hold it */
+    if (rc != 0 || (!zygote && arm_repl(&c, err, sizeof err) != 0))
         send_error_and_exit(c.fd, err);
-    if (repl_install_import_guard() != 0) {
-        python_error(err, sizeof err, "cannot install the import guard");
-        send_error_and_exit(c.fd, err);
-    }
-    rc = c.modules ? snapshot_refresh(&c, err, sizeof err) : snapshot_modules(&c, err, sizeof err);
-    if (rc != 0)
-        send_error_and_exit(c.fd, err);
-    restore_repl(&c);
+    if (repl_restore_end(c.restore) != 0)
+        send_error_and_exit(c.fd, "cannot set up the REPL namespace: out of memory");
     /* The threads come last (none can start after the lockdown), so that a
      * forked child's set-up runs single-threaded: with a second thread every
      * copy-on-write fault costs a TLB shoot-down too. A forked child has no

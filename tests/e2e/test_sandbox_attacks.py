@@ -42,10 +42,21 @@ except MemoryError:
     mem = 'MemoryError ok'
 print('legit', common, len(big), total, day, 1 <= random.randint(1, 6) <= 6,
       json.dumps({'k': 1}), mem, llm_query('sub-call: legit'))
+# Not what a model writes: the REPL's own state as this cell finds it.
+sys = json.codecs.sys
+genuine = all(type(f) is type(len) and f.__module__ == '_rlm'
+              for f in (FINAL, FINAL_VAR, llm_query, llm_query_batched, rlm_query, SHOW_VARS))
+print('repl', genuine, sys.gettrace(), sys.getprofile(), sys.getrecursionlimit(),
+      sys.modules['_signal'].getsignal(2).__name__)
+raise ValueError('legit-end')
 """)
 
-LEGIT_OUTPUT = ("legit [('fox', 3)] 15000000 3.30 2024-01-02 True {\"k\": 1} "
-                "MemoryError ok sub-reply")
+# What the legitimate cell must print: its work, the REPL functions and hooks
+# as the sandbox set them, and its own traceback formatted by the glue.
+LEGIT_OUTPUTS = ("legit [('fox', 3)] 15000000 3.30 2024-01-02 True {\"k\": 1} "
+                 "MemoryError ok sub-reply",
+                 "repl True None None 1000 default_int_handler",
+                 "Traceback (most recent call last):", "ValueError: legit-end")
 
 
 def load_cases():
@@ -182,8 +193,8 @@ class SandboxAttacks(RlmTestCase):
         if not re.search(case["expect"], cells[0]["output"] or ""):
             problems.append("the model did not get a clear error matching %r; it saw %r" % (
                 case["expect"], (cells[0]["output"] or "")[:600]))
-        if LEGIT_OUTPUT not in (cells[1]["output"] or ""):
-            problems.append("legitimate code broke afterwards: %r" % cells[1]["output"][:600])
+        if not all(text in (cells[1]["output"] or "") for text in LEGIT_OUTPUTS):
+            problems.append("legitimate code broke afterwards: %r" % cells[1]["output"][:900])
         ready = [e for e in events if e["type"] == "sandbox_ready"]
         if not ready or "seccomp" not in ready[0]["layers"]:
             problems.append("sandbox_ready does not record the layers: %r" % ready)

@@ -1,5 +1,5 @@
 # case: leases and directory notifications on the input, terminal job control and typing on fds 0-2
-# expect: refused 11 of 11
+# expect: refused 11 of 11|built-in modules cannot be created in the sandbox
 sys = __import__('json').codecs.sys
 os = sys.modules['os']
 fcntl = sys.modules['importlib._bootstrap']._builtin_from_name('fcntl')

@@ -930,6 +930,102 @@ static void test_names_restored(void **state)
     sandbox_free(sb);
 }
 
+/* What a cell leaves behind that the request boundaries undo or refuse
+ * (docs/sandbox.md): hooks that cannot be removed, the gc walks, the code of
+ * library functions, library classes, built-in modules made afresh, module
+ * attributes anywhere, signal handlers and limits, keys of the model's own
+ * str classes. The model's own functions and classes stay its to change. */
+#define SYS "sys = __import__('json').codecs.sys\n"
+static void test_request_boundaries(void **state)
+{
+    sandbox *sb = start_default(state);
+    expect_raise(sb, SYS "sys.settrace(print)", "settrace is not available in the sandbox");
+    expect_raise(sb, SYS "sys.setprofile(print)", "setprofile is not available in the sandbox");
+    expect_raise(sb, SYS "sys.modules['importlib._bootstrap']._builtin_from_name('gc')",
+                 "built-in modules cannot be created in the sandbox");
+    expect_raise(sb, "import json\njson.JSONEncoder.default = None", "immutable type");
+    expect_raise(sb, "import ast\nast.Expr.__setattr__ = None", "immutable type");
+    expect_raise(sb, "import json\njson.dumps.__code__ = (lambda: 0).__code__",
+                 "not available in the sandbox");
+    expect_output(sb,
+                  "def f():\n    return 1\nf.__code__ = (lambda: 2).__code__\n"
+                  "class A:\n    pass\nA.x = 3\nimport collections\n"
+                  "P = collections.namedtuple('P', 'a b', defaults=[1])\nprint(f(), A.x, P(0))",
+                  "2 3 P(a=0, b=1)\n");
+    /* An audit hook is refused without a word (CPython swallows the
+     * refusal); compiling goes on. */
+    expect_output(sb, SYS "sys.addaudithook(lambda event, args: 1 / 0)\nprint('asked')",
+                  "asked\n");
+    expect_output(sb, "print('still compiles')", "still compiles\n");
+    expect_output(sb,
+                  SYS "sys.modules['traceback'].format_exception = None\n"
+                      "sys.modules['re']._compile = None\nsys.setrecursionlimit(60)\n"
+                      "signal = sys.modules['_signal']\nsignal.signal(2, signal.SIG_IGN)\n"
+                      "old = signal.setitimer(signal.ITIMER_REAL, 30)",
+                  "");
+    expect_output(sb,
+                  SYS "import re\nsignal = sys.modules['_signal']\n"
+                      "print(sys.modules['traceback'].format_exception.__name__, "
+                      "re.sub('a', 'b', 'a'), sys.getrecursionlimit(), "
+                      "signal.getsignal(2).__name__, signal.getitimer(signal.ITIMER_REAL))",
+                  "format_exception b 1000 default_int_handler (0.0, 0.0)\n");
+    expect_raise(sb, "raise ValueError('formatted')", "ValueError: formatted");
+    expect_output(sb, SYS "print('_rlm_glue' in sys.modules)", "False\n");
+    /* Keys of a str subclass are dropped after the cell, without a lookup
+     * that would run their __eq__ (here: one that ends the process). */
+    expect_output(sb,
+                  SYS "class K(str):\n    def __hash__(self):\n        return str.__hash__(self)\n"
+                      "    def __eq__(self, other):\n        sys.modules['os']._exit(9)\n"
+                      "g = globals()\nfor name in ('FINAL', 'llm_query', 'answer'):\n"
+                      "    value = g.pop(name)\n    g[K(name)] = value\n"
+                      "value.pop('ready')\nvalue[K('ready')] = True\n"
+                      "sys.modules.pop('json')\nsys.modules[K('json')] = None\nx = 1",
+                  "");
+    expect_output(sb,
+                  "print([k for k in globals() if type(k) is not str], FINAL.__module__, "
+                  "answer, x)",
+                  "[] _rlm {'content': '', 'ready': False} 1\n");
+    sandbox_free(sb);
+}
+
+/* The child's C entry points meet objects whose methods are model code:
+ * they hold their references, check exact types, and never call a str
+ * subclass's methods (docs/sandbox.md). */
+static void test_hostile_objects(void **state)
+{
+    sandbox *sb = start_default(state);
+    expect_output(sb,
+                  "class S(str):\n"
+                  "    def strip(self, *args):\n        return 12345\n"
+                  "    def __repr__(self):\n        raise RuntimeError('repr')\n"
+                  "    def __hash__(self):\n        return str.__hash__(self)\n"
+                  "    def __eq__(self, other):\n        raise RuntimeError('eq')\n"
+                  "class T:\n    def __str__(self):\n        return S('from a subclass')\n"
+                  "x = 'the value of x'\nt = T()\nglobals()[S('zz')] = 1",
+                  "");
+    sandbox_cell cell;
+    run(sb, "FINAL_VAR(S(' x '))", &cell);
+    assert_string_equal(cell.final_answer, "the value of x");
+    sandbox_cell_clear(&cell);
+    run(sb, "FINAL(T())", &cell);
+    assert_string_equal(cell.final_answer, "from a subclass");
+    sandbox_cell_clear(&cell);
+    run(sb, "FINAL_VAR(S('nothing here'))", &cell); /* not a literal: the value answers */
+    assert_string_equal(cell.final_answer, "nothing here");
+    sandbox_cell_clear(&cell);
+    run(sb, "answer['content'] = T()\nanswer['ready'] = S('yes')", &cell);
+    assert_string_equal(cell.final_answer, "from a subclass");
+    sandbox_cell_clear(&cell);
+    char *value = NULL, err[256];
+    assert_int_equal(sandbox_get_var(sb, "t", &value, NULL, err, sizeof err), 0);
+    assert_string_equal(value, "from a subclass");
+    free(value);
+    expect_output(sb, "globals()[S('zz')] = 1\nprint('zz' in SHOW_VARS(), 'x: str' in SHOW_VARS())",
+                  "False True\n");
+    expect_raise(sb, "grep('fox', **{S('max_hits'): 1})", "keyword names must be plain str");
+    sandbox_free(sb);
+}
+
 static void test_get_var(void **state)
 {
     sandbox *sb = start_default(state);
@@ -1907,6 +2003,8 @@ int main(void)
         cmocka_unit_test(test_output_bounded),
         cmocka_unit_test(test_memory_bomb),
         cmocka_unit_test(test_names_restored),
+        cmocka_unit_test(test_request_boundaries),
+        cmocka_unit_test(test_hostile_objects),
         cmocka_unit_test(test_get_var),
         cmocka_unit_test(test_add_input),
         cmocka_unit_test(test_search_cache_service),
