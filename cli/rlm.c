@@ -84,6 +84,7 @@ static const char options_text[] =
         "  --max-tokens N         prompt + completion tokens\n"
         "  --max-time S           wall seconds\n"
         "  --max-subcalls N       sub-call prompts; a batch that does not fit is refused whole\n"
+        "                         (default 10000; none: no limit)\n"
         "  --prices FILE          JSON prices: {\"MODEL\": {\"input\": 1.25, \"cached_input\": 0.125,\n"
         "                         \"output\": 10}} in USD per million tokens\n"
         "\n"
@@ -117,6 +118,10 @@ static const char options_text[] =
         "                         --template` prints rlm's to start from); {max_iterations},\n"
         "                         {allowed_modules} and {context_description} are filled in\n"
         "  --cell-timeout S       wall seconds per code cell, sub-calls excluded (default 120)\n"
+        "  --cell-wall S          wall seconds per code cell with its sub-calls and child RLMs:\n"
+        "                         past it the sub-calls in flight end and the cell is\n"
+        "                         interrupted (default 1800; none: no limit, for long sub-call\n"
+        "                         phases)\n"
         "  --output-limit N       characters of each block's output shown to the model (default 20000)\n"
         "  --sandbox-memory SIZE  sandbox address-space limit, e.g. 8G (default 4G + 4x context)\n"
         "  --unsafe-no-sandbox    run model code without seccomp and rlimits (recorded in the trace)\n"
@@ -125,6 +130,11 @@ static const char options_text[] =
         "  --max-depth N          levels of RLMs, 1-16 (default 1: rlm_query is a plain sub-call;\n"
         "                         2: the root starts children; 3: children start their own)\n"
         "  --max-children N       children of one rlm_query_batched running at once (default 8)\n"
+        "  --max-child-batch N    prompts one rlm_query_batched may start as child RLMs; a\n"
+        "                         bigger batch is refused with an error (default 256)\n"
+        "  --max-sandboxes N      sandboxes alive at once in the whole tree of RLMs; a child that\n"
+        "                         cannot get one waits while some RLM can still finish, else it\n"
+        "                         fails with an error (default 32)\n"
         "  --child-share F        share of the remaining budgets one child may spend, in (0, 1]\n"
         "                         (default 0.5); a child that spends it returns its best answer\n"
         "  --context-window N     tokens of the root model's window (default 128000)\n"
@@ -294,7 +304,7 @@ enum {
     OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_MODE, OPT_DIRECT_THRESHOLD,
     OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW, OPT_COMPACT_AT, OPT_SESSION,
     OPT_SESSION_DB, OPT_SUB_API_KEY, OPT_SUB_PROVIDER, OPT_STRICT, OPT_JSON_INPUT,
-    OPT_SYSTEM_PROMPT,
+    OPT_SYSTEM_PROMPT, OPT_CELL_WALL, OPT_MAX_SANDBOXES, OPT_MAX_CHILD_BATCH,
 };
 
 static const struct option long_options[] = {
@@ -354,6 +364,9 @@ static const struct option long_options[] = {
     {"strict", no_argument, NULL, OPT_STRICT},
     {"json-input", no_argument, NULL, OPT_JSON_INPUT},
     {"system-prompt", required_argument, NULL, OPT_SYSTEM_PROMPT},
+    {"cell-wall", required_argument, NULL, OPT_CELL_WALL},
+    {"max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES},
+    {"max-child-batch", required_argument, NULL, OPT_MAX_CHILD_BATCH},
     {NULL, 0, NULL, 0},
 };
 
@@ -401,6 +414,9 @@ static const char *option_key(int opt)
     case OPT_SESSION_DB: return "session_db";
     case OPT_SUB_API_KEY: return "sub_api_key";
     case OPT_SUB_PROVIDER: return "sub_provider";
+    case OPT_CELL_WALL: return "cell_wall";
+    case OPT_MAX_SANDBOXES: return "max_sandboxes";
+    case OPT_MAX_CHILD_BATCH: return "max_child_batch";
     default: return NULL;
     }
 }

@@ -120,7 +120,18 @@ void rlm_config_free(rlm_config *cfg);
  *   max_cost          US dollars (needs known prices for model and sub_model)
  *   max_tokens        prompt + completion tokens
  *   max_time          wall seconds
- *   max_subcalls      sub-call prompts (0 = none allowed)
+ *   max_subcalls      sub-call prompts (0 = none allowed, "none" = no
+ *                     limit)                                            10000
+ *   Bounds a cell cannot escape (docs/sandbox.md):
+ *   cell_wall         wall seconds per code cell, its sub-calls and child
+ *                     RLMs included: past it the sub-calls in flight end
+ *                     and the cell is interrupted ("none" = no limit)   1800
+ *   max_child_batch   prompts one rlm_query_batched may start as child
+ *                     RLMs; a bigger batch gets an error per prompt,
+ *                     1 to 65536                                        256
+ *   max_sandboxes     sandboxes alive at once in the whole tree of RLMs,
+ *                     the top one's included; a child waits for one while
+ *                     another RLM can finish, else fails, 1 to 4096     32
  *   prices            JSON prices file on top of the built-in table and of
  *                     $XDG_CONFIG_HOME/rlm/prices.json    none
  *   cache             "1": answer repeated requests from the response cache "0"

@@ -57,6 +57,30 @@ int engine_cancelled(const engine *e)
     return e->p->cancel && *e->p->cancel;
 }
 
+int engine_past_deadline(const engine *e)
+{
+    double now = clock_now();
+    return (e->cell_deadline > 0 && now >= e->cell_deadline) ||
+           (e->deadline > 0 && now >= e->deadline);
+}
+
+/* What a sub-call gets once the cell's wall limit has passed. */
+static void engine_fill_deadline(engine *e, char **results, size_t *result_lens, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(results[i]);
+        results[i] = NULL;
+        result_lens[i] = SIZE_MAX;
+    }
+    char why[200];
+    if (e->p->cell_wall > 0 && e->cell_deadline > 0 && clock_now() >= e->cell_deadline)
+        snprintf(why, sizeof why, "the cell ran for its wall limit of %g s, sub-calls included "
+                 "(--cell-wall)", e->p->cell_wall);
+    else
+        snprintf(why, sizeof why, "the parent RLM's cell reached its wall limit (--cell-wall)");
+    engine_fill_errors(results, n, "sub-calls stopped", why);
+}
+
 /* Records an event of this node: every event says which node of the call
  * tree it belongs to and its parent. Steals fields. */
 void engine_event(engine *e, const char *type, json_t *fields)
@@ -317,6 +341,7 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
         reqs[i].messages = &msgs[i];
         reqs[i].n_messages = 1;
         reqs[i].cancel = e->p->cancel;
+        reqs[i].deadline = e->cell_deadline;
     }
     engine_progress(e, "turn %d of %d · batch of %zu in flight", e->turn, e->p->max_iterations, n);
     const char *kind_name = kind == SANDBOX_CALL_RLM ? "rlm_query" : "llm_query";
@@ -404,6 +429,10 @@ static int engine_serve_calls(void *userdata, int kind, const char *model,
 {
     engine *e = userdata;
     int status = 0;
+    if (engine_past_deadline(e)) {
+        engine_fill_deadline(e, results, result_lens, n);
+        return -1;   /* the cell is interrupted: its time is up */
+    }
     if (engine_cancelled(e)) {
         engine_fill_errors(results, n, "cancelled", "the user cancelled the question");
         status = -1;
@@ -442,10 +471,16 @@ static int engine_serve_calls(void *userdata, int kind, const char *model,
     } else {
         status = engine_sub_calls(e, kind, model, prompts, prompt_lens, n, results, result_lens);
     }
+    if (status == 0 && engine_past_deadline(e)) {
+        /* The batch outlived the cell's wall limit (its requests were ended
+         * at the deadline): the cell is interrupted, whatever came back. */
+        engine_fill_deadline(e, results, result_lens, n);
+        status = -1;
+    }
     /* The session keeps what each call returned, to rebuild the namespace. */
     for (size_t i = 0; e->cell_replies && i < n; i++) {
-        json_t *r = json_string(results[i]);
-        json_array_append_new(e->cell_replies, r ? r : json_string("Error: reply not recorded"));
+        size_t len = result_lens[i] == SIZE_MAX ? strlen(results[i]) : result_lens[i];
+        json_array_append_new(e->cell_replies, engine_text_json(results[i], len));
     }
     return status;
 }
@@ -487,7 +522,7 @@ static int engine_ask_root(engine *e, lm_response *resp, int final)
     }
     lm_request req = {.model = e->p->model, .messages = msgs, .n_messages = e->h->n,
                       .cancel = e->p->cancel, .stream = e->p->stream, .progress = e->progress ? engine_stream_progress : NULL,
-                      .progress_ctx = e};
+                      .progress_ctx = e, .deadline = e->deadline};
     engine_progress(e, "turn %d of %d · waiting for %s", e->turn, e->p->max_iterations, e->p->model);
     engine_event(e, "root_request",
                 json_pack("{s:i,s:s,s:I,s:b,s:o}", "turn", e->turn, "model", e->p->model,
@@ -616,7 +651,14 @@ static int engine_run_blocks(engine *e, const reply *rp)
         session *store = engine_store(e);
         if (store)
             e->cell_replies = json_array();
+        /* The cell's wall limit counts its sub-calls and children: past it
+         * their requests end and no more are served (engine_serve_calls). A
+         * child's cells end with its parent's at the latest. */
+        e->cell_deadline = e->p->cell_wall > 0 ? clock_now() + e->p->cell_wall : 0;
+        if (e->deadline > 0 && (e->cell_deadline == 0 || e->deadline < e->cell_deadline))
+            e->cell_deadline = e->deadline;
         int rc = sandbox_exec(e->sb, rp->blocks[i], engine_serve_calls, e, &cells[i], err, sizeof err);
+        e->cell_deadline = 0;
         ran = i + 1;
         e->out->blocks++;
         if (store && session_add_cell(store, rp->blocks[i], e->cell_replies) != 0)
@@ -969,6 +1011,11 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
     };
     char err[1024];
     engine_progress(e, "starting sandbox");
+    if (e->level > 1 && engine_gate_acquire(e, err, sizeof err) != 0) {
+        engine_fail(e, RLM_ERR_SANDBOX, "no sandbox for this child RLM: %s", err);
+        engine_event(e, "error", json_pack("{s:s,s:s}", "where", "sandbox", "message", err));
+        return -1;
+    }
     double t0 = clock_now();
     sandbox_input in;
     if (engine_input_open(docs, ctx, &in, err, sizeof err) != 0) {
@@ -1230,7 +1277,18 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
     engine e = {.p = p, .calls = c, .trace = t, .st = level == 1 ? p->state : NULL,
                 .question = question, .node = strdup(node), .parent = parent ? parent->node : NULL, .level = level,
                 .factory = parent ? parent->factory : NULL,
-                .progress = progress, .progress_data = userdata, .out = out, .start = clock_now()};
+                .progress = progress, .progress_data = userdata, .out = out, .start = clock_now(),
+                .deadline = parent ? parent->cell_deadline : 0};
+    if (parent) {
+        e.gate = parent->gate;
+    } else {
+        /* The top RLM's sandbox is the first of the tree's. */
+        e.gate = &e.own_gate;
+        pthread_mutex_init(&e.own_gate.lock, NULL);
+        pthread_cond_init(&e.own_gate.changed, NULL);
+        e.own_gate.cap = p->max_sandboxes > 0 ? p->max_sandboxes : ENGINE_MAX_SANDBOXES;
+        e.own_gate.alive = e.own_gate.busy = 1;
+    }
     e.h = e.st ? &e.st->h : &e.own;
     engine_state *st = e.st;
     ingest_set *docs = st ? NULL : p->docs;
@@ -1295,6 +1353,15 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
     int empty_replies = 0;
     int rc = 0;
     for (e.turn = 1; e.turn <= p->max_iterations && rc == 0; e.turn++) {
+        if (e.deadline > 0 && clock_now() >= e.deadline) {
+            /* The parent's cell is out of time: no turn, no last request. */
+            out->status = RLM_NO_ANSWER;
+            free(out->error);
+            out->error = engine_strf("the parent's cell reached its wall limit (--cell-wall) "
+                                     "before this child answered");
+            rc = 3;
+            break;
+        }
         rc = engine_turn(&e, &empty_replies, 0);
         if (rc != 0)
             break;
@@ -1349,8 +1416,12 @@ done:
                            "sandboxes", (json_int_t)out->sandboxes, "depth_reached",
                            out->depth_reached));
     sandbox_free(e.sb);
-    if (level == 1)
+    engine_gate_release(&e);
+    if (level == 1) {
         sandbox_factory_free(e.factory);
+        pthread_cond_destroy(&e.own_gate.changed);
+        pthread_mutex_destroy(&e.own_gate.lock);
+    }
     history_free(&e.own);
     free(e.fatal);
     free(e.node);

@@ -27,6 +27,10 @@ enum { ENGINE_MODE_AUTO = 0, ENGINE_MODE_RLM = 1, ENGINE_MODE_DIRECT = 2 };
  * windows of current models, so such a request would only be rejected. */
 #define ENGINE_DIRECT_MAX_TOKENS ((size_t)1000000)
 
+/* Defaults of the bounds (engine_params). */
+#define ENGINE_MAX_CHILD_BATCH 256
+#define ENGINE_MAX_SANDBOXES 32
+
 typedef struct engine_params {
     const char *model;          /* root model */
     const char *sub_model;      /* model for llm_query when the code names none */
@@ -34,7 +38,10 @@ typedef struct engine_params {
     const char *system_prompt;  /* the user's system prompt template (prompt_system_fill's
                                    placeholders), or NULL: rlm's own */
     size_t output_limit;        /* characters of output per block shown to the root */
-    double cell_timeout;        /* seconds per cell */
+    double cell_timeout;        /* seconds per cell, sub-calls excluded */
+    double cell_wall;           /* wall seconds per cell with its sub-calls and child RLMs:
+                                   past it, sub-calls in flight end, no more are served and
+                                   the cell is interrupted; 0 = no limit */
     size_t sandbox_memory;      /* RLIMIT_AS of the sandbox; 0 = its default */
     const char *sandbox_exe;    /* path of rlm-sandbox */
     int unsafe_no_sandbox;
@@ -58,6 +65,10 @@ typedef struct engine_params {
      * on its context (default: the prompt itself), run on its own thread. */
     int max_depth;              /* 0 = 1 */
     int max_children;           /* child RLMs of one batch running at once; 0 = 8 */
+    int max_child_batch;        /* prompts one rlm_query_batched may start as child RLMs;
+                                   a bigger batch is refused whole; 0 = 256 */
+    int max_sandboxes;          /* sandboxes alive at once in the whole tree, the top RLM's
+                                   included; 0 = 32 */
     double child_share;         /* share of the remaining budget each child may spend
                                    (calls_child); 0 = 0.5 */
     /* Compaction: when the root history's estimated tokens reach

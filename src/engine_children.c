@@ -2,10 +2,15 @@
  * child RLM (its own sandbox and root loop, a share of the run's budget
  * through calls_child) on a thread of its own, at most max_children at once;
  * what the child answers, or an "Error: ..." string, is what the parent's
- * code receives. */
+ * code receives. A batch larger than max_child_batch is refused whole, and
+ * the sandboxes alive in the whole tree are bounded by max_sandboxes (the
+ * gate): without both, one rlm_query_batched at depth 3 could start
+ * max_children^2 processes, and a batch of 65,536 as many child RLMs. */
+#include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine_internal.h"
 #include "util.h"
@@ -31,6 +36,74 @@ typedef struct child_pool {
     size_t next;               /* the next job to take, under lock */
     pthread_mutex_t lock;
 } child_pool;
+
+/* ---- the gate -------------------------------------------------------------- */
+
+#define GATE_WAIT_MS 100 /* how often a waiting child looks at cancel and its deadline */
+
+static int gate_may_wait(const engine *e)
+{
+    return !engine_cancelled(e) && !engine_past_deadline(e);
+}
+
+int engine_gate_acquire(engine *e, char *why, size_t whylen)
+{
+    engine_gate *g = e->gate;
+    pthread_mutex_lock(&g->lock);
+    while (g->alive >= g->cap && g->busy > 0 && gate_may_wait(e)) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += GATE_WAIT_MS * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&g->changed, &g->lock, &until);
+    }
+    int ok = g->alive < g->cap;
+    if (ok) {
+        g->alive++;
+        g->busy++;
+        e->gate_held = 1;
+    } else {
+        snprintf(why, whylen,
+                 "%d sandboxes are alive in this run, the most --max-sandboxes allows, and every "
+                 "RLM holding one is waiting for children of its own",
+                 g->cap);
+        if (!gate_may_wait(e))
+            snprintf(why, whylen, "%s", engine_cancelled(e) ? "cancelled while waiting for a sandbox"
+                                        : "the parent's cell reached its wall limit (--cell-wall) "
+                                          "while this child waited for a sandbox");
+    }
+    pthread_mutex_unlock(&g->lock);
+    return ok ? 0 : -1;
+}
+
+void engine_gate_release(engine *e)
+{
+    if (!e->gate_held)
+        return;
+    engine_gate *g = e->gate;
+    pthread_mutex_lock(&g->lock);
+    g->alive--;
+    g->busy--;
+    pthread_cond_broadcast(&g->changed);
+    pthread_mutex_unlock(&g->lock);
+    e->gate_held = 0;
+}
+
+/* The RLM's own sandbox waits while its children run (busy -1), or works
+ * again (+1). */
+static void gate_waiting(engine *e, int waiting)
+{
+    engine_gate *g = e->gate;
+    pthread_mutex_lock(&g->lock);
+    g->busy += waiting ? -1 : 1;
+    pthread_cond_broadcast(&g->changed);
+    pthread_mutex_unlock(&g->lock);
+}
+
+/* ---- children -------------------------------------------------------------- */
 
 static void child_run(child_job *j)
 {
@@ -103,6 +176,22 @@ int engine_children(engine *e, const char *model, const char *const *prompts,
                     const size_t *prompt_lens, const char *const *contexts,
                     const size_t *context_lens, size_t n, char **results, size_t *result_lens)
 {
+    size_t max_batch = (size_t)(e->p->max_child_batch > 0 ? e->p->max_child_batch
+                                                          : ENGINE_MAX_CHILD_BATCH);
+    if (n > max_batch) {
+        char why[256];
+        snprintf(why, sizeof why, "a batch of %zu child RLMs is more than one batch may start "
+                 "(--max-child-batch %zu); send smaller batches, or use llm_query_batched for "
+                 "plain sub-calls", n, max_batch);
+        engine_fill_errors(results, n, "rlm_query_batched refused", why);
+        engine_event(e, "child_batch_refused", json_pack("{s:i,s:I,s:I}", "turn", e->turn,
+                                                         "batch", (json_int_t)n, "limit",
+                                                         (json_int_t)max_batch));
+        e->out->sub_call_errors += n;
+        if (!e->out->sub_call_error)
+            e->out->sub_call_error = engine_strf("rlm_query_batched refused: %s", why);
+        return 0;
+    }
     child_pool pool = {.n = n};
     pool.jobs = calloc(n ? n : 1, sizeof *pool.jobs);
     size_t n_threads = (size_t)engine_max_children(e->p);
@@ -139,12 +228,14 @@ int engine_children(engine *e, const char *model, const char *const *prompts,
     engine_progress(e, "turn %d of %d · %zu child RLMs, %zu at a time", e->turn,
                     e->p->max_iterations, n, n_threads);
     size_t started = 0;
+    gate_waiting(e, 1);
     for (size_t t = 1; t < n_threads; t++)
         if (pthread_create(&threads[started], NULL, child_worker, &pool) == 0)
             started++;
     child_worker(&pool);
     for (size_t t = 0; t < started; t++)
         pthread_join(threads[t], NULL);
+    gate_waiting(e, 0);
     pthread_mutex_destroy(&pool.lock);
 
     for (size_t i = 0; i < n; i++) {

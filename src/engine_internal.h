@@ -13,6 +13,8 @@
 
 #include <jansson.h>
 
+#include <pthread.h>
+
 #include "engine.h"
 #include "sandbox.h"
 
@@ -56,6 +58,19 @@ struct engine_state {
                                   it started without one) */
 };
 
+/* The sandboxes alive in one tree of RLMs (engine_children.c): at most
+ * `cap` at once, the top RLM's included. An RLM that is waiting for its own
+ * children is not busy: a child may wait for a sandbox only while some
+ * holder is busy (it will finish, or start waiting itself), so waiting
+ * never deadlocks; otherwise it is refused. */
+typedef struct engine_gate {
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    int cap;
+    int alive;
+    int busy;
+} engine_gate;
+
 /* The state of one run: the top RLM's, or a child's at a deeper level. */
 typedef struct engine {
     const engine_params *p;
@@ -81,6 +96,11 @@ typedef struct engine {
     double start;
     double stream_shown;       /* when a streaming progress line was last shown */
     json_t *cell_replies;      /* sub-call replies of the cell running, for the session store */
+    engine_gate *gate;         /* the tree's (the top RLM's own_gate) */
+    engine_gate own_gate;      /* the top RLM's: initialised by engine_run_node */
+    int gate_held;             /* this RLM holds one of the gate's sandboxes (children) */
+    double deadline;           /* > 0: the parent's cell ends then, and this RLM with it */
+    double cell_deadline;      /* > 0 while a cell runs with a wall limit: when it ends */
 } engine;
 
 /* ---- shared helpers (engine.c) ------------------------------------------- */
@@ -163,6 +183,16 @@ char *engine_system_prompt(const engine *e, const char *description, int *descri
 
 /* rlm_query / rlm_query_batched below the depth limit: one child RLM per
  * prompt, at most max_children at once. Fills every results[i]; returns 0. */
+/* The gate (engine_gate): a sandbox for a child RLM (0, or -1 with why:
+ * none can be had without risking a deadlock, or the run is cancelled or
+ * out of time), its release, and the RLM's waits for its children. */
+int engine_gate_acquire(engine *e, char *why, size_t whylen);
+void engine_gate_release(engine *e);
+
+/* Whether the cell running (or this RLM, for a child whose parent's cell
+ * has a wall limit) is past its wall limit. */
+int engine_past_deadline(const engine *e);
+
 int engine_children(engine *e, const char *model, const char *const *prompts,
                     const size_t *prompt_lens, const char *const *contexts,
                     const size_t *context_lens, size_t n, char **results, size_t *result_lens);

@@ -76,7 +76,8 @@ struct http_client {
                                  * thread last looked at the queues */
     int active;                 /* transfers on the wire */
     int max_in_flight;
-    int n_cancellable;          /* accepted transfers with a cancel flag, not yet finished */
+    int n_cancellable;          /* accepted transfers with a cancel flag or a deadline, not
+                                   yet finished */
 
     /* I/O thread only. */
     transfer *running;          /* on the wire, doubly linked for O(1) removal */
@@ -192,7 +193,7 @@ static http_outcome outcome_of(CURLcode rc, const transfer *t)
 static void transfer_finish(http_client *c, transfer *t, http_outcome outcome, long status,
                             double retry_after, const char *error)
 {
-    if (t->req.cancel) {
+    if (t->req.cancel || t->req.deadline > 0) {
         pthread_mutex_lock(&c->lock);
         c->n_cancellable--;
         pthread_mutex_unlock(&c->lock);
@@ -510,7 +511,8 @@ static void cancel_all(http_client *c)
 
 static int cancel_raised(const transfer *t)
 {
-    return t->req.cancel && *t->req.cancel != 0;
+    return (t->req.cancel && *t->req.cancel != 0) ||
+           (t->req.deadline > 0 && clock_now() >= t->req.deadline);
 }
 
 /* Moves the transfers of one queue whose cancel flag is up onto *out and
@@ -644,7 +646,7 @@ int http_submit(http_client *c, const http_request *req)
         free(t);
         return -1;
     }
-    if (req->cancel)
+    if (req->cancel || req->deadline > 0)
         c->n_cancellable++;
     /* The I/O thread needs waking only when this transfer changes what it
      * waits for (it may start now, or before every other delayed one), and

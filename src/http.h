@@ -84,6 +84,8 @@ typedef struct http_request {
                                  * HTTP_CANCEL_CHECK_MS (queued, delayed or on the wire: it
                                  * is removed from the multi handle). Must stay valid
                                  * until the callback runs */
+    double deadline;            /* > 0: a clock_now() time past which the transfer ends
+                                 * the same way, as if its flag were raised */
 } http_request;
 
 /* How often the I/O thread looks at the cancel flags of its transfers while

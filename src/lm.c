@@ -348,6 +348,7 @@ static void job_request(job *j, double delay, http_request *r)
     r->headers = j->stream ? m->stream_headers : m->headers;
     r->make_body = job_body;
     r->cancel = j->req->cancel;
+    r->deadline = j->req->deadline;
     r->timeout = m->timeout;
     r->delay = delay;
     r->done = NULL;
@@ -373,6 +374,11 @@ static int bad_reply(const lm_response *r)
         return 1;
     return r->error == LM_OK && lm_content_len(r) == 0 &&
            !(r->finish_reason && strcmp(r->finish_reason, "length") == 0);
+}
+
+static int job_past_deadline(const job *j)
+{
+    return j->req->deadline > 0 && clock_now() >= j->req->deadline;
 }
 
 /* What the attempt just made amounts to, in j->out; *retry says whether it
@@ -447,14 +453,17 @@ static void attempt_result(job *j, http_result *res, int *retry, int *failover)
                     "HTTP %ld: response body larger than the limit", res->status);
         break;
     case HTTP_ERR_CANCELLED:
-        set_message(out, LM_ERR_CANCELLED, "%s", why[0] ? why : "cancelled");
+        if (job_past_deadline(j))
+            set_message(out, LM_ERR_CANCELLED, "deadline reached");
+        else
+            set_message(out, LM_ERR_CANCELLED, "%s", why[0] ? why : "cancelled");
         break;
     }
 }
 
 static int job_cancelled(const job *j)
 {
-    return j->req->cancel && *j->req->cancel != 0;
+    return (j->req->cancel && *j->req->cancel != 0) || job_past_deadline(j);
 }
 
 static void job_finish(job *j)
@@ -499,7 +508,7 @@ static void on_attempt_done(void *ctx, http_result *res)
     if (job_cancelled(j)) {
         lm_response_clear(&j->out);
         response_init(&j->out);
-        set_message(&j->out, LM_ERR_CANCELLED, "cancelled");
+        set_message(&j->out, LM_ERR_CANCELLED, job_past_deadline(j) ? "deadline reached" : "cancelled");
         job_finish(j);
         return;
     }
@@ -648,7 +657,7 @@ void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
     for (size_t i = 0; i < n; i++) {
         job *j = &jobs[i];
         if (closing || job_cancelled(j)) {
-            set_message(&j->out, LM_ERR_CANCELLED, "cancelled");
+            set_message(&j->out, LM_ERR_CANCELLED, job_past_deadline(j) ? "deadline reached" : "cancelled");
             continue;
         }
         j->url_index = m->next_url++ % m->n_urls;
@@ -661,7 +670,7 @@ void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
         b.pending++;
         if (http_submit(m->http, &r) != 0) {
             b.pending--;
-            set_message(&j->out, LM_ERR_CANCELLED, "cancelled");
+            set_message(&j->out, LM_ERR_CANCELLED, job_past_deadline(j) ? "deadline reached" : "cancelled");
         }
     }
     while (b.pending > 0)

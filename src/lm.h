@@ -115,6 +115,10 @@ typedef struct lm_request {
      * one flag; requests with another flag, or none, go on unaffected. The
      * flag must stay valid until lm_call_many returns. */
     const volatile int *cancel;
+    /* > 0: a clock_now() time (util.h) past which the request ends the same
+     * way, as LM_ERR_CANCELLED with the message "deadline reached": a cell's
+     * wall limit applies to the sub-calls it waits for. */
+    double deadline;
 } lm_request;
 
 /* Why a call failed; LM_OK when content is usable. */

@@ -90,6 +90,7 @@ enum {
     OPT_SYSTEM_PROMPT, OPT_MODE,
     OPT_DIRECT_THRESHOLD, OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW,
     OPT_COMPACT_AT, OPT_SESSION, OPT_SESSION_DB, OPT_SUB_PROVIDER, OPT_SUB_API_KEY, OPT_STRICT,
+    OPT_CELL_WALL, OPT_MAX_SANDBOXES, OPT_MAX_CHILD_BATCH,
     OPT_COUNT
 };
 
@@ -113,7 +114,7 @@ static const option_spec option_specs[OPT_COUNT] = {
     [OPT_MAX_COST] = {"max_cost", OPT_DOLLARS, NULL, 0, 0},
     [OPT_MAX_TOKENS] = {"max_tokens", OPT_INT, NULL, 1, 1000000000000000L},
     [OPT_MAX_TIME] = {"max_time", OPT_SECONDS, NULL, 0, 0},
-    [OPT_MAX_SUBCALLS] = {"max_subcalls", OPT_INT, NULL, 0, 1000000000000L},
+    [OPT_MAX_SUBCALLS] = {"max_subcalls", OPT_INT, "10000", 0, 1000000000000L},
     [OPT_CACHE] = {"cache", OPT_BOOL, "0", 0, 0},
     [OPT_CACHE_DIR] = {"cache_dir", OPT_TEXT, NULL, 0, 0},
     [OPT_PRICES] = {"prices", OPT_TEXT, NULL, 0, 0},
@@ -147,7 +148,17 @@ static const option_spec option_specs[OPT_COUNT] = {
     [OPT_SUB_PROVIDER] = {"sub_provider", OPT_PROVIDER, NULL, 0, 0},
     [OPT_SUB_API_KEY] = {"sub_api_key", OPT_TEXT, NULL, 0, 0},
     [OPT_STRICT] = {"strict", OPT_BOOL, "0", 0, 0},
+    /* Bounds a cell cannot escape (docs/sandbox.md, "Bounds"). */
+    [OPT_CELL_WALL] = {"cell_wall", OPT_SECONDS, "1800", 0, 0},
+    [OPT_MAX_SANDBOXES] = {"max_sandboxes", OPT_INT, "32", 1, 4096},
+    [OPT_MAX_CHILD_BATCH] = {"max_child_batch", OPT_INT, "256", 1, 65536},
 };
+
+/* Limits with a default that "none" switches off. */
+static int none_allowed(const char *key)
+{
+    return strcmp(key, "max_subcalls") == 0 || strcmp(key, "cell_wall") == 0;
+}
 
 struct rlm_config {
     char *values[OPT_COUNT];   /* NULL = the default */
@@ -212,6 +223,8 @@ static int option_check(const option_spec *spec, const char *value, char *why, s
     long n;
     double d;
     size_t size;
+    if (strcmp(value, "none") == 0 && none_allowed(spec->key))
+        return 0;
     switch (spec->kind) {
     case OPT_TEXT:
         return 0;
@@ -657,7 +670,8 @@ static rlm_status rlm_open_session(rlm *r)
 
 static double config_limit(const rlm_config *cfg, const char *key)
 {
-    return rlm_config_get(cfg, key)[0] ? config_double(cfg, key) : -1;
+    const char *v = rlm_config_get(cfg, key);
+    return v[0] && strcmp(v, "none") != 0 ? config_double(cfg, key) : -1;
 }
 
 rlm_status rlm_new(const rlm_config *cfg, rlm **out)
@@ -682,6 +696,10 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
     p->system_prompt = system_prompt[0] ? system_prompt : NULL;
     p->output_limit = (size_t)config_long(r->cfg, "output_limit");
     p->cell_timeout = config_double(r->cfg, "cell_timeout");
+    double wall = config_limit(r->cfg, "cell_wall");
+    p->cell_wall = wall > 0 ? wall : 0;
+    p->max_sandboxes = (int)config_long(r->cfg, "max_sandboxes");
+    p->max_child_batch = (int)config_long(r->cfg, "max_child_batch");
     p->sandbox_exe = r->sandbox_exe;
     p->unsafe_no_sandbox = config_long(r->cfg, "unsafe_no_sandbox") != 0;
     p->warn = rlm_warn;

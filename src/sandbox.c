@@ -457,8 +457,14 @@ static int serve_call(sandbox *sb, json_t *frame, wait_state *ws, char *why, siz
         ws->call_seconds += clock_now() - t0;
         ws->n_calls += n;
         if (call_rc != 0) {
+            /* The callee's error strings say why (a budget, the wall limit,
+             * a cancel); a prompt it left without one gets ours. */
             ws->stopped = 1;
-            fill_errors(results, result_lens, n, unserved_message(ws));
+            for (size_t i = 0; i < n; i++)
+                if (!results[i]) {
+                    results[i] = strdup(unserved_message(ws));
+                    result_lens[i] = SIZE_MAX;
+                }
         }
     }
     list = json_array();

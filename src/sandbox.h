@@ -109,9 +109,10 @@ enum { SANDBOX_CALL_LLM = 0, SANDBOX_CALL_RLM = 1 };
  * string — an error description ("Error: ...") for a prompt that failed,
  * never NULL — and result_lens[i] with its length when it may hold NUL bytes
  * (left at SIZE_MAX, the result is read up to its first NUL), and returns 0.
- * Returning -1 means the run must stop (a budget is exhausted or the user
- * cancelled): every prompt of the batch then receives an error string and
- * the cell is interrupted. Time spent here does not count against the cell's
+ * Returning -1 means the cell must stop (a budget is exhausted, its wall
+ * limit passed or the user cancelled): the cell is interrupted, and every
+ * prompt of the batch gets an error string (the callee's, when it filled
+ * results[i], which it should, saying why). Time spent here does not count against the cell's
  * timeout, and the sandbox does not watch `cancel` meanwhile. */
 typedef int (*sandbox_call_fn)(void *userdata, int kind, const char *model,
                                const char *const *prompts, const size_t *prompt_lens,

@@ -65,7 +65,7 @@ def load_cases():
         meta, code = {}, []
         with open(path) as f:
             for line in f:
-                m = re.match(r"# (case|expect|flags): ?(.*)$", line.rstrip("\n"))
+                m = re.match(r"# (case|expect|flags|args): ?(.*)$", line.rstrip("\n"))
                 if m and not code:
                     meta[m.group(1)] = m.group(2)
                 else:
@@ -73,6 +73,7 @@ def load_cases():
         meta["name"] = os.path.splitext(os.path.basename(path))[0]
         meta["code"] = "".join(code)
         meta["flags"] = meta.get("flags", "").split()
+        meta["args"] = meta.get("args", "").split()
         cases.append(meta)
     return cases
 
@@ -163,8 +164,8 @@ class SandboxAttacks(RlmTestCase):
         with FakeLM(rules) as lm:
             cmd = [RLM, "ask", "--quiet", "--model", "root", "--sub-model", "sub",
                    "--base-url", lm.base_url, "--trace", trace, "--context", context,
-                   "--cell-timeout", CELL_TIMEOUT, "--sandbox-memory", "1G", "--mode", "rlm",
-                   "Attack: what is here?"]
+                   "--cell-timeout", CELL_TIMEOUT, "--sandbox-memory", "1G", "--mode", "rlm"]
+            cmd += case["args"] + ["Attack: what is here?"]
             env = {k: v for k, v in os.environ.items()
                    if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RLM_MODEL")}
             env["XDG_CACHE_HOME"] = host_dirs["cache"]
