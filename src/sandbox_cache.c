@@ -37,7 +37,7 @@ struct sandbox_cache {
     pthread_t thread;
     int sock;
     char *dir;
-    sandbox_input in; /* our duplicates of the first input's descriptors */
+    sandbox_input in; /* the first input's descriptors, borrowed from the sandbox */
     atomic_int stop;
     /* What requests settled, so that asking again costs nothing: the
      * input's key, and the index's descriptor (-1: none to give). */
@@ -189,15 +189,6 @@ static void *cache_main(void *arg)
     return NULL;
 }
 
-static void close_input(sandbox_input *in)
-{
-    if (in->context_fd >= 0)
-        close(in->context_fd);
-    if (in->data_fd >= 0)
-        close(in->data_fd);
-    in->context_fd = in->data_fd = -1;
-}
-
 int sandbox_cache_start(const char *cache_dir, const sandbox_input *input, int sock,
                         sandbox_cache **out)
 {
@@ -206,16 +197,11 @@ int sandbox_cache_start(const char *cache_dir, const sandbox_input *input, int s
     if (!c)
         return -1;
     c->in = *input;
-    c->in.context_fd = input->context_fd >= 0 ? fcntl(input->context_fd, F_DUPFD_CLOEXEC, 3) : -1;
-    c->in.data_fd = input->data_fd >= 0 ? fcntl(input->data_fd, F_DUPFD_CLOEXEC, 3) : -1;
     c->dir = strdup(cache_dir);
     c->index_fd = -1;
     atomic_init(&c->stop, 0);
     c->sock = sock;
-    if (!c->dir || (input->context_fd >= 0 && c->in.context_fd < 0) ||
-        (input->data_fd >= 0 && c->in.data_fd < 0) ||
-        pthread_create(&c->thread, NULL, cache_main, c) != 0) {
-        close_input(&c->in);
+    if (!c->dir || pthread_create(&c->thread, NULL, cache_main, c) != 0) {
         free(c->dir);
         free(c);
         return -1;
@@ -234,7 +220,6 @@ void sandbox_cache_stop(sandbox_cache *c)
     close(c->sock);
     if (c->index_fd >= 0)
         close(c->index_fd);
-    close_input(&c->in);
     free(c->dir);
     free(c);
 }

@@ -5,8 +5,9 @@
  * like any untrusted file) and sends a read-only descriptor. Nothing the
  * child sends is ever written to a file: it can only ask.
  *
- * Ownership: sandbox_cache_start takes the socket and duplicates the input's
- * descriptors; sandbox_cache_stop ends the thread and frees everything. */
+ * Ownership: sandbox_cache_start takes the socket and borrows the input's
+ * descriptors (the sandbox keeps them open until after sandbox_cache_stop);
+ * sandbox_cache_stop ends the thread and frees everything. */
 #ifndef RLM_SANDBOX_CACHE_H
 #define RLM_SANDBOX_CACHE_H
 
@@ -25,8 +26,8 @@ typedef struct sandbox_cache sandbox_cache;
 int sandbox_cache_start(const char *cache_dir, const sandbox_input *input, int sock,
                         sandbox_cache **out);
 
-/* Stops a build in progress, wakes and joins the thread, closes the socket
- * and the descriptors. NULL is a no-op. */
+/* Stops a build in progress, wakes and joins the thread, closes the socket.
+ * NULL is a no-op. */
 void sandbox_cache_stop(sandbox_cache *c);
 
 #endif

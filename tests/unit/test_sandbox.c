@@ -1599,16 +1599,7 @@ static void test_search_cache_interrupted(void **state)
     close(fd);
     int marked;
     assert_int_equal(cache_files(dir, "POISON", &marked), 1);
-    DIR *d = opendir(dir);
-    struct dirent *e;
-    while ((e = readdir(d)))
-        if (e->d_name[0] != '.') {
-            char path[512];
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-    closedir(d);
-    assert_int_equal(rmdir(dir), 0);
+    assert_int_equal(nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS), 0);
 }
 
 static void test_start_errors(void **state)
