@@ -10,7 +10,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SECONDS_EACH="${1:-20}"
 shift || true
 HARNESSES=("$@")
-[ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(fuzz_sse fuzz_openai fuzz_anthropic)
+[ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(fuzz_sse fuzz_openai fuzz_anthropic fuzz_snapshot)
 CC="${FUZZ_CC:-clang}"
 OUT="$ROOT/fuzz/out"
 mkdir -p "$OUT"
@@ -37,19 +37,32 @@ C
 
 for h in "${HARNESSES[@]}"; do
     echo "fuzz: building $h"
-    "$CC" -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-        -I"$ROOT/src" -I"$ROOT/include" "$ROOT/fuzz/$h.c" "${SOURCES[@]}" "$OUT/stubs.c" \
-        $(pkg-config --cflags --libs jansson) -o "$OUT/$h"
+    if [ "$h" = fuzz_snapshot ]; then
+        # The snapshot decoder builds Python objects: an embedded interpreter
+        # (CPython itself is not instrumented). It leaks by design at exit.
+        "$CC" -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
+            -fno-sanitize-recover=undefined -I"$ROOT/src" "$ROOT/fuzz/$h.c" \
+            "$ROOT/src/repl_snapshot.c" "$ROOT/src/sandbox_policy.c" \
+            $(pkg-config --cflags --libs python3-embed) -o "$OUT/$h"
+    else
+        "$CC" -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+            -I"$ROOT/src" -I"$ROOT/include" "$ROOT/fuzz/$h.c" "${SOURCES[@]}" "$OUT/stubs.c" \
+            $(pkg-config --cflags --libs jansson) -o "$OUT/$h"
+    fi
     corpus="$OUT/corpus-$h"
     mkdir -p "$corpus"
     case "$h" in
         fuzz_sse) cp "$ROOT"/tests/data/sse/*.sse "$corpus"/ ;;
         fuzz_openai) cp "$ROOT"/tests/data/openai/* "$corpus"/ ;;
         fuzz_anthropic) cp "$ROOT"/tests/data/anthropic/* "$corpus"/ ;;
+        fuzz_snapshot) python3 "$ROOT/fuzz/snapshot_seeds.py" "$corpus" ;;
     esac
     echo "fuzz: running $h for ${SECONDS_EACH}s"
-    (cd "$OUT" && "./$h" -max_total_time="$SECONDS_EACH" -max_len=65536 -rss_limit_mb=2048 \
-        -print_final_stats=1 "$corpus" 2>&1 | tail -n 12)
+    leaks=1
+    [ "$h" = fuzz_snapshot ] && leaks=0 # CPython's caches outlive each input and the exit
+    (cd "$OUT" && ASAN_OPTIONS="detect_leaks=$leaks${ASAN_OPTIONS:+:$ASAN_OPTIONS}" \
+        "./$h" -max_total_time="$SECONDS_EACH" -max_len=65536 -rss_limit_mb=2048 \
+        -detect_leaks=$leaks -print_final_stats=1 "$corpus" 2>&1 | tail -n 12)
     # libFuzzer exits non-zero on a finding; pipefail carries it here.
 done
 echo "fuzz: no findings"
