@@ -155,7 +155,7 @@ static int looks_binary(const char *data, size_t len)
     if (memchr(data, '\0', n))
         return 1;
     size_t chars, bad;
-    size_t cut = n < len ? utf8_cut(data, n, n) : n;
+    size_t cut = n < len ? utf8_complete_prefix(data, n) : n;
     ingest_count_utf8(data, cut, &chars, &bad);
     return bad * 10 > n;
 }
@@ -226,7 +226,7 @@ static size_t scan_file(int fd, size_t len, size_t *chars, size_t *invalid)
             break;
         done += (size_t)got;
         size_t have = carry + (size_t)got;
-        size_t upto = done < len ? utf8_cut(block, have, have) : have;
+        size_t upto = done < len ? utf8_complete_prefix(block, have) : have;
         if (upto + 4 < have)
             upto = have;  /* a run of invalid bytes: counted now, not carried */
         size_t ch, bd;

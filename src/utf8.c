@@ -2,6 +2,7 @@
 #include "utf8.h"
 
 #include <stdint.h>
+#include <string.h>
 
 #include "util.h"
 
@@ -124,6 +125,29 @@ char *utf8_escape_terminal(const char *s, size_t len, size_t *out_len)
     if (out_len)
         *out_len = out.len;
     return buf_take(&out);
+}
+
+size_t utf8_complete_prefix(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    /* A sequence is at most 4 bytes: its lead is among the last 3. */
+    for (size_t back = 1; back <= 3 && back <= len; back++) {
+        unsigned char c = p[len - back];
+        if ((c & 0xC0) == 0x80)
+            continue;   /* a continuation byte: the lead is further back */
+        size_t need = c >= 0xF0 && c <= 0xF4 ? 4 : c >= 0xE0 ? 3 : c >= 0xC2 && c < 0xE0 ? 2 : 1;
+        if (need <= back)
+            return len;   /* complete (or ASCII, or an invalid lead): nothing held back */
+        /* Cut short: hold it back if what is there could still become valid,
+         * which utf8_sequence_length tells when given the missing bytes. */
+        unsigned char probe[4] = {0};
+        memcpy(probe, p + len - back, back);
+        /* The smallest continuation each lead allows: E0 needs A0.., F0 90... */
+        for (size_t k = back; k < need; k++)
+            probe[k] = k == 1 && c == 0xE0 ? 0xA0 : k == 1 && c == 0xF0 ? 0x90 : 0x80;
+        return utf8_sequence_length(probe, need) == need ? len - back : len;
+    }
+    return len;
 }
 
 size_t utf8_cut(const char *s, size_t len, size_t max)

@@ -31,4 +31,10 @@ char *utf8_escape_terminal(const char *s, size_t len, size_t *out_len);
  * sequence. */
 size_t utf8_cut(const char *s, size_t len, size_t max);
 
+/* For text read in blocks: the length of s[0..len) without a trailing
+ * sequence that is cut short (a lead byte whose continuation bytes are all
+ * valid so far but not all there), which the next block completes. An
+ * invalid tail is not held back: it is invalid whatever follows. */
+size_t utf8_complete_prefix(const char *s, size_t len);
+
 #endif

@@ -387,6 +387,45 @@ static void test_several_arguments_and_limits(void **state)
     assert_int_equal(ingest_open(args, 0, NULL, &s, err, sizeof err), -1);
 }
 
+/* Valid UTF-8 longer than one read block (256 KiB): a character cut by a
+ * block boundary is neither invalid nor counted twice, whatever the offset. */
+static void test_utf8_across_read_blocks(void **state)
+{
+    enum { N = 300 * 1024 };
+    char *text = malloc(N + 8);
+    assert_non_null(text);
+    for (int shift = 0; shift < 4; shift++) {
+        size_t len = 0, chars = 0;
+        for (int i = 0; i < shift; i++, chars++)
+            text[len++] = 'a';
+        /* 2, 3 and 4 bytes and ASCII: a mix that lands on every boundary offset. */
+        static const char *const pieces[] = {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80", "x"};
+        for (size_t k = 0; len + 4 < N; k++, chars++) {
+            const char *p = pieces[k % 4];
+            memcpy(text + len, p, strlen(p));
+            len += strlen(p);
+        }
+        put("utf8/big.txt", text, len);
+        char err[512];
+        ingest_set *s = open_one(at("utf8/big.txt"), NULL, err);
+        assert_non_null(s);
+        assert_int_equal(ingest_invalid_utf8(s), 0);
+        assert_int_equal(ingest_docs(s)[0].chars, chars);
+        assert_false(has_problem(s, "invalid UTF-8"));
+        ingest_free(s);
+        /* The same file in a directory walk: text, not binary. */
+        ingest_options opt;
+        ingest_options_init(&opt);
+        s = open_one(at("utf8"), &opt, err);
+        assert_non_null(s);
+        assert_int_equal(ingest_count(s), 1);
+        assert_false(has_problem(s, "binary"));
+        assert_int_equal(ingest_invalid_utf8(s), 0);
+        ingest_free(s);
+    }
+    free(text);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -398,6 +437,7 @@ int main(void)
         cmocka_unit_test(test_jsonl_with_broken_lines),
         cmocka_unit_test(test_stdin_glob_and_pack),
         cmocka_unit_test(test_several_arguments_and_limits),
+        cmocka_unit_test(test_utf8_across_read_blocks),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

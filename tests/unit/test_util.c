@@ -15,6 +15,7 @@
 
 #include "rlm.h"
 #include "trace.h"
+#include "utf8.h"
 #include "util.h"
 
 static void test_buf_refuses_to_grow_past_max(void **state)
@@ -159,6 +160,23 @@ static void test_file_read_bounds_and_errors(void **state)
     assert_int_equal(errno, ENOENT);
 }
 
+static void test_utf8_complete_prefix(void **state)
+{
+    /* Cut sequences are held back; complete, ASCII and invalid tails are not. */
+    assert_int_equal(utf8_complete_prefix("ab", 2), 2);
+    assert_int_equal(utf8_complete_prefix("a\xc3", 2), 1);
+    assert_int_equal(utf8_complete_prefix("a\xc3\xa9", 3), 3);
+    assert_int_equal(utf8_complete_prefix("a\xe2\x82", 3), 1);
+    assert_int_equal(utf8_complete_prefix("a\xe2", 2), 1);
+    assert_int_equal(utf8_complete_prefix("a\xf0\x9f\x98", 4), 1);
+    assert_int_equal(utf8_complete_prefix("a\xf0\x9f\x98\x80", 5), 5);
+    assert_int_equal(utf8_complete_prefix("a\xe0\x80", 3), 3);   /* overlong: invalid anyway */
+    assert_int_equal(utf8_complete_prefix("a\xc0", 2), 2);        /* never a lead */
+    assert_int_equal(utf8_complete_prefix("a\xff", 2), 2);
+    assert_int_equal(utf8_complete_prefix("a\x80\x80\x80", 4), 4);
+    assert_int_equal(utf8_complete_prefix("", 0), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -168,6 +186,7 @@ int main(void)
         cmocka_unit_test(test_config_validates_values),
         cmocka_unit_test(test_trace_writes_one_flushed_line_per_event),
         cmocka_unit_test(test_file_read_bounds_and_errors),
+        cmocka_unit_test(test_utf8_complete_prefix),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
