@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <stdint.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -362,10 +363,36 @@ static int memfd_finish(walk *w, int fd, size_t len, size_t *src_index)
     return 0;
 }
 
-/* Reads all of stdin into a sealed memfd: the one copy stdin needs. */
-static int read_stdin(walk *w, size_t *src_index, size_t *len_out)
+/* One read from a stream (stdin, a pipe) that may keep us waiting: it
+ * polls in slices of 100 ms, so the cancel flag is seen however long the
+ * writer takes (or if none ever comes). >= 0 bytes read (0: the end), -1
+ * with errno (ECANCELED when cancelled). */
+static ssize_t stream_read(const walk *w, int fd, char *block, size_t n)
 {
-    int fd = memfd_create("rlm-stdin", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    for (;;) {
+        if (w->opt->cancel && *w->opt->cancel) {
+            errno = ECANCELED;
+            return -1;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        int ready = poll(&p, 1, 100);
+        if (ready < 0 && errno != EINTR)
+            return -1;
+        if (ready <= 0)
+            continue;
+        ssize_t got = read(fd, block, n);
+        if (got >= 0)
+            return got;
+        if (errno != EINTR && errno != EAGAIN)
+            return -1;
+    }
+}
+
+/* Reads a stream (stdin, a pipe or FIFO) to its end into a sealed memfd: the
+ * one copy a stream needs. what names it in messages. */
+static int read_stream(walk *w, int in, const char *what, size_t *src_index, size_t *len_out)
+{
+    int fd = memfd_create("rlm-stream", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0) {
         snprintf(w->err, w->errlen, "cannot create a memory file: %s", strerror(errno));
         return -1;
@@ -375,17 +402,19 @@ static int read_stdin(walk *w, size_t *src_index, size_t *len_out)
     if (!block)
         goto fail;
     for (;;) {
-        ssize_t got = read(w->opt->stdin_fd, block, SCAN_BLOCK);
-        if (got < 0 && errno == EINTR)
-            continue;
+        ssize_t got = stream_read(w, in, block, SCAN_BLOCK);
+        if (got < 0 && errno == ECANCELED) {
+            snprintf(w->err, w->errlen, "cancelled");
+            goto fail;
+        }
         if (got < 0) {
-            snprintf(w->err, w->errlen, "cannot read stdin: %s", strerror(errno));
+            snprintf(w->err, w->errlen, "cannot read %s: %s", what, strerror(errno));
             goto fail;
         }
         if (got == 0)
             break;
         if (write_full(fd, block, (size_t)got) != 0) {
-            snprintf(w->err, w->errlen, "cannot store stdin: %s", strerror(errno));
+            snprintf(w->err, w->errlen, "cannot store %s: %s", what, strerror(errno));
             goto fail;
         }
         len += (size_t)got;
@@ -462,9 +491,11 @@ static int add_jsonl(walk *w, int fd, const char *name)
         goto done;
     }
     for (;;) {
-        ssize_t got = read(fd, block, SCAN_BLOCK);
-        if (got < 0 && errno == EINTR)
-            continue;
+        ssize_t got = stream_read(w, fd, block, SCAN_BLOCK);
+        if (got < 0 && errno == ECANCELED) {
+            snprintf(w->err, w->errlen, "cancelled");
+            goto done;
+        }
         if (got < 0) {
             problem(w->s, "%s: read error after line %zu: %s", name, line_no, strerror(errno));
             break;
@@ -687,6 +718,8 @@ static int has_glob_chars(const char *s)
 }
 
 /* One path (from the command line or a glob match). */
+static int add_stream(walk *w, const char *path);
+
 static int add_path(walk *w, const char *path, int single, int from_glob)
 {
     struct stat st;
@@ -713,8 +746,11 @@ static int add_path(walk *w, const char *path, int single, int from_glob)
             problem(w->s, "no text files in directory '%s'", path);
         return 0;
     }
+    /* A pipe is opened without waiting (a FIFO's open blocks until a writer
+     * comes, where no Ctrl-C could reach it); the reads wait instead. */
+    int fifo = S_ISFIFO(st.st_mode);
     if (w->opt->jsonl_field) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        int fd = open(path, O_RDONLY | O_CLOEXEC | (fifo ? O_NONBLOCK : 0));
         if (fd < 0) {
             snprintf(w->err, w->errlen, "cannot open '%s': %s", path, strerror(errno));
             return -1;
@@ -723,7 +759,30 @@ static int add_path(walk *w, const char *path, int single, int from_glob)
         close(fd);
         return rc;
     }
+    if (fifo)
+        return add_stream(w, path);
     return add_file(w, path, path, from_glob, 1);
+}
+
+/* Stdin, or a pipe or FIFO at path (path NULL: stdin), read to its end as
+ * one document. */
+static int add_stream(walk *w, const char *path)
+{
+    int fd = path ? open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) : w->opt->stdin_fd;
+    if (fd < 0) {
+        snprintf(w->err, w->errlen, "cannot open '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    size_t src, len;
+    int rc = read_stream(w, fd, path ? path : "stdin", &src, &len);
+    if (path)
+        close(fd);
+    if (rc != 0 || add_doc(w, path ? path : "<stdin>", len ? src : SIZE_MAX, 0, len) != 0)
+        return -1;
+    docrec *r = &w->s->recs[w->s->n_recs - 1];
+    if (len)
+        ingest_count_utf8(w->s->srcs[src].map, len, &r->d.chars, &r->d.invalid_utf8);
+    return 0;
 }
 
 static int add_argument(walk *w, const char *arg, size_t n_args)
@@ -731,15 +790,7 @@ static int add_argument(walk *w, const char *arg, size_t n_args)
     if (!strcmp(arg, "-")) {
         if (w->opt->jsonl_field)
             return add_jsonl(w, w->opt->stdin_fd, "<stdin>");
-        size_t src, len;
-        if (read_stdin(w, &src, &len) != 0)
-            return -1;
-        if (add_doc(w, "<stdin>", len ? src : SIZE_MAX, 0, len) != 0)
-            return -1;
-        docrec *r = &w->s->recs[w->s->n_recs - 1];
-        if (len)
-            ingest_count_utf8(w->s->srcs[src].map, len, &r->d.chars, &r->d.invalid_utf8);
-        return 0;
+        return add_stream(w, NULL);
     }
     struct stat st;
     if (stat(arg, &st) != 0 && has_glob_chars(arg)) {
@@ -852,7 +903,8 @@ int ingest_open(const char *const *args, size_t n_args, const ingest_options *op
     } else {
         struct stat st;
         int one_file = n_args == 1 && (!strcmp(args[0], "-") ||
-                                       (stat(args[0], &st) == 0 && S_ISREG(st.st_mode)));
+                                       (stat(args[0], &st) == 0 &&
+                                        (S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode))));
         w.s->kind = one_file ? INGEST_STR : INGEST_DICT;
         w.s->format = opt.format;
     }

@@ -53,6 +53,10 @@ typedef struct ingest_options {
     const char *jsonl_field;      /* non-NULL: every file is JSONL, this field is the text */
     ingest_format format;         /* without jsonl_field: how the sandbox reads the files */
     int stdin_fd;                 /* what "-" reads; 0 unless a test says otherwise */
+    /* Non-NULL: reading stdin or a pipe (which may wait for its writer)
+     * stops with the error "cancelled" within about 100 ms of *cancel
+     * turning nonzero, so Ctrl-C always works. */
+    const volatile int *cancel;
     size_t max_files;             /* documents at most (0: 1,000,000) */
     size_t max_depth;             /* directory nesting at most (0: 128) */
     size_t max_problems;          /* problem texts kept (0: 1,000; the rest are counted) */
@@ -63,7 +67,9 @@ typedef struct ingest_set ingest_set;
 /* Fills *opt with the defaults above. */
 void ingest_options_init(ingest_options *opt);
 
-/* Builds the set from n_args arguments. A path that does not exist, a glob
+/* Builds the set from n_args arguments. Pipes and FIFOs (a named FIFO,
+ * bash's <(cmd) under /dev/fd) are read to their end like "-": into a
+ * sealed memory file, waiting for a writer as cat would. A path that does not exist, a glob
  * that matches nothing, unreadable stdin, an argument that yields no text at
  * all, or a limit that is passed is an error: -1 with err set (*out NULL).
  * Lesser trouble — an unreadable or binary file inside a directory, a broken

@@ -981,6 +981,7 @@ static rlm_status rlm_ingest(rlm *r, const char *const *args, size_t n_args, con
     opt.n_exclude = split_globs(exc, exc_v, MAX_GLOBS);
     opt.exclude = opt.n_exclude ? exc_v : NULL;
     opt.jsonl_field = field[0] ? field : NULL;
+    opt.cancel = &r->cancelled;   /* a pipe waiting for its writer, stdin: Ctrl-C ends the wait */
     /* The set has one reading, so a reading by extension needs every
      * argument to have it. */
     if (!opt.jsonl_field && all_end_with(args, n_args, ".jsonl")) {
@@ -1007,7 +1008,7 @@ static rlm_status rlm_ingest(rlm *r, const char *const *args, size_t n_args, con
     free(own[0]);
     free(own[1]);
     if (rc != 0) {
-        st = rlm_error(r, RLM_ERR_INPUT, "%s", err);
+        st = r->cancelled ? rlm_error(r, RLM_NO_ANSWER, "cancelled") : rlm_error(r, RLM_ERR_INPUT, "%s", err);
         goto done;
     }
     if (ingest_total_bytes(docs) == 0) {
@@ -1159,6 +1160,14 @@ static json_t *record_absolute_args(const json_t *rec)
     return out;
 }
 
+/* 1 for an argument read as a stream that no later process can read
+ * again: stdin, a pipe or FIFO (bash's <(cmd)). */
+static int stream_arg(const char *arg)
+{
+    struct stat st;
+    return strcmp(arg, "-") == 0 || (stat(arg, &st) == 0 && S_ISFIFO(st.st_mode));
+}
+
 /* 1 when rec names an input the conversation already has: the same
  * arguments (stdin aside, which reads new text each time) or the same file. */
 static int input_already_given(const rlm *r, const json_t *rec)
@@ -1170,7 +1179,7 @@ static int input_already_given(const rlm *r, const json_t *rec)
         size_t i;
         const json_t *a;
         json_array_foreach(mine, i, a)
-            if (strcmp(json_string_value(a), "-") == 0) {
+            if (stream_arg(json_string_value(a))) {
                 json_decref(mine);
                 return 0;
             }
@@ -1241,15 +1250,15 @@ static rlm_status text_record(rlm *r, const char *what, const char *data, size_t
     return *rec ? RLM_OK : rlm_error(r, RLM_ERR_NOMEM, "out of memory");
 }
 
-/* Stdin cannot be read again by a later process: a saved session keeps its
- * text instead (*rec), which it can do only for stdin alone, read as one
- * str. *rec stays NULL when the arguments do not read stdin. */
+/* Stdin (or a pipe) cannot be read again by a later process: a saved
+ * session keeps its text instead (*rec), which it can do only for it alone,
+ * read as one str. *rec stays NULL when the arguments read no stream. */
 static rlm_status stdin_record(rlm *r, const ingest_set *docs, json_t **rec)
 {
     *rec = NULL;
     int has_stdin = 0;
     for (size_t i = 0; i < r->n_ctx_args; i++)
-        has_stdin |= strcmp(r->ctx_args[i], "-") == 0;
+        has_stdin |= stream_arg(r->ctx_args[i]);
     if (!has_stdin || !r->store)
         return RLM_OK;
     if (r->n_ctx_args != 1 || ingest_kind_of(docs) != INGEST_STR || ingest_count(docs) != 1 ||

@@ -6,6 +6,7 @@ sees of them; the C helpers (grep, chunks, search, count_tokens) on real
 inputs, including a bad and a catastrophic regex; direct mode; bad inputs."""
 import json
 import os
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -312,6 +313,47 @@ for round in range(2):
                 res = self.rlm(["--mode", "direct", QUESTION], lm, stdin=stdin)
             self.assertExit(res, 0)
             self.assertEqual(res.stdout.strip(), "none")
+
+    def test_fifo_and_process_substitution_are_read_like_stdin(self):
+        fifo = os.path.join(self.tmp, "in.fifo")
+        os.mkfifo(fifo)
+        with FakeLM(two_turns(SHOW)) as lm:
+            proc, trace = self.rlm_start(["--context", fifo, QUESTION], lm)
+            with open(fifo, "w") as w:   # blocks until rlm opens it
+                w.write("through a fifo\n")
+            out, err = proc.communicate(timeout=120)
+            self.assertEqual(proc.returncode, 0, err)
+            outputs = [e.get("output") or "" for e in self.trace_of(trace) if e["type"] == "code"]
+            self.assertIn('TYPE str 15 "through a fifo\\n"', "\n".join(outputs))
+            # bash's <(cmd) is a pipe under /dev/fd.
+            cmd, env, trace2 = self.rlm_command(["--context", "PLACEHOLDER", QUESTION], lm,
+                                                trace_name="trace2.jsonl")
+            line = " ".join("'%s'" % c if c != "PLACEHOLDER" else "<(printf 'from a pipe\\n')"
+                            for c in cmd)
+            res = subprocess.run(["bash", "-c", line], capture_output=True, text=True, env=env,
+                                 timeout=120, stdin=subprocess.DEVNULL)
+            self.assertEqual(res.returncode, 0, res.stderr)
+            outputs = [e.get("output") or "" for e in self.trace_of(trace2) if e["type"] == "code"]
+            self.assertIn('TYPE str 12 "from a pipe\\n"', "\n".join(outputs))
+
+    def test_ctrl_c_stops_a_fifo_with_no_writer(self):
+        import signal
+        import time
+        fifo = os.path.join(self.tmp, "silent.fifo")
+        os.mkfifo(fifo)
+        proc, _ = self.rlm_start(["--context", fifo, QUESTION], None)
+        try:
+            time.sleep(1.0)
+            self.assertIsNone(proc.poll())   # waiting for a writer, as cat would
+            t0 = time.time()
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        self.assertLess(time.time() - t0, 5)
+        self.assertEqual(proc.returncode, 1, err)
+        self.assertIn("cancelled", err)
 
     def test_direct_mode(self):
         path = self.write("small.txt", "The answer is 42.\n")
