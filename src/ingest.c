@@ -30,6 +30,7 @@ enum {
     GITIGNORE_MAX_RULES = 100000,
     PATH_MAX_BYTES = 4096,
     JSONL_LINE_MAX = 256 * 1024 * 1024,
+    SMALL_FILE = 64 * 1024,          /* smaller files are copied into the blob, not mapped */
     PACK_ALIGN = 4096,
 };
 
@@ -146,19 +147,79 @@ void ingest_count_utf8(const char *data, size_t len, size_t *chars, size_t *inva
     *invalid = bad;
 }
 
-/* Binary: a NUL byte in the first SNIFF_BYTES, or more than one byte in ten
- * there starting no valid UTF-8 sequence (Latin-1 text has a few; images,
- * archives and object files have many). A sequence cut by the sniff window
- * is not held against the file. */
-static int looks_binary(const char *data, size_t len)
+/* Why the first bytes of a file say it is binary, or NULL: a NUL byte in
+ * the first SNIFF_BYTES, or the signature of a format that is never text
+ * (as git and ripgrep decide). Text that is not UTF-8 is not binary: it is
+ * decoded (Windows-1252) or repaired, never dropped. */
+static const char *binary_reason(const char *data, size_t len)
 {
+    static const struct {
+        const char *magic;
+        size_t len;
+        const char *what;
+    } signatures[] = {
+        {"\x89PNG\r\n\x1a\n", 8, "a PNG image"}, {"GIF87a", 6, "a GIF image"},
+        {"GIF89a", 6, "a GIF image"}, {"\xff\xd8\xff", 3, "a JPEG image"},
+        {"%PDF-", 5, "a PDF document"}, {"PK\x03\x04", 4, "a zip archive"},
+        {"\x1f\x8b", 2, "gzip data"}, {"BZh", 3, "bzip2 data"}, {"\xfd" "7zXZ", 5, "xz data"},
+        {"7z\xbc\xaf\x27\x1c", 6, "a 7z archive"}, {"\x7f" "ELF", 4, "an ELF binary"},
+        {"\xca\xfe\xba\xbe", 4, "a Java class or Mach-O binary"}, {"\xcf\xfa\xed\xfe", 4, "a Mach-O binary"},
+        {"OggS", 4, "Ogg media"}, {"fLaC", 4, "FLAC audio"}, {"\x28\xb5\x2f\xfd", 4, "zstd data"},
+    };
     size_t n = len < SNIFF_BYTES ? len : SNIFF_BYTES;
     if (memchr(data, '\0', n))
-        return 1;
-    size_t chars, bad;
-    size_t cut = n < len ? utf8_complete_prefix(data, n) : n;
-    ingest_count_utf8(data, cut, &chars, &bad);
-    return bad * 10 > n;
+        return "NUL bytes";
+    for (size_t i = 0; i < sizeof signatures / sizeof signatures[0]; i++)
+        if (n >= signatures[i].len && memcmp(data, signatures[i].magic, signatures[i].len) == 0)
+            return signatures[i].what;
+    if (n >= 12 && memcmp(data, "RIFF", 4) == 0 &&
+        (memcmp(data + 8, "WAVE", 4) == 0 || memcmp(data + 8, "AVI ", 4) == 0 ||
+         memcmp(data + 8, "WEBP", 4) == 0))
+        return "RIFF media";
+    return NULL;
+}
+
+/* Windows-1252's 0x80-0x9F (the five it leaves undefined keep Latin-1's C1
+ * code points); 0xA0-0xFF are the code points of Latin-1. */
+static const uint16_t cp1252_high[32] = {
+    0x20AC, 0x0081, 0x201A, 0x0192, 0x201E, 0x2026, 0x2020, 0x2021, 0x02C6, 0x2030, 0x0160,
+    0x2039, 0x0152, 0x008D, 0x017D, 0x008F, 0x0090, 0x2018, 0x2019, 0x201C, 0x201D, 0x2022,
+    0x2013, 0x2014, 0x02DC, 0x2122, 0x0161, 0x203A, 0x0153, 0x009D, 0x017E, 0x0178,
+};
+
+/* in[0..n) decoded as Windows-1252 into out (room for 3 x n), as UTF-8.
+ * Returns the bytes written. */
+static size_t cp1252_to_utf8(const unsigned char *in, size_t n, char *out)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned c = in[i] < 0x80 ? in[i] : in[i] < 0xA0 ? cp1252_high[in[i] - 0x80] : in[i];
+        if (c < 0x80) {
+            out[o++] = (char)c;
+        } else if (c < 0x800) {
+            out[o++] = (char)(0xC0 | (c >> 6));
+            out[o++] = (char)(0x80 | (c & 0x3F));
+        } else {
+            out[o++] = (char)(0xE0 | (c >> 12));
+            out[o++] = (char)(0x80 | ((c >> 6) & 0x3F));
+            out[o++] = (char)(0x80 | (c & 0x3F));
+        }
+    }
+    return o;
+}
+
+/* Bytes of data[0..n) at or above 0x80, eight at a time. */
+static size_t high_bytes(const char *data, size_t n)
+{
+    size_t high = 0, i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, data + i, 8);
+        high += (size_t)__builtin_popcountll(w & 0x8080808080808080ULL);
+    }
+    for (; i < n; i++)
+        high += (unsigned char)data[i] >= 0x80;
+    return high;
 }
 
 /* --- sources and documents ---------------------------------------------- */
@@ -208,14 +269,14 @@ oom:
     return -1;
 }
 
-/* Counts characters and invalid bytes of a file through pread, not through
- * its mapping, so a file shrinking under us is a short read. Returns the
- * bytes that could be read. */
-static size_t scan_file(int fd, size_t len, size_t *chars, size_t *invalid)
+/* Counts characters, invalid bytes and bytes at or above 0x80 of a file
+ * through pread, not through its mapping, so a file shrinking under us is a
+ * short read. Returns the bytes that could be read. */
+static size_t scan_file(int fd, size_t len, size_t *chars, size_t *invalid, size_t *high)
 {
     char *block = malloc(SCAN_BLOCK + 4);
     size_t done = 0, carry = 0, c = 0, bad = 0;
-    *chars = *invalid = 0;
+    *chars = *invalid = *high = 0;
     if (!block)
         return 0;
     while (done < len) {
@@ -226,6 +287,7 @@ static size_t scan_file(int fd, size_t len, size_t *chars, size_t *invalid)
         if (got <= 0)
             break;
         done += (size_t)got;
+        *high += high_bytes(block + carry, (size_t)got);
         size_t have = carry + (size_t)got;
         size_t upto = done < len ? utf8_complete_prefix(block, have) : have;
         if (upto + 4 < have)
@@ -249,9 +311,70 @@ static size_t scan_file(int fd, size_t len, size_t *chars, size_t *invalid)
     return done;
 }
 
-/* Maps one regular file and adds it as a document named `name`. In a walk
- * (sniff set) binary files are skipped; an explicitly named file is taken
- * as it is. 0 when added or skipped, -1 on a fatal error (err set). */
+/* The blob: one memfd for texts that are not mapped from their file —
+ * JSONL records, small files, decoded files. Created on first use and
+ * mapped by finish(). */
+static int blob_ready(walk *w)
+{
+    if (w->blob_fd >= 0)
+        return 0;
+    w->blob_fd = memfd_create("rlm-blob", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (w->blob_fd < 0) {
+        snprintf(w->err, w->errlen, "cannot create a memory file: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Copies len bytes of fd into the blob (decoded from Windows-1252 when
+ * cp1252) and adds them as a document. A file that shrinks meanwhile gives
+ * fewer bytes (said as a problem), never SIGBUS. */
+static int add_file_copy(walk *w, int fd, const char *name, size_t len, int cp1252)
+{
+    enum { BLOCK = 64 * 1024 };
+    char *in = malloc(BLOCK), *out = cp1252 ? malloc(3 * BLOCK) : NULL;
+    size_t done = 0, off = w->blob_len;
+    int rc = -1;
+    if (!in || (cp1252 && !out)) {
+        snprintf(w->err, w->errlen, "out of memory");
+        goto done;
+    }
+    if (blob_ready(w) != 0)
+        goto done;
+    while (done < len) {
+        size_t want = len - done < BLOCK ? len - done : BLOCK;
+        ssize_t got = pread(fd, in, want, (off_t)done);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got <= 0)
+            break;
+        size_t n = cp1252 ? cp1252_to_utf8((const unsigned char *)in, (size_t)got, out) : (size_t)got;
+        if (write_full(w->blob_fd, cp1252 ? out : in, n) != 0) {
+            snprintf(w->err, w->errlen, "cannot store '%s': %s", name, strerror(errno));
+            goto done;
+        }
+        w->blob_len += n;
+        done += (size_t)got;
+    }
+    if (done < len)
+        problem(w->s, "'%s' shrank from %zu to %zu bytes while being read", name, len, done);
+    size_t stored = w->blob_len - off;
+    rc = add_doc(w, name, stored ? SIZE_MAX - 1 : SIZE_MAX, off, stored);
+done:
+    free(in);
+    free(out);
+    return rc;
+}
+
+/* Adds one regular file as a document named `name`: mapped, or copied into
+ * the blob when it is a small file of a walk or glob (a directory of 100,000
+ * files must not need 100,000 mappings: the kernel allows about 65,000),
+ * when it must be decoded, or when no mapping can be made. In a walk (sniff set) binary files are skipped; an explicitly
+ * named file is taken as it is, with a warning when it looks binary. Text
+ * that is not UTF-8 and holds no UTF-8 sequence at all is Windows-1252 (or
+ * Latin-1, its subset), decoded and said; a mix of UTF-8 and stray bytes
+ * keeps the stray bytes to be replaced. 0 when added or skipped, -1 on a
+ * fatal error (err set). */
 static int add_file(walk *w, const char *path, const char *name, int sniff, int fatal_open)
 {
     ingest_set *s = w->s;
@@ -281,37 +404,56 @@ static int add_file(walk *w, const char *path, const char *name, int sniff, int 
         close(fd);
         return add_doc(w, name, SIZE_MAX, 0, 0);
     }
-    if (sniff) {
-        char head[SNIFF_BYTES];
-        ssize_t got = pread(fd, head, sizeof head, 0);
-        if (got < 0) {
-            problem(s, "skipped '%s': %s", name, strerror(errno));
-            close(fd);
-            w->skipped++;
-            return 0;
-        }
-        if (looks_binary(head, (size_t)got)) {
-            problem(s, "skipped '%s': binary", name);
-            close(fd);
-            w->skipped++;
-            return 0;
-        }
+    char head[SNIFF_BYTES];
+    ssize_t got = pread(fd, head, sizeof head, 0);
+    if (got < 0) {
+        problem(s, "skipped '%s': %s", name, strerror(errno));
+        close(fd);
+        w->skipped++;
+        return 0;
     }
-    size_t chars, invalid;
-    size_t seen = scan_file(fd, len, &chars, &invalid);
+    const char *binary = binary_reason(head, (size_t)got);
+    if (binary && sniff) {
+        problem(s, "skipped '%s': binary (%s)", name, binary);
+        close(fd);
+        w->skipped++;
+        return 0;
+    }
+    if (binary)
+        problem(s, "'%s' looks binary (%s): read as text anyway", name, binary);
+    size_t chars, invalid, high;
+    size_t seen = scan_file(fd, len, &chars, &invalid, &high);
     if (seen < len) {
         problem(s, "'%s' shrank from %zu to %zu bytes while being read", name, len, seen);
         len = seen;
     }
-    void *map = NULL;
-    if (len > 0) {
-        map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
-        if (map == MAP_FAILED) {
-            problem(s, "skipped '%s': cannot map: %s", name, strerror(errno));
-            close(fd);
-            w->skipped++;
-            return 0;
-        }
+    /* Every byte >= 0x80 invalid: no UTF-8 in it, a single-byte encoding. */
+    int cp1252 = !binary && invalid > 0 && invalid == high;
+    /* Small files of a walk or a glob (there may be a million) are copied;
+     * a file named on its own is mapped whatever its size. */
+    if (cp1252 || (sniff && len < SMALL_FILE)) {
+        int rc = add_file_copy(w, fd, name, len, cp1252);
+        close(fd);
+        if (rc != 0)
+            return -1;
+        docrec *r = &s->recs[s->n_recs - 1];
+        r->d.chars = cp1252 ? seen : chars;
+        r->d.invalid_utf8 = cp1252 ? 0 : invalid;
+        if (cp1252)
+            problem(s, "'%s' is not UTF-8: read as Windows-1252 (Latin-1), %zu bytes decoded", name,
+                    invalid);
+        return 0;
+    }
+    void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        /* Out of mappings (or memory for them): the bytes go into the blob. */
+        int rc = add_file_copy(w, fd, name, len, 0);
+        close(fd);
+        if (rc != 0)
+            return -1;
+        s->recs[s->n_recs - 1].d.chars = chars;
+        s->recs[s->n_recs - 1].d.invalid_utf8 = invalid;
+        return 0;
     }
     source src = {.path = strdup(path), .fd = fd, .map = map, .map_len = len, .len = len, .dev = st.st_dev,
                   .ino = st.st_ino};

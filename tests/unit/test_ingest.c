@@ -426,6 +426,98 @@ static void test_utf8_across_read_blocks(void **state)
     free(text);
 }
 
+static const ingest_doc *doc_named(const ingest_set *s, const char *name)
+{
+    for (size_t i = 0; i < ingest_count(s); i++)
+        if (strcmp(ingest_docs(s)[i].name, name) == 0)
+            return &ingest_docs(s)[i];
+    return NULL;
+}
+
+/* Binary is NUL bytes or a known signature (as git and ripgrep have it);
+ * Latin-1 / Windows-1252 text is decoded, said, never dropped; text that
+ * mixes UTF-8 and stray bytes is repaired as before. */
+static void test_encodings_and_binary(void **state)
+{
+    puts_file("enc/latin1.txt", "caf\xe9 cr\xe8me br\xfbl\xe9" "e, \xe0 la fran\xe7" "aise\n");
+    puts_file("enc/cp1252.txt", "\x93quoted\x94 costs \x80" "5\n");
+    puts_file("enc/mixed.txt", "caf\xc3\xa9 and a stray \xff byte\n");
+    puts_file("enc/doc.pdf", "%PDF-1.4\n\xe2\xe3\xcf\xd3\n1 0 obj\n");
+    put("enc/blob.bin", "abc\0def", 7);
+    ingest_options opt;
+    ingest_options_init(&opt);
+    char err[512];
+    ingest_set *s = open_one(at("enc"), &opt, err);
+    assert_non_null(s);
+    assert_int_equal(ingest_count(s), 3);
+    const ingest_doc *d = doc_named(s, "latin1.txt");
+    assert_non_null(d);
+    const char *want = "caf\xc3\xa9 cr\xc3\xa8me br\xc3\xbbl\xc3\xa9" "e, \xc3\xa0 la fran\xc3\xa7" "aise\n";
+    assert_int_equal(d->len, strlen(want));
+    assert_memory_equal(d->data, want, d->len);
+    assert_int_equal(d->chars, 34);
+    assert_int_equal(d->invalid_utf8, 0);
+    d = doc_named(s, "cp1252.txt");
+    assert_non_null(d);
+    want = "\xe2\x80\x9cquoted\xe2\x80\x9d costs \xe2\x82\xac" "5\n";
+    assert_int_equal(d->len, strlen(want));
+    assert_memory_equal(d->data, want, d->len);
+    d = doc_named(s, "mixed.txt");
+    assert_non_null(d);
+    assert_int_equal(d->invalid_utf8, 1);
+    assert_true(has_problem(s, "'latin1.txt' is not UTF-8: read as Windows-1252"));
+    assert_true(has_problem(s, "skipped 'doc.pdf': binary"));
+    assert_true(has_problem(s, "skipped 'blob.bin': binary"));
+    assert_int_equal(ingest_invalid_utf8(s), 1);
+    ingest_free(s);
+
+    /* Named explicitly, a file is read whatever it holds, with a warning
+     * when it looks binary. */
+    s = open_one(at("enc/blob.bin"), NULL, err);
+    assert_non_null(s);
+    assert_true(has_problem(s, "looks binary"));
+    ingest_free(s);
+    s = open_one(at("enc/latin1.txt"), NULL, err);
+    assert_non_null(s);
+    assert_int_equal(ingest_docs(s)[0].len, 40);
+    assert_false(has_problem(s, "looks binary"));
+    ingest_free(s);
+}
+
+/* More files than the kernel allows mappings (vm.max_map_count, 65,530 by
+ * default): small files are copied, not mapped, so the walk takes them all. */
+static void test_more_files_than_mappings(void **state)
+{
+    enum { FILES = 70000 };
+    char path[600];
+    snprintf(path, sizeof path, "%s/many", root);
+    assert_int_equal(mkdir(path, 0755), 0);
+    for (int i = 0; i < FILES; i++) {
+        snprintf(path, sizeof path, "%s/many/f%05d.txt", root, i);
+        int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        assert_true(fd >= 0);
+        char line[32];
+        int n = snprintf(line, sizeof line, "file %d\n", i);
+        assert_int_equal(write(fd, line, (size_t)n), n);
+        close(fd);
+    }
+    ingest_options opt;
+    ingest_options_init(&opt);
+    char err[512];
+    ingest_set *s = open_one(at("many"), &opt, err);
+    assert_non_null(s);
+    assert_int_equal(ingest_count(s), FILES);
+    assert_int_equal(ingest_problem_total(s), 0);
+    const ingest_doc *d = &ingest_docs(s)[FILES - 1];
+    assert_string_equal(d->name, "f69999.txt");
+    assert_memory_equal(d->data, "file 69999\n", d->len);
+    int fd = -1, data_fd = -1;
+    size_t len = 0;
+    assert_int_equal(ingest_pack(s, &fd, &len, &data_fd, err, sizeof err), 0);
+    close(fd);
+    ingest_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -438,6 +530,8 @@ int main(void)
         cmocka_unit_test(test_stdin_glob_and_pack),
         cmocka_unit_test(test_several_arguments_and_limits),
         cmocka_unit_test(test_utf8_across_read_blocks),
+        cmocka_unit_test(test_encodings_and_binary),
+        cmocka_unit_test(test_more_files_than_mappings),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
