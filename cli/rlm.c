@@ -984,8 +984,28 @@ static int finish_output(int rc)
 
 static int run_command(int argc, char **argv);
 
+/* SIGBUS in rlm is an input file cut short under one of its mappings (a log
+ * rotated with copytruncate between the check before a read and the read):
+ * the library checks the files before each pass over them, and this is the
+ * last net for the moment between, so that it ends with a message and the
+ * input error's code rather than a crash. */
+static void on_bus_error(int sig)
+{
+    (void)sig;
+    static const char msg[] = "\nrlm: an input file was cut short while rlm was reading it (a log "
+                              "rotated with copytruncate?); run again on a copy of the file\n";
+    if (write(STDERR_FILENO, msg, sizeof msg - 1) < 0) {
+        /* nothing more to do */
+    }
+    _exit(EXIT_USAGE);
+}
+
 int main(int argc, char **argv)
 {
+    struct sigaction sa = {0};
+    sa.sa_handler = on_bus_error;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGBUS, &sa, NULL);
     return finish_output(run_command(argc, argv));
 }
 

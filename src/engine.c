@@ -628,6 +628,51 @@ static int engine_text_final_var(engine *e, const char *name, char **note)
     return -1;
 }
 
+/* The run's inputs checked against their files (ingest_validate): a file
+ * that shrank is cut to the bytes left, a file rewritten in place is
+ * noted. Says each new problem as a warning. Returns 1 when any input
+ * changed. */
+int engine_check_inputs(engine *e)
+{
+    ingest_set *sets[64];
+    size_t n = 0;
+    if (e->p->docs)
+        sets[n++] = e->p->docs;
+    for (size_t i = 0; e->st && i < e->st->n_inputs && n < 64; i++)
+        if (e->st->inputs[i].docs)
+            sets[n++] = e->st->inputs[i].docs;
+    int changed = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t before = ingest_problem_count(sets[i]);
+        if (ingest_validate(sets[i]) == 0)
+            continue;
+        changed = 1;
+        for (size_t k = before; k < ingest_problem_count(sets[i]); k++) {
+            char msg[4200];
+            snprintf(msg, sizeof msg, "input: %s", ingest_problem(sets[i], k));
+            engine_event(e, "warning", json_pack("{s:s}", "message", msg));
+            if (e->p->warn && e->level == 1)
+                e->p->warn(e->p->warn_data, msg);
+        }
+    }
+    return changed;
+}
+
+/* After the sandbox failed or was restarted: when an input changed on disk
+ * since it was read (a log rotated with copytruncate, rewritten), the
+ * sandbox cannot be loaded again with what the model was told, and the run
+ * stops as an input error that says so. Else the sandbox failure stands. */
+static void engine_sandbox_trouble(engine *e, int changed, const char *what, const char *err)
+{
+    if (changed || engine_check_inputs(e))
+        engine_fail(e, RLM_ERR_INPUT, "an input file changed while rlm was using it (a log rotated "
+                    "with copytruncate, rewritten?): the sandbox cannot load it again as it was "
+                    "read; run again on a copy of the file (%s%s%s)", what, err ? ": " : "",
+                    err ? err : "");
+    else
+        engine_fail(e, RLM_ERR_SANDBOX, "%s: %s", what, err ? err : "no detail");
+}
+
 /* Runs the reply's code blocks in order, stopping early at a final answer.
  * Appends the feedback message unless the run is answered. Returns 1 when
  * answered, 0 to continue, -1 on a fatal error. */
@@ -676,7 +721,14 @@ static int engine_run_blocks(engine *e, const reply *rp)
                               "seconds", cells[i].seconds, "call_seconds", cells[i].call_seconds,
                               "calls", (json_int_t)cells[i].n_calls));
         if (rc != 0) {
-            engine_fail(e, RLM_ERR_SANDBOX, "sandbox failed: %s", err);
+            engine_sandbox_trouble(e, 0, "sandbox failed", err);
+            status = -1;
+            goto done;
+        }
+        if (cells[i].restarted && engine_check_inputs(e)) {
+            /* The restarted sandbox read the input again: from a file that
+             * is not what it was, its answers would be about other data. */
+            engine_sandbox_trouble(e, 1, "the sandbox restarted", NULL);
             status = -1;
             goto done;
         }
@@ -1018,6 +1070,7 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
     }
     double t0 = clock_now();
     sandbox_input in;
+    engine_check_inputs(e);   /* a file that shrank since it was read is cut, and said */
     if (engine_input_open(docs, ctx, &in, err, sizeof err) != 0) {
         engine_fail(e, RLM_ERR_INPUT, "cannot hand the input to the sandbox: %s", err);
         return -1;
@@ -1036,7 +1089,7 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
         return -1;
     }
     if (started != 0) {
-        engine_fail(e, RLM_ERR_SANDBOX, "cannot start the sandbox: %s", err);
+        engine_sandbox_trouble(e, 0, "cannot start the sandbox", err);
         engine_event(e, "error", json_pack("{s:s,s:s}", "where", "sandbox", "message", err));
         return -1;
     }
@@ -1100,6 +1153,7 @@ char *engine_system_prompt(const engine *e, const char *description, int *descri
  * parsed input is described from what it found. */
 int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const char *question)
 {
+    engine_check_inputs(e);   /* the description reads the files: cut any that shrank first */
     char *description = engine_input_describe(docs, ctx, e->sb ? sandbox_input_summary(e->sb, 0) : NULL);
     if (!description)
         return -1;

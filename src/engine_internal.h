@@ -154,6 +154,11 @@ void engine_note_sub_failure(engine *e, const char *result);
  * provider's message (the run's error says "sub-call failed: why"). */
 void engine_sub_fatal(engine *e, const char *why);
 
+/* Checks the run's inputs against their files before a pass over them: a
+ * file that shrank is cut to what is left, one rewritten in place noted,
+ * each said as a warning. Returns 1 when any input changed. */
+int engine_check_inputs(engine *e);
+
 /* Every results[i] becomes "Error: what: why". */
 void engine_fill_errors(char **results, size_t n, const char *what, const char *why);
 /* A budget refused a call: no more code, one last request. */

@@ -182,6 +182,7 @@ int engine_state_messages(engine *e, const char *question, int number)
     buf desc;
     buf_init(&desc, SIZE_MAX / 2);
     char names[256] = "";
+    engine_check_inputs(e);   /* the descriptions read the files: cut any that shrank first */
     for (size_t i = first_new; i < st->n_inputs; i++) {
         engine_input *in = &st->inputs[i];
         char *d = engine_input_describe(in->docs, in->ctx,

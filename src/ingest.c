@@ -44,6 +44,8 @@ typedef struct source {
     size_t len;          /* bytes still trusted (ingest_validate lowers it) */
     dev_t dev;
     ino_t ino;
+    uint64_t head_sum;   /* of the first and last bytes read (mapped files): a file */
+    uint64_t tail_sum;   /* rewritten in place shows there (ingest_validate) */
 } source;
 
 typedef struct docrec {
@@ -63,6 +65,7 @@ struct ingest_set {
     char **problems;
     size_t n_problems, problem_total, max_problems;
     size_t total_bytes, invalid;
+    const char *rewritten;   /* a document whose file was rewritten in place, or NULL */
 };
 
 /* State of one ingest_open call. */
@@ -311,6 +314,19 @@ static size_t scan_file(int fd, size_t len, size_t *chars, size_t *invalid, size
     return done;
 }
 
+/* FNV-1a of up to SUM_BYTES of fd at off: what ingest_validate compares to
+ * tell a file rewritten in place from one only appended to. */
+enum { SUM_BYTES = 4096 };
+static uint64_t range_sum(int fd, size_t off, size_t n)
+{
+    unsigned char b[SUM_BYTES];
+    ssize_t got = pread(fd, b, n < SUM_BYTES ? n : SUM_BYTES, (off_t)off);
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (ssize_t i = 0; i < got; i++)
+        h = (h ^ b[i]) * 0x100000001b3ULL;
+    return got < 0 ? 0 : h ^ (uint64_t)got;
+}
+
 /* The blob: one memfd for texts that are not mapped from their file —
  * JSONL records, small files, decoded files. Created on first use and
  * mapped by finish(). */
@@ -455,8 +471,10 @@ static int add_file(walk *w, const char *path, const char *name, int sniff, int 
         s->recs[s->n_recs - 1].d.invalid_utf8 = invalid;
         return 0;
     }
+    size_t tail = len < SUM_BYTES ? len : SUM_BYTES;
     source src = {.path = strdup(path), .fd = fd, .map = map, .map_len = len, .len = len, .dev = st.st_dev,
-                  .ino = st.st_ino};
+                  .ino = st.st_ino, .head_sum = range_sum(fd, 0, SUM_BYTES),
+                  .tail_sum = range_sum(fd, len - tail, tail)};
     if (!src.path || add_source(s, &src) != 0) {
         free(src.path);
         if (map)
@@ -1110,6 +1128,7 @@ void ingest_free(ingest_set *s)
 }
 
 ingest_kind ingest_kind_of(const ingest_set *s) { return s->kind; }
+const char *ingest_rewritten(const ingest_set *s) { return s->rewritten; }
 ingest_format ingest_format_of(const ingest_set *s) { return s->format; }
 size_t ingest_count(const ingest_set *s) { return s->n_recs; }
 const ingest_doc *ingest_docs(const ingest_set *s) { return s->docs; }
@@ -1137,13 +1156,38 @@ static size_t source_live_len(const source *src)
     return (size_t)st.st_size < src->len ? (size_t)st.st_size : src->len;
 }
 
+/* 1 when the first or last bytes of a source still open are not those read
+ * at first: rewritten in place (a log truncated and written again), which
+ * no length check sees when it grew back. Appending changes neither. */
+static int source_rewritten(const source *src)
+{
+    if (!src->path || src->fd < 0 || !src->len)
+        return 0;
+    size_t tail = src->len < SUM_BYTES ? src->len : SUM_BYTES;
+    return range_sum(src->fd, 0, SUM_BYTES) != src->head_sum ||
+           range_sum(src->fd, src->len - tail, tail) != src->tail_sum;
+}
+
 size_t ingest_validate(ingest_set *s)
 {
     size_t changed = 0;
     for (size_t i = 0; i < s->n_srcs; i++) {
         size_t live = source_live_len(&s->srcs[i]);
-        if (live >= s->srcs[i].len)
+        if (live >= s->srcs[i].len) {
+            if (!source_rewritten(&s->srcs[i]))
+                continue;
+            for (size_t k = 0; k < s->n_recs; k++) {
+                if (s->recs[k].src != i)
+                    continue;
+                if (!s->rewritten) {
+                    s->rewritten = s->recs[k].d.name;
+                    problem(s, "'%s' was rewritten while rlm was using it: its bytes are not those "
+                            "read at first", s->rewritten);
+                }
+                changed++;
+            }
             continue;
+        }
         for (size_t k = 0; k < s->n_recs; k++) {
             docrec *r = &s->recs[k];
             if (r->src != i || r->off + r->d.len <= live)

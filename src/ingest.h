@@ -103,9 +103,17 @@ size_t ingest_problem_total(const ingest_set *s);
  * past its new end. ingest_validate re-reads each mapped file's size (fstat
  * on the descriptor kept open, or stat by path, checking device and inode)
  * and shortens every document whose file shrank or was replaced to the bytes
- * that still exist, recording a problem. Returns how many documents changed.
- * Call it before a pass over the data when files may be edited meanwhile. */
+ * that still exist, recording a problem; a file of the same size or larger
+ * whose first or last bytes changed is recorded as rewritten
+ * (ingest_rewritten). Returns how many documents changed. Call it before a
+ * pass over the data when files may be edited meanwhile. */
 size_t ingest_validate(ingest_set *s);
+
+/* A document whose file ingest_validate found rewritten in place (same
+ * size or larger, but its first or last bytes — up to 4 KiB each — differ
+ * from what was read), or NULL. Its bytes cannot be trusted: the caller
+ * stops rather than use them. Borrowed from the set. */
+const char *ingest_rewritten(const ingest_set *s);
 
 /* The packed form for the sandbox (docs/internals/context-format.md): a
  * sealed memfd holding a header, the document index and the names, and

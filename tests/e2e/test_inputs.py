@@ -189,9 +189,16 @@ class Inputs(RlmTestCase):
         self.assertIn("none.jsonl line 1", res.stderr)
 
     def test_invalid_utf8_replaced(self):
-        path = self.write("bad.txt", b"ok \xff\xfe end\n")
+        # UTF-8 with a stray byte: the byte is replaced, the UTF-8 kept.
+        path = self.write("bad.txt", b"caf\xc3\xa9 \xff end\n")
         res, out = self.run_show(["--context", path])
         self.assertIn("\\ufffd", out)
+        self.assertIn("\\u00e9", out)
+        # No UTF-8 at all among the high bytes: Windows-1252, decoded and said.
+        path = self.write("latin1.txt", b"caf\xe9 cr\xe8me \x80\n")
+        res, out = self.run_show(["--context", path])
+        self.assertIn("caf\\u00e9 cr\\u00e8me \\u20ac", out)
+        self.assertIn("read as Windows-1252", res.stderr)
 
     def test_helpers(self):
         lines = "".join("line %d %s\n" % (i, "ERROR disk full" if i % 10 == 0 else "ok")
@@ -354,6 +361,54 @@ for round in range(2):
         self.assertLess(time.time() - t0, 5)
         self.assertEqual(proc.returncode, 1, err)
         self.assertIn("cancelled", err)
+
+    def test_input_changed_while_in_use_is_said(self):
+        import time
+        # A cell that ignores the interrupt makes the sandbox restart, which
+        # loads the input again: meanwhile the file is truncated (a log
+        # rotated with copytruncate), or rewritten with other, longer text.
+        stubborn = repl("while True:\n    try:\n        while True:\n            pass\n"
+                        "    except BaseException:\n        pass")
+        rules = [{"match": "count the log lines", "times": 1, "reply": stubborn},
+                 {"match": ".", "times": 1, "reply": repl("print(len(context))")},
+                 {"match": ".", "reply": "FINAL(done)"}]
+        old = "".join("line %d of the log\n" % i for i in range(20000))
+        new = "".join("LINE %d of a new log\n" % i for i in range(30000))
+        for change in ("truncate", "rewrite"):
+            path = self.write("app-%s.log" % change, old)
+            with FakeLM(rules) as lm:
+                proc, trace = self.rlm_start(["--cell-timeout", "1", "--context", path,
+                                              "count the log lines"], lm,
+                                             trace_name="trace-%s.jsonl" % change)
+                try:
+                    deadline = time.time() + 60
+                    while not lm.requests() and time.time() < deadline:   # turn 1 answered
+                        time.sleep(0.02)
+                    with open(path, "w") as f:
+                        f.write("" if change == "truncate" else new)
+                    out, err = proc.communicate(timeout=120)
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+            self.assertEqual(proc.returncode, 2, (change, err))
+            self.assertIn("changed while rlm was using it", err)
+            self.assertNotIn("done", out)
+
+    def test_bus_error_ends_with_a_message(self):
+        # The last net for a file cut short between the check and a read.
+        import signal
+        rules = [{"match": ".", "latency_ms": 30000, "reply": "FINAL(late)"}]
+        with FakeLM(rules) as lm:
+            proc, _ = self.rlm_start(["--context", self.write("c.txt", "text"), QUESTION], lm)
+            try:
+                lm.wait_in_flight(1)
+                proc.send_signal(signal.SIGBUS)
+                out, err = proc.communicate(timeout=60)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+        self.assertEqual(proc.returncode, 2, err)
+        self.assertIn("cut short while rlm was reading it", err)
 
     def test_direct_mode(self):
         path = self.write("small.txt", "The answer is 42.\n")
