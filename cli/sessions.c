@@ -80,6 +80,18 @@ static void print_recovery(json_t *report)
     }
 }
 
+/* A result as the JSON the library gave, or through its printer. */
+static void show(const char *text, int as_json, void (*printer)(json_t *))
+{
+    if (as_json) {
+        puts(text);
+        return;
+    }
+    json_t *j = json_loads(text, 0, NULL);
+    printer(j);
+    json_decref(j);
+}
+
 int cmd_sessions(int argc, char **argv)
 {
     const char *action = "list";
@@ -128,13 +140,8 @@ int cmd_sessions(int argc, char **argv)
     rlm_status st;
     if (strcmp(action, "list") == 0) {
         st = rlm_sessions_list(cfg, &out);
-        if (st == RLM_OK && as_json) {
-            puts(out);
-        } else if (st == RLM_OK) {
-            json_t *list = json_loads(out, 0, NULL);
-            print_table(list);
-            json_decref(list);
-        }
+        if (st == RLM_OK)
+            show(out, as_json, print_table);
     } else if (strcmp(action, "rm") == 0) {
         if (!n_names) {
             fputs("rlm sessions rm: which session? (rlm sessions lists them)\n", stderr);
@@ -149,13 +156,8 @@ int cmd_sessions(int argc, char **argv)
         }
     } else {
         st = rlm_sessions_recover(cfg, &out);
-        if (st == RLM_OK && as_json) {
-            puts(out);
-        } else if (st == RLM_OK) {
-            json_t *report = json_loads(out, 0, NULL);
-            print_recovery(report);
-            json_decref(report);
-        }
+        if (st == RLM_OK)
+            show(out, as_json, print_recovery);
     }
     if (st != RLM_OK)
         fprintf(stderr, "rlm sessions: %s\n", out ? out : rlm_status_name(st));

@@ -1708,6 +1708,8 @@ const char *rlm_trace_error(const rlm *r)
 
 /* ---- sessions on disk, as a whole ------------------------------------------- */
 
+#define NO_SESSION_DB "neither XDG_DATA_HOME nor HOME is set: give session_db"
+
 /* cfg's session_db, else the default file; NULL when neither can be named. */
 static char *sessions_db_path(const rlm_config *cfg)
 {
@@ -1730,7 +1732,7 @@ rlm_status rlm_sessions_list(const rlm_config *cfg, char **out)
     char err[2048], *path = sessions_db_path(cfg);
     json_t *list = NULL;
     if (!path)
-        return sessions_result(-1, NULL, "neither XDG_DATA_HOME nor HOME is set: give session_db", out);
+        return sessions_result(-1, NULL, NO_SESSION_DB, out);
     int rc = session_list(path, &list, err, sizeof err);
     free(path);
     return sessions_result(rc, list, err, out);
@@ -1740,7 +1742,7 @@ rlm_status rlm_session_remove(const rlm_config *cfg, const char *name, char **ou
 {
     char err[2048], *path = sessions_db_path(cfg);
     if (!path)
-        return sessions_result(-1, NULL, "neither XDG_DATA_HOME nor HOME is set: give session_db", out);
+        return sessions_result(-1, NULL, NO_SESSION_DB, out);
     int rc = session_remove(path, name ? name : "", err, sizeof err);
     json_t *j = rc == 0 ? json_pack("{s:s,s:s}", "removed", name, "database", path) : NULL;
     free(path);
@@ -1752,7 +1754,7 @@ rlm_status rlm_sessions_recover(const rlm_config *cfg, char **out)
     char err[2048], *path = sessions_db_path(cfg);
     json_t *report = NULL;
     if (!path)
-        return sessions_result(-1, NULL, "neither XDG_DATA_HOME nor HOME is set: give session_db", out);
+        return sessions_result(-1, NULL, NO_SESSION_DB, out);
     int rc = session_recover(path, &report, err, sizeof err);
     free(path);
     return sessions_result(rc, report, err, out);

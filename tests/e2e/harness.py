@@ -202,6 +202,25 @@ class RlmTestCase(unittest.TestCase):
                                 stderr=subprocess.PIPE, text=True, env=run_env)
         return proc, trace_path
 
+    def signal_in_flight(self, proc, lm, sig, feed=None, timeout=60):
+        """Once proc (from rlm_start; feed is written to its stdin first) has
+        a request in flight at lm, sends it sig and waits for it to end:
+        returns its stdout, stderr and the seconds from the signal to its end.
+        A process still running after timeout is killed."""
+        try:
+            if feed is not None:
+                proc.stdin.write(feed)
+                proc.stdin.flush()
+            lm.wait_in_flight(1)
+            t0 = time.time()
+            proc.send_signal(sig)
+            out, err = proc.communicate(timeout=timeout)
+            return out, err, time.time() - t0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
     def trace_of(self, trace_path):
         """The events of a trace file."""
         with open(trace_path) as f:

@@ -400,13 +400,7 @@ for round in range(2):
         rules = [{"match": ".", "latency_ms": 30000, "reply": "FINAL(late)"}]
         with FakeLM(rules) as lm:
             proc, _ = self.rlm_start(["--context", self.write("c.txt", "text"), QUESTION], lm)
-            try:
-                lm.wait_in_flight(1)
-                proc.send_signal(signal.SIGBUS)
-                out, err = proc.communicate(timeout=60)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
+            out, err, _ = self.signal_in_flight(proc, lm, signal.SIGBUS)
         self.assertEqual(proc.returncode, 2, err)
         self.assertIn("cut short while rlm was reading it", err)
 

@@ -322,13 +322,7 @@ class Sessions(RlmTestCase):
         rules = [{"match": r"SLOWQ", "latency_ms": 30000, "reply": "FINAL(too late)"}]
         with FakeLM(rules) as lm:
             proc, _ = self.rlm_start(["SLOWQ wait for it"], lm)
-            try:
-                lm.wait_in_flight(1)
-                proc.send_signal(signal.SIGINT)
-                out, err = proc.communicate(timeout=60)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
+            out, err, _ = self.signal_in_flight(proc, lm, signal.SIGINT)
         self.assertEqual(proc.returncode, 1, err)
         self.assertIn("cancelling", err)
         self.assertIn("no answer: cancelled", err)
@@ -337,15 +331,7 @@ class Sessions(RlmTestCase):
         rules = [{"match": r"SLOWQ", "latency_ms": 30000, "reply": "FINAL(too late)"}]
         with FakeLM(rules) as lm:
             proc, trace_path = self.rlm_start(["SLOWQ wait for it"], lm)
-            try:
-                lm.wait_in_flight(1)
-                t0 = time.time()
-                proc.send_signal(signal.SIGTERM)
-                out, err = proc.communicate(timeout=60)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-            elapsed = time.time() - t0
+            out, err, elapsed = self.signal_in_flight(proc, lm, signal.SIGTERM)
         self.assertEqual(proc.returncode, 1, err)
         self.assertIn("terminated", err)
         self.assertIn("no answer: cancelled", err)
@@ -358,15 +344,8 @@ class Sessions(RlmTestCase):
                  {"match": r"NEXTQ", "reply": "FINAL(never asked)"}]
         with FakeLM(rules) as lm:
             proc, trace_path = self.rlm_start([], lm, command="chat", stdin=subprocess.PIPE)
-            try:
-                proc.stdin.write("SLOWQ wait\nNEXTQ after\n")
-                proc.stdin.flush()
-                lm.wait_in_flight(1)
-                proc.send_signal(signal.SIGTERM)
-                out, err = proc.communicate(timeout=60)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
+            out, err, _ = self.signal_in_flight(proc, lm, signal.SIGTERM,
+                                                feed="SLOWQ wait\nNEXTQ after\n")
             requests = lm.requests()
         self.assertEqual(proc.returncode, 1, err)
         self.assertIn("terminated", err)
