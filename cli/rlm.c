@@ -75,7 +75,7 @@ static const char options_text[] =
         "                         (keep-alive comments do not count; default 300)\n"
         "  --strict               any sub-call that still fails after its retries ends the run\n"
         "                         (exit 3); without it only errors no retry fixes do (a refused\n"
-        "                         key, an unknown model, a batch whose every prompt is refused),\n"
+        "                         key, an unknown model, a batch of several prompts all refused),\n"
         "                         and other failures are counted and reported on stderr\n"
         "\n"
         "Budgets for the whole run, root turns and every sub-call (docs/budgets.md). When one\n"

@@ -113,7 +113,7 @@ void rlm_config_free(rlm_config *cfg);
  *   strict            "1": any sub-call that fails (after its retries) ends
  *                     the run with RLM_ERR_MODEL; "0": only errors no retry
  *                     fixes do (401, 403, 404, a 400 on every prompt of a
- *                     batch), others reach model code as "Error: ..." strings
+ *                     batch of several), others reach model code as "Error: ..." strings
  *                     and are counted (report, warning)   "0"
  *   Budgets for a whole run (rlm_ask), counting root turns and every sub-call;
  *   unset = no limit (docs/budgets.md):

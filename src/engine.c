@@ -380,8 +380,12 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
             }
             refused += request_refused(r);
         }
-        if (i == n - 1 && !stop && refused == n)
-            stop = results[i];   /* every prompt refused: the requests themselves are wrong */
+        /* Every prompt of a batch refused: the requests themselves are wrong
+         * (a parameter the endpoint rejects, a window smaller than any piece).
+         * One prompt refused alone is the model's to fix: a too-long slice is
+         * the common case, and its next try sends a smaller one. */
+        if (i == n - 1 && !stop && n > 1 && refused == n)
+            stop = results[i];
         /* Thousands of sub-calls per batch: without a trace, build no event
          * (excerpts included) only to throw it away. */
         if (!e->trace) {

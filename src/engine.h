@@ -82,7 +82,7 @@ typedef struct engine_params {
     const volatile int *cancel;
     /* 1: any sub-call that fails (after its retries) ends the run with
      * RLM_ERR_MODEL. 0: only errors no retry can fix do (401, 403, 404, a
-     * 400 on every prompt of a batch); others come back to model code as
+     * 400 on every prompt of a batch of several); others come back to model code as
      * "Error: ..." strings and are counted. */
     int strict;
     /* A conversation (engine_state_new): NULL answers one question and frees

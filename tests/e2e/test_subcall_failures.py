@@ -1,5 +1,5 @@
 """Sub-calls that fail are never silent (issue 13, item 2): an error no retry
-can fix (401, 403, 404, a 400 on every prompt of a batch) stops the run at
+can fix (401, 403, 404, a 400 on every prompt of a batch of several) stops the run at
 once with the provider's message and exit 3; failures that remain after the
 retries are counted, said on stderr and in --json; --strict makes any failed
 sub-call fatal."""
@@ -57,6 +57,29 @@ class SubcallFailures(RlmTestCase):
              "reply": "This model's maximum context length is 8192 tokens."}])
         self.assertExit(res, 3)
         self.assertIn("maximum context length", res.stderr)
+
+    def test_400_on_a_single_llm_query_goes_back_to_the_model(self):
+        # A slice too long for the sub-model is the model's to cut smaller:
+        # the error is the call's result, and the run goes on.
+        rules = [
+            {"model": "^sub-model$", "match": "too long", "status": 400,
+             "error_code": "context_length_exceeded",
+             "reply": "This model's maximum context length is 8192 tokens."},
+            {"model": "^sub-model$", "reply": "fine"}]
+        first = repl('r = llm_query("too long")\nprint(r)')
+        second = repl('FINAL(llm_query("short"))')
+        with FakeLM(rules + [
+                {"model": "^root-model$", "match": ".", "times": 1, "reply": first},
+                {"model": "^root-model$", "match": ".", "times": 1, "reply": second}]) as lm:
+            res = self.rlm(["--max-retries", "1", "--context", self.write("c.txt", "text"),
+                            "--json", "q"], lm)
+            roots = self.root_requests(lm.requests())
+        self.assertExit(res, 0)
+        self.assertEqual(res.report["answer"], "fine")
+        self.assertEqual(res.report["sub_call_errors"], 1)
+        self.assertEqual(len(roots), 2)
+        first_cell = res.events("code")[0]
+        self.assertIn("maximum context length", first_cell["output"])
 
     def test_400_on_one_prompt_is_counted_not_fatal(self):
         res, _ = self.run_script([
