@@ -1153,8 +1153,8 @@ char *engine_system_prompt(const engine *e, const char *description, int *descri
                   : prompt_system(e->p->max_iterations);
 }
 
-/* The system prompt and the first question; the sandbox runs already, so a
- * parsed input is described from what it found. */
+/* The system prompt and the first question. A parsed input is described from
+ * the summary of the sandbox that parsed it (started first for that reason). */
 int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const char *question)
 {
     engine_check_inputs(e);   /* the description reads the files: cut any that shrank first */
@@ -1397,12 +1397,20 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
             engine_direct(&e, ctx, question);
             goto done;
         }
-        if (engine_start_sandbox(&e, docs, docs ? NULL : ctx) != 0)
+        /* A text input is described before its sandbox starts: the
+         * description reads every page, which the host then drops, so host
+         * and sandbox never hold the input at once. A parsed input (JSON) is
+         * described from the summary its sandbox sends, so that sandbox
+         * comes first. */
+        int parsed = docs && ingest_format_of(docs) != INGEST_TEXT;
+        if (parsed && engine_start_sandbox(&e, docs, NULL) != 0)
             goto done;
         if (engine_first_messages(&e, docs, docs ? NULL : ctx, question) != 0) {
             engine_fail(&e, RLM_ERR_NOMEM, "out of memory");
             goto done;
         }
+        if (!parsed && engine_start_sandbox(&e, docs, docs ? NULL : ctx) != 0)
+            goto done;
     }
 
     if (level == 1 && engine_max_depth(p) > 1)
