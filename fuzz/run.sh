@@ -15,7 +15,7 @@ CC="${FUZZ_CC:-clang}"
 OUT="$ROOT/fuzz/out"
 mkdir -p "$OUT"
 
-SOURCES=("$ROOT/src/sse.c" "$ROOT/src/lm_openai.c" "$ROOT/src/lm_anthropic.c"
+SOURCES=("$ROOT/src/lm/sse.c" "$ROOT/src/lm/lm_openai.c" "$ROOT/src/lm/lm_anthropic.c"
          "$ROOT/src/utf8.c" "$ROOT/src/util.c")
 # lm_response_clear lives in lm.c beside the curl I/O the harnesses never
 # touch; this copy keeps them free of curl and threads.
@@ -46,7 +46,7 @@ for h in "${HARNESSES[@]}"; do
             $(pkg-config --cflags --libs python3-embed) -o "$OUT/$h"
     else
         "$CC" -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-            -I"$ROOT/src" -I"$ROOT/include" "$ROOT/fuzz/$h.c" "${SOURCES[@]}" "$OUT/stubs.c" \
+            -I"$ROOT/src" -I"$ROOT/src/lm" -I"$ROOT/include" "$ROOT/fuzz/$h.c" "${SOURCES[@]}" "$OUT/stubs.c" \
             $(pkg-config --cflags --libs jansson) -o "$OUT/$h"
     fi
     corpus="$OUT/corpus-$h"
