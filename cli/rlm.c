@@ -523,12 +523,23 @@ static int set_or_complain(rlm_config *cfg, const char *key, const char *value, 
     return -1;
 }
 
-/* The variables of a provider: its key, and the base URL that key is for. */
-static void provider_variables(const char *provider, const char **key_var, const char **url_var)
+/* The variables of a provider, named after it so that a new provider needs
+ * no code here: $NAME_API_KEY, its key, and $NAME_BASE_URL, the base URL
+ * that key is for (OPENAI_API_KEY, ANTHROPIC_BASE_URL, ...). */
+typedef struct provider_vars {
+    char key[64];
+    char url[64];
+} provider_vars;
+
+static void provider_variables(const char *provider, provider_vars *v)
 {
-    int anthropic = strcmp(provider, "anthropic") == 0;
-    *key_var = anthropic ? "ANTHROPIC_API_KEY" : "OPENAI_API_KEY";
-    *url_var = anthropic ? "ANTHROPIC_BASE_URL" : "OPENAI_BASE_URL";
+    char upper[32];
+    size_t n = 0;
+    for (; provider[n] && n < sizeof upper - 1; n++)
+        upper[n] = (char)toupper((unsigned char)provider[n]);
+    upper[n] = '\0';
+    snprintf(v->key, sizeof v->key, "%s_API_KEY", upper);
+    snprintf(v->url, sizeof v->url, "%s_BASE_URL", upper);
 }
 
 /* Where the key in the provider's variable may go: its base URL variable,
@@ -548,22 +559,24 @@ static void key_home(const char *provider, const char *url_var, char *out, size_
 
 int cli_apply_environment(rlm_config *cfg, unsigned given, char *note, size_t notelen)
 {
-    const char *env, *key_var, *url_var;
-    char source[64], home[4096];
+    const char *env;
+    provider_vars vars;
+    const char *key_var = vars.key, *url_var = vars.url;
+    char source[80], home[4096];
     note[0] = '\0';
     if (!(given & CLI_GIVEN_MODEL) && (env = getenv("RLM_MODEL")) && env[0] &&
         set_or_complain(cfg, "model", env, "$RLM_MODEL") != 0)
         return EXIT_USAGE;
 
     /* The root endpoint: the flags', else the provider's variables. */
-    provider_variables(rlm_config_get(cfg, "provider"), &key_var, &url_var);
+    provider_variables(rlm_config_get(cfg, "provider"), &vars);
     if (!(given & CLI_GIVEN_BASE_URL) && (env = getenv(url_var)) && env[0]) {
         snprintf(source, sizeof source, "$%s", url_var);
         if (set_or_complain(cfg, "base_url", env, source) != 0)
             return EXIT_USAGE;
     }
     const char *provider = rlm_config_get(cfg, "provider");
-    provider_variables(provider, &key_var, &url_var);
+    provider_variables(provider, &vars);
     if (!(given & CLI_GIVEN_API_KEY) && (env = getenv(key_var)) && env[0]) {
         key_home(provider, url_var, home, sizeof home);
         if (rlm_config_url_within(cfg, "base_url", home))
@@ -577,7 +590,7 @@ int cli_apply_environment(rlm_config *cfg, unsigned given, char *note, size_t no
     if (rlm_config_url_within(cfg, "sub_base_url", rlm_config_get(cfg, "base_url")))
         return 0;
     const char *sub_provider = rlm_config_get(cfg, "sub_provider");
-    provider_variables(sub_provider, &key_var, &url_var);
+    provider_variables(sub_provider, &vars);
     if (!(given & CLI_GIVEN_SUB_BASE_URL) && strcmp(sub_provider, provider) != 0 &&
         (env = getenv(url_var)) && env[0]) {
         snprintf(source, sizeof source, "$%s", url_var);

@@ -13,7 +13,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&r, 0, sizeof r);
     openai_parse_response(body, size, &r);
     lm_response_clear(&r);
-    free(openai_error_message(size ? data[0] * 2L + 300 : 500, body, size));
+    free(lm_http_error_message(size ? data[0] * 2L + 300 : 500, body, size));
     lm_stream s;
     lm_stream_init(&s, 4096);
     openai_stream_event(&s, body, size);

@@ -15,25 +15,9 @@ CC="${FUZZ_CC:-clang}"
 OUT="$ROOT/fuzz/out"
 mkdir -p "$OUT"
 
-SOURCES=("$ROOT/src/lm/sse.c" "$ROOT/src/lm/lm_openai.c" "$ROOT/src/lm/lm_anthropic.c"
-         "$ROOT/src/utf8.c" "$ROOT/src/util.c")
-# lm_response_clear lives in lm.c beside the curl I/O the harnesses never
-# touch; this copy keeps them free of curl and threads.
-cat > "$OUT/stubs.c" <<'C'
-#include "lm.h"
-#include <stdlib.h>
-#include <string.h>
-void lm_response_clear(lm_response *r)
-{
-    if (!r)
-        return;
-    free(r->content);
-    free(r->reasoning);
-    free(r->error_message);
-    free(r->finish_reason);
-    memset(r, 0, sizeof *r);
-}
-C
+# The pure wire layer and the leaves it uses: no curl, no threads.
+SOURCES=("$ROOT/src/lm/lm_wire.c" "$ROOT/src/lm/sse.c" "$ROOT/src/lm/lm_openai.c"
+         "$ROOT/src/lm/lm_anthropic.c" "$ROOT/src/frame.c" "$ROOT/src/utf8.c" "$ROOT/src/util.c")
 
 for h in "${HARNESSES[@]}"; do
     echo "fuzz: building $h"
@@ -46,7 +30,7 @@ for h in "${HARNESSES[@]}"; do
             $(pkg-config --cflags --libs python3-embed) -o "$OUT/$h"
     else
         "$CC" -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-            -I"$ROOT/src" -I"$ROOT/src/lm" -I"$ROOT/include" "$ROOT/fuzz/$h.c" "${SOURCES[@]}" "$OUT/stubs.c" \
+            -I"$ROOT/src" -I"$ROOT/src/lm" -I"$ROOT/include" "$ROOT/fuzz/$h.c" "${SOURCES[@]}" \
             $(pkg-config --cflags --libs jansson) -o "$OUT/$h"
     fi
     corpus="$OUT/corpus-$h"

@@ -7,8 +7,6 @@
 
 #include "endpoint.h"
 #include "lm.h"
-#include "lm_anthropic.h"
-#include "lm_openai.h"
 #include "pricing.h"
 #include "sandbox.h"
 #include "session.h"
@@ -142,7 +140,7 @@ static json_t *check_endpoint(const rlm_config *cfg, int sub, int offline)
     snprintf(first, sizeof first, "%.*s", (int)(n < sizeof first ? n : sizeof first - 1), urls);
     endpoint_url u;
     int hosted = endpoint_parse(first, &u, why, sizeof why) == 0 &&
-                 endpoint_host_provider(u.host) != ENDPOINT_UNKNOWN;
+                 endpoint_host_provider(u.host) != NULL;
     json_t *out = json_pack("{s:s,s:s,s:s,s:b,s:s}", "base_url", urls, "provider", provider, "model",
                             model, "hosted", hosted, "key", key[0] ? "set" : "none");
     int ok = 1;
@@ -189,9 +187,9 @@ static json_t *check_endpoint(const rlm_config *cfg, int sub, int offline)
                      "and the model were not checked");
         } else {
             ok = 0;
-            char *msg = strcmp(provider, "anthropic") == 0
-                            ? anthropic_error_message(status, body, body ? strlen(body) : 0)
-                            : openai_error_message(status, body, body ? strlen(body) : 0);
+            const lm_provider *p = endpoint_provider_named(provider);
+            char *msg = (p ? p : endpoint_default_provider())->error_message(status, body,
+                                                                             body ? strlen(body) : 0);
             snprintf(why, sizeof why, "%s%s", msg ? msg : "refused",
                      (status == 401 || status == 403) && !lm_has_key(m) ? " (no key was sent)" : "");
             free(msg);

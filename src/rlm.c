@@ -241,11 +241,14 @@ static int option_check(const option_spec *spec, const char *value, char *why, s
         snprintf(why, whylen, "%s must be a positive number of US dollars, like 0.50 (got '%s')",
                  spec->key, value);
         return -1;
-    case OPT_PROVIDER:
-        if (strcmp(value, "") == 0 || strcmp(value, "openai") == 0 || strcmp(value, "anthropic") == 0)
+    case OPT_PROVIDER: {
+        if (strcmp(value, "") == 0 || endpoint_provider_named(value))
             return 0;
-        snprintf(why, whylen, "%s must be openai or anthropic (got '%s')", spec->key, value);
+        char names[128];
+        endpoint_provider_names(names, sizeof names);
+        snprintf(why, whylen, "%s must be %s (got '%s')", spec->key, names, value);
         return -1;
+    }
     case OPT_INT:
         if (parse_long(value, &n) == 0 && n >= spec->min && n <= spec->max)
             return 0;
@@ -321,17 +324,16 @@ rlm_status rlm_config_set(rlm_config *cfg, const char *key, const char *value)
 }
 
 /* The provider the first URL of a list stands for (by its exact host). */
-static endpoint_provider urls_provider(const char *list)
+static const lm_provider *urls_provider(const char *list)
 {
     char first[ENDPOINT_URL_MAX], err[512];
     endpoint_url u;
     size_t n = strcspn(list, ",");
     if (n >= sizeof first)
-        return ENDPOINT_UNKNOWN;
+        return NULL;
     memcpy(first, list, n);
     first[n] = '\0';
-    return endpoint_parse(first, &u, err, sizeof err) == 0 ? endpoint_host_provider(u.host)
-                                                           : ENDPOINT_UNKNOWN;
+    return endpoint_parse(first, &u, err, sizeof err) == 0 ? endpoint_host_provider(u.host) : NULL;
 }
 
 static const char *set_value(const rlm_config *cfg, int i)
@@ -350,30 +352,30 @@ static const char *set_value(const rlm_config *cfg, int i)
  * provider's API. A key goes only where it was given for (rlm_new):
  * api_key to base_url, sub_api_key to sub_base_url, and api_key to the
  * sub-call endpoint only when its URLs are on the hosts of base_url. */
-static endpoint_provider root_provider(const rlm_config *cfg)
+static const lm_provider *root_provider(const rlm_config *cfg)
 {
     const char *v;
+    const lm_provider *p;
     if ((v = set_value(cfg, OPT_PROVIDER_KEY)))
-        return endpoint_provider_of_name(v);
-    endpoint_provider p;
-    if ((v = set_value(cfg, OPT_BASE_URL)))
+        p = endpoint_provider_named(v);
+    else if ((v = set_value(cfg, OPT_BASE_URL)))
         p = urls_provider(v);
     else
         p = endpoint_model_provider(rlm_config_get(cfg, "model"));
-    return p == ENDPOINT_UNKNOWN ? ENDPOINT_OPENAI : p;
+    return p ? p : endpoint_default_provider();
 }
 
-static endpoint_provider sub_provider(const rlm_config *cfg)
+static const lm_provider *sub_provider(const rlm_config *cfg)
 {
     const char *v;
-    endpoint_provider p = ENDPOINT_UNKNOWN;
+    const lm_provider *p = NULL;
     if ((v = set_value(cfg, OPT_SUB_PROVIDER)))
-        return endpoint_provider_of_name(v);
-    if ((v = set_value(cfg, OPT_SUB_BASE_URL)))
+        p = endpoint_provider_named(v);
+    else if ((v = set_value(cfg, OPT_SUB_BASE_URL)))
         p = urls_provider(v);
     else if (!set_value(cfg, OPT_PROVIDER_KEY) && !set_value(cfg, OPT_BASE_URL))
         p = endpoint_model_provider(rlm_config_get(cfg, "sub_model"));
-    return p == ENDPOINT_UNKNOWN ? root_provider(cfg) : p;
+    return p ? p : root_provider(cfg);
 }
 
 const char *rlm_config_get(const rlm_config *cfg, const char *key)
@@ -383,15 +385,15 @@ const char *rlm_config_get(const rlm_config *cfg, const char *key)
         return NULL;
     switch (i) {
     case OPT_PROVIDER_KEY:
-        return endpoint_provider_name(root_provider(cfg));
+        return root_provider(cfg)->name;
     case OPT_SUB_PROVIDER:
-        return endpoint_provider_name(sub_provider(cfg));
+        return sub_provider(cfg)->name;
     case OPT_BASE_URL:
-        return set_value(cfg, i) ? cfg->values[i] : endpoint_default_url(root_provider(cfg));
+        return set_value(cfg, i) ? cfg->values[i] : root_provider(cfg)->default_url;
     case OPT_SUB_BASE_URL:
         if (set_value(cfg, i))
             return cfg->values[i];
-        return sub_provider(cfg) != root_provider(cfg) ? endpoint_default_url(sub_provider(cfg))
+        return sub_provider(cfg) != root_provider(cfg) ? sub_provider(cfg)->default_url
                                                        : rlm_config_get(cfg, "base_url");
     }
     if (cfg->values[i])

@@ -1,6 +1,9 @@
-/* endpoint — base URLs parsed with libcurl's URL API, the provider a host or
- * a model name stands for, and which URLs a key may be sent to. */
+/* endpoint — base URLs parsed with libcurl's URL API, the provider table
+ * (by name, host or model name), and which URLs a key may be sent to. */
 #include "endpoint.h"
+
+#include "lm_anthropic.h"
+#include "lm_openai.h"
 
 #include <curl/curl.h>
 #include <stdio.h>
@@ -8,7 +11,9 @@
 #include <string.h>
 #include <strings.h>
 
-static const char *const pasted_paths[] = {"/chat/completions", "/messages"};
+/* Every wire format rlm speaks; the first is the default. */
+static const lm_provider *const providers[] = {&lm_provider_openai, &lm_provider_anthropic};
+#define N_PROVIDERS (sizeof providers / sizeof providers[0])
 
 static void lower(char *s)
 {
@@ -82,9 +87,9 @@ int endpoint_parse(const char *text, endpoint_url *out, char *err, size_t errlen
     size_t n = strlen(path);
     while (n > 0 && path[n - 1] == '/')
         path[--n] = '\0';
-    for (size_t i = 0; i < sizeof pasted_paths / sizeof pasted_paths[0]; i++) {
-        size_t k = strlen(pasted_paths[i]);
-        if (n >= k && strcmp(path + n - k, pasted_paths[i]) == 0) {
+    for (size_t i = 0; i < N_PROVIDERS; i++) {
+        size_t k = strlen(providers[i]->path);
+        if (n >= k && strcmp(path + n - k, providers[i]->path) == 0) {
             n -= k;
             path[n] = '\0';
             out->pasted_path = 1;
@@ -146,11 +151,10 @@ int endpoint_parse_list(const char *list, endpoint_url *out, size_t max, size_t 
     }
 }
 
-int endpoint_request_url(const endpoint_url *u, endpoint_provider p, char *out, size_t outlen,
+int endpoint_request_url(const endpoint_url *u, const lm_provider *p, char *out, size_t outlen,
                          char *err, size_t errlen)
 {
-    return endpoint_url_with(u, p == ENDPOINT_ANTHROPIC ? "/messages" : "/chat/completions", out, outlen,
-                             err, errlen);
+    return endpoint_url_with(u, p->path, out, outlen, err, errlen);
 }
 
 int endpoint_url_with(const endpoint_url *u, const char *suffix, char *out, size_t outlen, char *err,
@@ -183,39 +187,49 @@ done:
     return rc;
 }
 
-endpoint_provider endpoint_host_provider(const char *host)
+const lm_provider *endpoint_default_provider(void)
 {
-    if (!host)
-        return ENDPOINT_UNKNOWN;
-    if (strcasecmp(host, "api.anthropic.com") == 0)
-        return ENDPOINT_ANTHROPIC;
-    if (strcasecmp(host, "api.openai.com") == 0)
-        return ENDPOINT_OPENAI;
-    return ENDPOINT_UNKNOWN;
+    return providers[0];
 }
 
-endpoint_provider endpoint_model_provider(const char *model)
+const lm_provider *endpoint_provider_named(const char *name)
 {
-    return model && strncmp(model, "claude-", 7) == 0 ? ENDPOINT_ANTHROPIC : ENDPOINT_UNKNOWN;
+    for (size_t i = 0; name && i < N_PROVIDERS; i++)
+        if (strcmp(name, providers[i]->name) == 0)
+            return providers[i];
+    return NULL;
 }
 
-const char *endpoint_provider_name(endpoint_provider p)
+const lm_provider *endpoint_host_provider(const char *host)
 {
-    return p == ENDPOINT_ANTHROPIC ? "anthropic" : p == ENDPOINT_OPENAI ? "openai" : "";
+    for (size_t i = 0; host && i < N_PROVIDERS; i++)
+        if (providers[i]->host && strcasecmp(host, providers[i]->host) == 0)
+            return providers[i];
+    return NULL;
 }
 
-endpoint_provider endpoint_provider_of_name(const char *name)
+const lm_provider *endpoint_model_provider(const char *model)
 {
-    if (name && strcmp(name, "openai") == 0)
-        return ENDPOINT_OPENAI;
-    if (name && strcmp(name, "anthropic") == 0)
-        return ENDPOINT_ANTHROPIC;
-    return ENDPOINT_UNKNOWN;
+    for (size_t i = 0; model && i < N_PROVIDERS; i++) {
+        const char *prefix = providers[i]->model_prefix;
+        if (prefix && strncmp(model, prefix, strlen(prefix)) == 0)
+            return providers[i];
+    }
+    return NULL;
 }
 
-const char *endpoint_default_url(endpoint_provider p)
+void endpoint_provider_names(char *out, size_t outlen)
 {
-    return p == ENDPOINT_ANTHROPIC ? "https://api.anthropic.com/v1" : "https://api.openai.com/v1";
+    size_t used = 0;
+    if (outlen)
+        out[0] = '\0';
+    for (size_t i = 0; i < N_PROVIDERS && used < outlen; i++) {
+        const char *sep = i == 0 ? "" : i + 1 == N_PROVIDERS ? " or " : ", ";
+        int n = snprintf(out + used, outlen - used, "%s%s", sep, providers[i]->name);
+        if (n < 0)
+            break;
+        used += (size_t)n;
+    }
 }
 
 int endpoint_list_within(const char *urls, const char *allowed)

@@ -1,24 +1,23 @@
-/* endpoint — where model requests go. A base URL is parsed once, here, with
- * libcurl's URL API (scheme, host, port, path checked; a pasted
- * ".../chat/completions" or ".../messages" recognised), and every part of rlm
- * that needs to know something about a URL asks this module: the options
- * check, the dispatcher building its request URLs, the provider a host
- * stands for (exact host names only), the provider a model name implies,
- * each provider's default URL, and whether a key given for one URL may be
- * sent to another (same scheme, host and port).
+/* endpoint — where model requests go, and the provider table. A base URL is
+ * parsed once, here, with libcurl's URL API (scheme, host, port, path
+ * checked; a provider's pasted ".../chat/completions" or ".../messages"
+ * recognised), and every part of rlm that needs to know something about a
+ * URL or a provider asks this module: the options check, the dispatcher
+ * building its request URLs, the provider of a name, of a host (exact host
+ * names only) or of a model name, and whether a key given for one URL may be
+ * sent to another (same scheme, host and port). The table lists every wire
+ * format rlm speaks (lm_wire.h's lm_provider; one row each, the first the
+ * default).
  *
  * Ownership: results go into caller-provided structs and buffers; nothing
- * allocated here outlives a call. Pure but for libcurl's parser. */
+ * allocated here outlives a call; providers are static rows, never freed.
+ * Pure but for libcurl's parser. */
 #ifndef RLM_ENDPOINT_H
 #define RLM_ENDPOINT_H
 
-#include <stddef.h>
+#include "lm_wire.h"
 
-typedef enum endpoint_provider {
-    ENDPOINT_UNKNOWN = -1,
-    ENDPOINT_OPENAI = 0,      /* chat completions: OpenAI and every compatible server */
-    ENDPOINT_ANTHROPIC = 1,   /* Anthropic Messages */
-} endpoint_provider;
+#include <stddef.h>
 
 /* Longest base URL accepted, and most URLs in one comma-separated list. */
 #define ENDPOINT_URL_MAX 2048
@@ -45,28 +44,32 @@ int endpoint_parse_list(const char *list, endpoint_url *out, size_t max, size_t 
 
 /* The full URL of a request: base with the provider's path ("/chat/completions"
  * or "/messages") appended to its path, any query kept. 0, or -1 with err. */
-int endpoint_request_url(const endpoint_url *u, endpoint_provider p, char *out, size_t outlen,
+int endpoint_request_url(const endpoint_url *u, const lm_provider *p, char *out, size_t outlen,
                          char *err, size_t errlen);
 
 /* The same with any path under the base ("/models"). */
 int endpoint_url_with(const endpoint_url *u, const char *path, char *out, size_t outlen, char *err,
                       size_t errlen);
 
-/* The provider a host stands for: exactly "api.anthropic.com" or
- * "api.openai.com" (after lower-casing); ENDPOINT_UNKNOWN for any other host,
- * look-alikes such as "api.anthropic.com.example" included. */
-endpoint_provider endpoint_host_provider(const char *host);
+/* The default provider: OpenAI's chat completions, which any host not in the
+ * table is taken to speak. */
+const lm_provider *endpoint_default_provider(void);
 
-/* The provider a model name implies: "claude-..." is Anthropic's;
- * ENDPOINT_UNKNOWN otherwise. */
-endpoint_provider endpoint_model_provider(const char *model);
+/* The provider of a name ("openai", "anthropic"); NULL for NULL, "" or another. */
+const lm_provider *endpoint_provider_named(const char *name);
 
-/* "openai" / "anthropic" and back (NULL, "" or another name: UNKNOWN). */
-const char *endpoint_provider_name(endpoint_provider p);
-endpoint_provider endpoint_provider_of_name(const char *name);
+/* The provider a host stands for: exactly its row's host ("api.anthropic.com",
+ * "api.openai.com") after lower-casing; NULL for any other host, look-alikes
+ * such as "api.anthropic.com.example" included. */
+const lm_provider *endpoint_host_provider(const char *host);
 
-/* The provider's own API: "https://api.openai.com/v1", "https://api.anthropic.com/v1". */
-const char *endpoint_default_url(endpoint_provider p);
+/* The provider a model name implies ("claude-..." is Anthropic's); NULL when
+ * none does. */
+const lm_provider *endpoint_model_provider(const char *model);
+
+/* The names of the table, for messages: "openai or anthropic". Truncated to
+ * outlen like snprintf. */
+void endpoint_provider_names(char *out, size_t outlen);
 
 /* 1 when every URL of the list `urls` has the origin (scheme, host, port) of
  * some URL of the list `allowed`: a key given for `allowed` may then be sent

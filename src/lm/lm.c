@@ -7,8 +7,6 @@
 
 #include "endpoint.h"
 #include "http.h"
-#include "lm_anthropic.h"
-#include "lm_openai.h"
 #include "sse.h"
 #include "util.h"
 
@@ -43,8 +41,6 @@
 /* Rate limits let about this many seconds' worth of calls through at once. */
 #define RATE_BURST_SECONDS 1.0
 
-typedef enum provider { PROVIDER_OPENAI, PROVIDER_ANTHROPIC } provider;
-
 typedef struct usage_entry {
     char *model;
     long calls, prompt_tokens, completion_tokens, errors;
@@ -52,13 +48,14 @@ typedef struct usage_entry {
 
 struct lm {
     http_client *http;
-    provider provider;
+    const lm_provider *provider; /* the wire format: every provider difference is its row's */
     char **urls;                 /* full endpoint URLs, round-robin */
     size_t n_urls;
     char *models_url;            /* {first base}/models, for lm_probe */
     char *key_header;
-    const char *headers[6];      /* JSON answers */
-    const char *stream_headers[6]; /* event-stream answers */
+    /* Content-Type, Accept, the provider's own, the key, NULL. */
+    const char *headers[3 + LM_PROVIDER_MAX_HEADERS + 1];        /* JSON answers */
+    const char *stream_headers[3 + LM_PROVIDER_MAX_HEADERS + 1]; /* event-stream answers */
     double timeout;
     double stall_timeout;
     int max_retries;
@@ -109,46 +106,6 @@ typedef struct job {
     double last_progress;        /* when a data event last arrived; 0 before any byte */
     lm_response out;             /* the final attempt, parsed */
 } job;
-
-const char *lm_error_name(lm_error e)
-{
-    switch (e) {
-    case LM_OK: return "ok";
-    case LM_ERR_CONNECT: return "connect";
-    case LM_ERR_TIMEOUT: return "timeout";
-    case LM_ERR_HTTP: return "http";
-    case LM_ERR_PARSE: return "parse";
-    case LM_ERR_EMPTY: return "empty";
-    case LM_ERR_CANCELLED: return "cancelled";
-    case LM_ERR_TRUNCATED: return "truncated";
-    }
-    return "unknown";
-}
-
-void lm_response_clear(lm_response *r)
-{
-    if (!r)
-        return;
-    free(r->content);
-    free(r->reasoning);
-    free(r->error_message);
-    free(r->finish_reason);
-    memset(r, 0, sizeof *r);
-}
-
-size_t lm_message_len(const lm_message *m)
-{
-    if (!m->content)
-        return 0;
-    return m->content_len ? m->content_len : strlen(m->content);
-}
-
-size_t lm_content_len(const lm_response *r)
-{
-    if (!r->content)
-        return 0;
-    return r->content_len ? r->content_len : strlen(r->content);
-}
 
 static void response_init(lm_response *r)
 {
@@ -261,13 +218,12 @@ static void report_progress(job *j)
 static int on_sse_event(void *ctx, const sse_event *ev)
 {
     job *j = ctx;
-    /* Anthropic's "ping" events, like SSE comments (which never get here),
-     * keep a connection busy without a word of the reply. */
-    if (!(j->m->provider == PROVIDER_ANTHROPIC && strcmp(ev->type, "ping") == 0))
+    const lm_provider *p = j->m->provider;
+    /* Keep-alive events (Anthropic's "ping"), like SSE comments (which never
+     * get here), keep a connection busy without a word of the reply. */
+    if (!(p->keepalive_event && strcmp(ev->type, p->keepalive_event) == 0))
         j->data_events++;
-    if (j->m->provider == PROVIDER_ANTHROPIC)
-        return anthropic_stream_event(&j->acc, ev->type, ev->data, ev->data_len);
-    return openai_stream_event(&j->acc, ev->data, ev->data_len);
+    return p->stream_event(&j->acc, ev->type, ev->data, ev->data_len);
 }
 
 /* The http reader, on the I/O thread: bytes -> SSE events -> the reply. */
@@ -329,8 +285,7 @@ static int job_body(void *ctx, const char **body, size_t *len)
     lm *m = j->m;
     lm_wire_options w = wire_for(m, j->req);
     free(j->body);
-    j->body = m->provider == PROVIDER_ANTHROPIC ? anthropic_request_body(j->req, &w)
-                                                : openai_request_body_with(j->req, &w);
+    j->body = m->provider->request_body(j->req, &w);
     if (!j->body) {
         j->encode_failed = 1;
         return -1;
@@ -357,14 +312,6 @@ static void job_request(job *j, double delay, http_request *r)
         r->on_data = on_stream_data;
         r->stall_timeout = m->stall_timeout;
     }
-}
-
-static void parse_body(lm *m, const char *body, size_t len, lm_response *out)
-{
-    if (m->provider == PROVIDER_ANTHROPIC)
-        anthropic_parse_response(body, len, out);
-    else
-        openai_parse_response(body, len, out);
 }
 
 /* A 2xx reply a retry might improve on: unreadable, or nothing but reasoning. */
@@ -403,7 +350,7 @@ static void attempt_result(job *j, http_result *res, int *retry, int *failover)
         (res->outcome == HTTP_OK || j->acc.error != LM_OK)) {
         if (res->outcome == HTTP_OK && j->acc.events == 0 && j->raw.len > 0 && j->raw.data[0] == '{') {
             /* The server ignored stream: true and answered in one piece. */
-            parse_body(m, j->raw.data, j->raw.len, out);
+            m->provider->parse_response(j->raw.data, j->raw.len, out);
         } else {
             int transient = j->acc.transient;
             lm_stream_finish(&j->acc, out);
@@ -415,13 +362,11 @@ static void attempt_result(job *j, http_result *res, int *retry, int *failover)
     switch (res->outcome) {
     case HTTP_OK:
         if (ok_status) {
-            parse_body(m, res->body, res->body_len, out);
+            m->provider->parse_response(res->body, res->body_len, out);
             *retry = m->retry_bad_replies && bad_reply(out);
         } else {
             out->error = LM_ERR_HTTP;
-            out->error_message = m->provider == PROVIDER_ANTHROPIC
-                                     ? anthropic_error_message(res->status, res->body, res->body_len)
-                                     : openai_error_message(res->status, res->body, res->body_len);
+            out->error_message = m->provider->error_message(res->status, res->body, res->body_len);
             if ((res->status == 401 || res->status == 403) && !m->key_header) {
                 /* Say so: the fix is a key, not a retry. */
                 char *msg = out->error_message;
@@ -801,19 +746,19 @@ static int header_value_ok(const char *s)
 static int choose_provider(lm *m, const lm_options *opts, char *err, size_t errlen)
 {
     const char *name = opts->provider;
-    endpoint_provider p;
     if (!name || !*name) {
         endpoint_url u;
         char why[512];
-        p = opts->base_url && endpoint_parse(opts->base_url, &u, why, sizeof why) == 0
-                ? endpoint_host_provider(u.host) : ENDPOINT_UNKNOWN;
-        if (p == ENDPOINT_UNKNOWN)
-            p = ENDPOINT_OPENAI;
-    } else if ((p = endpoint_provider_of_name(name)) == ENDPOINT_UNKNOWN) {
-        snprintf(err, errlen, "unknown provider \"%.40s\" (openai or anthropic)", name);
+        m->provider = opts->base_url && endpoint_parse(opts->base_url, &u, why, sizeof why) == 0
+                          ? endpoint_host_provider(u.host) : NULL;
+        if (!m->provider)
+            m->provider = endpoint_default_provider();
+    } else if (!(m->provider = endpoint_provider_named(name))) {
+        char names[128];
+        endpoint_provider_names(names, sizeof names);
+        snprintf(err, errlen, "unknown provider \"%.40s\" (%s)", name, names);
         return -1;
     }
-    m->provider = p == ENDPOINT_ANTHROPIC ? PROVIDER_ANTHROPIC : PROVIDER_OPENAI;
     return 0;
 }
 
@@ -827,8 +772,7 @@ static char *request_url(lm *m, const char *base, char *err, size_t errlen)
         return NULL;
     }
     if (endpoint_parse(base, &u, why, sizeof why) != 0 ||
-        endpoint_request_url(&u, m->provider == PROVIDER_ANTHROPIC ? ENDPOINT_ANTHROPIC : ENDPOINT_OPENAI,
-                             url, sizeof url, why, sizeof why) != 0) {
+        endpoint_request_url(&u, m->provider, url, sizeof url, why, sizeof why) != 0) {
         snprintf(err, errlen, "base URL %s", why);
         return NULL;
     }
@@ -873,9 +817,7 @@ static int build_endpoint(lm *m, const lm_options *opts, char *err, size_t errle
         }
         buf auth;
         buf_init(&auth, URL_MAX);
-        int rc = m->provider == PROVIDER_ANTHROPIC ? buf_printf(&auth, "x-api-key: %s", key)
-                                                   : buf_printf(&auth, "Authorization: Bearer %s", key);
-        if (rc != 0) {
+        if (buf_printf(&auth, "%s%s", m->provider->key_header, key) != 0) {
             buf_free(&auth);
             snprintf(err, errlen, "api_key is too long");
             return -1;
@@ -888,8 +830,8 @@ static int build_endpoint(lm *m, const lm_options *opts, char *err, size_t errle
     m->headers[h] = "Accept: application/json";
     m->stream_headers[h] = "Accept: text/event-stream";
     h++;
-    if (m->provider == PROVIDER_ANTHROPIC) {
-        m->headers[h] = m->stream_headers[h] = "anthropic-version: " ANTHROPIC_VERSION;
+    for (size_t i = 0; i < LM_PROVIDER_MAX_HEADERS && m->provider->headers[i]; i++) {
+        m->headers[h] = m->stream_headers[h] = m->provider->headers[i];
         h++;
     }
     if (m->key_header) {

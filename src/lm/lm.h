@@ -3,6 +3,8 @@
  * many at once, with a bound on requests in flight, retries with backoff,
  * client-side rate limits, round-robin over several base URLs, streaming,
  * and usage accounting per model. docs/providers.md is the user's guide.
+ * The request and response types are the wire layer's (lm_wire.h); each
+ * provider is a row of endpoint.h's table.
  *
  * Ownership: lm_new returns a handle freed by lm_free; it copies every string
  * of lm_options. lm_call_many borrows the requests until it returns and fills
@@ -14,6 +16,8 @@
  * to the behaviour before it existed. */
 #ifndef RLM_LM_H
 #define RLM_LM_H
+
+#include "lm_wire.h"
 
 #include <jansson.h>
 #include <stddef.h>
@@ -73,91 +77,6 @@ typedef struct lm_options {
     int retry_bad_replies;
 } lm_options;
 
-typedef struct lm_message {
-    const char *role;       /* "system", "user" or "assistant" */
-    const char *content;
-    size_t content_len;     /* bytes of content, which may then hold NUL bytes (sent as
-                               \u0000); 0: up to its first NUL (lm_message_len) */
-} lm_message;
-
-/* The bytes of m's content: content_len when set, else up to the first NUL. */
-size_t lm_message_len(const lm_message *m);
-
-/* Progress of a streamed reply, counted in code points received so far on
- * the current attempt (a retried stream starts again from 0). */
-typedef struct lm_progress {
-    size_t content_chars;
-    size_t reasoning_chars;
-    int attempt;            /* 1 for the first attempt */
-} lm_progress;
-
-/* Called ON THE I/O THREAD after each stream event that added text: it must
- * be quick, must not block and must not call back into lm. */
-typedef void (*lm_progress_fn)(void *ctx, const lm_progress *progress);
-
-typedef struct lm_request {
-    const char *model;
-    const lm_message *messages;
-    size_t n_messages;
-    /* Optional, zero = default: */
-    int stream;             /* 1: ask for SSE and assemble it; same lm_response.
-                             * A stream cut off before its terminator ([DONE],
-                             * message_stop) is retried like a 5xx */
-    lm_progress_fn progress;/* streams only; NULL = none */
-    void *progress_ctx;
-    long max_tokens;        /* 0 = lm_options.max_tokens */
-    /* NULL = not cancellable. Otherwise the caller's flag, read (never
-     * written) by the I/O thread while the request is pending: once *cancel
-     * is nonzero the request ends within about 100 ms as LM_ERR_CANCELLED
-     * with the message "cancelled", whether it was waiting for its turn, a
-     * rate-limit slot or a retry, or on the wire (its transfer is dropped).
-     * A reply that had already arrived is kept. Several requests may share
-     * one flag; requests with another flag, or none, go on unaffected. The
-     * flag must stay valid until lm_call_many returns. */
-    const volatile int *cancel;
-    /* > 0: a clock_now() time (util.h) past which the request ends the same
-     * way, as LM_ERR_CANCELLED with the message "deadline reached": a cell's
-     * wall limit applies to the sub-calls it waits for. */
-    double deadline;
-} lm_request;
-
-/* Why a call failed; LM_OK when content is usable. */
-typedef enum lm_error {
-    LM_OK = 0,
-    LM_ERR_CONNECT,     /* could not reach the endpoint (refused, DNS, TLS) */
-    LM_ERR_TIMEOUT,     /* no complete answer within the timeout */
-    LM_ERR_HTTP,        /* non-2xx status; `error` holds the provider's message */
-    LM_ERR_PARSE,       /* 2xx but the body is not a chat completion we understand */
-    LM_ERR_EMPTY,       /* a valid reply with neither content nor reasoning */
-    LM_ERR_CANCELLED,   /* the request's cancel flag was raised, or lm_free ran, while it
-                         * was pending; or its body could not be encoded (out of memory) */
-    LM_ERR_TRUNCATED,   /* a stream ended before its terminator, on every attempt */
-} lm_error;
-
-typedef struct lm_response {
-    lm_error error;
-    long http_status;        /* last HTTP status seen, 0 if none */
-    char *content;           /* the assistant's text ("" if the model sent only reasoning) */
-    size_t content_len;      /* its bytes: it may hold NUL bytes (\u0000 in the reply). Set by
-                              * every parser; 0 with a non-empty content (a response built
-                              * elsewhere) means up to the first NUL: lm_content_len */
-    char *reasoning;         /* reasoning_content / reasoning if the provider sent it, else NULL */
-    char *error_message;     /* human-readable cause when error != LM_OK, else NULL */
-    char *finish_reason;     /* "stop", "length", ... or NULL */
-    long prompt_tokens;      /* usage as reported by the provider; -1 if not reported */
-    long completion_tokens;
-    int attempts;            /* HTTP attempts made (1 + retries); 0 when the request
-                              * was cancelled before its first went out */
-    double seconds;          /* wall time from submission to completion */
-    long cached_tokens;      /* prompt tokens read from the provider's prompt cache
-                              * (part of prompt_tokens); -1 if not reported */
-    long cache_write_tokens; /* prompt tokens written to it (Anthropic); -1 if not reported */
-    double wait_seconds;     /* of `seconds`, time spent held back by the rate limits */
-} lm_response;
-
-/* The bytes of r's content (0 when there is none): content_len when set,
- * else up to the first NUL. */
-size_t lm_content_len(const lm_response *r);
 
 /* Creates a dispatcher and starts its I/O thread. NULL with err set on failure. */
 lm *lm_new(const lm_options *opts, char *err, size_t errlen);
@@ -196,10 +115,6 @@ int lm_probe(lm *m, double timeout, long *status, char **body, char *err, size_t
 /* 1 when the dispatcher's requests carry a key. */
 int lm_has_key(const lm *m);
 
-/* A short name for an lm_error ("connect", "timeout", "http", ...). */
-const char *lm_error_name(lm_error e);
-
-void lm_response_clear(lm_response *r);
 /* Cancels pending requests, stops the I/O thread, frees everything. NULL is a no-op. */
 void lm_free(lm *m);
 

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MESSAGE_MAX 1024
+#define MESSAGE_MAX LM_MESSAGE_MAX
 
 /* ---- request -------------------------------------------------------- */
 
@@ -123,18 +123,6 @@ fail:
 
 /* ---- response ------------------------------------------------------- */
 
-static void fail_with(lm_response *out, lm_error error, const char *what, const char *detail)
-{
-    buf msg;
-    buf_init(&msg, MESSAGE_MAX * 4);
-    buf_puts(&msg, what);
-    if (detail)
-        buf_puts(&msg, detail);
-    out->error = error;
-    free(out->error_message);
-    out->error_message = buf_take(&msg);
-}
-
 static const char *finish_reason_of(const char *stop_reason)
 {
     static const struct {
@@ -204,13 +192,7 @@ static int blocks_join(json_t *content, buf *text, buf *thinking, int *has_think
 
 void anthropic_parse_response(const char *body, size_t len, lm_response *out)
 {
-    free(out->content);
-    free(out->reasoning);
-    free(out->finish_reason);
-    free(out->error_message);
-    out->content = out->reasoning = out->finish_reason = out->error_message = NULL;
-    out->prompt_tokens = out->completion_tokens = out->cached_tokens = out->cache_write_tokens = -1;
-    out->error = LM_OK;
+    lm_response_reset(out);
 
     buf text, thinking;
     buf_init(&text, len + 1);
@@ -221,17 +203,17 @@ void anthropic_parse_response(const char *body, size_t len, lm_response *out)
     if (!root) {
         char detail[JSON_ERROR_TEXT_LENGTH + 64];
         snprintf(detail, sizeof detail, "%s at byte %d)", jerr.text, jerr.position);
-        fail_with(out, LM_ERR_PARSE, "response is not valid JSON (", detail);
+        lm_response_fail(out, LM_ERR_PARSE, "response is not valid JSON (", detail);
         goto done;
     }
     if (!json_is_object(root)) {
-        fail_with(out, LM_ERR_PARSE, "response is not a JSON object", NULL);
+        lm_response_fail(out, LM_ERR_PARSE, "response is not a JSON object", NULL);
         goto done;
     }
     const char *type = json_string_value(json_object_get(root, "type"));
     if (type && strcmp(type, "error") == 0) {
         char *msg = lm_error_text_from_json(root);
-        fail_with(out, LM_ERR_PARSE, "provider error: ", msg ? msg : "unknown");
+        lm_response_fail(out, LM_ERR_PARSE, "provider error: ", msg ? msg : "unknown");
         free(msg);
         goto done;
     }
@@ -239,11 +221,11 @@ void anthropic_parse_response(const char *body, size_t len, lm_response *out)
                &out->cached_tokens, &out->cache_write_tokens);
     json_t *content = json_object_get(root, "content");
     if (!json_is_array(content)) {
-        fail_with(out, LM_ERR_PARSE, "response has no \"content\" array", NULL);
+        lm_response_fail(out, LM_ERR_PARSE, "response has no \"content\" array", NULL);
         goto done;
     }
     if (blocks_join(content, &text, &thinking, &has_thinking) != 0) {
-        fail_with(out, LM_ERR_PARSE, "content has a block of unknown shape", NULL);
+        lm_response_fail(out, LM_ERR_PARSE, "content has a block of unknown shape", NULL);
         goto done;
     }
     const char *stop = json_string_value(json_object_get(root, "stop_reason"));
@@ -256,7 +238,7 @@ void anthropic_parse_response(const char *body, size_t len, lm_response *out)
     if (has_thinking)
         out->reasoning = buf_take(&thinking);
     if (out->content && out->content_len == 0 && (!out->reasoning || !out->reasoning[0]))
-        fail_with(out, LM_ERR_EMPTY, "empty reply, finish_reason ",
+        lm_response_fail(out, LM_ERR_EMPTY, "empty reply, finish_reason ",
                   out->finish_reason ? out->finish_reason : "null");
 done:
     buf_free(&text);
@@ -266,7 +248,7 @@ done:
 
 char *anthropic_error_message(long http_status, const char *body, size_t len)
 {
-    char *base = openai_error_message(http_status, body, len);
+    char *base = lm_http_error_message(http_status, body, len);
     if (!base || !body || len == 0)
         return base;
     json_t *root = json_loadb(body, len, 0, NULL);
@@ -372,3 +354,20 @@ done:
     json_decref(root);
     return rc;
 }
+
+/* ---- the provider table's row --------------------------------------- */
+
+const lm_provider lm_provider_anthropic = {
+    .name = "anthropic",
+    .path = "/messages",
+    .default_url = "https://api.anthropic.com/v1",
+    .host = "api.anthropic.com",
+    .model_prefix = "claude-",
+    .key_header = "x-api-key: ",
+    .headers = {"anthropic-version: " ANTHROPIC_VERSION},
+    .keepalive_event = "ping",
+    .request_body = anthropic_request_body,
+    .parse_response = anthropic_parse_response,
+    .error_message = anthropic_error_message,
+    .stream_event = anthropic_stream_event,
+};

@@ -16,12 +16,14 @@
 #ifndef RLM_LM_ANTHROPIC_H
 #define RLM_LM_ANTHROPIC_H
 
-#include "lm.h"
-#include "lm_openai.h"
+#include "lm_wire.h"
 
 #define ANTHROPIC_VERSION "2023-06-01"
 /* max_tokens is required by the API; this is sent when nothing else is set. */
 #define ANTHROPIC_DEFAULT_MAX_TOKENS 8192
+
+/* The provider table's row: Anthropic's Messages API. */
+extern const lm_provider lm_provider_anthropic;
 
 /* The body of POST {base}/messages: system messages go to the top-level
  * "system" field (joined by blank lines), the rest become "messages" with
@@ -37,7 +39,7 @@ void anthropic_parse_response(const char *body, size_t len, lm_response *out);
 
 /* "HTTP 529: Overloaded (overloaded_error)" from a non-2xx body of the form
  * {"type":"error","error":{"type","message"}}; other bodies are described
- * as openai_error_message does. Never NULL except out of memory. */
+ * as lm_http_error_message does. Never NULL except out of memory. */
 char *anthropic_error_message(long http_status, const char *body, size_t len);
 
 /* Handles one SSE event of a Messages stream: message_start (input usage),

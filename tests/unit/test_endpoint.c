@@ -73,25 +73,48 @@ static void test_request_url_keeps_the_query(void **state)
     char err[512], url[ENDPOINT_URL_MAX + 64];
     assert_int_equal(endpoint_parse("https://x.example/openai/deployments/d?api-version=2024-10-21", &u,
                                     err, sizeof err), 0);
-    assert_int_equal(endpoint_request_url(&u, ENDPOINT_OPENAI, url, sizeof url, err, sizeof err), 0);
+    assert_int_equal(endpoint_request_url(&u, endpoint_provider_named("openai"), url, sizeof url, err, sizeof err), 0);
     assert_string_equal(url, "https://x.example/openai/deployments/d/chat/completions?api-version=2024-10-21");
     assert_int_equal(endpoint_parse("http://localhost:8080", &u, err, sizeof err), 0);
-    assert_int_equal(endpoint_request_url(&u, ENDPOINT_ANTHROPIC, url, sizeof url, err, sizeof err), 0);
+    assert_int_equal(endpoint_request_url(&u, endpoint_provider_named("anthropic"), url, sizeof url, err, sizeof err), 0);
     assert_string_equal(url, "http://localhost:8080/messages");
 }
 
 static void test_providers_match_exact_names_only(void **state)
 {
     (void)state;
-    assert_int_equal(endpoint_host_provider("api.anthropic.com"), ENDPOINT_ANTHROPIC);
-    assert_int_equal(endpoint_host_provider("API.ANTHROPIC.COM"), ENDPOINT_ANTHROPIC);
-    assert_int_equal(endpoint_host_provider("api.openai.com"), ENDPOINT_OPENAI);
-    assert_int_equal(endpoint_host_provider("api.anthropic.com.localhost"), ENDPOINT_UNKNOWN);
-    assert_int_equal(endpoint_host_provider("evil-api.anthropic.com"), ENDPOINT_UNKNOWN);
-    assert_int_equal(endpoint_host_provider("api.anthropic.co"), ENDPOINT_UNKNOWN);
-    assert_int_equal(endpoint_model_provider("claude-sonnet-4-5"), ENDPOINT_ANTHROPIC);
-    assert_int_equal(endpoint_model_provider("anthropic/claude-3.5"), ENDPOINT_UNKNOWN);
-    assert_int_equal(endpoint_model_provider("gpt-5-mini"), ENDPOINT_UNKNOWN);
+    const lm_provider *openai = endpoint_provider_named("openai");
+    const lm_provider *anthropic = endpoint_provider_named("anthropic");
+    assert_non_null(openai);
+    assert_non_null(anthropic);
+    assert_ptr_equal(endpoint_host_provider("api.anthropic.com"), anthropic);
+    assert_ptr_equal(endpoint_host_provider("API.ANTHROPIC.COM"), anthropic);
+    assert_ptr_equal(endpoint_host_provider("api.openai.com"), openai);
+    assert_null(endpoint_host_provider("api.anthropic.com.localhost"));
+    assert_null(endpoint_host_provider("evil-api.anthropic.com"));
+    assert_null(endpoint_host_provider("api.anthropic.co"));
+    assert_ptr_equal(endpoint_model_provider("claude-sonnet-4-5"), anthropic);
+    assert_null(endpoint_model_provider("anthropic/claude-3.5"));
+    assert_null(endpoint_model_provider("gpt-5-mini"));
+}
+
+/* The table: names in and out, the default, and the list said in messages. */
+static void test_provider_table(void **state)
+{
+    (void)state;
+    assert_ptr_equal(endpoint_default_provider(), endpoint_provider_named("openai"));
+    assert_null(endpoint_provider_named(NULL));
+    assert_null(endpoint_provider_named(""));
+    assert_null(endpoint_provider_named("OpenAI"));
+    assert_string_equal(endpoint_provider_named("anthropic")->name, "anthropic");
+    assert_string_equal(endpoint_provider_named("anthropic")->default_url, "https://api.anthropic.com/v1");
+    assert_string_equal(endpoint_default_provider()->default_url, "https://api.openai.com/v1");
+    char names[64];
+    endpoint_provider_names(names, sizeof names);
+    assert_string_equal(names, "openai or anthropic");
+    char tiny[5];
+    endpoint_provider_names(tiny, sizeof tiny);
+    assert_string_equal(tiny, "open");
 }
 
 static void test_list_within_compares_origins(void **state)
@@ -181,6 +204,7 @@ int main(void)
         cmocka_unit_test(test_parse_refuses),
         cmocka_unit_test(test_request_url_keeps_the_query),
         cmocka_unit_test(test_providers_match_exact_names_only),
+        cmocka_unit_test(test_provider_table),
         cmocka_unit_test(test_list_within_compares_origins),
         cmocka_unit_test(test_config_resolves_provider_and_urls),
         cmocka_unit_test(test_config_checks_urls),

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "lm_anthropic.h"
+#include "lm_openai.h"
 #include "util.h"
 
 #define DATA RLM_TEST_DATA "/anthropic/"

@@ -190,7 +190,7 @@ static void test_error_table(void **state)
         const error_case *c = &error_cases[i];
         size_t len;
         char *body = load(c->file, &len);
-        char *msg = openai_error_message(c->status, body, len);
+        char *msg = lm_http_error_message(c->status, body, len);
         assert_non_null(msg);
         if (strcmp(msg, c->expected) != 0)
             fail_msg("%s:\n  got      %s\n  expected %s", c->file, msg, c->expected);
@@ -209,7 +209,7 @@ static void test_error_huge_body(void **state)
     assert_non_null(body);
     for (size_t i = 0; i < len; i++)
         body[i] = "é<>x\n"[i % 6]; /* 'é' is two bytes: cuts land mid-character */
-    char *msg = openai_error_message(500, body, len);
+    char *msg = lm_http_error_message(500, body, len);
     assert_non_null(msg);
     assert_true(strlen(msg) < 600);
     assert_non_null(strstr(msg, "(1048576 bytes)"));
@@ -225,7 +225,7 @@ static void test_error_huge_body(void **state)
     for (size_t i = sizeof head - 1; i < len - (sizeof tail - 1); i++)
         body[i] = (i % 2) ? 'a' : ' ';
     memcpy(body + len - (sizeof tail - 1), tail, sizeof tail - 1);
-    msg = openai_error_message(429, body, len);
+    msg = lm_http_error_message(429, body, len);
     assert_non_null(msg);
     assert_true(strlen(msg) < 1200);
     assert_true(strncmp(msg, "HTTP 429 Too Many Requests: a a a", 33) == 0);
@@ -238,10 +238,10 @@ static void test_error_binary_body(void **state)
 {
     (void)state;
     const char body[] = "\xff\xfe\x01\x02oops\x80";
-    char *msg = openai_error_message(502, body, sizeof body - 1);
+    char *msg = lm_http_error_message(502, body, sizeof body - 1);
     assert_string_equal(msg, "HTTP 502 Bad Gateway: \xEF\xBF\xBD\xEF\xBF\xBD oops\xEF\xBF\xBD");
     free(msg);
-    msg = openai_error_message(502, NULL, 0);
+    msg = lm_http_error_message(502, NULL, 0);
     assert_string_equal(msg, "HTTP 502 Bad Gateway (empty body)");
     free(msg);
 }
