@@ -1549,32 +1549,6 @@ static rlm_status conversation_prepare(rlm *r)
     return RLM_OK;
 }
 
-/* Usage per model from the call path (which counts cache hits and replayed
- * calls too), with anything more the dispatchers know (retries, ...) added. */
-static json_t *rlm_usage_json(rlm *r)
-{
-    json_t *usage = calls_usage_json(r->calls);
-    lm *lms[2] = {r->lm, r->sub_lm};
-    for (int i = 0; usage && i < 2; i++) {
-        if (!lms[i])
-            continue;
-        json_t *more = lm_usage_json(lms[i]);
-        const char *model;
-        json_t *fields;
-        json_object_foreach(more, model, fields) {
-            json_t *mine = json_object_get(usage, model);
-            const char *key;
-            json_t *value;
-            if (mine)
-                json_object_foreach(fields, key, value)
-                    if (!json_object_get(mine, key))
-                        json_object_set(mine, key, value);
-        }
-        json_decref(more);
-    }
-    return usage ? usage : json_object();
-}
-
 /* Says once that the trace could not be written (the run went on). */
 static void rlm_trace_check(rlm *r)
 {
@@ -1590,6 +1564,9 @@ static void rlm_build_report(rlm *r, const engine_outcome *o)
     if (r->sub_lm && lm_max_in_flight(r->sub_lm) > in_flight)
         in_flight = lm_max_in_flight(r->sub_lm);
     json_t *answer = o->answer ? frame_string(o->answer, o->answer_len) : json_null();
+    /* Usage per model is the call path's: it counts cache hits and replayed
+     * calls too, and is the run's one ledger. */
+    json_t *usage = calls_usage_json(r->calls);
     json_t *j = json_pack("{s:o,s:s?,s:s,s:s?,s:i,s:I,s:I,s:I,s:s?,s:o,s:f,s:s?,s:s,s:s,s:i,s:o,s:s?,s:s}",
                           "answer", answer ? answer : json_null(),
                           "how", o->status == RLM_OK ? o->how : NULL,
@@ -1598,7 +1575,7 @@ static void rlm_build_report(rlm *r, const engine_outcome *o)
                           "blocks", (json_int_t)o->blocks, "sub_calls", (json_int_t)o->sub_calls,
                           "sub_call_errors", (json_int_t)o->sub_call_errors,
                           "sub_call_error", o->sub_call_error,
-                          "usage", rlm_usage_json(r), "elapsed_seconds", o->elapsed,
+                          "usage", usage ? usage : json_object(), "elapsed_seconds", o->elapsed,
                           "sandbox_layers", o->sandbox_layers, "model", r->params.model,
                           "sub_model", r->params.sub_model, "max_in_flight", in_flight,
                           "cost_usd", o->cost_usd >= 0 ? json_real(o->cost_usd) : json_null(),

@@ -1,8 +1,8 @@
 /* lm — the LM dispatcher: turns chat requests into HTTP transfers on the
  * shared I/O thread (http.c), paces them under the rate limits, spreads them
  * over the endpoint's base URLs, assembles streams, retries what a retry can
- * fix, waits for whole batches and keeps per-model usage. The wire formats
- * live in lm_openai.c and lm_anthropic.c, the SSE parser in sse.c. */
+ * fix and waits for whole batches. Each provider's wire format is its row
+ * (lm_wire.h, endpoint.c's table), the SSE parser is sse.c. */
 #include "lm.h"
 
 #include "endpoint.h"
@@ -41,11 +41,6 @@
 /* Rate limits let about this many seconds' worth of calls through at once. */
 #define RATE_BURST_SECONDS 1.0
 
-typedef struct usage_entry {
-    char *model;
-    long calls, prompt_tokens, completion_tokens, errors;
-} usage_entry;
-
 struct lm {
     http_client *http;
     const lm_provider *provider; /* the wire format: every provider difference is its row's */
@@ -68,8 +63,6 @@ struct lm {
     pthread_cond_t idle;         /* signalled when a caller leaves lm_call_many */
     int closing;
     int callers;
-    usage_entry *usage;
-    size_t n_usage, cap_usage;
     uint64_t rng;                /* backoff jitter */
     size_t next_url;             /* round-robin position */
     double tat_requests;         /* rate limiter state (GCRA, see pace_locked) */
@@ -481,45 +474,6 @@ static void on_attempt_done(void *ctx, http_result *res)
     }
 }
 
-/* ---- usage ---------------------------------------------------------- */
-
-static usage_entry *usage_find(lm *m, const char *model)
-{
-    for (size_t i = 0; i < m->n_usage; i++)
-        if (strcmp(m->usage[i].model, model) == 0)
-            return &m->usage[i];
-    if (m->n_usage == m->cap_usage) {
-        size_t cap = m->cap_usage ? m->cap_usage * 2 : 4;
-        usage_entry *grown = realloc(m->usage, cap * sizeof *grown);
-        if (!grown)
-            return NULL;
-        m->usage = grown;
-        m->cap_usage = cap;
-    }
-    usage_entry *e = &m->usage[m->n_usage];
-    memset(e, 0, sizeof *e);
-    e->model = str_dup_len(model, strlen(model));
-    if (!e->model)
-        return NULL;
-    m->n_usage++;
-    return e;
-}
-
-/* Called with m->lock held. */
-static void usage_add(lm *m, const char *model, const lm_response *r)
-{
-    usage_entry *e = usage_find(m, model ? model : "");
-    if (!e)
-        return;
-    e->calls++;
-    if (r->error != LM_OK)
-        e->errors++;
-    if (r->prompt_tokens > 0)
-        e->prompt_tokens += r->prompt_tokens;
-    if (r->completion_tokens > 0)
-        e->completion_tokens += r->completion_tokens;
-}
-
 /* ---- public --------------------------------------------------------- */
 
 /* What the body of req will weigh, without encoding it: the tokens-per-minute
@@ -634,9 +588,6 @@ void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
     pthread_cond_destroy(&b.done);
 
     pthread_mutex_lock(&m->lock);
-    for (size_t i = 0; i < n; i++)
-        if (out[i].error != LM_ERR_CANCELLED)
-            usage_add(m, reqs[i].model, &out[i]);
     if (--m->callers == 0)
         pthread_cond_broadcast(&m->idle);
     pthread_mutex_unlock(&m->lock);
@@ -645,25 +596,6 @@ void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
 void lm_call(lm *m, const lm_request *req, lm_response *out)
 {
     lm_call_many(m, req, 1, out);
-}
-
-json_t *lm_usage_json(lm *m)
-{
-    json_t *root = json_object();
-    if (!root)
-        return NULL;
-    pthread_mutex_lock(&m->lock);
-    for (size_t i = 0; i < m->n_usage; i++) {
-        const usage_entry *e = &m->usage[i];
-        json_t *o = json_pack("{s:I,s:I,s:I,s:I}", "calls", (json_int_t)e->calls,
-                              "prompt_tokens", (json_int_t)e->prompt_tokens,
-                              "completion_tokens", (json_int_t)e->completion_tokens,
-                              "errors", (json_int_t)e->errors);
-        if (o)
-            json_object_set_new(root, e->model, o);
-    }
-    pthread_mutex_unlock(&m->lock);
-    return root;
 }
 
 int lm_max_in_flight(lm *m)
@@ -912,9 +844,6 @@ void lm_free(lm *m)
     while (m->callers > 0)
         pthread_cond_wait(&m->idle, &m->lock);
     pthread_mutex_unlock(&m->lock);
-    for (size_t i = 0; i < m->n_usage; i++)
-        free(m->usage[i].model);
-    free(m->usage);
     for (size_t i = 0; i < m->n_urls; i++)
         free(m->urls[i]);
     free(m->urls);

@@ -1,8 +1,10 @@
 /* lm — the LM dispatcher: sends chat requests to an OpenAI-compatible or an
  * Anthropic Messages endpoint through the shared HTTP I/O thread (http.h),
  * many at once, with a bound on requests in flight, retries with backoff,
- * client-side rate limits, round-robin over several base URLs, streaming,
- * and usage accounting per model. docs/providers.md is the user's guide.
+ * client-side rate limits, round-robin over several base URLs and
+ * streaming. It keeps transport facts only (attempts, requests in flight);
+ * usage and cost are the call path's (calls.h). docs/providers.md is the
+ * user's guide.
  * The request and response types are the wire layer's (lm_wire.h); each
  * provider is a row of endpoint.h's table.
  *
@@ -96,11 +98,6 @@ void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out);
 
 /* Convenience: one request. */
 void lm_call(lm *m, const lm_request *req, lm_response *out);
-
-/* Usage so far, as a new JSON object:
- * {"MODEL": {"calls": n, "prompt_tokens": n, "completion_tokens": n, "errors": n}, ...}
- * The caller owns the reference (json_decref). */
-json_t *lm_usage_json(lm *m);
 
 /* Most requests that were in flight at the same moment so far. */
 int lm_max_in_flight(lm *m);

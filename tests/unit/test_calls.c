@@ -4,8 +4,9 @@
  * whole batches, and a dollar budget that cannot be enforced. Then the tree
  * of handles: a child's share, the run's limit reached from two threads at
  * once, refusals that count nothing below them, a child's root requests as
- * the run's sub-calls, cost and usage reaching the top, and the calls of
- * children on several threads in flight together against the fake server. */
+ * the run's sub-calls, cost and usage reaching the top, the usage per model
+ * (the run's one ledger), and the calls of children on several threads in
+ * flight together against the fake server. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -726,6 +727,67 @@ static long server_counter(const fixture *f, const char *name)
     return n;
 }
 
+/* The run's one usage ledger: per model, calls and errors counted and the
+ * tokens each reply reported summed, batch after batch, against the fake
+ * server (the dispatcher keeps none of its own). */
+static void test_usage_per_model(void **state)
+{
+    fixture *f = *state;
+    server_start(f, "{\"rules\": [{\"model\": \"^beta$\", \"match\": \"fail\", \"status\": 400,"
+                    " \"reply\": \"bad\"}, {\"match\": \"\", \"reply\": \"twelve chars\"}]}");
+    char base[128], err[256] = "";
+    snprintf(base, sizeof base, "http://127.0.0.1:%d/v1", f->server_port);
+    lm_options lo = {.base_url = base, .concurrency = 4, .timeout = 30, .max_retries = -1};
+    lm *m = lm_new(&lo, err, sizeof err);
+    if (!m)
+        fail_msg("lm_new: %s", err);
+    calls_options o = base_options(f);
+    o.root_base_url = base;
+    o.root_lm = m;
+    calls *c;
+    assert_int_equal(calls_new(&o, &c, err, sizeof err), 0);
+    lm_message msgs[5] = {{.role = "user", .content = "one"}, {.role = "user", .content = "two two two"},
+                          {.role = "user", .content = "three"}, {.role = "user", .content = "four"},
+                          {.role = "user", .content = "fail"}};
+    lm_request reqs[5] = {request(&msgs[0], "alpha"), request(&msgs[1], "alpha"), request(&msgs[2], "alpha"),
+                          request(&msgs[3], "beta"), request(&msgs[4], "beta")};
+    calls_reply out[5];
+    assert_int_equal(calls_sub(c, reqs, 5, out), CALLS_OK);
+    long alpha_prompt = 0, alpha_completion = 0;
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(out[i].r.error, LM_OK);
+        assert_true(out[i].r.prompt_tokens > 0 && out[i].r.completion_tokens > 0);
+        alpha_prompt += out[i].r.prompt_tokens;
+        alpha_completion += out[i].r.completion_tokens;
+    }
+    assert_int_equal(out[3].r.error, LM_OK);
+    assert_int_equal(out[4].r.error, LM_ERR_HTTP);
+
+    json_t *usage = calls_usage_json(c);
+    json_t *alpha = json_object_get(usage, "alpha");
+    json_t *beta = json_object_get(usage, "beta");
+    assert_int_equal(json_object_size(usage), 2);
+    assert_int_equal(json_integer_value(json_object_get(alpha, "calls")), 3);
+    assert_int_equal(json_integer_value(json_object_get(alpha, "errors")), 0);
+    assert_int_equal(json_integer_value(json_object_get(alpha, "prompt_tokens")), alpha_prompt);
+    assert_int_equal(json_integer_value(json_object_get(alpha, "completion_tokens")), alpha_completion);
+    assert_int_equal(json_integer_value(json_object_get(beta, "calls")), 2);
+    assert_int_equal(json_integer_value(json_object_get(beta, "errors")), 1);
+    assert_int_equal(json_integer_value(json_object_get(beta, "prompt_tokens")), out[3].r.prompt_tokens);
+    json_decref(usage);
+    for (int i = 0; i < 5; i++)
+        calls_reply_clear(&out[i]);
+
+    /* A second batch adds to the first. */
+    assert_int_equal(calls_sub(c, reqs, 1, out), CALLS_OK);
+    calls_reply_clear(&out[0]);
+    usage = calls_usage_json(c);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(usage, "alpha"), "calls")), 4);
+    json_decref(usage);
+    calls_free(c);
+    lm_free(m);
+}
+
 enum { N_THREADS = 4, N_BATCHES = 3, BATCH = 2, LATENCY_MS = 300 };
 
 typedef struct worker {
@@ -876,6 +938,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refusal_above_counts_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_child_root_requests_are_run_subcalls, setup, teardown),
         cmocka_unit_test_setup_teardown(test_child_cost_and_usage_reach_the_root, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_usage_per_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_children_calls_overlap, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
