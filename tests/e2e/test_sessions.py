@@ -495,7 +495,8 @@ class SessionSafety(RlmTestCase):
                 while time.time() < deadline:
                     res = self.sessions("--json")
                     listed = json.loads(res.stdout) if res.returncode == 0 else []
-                    if listed and listed[0].get("in_use_by"):
+                    # true (held, holder not yet recorded) until the row is written
+                    if listed and type(listed[0].get("in_use_by")) is int:
                         break
                     time.sleep(0.05)
                 self.assertEqual(listed[0]["in_use_by"], proc.pid)
