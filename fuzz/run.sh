@@ -10,14 +10,17 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SECONDS_EACH="${1:-20}"
 shift || true
 HARNESSES=("$@")
-[ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(fuzz_sse fuzz_openai fuzz_anthropic fuzz_snapshot)
+[ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(fuzz_sse fuzz_openai fuzz_anthropic fuzz_reply fuzz_frame fuzz_snapshot)
 CC="${FUZZ_CC:-clang}"
 OUT="$ROOT/fuzz/out"
 mkdir -p "$OUT"
 
-# The pure wire layer and the leaves it uses: no curl, no threads.
+# The pure parsers and the leaves they use: no curl, no threads. The model's
+# wire (lm_wire and the providers, SSE), its replies (reply.c) and the
+# sandbox child's frames (frame.c).
 SOURCES=("$ROOT/src/lm/lm_wire.c" "$ROOT/src/lm/sse.c" "$ROOT/src/lm/lm_openai.c"
-         "$ROOT/src/lm/lm_anthropic.c" "$ROOT/src/frame.c" "$ROOT/src/utf8.c" "$ROOT/src/util.c")
+         "$ROOT/src/lm/lm_anthropic.c" "$ROOT/src/reply.c" "$ROOT/src/frame.c"
+         "$ROOT/src/utf8.c" "$ROOT/src/util.c")
 
 for h in "${HARNESSES[@]}"; do
     echo "fuzz: building $h"
@@ -39,6 +42,17 @@ for h in "${HARNESSES[@]}"; do
         fuzz_sse) cp "$ROOT"/tests/data/sse/*.sse "$corpus"/ ;;
         fuzz_openai) cp "$ROOT"/tests/data/openai/* "$corpus"/ ;;
         fuzz_anthropic) cp "$ROOT"/tests/data/anthropic/* "$corpus"/ ;;
+        fuzz_reply) python3 - "$ROOT/tests/data/corpus" "$corpus" <<'PY' ;;
+import glob, json, os, sys
+# The model replies of the reference-style corpus: every rule's "reply".
+for path in glob.glob(os.path.join(sys.argv[1], "*.json")):
+    for i, rule in enumerate(json.load(open(path)).get("rules", [])):
+        if isinstance(rule.get("reply"), str):
+            name = "%s-%d" % (os.path.basename(path)[:-5], i)
+            with open(os.path.join(sys.argv[2], name), "w") as f:
+                f.write(rule["reply"])
+PY
+        fuzz_frame) python3 "$ROOT/fuzz/frame_seeds.py" "$corpus" ;;
         fuzz_snapshot) python3 "$ROOT/fuzz/snapshot_seeds.py" "$corpus" ;;
     esac
     echo "fuzz: running $h for ${SECONDS_EACH}s"
