@@ -491,6 +491,24 @@ static int engine_serve_calls(void *userdata, int kind, const char *model,
 
 /* ---- root turns ---------------------------------------------------------- */
 
+/* What a request to the root model came back with (engine_ask_root). */
+typedef enum root_result {
+    ROOT_FAILED = -1,  /* a fatal error (the outcome says why), or the user cancelled */
+    ROOT_REPLY,        /* a reply to act on */
+    ROOT_EMPTY,        /* an empty reply: the caller nudges, up to MAX_EMPTY_REPLIES */
+    ROOT_BUDGET,       /* a budget refused the request: the last request follows */
+} root_result;
+
+/* How a turn, or the code of its reply, ended (engine_turn, engine_run_blocks,
+ * engine_text_final_var). The run loop goes on while TURN_GO_ON. */
+typedef enum turn_result {
+    TURN_FAILED = -1,  /* fatal, or cancelled: the outcome says why */
+    TURN_GO_ON,        /* no answer yet: the next turn */
+    TURN_ANSWERED,     /* the outcome holds the answer */
+    TURN_BUDGET,       /* a budget ran out: one last request, saying which */
+    TURN_OUT_OF_TIME,  /* a child's parent cell reached its wall limit: no last request */
+} turn_result;
+
 /* Progress of a streamed root reply. Runs on the dispatcher's I/O thread
  * while the engine thread waits for this very call, so the two never touch
  * the engine at the same time; throttled to a few lines a second. */
@@ -510,15 +528,13 @@ static void engine_stream_progress(void *ctx, const lm_progress *pr)
 }
 
 /* Asks the root model for the next reply (final: the last request, see
- * calls_root). Returns 0 with *resp filled, 1 for an empty reply (caller
- * nudges), 2 when a budget refused the request, -1 on a fatal model error
- * (outcome set). */
-static int engine_ask_root(engine *e, lm_response *resp, int final)
+ * calls_root); *resp is filled for ROOT_REPLY. */
+static root_result engine_ask_root(engine *e, lm_response *resp, int final)
 {
     lm_message *msgs = calloc(e->h->n, sizeof *msgs);
     if (!msgs) {
         engine_fail(e, RLM_ERR_NOMEM, "out of memory");
-        return -1;
+        return ROOT_FAILED;
     }
     for (size_t i = 0; i < e->h->n; i++) {
         msgs[i].role = e->h->m[i].role;
@@ -537,11 +553,11 @@ static int engine_ask_root(engine *e, lm_response *resp, int final)
     free(msgs);
     if (rc == CALLS_BUDGET) {
         engine_budget_stop(e, final ? "the last request" : "a root request");
-        return 2;
+        return ROOT_BUDGET;
     }
     if (rc != CALLS_OK) {
         engine_fail(e, RLM_ERR_MODEL, "root model request failed: %s", calls_errmsg(e->calls));
-        return -1;
+        return ROOT_FAILED;
     }
     *resp = cr.r;
     e->out->iterations++;
@@ -557,7 +573,7 @@ static int engine_ask_root(engine *e, lm_response *resp, int final)
                           "usage", engine_usage_json(resp), "cost_usd", engine_cost_json(cr.cost_usd),
                           "cached", cr.cached));
     if (resp->error == LM_ERR_EMPTY || (resp->error == LM_OK && lm_content_len(resp) == 0))
-        return 1;
+        return ROOT_EMPTY;
     if (resp->error != LM_OK) {
         const char *why = resp->error_message ? resp->error_message : "no detail";
         e->out->permanent = permanent_error(resp);
@@ -567,9 +583,9 @@ static int engine_ask_root(engine *e, lm_response *resp, int final)
         else
             engine_fail(e, RLM_ERR_MODEL, "root model request failed (%s): %s",
                         lm_error_name(resp->error), why);
-        return -1;
+        return ROOT_FAILED;
     }
-    return 0;
+    return ROOT_REPLY;
 }
 
 /* A root reply is kept as text (history, parsing, a compaction note): a NUL
@@ -606,9 +622,10 @@ static void engine_answer(engine *e, char *answer, size_t len, const char *how)
                           engine_text_json(answer, e->out->answer_len)));
 }
 
-/* Resolves FINAL_VAR(name) written in the text. Returns 1 when answered, 0
- * when the variable is missing (*note explains), -1 on a broken sandbox. */
-static int engine_text_final_var(engine *e, const char *name, char **note)
+/* Resolves FINAL_VAR(name) written in the text: TURN_ANSWERED, TURN_GO_ON
+ * when the variable is missing (*note explains), TURN_FAILED on a broken
+ * sandbox. */
+static turn_result engine_text_final_var(engine *e, const char *name, char **note)
 {
     char err[512];
     char *value = NULL;
@@ -616,7 +633,7 @@ static int engine_text_final_var(engine *e, const char *name, char **note)
     int rc = sandbox_get_var(e->sb, name, &value, &value_len, err, sizeof err);
     if (rc == 0) {
         engine_answer(e, value, value_len, "FINAL_VAR in text");
-        return 1;
+        return TURN_ANSWERED;
     }
     if (rc == 1) {
         buf b;
@@ -625,11 +642,11 @@ static int engine_text_final_var(engine *e, const char *name, char **note)
                    value ? value : "there is no such variable");
         free(value);
         *note = buf_take(&b);
-        return 0;
+        return TURN_GO_ON;
     }
     free(value);
     engine_fail(e, RLM_ERR_SANDBOX, "sandbox failed: %s", err);
-    return -1;
+    return TURN_FAILED;
 }
 
 /* The run's inputs checked against their files (ingest_validate): a file
@@ -678,19 +695,20 @@ static void engine_sandbox_trouble(engine *e, int changed, const char *what, con
 }
 
 /* Runs the reply's code blocks in order, stopping early at a final answer.
- * Appends the feedback message unless the run is answered. Returns 1 when
- * answered, 0 to continue, -1 on a fatal error. */
-static int engine_run_blocks(engine *e, const reply *rp)
+ * Appends the feedback message unless the run is answered. TURN_ANSWERED,
+ * TURN_GO_ON, or TURN_FAILED; a budget stop is e->budget_stop (the caller's
+ * to turn into TURN_BUDGET). */
+static turn_result engine_run_blocks(engine *e, const reply *rp)
 {
     prompt_block_result *results = calloc(rp->n_blocks, sizeof *results);
     sandbox_cell *cells = calloc(rp->n_blocks, sizeof *cells);
     char **shown = calloc(rp->n_blocks, sizeof *shown);
     char *note = NULL;
-    int status = 0;
+    turn_result status = TURN_GO_ON;
     size_t ran = 0;
     if (!results || !cells || !shown) {
         engine_fail(e, RLM_ERR_NOMEM, "out of memory");
-        status = -1;
+        status = TURN_FAILED;
         goto done;
     }
     for (size_t i = 0; i < rp->n_blocks; i++) {
@@ -726,31 +744,31 @@ static int engine_run_blocks(engine *e, const reply *rp)
                               "calls", (json_int_t)cells[i].n_calls));
         if (rc != 0) {
             engine_sandbox_trouble(e, 0, "sandbox failed", err);
-            status = -1;
+            status = TURN_FAILED;
             goto done;
         }
         if (cells[i].restarted && engine_check_inputs(e)) {
             /* The restarted sandbox read the input again: from a file that
              * is not what it was, its answers would be about other data. */
             engine_sandbox_trouble(e, 1, "the sandbox restarted", NULL);
-            status = -1;
+            status = TURN_FAILED;
             goto done;
         }
         if (cells[i].cancelled || engine_cancelled(e)) {
             engine_cancel(e);
-            status = -1;
+            status = TURN_FAILED;
             goto done;
         }
         if (e->fatal) {
             engine_fail(e, RLM_ERR_MODEL, "sub-call failed: %s", e->fatal);
-            status = -1;
+            status = TURN_FAILED;
             goto done;
         }
         if (cells[i].final_answer) {
             engine_answer(e, cells[i].final_answer, cells[i].final_answer_len,
                           cells[i].final_literal ? "final_literal" : "code");
             cells[i].final_answer = NULL;
-            status = 1;
+            status = TURN_ANSWERED;
             goto done;
         }
         if (e->budget_stop)
@@ -763,7 +781,7 @@ static int engine_run_blocks(engine *e, const reply *rp)
         /* The variable was computed by the code that just ran: its value does
          * not depend on output the model has not seen. */
         status = engine_text_final_var(e, rp->final_text, &note);
-        if (status != 0)
+        if (status != TURN_GO_ON)
             goto done;
     } else if (rp->final_kind == REPLY_FINAL_VALUE) {
         /* A literal answer written in the same reply as code was written
@@ -795,7 +813,7 @@ static int engine_run_blocks(engine *e, const reply *rp)
     }
     if (engine_push(e, "user", prompt_feedback(results, ran, e->turn + 1, e->p->max_iterations, note)) != 0) {
         engine_fail(e, RLM_ERR_NOMEM, "out of memory");
-        status = -1;
+        status = TURN_FAILED;
     }
 done:
     if (cells)
@@ -899,40 +917,39 @@ static void engine_maybe_compact(engine *e)
 /* One root turn. On the last turn (after the turn or budget limit) no code
  * runs, as the last request tells the model: a text FINAL / FINAL_VAR
  * counts, and so does a reply with neither code nor FINAL (the reply itself
- * is the answer). Returns 1 when answered, 0 to go on, 2 when a budget ran out (the
- * caller makes the last request), -1 on a fatal error. */
-static int engine_turn(engine *e, int *empty_replies, int last)
+ * is the answer). TURN_BUDGET asks the caller for the last request. */
+static turn_result engine_turn(engine *e, int *empty_replies, int last)
 {
     lm_response resp = {0};
     if (engine_cancelled(e)) {
         engine_cancel(e);
-        return -1;
+        return TURN_FAILED;
     }
     if (!last)
         engine_maybe_compact(e);
-    int rc = engine_ask_root(e, &resp, last);
-    if (rc == -1 && engine_cancelled(e)) {
+    root_result asked = engine_ask_root(e, &resp, last);
+    if (asked == ROOT_FAILED && engine_cancelled(e)) {
         engine_cancel(e);
         lm_response_clear(&resp);
-        return -1;
+        return TURN_FAILED;
     }
-    if (rc < 0 || rc == 2) {
+    if (asked == ROOT_FAILED || asked == ROOT_BUDGET) {
         lm_response_clear(&resp);
-        return rc;
+        return asked == ROOT_BUDGET ? TURN_BUDGET : TURN_FAILED;
     }
-    if (rc == 1) {
+    if (asked == ROOT_EMPTY) {
         lm_response_clear(&resp);
         if (++*empty_replies >= MAX_EMPTY_REPLIES) {
             engine_fail(e, RLM_ERR_MODEL, "the root model returned %d empty replies in a row",
                         *empty_replies);
-            return -1;
+            return TURN_FAILED;
         }
         /* No empty assistant message: some providers reject one. */
         if (engine_push(e, "user", prompt_nudge(e->turn + 1, e->p->max_iterations)) != 0) {
             engine_fail(e, RLM_ERR_NOMEM, "out of memory");
-            return -1;
+            return TURN_FAILED;
         }
-        return 0;
+        return TURN_GO_ON;
     }
     *empty_replies = 0;
 
@@ -941,7 +958,7 @@ static int engine_turn(engine *e, int *empty_replies, int last)
     if (reply_parse(resp.content, strlen(resp.content), &rp) != 0) {
         lm_response_clear(&resp);
         engine_fail(e, RLM_ERR_NOMEM, "out of memory");
-        return -1;
+        return TURN_FAILED;
     }
     char *content = resp.content;
     resp.content = NULL;
@@ -949,26 +966,26 @@ static int engine_turn(engine *e, int *empty_replies, int last)
     if (engine_push(e, "assistant", content) != 0) {
         reply_clear(&rp);
         engine_fail(e, RLM_ERR_NOMEM, "out of memory");
-        return -1;
+        return TURN_FAILED;
     }
 
-    int status = 0;
+    turn_result status = TURN_GO_ON;
     if (rp.n_blocks > 0 && !last) {
         status = engine_run_blocks(e, &rp);
-        if (status == 0 && e->budget_stop)
-            status = 2;
+        if (status == TURN_GO_ON && e->budget_stop)
+            status = TURN_BUDGET;
     } else if (rp.final_kind == REPLY_FINAL_VALUE) {
         engine_answer(e, rp.final_text, SIZE_MAX, "FINAL in text");
         rp.final_text = NULL;
-        status = 1;
+        status = TURN_ANSWERED;
     } else if (rp.final_kind == REPLY_FINAL_VAR) {
         char *note = NULL;
         status = engine_text_final_var(e, rp.final_text, &note);
-        if (status == 0) {
+        if (status == TURN_GO_ON) {
             char *fb = prompt_feedback(NULL, 0, e->turn + 1, e->p->max_iterations, note);
             if (engine_push(e, "user", fb) != 0) {
                 engine_fail(e, RLM_ERR_NOMEM, "out of memory");
-                status = -1;
+                status = TURN_FAILED;
             }
         }
         free(note);
@@ -987,11 +1004,11 @@ static int engine_turn(engine *e, int *empty_replies, int last)
         char *answer = end > start ? str_dup_len(text + start, end - start) : NULL;
         if (answer) {
             engine_answer(e, answer, SIZE_MAX, "last_reply");
-            status = 1;
+            status = TURN_ANSWERED;
         }
     } else if (engine_push(e, "user", prompt_nudge(e->turn + 1, e->p->max_iterations)) != 0) {
         engine_fail(e, RLM_ERR_NOMEM, "out of memory");
-        status = -1;
+        status = TURN_FAILED;
     }
     reply_clear(&rp);
     return status;
@@ -1178,8 +1195,8 @@ static void engine_last_request(engine *e, char *ask, int *empty_replies, const 
         engine_fail(e, RLM_ERR_NOMEM, "out of memory");
         return;
     }
-    int rc = engine_turn(e, empty_replies, 1);
-    if (rc == 0 || rc == 2) {
+    turn_result rc = engine_turn(e, empty_replies, 1);
+    if (rc == TURN_GO_ON || rc == TURN_BUDGET) {
         e->out->status = RLM_NO_ANSWER;
         free(e->out->error);
         e->out->error = strdup(why);
@@ -1293,13 +1310,13 @@ static void engine_direct(engine *e, const context *ctx, const char *question)
     }
     e->turn = 1;
     lm_response resp = {0};
-    int rc = engine_ask_root(e, &resp, 0);
-    if (rc == 0) {
+    root_result rc = engine_ask_root(e, &resp, 0);
+    if (rc == ROOT_REPLY) {
         engine_answer(e, resp.content, lm_content_len(&resp), "direct");
         resp.content = NULL;
-    } else if (rc == 1) {
+    } else if (rc == ROOT_EMPTY) {
         engine_fail(e, RLM_ERR_MODEL, "the model returned an empty reply");
-    } else if (rc == 2) {
+    } else if (rc == ROOT_BUDGET) {
         e->out->status = RLM_NO_ANSWER;
         free(e->out->error);
         e->out->error = strdup("budget exhausted before the call");
@@ -1417,35 +1434,35 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
         engine_start_factory(&e);
 
     int empty_replies = 0;
-    int rc = 0;
-    for (e.turn = 1; e.turn <= p->max_iterations && rc == 0; e.turn++) {
+    turn_result rc = TURN_GO_ON;
+    for (e.turn = 1; e.turn <= p->max_iterations && rc == TURN_GO_ON; e.turn++) {
         if (e.deadline > 0 && clock_now() >= e.deadline) {
             /* The parent's cell is out of time: no turn, no last request. */
             out->status = RLM_NO_ANSWER;
             free(out->error);
             out->error = engine_strf("the parent's cell reached its wall limit (--cell-wall) "
                                      "before this child answered");
-            rc = 3;
+            rc = TURN_OUT_OF_TIME;
             break;
         }
         rc = engine_turn(&e, &empty_replies, 0);
-        if (rc != 0)
+        if (rc != TURN_GO_ON)
             break;
     }
-    if (rc == 2 && level > 1 && out->iterations == 0) {
+    if (rc == TURN_BUDGET && level > 1 && out->iterations == 0) {
         /* A child refused before its first turn has nothing to answer from. */
         out->status = RLM_NO_ANSWER;
         free(out->error);
         out->error = engine_strf("budget exhausted before the child's first turn: %s",
                                  calls_budget_message(c));
-    } else if (rc == 2) {
+    } else if (rc == TURN_BUDGET) {
         /* A budget ran out: one last request, saying which. */
         char why[512];
         snprintf(why, sizeof why, "budget exhausted: %s", calls_budget_message(c));
         if (out->iterations >= e.turn)
             e.turn++;   /* this turn's reply arrived: the last request is the next turn */
         engine_last_request(&e, prompt_last_turn_budget(calls_budget_message(c)), &empty_replies, why);
-    } else if (rc == 0) {
+    } else if (rc == TURN_GO_ON) {
         /* The turns ran out: one last request for the best answer so far. */
         engine_event(&e, "turns_exhausted", json_pack("{s:i}", "max_iterations", p->max_iterations));
         e.turn = p->max_iterations + 1;
