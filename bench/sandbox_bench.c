@@ -2,8 +2,9 @@
  * what a child RLM's sandbox costs (a 4 KB context: time to ready, resident
  * and proportional memory idle and after one cell), spawned and forked by a
  * sandbox factory; 64 of them started at once from 8 threads; time to a
- * ready child with a 40 MB context; an empty cell, a cell with one sub-call,
- * and a regex over 100 MB. Prints medians; built and run by
+ * ready child with a 40 MB context; a conversation's question start over it
+ * (forked from a zygote holding it, and spawned); an empty cell, a cell with
+ * one sub-call, and a regex over 100 MB. Prints medians; built and run by
  * bench/sandbox_bench.sh. */
 #include "sandbox.h"
 #include "util.h"
@@ -196,6 +197,70 @@ static int bench_concurrent(const char *exe, sandbox_factory *factory, int n, in
     return 0;
 }
 
+/* A question of a conversation over a 40 MB input: a fresh sandbox with the
+ * input and the data the question before left (a list of 100,000 ints and a
+ * dict of 10,000 entries), forked from a zygote that holds the input, or
+ * spawned and loading it (the fallback). Also the time to write that data.
+ * Medians over `runs`. */
+static int bench_question_start(const char *exe, int fd, size_t len, int runs)
+{
+    char err[512];
+    sandbox_factory *f = NULL;
+    sandbox_options fopts = {.exe_path = exe};
+    sandbox_input in = {.context_fd = fd, .context_len = len, .data_fd = -1};
+    if (sandbox_factory_new(&fopts, &f, err, sizeof err) != 0 ||
+        sandbox_factory_add_input(f, NULL, &in, err, sizeof err) != 0) {
+        fprintf(stderr, "factory: %s\n", err);
+        return -1;
+    }
+    sandbox_options forked = {.exe_path = exe, .context_fd = -1, .data_fd = -1, .factory = f,
+                              .factory_inputs = 1};
+    sandbox_options spawned = {.exe_path = exe, .context_fd = fd, .context_len = len,
+                               .data_fd = -1};
+    sandbox *sb;
+    sandbox_cell cell;
+    sandbox_snapshot snap;
+    double take[64], t_fork[64], t_spawn[64];
+    if (runs > 64 || sandbox_start(&forked, &sb, err, sizeof err) != 0) {
+        fprintf(stderr, "start: %s\n", err);
+        return -1;
+    }
+    sandbox_exec(sb, "nums = list(range(100000))\ntable = {str(i): i for i in range(10000)}",
+                 NULL, NULL, &cell, err, sizeof err);
+    sandbox_cell_clear(&cell);
+    for (int i = 0; i < runs; i++) {
+        double t0 = clock_now();
+        if (sandbox_take_snapshot(sb, (size_t)256 << 20, &snap, err, sizeof err) != 0) {
+            fprintf(stderr, "snapshot: %s\n", err);
+            return -1;
+        }
+        take[i] = clock_now() - t0;
+        if (i + 1 < runs)
+            sandbox_snapshot_clear(&snap);
+    }
+    sandbox_free(sb);
+    for (int config = 0; config < 2; config++) {
+        for (int i = 0; i < runs; i++) {
+            double t0 = clock_now();
+            if (sandbox_start(config ? &spawned : &forked, &sb, err, sizeof err) != 0 ||
+                sandbox_load_snapshot(sb, snap.fd, snap.len, NULL, err, sizeof err) != 0) {
+                fprintf(stderr, "question start: %s\n", err);
+                return -1;
+            }
+            (config ? t_spawn : t_fork)[i] = clock_now() - t0;
+            sandbox_free(sb);
+        }
+    }
+    printf("conversation question start (40 MB input, %zu bytes of data carried): forked from "
+           "the conversation's zygote %.1f ms, spawned %.1f ms; writing the data %.1f ms "
+           "(medians over %d)\n",
+           snap.len, median(t_fork, (size_t)runs) * 1e3, median(t_spawn, (size_t)runs) * 1e3,
+           median(take, (size_t)runs) * 1e3, runs);
+    sandbox_snapshot_clear(&snap);
+    sandbox_factory_free(f);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     const char *exe = argc > 1 ? argv[1] : "build/rlm-sandbox";
@@ -247,6 +312,8 @@ int main(int argc, char **argv)
     opts.no_namespaces = 0;
     opts.factory = NULL;
     sandbox_factory_free(factory);
+    if (bench_question_start(exe, fd, context_len, 15) != 0)
+        return 1;
 
     sandbox *sb;
     if (sandbox_start(&opts, &sb, err, sizeof err) != 0) {

@@ -144,10 +144,12 @@ static const char options_text[] =
         "Conversations (docs/sessions.md):\n"
         "  --session NAME         keep the conversation on disk under NAME: the next `rlm ask\n"
         "                         --session NAME` or `rlm chat --session NAME` continues it, with\n"
-        "                         the same inputs, variables and answer_1, answer_2, ...; a new\n"
-        "                         --context becomes context_1, context_2, ...\n"
+        "                         the same inputs, the data variables and answer_1, answer_2, ...;\n"
+        "                         a new --context becomes context_1, context_2, ...\n"
         "  --session-db PATH      the sessions' SQLite file\n"
         "                         (default $XDG_DATA_HOME/rlm/sessions.db, ~/.local/share/rlm/...)\n"
+        "  --snapshot-max SIZE    data one question leaves for the next: variables past it are\n"
+        "                         not carried, and the model is told (default 256M)\n"
         "\n"
         "Output:\n"
         "  --trace FILE           write every event of the run to FILE as JSON lines\n"
@@ -304,7 +306,7 @@ enum {
     OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_MODE, OPT_DIRECT_THRESHOLD,
     OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW, OPT_COMPACT_AT, OPT_SESSION,
     OPT_SESSION_DB, OPT_SUB_API_KEY, OPT_SUB_PROVIDER, OPT_STRICT, OPT_JSON_INPUT,
-    OPT_SYSTEM_PROMPT, OPT_CELL_WALL, OPT_MAX_SANDBOXES, OPT_MAX_CHILD_BATCH,
+    OPT_SYSTEM_PROMPT, OPT_CELL_WALL, OPT_MAX_SANDBOXES, OPT_MAX_CHILD_BATCH, OPT_SNAPSHOT_MAX,
 };
 
 static const struct option long_options[] = {
@@ -359,6 +361,7 @@ static const struct option long_options[] = {
     {"compact-at", required_argument, NULL, OPT_COMPACT_AT},
     {"session", required_argument, NULL, OPT_SESSION},
     {"session-db", required_argument, NULL, OPT_SESSION_DB},
+    {"snapshot-max", required_argument, NULL, OPT_SNAPSHOT_MAX},
     {"sub-api-key", required_argument, NULL, OPT_SUB_API_KEY},
     {"sub-provider", required_argument, NULL, OPT_SUB_PROVIDER},
     {"strict", no_argument, NULL, OPT_STRICT},
@@ -412,6 +415,7 @@ static const char *option_key(int opt)
     case OPT_COMPACT_AT: return "compact_at";
     case OPT_SESSION: return "session";
     case OPT_SESSION_DB: return "session_db";
+    case OPT_SNAPSHOT_MAX: return "snapshot_max";
     case OPT_SUB_API_KEY: return "sub_api_key";
     case OPT_SUB_PROVIDER: return "sub_provider";
     case OPT_CELL_WALL: return "cell_wall";

@@ -73,10 +73,14 @@ static void print_recovery(json_t *report)
         int cells = json_is_true(json_object_get(s, "cells_lost"));
         int history = json_is_true(json_object_get(s, "messages_lost")) ||
                       json_is_true(json_object_get(s, "questions_lost"));
-        if (cells || history)
-            printf("  %s: lost %s%s%s\n", json_string_value(json_object_get(s, "name")),
-                   cells ? "recorded cells (its variables will not be rebuilt)" : "",
-                   cells && history ? " and " : "", history ? "part of its history" : "");
+        int data = json_is_true(json_object_get(s, "data_lost"));
+        if (cells || history || data)
+            printf("  %s: may have lost %s%s%s%s%s\n", json_string_value(json_object_get(s, "name")),
+                   data ? "the data its last question left (then its variables are not restored)"
+                        : "",
+                   data && (cells || history) ? ", " : "",
+                   cells ? "part of the record of its cells" : "", cells && history ? " and " : "",
+                   history ? "part of its history" : "");
     }
 }
 

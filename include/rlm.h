@@ -184,6 +184,9 @@ void rlm_config_free(rlm_config *cfg);
  *   session_db        the SQLite file sessions are kept in (created with
  *                     its directory)   $XDG_DATA_HOME/rlm/sessions.db
  *                                      (~/.local/share/rlm/sessions.db)
+ *   snapshot_max      bytes of data variables one question leaves for
+ *                     the next; larger variables are not carried (the
+ *                     model is told)                                    256M
  * Returns RLM_OK, or RLM_ERR_USAGE for an unknown key or a bad value (the
  * reason in rlm_config_errmsg). */
 rlm_status rlm_config_set(rlm_config *cfg, const char *key, const char *value);
@@ -297,8 +300,9 @@ void rlm_cancel(rlm *r);
  * on disk as it happens: a later process that opens the same session
  * continues it. Its first rlm_ask reads the inputs again (from the paths
  * recorded; RLM_ERR_INPUT naming the input and the session when one is gone)
- * and rebuilds the variables by re-running the recorded code, with every
- * sub-call answered from its recorded reply: no model calls. Inputs given
+ * and loads the data the last question left (each question starts in a
+ * fresh sandbox with the data variables of the one before, never its code:
+ * docs/sessions.md); nothing is re-run, no model is asked. Inputs given
  * again with the same arguments as a recorded one are not new inputs. Text
  * inputs (rlm_set_context_text, stdin) are saved only under 1 MB: a larger
  * one makes rlm_ask fail with RLM_ERR_USAGE. A model other than the one the
@@ -327,10 +331,11 @@ rlm_status rlm_session_remove(const rlm_config *cfg, const char *name, char **ou
 /* Recovers a damaged session file: every row that can still be read goes
  * into a new file that takes its place, the damaged one is kept beside it
  * (FILE.damaged-DATE), and a session that lost rows says so when it is
- * continued (its variables are not rebuilt from part of its cells).
- * {"database", "damaged_copy", "sessions": [{"name", "cells_lost",
- * "messages_lost", "questions_lost"}], "rows", "cut_tables",
- * "cells_dropped"}. Refused while any of its sessions is in use. */
+ * continued (without the data its last question left, its variables are not
+ * restored). {"database", "damaged_copy", "sessions": [{"name",
+ * "cells_lost", "messages_lost", "questions_lost", "data_lost"}], "rows",
+ * "cut_tables", "cells_dropped"}. Refused while any of its sessions is in
+ * use. */
 rlm_status rlm_sessions_recover(const rlm_config *cfg, char **out);
 
 /* A JSON object describing the last rlm_ask: answer, how (how the answer

@@ -481,11 +481,6 @@ static int engine_serve_calls(void *userdata, int kind, const char *model,
         engine_fill_deadline(e, results, result_lens, n);
         status = -1;
     }
-    /* The session keeps what each call returned, to rebuild the namespace. */
-    for (size_t i = 0; e->cell_replies && i < n; i++) {
-        size_t len = result_lens[i] == SIZE_MAX ? strlen(results[i]) : result_lens[i];
-        json_array_append_new(e->cell_replies, engine_text_json(results[i], len));
-    }
     return status;
 }
 
@@ -716,8 +711,6 @@ static turn_result engine_run_blocks(engine *e, const reply *rp)
         engine_progress(e, "turn %d of %d · running block %zu of %zu", e->turn,
                         e->p->max_iterations, i + 1, rp->n_blocks);
         session *store = engine_store(e);
-        if (store)
-            e->cell_replies = json_array();
         /* The cell's wall limit counts its sub-calls and children: past it
          * their requests end and no more are served (engine_serve_calls). A
          * child's cells end with its parent's at the latest. */
@@ -728,10 +721,10 @@ static turn_result engine_run_blocks(engine *e, const reply *rp)
         e->cell_deadline = 0;
         ran = i + 1;
         e->out->blocks++;
-        if (store && session_add_cell(store, rp->blocks[i], e->cell_replies) != 0)
+        /* The code, for the record; nothing re-runs it (the next question
+         * gets this one's data instead). */
+        if (store && session_add_cell(store, rp->blocks[i], NULL) != 0)
             engine_store_failed(e, "a cell");
-        json_decref(e->cell_replies);
-        e->cell_replies = NULL;
         engine_event(e, "code",
                     json_pack("{s:i,s:I,s:s,s:o,s:I,s:b,s:b,s:b,s:o,s:f,s:f,s:I}", "turn", e->turn,
                               "block", (json_int_t)i + 1, "code", rp->blocks[i],
@@ -1069,7 +1062,8 @@ char *engine_input_describe(ingest_set *docs, const context *ctx, const json_t *
 }
 
 /* Starts this run's sandbox on one input (both NULL: none). */
-int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
+int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx,
+                         sandbox_factory *inputs_from)
 {
     sandbox_options so = {
         .exe_path = e->p->sandbox_exe,
@@ -1079,7 +1073,8 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
         .unsafe_no_sandbox = e->p->unsafe_no_sandbox,
         .search_cache_dir = e->p->search_cache_dir,
         .cancel = e->p->cancel,
-        .factory = e->factory,
+        .factory = inputs_from ? inputs_from : e->factory,
+        .factory_inputs = inputs_from != NULL,
         .first_alias = e->st && e->st->legacy_names ? "context_1" : NULL,
     };
     char err[1024];
@@ -1090,9 +1085,9 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
         return -1;
     }
     double t0 = clock_now();
-    sandbox_input in;
+    sandbox_input in = {.context_fd = -1, .data_fd = -1};
     engine_check_inputs(e);   /* a file that shrank since it was read is cut, and said */
-    if (engine_input_open(docs, ctx, &in, err, sizeof err) != 0) {
+    if (!inputs_from && engine_input_open(docs, ctx, &in, err, sizeof err) != 0) {
         engine_fail(e, RLM_ERR_INPUT, "cannot hand the input to the sandbox: %s", err);
         return -1;
     }
@@ -1120,7 +1115,9 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
     /* A layer this machine refused is never silent: the user hears it and
      * the trace keeps it (once per run: children see the same machine). */
     const char *warnings = sandbox_warnings(e->sb);
-    if (warnings[0] && e->p->warn && e->level == 1) {
+    if (warnings[0] && e->p->warn && e->level == 1 && !(e->st && e->st->layers_warned)) {
+        if (e->st)
+            e->st->layers_warned = 1; /* a conversation's questions see the same machine */
         buf w;
         buf_init(&w, 8192);
         buf_printf(&w, "weaker sandbox: %s", warnings);
@@ -1133,7 +1130,8 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx)
                            sandbox_pid(e->sb), "seconds", clock_now() - t0, "unsafe",
                            e->p->unsafe_no_sandbox, "warnings", warnings, "forked",
                            sandbox_forked(e->sb)));
-    engine_input_problems(e, sandbox_input_summary(e->sb, 0));
+    if (!inputs_from)
+        engine_input_problems(e, sandbox_input_summary(e->sb, 0));
     return 0;
 }
 
@@ -1420,13 +1418,13 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
          * described from the summary its sandbox sends, so that sandbox
          * comes first. */
         int parsed = docs && ingest_format_of(docs) != INGEST_TEXT;
-        if (parsed && engine_start_sandbox(&e, docs, NULL) != 0)
+        if (parsed && engine_start_sandbox(&e, docs, NULL, NULL) != 0)
             goto done;
         if (engine_first_messages(&e, docs, docs ? NULL : ctx, question) != 0) {
             engine_fail(&e, RLM_ERR_NOMEM, "out of memory");
             goto done;
         }
-        if (!parsed && engine_start_sandbox(&e, docs, docs ? NULL : ctx) != 0)
+        if (!parsed && engine_start_sandbox(&e, docs, docs ? NULL : ctx, NULL) != 0)
             goto done;
     }
 
@@ -1473,19 +1471,8 @@ done:
     out->elapsed = clock_now() - e.start;
     out->stopped_by = budget_kind_name(calls_exhausted(c));
     out->cost_usd = calls_cost(c);
-    if (st) {
-        if (out->status == RLM_ERR_SANDBOX && st->sb) {
-            /* A broken sandbox is replaced at the next question, which
-             * rebuilds the variables from the store when there is one. */
-            sandbox_free(st->sb);
-            st->sb = NULL;
-            st->inputs_loaded = 0;
-            st->replay_pending = st->store != NULL;
-        }
-        e.sb = NULL;
-        if (number > 0)
-            engine_state_answered(&e, number, out->status == RLM_OK ? out->answer : NULL);
-    }
+    if (st && number > 0)
+        engine_state_answered(&e, number, out->status == RLM_OK ? out->answer : NULL);
     engine_event(&e, "run_end",
                  json_pack("{s:s,s:s,s:o,s:s?,s:s?,s:i,s:I,s:I,s:I,s:f,s:s?,s:o,s:I,s:I,s:i}", "mode",
                            out->mode, "status", rlm_status_name(out->status), "answer",

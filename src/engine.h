@@ -30,6 +30,8 @@ enum { ENGINE_MODE_AUTO = 0, ENGINE_MODE_RLM = 1, ENGINE_MODE_DIRECT = 2 };
 /* Defaults of the bounds (engine_params). */
 #define ENGINE_MAX_CHILD_BATCH 256
 #define ENGINE_MAX_SANDBOXES 32
+/* Bytes of data a conversation's question may leave for the next. */
+#define ENGINE_SNAPSHOT_MAX ((size_t)256 << 20)
 
 typedef struct engine_params {
     const char *model;          /* root model */
@@ -43,6 +45,8 @@ typedef struct engine_params {
                                    past it, sub-calls in flight end, no more are served and
                                    the cell is interrupted; 0 = no limit */
     size_t sandbox_memory;      /* RLIMIT_AS of the sandbox; 0 = its default */
+    size_t snapshot_max;        /* a conversation: bytes of data one question leaves for the
+                                   next (docs/sessions.md); 0 = ENGINE_SNAPSHOT_MAX */
     const char *sandbox_exe;    /* path of rlm-sandbox */
     int unsafe_no_sandbox;
     int stream;                 /* 1: stream root replies (progress shows them arriving) */
@@ -138,21 +142,22 @@ void engine_outcome_clear(engine_outcome *out);
 
 /* ---- conversations -------------------------------------------------------
  *
- * A conversation keeps, between questions, the root history and one sandbox
- * whose namespace persists. Inputs: the first is `context` (also
- * `context_0`), each later one `context_1`, `context_2`, ... (described to
- * the root with the question it arrives with); after question k the answer
- * is the variable `answer_k` and its messages the list `history_{k-1}`
- * (`history` is history_0). A conversation always runs as an RLM (mode is
- * ignored).
+ * A conversation keeps, between questions, the root history and the data
+ * its questions left, never a process: each question runs in a fresh
+ * sandbox, forked from a zygote that holds the conversation's inputs
+ * (loaded once), and starts with the data variables the previous question
+ * left (a snapshot: str, numbers, lists, dicts, ..., the allowed modules;
+ * not functions or classes, which the next question's first message
+ * lists). Inputs: the first is `context` (also `context_0`), each later one
+ * `context_1`, `context_2`, ... (described to the root with the question it
+ * arrives with); after question k the answer is the variable `answer_k` and
+ * its messages the list `history_{k-1}` (`history` is history_0). A
+ * conversation always runs as an RLM (mode is ignored).
  *
- * With a store (session.h), every message, cell (with the sub-call replies
- * it received) and answer is written as it happens; engine_state_resume in a
- * later process rebuilds the history, and the next question rebuilds the
- * namespace: the inputs are loaded, the recorded cells re-run in order with
- * every sub-call answered from its recorded reply (no model calls), and the
- * answers set again. Variables that depended on the clock or on unseeded
- * randomness may differ; the trace records the replay. */
+ * With a store (session.h), every message, cell (its code, for the record),
+ * answer and the data each question leaves are written as they happen;
+ * engine_state_resume in a later process reads back the history, the
+ * answers and the last data: nothing is re-run, no model is asked again. */
 typedef struct engine_state engine_state;
 
 /* store may be NULL (the conversation lives in memory only); borrowed. NULL
@@ -174,14 +179,19 @@ int engine_state_questions(const engine_state *st);
 void engine_state_set_legacy_names(engine_state *st, int legacy);
 int engine_state_legacy_names(const engine_state *st);
 
-/* Reads the store's visible history and answers into st (the sandbox is
- * rebuilt at the next question). Call after adding the same inputs, in the
- * same order, as the process that recorded the session. 0, or -1 with err. */
+/* Reads the store's visible history, answers and last data into st. Call
+ * after adding the same inputs, in the same order, as the process that
+ * recorded the session. 0, or -1 with err. */
 int engine_state_resume(engine_state *st, char *err, size_t errlen);
 
-/* After engine_state_resume: the recorded cells are not re-run (they were
- * lost in a recovery of the session's file); the answers are still set. */
-void engine_state_skip_replay(engine_state *st);
+/* After engine_state_resume: what the session cannot give back, for the
+ * user (a session recorded by an earlier rlm, whose variables were rebuilt
+ * by re-running its cells, has only its history and answers), or NULL.
+ * Borrowed. */
+const char *engine_state_resume_warning(const engine_state *st);
+
+/* 1 when the conversation holds data an earlier question left. */
+int engine_state_has_data(const engine_state *st);
 
 /* Kills the conversation's sandbox and frees the state. NULL is a no-op. */
 void engine_state_free(engine_state *st);

@@ -6,8 +6,9 @@
  *   engine.c           one RLM's loop: root turns, cells, sub-calls, the last
  *                      request, compaction, direct mode, the run itself
  *   engine_children.c  rlm_query below the depth limit: child RLMs on threads
- *   engine_state.c     conversations: inputs, the sandbox kept between
- *                      questions, answers, the session store and its replay */
+ *   engine_state.c     conversations: inputs (held by the conversation's
+ *                      zygote), a fresh sandbox per question with the data
+ *                      the last one left, answers, the session store */
 #ifndef RLM_ENGINE_INTERNAL_H
 #define RLM_ENGINE_INTERNAL_H
 
@@ -42,20 +43,27 @@ typedef struct engine_input {
 struct engine_state {
     session *store;            /* borrowed; NULL: in memory only */
     history h;
-    sandbox *sb;               /* the conversation's sandbox, NULL until a question starts it */
-    size_t inputs_loaded;      /* inputs[0 .. inputs_loaded) are in sb */
+    sandbox_factory *factory;  /* the conversation's zygote: holds every input, each
+                                  question's sandbox is forked from it; NULL until the
+                                  first question, or when it could not start (then each
+                                  question's sandbox is spawned with the inputs) */
+    int no_factory;            /* it could not start */
+    size_t inputs_loaded;      /* inputs[0 .. inputs_loaded) are in the factory */
     engine_input *inputs;
     size_t n_inputs, cap_inputs;
     char **answers;            /* answers[k - 1] of question k (NULL: none) */
     json_t **histories;        /* histories[k - 1]: question k's messages, the
                                   variable history_{k-1} (NULL: none) */
     int questions;
-    int replay_pending;        /* resumed: the next sandbox re-runs the recorded cells */
+    sandbox_snapshot data;     /* what the last question left (fd -1: nothing yet) */
+    int data_question;         /* the question that left it */
+    char *data_note;           /* for the next question's message: data that could not be
+                                  carried or loaded, and why; NULL: none */
+    char *resume_warning;      /* what a resumed session cannot give back, for the user */
+    int layers_warned;         /* the weaker-sandbox warning was given once */
     int legacy_names;          /* a session recorded before context_0: the first input is
                                   also context_1, later ones context_2, ... */
     size_t question_start;     /* h.m[question_start] opens the current question */
-    size_t input_base;         /* inputs[i] is the sandbox's input i + input_base (1 when
-                                  it started without one) */
 };
 
 /* The sandboxes alive in one tree of RLMs (engine_children.c): at most
@@ -95,7 +103,6 @@ typedef struct engine {
     engine_outcome *out;
     double start;
     double stream_shown;       /* when a streaming progress line was last shown */
-    json_t *cell_replies;      /* sub-call replies of the cell running, for the session store */
     engine_gate *gate;         /* the tree's (the top RLM's own_gate) */
     engine_gate own_gate;      /* the top RLM's: initialised by engine_run_node */
     int gate_held;             /* this RLM holds one of the gate's sandboxes (children) */
@@ -176,7 +183,10 @@ void engine_input_close(const sandbox_input *in, const ingest_set *docs);
 char *engine_input_describe(ingest_set *docs, const context *ctx, const json_t *summary);
 /* Warns (stderr, trace) of what the sandbox skipped parsing an input. */
 void engine_input_problems(engine *e, const json_t *summary);
-int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx);
+/* Starts this run's sandbox on one input (both NULL: none), or, with
+ * inputs_from, on the inputs that factory holds (a conversation's). */
+int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx,
+                         sandbox_factory *inputs_from);
 int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const char *question);
 /* The system prompt of e's run: the user's template (system_prompt) or
  * rlm's, filled with description for {context_description}; *described

@@ -1,8 +1,8 @@
-/* engine_state — conversations: the inputs (context, context_1, ...), the
- * sandbox kept between questions, the answers (answer_k) and earlier
- * questions' messages (history_k), the session store every message and cell
- * is saved to, and the replay that rebuilds a namespace in a later process
- * (engine.h describes the contract). */
+/* engine_state — conversations: the inputs (context, context_1, ...), held
+ * by the conversation's zygote; each question's fresh sandbox and the data
+ * it carries from the last (a snapshot); the answers (answer_k) and earlier
+ * questions' messages (history_k); the session store every message, cell,
+ * answer and snapshot is saved to (engine.h describes the contract). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,61 +10,6 @@
 #include "engine_internal.h"
 #include "prompt.h"
 #include "util.h"
-
-/* Answers each sub-call of a replayed cell from its recorded reply. */
-typedef struct replay_cursor {
-    const json_t *replies;
-    size_t next;
-} replay_cursor;
-
-static int replay_calls(void *userdata, int kind, const char *model, const char *const *prompts,
-                        const size_t *prompt_lens, const char *const *contexts,
-                        const size_t *context_lens, size_t n, char **results,
-                        size_t *result_lens)
-{
-    (void)kind;
-    (void)model;
-    (void)prompts;
-    (void)prompt_lens;
-    (void)contexts;
-    (void)context_lens;
-    replay_cursor *cur = userdata;
-    for (size_t i = 0; i < n; i++) {
-        const json_t *r = json_array_get(cur->replies, cur->next++);
-        if (json_is_string(r)) {
-            results[i] = str_dup_len(json_string_value(r), json_string_length(r));
-            result_lens[i] = json_string_length(r);
-        } else {
-            results[i] = strdup("Error: no recorded reply for this sub-call (session replay)");
-        }
-    }
-    return 0;
-}
-
-typedef struct replay_run {
-    engine *e;
-    size_t cells, raised;
-    int broken;
-    char err[512];
-} replay_run;
-
-static int replay_cell(void *userdata, const char *code, const json_t *replies)
-{
-    replay_run *rr = userdata;
-    replay_cursor cur = {.replies = replies};
-    sandbox_cell cell = {0};
-    int rc = sandbox_exec(rr->e->sb, code, replay_calls, &cur, &cell, rr->err, sizeof rr->err);
-    if (rc == 0) {
-        rr->cells++;
-        rr->raised += cell.raised != 0;
-    }
-    sandbox_cell_clear(&cell);
-    if (rc != 0) {
-        rr->broken = 1;
-        return 1;
-    }
-    return engine_cancelled(rr->e);
-}
 
 /* The variable input i (0-based) of the conversation is bound to: context_i,
  * or context_{i+1} in a session recorded before context_0 existed, whose
@@ -79,14 +24,14 @@ static void set_var_failed(engine *e, const char *what, const char *err)
     engine_event(e, "warning", json_pack("{s:s,s:s}", "message", what, "detail", err));
 }
 
-/* answer_1 .. answer_k of the questions so far, and with histories their
- * history_0 .. history_{k-1} (protected: set once per sandbox). */
-static void engine_set_answers(engine *e, int histories)
+/* answer_1 .. answer_k of the questions so far, and their history_0 ..
+ * history_{k-1} (protected). */
+static void engine_set_answers(engine *e)
 {
     engine_state *st = e->st;
     for (int k = 0; k < st->questions; k++) {
         char name[32], err[256];
-        if (histories && st->histories[k]) {
+        if (st->histories[k]) {
             snprintf(name, sizeof name, "history_%d", k);
             if (sandbox_set_value(e->sb, name, st->histories[k], err, sizeof err) != 0)
                 set_var_failed(e, "cannot set a history variable", err);
@@ -99,32 +44,39 @@ static void engine_set_answers(engine *e, int histories)
     }
 }
 
-/* Makes sure the conversation's sandbox runs with every input loaded, and
- * after a resume, rebuilds its namespace. */
-int engine_state_sandbox(engine *e)
+static void set_note(engine_state *st, char *note)
+{
+    free(st->data_note);
+    st->data_note = note;
+}
+
+/* Loads the conversation's new inputs into its zygote, once for all the
+ * questions to come. Without a zygote (it could not start) the inputs stay
+ * the state's, and each question's sandbox loads them itself. */
+static int load_new_inputs(engine *e)
 {
     engine_state *st = e->st;
-    int fresh = 0;
-    if (!st->sb) {
-        engine_input *first = st->n_inputs ? &st->inputs[0] : NULL;
-        if (engine_start_sandbox(e, first ? first->docs : NULL, first ? first->ctx : NULL) != 0)
-            return -1;
-        st->sb = e->sb;
-        st->inputs_loaded = first ? 1 : 0;
-        st->input_base = first ? 0 : 1;   /* without an input, the sandbox's first is '' */
-        fresh = 1;
+    if (!st->factory && !st->no_factory) {
+        sandbox_options so = {.exe_path = e->p->sandbox_exe,
+                              .unsafe_no_sandbox = e->p->unsafe_no_sandbox};
+        char err[512];
+        if (sandbox_factory_new(&so, &st->factory, err, sizeof err) != 0) {
+            st->factory = NULL;
+            st->no_factory = 1;
+            engine_event(e, "warning", json_pack("{s:s,s:s}", "message",
+                                                 "each question's sandbox will be spawned and "
+                                                 "load the inputs", "detail", err));
+        }
     }
-    e->sb = st->sb;
-    if (!e->out->sandbox_layers)
-        e->out->sandbox_layers = strdup(sandbox_layers(st->sb));
-    while (st->inputs_loaded < st->n_inputs) {
+    while (st->factory && st->inputs_loaded < st->n_inputs) {
         engine_input *in = &st->inputs[st->inputs_loaded];
         char name[32], err[1024];
         input_name(st, st->inputs_loaded, name, sizeof name);
         sandbox_input si;
+        engine_progress(e, "loading %s", name);
         int rc = engine_input_open(in->docs, in->ctx, &si, err, sizeof err);
         if (rc == 0) {
-            rc = sandbox_add_input(st->sb, name, &si, err, sizeof err);
+            rc = sandbox_factory_add_input(st->factory, name, &si, err, sizeof err);
             engine_input_close(&si, in->docs);
         }
         if (rc == -2) {
@@ -135,39 +87,109 @@ int engine_state_sandbox(engine *e)
             engine_fail(e, RLM_ERR_INPUT, "cannot load %s into the sandbox: %s", name, err);
             return -1;
         }
-        engine_input_problems(e, sandbox_input_summary(st->sb, st->inputs_loaded + st->input_base));
         st->inputs_loaded++;
     }
-    if (fresh && (st->replay_pending || st->questions > 0)) {
-        engine_set_answers(e, 1);
-        if (st->replay_pending && st->store) {
-            engine_progress(e, "rebuilding the session's variables");
-            double t0 = clock_now();
-            replay_run rr = {.e = e};
-            int read = session_each_cell(st->store, replay_cell, &rr);
-            if (read < 0 && !rr.broken) {
-                /* Cells that cannot be read would leave some variables out, or
-                 * give other sub-call results than the model's code had. */
-                snprintf(rr.err, sizeof rr.err, "%s", session_errmsg(st->store));
-                engine_event(e, "session_replay", json_pack("{s:I,s:b,s:s}", "cells",
-                                                            (json_int_t)rr.cells, "broken", 1,
-                                                            "error", rr.err));
-                engine_fail(e, RLM_ERR_INPUT, "the session cannot be rebuilt: %s", rr.err);
-                return -1;
-            }
-            engine_event(e, "session_replay",
-                         json_pack("{s:I,s:I,s:f,s:b,s:s?}", "cells", (json_int_t)rr.cells, "raised",
-                                   (json_int_t)rr.raised, "seconds", clock_now() - t0, "broken",
-                                   rr.broken, "error", rr.broken ? rr.err : NULL));
-            if (rr.broken) {
-                engine_fail(e, RLM_ERR_SANDBOX, "sandbox failed while rebuilding the session: %s", rr.err);
-                return -1;
-            }
-            engine_set_answers(e, 0);   /* a replayed cell may have rebound one */
+    return 0;
+}
+
+/* Without a zygote: a spawned sandbox on the first input, then the others. */
+static int start_spawned(engine *e)
+{
+    engine_state *st = e->st;
+    engine_input *first = st->n_inputs ? &st->inputs[0] : NULL;
+    if (engine_start_sandbox(e, first ? first->docs : NULL, first ? first->ctx : NULL, NULL) != 0)
+        return -1;
+    for (size_t i = 1; i < st->n_inputs; i++) {
+        engine_input *in = &st->inputs[i];
+        char name[32], err[1024];
+        input_name(st, i, name, sizeof name);
+        sandbox_input si;
+        int rc = engine_input_open(in->docs, in->ctx, &si, err, sizeof err);
+        if (rc == 0) {
+            rc = sandbox_add_input(e->sb, name, &si, err, sizeof err);
+            engine_input_close(&si, in->docs);
         }
-        st->replay_pending = 0;
+        if (rc != 0) {
+            engine_fail(e, RLM_ERR_INPUT, rc == -2 ? "input: %s" : "cannot load an input: %s", err);
+            return -1;
+        }
     }
     return 0;
+}
+
+/* The question's sandbox: a fresh process, forked from the conversation's
+ * zygote with every input in memory already (spawned and loading them when
+ * there is no zygote), given the data the last question left and the
+ * answers and histories so far. Nothing a process of an earlier question
+ * did reaches it but that data, which its child validates. */
+int engine_state_sandbox(engine *e)
+{
+    engine_state *st = e->st;
+    size_t announced = 0;
+    while (announced < st->n_inputs && st->inputs[announced].announced)
+        announced++;
+    if (load_new_inputs(e) != 0)
+        return -1;
+    if (st->factory ? engine_start_sandbox(e, NULL, NULL, st->factory) != 0 : start_spawned(e) != 0)
+        return -1;
+    for (size_t i = announced; i < st->n_inputs; i++)
+        engine_input_problems(e, sandbox_input_summary(e->sb, i));
+    if (st->data.fd >= 0) {
+        char err[512];
+        size_t variables = 0;
+        int rc = sandbox_load_snapshot(e->sb, st->data.fd, st->data.len, &variables, err, sizeof err);
+        engine_event(e, "data_loaded",
+                     json_pack("{s:i,s:I,s:I,s:b,s:s?}", "from_question", st->data_question,
+                               "bytes", (json_int_t)st->data.len, "variables",
+                               (json_int_t)variables, "ok", rc == 0, "error", rc ? err : NULL));
+        if (rc < 0) {
+            engine_fail(e, RLM_ERR_SANDBOX, "sandbox failed while loading the data of earlier "
+                        "questions: %s", err);
+            return -1;
+        }
+        if (rc > 0)
+            set_note(st, engine_strf("The data of the earlier questions could not be given back "
+                                     "to the REPL (%s): start from the inputs.", err));
+    }
+    engine_set_answers(e);
+    return 0;
+}
+
+/* What the next question's message says about the data carried: how many
+ * variables, those left out by reason (named, bounded), and a note. NULL
+ * when there is nothing to say. */
+static char *carried_text(const engine_state *st)
+{
+    buf b;
+    buf_init(&b, 16384);
+    json_t *item;
+    size_t i;
+    json_array_foreach(st->data.not_carried, i, item) {
+        const char *reason = json_string_value(json_object_get(item, "reason"));
+        json_int_t count = json_integer_value(json_object_get(item, "count"));
+        json_t *names = json_object_get(item, "names");
+        const char *why = strcmp(reason, "not_data") == 0
+                              ? "functions, classes and other objects that are not data"
+                          : strcmp(reason, "too_large") == 0 ? "too large to carry"
+                          : strcmp(reason, "too_deep") == 0  ? "nested too deeply"
+                                                             : "contain themselves through a tuple";
+        buf_printf(&b, "%sNot carried over (%s): ", b.len ? "\n" : "", why);
+        size_t k;
+        json_t *name;
+        json_array_foreach(names, k, name)
+            buf_printf(&b, "%s%s", k ? ", " : "", json_string_value(name));
+        if ((size_t)count > json_array_size(names))
+            buf_printf(&b, "%s%lld more", json_array_size(names) ? " and " : "",
+                       (long long)count - (long long)json_array_size(names));
+        buf_puts(&b, ".");
+    }
+    if (st->data_note)
+        buf_printf(&b, "%s%s", b.len ? "\n" : "", st->data_note);
+    if (!b.len) {
+        buf_free(&b);
+        return NULL;
+    }
+    return buf_take(&b);
 }
 
 /* The messages that open a question of a conversation: the first question
@@ -185,8 +207,7 @@ int engine_state_messages(engine *e, const char *question, int number)
     engine_check_inputs(e);   /* the descriptions read the files: cut any that shrank first */
     for (size_t i = first_new; i < st->n_inputs; i++) {
         engine_input *in = &st->inputs[i];
-        char *d = engine_input_describe(in->docs, in->ctx,
-                                        sandbox_input_summary(st->sb, i + st->input_base));
+        char *d = engine_input_describe(in->docs, in->ctx, sandbox_input_summary(e->sb, i));
         if (!d) {
             buf_free(&desc);
             return -1;
@@ -214,8 +235,11 @@ int engine_state_messages(engine *e, const char *question, int number)
         free(none);
     } else {
         st->question_start = e->h->n;
-        rc = engine_push(e, "user", prompt_next_question(desc.data, desc.data ? names : NULL, question,
-                                                         number, e->p->max_iterations));
+        char *carried = carried_text(st);
+        rc = engine_push(e, "user", prompt_next_question(desc.data, desc.data ? names : NULL,
+                                                         carried, question, number,
+                                                         e->p->max_iterations));
+        free(carried);
     }
     buf_free(&desc);
     return rc;
@@ -259,27 +283,51 @@ static int make_room(engine_state *st, int number)
     return 0;
 }
 
-/* Keeps this question's answer and messages for the next ones. */
+/* Keeps the data the question's sandbox holds for the next question (and
+ * the store). When it cannot be taken, the data of the question before
+ * stays, and the next message says why. */
+static void keep_data(engine *e, int number)
+{
+    engine_state *st = e->st;
+    if (!e->sb)
+        return; /* the question never got a sandbox: the data is as it was */
+    engine_progress(e, "keeping the data for the next question");
+    sandbox_snapshot snap;
+    char err[512];
+    size_t max = e->p->snapshot_max ? e->p->snapshot_max : ENGINE_SNAPSHOT_MAX;
+    double t0 = clock_now();
+    int rc = sandbox_take_snapshot(e->sb, max, &snap, err, sizeof err);
+    engine_event(e, "data_kept",
+                 json_pack("{s:i,s:b,s:I,s:I,s:O?,s:f,s:s?}", "question", number, "ok", rc == 0,
+                           "bytes", (json_int_t)(rc == 0 ? snap.len : 0), "variables",
+                           (json_int_t)(rc == 0 ? snap.variables : 0), "not_carried",
+                           rc == 0 ? snap.not_carried : NULL, "seconds", clock_now() - t0,
+                           "error", rc ? err : NULL));
+    if (rc != 0) {
+        set_note(st, engine_strf("The data of question %d could not be carried over (%s); the "
+                                 "REPL holds the data of the questions before it.", number, err));
+        return;
+    }
+    if (st->store && session_save_snapshot(st->store, number, snap.fd, snap.len,
+                                           snap.not_carried) != 0)
+        engine_store_failed(e, "the data of the question");
+    sandbox_snapshot_clear(&st->data);
+    st->data = snap;
+    st->data_question = number;
+    set_note(st, NULL);
+}
+
+/* Keeps this question's answer, messages and data for the next ones. */
 void engine_state_answered(engine *e, int number, const char *answer)
 {
     engine_state *st = e->st;
+    keep_data(e, number);
     if (make_room(st, number) != 0)
         return;
     free(st->answers[number - 1]);
     st->answers[number - 1] = answer ? strdup(answer) : NULL;
     json_decref(st->histories[number - 1]);
     st->histories[number - 1] = question_history(st);
-    char name[32], err[256];
-    if (answer && st->sb) {
-        snprintf(name, sizeof name, "answer_%d", number);
-        if (sandbox_set_var(st->sb, name, answer, err, sizeof err) != 0)
-            set_var_failed(e, "cannot set an answer variable", err);
-    }
-    if (st->histories[number - 1] && st->sb) {
-        snprintf(name, sizeof name, "history_%d", number - 1);
-        if (sandbox_set_value(st->sb, name, st->histories[number - 1], err, sizeof err) != 0)
-            set_var_failed(e, "cannot set a history variable", err);
-    }
     if (st->store && st->histories[number - 1] &&
         session_add_history(st->store, number, st->histories[number - 1]) != 0)
         engine_store_failed(e, "the question's history");
@@ -292,8 +340,10 @@ void engine_state_answered(engine *e, int number, const char *answer)
 engine_state *engine_state_new(session *store)
 {
     engine_state *st = calloc(1, sizeof *st);
-    if (st)
+    if (st) {
         st->store = store;
+        st->data = (sandbox_snapshot){.fd = -1};
+    }
     return st;
 }
 
@@ -383,20 +433,48 @@ int engine_state_resume(engine_state *st, char *err, size_t errlen)
     }
     for (size_t i = 0; i < st->n_inputs; i++)
         st->inputs[i].announced = 1;
-    st->replay_pending = 1;
+    /* The last data, as the question that left it wrote it: the next
+     * question's child checks it like any snapshot. */
+    sandbox_snapshot_clear(&st->data);
+    int rc = session_load_snapshot(st->store, &st->data_question, &st->data.fd, &st->data.len,
+                                   &st->data.not_carried);
+    free(st->resume_warning);
+    st->resume_warning = NULL;
+    if (rc < 0) {
+        /* A damaged file stops here, as for its history (session.h). */
+        snprintf(err, errlen, "cannot read the session: %s", session_errmsg(st->store));
+        return -1;
+    }
+    if (rc > 0 && st->questions > 0 && session_recorded_replies(st->store)) {
+        st->resume_warning = strdup("it was recorded by an earlier rlm, which rebuilt variables "
+                                    "by running the recorded cells again; this rlm carries data "
+                                    "between questions instead, and runs nothing again: its "
+                                    "history and answers are loaded, its variables are not");
+        set_note(st, engine_strf("The variables of the earlier questions are not in the REPL "
+                                 "(this session was recorded by an earlier version of rlm): "
+                                 "answer_k and history_k are."));
+    }
     return 0;
 }
 
-void engine_state_skip_replay(engine_state *st)
+const char *engine_state_resume_warning(const engine_state *st)
 {
-    st->replay_pending = 0;
+    return st->resume_warning;
+}
+
+int engine_state_has_data(const engine_state *st)
+{
+    return st->data.fd >= 0;
 }
 
 void engine_state_free(engine_state *st)
 {
     if (!st)
         return;
-    sandbox_free(st->sb);
+    sandbox_factory_free(st->factory);
+    sandbox_snapshot_clear(&st->data);
+    free(st->data_note);
+    free(st->resume_warning);
     history_free(&st->h);
     for (int k = 0; k < st->questions; k++) {
         free(st->answers[k]);

@@ -585,26 +585,33 @@ char *prompt_last_turn_budget(const char *why)
     return buf_take(&b);
 }
 
-char *prompt_next_question(const char *description, const char *input_name, const char *question,
-                           int number, int max_iterations)
+char *prompt_next_question(const char *description, const char *input_name, const char *carried,
+                           const char *question, int number, int max_iterations)
 {
     if (!question)
         question = "";
     size_t max;
     if (size_add(&max, description ? strlen(description) : 0, strlen(question)) != 0 ||
+        size_add(&max, max, carried ? strlen(carried) : 0) != 0 ||
         size_add(&max, max, FRAME_MAX_BYTES) != 0)
         return NULL;
     buf out;
     buf_init(&out, max);
-    int rc = buf_printf(&out, "A new question (number %d of this conversation). The REPL is the "
-                              "same: every variable you made is still there", number);
+    int rc = buf_printf(&out, "A new question (number %d of this conversation). The REPL starts "
+                              "afresh for each question, with the data of the earlier ones: "
+                              "your variables that hold data (str, bytes, numbers, lists, "
+                              "tuples, dicts, sets, Counter, ...) and your imports are there, "
+                              "functions and classes you defined are not (define them again if "
+                              "you need them)", number);
     if (rc == 0 && number > 1)
-        rc = buf_printf(&out, ", and the answers so far are in answer_1 .. answer_%d", number - 1);
+        rc = buf_printf(&out, "; the answers so far are in answer_1 .. answer_%d", number - 1);
     if (rc == 0)
         rc = buf_puts(&out, ".\n");
     if (rc == 0 && number > 1)
         rc = buf_printf(&out, " The messages of the earlier questions are history_0 .. "
                               "history_%d.", number - 2);
+    if (rc == 0 && carried && carried[0])
+        rc = buf_printf(&out, "\n%s\n", carried);
     if (rc == 0 && description && input_name)
         rc = buf_printf(&out, "\nA new input came with this question. It is the variable `%s` "
                               "(`context` is still the first input). Its description:\n\n%s\n",

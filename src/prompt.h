@@ -85,12 +85,14 @@ char *prompt_last_turn(void);
  * no more code or sub-calls will run, and asks for FINAL(...) now. */
 char *prompt_last_turn_budget(const char *why);
 
-/* A later question of a conversation: says the namespace, earlier results
- * and answer_1 .. answer_{number-1} are still there, describes a new input
+/* A later question of a conversation: says the REPL starts afresh with the
+ * data of the earlier questions (not their functions and classes) and
+ * answer_1 .. answer_{number-1} and history_k, then `carried` (what was left
+ * out, and why: the engine's text, may be NULL), describes a new input
  * (description of the variable input_name; both NULL when the question
  * brings none), then the question and "Turn 1 of N". */
-char *prompt_next_question(const char *description, const char *input_name, const char *question,
-                           int number, int max_iterations);
+char *prompt_next_question(const char *description, const char *input_name, const char *carried,
+                           const char *question, int number, int max_iterations);
 
 /* The request that asks the root to summarise the work so far before older
  * turns are dropped from its history (compaction). */

@@ -74,6 +74,7 @@ struct repl_restore {
     int bypass;               /* the child's own call of an audited function */
     PyObject *gc_callbacks;   /* gc.callbacks, the list the collector reads */
     PyObject *gc_set_threshold;
+    PyObject *gc_freeze;
     PyObject *gc_thresholds;  /* tuple: the thresholds at arming */
     PyObject *signal_signal;  /* _signal.signal */
     PyObject *signal_default; /* _signal.default_int_handler */
@@ -481,12 +482,13 @@ int repl_restore_arm(repl_restore *r, char *err, size_t errlen)
     Py_XDECREF(get_threshold);
     r->gc_set_threshold = module_attr("gc", "set_threshold");
     r->gc_callbacks = module_attr("gc", "callbacks");
+    r->gc_freeze = module_attr("gc", "freeze");
     r->signal_signal = module_attr("_signal", "signal");
     r->signal_default = module_attr("_signal", "default_int_handler");
     r->signal_wakeup = module_attr("_signal", "set_wakeup_fd");
     r->recursion_limit = Py_GetRecursionLimit();
     if (!r->gc_thresholds || !PyTuple_Check(r->gc_thresholds) || !r->gc_set_threshold ||
-        !r->gc_callbacks || !PyList_Check(r->gc_callbacks) || !r->signal_signal ||
+        !r->gc_callbacks || !PyList_Check(r->gc_callbacks) || !r->gc_freeze || !r->signal_signal ||
         !r->signal_default || !r->signal_wakeup) {
         PyErr_Clear();
         snprintf(err, errlen, "cannot arm the REPL: gc or _signal is missing");
@@ -516,6 +518,13 @@ int repl_restore_arm(repl_restore *r, char *err, size_t errlen)
     }
     r->armed = 1;
     return 0;
+}
+
+void repl_restore_freeze(repl_restore *r)
+{
+    if (r->gc_freeze)
+        Py_XDECREF(PyObject_CallNoArgs(r->gc_freeze));
+    PyErr_Clear();
 }
 
 /* ---- request boundaries ---- */

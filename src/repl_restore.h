@@ -45,6 +45,12 @@ int repl_restore_snapshot(repl_restore *r, PyObject *glue, char *err, size_t err
  * zygote. */
 int repl_restore_arm(repl_restore *r, char *err, size_t errlen);
 
+/* Moves every object there is now into the collector's permanent
+ * generation (gc.freeze, held since arming: gc is not importable then): a
+ * zygote does it after loading an input, so that its children's
+ * collections never visit, and copy, the input's objects. */
+void repl_restore_freeze(repl_restore *r);
+
 /* Protects `name` (an exact str) in the namespace: the request boundaries
  * put `value` back under it. Binding a protected name again replaces its
  * value. 0, or -1 with a Python error set. */

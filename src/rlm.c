@@ -65,7 +65,7 @@ enum {
     OPT_SYSTEM_PROMPT, OPT_MODE,
     OPT_DIRECT_THRESHOLD, OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW,
     OPT_COMPACT_AT, OPT_SESSION, OPT_SESSION_DB, OPT_SUB_PROVIDER, OPT_SUB_API_KEY, OPT_STRICT,
-    OPT_CELL_WALL, OPT_MAX_SANDBOXES, OPT_MAX_CHILD_BATCH,
+    OPT_CELL_WALL, OPT_MAX_SANDBOXES, OPT_MAX_CHILD_BATCH, OPT_SNAPSHOT_MAX,
     OPT_COUNT
 };
 
@@ -83,6 +83,7 @@ static const option_spec option_specs[OPT_COUNT] = {
     [OPT_REQUEST_TIMEOUT] = {"request_timeout", OPT_SECONDS, "600", 0, 0},
     [OPT_MAX_RETRIES] = {"max_retries", OPT_INT, "3", 0, 100},
     [OPT_SANDBOX_MEMORY] = {"sandbox_memory", OPT_SIZE, NULL, 0, 0},
+    [OPT_SNAPSHOT_MAX] = {"snapshot_max", OPT_SIZE, "256M", 1024, 0},
     [OPT_SANDBOX_EXE] = {"sandbox_exe", OPT_TEXT, NULL, 0, 0},
     [OPT_UNSAFE_NO_SANDBOX] = {"unsafe_no_sandbox", OPT_BOOL, "0", 0, 0},
     [OPT_TRACE] = {"trace", OPT_TEXT, NULL, 0, 0},
@@ -235,12 +236,15 @@ static int option_check(const option_spec *spec, const char *value, char *why, s
             return 0;
         snprintf(why, whylen, "%s must be a positive number of seconds (got '%s')", spec->key, value);
         return -1;
-    case OPT_SIZE:
-        if (parse_size(value, &size) == 0 && size >= (64u << 20))
+    case OPT_SIZE: {
+        /* min, when set, is in bytes; else 64M (a sandbox's address space) */
+        size_t least = spec->min > 0 ? (size_t)spec->min : (size_t)64 << 20;
+        if (parse_size(value, &size) == 0 && size >= least)
             return 0;
-        snprintf(why, whylen, "%s must be a size of at least 64M, like 4G or 512M (got '%s')",
-                 spec->key, value);
+        snprintf(why, whylen, "%s must be a size of at least %s, like 4G or 512M (got '%s')",
+                 spec->key, spec->min > 0 ? "1K" : "64M", value);
         return -1;
+    }
     case OPT_MODE_NAME:
         if (strcmp(value, "auto") == 0 || strcmp(value, "rlm") == 0 || strcmp(value, "direct") == 0)
             return 0;
@@ -698,6 +702,7 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
     const char *mem = rlm_config_get(r->cfg, "sandbox_memory");
     if (mem[0])
         parse_size(mem, &p->sandbox_memory);
+    parse_size(rlm_config_get(r->cfg, "snapshot_max"), &p->snapshot_max);
 
     char err[1024];
     const char *trace_path = rlm_config_get(r->cfg, "trace");
@@ -1474,14 +1479,19 @@ static rlm_status conversation_resume(rlm *r)
     char err[1024];
     if (engine_state_resume(r->state, err, sizeof err) != 0)
         return rlm_error(r, RLM_ERR_INPUT, "session '%s' cannot be continued: %s", name, err);
-    /* A session recovered from a damaged file says what it lost, and is not
-     * rebuilt from the part of its cells that survived. */
+    const char *partly = engine_state_resume_warning(r->state);
+    if (partly) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "session '%s': %s", name, partly);
+        rlm_warn(r, msg);
+    }
+    /* A session recovered from a damaged file says what it lost. */
     const json_t *lost = json_object_get(cfg, "recovered");
-    if (json_is_true(json_object_get(lost, "cells_lost"))) {
-        engine_state_skip_replay(r->state);
+    if (json_is_true(json_object_get(lost, "data_lost")) && !partly &&
+        !engine_state_has_data(r->state)) {
         char msg[512];
-        snprintf(msg, sizeof msg, "session '%s' lost recorded cells when its file was recovered: its "
-                 "variables are not rebuilt (its history and answers are)", name);
+        snprintf(msg, sizeof msg, "session '%s' lost the data of its last question when its file was "
+                 "recovered: its variables are not restored (its history and answers are)", name);
         rlm_warn(r, msg);
     }
     if (json_is_true(json_object_get(lost, "messages_lost")) ||

@@ -46,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/socket.h>
@@ -117,6 +118,10 @@ struct sandbox {
     char python[64];      /* the child's Py_GetVersion(), first word */
     char *layers_json;    /* [{"name","active","detail"}], strongest first */
     int input_error;      /* the last start failed on the first input itself */
+    size_t from_factory;  /* inputs[0 .. from_factory) are the factory's (factory_inputs) */
+    size_t preloaded;     /* the current child got that many from its zygote's memory */
+    int snapshot_fd;      /* the data the child starts with (sandbox_load_snapshot), or -1 */
+    size_t snapshot_len;
 };
 
 /* How a request ended. */
@@ -203,10 +208,19 @@ static int spawn_child(sandbox *sb, char *err, size_t errlen)
                        .data = sb->inputs[0].in.data_fd, .cache = cache_child};
     int use_namespaces = !sb->unsafe_no_sandbox && !sb->no_namespaces;
     pid_t pid = -1;
+    sb->preloaded = 0;
     if (sandbox_factory_fits(sb->factory, sb->exe_path, use_namespaces)) {
-        /* A failed fork is no failure: the spawn below is the fallback. */
+        /* A failed fork is no failure: the spawn below is the fallback. The
+         * factory's inputs are in its zygote's memory already: the child
+         * gets them there, not from fds 4 and 5. */
         char why[512];
-        pid = sandbox_factory_fork(sb->factory, &fds, &sb->ns, why, sizeof why);
+        sandbox_fds forked = fds;
+        if (sb->from_factory)
+            forked.context = forked.data = -1;
+        pid = sandbox_factory_fork(sb->factory, &forked, sb->from_factory, &sb->ns, why,
+                                   sizeof why);
+        if (pid > 0)
+            sb->preloaded = sb->from_factory;
     }
     sb->forked = pid > 0;
     if (pid <= 0)
@@ -677,14 +691,14 @@ fail:
 }
 
 /* Seconds a child may take to load an input of this many bytes. */
-static double load_seconds(const sandbox_input *in)
+double sandbox_input_seconds(const sandbox_input *in)
 {
     double per_gb = SANDBOX_START_SECONDS_PER_GB + (in->parsed ? SANDBOX_PARSE_SECONDS_PER_GB : 0);
     return SANDBOX_START_TIMEOUT + per_gb * (double)(in->context_len + in->data_len) / 1e9;
 }
 
 /* Describes an input the way the init and add_input frames do. */
-static void describe_input(json_t *frame, const sandbox_input *in)
+void sandbox_input_describe(json_t *frame, const sandbox_input *in)
 {
     json_object_set_new(frame, "has_context", json_boolean(in->context_fd >= 0));
     json_object_set_new(frame, "context_len", json_integer((json_int_t)in->context_len));
@@ -704,8 +718,13 @@ static int handshake(sandbox *sb, char *err, size_t errlen)
                              (json_int_t)sb->output_limit, "memory_limit",
                              (json_int_t)sb->memory_limit, "cell_timeout", sb->cell_timeout,
                              "unsafe_no_sandbox", sb->unsafe_no_sandbox);
+    const sandbox_input none = {.context_fd = -1, .data_fd = -1};
+    if (sb->preloaded)
+        first = &none; /* the child has them from its zygote */
     if (init)
-        describe_input(init, first);
+        sandbox_input_describe(init, first);
+    if (init && sb->preloaded)
+        json_object_set_new(init, "preloaded", json_integer((json_int_t)sb->preloaded));
     if (init && sb->no_landlock)
         json_object_set_new(init, "skip_landlock", json_true());
     if (init && sb->first_alias[0])
@@ -721,7 +740,7 @@ static int handshake(sandbox *sb, char *err, size_t errlen)
         return -1;
     }
     /* No SIGINT during start-up: the deadline ends it with SIGKILL. */
-    double start_limit = load_seconds(first);
+    double start_limit = sandbox_input_seconds(first);
     wait_state ws = {.started = clock_now(), .timeout = 0, .interrupted = 1,
                      .kill_at = clock_now() + start_limit, .id = -1};
     json_t *reply = NULL;
@@ -730,8 +749,10 @@ static int handshake(sandbox *sb, char *err, size_t errlen)
         const char *python = json_string_value(json_object_get(reply, "python"));
         snprintf(sb->python, sizeof sb->python, "%.*s", python ? (int)strcspn(python, " ") : 0,
                  python ? python : "");
-        json_decref(sb->inputs[0].summary);
-        sb->inputs[0].summary = json_incref(json_object_get(reply, "summary"));
+        if (!sb->preloaded) {
+            json_decref(sb->inputs[0].summary);
+            sb->inputs[0].summary = json_incref(json_object_get(reply, "summary"));
+        }
         int ok = compose_layers(sb, reply, err, errlen);
         json_decref(reply);
         if (ok != 0)
@@ -807,9 +828,9 @@ static int load_input(sandbox *sb, input_slot *slot, char *err, size_t errlen)
         fds[n_fds++] = in->data_fd;
     json_t *frame = json_pack("{s:s, s:s}", "type", "add_input", "name", slot->name);
     if (frame)
-        describe_input(frame, in);
+        sandbox_input_describe(frame, in);
     json_t *reply = NULL;
-    int how = host_request(sb, frame, fds, n_fds, "input_added", load_seconds(in), &reply, why,
+    int how = host_request(sb, frame, fds, n_fds, "input_added", sandbox_input_seconds(in), &reply, why,
                            sizeof why);
     if (how != WAIT_REPLY) {
         char what[128];
@@ -874,6 +895,36 @@ static int send_var(sandbox *sb, const char *name, const char *value, json_t *js
     return ok ? 0 : 1;
 }
 
+/* Asks the child to bind the variables of the snapshot in fd (len bytes).
+ * Returns 0 (*variables, may be NULL, gets how many); 1 when the child
+ * refused it (err says why: a flawed snapshot, out of memory; the child is
+ * fine); -1 when the child is gone. */
+static int send_snapshot(sandbox *sb, int fd, size_t len, size_t *variables, char *err,
+                         size_t errlen)
+{
+    char why[512] = "";
+    json_t *frame = json_pack("{s:s, s:I}", "type", "load_snapshot", "bytes", (json_int_t)len);
+    json_t *reply = NULL;
+    double seconds = SANDBOX_START_TIMEOUT + SANDBOX_PARSE_SECONDS_PER_GB * (double)len / 1e9;
+    int how = host_request(sb, frame, &fd, 1, "snapshot_loaded", seconds, &reply, why, sizeof why);
+    if (how != WAIT_REPLY) {
+        drop_child(sb, how, why, "loading the data of earlier questions", err, errlen);
+        return -1;
+    }
+    int ok = json_is_true(json_object_get(reply, "ok"));
+    json_t *count = json_object_get(reply, "variables");
+    if (variables)
+        *variables = json_is_integer(count) && json_integer_value(count) > 0
+                         ? (size_t)json_integer_value(count)
+                         : 0;
+    if (!ok) {
+        const char *message = json_string_value(json_object_get(reply, "message"));
+        snprintf(err, errlen, "%s", message && message[0] ? message : "no reason given");
+    }
+    json_decref(reply);
+    return ok ? 0 : 1;
+}
+
 /* ---- start-up and restarts ---- */
 
 /* 4 GiB plus 4 x the bytes of every input. */
@@ -897,11 +948,16 @@ static int start_child(sandbox *sb, char *err, size_t errlen)
         sb->memory_limit = default_memory_limit(sb);
     if (spawn_child(sb, err, errlen) != 0 || handshake(sb, err, errlen) != 0)
         return -1;
-    for (size_t i = 1; i < sb->n_inputs; i++)
+    for (size_t i = sb->preloaded ? sb->preloaded : 1; i < sb->n_inputs; i++)
         if (load_input(sb, &sb->inputs[i], err, errlen) != 0) {
             stop_child(sb);
             return -1;
         }
+    /* A snapshot the child refuses now was accepted by the first child
+     * (the same bytes): only a child that is gone stops the start. */
+    if (sb->snapshot_fd >= 0 && send_snapshot(sb, sb->snapshot_fd, sb->snapshot_len, NULL, err,
+                                              errlen) < 0)
+        return -1;
     for (size_t i = 0; i < sb->n_vars; i++)
         if (send_var(sb, sb->vars[i].name, sb->vars[i].value, sb->vars[i].json, err, errlen) != 0) {
             stop_child(sb);
@@ -910,7 +966,7 @@ static int start_child(sandbox *sb, char *err, size_t errlen)
     return 0;
 }
 
-static void close_input(sandbox_input *in)
+void sandbox_input_close(sandbox_input *in)
 {
     if (in->context_fd >= 0)
         close(in->context_fd);
@@ -922,7 +978,7 @@ static void close_input(sandbox_input *in)
 /* Our own CLOEXEC duplicates of an input's descriptors, above the fds the
  * child gets (so the dup2 calls at spawn cannot overwrite each other). The
  * data fd is kept only for a pack. 0, or -1 with err. */
-static int copy_input(const sandbox_input *in, sandbox_input *out, char *err, size_t errlen)
+int sandbox_input_copy(const sandbox_input *in, sandbox_input *out, char *err, size_t errlen)
 {
     *out = (sandbox_input){.context_fd = -1, .data_fd = -1};
     if (!in || in->context_fd < 0)
@@ -939,7 +995,7 @@ static int copy_input(const sandbox_input *in, sandbox_input *out, char *err, si
         out->data_fd = fcntl(in->data_fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
         if (out->data_fd < 0) {
             snprintf(err, errlen, "cannot duplicate the context data fd: %s", strerror(errno));
-            close_input(out);
+            sandbox_input_close(out);
             return -1;
         }
         out->data_len = in->data_len;
@@ -962,6 +1018,7 @@ int sandbox_start(const sandbox_options *opts, sandbox **out, char *err, size_t 
     sb->pid = -1;
     sb->sock = -1;
     sb->ns_index = -1;
+    sb->snapshot_fd = -1;
     sb->floor_only = sandbox_floor_only();
     sb->no_namespaces = opts->no_namespaces != 0 || sb->floor_only;
     sb->no_landlock = opts->no_landlock != 0 || sb->floor_only;
@@ -991,8 +1048,27 @@ int sandbox_start(const sandbox_options *opts, sandbox **out, char *err, size_t 
     sandbox_input first = {.context_fd = opts->context_fd, .context_len = opts->context_len,
                            .context_pack = opts->context_pack, .data_fd = opts->data_fd,
                            .data_len = opts->data_len, .parsed = opts->parsed};
-    if (copy_input(&first, &sb->inputs[0].in, err, errlen) != 0)
+    size_t given = opts->factory_inputs && opts->factory ? sandbox_factory_input_count(opts->factory)
+                                                         : 0;
+    if (given) {
+        /* The factory's inputs, in order, as this sandbox's own: a fork gets
+         * them from the zygote, a spawn (the fallback) loads them. */
+        input_slot *all = calloc(given, sizeof *all);
+        if (!all) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        free(sb->inputs);
+        sb->inputs = all;
+        sb->n_inputs = 0;
+        for (size_t i = 0; i < given; i++, sb->n_inputs++)
+            if (sandbox_factory_input_copy(opts->factory, i, all[i].name, sizeof all[i].name,
+                                           &all[i].in, &all[i].summary, err, errlen) != 0)
+                goto fail;
+        sb->from_factory = given;
+    } else if (sandbox_input_copy(&first, &sb->inputs[0].in, err, errlen) != 0) {
         goto fail;
+    }
     if (opts->search_cache_dir && opts->search_cache_dir[0] &&
         !(sb->search_cache_dir = strdup(opts->search_cache_dir))) {
         snprintf(err, errlen, "out of memory");
@@ -1068,6 +1144,8 @@ static int recover(sandbox *sb, int how, const wait_state *ws, const char *why, 
         buf_printf(out, ", `%s`", sb->vars[i].name);
     if (sb->n_vars > 8)
         buf_puts(out, ", the other variables rlm set");
+    if (sb->snapshot_fd >= 0)
+        buf_puts(out, ", the data of earlier questions");
     buf_puts(out, " and the REPL functions are loaded again.\n");
     return start_child(sb, err, errlen);
 }
@@ -1296,15 +1374,15 @@ int sandbox_add_input(sandbox *sb, const char *name, const sandbox_input *in, ch
     sb->inputs = grown;
     input_slot slot = {.summary = NULL};
     snprintf(slot.name, sizeof slot.name, "%s", name);
-    if (copy_input(in, &slot.in, err, errlen) != 0)
+    if (sandbox_input_copy(in, &slot.in, err, errlen) != 0)
         return -1;
     if (sb->pid <= 0 && restart(sb, err, errlen) != 0) {
-        close_input(&slot.in);
+        sandbox_input_close(&slot.in);
         return -1;
     }
     int rc = load_input(sb, &slot, err, errlen);
     if (rc != 0) {
-        close_input(&slot.in);
+        sandbox_input_close(&slot.in);
         return rc < 0 ? restart_after(sb, err, errlen) : rc == 2 ? -2 : -1;
     }
     sb->inputs[sb->n_inputs++] = slot;
@@ -1381,6 +1459,139 @@ int sandbox_set_value(sandbox *sb, const char *name, json_t *value, char *err, s
     return set_slot(sb, name, NULL, value, err, errlen);
 }
 
+/* ---- snapshots ---- */
+
+/* The child's list of what it left out, kept only as far as it is what it
+ * claims to be (it goes into a prompt): known reasons, counts, and names
+ * that are ASCII identifiers of at most SANDBOX_NAME_MAX characters. */
+static json_t *checked_not_carried(json_t *given)
+{
+    static const char *const reasons[] = {"not_data", "too_large", "too_deep", "cycle"};
+    json_t *list = json_array();
+    for (size_t i = 0; list && i < json_array_size(given) && i < 4; i++) {
+        json_t *item = json_array_get(given, i), *names = json_array();
+        const char *reason = json_string_value(json_object_get(item, "reason"));
+        json_int_t count = json_integer_value(json_object_get(item, "count"));
+        int known = 0;
+        for (size_t r = 0; reason && r < sizeof reasons / sizeof reasons[0]; r++)
+            known |= strcmp(reason, reasons[r]) == 0;
+        json_t *listed = json_object_get(item, "names");
+        for (size_t k = 0; names && k < json_array_size(listed) && k < 40; k++) {
+            const char *name = json_string_value(json_array_get(listed, k));
+            size_t len = name ? strlen(name) : 0;
+            int ok = len > 0 && len <= SANDBOX_NAME_MAX && !(name[0] >= '0' && name[0] <= '9');
+            for (size_t c = 0; ok && c < len; c++)
+                ok = name[c] == '_' || (name[c] >= 'a' && name[c] <= 'z') ||
+                     (name[c] >= 'A' && name[c] <= 'Z') || (name[c] >= '0' && name[c] <= '9');
+            if (ok)
+                json_array_append_new(names, json_string(name));
+        }
+        if (known && count > 0 && count < ((json_int_t)1 << 40) && names)
+            json_array_append_new(list, json_pack("{s:s, s:I, s:o}", "reason", reason, "count",
+                                                  count, "names", names));
+        else
+            json_decref(names);
+    }
+    return list;
+}
+
+int sandbox_take_snapshot(sandbox *sb, size_t max_bytes, sandbox_snapshot *out, char *err,
+                          size_t errlen)
+{
+    *out = (sandbox_snapshot){.fd = -1};
+    if (!sb || sb->pid <= 0) {
+        snprintf(err, errlen, "the sandbox has no process to take the data from");
+        return -1;
+    }
+    if (max_bytes < 64 || max_bytes > (size_t)INT64_MAX) {
+        snprintf(err, errlen, "a snapshot limit of %zu bytes", max_bytes);
+        return 1;
+    }
+    char why[512] = "";
+    int fd = memfd_create("rlm-snapshot", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0 || ftruncate(fd, (off_t)max_bytes) != 0) {
+        snprintf(err, errlen, "cannot make room for the snapshot: %s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return 1;
+    }
+    json_t *frame = json_pack("{s:s, s:I}", "type", "snapshot", "max_bytes", (json_int_t)max_bytes);
+    json_t *reply = NULL;
+    double seconds = SANDBOX_START_TIMEOUT + SANDBOX_PARSE_SECONDS_PER_GB * (double)max_bytes / 1e9;
+    int how = host_request(sb, frame, &fd, 1, "snapshot_taken", seconds, &reply, why, sizeof why);
+    if (how != WAIT_REPLY) {
+        close(fd);
+        drop_child(sb, how, why, "writing the data for the next question", err, errlen);
+        return -1;
+    }
+    json_t *bytes = json_object_get(reply, "bytes"), *carried = json_object_get(reply, "carried");
+    int ok = json_is_true(json_object_get(reply, "ok")) && json_is_integer(bytes) &&
+             json_integer_value(bytes) >= 16 && (uint64_t)json_integer_value(bytes) <= max_bytes &&
+             json_is_integer(carried) && json_integer_value(carried) >= 0;
+    if (!ok) {
+        const char *message = json_string_value(json_object_get(reply, "message"));
+        snprintf(err, errlen, "the sandbox could not write the data: %s",
+                 message && message[0] ? message : "a bad reply");
+        json_decref(reply);
+        close(fd);
+        return 1;
+    }
+    out->len = (size_t)json_integer_value(bytes);
+    out->variables = (size_t)json_integer_value(carried);
+    out->not_carried = checked_not_carried(json_object_get(reply, "not_carried"));
+    json_decref(reply);
+    /* The bytes stay as the child wrote them: the next child reads them
+     * (and checks them), the host only keeps them. */
+    if (ftruncate(fd, (off_t)out->len) != 0 ||
+        fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+        snprintf(err, errlen, "cannot seal the snapshot: %s", strerror(errno));
+        close(fd);
+        sandbox_snapshot_clear(out);
+        return 1;
+    }
+    out->fd = fd;
+    return 0;
+}
+
+int sandbox_load_snapshot(sandbox *sb, int fd, size_t len, size_t *variables, char *err,
+                          size_t errlen)
+{
+    if (variables)
+        *variables = 0;
+    if (!sb || fd < 0 || sb->snapshot_fd >= 0) {
+        snprintf(err, errlen, sb && sb->snapshot_fd >= 0 ? "the sandbox has a snapshot already"
+                                                         : "no sandbox or no snapshot");
+        return -1;
+    }
+    int copy = fcntl(fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
+    if (copy < 0) {
+        snprintf(err, errlen, "cannot duplicate the snapshot's fd: %s", strerror(errno));
+        return -1;
+    }
+    if (sb->pid <= 0 && restart(sb, err, errlen) != 0) {
+        close(copy);
+        return -1;
+    }
+    int rc = send_snapshot(sb, copy, len, variables, err, errlen);
+    if (rc != 0) {
+        close(copy);
+        return rc < 0 ? restart_after(sb, err, errlen) : 1;
+    }
+    sb->snapshot_fd = copy;
+    sb->snapshot_len = len;
+    return 0;
+}
+
+void sandbox_snapshot_clear(sandbox_snapshot *snap)
+{
+    if (!snap)
+        return;
+    if (snap->fd >= 0)
+        close(snap->fd);
+    json_decref(snap->not_carried);
+    *snap = (sandbox_snapshot){.fd = -1};
+}
+
 const char *sandbox_layers(const sandbox *sb)
 {
     return sb ? sb->layers : "";
@@ -1427,7 +1638,7 @@ void sandbox_free(sandbox *sb)
         return;
     stop_child(sb);
     for (size_t i = 0; i < sb->n_inputs; i++) {
-        close_input(&sb->inputs[i].in);
+        sandbox_input_close(&sb->inputs[i].in);
         json_decref(sb->inputs[i].summary);
     }
     free(sb->inputs);
@@ -1436,6 +1647,8 @@ void sandbox_free(sandbox *sb)
         json_decref(sb->vars[i].json);
     }
     free(sb->vars);
+    if (sb->snapshot_fd >= 0)
+        close(sb->snapshot_fd);
     free(sb->search_cache_dir);
     free(sb->exe_path);
     free(sb->layers_json);

@@ -84,6 +84,10 @@ typedef struct sandbox_options {
                                    timeout and sandbox_exec reports it cancelled; read at
                                    least every 100 ms while sandbox_exec waits. Borrowed:
                                    must outlive the sandbox. */
+    int factory_inputs;        /* 1: the inputs are the factory's (sandbox_factory_add_input:
+                                  a conversation's), in order, and the first input's
+                                  fields above are ignored; a forked child finds them in
+                                  its zygote's memory, a spawned one loads them */
     sandbox_factory *factory;  /* NULL: spawn a new process; set: fork the child from this
                                   zygote (restarts too) when it runs the same exe_path with
                                   the same namespace choice (no_namespaces,
@@ -214,6 +218,41 @@ int sandbox_set_value(sandbox *sb, const char *name, json_t *value, char *err, s
 int sandbox_get_var(sandbox *sb, const char *name, char **value, size_t *value_len, char *err,
                     size_t errlen);
 
+/* The data a question leaves for the next (docs/internals/snapshot-format.md):
+ * bytes the child wrote, which the host keeps and hands to the next
+ * question's child but never reads. */
+typedef struct sandbox_snapshot {
+    int fd;               /* a sealed memfd holding the bytes (its size is len); -1: none */
+    size_t len;
+    size_t variables;     /* how many variables it holds */
+    json_t *not_carried;  /* what was left out, as the child said and the host checked:
+                             [{"reason": "not_data"|"too_large"|"too_deep"|"cycle",
+                               "count": n, "names": [the first few, identifiers]}] */
+} sandbox_snapshot;
+
+/* Asks the child for the data variables of its namespace, written into a
+ * new memfd of at most max_bytes (larger variables are left out and said
+ * so). Runs no model code: the child puts the namespace back first, then
+ * looks at exact types only. Returns 0 with *out filled (the caller owns
+ * it: sandbox_snapshot_clear); 1 when it could not be taken (err says why;
+ * the child is fine); -1 when the child is gone (err says why; it is not
+ * restarted). */
+int sandbox_take_snapshot(sandbox *sb, size_t max_bytes, sandbox_snapshot *out, char *err,
+                          size_t errlen);
+
+/* Binds the variables of a snapshot (fd, len bytes: another child's
+ * sandbox_take_snapshot) in the child, which validates all of it first.
+ * The sandbox keeps its own duplicate of fd: a restarted child binds them
+ * again. At most one per sandbox. Returns 0 (*variables, may be NULL, gets
+ * how many were bound); 1 when the child refused it (a flawed snapshot, out
+ * of memory: err says why, nothing was bound, the child is fine); -1 on a
+ * broken sandbox. */
+int sandbox_load_snapshot(sandbox *sb, int fd, size_t len, size_t *variables, char *err,
+                          size_t errlen);
+
+/* Closes the snapshot's fd and frees its list; *snap becomes empty. */
+void sandbox_snapshot_clear(sandbox_snapshot *snap);
+
 /* Names of the confinement layers applied in the current child, strongest
  * first, e.g. "landlock(abi 7),namespaces(user,net,ipc,pid),seccomp,rlimits";
  * layers the machine refused follow as " (without: landlock, namespaces)";
@@ -278,6 +317,21 @@ int sandbox_factory_new(const sandbox_options *opts, sandbox_factory **out, char
 
 /* The zygote's process id, -1 once it is gone (for tests and benchmarks). */
 int sandbox_factory_pid(sandbox_factory *f);
+
+/* Loads an input into the factory's zygote, once, for every sandbox
+ * started later with factory_inputs (a conversation's: each question's
+ * sandbox is forked with the inputs already in memory, shared copy-on-write,
+ * instead of loading them again). The first input added becomes `context`
+ * (name is ignored), the others are bound to `name` (rules of
+ * sandbox_add_input). The descriptors are borrowed and dup()ed: the factory
+ * keeps them, so a sandbox that cannot be forked (the zygote is gone)
+ * spawns and loads every input itself. Returns 0 (also when the zygote
+ * failed meanwhile: the input is kept for spawning); -2 when the input
+ * itself is at fault (a .json that does not parse; err says why); -1 with
+ * err when the zygote refused it otherwise. Not thread-safe with sandboxes
+ * starting from the factory at the same time. */
+int sandbox_factory_add_input(sandbox_factory *f, const char *name, const sandbox_input *in,
+                              char *err, size_t errlen);
 
 /* Kills the zygote. Sandboxes started from it live on (they restart by
  * spawning). NULL is a no-op. */

@@ -21,6 +21,7 @@
 #include "repl_helpers.h"
 #include "repl_module.h"
 #include "repl_restore.h"
+#include "repl_snapshot.h"
 #include "sandbox_linux.h"
 #include "sandbox_policy.h"
 #include "util.h"
@@ -256,6 +257,9 @@ typedef struct child {
     PyObject *final_literal;
     PyObject *parse_input;
     repl_restore *restore;      /* the tables and hooks of the request boundaries */
+    struct held_input *held;    /* a zygote's: the inputs it loaded for its children */
+    size_t n_held;
+    size_t preloaded;           /* a forked child binds held[0 .. preloaded) (init frame) */
     PyObject *timeout_text;     /* "TimeoutError: cell exceeded N s wall time" */
     PyObject *cancel_text;      /* the same line for a cell the user cancelled */
     unsigned long cell_number;
@@ -426,6 +430,12 @@ static int parse_init(child *c, json_t *init, char *err, size_t errlen)
     c->cell_timeout = json_number_value(json_object_get(init, "cell_timeout"));
     c->unsafe_no_sandbox = json_is_true(json_object_get(init, "unsafe_no_sandbox"));
     c->skip_landlock = json_is_true(json_object_get(init, "skip_landlock"));
+    json_int_t preloaded = json_integer_value(json_object_get(init, "preloaded"));
+    if (preloaded < 0 || (size_t)preloaded > c->n_held || (preloaded && c->first.fd >= 0)) {
+        snprintf(err, errlen, "the init frame names inputs this process does not hold");
+        return -1;
+    }
+    c->preloaded = (size_t)preloaded;
     const char *alias = json_string_value(json_object_get(init, "first_alias"));
     snprintf(c->first_alias, sizeof c->first_alias, "%s", alias ? alias : "");
     c->frame_max = FRAME_MAX;
@@ -1349,33 +1359,41 @@ static int receive_fds(int sock, int *fds, int max)
     return count;
 }
 
-/* Loads another input and binds it, protected like `context`. The load runs
- * on this thread (no thread can be started after the lockdown) and under
- * the memory limit set at start-up. */
-static json_t *add_input(child *c, json_t *request)
+/* An input a zygote loaded for its children: each forked child binds the
+ * first `preloaded` of them (sandbox-protocol.md, "Forked children"). */
+struct held_input {
+    PyObject *name;   /* the variable (an exact str) */
+    PyObject *obj;
+    context_load *cl; /* what the helpers read, for the process's life */
+};
+
+/* Loads the input an add_input request announces, from the descriptors in
+ * the byte that follows it: on the main thread (no thread can be started
+ * after the lockdown), under the memory limit set at start-up. Returns 0
+ * with *key, *obj and *cl set (the caller owns them); -1 with err (and
+ * *input_error when the input itself is at fault); -2 when the byte with
+ * the descriptors did not come (out of step with the host). */
+static int load_requested(child *c, json_t *request, PyObject **key, PyObject **obj,
+                          context_load **cl, int *input_error, char *err, size_t errlen)
 {
-    char err[512] = "";
     int fds[2] = {-1, -1};
     int want = json_is_true(json_object_get(request, "has_context")) +
                json_is_true(json_object_get(request, "has_data"));
     int got = receive_fds(c->fd, fds, 2);
     if (got < 0)
-        return NULL; /* out of step with the host */
-    drain_signals();
+        return -2;
     json_int_t len = json_integer_value(json_object_get(request, "context_len"));
     json_int_t data_len = json_integer_value(json_object_get(request, "data_len"));
     const char *format = json_string_value(json_object_get(request, "context_format"));
     input_spec in = {.fd = -1, .data_fd = -1};
-    context_load *cl = NULL;
-    PyObject *obj = NULL;
-    PyObject *key = bindable_name(c, json_object_get(request, "name"), err, sizeof err);
-    size_t chars = 0;
-    int ok = 0, input_error = 0;
-    json_t *summary = NULL;
-    if (!key)
+    *key = bindable_name(c, json_object_get(request, "name"), err, errlen);
+    *obj = NULL;
+    *cl = NULL;
+    int rc = -1;
+    if (!*key)
         goto done;
     if (got != want || len < 0 || data_len < 0) {
-        snprintf(err, sizeof err, "the input's descriptors did not arrive");
+        snprintf(err, errlen, "the input's descriptors did not arrive");
         goto done;
     }
     if (want > 0) {
@@ -1389,43 +1407,110 @@ static json_t *add_input(child *c, json_t *request)
             fds[1] = -1;
         }
     }
-    cl = calloc(1, sizeof *cl); /* kept for the process's life: the helpers read it */
-    if (!cl) {
-        snprintf(err, sizeof err, "out of memory");
+    *cl = calloc(1, sizeof **cl); /* kept for the process's life: the helpers read it */
+    if (!*cl) {
+        snprintf(err, errlen, "out of memory");
         goto done;
     }
-    if (context_begin(cl, &in, 0, err, sizeof err) != 0 ||
-        !(obj = context_finish(cl, c->parse_input, err, sizeof err))) {
-        input_error = cl->input_error;
+    if (context_begin(*cl, &in, 0, err, errlen) != 0 ||
+        !(*obj = context_finish(*cl, c->parse_input, err, errlen))) {
+        *input_error = (*cl)->input_error;
         goto done;
     }
-    if (repl_add_input(obj, cl->kind, cl->docs, cl->n_docs, cl->ascii) != 0 ||
-        repl_restore_protect(c->restore, key, obj) < 0 ||
-        repl_restore_bind(c->restore, key, obj) < 0) {
-        python_error(err, sizeof err, "cannot bind the input");
-        goto done;
-    }
-    chars = cl->chars;
-    summary = summary_json(cl);
-    ok = 1;
+    rc = 0;
 done:
-    if (!ok && cl) {
-        context_discard(cl);
-        free(cl);
+    if (rc != 0 && *cl) {
+        context_discard(*cl);
+        free(*cl);
+        *cl = NULL;
+    } else if (rc != 0) {
+        if (in.fd >= 0)
+            close(in.fd);
+        if (in.data_fd >= 0)
+            close(in.data_fd);
     }
     for (int i = 0; i < 2; i++)
         if (fds[i] >= 0)
             close(fds[i]);
-    if (!ok && in.fd >= 0 && !cl)
-        close(in.fd);
-    if (!ok && in.data_fd >= 0 && !cl)
-        close(in.data_fd);
+    if (rc != 0)
+        Py_CLEAR(*key);
+    PyErr_Clear();
+    return rc;
+}
+
+/* Binds an input under key, protected like `context` (put back after every
+ * cell), and registers it for the helpers' context= argument. 0, or -1
+ * with a Python error set. */
+static int bind_input(child *c, PyObject *key, PyObject *obj, const context_load *cl)
+{
+    return repl_add_input(obj, cl->kind, cl->docs, cl->n_docs, cl->ascii) == 0 &&
+                   repl_restore_protect(c->restore, key, obj) == 0 &&
+                   repl_restore_bind(c->restore, key, obj) == 0
+               ? 0
+               : -1;
+}
+
+static json_t *input_reply(int ok, const char *err, const context_load *cl, int input_error)
+{
+    return json_pack("{s:s, s:b, s:s, s:I, s:b, s:o*}", "type", "input_added", "ok", ok,
+                     "message", err, "chars", (json_int_t)(ok ? cl->chars : 0), "input_error",
+                     input_error, "summary", ok ? summary_json(cl) : NULL);
+}
+
+/* A zygote keeps an input under its name, for every child it forks later
+ * (their copy-on-write share of it); takes *key and *obj on success. 0, or
+ * -1 with err (a name it holds already, out of memory). */
+static int hold_input(child *c, PyObject **key, PyObject **obj, context_load *cl, char *err,
+                      size_t errlen)
+{
+    for (size_t i = 0; i < c->n_held; i++)
+        if (PyUnicode_Compare(c->held[i].name, *key) == 0) {
+            snprintf(err, errlen, "'%s' is already an input", PyUnicode_AsUTF8(*key));
+            return -1;
+        }
+    struct held_input *grown = realloc(c->held, (c->n_held + 1) * sizeof *grown);
+    if (!grown) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    c->held = grown;
+    c->held[c->n_held++] = (struct held_input){*key, *obj, cl};
+    *key = *obj = NULL;
+    /* Out of the collector's reach, like the rest of the zygote. */
+    repl_restore_freeze(c->restore);
+    return 0;
+}
+
+/* An add_input request: the input is loaded, then bound (a child:
+ * sandbox_add_input) or kept for the children to come (a zygote:
+ * sandbox_factory_add_input). */
+static json_t *add_input(child *c, json_t *request, int zygote)
+{
+    char err[512] = "";
+    PyObject *key, *obj;
+    context_load *cl;
+    int input_error = 0;
+    int rc = load_requested(c, request, &key, &obj, &cl, &input_error, err, sizeof err);
+    if (rc == -2)
+        return NULL; /* out of step with the host */
+    if (!zygote)
+        drain_signals();
+    if (rc == 0 && zygote)
+        rc = hold_input(c, &key, &obj, cl, err, sizeof err);
+    else if (rc == 0 && bind_input(c, key, obj, cl) < 0) {
+        python_error(err, sizeof err, "cannot bind the input");
+        rc = -1;
+    }
+    if (rc != 0 && cl) {
+        context_discard(cl);
+        free(cl);
+        cl = NULL;
+    }
+    json_t *reply = input_reply(rc == 0, err, cl, input_error);
     Py_XDECREF(obj);
     Py_XDECREF(key);
     PyErr_Clear();
-    return json_pack("{s:s, s:b, s:s, s:I, s:b, s:o*}", "type", "input_added", "ok", ok,
-                     "message", err, "chars", (json_int_t)chars, "input_error", input_error,
-                     "summary", summary);
+    return reply;
 }
 
 /* A JSON value as the Python object json.loads would make (the host's
@@ -1507,6 +1592,121 @@ static json_t *set_var(child *c, json_t *request)
     return json_pack("{s:s, s:b, s:s}", "type", "var_set", "ok", ok, "message", err);
 }
 
+/* ---- snapshots: what a question leaves for the next ---- */
+
+/* Maps the descriptor in the byte after a snapshot request: at least len
+ * bytes, shared and writable (the host's memfd, sized by it: no write()
+ * is needed, RLIMIT_FSIZE is 0) or private and read-only. NULL with err. */
+static void *map_snapshot_fd(int fd, size_t len, int writable, char *err, size_t errlen)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (unsigned long long)st.st_size < (unsigned long long)len ||
+        len == 0) {
+        snprintf(err, errlen, "the snapshot's descriptor holds fewer bytes than announced");
+        return NULL;
+    }
+    void *map = mmap(NULL, len, writable ? PROT_READ | PROT_WRITE : PROT_READ,
+                     writable ? MAP_SHARED : MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) {
+        snprintf(err, errlen, "cannot map the snapshot: %s", strerror(errno));
+        return NULL;
+    }
+    return map;
+}
+
+/* What was left out, for the host: [{"reason", "count", "names"}]. */
+static json_t *not_carried_json(const repl_snapshot_stats *stats)
+{
+    static const char *const reasons[REPL_SNAPSHOT_REASONS] = {"not_data", "too_large",
+                                                               "too_deep", "cycle"};
+    json_t *list = json_array();
+    for (int r = 0; list && r < REPL_SNAPSHOT_REASONS; r++) {
+        if (!stats->not_carried[r])
+            continue;
+        json_t *names = json_array();
+        PyObject *given = stats->names[r];
+        for (Py_ssize_t i = 0; names && given && i < PyList_GET_SIZE(given); i++) {
+            PyObject *bytes = repl_utf8_bytes(PyList_GET_ITEM(given, i));
+            if (bytes)
+                json_array_append_new(names, frame_string(PyBytes_AS_STRING(bytes),
+                                                          (size_t)PyBytes_GET_SIZE(bytes)));
+            Py_XDECREF(bytes);
+            PyErr_Clear();
+        }
+        json_array_append_new(list, json_pack("{s:s, s:I, s:o*}", "reason", reasons[r], "count",
+                                              (json_int_t)stats->not_carried[r], "names", names));
+    }
+    return list;
+}
+
+/* Writes the data variables into the host's memfd (the byte after the
+ * frame carries it). No model code runs: the namespace is put back first,
+ * and the encoder looks at exact types only. */
+static json_t *take_snapshot(child *c, json_t *request)
+{
+    char err[256] = "";
+    int fd = -1;
+    if (receive_fds(c->fd, &fd, 1) != 1)
+        return NULL;
+    json_int_t max = json_integer_value(json_object_get(request, "max_bytes"));
+    repl_snapshot_stats stats = {0};
+    json_t *not_carried = NULL;
+    int ok = 0;
+    void *map = NULL;
+    if (repl_restore_end(c->restore) != 0)
+        _exit(3);
+    if (max <= 0 || (uint64_t)max > SIZE_MAX)
+        snprintf(err, sizeof err, "a bad snapshot size");
+    else if ((map = map_snapshot_fd(fd, (size_t)max, 1, err, sizeof err)) &&
+             repl_snapshot_encode(c->ns, map, (size_t)max, 0, &stats, err, sizeof err) == 0)
+        ok = 1;
+    if (map)
+        munmap(map, (size_t)max);
+    close(fd);
+    not_carried = ok ? not_carried_json(&stats) : NULL;
+    json_t *reply = json_pack("{s:s, s:b, s:s, s:I, s:I, s:o*}", "type", "snapshot_taken", "ok", ok,
+                              "message", err, "bytes", (json_int_t)stats.bytes, "carried",
+                              (json_int_t)stats.carried, "not_carried", not_carried);
+    repl_snapshot_stats_clear(&stats);
+    PyErr_Clear();
+    return reply;
+}
+
+/* The snapshot decoder's binding: a variable of the model's, not protected. */
+static int bind_variable(void *userdata, PyObject *name, PyObject *value)
+{
+    child *c = userdata;
+    return repl_restore_bind(c->restore, name, value);
+}
+
+/* Binds the variables of the snapshot in the memfd that follows the frame
+ * (the data earlier questions left), after validating all of it. */
+static json_t *load_snapshot(child *c, json_t *request)
+{
+    char err[256] = "";
+    int fd = -1;
+    if (receive_fds(c->fd, &fd, 1) != 1)
+        return NULL;
+    json_int_t len = json_integer_value(json_object_get(request, "bytes"));
+    size_t bound = 0;
+    int ok = 0;
+    void *map = NULL;
+    if (len <= 0 || (uint64_t)len > SIZE_MAX)
+        snprintf(err, sizeof err, "a bad snapshot size");
+    else if ((map = map_snapshot_fd(fd, (size_t)len, 0, err, sizeof err)) &&
+             repl_snapshot_decode(map, (size_t)len, 0, bind_variable, c, &bound, err,
+                                  sizeof err) == 0)
+        ok = 1;
+    if (map)
+        munmap(map, (size_t)len);
+    close(fd);
+    if (repl_restore_end(c->restore) != 0)
+        _exit(3);
+    PyErr_Clear();
+    return json_pack("{s:s, s:b, s:s, s:I}", "type", "snapshot_loaded", "ok", ok, "message", err,
+                     "variables", (json_int_t)bound);
+}
+
 /* The report of sandbox_lockdown as [{"name", "label", "active", "detail"}]. */
 static json_t *layer_details(const sandbox_lockdown_report *report)
 {
@@ -1541,7 +1741,11 @@ static int serve(child *c)
         else if (type && strcmp(type, "set_var") == 0)
             reply = set_var(c, request);
         else if (type && strcmp(type, "add_input") == 0)
-            reply = add_input(c, request);
+            reply = add_input(c, request, 0);
+        else if (type && strcmp(type, "snapshot") == 0)
+            reply = take_snapshot(c, request);
+        else if (type && strcmp(type, "load_snapshot") == 0)
+            reply = load_snapshot(c, request);
         /* The host's request id comes back in the reply: a frame model code
          * forges on fd 3 cannot know it, so the host cannot be fooled into
          * taking it for the answer (and falling out of step). */
@@ -1597,7 +1801,7 @@ static int place_fds(const int *fds, int n, int has_context, int has_data, int h
 
 /* Serves fork requests until the host hangs up (then exits). Returns only in
  * a forked child, set up like a spawned one waiting for its init frame. */
-static void zygote_serve(void)
+static void zygote_serve(child *c)
 {
     sandbox_fork_memory memory = {0};
     for (;;) {
@@ -1609,8 +1813,20 @@ static void zygote_serve(void)
         const char *type = rc == FRAME_READY
                                ? json_string_value(json_object_get(request, "type"))
                                : NULL;
+        if (type && strcmp(type, "add_input") == 0) {
+            json_t *reply = add_input(c, request, 1);
+            json_t *add_id = json_object_get(request, "id");
+            if (reply && json_is_integer(add_id))
+                json_object_set_new(reply, "id", json_integer(json_integer_value(add_id)));
+            json_decref(request);
+            if (!reply || frame_write(CHANNEL_FD, reply, INIT_FRAME_MAX, err, sizeof err) != 0)
+                _exit(3);
+            json_decref(reply);
+            continue;
+        }
         if (!type || strcmp(type, "fork") != 0)
             _exit(3); /* the host is trusted: this is a bug, not an attack */
+        json_int_t inputs = json_integer_value(json_object_get(request, "inputs"));
         int has_context = json_is_true(json_object_get(request, "has_context"));
         int has_data = json_is_true(json_object_get(request, "has_data"));
         int has_cache = json_is_true(json_object_get(request, "has_search_cache"));
@@ -1627,7 +1843,9 @@ static void zygote_serve(void)
         /* The arena allocator's helper thread (repl_helpers.c) lives here
          * too: fork only while it waits, so that no lock it holds is copied
          * into the child held. */
-        if (sandbox_threads_idle(1.0) != 0) {
+        if (inputs < 0 || (size_t)inputs > c->n_held) {
+            failure = "the zygote does not hold the inputs asked for";
+        } else if (sandbox_threads_idle(1.0) != 0) {
             failure = "a thread of the zygote stayed busy";
         } else {
             PyOS_BeforeFork();
@@ -1748,7 +1966,7 @@ int main(int argc, char **argv)
         if (!ready || frame_write(c.fd, ready, INIT_FRAME_MAX, err, sizeof err) != 0)
             return 3;
         json_decref(ready);
-        zygote_serve(); /* returns in a forked child */
+        zygote_serve(&c); /* returns in a forked child */
     }
     json_t *init = NULL;
     if (frame_read(c.fd, INIT_FRAME_MAX, &init, err, sizeof err) != FRAME_READY)
@@ -1760,23 +1978,30 @@ int main(int argc, char **argv)
     if (!zygote && start_interpreter(&c, err, sizeof err) != 0)
         send_error_and_exit(c.fd, err);
     /* A spawned child imports the modules while a second thread copies the
-     * context; a forked one has them already. */
-    context_load cl; /* lives as long as the process: main never returns */
-    if (context_begin(&cl, &c.first, !zygote, err, sizeof err) != 0)
+     * context; a forked one has them already, and perhaps the inputs too
+     * (a conversation's zygote loaded them once for all its questions). */
+    context_load loaded; /* lives as long as the process: main never returns */
+    context_load *first = c.preloaded ? c.held[0].cl : &loaded;
+    PyObject *context = c.preloaded ? Py_NewRef(c.held[0].obj) : NULL;
+    if (!c.preloaded && context_begin(&loaded, &c.first, !zygote, err, sizeof err) != 0)
         send_error_and_exit(c.fd, err);
     if (!zygote && (preload_modules(err, sizeof err) != 0 || load_glue(&c, err, sizeof err) != 0))
         send_error_and_exit(c.fd, err);
-    PyObject *context = context_finish(&cl, c.parse_input, err, sizeof err);
-    if (!context)
-        send_failure_and_exit(c.fd, err, cl.input_error);
-    if (repl_helpers_configure(cl.kind, cl.docs, cl.n_docs, cl.ascii,
+    if (!context && !(context = context_finish(&loaded, c.parse_input, err, sizeof err)))
+        send_failure_and_exit(c.fd, err, loaded.input_error);
+    if (repl_helpers_configure(first->kind, first->docs, first->n_docs, first->ascii,
                                c.has_search_cache ? CACHE_FD : -1) != 0) {
         python_error(err, sizeof err, "cannot set up the helpers");
         send_error_and_exit(c.fd, err);
     }
-    c.context_chars = cl.chars;
-    rc = setup_namespace(&c, context, &cl, err, sizeof err);
+    c.context_chars = first->chars;
+    rc = setup_namespace(&c, context, first, err, sizeof err);
     Py_DECREF(context); /* the namespace and the restore hold it */
+    for (size_t i = 1; rc == 0 && i < c.preloaded; i++)
+        if (bind_input(&c, c.held[i].name, c.held[i].obj, c.held[i].cl) < 0) {
+            python_error(err, sizeof err, "cannot bind an input");
+            rc = -1;
+        }
     if (rc != 0 || (!zygote && arm_repl(&c, err, sizeof err) != 0))
         send_error_and_exit(c.fd, err);
     if (repl_restore_end(c.restore) != 0)
@@ -1803,7 +2028,7 @@ int main(int argc, char **argv)
                               c.layers, "python", Py_GetVersion(), "context_chars",
                               (json_int_t)c.context_chars, "pid", (int)getpid(),
                               "layer_details", layer_details(&c.report), "summary",
-                              summary_json(&cl));
+                              summary_json(first));
     if (!ready || frame_write(c.fd, ready, c.frame_max, err, sizeof err) != 0)
         return 3;
     json_decref(ready);

@@ -73,7 +73,9 @@
 #define FACTORY_READY_SECONDS 10.0 /* for the zygote to start Python and preload */
 #define FACTORY_FORK_SECONDS 10.0  /* for one fork request */
 #define FACTORY_SEND_TIMEOUT 10    /* seconds a blocked write to the zygote may take */
-#define FACTORY_FRAME_MAX ((size_t)64 * 1024) /* the zygote's frames are small */
+#define FACTORY_FRAME_MAX ((size_t)1 << 20) /* the zygote's frames are small (an input's
+                                                summary at most) */
+#define FACTORY_MAX_INPUTS 4096     /* as a sandbox's */
 
 /* A set of namespaces to try, strongest first. */
 typedef struct namespace_set {
@@ -355,6 +357,14 @@ pid_t sandbox_spawn(const char *exe, const sandbox_fds *fds, int use_namespaces,
 
 /* ---- the factory ---- */
 
+/* An input the factory keeps: our duplicates of its descriptors, its name,
+ * the summary of a parsed one. */
+typedef struct factory_input {
+    char name[65];
+    sandbox_input in;
+    json_t *summary;
+} factory_input;
+
 struct sandbox_factory {
     pthread_mutex_t lock;   /* one request at a time; guards everything below */
     int refs;               /* the owner's, plus one per sandbox */
@@ -369,6 +379,9 @@ struct sandbox_factory {
     char why[256];          /* why it failed */
     sandbox_namespaces ns;  /* the zygote's own namespaces */
     long long next_id;
+    factory_input *inputs;  /* what sandbox_factory_add_input gave, in order */
+    size_t n_inputs;
+    size_t held;            /* how many of them the zygote holds */
 };
 
 /* Writes text to /proc/PID/name. 0, or -1 with errno set. */
@@ -601,8 +614,23 @@ fail:
     return -1;
 }
 
-pid_t sandbox_factory_fork(sandbox_factory *f, const sandbox_fds *fds, sandbox_namespaces *ns,
-                           char *err, size_t errlen)
+/* Waits for the zygote's start-up, once. Called with the lock held. 0, or
+ * -1 with why (the factory must then fail). */
+static int factory_ready(sandbox_factory *f, char *why, size_t whylen)
+{
+    if (f->ready)
+        return 0;
+    json_t *reply = NULL;
+    if (factory_wait(f, "zygote_ready", -1, f->started + FACTORY_READY_SECONDS, &reply, why,
+                     whylen) != 0)
+        return -1;
+    f->ready = 1;
+    json_decref(reply);
+    return 0;
+}
+
+pid_t sandbox_factory_fork(sandbox_factory *f, const sandbox_fds *fds, size_t inputs,
+                           sandbox_namespaces *ns, char *err, size_t errlen)
 {
     char why[512] = "";
     pid_t pid = -1;
@@ -612,14 +640,12 @@ pid_t sandbox_factory_fork(sandbox_factory *f, const sandbox_fds *fds, sandbox_n
         snprintf(err, errlen, "the sandbox factory has failed: %s", f->why);
         goto done;
     }
-    if (!f->ready) {
-        if (factory_wait(f, "zygote_ready", -1, f->started + FACTORY_READY_SECONDS, &reply,
-                         why, sizeof why) != 0)
-            goto fail;
-        f->ready = 1;
-        json_decref(reply);
-        reply = NULL;
+    if (inputs > f->held || (inputs && (fds->context >= 0 || fds->data >= 0))) {
+        snprintf(err, errlen, "the zygote holds %zu inputs, not %zu", f->held, inputs);
+        goto done;
     }
+    if (factory_ready(f, why, sizeof why) != 0)
+        goto fail;
     long long id = f->next_id++;
     int passed[4], n = 0;
     passed[n++] = fds->channel;
@@ -632,11 +658,12 @@ pid_t sandbox_factory_fork(sandbox_factory *f, const sandbox_fds *fds, sandbox_n
     /* A child that shared the zygote's namespaces would be less isolated
      * than a spawned one, which gets its own: when the zygote has some,
      * the child must get its own or not be forked. */
-    json_t *request = json_pack("{s:s, s:I, s:b, s:b, s:b, s:b, s:b}", "type", "fork", "id",
+    json_t *request = json_pack("{s:s, s:I, s:b, s:b, s:b, s:b, s:b, s:I}", "type", "fork", "id",
                                 (json_int_t)id, "has_context", fds->context >= 0, "has_data",
                                 fds->data >= 0, "has_search_cache", fds->cache >= 0,
                                 "namespaces", f->use_namespaces, "require_namespaces",
-                                f->use_namespaces && f->ns.active);
+                                f->use_namespaces && f->ns.active, "inputs",
+                                (json_int_t)inputs);
     int sent = request && frame_write(f->sock, request, FACTORY_FRAME_MAX, why, sizeof why) == 0;
     json_decref(request);
     if (!sent || sandbox_send_fds(f->sock, passed, n, why, sizeof why) != 0 ||
@@ -669,6 +696,98 @@ done:
     json_decref(reply);
     pthread_mutex_unlock(&f->lock);
     return pid;
+}
+
+int sandbox_factory_add_input(sandbox_factory *f, const char *name, const sandbox_input *in,
+                              char *err, size_t errlen)
+{
+    char why[512] = "";
+    int rc = -1;
+    json_t *reply = NULL;
+    factory_input slot = {.summary = NULL};
+    pthread_mutex_lock(&f->lock);
+    if (f->n_inputs >= FACTORY_MAX_INPUTS) {
+        snprintf(err, errlen, "too many inputs (at most %d)", FACTORY_MAX_INPUTS);
+        goto done;
+    }
+    snprintf(slot.name, sizeof slot.name, "%s", f->n_inputs == 0 ? "context" : name ? name : "");
+    if (!slot.name[0] || sandbox_input_copy(in, &slot.in, err, errlen) != 0)
+        goto done;
+    factory_input *grown = realloc(f->inputs, (f->n_inputs + 1) * sizeof *grown);
+    if (!grown) {
+        sandbox_input_close(&slot.in);
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    f->inputs = grown;
+    rc = 0;
+    if (f->failed || f->held < f->n_inputs)
+        goto keep; /* no zygote to hold it: sandboxes spawn and load it */
+    if (factory_ready(f, why, sizeof why) != 0)
+        goto zygote_failed;
+    long long id = f->next_id++;
+    int fds[2], n_fds = 0;
+    if (slot.in.context_fd >= 0)
+        fds[n_fds++] = slot.in.context_fd;
+    if (slot.in.context_fd >= 0 && slot.in.context_pack && slot.in.data_fd >= 0)
+        fds[n_fds++] = slot.in.data_fd;
+    /* The first is the children's `context`; the zygote knows it as context_0. */
+    json_t *request = json_pack("{s:s, s:I, s:s}", "type", "add_input", "id", (json_int_t)id,
+                                "name", f->n_inputs == 0 ? "context_0" : slot.name);
+    if (request)
+        sandbox_input_describe(request, &slot.in);
+    int sent = request && frame_write(f->sock, request, FACTORY_FRAME_MAX, why, sizeof why) == 0;
+    json_decref(request);
+    if (!sent || sandbox_send_fds(f->sock, fds, n_fds, why, sizeof why) != 0 ||
+        factory_wait(f, "input_added", id, clock_now() + sandbox_input_seconds(&slot.in), &reply,
+                     why, sizeof why) != 0)
+        goto zygote_failed;
+    if (!json_is_true(json_object_get(reply, "ok"))) {
+        const char *message = json_string_value(json_object_get(reply, "message"));
+        rc = json_is_true(json_object_get(reply, "input_error")) ? -2 : -1;
+        if (rc == -2)
+            snprintf(err, errlen, "%s", message ? message : "the input cannot be read");
+        else
+            snprintf(err, errlen, "the sandbox factory could not load input '%s': %s", slot.name,
+                     message && message[0] ? message : "no reason given");
+        sandbox_input_close(&slot.in);
+        goto done;
+    }
+    slot.summary = json_incref(json_object_get(reply, "summary"));
+    f->held++;
+    goto keep;
+zygote_failed:
+    factory_fail(f, why, 1);
+keep:
+    f->inputs[f->n_inputs++] = slot;
+done:
+    json_decref(reply);
+    pthread_mutex_unlock(&f->lock);
+    return rc;
+}
+
+size_t sandbox_factory_input_count(sandbox_factory *f)
+{
+    pthread_mutex_lock(&f->lock);
+    size_t n = f->n_inputs;
+    pthread_mutex_unlock(&f->lock);
+    return n;
+}
+
+int sandbox_factory_input_copy(sandbox_factory *f, size_t i, char *name, size_t size,
+                               sandbox_input *in, json_t **summary, char *err, size_t errlen)
+{
+    pthread_mutex_lock(&f->lock);
+    int rc = -1;
+    if (i >= f->n_inputs)
+        snprintf(err, errlen, "the factory has no input %zu", i);
+    else if (sandbox_input_copy(&f->inputs[i].in, in, err, errlen) == 0) {
+        snprintf(name, size, "%s", f->inputs[i].name);
+        *summary = json_incref(f->inputs[i].summary);
+        rc = 0;
+    }
+    pthread_mutex_unlock(&f->lock);
+    return rc;
 }
 
 int sandbox_factory_fits(const sandbox_factory *f, const char *exe, int use_namespaces)
@@ -707,6 +826,11 @@ void sandbox_factory_release(sandbox_factory *f)
         return;
     if (f->pid > 0 || f->sock >= 0)
         factory_fail(f, "freed", 0);
+    for (size_t i = 0; i < f->n_inputs; i++) {
+        sandbox_input_close(&f->inputs[i].in);
+        json_decref(f->inputs[i].summary);
+    }
+    free(f->inputs);
     frame_reader_reset(&f->reader);
     pthread_mutex_destroy(&f->lock);
     free(f->exe);

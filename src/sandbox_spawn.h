@@ -69,6 +69,21 @@ void sandbox_describe_status(int status, char *out, size_t len);
  * it is still running (or already gone). */
 int sandbox_reap_within(pid_t *pid, int tries);
 
+/* ---- inputs (sandbox.c's, shared with the factory) ---- */
+
+/* Our own CLOEXEC duplicates of an input's descriptors, at or above
+ * SANDBOX_FD_FLOOR (the data fd only for a pack). 0, or -1 with err. */
+int sandbox_input_copy(const sandbox_input *in, sandbox_input *out, char *err, size_t errlen);
+
+/* Closes an input's descriptors and marks them -1. */
+void sandbox_input_close(sandbox_input *in);
+
+/* Seconds a process may take to load an input of its size. */
+double sandbox_input_seconds(const sandbox_input *in);
+
+/* Adds the fields describing an input to an init or add_input frame. */
+void sandbox_input_describe(json_t *frame, const sandbox_input *in);
+
 /* ---- factories (sandbox_factory_new and _free are in sandbox.h) ---- */
 
 /* Takes a reference for a sandbox; NULL is passed through. */
@@ -82,13 +97,26 @@ void sandbox_factory_release(sandbox_factory *f);
 int sandbox_factory_fits(const sandbox_factory *f, const char *exe, int use_namespaces);
 
 /* Forks a child from the zygote with fds in place; it then runs exactly like
- * a spawned child from the init frame on. Thread-safe (one request at a time
- * per factory). The pid is a child of this process (CLONE_PARENT), to be
- * reaped like a spawned one. Fills *ns. Returns the pid, or -1 with err: the
+ * a spawned child from the init frame on. With inputs > 0 it is given the
+ * first `inputs` of the inputs the zygote holds (sandbox_factory_add_input)
+ * instead of fds->context and fds->data, which must be -1; its init frame
+ * must say so ("preloaded"). Thread-safe (one request at a time per
+ * factory). The pid is a child of this process (CLONE_PARENT), to be reaped
+ * like a spawned one. Fills *ns. Returns the pid, or -1 with err: the
  * factory has failed (its zygote died, hung or broke the protocol: it stays
- * failed, the zygote is killed) or this fork failed; either way the caller
- * spawns instead. */
-pid_t sandbox_factory_fork(sandbox_factory *f, const sandbox_fds *fds, sandbox_namespaces *ns,
-                           char *err, size_t errlen);
+ * failed, the zygote is killed), does not hold that many inputs, or this
+ * fork failed; either way the caller spawns instead. */
+pid_t sandbox_factory_fork(sandbox_factory *f, const sandbox_fds *fds, size_t inputs,
+                           sandbox_namespaces *ns, char *err, size_t errlen);
+
+/* How many inputs the factory keeps (its zygote may hold fewer, if it
+ * failed). */
+size_t sandbox_factory_input_count(sandbox_factory *f);
+
+/* Input i of the factory: its name (the first's is "context"), our own
+ * duplicates of its descriptors (the caller closes them) and its summary
+ * (a new reference, or NULL). 0, or -1 with err. */
+int sandbox_factory_input_copy(sandbox_factory *f, size_t i, char *name, size_t size,
+                               sandbox_input *in, json_t **summary, char *err, size_t errlen);
 
 #endif

@@ -1,5 +1,6 @@
-/* session — conversations on disk in SQLite: questions, root messages and
- * cells with their sub-call replies, appended and committed as they happen. */
+/* session — conversations on disk in SQLite: questions, root messages,
+ * cells (their code), answers, and the data the last question left (a
+ * snapshot blob), appended and committed as they happen. */
 #include "session.h"
 
 #include <errno.h>
@@ -9,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -47,6 +49,10 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS histories(session INTEGER NOT NULL, number INTEGER NOT NULL,"
     "  messages TEXT NOT NULL, PRIMARY KEY(session, number));"
     /* Who holds a session's lock (the lock itself is in the lock file). */
+    /* The data the last question left (docs/internals/snapshot-format.md):
+     * one row per session, its rowid the session's id. */
+    "CREATE TABLE IF NOT EXISTS snapshots(session INTEGER PRIMARY KEY, question INTEGER NOT NULL,"
+    "  data BLOB NOT NULL, not_carried TEXT);"
     "CREATE TABLE IF NOT EXISTS holders(session INTEGER PRIMARY KEY, pid INTEGER NOT NULL,"
     "  since REAL NOT NULL);";
 
@@ -119,20 +125,25 @@ static int exec_bound(session *s, const char *sql, const char *types, ...)
         return -1;
     va_list ap;
     va_start(ap, types);
-    for (int i = 0; types[i]; i++) {
+    /* A bind can fail (a text past SQLite's length limit is SQLITE_TOOBIG):
+     * the row is then not written, and the caller hears of it. */
+    int bound = SQLITE_OK;
+    for (int i = 0; types[i] && bound == SQLITE_OK; i++) {
         if (types[i] == 't') {
             const char *v = va_arg(ap, const char *);
-            if (v)
-                sqlite3_bind_text(st, i + 1, v, -1, SQLITE_TRANSIENT);
-            else
-                sqlite3_bind_null(st, i + 1);
+            bound = v ? sqlite3_bind_text(st, i + 1, v, -1, SQLITE_TRANSIENT)
+                      : sqlite3_bind_null(st, i + 1);
         } else if (types[i] == 'i') {
-            sqlite3_bind_int64(st, i + 1, va_arg(ap, long long));
+            bound = sqlite3_bind_int64(st, i + 1, va_arg(ap, long long));
         } else {
-            sqlite3_bind_double(st, i + 1, va_arg(ap, double));
+            bound = sqlite3_bind_double(st, i + 1, va_arg(ap, double));
         }
     }
     va_end(ap);
+    if (bound != SQLITE_OK) {
+        sqlite3_finalize(st);
+        return -1;
+    }
     int rc = sqlite3_step(st);
     sqlite3_finalize(st);
     return rc == SQLITE_DONE || rc == SQLITE_ROW ? rc : -1;
@@ -647,7 +658,8 @@ int session_remove(const char *db_path, const char *name, char *err, size_t errl
         snprintf(err, errlen, "%s", s->errmsg);
         goto done;
     }
-    static const char *const tables[] = {"questions", "messages", "cells", "histories", "holders"};
+    static const char *const tables[] = {"questions", "messages", "cells", "histories",
+                                         "snapshots", "holders"};
     int ok = sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
     for (size_t i = 0; ok && i < sizeof tables / sizeof tables[0]; i++) {
         char sql[128];
@@ -754,7 +766,7 @@ int session_recover(const char *db_path, json_t **report, char *err, size_t errl
     int lock_fd = -1, rc = -1;
     json_t *lost_cells = json_array(), *sessions = json_array();
     table_copy tables[] = {{"sessions", 0, 0, 0}, {"questions", 0, 0, 0}, {"messages", 0, 0, 0},
-                           {"cells", 0, 0, 0}, {"histories", 0, 0, 0}};
+                           {"cells", 0, 0, 0}, {"histories", 0, 0, 0}, {"snapshots", 0, 0, 0}};
     if (!lost_cells || !sessions) {
         snprintf(err, errlen, "out of memory");
         goto done;
@@ -814,19 +826,21 @@ int session_recover(const char *db_path, json_t **report, char *err, size_t errl
             cells = json_integer_value(json_array_get(lost_cells, k)) == id;
         int messages = tables[2].cut || has_gap(to, "messages", "seq", id);
         int questions = tables[1].cut || has_gap(to, "questions", "number", id);
-        json_t *entry = json_pack("{s:s,s:b,s:b,s:b}", "name", name ? name : "?", "cells_lost", cells,
-                                  "messages_lost", messages, "questions_lost", questions);
+        int data = tables[5].cut; /* which session's row went is not known: each may have */
+        json_t *entry = json_pack("{s:s,s:b,s:b,s:b,s:b}", "name", name ? name : "?", "cells_lost",
+                                  cells, "messages_lost", messages, "questions_lost", questions,
+                                  "data_lost", data);
         json_array_append_new(sessions, entry);
-        if (!cells && !messages && !questions)
+        if (!cells && !messages && !questions && !data)
             continue;
         json_t *cfg = cfg_text ? json_loads(cfg_text, 0, NULL) : json_object();
         if (!json_is_object(cfg)) {
             json_decref(cfg);
             cfg = json_object();
         }
-        json_object_set_new(cfg, "recovered", json_pack("{s:b,s:b,s:b}", "cells_lost", cells,
+        json_object_set_new(cfg, "recovered", json_pack("{s:b,s:b,s:b,s:b}", "cells_lost", cells,
                                                         "messages_lost", messages, "questions_lost",
-                                                        questions));
+                                                        questions, "data_lost", data));
         char *text = json_dumps(cfg, JSON_COMPACT);
         json_decref(cfg);
         sqlite3_stmt *up;
@@ -893,6 +907,114 @@ done:
     json_decref(lost_cells);
     json_decref(sessions);
     return rc;
+}
+
+/* ---- the data the last question left ---- */
+
+#define SNAPSHOT_CHUNK ((size_t)1 << 20)
+
+int session_save_snapshot(session *s, int question, int fd, size_t len, const json_t *not_carried)
+{
+    int limit = sqlite3_limit(s->db, SQLITE_LIMIT_LENGTH, -1);
+    if (len == 0 || len > (size_t)limit)
+        return session_fail(s, "the data of question %d (%zu bytes) is larger than the session "
+                            "database holds in one value (%d bytes)", question, len, limit);
+    char *text = not_carried ? json_dumps(not_carried, JSON_COMPACT) : NULL;
+    unsigned char *chunk = malloc(SNAPSHOT_CHUNK);
+    sqlite3_blob *blob = NULL;
+    const char *what = "cannot save the data of the question";
+    int ok = chunk && (!not_carried || text) &&
+             sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK;
+    int began = ok;
+    sqlite3_stmt *st = NULL;
+    /* The row first, with room for the bytes; then the bytes, a chunk at a
+     * time, straight from the memfd: never all of it in memory. */
+    ok = ok && sqlite3_prepare_v2(s->db, "INSERT OR REPLACE INTO snapshots(session, question, data, "
+                                  "not_carried) VALUES(?, ?, zeroblob(?), ?)", -1, &st, NULL) ==
+                   SQLITE_OK;
+    ok = ok && sqlite3_bind_int64(st, 1, s->id) == SQLITE_OK &&
+         sqlite3_bind_int64(st, 2, question) == SQLITE_OK &&
+         sqlite3_bind_int64(st, 3, (sqlite3_int64)len) == SQLITE_OK &&
+         (text ? sqlite3_bind_text(st, 4, text, -1, SQLITE_TRANSIENT)
+               : sqlite3_bind_null(st, 4)) == SQLITE_OK &&
+         sqlite3_step(st) == SQLITE_DONE;
+    sqlite3_finalize(st);
+    ok = ok && sqlite3_blob_open(s->db, "main", "snapshots", "data", s->id, 1, &blob) == SQLITE_OK;
+    for (size_t off = 0; ok && off < len;) {
+        size_t want = len - off < SNAPSHOT_CHUNK ? len - off : SNAPSHOT_CHUNK;
+        ssize_t got = pread(fd, chunk, want, (off_t)off);
+        if (got <= 0) {
+            what = "cannot read the data of the question";
+            ok = 0;
+            break;
+        }
+        ok = sqlite3_blob_write(blob, chunk, (int)got, (int)off) == SQLITE_OK;
+        off += (size_t)got;
+    }
+    if (blob && sqlite3_blob_close(blob) != SQLITE_OK)
+        ok = 0;
+    ok = ok && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK;
+    int rc = ok ? 0 : session_db_fail(s, what);
+    if (!ok && began)
+        sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+    free(chunk);
+    free(text);
+    return rc;
+}
+
+int session_load_snapshot(session *s, int *question, int *fd, size_t *len, json_t **not_carried)
+{
+    *fd = -1;
+    *len = 0;
+    *question = 0;
+    *not_carried = NULL;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT question, length(data), not_carried FROM snapshots "
+                           "WHERE session=?", -1, &st, NULL) != SQLITE_OK)
+        return session_db_fail(s, "cannot read the data of the last question");
+    sqlite3_bind_int64(st, 1, s->id);
+    int step = sqlite3_step(st);
+    if (step != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        return step == SQLITE_DONE ? 1 : session_db_fail(s, "cannot read the data of the last question");
+    }
+    *question = sqlite3_column_int(st, 0);
+    sqlite3_int64 size = sqlite3_column_int64(st, 1);
+    const char *text = (const char *)sqlite3_column_text(st, 2);
+    *not_carried = text ? json_loads(text, 0, NULL) : NULL;
+    sqlite3_finalize(st);
+    unsigned char *chunk = malloc(SNAPSHOT_CHUNK);
+    sqlite3_blob *blob = NULL;
+    int out = memfd_create("rlm-snapshot", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    int ok = chunk && out >= 0 && size > 0 && ftruncate(out, (off_t)size) == 0 &&
+             sqlite3_blob_open(s->db, "main", "snapshots", "data", s->id, 0, &blob) == SQLITE_OK &&
+             sqlite3_blob_bytes(blob) == size;
+    for (sqlite3_int64 off = 0; ok && off < size;) {
+        int want = size - off < (sqlite3_int64)SNAPSHOT_CHUNK ? (int)(size - off) : (int)SNAPSHOT_CHUNK;
+        ok = sqlite3_blob_read(blob, chunk, want, (int)off) == SQLITE_OK &&
+             pwrite(out, chunk, (size_t)want, (off_t)off) == want;
+        off += want;
+    }
+    if (blob)
+        sqlite3_blob_close(blob);
+    free(chunk);
+    if (ok && fcntl(out, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0)
+        ok = 0;
+    if (!ok) {
+        if (out >= 0)
+            close(out);
+        json_decref(*not_carried);
+        *not_carried = NULL;
+        return session_db_fail(s, "cannot read the data of the last question");
+    }
+    *fd = out;
+    *len = (size_t)size;
+    return 0;
+}
+
+int session_recorded_replies(session *s)
+{
+    return query_long(s, "SELECT COUNT(*) FROM cells WHERE session=? AND replies IS NOT NULL", 0) > 0;
 }
 
 const char *session_errmsg(const session *s)

@@ -1,15 +1,16 @@
 /* session — the on-disk record of a conversation with one RLM, so a later
- * process can continue it (issue 6): the root history, and every cell that
- * ran with the sub-call replies it received, in SQLite.
+ * process can continue it: the root history, the answers, the code of every
+ * cell (for the record), and the data the last question left, in SQLite.
  *
- * Design: a sandbox's namespace cannot be saved (its objects are arbitrary
- * Python), but it can be rebuilt: a fresh sandbox re-runs the recorded cells
- * in order, with each sub-call answered from the recorded replies instead of
- * a model, which costs no calls and reproduces every variable that does not
- * depend on the clock or on unseeded randomness. Rows are appended and
- * committed as they happen, so a crash mid-question loses nothing of the
- * questions before it. Compaction replaces a prefix of the history by a
- * summary without deleting it: older messages are marked hidden.
+ * Design: a sandbox's namespace is not saved, and nothing is re-run: each
+ * question leaves its data variables as a snapshot (bytes the sandbox child
+ * wrote, docs/internals/snapshot-format.md), stored here as a blob and handed
+ * to the next question's fresh sandbox, which validates them. Sessions of
+ * earlier versions recorded each cell's sub-call replies to re-run the cells;
+ * they still load their history and answers. Rows are appended and committed
+ * as they happen, so a crash mid-question loses nothing of the questions
+ * before it. Compaction replaces a prefix of the history by a summary
+ * without deleting it: older messages are marked hidden.
  *
  * Ownership: session_open returns a handle freed by session_free. Strings
  * passed in are copied into the database; strings and JSON handed out to a
@@ -54,10 +55,28 @@ int session_end_question(session *s, const char *answer);
 /* Appends one root message (role "system", "user" or "assistant"). */
 int session_add_message(session *s, const char *role, const char *content);
 
-/* Appends one cell: the code that ran and the replies its sub-calls
- * received, as a JSON array of strings in call order (may be NULL or empty).
- * Does not steal replies. */
+/* Appends one cell: the code that ran (for the record: nothing re-runs it)
+ * and, from sessions of earlier versions only, the replies its sub-calls
+ * received, as a JSON array of strings in call order (NULL: none). Does not
+ * steal replies. */
 int session_add_cell(session *s, const char *code, const json_t *replies);
+
+/* Saves the data question `question` left: the snapshot bytes of fd
+ * (len of them, read with pread, a chunk at a time) and the list of what
+ * was not carried (may be NULL), replacing the session's earlier one, in
+ * one transaction. -1 with the handle's message (larger than SQLite's
+ * length limit, a read error, a write error), and nothing is replaced. */
+int session_save_snapshot(session *s, int question, int fd, size_t len, const json_t *not_carried);
+
+/* The session's last saved data: *fd a new sealed memfd holding its len
+ * bytes (the caller closes it), *question the question that left it,
+ * *not_carried its list (a new reference, or NULL). 0; 1 when there is
+ * none; -1 with the handle's message. */
+int session_load_snapshot(session *s, int *question, int *fd, size_t *len, json_t **not_carried);
+
+/* 1 when cells of this session carry their sub-call replies: it was
+ * recorded by a version of rlm that rebuilt variables by re-running them. */
+int session_recorded_replies(session *s);
 
 /* Compaction: hides every visible message with seq < before_seq except the
  * system message, and appends `summary` as a user message in their place.
@@ -106,9 +125,8 @@ int session_remove(const char *db_path, const char *name, char *err, size_t errl
  * recorded replies do not parse are dropped), into a new file that takes
  * db_path's place; the damaged file is kept beside it as
  * DB.damaged-YYYYmmdd-HHMMSS. Each session that lost rows is marked in its
- * config ("recovered": {"cells_lost", "messages_lost", "questions_lost"}),
- * so that continuing it says what is missing instead of replaying part of
- * it. Refused while any session of the file is in use. *report (a new
+ * config ("recovered": {"cells_lost", "messages_lost", "questions_lost",
+ * "data_lost"}), so that continuing it says what is missing. Refused while any session of the file is in use. *report (a new
  * object: database, damaged_copy, sessions [{name, cells_lost, ...}], rows
  * per table, cut_tables, cells_dropped). 0, or -1 with err; the original
  * file is never removed. */

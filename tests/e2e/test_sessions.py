@@ -1,9 +1,10 @@
 """Conversations end to end against the fake server: a session of three
 questions across processes (`rlm ask --session`, then `rlm chat --session`)
-whose later questions use the variables and answers of earlier ones with no
-model call to rebuild them; a new --context becoming context_1, earlier
+whose later questions use the data variables and answers of earlier ones,
+loaded from the store with nothing re-run; a new --context becoming context_1, earlier
 questions' messages history_0, ...; a session recorded by an older rlm (the
-second input named context_2) continuing with its names; a process
+second input named context_2) continuing with its names and its history,
+not its variables; a process
 killed mid-question losing nothing of the questions before; compaction of a
 long history; `rlm chat` from a pipe with /context; Ctrl-C cancelling one
 question; and the errors a session can meet (bad name, an input gone, stdin
@@ -68,8 +69,12 @@ class Sessions(RlmTestCase):
             before = len(lm.requests())
             self.assertEqual(before, 3)   # 2 root turns + 1 sub-call
 
+            kept = first.events("data_kept")
+            self.assertEqual([(k["ok"], k["variables"]) for k in kept], [(True, 3)])
+
             # A second process: no --context (the session knows its input),
-            # and question 1's variables are rebuilt without any model call.
+            # and question 1's data comes back from the store: no cell runs
+            # again, no model is called for it.
             second = self.rlm(self.session() + ["--json", "SESSQ2 reuse the variables"], lm,
                               trace_name="t2.jsonl")
             self.assertExit(second, 0)
@@ -78,10 +83,10 @@ class Sessions(RlmTestCase):
             log = lm.requests()
             self.assertEqual(len(log) - before, 2)   # its own 2 root turns only
             self.assertEqual(len([r for r in log if r["last_user"].startswith("SESSLEAF")]), 1)
-            replay = second.events("session_replay")
-            self.assertEqual(len(replay), 1)
-            self.assertGreaterEqual(replay[0]["cells"], 2)
-            self.assertFalse(replay[0]["broken"])
+            loaded = second.events("data_loaded")
+            self.assertEqual([(d["ok"], d["variables"], d["from_question"]) for d in loaded],
+                             [(True, 3, 1)])
+            self.assertEqual(len(second.events("code")), 1)   # its own cell only
             # The root was not shown question 1's input again as a new one.
             q2_requests = second.events("root_request")
             self.assertNotIn("A new input came", q2_requests[0]["last_message"])
@@ -204,17 +209,22 @@ class Sessions(RlmTestCase):
         rules = [
             {"match": r"OLD-OUT (.*)", "reply": "FINAL($1)"},
             {"match": r"OLDQ3", "reply": repl(
-                'print("OLD-OUT", first_len, second_text, context_1 is context, '
-                'context_0 is context, context_2.strip(), answer_1, answer_2)')},
+                'print("OLD-OUT", "first_len" in globals(), "second_text" in globals(), '
+                'context_1 is context, context_0 is context, context_2.strip(), answer_1, '
+                'answer_2)')},
         ]
         with FakeLM(rules) as lm:
             res = self.rlm(self.session("old") + ["--json", "OLDQ3 go on"], lm)
             self.assertEqual(lm.counters()["unmatched"], 0)
         self.assertExit(res, 0)
-        self.assertEqual(res.report["answer"], "23 second-input True True second-input a1 a2")
+        # Its history and answers load; its variables, which the older rlm
+        # rebuilt by running its cells again, do not (once said, on stderr).
+        self.assertEqual(res.report["answer"], "False False True True second-input a1 a2")
         self.assertEqual(res.report["question"], 3)
-        replay = res.events("session_replay")[0]
-        self.assertEqual((replay["cells"], replay["raised"], replay["broken"]), (2, 0, False))
+        self.assertEqual(res.stderr.count("recorded by an earlier rlm"), 1, res.stderr)
+        self.assertEqual(len(res.events("code")), 1)   # nothing re-run
+        opening = res.events("root_request")[0]["last_message"]
+        self.assertIn("recorded by an earlier version of rlm", opening)
         db = sqlite3.connect(self.db)
         saved = json.loads(db.execute("SELECT config FROM sessions").fetchone()[0])
         histories = db.execute("SELECT number FROM histories").fetchall()
@@ -277,7 +287,10 @@ class Sessions(RlmTestCase):
             self.assertEqual(lm.counters()["requests"], 4)
         self.assertExit(res, 0)
         self.assertEqual(res.stdout, "p1:23\n\np2:gfile:p1:23\n\n")
-        self.assertEqual(len(res.events("sandbox_ready")), 1)   # one sandbox for both
+        # A fresh sandbox per question, forked from the conversation's
+        # zygote, which loaded each input once.
+        ready = res.events("sandbox_ready")
+        self.assertEqual([r["forked"] for r in ready], [True, True])
 
     def test_chat_unknown_command_and_no_answer(self):
         # Code to the last request too: no answer (a reply in words would be one).
@@ -528,9 +541,10 @@ class SessionSafety(RlmTestCase):
 
     def test_damaged_pages_are_recovered(self):
         self.run_twice(self.write("w.txt", WORDS))
-        # Break the page holding the cells table: the other tables stay readable.
+        # Break the page holding the data the questions left: the other
+        # tables stay readable.
         db = sqlite3.connect(self.db)
-        page = db.execute("SELECT rootpage FROM sqlite_master WHERE name='cells'").fetchone()[0]
+        page = db.execute("SELECT rootpage FROM sqlite_master WHERE name='snapshots'").fetchone()[0]
         size = db.execute("PRAGMA page_size").fetchone()[0]
         db.close()
         with open(self.db, "r+b") as f:
@@ -543,30 +557,39 @@ class SessionSafety(RlmTestCase):
         res = self.sessions("recover")
         self.assertEqual(res.returncode, 0, res.stderr)
         self.assertIn("2 sessions", res.stdout)
+        self.assertIn("the data its last question left", res.stdout)
         backups = [n for n in os.listdir(self.tmp)
                    if n.startswith("sessions.db.damaged-") and not n.endswith(("-wal", "-shm"))]
         self.assertEqual(len(backups), 1, os.listdir(self.tmp))
         listed = json.loads(self.sessions("--json").stdout)
         self.assertEqual(sorted(s["name"] for s in listed), ["also", "keep"])
-        # The cells were lost: the session goes on, and says its variables are not rebuilt.
+        # The data was lost: the session goes on, and says its variables are not restored.
         with FakeLM(self.SHOW) as lm:
             res = self.rlm(self.session("keep") + ["SHOWQ y"], lm)
         self.assertExit(res, 0)
-        self.assertIn("not rebuilt", res.stderr)
+        self.assertIn("variables are not restored", res.stderr)
 
-    def test_unreadable_recorded_replies_do_not_replay(self):
+    def test_old_session_runs_nothing_again(self):
+        """A session recorded by an earlier rlm (cells with their sub-call
+        replies, no data): its recorded cells are never re-run, whatever
+        their replies hold; history and answers load, variables do not."""
         words = self.write("w.txt", WORDS)
         with FakeLM(SESSION_RULES) as lm:
             self.assertExit(self.rlm(self.session("r") + ["--context", words, "SESSQ1 count"], lm), 0)
         db = sqlite3.connect(self.db)
+        db.execute("DELETE FROM snapshots")
         db.execute("UPDATE cells SET replies = '[\"tok-93\", broken'")
         db.commit()
         db.close()
-        with FakeLM(SESSION_RULES) as lm:
+        rules = [{"match": r"OLDR-OUT (.*)", "reply": "FINAL($1)"},
+                 {"match": r"SESSQ2", "reply": repl('print("OLDR-OUT", "n_words" in globals(), '
+                                                     'answer_1)')}]
+        with FakeLM(rules) as lm:
             res = self.rlm(self.session("r") + ["SESSQ2 again"], lm)
-        self.assertExit(res, 2)
-        self.assertIn("recorded replies", res.stderr)
-        self.assertIn("cell 1", res.stderr)
+        self.assertExit(res, 0)
+        self.assertEqual(res.stdout, "False q1:4:tok-93\n")
+        self.assertIn("recorded by an earlier rlm", res.stderr)
+        self.assertEqual(len(res.events("code")), 1)
 
 
 if __name__ == "__main__":

@@ -514,9 +514,16 @@ static void test_system_prompt_template(void **state)
 static void test_next_question(void **state)
 {
     (void)state;
-    char *m = prompt_next_question("A str of 12 characters.", "context_2", "How many cats?", 3, 10);
+    char *m = prompt_next_question("A str of 12 characters.", "context_2",
+                                   "Not carried over (functions, classes and other objects "
+                                   "that are not data): f, Cat.",
+                                   "How many cats?", 3, 10);
     assert_non_null(m);
     assert_non_null(strstr(m, "number 3"));
+    assert_non_null(strstr(m, "starts afresh"));
+    assert_non_null(strstr(m, "functions and classes you defined are not"));
+    assert_non_null(strstr(m, "Not carried over (functions, classes and other objects that are "
+                              "not data): f, Cat."));
     assert_non_null(strstr(m, "answer_1 .. answer_2"));
     assert_non_null(strstr(m, "`context_2`"));
     assert_non_null(strstr(m, "A str of 12 characters."));
@@ -525,9 +532,10 @@ static void test_next_question(void **state)
     free(m);
 
     /* No new input, first follow-up: no answers range beyond answer_1. */
-    m = prompt_next_question(NULL, NULL, "And dogs?", 2, 5);
+    m = prompt_next_question(NULL, NULL, NULL, "And dogs?", 2, 5);
     assert_non_null(m);
     assert_null(strstr(m, "new input"));
+    assert_null(strstr(m, "Not carried"));
     assert_non_null(strstr(m, "answer_1 .. answer_1"));
     assert_non_null(strstr(m, "And dogs?"));
     free(m);

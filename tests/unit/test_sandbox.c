@@ -1863,6 +1863,20 @@ static void test_factory_concurrent_starts(void **state)
         assert_int_equal(kill(pids[k], 0), -1);
 }
 
+/* Kills the sandbox's process: the next cell finds it gone and restarts it.
+ * Returns that cell's output (malloc'd). */
+static char *kill_and_run(sandbox *sb)
+{
+    kill(sandbox_pid(sb), SIGKILL);
+    sandbox_cell cell;
+    run(sb, "print('again')", &cell);
+    assert_true(cell.restarted);
+    char *output = cell.output;
+    cell.output = NULL;
+    sandbox_cell_clear(&cell);
+    return output;
+}
+
 /* A dead zygote: the factory fails for good and children are spawned. */
 static void test_factory_zygote_killed(void **state)
 {
@@ -1886,11 +1900,7 @@ static void test_factory_zygote_killed(void **state)
     expect_output(spawned, "print(len(context))", expect);
     /* The forked child lives on, and its restart is a spawn. */
     expect_output(forked, "print(len(context))", expect);
-    kill(sandbox_pid(forked), SIGKILL);
-    sandbox_cell cell;
-    run(forked, "print('again')", &cell);
-    assert_true(cell.restarted);
-    sandbox_cell_clear(&cell);
+    free(kill_and_run(forked));
     assert_false(sandbox_forked(forked));
     expect_output(forked, "print(len(context))", expect);
     sandbox_free(forked);
@@ -1907,6 +1917,82 @@ static void test_factory_zygote_killed(void **state)
     sandbox_free(spawned);
     sandbox_factory_free(own.factory);
     sandbox_factory_free(NULL);
+}
+
+/* A conversation's factory holds its inputs: a sandbox started with
+ * factory_inputs is forked with them in memory already (context and
+ * context_1), and so is its restart; the data one question leaves goes to
+ * the next question's sandbox as a snapshot, shared references and all, and
+ * comes back after a restart; with the zygote gone, sandboxes are spawned and
+ * load the inputs and the snapshot themselves; a flawed snapshot is refused
+ * whole. */
+static void test_factory_inputs(void **state)
+{
+    fixture *fx = *state;
+    sandbox_factory *f = new_factory(0);
+    char err[512] = "", expect[96];
+    sandbox_input first = {.context_fd = fx->context_fd, .context_len = fx->context_len,
+                           .data_fd = -1};
+    int second_fd = memfd_with("the second input");
+    sandbox_input second = {.context_fd = second_fd, .context_len = 16, .data_fd = -1};
+    assert_int_equal(sandbox_factory_add_input(f, NULL, &first, err, sizeof err), 0);
+    assert_int_equal(sandbox_factory_add_input(f, "context_1", &second, err, sizeof err), 0);
+    close(second_fd);
+    sandbox_options opts = {.exe_path = SANDBOX_EXE, .context_fd = -1, .data_fd = -1,
+                            .factory = f, .factory_inputs = 1};
+    sandbox *sb = NULL;
+    int rc = sandbox_start(&opts, &sb, err, sizeof err);
+    if (rc != 0)
+        print_message("sandbox_start: %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_true(sandbox_forked(sb));
+    snprintf(expect, sizeof expect, "%zu True the second input\n", fx->context_len);
+    const char *show = "print(len(context), context_0 is context, context_1)";
+    expect_output(sb, show, expect);
+    free(kill_and_run(sb));
+    assert_true(sandbox_forked(sb));
+    expect_output(sb, show, expect);
+
+    expect_output(sb, "data = {'k': [1, 2]}\nshared = [data, data]\ndef f():\n    pass", "");
+    sandbox_snapshot snap;
+    assert_int_equal(sandbox_take_snapshot(sb, 1 << 20, &snap, err, sizeof err), 0);
+    assert_int_equal(snap.variables, 2);
+    assert_true(snap.fd >= 0 && snap.len > 16);
+    char *listed = json_dumps(snap.not_carried, JSON_COMPACT);
+    assert_string_equal(listed, "[{\"reason\":\"not_data\",\"count\":1,\"names\":[\"f\"]}]");
+    free(listed);
+    sandbox_free(sb);
+
+    assert_int_equal(sandbox_start(&opts, &sb, err, sizeof err), 0);
+    size_t variables = 0;
+    assert_int_equal(sandbox_load_snapshot(sb, snap.fd, snap.len, &variables, err, sizeof err), 0);
+    assert_int_equal(variables, 2);
+    const char *carried = "print(data, shared[0] is shared[1] is data, 'f' in globals())";
+    expect_output(sb, carried, "{'k': [1, 2]} True False\n");
+    char *restarted = kill_and_run(sb);
+    assert_non_null(strstr(restarted, "the data of earlier questions"));
+    free(restarted);
+    expect_output(sb, carried, "{'k': [1, 2]} True False\n");
+    sandbox_free(sb);
+
+    kill(sandbox_factory_pid(f), SIGKILL);
+    assert_int_equal(sandbox_start(&opts, &sb, err, sizeof err), 0);
+    assert_false(sandbox_forked(sb));
+    expect_output(sb, show, expect);
+    assert_int_equal(sandbox_load_snapshot(sb, snap.fd, snap.len, NULL, err, sizeof err), 0);
+    expect_output(sb, carried, "{'k': [1, 2]} True False\n");
+    sandbox_free(sb);
+
+    assert_int_equal(sandbox_start(&opts, &sb, err, sizeof err), 0);
+    int bad = memfd_with("RLMSNAP\x01 and then nonsense");
+    assert_int_equal(sandbox_load_snapshot(sb, bad, 26, &variables, err, sizeof err), 1);
+    assert_non_null(strstr(err, "invalid snapshot"));
+    assert_int_equal(variables, 0);
+    close(bad);
+    expect_output(sb, "print('data' in globals())", "False\n");
+    sandbox_free(sb);
+    sandbox_snapshot_clear(&snap);
+    sandbox_factory_free(f);
 }
 
 /* Freeing the factory kills the zygote only: its children work on, and
@@ -2012,6 +2098,7 @@ int main(void)
         cmocka_unit_test(test_factory_child_like_spawned),
         cmocka_unit_test(test_factory_concurrent_starts),
         cmocka_unit_test(test_factory_zygote_killed),
+        cmocka_unit_test(test_factory_inputs),
         cmocka_unit_test(test_factory_freed_first),
         cmocka_unit_test(test_factory_without_namespaces),
     };

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "session.h"
@@ -236,6 +237,61 @@ static void test_one_holder_at_a_time(void **state)
     json_decref(list);
 }
 
+/* The data a question leaves: written from a memfd in chunks, read back
+ * byte for byte into a sealed memfd, replaced by the next question's; one
+ * past SQLite's length limit is an error, and the earlier one stays. */
+static void test_snapshot_blob(void **state)
+{
+    (void)state;
+    session *s = NULL;
+    char err[256];
+    assert_int_equal(session_open(db_path, "snap", &s, err, sizeof err), 0);
+    int question, fd;
+    size_t len;
+    json_t *listed;
+    assert_int_equal(session_load_snapshot(s, &question, &fd, &len, &listed), 1);
+    size_t size = (3u << 20) + 123; /* more than one chunk */
+    int in = memfd_create("snap", MFD_CLOEXEC);
+    unsigned char *bytes = malloc(size);
+    assert_non_null(bytes);
+    for (size_t i = 0; i < size; i++)
+        bytes[i] = (unsigned char)(i * 7 + (i >> 9));
+    assert_int_equal(write(in, bytes, size), (ssize_t)size);
+    json_t *not_carried = json_pack("[{s:s,s:i,s:[s]}]", "reason", "not_data", "count", 1,
+                                    "names", "f");
+    assert_int_equal(session_save_snapshot(s, 1, in, size, not_carried), 0);
+    assert_int_equal(session_load_snapshot(s, &question, &fd, &len, &listed), 0);
+    assert_int_equal(question, 1);
+    assert_int_equal(len, size);
+    assert_true(json_equal(listed, not_carried));
+    unsigned char *back = malloc(size);
+    assert_int_equal(pread(fd, back, size, 0), (ssize_t)size);
+    assert_memory_equal(back, bytes, size);
+    assert_int_equal(write(fd, "x", 1), -1); /* sealed */
+    close(fd);
+    json_decref(listed);
+    /* The next question's replaces it. */
+    assert_int_equal(session_save_snapshot(s, 2, in, 10, NULL), 0);
+    assert_int_equal(session_load_snapshot(s, &question, &fd, &len, &listed), 0);
+    assert_int_equal(question, 2);
+    assert_int_equal(len, 10);
+    assert_null(listed);
+    close(fd);
+    /* Past SQLite's limit (a sparse file: nothing is read): refused, and
+     * what was saved stays. */
+    assert_int_equal(ftruncate(in, (off_t)2 << 30), 0);
+    assert_int_equal(session_save_snapshot(s, 3, in, (size_t)2 << 30, NULL), -1);
+    assert_non_null(strstr(session_errmsg(s), "larger than the session database holds"));
+    assert_int_equal(session_load_snapshot(s, &question, &fd, &len, &listed), 0);
+    assert_int_equal(question, 2);
+    close(fd);
+    close(in);
+    json_decref(not_carried);
+    free(bytes);
+    free(back);
+    session_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -243,6 +299,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_compaction_hides_old_turns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_names_and_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_one_holder_at_a_time, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_snapshot_blob, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
