@@ -164,23 +164,29 @@ static char *carried_text(const engine_state *st)
     buf_init(&b, 16384);
     json_t *item;
     size_t i;
+    /* The list was checked when the child sent it, but a resumed one comes
+     * from the database file: nothing in it is taken for granted either. */
     json_array_foreach(st->data.not_carried, i, item) {
         const char *reason = json_string_value(json_object_get(item, "reason"));
         json_int_t count = json_integer_value(json_object_get(item, "count"));
         json_t *names = json_object_get(item, "names");
+        if (!reason || count <= 0 || i >= 4)
+            continue;
         const char *why = strcmp(reason, "not_data") == 0
                               ? "functions, classes and other objects that are not data"
                           : strcmp(reason, "too_large") == 0 ? "too large to carry"
                           : strcmp(reason, "too_deep") == 0  ? "nested too deeply"
                                                              : "contain themselves through a tuple";
         buf_printf(&b, "%sNot carried over (%s): ", b.len ? "\n" : "", why);
-        size_t k;
+        size_t k, shown = 0;
         json_t *name;
-        json_array_foreach(names, k, name)
-            buf_printf(&b, "%s%s", k ? ", " : "", json_string_value(name));
-        if ((size_t)count > json_array_size(names))
-            buf_printf(&b, "%s%lld more", json_array_size(names) ? " and " : "",
-                       (long long)count - (long long)json_array_size(names));
+        json_array_foreach(names, k, name) {
+            const char *text = json_string_value(name);
+            if (text && shown < 40 && strlen(text) <= 64)
+                buf_printf(&b, "%s%s", shown++ ? ", " : "", text);
+        }
+        if ((size_t)count > shown)
+            buf_printf(&b, "%s%lld more", shown ? " and " : "", (long long)count - (long long)shown);
         buf_puts(&b, ".");
     }
     if (st->data_note)

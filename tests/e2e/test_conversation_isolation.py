@@ -111,6 +111,34 @@ class ConversationIsolation(RlmTestCase):
         opening = two.events("root_request")[0]["last_message"]
         self.check_question_two(two, opening)
 
+    def test_tampered_data_is_refused_whole(self):
+        # The database is a file: data changed there is checked like any
+        # snapshot, refused whole, and the question starts from the inputs.
+        words = self.write("words.txt", WORDS)
+        db = os.path.join(self.tmp, "s.db")
+        session = ["--session", "tamper", "--session-db", db]
+        rules = [{"match": r"TQ1", "reply": repl("kept = [1, 2, 3]\nFINAL('one')")},
+                 {"match": r"TQ2", "reply": repl("FINAL('%s' % ('kept' in globals()))")}]
+        with FakeLM(rules) as lm:
+            self.assertExit(self.rlm(session + ["--context", words, "TQ1"], lm), 0)
+            import sqlite3
+            con = sqlite3.connect(db)
+            data = bytearray(con.execute("SELECT data FROM snapshots").fetchone()[0])
+            data += b"Z"   # a byte after the last variable
+            con.execute("UPDATE snapshots SET data = ?, not_carried = ?",
+                        (bytes(data), '[{"count": 3}, {"reason": "not_data", "count": 1, '
+                                      '"names": [7]}]'))
+            con.commit()
+            con.close()
+            res = self.rlm(session + ["TQ2"], lm)
+        self.assertExit(res, 0)
+        self.assertEqual(res.stdout, "False\n")
+        loaded = res.events("data_loaded")[0]
+        self.assertFalse(loaded["ok"])
+        self.assertIn("invalid snapshot", loaded["error"])
+        opening = res.events("root_request")[0]["last_message"]
+        self.assertIn("could not be given back", opening)
+
     def test_snapshot_limit(self):
         rules = [
             {"match": r"LIMQ1", "reply": repl("big = 'x' * 5000\nsmall = 'kept'\nFINAL('one')")},
