@@ -13,6 +13,7 @@
 
 #include "frame.h"
 #include "prompt.h"
+#include "tokens.h"
 #include "util.h"
 
 /* Largest line of a replay file: one request and its reply. */
@@ -528,7 +529,7 @@ static long estimate_tokens(const lm_request *req)
     size_t bytes = 0;
     for (size_t i = 0; i < req->n_messages; i++)
         bytes += lm_message_len(&req->messages[i]);
-    return (long)prompt_estimate_tokens(bytes);
+    return (long)tokens_estimate(bytes, TOKENS_PROSE);
 }
 
 static double estimate_cost(const calls_core *core, const char *model, long tokens)

@@ -1,14 +1,6 @@
 /* describe — the context description for a set of documents: sizes,
- * token estimates per kind of text, a histogram, the first names and a
- * preview, every part capped so 50,000 files describe in a few KB.
- *
- * Token ratios. rlm has no tokenizer, so tokens are estimated from bytes.
- * English prose runs about 4 bytes per token with current BPE vocabularies;
- * rlm uses 3.5 everywhere so estimates err high (a budget that is
- * overestimated fails safe). Source code tokenizes denser — operators,
- * indentation runs, short and camel-cased identifiers each cost tokens — so
- * 3.0. JSON is densest: every quote, brace, colon and comma and each
- * repeated key is a token or part of one, so 2.5. */
+ * token estimates per kind of text (tokens.h), a histogram, the first names
+ * and a preview, every part capped so 50,000 files describe in a few KB. */
 #include "describe.h"
 
 #include <stdio.h>
@@ -17,6 +9,7 @@
 #include <strings.h>
 
 #include "prompt.h"
+#include "tokens.h"
 #include "utf8.h"
 #include "util.h"
 
@@ -27,46 +20,6 @@ enum {
     PREVIEW_DOCS = 3,
     PREVIEW_CHARS = 240,
 };
-
-static const char *const code_extensions[] = {
-    "c", "h", "cc", "cpp", "cxx", "hpp", "hh", "py", "js", "mjs", "ts", "tsx", "jsx", "go",
-    "rs", "java", "kt", "scala", "rb", "php", "cs", "swift", "m", "mm", "sh", "bash", "zsh",
-    "pl", "lua", "sql", "r", "jl", "hs", "ml", "ex", "exs", "erl", "clj", "el", "vim", "css",
-    "scss", "html", "xml", "yaml", "yml", "toml", "ini", "cmake", "mk", "proto", "dart", "zig",
-};
-
-describe_text describe_text_of_name(const char *name)
-{
-    const char *slash = strrchr(name, '/');
-    const char *base = slash ? slash + 1 : name;
-    const char *dot = strrchr(base, '.');
-    if (!strcmp(base, "Makefile") || !strcmp(base, "CMakeLists.txt") || !strcmp(base, "Dockerfile"))
-        return DESCRIBE_CODE;
-    if (!dot)
-        return DESCRIBE_PROSE;
-    const char *ext = dot + 1;
-    if (!strcasecmp(ext, "json") || !strcasecmp(ext, "jsonl") || !strcasecmp(ext, "ndjson"))
-        return DESCRIBE_JSON;
-    for (size_t i = 0; i < sizeof code_extensions / sizeof *code_extensions; i++)
-        if (!strcasecmp(ext, code_extensions[i]))
-            return DESCRIBE_CODE;
-    return DESCRIBE_PROSE;
-}
-
-size_t describe_estimate_tokens(size_t bytes, describe_text kind)
-{
-    /* bytes / ratio rounded up, with the ratio as a fraction num/den so
-     * nothing overflows: 3.5 = 7/2, 3.0 = 3/1, 2.5 = 5/2 */
-    size_t num = kind == DESCRIBE_CODE ? 3 : kind == DESCRIBE_JSON ? 5 : 7;
-    size_t den = kind == DESCRIBE_CODE ? 1 : 2;
-    return bytes / num * den + ((bytes % num) * den + num - 1) / num;
-}
-
-size_t describe_count_tokens(const char *text, size_t len)
-{
-    (void)text;
-    return describe_estimate_tokens(len, DESCRIBE_PROSE);
-}
 
 static size_t doc_chars(const ingest_doc *d)
 {
@@ -131,7 +84,7 @@ static int describe_many(buf *out, ingest_kind kind, const ingest_doc *docs, siz
         total_chars += ch;
         total_bytes += docs[i].len;
         invalid += docs[i].invalid_utf8;
-        describe_text t = kind == INGEST_LIST ? DESCRIBE_PROSE : describe_text_of_name(docs[i].name);
+        tokens_kind t = kind == INGEST_LIST ? TOKENS_PROSE : tokens_kind_of_name(docs[i].name);
         bytes_of[t] += docs[i].len;
         size_t b = 0;
         while (b < N_BUCKETS - 1 && ch > bucket_top[b])
@@ -140,9 +93,9 @@ static int describe_many(buf *out, ingest_kind kind, const ingest_doc *docs, siz
         if (ch > doc_chars(&docs[largest]))
             largest = i;
     }
-    size_t tokens = describe_estimate_tokens(bytes_of[0], DESCRIBE_PROSE) +
-                    describe_estimate_tokens(bytes_of[1], DESCRIBE_CODE) +
-                    describe_estimate_tokens(bytes_of[2], DESCRIBE_JSON);
+    size_t tokens = tokens_estimate(bytes_of[0], TOKENS_PROSE) +
+                    tokens_estimate(bytes_of[1], TOKENS_CODE) +
+                    tokens_estimate(bytes_of[2], TOKENS_JSON);
     const char *type = kind == INGEST_LIST ? "a list of " : "a dict of ";
     if (buf_puts(out, "The context is ") || buf_puts(out, type) || put_count(out, n) ||
         buf_puts(out, kind == INGEST_LIST ? " str (documents; index them as context[i])"
@@ -152,11 +105,11 @@ static int describe_many(buf *out, ingest_kind kind, const ingest_doc *docs, siz
         buf_puts(out, " tokens"))
         return -1;
     if (bytes_of[1] || bytes_of[2]) {
-        if (buf_puts(out, ": ") || put_count(out, describe_estimate_tokens(bytes_of[1], DESCRIBE_CODE)) ||
+        if (buf_puts(out, ": ") || put_count(out, tokens_estimate(bytes_of[1], TOKENS_CODE)) ||
             buf_puts(out, " in code, ") ||
-            put_count(out, describe_estimate_tokens(bytes_of[2], DESCRIBE_JSON)) ||
+            put_count(out, tokens_estimate(bytes_of[2], TOKENS_JSON)) ||
             buf_puts(out, " in JSON, ") ||
-            put_count(out, describe_estimate_tokens(bytes_of[0], DESCRIBE_PROSE)) ||
+            put_count(out, tokens_estimate(bytes_of[0], TOKENS_PROSE)) ||
             buf_puts(out, " in other text"))
             return -1;
     }
@@ -283,7 +236,7 @@ static int describe_json(buf *out, const ingest_doc *docs, size_t n, const json_
     if (n > 5 && (buf_puts(out, " and ") || put_count(out, n - 5) || buf_puts(out, " more files")))
         return -1;
     if (buf_puts(out, " (") || put_count(out, bytes) || buf_puts(out, " bytes of JSON, about ") ||
-        put_count(out, describe_estimate_tokens(bytes, DESCRIBE_JSON)) || buf_puts(out, " tokens).\n"))
+        put_count(out, tokens_estimate(bytes, TOKENS_JSON)) || buf_puts(out, " tokens).\n"))
         return -1;
     const json_t *keys = json_object_get(summary, "keys");
     if (json_array_size(keys) && !lines &&

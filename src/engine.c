@@ -16,6 +16,7 @@
 #include "reply.h"
 #include "sandbox.h"
 #include "engine_internal.h"
+#include "tokens.h"
 #include "utf8.h"
 #include "util.h"
 
@@ -830,7 +831,7 @@ static size_t history_tokens(const history *h)
     size_t bytes = 0;
     for (size_t i = 0; i < h->n; i++)
         bytes += strlen(h->m[i].content);
-    return prompt_estimate_tokens(bytes);
+    return tokens_estimate(bytes, TOKENS_PROSE);
 }
 
 /* When the history nears the root model's window, the root summarises its
@@ -1207,11 +1208,11 @@ static void engine_last_request(engine *e, char *ask, int *empty_replies, const 
 static size_t engine_input_tokens(const engine_params *p, const context *ctx)
 {
     if (!p->docs)
-        return ctx ? describe_estimate_tokens(context_len(ctx), DESCRIBE_PROSE) : 0;
+        return ctx ? tokens_estimate(context_len(ctx), TOKENS_PROSE) : 0;
     size_t total = 0;
     const ingest_doc *docs = ingest_docs(p->docs);
     for (size_t i = 0; i < ingest_count(p->docs); i++)
-        total += describe_estimate_tokens(docs[i].len, describe_text_of_name(docs[i].name));
+        total += tokens_estimate(docs[i].len, tokens_kind_of_name(docs[i].name));
     return total;
 }
 

@@ -4,6 +4,7 @@
 #include "prompt.h"
 
 #include "sandbox_policy.h"
+#include "tokens.h"
 #include "utf8.h"
 #include "util.h"
 
@@ -149,12 +150,6 @@ size_t prompt_count_chars(const char *data, size_t len)
     return n;
 }
 
-size_t prompt_estimate_tokens(size_t len)
-{
-    /* ceil(len / 3.5) == ceil(2 * len / 7), written so 2 * len cannot overflow */
-    return len / 7 * 2 + ((len % 7) * 2 + 6) / 7;
-}
-
 /* The byte offset after the first `chars` characters of data[0..len). */
 static size_t utf8_head_end(const char *data, size_t len, size_t chars)
 {
@@ -273,7 +268,7 @@ char *prompt_describe_context(const char *name, const char *data, size_t len)
     if (buf_puts(&out, "The context is a str of ") != 0 || append_count(&out, chars) != 0 ||
         buf_puts(&out, chars == 1 ? " character" : " characters") != 0)
         goto fail;
-    if (buf_puts(&out, " (about ") != 0 || append_count(&out, prompt_estimate_tokens(len)) != 0 ||
+    if (buf_puts(&out, " (about ") != 0 || append_count(&out, tokens_estimate(len, TOKENS_PROSE)) != 0 ||
         buf_puts(&out, " tokens) in ") != 0 || append_count(&out, lines) != 0 ||
         buf_puts(&out, lines == 1 ? " line" : " lines") != 0)
         goto fail;

@@ -41,9 +41,6 @@ char *prompt_first_user(const char *description, const char *question, int max_i
 /* Characters (UTF-8 code points) in data[0..len). */
 size_t prompt_count_chars(const char *data, size_t len);
 
-/* Estimated tokens for len bytes of text (bytes / 3.5, rounded up). */
-size_t prompt_estimate_tokens(size_t len);
-
 /* Cuts text to at most max_chars characters, keeping the head and the tail
  * (half each, on UTF-8 boundaries) with a marker between them saying how many
  * characters were cut. Text within the limit is returned unchanged (a copy).

@@ -29,6 +29,7 @@
 #include "chunks.h"
 #include "grep.h"
 #include "search.h"
+#include "tokens.h"
 #include "util.h"
 
 /* Bytes of a hit's line kept when the line is longer (one-line JSON, logs). */
@@ -531,9 +532,7 @@ static PyObject *api_count_tokens(PyObject *module, PyObject *text)
         if (!s)
             return NULL;
     }
-    /* rlm's estimate everywhere (describe.c): 3.5 bytes per token, rounded up. */
-    size_t bytes = (size_t)len;
-    return PyLong_FromSize_t((bytes * 2 + 6) / 7);
+    return PyLong_FromSize_t(tokens_estimate((size_t)len, TOKENS_PROSE));
 }
 
 #define API_FN(fn) ((PyCFunction)(void (*)(void))(fn))

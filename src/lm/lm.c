@@ -8,6 +8,7 @@
 #include "endpoint.h"
 #include "http.h"
 #include "sse.h"
+#include "tokens.h"
 #include "util.h"
 
 #include <math.h>
@@ -476,8 +477,8 @@ static void on_attempt_done(void *ctx, http_result *res)
 
 /* ---- public --------------------------------------------------------- */
 
-/* What the body of req will weigh, without encoding it: the tokens-per-minute
- * limit reckons 4 bytes a token. JSON escaping and the envelope add a little. */
+/* What the body of req will weigh, without encoding it (tokens_for_rate).
+ * JSON escaping and the envelope add a little. */
 static double estimate_tokens(const lm_request *req)
 {
     size_t bytes = 64 + (req->model ? strlen(req->model) : 0);
@@ -485,7 +486,7 @@ static double estimate_tokens(const lm_request *req)
         const lm_message *msg = &req->messages[i];
         bytes += 32 + (msg->role ? strlen(msg->role) : 0) + lm_message_len(msg);
     }
-    return (double)bytes / 4.0;
+    return tokens_for_rate(bytes);
 }
 
 static void job_init(lm *m, batch *b, const lm_request *req, job *j)

@@ -1,6 +1,6 @@
-/* Unit tests for describe.c: token estimates per kind of text, the dict and
- * list descriptions (names, histogram, preview, invalid UTF-8), the str
- * case, and the size bound with 50,000 documents. */
+/* Unit tests for describe.c: the dict and list descriptions (names,
+ * histogram, preview, invalid UTF-8), the str case, and the size bound with
+ * 50,000 documents. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,24 +12,6 @@
 #include <string.h>
 
 #include "describe.h"
-
-static void test_estimates(void **state)
-{
-    assert_int_equal(describe_estimate_tokens(0, DESCRIBE_PROSE), 0);
-    assert_int_equal(describe_estimate_tokens(7, DESCRIBE_PROSE), 2);
-    assert_int_equal(describe_estimate_tokens(8, DESCRIBE_PROSE), 3);
-    assert_int_equal(describe_estimate_tokens(9, DESCRIBE_CODE), 3);
-    assert_int_equal(describe_estimate_tokens(10, DESCRIBE_JSON), 4);
-    assert_int_equal(describe_estimate_tokens(11, DESCRIBE_JSON), 5);
-    assert_int_equal(describe_count_tokens("hello world", 11), 4);
-    assert_int_equal(describe_text_of_name("src/a.c"), DESCRIBE_CODE);
-    assert_int_equal(describe_text_of_name("x/Makefile"), DESCRIBE_CODE);
-    assert_int_equal(describe_text_of_name("d.JSON"), DESCRIBE_JSON);
-    assert_int_equal(describe_text_of_name("notes.txt"), DESCRIBE_PROSE);
-    assert_int_equal(describe_text_of_name("README"), DESCRIBE_PROSE);
-    size_t big = (size_t)1 << 62;
-    assert_true(describe_estimate_tokens(big, DESCRIBE_PROSE) > big / 4);
-}
 
 static void test_dict(void **state)
 {
@@ -128,7 +110,6 @@ static void test_bounded_with_50000_documents(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_estimates),
         cmocka_unit_test(test_dict),
         cmocka_unit_test(test_str_and_list),
         cmocka_unit_test(test_parsed),

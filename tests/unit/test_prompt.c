@@ -82,22 +82,6 @@ static void test_count_chars(void **state)
     assert_int_equal(prompt_count_chars("h\xC3\xA9llo", 3), 2);
 }
 
-static void test_estimate_tokens(void **state)
-{
-    (void)state;
-    assert_int_equal(prompt_estimate_tokens(0), 0);
-    assert_int_equal(prompt_estimate_tokens(1), 1);
-    assert_int_equal(prompt_estimate_tokens(3), 1);
-    assert_int_equal(prompt_estimate_tokens(4), 2);
-    assert_int_equal(prompt_estimate_tokens(7), 2);
-    assert_int_equal(prompt_estimate_tokens(35), 10);
-    assert_int_equal(prompt_estimate_tokens(36), 11);
-    assert_int_equal(prompt_estimate_tokens(3500000), 1000000);
-    /* no overflow at the top of the range: ceil(SIZE_MAX * 2 / 7) */
-    size_t top = prompt_estimate_tokens(SIZE_MAX);
-    assert_true(top > SIZE_MAX / 4 && top < SIZE_MAX / 3);
-}
-
 static void test_bound_within_limit(void **state)
 {
     (void)state;
@@ -563,7 +547,6 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_count_chars),
-        cmocka_unit_test(test_estimate_tokens),
         cmocka_unit_test(test_bound_within_limit),
         cmocka_unit_test(test_bound_multibyte_cuts),
         cmocka_unit_test(test_bound_states_count),
