@@ -12,8 +12,8 @@
 #include <string.h>
 
 #include "frame.h"
-#include "prompt.h"
 #include "tokens.h"
+#include "utf8.h"
 #include "util.h"
 
 /* Largest line of a replay file: one request and its reply. */
@@ -557,7 +557,7 @@ static int cost_unenforceable(calls *c, const char *model)
 static void replay_missing(calls *c, const lm_request *req, const char *key, int sub)
 {
     const lm_message *last = &req->messages[req->n_messages - 1];
-    char *excerpt = prompt_bound(last->content ? last->content : "", lm_message_len(last),
+    char *excerpt = utf8_bound(last->content ? last->content : "", lm_message_len(last),
                                  REPLAY_EXCERPT_CHARS);
     snprintf(c->errmsg, sizeof c->errmsg,
              "request not in the replay file: %s call to model '%s', key %.16s…, last message: %s",

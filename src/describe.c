@@ -25,21 +25,7 @@ static size_t doc_chars(const ingest_doc *d)
 {
     if (d->chars || d->len == 0 || !d->data)
         return d->chars;
-    return prompt_count_chars(d->data, d->len);
-}
-
-/* A number with thousands separators: 1234567 → "1,234,567". */
-static int put_count(buf *out, size_t n)
-{
-    char digits[32];
-    int len = snprintf(digits, sizeof digits, "%zu", n);
-    for (int i = 0; i < len; i++) {
-        if (i > 0 && (len - i) % 3 == 0 && buf_puts(out, ",") != 0)
-            return -1;
-        if (buf_append(out, digits + i, 1) != 0)
-            return -1;
-    }
-    return 0;
+    return utf8_count_chars(d->data, d->len);
 }
 
 /* Text for the model: invalid UTF-8 becomes U+FFFD, control bytes but
@@ -97,25 +83,25 @@ static int describe_many(buf *out, ingest_kind kind, const ingest_doc *docs, siz
                     tokens_estimate(bytes_of[1], TOKENS_CODE) +
                     tokens_estimate(bytes_of[2], TOKENS_JSON);
     const char *type = kind == INGEST_LIST ? "a list of " : "a dict of ";
-    if (buf_puts(out, "The context is ") || buf_puts(out, type) || put_count(out, n) ||
+    if (buf_puts(out, "The context is ") || buf_puts(out, type) || buf_put_count(out, n) ||
         buf_puts(out, kind == INGEST_LIST ? " str (documents; index them as context[i])"
                                           : " documents (path -> str; context[path])") ||
-        buf_puts(out, " with ") || put_count(out, total_chars) ||
-        buf_puts(out, " characters in total (about ") || put_count(out, tokens) ||
+        buf_puts(out, " with ") || buf_put_count(out, total_chars) ||
+        buf_puts(out, " characters in total (about ") || buf_put_count(out, tokens) ||
         buf_puts(out, " tokens"))
         return -1;
     if (bytes_of[1] || bytes_of[2]) {
-        if (buf_puts(out, ": ") || put_count(out, tokens_estimate(bytes_of[1], TOKENS_CODE)) ||
+        if (buf_puts(out, ": ") || buf_put_count(out, tokens_estimate(bytes_of[1], TOKENS_CODE)) ||
             buf_puts(out, " in code, ") ||
-            put_count(out, tokens_estimate(bytes_of[2], TOKENS_JSON)) ||
+            buf_put_count(out, tokens_estimate(bytes_of[2], TOKENS_JSON)) ||
             buf_puts(out, " in JSON, ") ||
-            put_count(out, tokens_estimate(bytes_of[0], TOKENS_PROSE)) ||
+            buf_put_count(out, tokens_estimate(bytes_of[0], TOKENS_PROSE)) ||
             buf_puts(out, " in other text"))
             return -1;
     }
     if (buf_puts(out, ").\n"))
         return -1;
-    if (invalid && (buf_puts(out, "Invalid UTF-8: ") || put_count(out, invalid) ||
+    if (invalid && (buf_puts(out, "Invalid UTF-8: ") || buf_put_count(out, invalid) ||
                     buf_puts(out, " bytes were replaced with U+FFFD.\n")))
         return -1;
     if (buf_puts(out, "Sizes in characters:"))
@@ -123,26 +109,26 @@ static int describe_many(buf *out, ingest_kind kind, const ingest_doc *docs, siz
     for (size_t b = 0; b < N_BUCKETS; b++) {
         if (!buckets[b])
             continue;
-        if (buf_printf(out, " %s: ", bucket_label[b]) || put_count(out, buckets[b]) ||
+        if (buf_printf(out, " %s: ", bucket_label[b]) || buf_put_count(out, buckets[b]) ||
             buf_puts(out, ";"))
             return -1;
     }
     if (n && (buf_puts(out, " largest: ") || put_name(out, docs[largest].name) ||
-              buf_puts(out, " (") || put_count(out, doc_chars(&docs[largest])) ||
+              buf_puts(out, " (") || buf_put_count(out, doc_chars(&docs[largest])) ||
               buf_puts(out, ")")))
         return -1;
     if (buf_puts(out, ".\n"))
         return -1;
     size_t listed = n < NAMES_LISTED ? n : NAMES_LISTED;
-    if (buf_puts(out, listed < n ? "The first " : "All ") || put_count(out, listed) ||
+    if (buf_puts(out, listed < n ? "The first " : "All ") || buf_put_count(out, listed) ||
         buf_puts(out, " names, in order, with characters:\n"))
         return -1;
     for (size_t i = 0; i < listed; i++) {
         if (buf_puts(out, "  ") || put_name(out, docs[i].name) || buf_puts(out, " ") ||
-            put_count(out, doc_chars(&docs[i])) || buf_puts(out, "\n"))
+            buf_put_count(out, doc_chars(&docs[i])) || buf_puts(out, "\n"))
             return -1;
     }
-    if (listed < n && (buf_puts(out, "  ... and ") || put_count(out, n - listed) ||
+    if (listed < n && (buf_puts(out, "  ... and ") || buf_put_count(out, n - listed) ||
                        buf_puts(out, " more\n")))
         return -1;
     size_t shown = 0;
@@ -177,7 +163,7 @@ static int put_list(buf *out, const json_t *list, size_t total)
             return -1;
     }
     if (total > json_array_size(list) &&
-        (buf_puts(out, " and ") || put_count(out, total - json_array_size(list)) ||
+        (buf_puts(out, " and ") || buf_put_count(out, total - json_array_size(list)) ||
          buf_puts(out, " more")))
         return -1;
     return 0;
@@ -191,7 +177,7 @@ static int put_types(buf *out, const json_t *types)
     int first = 1;
     json_object_foreach((json_t *)types, name, count) {
         if ((!first && buf_puts(out, ", ")) || buf_puts(out, name) || buf_puts(out, " ") ||
-            put_count(out, (size_t)json_integer_value(count)))
+            buf_put_count(out, (size_t)json_integer_value(count)))
             return -1;
         first = 0;
     }
@@ -213,15 +199,15 @@ static int describe_json(buf *out, const ingest_doc *docs, size_t n, const json_
     if (buf_puts(out, "The context is "))
         return -1;
     if (lines) {
-        if (buf_puts(out, "a list of ") || put_count(out, length) ||
+        if (buf_puts(out, "a list of ") || buf_put_count(out, length) ||
             buf_puts(out, length == 1 ? " record" : " records"))
             return -1;
     } else if (n > 1) {
-        if (buf_puts(out, "a dict of ") || put_count(out, length) ||
+        if (buf_puts(out, "a dict of ") || buf_put_count(out, length) ||
             buf_puts(out, " documents (path -> the parsed JSON value; context[path])"))
             return -1;
     } else if (!strcmp(type, "dict") || !strcmp(type, "list") || !strcmp(type, "str")) {
-        if (buf_printf(out, "a %s of ", type) || put_count(out, length) ||
+        if (buf_printf(out, "a %s of ", type) || buf_put_count(out, length) ||
             buf_puts(out, !strcmp(type, "dict") ? " keys" : !strcmp(type, "list") ? " items"
                                                                            : " characters"))
             return -1;
@@ -233,10 +219,10 @@ static int describe_json(buf *out, const ingest_doc *docs, size_t n, const json_
     for (size_t i = 0; i < n && i < 5; i++)
         if ((i && buf_puts(out, ", ")) || put_name(out, docs[i].name))
             return -1;
-    if (n > 5 && (buf_puts(out, " and ") || put_count(out, n - 5) || buf_puts(out, " more files")))
+    if (n > 5 && (buf_puts(out, " and ") || buf_put_count(out, n - 5) || buf_puts(out, " more files")))
         return -1;
-    if (buf_puts(out, " (") || put_count(out, bytes) || buf_puts(out, " bytes of JSON, about ") ||
-        put_count(out, tokens_estimate(bytes, TOKENS_JSON)) || buf_puts(out, " tokens).\n"))
+    if (buf_puts(out, " (") || buf_put_count(out, bytes) || buf_puts(out, " bytes of JSON, about ") ||
+        buf_put_count(out, tokens_estimate(bytes, TOKENS_JSON)) || buf_puts(out, " tokens).\n"))
         return -1;
     const json_t *keys = json_object_get(summary, "keys");
     if (json_array_size(keys) && !lines &&
@@ -256,7 +242,7 @@ static int describe_json(buf *out, const ingest_doc *docs, size_t n, const json_
         return -1;
     if (skipped) {
         const char *why = json_string_value(json_array_get(json_object_get(summary, "problems"), 0));
-        if (put_count(out, skipped) ||
+        if (buf_put_count(out, skipped) ||
             buf_puts(out, skipped == 1 ? " line that is not JSON was skipped" :
                                          " lines that are not JSON were skipped") ||
             (why && (buf_puts(out, " (the first: ") || put_clean(out, why, strlen(why)) ||
@@ -303,7 +289,7 @@ char *describe_docset(ingest_kind kind, const ingest_doc *docs, size_t n)
         buf out;
         buf_init(&out, DESCRIPTION_MAX_BYTES);
         int rc = buf_puts(&out, base) || buf_puts(&out, "Invalid UTF-8: ") ||
-                 put_count(&out, docs[0].invalid_utf8) ||
+                 buf_put_count(&out, docs[0].invalid_utf8) ||
                  buf_puts(&out, " bytes were replaced with U+FFFD.\n");
         free(base);
         if (rc) {

@@ -220,7 +220,7 @@ json_t *engine_excerpt_n(const char *text, size_t len, size_t max_chars)
     if (!text)
         return json_null();
     size_t cut_len = 0;
-    char *cut = prompt_bound_n(text, len, max_chars, &cut_len);
+    char *cut = utf8_bound_n(text, len, max_chars, &cut_len);
     json_t *j = cut ? json_stringn(cut, cut_len) : json_null();
     free(cut);
     return j ? j : json_null();
@@ -788,7 +788,7 @@ static turn_result engine_run_blocks(engine *e, const reply *rp)
     for (size_t i = 0; i < ran; i++) {
         const char *out = cells[i].output ? cells[i].output : "";
         size_t shown_len = 0;
-        shown[i] = prompt_bound_n(out, cells[i].output ? cells[i].output_len : 0,
+        shown[i] = utf8_bound_n(out, cells[i].output ? cells[i].output_len : 0,
                                   e->p->output_limit + 1024, &shown_len);
         results[i].code = rp->blocks[i];
         results[i].output = shown[i] ? shown[i] : "";
@@ -880,7 +880,7 @@ static void engine_maybe_compact(engine *e)
         return;
     }
     engine_reply_as_text(&cr.r);
-    char *note = prompt_bound(r->content, strlen(r->content), COMPACT_NOTE_CHARS);
+    char *note = utf8_bound(r->content, strlen(r->content), COMPACT_NOTE_CHARS);
     char *msg = note ? prompt_compacted(note, e->question, e->turn, e->p->max_iterations) : NULL;
     free(note);
     if (!msg) {

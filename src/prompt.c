@@ -133,105 +133,6 @@ static const char system_text_modules_rest[] =
     "at the start of a line of its own, outside code. A plan is not an answer: mention FINAL "
     "only to give the answer itself.\n";
 
-/* Bytes of a UTF-8 text that start a character: everything but continuation
- * bytes (10xxxxxx). Counting them is one branch-free pass the compiler
- * vectorises, which keeps a 40 MB context cheap to describe. */
-static int is_char_start(unsigned char c)
-{
-    return (c & 0xC0) != 0x80;
-}
-
-size_t prompt_count_chars(const char *data, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)data;
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++)
-        n += is_char_start(p[i]);
-    return n;
-}
-
-/* The byte offset after the first `chars` characters of data[0..len). */
-static size_t utf8_head_end(const char *data, size_t len, size_t chars)
-{
-    const unsigned char *p = (const unsigned char *)data;
-    size_t i = 0, seen = 0;
-    while (i < len) {
-        if (is_char_start(p[i])) {
-            if (seen == chars)
-                break;
-            seen++;
-        }
-        i++;
-    }
-    return i;
-}
-
-/* The byte offset where the last `chars` characters of data[0..len) begin. */
-static size_t utf8_tail_start(const char *data, size_t len, size_t chars)
-{
-    const unsigned char *p = (const unsigned char *)data;
-    size_t i = len, seen = 0;
-    if (chars == 0)
-        return len;
-    while (i > 0) {
-        i--;
-        if (is_char_start(p[i]) && ++seen == chars)
-            break;
-    }
-    return i;
-}
-
-/* Appends data[0..len) for display inside a message: invalid UTF-8 and
- * control characters other than tab, newline and carriage return become
- * U+FFFD (3 bytes), so a binary file or a stray byte in output cannot make the
- * request's JSON invalid or hide the rest of a message behind a NUL. */
-static int append_clean(buf *out, const char *data, size_t len)
-{
-    static const char replacement[] = "\xEF\xBF\xBD";
-    const unsigned char *p = (const unsigned char *)data;
-    size_t i = 0;
-    while (i < len) {
-        size_t run = i;
-        while (run < len && p[run] >= 0x20 && p[run] < 0x7F)
-            run++;
-        if (run > i && buf_append(out, data + i, run - i) != 0)
-            return -1;
-        i = run;
-        if (i >= len)
-            break;
-        size_t n = utf8_sequence_length(p + i, len - i);
-        int ok = n > 1 || p[i] == '\n' || p[i] == '\t' || p[i] == '\r';
-        if (n == 1 && p[i] == 0x7F)
-            ok = 0;
-        if (ok) {
-            if (buf_append(out, data + i, n) != 0)
-                return -1;
-            i += n;
-        } else {
-            if (buf_append(out, replacement, 3) != 0)
-                return -1;
-            i++;
-        }
-    }
-    return 0;
-}
-
-/* A count with thousands separators ("1,234,567"): easier for a model to read. */
-static int append_count(buf *out, size_t n)
-{
-    char digits[32];
-    int len = snprintf(digits, sizeof digits, "%zu", n);
-    if (len <= 0 || (size_t)len >= sizeof digits)
-        return -1;
-    for (int i = 0; i < len; i++) {
-        if (i > 0 && (len - i) % 3 == 0 && buf_append(out, ",", 1) != 0)
-            return -1;
-        if (buf_append(out, digits + i, 1) != 0)
-            return -1;
-    }
-    return 0;
-}
-
 char *prompt_direct_system(void)
 {
     return strdup("Answer the question about the input below. The input is given in full "
@@ -242,8 +143,8 @@ char *prompt_direct_system(void)
 static int describe_preview(buf *out, const char *label, size_t chars, const char *data,
                             size_t len)
 {
-    if (buf_printf(out, "\n--- %s", label) != 0 || append_count(out, chars) != 0 ||
-        buf_puts(out, " characters ---\n") != 0 || append_clean(out, data, len) != 0)
+    if (buf_printf(out, "\n--- %s", label) != 0 || buf_put_count(out, chars) != 0 ||
+        buf_puts(out, " characters ---\n") != 0 || utf8_append_clean(out, data, len) != 0)
         return -1;
     if (len == 0 || data[len - 1] != '\n')
         return buf_puts(out, "\n");
@@ -260,23 +161,23 @@ char *prompt_describe_context(const char *name, const char *data, size_t len)
         len = 0;
     /* one pass for both counts: the context may be tens of megabytes */
     for (size_t i = 0; i < len; i++) {
-        chars += is_char_start(p[i]);
+        chars += (p[i] & 0xC0) != 0x80; /* a character starts at every non-continuation byte */
         newlines += p[i] == '\n';
     }
     size_t lines = newlines + (len > 0 && data[len - 1] != '\n');
 
-    if (buf_puts(&out, "The context is a str of ") != 0 || append_count(&out, chars) != 0 ||
+    if (buf_puts(&out, "The context is a str of ") != 0 || buf_put_count(&out, chars) != 0 ||
         buf_puts(&out, chars == 1 ? " character" : " characters") != 0)
         goto fail;
-    if (buf_puts(&out, " (about ") != 0 || append_count(&out, tokens_estimate(len, TOKENS_PROSE)) != 0 ||
-        buf_puts(&out, " tokens) in ") != 0 || append_count(&out, lines) != 0 ||
+    if (buf_puts(&out, " (about ") != 0 || buf_put_count(&out, tokens_estimate(len, TOKENS_PROSE)) != 0 ||
+        buf_puts(&out, " tokens) in ") != 0 || buf_put_count(&out, lines) != 0 ||
         buf_puts(&out, lines == 1 ? " line" : " lines") != 0)
         goto fail;
     if (name && *name) {
         size_t name_len = strlen(name);
         size_t name_end = utf8_head_end(name, name_len, NAME_MAX_CHARS);
         if (buf_puts(&out, ", read from the file \"") != 0 ||
-            append_clean(&out, name, name_end) != 0 ||
+            utf8_append_clean(&out, name, name_end) != 0 ||
             buf_puts(&out, name_end < name_len ? "...\"" : "\"") != 0)
             goto fail;
     }
@@ -365,7 +266,7 @@ char *prompt_system_fill(const char *template, int max_iterations, const char *d
             rc = append_modules(&out);
             p += 17;
         } else if (strncmp(p, "{context_description}", 21) == 0 && description) {
-            rc = append_clean(&out, description, strlen(description));
+            rc = utf8_append_clean(&out, description, strlen(description));
             p += 21;
         } else {
             rc = buf_append(&out, "{", 1);
@@ -409,50 +310,6 @@ char *prompt_first_user(const char *description, const char *question, int max_i
         buf_free(&out);
         return NULL;
     }
-    return buf_take(&out);
-}
-
-char *prompt_bound(const char *text, size_t len, size_t max_chars)
-{
-    size_t ignored;
-    return prompt_bound_n(text, len, max_chars, &ignored);
-}
-
-char *prompt_bound_n(const char *text, size_t len, size_t max_chars, size_t *out_len)
-{
-    if (!text)
-        len = 0;
-    size_t chars = prompt_count_chars(text, len);
-    *out_len = len;
-    if (chars <= max_chars)
-        return str_dup_len(len ? text : "", len);
-
-    /* The marker is sized for the largest possible count (every character
-     * cut), so the result stays within max_chars whatever is actually cut. */
-    char marker[96];
-    int marker_len = snprintf(marker, sizeof marker, "\n[... %zu characters cut ...]\n", chars);
-    if (marker_len <= 0 || (size_t)marker_len >= sizeof marker)
-        return NULL;
-    if ((size_t)marker_len >= max_chars) { /* no room to say it: a plain head cut */
-        *out_len = utf8_head_end(text, len, max_chars);
-        return str_dup_len(text, *out_len);
-    }
-
-    size_t keep = max_chars - (size_t)marker_len;
-    size_t head_chars = keep - keep / 2, tail_chars = keep / 2;
-    size_t head = utf8_head_end(text, len, head_chars);
-    size_t tail = utf8_tail_start(text, len, tail_chars);
-    size_t cut = chars - head_chars - tail_chars;
-    marker_len = snprintf(marker, sizeof marker, "\n[... %zu characters cut ...]\n", cut);
-
-    buf out;
-    buf_init(&out, head + (len - tail) + (size_t)marker_len);
-    if (buf_append(&out, text, head) != 0 || buf_append(&out, marker, (size_t)marker_len) != 0 ||
-        buf_append(&out, text + tail, len - tail) != 0) {
-        buf_free(&out);
-        return NULL;
-    }
-    *out_len = out.len;
     return buf_take(&out);
 }
 
@@ -519,7 +376,7 @@ char *prompt_feedback(const prompt_block_result *blocks, size_t n_blocks,
             olen = 0;
         if (buf_printf(&out, "[block %zu of %zu output%s]\n", i + 1, n_blocks,
                        block_status(b)) != 0 ||
-            (empty ? buf_puts(&out, "(no output)") : append_clean(&out, b->output, olen)) != 0 ||
+            (empty ? buf_puts(&out, "(no output)") : utf8_append_clean(&out, b->output, olen)) != 0 ||
             buf_puts(&out, olen && b->output[olen - 1] == '\n' ? "\n" : "\n\n") != 0)
             goto fail;
     }
@@ -527,7 +384,7 @@ char *prompt_feedback(const prompt_block_result *blocks, size_t n_blocks,
         goto fail;
     const char *vars = n_blocks ? blocks[n_blocks - 1].variables : NULL;
     if (vars && (buf_puts(&out, "REPL variables: ") != 0 ||
-                 append_clean(&out, vars[0] ? vars : "(none yet)", vars[0] ? strlen(vars) : 10) != 0 ||
+                 utf8_append_clean(&out, vars[0] ? vars : "(none yet)", vars[0] ? strlen(vars) : 10) != 0 ||
                  buf_puts(&out, "\n\n") != 0))
         goto fail;
     if (note && *note && buf_printf(&out, "%s\n\n", note) != 0)
@@ -645,7 +502,7 @@ char *prompt_compacted(const char *summary, const char *question, int next_turn,
     buf_init(&out, max);
     if (buf_puts(&out, "Earlier turns were removed from this conversation to save room. Your "
                        "note on them:\n\n") != 0 ||
-        append_clean(&out, summary, strlen(summary)) != 0 ||
+        utf8_append_clean(&out, summary, strlen(summary)) != 0 ||
         buf_printf(&out, "\n\nThe REPL and its variables are unchanged. The question (answer "
                          "it exactly as asked):\n\n%s\n\n", question) != 0 ||
         append_turn(&out, next_turn, max_iterations) != 0) {

@@ -38,19 +38,6 @@ char *prompt_describe_context(const char *name, const char *data, size_t len);
 /* The first user message: the context description and the question verbatim. */
 char *prompt_first_user(const char *description, const char *question, int max_iterations);
 
-/* Characters (UTF-8 code points) in data[0..len). */
-size_t prompt_count_chars(const char *data, size_t len);
-
-/* Cuts text to at most max_chars characters, keeping the head and the tail
- * (half each, on UTF-8 boundaries) with a marker between them saying how many
- * characters were cut. Text within the limit is returned unchanged (a copy).
- * The marker counts toward max_chars; a limit too small to hold it (under ~40)
- * gets a plain head cut without one. NULL only when out of memory. */
-char *prompt_bound(const char *text, size_t len, size_t max_chars);
-/* prompt_bound for text that may hold NUL bytes: *out_len receives the
- * result's length. */
-char *prompt_bound_n(const char *text, size_t len, size_t max_chars, size_t *out_len);
-
 /* One block's result, for the feedback message. */
 typedef struct prompt_block_result {
     const char *code;        /* the code that ran */

@@ -2,6 +2,7 @@
 #include "utf8.h"
 
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "util.h"
@@ -158,4 +159,127 @@ size_t utf8_cut(const char *s, size_t len, size_t max)
     while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
         n--;
     return n;
+}
+
+/* ---- characters, cuts and display ----------------------------------- */
+
+/* Bytes of a UTF-8 text that start a character: everything but continuation
+ * bytes (10xxxxxx). Counting them is one branch-free pass the compiler
+ * vectorises, which keeps a 40 MB context cheap to describe. */
+static int is_char_start(unsigned char c)
+{
+    return (c & 0xC0) != 0x80;
+}
+
+size_t utf8_count_chars(const char *data, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    size_t n = 0;
+    for (size_t i = 0; i < len; i++)
+        n += is_char_start(p[i]);
+    return n;
+}
+
+size_t utf8_head_end(const char *data, size_t len, size_t chars)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    size_t i = 0, seen = 0;
+    while (i < len) {
+        if (is_char_start(p[i])) {
+            if (seen == chars)
+                break;
+            seen++;
+        }
+        i++;
+    }
+    return i;
+}
+
+size_t utf8_tail_start(const char *data, size_t len, size_t chars)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    size_t i = len, seen = 0;
+    if (chars == 0)
+        return len;
+    while (i > 0) {
+        i--;
+        if (is_char_start(p[i]) && ++seen == chars)
+            break;
+    }
+    return i;
+}
+
+int utf8_append_clean(buf *out, const char *data, size_t len)
+{
+    static const char replacement[] = "\xEF\xBF\xBD";
+    const unsigned char *p = (const unsigned char *)data;
+    size_t i = 0;
+    while (i < len) {
+        size_t run = i;
+        while (run < len && p[run] >= 0x20 && p[run] < 0x7F)
+            run++;
+        if (run > i && buf_append(out, data + i, run - i) != 0)
+            return -1;
+        i = run;
+        if (i >= len)
+            break;
+        size_t n = utf8_sequence_length(p + i, len - i);
+        int ok = n > 1 || p[i] == '\n' || p[i] == '\t' || p[i] == '\r';
+        if (n == 1 && p[i] == 0x7F)
+            ok = 0;
+        if (ok) {
+            if (buf_append(out, data + i, n) != 0)
+                return -1;
+            i += n;
+        } else {
+            if (buf_append(out, replacement, 3) != 0)
+                return -1;
+            i++;
+        }
+    }
+    return 0;
+}
+
+char *utf8_bound(const char *text, size_t len, size_t max_chars)
+{
+    size_t ignored;
+    return utf8_bound_n(text, len, max_chars, &ignored);
+}
+
+char *utf8_bound_n(const char *text, size_t len, size_t max_chars, size_t *out_len)
+{
+    if (!text)
+        len = 0;
+    size_t chars = utf8_count_chars(text, len);
+    *out_len = len;
+    if (chars <= max_chars)
+        return str_dup_len(len ? text : "", len);
+
+    /* The marker is sized for the largest possible count (every character
+     * cut), so the result stays within max_chars whatever is actually cut. */
+    char marker[96];
+    int marker_len = snprintf(marker, sizeof marker, "\n[... %zu characters cut ...]\n", chars);
+    if (marker_len <= 0 || (size_t)marker_len >= sizeof marker)
+        return NULL;
+    if ((size_t)marker_len >= max_chars) { /* no room to say it: a plain head cut */
+        *out_len = utf8_head_end(text, len, max_chars);
+        return str_dup_len(text, *out_len);
+    }
+
+    size_t keep = max_chars - (size_t)marker_len;
+    size_t head_chars = keep - keep / 2, tail_chars = keep / 2;
+    size_t head = utf8_head_end(text, len, head_chars);
+    size_t tail = utf8_tail_start(text, len, tail_chars);
+    size_t cut = chars - head_chars - tail_chars;
+    marker_len = snprintf(marker, sizeof marker, "\n[... %zu characters cut ...]\n", cut);
+
+    buf out;
+    buf_init(&out, head + (len - tail) + (size_t)marker_len);
+    if (buf_append(&out, text, head) != 0 || buf_append(&out, marker, (size_t)marker_len) != 0 ||
+        buf_append(&out, text + tail, len - tail) != 0) {
+        buf_free(&out);
+        return NULL;
+    }
+    *out_len = out.len;
+    return buf_take(&out);
 }

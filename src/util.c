@@ -102,6 +102,21 @@ void buf_free(buf *b)
     b->cap = 0;
 }
 
+int buf_put_count(buf *b, size_t n)
+{
+    char digits[32];
+    int len = snprintf(digits, sizeof digits, "%zu", n);
+    if (len <= 0 || (size_t)len >= sizeof digits)
+        return -1;
+    for (int i = 0; i < len; i++) {
+        if (i > 0 && (len - i) % 3 == 0 && buf_append(b, ",", 1) != 0)
+            return -1;
+        if (buf_append(b, digits + i, 1) != 0)
+            return -1;
+    }
+    return 0;
+}
+
 double clock_now(void)
 {
     struct timespec ts;

@@ -26,6 +26,9 @@ int buf_puts(buf *b, const char *s);
 int buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vprintf(buf *b, const char *fmt, va_list ap);
 void buf_reset(buf *b);
+/* Appends n with thousands separators ("1,234,567"): easier for a model to
+ * read. 0, or -1 past the limit. */
+int buf_put_count(buf *b, size_t n);
 /* Returns the bytes (NUL-terminated, never NULL: "" when empty) and leaves b empty. */
 char *buf_take(buf *b);
 void buf_free(buf *b);

@@ -1,6 +1,6 @@
-/* Unit tests for prompt.c: character counting, head + tail bounding on UTF-8
- * boundaries, the context description (empty, binary, 40 MB), the feedback
- * and nudge messages, and the system prompt's coverage of the REPL contract. */
+/* Unit tests for prompt.c: the context description (empty, binary, 40 MB),
+ * the feedback and nudge messages, and the system prompt's coverage of the
+ * REPL contract. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,46 +13,10 @@
 
 #include "prompt.h"
 #include "sandbox_policy.h"
+#include "utf8.h"
 #include "util.h"
 
-/* Strict UTF-8 check, written independently of prompt.c's. */
-static int valid_utf8(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = p[i];
-        size_t n;
-        uint32_t cp;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xE0) == 0xC0) {
-            n = 2;
-            cp = c & 0x1F;
-        } else if ((c & 0xF0) == 0xE0) {
-            n = 3;
-            cp = c & 0x0F;
-        } else if ((c & 0xF8) == 0xF0) {
-            n = 4;
-            cp = c & 0x07;
-        } else {
-            return 0;
-        }
-        if (i + n > len)
-            return 0;
-        for (size_t k = 1; k < n; k++) {
-            if ((p[i + k] & 0xC0) != 0x80)
-                return 0;
-            cp = (cp << 6) | (p[i + k] & 0x3F);
-        }
-        if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
-            cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return 0;
-        i += n;
-    }
-    return 1;
-}
+#include "utf8_expect.h"
 
 static size_t count_substr(const char *hay, const char *needle)
 {
@@ -67,106 +31,6 @@ static void assert_before(const char *hay, const char *a, const char *b)
     const char *pa = strstr(hay, a), *pb = strstr(hay, b);
     if (!pa || !pb || pa >= pb)
         fail_msg("expected [%s] before [%s] in:\n%s", a, b, hay);
-}
-
-static void test_count_chars(void **state)
-{
-    (void)state;
-    assert_int_equal(prompt_count_chars("", 0), 0);
-    assert_int_equal(prompt_count_chars(NULL, 0), 0);
-    assert_int_equal(prompt_count_chars("abc\n", 4), 4);
-    assert_int_equal(prompt_count_chars("h\xC3\xA9llo", 6), 5);             /* héllo */
-    assert_int_equal(prompt_count_chars("\xE6\x97\xA5\xE6\x9C\xAC", 6), 2); /* 日本 */
-    assert_int_equal(prompt_count_chars("\xF0\x9F\x98\x80!", 5), 2);        /* 😀! */
-    /* only the given length counts */
-    assert_int_equal(prompt_count_chars("h\xC3\xA9llo", 3), 2);
-}
-
-static void test_bound_within_limit(void **state)
-{
-    (void)state;
-    const char *text = "d\xC3\xA9j\xC3\xA0 vu"; /* déjà vu: 7 characters, 9 bytes */
-    char *out = prompt_bound(text, strlen(text), 7);
-    assert_non_null(out);
-    assert_string_equal(out, text);
-    assert_ptr_not_equal(out, text);
-    free(out);
-    out = prompt_bound("", 0, 0);
-    assert_non_null(out);
-    assert_string_equal(out, "");
-    free(out);
-}
-
-/* Reads N from the "[... N characters cut ...]" marker; -1 if absent. */
-static long marker_count(const char *s)
-{
-    const char *m = strstr(s, "[... ");
-    if (!m)
-        return -1;
-    char *end;
-    long n = strtol(m + 5, &end, 10);
-    if (strncmp(end, " characters cut ...]", 20) != 0)
-        return -1;
-    return n;
-}
-
-/* Mixed 1- to 4-byte characters: whatever the limit, the cut lands on
- * character boundaries, stays within the limit, and the marker's count plus
- * what was kept adds up to the whole. */
-static void test_bound_multibyte_cuts(void **state)
-{
-    (void)state;
-    buf b;
-    buf_init(&b, 1 << 20);
-    for (int i = 0; i < 300; i++)
-        assert_int_equal(buf_puts(&b, "a\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80"), 0); /* aé€😀 */
-    size_t total = prompt_count_chars(b.data, b.len);
-    assert_int_equal(total, 1200);
-    for (size_t max = 0; max <= 400; max++) {
-        char *out = prompt_bound(b.data, b.len, max);
-        assert_non_null(out);
-        size_t out_len = strlen(out);
-        if (!valid_utf8(out, out_len))
-            fail_msg("max %zu: result is not valid UTF-8", max);
-        size_t out_chars = prompt_count_chars(out, out_len);
-        if (out_chars > max)
-            fail_msg("max %zu: result has %zu characters", max, out_chars);
-        long cut = marker_count(out);
-        if (max >= 40) {
-            assert_true(cut > 0);
-            const char *marker = strstr(out, "\n[... ");
-            const char *after = strstr(marker, "...]\n") + 5;
-            size_t head = prompt_count_chars(out, (size_t)(marker - out));
-            size_t tail = prompt_count_chars(after, strlen(after));
-            assert_int_equal(head + tail + (size_t)cut, total);
-            assert_true(head >= tail && head - tail <= 1); /* half each */
-            assert_memory_equal(out, b.data, (size_t)(marker - out));
-            assert_string_equal(after, b.data + b.len - strlen(after));
-        } else if (cut < 0) {
-            /* too small for the marker: a plain head cut */
-            assert_int_equal(out_chars, max);
-            assert_memory_equal(out, b.data, out_len);
-        }
-        free(out);
-    }
-    buf_free(&b);
-}
-
-static void test_bound_states_count(void **state)
-{
-    (void)state;
-    buf b;
-    buf_init(&b, 1 << 20);
-    for (int i = 0; i < 50000; i++)
-        assert_int_equal(buf_puts(&b, "\xC3\xA9"), 0);
-    char *out = prompt_bound(b.data, b.len, 1000);
-    assert_non_null(out);
-    long cut = marker_count(out);
-    assert_true(cut > 49000 && cut < 50000);
-    assert_true(prompt_count_chars(out, strlen(out)) <= 1000);
-    assert_true(prompt_count_chars(out, strlen(out)) >= 990);
-    free(out);
-    buf_free(&b);
 }
 
 static void test_describe_empty(void **state)
@@ -266,7 +130,7 @@ static void test_describe_huge(void **state)
     size_t dlen = strlen(d);
     assert_true(dlen < 4096);
     assert_true(valid_utf8(d, dlen));
-    assert_int_equal(prompt_count_chars(data, len), len / 8 * 6 + 2);
+    assert_int_equal(utf8_count_chars(data, len), len / 8 * 6 + 2);
     assert_non_null(strstr(d, "31,457,282 characters"));
     assert_non_null(strstr(d, "about 11,983,726 tokens"));
     assert_non_null(strstr(d, "5,242,881 lines"));
@@ -546,10 +410,6 @@ static void test_compaction_messages(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_count_chars),
-        cmocka_unit_test(test_bound_within_limit),
-        cmocka_unit_test(test_bound_multibyte_cuts),
-        cmocka_unit_test(test_bound_states_count),
         cmocka_unit_test(test_describe_empty),
         cmocka_unit_test(test_describe_small),
         cmocka_unit_test(test_describe_binary),

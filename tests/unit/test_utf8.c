@@ -1,6 +1,7 @@
 /* test_utf8 — utf8.c: what reaches a terminal (utf8_escape_terminal) as a
  * table of inputs and what must be shown, plus the validator's edge cases
- * that escaping relies on. */
+ * that escaping relies on; character counting, and head + tail bounding on
+ * UTF-8 boundaries. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +13,9 @@
 #include <string.h>
 
 #include "utf8.h"
+#include "util.h"
+
+#include "utf8_expect.h"
 
 static void test_escape_terminal_table(void **state)
 {
@@ -75,11 +79,115 @@ static void test_escape_terminal_every_byte(void **state)
     free(out);
 }
 
+static void test_count_chars(void **state)
+{
+    (void)state;
+    assert_int_equal(utf8_count_chars("", 0), 0);
+    assert_int_equal(utf8_count_chars(NULL, 0), 0);
+    assert_int_equal(utf8_count_chars("abc\n", 4), 4);
+    assert_int_equal(utf8_count_chars("h\xC3\xA9llo", 6), 5);             /* héllo */
+    assert_int_equal(utf8_count_chars("\xE6\x97\xA5\xE6\x9C\xAC", 6), 2); /* 日本 */
+    assert_int_equal(utf8_count_chars("\xF0\x9F\x98\x80!", 5), 2);        /* 😀! */
+    /* only the given length counts */
+    assert_int_equal(utf8_count_chars("h\xC3\xA9llo", 3), 2);
+}
+
+static void test_bound_within_limit(void **state)
+{
+    (void)state;
+    const char *text = "d\xC3\xA9j\xC3\xA0 vu"; /* déjà vu: 7 characters, 9 bytes */
+    char *out = utf8_bound(text, strlen(text), 7);
+    assert_non_null(out);
+    assert_string_equal(out, text);
+    assert_ptr_not_equal(out, text);
+    free(out);
+    out = utf8_bound("", 0, 0);
+    assert_non_null(out);
+    assert_string_equal(out, "");
+    free(out);
+}
+
+/* Reads N from the "[... N characters cut ...]" marker; -1 if absent. */
+static long marker_count(const char *s)
+{
+    const char *m = strstr(s, "[... ");
+    if (!m)
+        return -1;
+    char *end;
+    long n = strtol(m + 5, &end, 10);
+    if (strncmp(end, " characters cut ...]", 20) != 0)
+        return -1;
+    return n;
+}
+
+/* Mixed 1- to 4-byte characters: whatever the limit, the cut lands on
+ * character boundaries, stays within the limit, and the marker's count plus
+ * what was kept adds up to the whole. */
+static void test_bound_multibyte_cuts(void **state)
+{
+    (void)state;
+    buf b;
+    buf_init(&b, 1 << 20);
+    for (int i = 0; i < 300; i++)
+        assert_int_equal(buf_puts(&b, "a\xC3\xA9\xE2\x82\xAC\xF0\x9F\x98\x80"), 0); /* aé€😀 */
+    size_t total = utf8_count_chars(b.data, b.len);
+    assert_int_equal(total, 1200);
+    for (size_t max = 0; max <= 400; max++) {
+        char *out = utf8_bound(b.data, b.len, max);
+        assert_non_null(out);
+        size_t out_len = strlen(out);
+        if (!valid_utf8(out, out_len))
+            fail_msg("max %zu: result is not valid UTF-8", max);
+        size_t out_chars = utf8_count_chars(out, out_len);
+        if (out_chars > max)
+            fail_msg("max %zu: result has %zu characters", max, out_chars);
+        long cut = marker_count(out);
+        if (max >= 40) {
+            assert_true(cut > 0);
+            const char *marker = strstr(out, "\n[... ");
+            const char *after = strstr(marker, "...]\n") + 5;
+            size_t head = utf8_count_chars(out, (size_t)(marker - out));
+            size_t tail = utf8_count_chars(after, strlen(after));
+            assert_int_equal(head + tail + (size_t)cut, total);
+            assert_true(head >= tail && head - tail <= 1); /* half each */
+            assert_memory_equal(out, b.data, (size_t)(marker - out));
+            assert_string_equal(after, b.data + b.len - strlen(after));
+        } else if (cut < 0) {
+            /* too small for the marker: a plain head cut */
+            assert_int_equal(out_chars, max);
+            assert_memory_equal(out, b.data, out_len);
+        }
+        free(out);
+    }
+    buf_free(&b);
+}
+
+static void test_bound_states_count(void **state)
+{
+    (void)state;
+    buf b;
+    buf_init(&b, 1 << 20);
+    for (int i = 0; i < 50000; i++)
+        assert_int_equal(buf_puts(&b, "\xC3\xA9"), 0);
+    char *out = utf8_bound(b.data, b.len, 1000);
+    assert_non_null(out);
+    long cut = marker_count(out);
+    assert_true(cut > 49000 && cut < 50000);
+    assert_true(utf8_count_chars(out, strlen(out)) <= 1000);
+    assert_true(utf8_count_chars(out, strlen(out)) >= 990);
+    free(out);
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_escape_terminal_table),
         cmocka_unit_test(test_escape_terminal_every_byte),
+        cmocka_unit_test(test_count_chars),
+        cmocka_unit_test(test_bound_within_limit),
+        cmocka_unit_test(test_bound_multibyte_cuts),
+        cmocka_unit_test(test_bound_states_count),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
