@@ -8,7 +8,6 @@
 #include <string.h>
 #include <strings.h>
 
-#include "prompt.h"
 #include "tokens.h"
 #include "utf8.h"
 #include "util.h"
@@ -19,6 +18,11 @@ enum {
     NAME_MAX_BYTES = 160,
     PREVIEW_DOCS = 3,
     PREVIEW_CHARS = 240,
+    /* one str (describe_str): its own preview of head and tail */
+    STR_DESCRIPTION_MAX_BYTES = 16 * 1024,
+    STR_PREVIEW_HEAD_CHARS = 500,
+    STR_PREVIEW_TAIL_CHARS = 200,
+    STR_NAME_MAX_CHARS = 200,
 };
 
 static size_t doc_chars(const ingest_doc *d)
@@ -273,6 +277,73 @@ static char *description_take(buf *out, int rc)
     return buf_take(out);
 }
 
+/* One part of a str's preview: a label with its size, then the text. */
+static int str_preview(buf *out, const char *label, size_t chars, const char *data,
+                            size_t len)
+{
+    if (buf_printf(out, "\n--- %s", label) != 0 || buf_put_count(out, chars) != 0 ||
+        buf_puts(out, " characters ---\n") != 0 || utf8_append_clean(out, data, len) != 0)
+        return -1;
+    if (len == 0 || data[len - 1] != '\n')
+        return buf_puts(out, "\n");
+    return 0;
+}
+
+char *describe_str(const char *name, const char *data, size_t len)
+{
+    buf out;
+    buf_init(&out, STR_DESCRIPTION_MAX_BYTES);
+    size_t chars = 0, newlines = 0;
+    const unsigned char *p = (const unsigned char *)data;
+    if (!data)
+        len = 0;
+    /* one pass for both counts: the context may be tens of megabytes */
+    for (size_t i = 0; i < len; i++) {
+        chars += (p[i] & 0xC0) != 0x80; /* a character starts at every non-continuation byte */
+        newlines += p[i] == '\n';
+    }
+    size_t lines = newlines + (len > 0 && data[len - 1] != '\n');
+
+    if (buf_puts(&out, "The context is a str of ") != 0 || buf_put_count(&out, chars) != 0 ||
+        buf_puts(&out, chars == 1 ? " character" : " characters") != 0)
+        goto fail;
+    if (buf_puts(&out, " (about ") != 0 || buf_put_count(&out, tokens_estimate(len, TOKENS_PROSE)) != 0 ||
+        buf_puts(&out, " tokens) in ") != 0 || buf_put_count(&out, lines) != 0 ||
+        buf_puts(&out, lines == 1 ? " line" : " lines") != 0)
+        goto fail;
+    if (name && *name) {
+        size_t name_len = strlen(name);
+        size_t name_end = utf8_head_end(name, name_len, STR_NAME_MAX_CHARS);
+        if (buf_puts(&out, ", read from the file \"") != 0 ||
+            utf8_append_clean(&out, name, name_end) != 0 ||
+            buf_puts(&out, name_end < name_len ? "...\"" : "\"") != 0)
+            goto fail;
+    }
+    if (buf_puts(&out, ".\n") != 0)
+        goto fail;
+
+    if (chars == 0) {
+        if (buf_puts(&out, "It is empty.\n") != 0)
+            goto fail;
+    } else if (chars <= STR_PREVIEW_HEAD_CHARS + STR_PREVIEW_TAIL_CHARS) {
+        if (str_preview(&out, "the whole context, ", chars, data, len) != 0 ||
+            buf_puts(&out, "--- end ---\n") != 0)
+            goto fail;
+    } else {
+        size_t head = utf8_head_end(data, len, STR_PREVIEW_HEAD_CHARS);
+        size_t tail = utf8_tail_start(data, len, STR_PREVIEW_TAIL_CHARS);
+        if (str_preview(&out, "first ", STR_PREVIEW_HEAD_CHARS, data, head) != 0 ||
+            str_preview(&out, "last ", STR_PREVIEW_TAIL_CHARS, data + tail, len - tail) != 0 ||
+            buf_puts(&out, "--- end of preview ---\n") != 0)
+            goto fail;
+    }
+    return buf_take(&out);
+fail:
+    buf_free(&out);
+    return NULL;
+}
+
+
 char *describe_parsed(const ingest_doc *docs, size_t n, const json_t *summary)
 {
     buf out;
@@ -283,7 +354,7 @@ char *describe_parsed(const ingest_doc *docs, size_t n, const json_t *summary)
 char *describe_docset(ingest_kind kind, const ingest_doc *docs, size_t n)
 {
     if (kind == INGEST_STR && n == 1) {
-        char *base = prompt_describe_context(docs[0].name, docs[0].data, docs[0].len);
+        char *base = describe_str(docs[0].name, docs[0].data, docs[0].len);
         if (!base || !docs[0].invalid_utf8)
             return base;
         buf out;

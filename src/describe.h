@@ -12,8 +12,14 @@
 
 #include "ingest.h"
 
+/* A description of a str context data[0..len) (UTF-8): type, total characters,
+ * estimated tokens, lines, and a short preview of its start and end. Bounded
+ * (a few KB) whatever len is. `name` is the file name or NULL. NULL only
+ * when out of memory. */
+char *describe_str(const char *name, const char *data, size_t len);
+
 /* The description of docs[0..n) of the given kind. For INGEST_STR (one
- * document) it is prompt_describe_context's, plus a note on invalid UTF-8.
+ * document) it is describe_str's, plus a note on invalid UTF-8.
  * Document character counts are taken from ingest_doc.chars when set,
  * counted otherwise. NULL only when out of memory. */
 char *describe_docset(ingest_kind kind, const ingest_doc *docs, size_t n);

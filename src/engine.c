@@ -1055,8 +1055,8 @@ char *engine_input_describe(ingest_set *docs, const context *ctx, const json_t *
     else if (docs)
         d = describe_docset(ingest_kind_of(docs), ingest_docs(docs), ingest_count(docs));
     else
-        d = ctx ? prompt_describe_context(context_name(ctx), context_data(ctx), context_len(ctx))
-                : prompt_describe_context(NULL, "", 0);
+        d = ctx ? describe_str(context_name(ctx), context_data(ctx), context_len(ctx))
+                : describe_str(NULL, "", 0);
     context_release_pages(ctx);
     ingest_release_pages(docs);
     return d;

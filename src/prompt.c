@@ -4,7 +4,6 @@
 #include "prompt.h"
 
 #include "sandbox_policy.h"
-#include "tokens.h"
 #include "utf8.h"
 #include "util.h"
 
@@ -13,13 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Preview sizes in characters, and caps that keep every message small
- * whatever the input is. */
+/* Room for the fixed text around a message's parts. */
 enum {
-    PREVIEW_HEAD_CHARS = 500,
-    PREVIEW_TAIL_CHARS = 200,
-    NAME_MAX_CHARS = 200,
-    DESCRIPTION_MAX_BYTES = 16 * 1024,
     FRAME_MAX_BYTES = 4096,
 };
 
@@ -139,71 +133,6 @@ char *prompt_direct_system(void)
                   "between the markers; base your answer on it and be concise.");
 }
 
-
-static int describe_preview(buf *out, const char *label, size_t chars, const char *data,
-                            size_t len)
-{
-    if (buf_printf(out, "\n--- %s", label) != 0 || buf_put_count(out, chars) != 0 ||
-        buf_puts(out, " characters ---\n") != 0 || utf8_append_clean(out, data, len) != 0)
-        return -1;
-    if (len == 0 || data[len - 1] != '\n')
-        return buf_puts(out, "\n");
-    return 0;
-}
-
-char *prompt_describe_context(const char *name, const char *data, size_t len)
-{
-    buf out;
-    buf_init(&out, DESCRIPTION_MAX_BYTES);
-    size_t chars = 0, newlines = 0;
-    const unsigned char *p = (const unsigned char *)data;
-    if (!data)
-        len = 0;
-    /* one pass for both counts: the context may be tens of megabytes */
-    for (size_t i = 0; i < len; i++) {
-        chars += (p[i] & 0xC0) != 0x80; /* a character starts at every non-continuation byte */
-        newlines += p[i] == '\n';
-    }
-    size_t lines = newlines + (len > 0 && data[len - 1] != '\n');
-
-    if (buf_puts(&out, "The context is a str of ") != 0 || buf_put_count(&out, chars) != 0 ||
-        buf_puts(&out, chars == 1 ? " character" : " characters") != 0)
-        goto fail;
-    if (buf_puts(&out, " (about ") != 0 || buf_put_count(&out, tokens_estimate(len, TOKENS_PROSE)) != 0 ||
-        buf_puts(&out, " tokens) in ") != 0 || buf_put_count(&out, lines) != 0 ||
-        buf_puts(&out, lines == 1 ? " line" : " lines") != 0)
-        goto fail;
-    if (name && *name) {
-        size_t name_len = strlen(name);
-        size_t name_end = utf8_head_end(name, name_len, NAME_MAX_CHARS);
-        if (buf_puts(&out, ", read from the file \"") != 0 ||
-            utf8_append_clean(&out, name, name_end) != 0 ||
-            buf_puts(&out, name_end < name_len ? "...\"" : "\"") != 0)
-            goto fail;
-    }
-    if (buf_puts(&out, ".\n") != 0)
-        goto fail;
-
-    if (chars == 0) {
-        if (buf_puts(&out, "It is empty.\n") != 0)
-            goto fail;
-    } else if (chars <= PREVIEW_HEAD_CHARS + PREVIEW_TAIL_CHARS) {
-        if (describe_preview(&out, "the whole context, ", chars, data, len) != 0 ||
-            buf_puts(&out, "--- end ---\n") != 0)
-            goto fail;
-    } else {
-        size_t head = utf8_head_end(data, len, PREVIEW_HEAD_CHARS);
-        size_t tail = utf8_tail_start(data, len, PREVIEW_TAIL_CHARS);
-        if (describe_preview(&out, "first ", PREVIEW_HEAD_CHARS, data, head) != 0 ||
-            describe_preview(&out, "last ", PREVIEW_TAIL_CHARS, data + tail, len - tail) != 0 ||
-            buf_puts(&out, "--- end of preview ---\n") != 0)
-            goto fail;
-    }
-    return buf_take(&out);
-fail:
-    buf_free(&out);
-    return NULL;
-}
 
 /* Adds a and b into *sum, refusing to wrap. */
 static int size_add(size_t *sum, size_t a, size_t b)

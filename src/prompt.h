@@ -30,11 +30,6 @@ char *prompt_system_fill(const char *template, int max_iterations, const char *d
 /* The system message of direct mode (one plain call with the whole input). */
 char *prompt_direct_system(void);
 
-/* A description of a str context data[0..len) (UTF-8): type, total characters,
- * estimated tokens, lines, and a short preview of its start and end. Bounded
- * (a few KB) whatever len is. `name` is the file name or NULL. */
-char *prompt_describe_context(const char *name, const char *data, size_t len);
-
 /* The first user message: the context description and the question verbatim. */
 char *prompt_first_user(const char *description, const char *question, int max_iterations);
 

@@ -1,6 +1,6 @@
-/* Unit tests for describe.c: the dict and list descriptions (names,
- * histogram, preview, invalid UTF-8), the str case, and the size bound with
- * 50,000 documents. */
+/* Unit tests for describe.c: one str (empty, small, binary, multibyte, 40 MB),
+ * the dict and list descriptions (names, histogram, preview, invalid UTF-8),
+ * the str case of a set, and the size bound with 50,000 documents. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -12,6 +12,128 @@
 #include <string.h>
 
 #include "describe.h"
+#include "utf8.h"
+#include "util.h"
+
+#include "utf8_expect.h"
+
+static size_t count_substr(const char *hay, const char *needle)
+{
+    size_t n = 0, nl = strlen(needle);
+    for (const char *p = strstr(hay, needle); p; p = strstr(p + nl, needle))
+        n++;
+    return n;
+}
+
+static void test_str_empty(void **state)
+{
+    (void)state;
+    char *d = describe_str(NULL, "", 0);
+    assert_non_null(d);
+    assert_non_null(strstr(d, "str"));
+    assert_non_null(strstr(d, "0 characters"));
+    assert_non_null(strstr(d, "about 0 tokens"));
+    assert_non_null(strstr(d, "0 lines"));
+    assert_non_null(strstr(d, "empty"));
+    assert_null(strstr(d, "file"));
+    free(d);
+    d = describe_str("", NULL, 0);
+    assert_non_null(d);
+    assert_non_null(strstr(d, "0 characters"));
+    free(d);
+}
+
+static void test_str_small(void **state)
+{
+    (void)state;
+    const char *text = "first line\nsecond \xE2\x82\xAC line\nthird";
+    char *d = describe_str("notes.txt", text, strlen(text));
+    assert_non_null(d);
+    assert_non_null(strstr(d, "30 characters"));
+    assert_non_null(strstr(d, "3 lines"));
+    assert_non_null(strstr(d, "about 10 tokens")); /* 32 bytes */
+    assert_non_null(strstr(d, "\"notes.txt\""));
+    assert_non_null(strstr(d, text)); /* short: shown whole, once */
+    assert_int_equal(count_substr(d, "second"), 1);
+    free(d);
+
+    d = describe_str(NULL, "x", 1);
+    assert_non_null(d);
+    assert_non_null(strstr(d, "1 character "));
+    assert_non_null(strstr(d, "1 line."));
+    free(d);
+}
+
+/* Binary input and a long file name: the description stays valid UTF-8 and
+ * small. */
+static void test_str_binary(void **state)
+{
+    (void)state;
+    char data[2048];
+    for (size_t i = 0; i < sizeof data; i++)
+        data[i] = (char)(i * 37 + 11);
+    data[0] = '\0';
+    char name[3000];
+    memset(name, 'n', sizeof name - 1);
+    name[sizeof name - 1] = '\0';
+    char *d = describe_str(name, data, sizeof data);
+    assert_non_null(d);
+    size_t dlen = strlen(d);
+    assert_true(valid_utf8(d, dlen));
+    assert_true(dlen < 8192);
+    assert_non_null(strstr(d, "\xEF\xBF\xBD"));
+    assert_non_null(strstr(d, "about 586 tokens"));
+    assert_non_null(strstr(d, "nnnnn...\""));
+    free(d);
+}
+
+/* Multibyte characters only: the preview cuts count characters, not bytes. */
+static void test_str_multibyte(void **state)
+{
+    (void)state;
+    buf b;
+    buf_init(&b, 1 << 20);
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(buf_puts(&b, "\xE2\x82\xAC"), 0); /* € */
+    char *d = describe_str(NULL, b.data, b.len);
+    assert_non_null(d);
+    assert_true(valid_utf8(d, strlen(d)));
+    assert_non_null(strstr(d, "1,000 characters"));
+    assert_non_null(strstr(d, "1 line"));
+    assert_int_equal(count_substr(d, "\xE2\x82\xAC"), 700);
+    free(d);
+    buf_free(&b);
+}
+
+/* 40 MB: exact counts, a bounded description, previews of the true start
+ * and end. */
+static void test_str_huge(void **state)
+{
+    (void)state;
+    const size_t len = 40u << 20;
+    char *data = malloc(len);
+    assert_non_null(data);
+    for (size_t i = 0; i + 8 <= len; i += 8)
+        memcpy(data + i, "abc\n\xC3\xA9\xC3\xA9", 8); /* 6 characters, 1 newline */
+    data[0] = 'S';
+    memcpy(data + len - 4, " END", 4); /* last unit: 8 characters, no newline */
+    char *d = describe_str("big.log", data, len);
+    assert_non_null(d);
+    size_t dlen = strlen(d);
+    assert_true(dlen < 4096);
+    assert_true(valid_utf8(d, dlen));
+    assert_int_equal(utf8_count_chars(data, len), len / 8 * 6 + 2);
+    assert_non_null(strstr(d, "31,457,282 characters"));
+    assert_non_null(strstr(d, "about 11,983,726 tokens"));
+    assert_non_null(strstr(d, "5,242,881 lines"));
+    assert_non_null(strstr(d, "\"big.log\""));
+    assert_non_null(strstr(d, "first 500 characters"));
+    assert_non_null(strstr(d, "last 200 characters"));
+    assert_non_null(strstr(d, "---\nSbc\n"));
+    assert_non_null(strstr(d, "abc\n END\n"));
+    free(d);
+    free(data);
+}
 
 static void test_dict(void **state)
 {
@@ -110,6 +232,11 @@ static void test_bounded_with_50000_documents(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_str_empty),
+        cmocka_unit_test(test_str_small),
+        cmocka_unit_test(test_str_binary),
+        cmocka_unit_test(test_str_multibyte),
+        cmocka_unit_test(test_str_huge),
         cmocka_unit_test(test_dict),
         cmocka_unit_test(test_str_and_list),
         cmocka_unit_test(test_parsed),
