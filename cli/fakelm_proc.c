@@ -1,6 +1,7 @@
 /* fakelm_proc — starting and stopping the fake model server for `rlm bench
- * --fake` and `rlm demo`: found next to the rlm executable, spawned with
- * posix_spawn, ready once it has written its port file. */
+ * --fake` and `rlm demo`: found next to the rlm executable (or in the
+ * installed libexec/rlm), spawned with posix_spawn, ready once it has
+ * written its port file. */
 #include "fakelm_proc.h"
 
 #include <errno.h>
@@ -19,8 +20,13 @@ extern char **environ;
 
 #define FAKE_START_SECONDS 60.0 /* a 100M-token key takes a while to index */
 
-/* fakelm lives next to the rlm executable (the build directory or bin/). */
-static int sibling_exe(const char *name, char *out, size_t outlen)
+#ifndef RLM_HELPERS_FROM_BINDIR
+#define RLM_HELPERS_FROM_BINDIR "../libexec/rlm"
+#endif
+
+/* fakelm lives next to the rlm executable (the build directory), or in the
+ * installed tree's libexec/rlm relative to it. */
+static int helper_exe(const char *name, char *out, size_t outlen)
 {
     char self[4096];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -32,6 +38,9 @@ static int sibling_exe(const char *name, char *out, size_t outlen)
         return -1;
     *slash = '\0';
     int w = snprintf(out, outlen, "%s/%s", self, name);
+    if (w >= 0 && (size_t)w < outlen && access(out, X_OK) == 0)
+        return 0;
+    w = snprintf(out, outlen, "%s/%s/%s", self, RLM_HELPERS_FROM_BINDIR, name);
     return w < 0 || (size_t)w >= outlen || access(out, X_OK) != 0 ? -1 : 0;
 }
 
@@ -40,8 +49,9 @@ int fakelm_proc_start(fakelm_proc *fs, const char *dir, long latency_ms, char *e
     char exe[4096], script[4096], port_file[4096], log[4096], latency[32];
     posix_spawn_file_actions_t actions;
     fs->pid = 0;
-    if (sibling_exe("fakelm", exe, sizeof exe) != 0) {
-        snprintf(err, errlen, "fakelm not found next to the rlm executable");
+    if (helper_exe("fakelm", exe, sizeof exe) != 0) {
+        snprintf(err, errlen, "fakelm not found next to the rlm executable nor in %s beside it",
+                 RLM_HELPERS_FROM_BINDIR);
         return -1;
     }
     snprintf(script, sizeof script, "%s/script.json", dir);

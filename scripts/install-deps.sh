@@ -9,6 +9,8 @@ packages=(
   libseccomp-dev libpcre2-dev libsqlite3-dev libssl-dev libmicrohttpd-dev libcmocka-dev
   libedit-dev
   clang libclang-rt-dev
+  help2man
+  python3-pytest python3-build python3-setuptools python3-wheel python3-venv python3-pip
 )
 
 missing=()

@@ -337,10 +337,12 @@ int sandbox_factory_add_input(sandbox_factory *f, const char *name, const sandbo
  * spawning). NULL is a no-op. */
 void sandbox_factory_free(sandbox_factory *f);
 
-/* The rlm-sandbox executable to use: `configured` when set, else the one
- * next to the running program (an installed or built rlm), else
- * ../libexec/rlm/ beside it, else this build's own, else the install
- * prefix's. malloc'd; NULL only when out of memory. */
+/* The rlm-sandbox executable to use: `configured` when set; else, when this
+ * code runs from the shared library, the one beside it or in the installed
+ * tree's libexec/rlm relative to it (a wheel's, a --prefix install's); else
+ * the one next to the running program (an installed or built rlm) or in
+ * libexec/rlm relative to it; else this build's own, else the configured
+ * install prefix's. malloc'd; NULL only when out of memory. */
 char *sandbox_find_exe(const char *configured);
 
 void sandbox_cell_clear(sandbox_cell *cell);
