@@ -253,6 +253,23 @@ rlm_status rlm_set_context_text(rlm *r, const char *text, size_t len);
  * rlm_ask form the next question's new input. */
 rlm_status rlm_add_context(rlm *r, const char *arg);
 
+/* Adds one input whose data is read from the open descriptor fd, as
+ * rlm_add_context would add a file named `name`: name is its key in
+ * `context` when there are several inputs, and its ending says how it is
+ * read (".json" parsed, ".jsonl" a list of records, else text; the
+ * json_input and jsonl_field options apply). A regular file or a memfd is
+ * mapped, never copied — so data the caller writes into a memfd (sealed
+ * with F_SEAL_WRITE, F_SEAL_GROW and F_SEAL_SHRINK so nobody can change it
+ * afterwards) reaches the sandbox with no copy by rlm; a pipe or socket is
+ * read to its end by rlm_ask (one copy, as for stdin). The reading starts at
+ * the file's beginning whatever fd's offset. rlm keeps a duplicate of fd
+ * until the input is replaced or r is freed: the caller may close its own
+ * at once. RLM_ERR_USAGE for an empty name, RLM_ERR_INPUT for a descriptor
+ * that is not open or is a directory. In a saved session (the session
+ * option), such an input, like stdin, can be kept only alone, as plain text
+ * under 1 MB (docs/sessions.md). */
+rlm_status rlm_add_context_fd(rlm *r, const char *name, int fd);
+
 /* Called with a one-line description of what the run is doing (turn, blocks,
  * sub-calls in flight), at most a few times per second. Borrowed string. */
 typedef void (*rlm_progress_fn)(void *userdata, const char *line);

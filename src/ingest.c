@@ -391,19 +391,32 @@ done:
  * Latin-1, its subset), decoded and said; a mix of UTF-8 and stray bytes
  * keeps the stray bytes to be replaced. 0 when added or skipped, -1 on a
  * fatal error (err set). */
+static int add_open_file(walk *w, int fd, const char *path, const char *name, int sniff,
+                         int fatal_open, int keep_fd);
+
 static int add_file(walk *w, const char *path, const char *name, int sniff, int fatal_open)
 {
-    ingest_set *s = w->s;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         if (fatal_open) {
             snprintf(w->err, w->errlen, "cannot open '%s': %s", path, strerror(errno));
             return -1;
         }
-        problem(s, "skipped '%s': %s", name, strerror(errno));
+        problem(w->s, "skipped '%s': %s", name, strerror(errno));
         w->skipped++;
         return 0;
     }
+    return add_open_file(w, fd, path, name, sniff, fatal_open, 0);
+}
+
+/* add_file on a descriptor already open (taken: closed here or kept by the
+ * set). path is what messages name and what a later check re-opens when the
+ * descriptor had to be closed; keep_fd keeps it open whatever the count (an
+ * input given by descriptor has no path to re-open). */
+static int add_open_file(walk *w, int fd, const char *path, const char *name, int sniff,
+                         int fatal_open, int keep_fd)
+{
+    ingest_set *s = w->s;
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
@@ -483,7 +496,7 @@ static int add_file(walk *w, const char *path, const char *name, int sniff, int 
         snprintf(w->err, w->errlen, "out of memory");
         return -1;
     }
-    if (s->open_fds < MAX_OPEN_FDS) {
+    if (keep_fd || s->open_fds < MAX_OPEN_FDS) {
         s->open_fds++;
     } else {
         close(fd);
@@ -945,8 +958,62 @@ static int add_stream(walk *w, const char *path)
     return 0;
 }
 
-static int add_argument(walk *w, const char *arg, size_t n_args)
+/* A descriptor of its own on the file open on fd, reading from the start
+ * (the caller's offset is its own: a memfd just written is at its end), or
+ * -1 when /proc is not there: then fd itself, rewound. */
+static int open_again(int fd)
 {
+    char path[64];
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    int own = open(path, O_RDONLY | O_CLOEXEC);
+    if (own < 0)
+        lseek(fd, 0, SEEK_SET);
+    return own;
+}
+
+/* An input given by descriptor (ingest_options.fds), named `name`: a
+ * regular file or memfd is mapped like a file named on its own, anything
+ * else (a pipe, a socket) read to its end like stdin. The caller keeps fd:
+ * the set works on a duplicate. */
+static int add_fd(walk *w, int fd, const char *name)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        snprintf(w->err, w->errlen, "context '%s': %s", name, strerror(errno));
+        return -1;
+    }
+    if (w->opt->jsonl_field || !S_ISREG(st.st_mode)) {
+        /* Read from the start whatever the caller's offset, where it can be. */
+        int own = S_ISREG(st.st_mode) ? open_again(fd) : -1;
+        int rc;
+        if (w->opt->jsonl_field) {
+            rc = add_jsonl(w, own >= 0 ? own : fd, name);
+        } else {
+            size_t src, len;
+            rc = read_stream(w, fd, name, &src, &len);
+            if (rc == 0 && add_doc(w, name, len ? src : SIZE_MAX, 0, len) != 0)
+                rc = -1;
+            if (rc == 0 && len) {
+                docrec *r = &w->s->recs[w->s->n_recs - 1];
+                ingest_count_utf8(w->s->srcs[src].map, len, &r->d.chars, &r->d.invalid_utf8);
+            }
+        }
+        if (own >= 0)
+            close(own);
+        return rc;
+    }
+    int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup_fd < 0) {
+        snprintf(w->err, w->errlen, "context '%s': %s", name, strerror(errno));
+        return -1;
+    }
+    return add_open_file(w, dup_fd, name, name, 0, 1, 1);
+}
+
+static int add_argument(walk *w, const char *arg, size_t n_args, int fd)
+{
+    if (fd >= 0)
+        return add_fd(w, fd, arg);
     if (!strcmp(arg, "-")) {
         if (w->opt->jsonl_field)
             return add_jsonl(w, w->opt->stdin_fd, "<stdin>");
@@ -1062,14 +1129,14 @@ int ingest_open(const char *const *args, size_t n_args, const ingest_options *op
         w.s->kind = INGEST_LIST;
     } else {
         struct stat st;
-        int one_file = n_args == 1 && (!strcmp(args[0], "-") ||
+        int one_file = n_args == 1 && ((opt.fds && opt.fds[0] >= 0) || !strcmp(args[0], "-") ||
                                        (stat(args[0], &st) == 0 &&
                                         (S_ISREG(st.st_mode) || S_ISFIFO(st.st_mode))));
         w.s->kind = one_file ? INGEST_STR : INGEST_DICT;
         w.s->format = opt.format;
     }
     for (size_t i = 0; i < n_args; i++)
-        if (add_argument(&w, args[i], n_args) != 0)
+        if (add_argument(&w, args[i], n_args, opt.fds ? opt.fds[i] : -1) != 0)
             goto fail;
     if (finish(&w) != 0)
         goto fail;

@@ -53,6 +53,11 @@ typedef struct ingest_options {
     const char *jsonl_field;      /* non-NULL: every file is JSONL, this field is the text */
     ingest_format format;         /* without jsonl_field: how the sandbox reads the files */
     int stdin_fd;                 /* what "-" reads; 0 unless a test says otherwise */
+    /* NULL, or one per argument: fds[i] >= 0 makes args[i] only the name of
+     * the input read from that descriptor (a regular file or memfd mapped
+     * like a file named on its own, a pipe read like stdin; the caller
+     * keeps it, the set holds a duplicate); -1, a path as usual. */
+    const int *fds;
     /* Non-NULL: reading stdin or a pipe (which may wait for its writer)
      * stops with the error "cancelled" within about 100 ms of *cancel
      * turning nonzero, so Ctrl-C always works. */

@@ -5,6 +5,7 @@
 #include "rlm.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -416,6 +417,7 @@ struct rlm {
     trace *trace;
     context *ctx;
     char **ctx_args;           /* rlm_add_context arguments, in order */
+    int *ctx_fds;              /* per argument: rlm_add_context_fd's descriptor (ours), or -1 */
     size_t n_ctx_args;
     ingest_set *docs;          /* built from ctx_args by rlm_ask */
     char *search_cache_dir;
@@ -785,6 +787,8 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
     return RLM_OK;
 }
 
+static void rlm_clear_docs(rlm *r);
+
 void rlm_free(rlm *r)
 {
     if (!r)
@@ -806,10 +810,7 @@ void rlm_free(rlm *r)
     json_decref(r->key_options);
     trace_close(r->trace);
     context_free(r->ctx);
-    ingest_free(r->docs);
-    for (size_t i = 0; i < r->n_ctx_args; i++)
-        free(r->ctx_args[i]);
-    free(r->ctx_args);
+    rlm_clear_docs(r);   /* the document set, the arguments and their descriptors */
     free(r->search_cache_dir);
     rlm_config_free(r->cfg);
     buf_free(&r->warnings);
@@ -834,10 +835,15 @@ static void rlm_clear_docs(rlm *r)
     ingest_free(r->docs);
     r->docs = NULL;
     r->params.docs = NULL;
-    for (size_t i = 0; i < r->n_ctx_args; i++)
+    for (size_t i = 0; i < r->n_ctx_args; i++) {
         free(r->ctx_args[i]);
+        if (r->ctx_fds[i] >= 0)
+            close(r->ctx_fds[i]);
+    }
     free(r->ctx_args);
+    free(r->ctx_fds);
     r->ctx_args = NULL;
+    r->ctx_fds = NULL;
     r->n_ctx_args = 0;
 }
 
@@ -865,18 +871,23 @@ static int context_arg_exists(rlm *r, const char *arg)
     return -1;
 }
 
-rlm_status rlm_add_context(rlm *r, const char *arg)
+/* Appends one input (arg, and fd: ours, or -1 for a path), taking fd. */
+static rlm_status add_input(rlm *r, const char *arg, int fd)
 {
-    if (!arg || !arg[0])
-        return rlm_error(r, RLM_ERR_USAGE, "empty context argument");
-    if (context_arg_exists(r, arg) != 0)
-        return RLM_ERR_INPUT;
     char **args = realloc(r->ctx_args, (r->n_ctx_args + 1) * sizeof *args);
-    if (!args)
+    if (args)
+        r->ctx_args = args;
+    int *fds = args ? realloc(r->ctx_fds, (r->n_ctx_args + 1) * sizeof *fds) : NULL;
+    if (fds)
+        r->ctx_fds = fds;
+    char *copy = fds ? strdup(arg) : NULL;
+    if (!copy) {
+        if (fd >= 0)
+            close(fd);
         return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
-    r->ctx_args = args;
-    if (!(args[r->n_ctx_args] = strdup(arg)))
-        return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+    }
+    args[r->n_ctx_args] = copy;
+    fds[r->n_ctx_args] = fd;
     r->n_ctx_args++;
     ingest_free(r->docs);   /* rebuilt with every argument by rlm_ask */
     r->docs = NULL;
@@ -884,6 +895,31 @@ rlm_status rlm_add_context(rlm *r, const char *arg)
     context_free(r->ctx);
     r->ctx = NULL;
     return RLM_OK;
+}
+
+rlm_status rlm_add_context(rlm *r, const char *arg)
+{
+    if (!arg || !arg[0])
+        return rlm_error(r, RLM_ERR_USAGE, "empty context argument");
+    if (context_arg_exists(r, arg) != 0)
+        return RLM_ERR_INPUT;
+    return add_input(r, arg, -1);
+}
+
+rlm_status rlm_add_context_fd(rlm *r, const char *name, int fd)
+{
+    if (!name || !name[0])
+        return rlm_error(r, RLM_ERR_USAGE, "an input given by descriptor needs a name");
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0)
+        return rlm_error(r, RLM_ERR_INPUT, "context '%s': descriptor %d: %s", name, fd,
+                         strerror(fd < 0 ? EBADF : errno));
+    if (S_ISDIR(st.st_mode))
+        return rlm_error(r, RLM_ERR_INPUT, "context '%s': descriptor %d is a directory", name, fd);
+    int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0)
+        return rlm_error(r, RLM_ERR_INPUT, "context '%s': %s", name, strerror(errno));
+    return add_input(r, name, own);
 }
 
 /* Splits a newline-separated glob list in place into up to max pointers. */
@@ -942,7 +978,8 @@ static int all_end_with(const char *const *args, size_t n_args, const char *suff
  * and .json files (all of them), or any input with json_input, one JSON
  * value each. legacy: a session input recorded before JSON was parsed, read
  * as it was then (.jsonl: the "text" field of each record; .json: text). */
-static rlm_status rlm_ingest(rlm *r, const char *const *args, size_t n_args, const char *include,
+static rlm_status rlm_ingest(rlm *r, const char *const *args, const int *fds, size_t n_args,
+                             const char *include,
                              const char *exclude, const char *field, int json_input, int legacy,
                              ingest_set **out)
 {
@@ -964,6 +1001,7 @@ static rlm_status rlm_ingest(rlm *r, const char *const *args, size_t n_args, con
     opt.exclude = opt.n_exclude ? exc_v : NULL;
     opt.jsonl_field = field[0] ? field : NULL;
     opt.cancel = &r->cancelled;   /* a pipe waiting for its writer, stdin: Ctrl-C ends the wait */
+    opt.fds = fds;
     /* The set has one reading, so a reading by extension needs every
      * argument to have it. */
     if (!opt.jsonl_field && all_end_with(args, n_args, ".jsonl")) {
@@ -1027,7 +1065,7 @@ done:
  * include / exclude / jsonl_field options. */
 static rlm_status rlm_load_docs(rlm *r)
 {
-    rlm_status st = rlm_ingest(r, (const char *const *)r->ctx_args, r->n_ctx_args,
+    rlm_status st = rlm_ingest(r, (const char *const *)r->ctx_args, r->ctx_fds, r->n_ctx_args,
                                rlm_config_get(r->cfg, "include"), rlm_config_get(r->cfg, "exclude"),
                                rlm_config_get(r->cfg, "jsonl_field"),
                                rlm_config_get(r->cfg, "json_input")[0] == '1', 0, &r->docs);
@@ -1154,6 +1192,8 @@ static int stream_arg(const char *arg)
  * arguments (stdin aside, which reads new text each time) or the same file. */
 static int input_already_given(const rlm *r, const json_t *rec)
 {
+    if (json_is_true(json_object_get(rec, "descriptors")))
+        return 0;
     json_t *mine = record_absolute_args(rec);
     const char *file = json_string_value(json_object_get(rec, "file"));
     int found = 0;
@@ -1201,13 +1241,23 @@ static json_t *args_record(rlm *r)
         }
     if (!args)
         return NULL;
-    /* "json": JSON inputs are parsed (records made before are read as text). */
-    return json_pack("{s:o,s:o,s:o,s:o,s:o,s:b,s:b}", "args", args,
-                     "cwd", getcwd(cwd, sizeof cwd) ? json_string(cwd) : json_null(),
-                     "include", text_or_null(rlm_config_get(r->cfg, "include")),
-                     "exclude", text_or_null(rlm_config_get(r->cfg, "exclude")),
-                     "jsonl_field", text_or_null(rlm_config_get(r->cfg, "jsonl_field")),
-                     "json_input", rlm_config_get(r->cfg, "json_input")[0] == '1', "json", 1);
+    int descriptors = 0;
+    for (size_t i = 0; i < r->n_ctx_args; i++)
+        descriptors |= r->ctx_fds[i] >= 0;
+    /* "json": JSON inputs are parsed (records made before are read as text).
+     * "descriptors": some arguments only name data given by descriptor,
+     * new each time (never "already given"). */
+    json_t *rec = json_pack("{s:o,s:o,s:o,s:o,s:o,s:b,s:b}", "args", args,
+                            "cwd", getcwd(cwd, sizeof cwd) ? json_string(cwd) : json_null(),
+                            "include", text_or_null(rlm_config_get(r->cfg, "include")),
+                            "exclude", text_or_null(rlm_config_get(r->cfg, "exclude")),
+                            "jsonl_field", text_or_null(rlm_config_get(r->cfg, "jsonl_field")),
+                            "json_input", rlm_config_get(r->cfg, "json_input")[0] == '1', "json", 1);
+    if (rec && descriptors && json_object_set_new(rec, "descriptors", json_true()) != 0) {
+        json_decref(rec);
+        return NULL;
+    }
+    return rec;
 }
 
 /* *rec = {"text": ...} for text a later process cannot read again (stdin, a
@@ -1240,13 +1290,14 @@ static rlm_status stdin_record(rlm *r, const ingest_set *docs, json_t **rec)
     *rec = NULL;
     int has_stdin = 0;
     for (size_t i = 0; i < r->n_ctx_args; i++)
-        has_stdin |= stream_arg(r->ctx_args[i]);
+        has_stdin |= r->ctx_fds[i] >= 0 || stream_arg(r->ctx_args[i]);
     if (!has_stdin || !r->store)
         return RLM_OK;
     if (r->n_ctx_args != 1 || ingest_kind_of(docs) != INGEST_STR || ingest_count(docs) != 1 ||
         ingest_format_of(docs) != INGEST_TEXT)
-        return rlm_error(r, RLM_ERR_USAGE, "session '%s': stdin (-) can be an input of a saved "
-                         "session only on its own and as plain text (not JSON or JSONL)",
+        return rlm_error(r, RLM_ERR_USAGE, "session '%s': stdin (-), a pipe or an input given by "
+                         "descriptor can be an input of a saved session only on its own and as "
+                         "plain text (not JSON or JSONL)",
                          session_name(r));
     const ingest_doc *d = ingest_docs(docs);
     return text_record(r, "the text read from stdin", d->data, d->len, rec);
@@ -1290,16 +1341,19 @@ static size_t drop_bad_args(rlm *r)
     for (size_t i = 0; i < r->n_ctx_args; i++) {
         const char *arg = r->ctx_args[i];
         ingest_set *alone = NULL;
-        rlm_status st = rlm_ingest(r, &arg, 1, rlm_config_get(r->cfg, "include"),
+        rlm_status st = rlm_ingest(r, &arg, &r->ctx_fds[i], 1, rlm_config_get(r->cfg, "include"),
                                    rlm_config_get(r->cfg, "exclude"),
                                    rlm_config_get(r->cfg, "jsonl_field"),
                                    rlm_config_get(r->cfg, "json_input")[0] == '1', 0, &alone);
         ingest_free(alone);
         if (st == RLM_OK) {
+            r->ctx_fds[kept] = r->ctx_fds[i];
             r->ctx_args[kept++] = r->ctx_args[i];
         } else {
             buf_printf(&dropped, "%s'%s'", dropped.len ? ", " : "", arg);
             free(r->ctx_args[i]);
+            if (r->ctx_fds[i] >= 0)
+                close(r->ctx_fds[i]);
         }
     }
     r->n_ctx_args = kept;
@@ -1425,7 +1479,7 @@ static rlm_status input_reopen(rlm *r, const json_t *rec, size_t n, rlm_input *i
     const char *inc = json_string_value(json_object_get(rec, "include"));
     const char *exc = json_string_value(json_object_get(rec, "exclude"));
     const char *field = json_string_value(json_object_get(rec, "jsonl_field"));
-    st = rlm_ingest(r, argv, count, inc ? inc : "", exc ? exc : "", field ? field : "",
+    st = rlm_ingest(r, argv, NULL, count, inc ? inc : "", exc ? exc : "", field ? field : "",
                     json_is_true(json_object_get(rec, "json_input")),
                     !json_object_get(rec, "json"), &in->docs);
     if (st != RLM_OK) {

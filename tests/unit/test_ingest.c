@@ -518,6 +518,73 @@ static void test_more_files_than_mappings(void **state)
     ingest_free(s);
 }
 
+/* Inputs given by descriptor (rlm_add_context_fd): a memfd written just
+ * before (its offset at the end) is mapped from its start under its given
+ * name; a pipe is read like stdin; a .jsonl name reads records; the set
+ * keeps its own descriptor, so the caller's may close at once; several
+ * make a dict by name, and the pack holds their bytes. */
+static void test_inputs_by_descriptor(void **state)
+{
+    char err[512];
+    int mem = memfd_create("t", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    assert_true(mem >= 0);
+    assert_int_equal(write(mem, "alpha\nbeta\n", 11), 11);
+    fcntl(mem, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK);
+    int pipefd[2];
+    assert_int_equal(pipe(pipefd), 0);
+    assert_int_equal(write(pipefd[1], "from a pipe", 11), 11);
+    close(pipefd[1]);
+    int recs = memfd_create("r", MFD_CLOEXEC);
+    assert_int_equal(write(recs, "{\"a\":1}\n{\"a\":2}\n", 16), 16);
+
+    ingest_options opt;
+    ingest_options_init(&opt);
+    const char *one[] = {"notes.txt"};
+    int one_fd[] = {mem};
+    opt.fds = one_fd;
+    ingest_set *s = NULL;
+    assert_int_equal(ingest_open(one, 1, &opt, &s, err, sizeof err), 0);
+    assert_int_equal(ingest_kind_of(s), INGEST_STR);
+    assert_int_equal(ingest_count(s), 1);
+    assert_string_equal(ingest_docs(s)[0].name, "notes.txt");
+    assert_int_equal(ingest_docs(s)[0].len, 11);
+    assert_memory_equal(ingest_docs(s)[0].data, "alpha\nbeta\n", 11);
+    ingest_free(s);
+
+    const char *two[] = {"b.txt", "a.txt"};
+    int two_fds[] = {pipefd[0], mem};
+    opt.fds = two_fds;
+    assert_int_equal(ingest_open(two, 2, &opt, &s, err, sizeof err), 0);
+    close(pipefd[0]);
+    close(mem);   /* the set keeps its own */
+    assert_int_equal(ingest_kind_of(s), INGEST_DICT);
+    assert_string_equal(ingest_docs(s)[0].name, "a.txt");
+    assert_string_equal(ingest_docs(s)[1].name, "b.txt");
+    assert_memory_equal(ingest_docs(s)[1].data, "from a pipe", 11);
+    int fd = -1, data_fd = -1;
+    size_t len = 0;
+    assert_int_equal(ingest_pack(s, &fd, &len, &data_fd, err, sizeof err), 0);
+    assert_int_equal(data_fd, -1);   /* two sources: the bytes are inline */
+    close(fd);
+    ingest_free(s);
+
+    const char *jsonl[] = {"records.jsonl"};
+    int jsonl_fd[] = {recs};
+    opt.fds = jsonl_fd;
+    opt.format = INGEST_JSONL;
+    assert_int_equal(ingest_open(jsonl, 1, &opt, &s, err, sizeof err), 0);
+    assert_int_equal(ingest_format_of(s), INGEST_JSONL);
+    assert_int_equal(ingest_docs(s)[0].len, 16);
+    ingest_free(s);
+    opt.format = INGEST_TEXT;
+
+    int closed[] = {recs};
+    close(recs);
+    opt.fds = closed;
+    assert_int_equal(ingest_open(jsonl, 1, &opt, &s, err, sizeof err), -1);
+    assert_non_null(strstr(err, "records.jsonl"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -532,6 +599,7 @@ int main(void)
         cmocka_unit_test(test_utf8_across_read_blocks),
         cmocka_unit_test(test_encodings_and_binary),
         cmocka_unit_test(test_more_files_than_mappings),
+        cmocka_unit_test(test_inputs_by_descriptor),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
