@@ -4,7 +4,10 @@ directory — the library (versioned soname, only the rlm_* API exported),
 rlm.pc through pkg-config (examples/ask.c built against the shared and the
 static library), the man page, the sandbox found from the installed layout,
 and the installed `rlm demo` and `rlm bench run --fake`, whose fakelm comes
-from the prefix's libexec/rlm."""
+from the prefix's libexec/rlm. Then the Python package: `pip install` of
+python/ against that prefix, and a wheel built offline with the
+distribution's tools (bundling librlm, the sandbox, rlm and fakelm),
+each installed into a fresh venv and run against the fake server."""
 import json
 import os
 import re
@@ -17,6 +20,9 @@ import unittest
 from harness import BUILD, FakeLM, RlmTestCase, remove_later, repl
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+# The distribution's interpreter, whose packages (python3-build, setuptools,
+# wheel, venv) make and install the package offline.
+PYTHON = "/usr/bin/python3"
 
 
 def sanitized_build():
@@ -187,6 +193,85 @@ class Installed(RlmTestCase):
         report = json.loads(proc.stdout)
         self.assertEqual(report["sandbox"]["sandbox_exe"] if "sandbox" in report
                          else report["sandbox_exe"], self.p("libexec/rlm/rlm-sandbox"))
+
+
+    # ---- the Python package ----------------------------------------------------
+
+    def python_tree(self):
+        """A copy of python/ (and the header it reads its version from): a
+        build writes next to its sources, never into the repository."""
+        src = os.path.join(self.tmp, "src")
+        shutil.copytree(os.path.join(ROOT, "python"), os.path.join(src, "python"),
+                        ignore=shutil.ignore_patterns("__pycache__", "build", "*.egg-info"))
+        shutil.copytree(os.path.join(ROOT, "include"), os.path.join(src, "include"))
+        return os.path.join(src, "python")
+
+    def venv(self):
+        """A fresh venv that sees the distribution's setuptools and wheel."""
+        path = os.path.join(self.tmp, "venv")
+        subprocess.run([PYTHON, "-m", "venv", "--system-site-packages", path], check=True,
+                       timeout=300)
+        return os.path.join(path, "bin", "python")
+
+    def pip_install(self, python, what, env=None):
+        proc = subprocess.run([python, "-m", "pip", "install", "--no-index", "--no-deps",
+                               "--no-build-isolation", what], capture_output=True, text=True,
+                              env=env, timeout=600, cwd=self.tmp)
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+
+    CHECK = (
+        "import json, sys, rlm\n"
+        "r = rlm.ask('How many lines?', 'a\\nb\\nc', base_url=sys.argv[1], model='root',"
+        " mode='rlm')\n"
+        "print(json.dumps({'answer': r.answer, 'library': rlm.library_path(),"
+        " 'sandbox': rlm.doctor()['sandbox_exe']}))\n")
+
+    def check_package(self, python):
+        """Runs CHECK with the venv's python from a neutral directory (the
+        package must come from the venv, never from the source tree)."""
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("RLM_LIBRARY", "PYTHONPATH", "LD_LIBRARY_PATH")}
+        with FakeLM(self.RULES) as lm:
+            proc = subprocess.run([python, "-c", self.CHECK, lm.base_url], capture_output=True,
+                                  text=True, env=env, cwd=self.tmp, timeout=300)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        out = json.loads(proc.stdout)
+        self.assertEqual(out["answer"], "3")
+        return out
+
+    def test_pip_install_against_the_prefix(self):
+        python = self.venv()
+        tree = self.python_tree()
+        env = {k: v for k, v in os.environ.items() if k != "RLM_BUILD_DIR"}
+        self.pip_install(python, tree, env=dict(env, RLM_PREFIX=self.prefix))
+        out = self.check_package(python)
+        self.assertEqual(os.path.realpath(out["library"]),
+                         os.path.realpath(self.p("lib/librlm.so.0")))
+        self.assertEqual(os.path.realpath(out["sandbox"]),
+                         os.path.realpath(self.p("libexec/rlm/rlm-sandbox")))
+
+    def test_wheel_built_offline_bundles_everything(self):
+        tree = self.python_tree()
+        dist = os.path.join(self.tmp, "dist")
+        proc = subprocess.run([PYTHON, "-m", "build", "--no-isolation", "--wheel", "--outdir", dist,
+                               tree], capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, RLM_BUILD_DIR=BUILD))
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        wheels = os.listdir(dist)
+        self.assertEqual(len(wheels), 1)
+        self.assertRegex(wheels[0], r"^rlm-.*-py3-none-linux_\w+\.whl$")
+        python = self.venv()
+        self.pip_install(python, os.path.join(dist, wheels[0]))
+        out = self.check_package(python)
+        site = os.path.dirname(os.path.dirname(os.path.dirname(out["library"])))
+        self.assertEqual(out["library"], os.path.join(site, "rlm", "_native", "librlm.so.0"))
+        self.assertEqual(out["sandbox"], os.path.join(site, "rlm", "_native", "rlm-sandbox"))
+        # python -m rlm is the bundled CLI, whose demo finds the bundled fakelm.
+        proc = subprocess.run([python, "-m", "rlm", "demo", "--tokens", "64K"], capture_output=True,
+                              text=True, timeout=300, cwd=self.tmp,
+                              env=dict(os.environ, XDG_CACHE_HOME=self.tmp, XDG_DATA_HOME=self.tmp))
+        self.assertEqual(proc.returncode, 0, proc.stdout + proc.stderr)
+        self.assertIn("score:    1.000", proc.stdout)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,647 @@
+"""The binding proper: options, contexts, runs, results and events over the
+handles of include/rlm.h.
+
+Design notes.
+- Threads. Every foreign call releases the GIL (ctypes' CDLL), so runs on
+  different handles go on in parallel; a handle is used by one thread at a
+  time (rlm.h), which each _Handle enforces with a lock. The progress
+  callback comes from the engine's thread and takes the GIL for the time of
+  the Python call only.
+- Ctrl-C. Python runs signal handlers in the main thread, between
+  bytecodes: a foreign call blocks them. So a run started from the main
+  thread goes on a worker thread while the main thread waits on an event,
+  which a signal interrupts; KeyboardInterrupt then calls rlm_cancel (the
+  library stops the cell, abandons the requests in flight and returns), the
+  main thread waits for the worker to end, and raises KeyboardInterrupt
+  again. Runs from other threads call the library directly.
+- Copies. A path is handed over as a path (the library maps the file); an
+  open file by its descriptor (mapped); bytes and ASCII str by pointer to
+  rlm_set_context_text, whose memfd is the one copy the CLI makes of stdin
+  too; any other str is encoded in slices straight into a sealed memfd;
+  a Buffer is filled by the caller in place (no copy at all); records and
+  dict values go through memfds by name (rlm_add_context_fd).
+"""
+import ctypes
+import fcntl
+import json
+import mmap
+import os
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+from . import _native as N
+from .errors import CancelledError, RLMError, UsageError, for_status
+
+_CHUNK_CHARS = 1 << 20
+_SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL
+
+
+# ---- results and events ----------------------------------------------------
+
+@dataclass(frozen=True)
+class Usage:
+    """One model's share of a run (the report's usage entry)."""
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: Optional[float] = None
+    cached_calls: int = 0
+    errors: int = 0
+
+    @classmethod
+    def from_report(cls, d: Mapping[str, Any]) -> "Usage":
+        return cls(calls=d.get("calls", 0), prompt_tokens=d.get("prompt_tokens", 0),
+                   completion_tokens=d.get("completion_tokens", 0), cost_usd=d.get("cost_usd"),
+                   cached_calls=d.get("cached_calls", 0), errors=d.get("errors", 0))
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a run gave. `answer` is the final answer (None when there is
+    none: only on exceptions' `result`); `status` the rlm_status name ("ok",
+    "no answer", ...); `how` how the answer was given ("code",
+    "final_literal", "FINAL in text", "last_reply", "direct", ...); `turns`
+    the root turns; `sub_calls` the sub-model prompts; `usage` per model;
+    `cost` the total in US dollars (None when a price is unknown);
+    `stopped_by` the budget that ended the run, if any; `elapsed` seconds;
+    `trace` the trace file, if one was asked for; `warnings` what did not
+    stop the run but should be known; `report` the whole JSON report of
+    rlm_report_json (docs/trace.md)."""
+
+    answer: Optional[str]
+    status: str
+    how: Optional[str] = None
+    turns: int = 0
+    sub_calls: int = 0
+    usage: Dict[str, Usage] = field(default_factory=dict)
+    cost: Optional[float] = None
+    stopped_by: Optional[str] = None
+    elapsed: float = 0.0
+    trace: Optional[str] = None
+    warnings: List[str] = field(default_factory=list)
+    report: Dict[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.answer if self.answer is not None else ""
+
+
+@dataclass(frozen=True)
+class Event:
+    """Something the run did, as it happens. `kind` is "progress": `text` is
+    the one-line summary the CLI's progress line shows (turn, blocks,
+    sub-calls in flight), a few times per second at most."""
+
+    kind: str
+    text: str = ""
+    data: Dict[str, Any] = field(default_factory=dict)
+
+
+# ---- options -----------------------------------------------------------------
+
+def _option_text(key: str, value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, (list, tuple)) and key in ("include", "exclude") and \
+            all(isinstance(v, str) for v in value):
+        return "\n".join(value)
+    raise TypeError("option %s: expected str, int, float, bool or a path, not %s"
+                    % (key, type(value).__name__))
+
+
+class _Config:
+    """An rlm_config built from keyword options (the keys of rlm.h's
+    rlm_config_set), with the CLI's environment rules applied."""
+
+    def __init__(self, options: Mapping[str, Any], environment: bool = True):
+        self.ptr = N.lib.rlm_config_new()
+        if not self.ptr:
+            raise MemoryError("rlm: out of memory")
+        try:
+            given = {k: v for k, v in options.items() if v is not None}
+            for key, value in given.items():
+                self.set(key, value)
+            if environment:
+                _apply_environment(self, given)
+        except BaseException:
+            self.free()
+            raise
+
+    def set(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise TypeError("option names are str, not %s" % type(key).__name__)
+        if N.lib.rlm_config_get(self.ptr, key.encode()) is None:
+            raise TypeError("unknown option %r (the options are rlm_config_set's keys: "
+                            "include/rlm.h, docs/python.md)" % key)
+        text = _option_text(key, value)
+        if "\0" in text:
+            raise ValueError("option %s holds a NUL character" % key)
+        if N.lib.rlm_config_set(self.ptr, key.encode(), text.encode()) != N.OK:
+            raise UsageError(N.text(N.lib.rlm_config_errmsg(self.ptr)))
+
+    def get(self, key: str) -> str:
+        return N.text(N.lib.rlm_config_get(self.ptr, key.encode()))
+
+    def within(self, key: str, url: str) -> bool:
+        return bool(N.lib.rlm_config_url_within(self.ptr, key.encode(), url.encode()))
+
+    def free(self) -> None:
+        if self.ptr:
+            N.lib.rlm_config_free(self.ptr)
+            self.ptr = None
+
+
+def _provider_home(provider: str) -> str:
+    """Where $PROVIDER_API_KEY may be sent: $PROVIDER_BASE_URL, else the
+    provider's own API."""
+    env = os.environ.get(provider.upper() + "_BASE_URL")
+    if env:
+        return env
+    c = _Config({"provider": provider}, environment=False)
+    try:
+        return c.get("base_url")
+    finally:
+        c.free()
+
+
+def _apply_environment(cfg: _Config, given: Mapping[str, Any]) -> None:
+    """The environment rules of the CLI (README, docs/providers.md), for the
+    options not given: $RLM_MODEL, then $PROVIDER_BASE_URL and
+    $PROVIDER_API_KEY of the root's and the sub-calls' providers, a key going
+    only to the endpoint it is for."""
+    env = os.environ.get
+    if "model" not in given and env("RLM_MODEL"):
+        cfg.set("model", env("RLM_MODEL"))
+    provider = cfg.get("provider")
+    if "base_url" not in given and env(provider.upper() + "_BASE_URL"):
+        cfg.set("base_url", env(provider.upper() + "_BASE_URL"))
+    provider = cfg.get("provider")
+    key = env(provider.upper() + "_API_KEY")
+    if "api_key" not in given and key and cfg.within("base_url", _provider_home(provider)):
+        cfg.set("api_key", key)
+    if cfg.within("sub_base_url", cfg.get("base_url")):
+        return
+    sub = cfg.get("sub_provider")
+    if "sub_base_url" not in given and sub != provider and env(sub.upper() + "_BASE_URL"):
+        cfg.set("sub_base_url", env(sub.upper() + "_BASE_URL"))
+    key = env(sub.upper() + "_API_KEY")
+    if "sub_api_key" not in given and key and cfg.within("sub_base_url", _provider_home(sub)):
+        cfg.set("sub_api_key", key)
+
+
+# ---- contexts ----------------------------------------------------------------
+
+class Buffer:
+    """Memory for a context that the sandbox reads with no copy at all: fill
+    it in place (`buf.view[:n] = ...`, `f.readinto(buf.view)`,
+    `buf.write(data)`), then pass it as `context`. It is a memory file
+    (memfd); once handed to a run it is sealed and can no longer change.
+
+        buf = rlm.Buffer(size)
+        with open("big.log", "rb") as f:
+            f.readinto(buf.view)
+        rlm.ask("How many errors?", context=buf)
+    """
+
+    def __init__(self, size: int, name: str = "context"):
+        if not isinstance(size, int) or size <= 0:
+            raise ValueError("Buffer size must be a positive int")
+        self.name = name
+        self._fd = os.memfd_create("rlm-buffer", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        os.ftruncate(self._fd, size)
+        self._map = mmap.mmap(self._fd, size)
+        self.view = memoryview(self._map)
+        self._used = 0
+
+    def write(self, data) -> int:
+        """Appends data (bytes-like, or str as UTF-8) after what was written."""
+        if self._map is None:
+            raise ValueError("this Buffer is sealed: it was handed to a run, nothing can change it")
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        n = len(memoryview(data).cast("B"))
+        if self._used + n > len(self._map):
+            raise ValueError("Buffer full: %d of %d bytes used" % (self._used, len(self._map)))
+        self.view[self._used:self._used + n] = memoryview(data).cast("B")
+        self._used += n
+        return n
+
+    def seal(self, length: Optional[int] = None) -> int:
+        """Ends writing (length: the bytes to keep; default all that write()
+        added, or the whole buffer when only `view` was used) and returns a
+        descriptor of the sealed memory file, which stays the buffer's."""
+        if self._map is not None:
+            keep = length if length is not None else (self._used or len(self._map))
+            self.view.release()
+            self._map.close()
+            self._map = None
+            os.ftruncate(self._fd, keep)
+            fcntl.fcntl(self._fd, fcntl.F_ADD_SEALS, _SEALS)
+        return self._fd
+
+    def close(self) -> None:
+        if self._map is not None:
+            self.view.release()
+            self._map.close()
+            self._map = None
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _memfd(fill: Callable[[int], None]) -> int:
+    fd = os.memfd_create("rlm-context", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        fill(fd)
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _write_all(fd: int, data) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _write_str(fd: int, text: str) -> None:
+    """A str's UTF-8 into fd, a slice at a time: never a whole second copy."""
+    for i in range(0, len(text), _CHUNK_CHARS):
+        _write_all(fd, text[i:i + _CHUNK_CHARS].encode("utf-8", "surrogatepass"))
+
+
+def _write_records(fd: int, records: Sequence[Any]) -> None:
+    lines = []
+    size = 0
+    for i, rec in enumerate(records):
+        try:
+            line = json.dumps(rec, ensure_ascii=False)
+        except (TypeError, ValueError) as e:
+            raise TypeError("context record %d is not JSON data (%s): a list context is a list "
+                            "of records (dict, list, str, numbers), or of paths "
+                            "(pathlib.Path)" % (i, e)) from None
+        lines.append(line)
+        size += len(line)
+        if size >= _CHUNK_CHARS:
+            _write_all(fd, ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
+            lines, size = [], 0
+    if lines:
+        _write_all(fd, ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass"))
+
+
+class JSON:
+    """Any JSON data (dict, list, str, numbers, None) as the context's value:
+    `context` is that value in the sandbox, e.g. rlm.JSON({"documents": [...],
+    "query": "..."}). It is encoded once into a memory file the sandbox
+    parses."""
+
+    def __init__(self, value: Any, name: str = "context.json"):
+        self.value, self.name = value, name
+
+
+Context = Union[None, str, bytes, bytearray, memoryview, "os.PathLike[str]", IO[Any], Buffer,
+                    Sequence[Any], Mapping[str, Union[str, bytes]], JSON]
+
+
+# ---- a handle ----------------------------------------------------------------
+
+class _Handle:
+    """One rlm handle, used by one thread at a time."""
+
+    def __init__(self, options: Mapping[str, Any]):
+        self._lock = threading.Lock()
+        self._callback_error: Optional[BaseException] = None
+        self.trace = options.get("trace")
+        cfg = _Config(options)
+        try:
+            ptr = ctypes.c_void_p()
+            st = N.lib.rlm_new(cfg.ptr, ctypes.byref(ptr))
+            self.ptr = ptr.value
+            if st != N.OK:
+                msg = N.text(N.lib.rlm_errmsg(self.ptr)) if self.ptr else "out of memory"
+                self.close()
+                raise for_status(st, msg)
+        finally:
+            cfg.free()
+
+    def _check(self, st: int) -> None:
+        if st != N.OK:
+            raise for_status(st, N.text(N.lib.rlm_errmsg(self.ptr)))
+
+    def _opened(self) -> int:
+        if not self.ptr:
+            raise ValueError("this rlm handle is closed")
+        return self.ptr
+
+    def begin_conversation(self) -> None:
+        self._check(N.lib.rlm_begin_conversation(self._opened()))
+
+    def add_fd(self, name: str, fd: int) -> None:
+        self._check(N.lib.rlm_add_context_fd(self._opened(), name.encode(), fd))
+
+    def set_context(self, context: Context) -> None:
+        """Hands context over (see ask() for the forms it takes)."""
+        h = self._opened()
+        if context is None:
+            return
+        if isinstance(context, str):
+            if context.isascii():
+                size = ctypes.c_ssize_t()
+                ptr = N.utf8_of(context, ctypes.byref(size))
+                self._check(N.lib.rlm_set_context_text(h, ptr, size.value))
+            else:
+                fd = _memfd(lambda f: _write_str(f, context))
+                try:
+                    self.add_fd("context", fd)
+                finally:
+                    os.close(fd)
+        elif isinstance(context, bytes):
+            self._check(N.lib.rlm_set_context_text(h, context, len(context)))
+        elif isinstance(context, (bytearray, memoryview)):
+            view = memoryview(context)
+            if not view.contiguous:
+                raise TypeError("context: a memoryview must be contiguous")
+            if view.readonly:
+                fd = _memfd(lambda f: _write_all(f, view))
+                try:
+                    self.add_fd("context", fd)
+                finally:
+                    os.close(fd)
+            else:
+                raw = (ctypes.c_char * view.nbytes).from_buffer(view.cast("B"))
+                self._check(N.lib.rlm_set_context_text(h, ctypes.addressof(raw), view.nbytes))
+                del raw
+        elif isinstance(context, JSON):
+            def fill(f):
+                try:
+                    text = json.dumps(context.value, ensure_ascii=False)
+                except (TypeError, ValueError) as e:
+                    raise TypeError("rlm.JSON: the value is not JSON data (%s)" % e) from None
+                _write_str(f, text)
+            fd = _memfd(fill)
+            try:
+                self.add_fd(context.name, fd)
+            finally:
+                os.close(fd)
+        elif isinstance(context, Buffer):
+            self.add_fd(context.name, context.seal())
+        elif isinstance(context, os.PathLike):
+            self._check(N.lib.rlm_add_context(h, os.fsencode(context)))
+        elif hasattr(context, "fileno") and hasattr(context, "read"):
+            name = getattr(context, "name", None)
+            name = os.path.basename(name) if isinstance(name, str) and name else "context"
+            self.add_fd(name, context.fileno())
+        elif isinstance(context, Mapping):
+            if not context:
+                raise ValueError("context is an empty dict")
+            if len(context) == 1:
+                # One input alone is a str for the library (like one file):
+                # a one-entry dict goes as JSON to stay a dict.
+                (name, value), = context.items()
+                if isinstance(name, str) and isinstance(value, (str, bytes)):
+                    self.set_context(JSON({name: value if isinstance(value, str)
+                                           else value.decode("utf-8", "replace")}))
+                    return
+            for name, value in context.items():
+                if not isinstance(name, str) or not name:
+                    raise TypeError("context dict keys are non-empty str (document names), "
+                                    "not %r" % (name,))
+                if isinstance(value, str):
+                    fd = _memfd(lambda f, v=value: _write_str(f, v))
+                elif isinstance(value, (bytes, bytearray, memoryview)):
+                    fd = _memfd(lambda f, v=value: _write_all(f, v))
+                else:
+                    raise TypeError("context[%r]: a dict context maps names to str or bytes, "
+                                    "not %s" % (name, type(value).__name__))
+                try:
+                    self.add_fd(name, fd)
+                finally:
+                    os.close(fd)
+        elif isinstance(context, (list, tuple)):
+            if not context:
+                raise ValueError("context is an empty list")
+            if all(isinstance(c, os.PathLike) for c in context):
+                for c in context:
+                    self._check(N.lib.rlm_add_context(h, os.fsencode(c)))
+            else:
+                fd = _memfd(lambda f: _write_records(f, context))
+                try:
+                    self.add_fd("records.jsonl", fd)
+                finally:
+                    os.close(fd)
+        else:
+            raise TypeError("context: expected str, bytes, a path (os.PathLike), an open file, "
+                            "a list of paths or of records, a dict name -> text, or "
+                            "rlm.Buffer, not %s" % type(context).__name__)
+
+    def cancel(self) -> None:
+        if self.ptr:
+            N.lib.rlm_cancel(self.ptr)
+
+    def report(self) -> Optional[Dict[str, Any]]:
+        raw = N.lib.rlm_report_json(self.ptr) if self.ptr else None
+        return json.loads(raw.decode("utf-8", "replace")) if raw else None
+
+    def warnings(self) -> List[str]:
+        return [w for w in N.text(N.lib.rlm_warnings(self.ptr)).splitlines() if w] if self.ptr else []
+
+    def _result(self, answer: Optional[str], status: str) -> Result:
+        rep = self.report() or {}
+        return Result(
+            answer=answer, status=status, how=rep.get("how"), turns=rep.get("iterations", 0),
+            sub_calls=rep.get("sub_calls", 0),
+            usage={m: Usage.from_report(u) for m, u in (rep.get("usage") or {}).items()},
+            cost=rep.get("cost_usd"), stopped_by=rep.get("stopped_by"),
+            elapsed=rep.get("elapsed_seconds", 0.0),
+            trace=os.fspath(self.trace) if self.trace else None,
+            warnings=self.warnings(), report=rep)
+
+    def _call(self, fn: Callable[[], int]) -> "tuple[int, bool]":
+        """fn() with Ctrl-C turned into rlm_cancel (see the design notes);
+        returns its status and whether it was interrupted."""
+        if threading.current_thread() is not threading.main_thread():
+            return fn(), False
+        done = threading.Event()
+        out: Dict[str, Any] = {}
+
+        def worker():
+            try:
+                out["status"] = fn()
+            except BaseException as e:  # noqa: BLE001 - carried to the caller
+                out["error"] = e
+            finally:
+                done.set()
+
+        t = threading.Thread(target=worker, name="rlm-run", daemon=True)
+        t.start()
+        interrupted = False
+        while True:
+            try:
+                done.wait()
+                break
+            except KeyboardInterrupt:
+                interrupted = True
+                N.lib.rlm_cancel(self.ptr)
+        t.join()
+        if "error" in out:
+            raise out["error"]
+        return out["status"], interrupted
+
+    def run(self, question: str, sink: Optional[Callable[[Event], None]] = None) -> Result:
+        """Asks question; raises for any status but RLM_OK."""
+        if not isinstance(question, str):
+            raise TypeError("question must be str, not %s" % type(question).__name__)
+        if "\0" in question:
+            raise ValueError("question holds a NUL character")
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError("this rlm session is answering another question in another "
+                               "thread: one question at a time per Session (use one per thread)")
+        try:
+            h = self._opened()
+            q = question.encode("utf-8", "surrogatepass")
+            answer = ctypes.c_void_p()
+            length = ctypes.c_size_t()
+            self._callback_error = None
+            cb = N.PROGRESS_FN()
+            if sink is not None:
+                def progress(_userdata, line):
+                    if self._callback_error is not None:
+                        return
+                    try:
+                        sink(Event("progress", N.text(line)))
+                    except BaseException as e:  # noqa: BLE001 - re-raised after the run
+                        self._callback_error = e
+                        N.lib.rlm_cancel(h)
+                cb = N.PROGRESS_FN(progress)
+            N.lib.rlm_set_progress(h, cb, None)
+            try:
+                st, interrupted = self._call(
+                    lambda: N.lib.rlm_ask_len(h, q, ctypes.byref(answer), ctypes.byref(length)))
+            finally:
+                N.lib.rlm_set_progress(h, N.PROGRESS_FN(), None)
+            text = N.take_string(answer.value, length.value)
+            if interrupted:
+                raise KeyboardInterrupt
+            if self._callback_error is not None:
+                raise self._callback_error
+            if st == N.OK:
+                return self._result(text.decode("utf-8", "replace"), "ok")
+            message = N.text(N.lib.rlm_errmsg(h))
+            result = self._result(None, N.text(N.lib.rlm_status_name(st)))
+            if st == N.NO_ANSWER and message == "cancelled":
+                raise CancelledError(message, result)
+            raise for_status(st, message or result.report.get("error") or "", result)
+        finally:
+            self._lock.release()
+
+    def close(self) -> None:
+        if getattr(self, "ptr", None):
+            N.lib.rlm_free(self.ptr)
+            self.ptr = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+# ---- streams -----------------------------------------------------------------
+
+_END = object()
+
+
+class Stream:
+    """The events of one run, as an iterator; see rlm.stream().
+
+    Iterating yields Event objects as they happen and ends when the run does;
+    `result` then holds the Result (an error of the run is raised by the
+    iteration, as ask() would raise it). Leaving early (break, close(), the
+    end of a `with` block) cancels the run and waits for it to stop."""
+
+    def __init__(self, handle: _Handle, question: str, owns: bool):
+        if not isinstance(question, str):
+            raise TypeError("question must be str, not %s" % type(question).__name__)
+        self._handle, self._owns = handle, owns
+        self._queue: "queue.Queue[Any]" = queue.Queue()
+        self._result: Optional[Result] = None
+        self._error: Optional[BaseException] = None
+        self._finished = False
+        self._thread = threading.Thread(target=self._work, args=(question,), name="rlm-stream",
+                                        daemon=True)
+        self._thread.start()
+
+    def _work(self, question: str) -> None:
+        try:
+            self._result = self._handle.run(question, self._queue.put)
+        except BaseException as e:  # noqa: BLE001 - raised by the iteration
+            self._error = e
+        finally:
+            self._queue.put(_END)
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        if self._finished:
+            raise StopIteration
+        try:
+            item = self._queue.get()
+        except KeyboardInterrupt:
+            self.close()
+            raise
+        if item is _END:
+            self._finish()
+            if self._error is not None:
+                raise self._error
+            raise StopIteration
+        return item
+
+    def _finish(self) -> None:
+        self._finished = True
+        self._thread.join()
+        if self._owns:
+            self._handle.close()
+
+    @property
+    def result(self) -> Optional[Result]:
+        """The run's Result once the iteration has ended (None before, or
+        when the run failed)."""
+        return self._result
+
+    def close(self) -> None:
+        """Cancels the run if it is still going and waits for it to stop."""
+        if self._finished:
+            return
+        self._handle.cancel()
+        while True:
+            try:
+                while self._queue.get() is not _END:
+                    pass
+                break
+            except KeyboardInterrupt:
+                self._handle.cancel()
+        self._finish()
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,2 @@
+"""The reference library's module layout (rlm.core.rlm, rlm.core.types), so
+its imports work unchanged."""

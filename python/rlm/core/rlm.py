@@ -1,0 +1,4 @@
+"""The reference library's rlm.core.rlm.RLM."""
+from .._compat import RLM
+
+__all__ = ["RLM"]
