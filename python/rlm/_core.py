@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import _native as N
-from .errors import CancelledError, RLMError, UsageError, for_status
+from .errors import CancelledError, UsageError, for_status
 
 _CHUNK_CHARS = 1 << 20
 _SEALS = fcntl.F_SEAL_WRITE | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_SEAL
@@ -356,6 +356,14 @@ class _Handle:
     def add_fd(self, name: str, fd: int) -> None:
         self._check(N.lib.rlm_add_context_fd(self._opened(), name.encode(), fd))
 
+    def add_memfd(self, name: str, fill: Callable[[int], None]) -> None:
+        """An input named `name` that fill(fd) writes into a sealed memfd."""
+        fd = _memfd(fill)
+        try:
+            self.add_fd(name, fd)
+        finally:
+            os.close(fd)
+
     def set_context(self, context: Context) -> None:
         """Hands context over (see ask() for the forms it takes)."""
         h = self._opened()
@@ -367,11 +375,7 @@ class _Handle:
                 ptr = N.utf8_of(context, ctypes.byref(size))
                 self._check(N.lib.rlm_set_context_text(h, ptr, size.value))
             else:
-                fd = _memfd(lambda f: _write_str(f, context))
-                try:
-                    self.add_fd("context", fd)
-                finally:
-                    os.close(fd)
+                self.add_memfd("context", lambda f: _write_str(f, context))
         elif isinstance(context, bytes):
             self._check(N.lib.rlm_set_context_text(h, context, len(context)))
         elif isinstance(context, (bytearray, memoryview)):
@@ -379,11 +383,7 @@ class _Handle:
             if not view.contiguous:
                 raise TypeError("context: a memoryview must be contiguous")
             if view.readonly:
-                fd = _memfd(lambda f: _write_all(f, view))
-                try:
-                    self.add_fd("context", fd)
-                finally:
-                    os.close(fd)
+                self.add_memfd("context", lambda f: _write_all(f, view))
             else:
                 raw = (ctypes.c_char * view.nbytes).from_buffer(view.cast("B"))
                 self._check(N.lib.rlm_set_context_text(h, ctypes.addressof(raw), view.nbytes))
@@ -395,11 +395,7 @@ class _Handle:
                 except (TypeError, ValueError) as e:
                     raise TypeError("rlm.JSON: the value is not JSON data (%s)" % e) from None
                 _write_str(f, text)
-            fd = _memfd(fill)
-            try:
-                self.add_fd(context.name, fd)
-            finally:
-                os.close(fd)
+            self.add_memfd(context.name, fill)
         elif isinstance(context, Buffer):
             self.add_fd(context.name, context.seal())
         elif isinstance(context, os.PathLike):
@@ -424,16 +420,12 @@ class _Handle:
                     raise TypeError("context dict keys are non-empty str (document names), "
                                     "not %r" % (name,))
                 if isinstance(value, str):
-                    fd = _memfd(lambda f, v=value: _write_str(f, v))
+                    self.add_memfd(name, lambda f, v=value: _write_str(f, v))
                 elif isinstance(value, (bytes, bytearray, memoryview)):
-                    fd = _memfd(lambda f, v=value: _write_all(f, v))
+                    self.add_memfd(name, lambda f, v=value: _write_all(f, v))
                 else:
                     raise TypeError("context[%r]: a dict context maps names to str or bytes, "
                                     "not %s" % (name, type(value).__name__))
-                try:
-                    self.add_fd(name, fd)
-                finally:
-                    os.close(fd)
         elif isinstance(context, (list, tuple)):
             if not context:
                 raise ValueError("context is an empty list")
@@ -441,11 +433,7 @@ class _Handle:
                 for c in context:
                     self._check(N.lib.rlm_add_context(h, os.fsencode(c)))
             else:
-                fd = _memfd(lambda f: _write_records(f, context))
-                try:
-                    self.add_fd("records.jsonl", fd)
-                finally:
-                    os.close(fd)
+                self.add_memfd("records.jsonl", lambda f: _write_records(f, context))
         else:
             raise TypeError("context: expected str, bytes, a path (os.PathLike), an open file, "
                             "a list of paths or of records, a dict name -> text, or "

@@ -1,10 +1,8 @@
 """rlm.ask and rlm.stream against the fake model server: every form of
 context reaches the sandbox as the type the docs promise, the Result holds
 the report's figures, options and events work."""
-import io
 import json
 import os
-import pathlib
 import subprocess
 
 import pytest

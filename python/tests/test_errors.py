@@ -1,7 +1,6 @@
 """Bad arguments give Python exceptions with clear messages, never a crash;
 every failing rlm_status maps to its exception, with the library's message
 and, when the run got that far, its Result."""
-import pathlib
 import socket
 
 import pytest
