@@ -31,6 +31,7 @@ CHILD = textwrap.dedent("""
 
     out = {}
     stream = len(sys.argv) > 3
+    tasks_before = len(os.listdir("/proc/self/task"))
     try:
         if stream:
             for event in rlm.stream("slow question", "ctx", base_url=sys.argv[1], model="m",
@@ -43,6 +44,8 @@ CHILD = textwrap.dedent("""
         out["outcome"] = "KeyboardInterrupt"
     out["threads"] = [t.name for t in threading.enumerate()]
     time.sleep(0.2)
+    # Native threads too (the library's I/O thread, the worker): all gone.
+    out["tasks_added"] = len(os.listdir("/proc/self/task")) - tasks_before
     out["children"] = descendants()
     print(json.dumps(out), flush=True)
 """)
@@ -74,6 +77,7 @@ def test_ctrl_c_cancels_the_run(tmp_path):
     out, err = run_and_interrupt(tmp_path)
     assert out["outcome"] == "KeyboardInterrupt", err
     assert out["threads"] == ["MainThread"]
+    assert out["tasks_added"] == 0
     assert out["children"] == []
 
 
@@ -81,4 +85,5 @@ def test_ctrl_c_while_streaming(tmp_path):
     out, err = run_and_interrupt(tmp_path, stream=True)
     assert out["outcome"] == "KeyboardInterrupt", err
     assert out["threads"] == ["MainThread"]
+    assert out["tasks_added"] == 0
     assert out["children"] == []
