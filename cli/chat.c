@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "commands.h"
+#include "verbose.h"
 #include "rlm.h"
 
 /* Longest question line read from a pipe. */
@@ -109,7 +110,7 @@ typedef struct chat {
     int interactive;
     int rc;                 /* the exit code so far */
     size_t warned;          /* bytes of warnings already printed */
-    cli_progress progress;
+    cli_live *live;         /* the live view (progress line, -v), or NULL */
 } chat;
 
 /* Keeps the worst outcome: the first error's code wins over "no answer". */
@@ -130,11 +131,12 @@ static void chat_ask(chat *c, const char *question)
     interrupt.pressed = 0;
     interrupt.run = c->r;
     interrupt_install(1);
+    cli_live_begin(c->live);
     rlm_status st = rlm_ask_len(c->r, question, &answer, &answer_len);
     interrupt_install(0);
     interrupt.run = NULL;
     interrupt.pressed = 0;
-    cli_progress_clear(&c->progress);
+    cli_live_end(c->live);
     c->warned = cli_print_warnings(c->r, c->warned);
     const char *why = rlm_errmsg(c->r);
     int cancelled = st == RLM_NO_ANSWER && strcmp(why, "cancelled") == 0;
@@ -165,6 +167,8 @@ static void chat_ask(chat *c, const char *question)
     if (!c->flags->json)
         putchar('\n');
     fflush(stdout);
+    if (answer)
+        cli_live_summary(c->live, rlm_report_json(c->r));
     rlm_string_free(answer);
     chat_note(c, cli_exit_code(st));
 }
@@ -258,6 +262,7 @@ int cmd_chat(int argc, char **argv)
 {
     cli_flags f;
     rlm *r = NULL;
+    cli_live *live = NULL;
     int rc = cli_flags_parse(argc, argv, &f);
     if (rc >= 0)
         goto done;
@@ -295,8 +300,8 @@ int cmd_chat(int argc, char **argv)
     c.warned = cli_print_warnings(r, 0);
     if ((rc = cli_add_contexts(r, &f)) != 0)
         goto done;
-    if (!f.quiet && isatty(STDERR_FILENO))
-        rlm_set_progress(r, cli_progress_line, &c.progress);
+    c.live = live = cli_live_for_flags(f.quiet, f.progress, f.verbose);
+    cli_live_attach(live, r);
 
     interrupt.interactive = interactive;
     struct sigaction old, old_term, old_hup;
@@ -344,6 +349,7 @@ int cmd_chat(int argc, char **argv)
 
 done:
     rlm_free(r);
+    cli_live_free(live);
     cli_flags_free(&f);
     return rc;
 }

@@ -1,8 +1,8 @@
 /* commands — the rlm subcommands other than ask, each in its own file under
  * cli/. Each takes argv starting at the subcommand's name and returns the
  * process exit code documented in `rlm --help`. Also what `rlm ask` and
- * `rlm chat` share (cli/rlm.c): their flags, exit codes, warnings and the
- * live progress line. */
+ * `rlm chat` share (cli/rlm.c): their flags, exit codes and warnings (the
+ * live view of a run is cli/verbose.h). */
 #ifndef RLM_CLI_COMMANDS_H
 #define RLM_CLI_COMMANDS_H
 
@@ -35,6 +35,7 @@ typedef struct cli_flags {
     size_t n_contexts;
     const char *question_file;  /* --question-file, or NULL */
     int json, quiet;
+    int verbose, progress;      /* -v, --progress (cli/verbose.c) */
     int first_operand;          /* argv index of the first argument that is not a flag */
     char key_note[1024];        /* why a key in the environment was not sent, or "" */
 } cli_flags;
@@ -107,13 +108,5 @@ void cli_print_answer(const char *answer, size_t len);
 /* Prints r's warnings after the first `from` bytes to stderr; returns how
  * many bytes have now been printed. */
 size_t cli_print_warnings(const rlm *r, size_t from);
-
-/* The live progress line on stderr (an rlm_progress_fn; userdata is a
- * cli_progress) and its erasure before anything else is printed. */
-typedef struct cli_progress {
-    int active;
-} cli_progress;
-void cli_progress_line(void *userdata, const char *line);
-void cli_progress_clear(cli_progress *ps);
 
 #endif

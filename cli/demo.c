@@ -13,16 +13,10 @@
 #include "fakelm_proc.h"
 #include "rlm.h"
 #include "taskgen.h"
+#include "verbose.h"
 #include "util.h"
 
 #define DEMO_TOKENS ((size_t)10 << 20)
-
-static void progress(void *userdata, const char *line)
-{
-    (void)userdata;
-    fprintf(stderr, "\r\033[K  %.150s", line);
-    fflush(stderr);
-}
 
 static void usage(FILE *out)
 {
@@ -76,6 +70,7 @@ int cmd_demo(int argc, char **argv)
     fakelm_proc server = {0};
     rlm_config *cfg = NULL;
     rlm *r = NULL;
+    cli_live *live = NULL;
     char *answer = NULL;
     json_t *task = NULL, *report = NULL;
     int rc = 4;
@@ -126,9 +121,13 @@ int cmd_demo(int argc, char **argv)
            (long long)json_integer_value(json_object_get(task, "lines")),
            (long long)json_integer_value(json_object_get(task, "tokens")), question ? question : "");
     fflush(stdout);
-    rlm_set_progress(r, progress, NULL);
+    /* The demo exists to show what the root model does: its turns and code
+     * go to stderr as they happen (the progress line only on a terminal). */
+    live = cli_live_new(isatty(STDERR_FILENO), 1, isatty(STDERR_FILENO));
+    cli_live_attach(live, r);
+    cli_live_begin(live);
     rlm_status st = rlm_ask(r, question ? question : "", &answer);
-    fputs("\r\033[K", stderr);
+    cli_live_end(live);
     const char *text = rlm_report_json(r);
     report = text ? json_loads(text, 0, NULL) : NULL;
     double score = taskgen_score(scoring ? scoring : "exact", gold ? gold : "", answer);
@@ -140,7 +139,7 @@ int cmd_demo(int argc, char **argv)
            (long long)json_integer_value(json_object_get(report, "max_in_flight")),
            json_number_value(json_object_get(report, "elapsed_seconds")));
     if (keep_trace)
-        printf("trace:    %s\n", keep_trace);
+        printf("trace:    %s (rlm view %s --open shows it in a browser)\n", keep_trace, keep_trace);
     else
         printf("trace:    not kept (rlm demo --trace FILE keeps it)\n");
     puts("(simulated model: fakelm played the root and answered sub-calls from the answer key)");
@@ -152,6 +151,7 @@ fail:
         fprintf(stderr, "rlm demo: %s\n", err);
     rlm_string_free(answer);
     rlm_free(r);
+    cli_live_free(live);
     rlm_config_free(cfg);
     fakelm_proc_stop(&server);
     json_decref(task);

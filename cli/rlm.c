@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "commands.h"
+#include "verbose.h"
 #include "rlm.h"
 #include "utf8.h"
 #include "util.h"
@@ -157,7 +158,12 @@ static const char options_text[] =
         "  -j, --json             print one JSON object (answer, how, status, iterations, sub_calls,\n"
         "                         usage and cost_usd per model, cost_usd, stopped_by,\n"
         "                         elapsed_seconds) instead of the bare answer\n"
-        "  -q, --quiet            no progress line on stderr\n"
+        "  -q, --quiet            no progress line and no summary line on stderr\n"
+        "  -v, --verbose          show on stderr, as it happens, each root turn's text, its code\n"
+        "                         (coloured on a terminal) and output (head and tail), each batch\n"
+        "                         of sub-calls as one line, child RLMs indented by depth\n"
+        "  --progress             the progress line and the summary line even when stderr is not\n"
+        "                         a terminal (one line at a time, at most one a second)\n"
         "  -h, --help, --version\n"
         "The answer goes to a pipe or a file byte for byte (NUL bytes included); on a terminal\n"
         "its control characters and escape sequences, like those of warnings, errors and file\n"
@@ -240,24 +246,6 @@ int cli_exit_code(rlm_status st)
     }
 }
 
-void cli_progress_line(void *userdata, const char *line)
-{
-    cli_progress *ps = userdata;
-    /* \r and "erase to end of line": one live line that rewrites itself. */
-    fprintf(stderr, "\r\033[Krlm: %.*s", 200, line);
-    fflush(stderr);
-    ps->active = 1;
-}
-
-void cli_progress_clear(cli_progress *ps)
-{
-    if (ps->active) {
-        fputs("\r\033[K", stderr);
-        fflush(stderr);
-        ps->active = 0;
-    }
-}
-
 /* The text of a file (stdin for "-"), at most max bytes, trailing newlines
  * dropped: the question (--question-file) or a system prompt
  * (--system-prompt). NULL with err saying why: it cannot be read, is too
@@ -308,6 +296,7 @@ enum {
     OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW, OPT_COMPACT_AT, OPT_SESSION,
     OPT_SESSION_DB, OPT_SUB_API_KEY, OPT_SUB_PROVIDER, OPT_STRICT, OPT_JSON_INPUT,
     OPT_SYSTEM_PROMPT, OPT_CELL_WALL, OPT_MAX_SANDBOXES, OPT_MAX_CHILD_BATCH, OPT_SNAPSHOT_MAX,
+    OPT_VERBOSE, OPT_PROGRESS,
 };
 
 static const struct option long_options[] = {
@@ -371,6 +360,8 @@ static const struct option long_options[] = {
     {"cell-wall", required_argument, NULL, OPT_CELL_WALL},
     {"max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES},
     {"max-child-batch", required_argument, NULL, OPT_MAX_CHILD_BATCH},
+    {"verbose", no_argument, NULL, OPT_VERBOSE},
+    {"progress", no_argument, NULL, OPT_PROGRESS},
     {NULL, 0, NULL, 0},
 };
 
@@ -715,13 +706,13 @@ int cli_flags_parse(int argc, char **argv, cli_flags *f)
     const char *command = argv[0];
     /* The usual short flags: -h, -m MODEL, -q, -j, -c ARG. A leading ':'
      * makes a missing value ':' rather than '?'. */
-    while ((opt = getopt_long(argc, argv, ":hm:qjc:", long_options, &index)) != -1) {
-        int short_flag = opt == 'h' || opt == 'm' || opt == 'q' || opt == 'j' || opt == 'c';
+    while ((opt = getopt_long(argc, argv, ":hm:qjvc:", long_options, &index)) != -1) {
+        int short_flag = opt == 'h' || opt == 'm' || opt == 'q' || opt == 'j' || opt == 'c' || opt == 'v';
         char source[64];
         if (short_flag)
             snprintf(source, sizeof source, "-%c", opt);
         opt = opt == 'h' ? OPT_HELP : opt == 'm' ? OPT_MODEL : opt == 'q' ? OPT_QUIET
-            : opt == 'j' ? OPT_JSON : opt == 'c' ? OPT_CONTEXT : opt;
+            : opt == 'j' ? OPT_JSON : opt == 'c' ? OPT_CONTEXT : opt == 'v' ? OPT_VERBOSE : opt;
         const char *key = option_key(opt);
         if (key) {
             if (!short_flag)
@@ -771,6 +762,8 @@ int cli_flags_parse(int argc, char **argv, cli_flags *f)
         case OPT_NO_CACHE: rlm_config_set(cfg, "cache", "0"); break;
         case OPT_JSON: f->json = 1; break;
         case OPT_QUIET: f->quiet = 1; break;
+        case OPT_VERBOSE: f->verbose = 1; break;
+        case OPT_PROGRESS: f->progress = 1; break;
         case OPT_HELP:
             if (strcmp(command, "chat") == 0)
                 chat_usage(stdout);
@@ -939,9 +932,9 @@ static int cmd_ask(int argc, char **argv)
         goto done;
     }
 
-    cli_progress ps = {0};
-    if (!f.quiet && isatty(STDERR_FILENO))
-        rlm_set_progress(r, cli_progress_line, &ps);
+    cli_live *live = cli_live_for_flags(f.quiet, f.progress, f.verbose);
+    cli_live_attach(live, r);
+    cli_live_begin(live);
     struct sigaction sa = {0}, old;
     sa.sa_handler = on_interrupt;
     sa.sa_flags = SA_RESETHAND | SA_RESTART;
@@ -958,7 +951,7 @@ static int cmd_ask(int argc, char **argv)
     sigaction(SIGTERM, &old_term, NULL);
     sigaction(SIGHUP, &old_hup, NULL);
     ask_in_progress = NULL;
-    cli_progress_clear(&ps);
+    cli_live_end(live);
     rc = cli_exit_code(st);
     cli_print_warnings(r, warned);
 
@@ -980,6 +973,9 @@ static int cmd_ask(int argc, char **argv)
     /* The answer is out, but the record the user asked for is not whole. */
     if (rlm_trace_error(r)[0] && rc < EXIT_USAGE)
         rc = EXIT_USAGE;
+    if (answer)
+        cli_live_summary(live, rlm_report_json(r));
+    cli_live_free(live);
     rlm_string_free(answer);
 
 done:

@@ -275,6 +275,100 @@ rlm_status rlm_add_context_fd(rlm *r, const char *name, int fd);
 typedef void (*rlm_progress_fn)(void *userdata, const char *line);
 void rlm_set_progress(rlm *r, rlm_progress_fn fn, void *userdata);
 
+/* ---- Events: what the run does, as it happens ------------------------------
+ *
+ * Every step of a run is an event: the same facts the trace file holds
+ * (docs/trace.md), plus progress that the trace leaves out (a root reply
+ * arriving, a batch of sub-calls under way). `rlm --verbose`, the progress
+ * line and the summary line are built from these events alone.
+ *
+ * The struct is versioned: `version` is RLM_EVENT_VERSION of the library
+ * that built it and `size` its sizeof; fields are only ever added at the
+ * end, so a caller compiled against an older header reads the fields it
+ * knows. A field a kind does not use is 0, NULL or -1 (tokens, cost). */
+#define RLM_EVENT_VERSION 1
+
+typedef enum rlm_event_kind {
+    RLM_EVENT_OTHER = 0,        /* any other trace event (mode, input, sandbox_ready,
+                                   compaction, cancelled, error, ...): see `type` */
+    RLM_EVENT_RUN_START,        /* an RLM starts on a question ("question"): text is the
+                                   question; depth 1 for rlm_ask's own, 2+ for children */
+    RLM_EVENT_RUN_END,          /* it ended ("run_end"): status, how, text = the answer
+                                   (or NULL), turns, sub_calls, failed, cost_usd, seconds */
+    RLM_EVENT_ROOT_REQUEST,     /* a root turn is asked for: turn, model */
+    RLM_EVENT_ROOT_WAIT,        /* still waiting for it (about 4 a second): seconds
+                                   waited, done = characters streamed so far (not traced) */
+    RLM_EVENT_ROOT_REPLY,       /* its reply: text = content, output = reasoning,
+                                   tokens, cost_usd, seconds, error */
+    RLM_EVENT_CODE_START,       /* a code block starts: block (1-based), blocks (of the
+                                   reply), text = the code (not traced: CODE has it) */
+    RLM_EVENT_CODE,             /* it ended: text = the code, output = its output as the
+                                   model sees it, raised, seconds */
+    RLM_EVENT_BATCH_START,      /* model code sends batch_size sub-calls ("batch_start") */
+    RLM_EVENT_BATCH_PROGRESS,   /* about 4 a second while they run: done, in_flight,
+                                   failed, retried, seconds (not traced) */
+    RLM_EVENT_BATCH_END,        /* they all came back ("batch_end"): the same counts */
+    RLM_EVENT_SUB_CALL,         /* one sub-call of a batch: text = prompt excerpt,
+                                   output = reply excerpt, error, tokens, cost */
+    RLM_EVENT_CHILD_START,      /* a child RLM starts: node is the child's, depth its
+                                   level, text = its prompt (excerpt) */
+    RLM_EVENT_CHILD_END,        /* it ended: status, text = what rlm_query returned */
+    RLM_EVENT_WARNING,          /* text = the warning */
+    RLM_EVENT_FINAL_ANSWER,     /* text = the answer, how */
+    RLM_EVENT_BUDGET_STOP,      /* a budget ran out ("budget_exhausted"): budget names it,
+                                   text = what was spent */
+} rlm_event_kind;
+
+typedef struct rlm_event {
+    int version;                /* RLM_EVENT_VERSION */
+    size_t size;                /* sizeof (rlm_event) of the library that built it */
+    rlm_event_kind kind;
+    const char *type;           /* the trace's event type ("root_reply", ...; docs/trace.md),
+                                   or "root_wait", "code_start", "batch_progress" */
+    const char *node;           /* call-tree node: "0" for the top RLM, "0.1", ... */
+    const char *parent;         /* its parent's, NULL for "0" */
+    int depth;                  /* 1 for the top RLM, 2 for its children, ... */
+    int turn;                   /* root turn of the node, 0 when none */
+    double elapsed;             /* seconds since the trace started (the event's "t") */
+    const char *text;           /* the main text of the kind (see above), or NULL */
+    size_t text_len;            /* its bytes (it may hold NUL bytes) */
+    const char *output;         /* the second text of the kind, or NULL */
+    size_t output_len;
+    const char *model;
+    const char *status;         /* RUN_END, CHILD_END */
+    const char *how;            /* FINAL_ANSWER, RUN_END */
+    const char *budget;         /* BUDGET_STOP, RUN_END (stopped_by) */
+    const char *error;          /* the error's name or message, NULL when none */
+    int block, blocks;          /* CODE_START, CODE */
+    int raised;                 /* CODE: the block raised an exception */
+    size_t batch_size;          /* batch events, SUB_CALL */
+    size_t done, in_flight, failed, retried;   /* batch events, RUN_END (failed) */
+    size_t sub_calls;           /* RUN_END, CHILD_END */
+    long prompt_tokens;         /* -1 when not reported */
+    long completion_tokens;
+    double cost_usd;            /* -1 when unknown */
+    double seconds;             /* how long the step took (or has waited) */
+    const void *internal_;      /* the library's: for rlm_event_json */
+} rlm_event;
+
+/* Called for every event of the handle's runs, child RLMs' included, on the
+ * thread that produced it: the one in rlm_ask, or a child RLM's own thread —
+ * never the network I/O thread. Calls are serialised (never two at once),
+ * and they hold up the run that emits them: return quickly, copy what you
+ * keep (the event and its strings are valid only during the call), and do
+ * not call functions on the same handle from inside it. */
+typedef void (*rlm_event_fn)(void *userdata, const rlm_event *event);
+
+/* Sets (fn NULL: removes) the event callback; takes effect at the next
+ * rlm_ask. Setting one also streams root replies unless the stream option
+ * says otherwise, so ROOT_WAIT counts the characters arriving. */
+void rlm_set_event_callback(rlm *r, rlm_event_fn fn, void *userdata);
+
+/* The whole event as one JSON object, as the trace writes it (with the
+ * progress events' own fields for kinds the trace leaves out). Only inside
+ * the callback; the caller's (rlm_string_free); NULL when out of memory. */
+char *rlm_event_json(const rlm_event *event);
+
 /* Answers question about the context. On RLM_OK *answer is the final answer.
  * On RLM_NO_ANSWER the turns or a budget ran out, or rlm_cancel was called;
  * *answer is NULL. When a budget runs out the root is asked one last time for

@@ -636,6 +636,10 @@ static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub,
             snprintf(c->errmsg, sizeof c->errmsg, "no model endpoint to send the request to");
             goto done;
         }
+        /* The batch's watcher rides on its first request, which the cache
+         * may have answered. */
+        pending[0].watch = reqs[0].watch;
+        pending[0].watch_ctx = reqs[0].watch_ctx;
         lm_call_many(m, pending, n_pending, pending_out);
         for (size_t k = 0; k < n_pending; k++)
             out[pending_index[k]].r = pending_out[k];

@@ -84,11 +84,13 @@ static void engine_fill_deadline(engine *e, char **results, size_t *result_lens,
 
 /* Records an event of this node: every event says which node of the call
  * tree it belongs to and its parent. Steals fields. */
-void engine_event(engine *e, const char *type, json_t *fields)
+/* fields with e's node and parent added; NULL when no one listens (fields
+ * dropped). */
+static json_t *engine_fields(engine *e, json_t *fields)
 {
-    if (!e->trace) {
+    if (!trace_active(e->trace)) {
         json_decref(fields);
-        return;
+        return NULL;
     }
     if (!fields)
         fields = json_object();
@@ -96,7 +98,19 @@ void engine_event(engine *e, const char *type, json_t *fields)
         json_object_set_new(fields, "node", json_string(e->node));
         json_object_set_new(fields, "parent", e->parent ? json_string(e->parent) : json_null());
     }
-    trace_event(e->trace, type, fields);
+    return fields;
+}
+
+void engine_event(engine *e, const char *type, json_t *fields)
+{
+    if ((fields = engine_fields(e, fields)))
+        trace_event(e->trace, type, fields);
+}
+
+void engine_notify(engine *e, const char *type, json_t *fields)
+{
+    if ((fields = engine_fields(e, fields)))
+        trace_notify(e->trace, type, fields);
 }
 
 void engine_progress(engine *e, const char *fmt, ...)
@@ -320,6 +334,42 @@ void engine_sub_fatal(engine *e, const char *why)
     e->out->permanent = 1;
 }
 
+/* The counts of a batch of sub-calls, for batch_progress and batch_end. */
+static json_t *engine_batch_json(engine *e, const lm_batch_progress *pr)
+{
+    return json_pack("{s:i,s:I,s:I,s:I,s:I,s:I,s:f}", "turn", e->turn, "batch", (json_int_t)pr->size,
+                     "done", (json_int_t)pr->done, "in_flight", (json_int_t)pr->in_flight,
+                     "failed", (json_int_t)pr->failed, "retried", (json_int_t)pr->retried,
+                     "seconds", clock_now() - e->batch_started);
+}
+
+/* The dispatcher's watcher of a batch (lm_watch_fn), on this RLM's thread
+ * while it waits: the progress line and the event listener see the batch
+ * move, and the clock tick. */
+static void engine_batch_watch(void *ctx, const lm_batch_progress *pr)
+{
+    engine *e = ctx;
+    if (pr->done == pr->size)
+        return;   /* the batch_end event says it */
+    engine_progress(e, "turn %d of %d · batch of %zu (%zu in flight, %zu done%s)", e->turn,
+                    e->p->max_iterations, pr->size, pr->in_flight, pr->done,
+                    pr->failed ? ", some failed" : "");
+    engine_notify(e, "batch_progress", engine_batch_json(e, pr));
+}
+
+/* The watcher of a root request: how long it has waited, what has streamed. */
+static void engine_root_watch(void *ctx, const lm_batch_progress *pr)
+{
+    engine *e = ctx;
+    if (pr->done == pr->size)
+        return;
+    engine_notify(e, "root_wait", json_pack("{s:i,s:s,s:f,s:I,s:I,s:I}", "turn", e->turn,
+                                            "model", e->p->model, "seconds", clock_now() - e->batch_started,
+                                            "chars", (json_int_t)atomic_load(&e->stream_chars),
+                                            "reasoning_chars", (json_int_t)atomic_load(&e->stream_reasoning),
+                                            "retried", (json_int_t)pr->retried));
+}
+
 /* Plain sub-calls (llm_query*, and rlm_query* at the last level) on the
  * sub-model; see sandbox_call_fn for the contract. */
 int engine_sub_calls(engine *e, int kind, const char *model, const char *const *prompts,
@@ -344,9 +394,26 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
         reqs[i].cancel = e->p->cancel;
         reqs[i].deadline = e->cell_deadline;
     }
+    reqs[0].watch = engine_batch_watch;
+    reqs[0].watch_ctx = e;
     engine_progress(e, "turn %d of %d · batch of %zu in flight", e->turn, e->p->max_iterations, n);
     const char *kind_name = kind == SANDBOX_CALL_RLM ? "rlm_query" : "llm_query";
+    e->batch_started = clock_now();
+    engine_event(e, "batch_start", json_pack("{s:i,s:s,s:s,s:I}", "turn", e->turn, "kind", kind_name,
+                                             "model", use_model, "batch", (json_int_t)n));
     int rc = calls_sub(e->calls, reqs, n, resps);
+    if (trace_active(e->trace)) {
+        lm_batch_progress end = {.size = n, .done = n};
+        for (size_t i = 0; rc == CALLS_OK && i < n; i++) {
+            end.failed += resps[i].r.error != LM_OK;
+            end.retried += resps[i].r.attempts > 1 ? (size_t)resps[i].r.attempts - 1 : 0;
+        }
+        if (rc != CALLS_OK)
+            end.failed = n;
+        json_t *ev = engine_batch_json(e, &end);
+        json_object_set_new(ev, "refused", json_boolean(rc != CALLS_OK));
+        engine_event(e, "batch_end", ev);
+    }
     if (rc == CALLS_BUDGET) {
         char detail[128];
         snprintf(detail, sizeof detail, "a batch of %zu sub-calls", n);
@@ -389,7 +456,7 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
             stop = results[i];
         /* Thousands of sub-calls per batch: without a trace, build no event
          * (excerpts included) only to throw it away. */
-        if (!e->trace) {
+        if (!trace_active(e->trace)) {
             calls_reply_clear(&resps[i]);
             continue;
         }
@@ -511,6 +578,10 @@ typedef enum turn_result {
 static void engine_stream_progress(void *ctx, const lm_progress *pr)
 {
     engine *e = ctx;
+    atomic_store(&e->stream_chars, pr->content_chars);
+    atomic_store(&e->stream_reasoning, pr->reasoning_chars);
+    if (!e->progress)
+        return;
     double now = clock_now();
     if (now - e->stream_shown < 0.1)
         return;
@@ -537,8 +608,13 @@ static root_result engine_ask_root(engine *e, lm_response *resp, int final)
         msgs[i].content = e->h->m[i].content;
     }
     lm_request req = {.model = e->p->model, .messages = msgs, .n_messages = e->h->n,
-                      .cancel = e->p->cancel, .stream = e->p->stream, .progress = e->progress ? engine_stream_progress : NULL,
-                      .progress_ctx = e, .deadline = e->deadline};
+                      .cancel = e->p->cancel, .stream = e->p->stream,
+                      .progress = e->progress || trace_active(e->trace) ? engine_stream_progress : NULL,
+                      .progress_ctx = e, .deadline = e->deadline, .watch = engine_root_watch,
+                      .watch_ctx = e};
+    atomic_store(&e->stream_chars, 0);
+    atomic_store(&e->stream_reasoning, 0);
+    e->batch_started = clock_now();
     engine_progress(e, "turn %d of %d · waiting for %s", e->turn, e->p->max_iterations, e->p->model);
     engine_event(e, "root_request",
                 json_pack("{s:i,s:s,s:I,s:b,s:o}", "turn", e->turn, "model", e->p->model,
@@ -711,6 +787,9 @@ static turn_result engine_run_blocks(engine *e, const reply *rp)
         char err[512];
         engine_progress(e, "turn %d of %d · running block %zu of %zu", e->turn,
                         e->p->max_iterations, i + 1, rp->n_blocks);
+        engine_notify(e, "code_start", json_pack("{s:i,s:I,s:I,s:s}", "turn", e->turn, "block",
+                                                 (json_int_t)(i + 1), "blocks", (json_int_t)rp->n_blocks,
+                                                 "code", rp->blocks[i]));
         session *store = engine_store(e);
         /* The cell's wall limit counts its sub-calls and children: past it
          * their requests end and no more are served (engine_serve_calls). A

@@ -141,7 +141,7 @@ static void child_run(child_job *j)
                                     j->out.error ? j->out.error : "no detail");
         }
     }
-    if (pe->trace) {
+    if (trace_active(pe->trace)) {
         json_t *ev = json_pack("{s:s,s:s,s:s,s:o,s:s?,s:f,s:i,s:I}", "node", j->node, "parent",
                                pe->node, "status", rlm_status_name(j->out.status), "answer",
                                engine_excerpt_n(j->result,
@@ -215,7 +215,7 @@ int engine_children(engine *e, const char *model, const char *const *prompts,
         j->model = model;
         j->node = engine_strf("%s.%zu", e->node, ++e->children_started);
         size_t input_len = j->context ? j->context_len : j->prompt_len;
-        if (e->trace)
+        if (trace_active(e->trace))
             trace_event(e->trace, "child_start",
                      json_pack("{s:s,s:s,s:s,s:i,s:i,s:o,s:I,s:b}", "node", j->node, "parent",
                                e->node, "model",

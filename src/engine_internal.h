@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "engine.h"
 #include "sandbox.h"
@@ -103,6 +104,9 @@ typedef struct engine {
     engine_outcome *out;
     double start;
     double stream_shown;       /* when a streaming progress line was last shown */
+    atomic_size_t stream_chars;     /* of the root reply streaming in (set on the I/O thread) */
+    atomic_size_t stream_reasoning;
+    double batch_started;      /* when the batch of sub-calls under way was sent */
     engine_gate *gate;         /* the tree's (the top RLM's own_gate) */
     engine_gate own_gate;      /* the top RLM's: initialised by engine_run_node */
     int gate_held;             /* this RLM holds one of the gate's sandboxes (children) */
@@ -132,6 +136,8 @@ int engine_cancelled(const engine *e);
 void engine_cancel(engine *e);
 /* Records an event of e's node (adds node and parent). Steals fields. */
 void engine_event(engine *e, const char *type, json_t *fields);
+/* The same for progress that is no part of the record (trace_notify). */
+void engine_notify(engine *e, const char *type, json_t *fields);
 void engine_progress(engine *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void engine_fail(engine *e, rlm_status status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

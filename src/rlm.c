@@ -20,6 +20,7 @@
 #include "context.h"
 #include "endpoint.h"
 #include "engine.h"
+#include "events.h"
 #include "frame.h"
 #include "ingest.h"
 #include "lm.h"
@@ -425,6 +426,7 @@ struct rlm {
     engine_params params;
     rlm_progress_fn progress;
     void *progress_data;
+    events events;             /* rlm_set_event_callback; the trace's listener */
     char *report;
     /* rlm_cancel sets it (from a signal handler too), rlm_ask clears it;
      * params.cancel points here. */
@@ -708,11 +710,11 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
 
     char err[1024];
     const char *trace_path = rlm_config_get(r->cfg, "trace");
-    if (trace_path[0]) {
-        r->trace = trace_open(trace_path, err, sizeof err);
-        if (!r->trace)
-            return rlm_error(r, RLM_ERR_INPUT, "%s", err);
-    }
+    /* The trace exists without a file too: the event callback listens to it. */
+    if (!(r->trace = trace_new()))
+        return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+    if (trace_path[0] && trace_open_file(r->trace, trace_path, err, sizeof err) != 0)
+        return rlm_error(r, RLM_ERR_INPUT, "%s", err);
     rlm_status st = rlm_load_prices(r);
     if (st != RLM_OK)
         return st;
@@ -1099,6 +1101,14 @@ rlm_status rlm_set_context_text(rlm *r, const char *text, size_t len)
     context_free(r->ctx);
     r->ctx = c;
     return RLM_OK;
+}
+
+void rlm_set_event_callback(rlm *r, rlm_event_fn fn, void *userdata)
+{
+    r->events.fn = fn;
+    r->events.userdata = userdata;
+    if (r->trace)
+        trace_set_listener(r->trace, fn ? events_listener : NULL, &r->events);
 }
 
 void rlm_set_progress(rlm *r, rlm_progress_fn fn, void *userdata)
@@ -1657,7 +1667,7 @@ rlm_status rlm_ask_len(rlm *r, const char *question, char **answer, size_t *answ
 
     /* Streamed root turns let the progress line show the reply arriving. */
     const char *stream = rlm_config_get(r->cfg, "stream");
-    r->params.stream = stream[0] ? stream[0] == '1' : r->progress != NULL;
+    r->params.stream = stream[0] ? stream[0] == '1' : r->progress != NULL || r->events.fn != NULL;
 
     if (r->state) {
         rlm_status st = conversation_prepare(r);

@@ -1,12 +1,18 @@
-/* trace — the run's record: one JSON object per line (JSONL), written and
- * flushed as each event happens, so a crash loses nothing already done.
- * Schema: docs/trace.md (version 1). Every event has "v" (schema version),
- * "type", "t" (seconds since the trace was opened), "time" (Unix time),
- * "node" and "parent" (the call-tree node that emitted it: fields given by
- * the caller override the root's defaults).
+/* trace — the run's record and its event stream: every event is one JSON
+ * object, handed to whoever listens — the JSONL trace file (written and
+ * flushed as each event happens, so a crash loses nothing already done), the
+ * library's event callback (events.c), and a line sink (the run log's
+ * compressed copy, runlog.c). Schema: docs/trace.md (version 1). Every event
+ * has "v" (schema version), "type", "t" (seconds since the trace was
+ * created), "time" (Unix time), "node" and "parent" (the call-tree node that
+ * emitted it: fields given by the caller override the root's defaults).
  *
- * Ownership: trace_event steals the reference to `fields`. A NULL trace
- * accepts and drops events, so callers need no checks. Thread-safe. */
+ * Ownership: trace_event and trace_notify steal the reference to `fields`.
+ * A NULL trace, or one nothing listens to, accepts and drops events, so
+ * callers need no checks (trace_active tells when building one is wasted).
+ * Events are thread-safe and serialised: the listener and the line sink are
+ * called one event at a time, under the trace's lock. The sinks themselves
+ * are set between runs, never while events flow. */
 #ifndef RLM_TRACE_H
 #define RLM_TRACE_H
 
@@ -22,16 +28,42 @@
 
 typedef struct trace trace;
 
-/* Creates (truncates) the file at path. NULL with err set on failure. */
+/* Gets every event (traced or notified) whole, borrowed for the call. */
+typedef void (*trace_listener_fn)(void *ctx, const char *type, json_t *event);
+/* Gets every traced event as its JSONL line (with its newline), borrowed. */
+typedef void (*trace_line_fn)(void *ctx, const char *line, size_t len);
+
+/* A trace with no file and no listener yet. NULL when out of memory. */
+trace *trace_new(void);
+
+/* Creates (truncates) the file at path and writes every later event to it.
+ * 0, or -1 with err set. */
+int trace_open_file(trace *t, const char *path, char *err, size_t errlen);
+
+/* trace_new and trace_open_file in one. NULL with err set on failure. */
 trace *trace_open(const char *path, char *err, size_t errlen);
 
-/* Appends {"v":1,"type":type,"t":..,"time":.., ...fields} as one line,
- * written at once (no buffering in the process). Steals fields (may be NULL).
- * Returns 0, or -1 if the write failed: the file is cut back to its last
- * whole line, nothing more is written, and trace_error says why. */
+void trace_set_listener(trace *t, trace_listener_fn fn, void *ctx);
+void trace_set_line_sink(trace *t, trace_line_fn fn, void *ctx);
+
+/* 1 when an event would reach anything (a file, a listener, a sink). */
+int trace_active(const trace *t);
+
+/* Records {"v":1,"type":type,"t":..,"time":.., ...fields}: the listener gets
+ * it, and the file and the line sink get it as one line, written at once (no
+ * buffering in the process). Steals fields (may be NULL). Returns 0, or -1
+ * if the file's write failed: the file is cut back to its last whole line,
+ * nothing more is written to it, and trace_error says why. */
 int trace_event(trace *t, const char *type, json_t *fields);
 
-/* 1 once a write has failed (disk full, ...). */
+/* Progress that is no part of the record (a reply arriving, a batch under
+ * way): the listener only. Steals fields. */
+void trace_notify(trace *t, const char *type, json_t *fields);
+
+/* Seconds since the trace was created (an event's "t"). */
+double trace_elapsed(const trace *t);
+
+/* 1 once a write to the file has failed (disk full, ...). */
 int trace_failed(const trace *t);
 
 /* Why the first failed write failed, naming the file and how many events it

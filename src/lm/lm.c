@@ -14,6 +14,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <time.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,6 +75,8 @@ struct lm {
 typedef struct batch {
     pthread_cond_t done;
     size_t pending;
+    /* For the watcher (lm_batch_progress), under m->lock. */
+    size_t finished, failed, on_wire, retried;
 } batch;
 
 /* One request of a batch, from submission to its final attempt. Everything
@@ -286,6 +289,9 @@ static int job_body(void *ctx, const char **body, size_t *len)
     }
     *body = j->body;
     *len = strlen(j->body);
+    pthread_mutex_lock(&m->lock);
+    j->b->on_wire++;
+    pthread_mutex_unlock(&m->lock);
     return 0;
 }
 
@@ -418,6 +424,8 @@ static void job_finish(job *j)
     }
     j->finished_at = clock_now();
     pthread_mutex_lock(&m->lock);
+    j->b->finished++;
+    j->b->failed += out->error != LM_OK;
     if (--j->b->pending == 0)
         pthread_cond_signal(&j->b->done);
     pthread_mutex_unlock(&m->lock);
@@ -432,8 +440,12 @@ static void on_attempt_done(void *ctx, http_result *res)
     lm *m = j->m;
     /* The body is built as a transfer starts: without one, this attempt
      * never went out (cancelled in the queue, or not encodable). */
-    if (j->body)
+    if (j->body) {
         j->attempts++;
+        pthread_mutex_lock(&m->lock);
+        j->b->on_wire--;
+        pthread_mutex_unlock(&m->lock);
+    }
     free(j->body);
     j->body = NULL;
     int retry, failover;
@@ -452,6 +464,9 @@ static void on_attempt_done(void *ctx, http_result *res)
         return;
     }
     double delay = backoff_delay(m, j, res->retry_after);
+    pthread_mutex_lock(&m->lock);
+    j->b->retried++;
+    pthread_mutex_unlock(&m->lock);
     if (failover && m->n_urls > 1) {
         j->url_index = (j->url_index + 1) % m->n_urls;
         if (res->outcome == HTTP_ERR_CONNECT)
@@ -533,6 +548,13 @@ static void job_free(job *j)
  * flag, and the I/O thread ends flagged transfers, queued or on the wire,
  * within HTTP_CANCEL_CHECK_MS. Here a flag already up means no submission,
  * and a flag up when an attempt ends means no retry. */
+/* Where batch b of n requests stands; under m->lock. */
+static lm_batch_progress batch_progress(const batch *b, size_t n)
+{
+    return (lm_batch_progress){.size = n, .done = b->finished, .failed = b->failed,
+                               .in_flight = b->on_wire, .retried = b->retried};
+}
+
 void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
 {
     for (size_t i = 0; i < n; i++)
@@ -558,6 +580,8 @@ void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
         job *j = &jobs[i];
         if (closing || job_cancelled(j)) {
             set_message(&j->out, LM_ERR_CANCELLED, job_past_deadline(j) ? "deadline reached" : "cancelled");
+            b.finished++;
+            b.failed++;
             continue;
         }
         j->url_index = m->next_url++ % m->n_urls;
@@ -570,12 +594,34 @@ void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
         b.pending++;
         if (http_submit(m->http, &r) != 0) {
             b.pending--;
+            b.finished++;
+            b.failed++;
             set_message(&j->out, LM_ERR_CANCELLED, job_past_deadline(j) ? "deadline reached" : "cancelled");
         }
     }
-    while (b.pending > 0)
-        pthread_cond_wait(&b.done, &m->lock);
+    lm_watch_fn watch = reqs[0].watch;
+    while (b.pending > 0) {
+        if (!watch) {
+            pthread_cond_wait(&b.done, &m->lock);
+            continue;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        long ns = until.tv_nsec + (long)(LM_WATCH_SECONDS * 1e9);
+        until.tv_sec += ns / 1000000000L;
+        until.tv_nsec = ns % 1000000000L;
+        if (pthread_cond_timedwait(&b.done, &m->lock, &until) == 0 || b.pending == 0)
+            continue;
+        lm_batch_progress pr = batch_progress(&b, n);
+        /* The watcher is the caller's code: never under the dispatcher's lock. */
+        pthread_mutex_unlock(&m->lock);
+        watch(reqs[0].watch_ctx, &pr);
+        pthread_mutex_lock(&m->lock);
+    }
+    lm_batch_progress last = batch_progress(&b, n);
     pthread_mutex_unlock(&m->lock);
+    if (watch)
+        watch(reqs[0].watch_ctx, &last);
 
     for (size_t i = 0; i < n; i++) {
         job *j = &jobs[i];

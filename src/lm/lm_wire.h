@@ -40,6 +40,23 @@ typedef struct lm_progress {
  * be quick, must not block and must not call back into lm. */
 typedef void (*lm_progress_fn)(void *ctx, const lm_progress *progress);
 
+/* Where a batch of lm_call_many stands: its requests done (of which failed),
+ * on the wire now, and retries scheduled so far. */
+typedef struct lm_batch_progress {
+    size_t size;
+    size_t done;
+    size_t failed;
+    size_t in_flight;
+    size_t retried;
+} lm_batch_progress;
+
+/* Called ON THE CALLER'S THREAD (the one waiting in lm_call_many), about
+ * every LM_WATCH_SECONDS while the batch runs, and once at its end: the
+ * waiter's own clock ticks even while the model is silent. It must not call
+ * back into lm. */
+typedef void (*lm_watch_fn)(void *ctx, const lm_batch_progress *progress);
+#define LM_WATCH_SECONDS 0.25
+
 typedef struct lm_request {
     const char *model;
     const lm_message *messages;
@@ -64,6 +81,10 @@ typedef struct lm_request {
      * way, as LM_ERR_CANCELLED with the message "deadline reached": a cell's
      * wall limit applies to the sub-calls it waits for. */
     double deadline;
+    /* The batch's watcher (lm_watch_fn), read from the first request of a
+     * batch only; NULL = none. */
+    lm_watch_fn watch;
+    void *watch_ctx;
 } lm_request;
 
 /* Why a call failed; LM_OK when content is usable. */
