@@ -16,6 +16,7 @@ int cmd_demo(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_sessions(int argc, char **argv);
 int cmd_prompt(int argc, char **argv);
+int cmd_view(int argc, char **argv);
 
 enum {
     EXIT_ANSWERED = 0,

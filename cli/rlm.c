@@ -38,6 +38,7 @@ static const char commands_text[] =
         "       rlm sessions [list|rm NAME|recover]   the conversations kept by --session\n"
         "       rlm doctor [--json] [--sandbox-exe PATH]   which sandbox layers this machine allows\n"
         "       rlm prompt [--template] [options]   the system prompt rlm would send\n"
+        "       rlm view TRACE [-o FILE.html] [--open]   a run as one self-contained HTML page\n"
         "       rlm demo                 a simulated 10M-token run, offline, no key needed\n"
         "       rlm bench run|report ... the benchmark suites (rlm bench --help)\n"
         "       rlm --version | --help\n";
@@ -1052,7 +1053,9 @@ static int run_command(int argc, char **argv)
         return cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "demo") == 0)
         return cmd_demo(argc - 1, argv + 1);
-    static const char *const commands[] = {"ask", "chat", "sessions", "doctor", "demo", "bench"};
+    if (strcmp(cmd, "view") == 0)
+        return cmd_view(argc - 1, argv + 1);
+    static const char *const commands[] = {"ask", "chat", "sessions", "doctor", "demo", "bench", "view"};
     const char *guess = NULL;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (edit_distance(cmd, commands[i]) <= 2 && !guess)

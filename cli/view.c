@@ -1,0 +1,259 @@
+/* view — `rlm view TRACE|ID [-o FILE.html] [--open]`: the page that shows
+ * a run. The trace's lines are checked (each must be JSON) and written into
+ * the page as they are, inside a <script type="application/json"> block with
+ * every '<' as \u003c (no text in it can close the block); the page's own
+ * script builds what is shown from them, long parts only when opened. */
+#include "view.h"
+
+#include <errno.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "commands.h"
+#include "util.h"
+
+/* The page's parts, from cli/view/ (cmake/embed_assets.cmake). */
+extern const unsigned char view_html[], view_css[], view_js[];
+extern const size_t view_html_len, view_css_len, view_js_len;
+
+/* Largest trace read: far above any run's (the demo's is about 17 MB). */
+#define VIEW_MAX_TRACE ((size_t)2 << 30)
+
+static void note(json_t *notes, const char *level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void note(json_t *notes, const char *level, const char *fmt, ...)
+{
+    char text[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    json_array_append_new(notes, json_pack("{s:s,s:s}", "level", level, "text", text));
+}
+
+int view_read(const char *text, size_t len, json_t **events, json_t **notes, const char **format,
+              char *err, size_t errlen)
+{
+    *events = json_array();
+    *notes = json_array();
+    *format = "rlm";
+    size_t bad = 0, first_bad = 0, line_no = 0, rlms = 0;
+    int cut = 0;
+    for (size_t at = 0; at < len;) {
+        const char *nl = memchr(text + at, '\n', len - at);
+        size_t end = nl ? (size_t)(nl - text) : len;
+        line_no++;
+        size_t n = end - at;
+        while (n > 0 && (text[at + n - 1] == '\r' || text[at + n - 1] == ' '))
+            n--;
+        if (n > 0) {
+            json_t *ev = json_loadb(text + at, n, 0, NULL);
+            if (json_is_object(ev)) {
+                rlms += view_is_rlms_line(ev);
+                json_array_append_new(*events, ev);
+            } else {
+                json_decref(ev);
+                if (!nl)
+                    cut = 1;   /* the last line, without its newline: cut short */
+                else if (bad++ == 0)
+                    first_bad = line_no;
+            }
+        }
+        at = end + 1;
+    }
+    if (cut)
+        note(*notes, "warn", "the last line is cut short (the run was stopped while writing it): "
+             "it is left out");
+    if (bad)
+        note(*notes, "error", "%zu line%s not JSON and left out (the first: line %zu)", bad,
+             bad == 1 ? " is" : "s are", first_bad);
+    if (json_array_size(*events) == 0) {
+        snprintf(err, errlen, "no event in it: not a trace of rlm (docs/trace.md) nor an RLMLogger file");
+        json_decref(*events);
+        json_decref(*notes);
+        *events = *notes = NULL;
+        return -1;
+    }
+    if (rlms * 2 > json_array_size(*events)) {
+        json_t *converted = view_from_rlms(*events, *notes);
+        json_decref(*events);
+        *events = converted;
+        *format = "rlms";
+    }
+    return 0;
+}
+
+/* text with every '<' as \u003c: valid JSON still (a '<' is only ever in a
+ * string), and nothing in it can end the <script> block it sits in. */
+static int write_script_safe(FILE *out, const char *text, size_t len)
+{
+    size_t from = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] != '<')
+            continue;
+        if (fwrite(text + from, 1, i - from, out) != i - from || fputs("\\u003c", out) < 0)
+            return -1;
+        from = i + 1;
+    }
+    return fwrite(text + from, 1, len - from, out) == len - from ? 0 : -1;
+}
+
+static int dump_cb(const char *buffer, size_t size, void *data)
+{
+    return write_script_safe(data, buffer, size);
+}
+
+int view_write_html(FILE *out, const char *source, const char *format, json_t *events, json_t *notes)
+{
+    const char *html = (const char *)view_html;
+    const char *marks[3] = {"/*@CSS@*/", "/*@DATA@*/", "/*@JS@*/"};
+    const char *at = html;
+    for (int k = 0; k < 3; k++) {
+        const char *m = strstr(at, marks[k]);
+        if (!m)
+            return -1;   /* the build embedded a page without its marks */
+        if (fwrite(at, 1, (size_t)(m - at), out) != (size_t)(m - at))
+            return -1;
+        if (k == 0 && fwrite(view_css, 1, view_css_len, out) != view_css_len)
+            return -1;
+        if (k == 2 && fwrite(view_js, 1, view_js_len, out) != view_js_len)
+            return -1;
+        if (k == 1) {
+            json_t *head = json_pack("{s:s,s:s,s:O}", "source", source, "format", format, "notes", notes);
+            char *text = head ? json_dumps(head, JSON_COMPACT) : NULL;
+            json_decref(head);
+            if (!text)
+                return -1;
+            /* {"source":..,"notes":[..],"events":[ ...the events... ]} */
+            size_t tl = strlen(text);
+            int rc = write_script_safe(out, text, tl - 1);
+            free(text);
+            if (rc != 0 || fputs(",\"events\":", out) < 0 ||
+                json_dump_callback(events, dump_cb, out, JSON_COMPACT) != 0 || fputc('}', out) == EOF)
+                return -1;
+        }
+        at = m + strlen(marks[k]);
+    }
+    size_t rest = strlen(at);
+    return fwrite(at, 1, rest, out) == rest ? 0 : -1;
+}
+
+static void usage(FILE *out)
+{
+    fputs("usage: rlm view TRACE|ID [-o FILE.html] [--open]\n"
+          "Writes one self-contained HTML page (no network: its style and script are inline) that\n"
+          "shows a run: the call tree (root, child RLMs, batches of sub-calls) with each node's\n"
+          "time, tokens and cost; each turn's reply, code and output; the sub-calls' prompts and\n"
+          "replies; a timeline; search across everything; the answer and how it was given.\n"
+          "TRACE is a file written by --trace (docs/trace.md) or by the rlms library's RLMLogger;\n"
+          "ID is a run of the run log (rlm logs).\n"
+          "  -o, --output FILE  where to write the page (default: TRACE with .html for .jsonl,\n"
+          "                     or rlm-run-ID.html in the current directory for a logged run)\n"
+          "  --open             open it in the browser (xdg-open)\n"
+          "Exit codes: 0 written, 2 the trace cannot be read or is no trace, or the page cannot\n"
+          "be written.\n",
+          out);
+}
+
+/* The default page path of a trace file. */
+static char *default_output(const char *trace_path)
+{
+    size_t n = strlen(trace_path);
+    const char *dot = strrchr(trace_path, '.');
+    const char *slash = strrchr(trace_path, '/');
+    if (dot && (!slash || dot > slash) && strcmp(dot, ".html") != 0)
+        n = (size_t)(dot - trace_path);
+    char *out = malloc(n + 6);
+    if (out)
+        snprintf(out, n + 6, "%.*s.html", (int)n, trace_path);
+    return out;
+}
+
+static int open_in_browser(const char *path)
+{
+    char *argv[] = {"xdg-open", (char *)path, NULL};
+    pid_t pid;
+    extern char **environ;
+    if (posix_spawnp(&pid, "xdg-open", NULL, NULL, argv, environ) != 0) {
+        fprintf(stderr, "rlm view: cannot run xdg-open to open %s: open it in a browser yourself\n", path);
+        return -1;
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return 0;
+}
+
+int cmd_view(int argc, char **argv)
+{
+    const char *input = NULL, *output = NULL;
+    int open_it = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return EXIT_ANSWERED;
+        } else if ((strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) && i + 1 < argc) {
+            output = argv[++i];
+        } else if (strcmp(argv[i], "--open") == 0) {
+            open_it = 1;
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "rlm view: unknown option '%s'\n", argv[i]);
+            usage(stderr);
+            return EXIT_USAGE;
+        } else if (!input) {
+            input = argv[i];
+        } else {
+            fprintf(stderr, "rlm view: one trace at a time ('%s' is one too many)\n", argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    if (!input) {
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    char err[1024];
+    char *text = NULL, *out_path = NULL;
+    size_t len = 0;
+    json_t *events = NULL, *notes = NULL;
+    const char *format = "rlm";
+    int rc = EXIT_USAGE;
+    text = file_read(input, VIEW_MAX_TRACE, &len);
+    if (!text) {
+        fprintf(stderr, "rlm view: cannot read '%s': %s\n", input, errno ? strerror(errno) : "too large");
+        goto done;
+    }
+    if (view_read(text, len, &events, &notes, &format, err, sizeof err) != 0) {
+        fprintf(stderr, "rlm view: '%s': %s\n", input, err);
+        goto done;
+    }
+    free(text);
+    text = NULL;
+    out_path = output ? strdup(output) : default_output(input);
+    FILE *out = out_path ? fopen(out_path, "w") : NULL;
+    if (!out) {
+        fprintf(stderr, "rlm view: cannot write '%s': %s\n", out_path ? out_path : "?", strerror(errno));
+        goto done;
+    }
+    const char *base = strrchr(input, '/');
+    int failed = view_write_html(out, base ? base + 1 : input, format, events, notes) != 0;
+    failed |= fclose(out) != 0;
+    if (failed) {
+        fprintf(stderr, "rlm view: cannot write '%s': %s\n", out_path, strerror(errno ? errno : EIO));
+        unlink(out_path);
+        goto done;
+    }
+    for (size_t i = 0; i < json_array_size(notes); i++)
+        fprintf(stderr, "rlm view: note: %s\n", json_string_value(json_object_get(json_array_get(notes, i), "text")));
+    printf("%s\n", out_path);
+    rc = EXIT_ANSWERED;
+    if (open_it)
+        open_in_browser(out_path);
+done:
+    free(text);
+    free(out_path);
+    json_decref(events);
+    json_decref(notes);
+    return rc;
+}
