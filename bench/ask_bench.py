@@ -32,7 +32,7 @@ def repl(code):
 
 def run_rlm(build, lm, args):
     trace = tempfile.mktemp(suffix=".jsonl")
-    cmd = [os.path.join(build, "rlm"), "ask", "--quiet", "--json", "--model", "root",
+    cmd = [os.path.join(build, "rlm"), "ask", "--quiet", "--json", "--no-log", "--model", "root",
            "--sub-model", "sub", "--base-url", lm.base_url, "--trace", trace,
            "--mode", "rlm"] + args
     start = time.monotonic()

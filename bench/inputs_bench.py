@@ -66,7 +66,7 @@ def run(build, contexts, code, extra=(), sample_rss=False, timeout=900):
     try:
         with harness.FakeLM(rules_for(code)) as lm:
             trace = os.path.join(tmp, "trace.jsonl")
-            cmd = [os.path.join(build, "rlm"), "ask", "--quiet", "--model", "root",
+            cmd = [os.path.join(build, "rlm"), "ask", "--quiet", "--no-log", "--model", "root",
                    "--base-url", lm.base_url, "--api-key", "x", "--mode", "rlm",
                    "--trace", trace]
             for c in contexts:

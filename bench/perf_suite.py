@@ -92,7 +92,7 @@ def run_task(build, name, args, latency, concurrency):
             use_slices_script(task_dir, task)
         lm, port = start_fakelm(build, task_dir, latency)
         try:
-            cmd = [os.path.join(build, "rlm"), "ask", "--quiet", "--json", "--model", "fakelm",
+            cmd = [os.path.join(build, "rlm"), "ask", "--quiet", "--json", "--no-log", "--model", "fakelm",
                    "--api-key", "fakelm", "--base-url", "http://127.0.0.1:%d/v1" % port,
                    "--concurrency", str(concurrency), "--mode", "rlm",
                    "--context", os.path.join(task_dir, "context.txt"),

@@ -225,6 +225,7 @@ static json_t *run_task(const run_options *o, const suite_task *t, long seed, co
         rlm_config_set(cfg, "provider", "openai");
         rlm_config_set(cfg, "api_key", "fakelm");
     }
+    cli_log_setup(cfg, "bench", 0);
     snprintf(path, sizeof path, "%s/context.txt", dir);
     if (rlm_new(cfg, &r) != RLM_OK || rlm_set_context_file(r, path) != RLM_OK) {
         snprintf(err, errlen, "%s", r ? rlm_errmsg(r) : "out of memory");

@@ -17,6 +17,7 @@ int cmd_chat(int argc, char **argv);
 int cmd_sessions(int argc, char **argv);
 int cmd_prompt(int argc, char **argv);
 int cmd_view(int argc, char **argv);
+int cmd_logs(int argc, char **argv);
 
 enum {
     EXIT_ANSWERED = 0,
@@ -37,6 +38,7 @@ typedef struct cli_flags {
     const char *question_file;  /* --question-file, or NULL */
     int json, quiet;
     int verbose, progress;      /* -v, --progress (cli/verbose.c) */
+    int no_log;                 /* --no-log */
     int first_operand;          /* argv index of the first argument that is not a flag */
     char key_note[1024];        /* why a key in the environment was not sent, or "" */
 } cli_flags;
@@ -59,6 +61,11 @@ enum {
  * back is explained in note (else ""), for when the endpoint refuses the
  * run. 0, or EXIT_USAGE after saying which variable is bad. */
 int cli_apply_environment(rlm_config *cfg, unsigned given, char *note, size_t notelen);
+
+/* The run log for a command (cli/logs.c): on, with `command` as the
+ * runs' origin, unless no_log or RLM_LOG is 0/no/off/false; RLM_LOG_MAX
+ * sets its cap. */
+void cli_log_setup(rlm_config *cfg, const char *command, int no_log);
 
 /* Prints "rlm: MESSAGE" to stderr, a message of the library, with the
  * option names in it (max_cost, session_db) said as the flags that set them

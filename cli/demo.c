@@ -104,6 +104,7 @@ int cmd_demo(int argc, char **argv)
         goto fail;
     }
     rlm_config_set(cfg, "mode", "rlm"); /* a small --tokens demo still shows the RLM loop */
+    cli_log_setup(cfg, "demo", 0);
     if (rlm_new(cfg, &r) != RLM_OK) {
         snprintf(err, sizeof err, "%s", r ? rlm_errmsg(r) : "out of memory");
         goto fail;
@@ -138,8 +139,12 @@ int cmd_demo(int argc, char **argv)
            (long long)json_integer_value(json_object_get(report, "sub_calls")),
            (long long)json_integer_value(json_object_get(report, "max_in_flight")),
            json_number_value(json_object_get(report, "elapsed_seconds")));
+    json_t *log_id = json_object_get(report, "log_id");
     if (keep_trace)
         printf("trace:    %s (rlm view %s --open shows it in a browser)\n", keep_trace, keep_trace);
+    else if (json_is_integer(log_id))
+        printf("trace:    in the run log (rlm view %lld --open shows it in a browser)\n",
+               (long long)json_integer_value(log_id));
     else
         printf("trace:    not kept (rlm demo --trace FILE keeps it)\n");
     puts("(simulated model: fakelm played the root and answered sub-calls from the answer key)");

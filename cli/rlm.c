@@ -38,7 +38,8 @@ static const char commands_text[] =
         "       rlm sessions [list|rm NAME|recover]   the conversations kept by --session\n"
         "       rlm doctor [--json] [--sandbox-exe PATH]   which sandbox layers this machine allows\n"
         "       rlm prompt [--template] [options]   the system prompt rlm would send\n"
-        "       rlm view TRACE [-o FILE.html] [--open]   a run as one self-contained HTML page\n"
+        "       rlm view TRACE|ID [-o FILE.html] [--open]   a run as one self-contained HTML page\n"
+        "       rlm logs [list|show ID|rm ...]   every run recorded (rlm logs --help)\n"
         "       rlm demo                 a simulated 10M-token run, offline, no key needed\n"
         "       rlm bench run|report ... the benchmark suites (rlm bench --help)\n"
         "       rlm --version | --help\n";
@@ -156,6 +157,9 @@ static const char options_text[] =
         "\n"
         "Output:\n"
         "  --trace FILE           write every event of the run to FILE as JSON lines\n"
+        "  --no-log               do not record this run in the run log (also RLM_LOG=0); every\n"
+        "                         question is recorded by default (rlm logs --help)\n"
+        "  --log-db PATH          the run log (default $XDG_DATA_HOME/rlm/logs.db)\n"
         "  -j, --json             print one JSON object (answer, how, status, iterations, sub_calls,\n"
         "                         usage and cost_usd per model, cost_usd, stopped_by,\n"
         "                         elapsed_seconds) instead of the bare answer\n"
@@ -297,7 +301,7 @@ enum {
     OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW, OPT_COMPACT_AT, OPT_SESSION,
     OPT_SESSION_DB, OPT_SUB_API_KEY, OPT_SUB_PROVIDER, OPT_STRICT, OPT_JSON_INPUT,
     OPT_SYSTEM_PROMPT, OPT_CELL_WALL, OPT_MAX_SANDBOXES, OPT_MAX_CHILD_BATCH, OPT_SNAPSHOT_MAX,
-    OPT_VERBOSE, OPT_PROGRESS,
+    OPT_VERBOSE, OPT_PROGRESS, OPT_NO_LOG, OPT_LOG_DB,
 };
 
 static const struct option long_options[] = {
@@ -363,6 +367,8 @@ static const struct option long_options[] = {
     {"max-child-batch", required_argument, NULL, OPT_MAX_CHILD_BATCH},
     {"verbose", no_argument, NULL, OPT_VERBOSE},
     {"progress", no_argument, NULL, OPT_PROGRESS},
+    {"no-log", no_argument, NULL, OPT_NO_LOG},
+    {"log-db", required_argument, NULL, OPT_LOG_DB},
     {NULL, 0, NULL, 0},
 };
 
@@ -382,6 +388,7 @@ static const char *option_key(int opt)
     case OPT_OUTPUT_LIMIT: return "output_limit";
     case OPT_SANDBOX_MEMORY: return "sandbox_memory";
     case OPT_TRACE: return "trace";
+    case OPT_LOG_DB: return "log_db";
     case OPT_MAX_COST: return "max_cost";
     case OPT_MAX_TOKENS: return "max_tokens";
     case OPT_MAX_TIME: return "max_time";
@@ -765,6 +772,7 @@ int cli_flags_parse(int argc, char **argv, cli_flags *f)
         case OPT_QUIET: f->quiet = 1; break;
         case OPT_VERBOSE: f->verbose = 1; break;
         case OPT_PROGRESS: f->progress = 1; break;
+        case OPT_NO_LOG: f->no_log = 1; break;
         case OPT_HELP:
             if (strcmp(command, "chat") == 0)
                 chat_usage(stdout);
@@ -784,6 +792,7 @@ int cli_flags_parse(int argc, char **argv, cli_flags *f)
     int rc = cli_apply_environment(cfg, given, f->key_note, sizeof f->key_note);
     if (rc != 0)
         return rc;
+    cli_log_setup(cfg, command, f->no_log);
     f->first_operand = optind;
     return -1;
 }
@@ -1055,7 +1064,10 @@ static int run_command(int argc, char **argv)
         return cmd_demo(argc - 1, argv + 1);
     if (strcmp(cmd, "view") == 0)
         return cmd_view(argc - 1, argv + 1);
-    static const char *const commands[] = {"ask", "chat", "sessions", "doctor", "demo", "bench", "view"};
+    if (strcmp(cmd, "logs") == 0)
+        return cmd_logs(argc - 1, argv + 1);
+    static const char *const commands[] = {"ask", "chat", "sessions", "doctor", "demo", "bench", "view",
+                                           "logs"};
     const char *guess = NULL;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (edit_distance(cmd, commands[i]) <= 2 && !guess)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "commands.h"
+#include "rlm.h"
 #include "util.h"
 
 /* The page's parts, from cli/view/ (cmake/embed_assets.cmake). */
@@ -153,6 +154,7 @@ static void usage(FILE *out)
           "  -o, --output FILE  where to write the page (default: TRACE with .html for .jsonl,\n"
           "                     or rlm-run-ID.html in the current directory for a logged run)\n"
           "  --open             open it in the browser (xdg-open)\n"
+          "  --log-db PATH      the run log to take ID from (default $XDG_DATA_HOME/rlm/logs.db)\n"
           "Exit codes: 0 written, 2 the trace cannot be read or is no trace, or the page cannot\n"
           "be written.\n",
           out);
@@ -172,6 +174,14 @@ static char *default_output(const char *trace_path)
     return out;
 }
 
+/* The run id an argument names ("42"), or 0. */
+static long long run_id(const char *arg)
+{
+    char *end;
+    long long id = strtoll(arg, &end, 10);
+    return *arg && !*end && id > 0 ? id : 0;
+}
+
 static int open_in_browser(const char *path)
 {
     char *argv[] = {"xdg-open", (char *)path, NULL};
@@ -188,7 +198,7 @@ static int open_in_browser(const char *path)
 
 int cmd_view(int argc, char **argv)
 {
-    const char *input = NULL, *output = NULL;
+    const char *input = NULL, *output = NULL, *log_db = NULL;
     int open_it = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
@@ -196,6 +206,8 @@ int cmd_view(int argc, char **argv)
             return EXIT_ANSWERED;
         } else if ((strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--output") == 0) && i + 1 < argc) {
             output = argv[++i];
+        } else if (strcmp(argv[i], "--log-db") == 0 && i + 1 < argc) {
+            log_db = argv[++i];
         } else if (strcmp(argv[i], "--open") == 0) {
             open_it = 1;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -219,8 +231,20 @@ int cmd_view(int argc, char **argv)
     json_t *events = NULL, *notes = NULL;
     const char *format = "rlm";
     int rc = EXIT_USAGE;
-    text = file_read(input, VIEW_MAX_TRACE, &len);
-    if (!text) {
+    long long log_id = 0;
+    char label[64];
+    if (access(input, F_OK) != 0 && (log_id = run_id(input)) > 0) {
+        /* A run of the run log: its trace, kept compressed there. */
+        rlm_config *cfg = rlm_config_new();
+        rlm_status st = cfg && (!log_db || rlm_config_set(cfg, "log_db", log_db) == RLM_OK)
+                            ? rlm_logs_trace(cfg, log_id, &text, &len) : RLM_ERR_USAGE;
+        rlm_config_free(cfg);
+        if (st != RLM_OK) {
+            fprintf(stderr, "rlm view: %s\n", text ? text : "bad --log-db");
+            goto done;
+        }
+        snprintf(label, sizeof label, "run %lld of the run log", log_id);
+    } else if (!(text = file_read(input, VIEW_MAX_TRACE, &len))) {
         fprintf(stderr, "rlm view: cannot read '%s': %s\n", input, errno ? strerror(errno) : "too large");
         goto done;
     }
@@ -230,14 +254,23 @@ int cmd_view(int argc, char **argv)
     }
     free(text);
     text = NULL;
-    out_path = output ? strdup(output) : default_output(input);
+    if (output) {
+        out_path = strdup(output);
+    } else if (log_id > 0) {
+        out_path = malloc(64);
+        if (out_path)
+            snprintf(out_path, 64, "rlm-run-%lld.html", log_id);
+    } else {
+        out_path = default_output(input);
+    }
     FILE *out = out_path ? fopen(out_path, "w") : NULL;
     if (!out) {
         fprintf(stderr, "rlm view: cannot write '%s': %s\n", out_path ? out_path : "?", strerror(errno));
         goto done;
     }
     const char *base = strrchr(input, '/');
-    int failed = view_write_html(out, base ? base + 1 : input, format, events, notes) != 0;
+    int failed = view_write_html(out, log_id > 0 ? label : base ? base + 1 : input, format, events,
+                                 notes) != 0;
     failed |= fclose(out) != 0;
     if (failed) {
         fprintf(stderr, "rlm view: cannot write '%s': %s\n", out_path, strerror(errno ? errno : EIO));

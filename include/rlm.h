@@ -181,6 +181,12 @@ void rlm_config_free(rlm_config *cfg);
  *                     starting with '.'. Set, every rlm_ask is a question
  *                     of that conversation, and a session that already has
  *                     questions is continued                            none
+ *   The run log (see "The run log" below):
+ *   log               "1": record every rlm_ask in the run log         "0"
+ *   log_db            the log's SQLite file   $XDG_DATA_HOME/rlm/logs.db
+ *   log_max           the traces' total size kept ("256M"; older traces
+ *                     are dropped past it, their rows kept; 0: none) 256M
+ *   log_command       what the row says asked ("ask", "chat", ...) "library"
  *   session_db        the SQLite file sessions are kept in (created with
  *                     its directory)   $XDG_DATA_HOME/rlm/sessions.db
  *                                      (~/.local/share/rlm/sessions.db)
@@ -449,6 +455,40 @@ rlm_status rlm_session_remove(const rlm_config *cfg, const char *name, char **ou
  * use. */
 rlm_status rlm_sessions_recover(const rlm_config *cfg, char **out);
 
+/* ---- The run log --------------------------------------------------------------
+ *
+ * With the log option set, every rlm_ask is recorded when it ends in a SQLite
+ * file (log_db; default $XDG_DATA_HOME/rlm/logs.db): the question, the
+ * inputs' names and sizes, models, answer, status, how, turns, sub-calls,
+ * tokens, cost, time, and the run's trace, compressed. The traces' total is
+ * capped (log_max): past it the oldest traces are dropped, their rows kept.
+ * The log never breaks a run: a file that cannot be written (damaged,
+ * locked past 5 s) is one warning (rlm_warnings), and the run answers.
+ * Each call below takes cfg's log_db (cfg may be NULL: the default file) and
+ * sets *out, the caller's (rlm_string_free): JSON on RLM_OK, else the reason;
+ * RLM_ERR_INPUT when the file cannot be read or the run does not exist,
+ * RLM_ERR_USAGE for a bad argument. */
+
+/* Runs, newest first: [{"id", "started" (Unix time), "command", "question",
+ * "inputs" [{"name", "bytes"}], "model", "sub_model", "answer", "status",
+ * "how", "error", "session", "turns", "sub_calls", "prompt_tokens",
+ * "completion_tokens", "cost_usd", "elapsed", "trace_bytes" (0: no trace
+ * kept), "trace_note"}]. filter (may be NULL) is a JSON object with any of
+ * "text" (in the question or the answer, any case), "model", "status",
+ * "since", "until" (Unix times) and "limit". */
+rlm_status rlm_logs_list(const rlm_config *cfg, const char *filter, char **out);
+
+/* One run, as a row of rlm_logs_list. */
+rlm_status rlm_logs_show(const rlm_config *cfg, long long id, char **out);
+
+/* One run's trace (docs/trace.md), *len bytes; on failure *trace is the
+ * reason (no such run, its trace not kept). */
+rlm_status rlm_logs_trace(const rlm_config *cfg, long long id, char **trace, size_t *len);
+
+/* Removes runs: what is {"ids": [...]}, {"before": UNIX_TIME} or {"all":
+ * true}; {"removed": n}. */
+rlm_status rlm_logs_remove(const rlm_config *cfg, const char *what, char **out);
+
 /* A JSON object describing the last rlm_ask: answer, how (how the answer
  * was given: "code", "final_literal", "FINAL in text", "FINAL_VAR in text",
  * "last_reply" or "direct", docs/trace.md; null without one), status, error,
@@ -464,8 +504,9 @@ rlm_status rlm_sessions_recover(const rlm_config *cfg, char **out);
  * RLMs started, at every depth), sandboxes (sandboxes started, children's
  * included), depth_reached (the deepest level of RLM that ran; 1 = no
  * children), question (its number in a conversation, or null) and session
- * (the session's name, or null) and trace_error (why the trace file could
- * not be written, or null).
+ * (the session's name, or null), trace_error (why the trace file could
+ * not be written, or null) and log_id (the run's id in the run log, when
+ * the log option recorded it).
  * Borrowed from r; NULL before the first rlm_ask. */
 const char *rlm_report_json(rlm *r);
 

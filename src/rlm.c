@@ -21,6 +21,7 @@
 #include "endpoint.h"
 #include "engine.h"
 #include "events.h"
+#include "runlog.h"
 #include "frame.h"
 #include "ingest.h"
 #include "lm.h"
@@ -44,6 +45,7 @@
 
 typedef enum option_kind {
     OPT_TEXT, OPT_URLS, OPT_INT, OPT_SECONDS, OPT_SIZE, OPT_BOOL, OPT_NUMBER, OPT_DOLLARS,
+    OPT_BYTES,          /* a size, 0 and up: 300, 64K, 256M */
     OPT_PROVIDER, OPT_MODE_NAME,
     OPT_SHARE,          /* a number in (0, 1] */
     OPT_FRACTION,       /* a number > 0 */
@@ -67,7 +69,8 @@ enum {
     OPT_SYSTEM_PROMPT, OPT_MODE,
     OPT_DIRECT_THRESHOLD, OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW,
     OPT_COMPACT_AT, OPT_SESSION, OPT_SESSION_DB, OPT_SUB_PROVIDER, OPT_SUB_API_KEY, OPT_STRICT,
-    OPT_CELL_WALL, OPT_MAX_SANDBOXES, OPT_MAX_CHILD_BATCH, OPT_SNAPSHOT_MAX,
+    OPT_CELL_WALL, OPT_MAX_SANDBOXES, OPT_MAX_CHILD_BATCH, OPT_SNAPSHOT_MAX, OPT_LOG, OPT_LOG_DB,
+    OPT_LOG_MAX, OPT_LOG_COMMAND,
     OPT_COUNT
 };
 
@@ -130,6 +133,11 @@ static const option_spec option_specs[OPT_COUNT] = {
     [OPT_CELL_WALL] = {"cell_wall", OPT_SECONDS, "1800", 0, 0},
     [OPT_MAX_SANDBOXES] = {"max_sandboxes", OPT_INT, "32", 1, 4096},
     [OPT_MAX_CHILD_BATCH] = {"max_child_batch", OPT_INT, "256", 1, 65536},
+    /* The run log (src/runlog.c): off in the library, on in the rlm command. */
+    [OPT_LOG] = {"log", OPT_BOOL, "0", 0, 0},
+    [OPT_LOG_DB] = {"log_db", OPT_TEXT, NULL, 0, 0},
+    [OPT_LOG_MAX] = {"log_max", OPT_BYTES, "256M", 0, 0},
+    [OPT_LOG_COMMAND] = {"log_command", OPT_TEXT, "library", 0, 0},
 };
 
 /* Limits with a default that "none" switches off. */
@@ -247,6 +255,12 @@ static int option_check(const option_spec *spec, const char *value, char *why, s
                  spec->key, spec->min > 0 ? "1K" : "64M", value);
         return -1;
     }
+    case OPT_BYTES:
+        if (parse_size(value, &size) == 0)
+            return 0;
+        snprintf(why, whylen, "%s must be a size in bytes, like 300, 64K or 256M (got '%s')",
+                 spec->key, value);
+        return -1;
     case OPT_MODE_NAME:
         if (strcmp(value, "auto") == 0 || strcmp(value, "rlm") == 0 || strcmp(value, "direct") == 0)
             return 0;
@@ -427,6 +441,9 @@ struct rlm {
     rlm_progress_fn progress;
     void *progress_data;
     events events;             /* rlm_set_event_callback; the trace's listener */
+    runlog *log;               /* the run log, opened at the first run logged */
+    runlog_capture *capture;   /* the trace of the run in progress, for the log */
+    int log_broken;            /* the log cannot be written: said once, not retried */
     char *report;
     /* rlm_cancel sets it (from a signal handler too), rlm_ask clears it;
      * params.cancel points here. */
@@ -710,11 +727,14 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
 
     char err[1024];
     const char *trace_path = rlm_config_get(r->cfg, "trace");
-    /* The trace exists without a file too: the event callback listens to it. */
+    /* The trace exists without a file too: the event callback and the run
+     * log listen to it. */
     if (!(r->trace = trace_new()))
         return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
     if (trace_path[0] && trace_open_file(r->trace, trace_path, err, sizeof err) != 0)
         return rlm_error(r, RLM_ERR_INPUT, "%s", err);
+    if (config_long(r->cfg, "log") && (r->capture = runlog_capture_new()))
+        trace_set_line_sink(r->trace, runlog_capture_line, r->capture);
     rlm_status st = rlm_load_prices(r);
     if (st != RLM_OK)
         return st;
@@ -811,6 +831,8 @@ void rlm_free(rlm *r)
     pricing_free(r->prices);
     json_decref(r->key_options);
     trace_close(r->trace);
+    runlog_capture_free(r->capture);
+    runlog_close(r->log);
     context_free(r->ctx);
     rlm_clear_docs(r);   /* the document set, the arguments and their descriptors */
     free(r->search_cache_dir);
@@ -1645,6 +1667,64 @@ static void rlm_build_report(rlm *r, const engine_outcome *o)
     json_decref(j);
 }
 
+/* The inputs of the question for the run log: each argument and its size
+ * (-1 when it is no regular file: a directory, a glob, stdin). */
+static json_t *rlm_log_inputs(const rlm *r)
+{
+    json_t *inputs = json_array();
+    for (size_t i = 0; i < r->n_ctx_args; i++) {
+        struct stat st;
+        int file = stat(r->ctx_args[i], &st) == 0 && S_ISREG(st.st_mode);
+        json_array_append_new(inputs, json_pack("{s:s,s:I}", "name", r->ctx_args[i], "bytes",
+                                                file ? (json_int_t)st.st_size : (json_int_t)-1));
+    }
+    if (r->n_ctx_args == 0 && r->ctx)
+        json_array_append_new(inputs, json_pack("{s:s,s:I}", "name", context_name(r->ctx) ? context_name(r->ctx) : "(text)",
+                                                "bytes", (json_int_t)context_len(r->ctx)));
+    return inputs;
+}
+
+/* Records the run just ended in the run log (the log option). The log never
+ * breaks a run: a failure is one warning, and the handle logs no more. */
+static void rlm_log_run(rlm *r, const char *question, double started)
+{
+    if (!config_long(r->cfg, "log") || r->log_broken)
+        return;
+    char err[1400];
+    if (!r->log) {
+        const char *db = rlm_config_get(r->cfg, "log_db");
+        char *path = db[0] ? strdup(db) : user_file_path("XDG_DATA_HOME", ".local/share", "logs.db");
+        r->log = path ? runlog_open(path, err, sizeof err) : NULL;
+        if (!path)
+            snprintf(err, sizeof err, "neither XDG_DATA_HOME nor HOME is set: give log_db");
+        free(path);
+    }
+    json_t *inputs = rlm_log_inputs(r);
+    long long id;
+    size_t max = 0;
+    parse_size(rlm_config_get(r->cfg, "log_max"), &max);
+    if (!r->log || runlog_record_report(r->log, rlm_config_get(r->cfg, "log_command"), question, inputs,
+                                        started, r->report, r->capture, max, &id, err,
+                                        sizeof err) != 0) {
+        char msg[1600];
+        snprintf(msg, sizeof msg, "this run is not in the run log: %s (--no-log or RLM_LOG=0 turns "
+                 "the log off)", err);
+        rlm_warn(r, msg);
+        r->log_broken = 1;
+    } else {
+        /* The report names the run's row, for rlm view ID. */
+        json_t *rep = r->report ? json_loads(r->report, 0, NULL) : NULL;
+        char *text = NULL;
+        if (rep && json_object_set_new(rep, "log_id", json_integer(id)) == 0 &&
+            (text = json_dumps(rep, JSON_COMPACT))) {
+            free(r->report);
+            r->report = text;
+        }
+        json_decref(rep);
+    }
+    json_decref(inputs);
+}
+
 rlm_status rlm_ask(rlm *r, const char *question, char **answer)
 {
     return rlm_ask_len(r, question, answer, NULL);
@@ -1681,6 +1761,8 @@ rlm_status rlm_ask_len(rlm *r, const char *question, char **answer, size_t *answ
     r->params.state = r->state;
 
     engine_outcome o;
+    double started = clock_wall();
+    runlog_capture_reset(r->capture, NULL, 0);
     calls_begin_run(r->calls);
     rlm_status st = engine_run(&r->params, r->calls, r->trace, r->ctx, question, r->progress,
                                r->progress_data, &o);
@@ -1694,6 +1776,7 @@ rlm_status rlm_ask_len(rlm *r, const char *question, char **answer, size_t *answ
                  o.sub_call_error ? o.sub_call_error : "?");
         rlm_warn(r, msg);
     }
+    rlm_log_run(r, question, started);
     if (st == RLM_OK) {
         *answer = o.answer;
         if (answer_len)

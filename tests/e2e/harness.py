@@ -5,6 +5,7 @@ back its stdout, exit code, --json report and JSONL trace.
 Standard library only; run by the system python3. Scripts are built as Python
 dicts so replies holding code fences stay readable.
 """
+import atexit
 import json
 import os
 import re
@@ -34,9 +35,28 @@ def remove_later(path):
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _guard_user_files():
+    """Whatever a test runs — through rlm_command or straight (rlm demo, rlm
+    bench, a failing rlm ask) — finds XDG homes of its own, never the user's:
+    the run log, sessions, cache and prices stay untouched. Removed at exit."""
+    home = tempfile.mkdtemp(prefix="rlm-e2e-home-")
+    atexit.register(shutil.rmtree, home, True)
+    os.environ.update(isolated_env(home))
+
+
+def isolated_env(where):
+    """XDG variables under `where`: the user's cache, run log, sessions and
+    prices are never read or written by a test."""
+    return {"XDG_%s_HOME" % kind: os.path.join(where, "xdg-" + kind.lower())
+            for kind in ("CACHE", "DATA", "CONFIG")}
+
+
 def repl(code):
     """A reply holding one ```repl block."""
     return "```repl\n" + code.strip("\n") + "\n```"
+
+
+_guard_user_files()
 
 
 class FakeLM:
@@ -176,9 +196,7 @@ class RlmTestCase(unittest.TestCase):
         run_env = {k: v for k, v in os.environ.items()
                    if k not in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "RLM_MODEL", "ANTHROPIC_API_KEY",
                                 "ANTHROPIC_BASE_URL")}
-        # The user's cache, sessions and prices are never read or written by a test.
-        for kind in ("CACHE", "DATA", "CONFIG"):
-            run_env["XDG_%s_HOME" % kind] = os.path.join(self.tmp, "xdg-" + kind.lower())
+        run_env.update(isolated_env(self.tmp))
         run_env.update(env or {})
         return cmd + list(args), run_env, trace_path
 

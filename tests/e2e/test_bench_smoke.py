@@ -8,15 +8,18 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import RLM
+from harness import RLM, isolated_env
 
 
 class BenchSmoke(unittest.TestCase):
     def test_smoke_suite_scores_perfect(self):
         out = tempfile.mkdtemp(prefix="rlm-bench-")
         self.addCleanup(shutil.rmtree, out, True)
+        home = tempfile.mkdtemp(prefix="rlm-bench-home-")
+        self.addCleanup(shutil.rmtree, home, True)
         proc = subprocess.run([RLM, "bench", "run", "--suite", "smoke", "--fake", "--out", out],
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, timeout=600,
+                              env=dict(os.environ, **isolated_env(home)))
         self.assertEqual(proc.returncode, 0, proc.stderr)
         with open(os.path.join(out, "results.jsonl")) as f:
             rows = [json.loads(line) for line in f if line.strip()]
