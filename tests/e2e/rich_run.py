@@ -3,7 +3,7 @@ run (--verbose, rlm view, the run log): a depth-2 tree (the root starts a
 child RLM), a batch of sub-calls with one that fails after its retries and
 one retried once, code that raises, and model text holding HTML and script
 that must be shown as text, never run."""
-from harness import repl
+from harness import FakeLM, repl
 
 QUESTION = "Summarise the records"
 HOSTILE = '<script>document.title="pwned"</script><img src=x onerror="document.title=\'pwned\'">'
@@ -28,3 +28,11 @@ ARGS = ["--max-depth", "2", "--max-retries", "2"]
 def context(case):
     """The run's input file, written in case's directory."""
     return case.write("records.txt", "".join("record %d: value %d\n" % (i, i * 7) for i in range(200)))
+
+
+def trace(case):
+    """Runs it in case (an RlmTestCase) and returns its trace's path."""
+    with FakeLM(RULES) as lm:
+        res = case.rlm(ARGS + ["--context", context(case), QUESTION], lm)
+    case.assertExit(res, 0)
+    return res.trace_path

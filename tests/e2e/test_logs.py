@@ -91,6 +91,25 @@ class Logs(RlmTestCase):
         self.assertEqual(self.logs(["rm", "--all"]).stdout, "removed 1 run\n")
         self.assertEqual(self.runs(), [])
 
+    def test_each_chat_question(self):
+        with FakeLM(RULES) as lm:
+            res = self.rlm(["--context", self.input], lm, command="chat",
+                           stdin="Q1: what is it?\nQ2: what is it?\n")
+        self.assertExit(res, 0)
+        runs = self.runs()
+        self.assertEqual([(r["command"], r["question"], r["answer"]) for r in runs],
+                         [("chat", "Q2: what is it?", "answer 2"), ("chat", "Q1: what is it?", "answer 1")])
+        # Each question's row keeps that question's trace only.
+        _, env, _ = self.rlm_command([], None)
+        page = os.path.join(self.tmp, "q2.html")
+        p = subprocess.run([RLM, "view", str(runs[0]["id"]), "-o", page], capture_output=True, text=True,
+                           env=env, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(page) as f:
+            html = f.read()
+        self.assertIn("Q2: what is it?", html)
+        self.assertNotIn('"question":"Q1: what is it?"', html)
+
     def test_bad_arguments(self):
         for args in (["rm"], ["show"], ["show", "x"], ["--since", "yesterday"], ["-n", "0"], ["--bogus"]):
             p = self.logs(args)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import RLM, FakeLM, RlmTestCase, main  # noqa: E402
+from harness import RLM, RlmTestCase, main  # noqa: E402
 import rich_run  # noqa: E402
 
 
@@ -25,10 +25,7 @@ class View(RlmTestCase):
         return subprocess.run([RLM, "view"] + args, capture_output=True, text=True, timeout=120)
 
     def rich_trace(self):
-        with FakeLM(rich_run.RULES) as lm:
-            res = self.rlm(rich_run.ARGS + ["--context", rich_run.context(self), rich_run.QUESTION], lm)
-        self.assertExit(res, 0)
-        return res.trace_path
+        return rich_run.trace(self)
 
     def test_page_from_a_trace(self):
         trace = self.rich_trace()

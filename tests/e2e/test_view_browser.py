@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BUILD, RLM, FakeLM, RlmTestCase, main  # noqa: E402
+from harness import BUILD, RLM, RlmTestCase, main  # noqa: E402
 import browser  # noqa: E402
 import rich_run  # noqa: E402
 
@@ -91,10 +91,7 @@ class ViewInBrowser(RlmTestCase):
             page.close()
 
     def rich_trace(self):
-        with FakeLM(rich_run.RULES) as lm:
-            res = self.rlm(rich_run.ARGS + ["--context", rich_run.context(self), rich_run.QUESTION], lm)
-        self.assertExit(res, 0)
-        return res.trace_path
+        return rich_run.trace(self)
 
     def test_rich_run(self):
         ready, r = self.load(self.page(self.rich_trace(), "rich"), CHECK_RICH, "view-rich.png")
