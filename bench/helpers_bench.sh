@@ -15,7 +15,7 @@ cmake --build "$build" --target rlm_static >/dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cc -std=c11 -O2 -D_GNU_SOURCE -I"$root/src" -I"$root/src/input" -I"$root/include" -o "$work/helpers_bench" \
-  "$root/bench/helpers_bench.c" "$build/librlm.a" \
+  "$root/bench/helpers_bench.c" "$root/src/grep.c" "$build/librlm.a" \
   $(pkg-config --libs jansson libcurl libpcre2-8 sqlite3 libcrypto) -lpthread -lm
 "$work/helpers_bench" "$work" "$mb"
 /usr/bin/python3 "$root/bench/helpers_bench.py" "$work/corpus-$mb.txt"

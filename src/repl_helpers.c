@@ -30,6 +30,7 @@
 #include "grep.h"
 #include "search.h"
 #include "tokens.h"
+#include "utf8.h"
 #include "util.h"
 
 /* Bytes of a hit's line kept when the line is longer (one-line JSON, logs). */
@@ -119,7 +120,7 @@ static size_t char_offset(const docs_state *st, size_t i, size_t off)
     if (st->ascii && st->ascii[i])
         return off;
     size_t chars, invalid;
-    ingest_count_utf8(st->docs[i].data, off, &chars, &invalid);
+    utf8_count(st->docs[i].data, off, &chars, &invalid);
     return chars;
 }
 

@@ -17,7 +17,7 @@
  * released at once. */
 #include "sandbox_cache.h"
 
-#include "ingest.h"
+#include "pack.h"
 #include "search.h"
 #include "util.h"
 
@@ -123,8 +123,8 @@ static void settle(sandbox_cache *c, const char key[32])
         ingest_kind kind;
         if ((in->data_fd >= 0 &&
              hold_bytes(in->data_fd, in->data_len, &data, &c->stop) != 0) ||
-            ingest_unpack(pack.data, pack.len, data.data, data.len, &kind, &docs, &n_docs, err,
-                          sizeof err) != 0) {
+            pack_read(pack.data, pack.len, data.data, data.len, &kind, &docs, &n_docs, err,
+                      sizeof err) != 0) {
             c->index_tried = 1;
             goto done;
         }

@@ -17,7 +17,7 @@
 #include <Python.h>
 
 #include "frame.h"
-#include "ingest.h"
+#include "pack.h"
 #include "repl_helpers.h"
 #include "repl_module.h"
 #include "repl_restore.h"
@@ -667,10 +667,10 @@ static int context_begin(context_load *cl, const input_spec *in, int threaded, c
         }
     }
     if (in->pack) {
-        if (ingest_unpack(cl->map, cl->map_len, cl->data_map, cl->data_map_len, &cl->kind,
-                          &cl->docs, &cl->n_docs, err, errlen) != 0)
+        if (pack_read(cl->map, cl->map_len, cl->data_map, cl->data_map_len, &cl->kind,
+                      &cl->docs, &cl->n_docs, err, errlen) != 0)
             return -1;
-        cl->format = ingest_pack_format(cl->map, cl->map_len);
+        cl->format = pack_format(cl->map, cl->map_len);
         if (cl->kind != INGEST_STR)
             return 0; /* several documents: decoded one by one in context_finish */
         if (cl->n_docs != 1) {

@@ -163,6 +163,34 @@ size_t utf8_cut(const char *s, size_t len, size_t max)
 
 /* ---- characters, cuts and display ----------------------------------- */
 
+void utf8_count(const char *data, size_t len, size_t *chars, size_t *invalid)
+{
+    const unsigned char *p = (const unsigned char *)data;
+    size_t i = 0, c = 0, bad = 0;
+    while (i < len) {
+        /* ASCII runs eight bytes at a time: most input is ASCII */
+        while (i + 8 <= len) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (w & 0x8080808080808080ULL)
+                break;
+            i += 8;
+            c += 8;
+        }
+        if (i >= len)
+            break;
+        size_t n = utf8_sequence_length(p + i, len - i);
+        if (n == 0) {
+            bad++;
+            n = 1;
+        }
+        i += n;
+        c++;
+    }
+    *chars = c;
+    *invalid = bad;
+}
+
 /* Bytes of a UTF-8 text that start a character: everything but continuation
  * bytes (10xxxxxx). Counting them is one branch-free pass the compiler
  * vectorises, which keeps a 40 MB context cheap to describe. */

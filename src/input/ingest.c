@@ -1,6 +1,7 @@
 /* ingest — the --context arguments turned into a document set over read-only
  * mappings: the directory walk (gitignore, include/exclude, binary sniffing,
- * symlink loops), JSONL records, stdin, and the packed form for the sandbox. */
+ * symlink loops), JSONL records, stdin, and writing the packed form for the
+ * sandbox (pack.c reads it). */
 #include "ingest.h"
 
 #include <dirent.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "gitignore.h"
+#include "pack.h"
 #include "utf8.h"
 #include "util.h"
 
@@ -118,36 +120,6 @@ void ingest_options_init(ingest_options *opt)
     opt->max_files = 1000000;
     opt->max_depth = 128;
     opt->max_problems = 1000;
-}
-
-/* --- counting ----------------------------------------------------------- */
-
-void ingest_count_utf8(const char *data, size_t len, size_t *chars, size_t *invalid)
-{
-    const unsigned char *p = (const unsigned char *)data;
-    size_t i = 0, c = 0, bad = 0;
-    while (i < len) {
-        /* ASCII runs eight bytes at a time: most input is ASCII */
-        while (i + 8 <= len) {
-            uint64_t w;
-            memcpy(&w, p + i, 8);
-            if (w & 0x8080808080808080ULL)
-                break;
-            i += 8;
-            c += 8;
-        }
-        if (i >= len)
-            break;
-        size_t n = utf8_sequence_length(p + i, len - i);
-        if (n == 0) {
-            bad++;
-            n = 1;
-        }
-        i += n;
-        c++;
-    }
-    *chars = c;
-    *invalid = bad;
 }
 
 /* Why the first bytes of a file say it is binary, or NULL: a NUL byte in
@@ -296,7 +268,7 @@ static size_t scan_file(int fd, size_t len, size_t *chars, size_t *invalid, size
         if (upto + 4 < have)
             upto = have;  /* a run of invalid bytes: counted now, not carried */
         size_t ch, bd;
-        ingest_count_utf8(block, upto, &ch, &bd);
+        utf8_count(block, upto, &ch, &bd);
         c += ch;
         bad += bd;
         carry = have - upto;
@@ -304,7 +276,7 @@ static size_t scan_file(int fd, size_t len, size_t *chars, size_t *invalid, size
     }
     if (carry) {
         size_t ch, bd;
-        ingest_count_utf8(block, carry, &ch, &bd);
+        utf8_count(block, carry, &ch, &bd);
         c += ch;
         bad += bd;
     }
@@ -641,7 +613,7 @@ static int jsonl_record(walk *w, const char *name, size_t line_no, const char *l
     char label[PATH_MAX_BYTES + 32];
     snprintf(label, sizeof label, "%s:%zu", name, line_no);
     size_t chars, invalid;
-    ingest_count_utf8(t, tlen, &chars, &invalid);
+    utf8_count(t, tlen, &chars, &invalid);
     json_decref(v);
     if (add_doc(w, label, tlen ? SIZE_MAX - 1 : SIZE_MAX, w->blob_len, tlen) != 0)
         return -1;
@@ -954,7 +926,7 @@ static int add_stream(walk *w, const char *path)
         return -1;
     docrec *r = &w->s->recs[w->s->n_recs - 1];
     if (len)
-        ingest_count_utf8(w->s->srcs[src].map, len, &r->d.chars, &r->d.invalid_utf8);
+        utf8_count(w->s->srcs[src].map, len, &r->d.chars, &r->d.invalid_utf8);
     return 0;
 }
 
@@ -995,7 +967,7 @@ static int add_fd(walk *w, int fd, const char *name)
                 rc = -1;
             if (rc == 0 && len) {
                 docrec *r = &w->s->recs[w->s->n_recs - 1];
-                ingest_count_utf8(w->s->srcs[src].map, len, &r->d.chars, &r->d.invalid_utf8);
+                utf8_count(w->s->srcs[src].map, len, &r->d.chars, &r->d.invalid_utf8);
             }
         }
         if (own >= 0)
@@ -1274,30 +1246,7 @@ size_t ingest_validate(ingest_set *s)
     return changed;
 }
 
-/* --- the packed form (docs/internals/context-format.md) ------------------ */
-
-#define PACK_MAGIC "RLMCTX1"
-
-/* Header flags: the data lives in a second fd; the documents are JSON
- * values, or JSON lines (ingest_format). */
-enum { PACK_EXTERNAL = 1, PACK_JSON = 2, PACK_JSONL = 4 };
-
-typedef struct pack_header {
-    char magic[8];
-    uint32_t version, kind;
-    uint32_t flags, reserved;
-    uint64_t n_docs;
-    uint64_t index_off;
-    uint64_t names_off, names_len;
-    uint64_t data_off, data_len;
-} pack_header;
-
-typedef struct pack_entry {
-    uint64_t name_off;   /* from names_off; the name is NUL-terminated */
-    uint64_t name_len;
-    uint64_t data_off;   /* from data_off (inline) or the data fd's start (external) */
-    uint64_t data_len;
-} pack_entry;
+/* --- the packed form (docs/internals/context-format.md; pack.h) ----------- */
 
 static size_t align_up(size_t n, size_t a)
 {
@@ -1426,68 +1375,6 @@ fail:
     if (fd >= 0)
         close(fd);
     return -1;
-}
-
-int ingest_unpack(const void *pack, size_t len, const void *data, size_t data_len,
-                  ingest_kind *kind, ingest_doc **docs_out, size_t *n_docs, char *err,
-                  size_t errlen)
-{
-    *docs_out = NULL;
-    *n_docs = 0;
-    const char *p = pack;
-    pack_header h;
-    if (len < sizeof h) {
-        snprintf(err, errlen, "context pack: too short");
-        return -1;
-    }
-    memcpy(&h, p, sizeof h);
-    if (memcmp(h.magic, PACK_MAGIC, sizeof h.magic) != 0 || h.version != 1 || h.kind > 2) {
-        snprintf(err, errlen, "context pack: bad header");
-        return -1;
-    }
-    int external = (h.flags & PACK_EXTERNAL) != 0;
-    const char *base = external ? data : p + h.data_off;
-    size_t base_len = external ? data_len : (size_t)h.data_len;
-    if (h.index_off > len || h.n_docs > (len - h.index_off) / sizeof(pack_entry) ||
-        h.names_off > len || h.names_len > len - h.names_off ||
-        (!external && (h.data_off > len || h.data_len > len - h.data_off)) ||
-        (external && (!data || h.data_len != data_len))) {
-        snprintf(err, errlen, "context pack: sections out of bounds");
-        return -1;
-    }
-    ingest_doc *docs = calloc(h.n_docs ? h.n_docs : 1, sizeof *docs);
-    if (!docs) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    const char *names = p + h.names_off;
-    for (size_t i = 0; i < h.n_docs; i++) {
-        pack_entry e;
-        memcpy(&e, p + h.index_off + i * sizeof e, sizeof e);
-        if (e.name_off >= h.names_len || e.name_len >= h.names_len - e.name_off ||
-            names[e.name_off + e.name_len] != '\0' || e.data_off > base_len ||
-            e.data_len > base_len - e.data_off) {
-            snprintf(err, errlen, "context pack: document %zu out of bounds", i);
-            free(docs);
-            return -1;
-        }
-        docs[i].name = names + e.name_off;
-        docs[i].data = e.data_len ? base + e.data_off : NULL;
-        docs[i].len = e.data_len;
-    }
-    *kind = (ingest_kind)h.kind;
-    *docs_out = docs;
-    *n_docs = h.n_docs;
-    return 0;
-}
-
-ingest_format ingest_pack_format(const void *pack, size_t len)
-{
-    pack_header h;
-    if (!pack || len < sizeof h)
-        return INGEST_TEXT;
-    memcpy(&h, pack, sizeof h);
-    return h.flags & PACK_JSONL ? INGEST_JSONL : h.flags & PACK_JSON ? INGEST_JSON : INGEST_TEXT;
 }
 
 void ingest_release_pages(const ingest_set *s)

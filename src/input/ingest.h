@@ -1,7 +1,8 @@
 /* ingest — turns the --context arguments (files, directories, globs, "-" for
  * stdin, JSONL) into a document set: names and byte ranges over read-only
- * mappings, never copies of the files in the host's heap. Also the packed
- * form handed to the sandbox child (docs/internals/context-format.md).
+ * mappings, never copies of the files in the host's heap. Also writing the
+ * packed form handed to the sandbox child (pack.h reads it;
+ * docs/internals/context-format.md).
  *
  * Ownership: ingest_open returns a set freed by ingest_free; every pointer a
  * getter returns (names, data, problem texts) is borrowed from the set and
@@ -120,7 +121,7 @@ size_t ingest_validate(ingest_set *s);
  * stops rather than use them. Borrowed from the set. */
 const char *ingest_rewritten(const ingest_set *s);
 
-/* The packed form for the sandbox (docs/internals/context-format.md): a
+/* The packed form for the sandbox (pack.h, docs/internals/context-format.md): a
  * sealed memfd holding a header, the document index and the names, and
  * either the bytes too (inline) or nothing more, when the whole set is one
  * file: then *data_fd is a descriptor of that file, which the child maps
@@ -131,20 +132,5 @@ const char *ingest_rewritten(const ingest_set *s);
  * inline; the caller closes both), or -1 with err set. */
 int ingest_pack(const ingest_set *s, int *fd, size_t *len, int *data_fd, char *err,
                 size_t errlen);
-
-/* A pack read back: validates every offset against the lengths before
- * trusting it. data/data_len is the mapping of the data fd for an external
- * pack (NULL/0 for inline). *docs is malloc'd, its names and data point into
- * the mappings; the caller frees it with free() and keeps the mappings. */
-int ingest_unpack(const void *pack, size_t len, const void *data, size_t data_len,
-                  ingest_kind *kind, ingest_doc **docs, size_t *n_docs, char *err,
-                  size_t errlen);
-
-/* The format a valid pack was made with (read from its header). */
-ingest_format ingest_pack_format(const void *pack, size_t len);
-
-/* Characters and invalid bytes (bytes that start no valid UTF-8 sequence,
- * each counted as one character) of data[0..len). Fast on ASCII. */
-void ingest_count_utf8(const char *data, size_t len, size_t *chars, size_t *invalid);
 
 #endif

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "ingest.h"
+#include "pack.h"
 
 static char root[256];
 
@@ -209,7 +210,7 @@ static void test_file_shrinks_while_mapped(void **state)
     ingest_kind kind;
     ingest_doc *docs;
     size_t n;
-    assert_int_equal(ingest_unpack(map, len, NULL, 0, &kind, &docs, &n, err, sizeof err), 0);
+    assert_int_equal(pack_read(map, len, NULL, 0, &kind, &docs, &n, err, sizeof err), 0);
     assert_int_equal(n, 2);
     assert_int_equal(docs[0].len, 10);
     assert_memory_equal(docs[1].data, "other\n", 6);
@@ -317,16 +318,16 @@ static void test_stdin_glob_and_pack(void **state)
     ingest_kind kind;
     ingest_doc *docs;
     size_t n;
-    assert_int_equal(ingest_unpack(copy, len, NULL, 0, &kind, &docs, &n, err, sizeof err), 0);
-    assert_int_equal(ingest_pack_format(copy, len), INGEST_TEXT);
+    assert_int_equal(pack_read(copy, len, NULL, 0, &kind, &docs, &n, err, sizeof err), 0);
+    assert_int_equal(pack_format(copy, len), INGEST_TEXT);
     assert_int_equal(kind, INGEST_DICT);
     assert_int_equal(n, 2);
     assert_string_equal(docs[0].name, ingest_docs(s)[0].name);
     assert_memory_equal(docs[1].data, "two\n", 4);
     free(docs);
-    assert_int_equal(ingest_unpack(copy, 40, NULL, 0, &kind, &docs, &n, err, sizeof err), -1);
+    assert_int_equal(pack_read(copy, 40, NULL, 0, &kind, &docs, &n, err, sizeof err), -1);
     memset(copy + 64, 0xff, 16);   /* the first entry's name offset and length */
-    assert_int_equal(ingest_unpack(copy, len, NULL, 0, &kind, &docs, &n, err, sizeof err), -1);
+    assert_int_equal(pack_read(copy, len, NULL, 0, &kind, &docs, &n, err, sizeof err), -1);
     free(copy);
     close(fd);
     ingest_free(s);
@@ -337,7 +338,7 @@ static void test_stdin_glob_and_pack(void **state)
     assert_true(data_fd >= 0);
     void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
     void *data = mmap(NULL, 4, PROT_READ, MAP_SHARED, data_fd, 0);
-    assert_int_equal(ingest_unpack(map, len, data, 4, &kind, &docs, &n, err, sizeof err), 0);
+    assert_int_equal(pack_read(map, len, data, 4, &kind, &docs, &n, err, sizeof err), 0);
     assert_int_equal(kind, INGEST_STR);
     assert_memory_equal(docs[0].data, "why\n", 4);
     free(docs);
@@ -357,7 +358,7 @@ static void test_stdin_glob_and_pack(void **state)
     assert_int_equal(ingest_kind_of(s), INGEST_STR);
     assert_int_equal(ingest_pack(s, &fd, &len, &data_fd, err, sizeof err), 0);
     map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
-    assert_int_equal(ingest_pack_format(map, len), INGEST_JSONL);
+    assert_int_equal(pack_format(map, len), INGEST_JSONL);
     munmap(map, len);
     close(fd);
     close(data_fd);
