@@ -1690,6 +1690,7 @@ static void rlm_log_run(rlm *r, const char *question, double started)
 {
     if (!config_long(r->cfg, "log") || r->log_broken)
         return;
+    trace_sink_flush(r->trace);
     char err[1400];
     if (!r->log) {
         const char *db = rlm_config_get(r->cfg, "log_db");
@@ -1762,6 +1763,7 @@ rlm_status rlm_ask_len(rlm *r, const char *question, char **answer, size_t *answ
 
     engine_outcome o;
     double started = clock_wall();
+    trace_sink_flush(r->trace);   /* the capture is ours again: the last question's lines are in */
     runlog_capture_reset(r->capture, NULL, 0);
     calls_begin_run(r->calls);
     rlm_status st = engine_run(&r->params, r->calls, r->trace, r->ctx, question, r->progress,

@@ -15,6 +15,9 @@
 
 #include "util.h"
 
+/* Lines waiting for the sink at most: past it a run waits for its sink. */
+#define TRACE_SINK_QUEUE 4096
+
 struct trace {
     int fd;                  /* -1: no file */
     char *path;
@@ -28,6 +31,15 @@ struct trace {
     void *listener_ctx;
     trace_line_fn line_sink;
     void *line_ctx;
+    /* The sink's lines go to a thread of the trace's own (see trace_sink_main). */
+    pthread_mutex_t sink_lock;
+    pthread_cond_t sink_wake;      /* a line was queued, or the thread must stop */
+    pthread_cond_t sink_changed;   /* a line was taken or done */
+    pthread_t sink_thread;
+    int sink_running, sink_stop, sink_busy;
+    char *queue[TRACE_SINK_QUEUE];
+    size_t queue_len[TRACE_SINK_QUEUE];
+    size_t queue_head, queued;
 };
 
 trace *trace_new(void)
@@ -37,6 +49,9 @@ trace *trace_new(void)
         return NULL;
     t->fd = -1;
     pthread_mutex_init(&t->lock, NULL);
+    pthread_mutex_init(&t->sink_lock, NULL);
+    pthread_cond_init(&t->sink_wake, NULL);
+    pthread_cond_init(&t->sink_changed, NULL);
     t->start = clock_now();
     return t;
 }
@@ -84,10 +99,81 @@ void trace_set_listener(trace *t, trace_listener_fn fn, void *ctx)
     t->listener_ctx = ctx;
 }
 
+/* Design note. What the sink does with a line (the run log deflates it)
+ * must not hold up the run that wrote it: lines are queued, in trace order
+ * (queued under the trace's lock), for this thread, which hands them to the
+ * sink one by one. The queue is bounded (TRACE_SINK_QUEUE): a run that
+ * outpaces its sink waits for room. trace_sink_flush waits until every line
+ * queued is done, so the sink's owner can read what it built. */
+static void *trace_sink_main(void *arg)
+{
+    trace *t = arg;
+    pthread_mutex_lock(&t->sink_lock);
+    for (;;) {
+        while (t->queued == 0 && !t->sink_stop)
+            pthread_cond_wait(&t->sink_wake, &t->sink_lock);
+        if (t->queued == 0)
+            break;
+        char *line = t->queue[t->queue_head];
+        size_t len = t->queue_len[t->queue_head];
+        t->queue_head = (t->queue_head + 1) % TRACE_SINK_QUEUE;
+        t->queued--;
+        t->sink_busy = 1;
+        pthread_mutex_unlock(&t->sink_lock);
+        t->line_sink(t->line_ctx, line, len);
+        free(line);
+        pthread_mutex_lock(&t->sink_lock);
+        t->sink_busy = 0;
+        pthread_cond_broadcast(&t->sink_changed);
+    }
+    pthread_mutex_unlock(&t->sink_lock);
+    return NULL;
+}
+
+static void trace_sink_stop(trace *t)
+{
+    if (!t->sink_running)
+        return;
+    pthread_mutex_lock(&t->sink_lock);
+    t->sink_stop = 1;
+    pthread_cond_signal(&t->sink_wake);
+    pthread_mutex_unlock(&t->sink_lock);
+    pthread_join(t->sink_thread, NULL);
+    t->sink_running = t->sink_stop = 0;
+}
+
 void trace_set_line_sink(trace *t, trace_line_fn fn, void *ctx)
 {
+    trace_sink_stop(t);
     t->line_sink = fn;
     t->line_ctx = ctx;
+    /* Without its thread the sink is called in line, as the file is written. */
+    if (fn)
+        t->sink_running = pthread_create(&t->sink_thread, NULL, trace_sink_main, t) == 0;
+}
+
+void trace_sink_flush(trace *t)
+{
+    if (!t || !t->sink_running)
+        return;
+    pthread_mutex_lock(&t->sink_lock);
+    while (t->queued > 0 || t->sink_busy)
+        pthread_cond_wait(&t->sink_changed, &t->sink_lock);
+    pthread_mutex_unlock(&t->sink_lock);
+}
+
+/* Hands line (taken) to the sink's thread; under t->lock, so in trace order. */
+static void trace_sink_queue(trace *t, char *line, size_t len)
+{
+    pthread_mutex_lock(&t->sink_lock);
+    while (t->queued == TRACE_SINK_QUEUE)
+        pthread_cond_wait(&t->sink_changed, &t->sink_lock);
+    size_t at = (t->queue_head + t->queued) % TRACE_SINK_QUEUE;
+    t->queue[at] = line;
+    t->queue_len[at] = len;
+    t->queued++;
+    pthread_cond_signal(&t->sink_wake);
+    pthread_mutex_unlock(&t->sink_lock);
 }
 
 int trace_active(const trace *t)
@@ -188,8 +274,12 @@ int trace_event(trace *t, const char *type, json_t *fields)
         t->listener(t->listener_ctx, type, event);
     if (t->fd >= 0)
         rc = trace_write_locked(t, type, line, len);
-    if (t->line_sink)
+    if (t->line_sink && t->sink_running) {
+        trace_sink_queue(t, line, len);
+        line = NULL;
+    } else if (t->line_sink) {
         t->line_sink(t->line_ctx, line, len);
+    }
     pthread_mutex_unlock(&t->lock);
     json_decref(event);
     free(line);
@@ -215,6 +305,10 @@ void trace_close(trace *t)
 {
     if (!t)
         return;
+    trace_sink_stop(t);
+    pthread_mutex_destroy(&t->sink_lock);
+    pthread_cond_destroy(&t->sink_wake);
+    pthread_cond_destroy(&t->sink_changed);
     if (t->fd >= 0)
         close(t->fd);
     free(t->path);

@@ -10,9 +10,10 @@
  * Ownership: trace_event and trace_notify steal the reference to `fields`.
  * A NULL trace, or one nothing listens to, accepts and drops events, so
  * callers need no checks (trace_active tells when building one is wasted).
- * Events are thread-safe and serialised: the listener and the line sink are
- * called one event at a time, under the trace's lock. The sinks themselves
- * are set between runs, never while events flow. */
+ * Events are thread-safe and serialised: the listener is called one event
+ * at a time, under the trace's lock, the line sink one line at a time on
+ * its own thread. The sinks themselves are set between runs, never while
+ * events flow. */
 #ifndef RLM_TRACE_H
 #define RLM_TRACE_H
 
@@ -44,7 +45,13 @@ int trace_open_file(trace *t, const char *path, char *err, size_t errlen);
 trace *trace_open(const char *path, char *err, size_t errlen);
 
 void trace_set_listener(trace *t, trace_listener_fn fn, void *ctx);
+
+/* The line sink gets every traced line on a thread of the trace's own, in
+ * trace order, so a run never waits for it (but when TRACE_SINK_QUEUE lines
+ * are pending). trace_sink_flush waits until it has had every line traced
+ * so far: call it before reading what the sink built. */
 void trace_set_line_sink(trace *t, trace_line_fn fn, void *ctx);
+void trace_sink_flush(trace *t);
 
 /* 1 when an event would reach anything (a file, a listener, a sink). */
 int trace_active(const trace *t);

@@ -62,6 +62,7 @@ static void test_listener_and_sink(void **state)
                                      "turn", 3, "code", "print(1)", "raised", 1, "seconds", 0.5,
                                      "block", 2));
     assert_int_equal(s.events, 1);
+    trace_sink_flush(t);   /* the sink has its own thread */
     assert_int_equal(s.lines, 1);
     assert_int_equal(s.last.kind, RLM_EVENT_CODE);
     assert_int_equal(s.last.version, RLM_EVENT_VERSION);
@@ -78,6 +79,7 @@ static void test_listener_and_sink(void **state)
     trace_notify(t, "batch_progress", json_pack("{s:I,s:I,s:I,s:I,s:I}", "batch", 640, "done", 120,
                                                 "in_flight", 64, "failed", 2, "retried", 5));
     assert_int_equal(s.events, 2);
+    trace_sink_flush(t);
     assert_int_equal(s.lines, 1);
     assert_int_equal(s.last.kind, RLM_EVENT_BATCH_PROGRESS);
     assert_int_equal(s.last.batch_size, 640);
