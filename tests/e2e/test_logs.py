@@ -184,6 +184,22 @@ class Logs(RlmTestCase):
         runs = {r["id"]: r for r in self.runs()}
         self.assertEqual([runs[i]["trace_bytes"] for i in (1, 2, 3)], [0, 0, 0])
         self.assertEqual(runs[3]["answer"], "answer 3")
+        _, env, _ = self.rlm_command([], None)
+        p = subprocess.run([RLM, "view", "1"], capture_output=True, text=True, env=env, timeout=60)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("run 1 keeps no trace (dropped: the log is over its size cap)", p.stderr)
+
+    def test_damaged_trace_in_the_log(self):
+        with FakeLM(RULES) as lm:
+            self.assertExit(self.ask(lm, 1), 0)
+        with sqlite3.connect(self.db) as c:
+            c.execute("UPDATE runs SET trace = x'00112233' WHERE id = 1")
+        _, env, _ = self.rlm_command([], None)
+        p = subprocess.run([RLM, "view", "1", "-o", os.path.join(self.tmp, "x.html")], capture_output=True,
+                           text=True, env=env, timeout=60)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("run 1: its trace in the log is damaged", p.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "x.html")))
 
 
 if __name__ == "__main__":
