@@ -14,8 +14,9 @@ writes Python, run in a locked-down sandbox where the input is the variable
         s.ask("How many users reported a crash?")
         s.ask("Of those, how many were on version 2?")
 
-    for event in rlm.stream("Summarise it", context=text):     # live progress
-        print(event.text)
+    for event in rlm.stream("Summarise it", context=text):     # the run's events
+        if event.kind == "code":
+            print(event.text, "->", event.output)
 
     from rlm import RLM                                         # the `rlms` shape
     RLM(backend="openai", backend_kwargs={"model_name": "gpt-5-mini"}).completion(text).response
@@ -76,8 +77,11 @@ def ask(question: str, context: Context = None, *, model: Optional[str] = None,
       - rlm.Buffer: memory you filled in place, read with no copy at all;
       - rlm.JSON(value): any JSON data, `context` being that value.
     model: the root model (default $RLM_MODEL, else gpt-5-mini).
-    on_event: called with an Event as the run goes (from the run's thread);
-      an exception it raises cancels the run and is raised by ask().
+    on_event: called with each Event as the run goes (rlm.Event: root turns,
+      code blocks and their output, sub-call batches, child RLMs, warnings,
+      the answer, and "progress" lines), from the run's threads, one call at
+      a time; it holds up the run, so keep it quick. An exception it raises
+      cancels the run and is raised by ask().
     options: any key of rlm_config_set (include/rlm.h): base_url, api_key,
       sub_model, max_cost, max_tokens, max_time, max_iterations, max_depth,
       mode ("auto", "rlm", "direct"), trace (a JSONL file), system_prompt,
@@ -102,15 +106,20 @@ def ask(question: str, context: Context = None, *, model: Optional[str] = None,
 
 def stream(question: str, context: Context = None, *, model: Optional[str] = None,
            **options: Any) -> Stream:
-    """ask(), as an iterator of Event objects while the run goes on:
+    """ask(), as an iterator of Event objects while the run goes on (see
+    rlm.Event for the kinds and their fields):
 
         s = rlm.stream("How many errors?", context=path)
         for event in s:
-            print(event.text)
+            if event.kind == "progress":
+                print(event.text)
         print(s.result.answer)
 
-    The iteration raises what ask() would raise. Leaving it early (break,
-    close(), a `with` block's end) cancels the run."""
+    The run's threads copy each event onto a queue that the iteration reads.
+    The iteration raises what ask() would raise, after the events that led
+    to it, and is then over. Leaving it early (close(), a `with` block's end,
+    a break that drops the Stream) cancels the run and waits for it to
+    stop."""
     handle = _Handle(dict(options, model=model))
     try:
         handle.set_context(context)

@@ -18,12 +18,17 @@ in short:
   max_concurrent_subcalls    max_children
   sampling_args              temperature, max_tokens -> max_output_tokens,
                              reasoning_effort
-  verbose=True               the progress lines on stderr
-  logger=RLMLogger(log_dir)  a trace file in log_dir; result.metadata holds
-                             its path and the run's report
+  verbose=True               the run's turns, code and output, sub-calls,
+                             child RLMs and answer on stderr (from its events)
+  logger=RLMLogger(log_dir)  result.metadata holds the reference's trajectory
+                             (run_metadata, iterations, built from the events)
+                             plus the trace file written in log_dir and the
+                             run's report
+  on_subcall_start/complete  called for each child RLM (any depth), as there
+  on_iteration_start/complete called for each root turn of the top RLM
   environment                always rlm's own sandbox (a warning for any but
                              "local"); environment_kwargs are not used
-  custom_tools, custom_sub_tools, max_errors, on_* callbacks, orchestrator,
+  custom_tools, custom_sub_tools, max_errors, orchestrator,
   user_prologue, sub_sampling_args: not supported (a clear error for tools,
   whose functions cannot cross into the sandbox process; a warning for the
   others, which change no answer).
@@ -33,9 +38,9 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
-from ._core import JSON, Result, _Handle
+from ._core import JSON, Event, Result, _Handle
 from .errors import CancelledError, NoAnswerError
 
 _OPENAI_COMPATIBLE = {"openai": None, "vllm": None, "openrouter": "https://openrouter.ai/api/v1",
@@ -174,6 +179,138 @@ class RLMChatCompletion:
                    d.get("metadata"), d.get("error"))
 
 
+# ---- the reference's callbacks, logger and verbose output, from the events --------
+
+def _excerpt(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _indented(text: str, prefix: str, max_lines: int = 20) -> str:
+    lines = text.rstrip("\n").split("\n")
+    if len(lines) > max_lines:
+        lines = lines[:max_lines] + ["… (%d more lines)" % (len(lines) - max_lines)]
+    return "\n".join(prefix + line for line in lines)
+
+
+def _verbose_line(e: Event) -> Optional[str]:
+    """What verbose=True prints for an event (plain text; the reference uses
+    rich panels), or None: the run's steps, not its ticks."""
+    pad = "  " * (e.depth - 1)
+    if e.kind == "root_request":
+        return "%s── turn %d · %s (node %s)" % (pad, e.turn, e.model or "", e.node)
+    if e.kind == "root_reply":
+        if e.error:
+            return "%s◇ reply failed: %s" % (pad, e.data.get("error_message") or e.error)
+        return "%s◇ reply (%.2fs):\n%s" % (pad, e.seconds, _indented(_excerpt(e.text, 2000), pad + "  "))
+    if e.kind == "code":
+        of = " of %d" % e.blocks if e.blocks else ""
+        out = "%s▸ code block %d%s (%.3fs%s):\n%s" % (
+            pad, e.block, of, e.seconds, ", raised" if e.raised else "",
+            _indented(e.text, pad + "  "))
+        if e.output.strip():
+            out += "\n%s  output:\n%s" % (pad, _indented(e.output, pad + "    "))
+        return out
+    if e.kind == "batch_end":
+        return "%s↳ %d sub-call(s): %d done, %d failed, %d retried (%.2fs)" % (
+            pad, e.batch_size, e.done, e.failed, e.retried, e.seconds)
+    if e.kind == "child_start":
+        return "%s↳ child RLM %s (depth %d, %s): %s" % (pad, e.node, e.depth, e.model or "",
+                                                       _excerpt(e.text, 200))
+    if e.kind == "child_end":
+        return "%s↳ child RLM %s: %s — %s" % (pad, e.node, e.status, _excerpt(e.text, 200))
+    if e.kind in ("warning", "budget_stop"):
+        return "%s! %s" % (pad, e.text)
+    if e.kind == "final_answer" and e.depth == 1:
+        return "★ final answer (%s): %s" % (e.how, e.text)
+    if e.kind == "run_end" and e.depth == 1:
+        cost = " · $%.4f" % e.cost_usd if e.cost_usd is not None else ""
+        return "done: %s · %d turns · %d sub-calls · %.1fs%s" % (e.status, e.turn, e.sub_calls,
+                                                               e.seconds, cost)
+    return None
+
+
+class _Observer:
+    """The events of one completion() turned into what the reference's users
+    get: on_subcall_* for every child RLM, on_iteration_* for the top RLM's
+    turns, the RLMLogger trajectory, and verbose output. Depths are the
+    reference's: the RLM's own `depth` argument for the top (0 by default),
+    one more per level below it."""
+
+    def __init__(self, owner: "RLM"):
+        self.owner = owner
+        self.iterations: List[Dict[str, Any]] = []
+        self._open: Optional[Dict[str, Any]] = None
+        self._started = 0.0
+        self._child_models: Dict[str, str] = {}
+
+    def _call(self, name: str, *args: Any) -> None:
+        fn = getattr(self.owner, name)
+        if fn is None:
+            return
+        try:
+            fn(*args)
+        except Exception as e:  # noqa: BLE001 - the reference lets no callback stop a run
+            warnings.warn("rlm: %s raised %s: %s (ignored, as rlms does)" % (
+                name, type(e).__name__, e), RuntimeWarning, stacklevel=2)
+
+    def _close_iteration(self, elapsed: float) -> None:
+        it, self._open = self._open, None
+        if it is None:
+            return
+        it["iteration_time"] = elapsed - self._started
+        self.iterations.append(it)
+        self._call("on_iteration_complete", self.owner.depth, it["iteration"],
+                   it["iteration_time"])
+
+    def __call__(self, e: Event) -> None:
+        if self.owner.verbose:
+            line = _verbose_line(e)
+            if line is not None:
+                print(line, file=sys.stderr, flush=True)
+        depth = self.owner.depth + e.depth - 1
+        if e.kind == "child_start":
+            self._child_models[e.node] = e.model or ""
+            self._call("on_subcall_start", depth, e.model or "", _excerpt(e.text, 80))
+        elif e.kind == "child_end":
+            error = None if e.status == "ok" else (e.text or e.status)
+            self._call("on_subcall_complete", depth, self._child_models.pop(e.node, ""),
+                       e.seconds, error)
+        if e.node != "0":
+            return
+        it = self._open
+        if e.kind == "root_request":
+            self._close_iteration(e.elapsed)
+            self._started = e.elapsed
+            self._open = {"type": "iteration", "iteration": len(self.iterations) + 1,
+                          "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                          "prompt": e.text, "response": "", "code_blocks": [],
+                          "final_answer": None, "iteration_time": None}
+            self._call("on_iteration_start", self.owner.depth, self._open["iteration"])
+        elif it is not None and e.kind == "root_reply":
+            it["response"] = e.text
+        elif it is not None and e.kind == "code":
+            # rlm's sandbox gives the block's output as the model sees it
+            # (stdout, then any traceback), as one text: it is `stdout`.
+            it["code_blocks"].append({"code": e.text, "result": {
+                "stdout": e.output, "stderr": "", "locals": {}, "execution_time": e.seconds,
+                "rlm_calls": [], "final_answer": e.data.get("final_answer")}})
+        elif it is not None and e.kind == "final_answer":
+            it["final_answer"] = e.text
+        if e.kind in ("final_answer", "run_end"):
+            self._close_iteration(e.elapsed)
+
+    def trajectory(self) -> Dict[str, Any]:
+        o = self.owner
+        kwargs = {k: ("(set)" if k == "api_key" and v else v)
+                  for k, v in (o.backend_kwargs or {}).items()}
+        return {"run_metadata": {
+            "root_model": (o.backend_kwargs or {}).get("model_name") or o._options.get("model"),
+            "max_depth": o.max_depth, "max_iterations": o.max_iterations, "backend": o.backend,
+            "backend_kwargs": kwargs, "environment_type": o.environment,
+            "environment_kwargs": {}, "other_backends": o.other_backends},
+            "iterations": list(self.iterations)}
+
+
 # ---- the class -------------------------------------------------------------------
 
 # The question when completion() gets no root_prompt: in the reference the
@@ -245,9 +382,6 @@ class RLM:
                              "sub-calls (other_backends takes one entry)")
         unused = [name for name, value in (
             ("environment_kwargs", environment_kwargs), ("max_errors", max_errors),
-            ("on_subcall_start", on_subcall_start), ("on_subcall_complete", on_subcall_complete),
-            ("on_iteration_start", on_iteration_start),
-            ("on_iteration_complete", on_iteration_complete),
             ("sub_sampling_args", sub_sampling_args), ("user_prologue", user_prologue),
             ("orchestrator", None if orchestrator else False)) if value is not None]
         if environment != "local":
@@ -275,6 +409,13 @@ class RLM:
         self.max_depth, self.max_iterations, self.depth = max_depth, max_iterations, depth
         self.max_budget, self.max_timeout, self.max_tokens = max_budget, max_timeout, max_tokens
         self.persistent, self.verbose, self.logger = persistent, verbose, logger
+        self.environment, self.other_backends = environment, other_backends
+        self.on_subcall_start: Optional[Callable[[int, str, str], None]] = on_subcall_start
+        self.on_subcall_complete: Optional[Callable[[int, str, float, Optional[str]], None]] = \
+            on_subcall_complete
+        self.on_iteration_start: Optional[Callable[[int, int], None]] = on_iteration_start
+        self.on_iteration_complete: Optional[Callable[[int, int, float], None]] = \
+            on_iteration_complete
         self._options = options
         self._session: Optional[_Handle] = None
 
@@ -300,11 +441,15 @@ class RLM:
             trace = os.path.join(self.log_dir, "rlm_%s_%d.jsonl" % (
                 time.strftime("%Y-%m-%d_%H-%M-%S"), os.getpid()))
         handle = self._handle(trace if not self.persistent or self._session is None else None)
-        sink = (lambda e: print("rlm: " + e.text, file=sys.stderr)) if self.verbose else None
+        observer = None
+        if self.verbose or self.logger is not None or any(
+                (self.on_subcall_start, self.on_subcall_complete, self.on_iteration_start,
+                 self.on_iteration_complete)):
+            observer = _Observer(self)
         try:
             handle.set_context(JSON(prompt) if isinstance(prompt, dict) else prompt)
             try:
-                result = handle.run(root_prompt or _NO_ROOT_PROMPT, sink)
+                result = handle.run(root_prompt or _NO_ROOT_PROMPT, observer)
             except KeyboardInterrupt:
                 raise CancellationError(message="Execution cancelled by user (Ctrl+C)") from None
             except CancelledError as e:
@@ -316,7 +461,9 @@ class RLM:
                 handle.close()
         metadata = None
         if self.logger is not None:
-            metadata = {"trace": trace, "report": result.report}
+            metadata = dict(observer.trajectory(), trace=trace, report=result.report)
+            if hasattr(self.logger, "_trajectory"):
+                self.logger._trajectory = metadata
         return RLMChatCompletion(
             root_model=result.report.get("model") or (self.backend_kwargs or {}).get("model_name", "unknown"),
             prompt=prompt, response=result.answer or "",

@@ -90,13 +90,106 @@ class Result:
 
 @dataclass(frozen=True)
 class Event:
-    """Something the run did, as it happens. `kind` is "progress": `text` is
-    the one-line summary the CLI's progress line shows (turn, blocks,
-    sub-calls in flight), a few times per second at most."""
+    """Something the run did, as it happens: one rlm_event of the C library
+    (include/rlm.h), or a line of the progress line.
+
+    `kind` names it: "run_start" (an RLM starts on a question: text; depth 1
+    for the top one, 2+ for child RLMs), "root_request" (a root turn is asked
+    for: turn, model), "root_wait" (still waiting, about 4 a second: seconds,
+    done = characters streamed), "root_reply" (text = the reply, output = its
+    reasoning, tokens, cost_usd, seconds, error), "code_start" (text = the
+    code, block of blocks), "code" (a block ran: text = the code, output =
+    its output as the model sees it, raised, seconds), "batch_start" /
+    "batch_progress" / "batch_end" (a batch of sub-calls: batch_size, done,
+    in_flight, failed, retried, seconds), "sub_call" (one of them: text = its
+    prompt, output = its reply, excerpts; error, tokens, cost_usd),
+    "child_start" / "child_end" (a child RLM: node, depth, text = its prompt,
+    then status and text = what rlm_query returned), "warning" (text),
+    "final_answer" (text, how), "budget_stop" (budget, text = what was spent),
+    "run_end" (status, how, text = the answer, turn = turns, sub_calls,
+    failed, cost_usd, seconds), "other" (any other trace event: see `type`
+    and `data`), and "progress" (text = the one-line summary the CLI's
+    progress line shows; no other field).
+
+    `type` is the trace's event type (docs/trace.md), `data` the whole event
+    as the trace file holds it (every field of docs/trace.md, by its name
+    there). `node` is the call-tree node ("0" the top RLM, "0.1" its first
+    child), `parent` its parent's. Texts are "" and other fields 0, None or
+    False when the kind has none; tokens and cost_usd are None when unknown."""
 
     kind: str
     text: str = ""
     data: Dict[str, Any] = field(default_factory=dict)
+    type: str = ""
+    node: str = ""
+    parent: Optional[str] = None
+    depth: int = 0
+    turn: int = 0
+    elapsed: float = 0.0
+    output: str = ""
+    model: Optional[str] = None
+    status: Optional[str] = None
+    how: Optional[str] = None
+    budget: Optional[str] = None
+    error: Optional[str] = None
+    block: int = 0
+    blocks: int = 0
+    raised: bool = False
+    batch_size: int = 0
+    done: int = 0
+    in_flight: int = 0
+    failed: int = 0
+    retried: int = 0
+    sub_calls: int = 0
+    prompt_tokens: Optional[int] = None
+    completion_tokens: Optional[int] = None
+    cost_usd: Optional[float] = None
+    seconds: float = 0.0
+
+
+# rlm_event fields copied as they are, and those read as optional strings.
+_PLAIN_FIELDS = ("depth", "turn", "elapsed", "block", "blocks", "batch_size", "done", "in_flight",
+                 "failed", "retried", "sub_calls", "seconds")
+_NAME_FIELDS = ("model", "status", "how", "budget", "error")
+
+
+def _bytes_text(ptr: Optional[int], length: int) -> str:
+    return ctypes.string_at(ptr, length).decode("utf-8", "replace") if ptr else ""
+
+
+def _event_of(ptr: "ctypes._Pointer[N.Event]") -> Event:
+    """An Event holding a copy of everything in *ptr, which is valid only
+    during the callback; fields past the library's `size` are left at their
+    defaults (an older library filled fewer)."""
+    ev = ptr.contents
+    have = N.fields_within(ev.size)
+    kw: Dict[str, Any] = {name: getattr(ev, name) for name in _PLAIN_FIELDS if name in have}
+    for name in _NAME_FIELDS:
+        value = getattr(ev, name) if name in have else None
+        if value is not None:
+            kw[name] = N.text(value)
+    kind = ev.kind if "kind" in have else 0
+    kw["kind"] = N.EVENT_KINDS[kind] if 0 <= kind < len(N.EVENT_KINDS) else "other"
+    if "type" in have:
+        kw["type"] = N.text(ev.type)
+    if "node" in have:
+        kw["node"] = N.text(ev.node)
+        kw["parent"] = N.text(ev.parent) if ev.parent is not None else None
+    if "text_len" in have:
+        kw["text"] = _bytes_text(ev.text, ev.text_len)
+    if "output_len" in have:
+        kw["output"] = _bytes_text(ev.output, ev.output_len)
+    if "raised" in have:
+        kw["raised"] = bool(ev.raised)
+    for name in ("prompt_tokens", "completion_tokens"):
+        if name in have and getattr(ev, name) >= 0:
+            kw[name] = getattr(ev, name)
+    if "cost_usd" in have and ev.cost_usd >= 0:
+        kw["cost_usd"] = ev.cost_usd
+    if "internal_" in have:
+        raw = N.take_string(N.lib.rlm_event_json(ptr))
+        kw["data"] = json.loads(raw.decode("utf-8", "replace")) if raw else {}
+    return Event(**kw)
 
 
 # ---- options -----------------------------------------------------------------
@@ -492,6 +585,33 @@ class _Handle:
             raise out["error"]
         return out["status"], interrupted
 
+    def _callbacks(self, h: int, sink: Optional[Callable[[Event], None]]) -> "tuple[Any, Any]":
+        """The C callbacks (progress line, events) handing Events to sink.
+
+        They run on the run's threads (rlm_ask's, a child RLM's; never the
+        network I/O thread, rlm.h) and take the GIL for their call only.
+        The event is copied before the call returns (its strings die with
+        it). The progress line and the events come from different threads,
+        so a lock keeps sink to one call at a time. The first exception sink
+        raises cancels the run (rlm_cancel only sets a flag, safe from
+        inside a callback) and run() raises it; nothing more is delivered."""
+        if sink is None:
+            return N.PROGRESS_FN(), N.EVENT_FN()
+        one_at_a_time = threading.Lock()
+
+        def deliver(make: Callable[[], Event]) -> None:
+            with one_at_a_time:
+                if self._callback_error is not None:
+                    return
+                try:
+                    sink(make())
+                except BaseException as e:  # noqa: BLE001 - re-raised after the run
+                    self._callback_error = e
+                    N.lib.rlm_cancel(h)
+
+        return (N.PROGRESS_FN(lambda _u, line: deliver(lambda: Event("progress", N.text(line)))),
+                N.EVENT_FN(lambda _u, ev: deliver(lambda: _event_of(ev))))
+
     def run(self, question: str, sink: Optional[Callable[[Event], None]] = None) -> Result:
         """Asks question; raises for any status but RLM_OK."""
         if not isinstance(question, str):
@@ -507,23 +627,15 @@ class _Handle:
             answer = ctypes.c_void_p()
             length = ctypes.c_size_t()
             self._callback_error = None
-            cb = N.PROGRESS_FN()
-            if sink is not None:
-                def progress(_userdata, line):
-                    if self._callback_error is not None:
-                        return
-                    try:
-                        sink(Event("progress", N.text(line)))
-                    except BaseException as e:  # noqa: BLE001 - re-raised after the run
-                        self._callback_error = e
-                        N.lib.rlm_cancel(h)
-                cb = N.PROGRESS_FN(progress)
-            N.lib.rlm_set_progress(h, cb, None)
+            on_progress, on_event = self._callbacks(h, sink)
+            N.lib.rlm_set_progress(h, on_progress, None)
+            N.lib.rlm_set_event_callback(h, on_event, None)
             try:
                 st, interrupted = self._call(
                     lambda: N.lib.rlm_ask_len(h, q, ctypes.byref(answer), ctypes.byref(length)))
             finally:
                 N.lib.rlm_set_progress(h, N.PROGRESS_FN(), None)
+                N.lib.rlm_set_event_callback(h, N.EVENT_FN(), None)
             text = N.take_string(answer.value, length.value)
             if interrupted:
                 raise KeyboardInterrupt
@@ -556,33 +668,43 @@ class _Handle:
 _END = object()
 
 
+def _stream_work(handle: _Handle, question: str, events: "queue.Queue[Any]",
+                 outcome: Dict[str, Any]) -> None:
+    """A Stream's thread. It holds the handle and the queue, never the
+    Stream, so that a Stream nobody holds any more is collected (and its run
+    cancelled) while the run goes on."""
+    try:
+        outcome["result"] = handle.run(question, events.put)
+    except BaseException as e:  # noqa: BLE001 - raised by the iteration
+        outcome["error"] = e
+    finally:
+        events.put(_END)
+
+
 class Stream:
     """The events of one run, as an iterator; see rlm.stream().
 
     Iterating yields Event objects as they happen and ends when the run does;
     `result` then holds the Result (an error of the run is raised by the
-    iteration, as ask() would raise it). Leaving early (break, close(), the
-    end of a `with` block) cancels the run and waits for it to stop."""
+    iteration, as ask() would raise it, and the iteration ends there).
+    Leaving early (close(), the end of a `with` block) cancels the run and
+    waits for it to stop, after which the iteration ends with no error; a
+    Stream dropped unfinished (a `break` out of `for e in rlm.stream(...)`)
+    is closed the same way."""
 
     def __init__(self, handle: _Handle, question: str, owns: bool):
         if not isinstance(question, str):
             raise TypeError("question must be str, not %s" % type(question).__name__)
         self._handle, self._owns = handle, owns
         self._queue: "queue.Queue[Any]" = queue.Queue()
-        self._result: Optional[Result] = None
-        self._error: Optional[BaseException] = None
+        self._outcome: Dict[str, Any] = {}
         self._finished = False
-        self._thread = threading.Thread(target=self._work, args=(question,), name="rlm-stream",
-                                        daemon=True)
+        # The C side copies nothing for us: the run's threads make each
+        # Event (a copy) and queue it; this iterator's thread takes them.
+        self._thread = threading.Thread(target=_stream_work,
+                                        args=(handle, question, self._queue, self._outcome),
+                                        name="rlm-stream", daemon=True)
         self._thread.start()
-
-    def _work(self, question: str) -> None:
-        try:
-            self._result = self._handle.run(question, self._queue.put)
-        except BaseException as e:  # noqa: BLE001 - raised by the iteration
-            self._error = e
-        finally:
-            self._queue.put(_END)
 
     def __iter__(self) -> Iterator[Event]:
         return self
@@ -597,8 +719,8 @@ class Stream:
             raise
         if item is _END:
             self._finish()
-            if self._error is not None:
-                raise self._error
+            if "error" in self._outcome:
+                raise self._outcome["error"]
             raise StopIteration
         return item
 
@@ -612,7 +734,7 @@ class Stream:
     def result(self) -> Optional[Result]:
         """The run's Result once the iteration has ended (None before, or
         when the run failed)."""
-        return self._result
+        return self._outcome.get("result")
 
     def close(self) -> None:
         """Cancels the run if it is still going and waits for it to stop."""
@@ -633,3 +755,16 @@ class Stream:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def __del__(self):
+        # Unfinished and unreachable: stop the run and wait for it (quick
+        # once cancelled), so that a Session can ask its next question.
+        if getattr(self, "_finished", True):
+            return
+        try:
+            if threading.current_thread() is self._thread:
+                self._handle.cancel()
+            else:
+                self.close()
+        except Exception:
+            pass

@@ -2,7 +2,7 @@
 
 The package uses nothing but that header. ctypes (standard library) rather
 than cffi: no build step and no third-party dependency, the C API is small
-and plain (opaque handles, strings, one callback), and every foreign call
+and plain (opaque handles, strings, two callbacks, one versioned struct), and every foreign call
 already releases the GIL.
 
 Where the library comes from, first found wins:
@@ -76,6 +76,71 @@ _s = _c.c_char_p
 
 PROGRESS_FN = _c.CFUNCTYPE(None, _p, _s)
 
+
+class Event(_c.Structure):
+    """struct rlm_event (RLM_EVENT_VERSION 1). Fields are only ever added at
+    the end: a library's `size` says how many of these it filled, so read a
+    field only when fields_within(size) lists it. Texts are pointers with a
+    length (they may hold NUL bytes), copied out with string_at."""
+
+    _fields_ = [
+        ("version", _c.c_int),
+        ("size", _c.c_size_t),
+        ("kind", _c.c_int),
+        ("type", _s),
+        ("node", _s),
+        ("parent", _s),
+        ("depth", _c.c_int),
+        ("turn", _c.c_int),
+        ("elapsed", _c.c_double),
+        ("text", _p),
+        ("text_len", _c.c_size_t),
+        ("output", _p),
+        ("output_len", _c.c_size_t),
+        ("model", _s),
+        ("status", _s),
+        ("how", _s),
+        ("budget", _s),
+        ("error", _s),
+        ("block", _c.c_int),
+        ("blocks", _c.c_int),
+        ("raised", _c.c_int),
+        ("batch_size", _c.c_size_t),
+        ("done", _c.c_size_t),
+        ("in_flight", _c.c_size_t),
+        ("failed", _c.c_size_t),
+        ("retried", _c.c_size_t),
+        ("sub_calls", _c.c_size_t),
+        ("prompt_tokens", _c.c_long),
+        ("completion_tokens", _c.c_long),
+        ("cost_usd", _c.c_double),
+        ("seconds", _c.c_double),
+        ("internal_", _p),
+    ]
+
+
+EVENT_VERSION = 1
+# rlm_event_kind, in the header's order: the names the package gives them.
+EVENT_KINDS = ("other", "run_start", "run_end", "root_request", "root_wait", "root_reply",
+               "code_start", "code", "batch_start", "batch_progress", "batch_end", "sub_call",
+               "child_start", "child_end", "warning", "final_answer", "budget_stop")
+
+_within: dict = {}
+
+
+def fields_within(size):
+    """The names of the rlm_event fields that a struct of `size` bytes holds
+    (all of ours for a newer library; the first ones for an older)."""
+    names = _within.get(size)
+    if names is None:
+        names = _within[size] = frozenset(
+            name for name, _ in Event._fields_
+            if getattr(Event, name).offset + getattr(Event, name).size <= size)
+    return names
+
+
+EVENT_FN = _c.CFUNCTYPE(None, _p, _c.POINTER(Event))
+
 _PROTOTYPES = {
     "rlm_version": (_s, []),
     "rlm_status_name": (_s, [_c.c_int]),
@@ -94,6 +159,9 @@ _PROTOTYPES = {
     "rlm_add_context": (_c.c_int, [_p, _s]),
     "rlm_add_context_fd": (_c.c_int, [_p, _s, _c.c_int]),
     "rlm_set_progress": (None, [_p, PROGRESS_FN, _p]),
+    "rlm_set_event_callback": (None, [_p, EVENT_FN, _p]),
+    # a char * to free (rlm_string_free), hence no automatic conversion
+    "rlm_event_json": (_p, [_c.POINTER(Event)]),
     "rlm_ask_len": (_c.c_int, [_p, _s, _c.POINTER(_p), _c.POINTER(_c.c_size_t)]),
     "rlm_cancel": (None, [_p]),
     "rlm_begin_conversation": (_c.c_int, [_p]),

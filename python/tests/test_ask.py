@@ -105,12 +105,17 @@ def test_on_event_and_stream():
     with FakeLM(rules) as lm:
         res = rlm.ask("Go", "ctx", on_event=seen.append, **opts(lm))
     assert res.answer == "done"
-    assert seen and all(e.kind == "progress" and e.text for e in seen)
+    # The progress line, as before, among the run's events (test_events.py).
+    progress = [e for e in seen if e.kind == "progress"]
+    assert progress and all(e.text for e in progress)
+    assert [e.turn for e in seen if e.kind == "root_request"] == [1, 2]
     with FakeLM(rules) as lm:
         s = rlm.stream("Go", "ctx", **opts(lm))
         events = list(s)
     assert s.result.answer == "done"
     assert events and all(isinstance(e, rlm.Event) for e in events)
+    assert [e.kind for e in events if e.kind not in ("progress", "root_wait", "other")] == [
+        e.kind for e in seen if e.kind not in ("progress", "root_wait", "other")]
 
 
 def test_help_is_useful():

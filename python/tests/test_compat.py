@@ -124,3 +124,62 @@ def test_what_does_not_map_says_so():
         RLM(environment="docker", max_errors=3, backend_kwargs={"model_name": "m", "seed": 1})
     text = " ".join(str(w.message) for w in caught)
     assert "max_errors" in text and "docker" in text and "seed" in text
+
+
+def test_callbacks_logger_and_verbose_from_the_events(capsys):
+    """on_subcall_* (every child RLM), on_iteration_* (the top RLM's turns),
+    the RLMLogger trajectory and verbose output, on a run with a child."""
+    from rlm.logger import RLMLogger
+    rules = [{"match": "CHILDQ", "reply": repl('FINAL("child says 42")')},
+             {"match": "ROOT-GOT", "reply": "FINAL(got it)"},
+             {"match": "", "reply": "Asking a child.\n" + repl(
+                 'print("ROOT-GOT:" + rlm_query("CHILDQ: look"))')}]
+    calls = []
+    logger = RLMLogger()
+    with FakeLM(rules) as lm:
+        result = compat(
+            lm, max_depth=2, logger=logger, verbose=True,
+            on_subcall_start=lambda *a: calls.append(("subcall_start",) + a),
+            on_subcall_complete=lambda *a: calls.append(("subcall_complete",) + a),
+            on_iteration_start=lambda *a: calls.append(("iteration_start",) + a),
+            on_iteration_complete=lambda *a: calls.append(("iteration_complete",) + a),
+        ).completion("ctx", root_prompt="Go")
+    assert result.response == "got it"
+    names = [c[:3] if c[0].startswith("iteration") else c[:2] for c in calls]
+    assert names == [("iteration_start", 0, 1), ("subcall_start", 1),
+                     ("subcall_complete", 1), ("iteration_complete", 0, 1),
+                     ("iteration_start", 0, 2), ("iteration_complete", 0, 2)]
+    start, end = calls[1], calls[2]
+    assert start[2:] == ("root", "CHILDQ: look")        # (depth, model, prompt_preview)
+    assert end[2] == "root" and end[3] >= 0 and end[4] is None
+    assert all(c[3] >= 0 for c in calls if c[0] == "iteration_complete")
+
+    traj = result.metadata
+    assert traj is logger.get_trajectory() and logger.iteration_count == 2
+    assert traj["run_metadata"]["root_model"] == "root"
+    assert traj["run_metadata"]["max_depth"] == 2 and traj["run_metadata"]["backend"] == "openai"
+    first, second = traj["iterations"]
+    assert first["iteration"] == 1 and first["response"].startswith("Asking a child.")
+    block = first["code_blocks"][0]
+    assert "rlm_query" in block["code"]
+    assert block["result"]["stdout"] == "ROOT-GOT:child says 42\n"
+    assert second["response"] == "FINAL(got it)" and second["final_answer"] == "got it"
+    assert second["code_blocks"] == [] and second["iteration_time"] >= 0
+    assert traj["report"]["answer"] == "got it" and traj["trace"] is None
+
+    err = capsys.readouterr().err
+    for shown in ("turn 1", "Asking a child.", "rlm_query", "ROOT-GOT:child says 42",
+                  "child RLM 0.1", "child says 42", "final answer (FINAL in text): got it"):
+        assert shown in err, err
+
+
+def test_a_failing_reference_callback_is_ignored_as_there():
+    rules = [{"match": "", "reply": repl("FINAL('ok')")}]
+
+    def broken(*args):
+        raise RuntimeError("callback bug")
+
+    with FakeLM(rules) as lm:
+        with pytest.warns(RuntimeWarning, match="on_iteration_start raised RuntimeError"):
+            result = compat(lm, on_iteration_start=broken).completion("ctx")
+    assert result.response == "ok"
