@@ -85,7 +85,7 @@ static int session_db_fail(session *s, const char *what)
     return session_fail(s, "session database: %s: %s", what, sqlite3_errmsg(s->db));
 }
 
-static int valid_name(const char *name)
+int session_name_valid(const char *name)
 {
     size_t n = strlen(name);
     if (n == 0 || n > NAME_MAX_CHARS)
@@ -288,7 +288,7 @@ static int session_lock(session *s, const char *db_path, const char *name)
 int session_open(const char *db_path, const char *name, session **out, char *err, size_t errlen)
 {
     *out = NULL;
-    if (!name || !valid_name(name)) {
+    if (!name || !session_name_valid(name)) {
         snprintf(err, errlen, "bad session name '%s': use 1-%d characters of letters, digits, '.', "
                  "'_' and '-', not starting with '.'", name ? name : "", NAME_MAX_CHARS);
         return -1;

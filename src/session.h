@@ -32,6 +32,10 @@ typedef struct session session;
  * database, damaged (the message says how to recover), in use). */
 int session_open(const char *db_path, const char *name, session **out, char *err, size_t errlen);
 
+/* 1 when name is a valid session name: 1-100 characters of letters, digits,
+ * '.', '_' and '-', not starting with '.'. */
+int session_name_valid(const char *name);
+
 /* 1 when the session had no questions before this handle opened it. */
 int session_is_new(const session *s);
 
