@@ -1,12 +1,14 @@
 /* commands — the rlm subcommands other than ask, each in its own file under
  * cli/. Each takes argv starting at the subcommand's name and returns the
  * process exit code documented in `rlm --help`. Also what `rlm ask` and
- * `rlm chat` share (cli/rlm.c): their flags, exit codes and warnings (the
- * live view of a run is cli/verbose.h). */
+ * `rlm chat` share: their flags and exit codes (cli/flags.c), and how the
+ * commands print text, answers and warnings (cli/output.c); the live view
+ * of a run is cli/verbose.h. */
 #ifndef RLM_CLI_COMMANDS_H
 #define RLM_CLI_COMMANDS_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "rlm.h"
 
@@ -80,6 +82,21 @@ void cli_error(const char *message);
  * cli_flags_free. */
 int cli_flags_parse(int argc, char **argv, cli_flags *f);
 void cli_flags_free(cli_flags *f);
+
+/* Edit distance between a and b (at most 63 characters each are compared):
+ * "did you mean" for a misspelt flag or command. */
+size_t cli_edit_distance(const char *a, const char *b);
+
+/* The options of rlm ask and rlm chat, the body of their --help and of
+ * rlm --help. */
+void cli_usage_options(FILE *out);
+
+/* The text of a file (stdin for "-"), at most max bytes, trailing newlines
+ * dropped: the question (--question-file) or a system prompt
+ * (--system-prompt). NULL with err saying why: it cannot be read, is too
+ * large, or holds nothing but blanks ("what" names it). */
+char *cli_read_text_file(const char *path, const char *what, size_t max, char *err,
+                         size_t errlen);
 
 /* The exit code for a status (0 answered, 1 no answer, 2 usage or input,
  * 3 model, 4 sandbox or internal). */
