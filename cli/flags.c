@@ -248,147 +248,106 @@ char *cli_read_text_file(const char *path, const char *what, size_t max, char *e
     return text;
 }
 
+/* What a flag does (the `val` of its row below). Most flags set the option of
+ * their name (--max-cost sets max_cost: rlm_config's table in src/config.c
+ * checks the value), so adding one is a row here, its line in the help
+ * above and its option in config.c. The rest are the command's own. */
 enum {
-    OPT_BASE_URL = 256, OPT_API_KEY, OPT_MODEL, OPT_SUB_MODEL, OPT_CONCURRENCY, OPT_REQUEST_TIMEOUT,
-    OPT_MAX_RETRIES, OPT_CONTEXT, OPT_QUESTION_FILE, OPT_MAX_ITERATIONS, OPT_CELL_TIMEOUT,
-    OPT_OUTPUT_LIMIT, OPT_SANDBOX_MEMORY, OPT_UNSAFE, OPT_TRACE, OPT_JSON, OPT_QUIET, OPT_HELP,
-    OPT_VERSION, OPT_MAX_COST, OPT_MAX_TOKENS, OPT_MAX_TIME, OPT_MAX_SUBCALLS, OPT_CACHE, OPT_NO_CACHE,
-    OPT_CACHE_DIR, OPT_PRICES, OPT_RECORD, OPT_REPLAY, OPT_SUB_BASE_URL, OPT_PROVIDER, OPT_RPM, OPT_TPM,
-    OPT_MAX_OUTPUT_TOKENS, OPT_REASONING_EFFORT, OPT_TEMPERATURE, OPT_STREAM, OPT_NO_STREAM,
-    OPT_STALL_TIMEOUT, OPT_INCLUDE, OPT_EXCLUDE, OPT_JSONL_FIELD, OPT_MODE, OPT_DIRECT_THRESHOLD,
-    OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW, OPT_COMPACT_AT, OPT_SESSION,
-    OPT_SESSION_DB, OPT_SUB_API_KEY, OPT_SUB_PROVIDER, OPT_STRICT, OPT_JSON_INPUT,
-    OPT_SYSTEM_PROMPT, OPT_CELL_WALL, OPT_MAX_SANDBOXES, OPT_MAX_CHILD_BATCH, OPT_SNAPSHOT_MAX,
-    OPT_VERBOSE, OPT_PROGRESS, OPT_NO_LOG, OPT_LOG_DB,
+    OPT_SET = 256,     /* sets the option of its name to the flag's value */
+    OPT_SET_ON,        /* a switch: sets the option of its name to 1 (--strict) */
+    OPT_SET_OFF,       /* --no-NAME: sets the option NAME to 0 (--no-cache) */
+    OPT_CONTEXT, OPT_QUESTION_FILE, OPT_INCLUDE, OPT_EXCLUDE, OPT_SYSTEM_PROMPT,
+    OPT_JSON, OPT_QUIET, OPT_VERBOSE, OPT_PROGRESS, OPT_NO_LOG, OPT_HELP, OPT_VERSION,
 };
 
 static const struct option long_options[] = {
-    {"base-url", required_argument, NULL, OPT_BASE_URL},
-    {"api-key", required_argument, NULL, OPT_API_KEY},
-    {"model", required_argument, NULL, OPT_MODEL},
-    {"sub-model", required_argument, NULL, OPT_SUB_MODEL},
-    {"concurrency", required_argument, NULL, OPT_CONCURRENCY},
-    {"request-timeout", required_argument, NULL, OPT_REQUEST_TIMEOUT},
-    {"max-retries", required_argument, NULL, OPT_MAX_RETRIES},
+    {"base-url", required_argument, NULL, OPT_SET},
+    {"api-key", required_argument, NULL, OPT_SET},
+    {"model", required_argument, NULL, OPT_SET},
+    {"sub-model", required_argument, NULL, OPT_SET},
+    {"concurrency", required_argument, NULL, OPT_SET},
+    {"request-timeout", required_argument, NULL, OPT_SET},
+    {"max-retries", required_argument, NULL, OPT_SET},
     {"context", required_argument, NULL, OPT_CONTEXT},
     {"question-file", required_argument, NULL, OPT_QUESTION_FILE},
-    {"max-iterations", required_argument, NULL, OPT_MAX_ITERATIONS},
-    {"cell-timeout", required_argument, NULL, OPT_CELL_TIMEOUT},
-    {"output-limit", required_argument, NULL, OPT_OUTPUT_LIMIT},
-    {"sandbox-memory", required_argument, NULL, OPT_SANDBOX_MEMORY},
-    {"unsafe-no-sandbox", no_argument, NULL, OPT_UNSAFE},
-    {"trace", required_argument, NULL, OPT_TRACE},
+    {"max-iterations", required_argument, NULL, OPT_SET},
+    {"cell-timeout", required_argument, NULL, OPT_SET},
+    {"output-limit", required_argument, NULL, OPT_SET},
+    {"sandbox-memory", required_argument, NULL, OPT_SET},
+    {"unsafe-no-sandbox", no_argument, NULL, OPT_SET_ON},
+    {"trace", required_argument, NULL, OPT_SET},
     {"json", no_argument, NULL, OPT_JSON},
     {"quiet", no_argument, NULL, OPT_QUIET},
     {"help", no_argument, NULL, OPT_HELP},
     {"version", no_argument, NULL, OPT_VERSION},
-    {"max-cost", required_argument, NULL, OPT_MAX_COST},
-    {"max-tokens", required_argument, NULL, OPT_MAX_TOKENS},
-    {"max-time", required_argument, NULL, OPT_MAX_TIME},
-    {"max-subcalls", required_argument, NULL, OPT_MAX_SUBCALLS},
-    {"cache", no_argument, NULL, OPT_CACHE},
-    {"no-cache", no_argument, NULL, OPT_NO_CACHE},
-    {"cache-dir", required_argument, NULL, OPT_CACHE_DIR},
-    {"prices", required_argument, NULL, OPT_PRICES},
-    {"record", required_argument, NULL, OPT_RECORD},
-    {"replay", required_argument, NULL, OPT_REPLAY},
-    {"sub-base-url", required_argument, NULL, OPT_SUB_BASE_URL},
-    {"provider", required_argument, NULL, OPT_PROVIDER},
-    {"rpm", required_argument, NULL, OPT_RPM},
-    {"tpm", required_argument, NULL, OPT_TPM},
-    {"max-output-tokens", required_argument, NULL, OPT_MAX_OUTPUT_TOKENS},
-    {"reasoning-effort", required_argument, NULL, OPT_REASONING_EFFORT},
-    {"temperature", required_argument, NULL, OPT_TEMPERATURE},
-    {"stream", no_argument, NULL, OPT_STREAM},
-    {"no-stream", no_argument, NULL, OPT_NO_STREAM},
-    {"stall-timeout", required_argument, NULL, OPT_STALL_TIMEOUT},
+    {"max-cost", required_argument, NULL, OPT_SET},
+    {"max-tokens", required_argument, NULL, OPT_SET},
+    {"max-time", required_argument, NULL, OPT_SET},
+    {"max-subcalls", required_argument, NULL, OPT_SET},
+    {"cache", no_argument, NULL, OPT_SET_ON},
+    {"no-cache", no_argument, NULL, OPT_SET_OFF},
+    {"cache-dir", required_argument, NULL, OPT_SET},
+    {"prices", required_argument, NULL, OPT_SET},
+    {"record", required_argument, NULL, OPT_SET},
+    {"replay", required_argument, NULL, OPT_SET},
+    {"sub-base-url", required_argument, NULL, OPT_SET},
+    {"provider", required_argument, NULL, OPT_SET},
+    {"rpm", required_argument, NULL, OPT_SET},
+    {"tpm", required_argument, NULL, OPT_SET},
+    {"max-output-tokens", required_argument, NULL, OPT_SET},
+    {"reasoning-effort", required_argument, NULL, OPT_SET},
+    {"temperature", required_argument, NULL, OPT_SET},
+    {"stream", no_argument, NULL, OPT_SET_ON},
+    {"no-stream", no_argument, NULL, OPT_SET_OFF},
+    {"stall-timeout", required_argument, NULL, OPT_SET},
     {"include", required_argument, NULL, OPT_INCLUDE},
     {"exclude", required_argument, NULL, OPT_EXCLUDE},
-    {"jsonl-field", required_argument, NULL, OPT_JSONL_FIELD},
-    {"mode", required_argument, NULL, OPT_MODE},
-    {"direct-threshold", required_argument, NULL, OPT_DIRECT_THRESHOLD},
-    {"max-depth", required_argument, NULL, OPT_MAX_DEPTH},
-    {"max-children", required_argument, NULL, OPT_MAX_CHILDREN},
-    {"child-share", required_argument, NULL, OPT_CHILD_SHARE},
-    {"context-window", required_argument, NULL, OPT_CONTEXT_WINDOW},
-    {"compact-at", required_argument, NULL, OPT_COMPACT_AT},
-    {"session", required_argument, NULL, OPT_SESSION},
-    {"session-db", required_argument, NULL, OPT_SESSION_DB},
-    {"snapshot-max", required_argument, NULL, OPT_SNAPSHOT_MAX},
-    {"sub-api-key", required_argument, NULL, OPT_SUB_API_KEY},
-    {"sub-provider", required_argument, NULL, OPT_SUB_PROVIDER},
-    {"strict", no_argument, NULL, OPT_STRICT},
-    {"json-input", no_argument, NULL, OPT_JSON_INPUT},
+    {"jsonl-field", required_argument, NULL, OPT_SET},
+    {"mode", required_argument, NULL, OPT_SET},
+    {"direct-threshold", required_argument, NULL, OPT_SET},
+    {"max-depth", required_argument, NULL, OPT_SET},
+    {"max-children", required_argument, NULL, OPT_SET},
+    {"child-share", required_argument, NULL, OPT_SET},
+    {"context-window", required_argument, NULL, OPT_SET},
+    {"compact-at", required_argument, NULL, OPT_SET},
+    {"session", required_argument, NULL, OPT_SET},
+    {"session-db", required_argument, NULL, OPT_SET},
+    {"snapshot-max", required_argument, NULL, OPT_SET},
+    {"sub-api-key", required_argument, NULL, OPT_SET},
+    {"sub-provider", required_argument, NULL, OPT_SET},
+    {"strict", no_argument, NULL, OPT_SET_ON},
+    {"json-input", no_argument, NULL, OPT_SET_ON},
     {"system-prompt", required_argument, NULL, OPT_SYSTEM_PROMPT},
-    {"cell-wall", required_argument, NULL, OPT_CELL_WALL},
-    {"max-sandboxes", required_argument, NULL, OPT_MAX_SANDBOXES},
-    {"max-child-batch", required_argument, NULL, OPT_MAX_CHILD_BATCH},
+    {"cell-wall", required_argument, NULL, OPT_SET},
+    {"max-sandboxes", required_argument, NULL, OPT_SET},
+    {"max-child-batch", required_argument, NULL, OPT_SET},
     {"verbose", no_argument, NULL, OPT_VERBOSE},
     {"progress", no_argument, NULL, OPT_PROGRESS},
     {"no-log", no_argument, NULL, OPT_NO_LOG},
-    {"log-db", required_argument, NULL, OPT_LOG_DB},
+    {"log-db", required_argument, NULL, OPT_SET},
     {NULL, 0, NULL, 0},
 };
 
-/* The config key each value flag sets. */
-static const char *option_key(int opt)
+/* The option a flag of the table sets: its name with '_' for '-', without
+ * "no-" for an OPT_SET_OFF switch. */
+static void flag_key(const struct option *o, char *key, size_t keylen)
 {
-    switch (opt) {
-    case OPT_BASE_URL: return "base_url";
-    case OPT_API_KEY: return "api_key";
-    case OPT_MODEL: return "model";
-    case OPT_SUB_MODEL: return "sub_model";
-    case OPT_CONCURRENCY: return "concurrency";
-    case OPT_REQUEST_TIMEOUT: return "request_timeout";
-    case OPT_MAX_RETRIES: return "max_retries";
-    case OPT_MAX_ITERATIONS: return "max_iterations";
-    case OPT_CELL_TIMEOUT: return "cell_timeout";
-    case OPT_OUTPUT_LIMIT: return "output_limit";
-    case OPT_SANDBOX_MEMORY: return "sandbox_memory";
-    case OPT_TRACE: return "trace";
-    case OPT_LOG_DB: return "log_db";
-    case OPT_MAX_COST: return "max_cost";
-    case OPT_MAX_TOKENS: return "max_tokens";
-    case OPT_MAX_TIME: return "max_time";
-    case OPT_MAX_SUBCALLS: return "max_subcalls";
-    case OPT_CACHE_DIR: return "cache_dir";
-    case OPT_PRICES: return "prices";
-    case OPT_RECORD: return "record";
-    case OPT_REPLAY: return "replay";
-    case OPT_SUB_BASE_URL: return "sub_base_url";
-    case OPT_PROVIDER: return "provider";
-    case OPT_RPM: return "rpm";
-    case OPT_TPM: return "tpm";
-    case OPT_MAX_OUTPUT_TOKENS: return "max_output_tokens";
-    case OPT_REASONING_EFFORT: return "reasoning_effort";
-    case OPT_TEMPERATURE: return "temperature";
-    case OPT_STALL_TIMEOUT: return "stall_timeout";
-    case OPT_JSONL_FIELD: return "jsonl_field";
-    case OPT_MODE: return "mode";
-    case OPT_DIRECT_THRESHOLD: return "direct_threshold";
-    case OPT_MAX_DEPTH: return "max_depth";
-    case OPT_MAX_CHILDREN: return "max_children";
-    case OPT_CHILD_SHARE: return "child_share";
-    case OPT_CONTEXT_WINDOW: return "context_window";
-    case OPT_COMPACT_AT: return "compact_at";
-    case OPT_SESSION: return "session";
-    case OPT_SESSION_DB: return "session_db";
-    case OPT_SNAPSHOT_MAX: return "snapshot_max";
-    case OPT_SUB_API_KEY: return "sub_api_key";
-    case OPT_SUB_PROVIDER: return "sub_provider";
-    case OPT_CELL_WALL: return "cell_wall";
-    case OPT_MAX_SANDBOXES: return "max_sandboxes";
-    case OPT_MAX_CHILD_BATCH: return "max_child_batch";
-    default: return NULL;
-    }
+    const char *name = o->val == OPT_SET_OFF && strncmp(o->name, "no-", 3) == 0 ? o->name + 3 : o->name;
+    size_t n = 0;
+    for (; name[n] && n + 1 < keylen; n++)
+        key[n] = name[n] == '-' ? '_' : name[n];
+    key[n] = '\0';
 }
 
 /* The flag that sets a config key ("--base-url" for base_url), or NULL. */
 static const char *flag_of_key(const char *key, size_t len)
 {
+    char k[64];
     for (const struct option *o = long_options; o->name; o++) {
-        const char *k = option_key(o->val);
-        if (k && strlen(k) == len && strncmp(k, key, len) == 0)
+        if (o->val != OPT_SET)
+            continue;
+        flag_key(o, k, sizeof k);
+        if (strlen(k) == len && strncmp(k, key, len) == 0)
             return o->name;
     }
     return NULL;
@@ -624,19 +583,28 @@ int cli_flags_parse(int argc, char **argv, cli_flags *f)
         char source[64];
         if (short_flag)
             snprintf(source, sizeof source, "-%c", opt);
-        opt = opt == 'h' ? OPT_HELP : opt == 'm' ? OPT_MODEL : opt == 'q' ? OPT_QUIET
-            : opt == 'j' ? OPT_JSON : opt == 'c' ? OPT_CONTEXT : opt == 'v' ? OPT_VERBOSE : opt;
-        const char *key = option_key(opt);
-        if (key) {
-            if (!short_flag)
-                snprintf(source, sizeof source, "--%s", long_options[index].name);
+        char key[64];
+        if (opt == 'm') {
+            snprintf(key, sizeof key, "model");
+            opt = OPT_SET;
+        } else if (opt == OPT_SET || opt == OPT_SET_ON || opt == OPT_SET_OFF) {
+            flag_key(&long_options[index], key, sizeof key);
+            snprintf(source, sizeof source, "--%s", long_options[index].name);
+        }
+        opt = opt == 'h' ? OPT_HELP : opt == 'q' ? OPT_QUIET : opt == 'j' ? OPT_JSON
+            : opt == 'c' ? OPT_CONTEXT : opt == 'v' ? OPT_VERBOSE : opt;
+        if (opt == OPT_SET) {
             if (set_or_complain(cfg, key, optarg, source) != 0)
                 return EXIT_USAGE;
-            given |= opt == OPT_API_KEY ? CLI_GIVEN_API_KEY
-                   : opt == OPT_BASE_URL ? CLI_GIVEN_BASE_URL
-                   : opt == OPT_SUB_BASE_URL ? CLI_GIVEN_SUB_BASE_URL
-                   : opt == OPT_SUB_API_KEY ? CLI_GIVEN_SUB_API_KEY
-                   : opt == OPT_MODEL ? CLI_GIVEN_MODEL : 0;
+            given |= strcmp(key, "api_key") == 0 ? CLI_GIVEN_API_KEY
+                   : strcmp(key, "base_url") == 0 ? CLI_GIVEN_BASE_URL
+                   : strcmp(key, "sub_base_url") == 0 ? CLI_GIVEN_SUB_BASE_URL
+                   : strcmp(key, "sub_api_key") == 0 ? CLI_GIVEN_SUB_API_KEY
+                   : strcmp(key, "model") == 0 ? CLI_GIVEN_MODEL : 0;
+            continue;
+        }
+        if (opt == OPT_SET_ON || opt == OPT_SET_OFF) {
+            rlm_config_set(cfg, key, opt == OPT_SET_ON ? "1" : "0");
             continue;
         }
         switch (opt) {
@@ -666,13 +634,6 @@ int cli_flags_parse(int argc, char **argv, cli_flags *f)
                 return EXIT_USAGE;
             break;
         }
-        case OPT_UNSAFE: rlm_config_set(cfg, "unsafe_no_sandbox", "1"); break;
-        case OPT_STREAM: rlm_config_set(cfg, "stream", "1"); break;
-        case OPT_NO_STREAM: rlm_config_set(cfg, "stream", "0"); break;
-        case OPT_CACHE: rlm_config_set(cfg, "cache", "1"); break;
-        case OPT_STRICT: rlm_config_set(cfg, "strict", "1"); break;
-        case OPT_JSON_INPUT: rlm_config_set(cfg, "json_input", "1"); break;
-        case OPT_NO_CACHE: rlm_config_set(cfg, "cache", "0"); break;
         case OPT_JSON: f->json = 1; break;
         case OPT_QUIET: f->quiet = 1; break;
         case OPT_VERBOSE: f->verbose = 1; break;
