@@ -1,7 +1,8 @@
-/* rlm — the public API (include/rlm.h): configuration by key and value, run
- * handles that own the dispatchers, the call path (prices, budgets, cache,
- * record/replay), a trace and a context, rlm_ask, and conversations (in
- * memory, or saved as a session on disk and continued by a later process). */
+/* rlm — the public API (include/rlm.h): run handles that own the
+ * dispatchers, the call path (prices, budgets, cache, record/replay), a
+ * trace and a context, rlm_ask, and conversations (in memory, or saved as a
+ * session on disk and continued by a later process). The options behind
+ * rlm_config are config.c's. */
 #include "rlm.h"
 
 #include <errno.h>
