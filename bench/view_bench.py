@@ -84,15 +84,21 @@ def main():
         on, offm = statistics.median(small["on"]), statistics.median(small["off"])
         print("small rlm ask: median %.1f ms with the log, %.1f ms without: +%.1f ms  target < 5 ms" %
               (on * 1e3, offm * 1e3, (on - offm) * 1e3))
-        demo = {"on": [], "off": []}
+        # The demo: with the log (its default), with neither log nor trace,
+        # and with a trace file and no log (what every demo did before the log).
+        demo = {"log": [], "nothing": [], "trace file": []}
+        spare = os.path.join(tmp, "spare.jsonl")
         for i in range(runs):
-            for mode in ("on", "off"):
-                demo[mode].append(timed([rlm, "demo"], env if mode == "on" else off, timeout=900)[0])
-        on, offm = statistics.median(demo["on"]), statistics.median(demo["off"])
-        print("rlm demo (whole process): median %.2f s with the log, %.2f s without: %+.1f%%  "
-              "target < 2%%" % (on, offm, 100 * (on - offm) / offm))
-        print("  runs with: %s; without: %s" % (", ".join("%.2f" % x for x in demo["on"]),
-                                              ", ".join("%.2f" % x for x in demo["off"])))
+            demo["log"].append(timed([rlm, "demo"], env, timeout=900)[0])
+            demo["nothing"].append(timed([rlm, "demo"], off, timeout=900)[0])
+            demo["trace file"].append(timed([rlm, "demo", "--trace", spare], off, timeout=900)[0])
+        med = {k: statistics.median(v) for k, v in demo.items()}
+        print("rlm demo (whole process): median %.2f s with the log, %.2f s with neither log nor trace "
+              "(%+.1f%%), %.2f s with a trace file and no log (%+.1f%%)  target < 2%%" % (
+                  med["log"], med["nothing"], 100 * (med["log"] - med["nothing"]) / med["nothing"],
+                  med["trace file"], 100 * (med["log"] - med["trace file"]) / med["trace file"]))
+        for k, v in demo.items():
+            print("  %s: %s" % (k, ", ".join("%.2f" % x for x in v)))
         print("log file after %d demos and %d asks: %.1f MB" % (
             runs, 3 * runs, os.path.getsize(os.path.join(tmp, "data", "rlm", "logs.db")) / 1e6))
     finally:

@@ -93,13 +93,12 @@ int cmd_demo(int argc, char **argv)
     if (fakelm_proc_start(&server, dir, -1, err, sizeof err) != 0)
         goto fail;
     snprintf(url, sizeof url, "http://127.0.0.1:%ld/v1", server.port);
-    if (keep_trace)
-        snprintf(path, sizeof path, "%s", keep_trace);
-    else
-        snprintf(path, sizeof path, "%s/trace.jsonl", dir);
+    /* A trace file only where the user asked for one: the run log keeps the
+     * trace anyway (unless RLM_LOG=0). */
     if (!(cfg = rlm_config_new()) || rlm_config_set(cfg, "base_url", url) != RLM_OK ||
         rlm_config_set(cfg, "model", "fakelm") != RLM_OK || rlm_config_set(cfg, "api_key", "fakelm") != RLM_OK ||
-        rlm_config_set(cfg, "provider", "openai") != RLM_OK || rlm_config_set(cfg, "trace", path) != RLM_OK) {
+        rlm_config_set(cfg, "provider", "openai") != RLM_OK ||
+        (keep_trace && rlm_config_set(cfg, "trace", keep_trace) != RLM_OK)) {
         snprintf(err, sizeof err, "cannot configure the run");
         goto fail;
     }

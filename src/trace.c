@@ -37,8 +37,9 @@ struct trace {
     pthread_cond_t sink_changed;   /* a line was taken or done */
     pthread_t sink_thread;
     int sink_running, sink_stop, sink_busy;
-    char *queue[TRACE_SINK_QUEUE];
+    char *queue[TRACE_SINK_QUEUE];            /* a line, or */
     size_t queue_len[TRACE_SINK_QUEUE];
+    json_t *queue_event[TRACE_SINK_QUEUE];    /* an event the thread writes out itself */
     size_t queue_head, queued;
 };
 
@@ -99,6 +100,21 @@ void trace_set_listener(trace *t, trace_listener_fn fn, void *ctx)
     t->listener_ctx = ctx;
 }
 
+/* The event as one JSONL line (with its newline); NULL when out of memory.
+ * Compact JSON escapes every newline inside strings: one event, one line. */
+static char *trace_line(json_t *event, size_t *len)
+{
+    char *text = json_dumps(event, JSON_COMPACT);
+    *len = text ? strlen(text) : 0;
+    char *line = text ? realloc(text, *len + 2) : NULL;
+    if (!line) {
+        free(text);
+        return NULL;
+    }
+    line[(*len)++] = '\n';
+    return line;
+}
+
 /* Design note. What the sink does with a line (the run log deflates it)
  * must not hold up the run that wrote it: lines are queued, in trace order
  * (queued under the trace's lock), for this thread, which hands them to the
@@ -116,11 +132,17 @@ static void *trace_sink_main(void *arg)
             break;
         char *line = t->queue[t->queue_head];
         size_t len = t->queue_len[t->queue_head];
+        json_t *event = t->queue_event[t->queue_head];
         t->queue_head = (t->queue_head + 1) % TRACE_SINK_QUEUE;
         t->queued--;
         t->sink_busy = 1;
         pthread_mutex_unlock(&t->sink_lock);
-        t->line_sink(t->line_ctx, line, len);
+        if (event) {
+            line = trace_line(event, &len);
+            json_decref(event);
+        }
+        if (line)
+            t->line_sink(t->line_ctx, line, len);
         free(line);
         pthread_mutex_lock(&t->sink_lock);
         t->sink_busy = 0;
@@ -162,8 +184,9 @@ void trace_sink_flush(trace *t)
     pthread_mutex_unlock(&t->sink_lock);
 }
 
-/* Hands line (taken) to the sink's thread; under t->lock, so in trace order. */
-static void trace_sink_queue(trace *t, char *line, size_t len)
+/* Hands line, or event (both taken), to the sink's thread; under t->lock,
+ * so in trace order. */
+static void trace_sink_queue(trace *t, char *line, size_t len, json_t *event)
 {
     pthread_mutex_lock(&t->sink_lock);
     while (t->queued == TRACE_SINK_QUEUE)
@@ -171,6 +194,7 @@ static void trace_sink_queue(trace *t, char *line, size_t len)
     size_t at = (t->queue_head + t->queued) % TRACE_SINK_QUEUE;
     t->queue[at] = line;
     t->queue_len[at] = len;
+    t->queue_event[at] = event;
     t->queued++;
     pthread_cond_signal(&t->sink_wake);
     pthread_mutex_unlock(&t->sink_lock);
@@ -255,17 +279,12 @@ int trace_event(trace *t, const char *type, json_t *fields)
         return -1;
     char *line = NULL;
     size_t len = 0;
-    if (t->fd >= 0 || t->line_sink) {
-        /* Compact JSON escapes every newline inside strings: one event, one line. */
-        char *text = json_dumps(event, JSON_COMPACT);
-        len = text ? strlen(text) : 0;
-        line = text ? realloc(text, len + 2) : NULL;
-        if (!line) {
-            free(text);
-            json_decref(event);
-            return -1;
-        }
-        line[len++] = '\n';
+    /* Without a file, the sink's thread writes the line out itself: the run
+     * does not wait for that either. The event is then the thread's alone. */
+    int handed = t->fd < 0 && t->line_sink && t->sink_running;
+    if (!handed && (t->fd >= 0 || t->line_sink) && !(line = trace_line(event, &len))) {
+        json_decref(event);
+        return -1;
     }
 
     pthread_mutex_lock(&t->lock);
@@ -274,8 +293,11 @@ int trace_event(trace *t, const char *type, json_t *fields)
         t->listener(t->listener_ctx, type, event);
     if (t->fd >= 0)
         rc = trace_write_locked(t, type, line, len);
-    if (t->line_sink && t->sink_running) {
-        trace_sink_queue(t, line, len);
+    if (handed) {
+        trace_sink_queue(t, NULL, 0, event);
+        event = NULL;
+    } else if (t->line_sink && t->sink_running) {
+        trace_sink_queue(t, line, len, NULL);
         line = NULL;
     } else if (t->line_sink) {
         t->line_sink(t->line_ctx, line, len);

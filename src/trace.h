@@ -8,6 +8,8 @@
  * emitted it: fields given by the caller override the root's defaults).
  *
  * Ownership: trace_event and trace_notify steal the reference to `fields`.
+ * What fields holds must not change afterwards, even a value the caller
+ * shares (json_pack's "O"): the sink's thread may be writing it out.
  * A NULL trace, or one nothing listens to, accepts and drops events, so
  * callers need no checks (trace_active tells when building one is wasted).
  * Events are thread-safe and serialised: the listener is called one event
@@ -48,7 +50,8 @@ void trace_set_listener(trace *t, trace_listener_fn fn, void *ctx);
 
 /* The line sink gets every traced line on a thread of the trace's own, in
  * trace order, so a run never waits for it (but when TRACE_SINK_QUEUE lines
- * are pending). trace_sink_flush waits until it has had every line traced
+ * are pending); without a file, that thread also turns the events into
+ * lines. trace_sink_flush waits until it has had every line traced
  * so far: call it before reading what the sink built. */
 void trace_set_line_sink(trace *t, trace_line_fn fn, void *ctx);
 void trace_sink_flush(trace *t);
