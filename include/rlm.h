@@ -308,7 +308,7 @@ typedef enum rlm_event_kind {
                                    tokens, cost_usd, seconds, error */
     RLM_EVENT_CODE_START,       /* a code block starts: block (1-based), blocks (of the
                                    reply), text = the code (not traced: CODE has it) */
-    RLM_EVENT_CODE,             /* it ended: text = the code, output = its output as the
+    RLM_EVENT_CODE,             /* it ended: block, blocks, text = the code, output = its output as the
                                    model sees it, raised, seconds */
     RLM_EVENT_BATCH_START,      /* model code sends batch_size sub-calls ("batch_start") */
     RLM_EVENT_BATCH_PROGRESS,   /* about 4 a second while they run: done, in_flight,
@@ -362,7 +362,8 @@ typedef struct rlm_event {
  * never the network I/O thread. Calls are serialised (never two at once),
  * and they hold up the run that emits them: return quickly, copy what you
  * keep (the event and its strings are valid only during the call), and do
- * not call functions on the same handle from inside it. */
+ * not call functions on the same handle from inside it — but rlm_cancel,
+ * which only sets a flag: a callback may cancel the run it watches. */
 typedef void (*rlm_event_fn)(void *userdata, const rlm_event *event);
 
 /* Sets (fn NULL: removes) the event callback; takes effect at the next

@@ -806,8 +806,9 @@ static turn_result engine_run_blocks(engine *e, const reply *rp)
         if (store && session_add_cell(store, rp->blocks[i], NULL) != 0)
             engine_store_failed(e, "a cell");
         engine_event(e, "code",
-                    json_pack("{s:i,s:I,s:s,s:o,s:I,s:b,s:b,s:b,s:o,s:f,s:f,s:I}", "turn", e->turn,
-                              "block", (json_int_t)i + 1, "code", rp->blocks[i],
+                    json_pack("{s:i,s:I,s:I,s:s,s:o,s:I,s:b,s:b,s:b,s:o,s:f,s:f,s:I}", "turn", e->turn,
+                              "block", (json_int_t)i + 1, "blocks", (json_int_t)rp->n_blocks,
+                              "code", rp->blocks[i],
                               "output", engine_text_json(cells[i].output, cells[i].output_len),
                               "output_chars", (json_int_t)cells[i].output_chars,
                               "raised", cells[i].raised, "timed_out", cells[i].timed_out,

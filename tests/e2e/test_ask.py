@@ -129,6 +129,19 @@ class Streaming(RlmTestCase):
         self.assertEqual([e["stream"] for e in res.events("root_request")], [False] * 3)
 
 
+class Blocks(RlmTestCase):
+    def test_code_events_number_the_blocks_of_a_reply(self):
+        reply = repl("x = 6") + "\nthen\n" + repl("print(x * 7)")
+        rules = [{"match": ".", "times": 1, "reply": reply},
+                 {"match": ".", "reply": "FINAL(done)"}]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--context", self.write("c.txt", "text"), "q"], lm)
+        self.assertExit(res, 0)
+        code = res.events("code")
+        self.assertEqual([(c["block"], c["blocks"]) for c in code], [(1, 2), (2, 2)])
+        self.assertIn("42", code[1]["output"])
+
+
 class LargeContext(RlmTestCase):
     def test_40mb_context(self):
         line = "the quick brown fox jumps over the lazy dog 0123456789\n"
