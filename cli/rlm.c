@@ -23,19 +23,21 @@
 /* The commands, one line each: the head of `rlm --help` and, alone, what
  * rlm says when it is given no command. */
 static const char commands_text[] =
-        "usage: rlm ask [options] QUESTION\n"
-        "       rlm ask [options] --question-file FILE\n"
-        "       rlm chat [options]       a conversation: one question after another about the\n"
-        "                                same inputs (line editing on a terminal; from a pipe,\n"
-        "                                one question per line); /help lists its commands\n"
-        "       rlm sessions [list|rm NAME|recover]   the conversations kept by --session\n"
-        "       rlm doctor [--json] [--sandbox-exe PATH]   which sandbox layers this machine allows\n"
-        "       rlm prompt [--template] [options]   the system prompt rlm would send\n"
-        "       rlm view TRACE|ID [-o FILE.html] [--open]   a run as one self-contained HTML page\n"
-        "       rlm logs [list|show ID|rm ...]   every run recorded (rlm logs --help)\n"
-        "       rlm demo                 a simulated 10M-token run, offline, no key needed\n"
-        "       rlm bench run|report ... the benchmark suites (rlm bench --help)\n"
-        "       rlm --version | --help\n";
+        "Usage: rlm ask [options] QUESTION\n"
+        "  or:  rlm ask [options] --question-file FILE\n"
+        "  or:  rlm COMMAND [options]\n"
+        "\n"
+        "Commands:\n"
+        "  ask                     one question about the inputs (--context, or a piped stdin)\n"
+        "  chat                    a conversation: question after question about the same inputs\n"
+        "  sessions [list|rm NAME|recover]   the conversations kept by --session\n"
+        "  doctor [--json]         which sandbox layers this machine allows; the endpoint, key, files\n"
+        "  prompt [--template]     the system prompt rlm would send\n"
+        "  view TRACE|ID [-o FILE.html] [--open]   a run as one self-contained HTML page\n"
+        "  logs [list|show ID|rm]  every run recorded\n"
+        "  demo                    a simulated 10M-token run, offline, no key needed\n"
+        "  bench run|report        the benchmark suites\n"
+        "  --version, --help\n";
 
 /* rlm --help: the commands, then the options of rlm ask and rlm chat. */
 static void usage(FILE *out)

@@ -50,7 +50,7 @@ class Usage(RlmTestCase):
                      ["doctor", "-h"], ["sessions", "-h"], ["demo", "--help"], ["help"], ["-h"]):
             res = self.run_plain(args)
             self.assertEqual(res.returncode, 0, (args, res.stderr))
-            self.assertIn("usage:", res.stdout)
+            self.assertIn("usage:", res.stdout.lower())
 
     def test_no_command_is_a_short_usage(self):
         res = self.run_plain([])
