@@ -153,7 +153,8 @@ static void usage(FILE *out)
           "ID is a run of the run log (rlm logs).\n"
           "  -o, --output FILE  where to write the page (default: TRACE with .html for .jsonl,\n"
           "                     or rlm-run-ID.html in the current directory for a logged run)\n"
-          "  --open             open it in the browser (xdg-open)\n"
+          "  --open             open it in a browser: $BROWSER (programs separated by ':'),\n"
+          "                     else xdg-open; if none opens it, a warning (the page is written)\n"
           "  --log-db PATH      the run log to take ID from (default $XDG_DATA_HOME/rlm/logs.db)\n"
           "Exit codes: 0 written, 2 the trace cannot be read or is no trace, or the page cannot\n"
           "be written.\n",
@@ -182,18 +183,62 @@ static long long run_id(const char *arg)
     return *arg && !*end && id > 0 ? id : 0;
 }
 
-static int open_in_browser(const char *path)
+/* Runs one opener (a program found on PATH, or a path) on the page and
+ * waits for it; 0 when it ran and exited 0, else -1 with why in err. */
+static int run_opener(const char *prog, const char *page, char *err, size_t errlen)
 {
-    char *argv[] = {"xdg-open", (char *)path, NULL};
-    pid_t pid;
+    char *argv[] = {(char *)prog, (char *)page, NULL};
     extern char **environ;
-    if (posix_spawnp(&pid, "xdg-open", NULL, NULL, argv, environ) != 0) {
-        fprintf(stderr, "rlm view: cannot run xdg-open to open %s: open it in a browser yourself\n", path);
+    pid_t pid;
+    int rc = posix_spawnp(&pid, prog, NULL, NULL, argv, environ);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot run %s: %s", prog, strerror(rc));
         return -1;
     }
     int status = 0;
-    waitpid(pid, &status, 0);
-    return 0;
+    while (waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) {
+            snprintf(err, errlen, "%s: %s", prog, strerror(errno));
+            return -1;
+        }
+    }
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    if (WIFEXITED(status))
+        snprintf(err, errlen, "%s exited with status %d", prog, WEXITSTATUS(status));
+    else
+        snprintf(err, errlen, "%s was killed by signal %d", prog, WTERMSIG(status));
+    return -1;
+}
+
+/* --open: the page in a browser. $BROWSER (programs separated by ':', tried
+ * in turn, as Python's webbrowser reads it) comes first, then xdg-open. The
+ * page is written whatever happens here, so a failure is a warning naming
+ * what was tried; the exit status stays 0. */
+static void open_in_browser(const char *path)
+{
+    char *page = realpath(path, NULL);
+    char err[512] = "";
+    const char *browsers = getenv("BROWSER");
+    char *list = browsers && *browsers ? strdup(browsers) : NULL;
+    int opened = 0;
+    for (char *prog = list, *next; prog && !opened; prog = next) {
+        next = strchr(prog, ':');
+        if (next)
+            *next++ = '\0';
+        if (*prog)
+            opened = run_opener(prog, page ? page : path, err, sizeof err) == 0;
+    }
+    if (!opened) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", err);
+        opened = run_opener("xdg-open", page ? page : path, err, sizeof err) == 0;
+        if (!opened)
+            fprintf(stderr, "rlm view: the page is written, but could not be opened in a browser (%s%s%s);"
+                    " open %s yourself\n", why, *why ? "; " : "", err, page ? page : path);
+    }
+    free(list);
+    free(page);
 }
 
 int cmd_view(int argc, char **argv)

@@ -92,6 +92,40 @@ class View(RlmTestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn("cannot write", p.stderr)
 
+    def test_open_runs_a_browser_and_says_when_none_opens_it(self):
+        trace = self.write("t.jsonl", '{"v":1,"type":"question","question":"q"}\n')
+        page = os.path.join(self.tmp, "t.html")
+        seen = os.path.join(self.tmp, "seen")
+        opener = self.write("opener.sh", "#!/bin/sh\necho \"$@\" >> %s\n" % seen)
+        failing = self.write("failing.sh", "#!/bin/sh\nexit 3\n")
+        os.chmod(opener, 0o755)
+        os.chmod(failing, 0o755)
+        def view_with(browser, path):
+            env = dict(os.environ, PATH=path)
+            env.pop("BROWSER", None)
+            if browser is not None:
+                env["BROWSER"] = browser
+            return subprocess.run([RLM, "view", trace, "--open"], capture_output=True, text=True,
+                                  timeout=60, env=env, cwd=self.tmp)
+        # $BROWSER's programs in turn: the failing one, then the one that opens it,
+        # given the page's absolute path (the browser's working directory is not ours).
+        p = view_with(failing + ":" + opener, "/usr/bin:/bin")
+        self.assertEqual((p.returncode, p.stdout), (0, page + "\n"), p.stderr)
+        self.assertEqual(p.stderr, "")
+        with open(seen) as f:
+            self.assertEqual(f.read(), page + "\n")
+        # Nothing opens it (the browser fails, no xdg-open on PATH): the page is
+        # written, exit 0, and a warning says what was tried.
+        empty = os.path.join(self.tmp, "empty-path")
+        os.mkdir(empty)
+        p = view_with(failing, empty)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertTrue(os.path.exists(page))
+        self.assertIn("could not be opened in a browser", p.stderr)
+        self.assertIn("failing.sh exited with status 3", p.stderr)
+        self.assertIn("cannot run xdg-open", p.stderr)
+        self.assertIn("open %s yourself" % page, p.stderr)
+
     def test_rlms_logger_file(self):
         child = {"run_metadata": {"root_model": "gpt-child"}, "iterations": [
             {"type": "iteration", "iteration": 1, "prompt": [{"role": "user", "content": "child task"}],
