@@ -37,72 +37,6 @@ typedef struct child_pool {
     pthread_mutex_t lock;
 } child_pool;
 
-/* ---- the gate -------------------------------------------------------------- */
-
-#define GATE_WAIT_MS 100 /* how often a waiting child looks at cancel and its deadline */
-
-static int gate_may_wait(const engine *e)
-{
-    return !engine_cancelled(e) && !engine_past_deadline(e);
-}
-
-int engine_gate_acquire(engine *e, char *why, size_t whylen)
-{
-    engine_gate *g = e->gate;
-    pthread_mutex_lock(&g->lock);
-    while (g->alive >= g->cap && g->busy > 0 && gate_may_wait(e)) {
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += GATE_WAIT_MS * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&g->changed, &g->lock, &until);
-    }
-    int ok = g->alive < g->cap;
-    if (ok) {
-        g->alive++;
-        g->busy++;
-        e->gate_held = 1;
-    } else {
-        snprintf(why, whylen,
-                 "%d sandboxes are alive in this run, the most --max-sandboxes allows, and every "
-                 "RLM holding one is waiting for children of its own",
-                 g->cap);
-        if (!gate_may_wait(e))
-            snprintf(why, whylen, "%s", engine_cancelled(e) ? "cancelled while waiting for a sandbox"
-                                        : "the parent's cell reached its wall limit (--cell-wall) "
-                                          "while this child waited for a sandbox");
-    }
-    pthread_mutex_unlock(&g->lock);
-    return ok ? 0 : -1;
-}
-
-void engine_gate_release(engine *e)
-{
-    if (!e->gate_held)
-        return;
-    engine_gate *g = e->gate;
-    pthread_mutex_lock(&g->lock);
-    g->alive--;
-    g->busy--;
-    pthread_cond_broadcast(&g->changed);
-    pthread_mutex_unlock(&g->lock);
-    e->gate_held = 0;
-}
-
-/* The RLM's own sandbox waits while its children run (busy -1), or works
- * again (+1). */
-static void gate_waiting(engine *e, int waiting)
-{
-    engine_gate *g = e->gate;
-    pthread_mutex_lock(&g->lock);
-    g->busy += waiting ? -1 : 1;
-    pthread_cond_broadcast(&g->changed);
-    pthread_mutex_unlock(&g->lock);
-}
-
 /* ---- children -------------------------------------------------------------- */
 
 static void child_run(child_job *j)
@@ -228,14 +162,14 @@ int engine_children(engine *e, const char *model, const char *const *prompts,
     engine_progress(e, "turn %d of %d · %zu child RLMs, %zu at a time", e->turn,
                     e->p->max_iterations, n, n_threads);
     size_t started = 0;
-    gate_waiting(e, 1);
+    engine_gate_waiting(e, 1);
     for (size_t t = 1; t < n_threads; t++)
         if (pthread_create(&threads[started], NULL, child_worker, &pool) == 0)
             started++;
     child_worker(&pool);
     for (size_t t = 0; t < started; t++)
         pthread_join(threads[t], NULL);
-    gate_waiting(e, 0);
+    engine_gate_waiting(e, 0);
     pthread_mutex_destroy(&pool.lock);
 
     for (size_t i = 0; i < n; i++) {

@@ -1,10 +1,14 @@
 /* engine_internal — what the engine's files share: the state of one run
  * (struct engine), the root history, a conversation's state, and the helpers
- * the child-RLM and conversation code use. Not a public contract: only
- * src/engine.c, src/engine_children.c and src/engine_state.c include it.
+ * the child-RLM and conversation code use. Not a public contract: only the
+ * four engine files include it. They call downward, but for the recursion of
+ * the domain (an RLM's child is an RLM: engine.c <-> engine_children.c).
  *
  *   engine.c           one RLM's loop: root turns, cells, sub-calls, the last
  *                      request, compaction, direct mode, the run itself
+ *   engine_node.c      what each node does around the loop: events, progress,
+ *                      failures, the history, the store; its inputs into a
+ *                      sandbox, their description and the first messages
  *   engine_children.c  rlm_query below the depth limit: child RLMs on threads
  *   engine_state.c     conversations: inputs (held by the conversation's
  *                      zygote), a fresh sandbox per question with the data
@@ -114,12 +118,7 @@ typedef struct engine {
     double cell_deadline;      /* > 0 while a cell runs with a wall limit: when it ends */
 } engine;
 
-/* ---- shared helpers (engine.c) ------------------------------------------- */
-
-/* The effective recursion settings (engine_params' defaults applied). */
-int engine_max_depth(const engine_params *p);
-int engine_max_children(const engine_params *p);
-double engine_child_share(const engine_params *p);
+/* ---- the loop (engine.c) ------------------------------------------------- */
 
 /* Runs one RLM of the tree: node is its call-tree id, parent the RLM that
  * started it (NULL for the top, level 1; a child is one level below its
@@ -128,10 +127,31 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
                            const char *question, const char *node, engine *parent,
                            engine_progress_fn progress, void *userdata, engine_outcome *out);
 
+/* Counts one failed sub-call (result is its "Error: ..." string) and keeps
+ * the first failure's message for the report. */
+void engine_note_sub_failure(engine *e, const char *result);
+/* A sub-call failure ends the run once the cell is interrupted: why is the
+ * provider's message (the run's error says "sub-call failed: why"). */
+void engine_sub_fatal(engine *e, const char *why);
+
+/* Plain sub-calls on the sub-model (sandbox_call_fn's contract). */
+int engine_sub_calls(engine *e, int kind, const char *model, const char *const *prompts,
+                     const size_t *prompt_lens, size_t n, char **results, size_t *result_lens);
+
+/* ---- the node's plumbing and its inputs (engine_node.c) -------------------- */
+
+/* The effective recursion settings (engine_params' defaults applied). */
+int engine_max_depth(const engine_params *p);
+int engine_max_children(const engine_params *p);
+double engine_child_share(const engine_params *p);
+
 /* A malloc'd formatted string; NULL when out of memory. */
 char *engine_strf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 int engine_cancelled(const engine *e);
+/* Whether the cell running (or this RLM, for a child whose parent's cell
+ * has a wall limit) is past its wall limit. */
+int engine_past_deadline(const engine *e);
 /* The user cancelled: no answer, no last request. */
 void engine_cancel(engine *e);
 /* Records an event of e's node (adds node and parent). Steals fields. */
@@ -160,25 +180,30 @@ json_t *engine_text_json(const char *text, size_t len);
 json_t *engine_excerpt_n(const char *text, size_t len, size_t max_chars);
 json_t *engine_usage_json(const lm_response *r);
 json_t *engine_cost_json(double usd);
-/* Counts one failed sub-call (result is its "Error: ..." string) and keeps
- * the first failure's message for the report. */
-void engine_note_sub_failure(engine *e, const char *result);
-/* A sub-call failure ends the run once the cell is interrupted: why is the
- * provider's message (the run's error says "sub-call failed: why"). */
-void engine_sub_fatal(engine *e, const char *why);
-
 /* Checks the run's inputs against their files before a pass over them: a
  * file that shrank is cut to what is left, one rewritten in place noted,
  * each said as a warning. Returns 1 when any input changed. */
 int engine_check_inputs(engine *e);
 
+/* After the sandbox failed or was restarted (changed: the caller already
+ * knows an input changed): when an input changed on disk
+ * since it was read (a log rotated with copytruncate, rewritten), the
+ * sandbox cannot be loaded again with what the model was told, and the run
+ * stops as an input error that says so. Else the sandbox failure stands. */
+void engine_sandbox_trouble(engine *e, int changed, const char *what, const char *err);
+
 /* Every results[i] becomes "Error: what: why". */
 void engine_fill_errors(char **results, size_t n, const char *what, const char *why);
 /* A budget refused a call: no more code, one last request. */
 void engine_budget_stop(engine *e, const char *detail);
-/* Plain sub-calls on the sub-model (sandbox_call_fn's contract). */
-int engine_sub_calls(engine *e, int kind, const char *model, const char *const *prompts,
-                     const size_t *prompt_lens, size_t n, char **results, size_t *result_lens);
+
+/* The gate (engine_gate): a sandbox for a child RLM (0, or -1 with why:
+ * none can be had without risking a deadlock, or the run is cancelled or
+ * out of time), its release, and the RLM's waits for its children (its own
+ * sandbox is then not busy: waiting 1, then 0 when they are done). */
+int engine_gate_acquire(engine *e, char *why, size_t whylen);
+void engine_gate_release(engine *e);
+void engine_gate_waiting(engine *e, int waiting);
 
 /* An input as the sandbox takes it (pack descriptors made for docs are
  * closed by engine_input_close), and its description for the root (which
@@ -204,16 +229,6 @@ char *engine_system_prompt(const engine *e, const char *description, int *descri
 
 /* rlm_query / rlm_query_batched below the depth limit: one child RLM per
  * prompt, at most max_children at once. Fills every results[i]; returns 0. */
-/* The gate (engine_gate): a sandbox for a child RLM (0, or -1 with why:
- * none can be had without risking a deadlock, or the run is cancelled or
- * out of time), its release, and the RLM's waits for its children. */
-int engine_gate_acquire(engine *e, char *why, size_t whylen);
-void engine_gate_release(engine *e);
-
-/* Whether the cell running (or this RLM, for a child whose parent's cell
- * has a wall limit) is past its wall limit. */
-int engine_past_deadline(const engine *e);
-
 int engine_children(engine *e, const char *model, const char *const *prompts,
                     const size_t *prompt_lens, const char *const *contexts,
                     const size_t *context_lens, size_t n, char **results, size_t *result_lens);
