@@ -3,9 +3,9 @@
  * regex rules; latency, error statuses, raw bodies, dropped connections, SSE
  * streams, stalls, resets mid-body, truncated streams and a seeded random
  * fault rate are scriptable. It binds 127.0.0.1 only. docs/fakelm.md is the manual.
- * This file is the server: the timer that parks waiting connections, matching
- * a request to its rule, faults, counters, the endpoints and main; the script,
- * the oracle and the wire formats are their own files (fakelm.h). */
+ * This file is the server: matching a request to its rule, faults, counters,
+ * the endpoints and main; the script, the oracle, the wire formats and the
+ * timer that parks waiting connections are their own files (fakelm.h). */
 
 #include "fakelm.h"
 
@@ -23,140 +23,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-
-/* ------------------------------------------------------------------- timer */
-
-/* Latency design: MHD runs one event-loop thread; a request that must wait is
- * suspended (MHD_suspend_connection) and its deadline goes into a min-heap
- * served by one timer thread, which resumes it when due. Thousands of waiting
- * requests then cost a heap entry each instead of a thread and a stack each,
- * and one slow request never holds up the others. */
-
-typedef struct timer_entry {
-    double deadline; /* clock_now() seconds */
-    struct MHD_Connection *conn;
-} timer_entry;
-
-struct timer {
-    pthread_mutex_t lock;
-    pthread_cond_t wake; /* on CLOCK_MONOTONIC, like clock_now() */
-    timer_entry *heap;
-    size_t len, cap;
-    bool stopping;
-    bool running;
-    pthread_t thread;
-};
-
-static void heap_push(timer *t, timer_entry e)
-{
-    size_t i = t->len++;
-    while (i > 0 && t->heap[(i - 1) / 2].deadline > e.deadline) {
-        t->heap[i] = t->heap[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    t->heap[i] = e;
-}
-
-static timer_entry heap_pop(timer *t)
-{
-    timer_entry top = t->heap[0], last = t->heap[--t->len];
-    size_t i = 0;
-    for (;;) {
-        size_t child = 2 * i + 1;
-        if (child >= t->len)
-            break;
-        if (child + 1 < t->len && t->heap[child + 1].deadline < t->heap[child].deadline)
-            child++;
-        if (t->heap[child].deadline >= last.deadline)
-            break;
-        t->heap[i] = t->heap[child];
-        i = child;
-    }
-    if (t->len > 0)
-        t->heap[i] = last;
-    return top;
-}
-
-/* Resumes outside the lock: MHD takes its own locks inside resume. On stop,
- * every waiting connection is resumed so MHD_stop_daemon finds none suspended. */
-static void *timer_main(void *arg)
-{
-    timer *t = arg;
-    pthread_mutex_lock(&t->lock);
-    for (;;) {
-        if (t->len > 0 && (t->stopping || t->heap[0].deadline <= clock_now())) {
-            timer_entry e = heap_pop(t);
-            pthread_mutex_unlock(&t->lock);
-            MHD_resume_connection(e.conn);
-            pthread_mutex_lock(&t->lock);
-        } else if (t->stopping) {
-            break;
-        } else if (t->len == 0) {
-            pthread_cond_wait(&t->wake, &t->lock);
-        } else {
-            double when = t->heap[0].deadline;
-            struct timespec ts = {.tv_sec = (time_t)when,
-                                  .tv_nsec = (long)((when - (double)(time_t)when) * 1e9)};
-            pthread_cond_timedwait(&t->wake, &t->lock, &ts);
-        }
-    }
-    pthread_mutex_unlock(&t->lock);
-    return NULL;
-}
-
-static int timer_start(timer *t, size_t cap)
-{
-    pthread_condattr_t attr;
-
-    memset(t, 0, sizeof *t);
-    t->heap = calloc(cap, sizeof *t->heap);
-    if (!t->heap)
-        return -1;
-    t->cap = cap;
-    pthread_mutex_init(&t->lock, NULL);
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&t->wake, &attr);
-    pthread_condattr_destroy(&attr);
-    if (pthread_create(&t->thread, NULL, timer_main, t) != 0)
-        return -1;
-    t->running = true;
-    return 0;
-}
-
-/* The caller has already suspended conn, so an early resume cannot race ahead
- * of the suspension. -1 when the heap is full (cannot happen while the heap is
- * as large as MHD's connection limit). */
-int timer_add(timer *t, struct MHD_Connection *conn, double deadline)
-{
-    int rc = -1;
-    pthread_mutex_lock(&t->lock);
-    if (t->len < t->cap && !t->stopping) {
-        heap_push(t, (timer_entry){deadline, conn});
-        pthread_cond_signal(&t->wake);
-        rc = 0;
-    }
-    pthread_mutex_unlock(&t->lock);
-    return rc;
-}
-
-static void timer_stop(timer *t)
-{
-    if (t->running) {
-        pthread_mutex_lock(&t->lock);
-        t->stopping = true;
-        pthread_cond_signal(&t->wake);
-        pthread_mutex_unlock(&t->lock);
-        pthread_join(t->thread, NULL);
-        t->running = false;
-    }
-    if (t->heap) {
-        pthread_cond_destroy(&t->wake);
-        pthread_mutex_destroy(&t->lock);
-        free(t->heap);
-        t->heap = NULL;
-    }
-}
 
 /* ------------------------------------------------------------------ server */
 

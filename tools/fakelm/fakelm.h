@@ -2,9 +2,9 @@
  * faults a script declares, loaded and checked at start-up), oracle.c
  * (answers computed from a benchmark task's key), wire.c (OpenAI and
  * Anthropic bodies, error objects and event streams as a provider writes
- * them: the mirror of src/lm/lm_openai.c and lm_anthropic.c) and fakelm.c
- * (the HTTP server: matching requests to rules, latency, faults, counters,
- * main). docs/fakelm.md is the manual.
+ * them: the mirror of src/lm/lm_openai.c and lm_anthropic.c), timer.c (the
+ * connections parked until a deadline) and fakelm.c (the HTTP server:
+ * matching requests to rules, latency, faults, counters, main). docs/fakelm.md is the manual.
  *
  * Ownership: a script owns its rules and its oracle (script_free releases
  * them; the oracle's strings point into its own copy of the key). Response
@@ -15,6 +15,7 @@
 
 #include "util.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -137,8 +138,26 @@ int oracle_facts(const oracle *o, const char *text, size_t len, pcre2_match_data
 
 /* ------------------------------------------------------------------- timer */
 
-/* The timer thread that resumes parked connections (fakelm.c). */
-typedef struct timer timer;
+/* The timer thread that resumes parked connections (timer.c). */
+typedef struct timer_entry {
+    double deadline; /* clock_now() seconds */
+    struct MHD_Connection *conn;
+} timer_entry;
+
+typedef struct timer {
+    pthread_mutex_t lock;
+    pthread_cond_t wake; /* on CLOCK_MONOTONIC, like clock_now() */
+    timer_entry *heap;
+    size_t len, cap;
+    bool stopping;
+    bool running;
+    pthread_t thread;
+} timer;
+
+/* Starts the timer thread with room for cap parked connections. 0, or -1. */
+int timer_start(timer *t, size_t cap);
+/* Resumes every parked connection, stops the thread, frees the heap. */
+void timer_stop(timer *t);
 
 /* Parks conn, which the caller has already suspended, until deadline
  * (clock_now() seconds). -1 when the heap is full or the timer stopping. */
