@@ -14,8 +14,8 @@ runs=${RLM_BENCH_SANDBOX_RUNS:-10}
 cmake --build "$build" --target rlm_static >/dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cc -std=c11 -O2 -D_GNU_SOURCE -I"$root/src" -I"$root/src/input" -I"$root/include" -o "$work/helpers_bench" \
-  "$root/bench/helpers_bench.c" "$root/src/grep.c" "$build/librlm.a" \
+cc -std=c11 -O2 -D_GNU_SOURCE -I"$root/src" -I"$root/src/shared" -I"$root/src/child" -I"$root/src/input" -I"$root/include" -o "$work/helpers_bench" \
+  "$root/bench/helpers_bench.c" "$root/src/child/grep.c" "$build/librlm.a" \
   $(pkg-config --libs jansson libcurl libpcre2-8 sqlite3 libcrypto) -lpthread -lm
 "$work/helpers_bench" "$work" "$mb"
 /usr/bin/python3 "$root/bench/helpers_bench.py" "$work/corpus-$mb.txt"

@@ -18,8 +18,8 @@ RATE="${RATE:-500}"
 cmake --build "$BUILD" --target fakelm >/dev/null
 # Built from the model wing (src/lm/) and the leaves it uses, directly, so it runs
 # whatever state the rest of the tree is in.
-cc -O2 -std=c11 -D_GNU_SOURCE -I"$ROOT/src" -I"$ROOT/src/lm" -I"$ROOT/include" "$ROOT/bench/lm_faults.c" \
-   "$ROOT"/src/lm/*.c "$ROOT/src/util.c" "$ROOT/src/utf8.c" "$ROOT/src/frame.c" "$ROOT/src/tokens.c" \
+cc -O2 -std=c11 -D_GNU_SOURCE -I"$ROOT/src" -I"$ROOT/src/shared" -I"$ROOT/src/lm" -I"$ROOT/include" "$ROOT/bench/lm_faults.c" \
+   "$ROOT"/src/lm/*.c "$ROOT/src/shared/util.c" "$ROOT/src/shared/utf8.c" "$ROOT/src/shared/frame.c" "$ROOT/src/shared/tokens.c" \
    $(pkg-config --cflags --libs libcurl jansson) -lpthread -lm \
    -o "$BUILD/lm_faults"
 

@@ -8,7 +8,7 @@ build=$(cd "${1:-$root/build}" && pwd)
 cmake --build "$build" --target rlm-sandbox rlm_static >/dev/null
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-cc -std=c11 -O2 -D_GNU_SOURCE -I"$root/src" -I"$root/include" \
+cc -std=c11 -O2 -D_GNU_SOURCE -I"$root/src" -I"$root/src/shared" -I"$root/src/sandbox" -I"$root/include" \
   -o "$out/sandbox_bench" "$root/bench/sandbox_bench.c" "$build/librlm.a" \
   $(pkg-config --cflags --libs jansson libcurl) -lpthread -lm
 "$out/sandbox_bench" "$build/rlm-sandbox"

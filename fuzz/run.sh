@@ -19,8 +19,8 @@ mkdir -p "$OUT"
 # wire (lm_wire and the providers, SSE), its replies (reply.c) and the
 # sandbox child's frames (frame.c).
 SOURCES=("$ROOT/src/lm/lm_wire.c" "$ROOT/src/lm/sse.c" "$ROOT/src/lm/lm_openai.c"
-         "$ROOT/src/lm/lm_anthropic.c" "$ROOT/src/reply.c" "$ROOT/src/frame.c"
-         "$ROOT/src/utf8.c" "$ROOT/src/util.c")
+         "$ROOT/src/lm/lm_anthropic.c" "$ROOT/src/reply.c" "$ROOT/src/shared/frame.c"
+         "$ROOT/src/shared/utf8.c" "$ROOT/src/shared/util.c")
 
 for h in "${HARNESSES[@]}"; do
     echo "fuzz: building $h"
@@ -28,12 +28,12 @@ for h in "${HARNESSES[@]}"; do
         # The snapshot decoder builds Python objects: an embedded interpreter
         # (CPython itself is not instrumented). It leaks by design at exit.
         "$CC" -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined \
-            -fno-sanitize-recover=undefined -I"$ROOT/src" "$ROOT/fuzz/$h.c" \
-            "$ROOT/src/repl_snapshot.c" "$ROOT/src/sandbox_policy.c" \
+            -fno-sanitize-recover=undefined -I"$ROOT/src/child" -I"$ROOT/src/shared" "$ROOT/fuzz/$h.c" \
+            "$ROOT/src/child/repl_snapshot.c" "$ROOT/src/shared/sandbox_policy.c" \
             $(pkg-config --cflags --libs python3-embed) -o "$OUT/$h"
     else
         "$CC" -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-            -I"$ROOT/src" -I"$ROOT/src/lm" -I"$ROOT/include" "$ROOT/fuzz/$h.c" "${SOURCES[@]}" \
+            -I"$ROOT/src" -I"$ROOT/src/shared" -I"$ROOT/src/sandbox" -I"$ROOT/src/lm" -I"$ROOT/include" "$ROOT/fuzz/$h.c" "${SOURCES[@]}" \
             $(pkg-config --cflags --libs jansson) -o "$OUT/$h"
     fi
     corpus="$OUT/corpus-$h"

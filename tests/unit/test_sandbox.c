@@ -886,7 +886,7 @@ static void test_memory_bomb(void **state)
     sandbox *sb = start_with(*state, 30, 1, (size_t)1 << 30, 0, 0);
     expect_raise(sb, "x = bytearray(1 << 44)", "MemoryError");
 #ifndef UNDER_ASAN
-    /* Under ASan there is no RLIMIT_AS (see sandbox_linux.c). */
+    /* Under ASan there is no RLIMIT_AS (see src/child/lockdown.c). */
     expect_raise(sb, "x = b'x' * (1536 << 20)", "MemoryError");
     sandbox_cell cell;
     run(sb, "chunks = []\nwhile True:\n    chunks.append(' ' * 10_000_000)", &cell);

@@ -14,7 +14,7 @@
 
 #include <cmocka.h>
 
-#include "sandbox_linux.h"
+#include "lockdown.h"
 
 #include <errno.h>
 #include <fcntl.h>

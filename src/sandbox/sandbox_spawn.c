@@ -38,7 +38,7 @@
  * each on the virtual machines we measured, so the zygote also does what a
  * child would do before its lockdown whatever its input (the import guard,
  * the snapshot of the modules, the seccomp program) and freezes its heap out
- * of the collector's reach (sandbox_child.c): on a loaded 2-core virtual
+ * of the collector's reach (child/child.c): on a loaded 2-core virtual
  * machine a forked child was ready in 12-25 ms, a spawned one in 63-100 ms
  * (bench/sandbox_bench.sh).
  *

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ingest.h"
+#include "docs.h"
 
 typedef struct grep grep;
 

@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "ingest.h"
+#include "docs.h"
 
 typedef struct search_index search_index;
 

@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 
-#include "ingest.h"
+#include "docs.h"
 
 typedef enum chunks_by {
     CHUNKS_BY_LINES = 0,

@@ -1,4 +1,4 @@
-/* sandbox_linux — the confinement layers of the rlm-sandbox child: rlimits,
+/* lockdown — the confinement layers of the rlm-sandbox child: rlimits,
  * no-new-privileges, Landlock and a seccomp filter that makes dangerous system
  * calls fail with EPERM, so model code sees an OSError instead of a dead process.
  *
@@ -27,7 +27,7 @@
  * falls back to clone, which is denied). Calls from a foreign ABI (i386
  * int 0x80, x32) do not match the filter's architecture and kill the process:
  * libseccomp's default. */
-#include "sandbox_linux.h"
+#include "lockdown.h"
 
 #include <dirent.h>
 #include <errno.h>

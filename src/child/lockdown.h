@@ -1,4 +1,4 @@
-/* sandbox_linux — confinement of the rlm-sandbox child on Linux, applied by
+/* lockdown — confinement of the rlm-sandbox child on Linux, applied by
  * the child itself: no-new-privileges, rlimits, Landlock and a seccomp filter.
  * (The fourth layer, namespaces, is entered when the child is started, since
  * a process cannot move itself into a new PID namespace: by the host when it
@@ -8,8 +8,8 @@
  * imported and the context is loaded, and before any model code runs. It is
  * irreversible by design: nothing after it can open a file, reach the network,
  * start a process or a thread, or raise a limit. */
-#ifndef RLM_SANDBOX_LINUX_H
-#define RLM_SANDBOX_LINUX_H
+#ifndef RLM_LOCKDOWN_H
+#define RLM_LOCKDOWN_H
 
 #include <stddef.h>
 

@@ -1,4 +1,4 @@
-/* sandbox_child — main of rlm-sandbox: embeds CPython, preloads the allowed
+/* child — main of rlm-sandbox: embeds CPython, preloads the allowed
  * modules, maps the context into one str, locks itself down, then runs cells
  * sent by the host in one persistent namespace and answers with their output.
  * Started with "--zygote" it does the part before the context once and forks
@@ -22,7 +22,7 @@
 #include "repl_module.h"
 #include "repl_restore.h"
 #include "repl_snapshot.h"
-#include "sandbox_linux.h"
+#include "lockdown.h"
 #include "sandbox_policy.h"
 #include "util.h"
 
@@ -1764,7 +1764,7 @@ static int serve(child *c)
 
 /* ---- zygote ----
  *
- * Started with "--zygote" by a sandbox factory (src/sandbox_spawn.c): does
+ * Started with "--zygote" by a sandbox factory (src/sandbox/sandbox_spawn.c): does
  * once what every child does before its lockdown whatever its input — starts
  * Python, imports the allowed modules, loads the glue, installs the import
  * guard, takes the snapshot of the modules, builds the seccomp program — then

@@ -25,7 +25,7 @@
  * IPC shared with anyone, no process visible or signalable but itself. A
  * process cannot move itself into a new PID namespace, so the child gets them
  * when it is started: spawned (clone into them), or forked by a factory's
- * zygote (sandbox_spawn.c), which is the cheaper start when there are many
+ * zygote (sandbox/sandbox_spawn.c), which is the cheaper start when there are many
  * children; either way the protocol from the init frame on is the same. */
 #include "sandbox.h"
 

@@ -13,7 +13,7 @@
 
 #include <stddef.h>
 
-#include "ingest.h"
+#include "docs.h"
 #include "search.h"
 
 /* Registers `_rlm_docs` as a built-in module, and gives Python's object

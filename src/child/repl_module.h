@@ -15,7 +15,7 @@
 
 #include <stddef.h>
 
-#include "ingest.h"
+#include "docs.h"
 
 /* Registers `_rlm` as a built-in module; call before Py_Initialize. */
 int repl_module_register(void);
