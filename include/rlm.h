@@ -73,8 +73,10 @@ void rlm_config_free(rlm_config *cfg);
 /* Sets one option from its text form. Keys and defaults:
  *   base_url          endpoint: http:// or https:// URLs (a pasted
  *                     ".../chat/completions" or ".../messages" is
- *                     recognised); several, separated by commas, are used
- *                     round-robin with failover      the provider's own API:
+ *                     recognised); several, separated by commas: each
+ *                     request to the live one with the fewest requests
+ *                     outstanding, a failing one drained and probed until
+ *                     it answers (docs/providers.md)   the provider's own API:
  *                     "https://api.openai.com/v1" or "https://api.anthropic.com/v1"
  *   api_key           bearer token / x-api-key, sent to base_url's URLs only
  *                     (and to sub-calls on the same hosts); "" for none  ""

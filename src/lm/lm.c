@@ -7,6 +7,7 @@
 
 #include "endpoint.h"
 #include "http.h"
+#include "spread.h"
 #include "sse.h"
 #include "tokens.h"
 #include "util.h"
@@ -46,7 +47,9 @@
 struct lm {
     http_client *http;
     const lm_provider *provider; /* the wire format: every provider difference is its row's */
-    char **urls;                 /* full endpoint URLs, round-robin */
+    char **urls;                 /* full endpoint URLs, spread by spread.c */
+    char **probe_urls;           /* {base}/models of each, to probe a drained one */
+    struct url_probe *probes;    /* one probe context per URL */
     size_t n_urls;
     char *models_url;            /* {first base}/models, for lm_probe */
     char *key_header;
@@ -66,10 +69,17 @@ struct lm {
     int closing;
     int callers;
     uint64_t rng;                /* backoff jitter */
-    size_t next_url;             /* round-robin position */
+    spread spread;               /* requests outstanding and health per URL */
     double tat_requests;         /* rate limiter state (GCRA, see pace_locked) */
     double tat_tokens;
 };
+
+/* The probe of one drained URL (spread.h): a GET of its /models on the
+ * I/O thread's timed queue; any HTTP answer means the server is back. */
+typedef struct url_probe {
+    lm *m;
+    size_t index;
+} url_probe;
 
 /* One lm_call_many: its waiter sleeps on `done` until pending reaches 0. */
 typedef struct batch {
@@ -431,6 +441,70 @@ static void job_finish(job *j)
     pthread_mutex_unlock(&m->lock);
 }
 
+/* ---- health of the URLs --------------------------------------------- */
+
+/* What an attempt that went out says about its server. */
+static spread_signal attempt_signal(const http_result *res, int went_out)
+{
+    if (!went_out || !res)
+        return SPREAD_NEUTRAL;
+    switch (res->outcome) {
+    case HTTP_OK: return res->status >= 500 ? SPREAD_FAILED : SPREAD_ALIVE;
+    case HTTP_ERR_TOO_LARGE: return SPREAD_ALIVE;
+    case HTTP_ERR_CONNECT: return res->status > 0 ? SPREAD_FAILED : SPREAD_UNREACHABLE;
+    case HTTP_ERR_TIMEOUT: return SPREAD_FAILED;
+    default: return SPREAD_NEUTRAL;
+    }
+}
+
+static void schedule_probe(lm *m, size_t index, double delay);
+
+/* A probe's answer, on the I/O thread: any HTTP status but a 5xx is a
+ * server that is back; none (or a 5xx) waits longer and probes again. A
+ * client being freed cancels it: nothing more is scheduled. */
+static void on_probe_answer(void *ctx, http_result *res)
+{
+    url_probe *p = ctx;
+    lm *m = p->m;
+    free(res->body);
+    res->body = NULL;
+    if (res->outcome == HTTP_ERR_CANCELLED)
+        return;
+    int alive = (res->outcome == HTTP_OK && res->status < 500) || res->outcome == HTTP_ERR_TOO_LARGE;
+    double again = 0;
+    pthread_mutex_lock(&m->lock);
+    int more = !m->closing && spread_probed(&m->spread, p->index, alive, &again);
+    pthread_mutex_unlock(&m->lock);
+    if (more)
+        schedule_probe(m, p->index, again);
+}
+
+static void schedule_probe(lm *m, size_t index, double delay)
+{
+    http_request r = {.url = m->probe_urls[index], .headers = m->headers, .timeout = 10,
+                      .delay = delay, .done = on_probe_answer, .ctx = &m->probes[index]};
+    if (!m->probe_urls[index] || http_submit(m->http, &r) != 0) {
+        /* No probe (shutting down, or no URL for it): a request that
+         * still goes there, when every URL is drained, brings it back. */
+        pthread_mutex_lock(&m->lock);
+        m->spread.urls[index].probing = 0;
+        pthread_mutex_unlock(&m->lock);
+    }
+}
+
+/* Ends the attempt on the job's URL; drains the URL (and starts probing
+ * it) when the attempt says it is down. */
+static void attempt_ended(job *j, const http_result *res, int went_out)
+{
+    lm *m = j->m;
+    double probe_in = 0;
+    pthread_mutex_lock(&m->lock);
+    int drained = spread_end(&m->spread, j->url_index, attempt_signal(res, went_out), &probe_in);
+    pthread_mutex_unlock(&m->lock);
+    if (drained)
+        schedule_probe(m, j->url_index, probe_in);
+}
+
 /* The http callback, on the I/O thread: parse the attempt, then either
  * schedule the next (http.c holds it until its delay passes, blocking
  * nothing) or keep it as final and wake the batch's caller. */
@@ -446,6 +520,7 @@ static void on_attempt_done(void *ctx, http_result *res)
         j->b->on_wire--;
         pthread_mutex_unlock(&m->lock);
     }
+    attempt_ended(j, res, j->body != NULL);
     free(j->body);
     j->body = NULL;
     int retry, failover;
@@ -467,15 +542,16 @@ static void on_attempt_done(void *ctx, http_result *res)
     pthread_mutex_lock(&m->lock);
     j->b->retried++;
     pthread_mutex_unlock(&m->lock);
-    if (failover && m->n_urls > 1) {
-        j->url_index = (j->url_index + 1) % m->n_urls;
-        if (res->outcome == HTTP_ERR_CONNECT)
-            delay = 0; /* nobody answered there: the next URL at once */
-    }
     if (j->stream)
         stream_restart(j);
     double now = clock_now();
     pthread_mutex_lock(&m->lock);
+    /* The retry goes to the least busy live URL, another than the one
+     * that failed when it was the server's fault. */
+    size_t failed = j->url_index;
+    j->url_index = spread_pick(&m->spread, failover ? failed : m->n_urls);
+    if (j->url_index != failed && res->outcome == HTTP_ERR_CONNECT)
+        delay = 0; /* nobody answered there: the next URL at once */
     double start = pace_locked(m, now + delay, j->est_tokens);
     pthread_mutex_unlock(&m->lock);
     j->waited += start - (now + delay);
@@ -483,6 +559,7 @@ static void on_attempt_done(void *ctx, http_result *res)
     job_request(j, start - now, &next);
     next.done = on_attempt_done;
     if (http_submit(m->http, &next) != 0) {
+        attempt_ended(j, NULL, 0);
         lm_response_clear(&j->out);
         response_init(&j->out);
         set_message(&j->out, LM_ERR_CANCELLED, "cancelled before a retry");
@@ -535,7 +612,7 @@ static void job_free(job *j)
  * also what lm_free takes to set `closing`: so a batch is either wholly
  * submitted before shutdown begins or not at all, and http_submit never
  * meets a freed client. Each call's start time comes from the rate limiter
- * (pace_locked) and its URL from the round-robin position, both under the
+ * (pace_locked) and its URL from spread_pick (least outstanding), both under the
  * same lock. Nothing is encoded yet: http.c asks for each body (job_body)
  * when the attempt goes on the wire, and on_attempt_done frees it, so a
  * batch holds at most `concurrency` bodies however long it is. The caller
@@ -584,7 +661,7 @@ void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
             b.failed++;
             continue;
         }
-        j->url_index = m->next_url++ % m->n_urls;
+        j->url_index = spread_pick(&m->spread, m->n_urls);
         double now = clock_now();
         double start = pace_locked(m, now, j->est_tokens);
         j->waited = start - now;
@@ -593,6 +670,7 @@ void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
         r.done = on_attempt_done;
         b.pending++;
         if (http_submit(m->http, &r) != 0) {
+            spread_end(&m->spread, j->url_index, SPREAD_NEUTRAL, &(double){0});
             b.pending--;
             b.finished++;
             b.failed++;
@@ -771,7 +849,9 @@ static int build_endpoint(lm *m, const lm_options *opts, char *err, size_t errle
         return -1;
     }
     m->urls = calloc(n, sizeof *m->urls);
-    if (!m->urls) {
+    m->probe_urls = calloc(n, sizeof *m->probe_urls);
+    m->probes = calloc(n, sizeof *m->probes);
+    if (!m->urls || !m->probe_urls || !m->probes || spread_init(&m->spread, n) != 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -781,6 +861,13 @@ static int build_endpoint(lm *m, const lm_options *opts, char *err, size_t errle
         if (!m->urls[i])
             return -1;
         m->n_urls = i + 1;
+        endpoint_url u;
+        char why[512], models_url[URL_MAX];
+        /* Without a probe URL a drained URL comes back only by answering. */
+        if (endpoint_parse(base, &u, why, sizeof why) == 0 &&
+            endpoint_url_with(&u, "/models", models_url, sizeof models_url, why, sizeof why) == 0)
+            m->probe_urls[i] = str_dup_len(models_url, strlen(models_url));
+        m->probes[i] = (url_probe){.m = m, .index = i};
     }
     endpoint_url first;
     char why[512], models[URL_MAX];
@@ -891,9 +978,15 @@ void lm_free(lm *m)
     while (m->callers > 0)
         pthread_cond_wait(&m->idle, &m->lock);
     pthread_mutex_unlock(&m->lock);
-    for (size_t i = 0; i < m->n_urls; i++)
+    for (size_t i = 0; i < m->n_urls; i++) {
         free(m->urls[i]);
+        if (m->probe_urls)
+            free(m->probe_urls[i]);
+    }
     free(m->urls);
+    free(m->probe_urls);
+    free(m->probes);
+    spread_free(&m->spread);
     free(m->models_url);
     free(m->key_header);
     free(m->effort);

@@ -1,8 +1,9 @@
 /* lm — the LM dispatcher: sends chat requests to an OpenAI-compatible or an
  * Anthropic Messages endpoint through the shared HTTP I/O thread (http.h),
  * many at once, with a bound on requests in flight, retries with backoff,
- * client-side rate limits, round-robin over several base URLs and
- * streaming. It keeps transport facts only (attempts, requests in flight);
+ * client-side rate limits, several base URLs (each request to the live one
+ * with the fewest outstanding; a failing one drained and probed until it
+ * answers again: spread.h) and streaming. It keeps transport facts only (attempts, requests in flight);
  * usage and cost are the call path's (calls.h). docs/providers.md is the
  * user's guide.
  * The request and response types are the wire layer's (lm_wire.h); each
@@ -41,9 +42,12 @@ typedef struct lm_options {
      * NULL or "": inferred from the base URL — a host of api.anthropic.com
      * means anthropic, anything else openai. Another value fails lm_new. */
     const char *provider;
-    /* More base URLs for the same model, used round-robin with base_url
-     * first: a connection error or a 5xx on one moves the retry to the next.
-     * NULL / 0: base_url alone. */
+    /* More base URLs for the same model (servers of one deployment). Each
+     * attempt goes to the live URL with the fewest requests outstanding; a
+     * connection error or a 5xx on one moves the retry to another; a URL
+     * nobody answers at (or that fails SPREAD_FAILURES_TO_DRAIN times in a
+     * row) is drained and probed (GET /models) until it answers. NULL / 0:
+     * base_url alone. */
     const char *const *extra_base_urls;
     size_t n_extra_base_urls;
 

@@ -3,7 +3,8 @@
  * dropped connections, timeouts), errors without retry,
  * cancellation on lm_free, the http layer's body cap; streaming from both
  * providers (truncated, stalled and reset streams retried), Anthropic
- * Messages, rate-limit pacing, round-robin failover and a seeded fault mix. */
+ * Messages, rate-limit pacing, failover and draining of a dead URL and a
+ * seeded fault mix. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -62,7 +63,15 @@ static void write_file(const char *path, const char *text)
  * and waits until it has written its port. The child gets SIGTERM if this
  * process dies, so a crashed test leaves no server behind; its stderr goes to
  * a file that is shown when it fails to start. */
+static void server_start_on(server *s, const char *script, const char *key, int port);
+
 static void server_start(server *s, const char *script, const char *key)
+{
+    server_start_on(s, script, key, 0);
+}
+
+/* The same on a given port (0: any free one). */
+static void server_start_on(server *s, const char *script, const char *key, int port)
 {
     memset(s, 0, sizeof *s);
     snprintf(s->dir, sizeof s->dir, "/tmp/rlm-test-lm-XXXXXX");
@@ -74,7 +83,9 @@ static void server_start(server *s, const char *script, const char *key)
     snprintf(request_log, sizeof request_log, "%s/requests.log", s->dir);
     write_file(script_path, script);
 
-    const char *argv[] = {FAKELM, "--script", script_path, "--port", "0", "--port-file", port_path,
+    char port_text[16];
+    snprintf(port_text, sizeof port_text, "%d", port);
+    const char *argv[] = {FAKELM, "--script", script_path, "--port", port_text, "--port-file", port_path,
                           "--log", request_log, key ? "--require-key" : NULL, key, NULL};
     s->pid = fakelm_spawn(argv, port_path, log_path, &s->port);
     snprintf(s->base, sizeof s->base, "http://127.0.0.1:%d/v1", s->port);
@@ -941,6 +952,50 @@ static void test_rate_limit_pacing(void **state)
     lm_free(m);
 }
 
+/* A URL that stops answering is drained; once a server answers there
+ * again, a probe brings it back and requests go to it again. */
+static void test_drained_url_comes_back(void **state)
+{
+    server *s = *state;
+    static const char script[] = "{\"rules\": [{\"match\": \"\", \"reply\": \"ok\"}]}";
+    server_start(s, script, NULL);
+    server back;
+    server_start(&back, script, NULL);
+    int port = back.port;
+    char base[sizeof back.base];
+    snprintf(base, sizeof base, "%s", back.base);
+    server_stop(&back);
+    const char *extra[] = {base};
+    lm_options o = {.base_url = s->base, .extra_base_urls = extra, .n_extra_base_urls = 1, .max_retries = 2};
+    lm *m = lm_open_with(&o);
+    lm_message msg = {.role = "user", .content = "q"};
+    lm_request reqs[4];
+    lm_response out[4];
+    for (int i = 0; i < 4; i++)
+        reqs[i] = (lm_request){.model = "m", .messages = &msg, .n_messages = 1};
+    lm_call_many(m, reqs, 4, out);
+    for (int i = 0; i < 4; i++) {
+        expect_ok(&out[i], "ok");
+        lm_response_clear(&out[i]);
+    }
+    server_start_on(&back, script, NULL, port);
+    /* Probes start SPREAD_PROBE_FIRST seconds after the drain: wait for
+     * the revived server's first request, a batch at a time. */
+    long revived = 0;
+    for (int round = 0; round < 100 && revived == 0; round++) {
+        nanosleep(&(struct timespec){.tv_nsec = 100 * 1000000L}, NULL);
+        lm_call_many(m, reqs, 4, out);
+        for (int i = 0; i < 4; i++) {
+            expect_ok(&out[i], "ok");
+            lm_response_clear(&out[i]);
+        }
+        revived = counter(&back, "requests");
+    }
+    assert_true(revived > 0);
+    lm_free(m);
+    server_stop(&back);
+}
+
 static void test_round_robin_failover(void **state)
 {
     server *s = *state;
@@ -965,13 +1020,22 @@ static void test_round_robin_failover(void **state)
         char want[16];
         snprintf(want, sizeof want, "a%d", i);
         expect_ok(&out[i], want);
-        /* Round-robin in submission order: 0 and 2 met the dead URL first. */
+        /* Spread in turn when none is outstanding yet: 0 and 2 met the
+         * dead URL first. */
         assert_int_equal(out[i].attempts, i % 2 == 0 ? 2 : 1);
         attempts += out[i].attempts;
         lm_response_clear(&out[i]);
     }
     assert_int_equal(attempts, 6);
     assert_int_equal(counter(s, "requests"), 4);
+    /* Nobody answered there: the URL is drained, and the next batch goes
+     * to the live one alone, each request at its first attempt. */
+    lm_call_many(m, reqs, 4, out);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(out[i].attempts, 1);
+        lm_response_clear(&out[i]);
+    }
+    assert_int_equal(counter(s, "requests"), 8);
     lm_free(m);
 
     char err[128];
@@ -1149,6 +1213,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stream_faults_retried, setup_server, teardown_server),
         cmocka_unit_test_setup_teardown(test_rate_limit_pacing, setup_server, teardown_server),
         cmocka_unit_test_setup_teardown(test_round_robin_failover, setup_server, teardown_server),
+        cmocka_unit_test_setup_teardown(test_drained_url_comes_back, setup_server, teardown_server),
         cmocka_unit_test_setup_teardown(test_fault_mix, setup_server, teardown_server),
         cmocka_unit_test_setup_teardown(test_http_header_reuse, setup_server, teardown_server),
     };
