@@ -29,8 +29,10 @@
  * rlm_config_errmsg), never in a global. Nothing that comes from the network,
  * the model, a file or the user aborts the process.
  *
- * Threads: a handle may be used by one thread at a time. Different handles are
- * independent. */
+ * Threads: a handle may be used by one thread at a time — except rlm_cancel,
+ * which any thread (or a signal handler) may call at any time. Different
+ * handles are independent; handles made from one pool (rlm_pool_new) share
+ * its dispatchers and zygotes, and may run on different threads at once. */
 #ifndef RLM_H
 #define RLM_H
 
@@ -69,6 +71,11 @@ typedef struct rlm_config rlm_config;
 /* A configuration with every option at its default. NULL if out of memory. */
 rlm_config *rlm_config_new(void);
 void rlm_config_free(rlm_config *cfg);
+
+/* A copy of cfg (NULL: the defaults), with every option as cfg has it: a
+ * program that runs many questions with one base configuration copies it
+ * and sets what differs. NULL if out of memory. */
+rlm_config *rlm_config_copy(const rlm_config *cfg);
 
 /* Sets one option from its text form. Keys and defaults:
  *   base_url          endpoint: http:// or https:// URLs (a pasted
@@ -189,6 +196,17 @@ void rlm_config_free(rlm_config *cfg);
  *   log_max           the traces' total size kept ("256M"; older traces
  *                     are dropped past it, their rows kept; 0: none) 256M
  *   log_command       what the row says asked ("ask", "chat", ...) "library"
+ *   roots             newline-separated directories the inputs are
+ *                     confined to: every path given to rlm_add_context
+ *                     (and rlm_pool_add_input) must resolve, symbolic links
+ *                     followed, inside one of them, or it is refused with
+ *                     RLM_ERR_INPUT without saying whether it exists; a
+ *                     directory walk skips what resolves outside (a
+ *                     warning each); stdin ("-") is refused. Files are
+ *                     opened through the checked path with no link
+ *                     followed, so one swapped in after the check fails
+ *                     instead of escaping. Needs Linux 5.6 (openat2). Inputs
+ *                     given by descriptor are not checked     none
  *   session_db        the SQLite file sessions are kept in (created with
  *                     its directory)   $XDG_DATA_HOME/rlm/sessions.db
  *                                      (~/.local/share/rlm/sessions.db)
@@ -396,11 +414,97 @@ rlm_status rlm_ask_len(rlm *r, const char *question, char **answer, size_t *answ
 
 /* Cancels the rlm_ask in progress on r, from any thread or from a signal
  * handler (async-signal-safe: it only sets a flag). The cell running is
- * interrupted and the model requests in flight are abandoned; that rlm_ask
- * returns RLM_NO_ANSWER and rlm_errmsg says "cancelled". In a conversation
- * the questions before it are kept and the next rlm_ask goes on from there.
- * The flag is cleared when the next rlm_ask starts. */
+ * interrupted, the model requests in flight are abandoned and child RLMs
+ * stop; that rlm_ask returns RLM_NO_ANSWER and rlm_errmsg says
+ * "cancelled". In a conversation the questions before it are kept and the
+ * next rlm_ask goes on from there. The flag is cleared when the next rlm_ask
+ * starts: a caller that may cancel just before rlm_ask begins calls it again
+ * once it has (a server watching a client that went away calls it until
+ * rlm_ask returns). */
 void rlm_cancel(rlm *r);
+
+/* What the root model would be told about r's input — the description its
+ * first message holds (type, size, tokens, names, a preview), the named
+ * input's first (rlm_use_input) — without asking any model. Reads the
+ * inputs as rlm_ask would (RLM_ERR_INPUT as there); a JSON input is parsed
+ * by a sandbox, started for it. *out is the caller's (rlm_string_free). */
+rlm_status rlm_describe(rlm *r, char **out);
+
+/* ---- Pools: many runs in one process ---------------------------------------
+ *
+ * A pool holds what the handles made from it share, so that a server, a
+ * batch runner or any program with many runs at once keeps one of each:
+ *   - the model dispatchers: one set of connections, and the bound on
+ *     requests in flight (concurrency) and the rate limits (rpm, tpm) hold
+ *     for all the runs together, not per run;
+ *   - a sandbox zygote: every run's sandboxes (child RLMs' included) are
+ *     forked from one process that has started Python already, a few
+ *     milliseconds each instead of a whole start-up;
+ *   - named inputs (rlm_pool_add_input), read once and held by a zygote of
+ *     their own: a run that uses one (rlm_use_input) forks its sandbox from
+ *     it, so the input's memory is taken once however many runs use it.
+ * A pool is made from a config: its dispatcher and sandbox options
+ * (base_url, api_key, provider, sub_base_url, sub_api_key, sub_provider,
+ * concurrency, request_timeout, max_retries, rpm, tpm, stall_timeout,
+ * max_output_tokens, reasoning_effort, temperature, sandbox_exe,
+ * unsafe_no_sandbox) are the pool's, and a handle made from it with a
+ * config that says otherwise for one of them is refused. Everything else
+ * (models, budgets, modes, the trace, the run log, sessions) is per handle.
+ *
+ * Ownership: the pool is reference-counted. rlm_pool_new's caller holds one
+ * reference, dropped by rlm_pool_free; each handle made from it holds
+ * another until rlm_free, so the pool may be freed before its handles.
+ * Threads: rlm_new_in, rlm_pool_inputs and rlm_pool_free may be called
+ * from any thread at once; rlm_pool_add_input and rlm_pool_errmsg are for
+ * the thread that sets the pool up, before its handles run. */
+
+typedef struct rlm_pool rlm_pool;
+
+/* Makes a pool from a copy of cfg (NULL: the defaults) and starts its
+ * dispatchers and zygote. *out is set even on failure, so the reason can be
+ * read with rlm_pool_errmsg before rlm_pool_free (it is NULL only when out
+ * of memory). RLM_ERR_USAGE for a bad endpoint, RLM_ERR_SANDBOX when no
+ * sandbox process can be started. */
+rlm_status rlm_pool_new(const rlm_config *cfg, rlm_pool **out);
+void rlm_pool_free(rlm_pool *pool);
+
+/* Why the last rlm_pool_new or rlm_pool_add_input failed ("" if none). */
+const char *rlm_pool_errmsg(const rlm_pool *pool);
+
+/* Warnings from loading the named inputs (files skipped, invalid UTF-8),
+ * one per line; "" when none. Borrowed. */
+const char *rlm_pool_warnings(const rlm_pool *pool);
+
+/* Loads `arg` (anything rlm_add_context takes but "-": a file, a directory,
+ * a glob, JSON, JSONL; the pool config's input options and roots apply)
+ * once, as the named input `name` (1-64 letters, digits, '.', '_', '-').
+ * Its zygote is started with it in memory, and what the root will be told
+ * about it is made once. RLM_ERR_USAGE for a bad or taken name,
+ * RLM_ERR_INPUT when it cannot be read (or is a .json that does not parse),
+ * RLM_ERR_SANDBOX when its zygote cannot be started. */
+rlm_status rlm_pool_add_input(rlm_pool *pool, const char *name, const char *arg);
+
+/* The named inputs as JSON: [{"name", "documents", "bytes", "tokens" (an
+ * estimate), "direct" (small enough to be answered by one call)}], in the
+ * order they were added. *out is the caller's (rlm_string_free). */
+rlm_status rlm_pool_inputs(const rlm_pool *pool, char **out);
+
+/* rlm_new for a handle whose runs go through pool: its dispatchers, its
+ * zygote, its named inputs. cfg NULL: the pool's config. A cfg whose
+ * dispatcher or sandbox options (listed above) differ from the pool's is
+ * refused with RLM_ERR_USAGE naming the first. The handle's report counts
+ * max_in_flight over the whole pool. */
+rlm_status rlm_new_in(rlm_pool *pool, const rlm_config *cfg, rlm **out);
+
+/* Makes the pool's named input `name` r's `context` (NULL: none again).
+ * The handle's own inputs (rlm_add_context, rlm_set_context_*), if any,
+ * then come after it as `context_1`. Its sandbox is forked from the
+ * input's zygote, nothing is read again. In a conversation the input is
+ * added as its path, like rlm_add_context (the conversation's zygote loads
+ * its own copy, and a saved session reads it again when continued).
+ * RLM_ERR_USAGE when r was not made from a pool or the pool has no such
+ * input. */
+rlm_status rlm_use_input(rlm *r, const char *name);
 
 /* ---- Conversations ------------------------------------------------------ */
 
@@ -431,6 +535,13 @@ void rlm_cancel(rlm *r);
  * Returns RLM_OK (also when r is already a conversation), or RLM_ERR_USAGE
  * for a handle that failed to open. */
 rlm_status rlm_begin_conversation(rlm *r);
+
+/* 1 when r is a conversation that has answered no question yet — a new
+ * session, or an in-memory conversation before its first rlm_ask — else 0
+ * (also when r is no conversation). A front end that is sent the whole
+ * history each time (as OpenAI's API does) reads the earlier messages as
+ * the input only then. */
+int rlm_conversation_is_new(const rlm *r);
 
 /* ---- Sessions on disk, as a whole --------------------------------------------
  *

@@ -5,8 +5,7 @@
  * rlm_config_*; these are what the rest of the library reads a
  * configuration with.
  *
- * Ownership: config_copy returns a configuration freed by rlm_config_free;
- * config_json a new reference (json_decref). Strings come from
+ * Ownership: config_json a new reference (json_decref). Strings come from
  * rlm_config_get, borrowed from the configuration. */
 #ifndef RLM_CONFIG_H
 #define RLM_CONFIG_H
@@ -14,9 +13,6 @@
 #include <jansson.h>
 
 #include "rlm.h"
-
-/* A copy of cfg (NULL: the defaults). NULL when out of memory. */
-rlm_config *config_copy(const rlm_config *cfg);
 
 /* The value of key as a number; 0 when it is empty or not one (the table's
  * check makes that an unset option). */

@@ -15,6 +15,7 @@
 #include "prompt.h"
 #include "reply.h"
 #include "sandbox.h"
+#include "sandbox_spawn.h"
 #include "engine_internal.h"
 #include "tokens.h"
 #include "utf8.h"
@@ -811,6 +812,116 @@ static turn_result engine_turn(engine *e, int *empty_replies, int last)
 
 /* ---- the run ------------------------------------------------------------- */
 
+char *engine_describe(const engine_params *p, ingest_set *docs, const context *ctx, char *err,
+                      size_t errlen)
+{
+    const engine_preloaded *pre = p->preloaded;
+    if (pre && !docs && !ctx) {
+        char *d = strdup(pre->description);
+        if (!d)
+            snprintf(err, errlen, "out of memory");
+        return d;
+    }
+    sandbox *sb = NULL;
+    const json_t *summary = NULL;
+    if (docs && ingest_format_of(docs) != INGEST_TEXT) {
+        /* What the root is told of a parsed input comes from the parse. */
+        sandbox_input in = {.context_fd = -1, .data_fd = -1};
+        if (engine_input_open(docs, NULL, &in, err, errlen) != 0)
+            return NULL;
+        sandbox_options so = {
+            .exe_path = p->sandbox_exe, .memory_limit = p->sandbox_memory,
+            .cell_timeout = p->cell_timeout, .output_limit = p->output_limit,
+            .unsafe_no_sandbox = p->unsafe_no_sandbox, .cancel = p->cancel, .factory = p->factory,
+            .context_fd = in.context_fd, .context_len = in.context_len,
+            .context_pack = in.context_pack, .data_fd = in.data_fd, .data_len = in.data_len,
+            .parsed = in.parsed,
+        };
+        int rc = sandbox_start(&so, &sb, err, errlen);
+        engine_input_close(&in, docs);
+        if (rc != 0)
+            return NULL;
+        summary = sandbox_input_summary(sb, 0);
+    }
+    char *d = engine_input_describe(docs, docs ? NULL : ctx, summary);
+    sandbox_free(sb);
+    if (d && pre) {
+        char *both = engine_described_with_named(pre, d);
+        free(d);
+        d = both;
+    }
+    if (!d)
+        snprintf(err, errlen, "out of memory");
+    return d;
+}
+
+int engine_preload(const engine_params *p, const char *name, ingest_set *docs,
+                   engine_preloaded *out, char *err, size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    sandbox_options so = {.exe_path = p->sandbox_exe, .unsafe_no_sandbox = p->unsafe_no_sandbox};
+    sandbox_factory *f = NULL;
+    json_t *summary = NULL;
+    char *description = NULL, *direct = NULL, *own_name = strdup(name);
+    int rc = -1;
+    if (!own_name) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    if (sandbox_factory_new(&so, &f, err, errlen) != 0)
+        goto done;
+    sandbox_input in = {.context_fd = -1, .data_fd = -1};
+    if (engine_input_open(docs, NULL, &in, err, errlen) != 0)
+        goto done;
+    int added = sandbox_factory_add_input(f, "context", &in, err, errlen);
+    engine_input_close(&in, docs);
+    if (added != 0) {
+        rc = added == -2 ? -2 : -1;
+        goto done;
+    }
+    /* The description of a parsed input comes from the zygote's parse. */
+    char copy_name[64];
+    sandbox_input copy;
+    if (sandbox_factory_input_copy(f, 0, copy_name, sizeof copy_name, &copy, &summary, err,
+                                   errlen) != 0)
+        goto done;
+    sandbox_input_close(&copy);
+    description = engine_input_describe(docs, NULL, summary);
+    size_t tokens = 0;
+    const ingest_doc *d = ingest_docs(docs);
+    for (size_t i = 0; i < ingest_count(docs); i++)
+        tokens += tokens_estimate(d[i].len, tokens_kind_of_name(d[i].name));
+    /* Small enough to be answered by one call: its text is kept for that. */
+    if (tokens < p->direct_threshold)
+        direct = engine_direct_text(docs, NULL);
+    if (!description || (tokens < p->direct_threshold && !direct)) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    *out = (engine_preloaded){.factory = f, .name = own_name, .description = description,
+                              .tokens = tokens, .bytes = ingest_total_bytes(docs),
+                              .documents = ingest_count(docs), .direct_text = direct};
+    f = NULL;
+    own_name = description = direct = NULL;
+    rc = 0;
+done:
+    json_decref(summary);
+    sandbox_factory_free(f);
+    free(own_name);
+    free(description);
+    free(direct);
+    return rc;
+}
+
+void engine_preloaded_clear(engine_preloaded *pre)
+{
+    sandbox_factory_free(pre->factory);
+    free((char *)pre->name);
+    free((char *)pre->description);
+    free((char *)pre->direct_text);
+    memset(pre, 0, sizeof *pre);
+}
+
 /* The one last request for the best answer so far, after the turns or a
  * budget ran out. `message` is taken (the user message that asks for it). */
 static void engine_last_request(engine *e, char *ask, int *empty_replies, const char *why)
@@ -832,31 +943,32 @@ static void engine_last_request(engine *e, char *ask, int *empty_replies, const 
 /* Estimated tokens of the whole input, per kind of text. */
 static size_t engine_input_tokens(const engine_params *p, const context *ctx)
 {
+    size_t named = p->preloaded ? p->preloaded->tokens : 0;
     if (!p->docs)
-        return ctx ? tokens_estimate(context_len(ctx), TOKENS_PROSE) : 0;
+        return named + (ctx ? tokens_estimate(context_len(ctx), TOKENS_PROSE) : 0);
     size_t total = 0;
     const ingest_doc *docs = ingest_docs(p->docs);
     for (size_t i = 0; i < ingest_count(p->docs); i++)
         total += tokens_estimate(docs[i].len, tokens_kind_of_name(docs[i].name));
-    return total;
+    return named + total;
 }
 
 /* The user message of direct mode: the whole input between markers (each
  * document under its name), then the question. NULL when out of memory. */
-static char *engine_direct_message(const engine_params *p, const context *ctx, const char *question)
+char *engine_direct_text(ingest_set *docs, const context *ctx)
 {
     buf b;
-    buf_init(&b, SIZE_MAX / 2);
-    buf_puts(&b, "<input>\n");
-    if (p->docs) {
-        ingest_validate(p->docs);   /* a file that shrank is cut, never read past its end */
-        const ingest_doc *docs = ingest_docs(p->docs);
-        size_t n = ingest_count(p->docs);
+    buf_init(&b, SIZE_MAX / 2);   /* bounded by the input, which direct mode keeps small */
+    buf_puts(&b, "");
+    if (docs) {
+        ingest_validate(docs);   /* a file that shrank is cut, never read past its end */
+        const ingest_doc *d = ingest_docs(docs);
+        size_t n = ingest_count(docs);
         for (size_t i = 0; i < n; i++) {
-            if (n > 1 || ingest_kind_of(p->docs) != INGEST_STR)
-                buf_printf(&b, "=== %s ===\n", docs[i].name);
+            if (n > 1 || ingest_kind_of(docs) != INGEST_STR)
+                buf_printf(&b, "=== %s ===\n", d[i].name);
             size_t clean_len = 0;
-            char *clean = utf8_sanitize(docs[i].data ? docs[i].data : "", docs[i].len, &clean_len);
+            char *clean = utf8_sanitize(d[i].data ? d[i].data : "", d[i].len, &clean_len);
             if (clean)
                 buf_append(&b, clean, clean_len);
             free(clean);
@@ -870,7 +982,19 @@ static char *engine_direct_message(const engine_params *p, const context *ctx, c
         free(clean);
         buf_puts(&b, "\n");
     }
-    buf_printf(&b, "</input>\n\nQuestion: %s", question);
+    return b.data ? buf_take(&b) : NULL;
+}
+
+static char *engine_direct_message(const engine_params *p, const context *ctx, const char *question)
+{
+    char *own = p->preloaded ? NULL : engine_direct_text(p->docs, ctx);
+    const char *text = p->preloaded ? p->preloaded->direct_text : own;
+    if (!text)
+        return NULL;
+    buf b;
+    buf_init(&b, SIZE_MAX / 2);   /* the input and the question, both bounded upstream */
+    buf_printf(&b, "<input>\n%s</input>\n\nQuestion: %s", text, question);
+    free(own);
     return b.data ? buf_take(&b) : NULL;
 }
 
@@ -975,7 +1099,7 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
     out->depth_reached = level;
     engine e = {.p = p, .calls = c, .trace = t, .st = level == 1 ? p->state : NULL,
                 .question = question, .node = strdup(node), .parent = parent ? parent->node : NULL, .level = level,
-                .factory = parent ? parent->factory : NULL,
+                .factory = parent ? parent->factory : p->factory,
                 .progress = progress, .progress_data = userdata, .out = out, .start = clock_now(),
                 .deadline = parent ? parent->cell_deadline : 0};
     if (parent) {
@@ -997,12 +1121,15 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
         return out->status;
     }
 
+    const engine_preloaded *pre = st || level > 1 ? NULL : p->preloaded;
     size_t bytes = docs ? ingest_total_bytes(docs) : ctx && !st ? context_len(ctx) : 0;
+    size_t documents = docs ? ingest_count(docs) : ctx != NULL && !st;
     engine_event(&e, "question",
-                 json_pack("{s:s,s:s?,s:I,s:I,s:i}", "question", question, "context",
+                 json_pack("{s:s,s:s?,s:I,s:I,s:i,s:s?}", "question", question, "context",
                            ctx && !docs && !st ? context_name(ctx) : NULL, "context_bytes",
-                           (json_int_t)bytes, "documents",
-                           (json_int_t)(docs ? ingest_count(docs) : ctx != NULL && !st), "depth", level));
+                           (json_int_t)(bytes + (pre ? pre->bytes : 0)), "documents",
+                           (json_int_t)(documents + (pre ? pre->documents : 0)), "depth", level,
+                           "named_input", pre ? pre->name : NULL));
     if (st) {
         number = st->questions + 1;
         if (st->store && session_begin_question(st->store, question, &number) != 0)
@@ -1020,7 +1147,17 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
     } else {
         size_t tokens = engine_input_tokens(p, ctx);
         size_t threshold = p->direct_threshold;   /* 0: auto never answers directly */
-        int direct = p->mode == ENGINE_MODE_DIRECT || (p->mode == ENGINE_MODE_AUTO && tokens < threshold);
+        /* A named input is sent whole only alone, and when it was small
+         * enough to keep its text (engine_preloaded.direct_text). */
+        int can_direct = !pre || (pre->direct_text && !docs && !ctx);
+        if (p->mode == ENGINE_MODE_DIRECT && !can_direct) {
+            engine_fail(&e, RLM_ERR_USAGE, "--mode direct: the named input '%s' %s; use --mode rlm "
+                        "or auto", pre->name, docs || ctx ? "comes with another input"
+                                                         : "is too large to send whole");
+            goto done;
+        }
+        int direct = can_direct && (p->mode == ENGINE_MODE_DIRECT ||
+                                    (p->mode == ENGINE_MODE_AUTO && tokens < threshold));
         out->mode = direct ? "direct" : "rlm";
         engine_event(&e, "mode", json_pack("{s:s,s:s,s:I,s:I}", "mode", out->mode, "requested",
                                           p->mode == ENGINE_MODE_DIRECT ? "direct"
@@ -1038,6 +1175,11 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
             engine_direct(&e, ctx, question);
             goto done;
         }
+        if (pre) {
+            if (engine_start_preloaded(&e, docs, docs ? NULL : ctx, question) != 0)
+                goto done;
+            goto started;
+        }
         /* A text input is described before its sandbox starts: the
          * description reads every page, which the host then drops, so host
          * and sandbox never hold the input at once. A parsed input (JSON) is
@@ -1054,7 +1196,8 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
             goto done;
     }
 
-    if (level == 1 && engine_max_depth(p) > 1)
+started:
+    if (level == 1 && engine_max_depth(p) > 1 && !p->factory)
         engine_start_factory(&e);
 
     int empty_replies = 0;
@@ -1114,7 +1257,8 @@ done:
     sandbox_free(e.sb);
     engine_gate_release(&e);
     if (level == 1) {
-        sandbox_factory_free(e.factory);
+        if (e.factory != p->factory)
+            sandbox_factory_free(e.factory);   /* the run's own, not the pool's */
         pthread_cond_destroy(&e.own_gate.changed);
         pthread_mutex_destroy(&e.own_gate.lock);
     }

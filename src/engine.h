@@ -33,6 +33,20 @@ enum { ENGINE_MODE_AUTO = 0, ENGINE_MODE_RLM = 1, ENGINE_MODE_DIRECT = 2 };
 /* Bytes of data a conversation's question may leave for the next. */
 #define ENGINE_SNAPSHOT_MAX ((size_t)256 << 20)
 
+/* A pool's named input (rlm_pool_add_input), already in the memory of its
+ * zygote: every run that uses it forks its sandbox from `factory`, where the
+ * input is `context`, so its bytes are loaded once however many runs use it
+ * at once. The rest describes it, made once when it was loaded. */
+typedef struct engine_preloaded {
+    struct sandbox_factory *factory; /* holds the input as its one input */
+    const char *name;           /* the input's name in the pool */
+    const char *description;    /* what the root is told about it */
+    size_t tokens;              /* its estimated tokens (mode auto) */
+    size_t bytes, documents;
+    const char *direct_text;    /* the input as direct mode sends it, or NULL when it is
+                                   too large to be answered by one call */
+} engine_preloaded;
+
 typedef struct engine_params {
     const char *model;          /* root model */
     const char *sub_model;      /* model for llm_query when the code names none */
@@ -94,6 +108,14 @@ typedef struct engine_params {
      * to the next engine_run, and the inputs come from the state (ctx and
      * docs are then ignored). */
     struct engine_state *state;
+    /* A pool's zygote (rlm_pool): the top RLM's sandbox and every child's
+     * are forked from it. NULL: the top sandbox is spawned and children fork
+     * from a zygote of the run's own (max_depth > 1). Borrowed. */
+    struct sandbox_factory *factory;
+    /* A pool's named input, or NULL. Set, it is `context`, and the run's
+     * own input (docs or ctx), when there is one, is `context_1`. Not with
+     * a conversation (state). Borrowed. */
+    const engine_preloaded *preloaded;
 } engine_params;
 
 typedef struct engine_outcome {
@@ -139,6 +161,32 @@ rlm_status engine_run(const engine_params *p, calls *c, trace *t, const context 
                       engine_outcome *out);
 
 void engine_outcome_clear(engine_outcome *out);
+
+/* Makes a named input for a pool (rlm_pool_add_input): a zygote of its own
+ * (with p's sandbox_exe and unsafe_no_sandbox) with docs loaded as its
+ * `context`, the description the root will be told (a parsed input's from
+ * the zygote's parse), its estimated tokens and, when they are under
+ * p->direct_threshold, its text for direct mode. docs is borrowed: nothing
+ * in *out points into it (the zygote holds descriptors of its own, the text
+ * is a copy), so it may be freed at once. 0 with *out filled (the caller's,
+ * released by engine_preloaded_clear), or -1 with err; -2 when the input
+ * itself is at fault (a .json that does not parse). */
+int engine_preload(const engine_params *p, const char *name, ingest_set *docs,
+                   engine_preloaded *out, char *err, size_t errlen);
+void engine_preloaded_clear(engine_preloaded *pre);
+
+/* The input as direct mode sends it to the model: the text (invalid UTF-8
+ * replaced), each document under a "=== NAME ===" line when there are
+ * several. docs wins over ctx; both NULL: "". NULL when out of memory. */
+char *engine_direct_text(ingest_set *docs, const context *ctx);
+
+/* What the root model would be told about the input of a run with p and
+ * docs (or ctx): the description its first message holds, the named input
+ * (p->preloaded) first when there is one. A parsed input (JSON, JSON lines)
+ * is described from what a sandbox finds when it parses it: one is started
+ * for that, and stopped. NULL with err set. */
+char *engine_describe(const engine_params *p, ingest_set *docs, const context *ctx, char *err,
+                      size_t errlen);
 
 /* ---- conversations -------------------------------------------------------
  *

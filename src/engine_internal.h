@@ -219,6 +219,14 @@ void engine_input_problems(engine *e, const json_t *summary);
 int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx,
                          sandbox_factory *inputs_from);
 int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const char *question);
+/* A run on a pool's named input (engine_params.preloaded): its sandbox is
+ * forked from the zygote holding the input, the run's own input (if any)
+ * added as context_1, and the first messages describe both. 0, or -1 with
+ * the outcome set. */
+int engine_start_preloaded(engine *e, ingest_set *docs, const context *ctx, const char *question);
+/* The description of a named input and of a run's own input after it
+ * (context_1). NULL when out of memory. */
+char *engine_described_with_named(const engine_preloaded *pre, const char *own);
 /* The system prompt of e's run: the user's template (system_prompt) or
  * rlm's, filled with description for {context_description}; *described
  * says it holds the description (the first message then leaves it out).

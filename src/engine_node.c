@@ -8,6 +8,7 @@
  * call down into it; it calls none of them. */
 #include <limits.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -523,6 +524,17 @@ char *engine_system_prompt(const engine *e, const char *description, int *descri
                   : prompt_system(e->p->max_iterations);
 }
 
+/* The system prompt and the first question, for an input described so. */
+static int engine_open_messages(engine *e, const char *description, const char *question)
+{
+    int described;
+    int rc = engine_push(e, "system", engine_system_prompt(e, description, &described));
+    if (rc == 0)
+        rc = engine_push(e, "user", prompt_first_user(described ? "" : description, question,
+                                                      e->p->max_iterations));
+    return rc;
+}
+
 /* The system prompt and the first question. A parsed input is described from
  * the summary of the sandbox that parsed it (started first for that reason). */
 int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const char *question)
@@ -531,11 +543,56 @@ int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const
     char *description = engine_input_describe(docs, ctx, e->sb ? sandbox_input_summary(e->sb, 0) : NULL);
     if (!description)
         return -1;
-    int described;
-    int rc = engine_push(e, "system", engine_system_prompt(e, description, &described));
-    if (rc == 0)
-        rc = engine_push(e, "user", prompt_first_user(described ? "" : description, question,
-                                                      e->p->max_iterations));
+    int rc = engine_open_messages(e, description, question);
     free(description);
+    return rc;
+}
+
+char *engine_described_with_named(const engine_preloaded *pre, const char *own)
+{
+    buf b;
+    buf_init(&b, SIZE_MAX / 2);   /* two descriptions, each bounded (describe.h) */
+    buf_printf(&b, "%s\nThe variable `context_1` holds another input:\n%s", pre->description, own);
+    return b.data ? buf_take(&b) : NULL;
+}
+
+/* A run on a pool's named input (engine_params.preloaded): its sandbox is
+ * forked from the zygote that holds the input already, the run's own input
+ * (if any) is added as context_1, and the root is told about both, the
+ * named one from the description made when it was loaded. 0, or -1 with
+ * the outcome set. */
+int engine_start_preloaded(engine *e, ingest_set *docs, const context *ctx,
+                                  const char *question)
+{
+    const engine_preloaded *pre = e->p->preloaded;
+    if (engine_start_sandbox(e, NULL, NULL, pre->factory) != 0)
+        return -1;
+    char *own = NULL;
+    if (docs || ctx) {
+        sandbox_input si;
+        char err[1024];
+        engine_check_inputs(e);
+        int rc = engine_input_open(docs, ctx, &si, err, sizeof err);
+        if (rc == 0) {
+            rc = sandbox_add_input(e->sb, "context_1", &si, err, sizeof err);
+            engine_input_close(&si, docs);
+        }
+        if (rc != 0) {
+            engine_fail(e, RLM_ERR_INPUT, rc == -2 ? "input: %s" : "cannot load an input: %s", err);
+            return -1;
+        }
+        engine_input_problems(e, sandbox_input_summary(e->sb, 1));
+        char *d = engine_input_describe(docs, ctx, sandbox_input_summary(e->sb, 1));
+        own = d ? engine_described_with_named(pre, d) : NULL;
+        free(d);
+        if (!own) {
+            engine_fail(e, RLM_ERR_NOMEM, "out of memory");
+            return -1;
+        }
+    }
+    int rc = engine_open_messages(e, own ? own : pre->description, question);
+    free(own);
+    if (rc != 0)
+        engine_fail(e, RLM_ERR_NOMEM, "out of memory");
     return rc;
 }

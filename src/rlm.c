@@ -27,6 +27,7 @@
 #include "frame.h"
 #include "ingest.h"
 #include "lm.h"
+#include "pool.h"
 #include "pricing.h"
 #include "prompt.h"
 #include "sandbox.h"
@@ -54,8 +55,13 @@ typedef struct rlm_input {
 
 struct rlm {
     rlm_config *cfg;           /* our copy */
-    lm *lm;
+    rlm_pool *pool;            /* a reference, when made by rlm_new_in; NULL: on its own */
+    lm *lm;                    /* the pool's, or the handle's own */
     lm *sub_lm;                /* a second endpoint for sub-calls, or NULL */
+    const engine_preloaded *named;   /* the pool's named input (rlm_use_input), or NULL */
+    const char *named_arg;     /* what it was read from (the pool's string) */
+    char **roots;              /* the roots option, resolved (ingest confines to them) */
+    size_t n_roots;
     pricing *prices;
     cache *cache;
     json_t *key_options;       /* request options that change replies: part of cache keys */
@@ -144,62 +150,23 @@ static rlm_status rlm_load_prices(rlm *r)
     return RLM_OK;
 }
 
-/* Request options that change what a model replies, for lm_options and the cache key. */
-static rlm_status rlm_request_options(rlm *r, lm_options *lo)
+/* Request options that change what a model replies: part of the cache key
+ * (the dispatchers send them, pool_dispatchers_new). */
+static rlm_status rlm_request_options(rlm *r)
 {
     r->key_options = json_object();
     if (!r->key_options)
         return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
     const char *v;
-    if ((v = rlm_config_get(r->cfg, "max_output_tokens"))[0]) {
-        lo->max_tokens = config_long(r->cfg, "max_output_tokens");
-        json_object_set_new(r->key_options, "max_output_tokens", json_integer(lo->max_tokens));
-    }
-    if ((v = rlm_config_get(r->cfg, "reasoning_effort"))[0]) {
-        lo->reasoning_effort = v;
+    if ((v = rlm_config_get(r->cfg, "max_output_tokens"))[0])
+        json_object_set_new(r->key_options, "max_output_tokens",
+                            json_integer(config_long(r->cfg, "max_output_tokens")));
+    if ((v = rlm_config_get(r->cfg, "reasoning_effort"))[0])
         json_object_set_new(r->key_options, "reasoning_effort", json_string(v));
-    }
-    if ((v = rlm_config_get(r->cfg, "temperature"))[0]) {
-        lo->send_temperature = 1;
-        lo->temperature = config_double(r->cfg, "temperature");
-        json_object_set_new(r->key_options, "temperature", json_real(lo->temperature));
-    }
+    if ((v = rlm_config_get(r->cfg, "temperature"))[0])
+        json_object_set_new(r->key_options, "temperature",
+                            json_real(config_double(r->cfg, "temperature")));
     return RLM_OK;
-}
-
-/* Splits a comma-separated base_url into lo->base_url and its extra URLs
- * (strings in *storage, freed by the caller after lm_new, which copies them). */
-static int split_base_urls(const char *value, char **storage, const char **urls, lm_options *lo)
-{
-    *storage = strdup(value);
-    if (!*storage)
-        return -1;
-    size_t n = 0;
-    for (char *p = *storage; p && n < MAX_BASE_URLS;) {
-        urls[n++] = p;
-        char *comma = strchr(p, ',');
-        if (comma)
-            *comma++ = '\0';
-        p = comma;
-    }
-    lo->base_url = urls[0];
-    lo->extra_base_urls = n > 1 ? urls + 1 : NULL;
-    lo->n_extra_base_urls = n - 1;
-    return 0;
-}
-
-static lm *rlm_start_lm(rlm *r, const lm_options *base, const char *urls_value, char *err, size_t errlen)
-{
-    lm_options lo = *base;
-    char *storage = NULL;
-    const char *urls[MAX_BASE_URLS];
-    if (split_base_urls(urls_value, &storage, urls, &lo) != 0) {
-        snprintf(err, errlen, "out of memory");
-        return NULL;
-    }
-    lm *m = lm_new(&lo, err, errlen);
-    free(storage);
-    return m;
 }
 
 /* The response cache, if asked for. Trouble opening it is a warning: the
@@ -258,16 +225,58 @@ static rlm_status rlm_open_session(rlm *r)
     return RLM_OK;
 }
 
+static size_t split_globs(char *list, const char **out, size_t max);
+
+/* The roots option resolved into r->roots (ingest confines inputs to them). */
+static rlm_status rlm_resolve_roots(rlm *r)
+{
+    const char *value = rlm_config_get(r->cfg, "roots");
+    char *list = strdup(value);
+    if (!list)
+        return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+    const char *dirs[256];
+    size_t n = split_globs(list, dirs, 256);
+    rlm_status st = RLM_OK;
+    if (n && !(r->roots = calloc(n, sizeof *r->roots)))
+        st = rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; st == RLM_OK && i < n; i++) {
+        char resolved[PATH_MAX], err[PATH_MAX + 128];
+        if (ingest_root_resolve(dirs[i], resolved, sizeof resolved, err, sizeof err) != 0)
+            st = rlm_error(r, RLM_ERR_INPUT, "roots: %s", err);
+        else if (!(r->roots[r->n_roots++] = strdup(resolved)))
+            st = rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+    }
+    free(list);
+    return st;
+}
+
 rlm_status rlm_new(const rlm_config *cfg, rlm **out)
+{
+    return rlm_new_in(NULL, cfg, out);
+}
+
+rlm_status rlm_new_in(rlm_pool *pool, const rlm_config *cfg, rlm **out)
 {
     rlm *r = calloc(1, sizeof *r);
     *out = r;
     if (!r)
         return RLM_ERR_NOMEM;
     buf_init(&r->warnings, MAX_WARNINGS_BYTES);
-    r->cfg = config_copy(cfg);
+    r->cfg = rlm_config_copy(cfg ? cfg : pool ? pool_config(pool) : NULL);
     if (!r->cfg)
         return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+    if (pool) {
+        /* The pool's dispatchers and zygote serve every handle made from it:
+         * a handle cannot ask for another endpoint or sandbox. */
+        for (const char *const *k = pool_fixed_keys; *k; k++)
+            if (strcmp(rlm_config_get(r->cfg, *k), rlm_config_get(pool_config(pool), *k)) != 0)
+                return rlm_error(r, RLM_ERR_USAGE, "%s differs from the pool's: a handle made from "
+                                 "a pool uses its endpoint and sandbox", *k);
+        r->pool = pool_hold(pool);
+    }
+    rlm_status roots_st = rlm_resolve_roots(r);
+    if (roots_st != RLM_OK)
+        return roots_st;
     r->sandbox_exe = sandbox_find_exe(rlm_config_get(r->cfg, "sandbox_exe"));
     if (!r->sandbox_exe)
         return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
@@ -323,38 +332,17 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
     if ((st = rlm_open_session(r)) != RLM_OK)
         return st;
 
-    lm_options lo = {
-        .api_key = rlm_config_get(r->cfg, "api_key"),
-        .concurrency = (int)config_long(r->cfg, "concurrency"),
-        .timeout = config_double(r->cfg, "request_timeout"),
-        .max_retries = (int)config_long(r->cfg, "max_retries"),
-        .provider = rlm_config_get(r->cfg, "provider"),
-        .requests_per_minute = config_double(r->cfg, "rpm"),
-        .tokens_per_minute = config_double(r->cfg, "tpm"),
-        .stall_timeout = config_double(r->cfg, "stall_timeout"),
-        /* A malformed or empty 2xx reply is retried like a 5xx: passing it on
-         * would hand model code a non-answer as if it were one. */
-        .retry_bad_replies = 1,
-    };
-    if (lo.max_retries == 0)
-        lo.max_retries = -1;   /* lm_options: 0 means "default", -1 "none" */
-    if ((st = rlm_request_options(r, &lo)) != RLM_OK)
+    if ((st = rlm_request_options(r)) != RLM_OK)
         return st;
     const char *base_url = rlm_config_get(r->cfg, "base_url");
     const char *sub_base_url = rlm_config_get(r->cfg, "sub_base_url");
     const char *sub_provider = rlm_config_get(r->cfg, "sub_provider");
-    const char *sub_key = rlm_config_get(r->cfg, "sub_api_key");
-    r->lm = rlm_start_lm(r, &lo, base_url, err, sizeof err);
-    if (!r->lm)
-        return rlm_error(r, RLM_ERR_INTERNAL, "cannot start the model dispatcher: %s", err);
-    if (strcmp(sub_base_url, base_url) != 0 || strcmp(sub_provider, lo.provider) != 0 || sub_key[0]) {
-        /* The root's key follows sub-calls only to the hosts it was given for. */
-        lm_options so = lo;
-        so.provider = sub_provider;
-        so.api_key = sub_key[0] ? sub_key : endpoint_list_within(sub_base_url, base_url) ? lo.api_key : "";
-        r->sub_lm = rlm_start_lm(r, &so, sub_base_url, err, sizeof err);
-        if (!r->sub_lm)
-            return rlm_error(r, RLM_ERR_INTERNAL, "cannot start the sub-call dispatcher: %s", err);
+    if (r->pool) {
+        r->lm = pool_root_lm(r->pool);
+        r->sub_lm = pool_sub_lm(r->pool);
+        p->factory = pool_factory(r->pool);
+    } else if (pool_dispatchers_new(r->cfg, &r->lm, &r->sub_lm, err, sizeof err) != 0) {
+        return rlm_error(r, RLM_ERR_INTERNAL, "%s", err);
     }
 
     json_t *start = json_pack("{s:s,s:o,s:s}", "version", RLM_VERSION, "config", config_json(r->cfg),
@@ -365,7 +353,7 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
     calls_options co = {
         .root_lm = r->lm,
         .sub_lm = r->sub_lm,
-        .provider = lo.provider,
+        .provider = rlm_config_get(r->cfg, "provider"),
         .sub_provider = sub_provider,
         .root_base_url = base_url,
         .sub_base_url = sub_base_url,
@@ -384,7 +372,8 @@ rlm_status rlm_new(const rlm_config *cfg, rlm **out)
         .warn_data = r,
     };
     if (calls_new(&co, &r->calls, err, sizeof err) != 0) {
-        lm_free(r->lm);
+        if (!r->pool)
+            lm_free(r->lm);
         r->lm = NULL;   /* the handle is unusable: rlm_ask refuses it */
         return rlm_error(r, RLM_ERR_INPUT, "%s", err);
     }
@@ -407,8 +396,14 @@ void rlm_free(rlm *r)
     free(r->inputs);
     json_decref(r->recorded);
     calls_free(r->calls);
-    lm_free(r->lm);
-    lm_free(r->sub_lm);
+    if (!r->pool) {
+        lm_free(r->lm);
+        lm_free(r->sub_lm);
+    }
+    pool_release(r->pool);
+    for (size_t i = 0; i < r->n_roots; i++)
+        free(r->roots[i]);
+    free(r->roots);
     cache_close(r->cache);
     pricing_free(r->prices);
     json_decref(r->key_options);
@@ -459,6 +454,25 @@ static void rlm_clear_docs(rlm *r)
 static int context_arg_exists(rlm *r, const char *arg)
 {
     struct stat st;
+    if (r->n_roots) {
+        /* Confined: the answer must not tell what lies outside the roots. */
+        const char *const *roots = (const char *const *)r->roots;
+        int inside = strcmp(arg, "-") != 0 && ingest_path_within(arg, roots, r->n_roots);
+        if (!inside && strcmp(arg, "-") != 0 && strpbrk(arg, "*?[")) {
+            glob_t g;
+            if (glob(arg, 0, NULL, &g) == 0) {
+                for (size_t i = 0; i < g.gl_pathc && !inside; i++)
+                    inside = ingest_path_within(g.gl_pathv[i], roots, r->n_roots);
+                globfree(&g);
+            }
+        }
+        if (inside)
+            return 0;
+        rlm_error(r, RLM_ERR_INPUT, "context '%s': %s", arg, strcmp(arg, "-") == 0
+                  ? "stdin is not an input when inputs are confined to roots"
+                  : "not found inside the allowed roots");
+        return -1;
+    }
     if (strcmp(arg, "-") == 0 || stat(arg, &st) == 0)
         return 0;
     int e = errno;
@@ -608,6 +622,8 @@ static rlm_status rlm_ingest(rlm *r, const char *const *args, const int *fds, si
     opt.jsonl_field = field[0] ? field : NULL;
     opt.cancel = &r->cancelled;   /* a pipe waiting for its writer, stdin: Ctrl-C ends the wait */
     opt.fds = fds;
+    opt.roots = (const char *const *)r->roots;
+    opt.n_roots = r->n_roots;
     /* The set has one reading, so a reading by extension needs every
      * argument to have it. */
     if (!opt.jsonl_field && all_end_with(args, n_args, ".jsonl")) {
@@ -727,6 +743,114 @@ void rlm_cancel(rlm *r)
         r->cancelled = 1;
 }
 
+rlm_status rlm_use_input(rlm *r, const char *name)
+{
+    if (!name) {
+        r->named = NULL;
+        r->named_arg = NULL;
+        return RLM_OK;
+    }
+    if (!r->pool)
+        return rlm_error(r, RLM_ERR_USAGE, "input '%s': this handle was not made from a pool "
+                         "(rlm_new_in)", name);
+    const char *arg = NULL;
+    const engine_preloaded *pre = pool_input(r->pool, name, &arg);
+    if (!pre)
+        return rlm_error(r, RLM_ERR_USAGE, "the pool has no input named '%s'", name);
+    r->named = pre;
+    r->named_arg = arg;
+    return RLM_OK;
+}
+
+rlm_status rlm_describe(rlm *r, char **out)
+{
+    *out = NULL;
+    if (!r->lm || !r->calls)
+        return rlm_error(r, RLM_ERR_USAGE, "this handle failed to open");
+    r->cancelled = 0;
+    if (r->n_ctx_args && !r->docs) {
+        rlm_status st = rlm_load_docs(r);
+        if (st != RLM_OK)
+            return st;
+    }
+    engine_params p = r->params;
+    p.preloaded = r->named;
+    char err[1024];
+    *out = engine_describe(&p, r->docs, r->docs ? NULL : r->ctx, err, sizeof err);
+    return *out ? RLM_OK : rlm_error(r, RLM_ERR_INPUT, "cannot describe the input: %s", err);
+}
+
+/* A named input's name: 1-64 of [A-Za-z0-9._-]. */
+static int input_name_valid(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* Design note. A named input is read through a handle of the pool (the
+ * handle's ingest: the config's input options, roots, warnings), then made
+ * into a zygote holding it (engine_preload). The handle and its document
+ * set go away afterwards: the zygote holds descriptors of its own, and
+ * every run that uses the input forks from it. The handle's config is the
+ * pool's without the per-run files a handle would open (trace, record,
+ * replay, session), which loading must never touch. */
+rlm_status rlm_pool_add_input(rlm_pool *pool, const char *name, const char *arg)
+{
+    char msg[2600];
+    if (!name || !input_name_valid(name)) {
+        snprintf(msg, sizeof msg, "bad input name '%.100s': use 1-64 letters, digits, '.', '_' "
+                 "and '-'", name ? name : "(null)");
+        pool_set_error(pool, msg);
+        return RLM_ERR_USAGE;
+    }
+    if (!arg || !arg[0] || strcmp(arg, "-") == 0) {
+        snprintf(msg, sizeof msg, "input '%s': give a file, a directory or a glob", name);
+        pool_set_error(pool, msg);
+        return RLM_ERR_USAGE;
+    }
+    if (pool_input(pool, name, NULL)) {
+        snprintf(msg, sizeof msg, "input '%s' is already in the pool", name);
+        pool_set_error(pool, msg);
+        return RLM_ERR_USAGE;
+    }
+    rlm_config *cfg = rlm_config_copy(pool_config(pool));
+    static const char *const per_run[] = {"trace", "record", "replay", "session", "log"};
+    for (size_t i = 0; cfg && i < sizeof per_run / sizeof per_run[0]; i++)
+        rlm_config_set(cfg, per_run[i], NULL);
+    rlm *r = NULL;
+    rlm_status st = cfg ? rlm_new_in(pool, cfg, &r) : RLM_ERR_NOMEM;
+    if (st == RLM_OK)
+        st = rlm_add_context(r, arg);
+    if (st == RLM_OK)
+        st = rlm_load_docs(r);
+    if (st == RLM_OK) {
+        engine_preloaded pre;
+        char err[2048];
+        int rc = engine_preload(&r->params, name, r->docs, &pre, err, sizeof err);
+        if (rc != 0)
+            st = rlm_error(r, rc == -2 ? RLM_ERR_INPUT : RLM_ERR_SANDBOX, "input '%s': %s", name, err);
+        else if (pool_add_input(pool, &pre, arg) != 0)
+            st = RLM_ERR_NOMEM;   /* the pool's message says why */
+    }
+    if (r)
+        pool_add_warnings(pool, rlm_warnings(r));
+    if (st != RLM_OK && st != RLM_ERR_NOMEM) {
+        snprintf(msg, sizeof msg, "%s", r ? rlm_errmsg(r) : "out of memory");
+        pool_set_error(pool, msg);
+    }
+    rlm_free(r);
+    rlm_config_free(cfg);
+    return st;
+}
+
 /* ---- conversations -----------------------------------------------------------
  *
  * The handle owns what the engine state borrows: every input (kept until
@@ -751,6 +875,12 @@ rlm_status rlm_begin_conversation(rlm *r)
     if (!(r->state = engine_state_new(NULL)))
         return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
     return RLM_OK;
+}
+
+int rlm_conversation_is_new(const rlm *r)
+{
+    return r && r->state && engine_state_questions(r->state) == 0 &&
+           (!r->store || session_is_new(r->store));
 }
 
 static const char *session_name(const rlm *r)
@@ -1332,6 +1462,15 @@ rlm_status rlm_ask_len(rlm *r, const char *question, char **answer, size_t *answ
     const char *stream = rlm_config_get(r->cfg, "stream");
     r->params.stream = stream[0] ? stream[0] == '1' : r->progress != NULL || r->events.fn != NULL;
 
+    if (r->state && r->named) {
+        /* A conversation loads its own copy of a named input, by its path,
+         * so that a saved session reads it again when continued. */
+        rlm_status st = add_input(r, r->named_arg, -1);
+        r->named = NULL;
+        if (st != RLM_OK)
+            return st;
+    }
+    r->params.preloaded = r->state ? NULL : r->named;
     if (r->state) {
         rlm_status st = conversation_prepare(r);
         if (st != RLM_OK)

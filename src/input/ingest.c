@@ -15,8 +15,11 @@
 #include <string.h>
 #include <poll.h>
 #include <stdint.h>
+#include <linux/openat2.h>
+#include <limits.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "gitignore.h"
@@ -121,6 +124,85 @@ void ingest_options_init(ingest_options *opt)
     opt->max_depth = 128;
     opt->max_problems = 1000;
 }
+
+/* --- confinement to roots ------------------------------------------------
+ *
+ * Design note. A path is checked and then used, and between the two a
+ * directory on it may be swapped for a symbolic link to elsewhere. So the
+ * check resolves the path (realpath: every link followed, no "..") and the
+ * open goes through exactly that resolved text with RESOLVE_NO_SYMLINKS:
+ * if anything on it became a link meanwhile the open fails (ELOOP) rather
+ * than follow it. What is opened is therefore what was checked. Hard links
+ * are files like any other: whoever can make one inside a root could copy
+ * the file there as well. */
+
+static int inside_root(const char *resolved, const char *root)
+{
+    size_t n = strlen(root);
+    if (n == 1 && root[0] == '/')
+        return 1;
+    return strncmp(resolved, root, n) == 0 && (resolved[n] == '\0' || resolved[n] == '/');
+}
+
+int ingest_root_resolve(const char *dir, char *out, size_t outlen, char *err, size_t errlen)
+{
+    char resolved[PATH_MAX];
+    struct stat st;
+    if (!realpath(dir, resolved)) {
+        snprintf(err, errlen, "root '%s': %s", dir, strerror(errno));
+        return -1;
+    }
+    if (stat(resolved, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, errlen, "root '%s' is not a directory", dir);
+        return -1;
+    }
+    if ((size_t)snprintf(out, outlen, "%s", resolved) >= outlen) {
+        snprintf(err, errlen, "root '%s': path too long", dir);
+        return -1;
+    }
+    return 0;
+}
+
+/* path resolved into `resolved` when it lies inside one of the roots. */
+static int resolve_within(const char *path, const char *const *roots, size_t n, char *resolved)
+{
+    if (!realpath(path, resolved))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (inside_root(resolved, roots[i]))
+            return 1;
+    return 0;
+}
+
+int ingest_path_within(const char *path, const char *const *roots, size_t n)
+{
+    char resolved[PATH_MAX];
+    return resolve_within(path, roots, n, resolved);
+}
+
+/* Opens path for the walk: as it is without roots; with them only inside
+ * one, through its resolved text with no link followed. -1 with errno set
+ * (EACCES, and *outside = 1, when it lies outside or does not exist:
+ * the two are not told apart, so a caller confined to roots learns nothing
+ * of the files beyond them). */
+static int walk_open(const walk *w, const char *path, int flags, int *outside)
+{
+    *outside = 0;
+    if (!w->opt->n_roots)
+        return open(path, flags | O_CLOEXEC);
+    char resolved[PATH_MAX];
+    if (!resolve_within(path, w->opt->roots, w->opt->n_roots, resolved)) {
+        *outside = 1;
+        errno = EACCES;
+        return -1;
+    }
+    struct open_how how = {.flags = (uint64_t)(flags | O_CLOEXEC),
+                           .resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS};
+    long fd = syscall(SYS_openat2, AT_FDCWD, resolved, &how, sizeof how);
+    return (int)fd;
+}
+
+#define OUTSIDE_ROOTS "not found inside the allowed roots"
 
 /* Why the first bytes of a file say it is binary, or NULL: a NUL byte in
  * the first SNIFF_BYTES, or the signature of a format that is never text
@@ -368,13 +450,15 @@ static int add_open_file(walk *w, int fd, const char *path, const char *name, in
 
 static int add_file(walk *w, const char *path, const char *name, int sniff, int fatal_open)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int outside;
+    int fd = walk_open(w, path, O_RDONLY, &outside);
     if (fd < 0) {
+        const char *why = outside ? OUTSIDE_ROOTS : strerror(errno);
         if (fatal_open) {
-            snprintf(w->err, w->errlen, "cannot open '%s': %s", path, strerror(errno));
+            snprintf(w->err, w->errlen, "cannot open '%s': %s", path, why);
             return -1;
         }
-        problem(w->s, "skipped '%s': %s", name, strerror(errno));
+        problem(w->s, "skipped '%s': %s", name, why);
         w->skipped++;
         return 0;
     }
@@ -737,7 +821,8 @@ static void load_gitignore(walk *w, const char *dir, const char *rel)
     char path[PATH_MAX_BYTES];
     if ((size_t)snprintf(path, sizeof path, "%s/.gitignore", dir) >= sizeof path)
         return;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    int outside;
+    int fd = walk_open(w, path, O_RDONLY, &outside);
     if (fd < 0)
         return;
     char *text = malloc(GITIGNORE_MAX_BYTES);
@@ -811,9 +896,14 @@ static int walk_entry(walk *w, const char *dir, const char *rel, const char *pre
  * prefix in front). Entries in byte order, so the walk is stable. */
 static int walk_dir(walk *w, const char *dir, const char *rel, const char *prefix, size_t depth)
 {
-    DIR *d = opendir(dir);
+    int outside;
+    int dir_fd = walk_open(w, dir, O_RDONLY | O_DIRECTORY, &outside);
+    DIR *d = dir_fd >= 0 ? fdopendir(dir_fd) : NULL;
     if (!d) {
-        problem(w->s, "skipped directory '%s%s': %s", prefix, rel, strerror(errno));
+        int e = errno;
+        if (dir_fd >= 0)
+            close(dir_fd);
+        problem(w->s, "skipped directory '%s%s': %s", prefix, rel, outside ? OUTSIDE_ROOTS : strerror(e));
         w->skipped++;
         return 0;
     }
@@ -868,6 +958,10 @@ static int add_stream(walk *w, const char *path);
 static int add_path(walk *w, const char *path, int single, int from_glob)
 {
     struct stat st;
+    if (w->opt->n_roots && !ingest_path_within(path, w->opt->roots, w->opt->n_roots)) {
+        snprintf(w->err, w->errlen, "context '%s': " OUTSIDE_ROOTS, path);
+        return -1;
+    }
     if (stat(path, &st) != 0) {
         snprintf(w->err, w->errlen, "context '%s': %s", path, strerror(errno));
         return -1;
@@ -895,9 +989,11 @@ static int add_path(walk *w, const char *path, int single, int from_glob)
      * comes, where no Ctrl-C could reach it); the reads wait instead. */
     int fifo = S_ISFIFO(st.st_mode);
     if (w->opt->jsonl_field) {
-        int fd = open(path, O_RDONLY | O_CLOEXEC | (fifo ? O_NONBLOCK : 0));
+        int outside;
+        int fd = walk_open(w, path, O_RDONLY | (fifo ? O_NONBLOCK : 0), &outside);
         if (fd < 0) {
-            snprintf(w->err, w->errlen, "cannot open '%s': %s", path, strerror(errno));
+            snprintf(w->err, w->errlen, "cannot open '%s': %s", path,
+                     outside ? OUTSIDE_ROOTS : strerror(errno));
             return -1;
         }
         int rc = add_jsonl(w, fd, path);
@@ -913,9 +1009,11 @@ static int add_path(walk *w, const char *path, int single, int from_glob)
  * one document. */
 static int add_stream(walk *w, const char *path)
 {
-    int fd = path ? open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK) : w->opt->stdin_fd;
+    int outside = 0;
+    int fd = path ? walk_open(w, path, O_RDONLY | O_NONBLOCK, &outside) : w->opt->stdin_fd;
     if (fd < 0) {
-        snprintf(w->err, w->errlen, "cannot open '%s': %s", path, strerror(errno));
+        snprintf(w->err, w->errlen, "cannot open '%s': %s", path,
+                 outside ? OUTSIDE_ROOTS : strerror(errno));
         return -1;
     }
     size_t src, len;
@@ -986,6 +1084,10 @@ static int add_argument(walk *w, const char *arg, size_t n_args, int fd)
 {
     if (fd >= 0)
         return add_fd(w, fd, arg);
+    if (!strcmp(arg, "-") && w->opt->n_roots) {
+        snprintf(w->err, w->errlen, "context '-': stdin is not an input when inputs are confined to roots");
+        return -1;
+    }
     if (!strcmp(arg, "-")) {
         if (w->opt->jsonl_field)
             return add_jsonl(w, w->opt->stdin_fd, "<stdin>");
@@ -1001,10 +1103,21 @@ static int add_argument(walk *w, const char *arg, size_t n_args, int fd)
                 globfree(&g);
             return -1;
         }
+        /* Under roots, matches outside them are no matches: the error
+         * below cannot tell what lies beyond the roots. */
         int rc = 0;
-        for (size_t i = 0; i < g.gl_pathc && rc == 0; i++)
+        size_t used = 0;
+        for (size_t i = 0; i < g.gl_pathc && rc == 0; i++) {
+            if (w->opt->n_roots && !ingest_path_within(g.gl_pathv[i], w->opt->roots, w->opt->n_roots))
+                continue;
+            used++;
             rc = add_path(w, g.gl_pathv[i], 0, 1);
+        }
         globfree(&g);
+        if (rc == 0 && used == 0) {
+            snprintf(w->err, w->errlen, "context '%s': no file matches inside the allowed roots", arg);
+            return -1;
+        }
         return rc;
     }
     return add_path(w, arg, n_args == 1, 0);

@@ -33,6 +33,18 @@ typedef struct ingest_options {
      * stops with the error "cancelled" within about 100 ms of *cancel
      * turning nonzero, so Ctrl-C always works. */
     const volatile int *cancel;
+    /* NULL, or n_roots canonical directories (ingest_root_resolve) the
+     * inputs are confined to: every path
+     * an argument names, every match of a glob and every file or directory
+     * a walk reaches is opened only when it resolves (symbolic links
+     * followed) inside one of them, and through exactly the resolved path
+     * (openat2 with RESOLVE_NO_SYMLINKS, so a link swapped in after the
+     * check fails the open instead of escaping). An argument outside is an
+     * error that does not say whether it exists; a walk skips what lies
+     * outside (a problem each); "-" (stdin) is refused. Descriptors given
+     * in fds are the caller's choice and are not checked. */
+    const char *const *roots;
+    size_t n_roots;
     size_t max_files;             /* documents at most (0: 1,000,000) */
     size_t max_depth;             /* directory nesting at most (0: 128) */
     size_t max_problems;          /* problem texts kept (0: 1,000; the rest are counted) */
@@ -42,6 +54,15 @@ typedef struct ingest_set ingest_set;
 
 /* Fills *opt with the defaults above. */
 void ingest_options_init(ingest_options *opt);
+
+/* The canonical form of root directory `dir` for ingest_options.roots
+ * (realpath; it must exist and be a directory): 0 with out filled, or -1
+ * with err set. */
+int ingest_root_resolve(const char *dir, char *out, size_t outlen, char *err, size_t errlen);
+
+/* 1 when path resolves (symbolic links followed) inside one of the n
+ * canonical roots, else 0 (also when it does not exist). */
+int ingest_path_within(const char *path, const char *const *roots, size_t n);
 
 /* Builds the set from n_args arguments. Pipes and FIFOs (a named FIFO,
  * bash's <(cmd) under /dev/fd) are read to their end like "-": into a

@@ -586,6 +586,70 @@ static void test_inputs_by_descriptor(void **state)
     assert_non_null(strstr(err, "records.jsonl"));
 }
 
+/* Inputs confined to roots (ingest_options.roots): what resolves outside,
+ * through a link, "..", a glob or stdin, is refused or skipped, never read,
+ * and the refusal does not say whether the path exists. */
+static void test_roots_confinement(void **state)
+{
+    puts_file("allowed/a.txt", "alpha\n");
+    puts_file("allowed/sub/b.txt", "beta\n");
+    puts_file("outside/secret.txt", "SECRET\n");
+    assert_int_equal(symlink("sub/b.txt", at("allowed/link_in")), 0);
+    assert_int_equal(symlink("../outside/secret.txt", at("allowed/link_out")), 0);
+    assert_int_equal(symlink("../outside", at("allowed/dir_out")), 0);
+    char allowed[4096], err[512];
+    assert_int_equal(ingest_root_resolve(at("allowed"), allowed, sizeof allowed, err, sizeof err), 0);
+    assert_int_equal(ingest_root_resolve(at("missing"), allowed + 2048, 2048, err, sizeof err), -1);
+    const char *roots[] = {allowed};
+    ingest_options opt;
+    ingest_options_init(&opt);
+    opt.roots = roots;
+    opt.n_roots = 1;
+
+    ingest_set *s = open_one(at("allowed"), &opt, err);
+    assert_non_null(s);
+    const char *want[] = {"a.txt", "link_in", "sub/b.txt"};
+    assert_int_equal(ingest_count(s), 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_string_equal(ingest_docs(s)[i].name, want[i]);
+        assert_null(memmem(ingest_docs(s)[i].data, ingest_docs(s)[i].len, "SECRET", 6));
+    }
+    assert_true(has_problem(s, "link_out': not found inside the allowed roots"));
+    assert_true(has_problem(s, "dir_out/': not found inside the allowed roots"));
+    ingest_free(s);
+
+    /* Named outside, whether it exists or not: the same refusal. */
+    const char *refused[] = {at("outside/secret.txt"), at("allowed/link_out"),
+                             at("allowed/../outside/secret.txt"), at("outside/nothing.txt"),
+                             at("allowed/dir_out/secret.txt")};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s", refused[i]);
+        err[0] = '\0';
+        assert_null(open_one(path, &opt, err));
+        assert_non_null(strstr(err, "not found inside the allowed roots"));
+    }
+    assert_null(open_one("-", &opt, err));
+    assert_non_null(strstr(err, "stdin"));
+    char glob_out[512];
+    snprintf(glob_out, sizeof glob_out, "%s", at("outside/*.txt"));
+    assert_null(open_one(glob_out, &opt, err));
+    assert_non_null(strstr(err, "no file matches inside the allowed roots"));
+    char glob_in[512];
+    snprintf(glob_in, sizeof glob_in, "%s", at("allowed/*.txt"));
+    s = open_one(glob_in, &opt, err);
+    assert_non_null(s);
+    assert_int_equal(ingest_count(s), 1);
+    ingest_free(s);
+
+    assert_true(ingest_path_within(at("allowed/link_in"), roots, 1));
+    assert_false(ingest_path_within(at("allowed/link_out"), roots, 1));
+    assert_false(ingest_path_within(at("allowed/none"), roots, 1));
+    /* A sibling whose name starts like the root is not inside it. */
+    puts_file("allowed2/c.txt", "gamma\n");
+    assert_false(ingest_path_within(at("allowed2/c.txt"), roots, 1));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -601,6 +665,7 @@ int main(void)
         cmocka_unit_test(test_encodings_and_binary),
         cmocka_unit_test(test_more_files_than_mappings),
         cmocka_unit_test(test_inputs_by_descriptor),
+        cmocka_unit_test(test_roots_confinement),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
