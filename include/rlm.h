@@ -375,6 +375,12 @@ typedef struct rlm_event {
     double cost_usd;            /* -1 when unknown */
     double seconds;             /* how long the step took (or has waited) */
     const void *internal_;      /* the library's: for rlm_event_json */
+    /* Added after the first release of RLM_EVENT_VERSION 1 (check size): */
+    long cached_tokens;         /* of prompt_tokens, read from the provider's prompt cache;
+                                   -1 when not reported (ROOT_REPLY, SUB_CALL; RUN_END: the run's) */
+    long cache_write_tokens;    /* of prompt_tokens, written to it (Anthropic); -1 likewise */
+    size_t deduplicated;        /* SUB_CALL: 1 when answered by an identical earlier sub-call;
+                                   RUN_END: the run's sub-calls deduplicated */
 } rlm_event;
 
 /* Called for every event of the handle's runs, child RLMs' included, on the
@@ -587,7 +593,9 @@ rlm_status rlm_sessions_recover(const rlm_config *cfg, char **out);
  * "inputs" [{"name", "bytes"}], "model", "sub_model", "answer", "status",
  * "how", "error", "session", "turns", "sub_calls", "prompt_tokens",
  * "completion_tokens", "cost_usd", "elapsed", "trace_bytes" (0: no trace
- * kept), "trace_note"}]. filter (may be NULL) is a JSON object with any of
+ * kept), "trace_note", "cached_tokens", "cache_write_tokens",
+ * "cost_no_cache_usd", "sub_calls_deduplicated" (null for runs logged
+ * before rlm counted them)}]. filter (may be NULL) is a JSON object with any of
  * "text" (in the question or the answer, any case), "model", "status",
  * "since", "until" (Unix times) and "limit". */
 rlm_status rlm_logs_list(const rlm_config *cfg, const char *filter, char **out);
@@ -609,9 +617,15 @@ rlm_status rlm_logs_remove(const rlm_config *cfg, const char *what, char **out);
  * iterations, blocks, sub_calls, sub_call_errors (failed sub-calls: the
  * model's code got an "Error: ..." string), sub_call_error (the first one's
  * message, or null), usage per model
- * ({"MODEL": {"calls", "cached_calls", "errors", "prompt_tokens",
- * "completion_tokens", "cost_usd", ...}}), cost_usd (the run's total in US
- * dollars; null when any call's price is unknown), stopped_by (the budget that
+ * ({"MODEL": {"calls", "cached_calls", "deduplicated", "errors", "prompt_tokens",
+ * "cached_tokens", "cache_write_tokens", "completion_tokens", "cost_usd",
+ * "cost_no_cache_usd"}}), cost_usd (the run's total in US
+ * dollars; null when any call's price is unknown), cost_no_cache_usd (what
+ * the same calls would have cost without the providers' prompt caches),
+ * cached_tokens and cache_write_tokens (prompt tokens read from and written
+ * to those caches, part of prompt_tokens), sub_calls_deduplicated (sub-calls
+ * identical to an earlier one of the run or conversation, answered with its
+ * reply and not sent), stopped_by (the budget that
  * ended the run: "max_cost", "max_tokens", "max_time", "max_subcalls", or
  * null), elapsed_seconds, sandbox_layers, model, sub_model, max_in_flight,
  * mode ("rlm" or "direct": how the question was answered), children (child

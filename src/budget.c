@@ -81,6 +81,16 @@ void budget_charge(budget *b, long tokens, double cost)
         b->unknown_cost_calls++;
 }
 
+void budget_charge_cache(budget *b, long cached_tokens, long cache_write_tokens, double cost_no_cache)
+{
+    if (cached_tokens > 0)
+        b->cached_tokens += cached_tokens;
+    if (cache_write_tokens > 0)
+        b->cache_write_tokens += cache_write_tokens;
+    if (cost_no_cache > 0)
+        b->cost_no_cache += cost_no_cache;
+}
+
 void budget_limit_to_left(const budget *b, budget_limits *limits)
 {
     const budget_limits *l = &b->limits;

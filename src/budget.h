@@ -64,6 +64,9 @@ typedef struct budget {
     long subcalls;       /* sub-call prompts admitted */
     long root_calls;     /* root requests admitted */
     long unknown_cost_calls;  /* calls whose cost could not be computed */
+    long cached_tokens;       /* of tokens: prompt tokens read from the provider's cache */
+    long cache_write_tokens;  /* of tokens: prompt tokens written to it */
+    double cost_no_cache;     /* what the known-cost calls would have cost without it */
     budget_kind exhausted;    /* the limit that stopped this budget's RLM, or BUDGET_NONE */
 } budget;
 
@@ -93,6 +96,13 @@ void budget_exhaust(budget *b, budget_kind kind);
 /* Counts what one finished call spent. tokens < 0 = not reported (nothing
  * added); cost < 0 = unknown (counted in unknown_cost_calls). */
 void budget_charge(budget *b, long tokens, double cost);
+
+/* Counts the prompt-cache side of one finished call: tokens read from and
+ * written to the provider's cache (< 0: not reported) and what the call
+ * would have cost without the cache (< 0: unknown, nothing added). The
+ * limits are held against `cost` and `tokens` (budget_charge): cached tokens
+ * are in both, at their own price in `cost`. */
+void budget_charge_cache(budget *b, long cached_tokens, long cache_write_tokens, double cost_no_cache);
 
 /* Lowers each of the cost, token and sub-call limits in *limits to what b has
  * left of its own (limit - spent, never below 0). A limit b does not have

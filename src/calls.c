@@ -31,7 +31,10 @@ typedef struct replay_entry {
 typedef struct model_usage {
     char *model;
     long calls, cached_calls, errors, prompt_tokens, completion_tokens;
-    double cost;
+    long cached_tokens, cache_write_tokens;   /* of prompt_tokens: read from / written to
+                                                 the provider's prompt cache */
+    long deduplicated;                        /* sub-calls answered by an identical one */
+    double cost, cost_no_cache;
     long unknown_cost;
 } model_usage;
 
@@ -58,6 +61,10 @@ struct calls {
     budget budget;            /* this RLM's limits, what it and its descendants spent */
     size_t n_children;        /* live children: calls_free order */
     const calls *msg_level;   /* the budget budget_msg describes */
+    long root_cached_prefix;  /* prompt tokens of this RLM's last root request, when the
+                                 provider said it caches (it reported cache reads or
+                                 writes): the next request's prefix, priced as cached
+                                 by the admission estimate; 0 otherwise */
     char budget_msg[256];
     char errmsg[1024];
 };
@@ -111,7 +118,7 @@ int calls_request_key(const calls *c, const lm_request *req, int sub, char key[C
 static json_t *reply_to_json(const lm_response *r)
 {
     json_t *content = r->content ? frame_string(r->content, lm_content_len(r)) : json_null();
-    return json_pack("{s:s?,s:s?,s:I,s:o,s:s?,s:s?,s:I,s:I,s:I,s:i}",
+    json_t *j = json_pack("{s:s?,s:s?,s:I,s:o,s:s?,s:s?,s:I,s:I,s:I,s:i}",
                      "error", r->error ? lm_error_name(r->error) : NULL,
                      "error_message", r->error_message, "http_status", (json_int_t)r->http_status,
                      "content", content ? content : json_null(), "reasoning", r->reasoning,
@@ -119,6 +126,9 @@ static json_t *reply_to_json(const lm_response *r)
                      "prompt_tokens", (json_int_t)r->prompt_tokens,
                      "completion_tokens", (json_int_t)r->completion_tokens,
                      "cached_tokens", (json_int_t)r->cached_tokens, "attempts", r->attempts);
+    if (j && r->cache_write_tokens >= 0)
+        json_object_set_new(j, "cache_write_tokens", json_integer(r->cache_write_tokens));
+    return j;
 }
 
 static lm_error error_from_name(const char *name)
@@ -160,7 +170,7 @@ static void reply_from_json(json_t *j, lm_response *r)
     r->prompt_tokens = json_long(j, "prompt_tokens", -1);
     r->completion_tokens = json_long(j, "completion_tokens", -1);
     r->cached_tokens = json_long(j, "cached_tokens", -1);
-    r->cache_write_tokens = -1;
+    r->cache_write_tokens = json_long(j, "cache_write_tokens", -1);
     r->attempts = (int)json_long(j, "attempts", 1);
     if (r->error == LM_OK && !r->content)
         r->content = strdup("");
@@ -302,34 +312,45 @@ static model_usage *usage_for(calls_core *c, const char *model)
     return u;
 }
 
-/* The price of one finished call: 0 for a cache hit (nothing was billed) and
- * for a failure that reported no usage (providers do not bill those); unknown
+/* The price of one finished call, and what it would have cost without the
+ * provider's prompt cache (every prompt token at the input price): 0 for a
+ * response-cache hit or a deduplicated sub-call (nothing was billed) and for
+ * a failure that reported no usage (providers do not bill those); unknown
  * (-1) for an unknown model or a success without usage. */
-static double call_cost(const calls_core *core, const char *model, const calls_reply *cr)
+static double call_cost(const calls_core *core, const char *model, const calls_reply *cr, double *no_cache)
 {
-    if (cr->cached)
+    *no_cache = 0;
+    if (cr->cached || cr->deduplicated)
         return 0;
     const lm_response *r = &cr->r;
     if (r->error != LM_OK && r->prompt_tokens < 0 && r->completion_tokens < 0)
         return 0;
     price pr;
-    if (!pricing_lookup(core->o.prices, model, &pr))
+    if (!pricing_lookup(core->o.prices, model, &pr)) {
+        *no_cache = -1;
         return -1;
-    return pricing_cost(&pr, r->prompt_tokens, r->cached_tokens, r->completion_tokens);
+    }
+    *no_cache = pricing_cost(&pr, r->prompt_tokens, 0, 0, r->completion_tokens);
+    return pricing_cost(&pr, r->prompt_tokens, r->cached_tokens, r->cache_write_tokens, r->completion_tokens);
 }
 
 /* Under the lock: charges one finished call made on c to c, to every
  * ancestor, and to the tree's usage table. */
 static void calls_account(calls *c, const char *model, calls_reply *cr)
 {
-    cr->cost_usd = call_cost(c->core, model, cr);
+    cr->cost_usd = call_cost(c->core, model, cr, &cr->cost_no_cache_usd);
     const lm_response *r = &cr->r;
     long tokens = -1;
-    if (!cr->cached && (r->prompt_tokens >= 0 || r->completion_tokens >= 0))
+    int billed = !cr->cached && !cr->deduplicated;
+    if (billed && (r->prompt_tokens >= 0 || r->completion_tokens >= 0))
         tokens = (r->prompt_tokens > 0 ? r->prompt_tokens : 0) +
                  (r->completion_tokens > 0 ? r->completion_tokens : 0);
-    for (calls *level = c; level; level = level->parent)
+    for (calls *level = c; level; level = level->parent) {
         budget_charge(&level->budget, tokens, cr->cost_usd);
+        if (billed)
+            budget_charge_cache(&level->budget, r->cached_tokens, r->cache_write_tokens,
+                                cr->cost_no_cache_usd);
+    }
     model_usage *u = usage_for(c->core, model);
     if (!u)
         return;
@@ -338,16 +359,26 @@ static void calls_account(calls *c, const char *model, calls_reply *cr)
         u->cached_calls++;
         return;
     }
+    if (cr->deduplicated) {
+        u->deduplicated++;
+        return;
+    }
     if (r->error != LM_OK)
         u->errors++;
     if (r->prompt_tokens > 0)
         u->prompt_tokens += r->prompt_tokens;
     if (r->completion_tokens > 0)
         u->completion_tokens += r->completion_tokens;
-    if (cr->cost_usd >= 0)
+    if (r->cached_tokens > 0)
+        u->cached_tokens += r->cached_tokens;
+    if (r->cache_write_tokens > 0)
+        u->cache_write_tokens += r->cache_write_tokens;
+    if (cr->cost_usd >= 0) {
         u->cost += cr->cost_usd;
-    else
+        u->cost_no_cache += cr->cost_no_cache_usd;
+    } else {
         u->unknown_cost++;
+    }
 }
 
 /* ---- cache and record (under the lock) ----------------------------------- */
@@ -532,12 +563,19 @@ static long estimate_tokens(const lm_request *req)
     return (long)tokens_estimate(bytes, TOKENS_PROSE);
 }
 
-static double estimate_cost(const calls_core *core, const char *model, long tokens)
+/* The input side of a request's price, for admission. cached_prefix of the
+ * tokens are a prefix the provider has cached (calls.root_cached_prefix): a
+ * root history resent every turn would otherwise be estimated at the full
+ * input price and stop a run long before it spent its budget. */
+static double estimate_cost(const calls_core *core, const char *model, long tokens, long cached_prefix)
 {
     price pr;
     if (!pricing_lookup(core->o.prices, model, &pr))
         return 0;
-    return (double)tokens * pr.input / 1e6;
+    long cached = cached_prefix < tokens ? cached_prefix : tokens;
+    if (cached < 0)
+        cached = 0;
+    return ((double)(tokens - cached) * pr.input + (double)cached * pr.cached_input) / 1e6;
 }
 
 /* A budget that cannot be counted must not pretend to hold. Every budget of
@@ -678,10 +716,14 @@ int calls_root(calls *c, const lm_request *req, int final, calls_reply *out)
     c->errmsg[0] = '\0';
     memset(out, 0, sizeof *out);
     long est = final ? 0 : estimate_tokens(req);
-    double est_cost = final ? 0 : estimate_cost(c->core, req->model, est);
+    double est_cost = final ? 0 : estimate_cost(c->core, req->model, est, c->root_cached_prefix);
     if (tree_admit(c, 0, est, est_cost, final) != BUDGET_NONE)
         return CALLS_BUDGET;
-    return calls_run(c, c->core->o.root_lm, req, 1, 0, out);
+    int rc = calls_run(c, c->core->o.root_lm, req, 1, 0, out);
+    if (rc == CALLS_OK && out->r.error == LM_OK)
+        c->root_cached_prefix = out->r.cached_tokens > 0 || out->r.cache_write_tokens > 0
+                                    ? out->r.prompt_tokens : 0;
+    return rc;
 }
 
 int calls_sub(calls *c, const lm_request *reqs, size_t n, calls_reply *out)
@@ -694,7 +736,7 @@ int calls_sub(calls *c, const lm_request *reqs, size_t n, calls_reply *out)
     long est = 0;
     for (size_t i = 0; i < n; i++)
         est += estimate_tokens(&reqs[i]);
-    if (tree_admit(c, n, est, estimate_cost(c->core, reqs[0].model, est), 0) != BUDGET_NONE)
+    if (tree_admit(c, n, est, estimate_cost(c->core, reqs[0].model, est, 0), 0) != BUDGET_NONE)
         return CALLS_BUDGET;
     const calls_options *o = &c->core->o;
     return calls_run(c, o->sub_lm ? o->sub_lm : o->root_lm, reqs, n, 1, out);
@@ -770,6 +812,7 @@ void calls_begin_run(calls *c)
     core->n_usage = 0;
     pthread_mutex_unlock(&core->lock);
     c->msg_level = NULL;
+    c->root_cached_prefix = 0;
     c->budget_msg[0] = '\0';
     c->errmsg[0] = '\0';
 }
@@ -831,12 +874,16 @@ json_t *calls_usage_json(const calls *c)
     pthread_mutex_lock(&core->lock);
     for (size_t i = 0; j && i < core->n_usage; i++) {
         const model_usage *u = &core->usage[i];
-        json_object_set_new(j, u->model,
-                            json_pack("{s:I,s:I,s:I,s:I,s:I,s:o}", "calls", (json_int_t)u->calls,
-                                      "cached_calls", (json_int_t)u->cached_calls, "errors",
-                                      (json_int_t)u->errors, "prompt_tokens", (json_int_t)u->prompt_tokens,
-                                      "completion_tokens", (json_int_t)u->completion_tokens, "cost_usd",
-                                      u->unknown_cost ? json_null() : json_real(u->cost)));
+        json_t *m = json_pack("{s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o}", "calls", (json_int_t)u->calls,
+                              "cached_calls", (json_int_t)u->cached_calls, "deduplicated",
+                              (json_int_t)u->deduplicated, "errors", (json_int_t)u->errors,
+                              "prompt_tokens", (json_int_t)u->prompt_tokens, "cached_tokens",
+                              (json_int_t)u->cached_tokens, "cache_write_tokens",
+                              (json_int_t)u->cache_write_tokens, "completion_tokens",
+                              (json_int_t)u->completion_tokens, "cost_usd",
+                              u->unknown_cost ? json_null() : json_real(u->cost), "cost_no_cache_usd",
+                              u->unknown_cost ? json_null() : json_real(u->cost_no_cache));
+        json_object_set_new(j, u->model, m);
     }
     pthread_mutex_unlock(&core->lock);
     return j;

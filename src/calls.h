@@ -66,7 +66,12 @@ typedef struct calls_options {
 typedef struct calls_reply {
     lm_response r;      /* as the dispatcher fills it (or rebuilt from cache / replay) */
     double cost_usd;    /* this call's price; < 0 when unknown; 0 for a cache hit */
+    double cost_no_cache_usd; /* what it would have cost without the provider's prompt
+                               * cache (cached and written prompt tokens at the input
+                               * price); < 0 when unknown */
     int cached;         /* 1: answered from the response cache, no request made */
+    int deduplicated;   /* 1: a sub-call identical to an earlier one of the run (or the
+                         * same batch), answered with its reply, no request made */
 } calls_reply;
 
 enum {
@@ -139,8 +144,11 @@ void calls_budget_snapshot(const calls *c, budget *out);
 const char *calls_errmsg(const calls *c);
 
 /* Usage so far per model of the whole tree (from any of its handles), as a new object:
- * {"MODEL": {"calls","cached_calls","errors","prompt_tokens","completion_tokens",
- *            "cost_usd" (null when any call's cost was unknown)}} */
+ * {"MODEL": {"calls","cached_calls","deduplicated","errors","prompt_tokens",
+ *            "cached_tokens","cache_write_tokens" (of prompt_tokens, read from and
+ *            written to the provider's prompt cache),"completion_tokens",
+ *            "cost_usd" (null when any call's cost was unknown),
+ *            "cost_no_cache_usd" (the same calls without the prompt cache)}} */
 json_t *calls_usage_json(const calls *c);
 /* USD spent by c and its descendants (by the run, for the top handle); < 0
  * when any of their calls' cost was unknown. */

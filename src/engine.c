@@ -207,6 +207,7 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
         const lm_response *r = &resps[i].r;
         results[i] = engine_call_result(r, &result_lens[i]);
         e->out->sub_calls++;
+        e->out->sub_calls_deduplicated += resps[i].deduplicated != 0;
         if (strncmp(results[i], "Error: ", 7) == 0) {
             engine_note_sub_failure(e, results[i]);
             if (!stop && (permanent_error(r) || e->p->strict)) {
@@ -240,6 +241,8 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
                                "seconds", r->seconds, "attempts", r->attempts,
                                "usage", engine_usage_json(r), "cost_usd", engine_cost_json(resps[i].cost_usd),
                                "cached", resps[i].cached);
+        json_object_set_new(ev, "cost_no_cache_usd", engine_cost_json(resps[i].cost_no_cache_usd));
+        json_object_set_new(ev, "deduplicated", json_boolean(resps[i].deduplicated));
         engine_event(e, "sub_call", ev);
         calls_reply_clear(&resps[i]);
     }
@@ -402,7 +405,7 @@ static root_result engine_ask_root(engine *e, lm_response *resp, int final)
     e->out->iterations++;
 
     engine_event(e, "root_reply",
-                json_pack("{s:i,s:o,s:s?,s:s?,s:s?,s:I,s:f,s:i,s:o,s:o,s:b}", "turn", e->turn,
+                json_pack("{s:i,s:o,s:s?,s:s?,s:s?,s:I,s:f,s:i,s:o,s:o,s:b,s:o}", "turn", e->turn,
                           "content", engine_text_json(resp->content, lm_content_len(resp)),
                           "reasoning", resp->reasoning,
                           "error", resp->error ? lm_error_name(resp->error) : NULL,
@@ -410,7 +413,7 @@ static root_result engine_ask_root(engine *e, lm_response *resp, int final)
                           "http_status", (json_int_t)resp->http_status,
                           "seconds", resp->seconds, "attempts", resp->attempts,
                           "usage", engine_usage_json(resp), "cost_usd", engine_cost_json(cr.cost_usd),
-                          "cached", cr.cached));
+                          "cached", cr.cached, "cost_no_cache_usd", engine_cost_json(cr.cost_no_cache_usd)));
     if (resp->error == LM_ERR_EMPTY || (resp->error == LM_OK && lm_content_len(resp) == 0))
         return ROOT_EMPTY;
     if (resp->error != LM_OK) {
@@ -701,12 +704,13 @@ static void engine_maybe_compact(engine *e)
         return;
     }
     engine_event(e, "compaction",
-                 json_pack("{s:i,s:I,s:I,s:I,s:I,s:f,s:o,s:o,s:o}", "turn", e->turn, "messages",
+                 json_pack("{s:i,s:I,s:I,s:I,s:I,s:f,s:o,s:o,s:o,s:o}", "turn", e->turn, "messages",
                            (json_int_t)removed, "tokens_before", (json_int_t)before, "tokens_after",
                            (json_int_t)history_tokens(e->h), "window", (json_int_t)window,
                            "seconds", clock_now() - t0, "note",
                            engine_excerpt(r->content, TRACE_EXCERPT_CHARS), "usage", engine_usage_json(r),
-                           "cost_usd", engine_cost_json(cr.cost_usd)));
+                           "cost_usd", engine_cost_json(cr.cost_usd), "cost_no_cache_usd",
+                           engine_cost_json(cr.cost_no_cache_usd)));
     calls_reply_clear(&cr);
 }
 
@@ -1242,7 +1246,7 @@ done:
     out->cost_usd = calls_cost(c);
     if (st && number > 0)
         engine_state_answered(&e, number, out->status == RLM_OK ? out->answer : NULL);
-    engine_event(&e, "run_end",
+    json_t *end =
                  json_pack("{s:s,s:s,s:o,s:s?,s:s?,s:i,s:I,s:I,s:I,s:f,s:s?,s:o,s:I,s:I,s:i}", "mode",
                            out->mode, "status", rlm_status_name(out->status), "answer",
                            engine_text_json(out->answer, out->answer_len),
@@ -1253,7 +1257,16 @@ done:
                            out->elapsed, "stopped_by", out->stopped_by, "cost_usd",
                            engine_cost_json(out->cost_usd), "children", (json_int_t)out->children,
                            "sandboxes", (json_int_t)out->sandboxes, "depth_reached",
-                           out->depth_reached));
+                           out->depth_reached);
+    budget spent;
+    calls_budget_snapshot(c, &spent);
+    if (end)
+        json_object_update_new(end, json_pack("{s:I,s:I,s:I,s:o}", "sub_calls_deduplicated",
+                                              (json_int_t)out->sub_calls_deduplicated, "cached_tokens",
+                                              (json_int_t)spent.cached_tokens, "cache_write_tokens",
+                                              (json_int_t)spent.cache_write_tokens, "cost_no_cache_usd",
+                                              engine_cost_json(out->cost_usd >= 0 ? spent.cost_no_cache : -1)));
+    engine_event(&e, "run_end", end);
     sandbox_free(e.sb);
     engine_gate_release(&e);
     if (level == 1) {

@@ -127,6 +127,8 @@ typedef struct engine_outcome {
     size_t blocks;              /* code blocks run */
     size_t sub_calls;           /* sub-call prompts sent */
     size_t sub_call_errors;     /* of which failed */
+    size_t sub_calls_deduplicated; /* of which identical to an earlier one of the run or
+                                   * conversation, answered with its reply, not sent */
     char *sub_call_error;       /* the first failure's message, or NULL */
     int permanent;              /* the error (status RLM_ERR_MODEL) is one no retry fixes:
                                  * a refused key, an unknown model, every prompt of a batch

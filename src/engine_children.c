@@ -178,6 +178,7 @@ int engine_children(engine *e, const char *model, const char *const *prompts,
         result_lens[i] = j->result ? j->result_len : SIZE_MAX;
         e->out->sub_calls += 1 + j->out.sub_calls;
         e->out->sub_call_errors += j->out.sub_call_errors;
+        e->out->sub_calls_deduplicated += j->out.sub_calls_deduplicated;
         if (!e->out->sub_call_error && j->out.sub_call_error) {
             e->out->sub_call_error = j->out.sub_call_error;
             j->out.sub_call_error = NULL;

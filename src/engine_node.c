@@ -224,8 +224,10 @@ json_t *engine_excerpt_n(const char *text, size_t len, size_t max_chars)
 
 json_t *engine_usage_json(const lm_response *r)
 {
-    return json_pack("{s:I,s:I}", "prompt_tokens", (json_int_t)r->prompt_tokens,
-                     "completion_tokens", (json_int_t)r->completion_tokens);
+    return json_pack("{s:I,s:I,s:I,s:I}", "prompt_tokens", (json_int_t)r->prompt_tokens,
+                     "cached_tokens", (json_int_t)r->cached_tokens, "cache_write_tokens",
+                     (json_int_t)r->cache_write_tokens, "completion_tokens",
+                     (json_int_t)r->completion_tokens);
 }
 
 /* A call's cost for the trace: null when unknown, never a guessed 0. */

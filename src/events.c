@@ -101,6 +101,9 @@ void events_fill(rlm_event *out, const char *type, json_t *event)
     out->sub_calls = count_of(event, "sub_calls");
     out->prompt_tokens = tokens_of(event, "prompt_tokens");
     out->completion_tokens = tokens_of(event, "completion_tokens");
+    out->cached_tokens = tokens_of(event, "cached_tokens");
+    out->cache_write_tokens = tokens_of(event, "cache_write_tokens");
+    out->deduplicated = json_is_true(json_object_get(event, "deduplicated"));
     json_t *cost = json_object_get(event, "cost_usd");
     out->cost_usd = json_is_number(cost) ? json_number_value(cost) : -1;
     out->seconds = json_number_value(json_object_get(event, "seconds"));
@@ -115,6 +118,11 @@ void events_fill(rlm_event *out, const char *type, json_t *event)
         out->turn = (int)json_integer_value(json_object_get(event, "iterations"));
         out->failed = count_of(event, "sub_call_errors");
         out->seconds = json_number_value(json_object_get(event, "elapsed"));
+        out->deduplicated = count_of(event, "sub_calls_deduplicated");
+        if (json_is_integer(json_object_get(event, "cached_tokens")))
+            out->cached_tokens = (long)json_integer_value(json_object_get(event, "cached_tokens"));
+        if (json_is_integer(json_object_get(event, "cache_write_tokens")))
+            out->cache_write_tokens = (long)json_integer_value(json_object_get(event, "cache_write_tokens"));
         break;
     case RLM_EVENT_CHILD_START:
         out->depth = (int)json_integer_value(json_object_get(event, "depth"));

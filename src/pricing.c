@@ -27,7 +27,9 @@ struct pricing {
 };
 
 /* List prices in USD per million tokens (input, cached input, output), taken
- * from the providers' public pricing pages as of November 2025. Prices change
+ * from the providers' public pricing pages as of November 2025. A cache write
+ * costs the input price, except for Anthropic's models, which bill the
+ * 5-minute cache writes at 1.25x input (cache_write_of). Prices change
  * and this table is not updated automatically: figures may be out of date,
  * which is why a prices file can override any of them (docs/budgets.md).
  * OpenRouter names ("vendor/model") carry the vendor's list price. */
@@ -75,6 +77,15 @@ static const struct {
     {"google/gemini-2.5-flash", 0.30, 0.075, 2.50},
 };
 
+/* What writing a prompt to the provider's cache costs per million tokens:
+ * Anthropic bills its 5-minute cache writes at 1.25x the input price; OpenAI
+ * and the OpenAI-compatible servers cache on their own, at no surcharge. */
+static double cache_write_of(const char *model, double input)
+{
+    int anthropic = strncmp(model, "claude-", 7) == 0 || strncmp(model, "anthropic/", 10) == 0;
+    return anthropic ? input * 1.25 : input;
+}
+
 static price_entry *pricing_find_exact(const pricing *p, const char *model)
 {
     for (size_t i = 0; i < p->n; i++)
@@ -114,7 +125,8 @@ pricing *pricing_new(void)
     if (!p)
         return NULL;
     for (size_t i = 0; i < sizeof builtin_prices / sizeof builtin_prices[0]; i++) {
-        price pr = {builtin_prices[i].input, builtin_prices[i].cached_input, builtin_prices[i].output};
+        price pr = {builtin_prices[i].input, builtin_prices[i].cached_input, builtin_prices[i].output,
+                    cache_write_of(builtin_prices[i].model, builtin_prices[i].input)};
         if (pricing_set(p, builtin_prices[i].model, &pr) != 0) {
             pricing_free(p);
             return NULL;
@@ -151,15 +163,18 @@ static int price_parse(const char *model, json_t *obj, price *out, char *err, si
         return -1;
     }
     if (!json_is_object(obj)) {
-        snprintf(err, errlen, "price of '%s' must be an object {\"input\", \"output\", \"cached_input\"}",
+        snprintf(err, errlen,
+                 "price of '%s' must be an object {\"input\", \"output\", \"cached_input\", \"cache_write\"}",
                  model);
         return -1;
     }
     const char *key;
     json_t *value;
     json_object_foreach(obj, key, value) {
-        if (strcmp(key, "input") != 0 && strcmp(key, "output") != 0 && strcmp(key, "cached_input") != 0) {
-            snprintf(err, errlen, "price of '%s': unknown key \"%s\" (known: input, cached_input, output)",
+        if (strcmp(key, "input") != 0 && strcmp(key, "output") != 0 && strcmp(key, "cached_input") != 0 &&
+            strcmp(key, "cache_write") != 0) {
+            snprintf(err, errlen,
+                     "price of '%s': unknown key \"%s\" (known: input, cached_input, cache_write, output)",
                      model, key);
             return -1;
         }
@@ -168,7 +183,10 @@ static int price_parse(const char *model, json_t *obj, price *out, char *err, si
         price_field(obj, model, "output", 1, &out->output, err, errlen) != 0)
         return -1;
     out->cached_input = out->input;
-    return price_field(obj, model, "cached_input", 0, &out->cached_input, err, errlen);
+    out->cache_write = out->input;
+    if (price_field(obj, model, "cached_input", 0, &out->cached_input, err, errlen) != 0)
+        return -1;
+    return price_field(obj, model, "cache_write", 0, &out->cache_write, err, errlen);
 }
 
 int pricing_load_file(pricing *p, const char *path, char *err, size_t errlen)
@@ -251,7 +269,8 @@ int pricing_lookup(const pricing *p, const char *model, price *out)
     return 1;
 }
 
-double pricing_cost(const price *pr, long prompt_tokens, long cached_tokens, long completion_tokens)
+double pricing_cost(const price *pr, long prompt_tokens, long cached_tokens, long cache_write_tokens,
+                    long completion_tokens)
 {
     if (prompt_tokens < 0 || completion_tokens < 0)
         return -1;
@@ -259,8 +278,13 @@ double pricing_cost(const price *pr, long prompt_tokens, long cached_tokens, lon
         cached_tokens = 0;
     if (cached_tokens > prompt_tokens)
         cached_tokens = prompt_tokens;
-    double usd = (double)(prompt_tokens - cached_tokens) * pr->input +
-                 (double)cached_tokens * pr->cached_input + (double)completion_tokens * pr->output;
+    if (cache_write_tokens < 0)
+        cache_write_tokens = 0;
+    if (cache_write_tokens > prompt_tokens - cached_tokens)
+        cache_write_tokens = prompt_tokens - cached_tokens;
+    double usd = (double)(prompt_tokens - cached_tokens - cache_write_tokens) * pr->input +
+                 (double)cached_tokens * pr->cached_input + (double)cache_write_tokens * pr->cache_write +
+                 (double)completion_tokens * pr->output;
     return usd / 1e6;
 }
 

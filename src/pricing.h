@@ -19,14 +19,16 @@ typedef struct price {
     double input;
     double cached_input;   /* prompt tokens the provider served from its prompt cache */
     double output;         /* completion tokens, reasoning included */
+    double cache_write;    /* prompt tokens written to the provider's prompt cache (Anthropic
+                              bills them at 1.25x input; others at the input price) */
 } price;
 
 /* The built-in table. NULL only when out of memory. */
 pricing *pricing_new(void);
 
 /* Adds or replaces entries from a JSON file shaped
- *     {"MODEL": {"input": 1.25, "cached_input": 0.125, "output": 10}, ...}
- * ("cached_input" is optional and defaults to "input"; every number must be
+ *     {"MODEL": {"input": 3, "cached_input": 0.3, "cache_write": 3.75, "output": 15}, ...}
+ * ("cached_input" and "cache_write" are optional and default to "input"; every number must be
  * finite and >= 0; other keys are errors so a typo fails loudly). Entries from
  * the file win over built-in ones of the same name. 0 on success, -1 with a
  * message in err (missing file, bad JSON, bad entry); the table is unchanged
@@ -38,10 +40,15 @@ int pricing_load_file(pricing *p, const char *path, char *err, size_t errlen);
  * "-latest". 1 with *out filled, 0 when the model is unknown. */
 int pricing_lookup(const pricing *p, const char *model, price *out);
 
-/* USD for one call: (prompt - cached) x input + cached x cached_input +
- * completion x output, per million. cached_tokens may be 0 or -1 (not
- * reported). Returns -1 when prompt or completion tokens are unknown (< 0). */
-double pricing_cost(const price *pr, long prompt_tokens, long cached_tokens, long completion_tokens);
+/* USD for one call: (prompt - cached - written) x input + cached x
+ * cached_input + written x cache_write + completion x output, per million.
+ * prompt_tokens counts every input token, the cache's included (as
+ * lm_response does). cached_tokens and cache_write_tokens may be 0 or -1 (not
+ * reported) and are clamped to what the prompt holds. Returns -1 when prompt
+ * or completion tokens are unknown (< 0). The same call without a prompt
+ * cache costs pricing_cost(pr, prompt, 0, 0, completion). */
+double pricing_cost(const price *pr, long prompt_tokens, long cached_tokens, long cache_write_tokens,
+                    long completion_tokens);
 
 /* The entries of the table, for tests and `--help`-style listings. */
 size_t pricing_count(const pricing *p);

@@ -1374,6 +1374,14 @@ static void rlm_build_report(rlm *r, const engine_outcome *o)
                                             o->depth_reached, "question",
                                             o->question > 0 ? json_integer(o->question) : json_null(),
                                             "session", name[0] ? json_string(name) : json_null()));
+    budget spent;
+    calls_budget_snapshot(r->calls, &spent);
+    if (j)
+        json_object_update_new(j, json_pack("{s:I,s:I,s:I,s:o}", "sub_calls_deduplicated",
+                                            (json_int_t)o->sub_calls_deduplicated, "cached_tokens",
+                                            (json_int_t)spent.cached_tokens, "cache_write_tokens",
+                                            (json_int_t)spent.cache_write_tokens, "cost_no_cache_usd",
+                                            o->cost_usd >= 0 ? json_real(spent.cost_no_cache) : json_null()));
     free(r->report);
     r->report = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);

@@ -37,6 +37,38 @@ static const char schema_sql[] =
     " trace BLOB, trace_bytes INTEGER NOT NULL DEFAULT 0, trace_note TEXT);"
     "CREATE INDEX IF NOT EXISTS runs_started ON runs(started);";
 
+/* Columns added after the first schema, which a log written by an older rlm
+ * lacks: runlog_open adds them (NULL in the old rows). */
+static const char *const added_columns[][2] = {
+    {"cached_tokens", "INTEGER"},
+    {"cache_write_tokens", "INTEGER"},
+    {"cost_no_cache_usd", "REAL"},
+    {"sub_calls_deduplicated", "INTEGER"},
+};
+
+/* Adds the columns an older log lacks. 0, or -1 (the db's error is set). */
+static int add_missing_columns(sqlite3 *db)
+{
+    for (size_t i = 0; i < sizeof added_columns / sizeof added_columns[0]; i++) {
+        sqlite3_stmt *s = NULL;
+        if (sqlite3_prepare_v2(db, "SELECT 1 FROM pragma_table_info('runs') WHERE name = ?", -1, &s, NULL) !=
+            SQLITE_OK)
+            return -1;
+        sqlite3_bind_text(s, 1, added_columns[i][0], -1, SQLITE_STATIC);
+        int step = sqlite3_step(s);
+        sqlite3_finalize(s);
+        if (step == SQLITE_ROW)
+            continue;
+        if (step != SQLITE_DONE)
+            return -1;
+        char sql[160];
+        snprintf(sql, sizeof sql, "ALTER TABLE runs ADD COLUMN %s %s", added_columns[i][0], added_columns[i][1]);
+        if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+            return -1;
+    }
+    return 0;
+}
+
 static void db_error(runlog *l, char *err, size_t errlen, const char *what)
 {
     snprintf(err, errlen, "run log '%s': %s: %s", l->path, what, sqlite3_errmsg(l->db));
@@ -66,7 +98,7 @@ runlog *runlog_open(const char *path, char *err, size_t errlen)
         /* A log survives a crash of rlm as it is (WAL); only a power cut
          * may lose its last runs, which is not worth an fsync per run. */
         sqlite3_exec(l->db, "PRAGMA synchronous=NORMAL;", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(l->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(l->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK || add_missing_columns(l->db) != 0) {
         db_error(l, err, errlen, "unusable (move it away, or remove it to start a new log)");
         goto fail;
     }
@@ -244,11 +276,14 @@ int runlog_record(runlog *l, json_t *run, runlog_capture *capture, size_t max_by
     static const char sql[] =
         "INSERT INTO runs(started, command, question, inputs, model, sub_model, answer, status, how,"
         " error, session, turns, sub_calls, prompt_tokens, completion_tokens, cost_usd, elapsed,"
-        " trace, trace_bytes, trace_note) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+        " trace, trace_bytes, trace_note, cached_tokens, cache_write_tokens, cost_no_cache_usd,"
+        " sub_calls_deduplicated) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
     static const char *const texts[] = {"command", "question", NULL, "model", "sub_model", "answer",
                                         "status", "how", "error", "session"};
     static const char *const numbers[] = {"turns", "sub_calls", "prompt_tokens", "completion_tokens",
                                           "cost_usd", "elapsed"};
+    static const char *const cache_numbers[] = {"cached_tokens", "cache_write_tokens", "cost_no_cache_usd",
+                                                "sub_calls_deduplicated"};
     capture_finish(capture);
     sqlite3_stmt *s = NULL;
     if (sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK) {
@@ -268,6 +303,8 @@ int runlog_record(runlog *l, json_t *run, runlog_capture *capture, size_t max_by
     free(inputs);
     for (int i = 0; i < 6; i++)
         bind_number(s, 12 + i, run, numbers[i]);
+    for (int i = 0; i < 4; i++)
+        bind_number(s, 21 + i, run, cache_numbers[i]);
     const char *note = NULL;
     if (capture && !capture->too_big && capture->len > 0) {
         sqlite3_bind_blob(s, 18, capture->out, (int)capture->len, SQLITE_STATIC);
@@ -314,7 +351,8 @@ int runlog_record_report(runlog *l, const char *command, const char *question, j
                             "question", question ? question : "", "inputs", inputs ? inputs : json_null(),
                             "started", started, "prompt_tokens", prompt, "completion_tokens", completion);
     static const char *const copied[] = {"model", "sub_model", "answer", "status", "how", "error",
-                                         "session", "sub_calls", "cost_usd"};
+                                         "session", "sub_calls", "cost_usd", "cached_tokens",
+                                         "cache_write_tokens", "cost_no_cache_usd", "sub_calls_deduplicated"};
     for (size_t i = 0; run && i < sizeof copied / sizeof copied[0]; i++) {
         json_t *v = json_object_get(rep, copied[i]);
         if (v)
@@ -335,7 +373,8 @@ int runlog_record_report(runlog *l, const char *command, const char *question, j
 /* The columns every listing shows, in row_json's order. */
 #define ROW_COLUMNS "id, started, command, question, inputs, model, sub_model, answer, status, how," \
                     " error, session, turns, sub_calls, prompt_tokens, completion_tokens, cost_usd," \
-                    " elapsed, trace_bytes * (trace IS NOT NULL), trace_note"
+                    " elapsed, trace_bytes * (trace IS NOT NULL), trace_note, cached_tokens," \
+                    " cache_write_tokens, cost_no_cache_usd, sub_calls_deduplicated"
 
 static json_t *column_json(sqlite3_stmt *s, int i)
 {
@@ -353,9 +392,11 @@ static json_t *row_json(sqlite3_stmt *s)
     static const char *const names[] = {"id", "started", "command", "question", "inputs", "model",
                                         "sub_model", "answer", "status", "how", "error", "session",
                                         "turns", "sub_calls", "prompt_tokens", "completion_tokens",
-                                        "cost_usd", "elapsed", "trace_bytes", "trace_note"};
+                                        "cost_usd", "elapsed", "trace_bytes", "trace_note",
+                                        "cached_tokens", "cache_write_tokens", "cost_no_cache_usd",
+                                        "sub_calls_deduplicated"};
     json_t *row = json_object();
-    for (int i = 0; i < 20; i++) {
+    for (int i = 0; i < (int)(sizeof names / sizeof names[0]); i++) {
         json_t *v = column_json(s, i);
         if (i == 4 && json_is_string(v)) {
             json_t *parsed = json_loads(json_string_value(v), 0, NULL);

@@ -103,6 +103,30 @@ static void test_response_table(void **state)
     }
 }
 
+/* prompt_tokens_details.cached_tokens, as OpenAI documents it: part of
+ * prompt_tokens; 0 when nothing was cached; -1 when the server says nothing. */
+static void test_cached_tokens(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *file;
+        long prompt, cached;
+    } cases[] = {{"prompt_cached.json", 2006, 1920}, {"openai_normal.json", 19, 0},
+                 {"ollama_no_usage.json", -1, -1}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t len;
+        char *body = load(cases[i].file, &len);
+        lm_response r = {0};
+        openai_parse_response(body, len, &r);
+        assert_int_equal(r.error, LM_OK);
+        assert_int_equal(r.prompt_tokens, cases[i].prompt);
+        assert_int_equal(r.cached_tokens, cases[i].cached);
+        assert_int_equal(r.cache_write_tokens, -1);
+        lm_response_clear(&r);
+        free(body);
+    }
+}
+
 /* A reused response is overwritten, not leaked (ASan checks the leak). */
 static void test_response_reuse(void **state)
 {
@@ -350,6 +374,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_response_table),
         cmocka_unit_test(test_response_reuse),
+        cmocka_unit_test(test_cached_tokens),
         cmocka_unit_test(test_response_bad_shapes),
         cmocka_unit_test(test_error_table),
         cmocka_unit_test(test_error_huge_body),

@@ -56,15 +56,37 @@ static void test_cost(void **state)
 {
     price pr = {.input = 1.25, .cached_input = 0.125, .output = 10};
     /* 1M in, 1M out: 1.25 + 10. */
-    assert_true(fabs(pricing_cost(&pr, 1000000, 0, 1000000) - 11.25) < 1e-9);
+    assert_true(fabs(pricing_cost(&pr, 1000000, 0, 0, 1000000) - 11.25) < 1e-9);
     /* Half the prompt from the provider's cache. */
-    assert_true(fabs(pricing_cost(&pr, 1000000, 500000, 0) - (0.625 + 0.0625)) < 1e-9);
+    assert_true(fabs(pricing_cost(&pr, 1000000, 500000, 0, 0) - (0.625 + 0.0625)) < 1e-9);
     /* Not reported → unknown, never 0. */
-    assert_true(pricing_cost(&pr, -1, 0, 10) < 0);
-    assert_true(pricing_cost(&pr, 10, 0, -1) < 0);
-    assert_true(fabs(pricing_cost(&pr, 100, -1, 0) - 100 * 1.25 / 1e6) < 1e-15);
+    assert_true(pricing_cost(&pr, -1, 0, 0, 10) < 0);
+    assert_true(pricing_cost(&pr, 10, 0, 0, -1) < 0);
+    assert_true(fabs(pricing_cost(&pr, 100, -1, 0, 0) - 100 * 1.25 / 1e6) < 1e-15);
     /* More cached than prompt is clamped. */
-    assert_true(fabs(pricing_cost(&pr, 100, 500, 0) - 100 * 0.125 / 1e6) < 1e-15);
+    assert_true(fabs(pricing_cost(&pr, 100, 500, 0, 0) - 100 * 0.125 / 1e6) < 1e-15);
+}
+
+/* Anthropic: writes at 1.25x input, reads at 0.1x; the prompt counts all three. */
+static void test_cost_cache_write(void **state)
+{
+    (void)state;
+    pricing *p = pricing_new();
+    price pr;
+    assert_int_equal(pricing_lookup(p, "claude-sonnet-4-5-20250929", &pr), 1);
+    assert_true(fabs(pr.cache_write - 3.75) < 1e-12);
+    assert_true(fabs(pr.cached_input - 0.30) < 1e-12);
+    /* The recorded message_cache_usage.json: 21 fresh, 188086 written, 2048 read, 393 out. */
+    double usd = pricing_cost(&pr, 21 + 188086 + 2048, 2048, 188086, 393);
+    assert_true(fabs(usd - (21 * 3.0 + 188086 * 3.75 + 2048 * 0.30 + 393 * 15.0) / 1e6) < 1e-12);
+    /* Without the cache the same tokens cost the input price. */
+    assert_true(fabs(pricing_cost(&pr, 190155, 0, 0, 393) - (190155 * 3.0 + 393 * 15.0) / 1e6) < 1e-12);
+    /* Writes past what the prompt left after the reads are clamped. */
+    assert_true(fabs(pricing_cost(&pr, 100, 60, 100, 0) - (60 * 0.30 + 40 * 3.75) / 1e6) < 1e-12);
+    /* OpenAI's automatic cache has no write surcharge. */
+    assert_int_equal(pricing_lookup(p, "gpt-5-mini", &pr), 1);
+    assert_true(fabs(pr.cache_write - pr.input) < 1e-12);
+    pricing_free(p);
 }
 
 static void test_file_overrides_and_adds(void **state)
@@ -74,7 +96,8 @@ static void test_file_overrides_and_adds(void **state)
     assert_true(fd >= 0);
     close(fd);
     write_file(path, "{\"gpt-5\": {\"input\": 2, \"output\": 20},"
-                     " \"root-model\": {\"input\": 1000, \"cached_input\": 100, \"output\": 2000}}");
+                     " \"root-model\": {\"input\": 1000, \"cached_input\": 100, \"cache_write\": 1250,"
+                     " \"output\": 2000}}");
     pricing *p = pricing_new();
     char err[512];
     assert_int_equal(pricing_load_file(p, path, err, sizeof err), 0);
@@ -85,6 +108,9 @@ static void test_file_overrides_and_adds(void **state)
     assert_true(fabs(pr.output - 20) < 1e-12);
     assert_int_equal(pricing_lookup(p, "root-model", &pr), 1);
     assert_true(fabs(pr.cached_input - 100) < 1e-12);
+    assert_true(fabs(pr.cache_write - 1250) < 1e-12);
+    assert_int_equal(pricing_lookup(p, "gpt-5", &pr), 1);
+    assert_true(fabs(pr.cache_write - 2) < 1e-12);
     pricing_free(p);
     unlink(path);
 }
@@ -98,6 +124,7 @@ static void test_bad_files_leave_table_alone(void **state)
         "{\"m\": {\"input\": -1, \"output\": 1}}",
         "{\"m\": {\"input\": \"1\", \"output\": 1}}",
         "{\"m\": {\"input\": 1, \"output\": 1, \"ouput\": 2}}",
+        "{\"m\": {\"input\": 1, \"output\": 1, \"cache_write\": -1}}",
         "{\"gpt-5\": {\"input\": 9, \"output\": 9}, \"x\": {\"input\": 1}}",
         "{not json",
         "{\"\": {\"input\": 1, \"output\": 1}}",
@@ -129,6 +156,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_builtin_exact_and_dated),
         cmocka_unit_test(test_cost),
+        cmocka_unit_test(test_cost_cache_write),
         cmocka_unit_test(test_file_overrides_and_adds),
         cmocka_unit_test(test_bad_files_leave_table_alone),
     };

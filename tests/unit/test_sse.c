@@ -177,23 +177,30 @@ typedef struct stream_case {
     const char *finish_reason;
     long prompt_tokens, completion_tokens, cached_tokens;
     const char *message_has;
+    long cache_write_tokens;   /* -1: not reported */
 } stream_case;
 
 static const stream_case stream_cases[] = {
-    {"openai_basic.sse", 0, LM_OK, "Hello, wörld!", NULL, "stop", 9, 4, 0, NULL},
-    {"openai_crlf.sse", 0, LM_OK, "Hello, wörld!", NULL, "stop", 9, 4, 0, NULL},
-    {"openai_cr.sse", 0, LM_OK, "Hello, wörld!", NULL, "stop", 9, 4, 0, NULL},
-    {"openai_reasoning.sse", 0, LM_OK, "9.8 is larger.", "9.11 vs 9.8: tenths 1 < 8.", "stop", 15, 30, 8, NULL},
-    {"openai_only_reasoning.sse", 0, LM_OK, "", "thinking...", "length", -1, -1, -1, NULL},
-    {"openrouter_comments.sse", 0, LM_OK, "Paris", NULL, "stop", 14, 2, -1, NULL},
-    {"openai_truncated.sse", 0, LM_ERR_TRUNCATED, NULL, NULL, NULL, 9, 4, 0, "truncated"},
-    {"openai_error_midstream.sse", 0, LM_ERR_HTTP, NULL, NULL, NULL, -1, -1, -1, "Upstream provider disconnected"},
-    {"openai_malformed.sse", 0, LM_ERR_PARSE, NULL, NULL, NULL, -1, -1, -1, "not a JSON object"},
-    {"anthropic_basic.sse", 1, LM_OK, "Hello, wörld!", NULL, "stop", 35, 15, 10, NULL},
+    {"openai_basic.sse", 0, LM_OK, "Hello, wörld!", NULL, "stop", 9, 4, 0, NULL, -1},
+    {"openai_crlf.sse", 0, LM_OK, "Hello, wörld!", NULL, "stop", 9, 4, 0, NULL, -1},
+    {"openai_cr.sse", 0, LM_OK, "Hello, wörld!", NULL, "stop", 9, 4, 0, NULL, -1},
+    {"openai_reasoning.sse", 0, LM_OK, "9.8 is larger.", "9.11 vs 9.8: tenths 1 < 8.", "stop", 15, 30, 8, NULL, -1},
+    {"openai_only_reasoning.sse", 0, LM_OK, "", "thinking...", "length", -1, -1, -1, NULL, -1},
+    {"openrouter_comments.sse", 0, LM_OK, "Paris", NULL, "stop", 14, 2, -1, NULL, -1},
+    {"openai_truncated.sse", 0, LM_ERR_TRUNCATED, NULL, NULL, NULL, 9, 4, 0, "truncated", -1},
+    {"openai_error_midstream.sse", 0, LM_ERR_HTTP, NULL, NULL, NULL, -1, -1, -1, "Upstream provider disconnected", -1},
+    {"openai_malformed.sse", 0, LM_ERR_PARSE, NULL, NULL, NULL, -1, -1, -1, "not a JSON object", -1},
+    {"anthropic_basic.sse", 1, LM_OK, "Hello, wörld!", NULL, "stop", 35, 15, 10, NULL, 0},
     {"anthropic_thinking.sse", 1, LM_OK, "27 * 453 = 12,231", "Let me solve this step by step:\n\n1. 27 * 453 = 12231",
-     "length", 40, 120, -1, NULL},
-    {"anthropic_truncated.sse", 1, LM_ERR_TRUNCATED, NULL, NULL, NULL, 35, 15, 10, "truncated"},
-    {"anthropic_error.sse", 1, LM_ERR_HTTP, NULL, NULL, NULL, 5, 1, -1, "Overloaded (overloaded_error)"},
+     "length", 40, 120, -1, NULL, -1},
+    {"anthropic_truncated.sse", 1, LM_ERR_TRUNCATED, NULL, NULL, NULL, 35, 15, 10, "truncated", 0},
+    {"anthropic_error.sse", 1, LM_ERR_HTTP, NULL, NULL, NULL, 5, 1, -1, "Overloaded (overloaded_error)", -1},
+    /* Prompt caching as the providers document it: OpenAI's usage in the last
+     * chunk (stream_options.include_usage), Anthropic's in message_start and
+     * again, cumulative, in message_delta. */
+    {"openai_prompt_cached.sse", 0, LM_OK, "412 distinct users.", NULL, "stop", 2006, 5, 1920, NULL, -1},
+    {"anthropic_prompt_cached.sse", 1, LM_OK, "412 distinct users.", NULL, "stop", 12 + 1530 + 4096, 9, 4096,
+     NULL, 1530},
 };
 
 typedef struct assembler {
@@ -227,6 +234,7 @@ static void check_stream(const stream_case *sc, const char *data, size_t len, si
     assert_int_equal(r.completion_tokens, sc->completion_tokens);
     assert_int_equal(cached, sc->cached_tokens);
     assert_int_equal(r.cached_tokens, sc->cached_tokens);
+    assert_int_equal(r.cache_write_tokens, sc->cache_write_tokens);
     if (sc->error == LM_OK) {
         assert_string_equal(r.content, sc->content);
         if (sc->reasoning)
