@@ -555,6 +555,116 @@ static void test_log_lines(void **state)
     fclose(f);
 }
 
+/* Posts body (a JSON value, consumed) to path and returns the reply's "usage". */
+static json_t *usage_of_post(const server *s, const char *path, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    reply r = request(s, path, text, NULL);
+    free(text);
+    assert_int_equal(r.status, 200);
+    json_t *u = json_incref(json_object_get(r.json, "usage"));
+    reply_free(&r);
+    assert_non_null(u);
+    return u;
+}
+
+static json_int_t int_at(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    if (!json_is_integer(v))
+        fail_msg("no integer \"%s\"", key);
+    return json_integer_value(v);
+}
+
+/* OpenAI's automatic prompt cache: a prefix of 1024 tokens or more, in steps
+ * of 128, repeated byte for byte, is reported as cached_tokens. */
+static void test_prompt_cache_openai(void **state)
+{
+    server *s = *state;
+    char *system = malloc(6001);
+    assert_non_null(system);
+    memset(system, 'o', 6000);   /* 1500 tokens at 4 bytes each */
+    system[6000] = '\0';
+    json_t *first = json_pack("{s:s, s:[{s:s, s:s}, {s:s, s:s}]}", "model", "m", "messages", "role", "system",
+                              "content", system, "role", "user", "content", "ping a 1");
+    json_t *u = usage_of_post(s, "/v1/chat/completions", json_deep_copy(first));
+    assert_int_equal(int_at(json_object_get(u, "prompt_tokens_details"), "cached_tokens"), 0);
+    json_decref(u);
+    /* The next turn resends it and adds to the end: the prefix up to the last
+     * 128-token step inside the old request is cached. */
+    json_t *messages = json_object_get(first, "messages");
+    json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "assistant", "content", "pong a x1"));
+    json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "user", "content", "ping b 2"));
+    u = usage_of_post(s, "/v1/chat/completions", json_deep_copy(first));
+    assert_int_equal(int_at(u, "prompt_tokens"), (6000 + 8 + 9 + 8 + 3) / 4);
+    assert_int_equal(int_at(json_object_get(u, "prompt_tokens_details"), "cached_tokens"), 1408);
+    json_decref(u);
+    /* One byte changed at the start: nothing matches any more. */
+    system[0] = 'X';
+    json_object_set_new(json_array_get(messages, 0), "content", json_string(system));
+    u = usage_of_post(s, "/v1/chat/completions", first);
+    assert_int_equal(int_at(json_object_get(u, "prompt_tokens_details"), "cached_tokens"), 0);
+    json_decref(u);
+    /* Below 1024 tokens nothing is cached. */
+    json_t *small = json_pack("{s:s, s:[{s:s, s:s}]}", "model", "m", "messages", "role", "user", "content",
+                              system + 2000);
+    json_decref(usage_of_post(s, "/v1/chat/completions", json_deep_copy(small)));
+    u = usage_of_post(s, "/v1/chat/completions", small);
+    assert_int_equal(int_at(json_object_get(u, "prompt_tokens_details"), "cached_tokens"), 0);
+    json_decref(u);
+    assert_true(counter(s, "cached_tokens") == 1408);
+    free(system);
+}
+
+/* Anthropic caches only at cache_control breakpoints: the first request
+ * writes the prefix, a repeat reads it, and a later turn reads the old
+ * breakpoint (looking back over its blocks) and writes the new one. Without
+ * a breakpoint nothing is cached. */
+static void test_prompt_cache_anthropic(void **state)
+{
+    server *s = *state;
+    char *system = malloc(8001);
+    assert_non_null(system);
+    memset(system, 'a', 8000);   /* 2000 tokens */
+    system[8000] = '\0';
+    json_t *req = json_pack("{s:s, s:i, s:[{s:s, s:s, s:{s:s}}], s:[{s:s, s:[{s:s, s:s, s:{s:s}}]}]}",
+                            "model", "claude-x", "max_tokens", 64, "system", "type", "text", "text", system,
+                            "cache_control", "type", "ephemeral", "messages", "role", "user", "content",
+                            "type", "text", "text", "ping a 1", "cache_control", "type", "ephemeral");
+    json_t *u = usage_of_post(s, "/v1/messages", json_deep_copy(req));
+    assert_int_equal(int_at(u, "cache_creation_input_tokens"), 2002);
+    assert_int_equal(int_at(u, "cache_read_input_tokens"), 0);
+    assert_int_equal(int_at(u, "input_tokens"), 0);
+    json_decref(u);
+    u = usage_of_post(s, "/v1/messages", json_deep_copy(req));
+    assert_int_equal(int_at(u, "cache_creation_input_tokens"), 0);
+    assert_int_equal(int_at(u, "cache_read_input_tokens"), 2002);
+    json_decref(u);
+    /* Next turn: the breakpoint moves to the new last message. */
+    json_t *messages = json_object_get(req, "messages");
+    json_object_del(json_array_get(json_object_get(json_array_get(messages, 0), "content"), 0), "cache_control");
+    json_array_append_new(messages, json_pack("{s:s, s:s}", "role", "assistant", "content", "pong a x1"));
+    json_array_append_new(messages, json_pack("{s:s, s:[{s:s, s:s, s:{s:s}}]}", "role", "user", "content",
+                                              "type", "text", "text", "ping b 2", "cache_control", "type",
+                                              "ephemeral"));
+    u = usage_of_post(s, "/v1/messages", json_deep_copy(req));
+    assert_int_equal(int_at(u, "cache_read_input_tokens"), 2002);
+    assert_int_equal(int_at(u, "cache_creation_input_tokens"), (8000 + 8 + 9 + 8 + 3) / 4 - 2002);
+    json_decref(u);
+    /* The same prompt without any breakpoint: no cache at all. */
+    json_t *plain = json_pack("{s:s, s:i, s:s, s:[{s:s, s:s}]}", "model", "claude-x", "max_tokens", 64,
+                              "system", system, "messages", "role", "user", "content", "ping c 3");
+    json_decref(usage_of_post(s, "/v1/messages", json_deep_copy(plain)));
+    u = usage_of_post(s, "/v1/messages", plain);
+    assert_int_equal(int_at(u, "cache_read_input_tokens"), 0);
+    assert_int_equal(int_at(u, "cache_creation_input_tokens"), 0);
+    assert_int_equal(int_at(u, "input_tokens"), (8000 + 8 + 3) / 4);
+    json_decref(u);
+    json_decref(req);
+    free(system);
+}
+
 /* A bad script is a start-up error: exit 2 and a message naming the fault. */
 static void check_bad_script(const char *script, const char *expected)
 {
@@ -663,6 +773,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed_requests, setup_basic, teardown),
         cmocka_unit_test_setup_teardown(test_stream, setup_basic, teardown),
         cmocka_unit_test_setup_teardown(test_log_lines, setup_basic, teardown),
+        cmocka_unit_test_setup_teardown(test_prompt_cache_openai, setup_basic, teardown),
+        cmocka_unit_test_setup_teardown(test_prompt_cache_anthropic, setup_basic, teardown),
         cmocka_unit_test_setup_teardown(test_sigterm_exits_zero, setup_basic, teardown),
         cmocka_unit_test(test_bad_script),
         cmocka_unit_test_setup_teardown(test_oracle_labels_and_facts, setup_oracle, teardown),

@@ -38,6 +38,8 @@ typedef struct server {
     unsigned long next_id;
     uint64_t fault_seq;    /* normal answers so far, the faults' random sequence */
     long fault_hits[FAULT_KINDS];
+    long prompt_tokens, cached_tokens, cache_write_tokens;   /* of the normal answers */
+    prompt_cache cache;    /* its own lock */
 } server;
 
 typedef enum { EP_NONE, EP_CHAT, EP_MESSAGES, EP_MODELS, EP_COUNTERS, EP_RESET, EP_BAD_METHOD } endpoint;
@@ -425,6 +427,12 @@ static struct MHD_Response *chat_answer(server *s, request *req, struct MHD_Conn
     out.usage.prompt = tokens_of(c->content_bytes);
     out.usage.completion = tokens_of(out.content_len +
                                      (out.reasoning ? strlen(out.reasoning) : 0));
+    prompt_cache_account(&s->cache, c->root, c->anthropic, &out.usage);
+    pthread_mutex_lock(&s->lock);
+    s->prompt_tokens += (long)out.usage.prompt;
+    s->cached_tokens += (long)out.usage.cached;
+    s->cache_write_tokens += (long)out.usage.cache_write;
+    pthread_mutex_unlock(&s->lock);
     if (c->stream) {
         sse_body *sse = c->anthropic ? stream_anthropic(&out, truncate)
                                      : stream_openai(&out, c->include_usage, truncate);
@@ -547,10 +555,12 @@ static struct MHD_Response *counters_respond(server *s)
     json_t *fault_counts = json_object();
     for (size_t k = 0; k < FAULT_KINDS; k++)
         json_object_set_new(fault_counts, fault_names[k], json_integer(s->fault_hits[k]));
-    out = json_pack("{s:I, s:I, s:I, s:o, s:I, s:o}", "requests", (json_int_t)s->requests,
+    out = json_pack("{s:I, s:I, s:I, s:o, s:I, s:o, s:I, s:I, s:I}", "requests", (json_int_t)s->requests,
                     "in_flight", (json_int_t)s->in_flight, "max_in_flight",
                     (json_int_t)s->max_in_flight, "rules", hits, "unmatched",
-                    (json_int_t)s->unmatched, "faults", fault_counts);
+                    (json_int_t)s->unmatched, "faults", fault_counts, "prompt_tokens",
+                    (json_int_t)s->prompt_tokens, "cached_tokens", (json_int_t)s->cached_tokens,
+                    "cache_write_tokens", (json_int_t)s->cache_write_tokens);
     pthread_mutex_unlock(&s->lock);
     return response_json(out);
 }
@@ -566,6 +576,7 @@ static struct MHD_Response *reset_respond(server *s)
     memset(s->hits, 0, s->script.nrules * sizeof *s->hits);
     memset(s->fault_hits, 0, sizeof s->fault_hits);
     s->fault_seq = 0;
+    s->prompt_tokens = s->cached_tokens = s->cache_write_tokens = 0;
     pthread_mutex_unlock(&s->lock);
     return response_json(json_pack("{s:b}", "reset", 1));
 }
@@ -930,8 +941,14 @@ int main(int argc, char **argv)
     if (o.latency_ms >= 0)
         s.script.latency_ms = o.latency_ms;
     s.hits = calloc(s.script.nrules + 1, sizeof *s.hits);
-    if (!s.hits)
+    /* 2^20 prefixes (8 MiB): a long benchmark's worth before the first eviction. */
+    if (!s.hits || prompt_cache_init(&s.cache, 20) != 0)
         goto done;
+    s.cache.enabled = !s.script.prompt_cache.off;
+    if (s.script.prompt_cache.min_tokens > 0)
+        s.cache.min_tokens = (size_t)s.script.prompt_cache.min_tokens;
+    if (s.script.prompt_cache.step_tokens > 0)
+        s.cache.step_tokens = (size_t)s.script.prompt_cache.step_tokens;
     if (o.key) {
         buf auth;
         buf_init(&auth, 4096);
@@ -955,6 +972,7 @@ done:
         fclose(s.log);
     free(s.auth);
     free(s.hits);
+    prompt_cache_free(&s.cache);
     script_free(&s.script);
     return rc;
 }

@@ -106,6 +106,13 @@ typedef struct oracle {
     size_t ncopies, copies_cap;
 } oracle;
 
+/* The prompt cache's settings (prefix.c), from the script's "prompt_cache". */
+typedef struct prompt_cache_options {
+    bool off;             /* "prompt_cache": false */
+    long min_tokens;      /* shortest prefix cached; 0: 1024 */
+    long step_tokens;     /* OpenAI's steps between cached prefixes; 0: 128 */
+} prompt_cache_options;
+
 typedef struct script {
     rule *rules;
     size_t nrules;
@@ -115,6 +122,7 @@ typedef struct script {
     faults faults;
     char *oracle_key;     /* path of the answer key, or NULL */
     oracle oracle;        /* loaded at start-up when a rule or --oracle-key needs it */
+    prompt_cache_options prompt_cache;
 } script;
 
 /* Loads and checks the whole script at path; any problem is reported in err
@@ -167,7 +175,30 @@ int timer_add(timer *t, struct MHD_Connection *conn, double deadline);
 
 typedef struct usage {
     size_t prompt, completion;
+    size_t cached;        /* of prompt: read from the prompt cache */
+    size_t cache_write;   /* of prompt: written to it (Anthropic) */
 } usage;
+
+/* ------------------------------------------------------------ prompt cache */
+
+/* The prefixes a provider would hold in its prompt cache: a bounded set of
+ * prefix hashes shared by every request (prefix.c says how each API uses
+ * it). Thread-safe. */
+typedef struct prompt_cache {
+    pthread_mutex_t lock;
+    uint64_t *slots;      /* open addressing; 0 is free; emptied when half full */
+    size_t mask, count;
+    bool enabled;
+    size_t min_tokens, step_tokens;
+} prompt_cache;
+
+/* 2^slots_log2 slots, enabled with OpenAI's thresholds. -1 out of memory. */
+int prompt_cache_init(prompt_cache *pc, size_t slots_log2);
+void prompt_cache_free(prompt_cache *pc);
+/* Sets u->cached and u->cache_write for a parsed request (u->prompt already
+ * set) and remembers its prefixes: OpenAI's rules, or Anthropic's
+ * cache_control breakpoints when anthropic. */
+void prompt_cache_account(prompt_cache *pc, json_t *request, bool anthropic, usage *u);
 
 typedef struct completion {
     char id[48];

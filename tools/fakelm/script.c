@@ -291,6 +291,31 @@ static int faults_parse(faults *f, json_t *v, char *err, size_t errlen)
     return 0;
 }
 
+/* "prompt_cache": false, or {"min_tokens": N, "step_tokens": N} (1 to 1M each). */
+static int prompt_cache_parse(prompt_cache_options *pc, json_t *v, char *err, size_t errlen)
+{
+    if (json_is_false(v) || json_is_true(v)) {
+        pc->off = json_is_false(v);
+        return 0;
+    }
+    if (!json_is_object(v)) {
+        snprintf(err, errlen, "prompt_cache: false, true or {\"min_tokens\", \"step_tokens\"}");
+        return -1;
+    }
+    const char *key;
+    json_t *n;
+    json_object_foreach(v, key, n) {
+        long *into = strcmp(key, "min_tokens") == 0 ? &pc->min_tokens
+                     : strcmp(key, "step_tokens") == 0 ? &pc->step_tokens : NULL;
+        if (!into || !json_is_integer(n) || json_integer_value(n) < 1 || json_integer_value(n) > 1000000) {
+            snprintf(err, errlen, "prompt_cache.%s: unknown key, or not an integer from 1 to 1000000", key);
+            return -1;
+        }
+        *into = (long)json_integer_value(n);
+    }
+    return 0;
+}
+
 static int script_parse(script *sc, json_t *root, char *err, size_t errlen)
 {
     const char *key;
@@ -319,6 +344,9 @@ static int script_parse(script *sc, json_t *root, char *err, size_t errlen)
             sc->models = json_incref(v);
         } else if (strcmp(key, "faults") == 0) {
             if (faults_parse(&sc->faults, v, err, errlen) != 0)
+                return -1;
+        } else if (strcmp(key, "prompt_cache") == 0) {
+            if (prompt_cache_parse(&sc->prompt_cache, v, err, errlen) != 0)
                 return -1;
         } else if (strcmp(key, "oracle") == 0 && json_is_object(v) && json_object_size(v) == 1 &&
                    json_is_string(json_object_get(v, "key"))) {

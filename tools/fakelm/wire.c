@@ -60,9 +60,10 @@ struct MHD_Response *response_unauthorized(void)
 
 static json_t *usage_json(usage u)
 {
-    return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)u.prompt,
+    return json_pack("{s:I, s:I, s:I, s:{s:I, s:I}}", "prompt_tokens", (json_int_t)u.prompt,
                      "completion_tokens", (json_int_t)u.completion, "total_tokens",
-                     (json_int_t)(u.prompt + u.completion));
+                     (json_int_t)(u.prompt + u.completion), "prompt_tokens_details", "cached_tokens",
+                     (json_int_t)u.cached, "audio_tokens", (json_int_t)0);
 }
 
 
@@ -282,11 +283,12 @@ fail:
 
 /* ---- Anthropic Messages --------------------------------------------- */
 
+/* input_tokens counts only what neither came from nor went into the cache. */
 static json_t *anthropic_usage(usage u)
 {
-    return json_pack("{s:I, s:I, s:I, s:I}", "input_tokens", (json_int_t)u.prompt,
-                     "cache_creation_input_tokens", (json_int_t)0, "cache_read_input_tokens",
-                     (json_int_t)0, "output_tokens", (json_int_t)u.completion);
+    return json_pack("{s:I, s:I, s:I, s:I}", "input_tokens", (json_int_t)(u.prompt - u.cached - u.cache_write),
+                     "cache_creation_input_tokens", (json_int_t)u.cache_write, "cache_read_input_tokens",
+                     (json_int_t)u.cached, "output_tokens", (json_int_t)u.completion);
 }
 
 static json_t *anthropic_message(const completion *c, json_t *content, const char *stop, usage u)
@@ -336,7 +338,8 @@ static int anthropic_block(sse_body *sse, int index, bool thinking, const char *
 sse_body *stream_anthropic(const completion *c, bool truncate)
 {
     sse_body *sse = stream_new();
-    usage start = {c->usage.prompt, 1};
+    usage start = c->usage;
+    start.completion = 1;
     int index = 0;
     if (!sse)
         return NULL;
@@ -350,9 +353,9 @@ sse_body *stream_anthropic(const completion *c, bool truncate)
     if (c->content && anthropic_block(sse, index++, false, c->content, c->content_len) != 0)
         goto fail;
     if (sse_named_event(sse, "message_delta",
-                        json_pack("{s:s, s:{s:s, s:n}, s:{s:I}}", "type", "message_delta", "delta",
+                        json_pack("{s:s, s:{s:s, s:n}, s:o}", "type", "message_delta", "delta",
                                   "stop_reason", "end_turn", "stop_sequence", "usage",
-                                  "output_tokens", (json_int_t)c->usage.completion)) != 0)
+                                  anthropic_usage(c->usage))) != 0)
         goto fail;
     if (!truncate && sse_named_event(sse, "message_stop", json_pack("{s:s}", "type", "message_stop")) != 0)
         goto fail;
