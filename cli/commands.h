@@ -20,6 +20,7 @@ int cmd_sessions(int argc, char **argv);
 int cmd_prompt(int argc, char **argv);
 int cmd_view(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
+int cmd_cost(int argc, char **argv);
 
 enum {
     EXIT_ANSWERED = 0,

@@ -64,7 +64,17 @@ static const char options_text[] =
         "  --max-subcalls N       sub-call prompts; a batch that does not fit is refused whole\n"
         "                         (default 10000; none: no limit)\n"
         "  --prices FILE          JSON prices: {\"MODEL\": {\"input\": 1.25, \"cached_input\": 0.125,\n"
-        "                         \"output\": 10}} in USD per million tokens\n"
+        "                         \"cache_write\": 1.25, \"output\": 10}} in USD per million tokens\n"
+        "                         (cached input: prompt tokens the provider's prompt cache served;\n"
+        "                         cache_write: tokens written to it; `rlm cost` breaks a run down)\n"
+        "\n"
+        "Paying less (docs/costs.md):\n"
+        "  --no-prompt-cache      send no cache_control breakpoints to Anthropic (default: the\n"
+        "                         system prompt and the latest turns are marked for its prompt\n"
+        "                         cache; OpenAI-compatible servers cache prefixes on their own)\n"
+        "  --dedupe, --no-dedupe  send identical sub-calls of a run or conversation once and share\n"
+        "                         the reply (default on, off with --temperature above 0 unless\n"
+        "                         --dedupe)\n"
         "\n"
         "Cache and record/replay:\n"
         "  --cache, --no-cache    answer repeated requests from the response cache (default off)\n"
@@ -326,6 +336,10 @@ static const struct option long_options[] = {
     {"progress", no_argument, NULL, OPT_PROGRESS},
     {"no-log", no_argument, NULL, OPT_NO_LOG},
     {"log-db", required_argument, NULL, OPT_SET},
+    {"prompt-cache", no_argument, NULL, OPT_SET_ON},
+    {"no-prompt-cache", no_argument, NULL, OPT_SET_OFF},
+    {"dedupe", no_argument, NULL, OPT_SET_ON},
+    {"no-dedupe", no_argument, NULL, OPT_SET_OFF},
     {NULL, 0, NULL, 0},
 };
 

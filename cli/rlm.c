@@ -35,6 +35,8 @@ static const char commands_text[] =
         "  prompt [--template]     the system prompt rlm would send\n"
         "  view TRACE|ID [-o FILE.html] [--open]   a run as one self-contained HTML page\n"
         "  logs [list|show ID|rm]  every run recorded\n"
+        "  cost TRACE|ID [--json]  what a run cost: by phase, model and node, cached tokens apart,\n"
+        "                          and what it would have cost without prompt caching\n"
         "  demo                    a simulated 10M-token run, offline, no key needed\n"
         "  bench run|report        the benchmark suites\n"
         "  --version, --help\n";
@@ -297,8 +299,10 @@ static int run_command(int argc, char **argv)
         return cmd_view(argc - 1, argv + 1);
     if (strcmp(cmd, "logs") == 0)
         return cmd_logs(argc - 1, argv + 1);
+    if (strcmp(cmd, "cost") == 0)
+        return cmd_cost(argc - 1, argv + 1);
     static const char *const commands[] = {"ask", "chat", "sessions", "doctor", "demo", "bench", "view",
-                                           "logs"};
+                                           "logs", "cost"};
     const char *guess = NULL;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (cli_edit_distance(cmd, commands[i]) <= 2 && !guess)

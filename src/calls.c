@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dedupe.h"
 #include "frame.h"
 #include "tokens.h"
 #include "utf8.h"
@@ -50,6 +51,8 @@ typedef struct calls_core {
     int replaying;
     model_usage *usage;       /* the whole tree's, per model */
     size_t n_usage;
+    dedupe *answers;          /* sub-call replies by key; NULL: no deduplication */
+    pthread_cond_t settled;   /* broadcast when a claimed key of answers is settled */
 } calls_core;
 
 /* One RLM's handle: the top one owns the core; a child borrows it. Fields
@@ -607,10 +610,12 @@ static void replay_missing(calls *c, const lm_request *req, const char *key, int
 }
 
 /* Answers every request: from the replay file, else the cache, else the
- * dispatcher; then records, stores and accounts. The lock is taken twice,
+ * dispatcher; then records, stores and accounts. given: the requests' keys
+ * when the caller has them (NULL: computed here when needed). The lock is taken twice,
  * around the lookups and around the bookkeeping; keys, record lines and the
  * wait for replies happen without it. */
-static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub, calls_reply *out)
+static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub,
+                     char (*const given)[CACHE_KEY_LEN], calls_reply *out)
 {
     calls_core *core = c->core;
     int rc = CALLS_FATAL;
@@ -634,8 +639,12 @@ static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub,
      * holds the whole input that is a second of CPU before the first request
      * goes out. Without replay, cache or record nothing reads it. The cache
      * and the record file can only be dropped during this call, never added. */
-    int need_key = core->replaying || caching || recording;
+    int need_key = given || core->replaying || caching || recording;
     for (size_t i = 0; i < n && need_key; i++) {
+        if (given && !recording) {
+            memcpy(keys[i], given[i], CACHE_KEY_LEN);
+            continue;
+        }
         canon[i] = calls_canonical(c, &reqs[i], sub);
         if (!canon[i] || calls_key(canon[i], keys[i]) != 0) {
             snprintf(c->errmsg, sizeof c->errmsg, "out of memory");
@@ -711,6 +720,217 @@ done:
     return rc;
 }
 
+/* ---- identical sub-calls ------------------------------------------------ */
+
+/* Design note. A program that maps llm_query over its pieces often asks the
+ * same thing twice: duplicate records, a retried loop, two children that
+ * split the input alike. With deduplication on, each sub-call's key (the
+ * canonical request, calls.h) is claimed in the tree's table (dedupe.h)
+ * before anything is sent:
+ *   - the first request of a key in a batch LEADS it: it is sent (or answered
+ *     by the replay file or the response cache, like any call) and its reply
+ *     settles the key;
+ *   - later requests of the same key in the same batch FOLLOW it and copy its
+ *     reply once it is back;
+ *   - a key another thread leads makes the request WAIT (on `settled`, in
+ *     steps of 100 ms so its cancel flag and deadline hold) after this batch's
+ *     own leaders were sent — never before, so two threads that each wait for
+ *     the other's key still both send first;
+ *   - a key already settled is ANSWERED at once with a copy.
+ * A reply that is no answer (an error, an empty or truncated reply) is not
+ * kept: its key is released and the requests that followed or waited for it
+ * take another round, where the first of them leads and is sent. Copies are
+ * calls_reply.deduplicated: no tokens, no cost, counted per model. */
+enum { ROLE_LEAD, ROLE_FOLLOW, ROLE_WAIT, ROLE_DONE, ROLE_PLAIN };
+
+/* The request of n whose key sorts first, then by position: groups equal keys. */
+typedef struct key_order {
+    const char (*keys)[CACHE_KEY_LEN];
+    size_t index;
+} key_order;
+
+static int key_order_compare(const void *a, const void *b)
+{
+    const key_order *x = a, *y = b;
+    int c = strcmp(x->keys[x->index], y->keys[y->index]);
+    return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+/* A copy of a reply for an identical request: its text, no usage. */
+static int reply_copy(const lm_response *from, lm_response *to)
+{
+    memset(to, 0, sizeof *to);
+    to->prompt_tokens = to->completion_tokens = to->cached_tokens = to->cache_write_tokens = -1;
+    to->http_status = from->http_status;
+    to->content_len = lm_content_len(from);
+    to->content = str_dup_len(from->content ? from->content : "", to->content_len);
+    to->reasoning = from->reasoning ? strdup(from->reasoning) : NULL;
+    to->finish_reason = from->finish_reason ? strdup(from->finish_reason) : NULL;
+    if (to->content && (!from->reasoning || to->reasoning) && (!from->finish_reason || to->finish_reason))
+        return 0;
+    lm_response_clear(to);
+    return -1;
+}
+
+/* Under the lock: waits until key is no longer led by another thread, or
+ * req is cancelled (its flag or deadline). 1 when it was cancelled. */
+static int wait_settled(calls_core *core, const char *key, const lm_request *req)
+{
+    while (dedupe_state_of(core->answers, key) == DEDUPE_PENDING) {
+        if ((req->cancel && *req->cancel) || (req->deadline > 0 && clock_now() >= req->deadline))
+            return 1;
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000 * 1000;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&core->settled, &core->lock, &until);
+    }
+    return 0;
+}
+
+/* Under the lock: a deduplicated reply for out (copy of `from`, or of key's
+ * settled reply when from is NULL), accounted to c. 0, or -1 when there is
+ * none to copy (the request takes another round). */
+static int answer_copy(calls *c, const lm_request *req, const char *key, const lm_response *from,
+                       calls_reply *out)
+{
+    memset(out, 0, sizeof *out);
+    int rc = from ? reply_copy(from, &out->r) : dedupe_take(c->core->answers, key, &out->r);
+    if (rc != 0)
+        return -1;
+    out->deduplicated = 1;
+    calls_account(c, req->model ? req->model : "", out);
+    return 0;
+}
+
+/* calls_run for sub-calls with deduplication (see the design note). */
+static int calls_run_deduped(calls *c, lm *m, const lm_request *reqs, size_t n, calls_reply *out)
+{
+    calls_core *core = c->core;
+    int rc = CALLS_FATAL;
+    char (*keys)[CACHE_KEY_LEN] = calloc(n, sizeof *keys);
+    char (*send_keys)[CACHE_KEY_LEN] = calloc(n, sizeof *send_keys);
+    int *role = calloc(n, sizeof *role);
+    size_t *first = calloc(n, sizeof *first);
+    key_order *order = calloc(n, sizeof *order);
+    size_t *todo = calloc(n, sizeof *todo);
+    lm_request *send = calloc(n, sizeof *send);
+    size_t *send_index = calloc(n, sizeof *send_index);
+    calls_reply *sent = calloc(n, sizeof *sent);
+    memset(out, 0, n * sizeof *out);
+    if (!keys || !send_keys || !role || !first || !order || !todo || !send || !send_index || !sent) {
+        snprintf(c->errmsg, sizeof c->errmsg, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (calls_request_key(c, &reqs[i], 1, keys[i]) != 0) {
+            snprintf(c->errmsg, sizeof c->errmsg, "out of memory");
+            goto done;
+        }
+        todo[i] = i;
+    }
+    size_t n_todo = n;
+    while (n_todo > 0) {
+        /* Equal keys of this round: each request's first of its kind. */
+        for (size_t k = 0; k < n_todo; k++)
+            order[k] = (key_order){keys, todo[k]};
+        qsort(order, n_todo, sizeof *order, key_order_compare);
+        for (size_t k = 0; k < n_todo; k++)
+            first[order[k].index] = k > 0 && strcmp(keys[order[k].index], keys[order[k - 1].index]) == 0
+                                        ? first[order[k - 1].index] : order[k].index;
+        size_t n_send = 0;
+        pthread_mutex_lock(&core->lock);
+        for (size_t k = 0; k < n_todo; k++) {
+            size_t i = todo[k];
+            if (first[i] != i) {
+                role[i] = ROLE_FOLLOW;
+                continue;
+            }
+            dedupe_state st = dedupe_claim(core->answers, keys[i]);
+            if (st == DEDUPE_ANSWERED && answer_copy(c, &reqs[i], keys[i], NULL, &out[i]) == 0) {
+                role[i] = ROLE_DONE;
+                continue;
+            }
+            role[i] = st == DEDUPE_LEAD ? ROLE_LEAD : st == DEDUPE_PENDING ? ROLE_WAIT : ROLE_PLAIN;
+            if (role[i] == ROLE_WAIT)
+                continue;
+            send[n_send] = reqs[i];
+            memcpy(send_keys[n_send], keys[i], CACHE_KEY_LEN);
+            send_index[n_send++] = i;
+        }
+        pthread_mutex_unlock(&core->lock);
+        int sent_rc = CALLS_OK;
+        if (n_send > 0) {
+            send[0].watch = reqs[0].watch;
+            send[0].watch_ctx = reqs[0].watch_ctx;
+            sent_rc = calls_run(c, m, send, n_send, 1, send_keys, sent);
+        }
+        size_t n_next = 0;
+        pthread_mutex_lock(&core->lock);
+        for (size_t s = 0; s < n_send; s++) {
+            size_t i = send_index[s];
+            if (role[i] == ROLE_LEAD)
+                dedupe_settle(core->answers, keys[i], sent_rc == CALLS_OK ? &sent[s].r : &(lm_response){0});
+            if (sent_rc == CALLS_OK) {
+                out[i] = sent[s];
+                memset(&sent[s], 0, sizeof sent[s]);
+                role[i] = ROLE_DONE;
+            }
+        }
+        pthread_cond_broadcast(&core->settled);
+        if (sent_rc != CALLS_OK) {
+            pthread_mutex_unlock(&core->lock);
+            rc = sent_rc;
+            goto done;
+        }
+        for (size_t k = 0; k < n_todo; k++) {
+            size_t i = todo[k];
+            if (role[i] == ROLE_WAIT) {
+                if (wait_settled(core, keys[i], &reqs[i])) {
+                    lm_response_fail(&out[i].r, LM_ERR_CANCELLED,
+                                     reqs[i].cancel && *reqs[i].cancel ? "cancelled" : "deadline reached", NULL);
+                    out[i].r.prompt_tokens = out[i].r.completion_tokens = -1;
+                    out[i].r.cached_tokens = out[i].r.cache_write_tokens = -1;
+                    calls_account(c, reqs[i].model ? reqs[i].model : "", &out[i]);
+                    role[i] = ROLE_DONE;
+                } else if (answer_copy(c, &reqs[i], keys[i], NULL, &out[i]) == 0) {
+                    role[i] = ROLE_DONE;
+                }
+            }
+        }
+        /* Followers last: their first may have been a waiter. */
+        for (size_t k = 0; k < n_todo; k++) {
+            size_t i = todo[k], j = first[i];
+            if (role[i] == ROLE_FOLLOW && role[j] == ROLE_DONE && dedupe_shareable(&out[j].r) &&
+                answer_copy(c, &reqs[i], keys[i], &out[j].r, &out[i]) == 0)
+                role[i] = ROLE_DONE;
+        }
+        pthread_mutex_unlock(&core->lock);
+        for (size_t k = 0; k < n_todo; k++)
+            if (role[todo[k]] != ROLE_DONE)
+                todo[n_next++] = todo[k];
+        n_todo = n_next;
+    }
+    rc = CALLS_OK;
+done:
+    if (rc != CALLS_OK && out)
+        for (size_t i = 0; i < n; i++)
+            calls_reply_clear(&out[i]);
+    free(keys);
+    free(send_keys);
+    free(role);
+    free(first);
+    free(order);
+    free(todo);
+    free(send);
+    free(send_index);
+    free(sent);
+    return rc;
+}
+
 int calls_root(calls *c, const lm_request *req, int final, calls_reply *out)
 {
     c->errmsg[0] = '\0';
@@ -719,7 +939,7 @@ int calls_root(calls *c, const lm_request *req, int final, calls_reply *out)
     double est_cost = final ? 0 : estimate_cost(c->core, req->model, est, c->root_cached_prefix);
     if (tree_admit(c, 0, est, est_cost, final) != BUDGET_NONE)
         return CALLS_BUDGET;
-    int rc = calls_run(c, c->core->o.root_lm, req, 1, 0, out);
+    int rc = calls_run(c, c->core->o.root_lm, req, 1, 0, NULL, out);
     if (rc == CALLS_OK && out->r.error == LM_OK)
         c->root_cached_prefix = out->r.cached_tokens > 0 || out->r.cache_write_tokens > 0
                                     ? out->r.prompt_tokens : 0;
@@ -739,7 +959,10 @@ int calls_sub(calls *c, const lm_request *reqs, size_t n, calls_reply *out)
     if (tree_admit(c, n, est, estimate_cost(c->core, reqs[0].model, est, 0), 0) != BUDGET_NONE)
         return CALLS_BUDGET;
     const calls_options *o = &c->core->o;
-    return calls_run(c, o->sub_lm ? o->sub_lm : o->root_lm, reqs, n, 1, out);
+    lm *m = o->sub_lm ? o->sub_lm : o->root_lm;
+    if (c->core->answers)
+        return calls_run_deduped(c, m, reqs, n, out);
+    return calls_run(c, m, reqs, n, 1, NULL, out);
 }
 
 /* ---- handles ------------------------------------------------------------- */
@@ -755,11 +978,16 @@ int calls_new(const calls_options *opts, calls **out, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory");
         return -1;
     }
+    pthread_cond_init(&core->settled, NULL);
     c->core = core;
     core->o = *opts;
     /* The paths are only used here; keep no borrowed pointers to them. */
     core->o.record_path = core->o.replay_path = NULL;
     budget_init(&c->budget, &opts->limits, clock_now());
+    if (opts->dedupe && !(core->answers = dedupe_new())) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
     if (opts->replay_path && opts->replay_path[0]) {
         if (replay_load(core, opts->replay_path, err, errlen) != 0)
             goto fail;
@@ -815,6 +1043,14 @@ void calls_begin_run(calls *c)
     c->root_cached_prefix = 0;
     c->budget_msg[0] = '\0';
     c->errmsg[0] = '\0';
+}
+
+void calls_forget_answers(calls *c)
+{
+    pthread_mutex_lock(&c->core->lock);
+    if (c->core->answers)
+        dedupe_forget(c->core->answers);
+    pthread_mutex_unlock(&c->core->lock);
 }
 
 budget_kind calls_exhausted(const calls *c)
@@ -924,6 +1160,8 @@ void calls_free(calls *c)
     for (size_t i = 0; i < core->n_usage; i++)
         free(core->usage[i].model);
     free(core->usage);
+    dedupe_free(core->answers);
+    pthread_cond_destroy(&core->settled);
     pthread_mutex_destroy(&core->lock);
     free(core);
     free(c);

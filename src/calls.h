@@ -60,6 +60,9 @@ typedef struct calls_options {
     budget_limits limits;
     calls_warn_fn warn;
     void *warn_data;
+    int dedupe;                /* 1: identical sub-calls of the tree are sent once and the
+                                  reply shared (calls_sub), also across runs until
+                                  calls_forget_answers */
 } calls_options;
 
 /* The outcome of one call. */
@@ -107,6 +110,10 @@ calls *calls_child(calls *parent, double share);
  * carry on). */
 void calls_begin_run(calls *c);
 
+/* The next run is unrelated to the last (not a question of the same
+ * conversation): the replies kept for identical sub-calls are dropped. */
+void calls_forget_answers(calls *c);
+
 /* One root request. final = 1 for the last "best answer" request after a
  * budget or the turns ran out: it skips every budget check, of c and of its
  * ancestors (it may go over cost and tokens by this one call, and max_time by
@@ -115,7 +122,13 @@ void calls_begin_run(calls *c);
 int calls_root(calls *c, const lm_request *req, int final, calls_reply *out);
 
 /* A batch of n sub-calls (all for the same model), admitted or refused whole
- * (budget.h). On CALLS_OK every out[i] is filled; otherwise none is. */
+ * (budget.h). On CALLS_OK every out[i] is filled; otherwise none is. With
+ * the dedupe option, a request identical to one of the same batch or an
+ * earlier one of the tree (same key) is not sent: it gets a copy of that
+ * reply (calls_reply.deduplicated; no tokens, no cost), waiting for it if it
+ * is still in flight on another thread. Only answers are shared: after a
+ * failure, an identical request is sent again. Every request is still a
+ * sub-call for the budget's max_subcalls. */
 int calls_sub(calls *c, const lm_request *reqs, size_t n, calls_reply *out);
 
 /* The key of req as a root (sub = 0) or sub-call (sub = 1) request: what the

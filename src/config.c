@@ -43,7 +43,7 @@ enum {
     OPT_DIRECT_THRESHOLD, OPT_MAX_DEPTH, OPT_MAX_CHILDREN, OPT_CHILD_SHARE, OPT_CONTEXT_WINDOW,
     OPT_COMPACT_AT, OPT_SESSION, OPT_SESSION_DB, OPT_SUB_PROVIDER, OPT_SUB_API_KEY, OPT_STRICT,
     OPT_CELL_WALL, OPT_MAX_SANDBOXES, OPT_MAX_CHILD_BATCH, OPT_SNAPSHOT_MAX, OPT_LOG, OPT_LOG_DB,
-    OPT_LOG_MAX, OPT_LOG_COMMAND, OPT_ROOTS,
+    OPT_LOG_MAX, OPT_LOG_COMMAND, OPT_ROOTS, OPT_PROMPT_CACHE, OPT_DEDUPE,
     OPT_COUNT
 };
 
@@ -113,6 +113,9 @@ static const option_spec option_specs[OPT_COUNT] = {
     [OPT_LOG_COMMAND] = {"log_command", OPT_TEXT, "library", 0, 0},
     /* Inputs confined to these directories (ingest.h, "roots"). */
     [OPT_ROOTS] = {"roots", OPT_TEXT, NULL, 0, 0},
+    /* What a run costs (docs/costs.md). */
+    [OPT_PROMPT_CACHE] = {"prompt_cache", OPT_BOOL, "1", 0, 0},
+    [OPT_DEDUPE] = {"dedupe", OPT_BOOL, NULL, 0, 0},   /* unset: on unless temperature > 0 */
 };
 
 /* Limits with a default that "none" switches off. */

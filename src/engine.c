@@ -137,6 +137,66 @@ static void engine_root_watch(void *ctx, const lm_batch_progress *pr)
                                             "retried", (json_int_t)pr->retried));
 }
 
+/* A preamble shorter than this is not marked: Anthropic caches no prefix
+ * under 1024 tokens (about 4 bytes each), and a breakpoint on one is wasted. */
+#define PREAMBLE_MIN_BYTES 4096
+/* Bytes of a lone sub-call's prompt kept to find the next one's preamble. */
+#define PREAMBLE_KEPT_BYTES ((size_t)1 << 20)
+
+/* The bytes a and b start with in common. */
+static size_t common_prefix(const char *a, size_t alen, const char *b, size_t blen)
+{
+    size_t n = alen < blen ? alen : blen, i = 0;
+    while (i < n && a[i] == b[i])
+        i++;
+    return i;
+}
+
+/* Marks the preamble sub-call prompts share (the instructions before each
+ * chunk) as a cached prefix: the same text for every prompt of a batch, or
+ * for a lone prompt and the one before it. It is cut after its last newline,
+ * so a block never ends inside a word or a UTF-8 sequence. */
+static void engine_mark_preamble(engine *e, lm_message *msgs, size_t n)
+{
+    size_t shared = 0;
+    if (n > 1) {
+        shared = lm_message_len(&msgs[0]);
+        for (size_t i = 1; i < n && shared >= PREAMBLE_MIN_BYTES; i++)
+            shared = common_prefix(msgs[0].content, shared, msgs[i].content, lm_message_len(&msgs[i]));
+    } else if (n == 1) {
+        const buf *last = &e->last_sub_prompt;
+        shared = last->len ? common_prefix(last->data, last->len, msgs[0].content, lm_message_len(&msgs[0])) : 0;
+        size_t keep = lm_message_len(&msgs[0]) < PREAMBLE_KEPT_BYTES ? lm_message_len(&msgs[0]) : PREAMBLE_KEPT_BYTES;
+        buf_reset(&e->last_sub_prompt);
+        buf_append(&e->last_sub_prompt, msgs[0].content, keep);   /* out of memory: no mark next time */
+    }
+    while (shared > 0 && msgs[0].content[shared - 1] != '\n')
+        shared--;
+    if (shared < PREAMBLE_MIN_BYTES)
+        return;
+    for (size_t i = 0; i < n; i++)
+        msgs[i].cache_prefix = shared;
+}
+
+/* Marks the prompt-cache breakpoints of a root request: the system prompt,
+ * the end of what the previous request sent (the message before the last
+ * assistant reply: what the provider cached last turn) and the newest
+ * message (what the next turn will start with). */
+static void engine_mark_history(lm_message *msgs, size_t n)
+{
+    if (n == 0)
+        return;
+    if (strcmp(msgs[0].role, "system") == 0)
+        msgs[0].cache_point = 1;
+    msgs[n - 1].cache_point = 1;
+    for (size_t i = n - 1; i > 1; i--) {
+        if (strcmp(msgs[i].role, "assistant") == 0) {
+            msgs[i - 1].cache_point = 1;
+            break;
+        }
+    }
+}
+
 /* Plain sub-calls (llm_query*, and rlm_query* at the last level) on the
  * sub-model; see sandbox_call_fn for the contract. */
 int engine_sub_calls(engine *e, int kind, const char *model, const char *const *prompts,
@@ -161,6 +221,8 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
         reqs[i].cancel = e->p->cancel;
         reqs[i].deadline = e->cell_deadline;
     }
+    if (e->p->prompt_cache)
+        engine_mark_preamble(e, msgs, n);
     reqs[0].watch = engine_batch_watch;
     reqs[0].watch_ctx = e;
     engine_progress(e, "turn %d of %d · batch of %zu in flight", e->turn, e->p->max_iterations, n);
@@ -377,6 +439,8 @@ static root_result engine_ask_root(engine *e, lm_response *resp, int final)
         msgs[i].role = e->h->m[i].role;
         msgs[i].content = e->h->m[i].content;
     }
+    if (e->p->prompt_cache)
+        engine_mark_history(msgs, e->h->n);
     lm_request req = {.model = e->p->model, .messages = msgs, .n_messages = e->h->n,
                       .cancel = e->p->cancel, .stream = e->p->stream,
                       .progress = e->progress || trace_active(e->trace) ? engine_stream_progress : NULL,
@@ -405,7 +469,7 @@ static root_result engine_ask_root(engine *e, lm_response *resp, int final)
     e->out->iterations++;
 
     engine_event(e, "root_reply",
-                json_pack("{s:i,s:o,s:s?,s:s?,s:s?,s:I,s:f,s:i,s:o,s:o,s:b,s:o}", "turn", e->turn,
+                json_pack("{s:i,s:o,s:s?,s:s?,s:s?,s:I,s:f,s:i,s:o,s:o,s:b,s:o,s:s}", "turn", e->turn,
                           "content", engine_text_json(resp->content, lm_content_len(resp)),
                           "reasoning", resp->reasoning,
                           "error", resp->error ? lm_error_name(resp->error) : NULL,
@@ -413,7 +477,8 @@ static root_result engine_ask_root(engine *e, lm_response *resp, int final)
                           "http_status", (json_int_t)resp->http_status,
                           "seconds", resp->seconds, "attempts", resp->attempts,
                           "usage", engine_usage_json(resp), "cost_usd", engine_cost_json(cr.cost_usd),
-                          "cached", cr.cached, "cost_no_cache_usd", engine_cost_json(cr.cost_no_cache_usd)));
+                          "cached", cr.cached, "cost_no_cache_usd", engine_cost_json(cr.cost_no_cache_usd),
+                          "model", req.model));
     if (resp->error == LM_ERR_EMPTY || (resp->error == LM_OK && lm_content_len(resp) == 0))
         return ROOT_EMPTY;
     if (resp->error != LM_OK) {
@@ -664,6 +729,10 @@ static void engine_maybe_compact(engine *e)
     }
     msgs[n].role = "user";
     msgs[n].content = ask;
+    /* The history up to now is last turn's prefix: cached, it makes the
+     * summary cheap; the request to summarise is asked once. */
+    if (e->p->prompt_cache)
+        engine_mark_history(msgs, n);
     lm_request req = {.model = e->p->model, .messages = msgs, .n_messages = n + 1,
                       .cancel = e->p->cancel};
     engine_progress(e, "turn %d of %d · compacting the history (%zu tokens)", e->turn,
@@ -704,13 +773,13 @@ static void engine_maybe_compact(engine *e)
         return;
     }
     engine_event(e, "compaction",
-                 json_pack("{s:i,s:I,s:I,s:I,s:I,s:f,s:o,s:o,s:o,s:o}", "turn", e->turn, "messages",
+                 json_pack("{s:i,s:I,s:I,s:I,s:I,s:f,s:o,s:o,s:o,s:o,s:s}", "turn", e->turn, "messages",
                            (json_int_t)removed, "tokens_before", (json_int_t)before, "tokens_after",
                            (json_int_t)history_tokens(e->h), "window", (json_int_t)window,
                            "seconds", clock_now() - t0, "note",
                            engine_excerpt(r->content, TRACE_EXCERPT_CHARS), "usage", engine_usage_json(r),
                            "cost_usd", engine_cost_json(cr.cost_usd), "cost_no_cache_usd",
-                           engine_cost_json(cr.cost_no_cache_usd)));
+                           engine_cost_json(cr.cost_no_cache_usd), "model", e->p->model));
     calls_reply_clear(&cr);
 }
 
@@ -1106,6 +1175,7 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
                 .factory = parent ? parent->factory : p->factory,
                 .progress = progress, .progress_data = userdata, .out = out, .start = clock_now(),
                 .deadline = parent ? parent->cell_deadline : 0};
+    buf_init(&e.last_sub_prompt, PREAMBLE_KEPT_BYTES);
     if (parent) {
         e.gate = parent->gate;
     } else {
@@ -1276,6 +1346,7 @@ done:
         pthread_mutex_destroy(&e.own_gate.lock);
     }
     history_free(&e.own);
+    buf_free(&e.last_sub_prompt);
     free(e.fatal);
     free(e.node);
     return out->status;

@@ -103,6 +103,10 @@ typedef struct engine_params {
      * 400 on every prompt of a batch of several); others come back to model code as
      * "Error: ..." strings and are counted. */
     int strict;
+    /* 1: mark prompt-cache breakpoints (lm_message.cache_point, cache_prefix)
+     * on the system prompt, the latest turns and a batch's shared preamble;
+     * providers that cache only where asked (Anthropic) then cache them. */
+    int prompt_cache;
     /* A conversation (engine_state_new): NULL answers one question and frees
      * everything; set, the history, the sandbox and its inputs carry over
      * to the next engine_run, and the inputs come from the state (ctx and

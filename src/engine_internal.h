@@ -116,6 +116,8 @@ typedef struct engine {
     int gate_held;             /* this RLM holds one of the gate's sandboxes (children) */
     double deadline;           /* > 0: the parent's cell ends then, and this RLM with it */
     double cell_deadline;      /* > 0 while a cell runs with a wall limit: when it ends */
+    buf last_sub_prompt;       /* the start of the last lone sub-call's prompt, for its
+                                  preamble (engine_mark_preamble); bounded */
 } engine;
 
 /* ---- the loop (engine.c) ------------------------------------------------- */

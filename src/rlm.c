@@ -150,6 +150,16 @@ static rlm_status rlm_load_prices(rlm *r)
     return RLM_OK;
 }
 
+/* Whether identical sub-calls are sent once: the dedupe option when set,
+ * else on unless the temperature is above 0 (sampled replies differ, and a
+ * program that asks twice may want two). */
+static int rlm_dedupe_wanted(const rlm_config *cfg)
+{
+    if (rlm_config_get(cfg, "dedupe")[0])
+        return config_long(cfg, "dedupe") != 0;
+    return !rlm_config_get(cfg, "temperature")[0] || config_double(cfg, "temperature") <= 0;
+}
+
 /* Request options that change what a model replies: part of the cache key
  * (the dispatchers send them, pool_dispatchers_new). */
 static rlm_status rlm_request_options(rlm *r)
@@ -308,6 +318,7 @@ rlm_status rlm_new_in(rlm_pool *pool, const rlm_config *cfg, rlm **out)
     p->compact_at = config_double(r->cfg, "compact_at");
     p->cancel = &r->cancelled;
     p->strict = config_long(r->cfg, "strict") != 0;
+    p->prompt_cache = config_long(r->cfg, "prompt_cache") != 0;
     const char *cache_dir = rlm_config_get(r->cfg, "cache_dir");
     r->search_cache_dir = cache_dir[0] ? strdup(cache_dir) : user_file_path("XDG_CACHE_HOME", ".cache", "");
     p->search_cache_dir = r->search_cache_dir;
@@ -370,6 +381,7 @@ rlm_status rlm_new_in(rlm_pool *pool, const rlm_config *cfg, rlm **out)
         },
         .warn = rlm_warn,
         .warn_data = r,
+        .dedupe = rlm_dedupe_wanted(r->cfg),
     };
     if (calls_new(&co, &r->calls, err, sizeof err) != 0) {
         if (!r->pool)
@@ -1495,6 +1507,10 @@ rlm_status rlm_ask_len(rlm *r, const char *question, char **answer, size_t *answ
     trace_sink_flush(r->trace);   /* the capture is ours again: the last question's lines are in */
     runlog_capture_reset(r->capture, NULL, 0);
     calls_begin_run(r->calls);
+    /* A conversation's questions share their sub-calls' replies; separate
+     * rlm_ask calls on one handle do not. */
+    if (!r->state)
+        calls_forget_answers(r->calls);
     rlm_status st = engine_run(&r->params, r->calls, r->trace, r->ctx, question, r->progress,
                                r->progress_data, &o);
     rlm_trace_check(r);

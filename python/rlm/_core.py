@@ -50,12 +50,20 @@ class Usage:
     cost_usd: Optional[float] = None
     cached_calls: int = 0
     errors: int = 0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    deduplicated: int = 0
+    cost_no_cache_usd: Optional[float] = None
 
     @classmethod
     def from_report(cls, d: Mapping[str, Any]) -> "Usage":
         return cls(calls=d.get("calls", 0), prompt_tokens=d.get("prompt_tokens", 0),
                    completion_tokens=d.get("completion_tokens", 0), cost_usd=d.get("cost_usd"),
-                   cached_calls=d.get("cached_calls", 0), errors=d.get("errors", 0))
+                   cached_calls=d.get("cached_calls", 0), errors=d.get("errors", 0),
+                   cached_tokens=d.get("cached_tokens", 0),
+                   cache_write_tokens=d.get("cache_write_tokens", 0),
+                   deduplicated=d.get("deduplicated", 0),
+                   cost_no_cache_usd=d.get("cost_no_cache_usd"))
 
 
 @dataclass(frozen=True)
@@ -145,11 +153,14 @@ class Event:
     completion_tokens: Optional[int] = None
     cost_usd: Optional[float] = None
     seconds: float = 0.0
+    cached_tokens: Optional[int] = None
+    cache_write_tokens: Optional[int] = None
+    deduplicated: int = 0
 
 
 # rlm_event fields copied as they are, and those read as optional strings.
 _PLAIN_FIELDS = ("depth", "turn", "elapsed", "block", "blocks", "batch_size", "done", "in_flight",
-                 "failed", "retried", "sub_calls", "seconds")
+                 "failed", "retried", "sub_calls", "seconds", "deduplicated")
 _NAME_FIELDS = ("model", "status", "how", "budget", "error")
 
 
@@ -181,7 +192,7 @@ def _event_of(ptr: "ctypes._Pointer[N.Event]") -> Event:
         kw["output"] = _bytes_text(ev.output, ev.output_len)
     if "raised" in have:
         kw["raised"] = bool(ev.raised)
-    for name in ("prompt_tokens", "completion_tokens"):
+    for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens"):
         if name in have and getattr(ev, name) >= 0:
             kw[name] = getattr(ev, name)
     if "cost_usd" in have and ev.cost_usd >= 0:

@@ -116,6 +116,9 @@ class Event(_c.Structure):
         ("cost_usd", _c.c_double),
         ("seconds", _c.c_double),
         ("internal_", _p),
+        ("cached_tokens", _c.c_long),
+        ("cache_write_tokens", _c.c_long),
+        ("deduplicated", _c.c_size_t),
     ]
 
 

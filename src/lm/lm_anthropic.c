@@ -43,13 +43,107 @@ static long thinking_budget(const char *effort)
     return 8192;
 }
 
+/* Where a joined text is cut into cached blocks: byte offsets into it, each
+ * the end of a prefix marked for caching. */
+typedef struct cut_list {
+    size_t at[2 * LM_CACHE_POINTS + 8];
+    size_t n;
+} cut_list;
+
+/* The breakpoints the messages ask for, in order, as (message, in-message
+ * offset) pairs, thinned to LM_CACHE_POINTS: the first (the system prompt,
+ * which outlives every compaction) and the latest ones. keep[i] says whether
+ * point i of the walk is sent. Returns how many points the messages ask for. */
+static size_t cache_points_keep(const lm_request *req, unsigned char *keep, size_t cap)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < req->n_messages; i++) {
+        const lm_message *m = &req->messages[i];
+        size_t len = lm_message_len(m);
+        total += m->cache_prefix > 0 && m->cache_prefix < len;
+        total += m->cache_point != 0;
+    }
+    for (size_t k = 0; k < total && k < cap; k++)
+        keep[k] = total <= LM_CACHE_POINTS || k == 0 || k >= total - (LM_CACHE_POINTS - 1);
+    return total;
+}
+
+/* Appends one text block (skipped when empty: the API refuses those),
+ * cached or not. -1 out of memory. */
+static int block_add(json_t *blocks, const char *text, size_t len, int cached)
+{
+    if (len == 0)
+        return 0;
+    json_t *t = json_text(text, len);
+    json_t *b = t ? json_pack("{s:s,s:o}", "type", "text", "text", t) : NULL;
+    if (b && cached && json_object_set_new(b, "cache_control", json_pack("{s:s}", "type", "ephemeral")) != 0) {
+        json_decref(b);
+        b = NULL;
+    }
+    return b ? json_array_append_new(blocks, b) : -1;
+}
+
+/* The content of a joined text: a plain string, or text blocks cut at the
+ * cached prefixes' ends. NULL out of memory. */
+static json_t *joined_content(const buf *text, const cut_list *cuts)
+{
+    const char *data = text->data ? text->data : "";
+    if (cuts->n == 0)
+        return json_text(data, text->len);
+    json_t *blocks = json_array();
+    size_t from = 0;
+    for (size_t k = 0; blocks && k < cuts->n; k++) {
+        if (cuts->at[k] <= from && k > 0)
+            continue;
+        if (block_add(blocks, data + from, cuts->at[k] - from, 1) != 0) {
+            json_decref(blocks);
+            return NULL;
+        }
+        from = cuts->at[k];
+    }
+    if (blocks && block_add(blocks, data + from, text->len - from, 0) != 0) {
+        json_decref(blocks);
+        return NULL;
+    }
+    return blocks;
+}
+
+/* Appends a message's content to a joined text (after "\n\n" when
+ * `separate`), noting the cached prefixes it ends. -1 out of memory. */
+static int join_message(buf *into, int separate, cut_list *cuts, const lm_message *m, const unsigned char *keep,
+                        size_t cap, size_t *point)
+{
+    size_t len = lm_message_len(m);
+    if (separate && buf_puts(into, "\n\n") != 0)
+        return -1;
+    size_t start = into->len;
+    if (buf_append(into, m->content ? m->content : "", len) != 0)
+        return -1;
+    if (m->cache_prefix > 0 && m->cache_prefix < len) {
+        if (*point < cap && keep[*point] && cuts->n < sizeof cuts->at / sizeof cuts->at[0])
+            cuts->at[cuts->n++] = start + m->cache_prefix;
+        (*point)++;
+    }
+    if (m->cache_point) {
+        if (*point < cap && keep[*point] && cuts->n < sizeof cuts->at / sizeof cuts->at[0])
+            cuts->at[cuts->n++] = into->len;
+        (*point)++;
+    }
+    return 0;
+}
+
 /* Joins runs of messages into the API's shape: the system text, then turns
- * whose roles alternate. */
+ * whose roles alternate. A run that holds a cache breakpoint becomes text
+ * blocks, the one ending at the breakpoint marked cache_control. */
 static int build_messages(const lm_request *req, json_t *root)
 {
     buf system, turn;
     buf_init(&system, (size_t)1 << 40);
     buf_init(&turn, (size_t)1 << 40);
+    cut_list system_cuts = {.n = 0}, turn_cuts = {.n = 0};
+    unsigned char keep[64];
+    size_t cap = sizeof keep, point = 0;
+    cache_points_keep(req, keep, cap);
     json_t *messages = json_array();
     const char *turn_role = NULL;
     int rc = -1;
@@ -57,30 +151,28 @@ static int build_messages(const lm_request *req, json_t *root)
         goto fail;
     for (size_t i = 0; i <= req->n_messages; i++) {
         const lm_message *m = i < req->n_messages ? &req->messages[i] : NULL;
-        const char *content = m && m->content ? m->content : "";
-        size_t content_len = m ? lm_message_len(m) : 0;
         if (m && is_system(m->role)) {
-            if ((system.len && buf_puts(&system, "\n\n") != 0) ||
-                buf_append(&system, content, content_len) != 0)
+            if (join_message(&system, system.len > 0, &system_cuts, m, keep, cap, &point) != 0)
                 goto fail;
             continue;
         }
         const char *role = m ? role_of(m->role) : NULL;
         if (turn_role && (!role || strcmp(role, turn_role) != 0)) {
-            json_t *text = json_text(turn.data, turn.len);
-            if (!text || json_array_append_new(messages, json_pack("{s:s,s:o}", "role", turn_role,
-                                                                   "content", text)) != 0)
+            json_t *content = joined_content(&turn, &turn_cuts);
+            if (!content || json_array_append_new(messages, json_pack("{s:s,s:o}", "role", turn_role,
+                                                                      "content", content)) != 0)
                 goto fail;
             buf_reset(&turn);
+            turn_cuts.n = 0;
             turn_role = NULL;
         }
         if (!m)
             break;
-        if ((turn_role && buf_puts(&turn, "\n\n") != 0) || buf_append(&turn, content, content_len) != 0)
+        if (join_message(&turn, turn_role != NULL, &turn_cuts, m, keep, cap, &point) != 0)
             goto fail;
         turn_role = role;
     }
-    if (system.len && json_object_set_new(root, "system", json_text(system.data, system.len)) != 0)
+    if (system.len && json_object_set_new(root, "system", joined_content(&system, &system_cuts)) != 0)
         goto fail;
     if (json_object_set(root, "messages", messages) != 0)
         goto fail;

@@ -23,7 +23,18 @@ typedef struct lm_message {
     const char *content;
     size_t content_len;     /* bytes of content, which may then hold NUL bytes (sent as
                                \u0000); 0: up to its first NUL (lm_message_len) */
+    /* Prompt-cache breakpoints, for providers that cache a prefix only where
+     * asked (Anthropic's cache_control); others cache on their own and ignore
+     * them. Neither changes the text the model reads, nor the request's key. */
+    int cache_point;        /* 1: the prefix ending with this message is worth caching */
+    size_t cache_prefix;    /* > 0 (and below the content's length): so are its first
+                               cache_prefix bytes, a preamble other requests share; they
+                               are sent as a block of their own */
 } lm_message;
+
+/* Most breakpoints a request may carry (Anthropic's limit): past it the
+ * first and the last LM_CACHE_POINTS - 1 are kept. */
+#define LM_CACHE_POINTS 4
 
 /* The bytes of m's content: content_len when set, else up to the first NUL. */
 size_t lm_message_len(const lm_message *m);

@@ -145,9 +145,14 @@ class Budgets(RlmTestCase):
         prices = self.prices()
         free = self.unlimited(["--prices", prices])
         report = free.report
-        # Every call is priced from its usage: tokens x $0.001.
+        # Every call is priced from its usage: tokens x $0.001; a sub-call
+        # identical to an earlier one (turn 2's batch repeats turn 1's) is
+        # not sent, and costs nothing.
         for e in free.events("root_reply") + free.events("sub_call"):
             u = e["usage"]
+            if e.get("deduplicated"):
+                self.assertEqual(e["cost_usd"], 0)
+                continue
             self.assertAlmostEqual(e["cost_usd"], (u["prompt_tokens"] + u["completion_tokens"]) / 1000.0)
             self.assertFalse(e["cached"])
         total = sum(e["cost_usd"] for e in free.events("root_reply") + free.events("sub_call"))

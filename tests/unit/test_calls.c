@@ -923,6 +923,205 @@ static void test_children_calls_overlap(void **state)
     assert_int_equal(lines, N_THREADS * N_BATCHES * BATCH);
 }
 
+/* ---- identical sub-calls sent once ---------------------------------------- */
+
+/* A dispatcher and a deduplicating handle against a fresh fakelm. */
+static calls *dedupe_start(fixture *f, const char *script, lm **m)
+{
+    server_start(f, script);
+    char base[128], err[256] = "";
+    snprintf(base, sizeof base, "http://127.0.0.1:%d/v1", f->server_port);
+    lm_options lo = {.base_url = base, .concurrency = 16, .timeout = 30, .max_retries = -1};
+    *m = lm_new(&lo, err, sizeof err);
+    if (!*m)
+        fail_msg("lm_new: %s", err);
+    calls_options o = base_options(f);
+    o.root_base_url = base;
+    o.root_lm = *m;
+    o.dedupe = 1;
+    calls *c;
+    assert_int_equal(calls_new(&o, &c, err, sizeof err), 0);
+    return c;
+}
+
+static long usage_field(calls *c, const char *model, const char *key)
+{
+    json_t *u = calls_usage_json(c);
+    long v = (long)json_integer_value(json_object_get(json_object_get(u, model), key));
+    json_decref(u);
+    return v;
+}
+
+/* In one batch and across batches: each distinct prompt is sent once, every
+ * prompt gets its own reply, the copies cost nothing and are counted; the
+ * same prompt to another model is another request; after
+ * calls_forget_answers (an unrelated run) it is sent again. */
+static void test_dedupe_batches_and_models(void **state)
+{
+    fixture *f = *state;
+    lm *m;
+    calls *c = dedupe_start(f, "{\"rules\": [{\"match\": \"^q(\\\\d+)$\", \"reply\": \"a$1\"}]}", &m);
+    const char *texts[10] = {"q1", "q2", "q1", "q3", "q1", "q2", "q4", "q3", "q1", "q4"};
+    lm_message msgs[10];
+    lm_request reqs[10];
+    calls_reply out[10];
+    for (int i = 0; i < 10; i++) {
+        msgs[i] = (lm_message){.role = "user", .content = texts[i]};
+        reqs[i] = request(&msgs[i], "sub-model");
+    }
+    assert_int_equal(calls_sub(c, reqs, 10, out), CALLS_OK);
+    int copies = 0;
+    for (int i = 0; i < 10; i++) {
+        assert_int_equal(out[i].r.error, LM_OK);
+        assert_int_equal(out[i].r.content[0], 'a');
+        assert_string_equal(out[i].r.content + 1, texts[i] + 1);
+        if (out[i].deduplicated) {
+            copies++;
+            assert_true(out[i].cost_usd == 0);
+            assert_int_equal(out[i].r.prompt_tokens, -1);
+        } else {
+            assert_true(out[i].cost_usd > 0);
+        }
+        calls_reply_clear(&out[i]);
+    }
+    assert_int_equal(copies, 6);
+    assert_int_equal(server_counter(f, "requests"), 4);
+    assert_int_equal(usage_field(c, "sub-model", "calls"), 10);
+    assert_int_equal(usage_field(c, "sub-model", "deduplicated"), 6);
+    budget b = snapshot(c);
+    assert_int_equal(b.subcalls, 10);   /* the program asked for ten */
+
+    /* The next batch repeats two and adds one; another model is another request. */
+    lm_request more[3] = {request(&msgs[0], "sub-model"), request(&msgs[3], "sub-model"),
+                          request(&msgs[0], "other-model")};
+    assert_int_equal(calls_sub(c, more, 3, out), CALLS_OK);
+    assert_true(out[0].deduplicated && out[1].deduplicated && !out[2].deduplicated);
+    assert_string_equal(out[2].r.content, "a1");
+    for (int i = 0; i < 3; i++)
+        calls_reply_clear(&out[i]);
+    assert_int_equal(server_counter(f, "requests"), 5);
+
+    calls_forget_answers(c);
+    assert_int_equal(calls_sub(c, reqs, 1, out), CALLS_OK);
+    assert_false(out[0].deduplicated);
+    calls_reply_clear(&out[0]);
+    assert_int_equal(server_counter(f, "requests"), 6);
+    calls_free(c);
+    lm_free(m);
+}
+
+/* A failed call is not an answer: the identical request of the same batch is
+ * sent again (here it succeeds), and the success is what later batches get;
+ * a prompt that always fails is sent every time. */
+static void test_dedupe_failures_are_not_shared(void **state)
+{
+    fixture *f = *state;
+    lm *m;
+    calls *c = dedupe_start(f, "{\"rules\": [{\"match\": \"^flaky$\", \"times\": 1, \"status\": 400,"
+                               " \"reply\": \"no\"}, {\"match\": \"^flaky$\", \"reply\": \"yes\"},"
+                               " {\"match\": \"^broken$\", \"status\": 400, \"reply\": \"never\"}]}", &m);
+    lm_message flaky = {.role = "user", .content = "flaky"}, broken = {.role = "user", .content = "broken"};
+    lm_request reqs[4] = {request(&flaky, "sub-model"), request(&flaky, "sub-model"),
+                          request(&broken, "sub-model"), request(&broken, "sub-model")};
+    calls_reply out[4];
+    assert_int_equal(calls_sub(c, reqs, 4, out), CALLS_OK);
+    assert_int_equal(out[0].r.error, LM_ERR_HTTP);
+    assert_int_equal(out[1].r.error, LM_OK);
+    assert_string_equal(out[1].r.content, "yes");
+    assert_false(out[1].deduplicated);
+    assert_int_equal(out[2].r.error, LM_ERR_HTTP);
+    assert_int_equal(out[3].r.error, LM_ERR_HTTP);
+    assert_false(out[2].deduplicated || out[3].deduplicated);
+    for (int i = 0; i < 4; i++)
+        calls_reply_clear(&out[i]);
+    assert_int_equal(server_counter(f, "requests"), 4);
+    assert_int_equal(calls_sub(c, reqs, 1, out), CALLS_OK);
+    assert_true(out[0].deduplicated);
+    assert_string_equal(out[0].r.content, "yes");
+    calls_reply_clear(&out[0]);
+    assert_int_equal(server_counter(f, "requests"), 4);
+    calls_free(c);
+    lm_free(m);
+}
+
+typedef struct same_worker {
+    calls *c;
+    pthread_barrier_t *start;
+    calls_reply out;
+    int rc;
+} same_worker;
+
+static void *same_worker_main(void *arg)
+{
+    same_worker *w = arg;
+    lm_message msg = {.role = "user", .content = "q7"};
+    lm_request req = request(&msg, "sub-model");
+    pthread_barrier_wait(w->start);
+    w->rc = calls_sub(w->c, &req, 1, &w->out);
+    return NULL;
+}
+
+/* Two RLMs on two threads ask the same thing while it is in flight: one
+ * request goes out, the other waits for its reply. */
+static void test_dedupe_in_flight_across_threads(void **state)
+{
+    fixture *f = *state;
+    lm *m;
+    calls *root = dedupe_start(f, "{\"latency_ms\": 300, \"rules\": [{\"match\": \"^q(\\\\d+)$\","
+                                  " \"reply\": \"a$1\"}]}", &m);
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 2);
+    same_worker w[2];
+    pthread_t th[2];
+    for (int t = 0; t < 2; t++) {
+        w[t] = (same_worker){.c = calls_child(root, 0.5), .start = &start};
+        assert_int_equal(pthread_create(&th[t], NULL, same_worker_main, &w[t]), 0);
+    }
+    for (int t = 0; t < 2; t++)
+        pthread_join(th[t], NULL);
+    pthread_barrier_destroy(&start);
+    for (int t = 0; t < 2; t++) {
+        assert_int_equal(w[t].rc, CALLS_OK);
+        assert_string_equal(w[t].out.r.content, "a7");
+    }
+    assert_int_equal(w[0].out.deduplicated + w[1].out.deduplicated, 1);
+    assert_int_equal(server_counter(f, "requests"), 1);
+    for (int t = 0; t < 2; t++) {
+        calls_reply_clear(&w[t].out);
+        calls_free(w[t].c);
+    }
+    calls_free(root);
+    lm_free(m);
+}
+
+/* Off, every request is sent. */
+static void test_dedupe_off(void **state)
+{
+    fixture *f = *state;
+    server_start(f, "{\"rules\": [{\"match\": \"\", \"reply\": \"same\"}]}");
+    char base[128], err[256] = "";
+    snprintf(base, sizeof base, "http://127.0.0.1:%d/v1", f->server_port);
+    lm_options lo = {.base_url = base, .concurrency = 4, .timeout = 30, .max_retries = -1};
+    lm *m = lm_new(&lo, err, sizeof err);
+    assert_non_null(m);
+    calls_options o = base_options(f);
+    o.root_base_url = base;
+    o.root_lm = m;
+    calls *c;
+    assert_int_equal(calls_new(&o, &c, err, sizeof err), 0);
+    lm_message msg = {.role = "user", .content = "again"};
+    lm_request reqs[3] = {request(&msg, "sub-model"), request(&msg, "sub-model"), request(&msg, "sub-model")};
+    calls_reply out[3];
+    assert_int_equal(calls_sub(c, reqs, 3, out), CALLS_OK);
+    for (int i = 0; i < 3; i++) {
+        assert_false(out[i].deduplicated);
+        calls_reply_clear(&out[i]);
+    }
+    assert_int_equal(server_counter(f, "requests"), 3);
+    calls_free(c);
+    lm_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -940,6 +1139,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_child_cost_and_usage_reach_the_root, setup, teardown),
         cmocka_unit_test_setup_teardown(test_usage_per_model, setup, teardown),
         cmocka_unit_test_setup_teardown(test_children_calls_overlap, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dedupe_batches_and_models, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dedupe_failures_are_not_shared, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dedupe_in_flight_across_threads, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dedupe_off, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -98,6 +98,76 @@ static void test_request_bodies(void **state)
     free(body);
 }
 
+/* Prompt-cache breakpoints become cache_control on text blocks, in the shape
+ * Anthropic's prompt caching guide gives; a request without any keeps plain
+ * strings; past four only the first and the last three are sent. */
+static void test_request_cache_control(void **state)
+{
+    (void)state;
+    lm_message msgs[] = {
+        {.role = "system", .content = "You are terse.", .cache_point = 1},
+        {.role = "user", .content = "Question one"},
+        {.role = "assistant", .content = "Reply one"},
+        {.role = "user", .content = "Output: 1", .cache_point = 1},
+        {.role = "user", .content = "Go on."},
+        {.role = "assistant", .content = "Reply two"},
+        {.role = "user", .content = "Output: 2", .cache_point = 1},
+    };
+    lm_request req = {.model = "claude-sonnet-4-5", .messages = msgs, .n_messages = 7};
+    char *body = anthropic_request_body(&req, NULL);
+    assert_json_equal(body,
+        "{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":8192,"
+        "\"system\":[{\"type\":\"text\",\"text\":\"You are terse.\",\"cache_control\":{\"type\":\"ephemeral\"}}],"
+        "\"messages\":[{\"role\":\"user\",\"content\":\"Question one\"},"
+        "{\"role\":\"assistant\",\"content\":\"Reply one\"},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Output: 1\","
+        "\"cache_control\":{\"type\":\"ephemeral\"}},{\"type\":\"text\",\"text\":\"\\n\\nGo on.\"}]},"
+        "{\"role\":\"assistant\",\"content\":\"Reply two\"},"
+        "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Output: 2\","
+        "\"cache_control\":{\"type\":\"ephemeral\"}}]}]}");
+    free(body);
+
+    /* A shared preamble of a sub-call is a block of its own, cached. */
+    lm_message sub = {.role = "user", .content = "Label each line:\nline one", .cache_prefix = 17};
+    lm_request one = {.model = "claude-haiku-4-5", .messages = &sub, .n_messages = 1};
+    body = anthropic_request_body(&one, NULL);
+    json_t *root = json_loads(body, 0, NULL);
+    json_t *content = json_object_get(json_array_get(json_object_get(root, "messages"), 0), "content");
+    assert_int_equal(json_array_size(content), 2);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(content, 0), "text")),
+                        "Label each line:\n");
+    assert_non_null(json_object_get(json_array_get(content, 0), "cache_control"));
+    assert_string_equal(json_string_value(json_object_get(json_array_get(content, 1), "text")), "line one");
+    assert_null(json_object_get(json_array_get(content, 1), "cache_control"));
+    json_decref(root);
+    free(body);
+
+    /* Six breakpoints asked: the system's and the last three are sent. */
+    lm_message many[] = {
+        {.role = "system", .content = "S", .cache_point = 1},
+        {.role = "user", .content = "u1", .cache_point = 1},
+        {.role = "assistant", .content = "a1", .cache_point = 1},
+        {.role = "user", .content = "u2", .cache_point = 1},
+        {.role = "assistant", .content = "a2", .cache_point = 1},
+        {.role = "user", .content = "u3", .cache_point = 1},
+    };
+    lm_request lots = {.model = "claude-sonnet-4-5", .messages = many, .n_messages = 6};
+    body = anthropic_request_body(&lots, NULL);
+    root = json_loads(body, 0, NULL);
+    char *text = json_dumps(root, JSON_COMPACT);
+    size_t marks = 0;
+    for (const char *p = text; (p = strstr(p, "cache_control")); p++)
+        marks++;
+    assert_int_equal(marks, LM_CACHE_POINTS);
+    json_t *msgs_json = json_object_get(root, "messages");
+    assert_true(json_is_string(json_object_get(json_array_get(msgs_json, 0), "content")));   /* u1 */
+    assert_true(json_is_string(json_object_get(json_array_get(msgs_json, 1), "content")));   /* a1 */
+    assert_true(json_is_array(json_object_get(json_array_get(msgs_json, 2), "content")));    /* u2 */
+    free(text);
+    json_decref(root);
+    free(body);
+}
+
 static void test_openai_wire_options(void **state)
 {
     (void)state;
@@ -217,6 +287,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_bodies),
+        cmocka_unit_test(test_request_cache_control),
         cmocka_unit_test(test_openai_wire_options),
         cmocka_unit_test(test_responses),
         cmocka_unit_test(test_error_messages),
