@@ -5,19 +5,15 @@
  * would have cost without prompt caching. Every figure comes from the
  * trace's call events (root_reply, compaction, sub_call), as the run priced
  * them (docs/costs.md). */
-#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "commands.h"
 #include "rlm.h"
 #include "util.h"
 #include "view.h"
-
-#define COST_MAX_TRACE ((size_t)2 << 30)
 
 /* One line of the breakdown. */
 typedef struct cost_row {
@@ -282,22 +278,12 @@ int cmd_cost(int argc, char **argv)
     json_t *events = NULL, *notes = NULL, *b = NULL;
     const char *format = "rlm", *source = input;
     int rc = EXIT_USAGE;
-    char *end;
-    long long id = strtoll(input, &end, 10);
-    if (access(input, F_OK) != 0 && *input && !*end && id > 0) {
-        rlm_config *cfg = rlm_config_new();
-        rlm_status st = cfg && (!log_db || rlm_config_set(cfg, "log_db", log_db) == RLM_OK)
-                            ? rlm_logs_trace(cfg, id, &text, &len) : RLM_ERR_USAGE;
-        rlm_config_free(cfg);
-        if (st != RLM_OK) {
-            fprintf(stderr, "rlm cost: %s\n", text ? text : "bad --log-db");
-            goto done;
-        }
+    long long id = 0;
+    if (view_load("cost", input, log_db, &text, &len, &id) != 0)
+        goto done;
+    if (id > 0) {
         snprintf(label, sizeof label, "run %lld of the run log", id);
         source = label;
-    } else if (!(text = file_read(input, COST_MAX_TRACE, &len))) {
-        fprintf(stderr, "rlm cost: cannot read '%s': %s\n", input, errno ? strerror(errno) : "too large");
-        goto done;
     }
     if (view_read(text, len, &events, &notes, &format, err, sizeof err) != 0) {
         fprintf(stderr, "rlm cost: '%s': %s\n", input, err);

@@ -241,6 +241,33 @@ static void open_in_browser(const char *path)
     free(page);
 }
 
+int view_load(const char *command, const char *input, const char *log_db, char **text, size_t *len,
+              long long *log_id)
+{
+    *text = NULL;
+    *len = 0;
+    *log_id = 0;
+    if (access(input, F_OK) != 0 && (*log_id = run_id(input)) > 0) {
+        /* A run of the run log: its trace, kept compressed there. */
+        rlm_config *cfg = rlm_config_new();
+        rlm_status st = cfg && (!log_db || rlm_config_set(cfg, "log_db", log_db) == RLM_OK)
+                            ? rlm_logs_trace(cfg, *log_id, text, len) : RLM_ERR_USAGE;
+        rlm_config_free(cfg);
+        if (st != RLM_OK) {
+            fprintf(stderr, "rlm %s: %s\n", command, *text ? *text : "bad --log-db");
+            free(*text);
+            *text = NULL;
+            return -1;
+        }
+        return 0;
+    }
+    if (!(*text = file_read(input, VIEW_MAX_TRACE, len))) {
+        fprintf(stderr, "rlm %s: cannot read '%s': %s\n", command, input, errno ? strerror(errno) : "too large");
+        return -1;
+    }
+    return 0;
+}
+
 int cmd_view(int argc, char **argv)
 {
     const char *input = NULL, *output = NULL, *log_db = NULL;
@@ -278,21 +305,10 @@ int cmd_view(int argc, char **argv)
     int rc = EXIT_USAGE;
     long long log_id = 0;
     char label[64];
-    if (access(input, F_OK) != 0 && (log_id = run_id(input)) > 0) {
-        /* A run of the run log: its trace, kept compressed there. */
-        rlm_config *cfg = rlm_config_new();
-        rlm_status st = cfg && (!log_db || rlm_config_set(cfg, "log_db", log_db) == RLM_OK)
-                            ? rlm_logs_trace(cfg, log_id, &text, &len) : RLM_ERR_USAGE;
-        rlm_config_free(cfg);
-        if (st != RLM_OK) {
-            fprintf(stderr, "rlm view: %s\n", text ? text : "bad --log-db");
-            goto done;
-        }
-        snprintf(label, sizeof label, "run %lld of the run log", log_id);
-    } else if (!(text = file_read(input, VIEW_MAX_TRACE, &len))) {
-        fprintf(stderr, "rlm view: cannot read '%s': %s\n", input, errno ? strerror(errno) : "too large");
+    if (view_load("view", input, log_db, &text, &len, &log_id) != 0)
         goto done;
-    }
+    if (log_id > 0)
+        snprintf(label, sizeof label, "run %lld of the run log", log_id);
     if (view_read(text, len, &events, &notes, &format, err, sizeof err) != 0) {
         fprintf(stderr, "rlm view: '%s': %s\n", input, err);
         goto done;

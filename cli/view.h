@@ -2,7 +2,8 @@
  * reference library's RLMLogger, as one self-contained HTML page (the page
  * is cli/view/, embedded at build time).
  *
- * Ownership: view_read's *events is the caller's (json_decref). */
+ * Ownership: view_read's *events is the caller's (json_decref);
+ * view_load's *text is the caller's (free). */
 #ifndef RLM_CLI_VIEW_H
 #define RLM_CLI_VIEW_H
 
@@ -17,6 +18,13 @@
  * nothing in it is an event. */
 int view_read(const char *text, size_t len, json_t **events, json_t **notes, const char **format,
               char *err, size_t errlen);
+
+/* The text of a trace named on a command line: a file, or (when no file of
+ * that name exists and it is a number) that run of the run log in log_db
+ * (NULL: the default log), then *log_id is set (else 0). 0 with *text and
+ * *len; -1 after saying why on stderr, as "rlm COMMAND: ...". */
+int view_load(const char *command, const char *input, const char *log_db, char **text, size_t *len,
+              long long *log_id);
 
 /* Writes the page for events (and notes, source: the trace's name) to out.
  * 0, or -1 when the write failed. */

@@ -124,6 +124,13 @@ rlm_config *rlm_config_copy(const rlm_config *cfg);
  *                     fixes do (401, 403, 404, a 400 on every prompt of a
  *                     batch of several), others reach model code as "Error: ..." strings
  *                     and are counted (report, warning)   "0"
+ *   prompt_cache      "1": mark cache_control breakpoints for Anthropic
+ *                     (system prompt, latest turns, a batch's shared
+ *                     preamble); "0": none. OpenAI-compatible servers
+ *                     cache prefixes on their own (docs/costs.md)   "1"
+ *   dedupe            "1": identical sub-calls of a run (or conversation)
+ *                     are sent once and the reply shared; "0": every one
+ *                     is sent   unset: on unless temperature > 0
  *   Budgets for a whole run (rlm_ask), counting root turns and every sub-call;
  *   unset = no limit (docs/budgets.md):
  *   max_cost          US dollars (needs known prices for model and sub_model)

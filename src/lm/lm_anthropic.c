@@ -83,12 +83,12 @@ static int block_add(json_t *blocks, const char *text, size_t len, int cached)
     return b ? json_array_append_new(blocks, b) : -1;
 }
 
-/* The content of a joined text: a plain string, or text blocks cut at the
- * cached prefixes' ends. NULL out of memory. */
-static json_t *joined_content(const buf *text, const cut_list *cuts)
+/* The content of a joined text: a plain string, or (as_blocks) text blocks
+ * cut at the cached prefixes' ends. NULL out of memory. */
+static json_t *joined_content(const buf *text, const cut_list *cuts, int as_blocks)
 {
     const char *data = text->data ? text->data : "";
-    if (cuts->n == 0)
+    if (!as_blocks)
         return json_text(data, text->len);
     json_t *blocks = json_array();
     size_t from = 0;
@@ -133,8 +133,10 @@ static int join_message(buf *into, int separate, cut_list *cuts, const lm_messag
 }
 
 /* Joins runs of messages into the API's shape: the system text, then turns
- * whose roles alternate. A run that holds a cache breakpoint becomes text
- * blocks, the one ending at the breakpoint marked cache_control. */
+ * whose roles alternate. In a request with cache breakpoints every content
+ * is a list of text blocks, the ones ending at a breakpoint marked
+ * cache_control: a message keeps its form from one turn to the next while
+ * its mark comes and goes, so the request stays a growing prefix. */
 static int build_messages(const lm_request *req, json_t *root)
 {
     buf system, turn;
@@ -143,7 +145,7 @@ static int build_messages(const lm_request *req, json_t *root)
     cut_list system_cuts = {.n = 0}, turn_cuts = {.n = 0};
     unsigned char keep[64];
     size_t cap = sizeof keep, point = 0;
-    cache_points_keep(req, keep, cap);
+    int as_blocks = cache_points_keep(req, keep, cap) > 0;
     json_t *messages = json_array();
     const char *turn_role = NULL;
     int rc = -1;
@@ -158,7 +160,7 @@ static int build_messages(const lm_request *req, json_t *root)
         }
         const char *role = m ? role_of(m->role) : NULL;
         if (turn_role && (!role || strcmp(role, turn_role) != 0)) {
-            json_t *content = joined_content(&turn, &turn_cuts);
+            json_t *content = joined_content(&turn, &turn_cuts, as_blocks);
             if (!content || json_array_append_new(messages, json_pack("{s:s,s:o}", "role", turn_role,
                                                                       "content", content)) != 0)
                 goto fail;
@@ -172,7 +174,7 @@ static int build_messages(const lm_request *req, json_t *root)
             goto fail;
         turn_role = role;
     }
-    if (system.len && json_object_set_new(root, "system", joined_content(&system, &system_cuts)) != 0)
+    if (system.len && json_object_set_new(root, "system", joined_content(&system, &system_cuts, as_blocks)) != 0)
         goto fail;
     if (json_object_set(root, "messages", messages) != 0)
         goto fail;

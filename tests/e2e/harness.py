@@ -62,11 +62,12 @@ _guard_user_files()
 class FakeLM:
     """The fake server as a context manager: `with FakeLM(rules) as lm:`."""
 
-    def __init__(self, rules, latency_ms=0, require_key=None, extra_args=()):
+    def __init__(self, rules, latency_ms=0, require_key=None, extra_args=(), script_keys=None):
+        """script_keys: more top-level keys of the script (prompt_cache, oracle, ...)."""
         self.dir = tempfile.mkdtemp(prefix="rlm-e2e-")
         self.script = os.path.join(self.dir, "script.json")
         with open(self.script, "w") as f:
-            json.dump({"latency_ms": latency_ms, "rules": rules}, f)
+            json.dump(dict(script_keys or {}, latency_ms=latency_ms, rules=rules), f)
         self.port_file = os.path.join(self.dir, "port")
         self.log = os.path.join(self.dir, "requests.jsonl")
         args = [FAKELM, "--script", self.script, "--port", "0",

@@ -99,8 +99,10 @@ static void test_request_bodies(void **state)
 }
 
 /* Prompt-cache breakpoints become cache_control on text blocks, in the shape
- * Anthropic's prompt caching guide gives; a request without any keeps plain
- * strings; past four only the first and the last three are sent. */
+ * Anthropic's prompt caching guide gives, and every content of such a
+ * request is a list of blocks (a request without any keeps plain strings:
+ * test_request_bodies); past four only the first and the last three are
+ * sent. */
 static void test_request_cache_control(void **state)
 {
     (void)state;
@@ -118,11 +120,11 @@ static void test_request_cache_control(void **state)
     assert_json_equal(body,
         "{\"model\":\"claude-sonnet-4-5\",\"max_tokens\":8192,"
         "\"system\":[{\"type\":\"text\",\"text\":\"You are terse.\",\"cache_control\":{\"type\":\"ephemeral\"}}],"
-        "\"messages\":[{\"role\":\"user\",\"content\":\"Question one\"},"
-        "{\"role\":\"assistant\",\"content\":\"Reply one\"},"
+        "\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Question one\"}]},"
+        "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"Reply one\"}]},"
         "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Output: 1\","
         "\"cache_control\":{\"type\":\"ephemeral\"}},{\"type\":\"text\",\"text\":\"\\n\\nGo on.\"}]},"
-        "{\"role\":\"assistant\",\"content\":\"Reply two\"},"
+        "{\"role\":\"assistant\",\"content\":[{\"type\":\"text\",\"text\":\"Reply two\"}]},"
         "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Output: 2\","
         "\"cache_control\":{\"type\":\"ephemeral\"}}]}]}");
     free(body);
@@ -160,9 +162,13 @@ static void test_request_cache_control(void **state)
         marks++;
     assert_int_equal(marks, LM_CACHE_POINTS);
     json_t *msgs_json = json_object_get(root, "messages");
-    assert_true(json_is_string(json_object_get(json_array_get(msgs_json, 0), "content")));   /* u1 */
-    assert_true(json_is_string(json_object_get(json_array_get(msgs_json, 1), "content")));   /* a1 */
-    assert_true(json_is_array(json_object_get(json_array_get(msgs_json, 2), "content")));    /* u2 */
+    /* u1 and a1 lost their marks; u2 kept its. */
+    assert_null(json_object_get(json_array_get(json_object_get(json_array_get(msgs_json, 0), "content"), 0),
+                                "cache_control"));
+    assert_null(json_object_get(json_array_get(json_object_get(json_array_get(msgs_json, 1), "content"), 0),
+                                "cache_control"));
+    assert_non_null(json_object_get(
+        json_array_get(json_object_get(json_array_get(msgs_json, 2), "content"), 0), "cache_control"));
     free(text);
     json_decref(root);
     free(body);

@@ -8,7 +8,8 @@
  * enough, and a later request whose blocks, up to 20 before one of its own
  * breakpoints, end an already written prefix reads it
  * (cache_read_input_tokens). Tokens are the server's usual bytes / 4 of the
- * contents; roles and block boundaries are part of what must match. */
+ * contents; roles and block boundaries are part of what must match (a
+ * string content is one text block, as the APIs take it). */
 #include "fakelm.h"
 
 #include <stdlib.h>
@@ -146,6 +147,8 @@ static int walk_content(walk *w, const char *tag, json_t *content)
 {
     w->hash = hash_bytes(w->hash, tag, strlen(tag) + 1);
     if (json_is_string(content)) {
+        /* A string is one text block, as the APIs read it. */
+        w->hash = hash_bytes(w->hash, "\x1f", 1);
         if (walk_text(w, json_string_value(content), json_string_length(content)) != 0)
             return -1;
         return w->anthropic ? walk_mark(w, false) : 0;
