@@ -17,12 +17,18 @@ providers do (docs/fakelm.md).
    are duplicates: sub-calls the server received with and without
    --no-dedupe, against the distinct prompts. Target: sent = distinct.
 
-usage: bench/cost_bench.py [--build DIR] [--turns N] [--groups N]
+3. What looking for duplicates costs when there are none: one batch of
+   4,300 distinct prompts of 8,400 characters (the 430K-line OOLONG's
+   slices), the run's wall time with and without --no-dedupe, medians of
+   --repeat runs.
+
+usage: bench/cost_bench.py [--build DIR] [--turns N] [--groups N] [--repeat N]
 Standard library only.
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -129,15 +135,38 @@ def oolong_duplicates(build, groups, tmp):
     return out
 
 
+def dedupe_overhead(build, repeat, tmp):
+    ctx = os.path.join(tmp, "slices.txt")
+    with open(ctx, "w") as f:
+        for i in range(4300):
+            f.write(("slice %05d " % i + "lorem ipsum dolor sit amet " * 320)[:8399] + "\n")
+    code = ("```repl\nparts = [context[i * 8400:(i + 1) * 8400] for i in range(4300)]\n"
+            "r = llm_query_batched(parts)\nprint(len(r), r[0])\n```")
+    rules = [{"match": "^slice ", "reply": "ok"}, {"match": "(?i)turn 2 of", "reply": "FINAL(done)"},
+             {"match": "", "reply": code}]
+    times = {"dedupe (default)": [], "--no-dedupe": []}
+    for _ in range(repeat):
+        for label, extra in (("dedupe (default)", []), ("--no-dedupe", ["--no-dedupe"])):
+            with FakeLM(rules) as lm:
+                rep = run(build, lm, ["--model", "m", "--context", ctx, "--max-iterations", "3",
+                                      "Label the slices."] + extra, tmp)
+            times[label].append(rep["elapsed_seconds"])
+    print("3. one batch of 4,300 distinct 8,400-character prompts (no duplicates), median of %d" % repeat)
+    for label, t in times.items():
+        print("   %-18s %.2f s" % (label, statistics.median(t)))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
     ap.add_argument("--turns", type=int, default=12)
     ap.add_argument("--groups", type=int, default=200)
+    ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="rlm-cost-bench-") as tmp:
         twelve_turns(a.build, a.turns, tmp)
         oolong_duplicates(a.build, a.groups, tmp)
+        dedupe_overhead(a.build, a.repeat, tmp)
 
 
 if __name__ == "__main__":

@@ -577,17 +577,31 @@ void cli_live_summary(cli_live *l, const char *report_json)
         tokens += json_integer_value(json_object_get(u, "prompt_tokens"));
         tokens += json_integer_value(json_object_get(u, "completion_tokens"));
     }
-    char calls[32], toks[32], cost[48];
+    char calls[32], toks[32], cost[48], dedup[48] = "", cached[48] = "";
     group_digits(calls, sizeof calls, (size_t)json_integer_value(json_object_get(rep, "sub_calls")));
     group_digits(toks, sizeof toks, tokens > 0 ? (size_t)tokens : 0);
+    /* What the run did not pay in full: sub-calls not sent, prompt tokens
+     * the provider's cache served (docs/costs.md). */
+    json_int_t n = json_integer_value(json_object_get(rep, "sub_calls_deduplicated"));
+    if (n > 0) {
+        char d[32];
+        group_digits(d, sizeof d, (size_t)n);
+        snprintf(dedup, sizeof dedup, " (%s deduplicated)", d);
+    }
+    n = json_integer_value(json_object_get(rep, "cached_tokens"));
+    if (n > 0) {
+        char d[32];
+        group_digits(d, sizeof d, (size_t)n);
+        snprintf(cached, sizeof cached, " (%s cached)", d);
+    }
     json_t *c = json_object_get(rep, "cost_usd");
     if (json_is_number(c))
         snprintf(cost, sizeof cost, "$%.4f", json_number_value(c));
     else
         snprintf(cost, sizeof cost, "prices unknown");
     long long turns = (long long)json_integer_value(json_object_get(rep, "iterations"));
-    fprintf(stderr, "rlm: %lld turn%s · %s sub-calls · %s tokens · %s · %.1fs\n", turns,
-            turns == 1 ? "" : "s", calls, toks, cost,
+    fprintf(stderr, "rlm: %lld turn%s · %s sub-calls%s · %s tokens%s · %s · %.1fs\n", turns,
+            turns == 1 ? "" : "s", calls, dedup, toks, cached, cost,
             json_number_value(json_object_get(rep, "elapsed_seconds")));
     fflush(stderr);
     json_decref(rep);

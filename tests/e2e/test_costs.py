@@ -141,6 +141,15 @@ class Costs(RlmTestCase):
         self.assertEqual(sum(1 for e in subs if e["deduplicated"]), 14)
         self.assertTrue(all(e["reply"] == "label-x" for e in subs))
         self.assertEqual(res.events("run_end")[0]["sub_calls_deduplicated"], 14)
+        # The summary line says so too.
+        with FakeLM(script(4)) as lm:
+            cmd, env, _ = self.rlm_command(["--progress", "--context", self.ctx(), QUESTION], lm)
+            cmd.remove("--quiet")
+            p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120,
+                               stdin=subprocess.DEVNULL)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stderr, r"rlm: 4 turns · 18 sub-calls \(14 deduplicated\) · [\d,]+ tokens "
+                                     r"\([\d,]+ cached\) · prices unknown · ")
 
     def test_no_dedupe_and_temperature(self):
         for extra, want in ((["--no-dedupe"], 18), (["--temperature", "0.7"], 18),

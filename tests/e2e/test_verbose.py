@@ -71,7 +71,7 @@ class Verbose(RlmTestCase):
         self.assertEqual(p.stdout, ANSWER + "\n")
         self.assertNotIn("\r", p.stderr)
         self.assertIn("rlm: starting", p.stderr)
-        self.assertRegex(p.stderr, r"rlm: 2 turns · 13 sub-calls · [\d,]+ tokens · prices unknown · [\d.]+s\n")
+        self.assertRegex(p.stderr, r"rlm: 2 turns · 13 sub-calls · [\d,]+ tokens \([\d,]+ cached\) · prices unknown · [\d.]+s\n")
 
     def test_live_view_in_a_terminal(self):
         master, slave = pty.openpty()
@@ -115,7 +115,7 @@ class Verbose(RlmTestCase):
         # Code is coloured; model text cannot reach the terminal raw.
         self.assertIn("\033[33mllm_query_batched\033[0m", err)
         self.assertNotIn('<script>document.title="pwned"</script>\033', err)
-        self.assertRegex(err, r"rlm: 2 turns · 13 sub-calls · [\d,]+ tokens · prices unknown · [\d.]+s")
+        self.assertRegex(err, r"rlm: 2 turns · 13 sub-calls · [\d,]+ tokens \([\d,]+ cached\) · prices unknown · [\d.]+s")
 
 
 if __name__ == "__main__":
