@@ -12,6 +12,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
+import rich_run  # noqa: E402
 from harness import RLM, FakeLM, RlmTestCase, isolated_env, main, repl  # noqa: E402
 
 QUESTION = "How many records mention ERROR?"
@@ -209,6 +210,43 @@ class Costs(RlmTestCase):
         self.assertEqual(self.cost("999").returncode, 2)
         self.assertEqual(self.cost(self.write("junk.txt", "not json\n")).returncode, 2)
         self.assertEqual(self.cost().returncode, 2)
+
+    def test_rlm_cost_with_a_child_rlm(self):
+        trace = rich_run.trace(self)
+        out = self.cost("--json", trace)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        b = json.loads(out.stdout)
+        self.assertEqual(sorted(b["nodes"]), ["0", "0.1"])
+        # The child's one root turn is the children's phase; the root's two
+        # turns and twelve sub-calls are the top's.
+        self.assertEqual(b["phases"]["child RLMs"]["calls"], 1)
+        self.assertEqual(b["phases"]["root turns"]["calls"], 2)
+        self.assertEqual(b["phases"]["sub-calls"]["calls"], 12)
+        self.assertEqual(b["nodes"]["0.1"]["calls"], 1)
+        self.assertIsNone(b["total"]["cost_usd"])      # no prices: unknown, never 0
+        self.assertIn("the cost is unknown", self.cost(trace).stdout)
+
+    def test_max_cost_counts_cached_tokens_at_their_price(self):
+        """A budget between what the run costs with the provider's cache and
+        without it: met with the cache, exhausted without."""
+        cost = {}
+        for cache_on in (True, False):
+            with FakeLM(script(6), script_keys={"prompt_cache": cache_on}) as lm:
+                res = self.rlm(["--json", "--context", self.ctx(), "--prices", self.prices(), QUESTION], lm)
+            self.assertExit(res, 0)
+            self.assertIsNone(res.report["stopped_by"])
+            cost[cache_on] = res.report["cost_usd"]
+        self.assertLess(cost[True], 0.6 * cost[False])
+        limit = "%.6f" % ((cost[True] + cost[False]) / 2)
+        # Stopped, the root's last reply here is code again: no answer, exit 1.
+        for cache_on, stopped, code in ((True, None, 0), (False, "max_cost", 1)):
+            with FakeLM(script(6), script_keys={"prompt_cache": cache_on}) as lm:
+                res = self.rlm(["--json", "--context", self.ctx(), "--prices", self.prices(), "--max-cost", limit,
+                                QUESTION], lm)
+            self.assertExit(res, code)
+            self.assertEqual(res.report["stopped_by"], stopped, res.report)
+            if stopped is None:
+                self.assertEqual(res.report["answer"], "7 errors")
 
 
 if __name__ == "__main__":
