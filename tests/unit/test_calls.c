@@ -42,6 +42,7 @@ typedef struct fixture {
     cache *cache;
     pid_t server_pid;   /* fakelm, when a test started one; teardown stops it */
     int server_port;
+    char base[128];     /* its base URL, for handles that borrow it */
 } fixture;
 
 static int setup(void **state)
@@ -929,14 +930,15 @@ static void test_children_calls_overlap(void **state)
 static calls *dedupe_start(fixture *f, const char *script, lm **m)
 {
     server_start(f, script);
-    char base[128], err[256] = "";
-    snprintf(base, sizeof base, "http://127.0.0.1:%d/v1", f->server_port);
-    lm_options lo = {.base_url = base, .concurrency = 16, .timeout = 30, .max_retries = -1};
+    char err[256] = "";
+    /* calls_new borrows the URL: it lives in the fixture. */
+    snprintf(f->base, sizeof f->base, "http://127.0.0.1:%d/v1", f->server_port);
+    lm_options lo = {.base_url = f->base, .concurrency = 16, .timeout = 30, .max_retries = -1};
     *m = lm_new(&lo, err, sizeof err);
     if (!*m)
         fail_msg("lm_new: %s", err);
     calls_options o = base_options(f);
-    o.root_base_url = base;
+    o.root_base_url = f->base;
     o.root_lm = *m;
     o.dedupe = 1;
     calls *c;
@@ -969,7 +971,8 @@ static void test_dedupe_batches_and_models(void **state)
         msgs[i] = (lm_message){.role = "user", .content = texts[i]};
         reqs[i] = request(&msgs[i], "sub-model");
     }
-    assert_int_equal(calls_sub(c, reqs, 10, out), CALLS_OK);
+    if (calls_sub(c, reqs, 10, out) != CALLS_OK)
+        fail_msg("calls_sub: %s", calls_errmsg(c));
     int copies = 0;
     for (int i = 0; i < 10; i++) {
         assert_int_equal(out[i].r.error, LM_OK);
