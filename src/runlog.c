@@ -34,7 +34,9 @@ static const char schema_sql[] =
     " answer TEXT, status TEXT, how TEXT, error TEXT, session TEXT,"
     " turns INTEGER, sub_calls INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER,"
     " cost_usd REAL, elapsed REAL,"
-    " trace BLOB, trace_bytes INTEGER NOT NULL DEFAULT 0, trace_note TEXT);"
+    " trace BLOB, trace_bytes INTEGER NOT NULL DEFAULT 0, trace_note TEXT,"
+    " cached_tokens INTEGER, cache_write_tokens INTEGER, cost_no_cache_usd REAL,"
+    " sub_calls_deduplicated INTEGER);"
     "CREATE INDEX IF NOT EXISTS runs_started ON runs(started);";
 
 /* Columns added after the first schema, which a log written by an older rlm
@@ -46,8 +48,8 @@ static const char *const added_columns[][2] = {
     {"sub_calls_deduplicated", "INTEGER"},
 };
 
-/* Adds the columns an older log lacks. 0, or -1 (the db's error is set). */
-static int add_missing_columns(sqlite3 *db)
+/* How many of added_columns the runs table lacks; -1 on a database error. */
+static int missing_columns(sqlite3 *db, int *missing)
 {
     for (size_t i = 0; i < sizeof added_columns / sizeof added_columns[0]; i++) {
         sqlite3_stmt *s = NULL;
@@ -57,16 +59,40 @@ static int add_missing_columns(sqlite3 *db)
         sqlite3_bind_text(s, 1, added_columns[i][0], -1, SQLITE_STATIC);
         int step = sqlite3_step(s);
         sqlite3_finalize(s);
-        if (step == SQLITE_ROW)
-            continue;
-        if (step != SQLITE_DONE)
+        if (step != SQLITE_ROW && step != SQLITE_DONE)
             return -1;
-        char sql[160];
-        snprintf(sql, sizeof sql, "ALTER TABLE runs ADD COLUMN %s %s", added_columns[i][0], added_columns[i][1]);
-        if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
-            return -1;
+        missing[i] = step == SQLITE_DONE;
     }
     return 0;
+}
+
+/* Adds the columns an older log lacks, in one write transaction (taken
+ * before looking, so two rlm processes opening the same old log do not both
+ * add them). 0, or -1 (the db's error is set). */
+static int add_missing_columns(sqlite3 *db)
+{
+    int missing[sizeof added_columns / sizeof added_columns[0]] = {0}, any = 0;
+    if (missing_columns(db, missing) != 0)
+        return -1;
+    for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++)
+        any |= missing[i];
+    if (!any)
+        return 0;
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return -1;
+    if (missing_columns(db, missing) != 0)
+        goto fail;
+    for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++) {
+        char sql[160];
+        snprintf(sql, sizeof sql, "ALTER TABLE runs ADD COLUMN %s %s", added_columns[i][0], added_columns[i][1]);
+        if (missing[i] && sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+            goto fail;
+    }
+    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
+        return 0;
+fail:
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
 }
 
 static void db_error(runlog *l, char *err, size_t errlen, const char *what)

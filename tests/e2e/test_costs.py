@@ -248,6 +248,35 @@ class Costs(RlmTestCase):
             if stopped is None:
                 self.assertEqual(res.report["answer"], "7 errors")
 
+    def test_run_log_written_by_an_older_rlm_gets_the_new_columns(self):
+        import sqlite3
+        db = os.path.join(self.tmp, "xdg-data", "rlm", "logs.db")
+        os.makedirs(os.path.dirname(db))
+        con = sqlite3.connect(db)
+        con.executescript(
+            "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);"
+            "INSERT INTO meta VALUES('schema', '1');"
+            "CREATE TABLE runs(id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL NOT NULL,"
+            " command TEXT, question TEXT, inputs TEXT, model TEXT, sub_model TEXT,"
+            " answer TEXT, status TEXT, how TEXT, error TEXT, session TEXT,"
+            " turns INTEGER, sub_calls INTEGER, prompt_tokens INTEGER, completion_tokens INTEGER,"
+            " cost_usd REAL, elapsed REAL, trace BLOB, trace_bytes INTEGER NOT NULL DEFAULT 0, trace_note TEXT);"
+            "INSERT INTO runs(started, command, question, status) VALUES(1.0, 'ask', 'old question', 'ok');")
+        con.commit()
+        con.close()
+        with FakeLM(script(3)) as lm:
+            res = self.rlm(["--json", "--context", self.ctx(), QUESTION], lm)
+        self.assertExit(res, 0)
+        self.assertNotIn("run log", res.stderr)
+        env = dict(os.environ)
+        env.update(isolated_env(self.tmp))
+        rows = json.loads(subprocess.run([RLM, "logs", "--json"], capture_output=True, text=True, env=env).stdout)
+        self.assertEqual(len(rows), 2)
+        self.assertEqual(rows[0]["sub_calls_deduplicated"], res.report["sub_calls_deduplicated"])
+        self.assertEqual(rows[0]["cached_tokens"], res.report["cached_tokens"])
+        self.assertIsNone(rows[1]["cached_tokens"])      # the old row: not counted then
+        self.assertEqual(rows[1]["question"], "old question")
+
 
 if __name__ == "__main__":
     main()
