@@ -1,7 +1,8 @@
-/* calls — the one path every model call takes: budget admission, replay and
- * cache lookups by request hash, the dispatcher for what is left, then the
- * record file, the cache, the price and the budget's accounting; for one RLM
- * or a whole tree of them on several threads. */
+/* calls — the one path every model call takes: budget admission, identical
+ * sub-calls shared, replay and cache lookups by request hash, the dispatcher
+ * for what is left, then the record file, the cache, the price (prompt-cache
+ * reads and writes at their own prices) and the budget's accounting; for one
+ * RLM or a whole tree of them on several threads. */
 #include "calls.h"
 
 #include <assert.h>

@@ -1,6 +1,6 @@
 /* calls — every model call of a run passes through here: budget check →
- * replay or cache lookup → the LM dispatcher → record and cache store → cost
- * and budget accounting. The engine calls this instead of lm_call*, so money,
+ * identical sub-calls shared (dedupe.h) → replay or cache lookup → the LM
+ * dispatcher → record and cache store → cost and budget accounting. The engine calls this instead of lm_call*, so money,
  * limits, caching and record/replay live in one place.
  *
  * A run is a tree of RLMs, and so a tree of handles: calls_new makes the top
