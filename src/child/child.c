@@ -16,6 +16,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include "fdpass.h"
 #include "frame.h"
 #include "pack.h"
 #include "repl_helpers.h"
@@ -1322,43 +1323,6 @@ static PyObject *bindable_name(child *c, json_t *name, char *err, size_t errlen)
     return key;
 }
 
-/* Receives the descriptors the host attached (SCM_RIGHTS) to the one byte
- * it sends right after an add_input (or, to a zygote, a fork) frame: up to
- * max (at most 4) into fds. Returns how many came, or -1 when the byte did
- * not. */
-static int receive_fds(int sock, int *fds, int max)
-{
-    char byte;
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    union {
-        char buf[CMSG_SPACE(4 * sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-                         .msg_controllen = sizeof control.buf};
-    ssize_t n;
-    do
-        n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    if (n != 1)
-        return -1;
-    int count = 0;
-    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&msg); cm; cm = CMSG_NXTHDR(&msg, cm)) {
-        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
-            continue;
-        size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < k; i++) {
-            int fd;
-            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
-            if (count < max)
-                fds[count++] = fd;
-            else
-                close(fd);
-        }
-    }
-    return count;
-}
-
 /* An input a zygote loaded for its children: each forked child binds the
  * first `preloaded` of them (sandbox-protocol.md, "Forked children"). */
 struct held_input {
@@ -1379,7 +1343,7 @@ static int load_requested(child *c, json_t *request, PyObject **key, PyObject **
     int fds[2] = {-1, -1};
     int want = json_is_true(json_object_get(request, "has_context")) +
                json_is_true(json_object_get(request, "has_data"));
-    int got = receive_fds(c->fd, fds, 2);
+    int got = fd_recv(c->fd, NULL, fds, 2);
     if (got < 0)
         return -2;
     json_int_t len = json_integer_value(json_object_get(request, "context_len"));
@@ -1646,7 +1610,7 @@ static json_t *take_snapshot(child *c, json_t *request)
 {
     char err[256] = "";
     int fd = -1;
-    if (receive_fds(c->fd, &fd, 1) != 1)
+    if (fd_recv(c->fd, NULL, &fd, 1) != 1)
         return NULL;
     json_int_t max = json_integer_value(json_object_get(request, "max_bytes"));
     repl_snapshot_stats stats = {0};
@@ -1685,7 +1649,7 @@ static json_t *load_snapshot(child *c, json_t *request)
 {
     char err[256] = "";
     int fd = -1;
-    if (receive_fds(c->fd, &fd, 1) != 1)
+    if (fd_recv(c->fd, NULL, &fd, 1) != 1)
         return NULL;
     json_int_t len = json_integer_value(json_object_get(request, "bytes"));
     size_t bound = 0;
@@ -1835,7 +1799,7 @@ static void zygote_serve(child *c)
         json_t *id = json_incref(json_object_get(request, "id"));
         json_decref(request);
         int fds[4] = {-1, -1, -1, -1};
-        int n = receive_fds(CHANNEL_FD, fds, 4);
+        int n = fd_recv(CHANNEL_FD, NULL, fds, 4);
         if (n != 1 + has_context + has_data + has_cache)
             _exit(3);
         sandbox_fork_report report = {.pid = -1};

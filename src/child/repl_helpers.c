@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "chunks.h"
+#include "fdpass.h"
 #include "grep.h"
 #include "search.h"
 #include "tokens.h"
@@ -390,35 +391,21 @@ static int cache_lookup(docs_state *st, const char key[33])
         }
         st->cache_pending = 1;
     }
-    char status = 0;
-    struct iovec iov = {.iov_base = &status, .iov_len = 1};
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf,
-                         .msg_controllen = sizeof control.buf};
     /* A signal that lands just before a blocking read would not interrupt
      * it: wait in slices and look at Python's signal flags between them. */
     struct pollfd pfd = {.fd = st->cache_fd, .events = POLLIN};
     while (poll(&pfd, 1, CACHE_POLL_MS) <= 0)
         if (PyErr_CheckSignals() != 0)
             return -2;
-    ssize_t n;
-    do
-        n = recvmsg(st->cache_fd, &msg, MSG_CMSG_CLOEXEC);
-    while (n < 0 && errno == EINTR);
-    st->cache_pending = 0;
+    char status = 0;
     int fd = -1;
-    struct cmsghdr *cm = n == 1 ? CMSG_FIRSTHDR(&msg) : NULL;
-    if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
-        cm->cmsg_len == CMSG_LEN(sizeof(int)))
-        memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+    int n = fd_recv(st->cache_fd, &status, &fd, 1);
+    st->cache_pending = 0;
     if (status != 1 && fd >= 0) {
         close(fd);
         fd = -1;
     }
-    if (n != 1)
+    if (n < 0)
         cache_close(st);
     return fd;
 }

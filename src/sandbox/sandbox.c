@@ -29,6 +29,7 @@
  * children; either way the protocol from the init frame on is the same. */
 #include "sandbox.h"
 
+#include "fdpass.h"
 #include "frame.h"
 #include "sandbox_cache.h"
 #include "sandbox_policy.h"
@@ -793,7 +794,7 @@ static int host_request(sandbox *sb, json_t *frame, const int *fds, int n_fds, c
     if (frame)
         json_object_set_new(frame, "id", json_integer((json_int_t)id));
     if (send_frame(sb, frame, why, whylen) != 0 ||
-        (fds && sandbox_send_fds(sb->sock, fds, n_fds, why, whylen) != 0))
+        (fds && fd_send(sb->sock, 0, fds, n_fds, why, whylen) != 0))
         return WAIT_DIED;
     double now = clock_now();
     wait_state ws = {.started = now, .interrupted = 1, .kill_at = now + seconds, .id = id};

@@ -17,6 +17,7 @@
  * released at once. */
 #include "sandbox_cache.h"
 
+#include "fdpass.h"
 #include "pack.h"
 #include "search.h"
 #include "util.h"
@@ -149,27 +150,12 @@ done:
     release_bytes(&pack);
 }
 
+/* One byte, 1 with the index's descriptor attached or 0 without; a child
+ * that stopped listening is no concern of the service's. */
 static void reply(int sock, int fd)
 {
-    char status = fd >= 0;
-    struct iovec iov = {.iov_base = &status, .iov_len = 1};
-    union {
-        char buf[CMSG_SPACE(sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (fd >= 0) {
-        memset(&control, 0, sizeof control);
-        msg.msg_control = control.buf;
-        msg.msg_controllen = sizeof control.buf;
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(cm), &fd, sizeof fd);
-    }
-    while (sendmsg(sock, &msg, MSG_NOSIGNAL) < 0 && errno == EINTR)
-        ;
+    char ignored[128];
+    fd_send(sock, fd >= 0, &fd, fd >= 0, ignored, sizeof ignored);
 }
 
 static void *cache_main(void *arg)

@@ -48,6 +48,7 @@
  * isolated than a spawned one); every wait has a deadline, and the callers
  * spawn instead. */
 #include "sandbox_spawn.h"
+#include "fdpass.h"
 
 #include "frame.h"
 #include "util.h"
@@ -116,40 +117,6 @@ int sandbox_floor_only(void)
 {
     const char *v = getenv("RLM_SANDBOX_FLOOR_ONLY");
     return v && v[0] && strcmp(v, "0") != 0;
-}
-
-int sandbox_send_fds(int sock, const int *fds, int n, char *why, size_t whylen)
-{
-    char byte = 0;
-    struct iovec iov = {.iov_base = &byte, .iov_len = 1};
-    union {
-        char buf[CMSG_SPACE(4 * sizeof(int))];
-        struct cmsghdr align;
-    } control;
-    struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (n < 0 || n > 4) {
-        snprintf(why, whylen, "cannot pass %d descriptors at once", n);
-        return -1;
-    }
-    if (n > 0) {
-        memset(&control, 0, sizeof control);
-        msg.msg_control = control.buf;
-        msg.msg_controllen = CMSG_SPACE((size_t)n * sizeof(int));
-        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-        cm->cmsg_level = SOL_SOCKET;
-        cm->cmsg_type = SCM_RIGHTS;
-        cm->cmsg_len = CMSG_LEN((size_t)n * sizeof(int));
-        memcpy(CMSG_DATA(cm), fds, (size_t)n * sizeof(int));
-    }
-    ssize_t sent;
-    while ((sent = sendmsg(sock, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR)
-        ;
-    if (sent != 1) {
-        snprintf(why, whylen, "cannot pass descriptors: %s",
-                 sent < 0 ? strerror(errno) : "short write");
-        return -1;
-    }
-    return 0;
 }
 
 /* ---- spawning ---- */
@@ -666,7 +633,7 @@ pid_t sandbox_factory_fork(sandbox_factory *f, const sandbox_fds *fds, size_t in
                                 (json_int_t)inputs);
     int sent = request && frame_write(f->sock, request, FACTORY_FRAME_MAX, why, sizeof why) == 0;
     json_decref(request);
-    if (!sent || sandbox_send_fds(f->sock, passed, n, why, sizeof why) != 0 ||
+    if (!sent || fd_send(f->sock, 0, passed, n, why, sizeof why) != 0 ||
         factory_wait(f, "forked", id, clock_now() + FACTORY_FORK_SECONDS, &reply, why,
                      sizeof why) != 0)
         goto fail;
@@ -738,7 +705,7 @@ int sandbox_factory_add_input(sandbox_factory *f, const char *name, const sandbo
         sandbox_input_describe(request, &slot.in);
     int sent = request && frame_write(f->sock, request, FACTORY_FRAME_MAX, why, sizeof why) == 0;
     json_decref(request);
-    if (!sent || sandbox_send_fds(f->sock, fds, n_fds, why, sizeof why) != 0 ||
+    if (!sent || fd_send(f->sock, 0, fds, n_fds, why, sizeof why) != 0 ||
         factory_wait(f, "input_added", id, clock_now() + sandbox_input_seconds(&slot.in), &reply,
                      why, sizeof why) != 0)
         goto zygote_failed;

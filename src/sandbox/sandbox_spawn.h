@@ -56,10 +56,6 @@ pid_t sandbox_spawn(const char *exe, const sandbox_fds *fds, int use_namespaces,
                     const char *why_not, int *ns_index, sandbox_namespaces *ns, char *err,
                     size_t errlen);
 
-/* Sends one byte with n (at most 4) descriptors attached (SCM_RIGHTS). 0, or
- * -1 with why set. */
-int sandbox_send_fds(int sock, const int *fds, int n, char *why, size_t whylen);
-
 /* A wait status in words: "exited with status 3", "was killed by signal 9
  * (Killed - out of memory, or killed from outside)". */
 void sandbox_describe_status(int status, char *out, size_t len);

@@ -1,5 +1,6 @@
 /* test_frame — the sandbox wire format: round trips, incremental reads, and
- * every way a peer can send a bad frame (oversized, truncated, not JSON). */
+ * every way a peer can send a bad frame (oversized, truncated, not JSON);
+ * descriptors passed after a frame (fdpass). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -7,11 +8,14 @@
 
 #include <cmocka.h>
 
+#include "fdpass.h"
 #include "frame.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -194,6 +198,103 @@ static void test_frame_string_repairs_utf8(void **state)
     json_decref(s);
 }
 
+/* The descriptor received is a copy of the one sent: same open file. */
+static void assert_same_file(int a, int b)
+{
+    assert_true(a >= 0 && b >= 0 && a != b);
+    assert_int_equal(lseek(a, 7, SEEK_SET), 7);
+    assert_int_equal(lseek(b, 0, SEEK_CUR), 7);
+}
+
+static void test_fdpass_round_trip(void **state)
+{
+    (void)state;
+    int sv[2];
+    make_pair(sv);
+    int fds[2] = {memfd_create("a", 0), memfd_create("b", 0)};
+    char err[128];
+    /* A frame, then its byte with the descriptors, on one socket. */
+    json_t *obj = json_pack("{s:s}", "type", "add_input");
+    assert_int_equal(frame_write(sv[0], obj, FRAME_MAX, err, sizeof err), 0);
+    json_decref(obj);
+    assert_int_equal(fd_send(sv[0], 1, fds, 2, err, sizeof err), 0);
+    json_t *got = NULL;
+    assert_int_equal(frame_read(sv[1], FRAME_MAX, &got, err, sizeof err), FRAME_READY);
+    json_decref(got);
+    char tag = 0;
+    int in[2] = {-1, -1};
+    assert_int_equal(fd_recv(sv[1], &tag, in, 2), 2);
+    assert_int_equal(tag, 1);
+    assert_same_file(fds[0], in[0]);
+    assert_same_file(fds[1], in[1]);
+    assert_int_equal(fcntl(in[0], F_GETFD) & FD_CLOEXEC, FD_CLOEXEC);
+    /* No descriptor: the byte alone (a status). */
+    assert_int_equal(fd_send(sv[0], 0, NULL, 0, err, sizeof err), 0);
+    assert_int_equal(fd_recv(sv[1], &tag, in, 2), 0);
+    assert_int_equal(tag, 0);
+    for (int i = 0; i < 2; i++) {
+        close(fds[i]);
+        close(in[i]);
+    }
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* Open descriptors of this process. */
+static int open_fds(void)
+{
+    int n = 0;
+    for (int fd = 0; fd < 1024; fd++)
+        n += fcntl(fd, F_GETFD) != -1;
+    return n;
+}
+
+/* More descriptors than asked for: the first ones are the caller's, the
+ * others are closed rather than leaked. */
+static void test_fdpass_extra_closed(void **state)
+{
+    (void)state;
+    int sv[2];
+    make_pair(sv);
+    int fds[3] = {open("/dev/null", O_RDONLY), open("/dev/null", O_RDONLY),
+                  open("/dev/null", O_RDONLY)};
+    char err[128];
+    assert_int_equal(fd_send(sv[0], 0, fds, 3, err, sizeof err), 0);
+    int before = open_fds();
+    int in = -1;
+    assert_int_equal(fd_recv(sv[1], NULL, &in, 1), 1);
+    assert_true(in >= 0);
+    assert_int_equal(open_fds(), before + 1);
+    close(in);
+    for (int i = 0; i < 3; i++)
+        close(fds[i]);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void test_fdpass_errors(void **state)
+{
+    (void)state;
+    int sv[2];
+    make_pair(sv);
+    int fds[5] = {0, 0, 0, 0, 0};
+    char err[128] = "";
+    assert_int_equal(fd_send(sv[0], 0, fds, 5, err, sizeof err), -1);
+    assert_non_null(strstr(err, "cannot pass 5 descriptors"));
+    close(sv[0]);
+    int in = -1;
+    assert_int_equal(fd_recv(sv[1], NULL, &in, 1), -1); /* the peer is gone */
+    assert_int_equal(in, -1);
+    signal(SIGPIPE, SIG_DFL); /* a closed peer is an error, never SIGPIPE */
+    int pair2[2];
+    make_pair(pair2);
+    close(pair2[1]);
+    assert_int_equal(fd_send(pair2[0], 0, NULL, 0, err, sizeof err), -1);
+    assert_non_null(strstr(err, "cannot pass descriptors"));
+    close(pair2[0]);
+    close(sv[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -204,6 +305,9 @@ int main(void)
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_write_to_closed_peer),
         cmocka_unit_test(test_frame_string_repairs_utf8),
+        cmocka_unit_test(test_fdpass_round_trip),
+        cmocka_unit_test(test_fdpass_extra_closed),
+        cmocka_unit_test(test_fdpass_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
