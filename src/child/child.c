@@ -19,6 +19,7 @@
 #include "fdpass.h"
 #include "frame.h"
 #include "pack.h"
+#include "py_arena.h"
 #include "repl_helpers.h"
 #include "repl_module.h"
 #include "repl_restore.h"
@@ -451,6 +452,7 @@ static int start_python(char *err, size_t errlen)
     PyStatus status = Py_PreInitialize(&pre);
     if (PyStatus_Exception(status))
         goto fail;
+    py_arena_install(); /* without it, Python's own arenas: slower, not wrong */
     if (repl_module_register() != 0 || repl_helpers_register() != 0) {
         snprintf(err, errlen, "cannot register the _rlm modules");
         return -1;
@@ -1804,7 +1806,7 @@ static void zygote_serve(child *c)
             _exit(3);
         sandbox_fork_report report = {.pid = -1};
         const char *failure = NULL;
-        /* The arena allocator's helper thread (repl_helpers.c) lives here
+        /* The arena allocator's helper thread (py_arena.c) lives here
          * too: fork only while it waits, so that no lock it holds is copied
          * into the child held. */
         if (inputs < 0 || (size_t)inputs > c->n_held) {
@@ -1975,7 +1977,7 @@ int main(int argc, char **argv)
      * copy-on-write fault costs a TLB shoot-down too. A forked child has no
      * allocator helper yet (a spawned one keeps its own); without one it
      * populates arenas itself. */
-    repl_helpers_start_thread();
+    py_arena_start_thread();
     if (start_watchdog(c.fd) != 0)
         send_error_and_exit(c.fd, "cannot start the watchdog thread");
 

@@ -16,21 +16,9 @@
 #include "docs.h"
 #include "search.h"
 
-/* Registers `_rlm_docs` as a built-in module, and gives Python's object
- * allocator arenas cut from huge pages and populated ahead of use by a
- * helper thread it starts (page faults one by one made building the
- * helpers' results slow); call before Py_Initialize. The thread waits on a
- * condition variable when idle, makes no Python calls and blocks every
- * signal. */
+/* Registers `_rlm_docs` as a built-in module; call before Py_Initialize.
+ * 0, or -1 when CPython refuses. */
 int repl_helpers_register(void);
-
-/* Starts the allocator's helper thread in this process if it has none: a
- * process forked from the one that called repl_helpers_register has no
- * thread but the forking one, and populates arenas itself until it calls
- * this. Call before the lockdown (which forbids new threads). Returns 0
- * when the thread runs, -1 when none could start (arenas are then
- * populated by the thread asking for them; nothing else changes). */
-int repl_helpers_start_thread(void);
 
 /* Hands the helpers the documents `context` was built from. ascii[i] is 1
  * when docs[i] is pure ASCII (byte offsets are character offsets), so hits
