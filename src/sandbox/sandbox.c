@@ -37,7 +37,6 @@
 #include "utf8.h"
 #include "util.h"
 
-#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -321,23 +320,6 @@ static int read_raw_frame(sandbox *sb, const wait_state *ws, char **data, size_t
         if (rc != FRAME_MORE)
             return -1;
     }
-}
-
-static int utf8_valid(const char *s, size_t len)
-{
-    const unsigned char *p = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < len) {
-        if (p[i] < 0x80) {
-            i++;
-            continue;
-        }
-        size_t n = utf8_sequence_length(p + i, len - i);
-        if (n == 0)
-            return 0;
-        i += n;
-    }
-    return 1;
 }
 
 /* Points texts[i] into the raw frame from *off on: piece i is lengths[i]
@@ -1656,80 +1638,4 @@ void sandbox_free(sandbox *sb)
     free(sb->layers_json);
     sandbox_factory_release(sb->factory);
     free(sb);
-}
-
-/* ---- finding the executable ---- */
-
-#ifndef RLM_SANDBOX_BUILD_PATH
-#define RLM_SANDBOX_BUILD_PATH ""
-#endif
-#ifndef RLM_SANDBOX_INSTALL_PATH
-#define RLM_SANDBOX_INSTALL_PATH ""
-#endif
-#ifndef RLM_HELPERS_FROM_LIBDIR
-#define RLM_HELPERS_FROM_LIBDIR "../libexec/rlm"
-#endif
-#ifndef RLM_HELPERS_FROM_BINDIR
-#define RLM_HELPERS_FROM_BINDIR "../libexec/rlm"
-#endif
-
-static int is_executable(const char *path)
-{
-    return path && path[0] && access(path, X_OK) == 0;
-}
-
-/* dir/rlm-sandbox, else dir/helpers/rlm-sandbox, when executable: its real
- * path (malloc'd), else NULL. */
-static char *sandbox_beside(const char *dir, const char *helpers)
-{
-    char path[PATH_MAX * 2];
-    int n = snprintf(path, sizeof path, "%s/rlm-sandbox", dir);
-    if (n > 0 && (size_t)n < sizeof path && is_executable(path))
-        return realpath(path, NULL);
-    n = snprintf(path, sizeof path, "%s/%s/rlm-sandbox", dir, helpers);
-    if (n > 0 && (size_t)n < sizeof path && is_executable(path))
-        return realpath(path, NULL);
-    return NULL;
-}
-
-/* The directory of the shared library holding this code (librlm.so loaded
- * by a program: Python's ctypes, a C program linked with -lrlm), into
- * dir; -1 when this code is part of the program itself (the static library
- * linked into rlm), which the program's own path covers. */
-static int library_dir(const char *self_exe, char *dir, size_t dirlen)
-{
-    Dl_info info;
-    char lib[PATH_MAX];
-    if (!dladdr((void *)sandbox_find_exe, &info) || !info.dli_fname ||
-        !strchr(info.dli_fname, '/') || !realpath(info.dli_fname, lib))
-        return -1;
-    if (self_exe && strcmp(lib, self_exe) == 0)
-        return -1;
-    char *slash = strrchr(lib, '/');
-    *slash = '\0';
-    return snprintf(dir, dirlen, "%s", lib) < (int)dirlen ? 0 : -1;
-}
-
-char *sandbox_find_exe(const char *configured)
-{
-    if (configured && configured[0])
-        return strdup(configured);
-    char self[PATH_MAX], dir[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    self[n > 0 ? n : 0] = '\0';
-    char *found = NULL;
-    /* The library's own installed (or built) tree first: a Python process's
-     * executable is python3, and a sandbox next to it would be another rlm's. */
-    if (library_dir(self, dir, sizeof dir) == 0)
-        found = sandbox_beside(dir, RLM_HELPERS_FROM_LIBDIR);
-    char *slash = strrchr(self, '/');
-    if (!found && slash) {
-        *slash = '\0';
-        found = sandbox_beside(self, RLM_HELPERS_FROM_BINDIR);
-    }
-    if (found)
-        return found;
-    if (is_executable(RLM_SANDBOX_BUILD_PATH))
-        return strdup(RLM_SANDBOX_BUILD_PATH);
-    return strdup(RLM_SANDBOX_INSTALL_PATH);
 }

@@ -1,7 +1,8 @@
 /* sandbox_spawn — how the host starts rlm-sandbox processes for sandbox.c:
  * spawned fresh (clone(2) into new namespaces, else posix_spawn), or forked
  * by a sandbox factory's zygote, a process that has already started Python
- * and imported the allowed modules. Internal to the host.
+ * and imported the allowed modules. Internal to the host. (sandbox_find_exe,
+ * declared in sandbox.h for the API, lives in sandbox_spawn.c too.)
  *
  * Ownership: descriptors passed in are borrowed (the new process gets its own
  * copies). A factory is reference-counted: sandbox_factory_new's caller holds

@@ -163,6 +163,23 @@ size_t utf8_cut(const char *s, size_t len, size_t max)
 
 /* ---- characters, cuts and display ----------------------------------- */
 
+int utf8_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < len) {
+        if (p[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t n = utf8_sequence_length(p + i, len - i);
+        if (n == 0)
+            return 0;
+        i += n;
+    }
+    return 1;
+}
+
 void utf8_count(const char *data, size_t len, size_t *chars, size_t *invalid)
 {
     const unsigned char *p = (const unsigned char *)data;

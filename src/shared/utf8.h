@@ -42,6 +42,10 @@ size_t utf8_cut(const char *s, size_t len, size_t max);
  * invalid tail is not held back: it is invalid whatever follows. */
 size_t utf8_complete_prefix(const char *s, size_t len);
 
+/* 1 when s holds only valid UTF-8 (no overlong forms, surrogates or code
+ * points past U+10FFFF), else 0. */
+int utf8_valid(const char *s, size_t len);
+
 /* Characters and invalid bytes (bytes that start no valid UTF-8 sequence,
  * each counted as one character) of data[0..len). Fast on ASCII. */
 void utf8_count(const char *data, size_t len, size_t *chars, size_t *invalid);

@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -90,6 +91,28 @@ static void test_count_chars(void **state)
     assert_int_equal(utf8_count_chars("\xF0\x9F\x98\x80!", 5), 2);        /* 😀! */
     /* only the given length counts */
     assert_int_equal(utf8_count_chars("h\xC3\xA9llo", 3), 2);
+}
+
+/* utf8_valid agrees with the repair: valid text is left alone, and every
+ * kind of invalid sequence is found wherever it sits. */
+static void test_valid(void **state)
+{
+    (void)state;
+    assert_int_equal(utf8_valid("", 0), 1);
+    assert_int_equal(utf8_valid("plain ascii", 11), 1);
+    assert_int_equal(utf8_valid("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", 14), 1);
+    static const char *const bad[] = {"\xff", "\xc3", "\xc0\xaf", "\xed\xa0\x80",
+                                      "\xf4\x90\x80\x80", "\x80", "\xe2\x82"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char text[32];
+        int n = snprintf(text, sizeof text, "ok %s ok", bad[i]);
+        assert_int_equal(utf8_valid(text, (size_t)n), 0);
+        size_t out_len;
+        char *fixed = utf8_sanitize(text, (size_t)n, &out_len);
+        assert_non_null(fixed);
+        assert_int_equal(utf8_valid(fixed, out_len), 1);
+        free(fixed);
+    }
 }
 
 static void test_bound_within_limit(void **state)
@@ -185,6 +208,7 @@ int main(void)
         cmocka_unit_test(test_escape_terminal_table),
         cmocka_unit_test(test_escape_terminal_every_byte),
         cmocka_unit_test(test_count_chars),
+        cmocka_unit_test(test_valid),
         cmocka_unit_test(test_bound_within_limit),
         cmocka_unit_test(test_bound_multibyte_cuts),
         cmocka_unit_test(test_bound_states_count),
