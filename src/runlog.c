@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <zlib.h>
 
 #include "rlm.h"
@@ -95,6 +96,23 @@ fail:
     return -1;
 }
 
+/* Runs one set-up statement. SQLite does not call the busy handler for
+ * every lock it meets here: two runs that create the log at the same moment
+ * see PRAGMA journal_mode=WAL fail at once with SQLITE_BUSY ("database is
+ * locked") while the other holds the file. So a busy set-up is retried every
+ * 10 ms for as long as the busy timeout would have waited. */
+static int exec_setup(runlog *l, const char *sql)
+{
+    double give_up = clock_now() + RUNLOG_BUSY_MS / 1000.0;
+    for (;;) {
+        int rc = sqlite3_exec(l->db, sql, NULL, NULL, NULL);
+        if ((rc & 0xff) != SQLITE_BUSY || clock_now() >= give_up)
+            return rc;
+        struct timespec pause = {0, 10 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+}
+
 static void db_error(runlog *l, char *err, size_t errlen, const char *what)
 {
     snprintf(err, errlen, "run log '%s': %s: %s", l->path, what, sqlite3_errmsg(l->db));
@@ -120,11 +138,11 @@ runlog *runlog_open(const char *path, char *err, size_t errlen)
     sqlite3_busy_timeout(l->db, RUNLOG_BUSY_MS);
     /* WAL lets a reader (rlm logs) and a writer work at once; a file that
      * is no database fails here, before anything is written to it. */
-    if (sqlite3_exec(l->db, "PRAGMA journal_mode=WAL;", NULL, NULL, NULL) != SQLITE_OK ||
+    if (exec_setup(l, "PRAGMA journal_mode=WAL;") != SQLITE_OK ||
         /* A log survives a crash of rlm as it is (WAL); only a power cut
          * may lose its last runs, which is not worth an fsync per run. */
-        sqlite3_exec(l->db, "PRAGMA synchronous=NORMAL;", NULL, NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(l->db, schema_sql, NULL, NULL, NULL) != SQLITE_OK || add_missing_columns(l->db) != 0) {
+        exec_setup(l, "PRAGMA synchronous=NORMAL;") != SQLITE_OK ||
+        exec_setup(l, schema_sql) != SQLITE_OK || add_missing_columns(l->db) != 0) {
         db_error(l, err, errlen, "unusable (move it away, or remove it to start a new log)");
         goto fail;
     }
