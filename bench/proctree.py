@@ -5,8 +5,8 @@ import threading
 import time
 
 
-def tree_rss_kb(root):
-    """RSS of root and of every descendant, in KiB, as {pid: (name, rss)}."""
+def tree_pids(root):
+    """root and every descendant's pid."""
     children = {}
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
@@ -17,10 +17,34 @@ def tree_rss_kb(root):
             children.setdefault(int(fields[1]), []).append(int(pid))
         except OSError:
             pass
-    out, todo = {}, [root]
+    out, todo = [], [root]
     while todo:
         pid = todo.pop()
         todo.extend(children.get(pid, []))
+        out.append(pid)
+    return out
+
+
+def tree_pss_kb(root):
+    """Proportional set size of root and its descendants together, KiB:
+    pages a zygote shares with the sandboxes forked from it counted once."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            with open("/proc/%d/smaps_rollup" % pid) as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+                        break
+        except OSError:
+            pass
+    return total
+
+
+def tree_rss_kb(root):
+    """RSS of root and of every descendant, in KiB, as {pid: (name, rss)}."""
+    out = {}
+    for pid in tree_pids(root):
         try:
             with open("/proc/%d/status" % pid) as f:
                 status = dict(line.split(":", 1) for line in f if ":" in line)

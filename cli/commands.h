@@ -21,6 +21,7 @@ int cmd_prompt(int argc, char **argv);
 int cmd_view(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
 int cmd_cost(int argc, char **argv);
+int cmd_batch(int argc, char **argv);
 
 enum {
     EXIT_ANSWERED = 0,

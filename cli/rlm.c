@@ -30,6 +30,8 @@ static const char commands_text[] =
         "Commands:\n"
         "  ask                     one question about the inputs (--context, or a piped stdin)\n"
         "  chat                    a conversation: question after question about the same inputs\n"
+        "  batch TASKS --out FILE  many questions from a JSONL task file: resumable, sharded\n"
+        "  batch merge FILE...     join the shards' results, check every task is there once\n"
         "  sessions [list|rm NAME|recover]   the conversations kept by --session\n"
         "  doctor [--json]         which sandbox layers this machine allows; the endpoint, key, files\n"
         "  prompt [--template]     the system prompt rlm would send\n"
@@ -301,8 +303,10 @@ static int run_command(int argc, char **argv)
         return cmd_logs(argc - 1, argv + 1);
     if (strcmp(cmd, "cost") == 0)
         return cmd_cost(argc - 1, argv + 1);
+    if (strcmp(cmd, "batch") == 0)
+        return cmd_batch(argc - 1, argv + 1);
     static const char *const commands[] = {"ask", "chat", "sessions", "doctor", "demo", "bench", "view",
-                                           "logs", "cost"};
+                                           "logs", "cost", "batch"};
     const char *guess = NULL;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (cli_edit_distance(cmd, commands[i]) <= 2 && !guess)

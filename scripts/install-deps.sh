@@ -3,6 +3,9 @@
 # Idempotent: safe to rerun. Needs root (or sudo) and the distribution's package mirror.
 # chromium (a 124 MB download, 414 MB installed, about 25 s here) is only for the test of rlm view's page
 # in a real browser (tests/e2e/test_view_browser.py), which is skipped without it.
+# slurm-wlm and munge are only for rlm batch on a real single-node Slurm (tests/e2e/test_batch_slurm.py,
+# bench/batch_bench.py --slurm), which starts its own daemons in a temporary directory and stops them;
+# their packages' own services are not used (and not started where systemd does not run).
 set -euo pipefail
 
 packages=(
@@ -14,6 +17,7 @@ packages=(
   help2man
   python3-pytest python3-build python3-setuptools python3-wheel python3-venv python3-pip
   chromium
+  slurm-wlm munge
 )
 
 missing=()
