@@ -36,8 +36,7 @@ static const char commands_text[] =
         "  prompt [--template]     the system prompt rlm would send\n"
         "  view TRACE|ID [-o FILE.html] [--open]   a run as one self-contained HTML page\n"
         "  logs [list|show ID|rm]  every run recorded\n"
-        "  cost TRACE|ID [--json]  what a run cost: by phase, model and node, cached tokens apart,\n"
-        "                          and what it would have cost without prompt caching\n"
+        "  cost TRACE|ID [--json]  what a run cost by phase, model and node, with and without caching\n"
         "  demo                    a simulated 10M-token run, offline, no key needed\n"
         "  bench run|report        the benchmark suites\n"
         "  --version, --help\n";
