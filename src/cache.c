@@ -23,18 +23,43 @@ struct cache {
     sqlite3_stmt *get, *put;
 };
 
-int cache_hash(const void *data, size_t len, char key[CACHE_KEY_LEN])
+static void hex_key(const unsigned char *digest, unsigned int n, char key[CACHE_KEY_LEN])
 {
-    unsigned char digest[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    if (EVP_Digest(data, len, digest, &n, EVP_sha256(), NULL) != 1 || n != 32)
-        return -1;
     static const char hex[] = "0123456789abcdef";
     for (unsigned int i = 0; i < n; i++) {
         key[2 * i] = hex[digest[i] >> 4];
         key[2 * i + 1] = hex[digest[i] & 15];
     }
     key[64] = '\0';
+}
+
+int cache_hash(const void *data, size_t len, char key[CACHE_KEY_LEN])
+{
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    if (EVP_Digest(data, len, digest, &n, EVP_sha256(), NULL) != 1 || n != 32)
+        return -1;
+    hex_key(digest, n, key);
+    return 0;
+}
+
+int cache_hash_parts(const void *const *parts, const size_t *lens, size_t n, char key[CACHE_KEY_LEN])
+{
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int got = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) == 1;
+    for (size_t i = 0; ok && i < n; i++) {
+        unsigned char len[8];
+        for (int b = 0; b < 8; b++)
+            len[b] = (unsigned char)((unsigned long long)lens[i] >> (8 * b));
+        ok = EVP_DigestUpdate(ctx, len, sizeof len) == 1 && EVP_DigestUpdate(ctx, parts[i], lens[i]) == 1;
+    }
+    ok = ok && EVP_DigestFinal_ex(ctx, digest, &got) == 1 && got == 32;
+    EVP_MD_CTX_free(ctx);
+    if (!ok)
+        return -1;
+    hex_key(digest, got, key);
     return 0;
 }
 

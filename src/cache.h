@@ -33,6 +33,11 @@ typedef struct cache_entry {
 /* Hex SHA-256 of data[0..len) into key. 0, or -1 if the digest failed. */
 int cache_hash(const void *data, size_t len, char key[CACHE_KEY_LEN]);
 
+/* Hex SHA-256 of n byte strings, each preceded by its length as 8 bytes, so
+ * that ("ab", "c") and ("a", "bc") differ: an identity for a request without
+ * encoding it first. 0, or -1 if the digest failed. */
+int cache_hash_parts(const void *const *parts, const size_t *lens, size_t n, char key[CACHE_KEY_LEN]);
+
 /* Opens (creating the directory and file if needed) DIR/cache.sqlite. NULL
  * with err set when the directory cannot be made or the file is not a usable
  * SQLite database. */

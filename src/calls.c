@@ -117,6 +117,44 @@ int calls_request_key(const calls *c, const lm_request *req, int sub, char key[C
     return rc;
 }
 
+/* The identity of a sub-call for deduplication: what calls_canonical holds
+ * (provider, base URL, model, options, max_tokens, each message's role and
+ * content), hashed as length-prefixed parts without being encoded as JSON
+ * first — on a batch of thousands of long prompts the encoding would cost
+ * more than the hash. Not the cache's key (different bytes go in). 0, or -1
+ * out of memory. */
+static int calls_identity_key(const calls *c, const lm_request *req, const char *options, char key[CACHE_KEY_LEN])
+{
+    const calls_options *o = &c->core->o;
+    const char *base = o->sub_base_url ? o->sub_base_url : o->root_base_url;
+    const char *provider = o->sub_provider ? o->sub_provider : o->provider;
+    char max_tokens[32];
+    snprintf(max_tokens, sizeof max_tokens, "%ld", req->max_tokens > 0 ? req->max_tokens : 0);
+    size_t n = 5 + 2 * req->n_messages;
+    const void **parts = calloc(n, sizeof *parts);
+    size_t *lens = calloc(n, sizeof *lens);
+    int rc = -1;
+    if (parts && lens) {
+        const char *head[5] = {provider && provider[0] ? provider : "openai", base ? base : "",
+                               req->model ? req->model : "", options ? options : "", max_tokens};
+        for (size_t i = 0; i < 5; i++) {
+            parts[i] = head[i];
+            lens[i] = strlen(head[i]);
+        }
+        for (size_t i = 0; i < req->n_messages; i++) {
+            const lm_message *m = &req->messages[i];
+            parts[5 + 2 * i] = m->role ? m->role : "";
+            lens[5 + 2 * i] = m->role ? strlen(m->role) : 0;
+            parts[6 + 2 * i] = m->content ? m->content : "";
+            lens[6 + 2 * i] = m->content ? lm_message_len(m) : 0;
+        }
+        rc = cache_hash_parts(parts, lens, n, key);
+    }
+    free(parts);
+    free(lens);
+    return rc;
+}
+
 /* ---- replies as JSON (record and replay files) --------------------------- */
 
 static json_t *reply_to_json(const lm_response *r)
@@ -611,12 +649,10 @@ static void replay_missing(calls *c, const lm_request *req, const char *key, int
 }
 
 /* Answers every request: from the replay file, else the cache, else the
- * dispatcher; then records, stores and accounts. given: the requests' keys
- * when the caller has them (NULL: computed here when needed). The lock is taken twice,
+ * dispatcher; then records, stores and accounts. The lock is taken twice,
  * around the lookups and around the bookkeeping; keys, record lines and the
  * wait for replies happen without it. */
-static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub,
-                     char (*const given)[CACHE_KEY_LEN], calls_reply *out)
+static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub, calls_reply *out)
 {
     calls_core *core = c->core;
     int rc = CALLS_FATAL;
@@ -640,12 +676,8 @@ static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub,
      * holds the whole input that is a second of CPU before the first request
      * goes out. Without replay, cache or record nothing reads it. The cache
      * and the record file can only be dropped during this call, never added. */
-    int need_key = given || core->replaying || caching || recording;
+    int need_key = core->replaying || caching || recording;
     for (size_t i = 0; i < n && need_key; i++) {
-        if (given && !recording) {
-            memcpy(keys[i], given[i], CACHE_KEY_LEN);
-            continue;
-        }
         canon[i] = calls_canonical(c, &reqs[i], sub);
         if (!canon[i] || calls_key(canon[i], keys[i]) != 0) {
             snprintf(c->errmsg, sizeof c->errmsg, "out of memory");
@@ -725,9 +757,9 @@ done:
 
 /* Design note. A program that maps llm_query over its pieces often asks the
  * same thing twice: duplicate records, a retried loop, two children that
- * split the input alike. With deduplication on, each sub-call's key (the
- * canonical request, calls.h) is claimed in the tree's table (dedupe.h)
- * before anything is sent:
+ * split the input alike. With deduplication on, each sub-call's identity
+ * (what the canonical request of calls.h holds: calls_identity_key) is
+ * claimed in the tree's table (dedupe.h) before anything is sent:
  *   - the first request of a key in a batch LEADS it: it is sent (or answered
  *     by the replay file or the response cache, like any call) and its reply
  *     settles the key;
@@ -813,7 +845,6 @@ static int calls_run_deduped(calls *c, lm *m, const lm_request *reqs, size_t n, 
     calls_core *core = c->core;
     int rc = CALLS_FATAL;
     char (*keys)[CACHE_KEY_LEN] = calloc(n, sizeof *keys);
-    char (*send_keys)[CACHE_KEY_LEN] = calloc(n, sizeof *send_keys);
     int *role = calloc(n, sizeof *role);
     size_t *first = calloc(n, sizeof *first);
     key_order *order = calloc(n, sizeof *order);
@@ -822,17 +853,20 @@ static int calls_run_deduped(calls *c, lm *m, const lm_request *reqs, size_t n, 
     size_t *send_index = calloc(n, sizeof *send_index);
     calls_reply *sent = calloc(n, sizeof *sent);
     memset(out, 0, n * sizeof *out);
-    if (!keys || !send_keys || !role || !first || !order || !todo || !send || !send_index || !sent) {
+    if (!keys || !role || !first || !order || !todo || !send || !send_index || !sent) {
         snprintf(c->errmsg, sizeof c->errmsg, "out of memory");
         goto done;
     }
+    char *options = core->o.key_options ? json_dumps(core->o.key_options, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
     for (size_t i = 0; i < n; i++) {
-        if (calls_request_key(c, &reqs[i], 1, keys[i]) != 0) {
+        if ((core->o.key_options && !options) || calls_identity_key(c, &reqs[i], options, keys[i]) != 0) {
+            free(options);
             snprintf(c->errmsg, sizeof c->errmsg, "out of memory");
             goto done;
         }
         todo[i] = i;
     }
+    free(options);
     size_t n_todo = n;
     while (n_todo > 0) {
         /* Equal keys of this round: each request's first of its kind. */
@@ -859,7 +893,6 @@ static int calls_run_deduped(calls *c, lm *m, const lm_request *reqs, size_t n, 
             if (role[i] == ROLE_WAIT)
                 continue;
             send[n_send] = reqs[i];
-            memcpy(send_keys[n_send], keys[i], CACHE_KEY_LEN);
             send_index[n_send++] = i;
         }
         pthread_mutex_unlock(&core->lock);
@@ -867,7 +900,7 @@ static int calls_run_deduped(calls *c, lm *m, const lm_request *reqs, size_t n, 
         if (n_send > 0) {
             send[0].watch = reqs[0].watch;
             send[0].watch_ctx = reqs[0].watch_ctx;
-            sent_rc = calls_run(c, m, send, n_send, 1, send_keys, sent);
+            sent_rc = calls_run(c, m, send, n_send, 1, sent);
         }
         size_t n_next = 0;
         pthread_mutex_lock(&core->lock);
@@ -921,7 +954,6 @@ done:
         for (size_t i = 0; i < n; i++)
             calls_reply_clear(&out[i]);
     free(keys);
-    free(send_keys);
     free(role);
     free(first);
     free(order);
@@ -940,7 +972,7 @@ int calls_root(calls *c, const lm_request *req, int final, calls_reply *out)
     double est_cost = final ? 0 : estimate_cost(c->core, req->model, est, c->root_cached_prefix);
     if (tree_admit(c, 0, est, est_cost, final) != BUDGET_NONE)
         return CALLS_BUDGET;
-    int rc = calls_run(c, c->core->o.root_lm, req, 1, 0, NULL, out);
+    int rc = calls_run(c, c->core->o.root_lm, req, 1, 0, out);
     if (rc == CALLS_OK && out->r.error == LM_OK)
         c->root_cached_prefix = out->r.cached_tokens > 0 || out->r.cache_write_tokens > 0
                                     ? out->r.prompt_tokens : 0;
@@ -963,7 +995,7 @@ int calls_sub(calls *c, const lm_request *reqs, size_t n, calls_reply *out)
     lm *m = o->sub_lm ? o->sub_lm : o->root_lm;
     if (c->core->answers)
         return calls_run_deduped(c, m, reqs, n, out);
-    return calls_run(c, m, reqs, n, 1, NULL, out);
+    return calls_run(c, m, reqs, n, 1, out);
 }
 
 /* ---- handles ------------------------------------------------------------- */

@@ -124,7 +124,7 @@ int calls_root(calls *c, const lm_request *req, int final, calls_reply *out);
 /* A batch of n sub-calls (all for the same model), admitted or refused whole
  * (budget.h). On CALLS_OK every out[i] is filled; otherwise none is. With
  * the dedupe option, a request identical to one of the same batch or an
- * earlier one of the tree (same key) is not sent: it gets a copy of that
+ * earlier one of the tree (everything its key covers is the same) is not sent: it gets a copy of that
  * reply (calls_reply.deduplicated; no tokens, no cost), waiting for it if it
  * is still in flight on another thread. Only answers are shared: after a
  * failure, an identical request is sent again. Every request is still a
