@@ -49,6 +49,26 @@ static void test_hash_known_vectors(void **state)
     assert_string_equal(key, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+/* Parts are length-prefixed: where one ends is part of the identity. */
+static void test_hash_parts(void **state)
+{
+    char a[CACHE_KEY_LEN], b[CACHE_KEY_LEN], c[CACHE_KEY_LEN];
+    const void *ab_c[] = {"ab", "c"}, *a_bc[] = {"a", "bc"};
+    size_t l21[] = {2, 1}, l12[] = {1, 2};
+    assert_int_equal(cache_hash_parts(ab_c, l21, 2, a), 0);
+    assert_int_equal(cache_hash_parts(a_bc, l12, 2, b), 0);
+    assert_int_equal(cache_hash_parts(ab_c, l21, 2, c), 0);
+    assert_string_not_equal(a, b);
+    assert_string_equal(a, c);
+    assert_int_equal(strlen(a), 64);
+    /* Bytes past a NUL count: a part is its length, not a C string. */
+    const void *nul[] = {"x\0y"}, *nul2[] = {"x\0z"};
+    size_t l3[] = {3};
+    assert_int_equal(cache_hash_parts(nul, l3, 1, a), 0);
+    assert_int_equal(cache_hash_parts(nul2, l3, 1, b), 0);
+    assert_string_not_equal(a, b);
+}
+
 static void test_put_get_replace(void **state)
 {
     char *dir = make_dir();
@@ -123,6 +143,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hash_known_vectors),
+        cmocka_unit_test(test_hash_parts),
         cmocka_unit_test(test_put_get_replace),
         cmocka_unit_test(test_corrupt_file_and_bad_dir),
     };
