@@ -28,6 +28,7 @@ Standard library only.
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -145,15 +146,22 @@ def dedupe_overhead(build, repeat, tmp):
     rules = [{"match": "^slice ", "reply": "ok"}, {"match": "(?i)turn 2 of", "reply": "FINAL(done)"},
              {"match": "", "reply": code}]
     times = {"dedupe (default)": [], "--no-dedupe": []}
+    cpu = {"dedupe (default)": [], "--no-dedupe": []}
     for _ in range(repeat):
         for label, extra in (("dedupe (default)", []), ("--no-dedupe", ["--no-dedupe"])):
             with FakeLM(rules) as lm:
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 rep = run(build, lm, ["--model", "m", "--context", ctx, "--max-iterations", "3",
                                       "Label the slices."] + extra, tmp)
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
             times[label].append(rep["elapsed_seconds"])
+            # CPU of rlm and its sandbox (the server is reaped later): steadier
+            # than wall time on a shared machine.
+            cpu[label].append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     print("3. one batch of 4,300 distinct 8,400-character prompts (no duplicates), median of %d" % repeat)
-    for label, t in times.items():
-        print("   %-18s %.2f s" % (label, statistics.median(t)))
+    print("   %-18s %8s %8s" % ("", "wall", "CPU"))
+    for label in times:
+        print("   %-18s %7.2fs %7.2fs" % (label, statistics.median(times[label]), statistics.median(cpu[label])))
 
 
 def main():
