@@ -113,9 +113,10 @@ static void print_run(json_t *r)
     printf("run %lld, %s, from rlm %s\n", (long long)json_integer_value(json_object_get(r, "id")), when,
            json_string_value(json_object_get(r, "command")) ? json_string_value(json_object_get(r, "command")) : "?");
     static const char *const fields[] = {"question", "model", "sub_model", "status", "how", "error",
-                                         "session", "turns", "sub_calls", "prompt_tokens",
-                                         "completion_tokens", "cost_usd", "elapsed", "trace_bytes",
-                                         "trace_note"};
+                                         "session", "turns", "sub_calls", "sub_calls_deduplicated",
+                                         "prompt_tokens", "cached_tokens", "cache_write_tokens",
+                                         "completion_tokens", "cost_usd", "cost_no_cache_usd", "elapsed",
+                                         "trace_bytes", "trace_note"};
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         json_t *v = json_object_get(r, fields[i]);
         if (!v || json_is_null(v))

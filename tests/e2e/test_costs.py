@@ -205,6 +205,10 @@ class Costs(RlmTestCase):
         self.assertEqual(row["cached_tokens"], rep["cached_tokens"])
         self.assertAlmostEqual(row["cost_no_cache_usd"], rep["cost_no_cache_usd"])
         self.assertEqual(row["sub_calls_deduplicated"], rep["sub_calls_deduplicated"])
+        shown = subprocess.run([RLM, "logs", "show", str(rep["log_id"])], capture_output=True, text=True,
+                               env=env).stdout
+        self.assertRegex(shown, r"cached_tokens\s+%d\n" % rep["cached_tokens"])
+        self.assertIn("cost_no_cache_usd", shown)
         # Errors: no such file, no such run, not a trace.
         self.assertEqual(self.cost(os.path.join(self.tmp, "missing.jsonl")).returncode, 2)
         self.assertEqual(self.cost("999").returncode, 2)
