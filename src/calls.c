@@ -66,9 +66,9 @@ struct calls {
     size_t n_children;        /* live children: calls_free order */
     const calls *msg_level;   /* the budget budget_msg describes */
     long root_cached_prefix;  /* prompt tokens of this RLM's last root request, when the
-                                 provider said it caches (it reported cache reads or
-                                 writes): the next request's prefix, priced as cached
-                                 by the admission estimate; 0 otherwise */
+                                 provider caches prefixes (calls_root): the next
+                                 request's prefix, priced as cached by the admission
+                                 estimate; 0 otherwise */
     char budget_msg[256];
     char errmsg[1024];
 };
@@ -973,9 +973,14 @@ int calls_root(calls *c, const lm_request *req, int final, calls_reply *out)
     if (tree_admit(c, 0, est, est_cost, final) != BUDGET_NONE)
         return CALLS_BUDGET;
     int rc = calls_run(c, c->core->o.root_lm, req, 1, 0, out);
-    if (rc == CALLS_OK && out->r.error == LM_OK)
-        c->root_cached_prefix = out->r.cached_tokens > 0 || out->r.cache_write_tokens > 0
-                                    ? out->r.prompt_tokens : 0;
+    /* The provider caches prefixes: it says it read or wrote one, or it
+     * reports cache reads with no write field (OpenAI's automatic cache,
+     * whose first reply reads 0). */
+    const lm_response *r = &out->r;
+    if (rc == CALLS_OK && r->error == LM_OK)
+        c->root_cached_prefix = r->cached_tokens > 0 || r->cache_write_tokens > 0 ||
+                                        (r->cached_tokens == 0 && r->cache_write_tokens < 0)
+                                    ? r->prompt_tokens : 0;
     return rc;
 }
 

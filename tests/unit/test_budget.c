@@ -83,6 +83,22 @@ static void test_tokens_spent_and_estimated(void **state)
     assert_int_equal(b.tokens, 1300);
 }
 
+/* The prompt cache's side is counted apart and limits nothing by itself:
+ * the cost limit holds against what was billed. */
+static void test_cache_counted_apart(void **state)
+{
+    budget b = make(0.05, 1000, -1, -1);
+    budget_charge(&b, 600, 0.01);
+    budget_charge_cache(&b, 500, 40, 0.04);
+    budget_charge_cache(&b, -1, -1, -1);   /* not reported, unknown: nothing added */
+    assert_int_equal(b.cached_tokens, 500);
+    assert_int_equal(b.cache_write_tokens, 40);
+    assert_true(b.cost_no_cache > 0.0399 && b.cost_no_cache < 0.0401);
+    assert_true(b.cost > 0.0099 && b.cost < 0.0101);
+    /* What the cache saved is not spent: a call that fits the billed cost is admitted. */
+    assert_int_equal(budget_admit(&b, 0, 100, 0.03, 100), BUDGET_NONE);
+}
+
 static void test_cost_and_unknown(void **state)
 {
     budget b = make(0.05, -1, -1, -1);
@@ -247,6 +263,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_no_limits),
+        cmocka_unit_test(test_cache_counted_apart),
         cmocka_unit_test(test_subcalls_batch_refused_whole),
         cmocka_unit_test(test_subcalls_exact_fit_and_zero),
         cmocka_unit_test(test_tokens_spent_and_estimated),

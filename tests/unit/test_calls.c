@@ -1125,6 +1125,61 @@ static void test_dedupe_off(void **state)
     lm_free(m);
 }
 
+/* A root request whose provider said it caches (the last reply reported
+ * cache reads) has its resent prefix estimated at the cached price: a cost
+ * budget the full price would refuse admits it. */
+static void test_root_estimate_prices_the_cached_prefix(void **state)
+{
+    fixture *f = *state;
+    lm *m;
+    calls *probe = dedupe_start(f, "{\"rules\": [{\"match\": \"\", \"reply\": \"ok\"}]}", &m);
+    calls_free(probe);
+    FILE *pf = fopen(f->prices, "w");
+    fputs("{\"root-model\": {\"input\": 1000, \"cached_input\": 100, \"output\": 1000}}", pf);
+    fclose(pf);
+    pricing *prices = pricing_new();
+    char err[256];
+    assert_int_equal(pricing_load_file(prices, f->prices, err, sizeof err), 0);
+    char *system = malloc(6001);
+    assert_non_null(system);
+    memset(system, 's', 6000);
+    system[6000] = '\0';
+    lm_message msgs[2] = {{.role = "system", .content = system}, {.role = "user", .content = "q"}};
+    lm_request req = {.model = "root-model", .messages = msgs, .n_messages = 2};
+    /* Pass 0 measures two requests; pass 1 (another prefix, so the same
+     * costs) allows that plus $1 and asks a third time. */
+    double spent_two = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        system[0] = (char)('a' + pass);
+        calls_options o = base_options(f);
+        o.root_base_url = f->base;
+        o.root_lm = m;
+        o.prices = prices;
+        if (pass == 1)
+            o.limits.max_cost = spent_two + 1.0;
+        calls *c;
+        assert_int_equal(calls_new(&o, &c, err, sizeof err), 0);
+        calls_reply out;
+        for (int k = 0; k < 2 + pass; k++) {
+            assert_int_equal(calls_root(c, &req, 0, &out), CALLS_OK);
+            assert_int_equal(out.r.error, LM_OK);
+            if (k == 1)
+                assert_true(out.r.cached_tokens > 0);   /* the server cached the prefix */
+            calls_reply_clear(&out);
+        }
+        /* The third request's input is about 1,700 estimated tokens: $1.7 at
+         * the full price, about $0.37 with its 1,500-token prefix cached. */
+        if (pass == 0)
+            spent_two = calls_cost(c);
+        else
+            assert_int_equal(calls_exhausted(c), BUDGET_NONE);
+        calls_free(c);
+    }
+    free(system);
+    pricing_free(prices);
+    lm_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1146,6 +1201,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dedupe_failures_are_not_shared, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedupe_in_flight_across_threads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dedupe_off, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_root_estimate_prices_the_cached_prefix, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
