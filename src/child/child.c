@@ -50,21 +50,6 @@ const char *__asan_default_options(void)
 }
 #endif
 
-/* Modules the allowed ones import lazily, and the glue's own needs: loaded
- * before lockdown so library code finds them in sys.modules. */
-static const char *const helper_modules[] = {
-    "_strptime",          "time",
-    "linecache",          "traceback",
-    "encodings.ascii",
-    "encodings.latin_1",  "encodings.utf_8_sig",
-    "encodings.utf_16",   "encodings.utf_16_le",
-    "encodings.utf_16_be", "encodings.utf_32",
-    "encodings.cp1252",   "encodings.cp437",
-    "encodings.unicode_escape", "encodings.raw_unicode_escape",
-    "encodings.idna",     "_rlm",
-    "_rlm_docs",
-};
-
 /* The cancel signal's handler has nothing but a global to tell the cell's
  * error report why it was interrupted; one process, one flag. */
 static volatile sig_atomic_t cancel_requested;
@@ -294,8 +279,8 @@ int child_preload_modules(char *err, size_t errlen)
     for (size_t i = 0; i < sandbox_allowed_modules_count; i++)
         if (import_module(sandbox_allowed_modules[i], err, errlen))
             return -1;
-    for (size_t i = 0; i < sizeof helper_modules / sizeof helper_modules[0]; i++)
-        if (import_module(helper_modules[i], err, errlen))
+    for (size_t i = 0; i < sandbox_preload_modules_count; i++)
+        if (import_module(sandbox_preload_modules[i], err, errlen))
             return -1;
     return 0;
 }

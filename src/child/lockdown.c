@@ -28,6 +28,7 @@
  * int 0x80, x32) do not match the filter's architecture and kill the process:
  * libseccomp's default. */
 #include "lockdown.h"
+#include "sandbox_policy.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -556,15 +557,8 @@ int sandbox_lockdown(const sandbox_lockdown_options *opts, sandbox_lockdown_repo
  * kernel (gettid) where that matters, for a signal to itself, and the stale
  * copy is only compared with itself (mutex owners). */
 
-/* Namespace sets, strongest first, as a spawned child gets them. */
-static const struct {
-    int flags;
-    const char *names;
-} fork_sets[] = {
-    {CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID, "user,net,ipc,pid"},
-    {CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID, "net,ipc,pid"},
-};
-#define FORK_SETS ((int)(sizeof fork_sets / sizeof fork_sets[0]))
+/* Namespace sets, strongest first: a spawned child's (the policy table's). */
+#define FORK_SETS ((int)sandbox_child_namespaces_count)
 
 static int drop_capabilities(void)
 {
@@ -592,7 +586,7 @@ int sandbox_fork_isolated(int isolate, int required, sandbox_fork_memory *memory
     size_t used = strlen(report->refused);
     int last = isolate && required ? FORK_SETS - 1 : FORK_SETS;
     for (int i = isolate ? first : FORK_SETS; i <= last; i++) {
-        unsigned long flags = i < FORK_SETS ? (unsigned long)fork_sets[i].flags : 0;
+        unsigned long flags = i < FORK_SETS ? (unsigned long)sandbox_child_namespaces[i].flags : 0;
         long pid = syscall(SYS_clone, CLONE_PARENT | flags | SIGCHLD, NULL, NULL, NULL, 0UL);
         if (pid == 0) {
             if (drop_capabilities() != 0)
@@ -602,7 +596,7 @@ int sandbox_fork_isolated(int isolate, int required, sandbox_fork_memory *memory
         if (pid > 0) {
             report->pid = (int)pid;
             if (i < FORK_SETS)
-                snprintf(report->namespaces, sizeof report->namespaces, "%s", fork_sets[i].names);
+                snprintf(report->namespaces, sizeof report->namespaces, "%s", sandbox_child_namespaces[i].names);
             if (isolate) {
                 memory->first_set = i;
                 snprintf(memory->refused, sizeof memory->refused, "%s", report->refused);
@@ -613,7 +607,7 @@ int sandbox_fork_isolated(int isolate, int required, sandbox_fork_memory *memory
         if (i == FORK_SETS)
             break;
         int n = snprintf(report->refused + used, sizeof report->refused - used, "%s%s: %s",
-                         used ? "; " : "", fork_sets[i].names, strerror(errno));
+                         used ? "; " : "", sandbox_child_namespaces[i].names, strerror(errno));
         if (n > 0 && (size_t)n < sizeof report->refused - used)
             used += (size_t)n;
     }

@@ -522,13 +522,20 @@ static PyObject *api_count_tokens(PyObject *module, PyObject *text)
 
 #define API_FN(fn) ((PyCFunction)(void (*)(void))(fn))
 
+/* The docstrings are what help() shows model code: a helper the policy
+ * table says takes context= is bound through repl_module.c's wrapper, which
+ * takes this docstring, so it describes context= too. */
 static PyMethodDef docs_methods[] = {
     {"grep", API_FN(api_grep), METH_VARARGS | METH_KEYWORDS,
-     "grep(pattern, flags='', max_hits=1000, doc=None) -> list of {doc, line, offset, text}."},
+     "grep(pattern, flags='', max_hits=1000, doc=None, context=None) -> list of {doc, line, "
+     "offset, text}. context: the input to search (default: context), e.g. context_1, or one "
+     "document of one."},
     {"chunks", API_FN(api_chunks), METH_VARARGS | METH_KEYWORDS,
-     "chunks(max_chars=100000, overlap=0, by='lines'|'chars'|'docs') -> list of str."},
+     "chunks(max_chars=100000, overlap=0, by='lines'|'chars'|'docs', context=None) -> list of "
+     "str. context: as for grep."},
     {"search", API_FN(api_search), METH_VARARGS | METH_KEYWORDS,
-     "search(query, k=10) -> list of {doc, score, offset, text}, best first (BM25)."},
+     "search(query, k=10, context=None) -> list of {doc, score, offset, text}, best first "
+     "(BM25). context: as for grep."},
     {"count_tokens", api_count_tokens, METH_O, "count_tokens(text) -> estimated tokens."},
     {NULL, NULL, 0, NULL},
 };
@@ -592,6 +599,14 @@ search_index *repl_helpers_switch(ingest_kind kind, const ingest_doc *docs, size
     st->ascii = ascii;
     st->index = index;
     return had;
+}
+
+const char *repl_helpers_doc(const char *name)
+{
+    for (const PyMethodDef *def = docs_methods; def->ml_name; def++)
+        if (strcmp(def->ml_name, name) == 0)
+            return def->ml_doc;
+    return NULL;
 }
 
 PyObject *repl_helpers_function(const char *name)

@@ -44,4 +44,7 @@ search_index *repl_helpers_switch(ingest_kind kind, const ingest_doc *docs, size
  * "count_tokens"), new reference; NULL without an error if unknown. */
 PyObject *repl_helpers_function(const char *name);
 
+/* A helper's docstring (static storage), NULL if unknown. */
+const char *repl_helpers_doc(const char *name);
+
 #endif

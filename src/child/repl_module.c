@@ -1067,31 +1067,32 @@ done:
 
 #define API_FN(fn) ((PyCFunction)(void (*)(void))(fn))
 
-/* The wrappers' docstrings; which helpers take context= is the policy
- * table's to say (repl_input_helper refuses one it has no docstring for). */
-static PyMethodDef input_helper_defs[] = {
-    {"grep", API_FN(helper_call), METH_VARARGS | METH_KEYWORDS,
-     "grep(pattern, flags='', max_hits=1000, doc=None, context=None) -> list of {doc, line, "
-     "offset, text}. context: the input to search (default: context), e.g. context_1, or one "
-     "document of one."},
-    {"chunks", API_FN(helper_call), METH_VARARGS | METH_KEYWORDS,
-     "chunks(max_chars=100000, overlap=0, by='lines'|'chars'|'docs', context=None) -> list of "
-     "str. context: as for grep."},
-    {"search", API_FN(helper_call), METH_VARARGS | METH_KEYWORDS,
-     "search(query, k=10, context=None) -> list of {doc, score, offset, text}, best first "
-     "(BM25). context: as for grep."},
-    {NULL, NULL, 0, NULL},
-};
+/* Wrappers for the helpers that take context= (the policy table says
+ * which): helper_call bound to the helper, named and documented as the
+ * helper itself (its docstring in repl_helpers.c says what context= does).
+ * The definitions live for the process's life: one per helper. */
+#define INPUT_HELPERS_MAX 16
 
 PyObject *repl_input_helper(const char *name, PyObject *helper)
 {
+    static PyMethodDef defs[INPUT_HELPERS_MAX];
+    static size_t n_defs;
     const sandbox_repl_name *entry = sandbox_policy_find(name);
     if (!entry || !entry->takes_context)
         return Py_NewRef(helper);
-    for (PyMethodDef *def = input_helper_defs; def->ml_name; def++)
-        if (strcmp(def->ml_name, name) == 0)
-            return PyCFunction_NewEx(def, helper, NULL);
-    return PyErr_Format(PyExc_RuntimeError, "helper %s takes context= but has no wrapper", name);
+    PyMethodDef *def = NULL;
+    for (size_t i = 0; i < n_defs && !def; i++)
+        if (strcmp(defs[i].ml_name, entry->name) == 0)
+            def = &defs[i];
+    if (!def && n_defs < INPUT_HELPERS_MAX) {
+        def = &defs[n_defs++];
+        *def = (PyMethodDef){entry->name, API_FN(helper_call), METH_VARARGS | METH_KEYWORDS,
+                             repl_helpers_doc(entry->name)};
+    }
+    if (!def)
+        return PyErr_Format(PyExc_RuntimeError, "more than %d helpers take context=",
+                            INPUT_HELPERS_MAX);
+    return PyCFunction_NewEx(def, helper, NULL);
 }
 
 /* ---- module ---- */

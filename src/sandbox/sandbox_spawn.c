@@ -52,6 +52,7 @@
 #include "fdpass.h"
 
 #include "frame.h"
+#include "sandbox_policy.h"
 #include "util.h"
 
 #include <dlfcn.h>
@@ -80,24 +81,6 @@
                                                 summary at most) */
 #define FACTORY_MAX_INPUTS 4096     /* as a sandbox's */
 
-/* A set of namespaces to try, strongest first. */
-typedef struct namespace_set {
-    int flags;
-    const char *names;
-} namespace_set;
-
-/* A child's: every namespace it can get. */
-static const namespace_set child_sets[] = {
-    {CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID, "user,net,ipc,pid"},
-    {CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID, "net,ipc,pid"},
-};
-/* The zygote's: no PID namespace, so the pids of the children it forks are
- * valid here; they get their own PID namespace when they are forked. */
-static const namespace_set zygote_sets[] = {
-    {CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC, "user,net,ipc"},
-    {CLONE_NEWNET | CLONE_NEWIPC, "net,ipc"},
-};
-#define SET_COUNT(sets) ((int)(sizeof sets / sizeof sets[0]))
 
 void sandbox_describe_status(int status, char *out, size_t len)
 {
@@ -269,7 +252,7 @@ done:
 
 /* Tries the namespace sets from *index on (all of them when it is -1), then
  * falls back to a plain spawn. Fills ns and *index (n_sets: none). */
-static pid_t spawn_with_sets(const spawn_plan *plan, const namespace_set *sets, int n_sets,
+static pid_t spawn_with_sets(const spawn_plan *plan, const sandbox_namespace_set *sets, int n_sets,
                              int use_namespaces, const char *why_not, int *index,
                              sandbox_namespaces *ns, char *err, size_t errlen)
 {
@@ -320,7 +303,7 @@ pid_t sandbox_spawn(const char *exe, const sandbox_fds *fds, int use_namespaces,
         .error_fd = -1,
     };
     snprintf(err, errlen, "cannot start %s", exe);
-    return spawn_with_sets(&plan, child_sets, SET_COUNT(child_sets), use_namespaces, why_not,
+    return spawn_with_sets(&plan, sandbox_child_namespaces, (int)sandbox_child_namespaces_count, use_namespaces, why_not,
                            ns_index, ns, err, errlen);
 }
 
@@ -552,7 +535,7 @@ int sandbox_factory_new(const sandbox_options *opts, sandbox_factory **out, char
     };
     int index = -1;
     snprintf(err, errlen, "cannot start %s", f->exe);
-    f->pid = spawn_with_sets(&plan, zygote_sets, SET_COUNT(zygote_sets), f->use_namespaces,
+    f->pid = spawn_with_sets(&plan, sandbox_zygote_namespaces, (int)sandbox_zygote_namespaces_count, f->use_namespaces,
                              opts->unsafe_no_sandbox ? "unsafe_no_sandbox"
                              : floor_only            ? SANDBOX_FLOOR_ONLY_WHY
                                                      : "switched off by the caller",

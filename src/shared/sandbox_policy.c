@@ -2,6 +2,7 @@
  * two look-ups both sides of the sandbox need. */
 #include "sandbox_policy.h"
 
+#include <sched.h>
 #include <string.h>
 
 #define NAME_ENTRY(name, kind, takes_context, numbered) {name, kind, takes_context, numbered},
@@ -17,6 +18,19 @@ const size_t sandbox_allowed_modules_count =
 const sandbox_refused_module sandbox_refused_modules[] = {SANDBOX_REFUSED_MODULES(REFUSED_ENTRY)};
 const size_t sandbox_refused_modules_count =
     sizeof sandbox_refused_modules / sizeof sandbox_refused_modules[0];
+
+const char *const sandbox_preload_modules[] = {SANDBOX_PRELOAD_MODULES(MODULE_ENTRY)};
+const size_t sandbox_preload_modules_count =
+    sizeof sandbox_preload_modules / sizeof sandbox_preload_modules[0];
+
+#define NAMESPACE_ENTRY(flags, names) {flags, names},
+const sandbox_namespace_set sandbox_child_namespaces[] = {SANDBOX_CHILD_NAMESPACES(NAMESPACE_ENTRY)};
+const size_t sandbox_child_namespaces_count =
+    sizeof sandbox_child_namespaces / sizeof sandbox_child_namespaces[0];
+const sandbox_namespace_set sandbox_zygote_namespaces[] = {
+    SANDBOX_ZYGOTE_NAMESPACES(NAMESPACE_ENTRY)};
+const size_t sandbox_zygote_namespaces_count =
+    sizeof sandbox_zygote_namespaces / sizeof sandbox_zygote_namespaces[0];
 
 const sandbox_repl_name *sandbox_policy_find(const char *name)
 {

@@ -1,9 +1,12 @@
 /* sandbox_policy — the one list of what model code finds in the REPL: every
  * name rlm binds, which of them the sandbox puts back after each cell and
  * which the model may rebind, which take context=, and the modules model
- * code may import (and those refused with a pointer to what to use instead).
- * Compiled into the host library and into rlm-sandbox, so the child's
- * namespace, the host's checks and the system prompt's test read one list.
+ * code may import (and those refused with a pointer to what to use instead);
+ * the modules the child loads before its lockdown; and the namespaces a child
+ * and a zygote run in. Compiled into the host library and into rlm-sandbox,
+ * so the child's namespace, the host's checks, the system prompt's test, the
+ * spawner and the zygote's fork read one list. (The system calls, rlimits and
+ * Landlock rules are the lockdown's own: src/child/lockdown.c.)
  *
  * Ownership: everything here is constant data with static storage. */
 #ifndef RLM_SANDBOX_POLICY_H
@@ -72,6 +75,38 @@ typedef enum sandbox_name_kind {
     X("multiprocessing", SANDBOX_CONCURRENCY_HINT) \
     X("asyncio", SANDBOX_CONCURRENCY_HINT)
 
+/* Modules the allowed ones import lazily, the glue's own needs and rlm's two
+ * built-in modules: imported before the lockdown, after the allowed ones, so
+ * library code finds them in sys.modules. Model code still cannot import
+ * them by name (the guard allows SANDBOX_ALLOWED_MODULES only). */
+#define SANDBOX_PRELOAD_MODULES(X)                                                        \
+    X("_strptime") X("time") X("linecache") X("traceback")                                \
+    X("encodings.ascii") X("encodings.latin_1") X("encodings.utf_8_sig")                  \
+    X("encodings.utf_16") X("encodings.utf_16_le") X("encodings.utf_16_be")               \
+    X("encodings.utf_32") X("encodings.cp1252") X("encodings.cp437")                      \
+    X("encodings.unicode_escape") X("encodings.raw_unicode_escape") X("encodings.idna")   \
+    X("_rlm") X("_rlm_docs")
+
+/* The namespace sets a child runs in, strongest first: X(clone flags,
+ * names). The host spawns a child into the first set the kernel allows
+ * (sandbox_spawn.c) and a zygote forks its children the same way
+ * (lockdown.c's sandbox_fork_isolated); a non-root user may lack user
+ * namespaces, and root without them still gets the others. A zygote itself
+ * runs in the same sets without the PID namespace, so that the pids of the
+ * children it forks are valid in the host; they get their own PID namespace
+ * when they are forked. The flags are <sched.h>'s CLONE_NEW*. */
+#define SANDBOX_CHILD_NAMESPACES(X)                                        \
+    X(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID, "user,net,ipc,pid") \
+    X(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID, "net,ipc,pid")
+#define SANDBOX_ZYGOTE_NAMESPACES(X)                                       \
+    X(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC, "user,net,ipc")          \
+    X(CLONE_NEWNET | CLONE_NEWIPC, "net,ipc")
+
+typedef struct sandbox_namespace_set {
+    int flags;           /* CLONE_NEW* */
+    const char *names;   /* as the layer report says them */
+} sandbox_namespace_set;
+
 typedef struct sandbox_repl_name {
     const char *name;
     sandbox_name_kind kind;
@@ -90,6 +125,12 @@ extern const char *const sandbox_allowed_modules[];
 extern const size_t sandbox_allowed_modules_count;
 extern const sandbox_refused_module sandbox_refused_modules[];
 extern const size_t sandbox_refused_modules_count;
+extern const char *const sandbox_preload_modules[];
+extern const size_t sandbox_preload_modules_count;
+extern const sandbox_namespace_set sandbox_child_namespaces[];
+extern const size_t sandbox_child_namespaces_count;
+extern const sandbox_namespace_set sandbox_zygote_namespaces[];
+extern const size_t sandbox_zygote_namespaces_count;
 
 /* The table's entry for name: an exact name, or a numbered family's prefix
  * followed by digits only ("context_12"); NULL when name is none of them. */

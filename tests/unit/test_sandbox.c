@@ -13,6 +13,7 @@
 
 #include "ingest.h"
 #include "sandbox.h"
+#include "sandbox_policy.h"
 #include "search.h"
 #include "sandbox_expect.h"
 
@@ -154,6 +155,24 @@ static void test_print_and_namespace(void **state)
     /* stderr is captured with stdout. */
     expect_output(sb, "import io\nprint('to stderr', file=__import__('json').codecs.sys.stderr)",
                   "to stderr\n");
+    sandbox_free(sb);
+}
+
+/* Every helper of the policy table is bound in the namespace under its
+ * name, and those the table says take context= say so in their help(). */
+static void test_helpers_from_policy(void **state)
+{
+    sandbox *sb = start_default(state);
+    for (size_t i = 0; i < sandbox_repl_names_count; i++) {
+        const sandbox_repl_name *n = &sandbox_repl_names[i];
+        if (n->kind != SANDBOX_NAME_HELPER)
+            continue;
+        char code[256], want[128];
+        snprintf(code, sizeof code, "print(%s.__name__, 'context=' in (%s.__doc__ or ''))",
+                 n->name, n->name);
+        snprintf(want, sizeof want, "%s %s\n", n->name, n->takes_context ? "True" : "False");
+        expect_output(sb, code, want);
+    }
     sandbox_free(sb);
 }
 
@@ -2059,6 +2078,7 @@ int main(void)
     signal(SIGPIPE, SIG_DFL); /* the host must not depend on ignoring it */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_print_and_namespace),
+        cmocka_unit_test(test_helpers_from_policy),
         cmocka_unit_test(test_last_expression_display),
         cmocka_unit_test(test_exception_traceback),
         cmocka_unit_test(test_final_forms),
