@@ -215,6 +215,26 @@ static void test_budget_stops_the_run(void **state)
     engine_outcome_clear(&out);
 }
 
+/* A history past compact_at x context_window: the root writes a note, the
+ * history becomes the system prompt plus that note, and the run goes on to
+ * its answer (the variables stayed in the sandbox). */
+static void test_compaction_keeps_going(void **state)
+{
+    fixture *f = *state;
+    serve(f, "[{\"match\": \"history is about to be cut\", \"reply\": \"NOTE: result holds it\"},"
+             " {\"match\": \"(?s)Your note on them:.*NOTE: result holds it.*Turn 2 of\","
+             " \"reply\": \"FINAL_VAR(result)\"},"
+             " {\"match\": \"Turn 1 of\", \"reply\": \"```repl\\nresult = 'forty-two'\\n"
+             "print('x' * 8000)\\n```\"}]");
+    engine_params p = params(5);
+    p.context_window = 4000;
+    p.compact_at = 0.5;
+    engine_outcome out;
+    run(f, &p, budget_no_limits(), "text", "Compact.", &out);
+    expect_answer(&out, "forty-two", "FINAL_VAR in text");
+    engine_outcome_clear(&out);
+}
+
 int main(void)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -224,6 +244,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_reply_without_code_nudged, setup, teardown),
         cmocka_unit_test_setup_teardown(test_iteration_limit_last_request, setup, teardown),
         cmocka_unit_test_setup_teardown(test_budget_stops_the_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_compaction_keeps_going, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
