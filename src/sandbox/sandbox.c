@@ -31,6 +31,7 @@
 
 #include "fdpass.h"
 #include "frame.h"
+#include "layers.h"
 #include "sandbox_cache.h"
 #include "sandbox_policy.h"
 #include "sandbox_spawn.h"
@@ -579,99 +580,18 @@ static int wait_reply(sandbox *sb, const char *want, wait_state *ws, json_t **re
 
 /* ---- start-up ---- */
 
-static json_t *layer_entry(const char *name, int active, const char *detail)
-{
-    return json_pack("{s:s, s:b, s:s}", "name", name, "active", active, "detail", detail);
-}
-
-typedef struct layer_text {
-    buf active;  /* "landlock(abi 7),namespaces(...),seccomp,rlimits" */
-    buf absent;  /* "landlock, namespaces" */
-    buf reasons; /* "landlock: not available: ...; ..." */
-} layer_text;
-
-static void add_layer(json_t *list, layer_text *t, const char *label, const char *name,
-                      int active, const char *detail)
-{
-    json_array_append_new(list, layer_entry(name, active, detail));
-    if (active) {
-        buf_printf(&t->active, "%s%s", t->active.len ? "," : "", label);
-    } else {
-        buf_printf(&t->absent, "%s%s", t->absent.len ? ", " : "", name);
-        buf_printf(&t->reasons, "%s%s: %s", t->reasons.len ? "; " : "", name, detail);
-    }
-}
-
-/* The layers of the new child: the child's own report (trusted: no model code
- * has run in it yet) with the host's namespaces put in their place, strongest
- * first. Fills layers, warnings and layers_json. A child without seccomp and
- * rlimits is refused unless unsafe_no_sandbox was asked for. */
+/* The layers of the new child (layers.c): fills layers, warnings and
+ * layers_json, or refuses a child without the floor. */
 static int compose_layers(sandbox *sb, json_t *ready, char *err, size_t errlen)
 {
-    json_t *details = json_object_get(ready, "layer_details");
-    json_t *list = json_array();
-    layer_text t;
-    buf_init(&t.active, sizeof sb->layers / 2);
-    buf_init(&t.absent, sizeof sb->layers / 2);
-    buf_init(&t.reasons, sizeof sb->warnings - 1);
-    int rc = -1, floor = 0, ns_added = 0;
-    if (!list) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
-    char ns_label[80];
-    int have_ns = sb->ns.active;
-    snprintf(ns_label, sizeof ns_label, "namespaces(%s)", sb->ns.names);
-    if (sb->unsafe_no_sandbox) {
-        static const char *const names[] = {"landlock", "namespaces", "seccomp", "rlimits"};
-        for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-            add_layer(list, &t, names[i], names[i], 0, "off: unsafe_no_sandbox");
-        snprintf(sb->layers, sizeof sb->layers, "none (unsafe)");
-        floor = 2;
-    }
-    for (size_t i = 0; !sb->unsafe_no_sandbox && i < json_array_size(details); i++) {
-        json_t *d = json_array_get(details, i);
-        const char *name = json_string_value(json_object_get(d, "name"));
-        const char *label = json_string_value(json_object_get(d, "label"));
-        const char *detail = json_string_value(json_object_get(d, "detail"));
-        int active = json_is_true(json_object_get(d, "active"));
-        if (!name)
-            continue;
-        if (strcmp(name, "seccomp") == 0 && !ns_added) {
-            add_layer(list, &t, ns_label, "namespaces", have_ns, sb->ns.detail);
-            ns_added = 1;
-        }
-        add_layer(list, &t, label ? label : name, name, active, detail ? detail : "");
-        if (active && (strcmp(name, "seccomp") == 0 || strcmp(name, "rlimits") == 0))
-            floor++;
-    }
-    if (!sb->unsafe_no_sandbox && !ns_added)
-        add_layer(list, &t, ns_label, "namespaces", have_ns, sb->ns.detail);
-    if (floor < 2) {
-        snprintf(err, errlen, "the sandbox floor (seccomp + rlimits) is not in force (%s); "
-                              "refusing to run model code (unsafe_no_sandbox runs it "
-                              "unconfined)",
-                 t.reasons.len ? t.reasons.data : "the child reported no layers");
-        goto fail;
-    }
-    if (!sb->unsafe_no_sandbox)
-        snprintf(sb->layers, sizeof sb->layers, "%s%s%s%s", t.active.data ? t.active.data : "",
-                 t.absent.len ? " (without: " : "", t.absent.len ? t.absent.data : "",
-                 t.absent.len ? ")" : "");
-    snprintf(sb->warnings, sizeof sb->warnings, "%s", t.reasons.len ? t.reasons.data : "");
+    char *json = NULL;
+    if (sandbox_compose_layers(json_object_get(ready, "layer_details"), &sb->ns,
+                               sb->unsafe_no_sandbox, sb->layers, sizeof sb->layers, sb->warnings,
+                               sizeof sb->warnings, &json, err, errlen) != 0)
+        return -1;
     free(sb->layers_json);
-    sb->layers_json = json_dumps(list, JSON_COMPACT);
-    if (!sb->layers_json) {
-        snprintf(err, errlen, "out of memory");
-        goto fail;
-    }
-    rc = 0;
-fail:
-    buf_free(&t.active);
-    buf_free(&t.absent);
-    buf_free(&t.reasons);
-    json_decref(list);
-    return rc;
+    sb->layers_json = json;
+    return 0;
 }
 
 /* Seconds a child may take to load an input of this many bytes. */

@@ -2,7 +2,8 @@
  * which are in force and how they are reported (Landlock, namespaces,
  * seccomp, rlimits), how they degrade when switched off, and what each one
  * blocks that the others would let through: threads, path probes, the
- * network, forged protocol frames. */
+ * network, forged protocol frames; and the composition of the report from
+ * what a child says (layers.c), without a child. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "layers.h"
 #include "sandbox.h"
 #include "sandbox_expect.h"
 
@@ -63,6 +65,68 @@ static int layer_active(const sandbox *sb, const char *name, char *detail, size_
 
 /* This machine (the build machine: root, a 6.x kernel) allows every layer;
  * where it does not, the test says which and checks the degraded report. */
+/* ---- composing the report (no child) ---- */
+
+static json_t *details(int landlock, int seccomp, int rlimits)
+{
+    return json_pack("[{s:s, s:s, s:b, s:s}, {s:s, s:s, s:b, s:s}, {s:s, s:s, s:b, s:s}]",
+                     "name", "landlock", "label", "landlock(abi 7)", "active", landlock, "detail",
+                     landlock ? "abi 7" : "not available: ENOSYS", "name", "seccomp", "label",
+                     "seccomp", "active", seccomp, "detail", seccomp ? "filter" : "refused",
+                     "name", "rlimits", "label", "rlimits", "active", rlimits, "detail", "");
+}
+
+/* The host's namespaces take their place before seccomp, strongest first. */
+static void test_compose_all_layers(void **state)
+{
+    (void)state;
+    sandbox_namespaces ns = {.active = 1, .names = "user,net,ipc,pid", .detail = "user,net,ipc,pid"};
+    json_t *d = details(1, 1, 1);
+    char layers[256], warnings[512], err[256];
+    char *json = NULL;
+    assert_int_equal(sandbox_compose_layers(d, &ns, 0, layers, sizeof layers, warnings,
+                                            sizeof warnings, &json, err, sizeof err), 0);
+    assert_string_equal(layers, "landlock(abi 7),namespaces(user,net,ipc,pid),seccomp,rlimits");
+    assert_string_equal(warnings, "");
+    json_t *list = json_loads(json, 0, NULL);
+    assert_int_equal(json_array_size(list), 4);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(list, 1), "name")),
+                        "namespaces");
+    json_decref(list);
+    free(json);
+    json_decref(d);
+}
+
+/* A missing layer is named with its reason; without the floor the child is
+ * refused, unless unsafe_no_sandbox said to run unconfined. */
+static void test_compose_missing_and_floor(void **state)
+{
+    (void)state;
+    sandbox_namespaces none = {.active = 0, .detail = "refused: EPERM"};
+    char layers[256], warnings[512], err[256] = "";
+    char *json = NULL;
+    json_t *d = details(0, 1, 1);
+    assert_int_equal(sandbox_compose_layers(d, &none, 0, layers, sizeof layers, warnings,
+                                            sizeof warnings, &json, err, sizeof err), 0);
+    assert_string_equal(layers, "seccomp,rlimits (without: landlock, namespaces)");
+    assert_non_null(strstr(warnings, "landlock: not available: ENOSYS"));
+    assert_non_null(strstr(warnings, "namespaces: refused: EPERM"));
+    free(json);
+    json_decref(d);
+
+    d = details(1, 0, 1);
+    assert_int_equal(sandbox_compose_layers(d, &none, 0, layers, sizeof layers, warnings,
+                                            sizeof warnings, &json, err, sizeof err), -1);
+    assert_null(json);
+    assert_non_null(strstr(err, "the sandbox floor (seccomp + rlimits) is not in force"));
+    assert_non_null(strstr(err, "seccomp: refused"));
+    assert_int_equal(sandbox_compose_layers(d, &none, 1, layers, sizeof layers, warnings,
+                                            sizeof warnings, &json, err, sizeof err), 0);
+    assert_string_equal(layers, "none (unsafe)");
+    free(json);
+    json_decref(d);
+}
+
 static void test_all_layers_reported(void **state)
 {
     (void)state;
@@ -210,6 +274,8 @@ static void test_forged_result_frame(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_compose_all_layers),
+        cmocka_unit_test(test_compose_missing_and_floor),
         cmocka_unit_test(test_all_layers_reported),
         cmocka_unit_test(test_degraded_layers_are_reported),
         cmocka_unit_test(test_floor_only_environment),
