@@ -93,7 +93,7 @@ def read_results(path):
 
 
 def batch_command(build, lm, tasks, out, in_flight, concurrency, extra=()):
-    return [os.path.join(build, "rlm"), "batch", tasks, "--out", out, "--json", "-q",
+    return [os.path.join(os.path.abspath(build), "rlm"), "batch", tasks, "--out", out, "--json", "-q",
             "--no-log", "--mode", "rlm", "--model", "root", "--sub-model", "sub",
             "--base-url", lm.base_url, "--concurrency", str(concurrency),
             "--tasks-in-flight", str(in_flight)] + list(extra)
