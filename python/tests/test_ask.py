@@ -138,3 +138,24 @@ def test_system_prompt_and_doctor():
     assert "7" in rlm.system_prompt(max_iterations=7)
     report = rlm.doctor()
     assert report["sandbox_exe"].endswith("rlm-sandbox")
+
+
+def test_dedupe_and_prompt_cache_options_and_usage():
+    """The cost options pass as keywords like every option; the Usage and
+    the events carry the deduplicated sub-calls and cached tokens."""
+    batch = answer_with('r = llm_query_batched(["same"] * 4)\nFINAL(",".join(r))')
+    rules = [{"match": "^same$", "reply": "one"}, batch]
+    seen = []
+    for dedupe, sent in ((True, 1), (False, 4)):
+        with FakeLM(rules) as lm:
+            res = rlm.ask("Ask four times.", "ctx", on_event=seen.append,
+                          **opts(lm, dedupe=dedupe, prompt_cache=False))
+            assert lm.counters()["rules"][0] == sent
+        assert res.answer == "one,one,one,one"
+        assert res.usage["sub-model"].deduplicated == 4 - sent
+        assert res.report["sub_calls_deduplicated"] == 4 - sent
+        assert res.usage["root-model"].cached_tokens == 0
+    subs = [e for e in seen if e.kind == "sub_call"]
+    assert sum(e.deduplicated for e in subs) == 3
+    with pytest.raises(rlm.UsageError, match="dedupe"):
+        rlm.ask("x", "ctx", dedupe="maybe")
