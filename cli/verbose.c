@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <jansson.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -364,6 +365,11 @@ static void put_tokens(char *out, size_t outlen, const rlm_event *ev)
     out[0] = '\0';
     if (ev->prompt_tokens >= 0 && ev->completion_tokens >= 0)
         snprintf(out, outlen, " · %ld+%ld tokens", ev->prompt_tokens, ev->completion_tokens);
+    /* Of the prompt, what the provider's cache served (fields a library
+     * older than this one does not fill: its size says so). */
+    if (ev->size >= offsetof(rlm_event, cache_write_tokens) + sizeof ev->cache_write_tokens &&
+        ev->prompt_tokens >= 0 && ev->cached_tokens > 0)
+        snprintf(out + strlen(out), outlen - strlen(out), " (%ld cached)", ev->cached_tokens);
     if (ev->cost_usd > 0)
         snprintf(out + strlen(out), outlen - strlen(out), " · $%.4f", ev->cost_usd);
 }

@@ -41,6 +41,8 @@ class Verbose(RlmTestCase):
         err = p.stderr
         self.assertNotIn("\033", err)               # no colour, no cursor movement in a pipe
         self.assertIn("── turn 1 · root", err)
+        # Turn 2 resends turn 1's prefix, which the server's cache serves.
+        self.assertRegex(err, r"── turn 2 · root · [\d.]+s · \d+\+\d+ tokens \(\d+ cached\)")
         self.assertIn("I will split the work", err)
         self.assertIn('│ parts = llm_query_batched(["PART %d: count the records" % i for i in range(12)])', err)
         self.assertIn("ZeroDivisionError", err)
