@@ -315,7 +315,8 @@
     if (reply) {
       var u = reply.usage || {};
       head.appendChild(el("span", "stats", [reply.model || (t.request !== null ? events[t.request].model : ""),
-        secs(reply.seconds), u.prompt_tokens >= 0 ? num(u.prompt_tokens) + "+" + num(u.completion_tokens) + " tokens" : "",
+        secs(reply.seconds), u.prompt_tokens >= 0 ? num(u.prompt_tokens) + "+" + num(u.completion_tokens) + " tokens" +
+          (u.cached_tokens > 0 ? " (" + num(u.cached_tokens) + " cached)" : "") : "",
         typeof reply.cost_usd === "number" ? "$" + reply.cost_usd.toFixed(4) : "",
         reply.error ? "error: " + (reply.error_message || reply.error) : ""].filter(Boolean).join(" · ")));
     }
