@@ -537,6 +537,8 @@ static turn_result engine_text_final_var(engine *e, const char *name, char **not
     char err[512];
     char *value = NULL;
     size_t value_len = 0;
+    if (engine_sandbox_wait(e, 1) != 0)
+        return TURN_FAILED;
     int rc = sandbox_get_var(e->sb, name, &value, &value_len, err, sizeof err);
     if (rc == 0) {
         engine_answer(e, value, value_len, "FINAL_VAR in text");
@@ -570,6 +572,10 @@ static turn_result engine_run_blocks(engine *e, const reply *rp)
     size_t ran = 0;
     if (!results || !cells || !shown) {
         engine_fail(e, RLM_ERR_NOMEM, "out of memory");
+        status = TURN_FAILED;
+        goto done;
+    }
+    if (engine_sandbox_wait(e, 1) != 0) {
         status = TURN_FAILED;
         goto done;
     }
@@ -1266,7 +1272,12 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
             engine_fail(&e, RLM_ERR_NOMEM, "out of memory");
             goto done;
         }
-        if (!parsed && engine_start_sandbox(&e, docs, docs ? NULL : ctx, NULL) != 0)
+        /* A spawned sandbox (no zygote to fork from: a lone top RLM) starts
+         * while the root model thinks about the first turn; the first code
+         * block waits for it if it is not up yet. */
+        if (!parsed && (level == 1 && !e.factory
+                            ? engine_start_sandbox_early(&e, docs, docs ? NULL : ctx)
+                            : engine_start_sandbox(&e, docs, docs ? NULL : ctx, NULL)) != 0)
             goto done;
     }
 
@@ -1311,6 +1322,7 @@ started:
     }
 
 done:
+    engine_sandbox_wait(&e, 0);   /* a sandbox the run did not need: its end, or its failure said */
     out->elapsed = clock_now() - e.start;
     out->stopped_by = budget_kind_name(calls_exhausted(c));
     out->cost_usd = calls_cost(c);

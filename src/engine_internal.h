@@ -118,6 +118,7 @@ typedef struct engine {
     double cell_deadline;      /* > 0 while a cell runs with a wall limit: when it ends */
     buf last_sub_prompt;       /* the start of the last lone sub-call's prompt, for its
                                   preamble (engine_mark_preamble); bounded */
+    struct engine_launch *launch;  /* the sandbox still starting (engine_start_sandbox_early) */
 } engine;
 
 /* ---- the loop (engine.c) ------------------------------------------------- */
@@ -220,6 +221,15 @@ void engine_input_problems(engine *e, const json_t *summary);
  * inputs_from, on the inputs that factory holds (a conversation's). */
 int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx,
                          sandbox_factory *inputs_from);
+/* The same start on a thread of its own, so that a spawned sandbox (tens
+ * of milliseconds of interpreter start-up) comes up while the root model
+ * thinks about its first turn; e->sb is NULL until engine_sandbox_wait.
+ * 0, or -1 with the outcome set (its preparation failed). */
+int engine_start_sandbox_early(engine *e, ingest_set *docs, const context *ctx);
+/* Waits for a start begun by engine_start_sandbox_early (none: 0 at once).
+ * needed: the run goes on in it, so a failed start fails the run (-1, the
+ * outcome set); otherwise (the run is over) a failure is only a warning. */
+int engine_sandbox_wait(engine *e, int needed);
 int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const char *question);
 /* A run on a pool's named input (engine_params.preloaded): its sandbox is
  * forked from the zygote holding the input, the run's own input (if any)

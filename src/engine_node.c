@@ -419,11 +419,28 @@ char *engine_input_describe(ingest_set *docs, const context *ctx, const json_t *
     return d;
 }
 
-/* Starts this run's sandbox on one input (both NULL: none). */
-int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx,
-                         sandbox_factory *inputs_from)
+/* A sandbox start: what the engine's thread prepares (options, the input's
+ * descriptors), what sandbox_start makes of it, and when. */
+struct engine_launch {
+    sandbox_options so;
+    sandbox_input in;          /* descriptors held until the start is done */
+    ingest_set *docs;          /* whose pack descriptors engine_input_close closes */
+    sandbox *sb;
+    int rc;                    /* sandbox_start's */
+    char err[1024];
+    double seconds;            /* how long sandbox_start took */
+    double waited;             /* how long the run waited for it */
+    pthread_t thread;
+};
+
+/* The first half of a start, on the engine's thread: the tree's gate (a
+ * child's), the options and the input's descriptors. 0, or -1 with the
+ * outcome set. */
+static int launch_prepare(engine *e, ingest_set *docs, const context *ctx,
+                          sandbox_factory *inputs_from, struct engine_launch *l)
 {
-    sandbox_options so = {
+    memset(l, 0, sizeof *l);
+    l->so = (sandbox_options){
         .exe_path = e->p->sandbox_exe,
         .memory_limit = e->p->sandbox_memory,
         .cell_timeout = e->p->cell_timeout,
@@ -435,6 +452,7 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx,
         .factory_inputs = inputs_from != NULL,
         .first_alias = e->st && e->st->legacy_names ? "context_1" : NULL,
     };
+    l->in = (sandbox_input){.context_fd = -1, .data_fd = -1};
     char err[1024];
     engine_progress(e, "starting sandbox");
     if (e->level > 1 && engine_gate_acquire(e, err, sizeof err) != 0) {
@@ -442,31 +460,62 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx,
         engine_event(e, "error", json_pack("{s:s,s:s}", "where", "sandbox", "message", err));
         return -1;
     }
-    double t0 = clock_now();
-    sandbox_input in = {.context_fd = -1, .data_fd = -1};
     engine_check_inputs(e);   /* a file that shrank since it was read is cut, and said */
-    if (!inputs_from && engine_input_open(docs, ctx, &in, err, sizeof err) != 0) {
+    if (!inputs_from && engine_input_open(docs, ctx, &l->in, err, sizeof err) != 0) {
         engine_fail(e, RLM_ERR_INPUT, "cannot hand the input to the sandbox: %s", err);
         return -1;
     }
-    so.context_fd = in.context_fd;
-    so.context_len = in.context_len;
-    so.context_pack = in.context_pack;
-    so.data_fd = in.data_fd;
-    so.data_len = in.data_len;
-    so.parsed = in.parsed;
-    int started = sandbox_start(&so, &e->sb, err, sizeof err);
-    engine_input_close(&in, docs);   /* the sandbox keeps its own duplicates, for restarts */
-    if (started == -2) {
-        engine_fail(e, RLM_ERR_INPUT, "input: %s", err);
-        engine_event(e, "error", json_pack("{s:s,s:s}", "where", "input", "message", err));
+    l->docs = inputs_from ? NULL : docs;
+    l->so.context_fd = l->in.context_fd;
+    l->so.context_len = l->in.context_len;
+    l->so.context_pack = l->in.context_pack;
+    l->so.data_fd = l->in.data_fd;
+    l->so.data_len = l->in.data_len;
+    l->so.parsed = l->in.parsed;
+    return 0;
+}
+
+/* The middle: touches nothing of the engine's, so it may run on a thread of
+ * its own (engine_start_sandbox_early). */
+static void launch_run(struct engine_launch *l)
+{
+    double t0 = clock_now();
+    l->rc = sandbox_start(&l->so, &l->sb, l->err, sizeof l->err);
+    l->seconds = clock_now() - t0;
+}
+
+static void *launch_main(void *arg)
+{
+    launch_run(arg);
+    return NULL;
+}
+
+/* The last half, on the engine's thread: the sandbox becomes e->sb, or the
+ * failure the outcome. needed: the run waits for this sandbox to go on; a
+ * sandbox the run turned out not to need (it answered before any code)
+ * that failed is a warning, not the run's failure. 0, or -1. */
+static int launch_finish(engine *e, struct engine_launch *l, int needed)
+{
+    engine_input_close(&l->in, l->docs);   /* the sandbox keeps its own duplicates, for restarts */
+    if (l->rc != 0 && !needed) {
+        char msg[1200];
+        snprintf(msg, sizeof msg, "the sandbox could not start (this run needed none): %s", l->err);
+        if (e->p->warn)
+            e->p->warn(e->p->warn_data, msg);
+        engine_event(e, "error", json_pack("{s:s,s:s}", "where", "sandbox", "message", l->err));
         return -1;
     }
-    if (started != 0) {
-        engine_sandbox_trouble(e, 0, "cannot start the sandbox", err);
-        engine_event(e, "error", json_pack("{s:s,s:s}", "where", "sandbox", "message", err));
+    if (l->rc == -2) {
+        engine_fail(e, RLM_ERR_INPUT, "input: %s", l->err);
+        engine_event(e, "error", json_pack("{s:s,s:s}", "where", "input", "message", l->err));
         return -1;
     }
+    if (l->rc != 0) {
+        engine_sandbox_trouble(e, 0, "cannot start the sandbox", l->err);
+        engine_event(e, "error", json_pack("{s:s,s:s}", "where", "sandbox", "message", l->err));
+        return -1;
+    }
+    e->sb = l->sb;
     e->out->sandboxes++;
     free(e->out->sandbox_layers);
     e->out->sandbox_layers = strdup(sandbox_layers(e->sb));
@@ -483,14 +532,63 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx,
             e->p->warn(e->p->warn_data, w.data);
         buf_free(&w);
     }
+    /* seconds: the start itself; waited: how much of it the run waited for
+     * (less than seconds when it started while the root model thought). */
     engine_event(e, "sandbox_ready",
-                 json_pack("{s:s,s:i,s:f,s:b,s:s,s:b}", "layers", sandbox_layers(e->sb), "pid",
-                           sandbox_pid(e->sb), "seconds", clock_now() - t0, "unsafe",
+                 json_pack("{s:s,s:i,s:f,s:f,s:b,s:s,s:b}", "layers", sandbox_layers(e->sb), "pid",
+                           sandbox_pid(e->sb), "seconds", l->seconds, "waited",
+                           l->waited, "unsafe",
                            e->p->unsafe_no_sandbox, "warnings", warnings, "forked",
                            sandbox_forked(e->sb)));
-    if (!inputs_from)
+    if (!l->so.factory_inputs)
         engine_input_problems(e, sandbox_input_summary(e->sb, 0));
     return 0;
+}
+
+/* Starts this run's sandbox on one input (both NULL: none). */
+int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx,
+                         sandbox_factory *inputs_from)
+{
+    struct engine_launch l;
+    if (launch_prepare(e, docs, ctx, inputs_from, &l) != 0)
+        return -1;
+    launch_run(&l);
+    l.waited = l.seconds;   /* all of it */
+    return launch_finish(e, &l, 1);
+}
+
+int engine_start_sandbox_early(engine *e, ingest_set *docs, const context *ctx)
+{
+    struct engine_launch *l = malloc(sizeof *l);
+    if (!l)
+        return engine_start_sandbox(e, docs, ctx, NULL);
+    if (launch_prepare(e, docs, ctx, NULL, l) != 0) {
+        free(l);
+        return -1;
+    }
+    if (pthread_create(&l->thread, NULL, launch_main, l) != 0) {
+        launch_run(l);   /* no thread: the start as it always was */
+        l->waited = l->seconds;
+        int rc = launch_finish(e, l, 1);
+        free(l);
+        return rc;
+    }
+    e->launch = l;
+    return 0;
+}
+
+int engine_sandbox_wait(engine *e, int needed)
+{
+    struct engine_launch *l = e->launch;
+    if (!l)
+        return 0;
+    e->launch = NULL;
+    double t0 = clock_now();
+    pthread_join(l->thread, NULL);
+    l->waited = clock_now() - t0;
+    int rc = launch_finish(e, l, needed);
+    free(l);
+    return rc;
 }
 
 /* What the sandbox skipped while parsing an input (JSON lines that are not

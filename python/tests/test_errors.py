@@ -107,3 +107,21 @@ def test_closed_handles_and_sessions():
     with pytest.raises(ValueError, match="closed"):
         s.ask("q")
     s.close()  # twice is fine
+
+
+def test_a_sandbox_that_cannot_start(tmp_path):
+    # A lone run's sandbox starts while the root model thinks; whether it
+    # failed is known when the first code block needs it.
+    broken = str(tmp_path / "no-such-sandbox")
+    with FakeLM([answer_with("print(1)")]) as lm:
+        with pytest.raises(rlm.SandboxError, match="cannot start the sandbox") as e:
+            rlm.ask("q", "ctx", **opts(lm, sandbox_exe=broken))
+    assert e.value.result.status == "sandbox error"
+    # A run that answers before any code did not need it: answered, and the
+    # failure still said (the warning and the trace's error event).
+    events = []
+    with FakeLM([{"match": "", "reply": "It is plain.\nFINAL(plain)"}]) as lm:
+        r = rlm.ask("q", "ctx", on_event=events.append, **opts(lm, sandbox_exe=broken))
+    assert r.answer == "plain" and r.status == "ok"
+    errors = [ev for ev in events if ev.type == "error" or (ev.type == "other" and ev.data.get("type") == "error")]
+    assert errors, [ev.type for ev in events]

@@ -142,6 +142,23 @@ class Blocks(RlmTestCase):
         self.assertIn("42", code[1]["output"])
 
 
+class SandboxStart(RlmTestCase):
+    def test_the_sandbox_starts_while_the_root_model_thinks(self):
+        # A lone run spawns its sandbox on a thread while the first root
+        # request is out: the request does not wait for it, the first code
+        # block does.
+        rules = [{"match": r"(?i)turn 2 of", "reply": "FINAL(done)"},
+                 {"match": ".", "reply": repl("print(len(context))"), "latency_ms": 300}]
+        with FakeLM(rules) as lm:
+            res = self.rlm(["--context", self.write("c.txt", "text"), "q"], lm)
+        self.assertExit(res, 0)
+        order = [e["type"] for e in res.trace if e["type"] in ("root_request", "root_reply", "sandbox_ready", "code")]
+        self.assertEqual(order[:4], ["root_request", "root_reply", "sandbox_ready", "code"])
+        ready = res.events("sandbox_ready")[0]
+        self.assertGreater(ready["seconds"], 0)
+        self.assertLessEqual(ready["waited"], ready["seconds"])
+
+
 class LargeContext(RlmTestCase):
     def test_40mb_context(self):
         line = "the quick brown fox jumps over the lazy dog 0123456789\n"
