@@ -28,7 +28,7 @@ def script():
 
 
 # Fields that hold times, pids, paths of this run's files: they may differ.
-VOLATILE = {"t", "time", "seconds", "elapsed", "call_seconds", "pid", "config"}
+VOLATILE = {"t", "time", "seconds", "waited", "elapsed", "call_seconds", "pid", "config"}
 
 
 def stable(events):
