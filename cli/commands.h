@@ -22,6 +22,8 @@ int cmd_view(int argc, char **argv);
 int cmd_logs(int argc, char **argv);
 int cmd_cost(int argc, char **argv);
 int cmd_batch(int argc, char **argv);
+int cmd_serve(int argc, char **argv);   /* cli/serve/serve.c */
+int cmd_mcp(int argc, char **argv);     /* cli/serve/mcp.c */
 
 enum {
     EXIT_ANSWERED = 0,

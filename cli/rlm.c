@@ -39,6 +39,7 @@ static const char commands_text[] =
         "  cost TRACE|ID [--json]  what a run cost by phase, model and node, with and without caching\n"
         "  demo                    a simulated 10M-token run, offline, no key needed\n"
         "  bench run|report        the benchmark suites\n"
+        "  serve, mcp --root DIR   an OpenAI-compatible HTTP server; an MCP server on stdio\n"
         "  --version, --help\n";
 
 /* rlm --help: the commands, then the options of rlm ask and rlm chat. */
@@ -303,8 +304,12 @@ static int run_command(int argc, char **argv)
         return cmd_cost(argc - 1, argv + 1);
     if (strcmp(cmd, "batch") == 0)
         return cmd_batch(argc - 1, argv + 1);
+    if (strcmp(cmd, "serve") == 0)
+        return cmd_serve(argc - 1, argv + 1);
+    if (strcmp(cmd, "mcp") == 0)
+        return cmd_mcp(argc - 1, argv + 1);
     static const char *const commands[] = {"ask", "chat", "sessions", "doctor", "demo", "bench", "view",
-                                           "logs", "cost", "batch"};
+                                           "logs", "cost", "batch", "serve", "mcp"};
     const char *guess = NULL;
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (cli_edit_distance(cmd, commands[i]) <= 2 && !guess)
