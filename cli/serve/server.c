@@ -96,7 +96,6 @@ typedef struct request {
     enum route route;
     buf body;
     int refused;               /* a reply went out before the body was read */
-    int too_large;             /* the body passed the cap: the rest is dropped, then 413 */
     int status;                /* the reply's status, for the log */
     double started;
     long long run_id;          /* the run log's id of its run, or 0 */
@@ -973,13 +972,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         return MHD_YES;
     }
     if (*upload_data_size) {
-        /* libmicrohttpd answers only before the body or after all of it:
-         * past the cap the rest is read and dropped (the read timeout
-         * bounds how long that may take), then refused. */
-        if (rq->route == ROUTE_CHAT && !rq->too_large &&
-            buf_append(&rq->body, upload_data, *upload_data_size) != 0) {
-            rq->too_large = 1;
+        /* A body with a Content-Length past the cap was refused before it
+         * came. One without (chunked) is cut as it passes the cap: the
+         * connection is closed, since libmicrohttpd answers only before
+         * the body or after all of it, and reading the rest to say 413
+         * would let a client make us read without end. */
+        if (buf_append(&rq->body, upload_data, *upload_data_size) != 0) {
             buf_free(&rq->body);
+            rq->status = 413;
+            metrics_refused(s->cfg.metrics, "body_too_large");
+            return MHD_NO;
         }
         *upload_data_size = 0;
         return MHD_YES;
@@ -989,13 +991,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
     pthread_mutex_lock(&s->lock);
     rq->c->working = 1;
     pthread_mutex_unlock(&s->lock);
-    if (rq->too_large) {
-        char detail[64];
-        snprintf(detail, sizeof detail, "%zu", s->cfg.max_body);
-        return refuse(rq, connection, 413, "invalid_request_error", "request_too_large",
-                      "body_too_large", 0, "the body is larger than this server takes (%s bytes)",
-                      detail);
-    }
     if (rq->route != ROUTE_CHAT)
         return get_route(rq, connection, url);
     if (s->draining)
