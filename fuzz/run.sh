@@ -10,17 +10,19 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 SECONDS_EACH="${1:-20}"
 shift || true
 HARNESSES=("$@")
-[ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(fuzz_sse fuzz_openai fuzz_anthropic fuzz_reply fuzz_frame fuzz_snapshot)
+[ ${#HARNESSES[@]} -gt 0 ] || HARNESSES=(fuzz_sse fuzz_openai fuzz_anthropic fuzz_reply fuzz_frame fuzz_snapshot fuzz_chat)
 CC="${FUZZ_CC:-clang}"
 OUT="$ROOT/fuzz/out"
 mkdir -p "$OUT"
 
 # The pure parsers and the leaves they use: no curl, no threads. The model's
-# wire (lm_wire and the providers, SSE), its replies (reply.c) and the
-# sandbox child's frames (frame.c).
+# wire (lm_wire and the providers, SSE), its replies (reply.c), the
+# sandbox child's frames (frame.c), and what rlm serve and rlm mcp read from
+# their clients (cli/serve/chat.c, mcp_proto.c).
 SOURCES=("$ROOT/src/lm/lm_wire.c" "$ROOT/src/lm/sse.c" "$ROOT/src/lm/lm_openai.c"
          "$ROOT/src/lm/lm_anthropic.c" "$ROOT/src/reply.c" "$ROOT/src/shared/frame.c"
-         "$ROOT/src/shared/utf8.c" "$ROOT/src/shared/util.c")
+         "$ROOT/src/shared/utf8.c" "$ROOT/src/shared/util.c" "$ROOT/cli/serve/chat.c"
+         "$ROOT/cli/serve/mcp_proto.c")
 
 for h in "${HARNESSES[@]}"; do
     echo "fuzz: building $h"
@@ -33,7 +35,8 @@ for h in "${HARNESSES[@]}"; do
             $(pkg-config --cflags --libs python3-embed) -o "$OUT/$h"
     else
         "$CC" -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-            -I"$ROOT/src" -I"$ROOT/src/shared" -I"$ROOT/src/sandbox" -I"$ROOT/src/lm" -I"$ROOT/include" "$ROOT/fuzz/$h.c" "${SOURCES[@]}" \
+            -I"$ROOT/src" -I"$ROOT/src/shared" -I"$ROOT/src/sandbox" -I"$ROOT/src/lm" -I"$ROOT/include" \
+            -I"$ROOT/cli/serve" "$ROOT/fuzz/$h.c" "${SOURCES[@]}" \
             $(pkg-config --cflags --libs jansson) -o "$OUT/$h"
     fi
     corpus="$OUT/corpus-$h"
@@ -54,6 +57,7 @@ for path in glob.glob(os.path.join(sys.argv[1], "*.json")):
 PY
         fuzz_frame) python3 "$ROOT/fuzz/frame_seeds.py" "$corpus" ;;
         fuzz_snapshot) python3 "$ROOT/fuzz/snapshot_seeds.py" "$corpus" ;;
+        fuzz_chat) python3 "$ROOT/fuzz/chat_seeds.py" "$corpus" ;;
     esac
     echo "fuzz: running $h for ${SECONDS_EACH}s"
     leaks=1
