@@ -4,7 +4,7 @@
  * thread of its own through the runner (the same bounds as rlm serve),
  * reports progress when the client gave a progress token, and is cancelled
  * by notifications/cancelled. stdout carries the protocol only: everything
- * else goes to stderr. docs/serve.md (MCP) is the user's guide. */
+ * else goes to stderr. docs/mcp.md is the user's guide. */
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -38,7 +38,7 @@ static const char mcp_usage_text[] =
     "rlm_ask (a question about files, answered by an RLM: the answer, how, its cost) and\n"
     "rlm_describe (what the model would be told about those files). Paths must resolve,\n"
     "symbolic links followed, under a --root; others are refused. Long calls report progress\n"
-    "when the client asks; a cancelled call cancels its run. docs/serve.md tells all.\n"
+    "when the client asks; a cancelled call cancels its run. docs/mcp.md tells all.\n"
     "\n"
     "  --root DIR             a directory the tools may read (repeatable; at least one)\n"
     "  --max-runs N           tool calls answering at once (default 2); more wait\n"
