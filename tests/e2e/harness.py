@@ -27,6 +27,15 @@ FAKELM = os.path.join(BUILD, "fakelm")
 KEEP_DIRS = os.environ.get("RLM_KEEP_TEST_DIRS") == "1"
 
 
+def sanitized_build():
+    """True when BUILD was configured with RLM_SANITIZE (ASan, UBSan)."""
+    try:
+        with open(os.path.join(BUILD, "CMakeCache.txt")) as f:
+            return re.search(r"^RLM_SANITIZE:BOOL=ON$", f.read(), re.M) is not None
+    except OSError:
+        return False
+
+
 def remove_later(path):
     """Removes a test's temporary directory, or says where it was kept."""
     if KEEP_DIRS:
