@@ -216,24 +216,6 @@ static void path_for(const mcp_server *s, const char *path, char *out, size_t si
         snprintf(out, size, "%s/%s", s->first_root, path);
 }
 
-static double cfg_number(const rlm_config *cfg, const char *key)
-{
-    double v = -1;
-    const char *t = rlm_config_get(cfg, key);
-    return t[0] && strcmp(t, "none") != 0 && parse_double(t, &v) == 0 ? v : -1;
-}
-
-static void cap(rlm_config *cfg, const char *key, double asked, int whole)
-{
-    if (asked < 0)
-        return;
-    double server_cap = cfg_number(cfg, key);
-    double v = server_cap >= 0 && server_cap < asked ? server_cap : asked;
-    char text[64];
-    snprintf(text, sizeof text, whole ? "%.0f" : "%.6f", v);
-    rlm_config_set(cfg, key, text);
-}
-
 static json_t *report_field(const json_t *report, const char *key)
 {
     json_t *v = json_object_get(report, key);
@@ -306,9 +288,10 @@ static void *call_main(void *arg)
     }
     cfg = rlm_config_copy(s->base);
     if (cfg) {
-        cap(cfg, "max_cost", args.max_cost, 0);
-        cap(cfg, "max_time", args.max_time, 0);
-        cap(cfg, "max_subcalls", (double)args.max_subcalls, 1);
+        /* Checked by mcp_call_parse: the values are ones the config takes. */
+        serve_cap_budget(cfg, "max_cost", args.max_cost, 0);
+        serve_cap_budget(cfg, "max_time", args.max_time, 0);
+        serve_cap_budget(cfg, "max_subcalls", (double)args.max_subcalls, 1);
     }
     rlm_status st = cfg ? rlm_new_in(s->pool, cfg, &r) : RLM_ERR_NOMEM;
     for (size_t i = 0; st == RLM_OK && i < args.n_paths; i++) {
@@ -572,12 +555,7 @@ int cmd_mcp(int argc, char **argv)
     /* Every thread from here on blocks the stopping signals: the stopper
      * waits for them. */
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    serve_block_stop_signals(&set);
     rlm_status st = rlm_pool_new(f.cfg, &pool);
     if (st != RLM_OK) {
         cli_error(rlm_pool_errmsg(pool));

@@ -204,6 +204,17 @@ void runner_counts(runner *rn, int *in_flight, int *queued)
     pthread_mutex_unlock(&rn->lock);
 }
 
+/* Under the lock: j leaves the runs in flight. */
+static void active_unlink_locked(runner *rn, job *j)
+{
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        rn->active = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+}
+
 /* Every event passes here first: a cancel that came before rlm_ask started
  * (and was cleared by it) is applied again. */
 static void job_on_event(void *ctx, const rlm_event *ev)
@@ -232,12 +243,7 @@ static void *job_main(void *arg)
     j->seconds = clock_now() - j->t0;
     runner *rn = j->rn;
     pthread_mutex_lock(&rn->lock);
-    if (j->prev)
-        j->prev->next = j->next;
-    else
-        rn->active = j->next;
-    if (j->next)
-        j->next->prev = j->prev;
+    active_unlink_locked(rn, j);
     rn->mean_seconds = 0.8 * rn->mean_seconds + 0.2 * j->seconds;
     j->done = 1;
     free_slot_locked(rn);
@@ -279,12 +285,7 @@ job *job_start(runner *rn, rlm *r, const char *question, job_event_fn event, voi
     pthread_mutex_unlock(&rn->lock);
     if (pthread_create(&j->thread, NULL, job_main, j) != 0) {
         pthread_mutex_lock(&rn->lock);
-        if (j->prev)
-            j->prev->next = j->next;
-        else
-            rn->active = j->next;
-        if (j->next)
-            j->next->prev = j->prev;
+        active_unlink_locked(rn, j);
         free_slot_locked(rn);
         pthread_mutex_unlock(&rn->lock);
         rlm_free(r);

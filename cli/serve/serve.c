@@ -285,12 +285,7 @@ int cmd_serve(int argc, char **argv)
     /* Every thread started from here on inherits the mask: the signals
      * are this thread's to wait for. */
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    serve_block_stop_signals(&set);
 
     rlm_status st = rlm_pool_new(f.cfg, &pool);
     if (st != RLM_OK) {

@@ -1,9 +1,14 @@
-/* serve_flags — a command's own flags split from those of rlm ask. */
+/* serve_flags — what rlm serve and rlm mcp share around their runs
+ * (serve_flags.h). */
 #include "serve_flags.h"
 
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "util.h"
 
 int serve_flags_split(int argc, char **argv, const serve_flag *table, serve_flag_fn fn, void *ctx,
                       int *rest_argc, char ***rest)
@@ -47,4 +52,28 @@ int serve_flags_split(int argc, char **argv, const serve_flag *table, serve_flag
     }
     (*rest)[*rest_argc] = NULL;
     return -1;
+}
+
+int serve_cap_budget(rlm_config *cfg, const char *key, double asked, int whole)
+{
+    if (asked < 0)
+        return 0;
+    double cap = -1;
+    const char *text = rlm_config_get(cfg, key);
+    if (!text[0] || strcmp(text, "none") == 0 || parse_double(text, &cap) != 0)
+        cap = -1;
+    double v = cap >= 0 && cap < asked ? cap : asked;
+    char value[64];
+    snprintf(value, sizeof value, whole ? "%.0f" : "%.6f", v);
+    return rlm_config_set(cfg, key, value) == RLM_OK ? 0 : -1;
+}
+
+void serve_block_stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, set, NULL);
+    signal(SIGPIPE, SIG_IGN);
 }

@@ -43,6 +43,7 @@
 #include <jansson.h>
 
 #include "chat.h"
+#include "serve_flags.h"
 #include "util.h"
 
 /* Seconds between two looks of the watchdog. */
@@ -127,6 +128,15 @@ typedef struct stream {
 } stream;
 
 /* ---- small helpers ------------------------------------------------------- */
+
+/* *ts = now + ms milliseconds on the clock pthread_cond_timedwait uses. */
+static void deadline_in_ms(struct timespec *ts, long ms)
+{
+    clock_gettime(CLOCK_REALTIME, ts);
+    ts->tv_nsec += ms * 1000000L;
+    ts->tv_sec += ts->tv_nsec / 1000000000L;
+    ts->tv_nsec %= 1000000000L;
+}
 
 static const char *header(struct MHD_Connection *c, const char *name)
 {
@@ -322,31 +332,6 @@ static void on_completed(void *cls, struct MHD_Connection *connection, void **co
 
 /* ---- runs ---------------------------------------------------------------- */
 
-static double config_number(const rlm_config *cfg, const char *key)
-{
-    double v = -1;
-    const char *text = rlm_config_get(cfg, key);
-    if (!text[0] || strcmp(text, "none") == 0 || parse_double(text, &v) != 0)
-        return -1;
-    return v;
-}
-
-/* Sets one budget: what the request asks for, never more than the
- * server's own (which is also the default). */
-static int cap_budget(rlm_config *cfg, const char *key, double asked, int whole)
-{
-    if (asked < 0)
-        return 0;
-    double server_cap = config_number(cfg, key);
-    double v = server_cap >= 0 && server_cap < asked ? server_cap : asked;
-    char text[64];
-    if (whole)
-        snprintf(text, sizeof text, "%.0f", v);
-    else
-        snprintf(text, sizeof text, "%.6f", v);
-    return rlm_config_set(cfg, key, text) == RLM_OK ? 0 : -1;
-}
-
 /* The earlier messages' text as an input of the handle's own: a sealed
  * memory file the library maps (no copy of it in our heap). */
 static rlm_status add_inline_input(rlm *r, const char *text, size_t len)
@@ -435,11 +420,11 @@ static int start_run(request *rq, struct MHD_Connection *connection, chat_reques
         *result = reply_error(rq, connection, &err, 0);
         return -1;
     }
-    if (cap_budget(cfg, "max_cost", req->max_cost, 0) != 0 ||
-        cap_budget(cfg, "max_time", req->max_time, 0) != 0 ||
-        cap_budget(cfg, "max_tokens", req->max_tokens > 0 ? (double)req->max_tokens : -1, 1) != 0 ||
-        cap_budget(cfg, "max_subcalls", (double)req->max_subcalls, 1) != 0 ||
-        cap_budget(cfg, "max_iterations", req->max_iterations > 0 ? (double)req->max_iterations : -1, 1) != 0 ||
+    if (serve_cap_budget(cfg, "max_cost", req->max_cost, 0) != 0 ||
+        serve_cap_budget(cfg, "max_time", req->max_time, 0) != 0 ||
+        serve_cap_budget(cfg, "max_tokens", req->max_tokens > 0 ? (double)req->max_tokens : -1, 1) != 0 ||
+        serve_cap_budget(cfg, "max_subcalls", (double)req->max_subcalls, 1) != 0 ||
+        serve_cap_budget(cfg, "max_iterations", req->max_iterations > 0 ? (double)req->max_iterations : -1, 1) != 0 ||
         (conversation && rlm_config_set(cfg, "session", conversation) != RLM_OK)) {
         chat_error_set(&err, 400, "invalid_request_error", NULL, "rlm", "%s", rlm_config_errmsg(cfg));
         rlm_config_free(cfg);
@@ -712,12 +697,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
             return MHD_CONTENT_READER_END_OF_STREAM;
         }
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 250 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        deadline_in_ms(&ts, 250);
         pthread_cond_timedwait(&st->changed, &st->lock, &ts);
         int idle = clock_now() - st->last_data > KEEPALIVE_SECONDS && !st->finished;
         if (idle)
@@ -1127,12 +1107,7 @@ void server_stop(server *s)
     pthread_mutex_lock(&s->lock);
     while (s->replying > 0 && clock_now() < until) {
         struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        deadline_in_ms(&ts, 100);
         pthread_cond_timedwait(&s->replied, &s->lock, &ts);
     }
     pthread_mutex_unlock(&s->lock);
