@@ -61,6 +61,15 @@ RULES = [
 ]
 
 
+def cpu_seconds(pid):
+    """CPU seconds of pid itself and of its children it has reaped (the
+    sandboxes), from /proc/PID/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / tick, (int(fields[13]) + int(fields[14])) / tick
+
+
 def pss_kb(pid):
     try:
         with open("/proc/%d/smaps_rollup" % pid) as f:
@@ -142,11 +151,28 @@ def check(results, want):
             raise SystemExit("wrong answer: %r (wanted %r)" % (answer, want))
 
 
+def shared(port, pid, R, big_bytes, base_rss, base_pss):
+    """R runs at once on the 40 MB named input: how much the memory grows."""
+    q = {"model": "rlm:big", "messages": [{"role": "user", "content": "count the big one"}]}
+    sampler = Sampler(pid)
+    sampler.start()
+    results, wall = load(port, [json.dumps(q).encode()] * R)
+    sampler.stop()
+    check(results, "ok %d" % big_bytes)
+    grown_rss = (sampler.rss - base_rss) / 1024
+    grown_pss = (sampler.pss - base_pss) / 1024
+    print("shared 40 MB input: %d runs at once on rlm:big in %.2f s; peak growth: server RSS "
+          "+%.1f MB, tree PSS +%.1f MB = %.1f MB per run (a copy per run would be +%.0f MB "
+          "each)" % (R, wall, grown_rss, grown_pss, grown_pss / R, big_bytes / MB))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--max-runs", type=int, default=20)
+    ap.add_argument("--input-kb", type=int, default=1024, help="each request's inline input")
+    ap.add_argument("--no-shared", action="store_true", help="skip the 40 MB named input")
     args = ap.parse_args()
     os.environ["RLM_BUILD_DIR"] = os.path.abspath(args.build)
     from harness import FakeLM
@@ -173,37 +199,31 @@ def main():
               "(server + zygotes)" % (started, big_bytes / MB, base_rss / 1024, base_pss / 1024))
 
         # ---- the 40 MB input shared by R runs at once ----------------------
-        q = {"model": "rlm:big", "messages": [{"role": "user", "content": "count the big one"}]}
-        sampler = Sampler(pid)
-        sampler.start()
-        results, wall = load(s.port, [json.dumps(q).encode()] * R)
-        sampler.stop()
-        check(results, "ok %d" % big_bytes)
-        grown_rss = (sampler.rss - base_rss) / 1024
-        grown_pss = (sampler.pss - base_pss) / 1024
-        print("shared 40 MB input: %d runs at once on rlm:big in %.2f s; peak growth: server RSS "
-              "+%.1f MB, tree PSS +%.1f MB = %.1f MB per run (a copy per run would be +%.0f MB "
-              "each)" % (R, wall, grown_rss, grown_pss, grown_pss / R, big_bytes / MB))
+        if not args.no_shared:
+            shared(s.port, pid, R, big_bytes, base_rss, base_pss)
 
         # ---- N clients at once, 1 MB inline each -----------------------------
         doc = ("a line of the one-megabyte document, numbered %08d\n" % 0)
-        text = "".join(doc.replace("%08d" % 0, "%08d" % i) for i in range(MB // len(doc)))
+        text = "".join(doc.replace("%08d" % 0, "%08d" % i)
+                       for i in range(args.input_kb * 1024 // len(doc)))
         bodies = [json.dumps({"model": "rlm", "messages": [
             {"role": "user", "content": text},
             {"role": "user", "content": "bench question %d" % i}]}).encode() for i in range(N)]
         lm_before = lm.counters()["requests"]
+        cpu0 = (cpu_seconds(pid), cpu_seconds(lm.proc.pid), os.times())
         sampler = Sampler(pid)
         sampler.start()
         results, wall = load(s.port, bodies)
         sampler.stop()
+        cpu1 = (cpu_seconds(pid), cpu_seconds(lm.proc.pid), os.times())
         check(results, "ok %d" % len(text))
         calls = lm.counters()["requests"] - lm_before
         lat = sorted(r[2] for r in results)
         limit = math.ceil(N / R) * 3 * LATENCY_MS / 1000
         held = N * len(bodies[0]) / MB
         mem_limit = 50 + 15 * R + big_bytes / MB
-        print("load: %d clients at once, each a 2-turn RLM with 10 sub-calls on 1 MB inline "
-              "(%d model calls); --max-runs %d" % (N, calls, R))
+        print("load: %d clients at once, each a 2-turn RLM with 10 sub-calls on %d KB inline "
+              "(%d model calls); --max-runs %d" % (N, args.input_kb, calls, R))
         print("  wall %.2f s; the settings' latency limit ceil(%d/%d) x 0.6 s = %.2f s; ratio %.2f "
               "(target <= 1.3)" % (wall, N, R, limit, wall / limit))
         print("  per request: median %.2f s, p90 %.2f s, max %.2f s (one run alone: 0.6 s of model "
@@ -213,6 +233,11 @@ def main():
                                                    N, held))
         print("  tree PSS peak (server + sandboxes) %.1f MB, %d sandboxes at most"
               % (sampler.pss / 1024, sampler.sandboxes))
+        mine = (cpu1[2].user + cpu1[2].system) - (cpu0[2].user + cpu0[2].system)
+        print("  CPU seconds over the load: server %.1f, its sandboxes %.1f, fake model %.1f, "
+              "these clients %.1f (of %.1f the machine's %d cores had; load average %.1f)"
+              % (cpu1[0][0] - cpu0[0][0], cpu1[0][1] - cpu0[0][1], cpu1[1][0] - cpu0[1][0], mine,
+                 wall * os.cpu_count(), os.cpu_count(), os.getloadavg()[0]))
         s.stop()
 
 

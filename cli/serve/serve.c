@@ -7,6 +7,7 @@
  * docs/serve.md is the user's guide. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -241,6 +242,11 @@ int cmd_serve(int argc, char **argv)
     serve_flags sf = {.listen = "127.0.0.1", .port = 8080, .max_runs = 4, .queue = 64,
                       .max_connections = 256, .queue_timeout = 60, .idle_timeout = 30,
                       .read_timeout = 30, .drain_timeout = 30, .max_body = (size_t)32 << 20};
+    /* Request bodies and inline inputs are large and short-lived, on many
+     * threads: a fixed mmap threshold gives each back to the kernel when
+     * it is freed (glibc would otherwise raise the threshold after the
+     * first free and keep them in its arenas, which only grow). */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     int rest_argc = 0;
     char **rest = NULL;
     cli_flags f = {0};
