@@ -37,8 +37,7 @@ static const char commands_text[] =
         "  view TRACE|ID [-o FILE.html] [--open]   a run as one self-contained HTML page\n"
         "  logs [list|show ID|rm]  every run recorded\n"
         "  cost TRACE|ID [--json]  what a run cost by phase, model and node, with and without caching\n"
-        "  demo                    a simulated 10M-token run, offline, no key needed\n"
-        "  bench run|report        the benchmark suites\n"
+        "  demo, bench run|report  a simulated 10M-token run, offline, no key; the benchmark suites\n"
         "  serve, mcp --root DIR   an OpenAI-compatible HTTP server; an MCP server on stdio\n"
         "  --version, --help\n";
 
