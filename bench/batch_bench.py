@@ -16,6 +16,8 @@ concurrency sets (18.75 s for 2,000 tasks). Reported:
     proportional set size (shared pages counted once), against
     100 MB + 10 MB per task in flight                     (target: under it)
   - the ledger's cost per task (its commits, timed by rlm batch)  (< 1 ms)
+  - BATCH_BENCH_LOG=1 keeps the run log on (every task recorded, as by
+    default; the log goes to a temporary XDG_DATA_HOME); else --no-log
   - with --slurm: the same kind of batch (--slurm-tasks tasks) as 1, 2 and 4
     shards of an array job on a local single-node Slurm (tests/e2e/slurm_local.py):
     wall from submission to the last shard's end, and the speed-up
@@ -93,8 +95,9 @@ def read_results(path):
 
 
 def batch_command(build, lm, tasks, out, in_flight, concurrency, extra=()):
-    return [os.path.join(os.path.abspath(build), "rlm"), "batch", tasks, "--out", out, "--json", "-q",
-            "--no-log", "--mode", "rlm", "--model", "root", "--sub-model", "sub",
+    log = [] if os.environ.get("BATCH_BENCH_LOG") == "1" else ["--no-log"]
+    return [os.path.join(os.path.abspath(build), "rlm"), "batch", tasks, "--out", out, "--json", "-q"] + log + [
+            "--mode", "rlm", "--model", "root", "--sub-model", "sub",
             "--base-url", lm.base_url, "--concurrency", str(concurrency),
             "--tasks-in-flight", str(in_flight)] + list(extra)
 
