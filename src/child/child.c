@@ -50,10 +50,6 @@ const char *__asan_default_options(void)
 }
 #endif
 
-/* The cancel signal's handler has nothing but a global to tell the cell's
- * error report why it was interrupted; one process, one flag. */
-static volatile sig_atomic_t cancel_requested;
-
 /* ---- small helpers ---- */
 
 /* input_error: the input itself is at fault (a .json that does not parse),
@@ -74,63 +70,6 @@ static void send_error_and_exit(int fd, const char *message)
     send_failure_and_exit(fd, message, 0);
 }
 
-
-/* Takes the pending exception as one normalized object with its traceback
- * attached (NULL if none); the error indicator is cleared. */
-PyObject *child_take_exception(void)
-{
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (value && tb)
-        PyException_SetTraceback(value, tb);
-    Py_XDECREF(type);
-    Py_XDECREF(tb);
-    return value;
-#endif
-}
-
-/* Moves the pending Python exception into err as "what: Type: message". */
-void child_python_error(char *err, size_t errlen, const char *what)
-{
-    PyObject *exc = child_take_exception();
-    PyObject *text = exc ? PyObject_Str(exc) : NULL;
-    const char *msg = text ? PyUnicode_AsUTF8(text) : NULL;
-    snprintf(err, errlen, "%s: %s: %s", what, exc ? Py_TYPE(exc)->tp_name : "error",
-             msg ? msg : "(no message)");
-    Py_XDECREF(text);
-    Py_XDECREF(exc);
-    PyErr_Clear();
-}
-
-/* A SIGINT or SIGUSR1 that arrived while no cell ran must not hit the next one. */
-static void drain_signals(void)
-{
-    if (PyErr_CheckSignals() < 0)
-        PyErr_Clear();
-    cancel_requested = 0;
-}
-
-/* SIGUSR1: the user cancelled the cell. Interrupts it the way SIGINT does
- * (both calls are async-signal-safe) and says why. */
-static void on_cancel(int sig)
-{
-    (void)sig;
-    cancel_requested = 1;
-    PyErr_SetInterruptEx(SIGINT);
-}
-
-static int install_cancel_handler(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_cancel;
-    sigemptyset(&sa.sa_mask);
-    return sigaction(SIGUSR1, &sa, NULL);
-}
 
 static json_t *json_utf8(PyObject *obj)
 {
@@ -227,64 +166,6 @@ static int parse_init(child *c, json_t *init, char *err, size_t errlen)
     return 0;
 }
 
-static int start_python(char *err, size_t errlen)
-{
-    PyPreConfig pre;
-    PyPreConfig_InitIsolatedConfig(&pre);
-    pre.utf8_mode = 1;
-    PyStatus status = Py_PreInitialize(&pre);
-    if (PyStatus_Exception(status))
-        goto fail;
-    py_arena_install(); /* without it, Python's own arenas: slower, not wrong */
-    if (repl_module_register() != 0 || repl_helpers_register() != 0) {
-        snprintf(err, errlen, "cannot register the _rlm modules");
-        return -1;
-    }
-    PyConfig config;
-    PyConfig_InitIsolatedConfig(&config);
-    config.install_signal_handlers = 1; /* SIGINT -> KeyboardInterrupt */
-    config.site_import = 0;
-    config.user_site_directory = 0;
-    config.use_environment = 0;
-    config.write_bytecode = 0;
-    config.parse_argv = 0;
-    config.safe_path = 1;
-    config.pathconfig_warnings = 0;
-    status = Py_InitializeFromConfig(&config);
-    PyConfig_Clear(&config);
-    if (PyStatus_Exception(status))
-        goto fail;
-    return 0;
-fail:
-    snprintf(err, errlen, "cannot start Python: %s%s%s", status.func ? status.func : "",
-             status.func ? ": " : "", status.err_msg ? status.err_msg : "unknown error");
-    return -1;
-}
-
-static int import_module(const char *name, char *err, size_t errlen)
-{
-    PyObject *module = PyImport_ImportModule(name);
-    if (!module) {
-        char what[128];
-        snprintf(what, sizeof what, "cannot preload module %s", name);
-        child_python_error(err, errlen, what);
-        return -1;
-    }
-    Py_DECREF(module);
-    return 0;
-}
-
-int child_preload_modules(char *err, size_t errlen)
-{
-    for (size_t i = 0; i < sandbox_allowed_modules_count; i++)
-        if (import_module(sandbox_allowed_modules[i], err, errlen))
-            return -1;
-    for (size_t i = 0; i < sandbox_preload_modules_count; i++)
-        if (import_module(sandbox_preload_modules[i], err, errlen))
-            return -1;
-    return 0;
-}
-
 /* Binds name to value in the namespace and protects it: it is put back
  * before and after every cell. 0, or -1 with a Python error set. */
 static int protect_name(child *c, const char *name, PyObject *value)
@@ -360,7 +241,7 @@ static void end_request(child *c)
 static int report_exception(child *c, PyObject *exc)
 {
     int interrupted = exc && PyErr_GivenExceptionMatches(exc, PyExc_KeyboardInterrupt);
-    PyObject *why = cancel_requested ? c->cancel_text : c->timeout_text;
+    PyObject *why = child_cancel_requested() ? c->cancel_text : c->timeout_text;
     PyObject *text = exc ? PyObject_CallFunctionObjArgs(c->format_exception, exc, why, NULL)
                          : NULL;
     if (!text) {
@@ -472,7 +353,7 @@ static json_t *result_frame(child *c, int raised, int interrupted, PyObject *fin
     json_object_set_new(frame, "output_chars", json_integer((json_int_t)total));
     json_object_set_new(frame, "raised", json_boolean(raised));
     json_object_set_new(frame, "interrupted", json_boolean(interrupted));
-    json_object_set_new(frame, "cancelled", json_boolean(interrupted && cancel_requested));
+    json_object_set_new(frame, "cancelled", json_boolean(interrupted && child_cancel_requested()));
     json_object_set_new(frame, "final_answer", final_json);
     if (how && final)
         json_object_set_new(frame, "final_how", json_string(how));
@@ -511,8 +392,8 @@ static json_t *run_cell(child *c, const char *code, size_t len)
     Py_XDECREF(repl_take_final());
     PyErr_Clear();
     repl_restore_begin(c->restore);
-    drain_signals();
-    install_cancel_handler();
+    child_drain_signals();
+    child_install_cancel_handler();
     c->cell_number++;
     int raised = 0, interrupted = 0;
     const char *how = NULL;
@@ -568,7 +449,7 @@ static json_t *run_cell(child *c, const char *code, size_t len)
 static json_t *get_var(child *c, const char *name, size_t len)
 {
     repl_restore_begin(c->restore);
-    drain_signals();
+    child_drain_signals();
     int found = 0;
     PyObject *value = NULL, *text = NULL;
     PyObject *key = PyUnicode_DecodeUTF8(name, (Py_ssize_t)len, "replace");
@@ -612,181 +493,6 @@ static json_t *get_var(child *c, const char *name, size_t len)
     Py_XDECREF(key);
     end_request(c);
     return frame;
-}
-
-/* A name the host may bind (sandbox_add_input, sandbox_set_var): an
- * identifier of at most 64 characters that is no fixed name of the policy
- * table (context, answer, llm_query, grep, ...: numbered ones such as
- * context_1 or history_0 are the host's to bind), not bound already as an
- * input or a protected value (repl_restore's), and not a dunder. New
- * reference, or NULL with a message in err. */
-static PyObject *bindable_name(child *c, json_t *name, char *err, size_t errlen)
-{
-    const char *text = json_string_value(name);
-    size_t len = json_string_length(name);
-    const sandbox_repl_name *entry = text ? sandbox_policy_find(text) : NULL;
-    if (!text || len == 0 || len > 64 || (len >= 2 && text[0] == '_' && text[1] == '_') ||
-        (entry && !entry->numbered)) {
-        snprintf(err, errlen, "'%.64s' cannot be bound by the host", text ? text : "");
-        return NULL;
-    }
-    PyObject *key = PyUnicode_DecodeUTF8(text, (Py_ssize_t)len, "strict");
-    int taken = key ? repl_restore_is_protected(c->restore, key) : -1;
-    if (!key || taken != 0 || PyUnicode_IsIdentifier(key) != 1) {
-        PyErr_Clear();
-        snprintf(err, errlen, "'%.64s' %s", text,
-                 taken > 0 ? "is already a name of the REPL or an input"
-                           : "is not a Python identifier");
-        Py_XDECREF(key);
-        return NULL;
-    }
-    return key;
-}
-
-/* Loads the input an add_input request announces, from the descriptors in
- * the byte that follows it: on the main thread (no thread can be started
- * after the lockdown), under the memory limit set at start-up. Returns 0
- * with *key, *obj and *cl set (the caller owns them); -1 with err (and
- * *input_error when the input itself is at fault); -2 when the byte with
- * the descriptors did not come (out of step with the host). */
-static int load_requested(child *c, json_t *request, PyObject **key, PyObject **obj,
-                          context_load **cl, int *input_error, char *err, size_t errlen)
-{
-    int fds[2] = {-1, -1};
-    int want = json_is_true(json_object_get(request, "has_context")) +
-               json_is_true(json_object_get(request, "has_data"));
-    int got = fd_recv(c->fd, NULL, fds, 2);
-    if (got < 0)
-        return -2;
-    json_int_t len = json_integer_value(json_object_get(request, "context_len"));
-    json_int_t data_len = json_integer_value(json_object_get(request, "data_len"));
-    const char *format = json_string_value(json_object_get(request, "context_format"));
-    input_spec in = {.fd = -1, .data_fd = -1};
-    *key = bindable_name(c, json_object_get(request, "name"), err, errlen);
-    *obj = NULL;
-    *cl = NULL;
-    int rc = -1;
-    if (!*key)
-        goto done;
-    if (got != want || len < 0 || data_len < 0) {
-        snprintf(err, errlen, "the input's descriptors did not arrive");
-        goto done;
-    }
-    if (want > 0) {
-        in.fd = fds[0];
-        in.len = (size_t)len;
-        in.pack = format && strcmp(format, "pack") == 0;
-        fds[0] = -1;
-        if (want > 1) {
-            in.data_fd = fds[1];
-            in.data_len = (size_t)data_len;
-            fds[1] = -1;
-        }
-    }
-    *cl = calloc(1, sizeof **cl); /* kept for the process's life: the helpers read it */
-    if (!*cl) {
-        snprintf(err, errlen, "out of memory");
-        goto done;
-    }
-    if (child_input_begin(*cl, &in, 0, err, errlen) != 0 ||
-        !(*obj = child_input_finish(*cl, c->parse_input, err, errlen))) {
-        *input_error = (*cl)->input_error;
-        goto done;
-    }
-    rc = 0;
-done:
-    if (rc != 0 && *cl) {
-        child_input_discard(*cl);
-        free(*cl);
-        *cl = NULL;
-    } else if (rc != 0) {
-        if (in.fd >= 0)
-            close(in.fd);
-        if (in.data_fd >= 0)
-            close(in.data_fd);
-    }
-    for (int i = 0; i < 2; i++)
-        if (fds[i] >= 0)
-            close(fds[i]);
-    if (rc != 0)
-        Py_CLEAR(*key);
-    PyErr_Clear();
-    return rc;
-}
-
-/* Binds an input under key, protected like `context` (put back after every
- * cell), and registers it for the helpers' context= argument. 0, or -1
- * with a Python error set. */
-static int bind_input(child *c, PyObject *key, PyObject *obj, const context_load *cl)
-{
-    return repl_add_input(obj, cl->kind, cl->docs, cl->n_docs, cl->ascii) == 0 &&
-                   repl_restore_protect(c->restore, key, obj) == 0 &&
-                   repl_restore_bind(c->restore, key, obj) == 0
-               ? 0
-               : -1;
-}
-
-static json_t *input_reply(int ok, const char *err, const context_load *cl, int input_error)
-{
-    return json_pack("{s:s, s:b, s:s, s:I, s:b, s:o*}", "type", "input_added", "ok", ok,
-                     "message", err, "chars", (json_int_t)(ok ? cl->chars : 0), "input_error",
-                     input_error, "summary", ok ? child_input_summary(cl) : NULL);
-}
-
-/* A zygote keeps an input under its name, for every child it forks later
- * (their copy-on-write share of it); takes *key and *obj on success. 0, or
- * -1 with err (a name it holds already, out of memory). */
-static int hold_input(child *c, PyObject **key, PyObject **obj, context_load *cl, char *err,
-                      size_t errlen)
-{
-    for (size_t i = 0; i < c->n_held; i++)
-        if (PyUnicode_Compare(c->held[i].name, *key) == 0) {
-            snprintf(err, errlen, "'%s' is already an input", PyUnicode_AsUTF8(*key));
-            return -1;
-        }
-    struct held_input *grown = realloc(c->held, (c->n_held + 1) * sizeof *grown);
-    if (!grown) {
-        snprintf(err, errlen, "out of memory");
-        return -1;
-    }
-    c->held = grown;
-    c->held[c->n_held++] = (struct held_input){*key, *obj, cl};
-    *key = *obj = NULL;
-    /* Out of the collector's reach, like the rest of the zygote. */
-    repl_restore_freeze(c->restore);
-    return 0;
-}
-
-/* An add_input request: the input is loaded, then bound (a child:
- * sandbox_add_input) or kept for the children to come (a zygote:
- * sandbox_factory_add_input). */
-json_t *child_add_input(child *c, json_t *request, int zygote)
-{
-    char err[512] = "";
-    PyObject *key, *obj;
-    context_load *cl;
-    int input_error = 0;
-    int rc = load_requested(c, request, &key, &obj, &cl, &input_error, err, sizeof err);
-    if (rc == -2)
-        return NULL; /* out of step with the host */
-    if (!zygote)
-        drain_signals();
-    if (rc == 0 && zygote)
-        rc = hold_input(c, &key, &obj, cl, err, sizeof err);
-    else if (rc == 0 && bind_input(c, key, obj, cl) < 0) {
-        child_python_error(err, sizeof err, "cannot bind the input");
-        rc = -1;
-    }
-    if (rc != 0 && cl) {
-        child_input_discard(cl);
-        free(cl);
-        cl = NULL;
-    }
-    json_t *reply = input_reply(rc == 0, err, cl, input_error);
-    Py_XDECREF(obj);
-    Py_XDECREF(key);
-    PyErr_Clear();
-    return reply;
 }
 
 /* A JSON value as the Python object json.loads would make (the host's
@@ -844,11 +550,11 @@ static PyObject *json_to_py(json_t *v)
 static json_t *set_var(child *c, json_t *request)
 {
     char err[256] = "";
-    drain_signals();
+    child_drain_signals();
     json_t *value = json_object_get(request, "value");
     int as_json = json_is_true(json_object_get(request, "json"));
     int protect = json_is_true(json_object_get(request, "protected"));
-    PyObject *key = bindable_name(c, json_object_get(request, "name"), err, sizeof err);
+    PyObject *key = child_bindable_name(c, json_object_get(request, "name"), err, sizeof err);
     PyObject *obj = NULL;
     if (key && as_json)
         obj = json_to_py(value);
@@ -1038,42 +744,6 @@ static int serve(child *c)
     }
 }
 
-/* Python up, ready for the modules: the interpreter, the cancel handler and
- * builtins. */
-int child_start_interpreter(child *c, char *err, size_t errlen)
-{
-    if (start_python(err, errlen) != 0)
-        return -1;
-    if (install_cancel_handler() != 0) {
-        snprintf(err, errlen, "cannot install the cancel handler");
-        return -1;
-    }
-    c->builtins = PyImport_ImportModule("builtins");
-    PyObject *main_module = PyImport_AddModule("__main__"); /* borrowed */
-    c->ns = main_module ? PyModule_GetDict(main_module) : NULL;
-    c->restore = c->ns ? repl_restore_new(c->ns) : NULL;
-    if (!c->builtins || !c->restore) {
-        snprintf(err, errlen, "cannot set up the interpreter's namespace");
-        return -1;
-    }
-    return 0;
-}
-
-/* The defences model code must find in place from its first cell: the
- * import guard, the restore tables, and what repl_restore_arm sets up for
- * good. */
-int child_arm_repl(child *c, char *err, size_t errlen)
-{
-    if (repl_install_import_guard() != 0) {
-        child_python_error(err, errlen, "cannot install the import guard");
-        return -1;
-    }
-    /* Armed first: the tables keep what arming replaced (_imp). */
-    return repl_restore_arm(c->restore, err, errlen) == 0 && repl_restore_snapshot(c->restore, c->glue, err, errlen) == 0
-               ? 0
-               : -1;
-}
-
 int main(int argc, char **argv)
 {
     struct stat st;
@@ -1125,7 +795,7 @@ int main(int argc, char **argv)
     rc = setup_namespace(&c, context, first, err, sizeof err);
     Py_DECREF(context); /* the namespace and the restore hold it */
     for (size_t i = 1; rc == 0 && i < c.preloaded; i++)
-        if (bind_input(&c, c.held[i].name, c.held[i].obj, c.held[i].cl) < 0) {
+        if (child_bind_input(&c, c.held[i].name, c.held[i].obj, c.held[i].cl) < 0) {
             child_python_error(err, sizeof err, "cannot bind an input");
             rc = -1;
         }

@@ -1,8 +1,10 @@
 /* child — the sandbox child's own header: the process's state (struct
- * child) and the pieces of rlm-sandbox that share it: child.c (main, the
- * requests, cells), child_input.c (loading an input into Python),
- * child_glue.c (the Python half of a cell) and zygote.c (a zygote's fork
- * service). Internal to rlm-sandbox; the host never includes it.
+ * child) and the pieces of rlm-sandbox that share it, each calling only the
+ * ones listed after it: child.c (main, the requests, cells), zygote.c (a
+ * zygote's fork service), child_input.c (loading an input into Python, the
+ * add_input request), child_glue.c (the Python half of a cell) and
+ * child_python.c (the interpreter's start, signals, errors). Internal to
+ * rlm-sandbox; the host never includes it.
  *
  * Ownership: one struct child lives for the process (main's); the objects
  * it holds are never freed (the process ends by _exit). A context_load is
@@ -121,7 +123,7 @@ typedef struct child {
     sandbox_filter filter;      /* seccomp program a zygote built for its children */
 } child;
 
-/* ---- child.c ---- */
+/* ---- child_python.c ---- */
 
 /* Takes the pending exception as one normalized object with its traceback
  * attached (NULL if none); the error indicator is cleared. */
@@ -130,24 +132,29 @@ PyObject *child_take_exception(void);
 /* Moves the pending Python exception into err as "what: Type: message". */
 void child_python_error(char *err, size_t errlen, const char *what);
 
+/* 1 when the user cancelled (SIGUSR1) the cell being run. */
+int child_cancel_requested(void);
+
+/* (Re)installs the SIGUSR1 handler: the user's cancel becomes a
+ * KeyboardInterrupt in the running cell. 0, or -1 (sigaction failed). */
+int child_install_cancel_handler(void);
+
+/* A SIGINT or SIGUSR1 that arrived while no cell ran must not hit the next
+ * request: drains Python's pending signal and the cancel flag. */
+void child_drain_signals(void);
+
 /* Python up, ready for the modules: the interpreter, the cancel handler
  * and builtins. 0, or -1 with err. */
 int child_start_interpreter(child *c, char *err, size_t errlen);
 
-/* Imports every allowed module and the helpers they import lazily, before
- * the lockdown. 0, or -1 with err. */
+/* Imports every allowed module and then the preload list of the policy
+ * table, before the lockdown. 0, or -1 with err. */
 int child_preload_modules(char *err, size_t errlen);
 
 /* The defences model code must find in place from its first cell: the
  * import guard, the restore tables, and what repl_restore_arm sets up for
  * good. 0, or -1 with err. */
 int child_arm_repl(child *c, char *err, size_t errlen);
-
-/* An add_input request: the input is loaded, then bound (a child:
- * sandbox_add_input) or kept for the children to come (a zygote:
- * sandbox_factory_add_input). The reply frame, or NULL when the descriptors
- * did not follow (out of step with the host). */
-json_t *child_add_input(child *c, json_t *request, int zygote);
 
 /* ---- child_input.c ---- */
 
@@ -170,6 +177,23 @@ void child_input_discard(context_load *cl);
 
 /* A parsed input's summary for the host (the glue's JSON text), or NULL. */
 json_t *child_input_summary(const context_load *cl);
+
+/* A name the host may bind (sandbox_add_input, sandbox_set_var): an
+ * identifier of at most 64 characters that is no fixed name of the policy
+ * table, not bound already as an input or a protected value, and not a
+ * dunder. New reference, or NULL with a message in err. */
+PyObject *child_bindable_name(child *c, json_t *name, char *err, size_t errlen);
+
+/* Binds an input under key, protected like `context` (put back after every
+ * cell), and registers it for the helpers' context= argument. 0, or -1 with
+ * a Python error set. */
+int child_bind_input(child *c, PyObject *key, PyObject *obj, const context_load *cl);
+
+/* An add_input request: the input is loaded, then bound (a child:
+ * sandbox_add_input) or kept for the children to come (a zygote:
+ * sandbox_factory_add_input). The reply frame, or NULL when the descriptors
+ * did not follow (out of step with the host). */
+json_t *child_add_input(child *c, json_t *request, int zygote);
 
 /* ---- child_glue.c ---- */
 

@@ -5,7 +5,10 @@
  * design note is in child.h, above struct context_load. */
 #include "child.h"
 
+#include "fdpass.h"
 #include "pack.h"
+#include "repl_module.h"
+#include "sandbox_policy.h"
 
 #include <errno.h>
 #include <stdint.h>
@@ -405,4 +408,181 @@ json_t *child_input_summary(const context_load *cl)
     json_t *summary = text ? json_loads(text, 0, NULL) : NULL;
     PyErr_Clear();
     return summary;
+}
+
+/* ---- the add_input request ---- */
+
+/* A name the host may bind (sandbox_add_input, sandbox_set_var): an
+ * identifier of at most 64 characters that is no fixed name of the policy
+ * table (context, answer, llm_query, grep, ...: numbered ones such as
+ * context_1 or history_0 are the host's to bind), not bound already as an
+ * input or a protected value (repl_restore's), and not a dunder. New
+ * reference, or NULL with a message in err. */
+PyObject *child_bindable_name(child *c, json_t *name, char *err, size_t errlen)
+{
+    const char *text = json_string_value(name);
+    size_t len = json_string_length(name);
+    const sandbox_repl_name *entry = text ? sandbox_policy_find(text) : NULL;
+    if (!text || len == 0 || len > 64 || (len >= 2 && text[0] == '_' && text[1] == '_') ||
+        (entry && !entry->numbered)) {
+        snprintf(err, errlen, "'%.64s' cannot be bound by the host", text ? text : "");
+        return NULL;
+    }
+    PyObject *key = PyUnicode_DecodeUTF8(text, (Py_ssize_t)len, "strict");
+    int taken = key ? repl_restore_is_protected(c->restore, key) : -1;
+    if (!key || taken != 0 || PyUnicode_IsIdentifier(key) != 1) {
+        PyErr_Clear();
+        snprintf(err, errlen, "'%.64s' %s", text,
+                 taken > 0 ? "is already a name of the REPL or an input"
+                           : "is not a Python identifier");
+        Py_XDECREF(key);
+        return NULL;
+    }
+    return key;
+}
+
+/* Loads the input an add_input request announces, from the descriptors in
+ * the byte that follows it: on the main thread (no thread can be started
+ * after the lockdown), under the memory limit set at start-up. Returns 0
+ * with *key, *obj and *cl set (the caller owns them); -1 with err (and
+ * *input_error when the input itself is at fault); -2 when the byte with
+ * the descriptors did not come (out of step with the host). */
+static int load_requested(child *c, json_t *request, PyObject **key, PyObject **obj,
+                          context_load **cl, int *input_error, char *err, size_t errlen)
+{
+    int fds[2] = {-1, -1};
+    int want = json_is_true(json_object_get(request, "has_context")) +
+               json_is_true(json_object_get(request, "has_data"));
+    int got = fd_recv(c->fd, NULL, fds, 2);
+    if (got < 0)
+        return -2;
+    json_int_t len = json_integer_value(json_object_get(request, "context_len"));
+    json_int_t data_len = json_integer_value(json_object_get(request, "data_len"));
+    const char *format = json_string_value(json_object_get(request, "context_format"));
+    input_spec in = {.fd = -1, .data_fd = -1};
+    *key = child_bindable_name(c, json_object_get(request, "name"), err, errlen);
+    *obj = NULL;
+    *cl = NULL;
+    int rc = -1;
+    if (!*key)
+        goto done;
+    if (got != want || len < 0 || data_len < 0) {
+        snprintf(err, errlen, "the input's descriptors did not arrive");
+        goto done;
+    }
+    if (want > 0) {
+        in.fd = fds[0];
+        in.len = (size_t)len;
+        in.pack = format && strcmp(format, "pack") == 0;
+        fds[0] = -1;
+        if (want > 1) {
+            in.data_fd = fds[1];
+            in.data_len = (size_t)data_len;
+            fds[1] = -1;
+        }
+    }
+    *cl = calloc(1, sizeof **cl); /* kept for the process's life: the helpers read it */
+    if (!*cl) {
+        snprintf(err, errlen, "out of memory");
+        goto done;
+    }
+    if (child_input_begin(*cl, &in, 0, err, errlen) != 0 ||
+        !(*obj = child_input_finish(*cl, c->parse_input, err, errlen))) {
+        *input_error = (*cl)->input_error;
+        goto done;
+    }
+    rc = 0;
+done:
+    if (rc != 0 && *cl) {
+        child_input_discard(*cl);
+        free(*cl);
+        *cl = NULL;
+    } else if (rc != 0) {
+        if (in.fd >= 0)
+            close(in.fd);
+        if (in.data_fd >= 0)
+            close(in.data_fd);
+    }
+    for (int i = 0; i < 2; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    if (rc != 0)
+        Py_CLEAR(*key);
+    PyErr_Clear();
+    return rc;
+}
+
+/* Binds an input under key, protected like `context` (put back after every
+ * cell), and registers it for the helpers' context= argument. 0, or -1
+ * with a Python error set. */
+int child_bind_input(child *c, PyObject *key, PyObject *obj, const context_load *cl)
+{
+    return repl_add_input(obj, cl->kind, cl->docs, cl->n_docs, cl->ascii) == 0 &&
+                   repl_restore_protect(c->restore, key, obj) == 0 &&
+                   repl_restore_bind(c->restore, key, obj) == 0
+               ? 0
+               : -1;
+}
+
+static json_t *input_reply(int ok, const char *err, const context_load *cl, int input_error)
+{
+    return json_pack("{s:s, s:b, s:s, s:I, s:b, s:o*}", "type", "input_added", "ok", ok,
+                     "message", err, "chars", (json_int_t)(ok ? cl->chars : 0), "input_error",
+                     input_error, "summary", ok ? child_input_summary(cl) : NULL);
+}
+
+/* A zygote keeps an input under its name, for every child it forks later
+ * (their copy-on-write share of it); takes *key and *obj on success. 0, or
+ * -1 with err (a name it holds already, out of memory). */
+static int hold_input(child *c, PyObject **key, PyObject **obj, context_load *cl, char *err,
+                      size_t errlen)
+{
+    for (size_t i = 0; i < c->n_held; i++)
+        if (PyUnicode_Compare(c->held[i].name, *key) == 0) {
+            snprintf(err, errlen, "'%s' is already an input", PyUnicode_AsUTF8(*key));
+            return -1;
+        }
+    struct held_input *grown = realloc(c->held, (c->n_held + 1) * sizeof *grown);
+    if (!grown) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    c->held = grown;
+    c->held[c->n_held++] = (struct held_input){*key, *obj, cl};
+    *key = *obj = NULL;
+    /* Out of the collector's reach, like the rest of the zygote. */
+    repl_restore_freeze(c->restore);
+    return 0;
+}
+
+/* An add_input request: the input is loaded, then bound (a child:
+ * sandbox_add_input) or kept for the children to come (a zygote:
+ * sandbox_factory_add_input). */
+json_t *child_add_input(child *c, json_t *request, int zygote)
+{
+    char err[512] = "";
+    PyObject *key, *obj;
+    context_load *cl;
+    int input_error = 0;
+    int rc = load_requested(c, request, &key, &obj, &cl, &input_error, err, sizeof err);
+    if (rc == -2)
+        return NULL; /* out of step with the host */
+    if (!zygote)
+        child_drain_signals();
+    if (rc == 0 && zygote)
+        rc = hold_input(c, &key, &obj, cl, err, sizeof err);
+    else if (rc == 0 && child_bind_input(c, key, obj, cl) < 0) {
+        child_python_error(err, sizeof err, "cannot bind the input");
+        rc = -1;
+    }
+    if (rc != 0 && cl) {
+        child_input_discard(cl);
+        free(cl);
+        cl = NULL;
+    }
+    json_t *reply = input_reply(rc == 0, err, cl, input_error);
+    Py_XDECREF(obj);
+    Py_XDECREF(key);
+    PyErr_Clear();
+    return reply;
 }

@@ -56,13 +56,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#define SANDBOX_START_TIMEOUT 10.0 /* seconds for spawn + preload + lockdown */
-/* Loading the context into one str costs time in proportion to its size
- * (about 5 s per GB where fresh pages are dear): extra start-up seconds. */
-#define SANDBOX_START_SECONDS_PER_GB 10.0
-/* Parsing a JSON input into Python objects costs more: about 25 s per GB on
- * the 2-core VM we measure on (100 MB of JSON lines: 2-5 s, loaded). */
-#define SANDBOX_PARSE_SECONDS_PER_GB 60.0
 #define SANDBOX_SEND_TIMEOUT 10    /* seconds a blocked write to the child may take */
 #define SANDBOX_MAX_BATCH 65536    /* prompts in one sub-call frame */
 #define SANDBOX_RAW_STALL_MS 30000 /* a raw frame that stops arriving this long is dropped */
@@ -594,25 +587,6 @@ static int compose_layers(sandbox *sb, json_t *ready, char *err, size_t errlen)
     return 0;
 }
 
-/* Seconds a child may take to load an input of this many bytes. */
-double sandbox_input_seconds(const sandbox_input *in)
-{
-    double per_gb = SANDBOX_START_SECONDS_PER_GB + (in->parsed ? SANDBOX_PARSE_SECONDS_PER_GB : 0);
-    return SANDBOX_START_TIMEOUT + per_gb * (double)(in->context_len + in->data_len) / 1e9;
-}
-
-/* Describes an input the way the init and add_input frames do. */
-void sandbox_input_describe(json_t *frame, const sandbox_input *in)
-{
-    json_object_set_new(frame, "has_context", json_boolean(in->context_fd >= 0));
-    json_object_set_new(frame, "context_len", json_integer((json_int_t)in->context_len));
-    if (in->context_pack) {
-        json_object_set_new(frame, "context_format", json_string("pack"));
-        json_object_set_new(frame, "has_data", json_boolean(in->data_fd >= 0));
-        json_object_set_new(frame, "data_len", json_integer((json_int_t)in->data_len));
-    }
-}
-
 static int handshake(sandbox *sb, char *err, size_t errlen)
 {
     char why[512] = "";
@@ -867,43 +841,6 @@ static int start_child(sandbox *sb, char *err, size_t errlen)
             stop_child(sb);
             return -1;
         }
-    return 0;
-}
-
-void sandbox_input_close(sandbox_input *in)
-{
-    if (in->context_fd >= 0)
-        close(in->context_fd);
-    if (in->data_fd >= 0)
-        close(in->data_fd);
-    in->context_fd = in->data_fd = -1;
-}
-
-/* Our own CLOEXEC duplicates of an input's descriptors, above the fds the
- * child gets (so the dup2 calls at spawn cannot overwrite each other). The
- * data fd is kept only for a pack. 0, or -1 with err. */
-int sandbox_input_copy(const sandbox_input *in, sandbox_input *out, char *err, size_t errlen)
-{
-    *out = (sandbox_input){.context_fd = -1, .data_fd = -1};
-    if (!in || in->context_fd < 0)
-        return 0;
-    out->context_fd = fcntl(in->context_fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
-    if (out->context_fd < 0) {
-        snprintf(err, errlen, "cannot duplicate the context fd: %s", strerror(errno));
-        return -1;
-    }
-    out->context_len = in->context_len;
-    out->context_pack = in->context_pack != 0;
-    out->parsed = in->context_pack && in->parsed;
-    if (in->context_pack && in->data_fd >= 0) {
-        out->data_fd = fcntl(in->data_fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
-        if (out->data_fd < 0) {
-            snprintf(err, errlen, "cannot duplicate the context data fd: %s", strerror(errno));
-            sandbox_input_close(out);
-            return -1;
-        }
-        out->data_len = in->data_len;
-    }
     return 0;
 }
 

@@ -104,6 +104,64 @@ int sandbox_floor_only(void)
     return v && v[0] && strcmp(v, "0") != 0;
 }
 
+/* ---- inputs ---- */
+
+/* Seconds a child may take to load an input of this many bytes. */
+double sandbox_input_seconds(const sandbox_input *in)
+{
+    double per_gb = SANDBOX_START_SECONDS_PER_GB + (in->parsed ? SANDBOX_PARSE_SECONDS_PER_GB : 0);
+    return SANDBOX_START_TIMEOUT + per_gb * (double)(in->context_len + in->data_len) / 1e9;
+}
+
+/* Describes an input the way the init and add_input frames do. */
+void sandbox_input_describe(json_t *frame, const sandbox_input *in)
+{
+    json_object_set_new(frame, "has_context", json_boolean(in->context_fd >= 0));
+    json_object_set_new(frame, "context_len", json_integer((json_int_t)in->context_len));
+    if (in->context_pack) {
+        json_object_set_new(frame, "context_format", json_string("pack"));
+        json_object_set_new(frame, "has_data", json_boolean(in->data_fd >= 0));
+        json_object_set_new(frame, "data_len", json_integer((json_int_t)in->data_len));
+    }
+}
+
+void sandbox_input_close(sandbox_input *in)
+{
+    if (in->context_fd >= 0)
+        close(in->context_fd);
+    if (in->data_fd >= 0)
+        close(in->data_fd);
+    in->context_fd = in->data_fd = -1;
+}
+
+/* Our own CLOEXEC duplicates of an input's descriptors, above the fds the
+ * child gets (so the dup2 calls at spawn cannot overwrite each other). The
+ * data fd is kept only for a pack. 0, or -1 with err. */
+int sandbox_input_copy(const sandbox_input *in, sandbox_input *out, char *err, size_t errlen)
+{
+    *out = (sandbox_input){.context_fd = -1, .data_fd = -1};
+    if (!in || in->context_fd < 0)
+        return 0;
+    out->context_fd = fcntl(in->context_fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
+    if (out->context_fd < 0) {
+        snprintf(err, errlen, "cannot duplicate the context fd: %s", strerror(errno));
+        return -1;
+    }
+    out->context_len = in->context_len;
+    out->context_pack = in->context_pack != 0;
+    out->parsed = in->context_pack && in->parsed;
+    if (in->context_pack && in->data_fd >= 0) {
+        out->data_fd = fcntl(in->data_fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
+        if (out->data_fd < 0) {
+            snprintf(err, errlen, "cannot duplicate the context data fd: %s", strerror(errno));
+            sandbox_input_close(out);
+            return -1;
+        }
+        out->data_len = in->data_len;
+    }
+    return 0;
+}
+
 /* ---- spawning ---- */
 
 /* Everything the new process needs between clone and execve, prepared

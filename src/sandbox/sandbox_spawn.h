@@ -66,7 +66,15 @@ void sandbox_describe_status(int status, char *out, size_t len);
  * it is still running (or already gone). */
 int sandbox_reap_within(pid_t *pid, int tries);
 
-/* ---- inputs (sandbox.c's, shared with the factory) ---- */
+/* ---- inputs (a sandbox's and a factory's) ---- */
+
+#define SANDBOX_START_TIMEOUT 10.0 /* seconds for spawn + preload + lockdown */
+/* Loading the context into one str costs time in proportion to its size
+ * (about 5 s per GB where fresh pages are dear): extra start-up seconds. */
+#define SANDBOX_START_SECONDS_PER_GB 10.0
+/* Parsing a JSON input into Python objects costs more: about 25 s per GB on
+ * the 2-core VM we measure on (100 MB of JSON lines: 2-5 s, loaded). */
+#define SANDBOX_PARSE_SECONDS_PER_GB 60.0
 
 /* Our own CLOEXEC duplicates of an input's descriptors, at or above
  * SANDBOX_FD_FLOOR (the data fd only for a pack). 0, or -1 with err. */
