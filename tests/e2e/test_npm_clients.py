@@ -60,8 +60,9 @@ def install_clients():
         skip("npm install of %s did not finish in 10 minutes (is the registry reachable?)"
              % ", ".join(PACKAGES))
     if proc.returncode != 0 or not all(os.path.exists(w) for w in wanted):
-        last = (proc.stderr.strip().splitlines() or ["(no message)"])[-3:]
-        skip("npm could not install %s from the registry: %s" % (", ".join(PACKAGES), " | ".join(last)))
+        # npm's first lines say why (the error code, the request that failed).
+        why = (proc.stderr.strip().splitlines() or ["(no message)"])[:3]
+        skip("npm could not install %s from the registry: %s" % (", ".join(PACKAGES), " | ".join(why)))
 
 
 def run_client(script, args, env, timeout=300):
