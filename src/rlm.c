@@ -795,16 +795,7 @@ rlm_status rlm_describe(rlm *r, char **out)
 /* A named input's name: 1-64 of [A-Za-z0-9._-]. */
 static int input_name_valid(const char *name)
 {
-    size_t n = strlen(name);
-    if (n == 0 || n > 64)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
+    return str_name_valid(name, 64);
 }
 
 /* Design note. A named input is read through a handle of the pool (the

@@ -87,16 +87,7 @@ static int session_db_fail(session *s, const char *what)
 
 int session_name_valid(const char *name)
 {
-    size_t n = strlen(name);
-    if (n == 0 || n > NAME_MAX_CHARS)
-        return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return name[0] != '.';
+    return str_name_valid(name, NAME_MAX_CHARS) && name[0] != '.';
 }
 
 /* Creates the directories above path (like mkdir -p of its dirname). */

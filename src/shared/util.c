@@ -193,6 +193,20 @@ char *str_dup_len(const char *s, size_t len)
     return copy;
 }
 
+int str_name_valid(const char *name, size_t max)
+{
+    size_t n = strlen(name);
+    if (n == 0 || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
 char *user_file_path(const char *xdg_var, const char *home_fallback, const char *leaf)
 {
     const char *xdg = getenv(xdg_var), *home = getenv("HOME");

@@ -46,6 +46,10 @@ int parse_size(const char *s, size_t *out);
 /* malloc'd copy of s[0..len) with a NUL added; NULL only when out of memory. */
 char *str_dup_len(const char *s, size_t len);
 
+/* 1 when name is 1 to max characters, each of [A-Za-z0-9._-]: the names
+ * rlm keeps in files and tables (sessions, a pool's named inputs). */
+int str_name_valid(const char *name, size_t max);
+
 /* Writes all of len bytes / reads exactly len bytes, retrying on EINTR.
  * 0 on success, -1 on error (errno set); read_full returns -1 with errno 0 on EOF. */
 int write_full(int fd, const void *data, size_t len);

@@ -73,6 +73,20 @@ static void test_parse_numbers(void **state)
     assert_int_equal(parse_size("G", &s), -1);
 }
 
+/* The one rule for names rlm keeps (sessions, a pool's named inputs). */
+static void test_str_name_valid(void **state)
+{
+    (void)state;
+    assert_int_equal(str_name_valid("work-2026_12.v1", 64), 1);
+    assert_int_equal(str_name_valid(".hidden", 64), 1); /* sessions refuse it themselves */
+    assert_int_equal(str_name_valid("", 64), 0);
+    assert_int_equal(str_name_valid("a/b", 64), 0);
+    assert_int_equal(str_name_valid("a b", 64), 0);
+    assert_int_equal(str_name_valid("caf\xc3\xa9", 64), 0);
+    assert_int_equal(str_name_valid("abcd", 4), 1);
+    assert_int_equal(str_name_valid("abcde", 4), 0);
+}
+
 static void test_config_validates_values(void **state)
 {
     rlm_config *cfg = rlm_config_new();
@@ -181,6 +195,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_buf_refuses_to_grow_past_max),
+        cmocka_unit_test(test_str_name_valid),
         cmocka_unit_test(test_buf_printf_and_take_empty),
         cmocka_unit_test(test_parse_numbers),
         cmocka_unit_test(test_config_validates_values),
