@@ -450,17 +450,23 @@ char *chat_error_body(const chat_error *err)
 
 /* The run's prompt and completion tokens, over every model (usage per
  * model in the report). */
-static json_t *usage_object(const json_t *report)
+void chat_report_tokens(const json_t *report, json_int_t *prompt, json_int_t *completion)
 {
-    json_int_t prompt = 0, completion = 0;
+    *prompt = *completion = 0;
     const char *model;
     json_t *u;
     json_object_foreach(json_object_get(report, "usage"), model, u) {
         json_int_t p = json_integer_value(json_object_get(u, "prompt_tokens"));
         json_int_t c = json_integer_value(json_object_get(u, "completion_tokens"));
-        prompt += p > 0 ? p : 0;
-        completion += c > 0 ? c : 0;
+        *prompt += p > 0 ? p : 0;
+        *completion += c > 0 ? c : 0;
     }
+}
+
+static json_t *usage_object(const json_t *report)
+{
+    json_int_t prompt, completion;
+    chat_report_tokens(report, &prompt, &completion);
     return json_pack("{s:I,s:I,s:I}", "prompt_tokens", prompt, "completion_tokens", completion,
                      "total_tokens", prompt + completion);
 }

@@ -19,6 +19,7 @@
 #ifndef RLM_SERVE_CHAT_H
 #define RLM_SERVE_CHAT_H
 
+#include <jansson.h>
 #include <stddef.h>
 
 /* Deepest nesting of arrays and objects a body may have (checked before it
@@ -104,5 +105,9 @@ char *chat_chunk_error(const chat_error *err);     /* {"error": ...} mid-stream 
  * event (a JSON object's text). */
 char *chat_chunk_event(const chat_outcome *o, const char *event);
 #define CHAT_STREAM_DONE "data: [DONE]\n\n"
+
+/* A run's prompt and completion tokens over every model (the report's
+ * "usage" per model, rlm_report_json); 0 each when report is NULL. */
+void chat_report_tokens(const json_t *report, json_int_t *prompt, json_int_t *completion);
 
 #endif

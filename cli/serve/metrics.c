@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat.h"
 #include "util.h"
 
 #define MAX_LABELS 24
@@ -106,15 +107,8 @@ void metrics_connections(metrics *m, int delta)
 void metrics_run(metrics *m, const char *status, double waited, double seconds, const char *report)
 {
     json_t *r = report ? json_loads(report, JSON_ALLOW_NUL, NULL) : NULL;
-    json_int_t prompt = 0, completion = 0;
-    const char *model;
-    json_t *u;
-    json_object_foreach(json_object_get(r, "usage"), model, u) {
-        json_int_t p = json_integer_value(json_object_get(u, "prompt_tokens"));
-        json_int_t c = json_integer_value(json_object_get(u, "completion_tokens"));
-        prompt += p > 0 ? p : 0;
-        completion += c > 0 ? c : 0;
-    }
+    json_int_t prompt, completion;
+    chat_report_tokens(r, &prompt, &completion);
     json_t *cost = json_object_get(r, "cost_usd");
     pthread_mutex_lock(&m->lock);
     bump(m->runs, status);
