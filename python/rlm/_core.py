@@ -9,11 +9,18 @@ Design notes.
   the Python call only.
 - Ctrl-C. Python runs signal handlers in the main thread, between
   bytecodes: a foreign call blocks them. So a run started from the main
-  thread goes on a worker thread while the main thread waits on an event,
-  which a signal interrupts; KeyboardInterrupt then calls rlm_cancel (the
-  library stops the cell, abandons the requests in flight and returns), the
-  main thread waits for the worker to end, and raises KeyboardInterrupt
-  again. Runs from other threads call the library directly.
+  thread goes on a worker thread while the main thread waits on an event;
+  KeyboardInterrupt then calls rlm_cancel (the library stops the cell,
+  abandons the requests in flight and returns), the main thread waits for
+  the worker to end, and raises KeyboardInterrupt again. Runs from other
+  threads call the library directly. A wait is only interrupted by a
+  signal the kernel hands to the waiting thread, which may be any thread
+  that does not block it: so the library's threads (the handle's I/O
+  thread, the worker and all it starts) are started with SIGINT blocked
+  (_no_sigint), leaving the main thread the only one to take it; one that
+  comes while the worker starts waits until the wait loop unblocks it.
+  The wait also wakes every 0.1 s, and a cancel is applied again until the
+  run ends (rlm_ask clears one made before it began).
 - Copies. A path is handed over as a path (the library maps the file); an
   open file by its descriptor (mapped); bytes and ASCII str by pointer to
   rlm_set_context_text, whose memfd is the one copy the CLI makes of stdin
@@ -27,6 +34,7 @@ import json
 import mmap
 import os
 import queue
+import signal
 import threading
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
@@ -426,6 +434,20 @@ Context = Union[None, str, bytes, bytearray, memoryview, "os.PathLike[str]", IO[
 
 # ---- a handle ----------------------------------------------------------------
 
+
+def _block_sigint() -> Any:
+    """Blocks SIGINT in the calling thread if it is the main thread (threads
+    it starts inherit the mask); returns the mask to restore, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def _restore_sigmask(old: Any) -> None:
+    if old is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 class _Handle:
     """One rlm handle, used by one thread at a time."""
 
@@ -436,8 +458,12 @@ class _Handle:
         cfg = _Config(options)
         try:
             ptr = ctypes.c_void_p()
-            st = N.lib.rlm_new(cfg.ptr, ctypes.byref(ptr))
-            self.ptr = ptr.value
+            old = _block_sigint()   # the handle's I/O thread never takes Ctrl-C (design notes)
+            try:
+                st = N.lib.rlm_new(cfg.ptr, ctypes.byref(ptr))
+                self.ptr = ptr.value
+            finally:
+                _restore_sigmask(old)
             if st != N.OK:
                 msg = N.text(N.lib.rlm_errmsg(self.ptr)) if self.ptr else "out of memory"
                 self.close()
@@ -582,12 +608,24 @@ class _Handle:
                 done.set()
 
         t = threading.Thread(target=worker, name="rlm-run", daemon=True)
-        t.start()
+        old = _block_sigint()   # the worker and the threads it starts block SIGINT
+        try:
+            t.start()
+        except BaseException:
+            _restore_sigmask(old)
+            raise
         interrupted = False
         while True:
             try:
-                done.wait()
-                break
+                if old is not None:
+                    # A Ctrl-C that came while the worker started is raised
+                    # from here on, inside this try.
+                    restore, old = old, None
+                    _restore_sigmask(restore)
+                if done.wait(0.1):
+                    break
+                if interrupted:
+                    N.lib.rlm_cancel(self.ptr)
             except KeyboardInterrupt:
                 interrupted = True
                 N.lib.rlm_cancel(self.ptr)
@@ -715,7 +753,22 @@ class Stream:
         self._thread = threading.Thread(target=_stream_work,
                                         args=(handle, question, self._queue, self._outcome),
                                         name="rlm-stream", daemon=True)
-        self._thread.start()
+        old = _block_sigint()   # Ctrl-C is the iterating thread's (design notes)
+        try:
+            self._thread.start()
+        finally:
+            _restore_sigmask(old)
+
+    def _take(self, cancelling: bool) -> Any:
+        """The next item of the queue, waking every 0.1 s so that Python runs
+        a signal handler in time; cancelling applies the cancel again at each
+        wake (rlm_ask clears one made before it began)."""
+        while True:
+            try:
+                return self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if cancelling:
+                    self._handle.cancel()
 
     def __iter__(self) -> Iterator[Event]:
         return self
@@ -724,7 +777,7 @@ class Stream:
         if self._finished:
             raise StopIteration
         try:
-            item = self._queue.get()
+            item = self._take(False)
         except KeyboardInterrupt:
             self.close()
             raise
@@ -754,7 +807,7 @@ class Stream:
         self._handle.cancel()
         while True:
             try:
-                while self._queue.get() is not _END:
+                while self._take(True) is not _END:
                     pass
                 break
             except KeyboardInterrupt:
