@@ -29,7 +29,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
-from proctree import tree_rss_kb  # noqa: E402
+from proctree import tree_pss_kb  # noqa: E402
 
 LATENCY = 0.2
 CONCURRENCY = 64
@@ -37,21 +37,6 @@ CONCURRENCY = 64
 
 def repl(code):
     return "```repl\n" + code.strip("\n") + "\n```"
-
-
-def tree_pss_kb(root):
-    """PSS of root and every descendant (shared pages counted once), KiB."""
-    total = 0
-    for pid in tree_rss_kb(root):
-        try:
-            with open("/proc/%d/smaps_rollup" % pid) as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            pass
-    return total
 
 
 class Peak(threading.Thread):
