@@ -17,22 +17,12 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import BUILD, FakeLM, RlmTestCase, remove_later, repl
+from harness import BUILD, FakeLM, RlmTestCase, remove_later, repl, sanitized_build
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # The distribution's interpreter, whose packages (python3-build, setuptools,
 # wheel, venv) make and install the package offline.
 PYTHON = "/usr/bin/python3"
-
-
-def sanitized_build():
-    """True when BUILD was configured with RLM_SANITIZE: its binaries need the
-    sanitizer runtimes, which a program built here against them lacks."""
-    try:
-        with open(os.path.join(BUILD, "CMakeCache.txt")) as f:
-            return re.search(r"^RLM_SANITIZE:BOOL=ON$", f.read(), re.M) is not None
-    except OSError:
-        return False
 
 
 class Installed(RlmTestCase):

@@ -20,7 +20,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(__file__))
-from harness import BUILD, RLM, FakeLM, RlmTestCase, main, repl  # noqa: E402
+from harness import BUILD, RLM, FakeLM, RlmTestCase, main, repl, sanitized_build  # noqa: E402
 
 CASES_DIR = os.path.join(os.path.dirname(__file__), "..", "sandbox")
 CANARY_TEXT = "canary: the sandbox must never read or change this\n"
@@ -76,14 +76,6 @@ def load_cases():
         meta["args"] = meta.get("args", "").split()
         cases.append(meta)
     return cases
-
-
-def sanitized_build():
-    try:
-        with open(os.path.join(BUILD, "CMakeCache.txt")) as f:
-            return "RLM_SANITIZE:BOOL=ON" in f.read()
-    except OSError:
-        return False
 
 
 FLOOR_ONLY = os.environ.get("RLM_SANDBOX_FLOOR_ONLY", "") not in ("", "0")
