@@ -135,7 +135,7 @@ void sandbox_input_close(sandbox_input *in)
 }
 
 /* Our own CLOEXEC duplicates of an input's descriptors, above the fds the
- * child gets (so the dup2 calls at spawn cannot overwrite each other). The
+ * child is handed (so the dup2 calls at spawn cannot overwrite each other). The
  * data fd is kept only for a pack. 0, or -1 with err. */
 int sandbox_input_copy(const sandbox_input *in, sandbox_input *out, char *err, size_t errlen)
 {
