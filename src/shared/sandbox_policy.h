@@ -53,13 +53,19 @@ typedef enum sandbox_name_kind {
  * standard library. Each is imported before the lockdown, and its
  * attributes are put back after every cell. `ast` and `builtins` give
  * nothing new: the glue already uses ast, and `__builtins__` is the
- * builtins module itself (docs/sandbox.md). */
+ * builtins module itself (docs/sandbox.md). `time` is here because models
+ * time their code: time.sleep only spends the cell's own --cell-timeout.
+ * Models write code for a plain Python (the reference runs `exec` with any
+ * import), so every module that computes without reaching outside the
+ * process is worth its place; those already loaded by the ones above
+ * (time, enum, abc, contextlib, numbers, calendar) cost nothing at start. */
 #define SANDBOX_ALLOWED_MODULES(X)                                                        \
     X("re") X("json") X("math") X("collections") X("itertools") X("functools")            \
     X("statistics") X("string") X("textwrap") X("heapq") X("bisect") X("datetime")        \
     X("random") X("difflib") X("unicodedata") X("fractions") X("decimal")                 \
     X("dataclasses") X("typing") X("operator") X("copy") X("csv") X("io") X("ast")        \
-    X("builtins")
+    X("builtins") X("time") X("enum") X("abc") X("contextlib") X("numbers") X("calendar")  \
+    X("pprint") X("html") X("struct") X("base64") X("binascii") X("zlib") X("array")
 
 /* Modules refused with a hint rather than the plain list: model code that
  * reaches for threads or processes wants concurrent sub-calls, which the
@@ -80,7 +86,7 @@ typedef enum sandbox_name_kind {
  * library code finds them in sys.modules. Model code still cannot import
  * them by name (the guard allows SANDBOX_ALLOWED_MODULES only). */
 #define SANDBOX_PRELOAD_MODULES(X)                                                        \
-    X("_strptime") X("time") X("linecache") X("traceback")                                \
+    X("_strptime") X("linecache") X("traceback")                                \
     X("encodings.ascii") X("encodings.latin_1") X("encodings.utf_8_sig")                  \
     X("encodings.utf_16") X("encodings.utf_16_le") X("encodings.utf_16_be")               \
     X("encodings.utf_32") X("encodings.cp1252") X("encodings.cp437")                      \

@@ -232,7 +232,7 @@ static void test_system_prompt_template(void **state)
     assert_non_null(mine);
     assert_non_null(strstr(mine, "Turns: 4. Input: a str of 12 characters\xef\xbf\xbd\n"));
     assert_non_null(strstr(mine, "Modules: re, json, math,"));
-    assert_non_null(strstr(mine, " and builtins. Keep {x}, {{y}}, {max_iter and {"));
+    assert_non_null(strstr(mine, " and array. Keep {x}, {{y}}, {max_iter and {"));
     free(mine);
     mine = prompt_system_fill("{context_description}", 1, NULL);
     assert_string_equal(mine, "{context_description}");
