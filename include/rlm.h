@@ -618,6 +618,17 @@ rlm_status rlm_logs_trace(const rlm_config *cfg, long long id, char **trace, siz
  * true}; {"removed": n}. */
 rlm_status rlm_logs_remove(const rlm_config *cfg, const char *what, char **out);
 
+/* Records a request that was refused before any run started (a server's
+ * 429, 400, 413, ...) in cfg's log, when cfg's log option is on (else does
+ * nothing and returns RLM_OK): a row with status "refused", command
+ * log_command, the model the request named and its question (either may be
+ * NULL), error the reason, started now, and no trace. err (may be NULL)
+ * gets the reason of a failure, the caller's (rlm_string_free); RLM_ERR_INPUT
+ * when the log cannot be written. A server should record only requests
+ * that passed its authentication: anyone could fill the disk otherwise. */
+rlm_status rlm_logs_refused(const rlm_config *cfg, const char *model, const char *question,
+                            const char *reason, char **err);
+
 /* A JSON object describing the last rlm_ask: answer, how (how the answer
  * was given: "code", "final_literal", "FINAL in text", "FINAL_VAR in text",
  * "last_reply" or "direct", docs/trace.md; null without one), status, error,

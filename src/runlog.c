@@ -14,6 +14,7 @@
 #include <time.h>
 #include <zlib.h>
 
+#include "config.h"
 #include "rlm.h"
 #include "util.h"
 
@@ -356,7 +357,8 @@ int runlog_record(runlog *l, json_t *run, runlog_capture *capture, size_t max_by
     } else {
         sqlite3_bind_null(s, 18);
         sqlite3_bind_int64(s, 19, 0);
-        note = !capture ? "not captured" : capture->too_big ? "not kept: larger than the log keeps for a run"
+        const char *given = json_string_value(json_object_get(run, "trace_note"));
+        note = given ? given : !capture ? "not captured" : capture->too_big ? "not kept: larger than the log keeps for a run"
                                                              : "empty";
     }
     if (note)
@@ -714,4 +716,40 @@ rlm_status rlm_logs_remove(const rlm_config *cfg, const char *what, char **out)
     json_decref(w);
     runlog_close(l);
     return logs_result(rc == 0 ? json_pack("{s:i}", "removed", (int)removed) : NULL, err, RLM_ERR_INPUT, out);
+}
+
+rlm_status rlm_logs_refused(const rlm_config *cfg, const char *model, const char *question,
+                            const char *reason, char **err)
+{
+    if (err)
+        *err = NULL;
+    if (!cfg || !config_long(cfg, "log"))
+        return RLM_OK;
+    char *why = NULL;
+    rlm_status st;
+    runlog *l = logs_open(cfg, &why, &st);
+    if (!l) {
+        if (err)
+            *err = why;
+        else
+            free(why);
+        return st;
+    }
+    /* A refusal keeps no trace, so it costs the cap nothing: the cap is
+     * applied as after any run, with the log's own setting. */
+    size_t max = 0;
+    parse_size(rlm_config_get(cfg, "log_max"), &max);
+    json_t *run = json_pack("{s:s,s:s?,s:s?,s:s,s:s,s:f,s:s}", "command", rlm_config_get(cfg, "log_command"),
+                            "model", model, "question", question, "status", "refused", "error",
+                            reason && reason[0] ? reason : "refused", "started", clock_wall(),
+                            "trace_note", "none: the request was refused before a run started");
+    char msg[1400] = "out of memory";
+    int rc = run ? runlog_record(l, run, NULL, max, NULL, msg, sizeof msg) : -1;
+    json_decref(run);
+    runlog_close(l);
+    if (rc == 0)
+        return RLM_OK;
+    if (err)
+        *err = strdup(msg);
+    return RLM_ERR_INPUT;
 }

@@ -49,9 +49,9 @@ void runlog_capture_free(runlog_capture *c);
  * "inputs" (array), "model", "sub_model", "answer", "status", "how",
  * "turns", "sub_calls", "prompt_tokens", "completion_tokens", "cost_usd",
  * "elapsed", "error", "session", "started", "cached_tokens",
- * "cache_write_tokens", "cost_no_cache_usd", "sub_calls_deduplicated"),
- * capture its trace (may be
- * NULL). Then applies the cap: past max_bytes of traces in the whole log
+ * "cache_write_tokens", "cost_no_cache_usd", "sub_calls_deduplicated",
+ * "trace_note": why no trace is kept, when capture is NULL), capture its
+ * trace (may be NULL). Then applies the cap: past max_bytes of traces in the whole log
  * the oldest are dropped (0: none is kept). 0 and *id, or -1
  * with err (the run is not logged). */
 int runlog_record(runlog *l, json_t *run, runlog_capture *capture, size_t max_bytes, long long *id,

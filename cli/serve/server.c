@@ -101,6 +101,10 @@ typedef struct request {
     double started;
     long long run_id;          /* the run log's id of its run, or 0 */
     int replying;              /* counted in server.replying */
+    int authed;                /* it passed the keys (or the server has none) */
+    int ran;                   /* its run started */
+    const chat_request *req;   /* while its run is being started: for a refusal's row */
+    int logged;                /* its refusal is in the run log */
     char method[8];
     char path[96];
 } request;
@@ -173,9 +177,28 @@ static enum MHD_Result reply_json(request *rq, struct MHD_Connection *c, int sta
     return reply(rq, c, status, "application/json", body, 0, 0);
 }
 
+/* A chat request of an authenticated client refused before its run started
+ * goes to the run log, as every request does, before its reply (so a
+ * client that reads the log after the reply finds it, as it finds a run's).
+ * Unauthenticated ones do not: anyone could fill the disk with them. */
+static void log_refusal(request *rq, int status, const char *code, const char *message)
+{
+    if (rq->route != ROUTE_CHAT || !rq->authed || rq->ran || rq->logged)
+        return;
+    rq->logged = 1;
+    char reason[800], *why = NULL;
+    snprintf(reason, sizeof reason, "HTTP %d %s: %s", status, code, message);
+    if (rlm_logs_refused(rq->s->cfg.base, rq->req ? rq->req->model : NULL, rq->req ? rq->req->question : NULL,
+                         reason, &why) != RLM_OK)
+        fprintf(stderr, "rlm serve: warning: a refused request is not in the run log: %s\n",
+                why ? why : "out of memory");
+    rlm_string_free(why);
+}
+
 static enum MHD_Result reply_error(request *rq, struct MHD_Connection *c, const chat_error *err,
                                    int retry_after)
 {
+    log_refusal(rq, err->status, err->code ? err->code : err->type, err->message);
     return reply(rq, c, err->status, "application/json", chat_error_body(err), retry_after,
                  err->status == 401);
 }
@@ -387,10 +410,7 @@ static long long report_log_id(const char *report)
     return id;
 }
 
-/* Prepares the run of a parsed request: admission, the handle, its inputs,
- * the job. On success *out is the running job. Otherwise a reply has gone
- * out (or the client left) and the result is what the handler returns. */
-static int start_run(request *rq, struct MHD_Connection *connection, chat_request *req,
+static int start_run_steps(request *rq, struct MHD_Connection *connection, chat_request *req,
                      job_event_fn event, void *event_ctx, job **out, double *waited,
                      enum MHD_Result *result)
 {
@@ -498,6 +518,20 @@ static int start_run(request *rq, struct MHD_Connection *connection, chat_reques
     pthread_mutex_unlock(&s->lock);
     *out = j;
     return 0;
+}
+
+/* Prepares the run of a parsed request: admission, the handle, its inputs,
+ * the job. On success *out is the running job. Otherwise a reply has gone
+ * out (or the client left) and the result is what the handler returns. */
+static int start_run(request *rq, struct MHD_Connection *connection, chat_request *req,
+                     job_event_fn event, void *event_ctx, job **out, double *waited,
+                     enum MHD_Result *result)
+{
+    rq->req = req;
+    int rc = start_run_steps(rq, connection, req, event, event_ctx, out, waited, result);
+    rq->req = NULL;
+    rq->ran = rc == 0;
+    return rc;
 }
 
 static void fill_outcome(chat_outcome *o, const chat_request *req, job *j, const char *id,
@@ -928,6 +962,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         if (keys_count(s->cfg.keys) && !keys_check(s->cfg.keys, header(connection, "Authorization")))
             return refuse(rq, connection, 401, "invalid_request_error", "invalid_api_key", "auth", 0,
                           "%s", "Incorrect or missing API key: send Authorization: Bearer KEY");
+        rq->authed = 1;
         if (is_post) {
             const char *type = header(connection, "Content-Type");
             if (!type || strncasecmp(type, "application/json", 16) != 0 ||
@@ -961,6 +996,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
             buf_free(&rq->body);
             rq->status = 413;
             metrics_refused(s->cfg.metrics, "body_too_large");
+            log_refusal(rq, 413, "request_too_large", "the body passed the server's cap as it came "
+                         "(no Content-Length): the connection was closed");
             return MHD_NO;
         }
         *upload_data_size = 0;

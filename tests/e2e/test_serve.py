@@ -299,6 +299,71 @@ class ServeTest(RlmTestCase):
             self.assertIn("retry-after", hdrs)
             first.join()
 
+    def test_refusals_of_authenticated_clients_are_in_the_run_log(self):
+        """Every request is in the run log, those refused before a run
+        started too (status "refused", the reason, the model, no trace); but
+        not an unauthenticated one: anyone could fill the disk with those."""
+        keys = self.write("keys", "key-one\n")
+        os.chmod(keys, 0o600)
+        auth = {"Authorization": "Bearer key-one"}
+        with FakeLM(RULES) as lm:
+            s = self.serve(lm, "--api-key-file", keys, "--max-runs", "1", "--queue", "1",
+                           "--queue-timeout", "60", "--max-body", "128K", "--input",
+                           "docs=" + self.write("docs.txt", "docs\n"))
+            for _ in range(3):
+                self.assertEqual(s.chat({"model": "rlm", "messages": [user("no key")]})[0], 401)
+            self.assertEqual(s.chat({"model": "rlm", "messages": [user("bad key")]},
+                                    {"Authorization": "Bearer nope"})[0], 401)
+            status, _, _ = s.request("POST", "/v1/chat/completions", "{not json",
+                                     dict(auth, **{"Content-Type": "application/json"}))
+            self.assertEqual(status, 400)
+            status, body, _ = s.chat({"model": "rlm:nope", "messages": [user("which input?")]}, auth)
+            self.assertEqual(status, 404, body)
+            conn = socket.create_connection(("127.0.0.1", s.port))
+            conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-one"
+                         b"\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n")
+            self.assertTrue(recv_all(conn, 10).startswith(b"HTTP/1.1 413"))
+            conn.close()
+            results = {}
+
+            def ask(name):
+                results[name] = s.chat({"model": "rlm", "messages": [user("serve-wait")]}, auth)
+
+            threads = [threading.Thread(target=ask, args=(n,)) for n in ("first", "second")]
+            threads[0].start()
+            lm.wait_in_flight(1)
+            threads[1].start()
+            wait_until(lambda: s.metrics(auth)["rlm_runs_queued"] == 1)
+            status, body, _ = s.chat({"model": "rlm:docs", "messages": [user("serve-question full")]}, auth)
+            self.assertEqual(status, 429, body)
+            for t in threads:
+                t.join()
+            self.assertEqual([results[n][0] for n in ("first", "second")], [200, 200])
+
+            rlm = self.rlm_command([], None)[0][0]
+            out = subprocess.run([rlm, "logs", "--json"], capture_output=True, text=True, env=s.env)
+            self.assertEqual(out.returncode, 0, out.stderr)
+            rows = json.loads(out.stdout)
+            refused = sorted((r for r in rows if r["status"] == "refused"), key=lambda r: r["id"])
+            self.assertEqual(len(rows), 2 + len(refused))   # the two runs, and nothing of the 401s
+            # Each row is written before its reply goes out: in the order of the replies.
+            self.assertEqual([r["error"].split(":")[0] for r in refused],
+                             ["HTTP 400 invalid_request_error", "HTTP 404 model_not_found", "HTTP 413 request_too_large",
+                              "HTTP 429 rate_limit_exceeded"])
+            self.assertEqual([r["model"] for r in refused], [None, "rlm:nope", None, "rlm:docs"])
+            self.assertEqual(refused[3]["question"], "serve-question full")
+            self.assertIn("every run slot is busy", refused[3]["error"])
+            for r in refused:
+                self.assertEqual(r["command"], "serve")
+                self.assertEqual(r["trace_bytes"], 0)
+                self.assertGreater(r["started"], time.time() - 600)
+            self.assertNotIn("no key", out.stdout)
+            # A refusal keeps no trace, and says so.
+            out = subprocess.run([rlm, "view", str(refused[0]["id"]), "-o", os.path.join(self.tmp, "r.html")],
+                                 capture_output=True, text=True, env=s.env)
+            self.assertNotEqual(out.returncode, 0)
+            self.assertIn("refused before a run started", out.stderr)
+
     # ---- budgets -------------------------------------------------------------------
 
     def test_request_budgets_are_capped_by_the_server(self):
