@@ -342,8 +342,8 @@ int runlog_record(runlog *l, json_t *run, runlog_capture *capture, size_t max_by
     for (int i = 0; i < 10; i++)
         if (texts[i])
             bind_text(s, 2 + i, run, texts[i]);
-    char *inputs = json_dumps(json_object_get(run, "inputs") ? json_object_get(run, "inputs") : json_array(),
-                              JSON_COMPACT | JSON_ENCODE_ANY);
+    json_t *given = json_object_get(run, "inputs");
+    char *inputs = given ? json_dumps(given, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
     sqlite3_bind_text(s, 4, inputs ? inputs : "[]", -1, SQLITE_TRANSIENT);
     free(inputs);
     for (int i = 0; i < 6; i++)
@@ -357,9 +357,10 @@ int runlog_record(runlog *l, json_t *run, runlog_capture *capture, size_t max_by
     } else {
         sqlite3_bind_null(s, 18);
         sqlite3_bind_int64(s, 19, 0);
-        const char *given = json_string_value(json_object_get(run, "trace_note"));
-        note = given ? given : !capture ? "not captured" : capture->too_big ? "not kept: larger than the log keeps for a run"
-                                                             : "empty";
+        const char *said = json_string_value(json_object_get(run, "trace_note"));
+        note = said ? said
+             : !capture ? "not captured"
+             : capture->too_big ? "not kept: larger than the log keeps for a run" : "empty";
     }
     if (note)
         sqlite3_bind_text(s, 20, note, -1, SQLITE_STATIC);
