@@ -1272,10 +1272,11 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
             engine_fail(&e, RLM_ERR_NOMEM, "out of memory");
             goto done;
         }
-        /* A spawned sandbox (no zygote to fork from: a lone top RLM) starts
-         * while the root model thinks about the first turn; the first code
-         * block waits for it if it is not up yet. */
-        if (!parsed && (level == 1 && !e.factory
+        /* A top RLM's sandbox starts while the root model thinks about the
+         * first turn (a spawn takes tens of milliseconds, a fork from a
+         * pool's zygote a few, each on the critical path otherwise); the
+         * first code block waits for it if it is not up yet. */
+        if (!parsed && (level == 1
                             ? engine_start_sandbox_early(&e, docs, docs ? NULL : ctx)
                             : engine_start_sandbox(&e, docs, docs ? NULL : ctx, NULL)) != 0)
             goto done;

@@ -557,12 +557,14 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx,
     return launch_finish(e, &l, 1);
 }
 
-int engine_start_sandbox_early(engine *e, ingest_set *docs, const context *ctx)
+/* engine_start_sandbox_early, also for a start on a factory's inputs. */
+static int start_early(engine *e, ingest_set *docs, const context *ctx,
+                       sandbox_factory *inputs_from)
 {
     struct engine_launch *l = malloc(sizeof *l);
     if (!l)
-        return engine_start_sandbox(e, docs, ctx, NULL);
-    if (launch_prepare(e, docs, ctx, NULL, l) != 0) {
+        return engine_start_sandbox(e, docs, ctx, inputs_from);
+    if (launch_prepare(e, docs, ctx, inputs_from, l) != 0) {
         free(l);
         return -1;
     }
@@ -575,6 +577,11 @@ int engine_start_sandbox_early(engine *e, ingest_set *docs, const context *ctx)
     }
     e->launch = l;
     return 0;
+}
+
+int engine_start_sandbox_early(engine *e, ingest_set *docs, const context *ctx)
+{
+    return start_early(e, docs, ctx, NULL);
 }
 
 int engine_sandbox_wait(engine *e, int needed)
@@ -665,6 +672,17 @@ int engine_start_preloaded(engine *e, ingest_set *docs, const context *ctx,
                                   const char *question)
 {
     const engine_preloaded *pre = e->p->preloaded;
+    /* Alone, the named input is described already: the fork from its
+     * zygote (a few milliseconds) runs while the root model thinks. */
+    if (!docs && !ctx && e->level == 1) {
+        if (start_early(e, NULL, NULL, pre->factory) != 0)
+            return -1;
+        if (engine_open_messages(e, pre->description, question) != 0) {
+            engine_fail(e, RLM_ERR_NOMEM, "out of memory");
+            return -1;
+        }
+        return 0;
+    }
     if (engine_start_sandbox(e, NULL, NULL, pre->factory) != 0)
         return -1;
     char *own = NULL;

@@ -164,11 +164,14 @@ typedef struct run {
     char errmsg[512];
     int forked_sandboxes;       /* sandbox_ready events with "forked": true */
     int sandboxes;
+    int requests_first;         /* root requests sent before the first sandbox_ready */
 } run;
 
 static void on_event(void *userdata, const rlm_event *ev)
 {
     run *r = userdata;
+    if (strcmp(ev->type, "root_request") == 0 && r->sandboxes == 0)
+        r->requests_first++;
     if (strcmp(ev->type, "sandbox_ready") != 0)
         return;
     r->sandboxes++;
@@ -216,8 +219,11 @@ static void test_shared_dispatcher_bound(void **state)
     for (int i = 0; i < 2; i++) {
         assert_int_equal(runs[i].status, RLM_OK);
         assert_string_equal(runs[i].answer, "4");
-        /* The top sandbox came from the pool's zygote, not a spawn. */
+        /* The top sandbox came from the pool's zygote, not a spawn, and
+         * was forked while the root model thought: the first request did
+         * not wait for it, the first code block did. */
         assert_int_equal(runs[i].forked_sandboxes, 1);
+        assert_int_equal(runs[i].requests_first, 1);
     }
     assert_int_equal(fakelm_counter(f, "max_in_flight"), 2);
 }
@@ -250,6 +256,8 @@ static void test_named_input(void **state)
         assert_int_equal(runs[i].status, RLM_OK);
         assert_string_equal(runs[i].answer, "MAGIC-42");
         assert_int_equal(runs[i].forked_sandboxes, 1);
+        /* Alone, the named input's run forks while the root thinks. */
+        assert_int_equal(runs[i].requests_first, 1);
     }
     assert_int_equal(runs[2].status, RLM_OK);
     assert_string_equal(runs[2].answer, "MAGIC-42|OWN-7");
