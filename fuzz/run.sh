@@ -22,7 +22,7 @@ mkdir -p "$OUT"
 SOURCES=("$ROOT/src/lm/lm_wire.c" "$ROOT/src/lm/sse.c" "$ROOT/src/lm/lm_openai.c"
          "$ROOT/src/lm/lm_anthropic.c" "$ROOT/src/reply.c" "$ROOT/src/shared/frame.c"
          "$ROOT/src/shared/utf8.c" "$ROOT/src/shared/util.c" "$ROOT/cli/serve/chat.c"
-         "$ROOT/cli/serve/mcp_proto.c")
+         "$ROOT/cli/serve/long_strings.c" "$ROOT/cli/serve/mcp_proto.c")
 
 for h in "${HARNESSES[@]}"; do
     echo "fuzz: building $h"

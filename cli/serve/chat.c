@@ -8,8 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "long_strings.h"
 #include "utf8.h"
 #include "util.h"
+
+/* String values at least this long (encoded) are decoded apart from jansson
+ * (long_strings.h): a document sent inline. */
+#define CHAT_LONG_STRING_BYTES (16 * 1024)
 
 /* Standard fields rlm does not use: named in rlm.ignored when present. */
 static const char *const known_ignored[] = {
@@ -68,14 +73,25 @@ static void note_ignored(chat_request *req, const char *name)
         req->ignored[req->n_ignored++] = name;
 }
 
+/* Appends a string value of the body: its own text, or the long string its
+ * placeholder stands for. */
+static int append_string(buf *out, const json_t *s, const long_strings *ls)
+{
+    long long i = long_strings_find(ls, json_string_value(s), json_string_length(s));
+    size_t len = json_string_length(s);
+    const char *text = i < 0 ? json_string_value(s) : long_strings_text(ls, (size_t)i, &len);
+    return text && buf_append(out, text, len) == 0 ? 0 : -2;
+}
+
 /* The text of a message's content: a string, null (""), or an array of
  * text parts joined. -1 with err for anything else (images, audio, files). */
-static int content_text(const json_t *content, buf *out, size_t index, chat_error *err)
+static int content_text(const json_t *content, const long_strings *ls, buf *out, size_t index,
+                        chat_error *err)
 {
     if (!content || json_is_null(content))
         return 0;
     if (json_is_string(content))
-        return buf_append(out, json_string_value(content), json_string_length(content)) == 0 ? 0 : -2;
+        return append_string(out, content, ls);
     if (!json_is_array(content)) {
         BAD(err, "messages", "messages[%zu].content must be a string or an array of text parts", index);
         return -1;
@@ -91,7 +107,7 @@ static int content_text(const json_t *content, buf *out, size_t index, chat_erro
                 index, i, type ? ", not " : "", type ? type : "");
             return -1;
         }
-        if (buf_append(out, json_string_value(text), json_string_length(text)) != 0)
+        if (append_string(out, text, ls) != 0)
             return -2;
     }
     return 0;
@@ -216,8 +232,8 @@ static int parse_extension(const json_t *ext, chat_request *req, chat_error *err
 }
 
 /* The messages: instructions, the earlier messages' text, the question. */
-static int parse_messages(const json_t *messages, size_t max_bytes, chat_request *req,
-                          chat_error *err)
+static int parse_messages(const json_t *messages, size_t max_bytes, long_strings *ls,
+                          chat_request *req, chat_error *err)
 {
     if (!json_is_array(messages) || json_array_size(messages) == 0) {
         BAD(err, "messages", "messages must be a non-empty array");
@@ -260,8 +276,20 @@ static int parse_messages(const json_t *messages, size_t max_bytes, chat_request
                 "assistant or tool", i, role);
             goto done;
         }
+        const json_t *content = json_object_get(m, "content");
+        long long long_index = json_is_string(content) ? long_strings_find(ls, json_string_value(content),
+                                                                          json_string_length(content))
+                                                       : -1;
+        if (i + 1 < n && others == 1 && long_index >= 0 && !instruction_role(role)) {
+            /* The one document sent inline, decoded already: it is the
+             * input as it is, no copy. */
+            req->context = long_strings_take(ls, (size_t)long_index, &req->context_len);
+            if (!req->context)
+                goto too_large;
+            continue;
+        }
         buf_reset(&text);
-        int c = content_text(json_object_get(m, "content"), &text, i, err);
+        int c = content_text(content, ls, &text, i, err);
         if (c == -2)
             goto too_large;
         if (c != 0)
@@ -296,7 +324,7 @@ static int parse_messages(const json_t *messages, size_t max_bytes, chat_request
         }
     }
     req->question = buf_take(&question);
-    if (others) {
+    if (others && !req->context) {
         req->context_len = context.len;
         req->context = buf_take(&context);
     }
@@ -322,9 +350,21 @@ int chat_parse(const char *body, size_t len, chat_request *out, chat_error *err)
         BAD(err, NULL, "the body nests arrays and objects more than %d deep", CHAT_MAX_DEPTH);
         return -1;
     }
+    char *skeleton = NULL;
+    size_t skeleton_len = 0;
+    long_strings *ls = NULL;
+    int split = long_strings_split(body, len, CHAT_LONG_STRING_BYTES, &skeleton, &skeleton_len, &ls);
+    if (split < 0) {
+        chat_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
+        return -1;
+    }
     json_error_t jerr;
-    json_t *root = json_loadb(body, len, 0, &jerr);
+    json_t *root = json_loadb(split ? skeleton : body, split ? skeleton_len : len, 0, &jerr);
+    free(skeleton);
+    if (!root && split)
+        json_decref(json_loadb(body, len, 0, &jerr));   /* where the client's body is wrong */
     if (!root) {
+        long_strings_free(ls);
         BAD(err, NULL, "the body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
             jerr.column);
         return -1;
@@ -386,7 +426,7 @@ int chat_parse(const char *body, size_t len, chat_request *out, chat_error *err)
         if (e != 0)
             goto done;
     }
-    int m = parse_messages(json_object_get(root, "messages"), len, out, err);
+    int m = parse_messages(json_object_get(root, "messages"), len, ls, out, err);
     if (m == -2)
         goto oom;
     if (m != 0)
@@ -413,6 +453,7 @@ oom:
     chat_error_set(err, 500, "server_error", NULL, NULL, "out of memory");
 done:
     json_decref(root);
+    long_strings_free(ls);
     if (rc != 0)
         chat_request_clear(out);
     return rc;
