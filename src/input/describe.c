@@ -293,15 +293,11 @@ char *describe_str(const char *name, const char *data, size_t len)
 {
     buf out;
     buf_init(&out, STR_DESCRIPTION_MAX_BYTES);
-    size_t chars = 0, newlines = 0;
-    const unsigned char *p = (const unsigned char *)data;
+    size_t newlines = 0;
     if (!data)
         len = 0;
     /* one pass for both counts: the context may be tens of megabytes */
-    for (size_t i = 0; i < len; i++) {
-        chars += (p[i] & 0xC0) != 0x80; /* a character starts at every non-continuation byte */
-        newlines += p[i] == '\n';
-    }
+    size_t chars = utf8_count_chars_newlines(data, len, &newlines);
     size_t lines = newlines + (len > 0 && data[len - 1] != '\n');
 
     if (buf_puts(&out, "The context is a str of ") != 0 || buf_put_count(&out, chars) != 0 ||

@@ -53,6 +53,9 @@ void utf8_count(const char *data, size_t len, size_t *chars, size_t *invalid);
 /* Characters (UTF-8 code points) in data[0..len): every byte that is not a
  * continuation byte starts one (invalid bytes count one each). */
 size_t utf8_count_chars(const char *data, size_t len);
+/* The same count, and the newline bytes in *newlines (may be NULL), in one
+ * pass. */
+size_t utf8_count_chars_newlines(const char *data, size_t len, size_t *newlines);
 
 /* The byte offset after the first `chars` characters of data[0..len), and
  * the byte offset where its last `chars` characters begin. */

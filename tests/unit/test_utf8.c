@@ -93,6 +93,34 @@ static void test_count_chars(void **state)
     assert_int_equal(utf8_count_chars("h\xC3\xA9llo", 3), 2);
 }
 
+/* Eight bytes at a time: the same counts as a byte at a time, for every
+ * length and alignment, with the bytes that sit next to the patterns it
+ * looks for (0x0A and its neighbours, 0x80-0xBF and the lead bytes around). */
+static void test_count_chars_newlines_by_words(void **state)
+{
+    (void)state;
+    static const unsigned char alphabet[] = {'\n', 0x0B, 0x09, 0x8A, 0x80, 0xBF, 0xC0, 0x7F,
+                                             0xC3, 0xA9, 0xE6, 0xF0, 'a', 0x00, 0xFF, 0x0A};
+    unsigned char text[200];
+    unsigned seed = 12345;
+    for (int round = 0; round < 400; round++) {
+        for (size_t i = 0; i < sizeof text; i++) {
+            seed = seed * 1103515245u + 12345u;
+            text[i] = alphabet[(seed >> 16) % sizeof alphabet];
+        }
+        size_t off = (size_t)round % 8, len = (size_t)round % (sizeof text - 8);
+        size_t want_chars = 0, want_lines = 0;
+        for (size_t i = off; i < off + len; i++) {
+            want_chars += (text[i] & 0xC0) != 0x80;
+            want_lines += text[i] == '\n';
+        }
+        size_t lines = 0;
+        assert_int_equal(utf8_count_chars_newlines((const char *)text + off, len, &lines), want_chars);
+        assert_int_equal(lines, want_lines);
+        assert_int_equal(utf8_count_chars((const char *)text + off, len), want_chars);
+    }
+}
+
 /* utf8_valid agrees with the repair: valid text is left alone, and every
  * kind of invalid sequence is found wherever it sits. */
 static void test_valid(void **state)
@@ -209,6 +237,7 @@ int main(void)
         cmocka_unit_test(test_escape_terminal_every_byte),
         cmocka_unit_test(test_count_chars),
         cmocka_unit_test(test_valid),
+        cmocka_unit_test(test_count_chars_newlines_by_words),
         cmocka_unit_test(test_bound_within_limit),
         cmocka_unit_test(test_bound_multibyte_cuts),
         cmocka_unit_test(test_bound_states_count),
