@@ -891,11 +891,10 @@ static turn_result engine_turn(engine *e, int *empty_replies, int last)
 
 /* ---- the run ------------------------------------------------------------- */
 
-char *engine_describe(const engine_params *p, ingest_set *docs, const context *ctx, char *err,
-                      size_t errlen)
+char *engine_describe(const engine_params *p, ingest_set *docs, char *err, size_t errlen)
 {
     const engine_preloaded *pre = p->preloaded;
-    if (pre && !docs && !ctx) {
+    if (pre && !docs) {
         char *d = strdup(pre->description);
         if (!d)
             snprintf(err, errlen, "out of memory");
@@ -906,7 +905,7 @@ char *engine_describe(const engine_params *p, ingest_set *docs, const context *c
     if (docs && ingest_format_of(docs) != INGEST_TEXT) {
         /* What the root is told of a parsed input comes from the parse. */
         sandbox_input in = {.context_fd = -1, .data_fd = -1};
-        if (engine_input_open(docs, NULL, &in, err, errlen) != 0)
+        if (engine_input_open(docs, &in, err, errlen) != 0)
             return NULL;
         sandbox_options so = {
             .exe_path = p->sandbox_exe, .memory_limit = p->sandbox_memory,
@@ -922,7 +921,7 @@ char *engine_describe(const engine_params *p, ingest_set *docs, const context *c
             return NULL;
         summary = sandbox_input_summary(sb, 0);
     }
-    char *d = engine_input_describe(docs, docs ? NULL : ctx, summary);
+    char *d = engine_input_describe(docs, summary);
     sandbox_free(sb);
     if (d && pre) {
         char *both = engine_described_with_named(pre, d);
@@ -950,7 +949,7 @@ int engine_preload(const engine_params *p, const char *name, ingest_set *docs,
     if (sandbox_factory_new(&so, &f, err, errlen) != 0)
         goto done;
     sandbox_input in = {.context_fd = -1, .data_fd = -1};
-    if (engine_input_open(docs, NULL, &in, err, errlen) != 0)
+    if (engine_input_open(docs, &in, err, errlen) != 0)
         goto done;
     int added = sandbox_factory_add_input(f, "context", &in, err, errlen);
     engine_input_close(&in, docs);
@@ -965,14 +964,14 @@ int engine_preload(const engine_params *p, const char *name, ingest_set *docs,
                                    errlen) != 0)
         goto done;
     sandbox_input_close(&copy);
-    description = engine_input_describe(docs, NULL, summary);
+    description = engine_input_describe(docs, summary);
     size_t tokens = 0;
     const ingest_doc *d = ingest_docs(docs);
     for (size_t i = 0; i < ingest_count(docs); i++)
         tokens += tokens_estimate(d[i].len, tokens_kind_of_name(d[i].name));
     /* Small enough to be answered by one call: its text is kept for that. */
     if (tokens < p->direct_threshold)
-        direct = engine_direct_text(docs, NULL);
+        direct = engine_direct_text(docs);
     if (!description || (tokens < p->direct_threshold && !direct)) {
         snprintf(err, errlen, "out of memory");
         goto done;
@@ -1020,11 +1019,11 @@ static void engine_last_request(engine *e, char *ask, int *empty_replies, const 
 /* ---- direct mode ---------------------------------------------------------- */
 
 /* Estimated tokens of the whole input, per kind of text. */
-static size_t engine_input_tokens(const engine_params *p, const context *ctx)
+static size_t engine_input_tokens(const engine_params *p)
 {
     size_t named = p->preloaded ? p->preloaded->tokens : 0;
     if (!p->docs)
-        return named + (ctx ? tokens_estimate(context_len(ctx), TOKENS_PROSE) : 0);
+        return named;
     size_t total = 0;
     const ingest_doc *docs = ingest_docs(p->docs);
     for (size_t i = 0; i < ingest_count(p->docs); i++)
@@ -1034,7 +1033,7 @@ static size_t engine_input_tokens(const engine_params *p, const context *ctx)
 
 /* The user message of direct mode: the whole input between markers (each
  * document under its name), then the question. NULL when out of memory. */
-char *engine_direct_text(ingest_set *docs, const context *ctx)
+char *engine_direct_text(ingest_set *docs)
 {
     buf b;
     buf_init(&b, SIZE_MAX / 2);   /* bounded by the input, which direct mode keeps small */
@@ -1053,20 +1052,13 @@ char *engine_direct_text(ingest_set *docs, const context *ctx)
             free(clean);
             buf_puts(&b, "\n");
         }
-    } else if (ctx && context_len(ctx)) {
-        size_t clean_len = 0;
-        char *clean = utf8_sanitize(context_data(ctx), context_len(ctx), &clean_len);
-        if (clean)
-            buf_append(&b, clean, clean_len);
-        free(clean);
-        buf_puts(&b, "\n");
     }
     return b.data ? buf_take(&b) : NULL;
 }
 
-static char *engine_direct_message(const engine_params *p, const context *ctx, const char *question)
+static char *engine_direct_message(const engine_params *p, const char *question)
 {
-    char *own = p->preloaded ? NULL : engine_direct_text(p->docs, ctx);
+    char *own = p->preloaded ? NULL : engine_direct_text(p->docs);
     const char *text = p->preloaded ? p->preloaded->direct_text : own;
     if (!text)
         return NULL;
@@ -1126,12 +1118,12 @@ static int engine_direct_check_json(engine *e)
     return 0;
 }
 
-static void engine_direct(engine *e, const context *ctx, const char *question)
+static void engine_direct(engine *e, const char *question)
 {
     if (engine_direct_check_json(e) != 0)
         return;
     if (engine_push(e, "system", prompt_direct_system()) != 0 ||
-        engine_push(e, "user", engine_direct_message(e->p, ctx, question)) != 0) {
+        engine_push(e, "user", engine_direct_message(e->p, question)) != 0) {
         engine_fail(e, RLM_ERR_NOMEM, "out of memory");
         return;
     }
@@ -1167,8 +1159,8 @@ static void engine_start_factory(engine *e)
     }
 }
 
-rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const context *ctx,
-                           const char *question, const char *node, engine *parent,
+rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const char *question,
+                           const char *node, engine *parent,
                            engine_progress_fn progress, void *userdata, engine_outcome *out)
 {
     int level = parent ? parent->level + 1 : 1;
@@ -1202,11 +1194,16 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
     }
 
     const engine_preloaded *pre = st || level > 1 ? NULL : p->preloaded;
-    size_t bytes = docs ? ingest_total_bytes(docs) : ctx && !st ? context_len(ctx) : 0;
-    size_t documents = docs ? ingest_count(docs) : ctx != NULL && !st;
+    size_t bytes = docs ? ingest_total_bytes(docs) : 0;
+    size_t documents = docs ? ingest_count(docs) : 0;
+    /* The trace names the file of an input that is one (a text has no name). */
+    const char *file = docs && documents == 1 && ingest_kind_of(docs) == INGEST_STR &&
+                               ingest_docs(docs)[0].name[0]
+                           ? ingest_docs(docs)[0].name
+                           : NULL;
     engine_event(&e, "question",
                  json_pack("{s:s,s:s?,s:I,s:I,s:i,s:s?}", "question", question, "context",
-                           ctx && !docs && !st ? context_name(ctx) : NULL, "context_bytes",
+                           file, "context_bytes",
                            (json_int_t)(bytes + (pre ? pre->bytes : 0)), "documents",
                            (json_int_t)(documents + (pre ? pre->documents : 0)), "depth", level,
                            "named_input", pre ? pre->name : NULL));
@@ -1225,14 +1222,14 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
             goto done;
         }
     } else {
-        size_t tokens = engine_input_tokens(p, ctx);
+        size_t tokens = engine_input_tokens(p);
         size_t threshold = p->direct_threshold;   /* 0: auto never answers directly */
         /* A named input is sent whole only alone, and when it was small
          * enough to keep its text (engine_preloaded.direct_text). */
-        int can_direct = !pre || (pre->direct_text && !docs && !ctx);
+        int can_direct = !pre || (pre->direct_text && !docs);
         if (p->mode == ENGINE_MODE_DIRECT && !can_direct) {
             engine_fail(&e, RLM_ERR_USAGE, "--mode direct: the named input '%s' %s; use --mode rlm "
-                        "or auto", pre->name, docs || ctx ? "comes with another input"
+                        "or auto", pre->name, docs ? "comes with another input"
                                                          : "is too large to send whole");
             goto done;
         }
@@ -1252,11 +1249,11 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
             goto done;
         }
         if (direct) {
-            engine_direct(&e, ctx, question);
+            engine_direct(&e, question);
             goto done;
         }
         if (pre) {
-            if (engine_start_preloaded(&e, docs, docs ? NULL : ctx, question) != 0)
+            if (engine_start_preloaded(&e, docs, question) != 0)
                 goto done;
             goto started;
         }
@@ -1266,9 +1263,9 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
          * described from the summary its sandbox sends, so that sandbox
          * comes first. */
         int parsed = docs && ingest_format_of(docs) != INGEST_TEXT;
-        if (parsed && engine_start_sandbox(&e, docs, NULL, NULL) != 0)
+        if (parsed && engine_start_sandbox(&e, docs, NULL) != 0)
             goto done;
-        if (engine_first_messages(&e, docs, docs ? NULL : ctx, question) != 0) {
+        if (engine_first_messages(&e, docs, question) != 0) {
             engine_fail(&e, RLM_ERR_NOMEM, "out of memory");
             goto done;
         }
@@ -1277,8 +1274,8 @@ rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const con
          * pool's zygote a few, each on the critical path otherwise); the
          * first code block waits for it if it is not up yet. */
         if (!parsed && (level == 1
-                            ? engine_start_sandbox_early(&e, docs, docs ? NULL : ctx)
-                            : engine_start_sandbox(&e, docs, docs ? NULL : ctx, NULL)) != 0)
+                            ? engine_start_sandbox_early(&e, docs)
+                            : engine_start_sandbox(&e, docs, NULL)) != 0)
             goto done;
     }
 
@@ -1365,11 +1362,11 @@ done:
     return out->status;
 }
 
-rlm_status engine_run(const engine_params *p, calls *c, trace *t, const context *ctx,
-                      const char *question, engine_progress_fn progress, void *userdata,
+rlm_status engine_run(const engine_params *p, calls *c, trace *t, const char *question,
+                      engine_progress_fn progress, void *userdata,
                       engine_outcome *out)
 {
-    return engine_run_node(p, c, t, ctx, question, TRACE_ROOT_NODE, NULL, progress, userdata, out);
+    return engine_run_node(p, c, t, question, TRACE_ROOT_NODE, NULL, progress, userdata, out);
 }
 
 void engine_outcome_clear(engine_outcome *out)

@@ -11,7 +11,6 @@
 
 #include <stddef.h>
 
-#include "context.h"
 #include "calls.h"
 #include "ingest.h"
 #include "rlm.h"
@@ -64,8 +63,8 @@ typedef struct engine_params {
     const char *sandbox_exe;    /* path of rlm-sandbox */
     int unsafe_no_sandbox;
     int stream;                 /* 1: stream root replies (progress shows them arriving) */
-    /* The input as a document set (files, directories, JSONL, stdin); when
-     * set it is used instead of the ctx argument of engine_run. */
+    /* The input: a document set (files, directories, JSONL, stdin, or one
+     * text given through the API, ingest_open_text); NULL: none. */
     ingest_set *docs;
     int mode;                   /* ENGINE_MODE_*: how the question is answered */
     size_t direct_threshold;    /* auto: estimated tokens under which one plain call answers
@@ -109,15 +108,15 @@ typedef struct engine_params {
     int prompt_cache;
     /* A conversation (engine_state_new): NULL answers one question and frees
      * everything; set, the history, the sandbox and its inputs carry over
-     * to the next engine_run, and the inputs come from the state (ctx and
-     * docs are then ignored). */
+     * to the next engine_run, and the inputs come from the state (docs is
+     * then ignored). */
     struct engine_state *state;
     /* A pool's zygote (rlm_pool): the top RLM's sandbox and every child's
      * are forked from it. NULL: the top sandbox is spawned and children fork
      * from a zygote of the run's own (max_depth > 1). Borrowed. */
     struct sandbox_factory *factory;
     /* A pool's named input, or NULL. Set, it is `context`, and the run's
-     * own input (docs or ctx), when there is one, is `context_1`. Not with
+     * own input (docs), when there is one, is `context_1`. Not with
      * a conversation (state). Borrowed. */
     const engine_preloaded *preloaded;
 } engine_params;
@@ -153,7 +152,7 @@ typedef struct engine_outcome {
 
 typedef void (*engine_progress_fn)(void *userdata, const char *line);
 
-/* Answers question over ctx (NULL: no context). Every model call goes
+/* Answers question over p->docs (NULL: no context). Every model call goes
  * through c. Always fills *out and returns out->status. Every step is
  * recorded in t (may be NULL).
  *
@@ -162,8 +161,7 @@ typedef void (*engine_progress_fn)(void *userdata, const char *line);
  * asked one last time for its best answer (prompt_last_turn_budget), and
  * stopped_by names the budget. The status is then RLM_OK with that answer,
  * or RLM_NO_ANSWER when it gave none. */
-rlm_status engine_run(const engine_params *p, calls *c, trace *t, const context *ctx,
-                      const char *question, engine_progress_fn progress, void *userdata,
+rlm_status engine_run(const engine_params *p, calls *c, trace *t, const char *question, engine_progress_fn progress, void *userdata,
                       engine_outcome *out);
 
 void engine_outcome_clear(engine_outcome *out);
@@ -183,16 +181,15 @@ void engine_preloaded_clear(engine_preloaded *pre);
 
 /* The input as direct mode sends it to the model: the text (invalid UTF-8
  * replaced), each document under a "=== NAME ===" line when there are
- * several. docs wins over ctx; both NULL: "". NULL when out of memory. */
-char *engine_direct_text(ingest_set *docs, const context *ctx);
+ * several. docs NULL: "". NULL when out of memory. */
+char *engine_direct_text(ingest_set *docs);
 
 /* What the root model would be told about the input of a run with p and
- * docs (or ctx): the description its first message holds, the named input
+ * docs: the description its first message holds, the named input
  * (p->preloaded) first when there is one. A parsed input (JSON, JSON lines)
  * is described from what a sandbox finds when it parses it: one is started
  * for that, and stopped. NULL with err set. */
-char *engine_describe(const engine_params *p, ingest_set *docs, const context *ctx, char *err,
-                      size_t errlen);
+char *engine_describe(const engine_params *p, ingest_set *docs, char *err, size_t errlen);
 
 /* ---- conversations -------------------------------------------------------
  *
@@ -218,10 +215,10 @@ typedef struct engine_state engine_state;
  * when out of memory. */
 engine_state *engine_state_new(session *store);
 
-/* Adds an input for the next question; docs or ctx (exactly one) is
- * borrowed and must outlive the state. Returns its number (1, 2, ...) or -1
+/* Adds an input for the next question; docs is borrowed and must outlive
+ * the state. Returns its number (1, 2, ...) or -1
  * when out of memory. */
-int engine_state_add_input(engine_state *st, ingest_set *docs, const context *ctx);
+int engine_state_add_input(engine_state *st, ingest_set *docs);
 
 /* Number of questions asked so far (including those of earlier processes
  * after engine_state_resume). */

@@ -46,23 +46,23 @@ static void child_run(child_job *j)
     const char *input = j->context ? j->context : j->prompt;
     size_t input_len = j->context ? j->context_len : j->prompt_len;
     calls *cc = calls_child(pe->calls, engine_child_share(pe->p));
-    context *ctx = NULL;
+    ingest_set *docs = NULL;
     char err[512];
     j->result_len = SIZE_MAX;
     if (!cc) {
         j->result = engine_strf("Error: child RLM failed: out of memory");
-    } else if (context_open_text(input, input_len, &ctx, err, sizeof err) != 0) {
+    } else if (ingest_open_text(input, input_len, &docs, err, sizeof err) != 0) {
         j->result = engine_strf("Error: child RLM failed: %s", err);
     } else {
         engine_params cp = *pe->p;
-        cp.docs = NULL;
+        cp.docs = docs;
         cp.state = NULL;
         cp.mode = ENGINE_MODE_RLM;   /* the model asked for an RLM, not one plain call */
         cp.stream = 0;
         cp.warn = NULL;   /* the user's warning list is not thread-safe; the trace keeps them */
         if (j->model && j->model[0])
             cp.model = j->model;
-        engine_run_node(&cp, cc, pe->trace, ctx, j->prompt, j->node, pe, NULL, NULL, &j->out);
+        engine_run_node(&cp, cc, pe->trace, j->prompt, j->node, pe, NULL, NULL, &j->out);
         if (j->out.status == RLM_OK) {
             j->result = j->out.answer;
             j->result_len = j->out.answer_len;
@@ -87,7 +87,7 @@ static void child_run(child_job *j)
                                j->out.iterations, "sub_calls", (json_int_t)j->out.sub_calls);
         trace_event(pe->trace, "child_end", ev);
     }
-    context_free(ctx);
+    ingest_free(docs);
     calls_free(cc);
 }
 

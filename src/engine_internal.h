@@ -40,8 +40,7 @@ typedef struct history {
 
 /* One input of a conversation. */
 typedef struct engine_input {
-    ingest_set *docs;          /* borrowed; or */
-    const context *ctx;        /* borrowed */
+    ingest_set *docs;          /* borrowed */
     int announced;             /* described to the root already */
 } engine_input;
 
@@ -126,8 +125,7 @@ typedef struct engine {
 /* Runs one RLM of the tree: node is its call-tree id, parent the RLM that
  * started it (NULL for the top, level 1; a child is one level below its
  * parent and forks its sandbox from the parent's factory). See engine_run. */
-rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const context *ctx,
-                           const char *question, const char *node, engine *parent,
+rlm_status engine_run_node(const engine_params *p, calls *c, trace *t, const char *question, const char *node, engine *parent,
                            engine_progress_fn progress, void *userdata, engine_outcome *out);
 
 /* Counts one failed sub-call (result is its "Error: ..." string) and keeps
@@ -212,30 +210,29 @@ void engine_gate_waiting(engine *e, int waiting);
  * closed by engine_input_close), and its description for the root (which
  * also drops the host's pages of it; summary: what the sandbox found in a
  * parsed input, sandbox_input_summary, or NULL). */
-int engine_input_open(ingest_set *docs, const context *ctx, sandbox_input *in, char *err, size_t errlen);
+int engine_input_open(ingest_set *docs, sandbox_input *in, char *err, size_t errlen);
 void engine_input_close(const sandbox_input *in, const ingest_set *docs);
-char *engine_input_describe(ingest_set *docs, const context *ctx, const json_t *summary);
+char *engine_input_describe(ingest_set *docs, const json_t *summary);
 /* Warns (stderr, trace) of what the sandbox skipped parsing an input. */
 void engine_input_problems(engine *e, const json_t *summary);
-/* Starts this run's sandbox on one input (both NULL: none), or, with
+/* Starts this run's sandbox on one input (NULL: none), or, with
  * inputs_from, on the inputs that factory holds (a conversation's). */
-int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx,
-                         sandbox_factory *inputs_from);
+int engine_start_sandbox(engine *e, ingest_set *docs, sandbox_factory *inputs_from);
 /* The same start on a thread of its own, so that a spawned sandbox (tens
  * of milliseconds of interpreter start-up) comes up while the root model
  * thinks about its first turn; e->sb is NULL until engine_sandbox_wait.
  * 0, or -1 with the outcome set (its preparation failed). */
-int engine_start_sandbox_early(engine *e, ingest_set *docs, const context *ctx);
+int engine_start_sandbox_early(engine *e, ingest_set *docs);
 /* Waits for a start begun by engine_start_sandbox_early (none: 0 at once).
  * needed: the run goes on in it, so a failed start fails the run (-1, the
  * outcome set); otherwise (the run is over) a failure is only a warning. */
 int engine_sandbox_wait(engine *e, int needed);
-int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const char *question);
+int engine_first_messages(engine *e, ingest_set *docs, const char *question);
 /* A run on a pool's named input (engine_params.preloaded): its sandbox is
  * forked from the zygote holding the input, the run's own input (if any)
  * added as context_1, and the first messages describe both. 0, or -1 with
  * the outcome set. */
-int engine_start_preloaded(engine *e, ingest_set *docs, const context *ctx, const char *question);
+int engine_start_preloaded(engine *e, ingest_set *docs, const char *question);
 /* The description of a named input and of a run's own input after it
  * (context_1). NULL when out of memory. */
 char *engine_described_with_named(const engine_preloaded *pre, const char *own);

@@ -367,9 +367,9 @@ void engine_gate_waiting(engine *e, int waiting)
 
 /* ---- inputs into the sandbox, first messages ------------------------------ */
 
-/* The sandbox's view of an input. Pack descriptors made here are closed by
- * engine_input_close; a context's own descriptor is borrowed. */
-int engine_input_open(ingest_set *docs, const context *ctx, sandbox_input *in, char *err, size_t errlen)
+/* The sandbox's view of an input: its pack, whose descriptors
+ * engine_input_close closes. */
+int engine_input_open(ingest_set *docs, sandbox_input *in, char *err, size_t errlen)
 {
     memset(in, 0, sizeof *in);
     in->context_fd = -1;
@@ -385,9 +385,6 @@ int engine_input_open(ingest_set *docs, const context *ctx, sandbox_input *in, c
         in->data_fd = data_fd;
         in->data_len = data_fd >= 0 ? ingest_total_bytes(docs) : 0;
         in->parsed = ingest_format_of(docs) != INGEST_TEXT;
-    } else if (ctx) {
-        in->context_fd = context_fd(ctx);
-        in->context_len = context_len(ctx);
     }
     return 0;
 }
@@ -404,7 +401,7 @@ void engine_input_close(const sandbox_input *in, const ingest_set *docs)
 
 /* The description of an input for the root; NULL when out of memory. The
  * description read the whole input: the host needs none of its pages now. */
-char *engine_input_describe(ingest_set *docs, const context *ctx, const json_t *summary)
+char *engine_input_describe(ingest_set *docs, const json_t *summary)
 {
     char *d;
     if (docs && summary)
@@ -412,9 +409,7 @@ char *engine_input_describe(ingest_set *docs, const context *ctx, const json_t *
     else if (docs)
         d = describe_docset(ingest_kind_of(docs), ingest_docs(docs), ingest_count(docs));
     else
-        d = ctx ? describe_str(context_name(ctx), context_data(ctx), context_len(ctx))
-                : describe_str(NULL, "", 0);
-    context_release_pages(ctx);
+        d = describe_str(NULL, "", 0);
     ingest_release_pages(docs);
     return d;
 }
@@ -436,8 +431,8 @@ struct engine_launch {
 /* The first half of a start, on the engine's thread: the tree's gate (a
  * child's), the options and the input's descriptors. 0, or -1 with the
  * outcome set. */
-static int launch_prepare(engine *e, ingest_set *docs, const context *ctx,
-                          sandbox_factory *inputs_from, struct engine_launch *l)
+static int launch_prepare(engine *e, ingest_set *docs, sandbox_factory *inputs_from,
+                          struct engine_launch *l)
 {
     memset(l, 0, sizeof *l);
     l->so = (sandbox_options){
@@ -461,7 +456,7 @@ static int launch_prepare(engine *e, ingest_set *docs, const context *ctx,
         return -1;
     }
     engine_check_inputs(e);   /* a file that shrank since it was read is cut, and said */
-    if (!inputs_from && engine_input_open(docs, ctx, &l->in, err, sizeof err) != 0) {
+    if (!inputs_from && engine_input_open(docs, &l->in, err, sizeof err) != 0) {
         engine_fail(e, RLM_ERR_INPUT, "cannot hand the input to the sandbox: %s", err);
         return -1;
     }
@@ -545,12 +540,11 @@ static int launch_finish(engine *e, struct engine_launch *l, int needed)
     return 0;
 }
 
-/* Starts this run's sandbox on one input (both NULL: none). */
-int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx,
-                         sandbox_factory *inputs_from)
+/* Starts this run's sandbox on one input (NULL: none). */
+int engine_start_sandbox(engine *e, ingest_set *docs, sandbox_factory *inputs_from)
 {
     struct engine_launch l;
-    if (launch_prepare(e, docs, ctx, inputs_from, &l) != 0)
+    if (launch_prepare(e, docs, inputs_from, &l) != 0)
         return -1;
     launch_run(&l);
     l.waited = l.seconds;   /* all of it */
@@ -558,13 +552,12 @@ int engine_start_sandbox(engine *e, ingest_set *docs, const context *ctx,
 }
 
 /* engine_start_sandbox_early, also for a start on a factory's inputs. */
-static int start_early(engine *e, ingest_set *docs, const context *ctx,
-                       sandbox_factory *inputs_from)
+static int start_early(engine *e, ingest_set *docs, sandbox_factory *inputs_from)
 {
     struct engine_launch *l = malloc(sizeof *l);
     if (!l)
-        return engine_start_sandbox(e, docs, ctx, inputs_from);
-    if (launch_prepare(e, docs, ctx, inputs_from, l) != 0) {
+        return engine_start_sandbox(e, docs, inputs_from);
+    if (launch_prepare(e, docs, inputs_from, l) != 0) {
         free(l);
         return -1;
     }
@@ -579,9 +572,9 @@ static int start_early(engine *e, ingest_set *docs, const context *ctx,
     return 0;
 }
 
-int engine_start_sandbox_early(engine *e, ingest_set *docs, const context *ctx)
+int engine_start_sandbox_early(engine *e, ingest_set *docs)
 {
-    return start_early(e, docs, ctx, NULL);
+    return start_early(e, docs, NULL);
 }
 
 int engine_sandbox_wait(engine *e, int needed)
@@ -644,10 +637,10 @@ static int engine_open_messages(engine *e, const char *description, const char *
 
 /* The system prompt and the first question. A parsed input is described from
  * the summary of the sandbox that parsed it (started first for that reason). */
-int engine_first_messages(engine *e, ingest_set *docs, const context *ctx, const char *question)
+int engine_first_messages(engine *e, ingest_set *docs, const char *question)
 {
     engine_check_inputs(e);   /* the description reads the files: cut any that shrank first */
-    char *description = engine_input_describe(docs, ctx, e->sb ? sandbox_input_summary(e->sb, 0) : NULL);
+    char *description = engine_input_describe(docs, e->sb ? sandbox_input_summary(e->sb, 0) : NULL);
     if (!description)
         return -1;
     int rc = engine_open_messages(e, description, question);
@@ -668,14 +661,13 @@ char *engine_described_with_named(const engine_preloaded *pre, const char *own)
  * (if any) is added as context_1, and the root is told about both, the
  * named one from the description made when it was loaded. 0, or -1 with
  * the outcome set. */
-int engine_start_preloaded(engine *e, ingest_set *docs, const context *ctx,
-                                  const char *question)
+int engine_start_preloaded(engine *e, ingest_set *docs, const char *question)
 {
     const engine_preloaded *pre = e->p->preloaded;
     /* Alone, the named input is described already: the fork from its
      * zygote (a few milliseconds) runs while the root model thinks. */
-    if (!docs && !ctx && e->level == 1) {
-        if (start_early(e, NULL, NULL, pre->factory) != 0)
+    if (!docs && e->level == 1) {
+        if (start_early(e, NULL, pre->factory) != 0)
             return -1;
         if (engine_open_messages(e, pre->description, question) != 0) {
             engine_fail(e, RLM_ERR_NOMEM, "out of memory");
@@ -683,14 +675,14 @@ int engine_start_preloaded(engine *e, ingest_set *docs, const context *ctx,
         }
         return 0;
     }
-    if (engine_start_sandbox(e, NULL, NULL, pre->factory) != 0)
+    if (engine_start_sandbox(e, NULL, pre->factory) != 0)
         return -1;
     char *own = NULL;
-    if (docs || ctx) {
+    if (docs) {
         sandbox_input si;
         char err[1024];
         engine_check_inputs(e);
-        int rc = engine_input_open(docs, ctx, &si, err, sizeof err);
+        int rc = engine_input_open(docs, &si, err, sizeof err);
         if (rc == 0) {
             rc = sandbox_add_input(e->sb, "context_1", &si, err, sizeof err);
             engine_input_close(&si, docs);
@@ -700,7 +692,7 @@ int engine_start_preloaded(engine *e, ingest_set *docs, const context *ctx,
             return -1;
         }
         engine_input_problems(e, sandbox_input_summary(e->sb, 1));
-        char *d = engine_input_describe(docs, ctx, sandbox_input_summary(e->sb, 1));
+        char *d = engine_input_describe(docs, sandbox_input_summary(e->sb, 1));
         own = d ? engine_described_with_named(pre, d) : NULL;
         free(d);
         if (!own) {

@@ -75,7 +75,7 @@ static int load_new_inputs(engine *e)
         input_name(st, st->inputs_loaded, name, sizeof name);
         sandbox_input si;
         engine_progress(e, "loading %s", name);
-        int rc = engine_input_open(in->docs, in->ctx, &si, err, sizeof err);
+        int rc = engine_input_open(in->docs, &si, err, sizeof err);
         if (rc == 0) {
             rc = sandbox_factory_add_input(st->factory, name, &si, err, sizeof err);
             engine_input_close(&si, in->docs);
@@ -98,14 +98,14 @@ static int start_spawned(engine *e)
 {
     engine_state *st = e->st;
     engine_input *first = st->n_inputs ? &st->inputs[0] : NULL;
-    if (engine_start_sandbox(e, first ? first->docs : NULL, first ? first->ctx : NULL, NULL) != 0)
+    if (engine_start_sandbox(e, first ? first->docs : NULL, NULL) != 0)
         return -1;
     for (size_t i = 1; i < st->n_inputs; i++) {
         engine_input *in = &st->inputs[i];
         char name[32], err[1024];
         input_name(st, i, name, sizeof name);
         sandbox_input si;
-        int rc = engine_input_open(in->docs, in->ctx, &si, err, sizeof err);
+        int rc = engine_input_open(in->docs, &si, err, sizeof err);
         if (rc == 0) {
             rc = sandbox_add_input(e->sb, name, &si, err, sizeof err);
             engine_input_close(&si, in->docs);
@@ -131,7 +131,7 @@ int engine_state_sandbox(engine *e)
         announced++;
     if (load_new_inputs(e) != 0)
         return -1;
-    if (st->factory ? engine_start_sandbox(e, NULL, NULL, st->factory) != 0 : start_spawned(e) != 0)
+    if (st->factory ? engine_start_sandbox(e, NULL, st->factory) != 0 : start_spawned(e) != 0)
         return -1;
     for (size_t i = announced; i < st->n_inputs; i++)
         engine_input_problems(e, sandbox_input_summary(e->sb, i));
@@ -214,7 +214,7 @@ int engine_state_messages(engine *e, const char *question, int number)
     engine_check_inputs(e);   /* the descriptions read the files: cut any that shrank first */
     for (size_t i = first_new; i < st->n_inputs; i++) {
         engine_input *in = &st->inputs[i];
-        char *d = engine_input_describe(in->docs, in->ctx, sandbox_input_summary(e->sb, i));
+        char *d = engine_input_describe(in->docs, sandbox_input_summary(e->sb, i));
         if (!d) {
             buf_free(&desc);
             return -1;
@@ -354,7 +354,7 @@ engine_state *engine_state_new(session *store)
     return st;
 }
 
-int engine_state_add_input(engine_state *st, ingest_set *docs, const context *ctx)
+int engine_state_add_input(engine_state *st, ingest_set *docs)
 {
     if (st->n_inputs == st->cap_inputs) {
         size_t cap = st->cap_inputs ? st->cap_inputs * 2 : 4;
@@ -364,7 +364,7 @@ int engine_state_add_input(engine_state *st, ingest_set *docs, const context *ct
         st->inputs = in;
         st->cap_inputs = cap;
     }
-    st->inputs[st->n_inputs] = (engine_input){.docs = docs, .ctx = ctx};
+    st->inputs[st->n_inputs] = (engine_input){.docs = docs};
     return (int)++st->n_inputs;
 }
 

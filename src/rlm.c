@@ -19,7 +19,6 @@
 #include "cache.h"
 #include "calls.h"
 #include "config.h"
-#include "context.h"
 #include "endpoint.h"
 #include "engine.h"
 #include "events.h"
@@ -46,13 +45,6 @@
 
 /* ---- run handles ------------------------------------------------------------ */
 
-/* One input of a conversation: exactly one of the two is set. The engine
- * state borrows it, so it lives until rlm_free. */
-typedef struct rlm_input {
-    ingest_set *docs;
-    context *ctx;
-} rlm_input;
-
 struct rlm {
     rlm_config *cfg;           /* our copy */
     rlm_pool *pool;            /* a reference, when made by rlm_new_in; NULL: on its own */
@@ -68,11 +60,15 @@ struct rlm {
     calls *calls;
     buf warnings;
     trace *trace;
-    context *ctx;
     char **ctx_args;           /* rlm_add_context arguments, in order */
     int *ctx_fds;              /* per argument: rlm_add_context_fd's descriptor (ours), or -1 */
     size_t n_ctx_args;
-    ingest_set *docs;          /* built from ctx_args by rlm_ask */
+    /* The input: built from ctx_args by rlm_ask, or given whole by
+     * rlm_set_context_file (given_file: its path) or rlm_set_context_text
+     * (given_whole without a file). */
+    ingest_set *docs;
+    int given_whole;
+    char *given_file;
     char *search_cache_dir;
     char *sandbox_exe;
     engine_params params;
@@ -89,7 +85,9 @@ struct rlm {
     /* Conversations (rlm_begin_conversation, the session option). */
     engine_state *state;       /* NULL: every rlm_ask is a question of its own */
     session *store;            /* the session on disk, or NULL */
-    rlm_input *inputs;         /* every input given to the conversation, in order */
+    /* Every input given to the conversation, in order. The engine state
+     * borrows them, so they live until rlm_free. */
+    ingest_set **inputs;
     size_t n_inputs;
     /* The inputs as the session's config records them (docs/sessions.md);
      * kept in memory-only conversations too, to tell a repeated input. */
@@ -401,10 +399,8 @@ void rlm_free(rlm *r)
     /* The state borrows the store and the inputs: it goes first. */
     engine_state_free(r->state);
     session_free(r->store);
-    for (size_t i = 0; i < r->n_inputs; i++) {
-        ingest_free(r->inputs[i].docs);
-        context_free(r->inputs[i].ctx);
-    }
+    for (size_t i = 0; i < r->n_inputs; i++)
+        ingest_free(r->inputs[i]);
     free(r->inputs);
     json_decref(r->recorded);
     calls_free(r->calls);
@@ -422,7 +418,6 @@ void rlm_free(rlm *r)
     trace_close(r->trace);
     runlog_capture_free(r->capture);
     runlog_close(r->log);
-    context_free(r->ctx);
     rlm_clear_docs(r);   /* the document set, the arguments and their descriptors */
     free(r->search_cache_dir);
     rlm_config_free(r->cfg);
@@ -442,12 +437,15 @@ const char *rlm_errmsg(const rlm *r)
     return r ? r->errmsg : "out of memory";
 }
 
-/* Forgets the document set and its arguments. */
+/* Forgets the input: the document set and its arguments. */
 static void rlm_clear_docs(rlm *r)
 {
     ingest_free(r->docs);
     r->docs = NULL;
     r->params.docs = NULL;
+    free(r->given_file);
+    r->given_file = NULL;
+    r->given_whole = 0;
     for (size_t i = 0; i < r->n_ctx_args; i++) {
         free(r->ctx_args[i]);
         if (r->ctx_fds[i] >= 0)
@@ -521,11 +519,14 @@ static rlm_status add_input(rlm *r, const char *arg, int fd)
     args[r->n_ctx_args] = copy;
     fds[r->n_ctx_args] = fd;
     r->n_ctx_args++;
-    ingest_free(r->docs);   /* rebuilt with every argument by rlm_ask */
+    /* Rebuilt with every argument by rlm_ask; an input given whole is
+     * replaced. */
+    ingest_free(r->docs);
     r->docs = NULL;
     r->params.docs = NULL;
-    context_free(r->ctx);
-    r->ctx = NULL;
+    free(r->given_file);
+    r->given_file = NULL;
+    r->given_whole = 0;
     return RLM_OK;
 }
 
@@ -707,32 +708,43 @@ static rlm_status rlm_load_docs(rlm *r)
     return st;
 }
 
+/* Makes docs (taken) the whole input, replacing any other; file: the path
+ * it was read from, or NULL for a text. */
+static rlm_status rlm_give_whole(rlm *r, ingest_set *docs, const char *file)
+{
+    char *copy = file ? strdup(file) : NULL;
+    if (file && !copy) {
+        ingest_free(docs);
+        return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+    }
+    rlm_clear_docs(r);
+    r->docs = docs;
+    r->params.docs = docs;
+    r->given_whole = 1;
+    r->given_file = copy;
+    return RLM_OK;
+}
+
 rlm_status rlm_set_context_file(rlm *r, const char *path)
 {
     char err[1024];
-    context *c;
+    ingest_set *docs;
     if (!path)
         return rlm_error(r, RLM_ERR_USAGE, "no context path given");
-    if (context_open_file(path, &c, err, sizeof err) != 0)
+    if (ingest_open_file(path, &docs, err, sizeof err) != 0)
         return rlm_error(r, RLM_ERR_INPUT, "%s", err);
-    rlm_clear_docs(r);
-    context_free(r->ctx);
-    r->ctx = c;
-    return RLM_OK;
+    return rlm_give_whole(r, docs, path);
 }
 
 rlm_status rlm_set_context_text(rlm *r, const char *text, size_t len)
 {
     char err[1024];
-    context *c;
+    ingest_set *docs;
     if (!text && len)
         return rlm_error(r, RLM_ERR_USAGE, "context text is NULL");
-    if (context_open_text(text ? text : "", len, &c, err, sizeof err) != 0)
+    if (ingest_open_text(text ? text : "", len, &docs, err, sizeof err) != 0)
         return rlm_error(r, RLM_ERR_INPUT, "%s", err);
-    rlm_clear_docs(r);
-    context_free(r->ctx);
-    r->ctx = c;
-    return RLM_OK;
+    return rlm_give_whole(r, docs, NULL);
 }
 
 void rlm_set_event_callback(rlm *r, rlm_event_fn fn, void *userdata)
@@ -788,7 +800,7 @@ rlm_status rlm_describe(rlm *r, char **out)
     engine_params p = r->params;
     p.preloaded = r->named;
     char err[1024];
-    *out = engine_describe(&p, r->docs, r->docs ? NULL : r->ctx, err, sizeof err);
+    *out = engine_describe(&p, r->docs, err, sizeof err);
     return *out ? RLM_OK : rlm_error(r, RLM_ERR_INPUT, "cannot describe the input: %s", err);
 }
 
@@ -1051,14 +1063,13 @@ static rlm_status stdin_record(rlm *r, const ingest_set *docs, json_t **rec)
 }
 
 /* Appends one input to the conversation (taking `in` and `rec`). */
-static rlm_status conversation_add(rlm *r, rlm_input in, json_t *rec)
+static rlm_status conversation_add(rlm *r, ingest_set *in, json_t *rec)
 {
-    rlm_input *grown = NULL;
+    ingest_set **grown = NULL;
     if (r->n_inputs < MAX_INPUTS)
         grown = realloc(r->inputs, (r->n_inputs + 1) * sizeof *grown);
     if (!grown) {
-        ingest_free(in.docs);
-        context_free(in.ctx);
+        ingest_free(in);
         json_decref(rec);
         return r->n_inputs < MAX_INPUTS
                    ? rlm_error(r, RLM_ERR_NOMEM, "out of memory")
@@ -1067,7 +1078,7 @@ static rlm_status conversation_add(rlm *r, rlm_input in, json_t *rec)
     r->inputs = grown;
     r->inputs[r->n_inputs++] = in;
     if (json_array_append_new(r->recorded, rec) != 0 ||
-        engine_state_add_input(r->state, in.docs, in.ctx) < 0)
+        engine_state_add_input(r->state, in) < 0)
         return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
     return RLM_OK;
 }
@@ -1118,7 +1129,7 @@ static size_t drop_bad_args(rlm *r)
  * one the conversation already has. */
 static rlm_status conversation_add_pending(rlm *r)
 {
-    rlm_input in = {0};
+    ingest_set *in = NULL;
     json_t *rec = NULL;
     if (r->n_ctx_args) {
         rec = args_record(r);
@@ -1145,30 +1156,30 @@ static rlm_status conversation_add_pending(rlm *r)
             json_decref(rec);
             rec = text;
         }
-        in.docs = r->docs;
+        in = r->docs;
         r->docs = NULL;
         rlm_clear_docs(r);
-    } else if (r->ctx) {
-        const char *path = context_name(r->ctx);
+    } else if (r->given_whole) {
+        const char *path = r->given_file;
         char full[PATH_MAX];
         if (path) {
             rec = json_pack("{s:s}", "file", realpath(path, full) ? full : path);
             if (!rec)
                 return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
         } else {
-            rlm_status st = text_record(r, "the context text", context_data(r->ctx),
-                                        context_len(r->ctx), &rec);
+            const ingest_doc *d = ingest_docs(r->docs);
+            rlm_status st = text_record(r, "the context text", d->data, d->len, &rec);
             if (st != RLM_OK)
                 return st;
         }
         if (input_already_given(r, rec)) {
             json_decref(rec);
-            context_free(r->ctx);
-            r->ctx = NULL;
+            rlm_clear_docs(r);
             return RLM_OK;
         }
-        in.ctx = r->ctx;
-        r->ctx = NULL;
+        in = r->docs;
+        r->docs = NULL;
+        rlm_clear_docs(r);
     } else {
         return RLM_OK;
     }
@@ -1176,7 +1187,7 @@ static rlm_status conversation_add_pending(rlm *r)
 }
 
 /* Reads input number n of the session again from its record. */
-static rlm_status input_reopen(rlm *r, const json_t *rec, size_t n, rlm_input *in)
+static rlm_status input_reopen(rlm *r, const json_t *rec, size_t n, ingest_set **in)
 {
     const char *name = session_name(r);
     const char *file = json_string_value(json_object_get(rec, "file"));
@@ -1184,14 +1195,14 @@ static rlm_status input_reopen(rlm *r, const json_t *rec, size_t n, rlm_input *i
     const json_t *args = json_object_get(rec, "args");
     char err[1024];
     if (file) {
-        if (context_open_file(file, &in->ctx, err, sizeof err) != 0)
+        if (ingest_open_file(file, in, err, sizeof err) != 0)
             return rlm_error(r, RLM_ERR_INPUT, "session '%s': input %zu (%s) cannot be read again: %s",
                              name, n, file, err);
         return RLM_OK;
     }
     if (json_is_string(text)) {
-        if (context_open_text(json_string_value(text), json_string_length(text), &in->ctx, err,
-                              sizeof err) != 0)
+        if (ingest_open_text(json_string_value(text), json_string_length(text), in, err,
+                             sizeof err) != 0)
             return rlm_error(r, RLM_ERR_INPUT, "session '%s': input %zu (saved text): %s", name, n, err);
         return RLM_OK;
     }
@@ -1228,7 +1239,7 @@ static rlm_status input_reopen(rlm *r, const json_t *rec, size_t n, rlm_input *i
     const char *field = json_string_value(json_object_get(rec, "jsonl_field"));
     st = rlm_ingest(r, argv, NULL, count, inc ? inc : "", exc ? exc : "", field ? field : "",
                     json_is_true(json_object_get(rec, "json_input")),
-                    !json_object_get(rec, "json"), &in->docs);
+                    !json_object_get(rec, "json"), in);
     if (st != RLM_OK) {
         char why[sizeof r->errmsg];
         snprintf(why, sizeof why, "%s", r->errmsg);
@@ -1270,7 +1281,7 @@ static rlm_status conversation_resume(rlm *r)
     size_t i;
     const json_t *rec;
     json_array_foreach(json_object_get(cfg, "inputs"), i, rec) {
-        rlm_input in = {0};
+        ingest_set *in = NULL;
         rlm_status st = input_reopen(r, rec, i + 1, &in);
         if (st == RLM_OK)
             st = conversation_add(r, in, json_deep_copy(rec));
@@ -1401,9 +1412,10 @@ static json_t *rlm_log_inputs(const rlm *r)
         json_array_append_new(inputs, json_pack("{s:s,s:I}", "name", r->ctx_args[i], "bytes",
                                                 file ? (json_int_t)st.st_size : (json_int_t)-1));
     }
-    if (r->n_ctx_args == 0 && r->ctx)
-        json_array_append_new(inputs, json_pack("{s:s,s:I}", "name", context_name(r->ctx) ? context_name(r->ctx) : "(text)",
-                                                "bytes", (json_int_t)context_len(r->ctx)));
+    if (r->n_ctx_args == 0 && r->given_whole)
+        json_array_append_new(inputs, json_pack("{s:s,s:I}", "name",
+                                                r->given_file ? r->given_file : "(text)", "bytes",
+                                                (json_int_t)ingest_total_bytes(r->docs)));
     return inputs;
 }
 
@@ -1502,7 +1514,7 @@ rlm_status rlm_ask_len(rlm *r, const char *question, char **answer, size_t *answ
      * rlm_ask calls on one handle do not. */
     if (!r->state)
         calls_forget_answers(r->calls);
-    rlm_status st = engine_run(&r->params, r->calls, r->trace, r->ctx, question, r->progress,
+    rlm_status st = engine_run(&r->params, r->calls, r->trace, question, r->progress,
                                r->progress_data, &o);
     rlm_trace_check(r);
     rlm_build_report(r, &o);

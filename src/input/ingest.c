@@ -1,7 +1,7 @@
 /* ingest — the --context arguments turned into a document set over read-only
  * mappings: the directory walk (gitignore, include/exclude, binary sniffing,
- * symlink loops), JSONL records, stdin, and writing the packed form for the
- * sandbox (pack.c reads it). */
+ * symlink loops), JSONL records, stdin, one file or text given whole, and
+ * writing the packed form for the sandbox (pack.c reads it). */
 #include "ingest.h"
 
 #include <dirent.h>
@@ -1257,6 +1257,94 @@ fail:
     return -1;
 }
 
+/* --- one document: a file or a text given through the API -------------- */
+
+/* The walk of a set of one str document, with the default options. */
+static int one_doc_begin(walk *w, ingest_options *opt, char *err, size_t errlen)
+{
+    ingest_options_init(opt);
+    *w = (walk){.opt = opt, .blob_fd = -1, .err = err, .errlen = errlen};
+    w->s = calloc(1, sizeof *w->s);
+    if (!w->s) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    w->s->max_problems = opt->max_problems;
+    w->s->kind = INGEST_STR;
+    return 0;
+}
+
+/* Finishes the walk w (whatever rc says happened so far): 0 with *out
+ * set, or -1 with the set freed. */
+static int one_doc_end(walk *w, int rc, ingest_set **out)
+{
+    if (rc == 0 && finish(w) == 0) {
+        *out = w->s;
+        return 0;
+    }
+    ingest_free(w->s);
+    return -1;
+}
+
+int ingest_open_file(const char *path, ingest_set **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        snprintf(err, errlen, "cannot open context file '%s': %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    const char *why = S_ISDIR(st.st_mode)   ? "is a directory; give a file"
+                      : !S_ISREG(st.st_mode) ? "is not a regular file"
+                      : st.st_size == 0      ? "is empty"
+                                             : NULL;
+    if (why) {
+        snprintf(err, errlen, "context file '%s' %s", path, why);
+        close(fd);
+        return -1;
+    }
+    ingest_options opt;
+    walk w;
+    if (one_doc_begin(&w, &opt, err, errlen) != 0) {
+        close(fd);
+        return -1;
+    }
+    /* Named on its own: mapped whatever its size, never sniffed away. */
+    return one_doc_end(&w, add_open_file(&w, fd, path, path, 0, 1, 0), out);
+}
+
+int ingest_open_text(const char *text, size_t len, ingest_set **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    ingest_options opt;
+    walk w;
+    if (one_doc_begin(&w, &opt, err, errlen) != 0)
+        return -1;
+    int rc = -1;
+    size_t src = SIZE_MAX;
+    int fd = memfd_create("rlm-context", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        snprintf(err, errlen, "cannot create a memory file for the context: %s", strerror(errno));
+    else if (len && write_full(fd, text, len) != 0) {
+        snprintf(err, errlen, "cannot fill the context memory file: %s", strerror(errno));
+        close(fd);
+    } else {
+        /* memfd_finish seals it: nobody holding the fd (the sandbox
+         * included) can change it, and it is shared, never copied. */
+        rc = memfd_finish(&w, fd, len, &src);
+    }
+    if (rc == 0)
+        rc = add_doc(&w, "", len ? src : SIZE_MAX, 0, len);
+    if (rc == 0 && len) {
+        docrec *r = &w.s->recs[w.s->n_recs - 1];
+        utf8_count(w.s->srcs[src].map, len, &r->d.chars, &r->d.invalid_utf8);
+    }
+    return one_doc_end(&w, rc, out);
+}
+
 void ingest_free(ingest_set *s)
 {
     if (!s)
@@ -1367,7 +1455,8 @@ static size_t align_up(size_t n, size_t a)
 }
 
 /* The single source every document comes from, if there is one and it is a
- * file still open: then the pack need not hold the bytes. */
+ * file still open, or the sealed memory file of a set that is one str (stdin,
+ * a text given through the API): then the pack need not hold the bytes. */
 static const source *only_file_source(const ingest_set *s)
 {
     const source *only = NULL;
@@ -1379,7 +1468,8 @@ static const source *only_file_source(const ingest_set *s)
             return NULL;
         only = &s->srcs[src];
     }
-    return only && only->path && only->fd >= 0 ? only : NULL;
+    int whole = only && (only->path || (s->kind == INGEST_STR && s->n_recs == 1));
+    return whole && only->fd >= 0 ? only : NULL;
 }
 
 /* Copies one document's bytes into dst with pread (or memcpy from a sealed

@@ -1,6 +1,8 @@
 /* ingest — turns the --context arguments (files, directories, globs, "-" for
- * stdin, JSONL) into a document set: names and byte ranges over read-only
- * mappings, never copies of the files in the host's heap. Also writing the
+ * stdin, JSONL), a file or a text given through the API and a child RLM's
+ * context into a document set, the one shape an input has from the API to
+ * the sandbox child: names and byte ranges over read-only mappings, never
+ * copies of the files in the host's heap. Also writing the
  * packed form handed to the sandbox child (pack.h reads it;
  * docs/internals/context-format.md).
  *
@@ -73,6 +75,17 @@ int ingest_path_within(const char *path, const char *const *roots, size_t n);
  * JSONL line, a symlink loop — is skipped and listed as a problem. */
 int ingest_open(const char *const *args, size_t n_args, const ingest_options *opt,
                 ingest_set **out, char *err, size_t errlen);
+
+/* The set of the one regular file at path (kind INGEST_STR, read as text),
+ * mapped whatever its size: what rlm_set_context_file gives. -1 with err set
+ * when it is missing, unreadable, a directory, not a regular file or empty. */
+int ingest_open_file(const char *path, ingest_set **out, char *err, size_t errlen);
+
+/* The set of one str document holding a copy of text[0..len) (len may be 0)
+ * in a sealed memory file, the one copy: a text given through the API, or a
+ * child RLM's context. The document's name is "" (it was read from no file).
+ * -1 with err set when no memory file can be made. */
+int ingest_open_text(const char *text, size_t len, ingest_set **out, char *err, size_t errlen);
 
 void ingest_free(ingest_set *s);
 

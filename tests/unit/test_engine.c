@@ -14,7 +14,7 @@
 
 #include "budget.h"
 #include "calls.h"
-#include "context.h"
+#include "ingest.h"
 #include "engine.h"
 #include "fakelm_spawn.h"
 #include "lm.h"
@@ -107,10 +107,10 @@ static void run(fixture *f, const engine_params *p, budget_limits limits, const 
     char err[256] = "";
     if (calls_new(&o, &c, err, sizeof err) != 0)
         fail_msg("calls_new: %s", err);
-    context *ctx = NULL;
-    assert_int_equal(context_open_text(input, strlen(input), &ctx, err, sizeof err), 0);
-    engine_run(p, c, NULL, ctx, question, NULL, NULL, out);
-    context_free(ctx);
+    engine_params with = *p;
+    assert_int_equal(ingest_open_text(input, strlen(input), &with.docs, err, sizeof err), 0);
+    engine_run(&with, c, NULL, question, NULL, NULL, out);
+    ingest_free(with.docs);
     calls_free(c);
 }
 

@@ -650,6 +650,84 @@ static void test_roots_confinement(void **state)
     assert_false(ingest_path_within(at("allowed2/c.txt"), roots, 1));
 }
 
+/* One input given whole through the API (rlm_set_context_file / _text):
+ * the same shape as the walk's, one str document; a file is checked as
+ * rlm.h promises, a text (empty too) lives in a sealed memory file the pack
+ * shares instead of copying. */
+static void test_one_file_and_one_text(void **state)
+{
+    (void)state;
+    char err[512];
+    ingest_set *s = NULL;
+    puts_file("whole/a.txt", "caf\xc3\xa9\n");
+    assert_int_equal(ingest_open_file(at("whole/a.txt"), &s, err, sizeof err), 0);
+    assert_int_equal(ingest_kind_of(s), INGEST_STR);
+    assert_int_equal(ingest_count(s), 1);
+    assert_string_equal(ingest_docs(s)[0].name, at("whole/a.txt"));
+    assert_int_equal(ingest_docs(s)[0].chars, 5);
+    int fd, data_fd;
+    size_t len;
+    assert_int_equal(ingest_pack(s, &fd, &len, &data_fd, err, sizeof err), 0);
+    assert_true(data_fd >= 0);   /* the file itself, not a copy */
+    close(fd);
+    close(data_fd);
+    ingest_free(s);
+
+    puts_file("whole/empty.txt", "");
+    const char *bad[][2] = {{"whole/empty.txt", "is empty"}, {"whole", "is a directory"},
+                            {"whole/missing.txt", "cannot open"}};
+    for (size_t i = 0; i < 3; i++) {
+        s = (ingest_set *)1;
+        assert_int_equal(ingest_open_file(at(bad[i][0]), &s, err, sizeof err), -1);
+        assert_null(s);
+        assert_non_null(strstr(err, bad[i][1]));
+    }
+    /* "-" is a file's name here, not stdin. */
+    char cwd[512];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    puts_file("-", "dash\n");
+    assert_int_equal(chdir(root), 0);
+    assert_int_equal(ingest_open_file("-", &s, err, sizeof err), 0);
+    assert_int_equal(chdir(cwd), 0);
+    assert_int_equal(ingest_total_bytes(s), 5);
+    ingest_free(s);
+
+    const char text[] = "one\xff two\n";
+    assert_int_equal(ingest_open_text(text, sizeof text - 1, &s, err, sizeof err), 0);
+    assert_int_equal(ingest_kind_of(s), INGEST_STR);
+    assert_int_equal(ingest_count(s), 1);
+    assert_string_equal(ingest_docs(s)[0].name, "");
+    assert_memory_equal(ingest_docs(s)[0].data, text, sizeof text - 1);
+    assert_int_equal(ingest_invalid_utf8(s), 1);
+    assert_int_equal(ingest_pack(s, &fd, &len, &data_fd, err, sizeof err), 0);
+    assert_true(data_fd >= 0);   /* the sealed memory file, shared */
+    assert_int_equal(fcntl(data_fd, F_GET_SEALS) & F_SEAL_WRITE, F_SEAL_WRITE);
+    void *map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    void *data = mmap(NULL, sizeof text - 1, PROT_READ, MAP_SHARED, data_fd, 0);
+    assert_true(map != MAP_FAILED && data != MAP_FAILED);
+    ingest_kind kind;
+    ingest_doc *docs = NULL;
+    size_t n = 0;
+    assert_int_equal(pack_read(map, len, data, sizeof text - 1, &kind, &docs, &n, err, sizeof err), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(docs[0].name, "");
+    assert_memory_equal(docs[0].data, text, sizeof text - 1);
+    free(docs);
+    munmap(map, len);
+    munmap(data, sizeof text - 1);
+    close(fd);
+    close(data_fd);
+    ingest_free(s);
+
+    assert_int_equal(ingest_open_text("", 0, &s, err, sizeof err), 0);
+    assert_int_equal(ingest_count(s), 1);
+    assert_int_equal(ingest_total_bytes(s), 0);
+    assert_int_equal(ingest_pack(s, &fd, &len, &data_fd, err, sizeof err), 0);
+    assert_int_equal(data_fd, -1);   /* nothing to share */
+    close(fd);
+    ingest_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -666,6 +744,7 @@ int main(void)
         cmocka_unit_test(test_more_files_than_mappings),
         cmocka_unit_test(test_inputs_by_descriptor),
         cmocka_unit_test(test_roots_confinement),
+        cmocka_unit_test(test_one_file_and_one_text),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
