@@ -1,8 +1,9 @@
 /* rlm — the public API (include/rlm.h): run handles that own the
  * dispatchers, the call path (prices, budgets, cache, record/replay), a
- * trace and a context, rlm_ask, and conversations (in memory, or saved as a
- * session on disk and continued by a later process). The options behind
- * rlm_config are config.c's. */
+ * trace and the input pending for the next question, and rlm_ask. The
+ * options behind rlm_config are config.c's; the state of a conversation
+ * (its inputs, their records, a session continued by a later process) is
+ * conversation.c's. */
 #include "rlm.h"
 
 #include <errno.h>
@@ -19,6 +20,7 @@
 #include "cache.h"
 #include "calls.h"
 #include "config.h"
+#include "conversation.h"
 #include "endpoint.h"
 #include "engine.h"
 #include "events.h"
@@ -38,10 +40,6 @@
 #define MAX_BASE_URLS ENDPOINT_MAX_URLS
 /* Bytes of warnings a handle keeps. */
 #define MAX_WARNINGS_BYTES (64 * 1024)
-/* Largest text input a session saves (a later process cannot read it again). */
-#define MAX_SAVED_TEXT_BYTES ((size_t)1 << 20)
-/* Inputs one conversation may be given. */
-#define MAX_INPUTS 4096
 
 /* ---- run handles ------------------------------------------------------------ */
 
@@ -82,19 +80,10 @@ struct rlm {
     /* rlm_cancel sets it (from a signal handler too), rlm_ask clears it;
      * params.cancel points here. */
     volatile int cancelled;
-    /* Conversations (rlm_begin_conversation, the session option). */
-    engine_state *state;       /* NULL: every rlm_ask is a question of its own */
-    session *store;            /* the session on disk, or NULL */
-    /* Every input given to the conversation, in order. The engine state
-     * borrows them, so they live until rlm_free. */
-    ingest_set **inputs;
-    size_t n_inputs;
-    /* The inputs as the session's config records them (docs/sessions.md);
-     * kept in memory-only conversations too, to tell a repeated input. */
-    json_t *recorded;
-    int resumed;               /* the session's earlier questions were read back */
+    /* rlm_begin_conversation, the session option; NULL: every rlm_ask is a
+     * question of its own. */
+    conversation *conv;
     int trace_warned;          /* the trace's write failure was said */
-    int broken;                /* resuming failed: the conversation cannot go on */
     char errmsg[2048];
 };
 
@@ -201,6 +190,8 @@ static void rlm_open_cache(rlm *r)
 
 /* With the session option: opens the session (creating the database and its
  * directory when needed) and makes the handle a conversation saved there. */
+static rlm_status rlm_open_conversation(rlm *r, const char *db, const char *name);
+
 static rlm_status rlm_open_session(rlm *r)
 {
     const char *name = rlm_config_get(r->cfg, "session");
@@ -211,26 +202,9 @@ static rlm_status rlm_open_session(rlm *r)
     if (!db[0] && !def)
         return rlm_error(r, RLM_ERR_USAGE, "session '%s': neither XDG_DATA_HOME nor HOME is set, "
                          "so there is no default session database (set session_db)", name);
-    char err[1024];
-    const char *path = db[0] ? db : def;
-    int rc = session_open(path, name, &r->store, err, sizeof err);
-    if (rc == 0 && session_created(r->store)) {
-        /* A typo in --session would otherwise start an empty conversation unseen. */
-        char msg[1400];
-        snprintf(msg, sizeof msg, "new session '%s' in %.1000s ('rlm sessions' lists the others)",
-                 name, path);
-        rlm_warn(r, msg);
-    }
+    rlm_status st = rlm_open_conversation(r, db[0] ? db : def, name);
     free(def);
-    if (rc != 0 && strncmp(err, "session '", 9) == 0)   /* "session 'x' is in use by pid N" */
-        return rlm_error(r, RLM_ERR_INPUT, "%s", err);
-    if (rc != 0)
-        return rlm_error(r, RLM_ERR_INPUT, "session '%s': %s", name, err);
-    r->state = engine_state_new(r->store);
-    r->recorded = json_array();
-    if (!r->state || !r->recorded)
-        return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
-    return RLM_OK;
+    return st;
 }
 
 static size_t split_globs(char *list, const char **out, size_t max);
@@ -396,13 +370,7 @@ void rlm_free(rlm *r)
 {
     if (!r)
         return;
-    /* The state borrows the store and the inputs: it goes first. */
-    engine_state_free(r->state);
-    session_free(r->store);
-    for (size_t i = 0; i < r->n_inputs; i++)
-        ingest_free(r->inputs[i]);
-    free(r->inputs);
-    json_decref(r->recorded);
+    conversation_free(r->conv);
     calls_free(r->calls);
     if (!r->pool) {
         lm_free(r->lm);
@@ -603,23 +571,32 @@ static int all_end_with(const char *const *args, size_t n_args, const char *suff
     return n_args > 0;
 }
 
-/* Builds a document set from n_args --context arguments, with include and
- * exclude (newline-separated globs, "" for none) and jsonl_field ("" for
- * none); what was skipped or repaired becomes warnings (stderr and the
- * trace). How the sandbox reads it: JSONL records with jsonl_field; else
- * .jsonl files (all of them) are JSON lines, each record its whole value,
- * and .json files (all of them), or any input with json_input, one JSON
- * value each. legacy: a session input recorded before JSON was parsed, read
- * as it was then (.jsonl: the "text" field of each record; .json: text). */
+/* How rlm_add_context arguments are read now (the options). */
+static conversation_reading rlm_reading(const rlm *r)
+{
+    return (conversation_reading){.include = rlm_config_get(r->cfg, "include"),
+                                  .exclude = rlm_config_get(r->cfg, "exclude"),
+                                  .jsonl_field = rlm_config_get(r->cfg, "jsonl_field"),
+                                  .json_input = rlm_config_get(r->cfg, "json_input")[0] == '1'};
+}
+
+/* Builds a document set from n_args --context arguments, read `how` (see
+ * conversation_reading); what was skipped or repaired becomes warnings
+ * (stderr and the trace). How the sandbox reads it: JSONL records with
+ * jsonl_field; else .jsonl files (all of them) are JSON lines, each record
+ * its whole value, and .json files (all of them), or any input with
+ * json_input, one JSON value each. legacy: a session input recorded before
+ * JSON was parsed, read as it was then (.jsonl: the "text" field of each
+ * record; .json: text). */
 static rlm_status rlm_ingest(rlm *r, const char *const *args, const int *fds, size_t n_args,
-                             const char *include,
-                             const char *exclude, const char *field, int json_input, int legacy,
-                             ingest_set **out)
+                             const conversation_reading *how, ingest_set **out)
 {
     enum { MAX_GLOBS = 256 };
     *out = NULL;
-    char *inc = strdup(include);
-    char *exc = strdup(exclude);
+    const char *field = how->jsonl_field;
+    int legacy = how->legacy;
+    char *inc = strdup(how->include);
+    char *exc = strdup(how->exclude);
     const char *inc_v[MAX_GLOBS], *exc_v[MAX_GLOBS];
     rlm_status st = RLM_OK;
     if (!inc || !exc) {
@@ -644,7 +621,7 @@ static rlm_status rlm_ingest(rlm *r, const char *const *args, const int *fds, si
             opt.jsonl_field = "text";
         else
             opt.format = INGEST_JSONL;
-    } else if (!opt.jsonl_field && !legacy && (json_input || all_end_with(args, n_args, ".json"))) {
+    } else if (!opt.jsonl_field && !legacy && (how->json_input || all_end_with(args, n_args, ".json"))) {
         opt.format = INGEST_JSON;
     }
     char err[2048];
@@ -700,10 +677,9 @@ done:
  * include / exclude / jsonl_field options. */
 static rlm_status rlm_load_docs(rlm *r)
 {
+    conversation_reading how = rlm_reading(r);
     rlm_status st = rlm_ingest(r, (const char *const *)r->ctx_args, r->ctx_fds, r->n_ctx_args,
-                               rlm_config_get(r->cfg, "include"), rlm_config_get(r->cfg, "exclude"),
-                               rlm_config_get(r->cfg, "jsonl_field"),
-                               rlm_config_get(r->cfg, "json_input")[0] == '1', 0, &r->docs);
+                               &how, &r->docs);
     r->params.docs = r->docs;
     return st;
 }
@@ -868,8 +844,9 @@ rlm_status rlm_pool_add_input(rlm_pool *pool, const char *name, const char *arg)
 
 /* ---- conversations -----------------------------------------------------------
  *
- * The handle owns what the engine state borrows: every input (kept until
- * rlm_free) and the session store. A session's config records the inputs in
+ * The conversation (conversation.c) owns what the engine state borrows:
+ * every input (kept until rlm_free) and the session store; the handle keeps
+ * the input pending for the next question. A session's config records the inputs in
  * the order they came (docs/sessions.md):
  *     {"inputs": [{"args": [...], "cwd": DIR, "include": .., "exclude": ..,
  *                  "jsonl_field": ..} | {"file": PATH} | {"text": TEXT}, ...],
@@ -879,208 +856,37 @@ rlm_status rlm_pool_add_input(rlm_pool *pool, const char *name, const char *arg)
  * they were given in: read again from the same directory, documents keep the
  * same names in `context`. */
 
+/* The conversation reads a saved input again as rlm_add_context would. */
+static rlm_status conversation_ingest(void *data, const char *const *args, size_t n,
+                                      const conversation_reading *how, ingest_set **out, char *err,
+                                      size_t errlen)
+{
+    rlm *r = data;
+    rlm_status st = rlm_ingest(r, args, NULL, n, how, out);
+    if (st != RLM_OK)
+        snprintf(err, errlen, "%s", r->errmsg);
+    return st;
+}
+
+/* A conversation of r's: saved as the session db/name, or in memory (db NULL). */
+static rlm_status rlm_open_conversation(rlm *r, const char *db, const char *name)
+{
+    conversation_hooks hooks = {.ingest = conversation_ingest, .warn = rlm_warn, .data = r};
+    char err[sizeof r->errmsg];
+    rlm_status st = conversation_open(db, name, &hooks, &r->conv, err, sizeof err);
+    return st == RLM_OK ? RLM_OK : rlm_error(r, st, "%s", err);
+}
+
 rlm_status rlm_begin_conversation(rlm *r)
 {
     if (!r->lm || !r->calls)
         return rlm_error(r, RLM_ERR_USAGE, "this handle failed to open");
-    if (r->state)
-        return RLM_OK;
-    if (!r->recorded && !(r->recorded = json_array()))
-        return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
-    if (!(r->state = engine_state_new(NULL)))
-        return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
-    return RLM_OK;
+    return r->conv ? RLM_OK : rlm_open_conversation(r, NULL, NULL);
 }
 
 int rlm_conversation_is_new(const rlm *r)
 {
-    return r && r->state && engine_state_questions(r->state) == 0 &&
-           (!r->store || session_is_new(r->store));
-}
-
-static const char *session_name(const rlm *r)
-{
-    return rlm_config_get(r->cfg, "session");
-}
-
-/* arg as an absolute path, taken from cwd when relative, without "..",
- * "." or symbolic links when it exists ("-" and globs otherwise unchanged). */
-static json_t *absolute_arg(const char *cwd, const char *arg)
-{
-    if (strcmp(arg, "-") == 0)
-        return json_string(arg);
-    json_t *joined = arg[0] == '/' || !cwd || !cwd[0] ? json_string(arg)
-                                                      : json_sprintf("%s/%s", cwd, arg);
-    char real[PATH_MAX];
-    if (joined && realpath(json_string_value(joined), real)) {
-        json_decref(joined);
-        return json_string(real);
-    }
-    return joined;
-}
-
-/* The record's arguments as absolute paths (a new array), NULL when it has
- * none. Two records name the same input when these are equal. */
-static json_t *record_absolute_args(const json_t *rec)
-{
-    const json_t *args = json_object_get(rec, "args");
-    const char *cwd = json_string_value(json_object_get(rec, "cwd"));
-    if (!json_is_array(args))
-        return NULL;
-    json_t *out = json_array();
-    size_t i;
-    const json_t *a;
-    json_array_foreach(args, i, a) {
-        if (!json_is_string(a) || json_array_append_new(out, absolute_arg(cwd, json_string_value(a))) != 0) {
-            json_decref(out);
-            return NULL;
-        }
-    }
-    return out;
-}
-
-/* 1 for an argument read as a stream that no later process can read
- * again: stdin, a pipe or FIFO (bash's <(cmd)). */
-static int stream_arg(const char *arg)
-{
-    struct stat st;
-    return strcmp(arg, "-") == 0 || (stat(arg, &st) == 0 && S_ISFIFO(st.st_mode));
-}
-
-/* 1 when rec names an input the conversation already has: the same
- * arguments (stdin aside, which reads new text each time) or the same file. */
-static int input_already_given(const rlm *r, const json_t *rec)
-{
-    if (json_is_true(json_object_get(rec, "descriptors")))
-        return 0;
-    json_t *mine = record_absolute_args(rec);
-    const char *file = json_string_value(json_object_get(rec, "file"));
-    int found = 0;
-    if (mine) {
-        size_t i;
-        const json_t *a;
-        json_array_foreach(mine, i, a)
-            if (stream_arg(json_string_value(a))) {
-                json_decref(mine);
-                return 0;
-            }
-    }
-    size_t i;
-    const json_t *old;
-    json_array_foreach(r->recorded, i, old) {
-        if (mine) {
-            json_t *theirs = record_absolute_args(old);
-            found = theirs && json_equal(mine, theirs);
-            json_decref(theirs);
-        } else if (file) {
-            const char *old_file = json_string_value(json_object_get(old, "file"));
-            found = old_file && strcmp(old_file, file) == 0;
-        }
-        if (found)
-            break;
-    }
-    json_decref(mine);
-    return found;
-}
-
-static json_t *text_or_null(const char *s)
-{
-    return s && s[0] ? json_string(s) : json_null();
-}
-
-/* The record of the pending rlm_add_context arguments. */
-static json_t *args_record(rlm *r)
-{
-    char cwd[PATH_MAX];
-    json_t *args = json_array();
-    for (size_t i = 0; args && i < r->n_ctx_args; i++)
-        if (json_array_append_new(args, json_string(r->ctx_args[i])) != 0) {
-            json_decref(args);
-            args = NULL;
-        }
-    if (!args)
-        return NULL;
-    int descriptors = 0;
-    for (size_t i = 0; i < r->n_ctx_args; i++)
-        descriptors |= r->ctx_fds[i] >= 0;
-    /* "json": JSON inputs are parsed (records made before are read as text).
-     * "descriptors": some arguments only name data given by descriptor,
-     * new each time (never "already given"). */
-    json_t *rec = json_pack("{s:o,s:o,s:o,s:o,s:o,s:b,s:b}", "args", args,
-                            "cwd", getcwd(cwd, sizeof cwd) ? json_string(cwd) : json_null(),
-                            "include", text_or_null(rlm_config_get(r->cfg, "include")),
-                            "exclude", text_or_null(rlm_config_get(r->cfg, "exclude")),
-                            "jsonl_field", text_or_null(rlm_config_get(r->cfg, "jsonl_field")),
-                            "json_input", rlm_config_get(r->cfg, "json_input")[0] == '1', "json", 1);
-    if (rec && descriptors && json_object_set_new(rec, "descriptors", json_true()) != 0) {
-        json_decref(rec);
-        return NULL;
-    }
-    return rec;
-}
-
-/* *rec = {"text": ...} for text a later process cannot read again (stdin, a
- * string given to rlm_set_context_text); RLM_ERR_USAGE when a saved session
- * cannot keep it (1 MB or more, or not UTF-8). */
-static rlm_status text_record(rlm *r, const char *what, const char *data, size_t len, json_t **rec)
-{
-    *rec = NULL;
-    if (!r->store) {   /* in memory only: nothing will read it again */
-        *rec = json_pack("{s:n}", "text");
-    } else if (len >= MAX_SAVED_TEXT_BYTES) {
-        return rlm_error(r, RLM_ERR_USAGE, "session '%s': %s (%zu bytes) cannot be saved: a later "
-                         "process cannot read it again, and a session keeps such text only under "
-                         "1 MB; give it as a file instead", session_name(r), what, len);
-    } else {
-        json_t *text = json_stringn(data ? data : "", len);
-        if (!text)
-            return rlm_error(r, RLM_ERR_USAGE, "session '%s': %s is not valid UTF-8 and cannot "
-                             "be saved; give it as a file instead", session_name(r), what);
-        *rec = json_pack("{s:o}", "text", text);
-    }
-    return *rec ? RLM_OK : rlm_error(r, RLM_ERR_NOMEM, "out of memory");
-}
-
-/* Stdin (or a pipe) cannot be read again by a later process: a saved
- * session keeps its text instead (*rec), which it can do only for it alone,
- * read as one str. *rec stays NULL when the arguments read no stream. */
-static rlm_status stdin_record(rlm *r, const ingest_set *docs, json_t **rec)
-{
-    *rec = NULL;
-    int has_stdin = 0;
-    for (size_t i = 0; i < r->n_ctx_args; i++)
-        has_stdin |= r->ctx_fds[i] >= 0 || stream_arg(r->ctx_args[i]);
-    if (!has_stdin || !r->store)
-        return RLM_OK;
-    if (r->n_ctx_args != 1 || ingest_kind_of(docs) != INGEST_STR || ingest_count(docs) != 1 ||
-        ingest_format_of(docs) != INGEST_TEXT)
-        return rlm_error(r, RLM_ERR_USAGE, "session '%s': stdin (-), a pipe or an input given by "
-                         "descriptor can be an input of a saved session only on its own and as "
-                         "plain text (not JSON or JSONL)",
-                         session_name(r));
-    const ingest_doc *d = ingest_docs(docs);
-    return text_record(r, "the text read from stdin", d->data, d->len, rec);
-}
-
-/* Appends one input to the conversation (taking `in` and `rec`). */
-static rlm_status conversation_add(rlm *r, ingest_set *in, json_t *rec)
-{
-    ingest_set **grown = NULL;
-    if (r->n_inputs < MAX_INPUTS)
-        grown = realloc(r->inputs, (r->n_inputs + 1) * sizeof *grown);
-    if (!grown) {
-        ingest_free(in);
-        json_decref(rec);
-        return r->n_inputs < MAX_INPUTS
-                   ? rlm_error(r, RLM_ERR_NOMEM, "out of memory")
-                   : rlm_error(r, RLM_ERR_USAGE, "a conversation takes at most %d inputs", MAX_INPUTS);
-    }
-    r->inputs = grown;
-    r->inputs[r->n_inputs++] = in;
-    if (json_array_append_new(r->recorded, rec) != 0 ||
-        engine_state_add_input(r->state, in) < 0)
-        return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
-    return RLM_OK;
+    return r && r->conv && conversation_is_new(r->conv);
 }
 
 /* After the pending arguments failed to load together: drops those that
@@ -1096,13 +902,11 @@ static size_t drop_bad_args(rlm *r)
     buf dropped;
     buf_init(&dropped, 4096);
     size_t kept = 0;
+    conversation_reading how = rlm_reading(r);
     for (size_t i = 0; i < r->n_ctx_args; i++) {
         const char *arg = r->ctx_args[i];
         ingest_set *alone = NULL;
-        rlm_status st = rlm_ingest(r, &arg, &r->ctx_fds[i], 1, rlm_config_get(r->cfg, "include"),
-                                   rlm_config_get(r->cfg, "exclude"),
-                                   rlm_config_get(r->cfg, "jsonl_field"),
-                                   rlm_config_get(r->cfg, "json_input")[0] == '1', 0, &alone);
+        rlm_status st = rlm_ingest(r, &arg, &r->ctx_fds[i], 1, &how, &alone);
         ingest_free(alone);
         if (st == RLM_OK) {
             r->ctx_fds[kept] = r->ctx_fds[i];
@@ -1129,21 +933,26 @@ static size_t drop_bad_args(rlm *r)
  * one the conversation already has. */
 static rlm_status conversation_add_pending(rlm *r)
 {
-    ingest_set *in = NULL;
+    char err[sizeof r->errmsg];
+    const char *const *args = (const char *const *)r->ctx_args;
     json_t *rec = NULL;
+    rlm_status st = RLM_OK;
     if (r->n_ctx_args) {
-        rec = args_record(r);
+        conversation_reading how = rlm_reading(r);
+        rec = conversation_args_record(args, r->ctx_fds, r->n_ctx_args, &how);
         if (!rec)
             return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
-        if (input_already_given(r, rec)) {
+        if (conversation_has(r->conv, rec)) {
             json_decref(rec);
             rlm_clear_docs(r);
             return RLM_OK;
         }
         json_t *text = NULL;
-        rlm_status st = r->docs ? RLM_OK : rlm_load_docs(r);
-        if (st == RLM_OK)
-            st = stdin_record(r, r->docs, &text);
+        st = r->docs ? RLM_OK : rlm_load_docs(r);
+        if (st == RLM_OK &&
+            (st = conversation_stream_record(r->conv, args, r->ctx_fds, r->n_ctx_args, r->docs,
+                                             &text, err, sizeof err)) != RLM_OK)
+            rlm_error(r, st, "%s", err);
         if (st != RLM_OK) {
             json_decref(rec);
             if (st == RLM_ERR_INPUT && drop_bad_args(r) > 0)
@@ -1156,194 +965,44 @@ static rlm_status conversation_add_pending(rlm *r)
             json_decref(rec);
             rec = text;
         }
-        in = r->docs;
-        r->docs = NULL;
-        rlm_clear_docs(r);
     } else if (r->given_whole) {
-        const char *path = r->given_file;
-        char full[PATH_MAX];
-        if (path) {
-            rec = json_pack("{s:s}", "file", realpath(path, full) ? full : path);
-            if (!rec)
-                return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
-        } else {
+        if (r->given_file && !(rec = conversation_file_record(r->given_file)))
+            return rlm_error(r, RLM_ERR_NOMEM, "out of memory");
+        if (!r->given_file) {
             const ingest_doc *d = ingest_docs(r->docs);
-            rlm_status st = text_record(r, "the context text", d->data, d->len, &rec);
+            st = conversation_text_record(r->conv, "the context text", d->data, d->len, &rec, err,
+                                          sizeof err);
             if (st != RLM_OK)
-                return st;
+                return rlm_error(r, st, "%s", err);
         }
-        if (input_already_given(r, rec)) {
+        if (conversation_has(r->conv, rec)) {
             json_decref(rec);
             rlm_clear_docs(r);
             return RLM_OK;
         }
-        in = r->docs;
-        r->docs = NULL;
-        rlm_clear_docs(r);
     } else {
         return RLM_OK;
     }
-    return conversation_add(r, in, rec);
-}
-
-/* Reads input number n of the session again from its record. */
-static rlm_status input_reopen(rlm *r, const json_t *rec, size_t n, ingest_set **in)
-{
-    const char *name = session_name(r);
-    const char *file = json_string_value(json_object_get(rec, "file"));
-    const json_t *text = json_object_get(rec, "text");
-    const json_t *args = json_object_get(rec, "args");
-    char err[1024];
-    if (file) {
-        if (ingest_open_file(file, in, err, sizeof err) != 0)
-            return rlm_error(r, RLM_ERR_INPUT, "session '%s': input %zu (%s) cannot be read again: %s",
-                             name, n, file, err);
-        return RLM_OK;
-    }
-    if (json_is_string(text)) {
-        if (ingest_open_text(json_string_value(text), json_string_length(text), in, err,
-                             sizeof err) != 0)
-            return rlm_error(r, RLM_ERR_INPUT, "session '%s': input %zu (saved text): %s", name, n, err);
-        return RLM_OK;
-    }
-    if (!json_is_array(args) || json_array_size(args) == 0)
-        return rlm_error(r, RLM_ERR_INPUT, "session '%s': input %zu cannot be read again: its "
-                         "record in the session has an unknown form", name, n);
-    /* From the directory it was given in, the names stay the same; elsewhere
-     * relative arguments are read from there. */
-    char cwd[PATH_MAX];
-    const char *then = json_string_value(json_object_get(rec, "cwd"));
-    int here = !then || (getcwd(cwd, sizeof cwd) && strcmp(cwd, then) == 0);
-    json_t *use = here ? json_incref((json_t *)args) : record_absolute_args(rec);
-    size_t count = use ? json_array_size(use) : 0;
-    const char **argv = count ? calloc(count, sizeof *argv) : NULL;
-    buf shown;
-    buf_init(&shown, 1024);
-    rlm_status st = RLM_OK;
-    if (!argv) {
-        st = rlm_error(r, RLM_ERR_INPUT, "session '%s': input %zu cannot be read again: its "
-                       "record in the session has an unknown form", name, n);
-        goto done;
-    }
-    for (size_t i = 0; i < count; i++) {
-        argv[i] = json_string_value(json_array_get(use, i));
-        buf_printf(&shown, "%s%s", i ? " " : "", argv[i] ? argv[i] : "?");
-        if (!argv[i]) {
-            st = rlm_error(r, RLM_ERR_INPUT, "session '%s': input %zu cannot be read again: its "
-                           "record in the session has an unknown form", name, n);
-            goto done;
-        }
-    }
-    const char *inc = json_string_value(json_object_get(rec, "include"));
-    const char *exc = json_string_value(json_object_get(rec, "exclude"));
-    const char *field = json_string_value(json_object_get(rec, "jsonl_field"));
-    st = rlm_ingest(r, argv, NULL, count, inc ? inc : "", exc ? exc : "", field ? field : "",
-                    json_is_true(json_object_get(rec, "json_input")),
-                    !json_object_get(rec, "json"), in);
-    if (st != RLM_OK) {
-        char why[sizeof r->errmsg];
-        snprintf(why, sizeof why, "%s", r->errmsg);
-        rlm_error(r, RLM_ERR_INPUT, "session '%s': input %zu (%s) cannot be read again: %s", name,
-                  n, shown.data ? shown.data : "", why);
-        st = RLM_ERR_INPUT;
-    }
-done:
-    free(argv);
-    json_decref(use);
-    buf_free(&shown);
-    return st;
-}
-
-/* A session with questions from an earlier process: its inputs are read again
- * in order, then the engine reads back the history (and rebuilds the
- * sandbox's variables at the next question). */
-static rlm_status conversation_resume(rlm *r)
-{
-    if (session_is_new(r->store))
-        return RLM_OK;
-    const char *name = session_name(r);
-    const json_t *cfg = session_config(r->store);
-    const char *keys[2] = {"model", "sub_model"};
-    const char *now[2] = {r->params.model, r->params.sub_model};
-    for (int k = 0; k < 2; k++) {
-        const char *then = json_string_value(json_object_get(cfg, keys[k]));
-        if (then && strcmp(then, now[k]) != 0) {
-            char msg[1200];
-            snprintf(msg, sizeof msg, "session '%s' was last run with %s '%.400s'; this run uses "
-                     "'%.400s'", name, keys[k], then, now[k]);
-            rlm_warn(r, msg);
-        }
-    }
-    /* Recorded before the first input was also context_0: its code and
-     * history name the inputs context_1, context_2, ... (docs/sessions.md). */
-    const char *names = json_string_value(json_object_get(cfg, "names"));
-    engine_state_set_legacy_names(r->state, !names || strcmp(names, "context_1") == 0);
-    size_t i;
-    const json_t *rec;
-    json_array_foreach(json_object_get(cfg, "inputs"), i, rec) {
-        ingest_set *in = NULL;
-        rlm_status st = input_reopen(r, rec, i + 1, &in);
-        if (st == RLM_OK)
-            st = conversation_add(r, in, json_deep_copy(rec));
-        if (st != RLM_OK)
-            return st;
-    }
-    char err[1024];
-    if (engine_state_resume(r->state, err, sizeof err) != 0)
-        return rlm_error(r, RLM_ERR_INPUT, "session '%s' cannot be continued: %s", name, err);
-    const char *partly = engine_state_resume_warning(r->state);
-    if (partly) {
-        char msg[1200];
-        snprintf(msg, sizeof msg, "session '%s': %s", name, partly);
-        rlm_warn(r, msg);
-    }
-    /* A session recovered from a damaged file says what it lost. */
-    const json_t *lost = json_object_get(cfg, "recovered");
-    if (json_is_true(json_object_get(lost, "data_lost")) && !partly &&
-        !engine_state_has_data(r->state)) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "session '%s' lost the data of its last question when its file was "
-                 "recovered: its variables are not restored (its history and answers are)", name);
-        rlm_warn(r, msg);
-    }
-    if (json_is_true(json_object_get(lost, "messages_lost")) ||
-        json_is_true(json_object_get(lost, "questions_lost"))) {
-        char msg[512];
-        snprintf(msg, sizeof msg, "session '%s' lost part of its history or answers when its file was "
-                 "recovered", name);
-        rlm_warn(r, msg);
-    }
-    return RLM_OK;
+    ingest_set *in = r->docs;
+    r->docs = NULL;
+    rlm_clear_docs(r);
+    st = conversation_add(r->conv, in, rec, err, sizeof err);
+    return st == RLM_OK ? RLM_OK : rlm_error(r, st, "%s", err);
 }
 
 /* Before each question of a conversation: the earlier process's questions
  * (once), then the new input, then the session's record of them. */
 static rlm_status conversation_prepare(rlm *r)
 {
-    if (r->broken)
-        return rlm_error(r, RLM_ERR_INPUT, "session '%s' could not be continued (see the first "
-                         "error)", session_name(r));
-    rlm_status st;
-    if (r->store && !r->resumed) {
-        if ((st = conversation_resume(r)) != RLM_OK) {
-            r->broken = 1;
-            return st;
-        }
-        r->resumed = 1;
-    }
+    char err[sizeof r->errmsg];
+    rlm_status st = conversation_ready(r->conv, r->params.model, r->params.sub_model, err,
+                                       sizeof err);
+    if (st != RLM_OK)
+        return rlm_error(r, st, "%s", err);
     if ((st = conversation_add_pending(r)) != RLM_OK)
         return st;
-    if (!r->store)
-        return RLM_OK;
-    json_t *cfg = json_pack("{s:O,s:s,s:s,s:s}", "inputs", r->recorded, "model", r->params.model,
-                            "sub_model", r->params.sub_model, "names",
-                            engine_state_legacy_names(r->state) ? "context_1" : "context_0");
-    int rc = cfg ? session_set_config(r->store, cfg) : -1;
-    json_decref(cfg);
-    if (rc != 0)
-        return rlm_error(r, RLM_ERR_INPUT, "session '%s': %s", session_name(r),
-                         cfg ? session_errmsg(r->store) : "out of memory");
-    return RLM_OK;
+    st = conversation_save(r->conv, r->params.model, r->params.sub_model, err, sizeof err);
+    return st == RLM_OK ? RLM_OK : rlm_error(r, st, "%s", err);
 }
 
 /* Says once that the trace could not be written (the run went on). */
@@ -1377,7 +1036,7 @@ static void rlm_build_report(rlm *r, const engine_outcome *o)
                           "sub_model", r->params.sub_model, "max_in_flight", in_flight,
                           "cost_usd", o->cost_usd >= 0 ? json_real(o->cost_usd) : json_null(),
                           "stopped_by", o->stopped_by, "mode", o->mode ? o->mode : "rlm");
-    const char *name = session_name(r);
+    const char *name = rlm_config_get(r->cfg, "session");
     const char *trace_err = trace_error(r->trace);
     if (j)
         json_object_set_new(j, "trace_error", trace_err[0] ? json_string(trace_err) : json_null());
@@ -1485,7 +1144,7 @@ rlm_status rlm_ask_len(rlm *r, const char *question, char **answer, size_t *answ
     const char *stream = rlm_config_get(r->cfg, "stream");
     r->params.stream = stream[0] ? stream[0] == '1' : r->progress != NULL || r->events.fn != NULL;
 
-    if (r->state && r->named) {
+    if (r->conv && r->named) {
         /* A conversation loads its own copy of a named input, by its path,
          * so that a saved session reads it again when continued. */
         rlm_status st = add_input(r, r->named_arg, -1);
@@ -1493,8 +1152,8 @@ rlm_status rlm_ask_len(rlm *r, const char *question, char **answer, size_t *answ
         if (st != RLM_OK)
             return st;
     }
-    r->params.preloaded = r->state ? NULL : r->named;
-    if (r->state) {
+    r->params.preloaded = r->conv ? NULL : r->named;
+    if (r->conv) {
         rlm_status st = conversation_prepare(r);
         if (st != RLM_OK)
             return st;
@@ -1503,7 +1162,7 @@ rlm_status rlm_ask_len(rlm *r, const char *question, char **answer, size_t *answ
         if (st != RLM_OK)
             return st;
     }
-    r->params.state = r->state;
+    r->params.state = r->conv ? conversation_state(r->conv) : NULL;
 
     engine_outcome o;
     double started = clock_wall();
@@ -1512,7 +1171,7 @@ rlm_status rlm_ask_len(rlm *r, const char *question, char **answer, size_t *answ
     calls_begin_run(r->calls);
     /* A conversation's questions share their sub-calls' replies; separate
      * rlm_ask calls on one handle do not. */
-    if (!r->state)
+    if (!r->conv)
         calls_forget_answers(r->calls);
     rlm_status st = engine_run(&r->params, r->calls, r->trace, question, r->progress,
                                r->progress_data, &o);
