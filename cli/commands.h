@@ -68,6 +68,11 @@ enum {
  * run. 0, or EXIT_USAGE after saying which variable is bad. */
 int cli_apply_environment(rlm_config *cfg, unsigned given, char *note, size_t notelen);
 
+/* The variable that holds a provider's key, named after it
+ * (OPENAI_API_KEY, ANTHROPIC_API_KEY, ...): a new provider needs no code
+ * here. */
+void cli_provider_key_variable(const char *provider, char *out, size_t outlen);
+
 /* The run log for a command (cli/logs.c): on, with `command` as the
  * runs' origin, unless no_log or RLM_LOG is 0/no/off/false; RLM_LOG_MAX
  * sets its cap. */

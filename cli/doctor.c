@@ -77,10 +77,12 @@ static void print_endpoint(const char *label, json_t *e)
            json_is_true(json_object_get(e, "ok")) ? "ok" : "NOT OK",
            json_string_value(json_object_get(e, "detail")));
     if (json_is_true(json_object_get(e, "hosted")) &&
-        strcmp(json_string_value(json_object_get(e, "key")), "none") == 0)
-        printf("            set $%s, or give --api-key\n",
-               strcmp(json_string_value(json_object_get(e, "provider")), "anthropic") == 0
-                   ? "ANTHROPIC_API_KEY" : "OPENAI_API_KEY");
+        strcmp(json_string_value(json_object_get(e, "key")), "none") == 0) {
+        char var[64];
+        cli_provider_key_variable(json_string_value(json_object_get(e, "provider")), var,
+                                  sizeof var);
+        printf("            set $%s, or give --api-key\n", var);
+    }
 }
 
 static void print_setup(json_t *setup)

@@ -426,6 +426,13 @@ static void provider_variables(const char *provider, provider_vars *v)
     snprintf(v->url, sizeof v->url, "%s_BASE_URL", upper);
 }
 
+void cli_provider_key_variable(const char *provider, char *out, size_t outlen)
+{
+    provider_vars vars;
+    provider_variables(provider ? provider : "", &vars);
+    snprintf(out, outlen, "%s", vars.key);
+}
+
 /* Where the key in the provider's variable may go: its base URL variable,
  * else the provider's own API. */
 static void key_home(const char *provider, const char *url_var, char *out, size_t outlen)

@@ -278,6 +278,12 @@ class Doctor(RlmTestCase):
                                env={"HOME": self.tmp, "PATH": os.environ.get("PATH", "")},
                                timeout=120, stdin=subprocess.DEVNULL)
         self.assertIn("$OPENAI_API_KEY", table.stdout)
+        # The variable is the provider's own, named after it (no table of names in the CLI).
+        table = subprocess.run([RLM, "doctor", "--offline", "--provider", "anthropic"],
+                               capture_output=True, text=True,
+                               env={"HOME": self.tmp, "PATH": os.environ.get("PATH", "")},
+                               timeout=120, stdin=subprocess.DEVNULL)
+        self.assertIn("set $ANTHROPIC_API_KEY", table.stdout)
 
     def test_damaged_session_file_and_bad_prices(self):
         local = ["--offline", "--base-url", "http://127.0.0.1:9/v1"]
