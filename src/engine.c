@@ -891,6 +891,16 @@ static turn_result engine_turn(engine *e, int *empty_replies, int last)
 
 /* ---- the run ------------------------------------------------------------- */
 
+/* Estimated tokens of a document set, each document by its kind of text. */
+static size_t docs_tokens(const ingest_set *docs)
+{
+    size_t tokens = 0;
+    const ingest_doc *d = ingest_docs(docs);
+    for (size_t i = 0; i < ingest_count(docs); i++)
+        tokens += tokens_estimate(d[i].len, tokens_kind_of_name(d[i].name));
+    return tokens;
+}
+
 char *engine_describe(const engine_params *p, ingest_set *docs, char *err, size_t errlen)
 {
     const engine_preloaded *pre = p->preloaded;
@@ -965,10 +975,7 @@ int engine_preload(const engine_params *p, const char *name, ingest_set *docs,
         goto done;
     sandbox_input_close(&copy);
     description = engine_input_describe(docs, summary);
-    size_t tokens = 0;
-    const ingest_doc *d = ingest_docs(docs);
-    for (size_t i = 0; i < ingest_count(docs); i++)
-        tokens += tokens_estimate(d[i].len, tokens_kind_of_name(d[i].name));
+    size_t tokens = docs_tokens(docs);
     /* Small enough to be answered by one call: its text is kept for that. */
     if (tokens < p->direct_threshold)
         direct = engine_direct_text(docs);
@@ -1021,14 +1028,7 @@ static void engine_last_request(engine *e, char *ask, int *empty_replies, const 
 /* Estimated tokens of the whole input, per kind of text. */
 static size_t engine_input_tokens(const engine_params *p)
 {
-    size_t named = p->preloaded ? p->preloaded->tokens : 0;
-    if (!p->docs)
-        return named;
-    size_t total = 0;
-    const ingest_doc *docs = ingest_docs(p->docs);
-    for (size_t i = 0; i < ingest_count(p->docs); i++)
-        total += tokens_estimate(docs[i].len, tokens_kind_of_name(docs[i].name));
-    return named + total;
+    return (p->preloaded ? p->preloaded->tokens : 0) + (p->docs ? docs_tokens(p->docs) : 0);
 }
 
 /* The user message of direct mode: the whole input between markers (each
