@@ -403,13 +403,7 @@ void engine_input_close(const sandbox_input *in, const ingest_set *docs)
  * description read the whole input: the host needs none of its pages now. */
 char *engine_input_describe(ingest_set *docs, const json_t *summary)
 {
-    char *d;
-    if (docs && summary)
-        d = describe_parsed(ingest_docs(docs), ingest_count(docs), summary);
-    else if (docs)
-        d = describe_docset(ingest_kind_of(docs), ingest_docs(docs), ingest_count(docs));
-    else
-        d = describe_str(NULL, "", 0);
+    char *d = describe_input(docs, summary);
     ingest_release_pages(docs);
     return d;
 }

@@ -231,7 +231,7 @@ int engine_state_messages(engine *e, const char *question, int number)
     }
     int rc;
     if (e->h->n == 0) {
-        char *none = desc.data ? NULL : describe_str(NULL, "", 0);
+        char *none = desc.data ? NULL : describe_input(NULL, NULL);
         const char *first = desc.data ? desc.data : none;
         int described;
         rc = engine_push(e, "system", engine_system_prompt(e, first, &described));

@@ -340,6 +340,15 @@ fail:
 }
 
 
+char *describe_input(const ingest_set *docs, const json_t *summary)
+{
+    if (!docs)
+        return describe_str(NULL, "", 0);
+    if (summary)
+        return describe_parsed(ingest_docs(docs), ingest_count(docs), summary);
+    return describe_docset(ingest_kind_of(docs), ingest_docs(docs), ingest_count(docs));
+}
+
 char *describe_parsed(const ingest_doc *docs, size_t n, const json_t *summary)
 {
     buf out;

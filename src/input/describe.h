@@ -12,6 +12,12 @@
 
 #include "ingest.h"
 
+/* What the root model is told about an input: docs NULL (no input) is an
+ * empty str; with summary (what the sandbox found parsing a JSON or JSON
+ * lines input, sandbox_input_summary) describe_parsed's; else
+ * describe_docset's. NULL only when out of memory. */
+char *describe_input(const ingest_set *docs, const json_t *summary);
+
 /* A description of a str context data[0..len) (UTF-8): type, total characters,
  * estimated tokens, lines, and a short preview of its start and end. Bounded
  * (a few KB) whatever len is. `name` is the file name or NULL. NULL only
