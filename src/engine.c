@@ -10,7 +10,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "describe.h"
 #include "frame.h"
 #include "prompt.h"
 #include "reply.h"
