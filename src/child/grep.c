@@ -61,7 +61,7 @@ int grep_compile(const char *pattern, size_t len, const char *flags, const grep_
     if (!g->code) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(code, msg, sizeof msg);
-        snprintf(err, errlen, "bad regex at offset %zu: %s", (size_t)at, (const char *)msg);
+        snprintf(err, errlen, "bad regex at offset %zu: %.160s", (size_t)at, (const char *)msg);
         goto fail;
     }
     g->mctx = pcre2_match_context_create(NULL);
