@@ -29,6 +29,12 @@ SEEDS = {
     "truncated_body": (0, 5, struct.pack(">I", 100) + b'{"type":'),
     "truncated_head": (0, 2, b"\x00\x00"),
     "nul_in_string": (0, 4, frame(b'{"type":"result","output":"a\\u0000b"}')),
+    # Streamed batches (bit 7): piece count - 1, the lengths, then the raw frame.
+    "pieces": (0x80, 12, bytes([2, 5, 3, 0]) + frame(b"hello\0abc\0\0")),
+    "pieces_bad_total": (0x80, 12, bytes([1, 2, 1]) + frame(b"ab\0c\0\0")),
+    "pieces_no_nul": (0x80, 12, bytes([1, 2, 1]) + frame(b"abXc\0")),
+    "pieces_truncated": (0x80, 12, bytes([1, 2, 1]) + struct.pack(">I", 5) + b"ab\0"),
+    "pieces_oversized": (0x80, 0, bytes([0, 200]) + struct.pack(">I", 201)),
 }
 
 

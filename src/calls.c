@@ -600,8 +600,10 @@ static budget_kind tree_admit(calls *h, size_t n_subcalls, long est_tokens, doub
 static long estimate_tokens(const lm_request *req)
 {
     size_t bytes = 0;
+    /* A fed request not yet arrived has its length and no content. */
     for (size_t i = 0; i < req->n_messages; i++)
-        bytes += lm_message_len(&req->messages[i]);
+        bytes += req->messages[i].content ? lm_message_len(&req->messages[i])
+                                          : req->messages[i].content_len;
     return (long)tokens_estimate(bytes, TOKENS_PROSE);
 }
 
@@ -648,14 +650,26 @@ static void replay_missing(calls *c, const lm_request *req, const char *key, int
             *ch = ' ';
 }
 
+/* Reads a feed to its end: how many requests it gave in all. */
+static size_t feed_drain(const lm_feed *feed)
+{
+    int last = 0;
+    size_t ready = 0;
+    while (!last)
+        ready = feed->more(feed->ctx, -1, &last);
+    return ready;
+}
+
 /* Answers every request: from the replay file, else the cache, else the
  * dispatcher; then records, stores and accounts. The lock is taken twice,
  * around the lookups and around the bookkeeping; keys, record lines and the
  * wait for replies happen without it. */
-static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub, calls_reply *out)
+static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub, calls_reply *out,
+                     const lm_feed *feed, size_t *n_ready)
 {
     calls_core *core = c->core;
     int rc = CALLS_FATAL;
+    size_t given = n;
     json_t **canon = calloc(n, sizeof *canon);
     char (*keys)[CACHE_KEY_LEN] = calloc(n, sizeof *keys);
     char **lines = calloc(n, sizeof *lines);
@@ -677,6 +691,11 @@ static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub,
      * goes out. Without replay, cache or record nothing reads it. The cache
      * and the record file can only be dropped during this call, never added. */
     int need_key = core->replaying || caching || recording;
+    /* A key needs the prompt: then the batch is read whole before anything
+     * goes out (and let go after), as when it came in one piece. */
+    int drained = feed && (need_key || !m);
+    if (drained)
+        n = feed_drain(feed);
     for (size_t i = 0; i < n && need_key; i++) {
         canon[i] = calls_canonical(c, &reqs[i], sub);
         if (!canon[i] || calls_key(canon[i], keys[i]) != 0) {
@@ -720,7 +739,16 @@ static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub,
          * may have answered. */
         pending[0].watch = reqs[0].watch;
         pending[0].watch_ctx = reqs[0].watch_ctx;
-        lm_call_many(m, pending, n_pending, pending_out);
+        if (feed && !drained) {
+            /* No key, no lookup: every request is pending, in order, and
+             * goes out as soon as it arrives — from reqs itself, which the
+             * feed fills in as prompts arrive (pending holds early copies). */
+            n = n_pending = lm_call_fed(m, reqs, n_pending, pending_out, feed);
+            for (size_t k = n; k < given; k++)
+                lm_response_clear(&pending_out[k]);
+        } else {
+            lm_call_many(m, pending, n_pending, pending_out);
+        }
         for (size_t k = 0; k < n_pending; k++)
             out[pending_index[k]].r = pending_out[k];
     }
@@ -737,6 +765,8 @@ static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub,
     pthread_mutex_unlock(&core->lock);
     rc = CALLS_OK;
 done:
+    if (n_ready)
+        *n_ready = n;
     if (rc != CALLS_OK && out)
         for (size_t i = 0; i < n; i++)
             calls_reply_clear(&out[i]);
@@ -840,7 +870,92 @@ static int answer_copy(calls *c, const lm_request *req, const char *key, const l
 }
 
 /* calls_run for sub-calls with deduplication (see the design note). */
-static int calls_run_deduped(calls *c, lm *m, const lm_request *reqs, size_t n, calls_reply *out)
+/* The first round of a fed batch (calls_run_deduped): each request's role
+ * is decided as it arrives, in order — the first of its key in the batch is
+ * the one that sorts first by position, as in a whole batch — and those to
+ * send are handed on to the dispatcher at once. */
+typedef struct dedupe_feed {
+    calls *c;
+    const lm_request *reqs;
+    const lm_feed *inner;
+    const char *options;
+    char (*keys)[CACHE_KEY_LEN];
+    int *role;
+    size_t *first;
+    calls_reply *out;
+    lm_request *send;
+    size_t *send_index;
+    size_t n_send;
+    size_t arrived;
+    size_t *seen;        /* open addressing by key: index + 1, 0 empty */
+    size_t seen_size;    /* a power of two, above twice the batch */
+} dedupe_feed;
+
+/* The batch's earlier request with key i's key, or SIZE_MAX after noting i
+ * as the first of its key. */
+static size_t dedupe_feed_first(dedupe_feed *f, size_t i)
+{
+    size_t h = 0;
+    for (size_t k = 0; k < 16 && f->keys[i][k]; k++)
+        h = h * 31 + (unsigned char)f->keys[i][k];
+    for (size_t slot = h & (f->seen_size - 1);; slot = (slot + 1) & (f->seen_size - 1)) {
+        if (f->seen[slot] == 0) {
+            f->seen[slot] = i + 1;
+            return SIZE_MAX;
+        }
+        if (strcmp(f->keys[f->seen[slot] - 1], f->keys[i]) == 0)
+            return f->seen[slot] - 1;
+    }
+}
+
+static size_t dedupe_feed_more(void *ctx, int timeout_ms, int *last)
+{
+    dedupe_feed *f = ctx;
+    size_t ready = f->inner->more(f->inner->ctx, timeout_ms, last);
+    calls_core *core = f->c->core;
+    for (; f->arrived < ready; f->arrived++) {
+        size_t i = f->arrived;
+        f->first[i] = i;
+        if (calls_identity_key(f->c, &f->reqs[i], f->options, f->keys[i]) != 0) {
+            f->keys[i][0] = '\0';
+            f->role[i] = ROLE_PLAIN;   /* out of memory: sent, shared with nobody */
+        } else {
+            size_t j = dedupe_feed_first(f, i);
+            if (j != SIZE_MAX) {
+                f->first[i] = j;
+                f->role[i] = ROLE_FOLLOW;
+                continue;
+            }
+            pthread_mutex_lock(&core->lock);
+            dedupe_state st = dedupe_claim(core->answers, f->keys[i]);
+            if (st == DEDUPE_ANSWERED && answer_copy(f->c, &f->reqs[i], f->keys[i], NULL, &f->out[i]) == 0)
+                f->role[i] = ROLE_DONE;
+            else
+                f->role[i] = st == DEDUPE_LEAD ? ROLE_LEAD : st == DEDUPE_PENDING ? ROLE_WAIT : ROLE_PLAIN;
+            pthread_mutex_unlock(&core->lock);
+            if (f->role[i] == ROLE_DONE && f->inner->done)
+                f->inner->done(f->inner->ctx, i);
+            if (f->role[i] != ROLE_LEAD && f->role[i] != ROLE_PLAIN)
+                continue;
+        }
+        lm_request r = f->reqs[i];
+        r.watch = f->n_send == 0 ? f->reqs[0].watch : NULL;
+        r.watch_ctx = f->n_send == 0 ? f->reqs[0].watch_ctx : NULL;
+        f->send[f->n_send] = r;
+        f->send_index[f->n_send++] = i;
+    }
+    return f->n_send;
+}
+
+static void dedupe_feed_done(void *ctx, size_t k)
+{
+    dedupe_feed *f = ctx;
+    if (f->inner->done)
+        f->inner->done(f->inner->ctx, f->send_index[k]);
+}
+
+static int calls_run_deduped(calls *c, lm *m, const lm_request *reqs, size_t n, calls_reply *out,
+                             const lm_feed *feed, size_t *n_ready)
 {
     calls_core *core = c->core;
     int rc = CALLS_FATAL;
@@ -852,23 +967,52 @@ static int calls_run_deduped(calls *c, lm *m, const lm_request *reqs, size_t n, 
     lm_request *send = calloc(n, sizeof *send);
     size_t *send_index = calloc(n, sizeof *send_index);
     calls_reply *sent = calloc(n, sizeof *sent);
+    char *options = NULL;
     memset(out, 0, n * sizeof *out);
     if (!keys || !role || !first || !order || !todo || !send || !send_index || !sent) {
         snprintf(c->errmsg, sizeof c->errmsg, "out of memory");
         goto done;
     }
-    char *options = core->o.key_options ? json_dumps(core->o.key_options, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    for (size_t i = 0; i < n; i++) {
-        if ((core->o.key_options && !options) || calls_identity_key(c, &reqs[i], options, keys[i]) != 0) {
-            free(options);
+    options = core->o.key_options ? json_dumps(core->o.key_options, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (core->o.key_options && !options) {
+        snprintf(c->errmsg, sizeof c->errmsg, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n && !feed; i++) {
+        if (calls_identity_key(c, &reqs[i], options, keys[i]) != 0) {
             snprintf(c->errmsg, sizeof c->errmsg, "out of memory");
             goto done;
         }
         todo[i] = i;
     }
-    free(options);
-    size_t n_todo = n;
-    while (n_todo > 0) {
+    size_t n_todo = feed ? 0 : n;
+    for (int fed_round = feed != NULL; n_todo > 0 || fed_round; fed_round = 0) {
+        size_t n_send = 0;
+        int sent_rc = CALLS_OK;
+        if (fed_round) {
+            size_t seen_size = 4;
+            while (seen_size < 2 * n)
+                seen_size *= 2;
+            dedupe_feed f = {.c = c, .reqs = reqs, .inner = feed, .options = options, .keys = keys,
+                             .role = role, .first = first, .out = out, .send = send,
+                             .send_index = send_index, .seen = calloc(seen_size, sizeof(size_t)),
+                             .seen_size = seen_size};
+            if (!f.seen) {
+                snprintf(c->errmsg, sizeof c->errmsg, "out of memory");
+                goto done;
+            }
+            lm_feed wrap = {dedupe_feed_more, dedupe_feed_done, &f};
+            send[0].watch = reqs[0].watch;   /* read before the first request arrives */
+            send[0].watch_ctx = reqs[0].watch_ctx;
+            sent_rc = calls_run(c, m, send, n, 1, sent, &wrap, NULL);
+            free(f.seen);
+            n = f.arrived;
+            n_send = f.n_send;
+            n_todo = n;
+            for (size_t i = 0; i < n; i++)
+                todo[i] = i;
+            goto sent;
+        }
         /* Equal keys of this round: each request's first of its kind. */
         for (size_t k = 0; k < n_todo; k++)
             order[k] = (key_order){keys, todo[k]};
@@ -876,7 +1020,6 @@ static int calls_run_deduped(calls *c, lm *m, const lm_request *reqs, size_t n, 
         for (size_t k = 0; k < n_todo; k++)
             first[order[k].index] = k > 0 && strcmp(keys[order[k].index], keys[order[k - 1].index]) == 0
                                         ? first[order[k - 1].index] : order[k].index;
-        size_t n_send = 0;
         pthread_mutex_lock(&core->lock);
         for (size_t k = 0; k < n_todo; k++) {
             size_t i = todo[k];
@@ -896,12 +1039,12 @@ static int calls_run_deduped(calls *c, lm *m, const lm_request *reqs, size_t n, 
             send_index[n_send++] = i;
         }
         pthread_mutex_unlock(&core->lock);
-        int sent_rc = CALLS_OK;
         if (n_send > 0) {
             send[0].watch = reqs[0].watch;
             send[0].watch_ctx = reqs[0].watch_ctx;
-            sent_rc = calls_run(c, m, send, n_send, 1, sent);
+            sent_rc = calls_run(c, m, send, n_send, 1, sent, NULL, NULL);
         }
+sent:;
         size_t n_next = 0;
         pthread_mutex_lock(&core->lock);
         for (size_t s = 0; s < n_send; s++) {
@@ -950,9 +1093,12 @@ static int calls_run_deduped(calls *c, lm *m, const lm_request *reqs, size_t n, 
     }
     rc = CALLS_OK;
 done:
+    if (n_ready)
+        *n_ready = n;
     if (rc != CALLS_OK && out)
         for (size_t i = 0; i < n; i++)
             calls_reply_clear(&out[i]);
+    free(options);
     free(keys);
     free(role);
     free(first);
@@ -972,7 +1118,7 @@ int calls_root(calls *c, const lm_request *req, int final, calls_reply *out)
     double est_cost = final ? 0 : estimate_cost(c->core, req->model, est, c->root_cached_prefix);
     if (tree_admit(c, 0, est, est_cost, final) != BUDGET_NONE)
         return CALLS_BUDGET;
-    int rc = calls_run(c, c->core->o.root_lm, req, 1, 0, out);
+    int rc = calls_run(c, c->core->o.root_lm, req, 1, 0, out, NULL, NULL);
     /* The provider caches prefixes: it says it read or wrote one, or it
      * reports cache reads with no write field (OpenAI's automatic cache,
      * whose first reply reads 0). */
@@ -984,9 +1130,12 @@ int calls_root(calls *c, const lm_request *req, int final, calls_reply *out)
     return rc;
 }
 
-int calls_sub(calls *c, const lm_request *reqs, size_t n, calls_reply *out)
+int calls_sub_fed(calls *c, const lm_request *reqs, size_t n, calls_reply *out, const lm_feed *feed,
+                  size_t *n_ready)
 {
     c->errmsg[0] = '\0';
+    if (n_ready)
+        *n_ready = 0;
     if (n == 0)
         return CALLS_OK;
     if (cost_unenforceable(c, reqs[0].model))
@@ -999,8 +1148,19 @@ int calls_sub(calls *c, const lm_request *reqs, size_t n, calls_reply *out)
     const calls_options *o = &c->core->o;
     lm *m = o->sub_lm ? o->sub_lm : o->root_lm;
     if (c->core->answers)
-        return calls_run_deduped(c, m, reqs, n, out);
-    return calls_run(c, m, reqs, n, 1, out);
+        return calls_run_deduped(c, m, reqs, n, out, feed, n_ready);
+    return calls_run(c, m, reqs, n, 1, out, feed, n_ready);
+}
+
+int calls_sub_marks_cache(const calls *c)
+{
+    const calls_options *o = &c->core->o;
+    return lm_marks_cache(o->sub_lm ? o->sub_lm : o->root_lm);
+}
+
+int calls_sub(calls *c, const lm_request *reqs, size_t n, calls_reply *out)
+{
+    return calls_sub_fed(c, reqs, n, out, NULL, NULL);
 }
 
 /* ---- handles ------------------------------------------------------------- */

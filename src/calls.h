@@ -131,6 +131,21 @@ int calls_root(calls *c, const lm_request *req, int final, calls_reply *out);
  * sub-call for the budget's max_subcalls. */
 int calls_sub(calls *c, const lm_request *reqs, size_t n, calls_reply *out);
 
+/* 1 when sub-calls go to a provider that caches only the prefixes a request
+ * marks (lm_marks_cache). */
+int calls_sub_marks_cache(const calls *c);
+
+/* calls_sub for a batch whose prompts are still arriving (lm_feed): admitted
+ * from the announced lengths (a message with no content yet counts its
+ * content_len), each request sent as soon as it arrived when nothing needs
+ * the whole batch first (no replay, cache or record file; with them the
+ * feed is read to its end, then as calls_sub). The feed's requests are
+ * reqs, filled in place. *n_ready: how many arrived in all (below n only
+ * when the feed broke off); out[i] is filled below it on CALLS_OK. The
+ * feed's `done` may be called for some requests, not necessarily all. */
+int calls_sub_fed(calls *c, const lm_request *reqs, size_t n, calls_reply *out, const lm_feed *feed,
+                  size_t *n_ready);
+
 /* The key of req as a root (sub = 0) or sub-call (sub = 1) request: what the
  * cache and the replay file are looked up by. 0, or -1 when out of memory. */
 int calls_request_key(const calls *c, const lm_request *req, int sub, char key[CACHE_KEY_LEN]);

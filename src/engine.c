@@ -196,24 +196,68 @@ static void engine_mark_history(lm_message *msgs, size_t n)
     }
 }
 
+/* A batch whose prompts are still arriving from the sandbox, as the call
+ * path's feed (lm_feed): each prompt goes into its message as it arrives,
+ * and its bytes are let go as soon as its request is over — a trace keeps
+ * only the excerpt it shows. */
+typedef struct engine_feed {
+    sandbox_batch *b;
+    lm_message *msgs;
+    json_t **excerpts;   /* per prompt, when tracing: taken before its bytes go */
+    size_t arrived;
+} engine_feed;
+
+static size_t engine_feed_more(void *ctx, int timeout_ms, int *last)
+{
+    engine_feed *f = ctx;
+    size_t ready = sandbox_batch_more(f->b, timeout_ms, last);
+    for (; f->arrived < ready; f->arrived++) {
+        size_t len = 0;
+        const char *text = sandbox_batch_prompt(f->b, f->arrived, &len);
+        f->msgs[f->arrived].content = text ? text : "";
+        f->msgs[f->arrived].content_len = text ? len : 0;
+    }
+    return ready;
+}
+
+/* On the dispatcher's I/O thread (or the caller's): request i is over. */
+static void engine_feed_done(void *ctx, size_t i)
+{
+    engine_feed *f = ctx;
+    if (f->excerpts && !f->excerpts[i])
+        f->excerpts[i] = engine_excerpt_n(f->msgs[i].content, lm_message_len(&f->msgs[i]),
+                                          TRACE_EXCERPT_CHARS);
+    f->msgs[i].content = NULL;
+    f->msgs[i].content_len = 0;
+    sandbox_batch_release(f->b, i);
+}
+
 /* Plain sub-calls (llm_query*, and rlm_query* at the last level) on the
- * sub-model; see sandbox_call_fn for the contract. */
-int engine_sub_calls(engine *e, int kind, const char *model, const char *const *prompts,
-                     const size_t *prompt_lens, size_t n, char **results, size_t *result_lens)
+ * sub-model; see sandbox_call_fn for the contract. With a batch still
+ * arriving (stream: prompts and prompt_lens are NULL), each request goes out
+ * as soon as its prompt is in (sandbox_batch_fn). */
+static int engine_sub_calls_from(engine *e, int kind, const char *model, const char *const *prompts,
+                                 const size_t *prompt_lens, sandbox_batch *stream, size_t n,
+                                 char **results, size_t *result_lens)
 {
     const char *use_model = model && model[0] ? model : e->p->sub_model;
     lm_message *msgs = calloc(n ? n : 1, sizeof *msgs);
     lm_request *reqs = calloc(n ? n : 1, sizeof *reqs);
     calls_reply *resps = calloc(n ? n : 1, sizeof *resps);
+    json_t **excerpts = stream && trace_active(e->trace) ? calloc(n ? n : 1, sizeof *excerpts) : NULL;
+    engine_feed feed = {.b = stream, .msgs = msgs, .excerpts = excerpts};
+    lm_feed fed = {engine_feed_more, engine_feed_done, &feed};
+    size_t n_ready = n;
     int status = 0;
-    if (!msgs || !reqs || !resps) {
+    if (!msgs || !reqs || !resps || (stream && trace_active(e->trace) && !excerpts)) {
         engine_fill_errors(results, n, "sub-call failed", "out of memory");
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
         msgs[i].role = "user";
-        msgs[i].content = prompts[i];
-        msgs[i].content_len = prompt_lens[i];
+        /* Not arrived yet: no content, its announced length (for the budget). */
+        msgs[i].content = stream ? NULL : prompts[i];
+        msgs[i].content_len = stream ? sandbox_batch_length(stream, i) : prompt_lens[i];
         reqs[i].model = use_model;
         reqs[i].messages = &msgs[i];
         reqs[i].n_messages = 1;
@@ -229,7 +273,14 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
     e->batch_started = clock_now();
     engine_event(e, "batch_start", json_pack("{s:i,s:s,s:s,s:I}", "turn", e->turn, "kind", kind_name,
                                              "model", use_model, "batch", (json_int_t)n));
-    int rc = calls_sub(e->calls, reqs, n, resps);
+    int rc = stream ? calls_sub_fed(e->calls, reqs, n, resps, &fed, &n_ready)
+                    : calls_sub(e->calls, reqs, n, resps);
+    if (rc == CALLS_OK && n_ready < n) {
+        /* The child stopped sending its prompts: it is replaced after this
+         * batch, whose answers it will never read. */
+        for (size_t i = n_ready; i < n; i++)
+            lm_response_fail(&resps[i].r, LM_ERR_CANCELLED, "the prompt never arrived", NULL);
+    }
     if (trace_active(e->trace)) {
         lm_batch_progress end = {.size = n, .done = n};
         for (size_t i = 0; rc == CALLS_OK && i < n; i++) {
@@ -292,8 +343,9 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
         json_t *ev = json_pack("{s:i,s:s,s:s,s:I,s:I,s:o,s:o,s:s?,s:s?,s:I,s:f,s:i,s:o,s:o,s:b}",
                                "turn", e->turn, "kind", kind_name, "model", use_model,
                                "index", (json_int_t)i, "batch", (json_int_t)n,
-                               "prompt", engine_excerpt_n(prompts[i], prompt_lens[i],
-                                                          TRACE_EXCERPT_CHARS),
+                               "prompt", excerpts && excerpts[i] ? excerpts[i]
+                                         : engine_excerpt_n(msgs[i].content, lm_message_len(&msgs[i]),
+                                                            TRACE_EXCERPT_CHARS),
                                "reply", engine_excerpt_n(results[i], result_lens[i],
                                                          TRACE_EXCERPT_CHARS),
                                "error", r->error ? lm_error_name(r->error) : NULL,
@@ -304,6 +356,10 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
                                "cached", resps[i].cached);
         json_object_set_new(ev, "cost_no_cache_usd", engine_cost_json(resps[i].cost_no_cache_usd));
         json_object_set_new(ev, "deduplicated", json_boolean(resps[i].deduplicated));
+        json_object_set_new(ev, "sent_seconds", r->sent_at > 0 ? json_real(r->sent_at - e->batch_started)
+                                                               : json_null());
+        if (excerpts)
+            excerpts[i] = NULL;   /* the event took it */
         engine_event(e, "sub_call", ev);
         calls_reply_clear(&resps[i]);
     }
@@ -318,9 +374,39 @@ int engine_sub_calls(engine *e, int kind, const char *model, const char *const *
         status = -1;   /* interrupts the cell: the run ends with this error */
     }
 done:
+    for (size_t i = 0; excerpts && i < n; i++)
+        json_decref(excerpts[i]);
+    free(excerpts);
     free(msgs);
     free(reqs);
     free(resps);
+    return status;
+}
+
+int engine_sub_calls(engine *e, int kind, const char *model, const char *const *prompts,
+                     const size_t *prompt_lens, size_t n, char **results, size_t *result_lens)
+{
+    return engine_sub_calls_from(e, kind, model, prompts, prompt_lens, NULL, n, results, result_lens);
+}
+
+/* The sandbox's callback for a plain batch still arriving (sandbox_batch_fn):
+ * requests go out as their prompts come. Everything that needs the whole
+ * batch first, or none of it, is left to engine_serve_calls: a stop already
+ * decided, child RLMs, a shared preamble to mark for a provider that caches
+ * only marked prefixes. */
+static int engine_serve_batch(void *userdata, int kind, const char *model, sandbox_batch *b,
+                              size_t n, char **results, size_t *result_lens)
+{
+    engine *e = userdata;
+    if (engine_past_deadline(e) || engine_cancelled(e) || e->budget_stop || e->fatal ||
+        (e->p->prompt_cache && calls_sub_marks_cache(e->calls)) ||
+        (kind == SANDBOX_CALL_RLM && e->level < engine_max_depth(e->p)))
+        return SANDBOX_BATCH_DECLINE;
+    int status = engine_sub_calls_from(e, kind, model, NULL, NULL, b, n, results, result_lens);
+    if (status == 0 && engine_past_deadline(e)) {
+        engine_fill_deadline(e, results, result_lens, n);
+        status = -1;
+    }
     return status;
 }
 
@@ -592,7 +678,8 @@ static turn_result engine_run_blocks(engine *e, const reply *rp)
         e->cell_deadline = e->p->cell_wall > 0 ? clock_now() + e->p->cell_wall : 0;
         if (e->deadline > 0 && (e->cell_deadline == 0 || e->deadline < e->cell_deadline))
             e->cell_deadline = e->deadline;
-        int rc = sandbox_exec(e->sb, rp->blocks[i], engine_serve_calls, e, &cells[i], err, sizeof err);
+        int rc = sandbox_exec_batched(e->sb, rp->blocks[i], engine_serve_calls, engine_serve_batch, e,
+                                      &cells[i], err, sizeof err);
         e->cell_deadline = 0;
         ran = i + 1;
         e->out->blocks++;

@@ -58,6 +58,7 @@ struct lm {
     const char *stream_headers[3 + LM_PROVIDER_MAX_HEADERS + 1]; /* event-stream answers */
     double timeout;
     double stall_timeout;
+    size_t concurrency;          /* transfers on the wire at once, at most */
     int max_retries;
     int retry_bad_replies;
     lm_wire_options wire;        /* defaults; wire.reasoning_effort points at effort */
@@ -81,10 +82,13 @@ typedef struct url_probe {
     size_t index;
 } url_probe;
 
-/* One lm_call_many: its waiter sleeps on `done` until pending reaches 0. */
+/* One lm_call_many: its waiter sleeps on `done` until pending reaches 0
+ * (or, fed, until any request finishes: it may then submit the next). */
 typedef struct batch {
     pthread_cond_t done;
     size_t pending;
+    const lm_feed *feed;         /* NULL: every request was given at once */
+    const lm_request *reqs;      /* for feed->done's index */
     /* For the watcher (lm_batch_progress), under m->lock. */
     size_t finished, failed, on_wire, retried;
 } batch;
@@ -102,6 +106,7 @@ typedef struct job {
     size_t url_index;
     int attempts;
     double waited;               /* seconds held back by the rate limits */
+    double sent_at;              /* when the first attempt went on the wire; 0 before */
     double finished_at;
     int stream;
     sse_parser sse;
@@ -299,6 +304,8 @@ static int job_body(void *ctx, const char **body, size_t *len)
     }
     *body = j->body;
     *len = strlen(j->body);
+    if (j->sent_at == 0)
+        j->sent_at = clock_now();
     pthread_mutex_lock(&m->lock);
     j->b->on_wire++;
     pthread_mutex_unlock(&m->lock);
@@ -433,10 +440,14 @@ static void job_finish(job *j)
         free(msg);
     }
     j->finished_at = clock_now();
+    /* Before the count goes down: the caller returns only once every
+     * request's bytes were let go. */
+    if (j->b->feed && j->b->feed->done)
+        j->b->feed->done(j->b->feed->ctx, (size_t)(j->req - j->b->reqs));
     pthread_mutex_lock(&m->lock);
     j->b->finished++;
     j->b->failed += out->error != LM_OK;
-    if (--j->b->pending == 0)
+    if (--j->b->pending == 0 || j->b->feed)
         pthread_cond_signal(&j->b->done);
     pthread_mutex_unlock(&m->lock);
 }
@@ -632,83 +643,127 @@ static lm_batch_progress batch_progress(const batch *b, size_t n)
                                .in_flight = b->on_wire, .retried = b->retried};
 }
 
-void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
+/* Submits job j (under m->lock), or ends it at once when the dispatcher is
+ * closing or the request was cancelled. */
+static void job_submit(lm *m, batch *b, job *j, int closing)
+{
+    if (closing || job_cancelled(j)) {
+        set_message(&j->out, LM_ERR_CANCELLED, job_past_deadline(j) ? "deadline reached" : "cancelled");
+        if (b->feed && b->feed->done)
+            b->feed->done(b->feed->ctx, (size_t)(j->req - b->reqs));
+        b->finished++;
+        b->failed++;
+        return;
+    }
+    j->url_index = spread_pick(&m->spread, m->n_urls);
+    double now = clock_now();
+    double start = pace_locked(m, now, j->est_tokens);
+    j->waited = start - now;
+    http_request r;
+    job_request(j, start - now, &r);
+    r.done = on_attempt_done;
+    b->pending++;
+    if (http_submit(m->http, &r) != 0) {
+        spread_end(&m->spread, j->url_index, SPREAD_NEUTRAL, &(double){0});
+        b->pending--;
+        set_message(&j->out, LM_ERR_CANCELLED, job_past_deadline(j) ? "deadline reached" : "cancelled");
+        if (b->feed && b->feed->done)
+            b->feed->done(b->feed->ctx, (size_t)(j->req - b->reqs));
+        b->finished++;
+        b->failed++;
+    }
+}
+
+/* Requests a fed batch may have submitted and not finished before it asks
+ * for more: those on the wire and a few queued behind them, so a slot that
+ * frees finds the next request ready, and a prompt not yet needed is not
+ * yet read (it waits in the sandbox, which holds it anyway). */
+static size_t feed_ahead(lm *m)
+{
+    size_t in_flight = m->concurrency;
+    return in_flight + (in_flight / 4 > 8 ? in_flight / 4 : 8);
+}
+
+size_t lm_call_fed(lm *m, const lm_request *reqs, size_t n, lm_response *out, const lm_feed *feed)
 {
     for (size_t i = 0; i < n; i++)
         response_init(&out[i]);
-    if (n == 0)
-        return;
-    job *jobs = calloc(n, sizeof *jobs);
-    if (!jobs) {
-        for (size_t i = 0; i < n; i++)
+    job *jobs = n ? calloc(n, sizeof *jobs) : NULL;
+    if (n == 0 || !jobs) {
+        size_t ready = n;
+        int last = !feed;
+        /* A feed is read to its end even so: its caller waits for that. */
+        while (!last)
+            ready = feed->more(feed->ctx, -1, &last);
+        for (size_t i = 0; i < n; i++) {
             set_message(&out[i], LM_ERR_CANCELLED, "out of memory");
-        return;
+            if (feed && feed->done && i < ready)
+                feed->done(feed->ctx, i);
+        }
+        return feed ? ready : n;
     }
-    batch b = {.pending = 0};
+    batch b = {.pending = 0, .feed = feed, .reqs = reqs};
     pthread_cond_init(&b.done, NULL);
-    for (size_t i = 0; i < n; i++)
-        job_init(m, &b, &reqs[i], &jobs[i]);
-
-    double started = clock_now();
-    pthread_mutex_lock(&m->lock);
-    int closing = m->closing;
-    m->callers++;
-    for (size_t i = 0; i < n; i++) {
-        job *j = &jobs[i];
-        if (closing || job_cancelled(j)) {
-            set_message(&j->out, LM_ERR_CANCELLED, job_past_deadline(j) ? "deadline reached" : "cancelled");
-            b.finished++;
-            b.failed++;
-            continue;
-        }
-        j->url_index = spread_pick(&m->spread, m->n_urls);
-        double now = clock_now();
-        double start = pace_locked(m, now, j->est_tokens);
-        j->waited = start - now;
-        http_request r;
-        job_request(j, start - now, &r);
-        r.done = on_attempt_done;
-        b.pending++;
-        if (http_submit(m->http, &r) != 0) {
-            spread_end(&m->spread, j->url_index, SPREAD_NEUTRAL, &(double){0});
-            b.pending--;
-            b.finished++;
-            b.failed++;
-            set_message(&j->out, LM_ERR_CANCELLED, job_past_deadline(j) ? "deadline reached" : "cancelled");
-        }
-    }
+    size_t ready = feed ? 0 : n, submitted = 0;
+    int last = !feed;
+    size_t ahead = feed ? feed_ahead(m) : 0;
     lm_watch_fn watch = reqs[0].watch;
-    while (b.pending > 0) {
-        if (!watch) {
-            pthread_cond_wait(&b.done, &m->lock);
+    double started = clock_now(), watched = started;
+    pthread_mutex_lock(&m->lock);
+    m->callers++;
+    for (;;) {
+        for (; submitted < ready; submitted++) {
+            job_init(m, &b, &reqs[submitted], &jobs[submitted]);
+            job_submit(m, &b, &jobs[submitted], m->closing);
+        }
+        if (last && b.pending == 0)
+            break;
+        int due = watch && clock_now() - watched >= LM_WATCH_SECONDS;
+        if (!last && !due && submitted - b.finished < ahead) {
+            /* The feed blocks in its own wait, never under the lock. */
+            pthread_mutex_unlock(&m->lock);
+            size_t now_ready = feed->more(feed->ctx, (int)(LM_WATCH_SECONDS * 1000), &last);
+            pthread_mutex_lock(&m->lock);
+            if (now_ready > n)
+                now_ready = n;
+            if (now_ready > ready)
+                ready = now_ready;
             continue;
         }
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        long ns = until.tv_nsec + (long)(LM_WATCH_SECONDS * 1e9);
-        until.tv_sec += ns / 1000000000L;
-        until.tv_nsec = ns % 1000000000L;
-        if (pthread_cond_timedwait(&b.done, &m->lock, &until) == 0 || b.pending == 0)
+        if (!due) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            long ns = until.tv_nsec + (long)(LM_WATCH_SECONDS * 1e9);
+            until.tv_sec += ns / 1000000000L;
+            until.tv_nsec = ns % 1000000000L;
+            if (pthread_cond_timedwait(&b.done, &m->lock, &until) == 0 || !watch)
+                continue;
+        }
+        if (!watch)
             continue;
-        lm_batch_progress pr = batch_progress(&b, n);
+        watched = clock_now();
+        lm_batch_progress pr = batch_progress(&b, feed ? (last ? ready : n) : n);
         /* The watcher is the caller's code: never under the dispatcher's lock. */
         pthread_mutex_unlock(&m->lock);
         watch(reqs[0].watch_ctx, &pr);
         pthread_mutex_lock(&m->lock);
     }
-    lm_batch_progress last = batch_progress(&b, n);
+    lm_batch_progress end = batch_progress(&b, ready);
     pthread_mutex_unlock(&m->lock);
     if (watch)
-        watch(reqs[0].watch_ctx, &last);
+        watch(reqs[0].watch_ctx, &end);
 
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < ready; i++) {
         job *j = &jobs[i];
         out[i] = j->out;
         response_init(&j->out);
         out[i].seconds = j->finished_at > started ? j->finished_at - started : 0;
         out[i].wait_seconds = j->waited;
+        out[i].sent_at = j->sent_at;
         job_free(j);
     }
+    for (size_t i = ready; i < n; i++)
+        set_message(&out[i], LM_ERR_CANCELLED, "the request's prompt never arrived");
     free(jobs);
     pthread_cond_destroy(&b.done);
 
@@ -716,6 +771,12 @@ void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
     if (--m->callers == 0)
         pthread_cond_broadcast(&m->idle);
     pthread_mutex_unlock(&m->lock);
+    return ready;
+}
+
+void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out)
+{
+    lm_call_fed(m, reqs, n, out, NULL);
 }
 
 void lm_call(lm *m, const lm_request *req, lm_response *out)
@@ -726,6 +787,11 @@ void lm_call(lm *m, const lm_request *req, lm_response *out)
 int lm_max_in_flight(lm *m)
 {
     return http_client_max_in_flight(m->http);
+}
+
+int lm_marks_cache(const lm *m)
+{
+    return m && m->provider->marks_cache;
 }
 
 int lm_has_key(const lm *m)
@@ -951,8 +1017,9 @@ lm *lm_new(const lm_options *opts, char *err, size_t errlen)
     m->max_retries = opts->max_retries == 0 ? DEFAULT_MAX_RETRIES
                    : opts->max_retries < 0 ? 0 : opts->max_retries;
     m->retry_bad_replies = opts->retry_bad_replies != 0;
+    m->concurrency = (size_t)(opts->concurrency > 0 ? opts->concurrency : DEFAULT_CONCURRENCY);
     http_options ho = {
-        .max_transfers = opts->concurrency > 0 ? opts->concurrency : DEFAULT_CONCURRENCY,
+        .max_transfers = (int)m->concurrency,
         .connect_timeout = opts->connect_timeout > 0 ? opts->connect_timeout : DEFAULT_CONNECT_TIMEOUT,
     };
     m->http = http_client_new(&ho, err, errlen);

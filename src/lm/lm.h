@@ -100,6 +100,33 @@ lm *lm_new(const lm_options *opts, char *err, size_t errlen);
  * Retry-After; other 4xx end at once. */
 void lm_call_many(lm *m, const lm_request *reqs, size_t n, lm_response *out);
 
+/* Requests that become ready over time: a batch whose prompts are still
+ * arriving from the sandbox (lm_call_fed). */
+typedef struct lm_feed {
+    /* Called on the caller's thread, never under the dispatcher's lock, when
+     * the dispatcher can take more requests: waits at most timeout_ms (-1:
+     * as long as it takes) for more and returns how many of the batch are
+     * ready now, a prefix that never shrinks; sets *last once no more will
+     * come (the count is then the batch's size, which may be below n). A
+     * request is ready when everything lm_request points to is in place. */
+    size_t (*more)(void *ctx, int timeout_ms, int *last);
+    /* Optional: request i ended for good (its last attempt, retries
+     * included, or it was never sent): its prompt is not read again. Called
+     * on the I/O thread or the caller's, possibly under the dispatcher's
+     * lock: it must not call into lm. */
+    void (*done)(void *ctx, size_t i);
+    void *ctx;
+} lm_feed;
+
+/* lm_call_many for a batch of at most n requests that become ready over
+ * time: each is submitted as soon as the feed says it is ready, and the
+ * feed is asked for more only while few enough are outstanding (those in
+ * flight and a few queued), so prompts not yet needed are not yet read.
+ * Returns the batch's size (the feed's last count); out[i] answers reqs[i]
+ * below it, and out[i] above it holds LM_ERR_CANCELLED. The feed's `done`
+ * has been called for every ready request when this returns. */
+size_t lm_call_fed(lm *m, const lm_request *reqs, size_t n, lm_response *out, const lm_feed *feed);
+
 /* Convenience: one request. */
 void lm_call(lm *m, const lm_request *req, lm_response *out);
 
@@ -115,6 +142,9 @@ int lm_probe(lm *m, double timeout, long *status, char **body, char *err, size_t
 
 /* 1 when the dispatcher's requests carry a key. */
 int lm_has_key(const lm *m);
+
+/* 1 when its provider caches only prefixes a request marks (Anthropic). */
+int lm_marks_cache(const lm *m);
 
 /* Cancels pending requests, stops the I/O thread, frees everything. NULL is a no-op. */
 void lm_free(lm *m);

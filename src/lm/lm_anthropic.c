@@ -460,6 +460,7 @@ const lm_provider lm_provider_anthropic = {
     .key_header = "x-api-key: ",
     .headers = {"anthropic-version: " ANTHROPIC_VERSION},
     .keepalive_event = "ping",
+    .marks_cache = 1,
     .request_body = anthropic_request_body,
     .parse_response = anthropic_parse_response,
     .error_message = anthropic_error_message,

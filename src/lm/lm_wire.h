@@ -130,6 +130,8 @@ typedef struct lm_response {
                               * (part of prompt_tokens); -1 if not reported */
     long cache_write_tokens; /* prompt tokens written to it (Anthropic); -1 if not reported */
     double wait_seconds;     /* of `seconds`, time spent held back by the rate limits */
+    double sent_at;          /* clock_now() when its first attempt went on the wire; 0 when
+                                none did (cancelled, answered without a request) */
 } lm_response;
 
 /* The bytes of r's content (0 when there is none): content_len when set,
@@ -226,6 +228,8 @@ typedef struct lm_provider {
     const char *key_header;    /* the header the key follows: "Authorization: Bearer " */
     const char *headers[LM_PROVIDER_MAX_HEADERS + 1]; /* sent with every request; NULL ends */
     const char *keepalive_event; /* an SSE event type that carries no reply ("ping"), or NULL */
+    int marks_cache;           /* 1: it caches only where a request says (lm_message's
+                                  cache_point, cache_prefix) */
     /* The request body for req with the wire options; NULL only out of memory. */
     char *(*request_body)(const lm_request *req, const lm_wire_options *wire);
     /* A 2xx body into out, which is reset first (lm_response_reset). */

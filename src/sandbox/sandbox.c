@@ -117,6 +117,20 @@ struct sandbox {
     size_t preloaded;     /* the current child got that many from its zygote's memory */
     int snapshot_fd;      /* the data the child starts with (sandbox_load_snapshot), or -1 */
     size_t snapshot_len;
+    sandbox_batch_fn batch_call; /* serves plain batches as their prompts arrive, or NULL */
+};
+
+/* A batch of prompts on its way from the child (sandbox_batch_fn): read
+ * piece by piece as the callee asks for more. */
+struct sandbox_batch {
+    int sock;
+    frame_pieces pieces;
+    size_t *lens;        /* announced, then each arrived prompt's own (repaired) */
+    size_t arrived;      /* prompts checked and handed on */
+    int stall_ms;        /* waiting this long without a byte breaks the batch */
+    int stalled_ms;
+    int broken;          /* the child stopped sending or broke the protocol: why */
+    char why[256];
 };
 
 /* How a request ended. */
@@ -358,6 +372,156 @@ static const char *unserved_message(const wait_state *ws)
     return "Error: sub-calls are not available here";
 }
 
+static int send_call_result(sandbox *sb, const wait_state *ws, char **results,
+                            const size_t *result_lens, size_t n, char *why, size_t whylen);
+
+/* Checks the prompts that arrived since the last look: invalid UTF-8 (only
+ * a hostile child sends it) is repaired into a buffer of its own. */
+static void batch_check_arrived(sandbox_batch *b)
+{
+    for (; !b->broken && b->arrived < b->pieces.cur; b->arrived++) {
+        size_t i = b->arrived;
+        char *text = b->pieces.data[i];
+        if (!text || utf8_valid(text, b->lens[i]))
+            continue;
+        size_t fixed_len = 0;
+        char *fixed = utf8_sanitize(text, b->lens[i], &fixed_len);
+        if (!fixed) {
+            b->broken = 1;
+            snprintf(b->why, sizeof b->why, "out of memory");
+            return;
+        }
+        free(text);
+        b->pieces.data[i] = fixed;
+        b->lens[i] = fixed_len;
+    }
+}
+
+size_t sandbox_batch_more(sandbox_batch *b, int timeout_ms, int *last)
+{
+    size_t before = b->arrived;
+    double started = clock_now();
+    for (;;) {
+        batch_check_arrived(b);
+        *last = b->broken || b->arrived == b->pieces.n;
+        if (*last || b->arrived > before)
+            return b->arrived;
+        int waited_ms = (int)((clock_now() - started) * 1000.0);
+        if (timeout_ms >= 0 && waited_ms >= timeout_ms)
+            return b->arrived;
+        int wait_ms = b->stall_ms - b->stalled_ms;
+        if (timeout_ms >= 0 && timeout_ms - waited_ms < wait_ms)
+            wait_ms = timeout_ms - waited_ms;
+        struct pollfd p = {.fd = b->sock, .events = POLLIN};
+        double t0 = clock_now();
+        int n = poll(&p, 1, wait_ms < 0 ? 0 : wait_ms);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            b->stalled_ms += (int)((clock_now() - t0) * 1000.0) + (n == 0 ? 1 : 0);
+            if (n < 0 || b->stalled_ms >= b->stall_ms) {
+                b->broken = 1;
+                snprintf(b->why, sizeof b->why, "the prompts of a call did not arrive");
+            }
+            continue;
+        }
+        int rc = frame_pieces_step(&b->pieces, b->sock, b->why, sizeof b->why);
+        if (rc == FRAME_ERROR || rc == FRAME_IO_ERROR)
+            b->broken = 1;
+        else
+            b->stalled_ms = 0;
+    }
+}
+
+size_t sandbox_batch_length(const sandbox_batch *b, size_t i)
+{
+    return i < b->pieces.n ? b->lens[i] : 0;
+}
+
+const char *sandbox_batch_prompt(const sandbox_batch *b, size_t i, size_t *len)
+{
+    if (i >= b->arrived || !b->pieces.data[i])
+        return NULL;
+    *len = b->lens[i];
+    return b->pieces.data[i];
+}
+
+void sandbox_batch_release(sandbox_batch *b, size_t i)
+{
+    if (i < b->arrived) {
+        free(b->pieces.data[i]);
+        b->pieces.data[i] = NULL;
+    }
+}
+
+
+/* Serves a plain batch (prompts only, sent as raw pieces) through the batch
+ * callback, which sends each prompt's request as soon as it arrived.
+ * Returns 0, -1 with why (a protocol error, or the reply could not be
+ * sent), or 1 when the callback declined: nothing was read, and the caller
+ * serves the batch whole. */
+static int serve_call_batch(sandbox *sb, wait_state *ws, int kind, const char *model,
+                            json_t *lengths, char *why, size_t whylen)
+{
+    size_t n = json_array_size(lengths);
+    sandbox_batch b = {.sock = sb->sock, .stall_ms = SANDBOX_RAW_STALL_MS};
+    char **results = calloc(n, sizeof *results);
+    size_t *result_lens = calloc(n, sizeof *result_lens);
+    b.lens = calloc(n, sizeof *b.lens);
+    int rc = -1;
+    if (!results || !result_lens || !b.lens) {
+        snprintf(why, whylen, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *l = json_array_get(lengths, i);
+        if (!json_is_integer(l) || json_integer_value(l) < 0 ||
+            (unsigned long long)json_integer_value(l) >= FRAME_MAX) {
+            snprintf(why, whylen, "malformed call frame (prompt lengths)");
+            goto done;
+        }
+        b.lens[i] = (size_t)json_integer_value(l);
+        result_lens[i] = SIZE_MAX;
+    }
+    if (frame_pieces_init(&b.pieces, b.lens, n, FRAME_MAX, why, whylen) != 0)
+        goto done;
+    /* Bounded by the cell's wall time too, as read_raw_frame is. */
+    if (ws->timeout > 0) {
+        int left_ms = poll_timeout_ms(ws->timeout - (clock_now() - ws->started - ws->call_seconds));
+        b.stall_ms = left_ms < b.stall_ms ? left_ms : b.stall_ms;
+    }
+    double t0 = clock_now();
+    int call_rc = sb->batch_call(ws->userdata, kind, model, &b, n, results, result_lens);
+    if (call_rc == SANDBOX_BATCH_DECLINE) {
+        rc = 1;
+        goto done;
+    }
+    /* What the callee did not read is read now (and dropped): the stream
+     * stays in step for the reply. */
+    size_t dropped = b.arrived;
+    for (int last = 0; !last;) {
+        size_t upto = sandbox_batch_more(&b, -1, &last);
+        for (; dropped < upto; dropped++)
+            sandbox_batch_release(&b, dropped);
+    }
+    ws->call_seconds += clock_now() - t0;
+    ws->n_calls += n;
+    if (b.broken) {
+        snprintf(why, whylen, "%s", b.why);
+        goto done;
+    }
+    ws->stopped |= call_rc != 0;
+    rc = send_call_result(sb, ws, results, result_lens, n, why, whylen);
+done:
+    for (size_t i = 0; results && i < n; i++)
+        free(results[i]);
+    free(results);
+    free(result_lens);
+    frame_pieces_free(&b.pieces);
+    free(b.lens);
+    return rc;
+}
+
 /* Serves one "call" frame. Returns 0, or -1 with why set when the frame is
  * malformed (a protocol error) or the reply cannot be sent. Prompts and
  * contexts come in the frame ("prompts", "contexts") or in a raw frame right
@@ -375,6 +539,16 @@ static int serve_call(sandbox *sb, json_t *frame, wait_state *ws, char *why, siz
     json_t *model = json_object_get(frame, "model");
     char *raw = NULL;
     size_t raw_len = 0;
+    if (json_is_array(lengths) && !ctx_lengths && !contexts && sb->batch_call && ws->call &&
+        !ws->interrupted && !ws->stopped && kind_text &&
+        (strcmp(kind_text, "llm") == 0 || strcmp(kind_text, "rlm") == 0) &&
+        json_array_size(lengths) > 0 && json_array_size(lengths) <= SANDBOX_MAX_BATCH &&
+        (!model || json_is_null(model) || json_is_string(model))) {
+        int rc = serve_call_batch(sb, ws, strcmp(kind_text, "rlm") == 0 ? SANDBOX_CALL_RLM : SANDBOX_CALL_LLM,
+                                  json_string_value(model), lengths, why, whylen);
+        if (rc != 1)
+            return rc;
+    }
     if (json_is_array(lengths)) {
         if (read_raw_frame(sb, ws, &raw, &raw_len, why, whylen) != 0)
             return -1;
@@ -403,7 +577,6 @@ static int serve_call(sandbox *sb, json_t *frame, wait_state *ws, char *why, siz
     size_t *lens = calloc(3 * n, sizeof *lens);
     char **owned = calloc(2 * n, sizeof *owned);
     char **results = calloc(n, sizeof *results);
-    json_t *list = NULL;
     if (!texts || (has_contexts && !ctx) || !lens || !owned || !results) {
         snprintf(why, whylen, "out of memory");
         goto fail;
@@ -448,20 +621,33 @@ static int serve_call(sandbox *sb, json_t *frame, wait_state *ws, char *why, siz
                                result_lens);
         ws->call_seconds += clock_now() - t0;
         ws->n_calls += n;
-        if (call_rc != 0) {
-            /* The callee's error strings say why (a budget, the wall limit,
-             * a cancel); a prompt it left without one gets ours. */
-            ws->stopped = 1;
-            for (size_t i = 0; i < n; i++)
-                if (!results[i]) {
-                    results[i] = strdup(unserved_message(ws));
-                    result_lens[i] = SIZE_MAX;
-                }
-        }
+        ws->stopped |= call_rc != 0;
     }
-    list = json_array();
+    rc = send_call_result(sb, ws, results, result_lens, n, why, whylen);
+fail:
+    for (size_t i = 0; i < n && results; i++)
+        free(results[i]);
+    for (size_t i = 0; i < 2 * n && owned; i++)
+        free(owned[i]);
+    free(results);
+    free(owned);
+    free(lens);
+    free(texts);
+    free(ctx);
+    free(raw);
+    return rc;
+}
+
+/* Sends a call's results, bounded by the frame limit. When the callee
+ * stopped the run its error strings say why (a budget, the wall limit, a
+ * cancel); a prompt it left without one gets ours. 0, or -1 with why when
+ * the child cannot be written to. */
+static int send_call_result(sandbox *sb, const wait_state *ws, char **results,
+                            const size_t *result_lens, size_t n, char *why, size_t whylen)
+{
+    json_t *list = json_array();
     for (size_t i = 0; list && i < n; i++) {
-        const char *r = results[i] ? results[i] : "Error: no result";
+        const char *r = results[i] ? results[i] : ws->stopped ? unserved_message(ws) : "Error: no result";
         size_t r_len = results[i] && result_lens[i] != SIZE_MAX ? result_lens[i] : strlen(r);
         if (json_array_append_new(list, frame_string(r, r_len)) != 0) {
             json_decref(list);
@@ -479,20 +665,7 @@ static int serve_call(sandbox *sb, json_t *frame, wait_state *ws, char *why, siz
                                                      "return to the sandbox"));
         json_object_set_new(reply, "results", small);
     }
-    rc = send_frame(sb, reply, why, whylen);
-fail:
-    for (size_t i = 0; i < n && results; i++)
-        free(results[i]);
-    for (size_t i = 0; i < 2 * n && owned; i++)
-        free(owned[i]);
-    free(results);
-    free(owned);
-    free(lens);
-    free(texts);
-    free(ctx);
-    free(raw);
-    json_decref(list);
-    return rc;
+    return send_frame(sb, reply, why, whylen);
 }
 
 /* Reads frames until one of type `want`, serving calls meanwhile and
@@ -1025,6 +1198,16 @@ static void set_cell_message(sandbox_cell *cell, const char *text)
     free(cell->output);
     cell->output = strdup(text);
     cell->output_chars = cell->output_len = cell->output ? strlen(text) : 0;
+}
+
+int sandbox_exec_batched(sandbox *sb, const char *code, sandbox_call_fn call,
+                         sandbox_batch_fn batch_call, void *userdata, sandbox_cell *cell, char *err,
+                         size_t errlen)
+{
+    sb->batch_call = batch_call;
+    int rc = sandbox_exec(sb, code, call, userdata, cell, err, errlen);
+    sb->batch_call = NULL;
+    return rc;
 }
 
 int sandbox_exec(sandbox *sb, const char *code, sandbox_call_fn call, void *userdata,

@@ -125,6 +125,37 @@ typedef int (*sandbox_call_fn)(void *userdata, int kind, const char *model,
                                const char *const *contexts, const size_t *context_lens,
                                size_t n_prompts, char **results, size_t *result_lens);
 
+/* A batch of prompts still arriving from the child: the sub-calls of a
+ * plain batch (prompts, no contexts) can start while the rest come. */
+typedef struct sandbox_batch sandbox_batch;
+
+/* Serves a plain batch (no contexts) as its prompts arrive; given to
+ * sandbox_exec_batched, called instead of sandbox_call_fn (same userdata,
+ * same thread, same contract for results and the return value) as soon as
+ * the call frame is in, before any prompt. The prompts come through
+ * sandbox_batch_more. Returning SANDBOX_BATCH_DECLINE before reading any
+ * has the batch read whole and served by the sandbox_call_fn instead. Prompts
+ * the callee did not read are read and dropped after it returns. */
+typedef int (*sandbox_batch_fn)(void *userdata, int kind, const char *model, sandbox_batch *b,
+                                size_t n_prompts, char **results, size_t *result_lens);
+#define SANDBOX_BATCH_DECLINE 1
+
+/* The byte length prompt i was announced with (before it arrived). */
+size_t sandbox_batch_length(const sandbox_batch *b, size_t i);
+/* Reads from the child until a prompt more has arrived, at most timeout_ms
+ * (-1: until one does). Returns how many have arrived (a prefix, in order);
+ * *last is set once all have, or the child stopped sending or broke the
+ * protocol (then fewer did, and the cell's child is replaced after the
+ * callback returns). Only the callback's thread may call it. */
+size_t sandbox_batch_more(sandbox_batch *b, int timeout_ms, int *last);
+/* Prompt i (arrived) and its byte length (invalid UTF-8 repaired to U+FFFD;
+ * a NUL follows it), or NULL once released. Borrowed until released or the
+ * callback returns. */
+const char *sandbox_batch_prompt(const sandbox_batch *b, size_t i, size_t *len);
+/* Frees prompt i's bytes early (its request is over). Any thread may release
+ * a prompt while the callback's thread reads later ones; each at most once. */
+void sandbox_batch_release(sandbox_batch *b, size_t i);
+
 /* The outcome of one cell. */
 typedef struct sandbox_cell {
     size_t output_len;    /* bytes of output (it may hold NUL bytes: print('\0')) */
@@ -167,6 +198,12 @@ int sandbox_start(const sandbox_options *opts, sandbox **out, char *err, size_t 
  * says why. */
 int sandbox_exec(sandbox *sb, const char *code, sandbox_call_fn call, void *userdata,
                  sandbox_cell *cell, char *err, size_t errlen);
+
+/* sandbox_exec, with plain batches of the cell served by batch_call as
+ * their prompts arrive (sandbox_batch_fn); other calls go to call. */
+int sandbox_exec_batched(sandbox *sb, const char *code, sandbox_call_fn call,
+                         sandbox_batch_fn batch_call, void *userdata, sandbox_cell *cell, char *err,
+                         size_t errlen);
 
 /* Binds `name` to another input (a conversation's context_1, context_2, ...),
  * decoded like the first: raw UTF-8 bytes become one str (invalid bytes

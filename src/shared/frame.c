@@ -138,6 +138,89 @@ int frame_reader_step_raw(frame_reader *r, int fd, char **data, size_t *len, cha
     return FRAME_READY;
 }
 
+int frame_pieces_init(frame_pieces *p, const size_t *lens, size_t n, size_t max, char *err,
+                      size_t errlen)
+{
+    memset(p, 0, sizeof *p);
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (lens[i] >= max || total > max - lens[i] - 1) {
+            snprintf(err, errlen, "oversized frame: the pieces announced exceed %zu bytes", max);
+            return -1;
+        }
+        total += lens[i] + 1;
+    }
+    if (n == 0 || total == 0) {
+        snprintf(err, errlen, "garbled frame: no pieces announced");
+        return -1;
+    }
+    p->data = calloc(n, sizeof *p->data);
+    if (!p->data) {
+        snprintf(err, errlen, "out of memory for a frame");
+        return -1;
+    }
+    p->lens = lens;
+    p->n = n;
+    p->total = total;
+    return 0;
+}
+
+int frame_pieces_step(frame_pieces *p, int fd, char *err, size_t errlen)
+{
+    if (p->cur == p->n)
+        return FRAME_READY;
+    if (p->head_len < sizeof p->head) {
+        ssize_t n = read(fd, p->head + p->head_len, sizeof p->head - p->head_len);
+        if (n < 0)
+            return io_error(err, errlen);
+        if (n == 0)
+            return read_error(err, errlen, "truncated frame: end of stream before a raw frame");
+        p->head_len += (size_t)n;
+        if (p->head_len < sizeof p->head)
+            return FRAME_MORE;
+        uint32_t len = ((uint32_t)p->head[0] << 24) | ((uint32_t)p->head[1] << 16) |
+                       ((uint32_t)p->head[2] << 8) | (uint32_t)p->head[3];
+        if ((size_t)len != p->total) {
+            snprintf(err, errlen, "garbled frame: %lu bytes of pieces, %zu announced",
+                     (unsigned long)len, p->total);
+            return FRAME_ERROR;
+        }
+        return FRAME_MORE;
+    }
+    size_t want = p->lens[p->cur] + 1; /* the piece and its NUL */
+    if (!p->data[p->cur]) {
+        p->data[p->cur] = malloc(want);
+        if (!p->data[p->cur])
+            return read_error(err, errlen, "out of memory for a frame");
+        p->have = 0;
+    }
+    ssize_t n = read(fd, p->data[p->cur] + p->have, want - p->have);
+    if (n < 0)
+        return io_error(err, errlen);
+    if (n == 0) {
+        snprintf(err, errlen, "truncated frame: end of stream in piece %zu of %zu", p->cur + 1, p->n);
+        return FRAME_ERROR;
+    }
+    p->have += (size_t)n;
+    if (p->have < want)
+        return FRAME_MORE;
+    if (p->data[p->cur][want - 1] != '\0') {
+        snprintf(err, errlen, "garbled frame: piece %zu does not end where announced", p->cur + 1);
+        return FRAME_ERROR;
+    }
+    p->cur++;
+    p->have = 0;
+    return p->cur == p->n ? FRAME_READY : FRAME_MORE;
+}
+
+void frame_pieces_free(frame_pieces *p)
+{
+    for (size_t i = 0; p->data && i < p->n; i++)
+        free(p->data[i]);
+    free(p->data);
+    memset(p, 0, sizeof *p);
+}
+
 int frame_read(int fd, size_t max, json_t **out, char *err, size_t errlen)
 {
     frame_reader r;

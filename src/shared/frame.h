@@ -50,6 +50,36 @@ int frame_reader_step(frame_reader *r, int fd, json_t **out, char *err, size_t e
 int frame_reader_step_raw(frame_reader *r, int fd, char **data, size_t *len, char *err,
                           size_t errlen);
 
+/* Incremental reader of a raw frame made of announced pieces (a batch's
+ * prompts: docs/internals/sandbox-protocol.md): each piece is lens[i] bytes
+ * then a NUL, back to back, and the frame's length prefix must equal their
+ * sum. Each piece is read into a malloc'd buffer of its own (data[i], its
+ * NUL kept) as it comes, so the caller can use piece i while later ones are
+ * still on the way, and free it (setting data[i] to NULL) when done. cur:
+ * how many pieces are complete. */
+typedef struct frame_pieces {
+    const size_t *lens;  /* borrowed: the announced byte lengths */
+    size_t n;
+    size_t total;        /* the raw frame's length: each piece + 1 */
+    unsigned char head[4];
+    size_t head_len;
+    size_t cur;          /* pieces complete */
+    size_t have;         /* bytes of piece cur read so far */
+    char **data;         /* n entries, owned; data[i] for i < cur unless the caller took it */
+} frame_pieces;
+
+/* 0, or -1 with err when the pieces cannot make one frame under max (or
+ * there are none) or out of memory. */
+int frame_pieces_init(frame_pieces *p, const size_t *lens, size_t n, size_t max, char *err,
+                      size_t errlen);
+/* Reads once from fd (as frame_reader_step): FRAME_MORE (cur may have
+ * grown), FRAME_READY once every piece is in, FRAME_ERROR (a length prefix
+ * that is not the announced total, a piece not followed by its NUL, the end
+ * of the stream) or FRAME_IO_ERROR, with err set. */
+int frame_pieces_step(frame_pieces *p, int fd, char *err, size_t errlen);
+/* Frees every piece still held and the table. */
+void frame_pieces_free(frame_pieces *p);
+
 /* Blocking read of one whole frame (retries EINTR). Same results as a step,
  * never FRAME_MORE. */
 int frame_read(int fd, size_t max, json_t **out, char *err, size_t errlen);

@@ -27,8 +27,9 @@ def script():
     ]
 
 
-# Fields that hold times, pids, paths of this run's files: they may differ.
-VOLATILE = {"t", "time", "seconds", "waited", "elapsed", "call_seconds", "pid", "config"}
+# Fields that hold times, pids, paths of this run's files: they may differ
+# (sent_seconds: a replayed request never goes on the wire, so it is null).
+VOLATILE = {"t", "time", "seconds", "waited", "elapsed", "call_seconds", "pid", "config", "sent_seconds"}
 
 
 def stable(events):

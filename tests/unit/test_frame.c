@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -295,10 +296,99 @@ static void test_fdpass_errors(void **state)
     close(sv[1]);
 }
 
+/* Steps a pieces reader until it is not FRAME_MORE or `steps` ran out. */
+static int pieces_steps(frame_pieces *p, int fd, size_t steps, char *err, size_t errlen)
+{
+    int rc = FRAME_MORE;
+    for (size_t i = 0; i < steps && rc == FRAME_MORE; i++)
+        rc = frame_pieces_step(p, fd, err, errlen);
+    return rc;
+}
+
+/* A batch's prompts arrive one by one, each usable (and freeable) before the
+ * next is in: piece 0 is complete while piece 1 is half sent. */
+static void test_pieces_arrive_one_by_one(void **state)
+{
+    (void)state;
+    int sv[2];
+    make_pair(sv);
+    int flags = fcntl(sv[1], F_GETFL);
+    assert_int_equal(fcntl(sv[1], F_SETFL, flags | O_NONBLOCK), 0);
+    const size_t lens[3] = {5, 3, 0};
+    frame_pieces p;
+    char err[256];
+    assert_int_equal(frame_pieces_init(&p, lens, 3, FRAME_MAX, err, sizeof err), 0);
+    write_header(sv[0], 5 + 1 + 3 + 1 + 0 + 1);
+    write_raw(sv[0], "hello\0ab", 8);
+    assert_int_equal(pieces_steps(&p, sv[1], 10, err, sizeof err), FRAME_MORE);
+    assert_int_equal(p.cur, 1);
+    assert_memory_equal(p.data[0], "hello", 6);
+    free(p.data[0]);   /* the caller's to free early */
+    p.data[0] = NULL;
+    write_raw(sv[0], "c\0\0", 3);
+    assert_int_equal(pieces_steps(&p, sv[1], 10, err, sizeof err), FRAME_READY);
+    assert_int_equal(p.cur, 3);
+    assert_memory_equal(p.data[1], "abc", 4);
+    assert_memory_equal(p.data[2], "", 1);
+    frame_pieces_free(&p);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+/* Everything a hostile child can do wrong with the pieces of a batch. */
+static void test_pieces_rejected(void **state)
+{
+    (void)state;
+    char err[256];
+    frame_pieces p;
+    /* Announced lengths that could not fit in one frame, or none at all. */
+    const size_t big[2] = {40, 40};
+    assert_int_equal(frame_pieces_init(&p, big, 2, 64, err, sizeof err), -1);
+    assert_non_null(strstr(err, "oversized"));
+    const size_t huge[2] = {SIZE_MAX - 1, 5};
+    assert_int_equal(frame_pieces_init(&p, huge, 2, FRAME_MAX, err, sizeof err), -1);
+    assert_int_equal(frame_pieces_init(&p, big, 0, FRAME_MAX, err, sizeof err), -1);
+
+    const size_t lens[2] = {2, 2};
+    struct {
+        const char *name;
+        uint32_t head;
+        const char *body;
+        size_t body_len;
+        int close_after;
+        const char *why;
+    } cases[] = {
+        {"length prefix other than the announced total", 7, "ab\0cd\0", 6, 0, "announced"},
+        {"a piece without its NUL", 6, "abXcd\0", 6, 0, "does not end"},
+        {"the stream ends inside a piece", 6, "ab\0c", 4, 1, "truncated"},
+        {"the stream ends before the length prefix", 0, "", 0, 1, "truncated"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int sv[2];
+        make_pair(sv);
+        assert_int_equal(frame_pieces_init(&p, lens, 2, FRAME_MAX, err, sizeof err), 0);
+        if (cases[i].head)
+            write_header(sv[0], cases[i].head);
+        if (cases[i].body_len)
+            write_raw(sv[0], cases[i].body, cases[i].body_len);
+        if (cases[i].close_after)
+            shutdown(sv[0], SHUT_WR);
+        err[0] = '\0';
+        int rc = pieces_steps(&p, sv[1], 20, err, sizeof err);
+        if (rc != FRAME_ERROR || !strstr(err, cases[i].why))
+            fail_msg("%s: rc %d, err '%s'", cases[i].name, rc, err);
+        frame_pieces_free(&p);
+        close(sv[0]);
+        close(sv[1]);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip),
+        cmocka_unit_test(test_pieces_arrive_one_by_one),
+        cmocka_unit_test(test_pieces_rejected),
         cmocka_unit_test(test_incremental),
         cmocka_unit_test(test_oversized_rejected),
         cmocka_unit_test(test_truncated),

@@ -552,6 +552,102 @@ static void test_llm_query_batched_raw(void **state)
     sandbox_free(sb);
 }
 
+/* The batch callback (sandbox_batch_fn) of the tests: reads the prompts as
+ * they arrive (all, or the first read_only), answers "S:<prompt>" and lets
+ * each prompt go at once; or declines, and the recorder (its first member,
+ * the userdata of the plain callback too) gets the batch whole. */
+typedef struct streamer {
+    recorder r;
+    int calls;
+    int decline;
+    size_t read_only;   /* 0: every prompt */
+    int released_ok;    /* every released prompt read back NULL */
+} streamer;
+
+static int stream_call(void *userdata, int kind, const char *model, sandbox_batch *b, size_t n,
+                       char **results, size_t *result_lens)
+{
+    (void)kind;
+    (void)model;
+    streamer *s = userdata;
+    s->calls++;
+    if (s->decline)
+        return SANDBOX_BATCH_DECLINE;
+    size_t got = 0;
+    int last = 0;
+    while (!last && (!s->read_only || got < s->read_only))
+        got = sandbox_batch_more(b, -1, &last);
+    s->released_ok = 1;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = 0;
+        const char *p = i < got ? sandbox_batch_prompt(b, i, &len) : NULL;
+        if (!p) {
+            results[i] = strdup("Error: unread");
+            continue;
+        }
+        results[i] = malloc(len + 3);
+        memcpy(results[i], "S:", 2);
+        memcpy(results[i] + 2, p, len + 1);
+        result_lens[i] = len + 2;
+        sandbox_batch_release(b, i);
+        s->released_ok &= sandbox_batch_prompt(b, i, &len) == NULL;
+    }
+    return 0;
+}
+
+static void run_streamed(sandbox *sb, const char *code, streamer *s, sandbox_cell *cell)
+{
+    char err[512] = "";
+    assert_int_equal(sandbox_exec_batched(sb, code, record_call, stream_call, s, cell, err, sizeof err), 0);
+}
+
+/* A plain batch goes to the batch callback, which gets its prompts as they
+ * arrive, exact and in order, and may let each go early. */
+static void test_llm_query_batched_streamed(void **state)
+{
+    sandbox *sb = start_default(state);
+    streamer s = {.r = {.fail_prompt = -1}};
+    sandbox_cell cell;
+    run_streamed(sb,
+                 "out = llm_query_batched(['', 'caf\\u00e9', 'bad \\udcff end', 'a\\x00b', 'x' * 100000] "
+                 "+ ['p%d' % i for i in range(3000)])\n"
+                 "print(len(out), out[0], out[1], out[2], repr(out[3]), len(out[4]), out[5], out[-1])",
+                 &s, &cell);
+    if (cell.raised)
+        print_message("output: %s\n", cell.output);
+    assert_false(cell.raised);
+    assert_int_equal(s.calls, 1);
+    assert_int_equal(s.r.calls, 0);
+    assert_true(s.released_ok);
+    assert_int_equal(cell.n_calls, 3005);
+    assert_string_equal(cell.output, "3005 S: S:caf\xc3\xa9 S:bad ? end 'S:a\\x00b' 100002 S:p0 S:p2999\n");
+    sandbox_cell_clear(&cell);
+
+    /* The callee reads three prompts of 2,000 and answers: the rest is read
+     * and dropped, and the next cell finds the stream in step. */
+    s.read_only = 3;
+    run_streamed(sb, "out = llm_query_batched(['q%d' % i for i in range(2000)])\n"
+                     "print(out[2], out[3], len(out))", &s, &cell);
+    assert_string_equal(cell.output, "S:q2 Error: unread 2000\n");
+    sandbox_cell_clear(&cell);
+    s.read_only = 0;
+
+    /* Declined: the same batch, whole, through the plain callback; a batch
+     * with contexts never comes to the batch callback. */
+    s.decline = 1;
+    run_streamed(sb, "print(llm_query_batched(['a', 'b']))", &s, &cell);
+    assert_string_equal(cell.output, "['R:a', 'R:b']\n");
+    assert_int_equal(s.calls, 3);
+    assert_int_equal(s.r.calls, 1);
+    sandbox_cell_clear(&cell);
+    s.decline = 0;
+    run_streamed(sb, "print(rlm_query_batched(['a'], contexts=['c']))", &s, &cell);
+    assert_int_equal(s.calls, 3);
+    assert_int_equal(s.r.calls, 2);
+    sandbox_cell_clear(&cell);
+    sandbox_free(sb);
+}
+
 static void test_rlm_query(void **state)
 {
     fixture *fx = *state;
@@ -816,11 +912,17 @@ static void test_child_killed(void **state)
     sandbox_free(sb);
 }
 
-static void expect_restart(sandbox *sb, const char *code, const char *needle)
+/* Runs code (through the batch callback when streamed), which must end its
+ * child with needle in the output; a fresh child then works. */
+static void expect_restart_by(sandbox *sb, const char *code, int streamed, const char *needle)
 {
     int pid = sandbox_pid(sb);
     sandbox_cell cell;
-    run(sb, code, &cell);
+    streamer s = {.r = {.fail_prompt = -1}};
+    if (streamed)
+        run_streamed(sb, code, &s, &cell);
+    else
+        run(sb, code, &cell);
     if (!cell.restarted || !strstr(cell.output, needle))
         print_message("output: %s\n", cell.output);
     assert_true(cell.restarted);
@@ -828,6 +930,11 @@ static void expect_restart(sandbox *sb, const char *code, const char *needle)
     sandbox_cell_clear(&cell);
     assert_true(sandbox_pid(sb) != pid);
     expect_output(sb, "print('ok')", "ok\n");
+}
+
+static void expect_restart(sandbox *sb, const char *code, const char *needle)
+{
+    expect_restart_by(sb, code, 0, needle);
 }
 
 static void test_protocol_violations(void **state)
@@ -863,6 +970,44 @@ static void test_protocol_violations(void **state)
     /* The child closing the socket. */
     snprintf(code, sizeof code, "%sos.close(3)\nwhile True: pass", os);
     expect_restart(sb, code, "restarted");
+    sandbox_free(sb);
+}
+
+/* A hostile child's streamed batch: every flaw ends the child. Invalid UTF-8
+ * in a prompt is repaired, not refused. */
+static void test_streamed_protocol_violations(void **state)
+{
+    sandbox *sb = start_with(*state, 2, 0.5, 0, 0, 0);
+    const char *os = "os = __import__('json').codecs.sys.modules['os']\n"
+                     "p = b'{\"type\":\"call\",\"kind\":\"llm\",\"prompt_lengths\":[2,1]}'\n";
+    char code[1024];
+    /* The raw frame's length is not the pieces' sum. */
+    snprintf(code, sizeof code,
+             "%sos.write(3, len(p).to_bytes(4, 'big') + p + b'\\x00\\x00\\x00\\x06ab\\x00c\\x00')\n"
+             "while True: pass", os);
+    expect_restart_by(sb, code, 1, "announced");
+    /* A piece not followed by its NUL. */
+    snprintf(code, sizeof code,
+             "%sos.write(3, len(p).to_bytes(4, 'big') + p + b'\\x00\\x00\\x00\\x05abXc\\x00')\n"
+             "while True: pass", os);
+    expect_restart_by(sb, code, 1, "does not end");
+    /* The first prompt, then silence: the cell's time ends the wait. */
+    snprintf(code, sizeof code,
+             "%sos.write(3, len(p).to_bytes(4, 'big') + p + b'\\x00\\x00\\x00\\x05ab\\x00')\n"
+             "while True: pass", os);
+    expect_restart_by(sb, code, 1, "did not arrive");
+    /* Invalid UTF-8 arrives repaired (the reply is read back raw). */
+    streamer s = {.r = {.fail_prompt = -1}};
+    sandbox_cell cell;
+    snprintf(code, sizeof code,
+             "%sos.write(3, len(p).to_bytes(4, 'big') + p + b'\\x00\\x00\\x00\\x05\\xff!\\x00c\\x00')\n"
+             "print(os.read(3, 4096)[4:])", os);
+    run_streamed(sb, code, &s, &cell);
+    if (!strstr(cell.output, "S:\\xef\\xbf\\xbd!"))
+        print_message("output: %s\n", cell.output);
+    assert_non_null(strstr(cell.output, "S:\\xef\\xbf\\xbd!"));
+    assert_non_null(strstr(cell.output, "S:c"));
+    sandbox_cell_clear(&cell);
     sandbox_free(sb);
 }
 
@@ -2102,6 +2247,8 @@ int main(void)
         cmocka_unit_test(test_nul_bytes),
         cmocka_unit_test(test_llm_query_batched),
         cmocka_unit_test(test_llm_query_batched_raw),
+        cmocka_unit_test(test_llm_query_batched_streamed),
+        cmocka_unit_test(test_streamed_protocol_violations),
         cmocka_unit_test(test_rlm_query),
         cmocka_unit_test(test_callback_stop),
         cmocka_unit_test(test_sigint_during_subcall),

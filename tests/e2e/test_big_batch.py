@@ -1,0 +1,87 @@
+"""One llm_query_batched of thousands of prompts (issue 20): the prompts
+stream from the sandbox to the host and each request leaves as soon as its
+prompt is in, but the batch keeps its meaning — every result in its place,
+in order, a failed prompt's error string where its reply would be, identical
+prompts sent once (a failure is not shared: its twin is sent again), every
+prompt a sub-call of the budget — with deduplication, without it, and with a
+record file (whose keys need every prompt before anything is sent)."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from harness import FakeLM, RlmTestCase, main, repl  # noqa: E402
+
+N, UNIQUE = 3000, 2900
+# Prompts of 2 KB, 6 MB in all: more than a socket buffer holds, so the
+# host reads the batch while requests are already out. Items ending in 7
+# are refused by the model (HTTP 400 on some prompts: the run goes on).
+CODE = """
+prompts = ['item %d ' % (i % 2900) + 'x' * 2000 for i in range(3000)]
+replies = llm_query_batched(prompts)
+def want(i):
+    k = i % 2900
+    return None if k % 10 == 7 else 'ans %d' % k
+def ok(i, r):
+    return r.startswith('Error: ') if want(i) is None else r == want(i)
+bad = [i for i, r in enumerate(replies) if not ok(i, r)]
+FINAL('%d %s' % (len(replies), bad[:5]))
+"""
+RULES = [
+    {"model": "^sub-model$", "match": "^item (\\d*7) ", "status": 400,
+     "error_code": "context_length_exceeded", "reply": "too long for this model"},
+    {"model": "^sub-model$", "match": "^item (\\d+) ", "reply": "ans $1"},
+    {"model": "^root-model$", "match": ".", "reply": repl(CODE)},
+]
+REFUSED = UNIQUE // 10 + (N - UNIQUE) // 10   # 290 distinct ones, and the 10 twins sent again
+
+
+class BigBatch(RlmTestCase):
+    def run_batch(self, extra):
+        with FakeLM(RULES) as lm:
+            res = self.rlm(["--max-retries", "0", "--concurrency", "32", "--json",
+                            "--context", self.write("c.txt", "some text"), *extra, "q"], lm)
+            requests = [r for r in lm.requests() if r.get("model") == "sub-model"]
+        self.assertExit(res, 0)
+        self.assertEqual(res.report["answer"], "%d []" % N)
+        self.assertEqual(res.report["sub_calls"], N)
+        self.assertEqual(res.report["sub_call_errors"], REFUSED)
+        calls = res.events("sub_call")
+        self.assertEqual([e["index"] for e in calls], list(range(N)))
+        self.assertTrue(all(e["prompt"].startswith("item %d " % (e["index"] % UNIQUE)) for e in calls))
+        sent = [e for e in calls if e["sent_seconds"] is not None]
+        self.assertEqual(len(sent), len(requests))
+        self.assertTrue(all(e["sent_seconds"] >= 0 for e in sent))
+        return res, requests
+
+    def test_deduplicated(self):
+        res, requests = self.run_batch([])
+        # Every distinct prompt once; the twins of refused ones again.
+        self.assertEqual(len(requests), UNIQUE + 10)
+        self.assertEqual(res.report["sub_calls_deduplicated"], N - UNIQUE - 10)
+
+    def test_not_deduplicated(self):
+        res, requests = self.run_batch(["--no-dedupe"])
+        self.assertEqual(len(requests), N)
+        self.assertEqual(res.report["sub_calls_deduplicated"], 0)
+
+    def test_recorded(self):
+        record = os.path.join(self.tmp, "calls.jsonl")
+        _, requests = self.run_batch(["--no-dedupe", "--record", record])
+        self.assertEqual(len(requests), N)
+        with open(record) as f:
+            self.assertEqual(sum(1 for line in f if '"model":"sub-model"' in line), N)
+
+    def test_budget_refuses_the_whole_batch(self):
+        # Admitted from the announced lengths before any prompt is read:
+        # refused whole, nothing sent, the run stopped with its reason.
+        with FakeLM(RULES) as lm:
+            res = self.rlm(["--max-subcalls", str(N - 1), "--json",
+                            "--context", self.write("c.txt", "some text"), "q"], lm)
+            requests = [r for r in lm.requests() if r.get("model") == "sub-model"]
+        self.assertEqual(requests, [])
+        self.assertEqual(res.report["sub_calls"], 0)
+        self.assertIn("max_subcalls", res.report["stopped_by"] or "")
+
+
+if __name__ == "__main__":
+    main()
