@@ -54,34 +54,43 @@ char *openai_request_body(const lm_request *req)
     return openai_request_body_with(req, NULL);
 }
 
+/* The body is written straight from the messages' bytes (lm_json_put_string):
+ * a prompt of a sub-call batch can be most of a megabyte, and a JSON string
+ * then a dump of it would make two copies and cost most of the request's
+ * CPU. The few options still go through jansson. */
 char *openai_request_body_with(const lm_request *req, const lm_wire_options *wire)
 {
-    char *out = NULL;
+    buf b;
+    buf_init(&b, SIZE_MAX / 2);
+    char *options = NULL;
     json_t *root = json_object();
-    json_t *messages = json_array();
-    if (!root || !messages)
+    if (!root || add_wire_options(root, wire) != 0 || !(options = json_dumps(root, JSON_COMPACT)))
         goto fail;
-    if (json_object_set_new(root, "model", json_string_sanitized(req->model)) != 0)
-        goto fail;
-    for (size_t i = 0; i < req->n_messages; i++) {
+    int ok = buf_puts(&b, "{\"model\":") == 0 &&
+             lm_json_put_string(&b, req->model ? req->model : "", req->model ? strlen(req->model) : 0) == 0 &&
+             buf_puts(&b, ",\"messages\":[") == 0;
+    for (size_t i = 0; ok && i < req->n_messages; i++) {
         const lm_message *msg = &req->messages[i];
-        json_t *m = json_object();
-        if (!m)
-            goto fail;
-        if (json_array_append_new(messages, m) != 0)
-            goto fail;
-        if (json_object_set_new(m, "role", json_string_sanitized(msg->role ? msg->role : "user")) != 0 ||
-            json_object_set_new(m, "content", frame_string(msg->content ? msg->content : "",
-                                                           lm_message_len(msg))) != 0)
-            goto fail;
+        const char *role = msg->role ? msg->role : "user";
+        ok = buf_puts(&b, i ? ",{\"role\":" : "{\"role\":") == 0 &&
+             lm_json_put_string(&b, role, strlen(role)) == 0 && buf_puts(&b, ",\"content\":") == 0 &&
+             lm_json_put_string(&b, msg->content ? msg->content : "", lm_message_len(msg)) == 0 &&
+             buf_puts(&b, "}") == 0;
     }
-    if (json_object_set(root, "messages", messages) != 0 || add_wire_options(root, wire) != 0)
-        goto fail;
-    out = json_dumps(root, JSON_COMPACT);
-fail:
-    json_decref(messages);
+    /* options is "{}" or "{...}": its members follow the messages. */
+    ok = ok && buf_puts(&b, "]") == 0 && (strcmp(options, "{}") == 0 || (buf_puts(&b, ",") == 0 &&
+                                          buf_append(&b, options + 1, strlen(options) - 2) == 0)) &&
+         buf_puts(&b, "}") == 0;
     json_decref(root);
-    return out;
+    free(options);
+    if (!ok)
+        buf_free(&b);
+    return ok ? buf_take(&b) : NULL;
+fail:
+    json_decref(root);
+    free(options);
+    buf_free(&b);
+    return NULL;
 }
 
 /* ---- response ------------------------------------------------------- */

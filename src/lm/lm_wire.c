@@ -49,6 +49,44 @@ size_t lm_message_len(const lm_message *m)
     return m->content_len ? m->content_len : strlen(m->content);
 }
 
+int lm_json_put_string(buf *b, const char *s, size_t len)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
+    size_t start = 0, i = 0;
+    if (buf_append(b, "\"", 1) != 0)
+        return -1;
+    while (i < len) {
+        unsigned char c = u[i];
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+            i++;
+            continue;
+        }
+        if (buf_append(b, s + start, i - start) != 0)
+            return -1;
+        int rc;
+        if (c >= 0x80) {
+            size_t n = utf8_sequence_length(u + i, len - i);
+            rc = n ? buf_append(b, s + i, n) : buf_append(b, "\xEF\xBF\xBD", 3);
+            i += n ? n : 1;
+        } else {
+            char esc[7] = {'\\', (char)c, 0};
+            if (c == '\n' || c == '\t' || c == '\r' || c == '\b' || c == '\f')
+                esc[1] = c == '\n' ? 'n' : c == '\t' ? 't' : c == '\r' ? 'r' : c == '\b' ? 'b' : 'f';
+            else if (c < 0x20)
+                memcpy(esc + 1, (char[]){'u', '0', '0', hex[c >> 4], hex[c & 15]}, 5);
+            rc = buf_append(b, esc, strlen(esc + 1) + 1);
+            i++;
+        }
+        if (rc != 0)
+            return -1;
+        start = i;
+    }
+    if (buf_append(b, s + start, i - start) != 0)
+        return -1;
+    return buf_append(b, "\"", 1);
+}
+
 size_t lm_content_len(const lm_response *r)
 {
     if (!r->content)

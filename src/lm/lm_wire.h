@@ -39,6 +39,13 @@ typedef struct lm_message {
 /* The bytes of m's content: content_len when set, else up to the first NUL. */
 size_t lm_message_len(const lm_message *m);
 
+/* Appends s[0..len) to b as a JSON string, quotes included: '"', '\\' and
+ * control characters escaped, each byte that does not start a valid UTF-8
+ * sequence written as U+FFFD — the text frame_string and json_dumps would
+ * give, in one pass over the bytes and one copy (a request body holds the
+ * whole prompt). 0, or -1 when b's limit is reached or out of memory. */
+int lm_json_put_string(buf *b, const char *s, size_t len);
+
 /* Progress of a streamed reply, counted in code points received so far on
  * the current attempt (a retried stream starts again from 0). */
 typedef struct lm_progress {

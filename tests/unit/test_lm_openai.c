@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "frame.h"
 #include "lm_openai.h"
 #include "util.h"
 
@@ -360,6 +361,39 @@ static void test_nul_bytes(void **state)
     lm_stream_free(&s);
 }
 
+/* The body's strings are written straight from the bytes: for any bytes at
+ * all, what a JSON parser reads back is what frame_string keeps (invalid
+ * UTF-8 as U+FFFD, NUL and control characters escaped). */
+static void test_json_put_string_any_bytes(void **state)
+{
+    (void)state;
+    uint32_t seed = 12345;
+    for (int round = 0; round < 3000; round++) {
+        char bytes[64];
+        size_t len = (size_t)(round % 64);
+        for (size_t i = 0; i < len; i++) {
+            seed = seed * 1103515245u + 12345u;
+            /* Mostly ASCII with runs of high bytes and controls. */
+            unsigned r = seed >> 16;
+            bytes[i] = (char)(r % 4 == 0 ? 0x80 + r % 0x80 : r % 4 == 1 ? r % 0x20 : 0x20 + r % 0x60);
+        }
+        buf b;
+        buf_init(&b, 1 << 20);
+        assert_int_equal(lm_json_put_string(&b, bytes, len), 0);
+        assert_int_equal(buf_append(&b, "", 1), 0);
+        json_t *want = frame_string(bytes, len);
+        json_error_t err;
+        json_t *got = json_loads(b.data, JSON_DECODE_ANY | JSON_ALLOW_NUL, &err);
+        if (!got)
+            fail_msg("round %d: not JSON (%s): %s", round, err.text, b.data);
+        assert_int_equal(json_string_length(got), json_string_length(want));
+        assert_memory_equal(json_string_value(got), json_string_value(want), json_string_length(want));
+        json_decref(got);
+        json_decref(want);
+        buf_free(&b);
+    }
+}
+
 static void test_request_no_messages(void **state)
 {
     (void)state;
@@ -373,6 +407,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_response_table),
+        cmocka_unit_test(test_json_put_string_any_bytes),
         cmocka_unit_test(test_response_reuse),
         cmocka_unit_test(test_cached_tokens),
         cmocka_unit_test(test_response_bad_shapes),
