@@ -131,11 +131,85 @@ static json_t *json_from_py(PyObject *obj)
 
 /* ---- sub-calls ---- */
 
-/* Sends one "call" frame and waits for its "call_result". The host may take
- * as long as the sub-models need; a SIGINT meanwhile only sets CPython's flag
- * (read_full retries EINTR) and surfaces as KeyboardInterrupt afterwards. */
+/* The pieces of a batch's raw frame (see subcall_raw): the str of each
+ * prompt, then of each context there is, and their UTF-8 lengths. Pieces are
+ * encoded a group at a time as the frame is written (raw_next), so a batch
+ * of non-ASCII prompts never has all its encodings alive at once. */
+typedef struct raw_sender {
+    PyObject **texts;     /* borrowed from the batch, or str() of an item (owned in keep) */
+    PyObject **keep;      /* the str() results we made, released once sent */
+    size_t *lens;
+    size_t n;
+    size_t next;          /* the next piece to hand out */
+    PyObject **window;    /* the encodings of the group being written */
+    size_t n_window;
+} raw_sender;
+
+/* The length of str s encoded as repl_utf8_bytes does (UTF-8, a lone
+ * surrogate replaced by '?'), without encoding it. */
+static size_t utf8_length_of(PyObject *s)
+{
+    Py_ssize_t n = PyUnicode_GET_LENGTH(s);
+    if (PyUnicode_IS_ASCII(s))
+        return (size_t)n;
+    int kind = PyUnicode_KIND(s);
+    const void *data = PyUnicode_DATA(s);
+    size_t len = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 c = PyUnicode_READ(kind, data, i);
+        len += c < 0x80 ? 1 : c < 0x800 ? 2 : (c >= 0xD800 && c <= 0xDFFF) ? 1 : c < 0x10000 ? 3 : 4;
+    }
+    return len;
+}
+
+static void raw_release_window(raw_sender *s)
+{
+    for (size_t i = 0; i < s->n_window; i++)
+        Py_DECREF(s->window[i]);
+    s->n_window = 0;
+}
+
+/* frame_parts_fn: the next group of pieces, each followed by its NUL. ASCII
+ * strs go out straight from CPython's buffer; others are encoded now and
+ * dropped once the group is written. The frame's length was announced: an
+ * encoding that fails (out of memory) leaves no way to finish it, and the
+ * child exits (the host replaces it). */
+static void raw_next(void *ctx, struct iovec *parts, size_t cap, size_t *n)
+{
+    static const char nul = '\0';
+    raw_sender *s = ctx;
+    raw_release_window(s);
+    *n = 0;
+    while (s->next < s->n && *n + 2 <= cap) {
+        PyObject *t = s->texts[s->next];
+        const char *data;
+        size_t len;
+        if (PyUnicode_IS_ASCII(t)) {
+            data = PyUnicode_DATA(t);
+            len = (size_t)PyUnicode_GET_LENGTH(t);
+        } else {
+            PyObject *bytes = PyUnicode_AsEncodedString(t, "utf-8", "replace");
+            if (!bytes)
+                _exit(3);
+            s->window[s->n_window++] = bytes;
+            data = PyBytes_AS_STRING(bytes);
+            len = (size_t)PyBytes_GET_SIZE(bytes);
+        }
+        if (len != s->lens[s->next])
+            _exit(3); /* cannot happen: utf8_length_of is the codec's count */
+        if (len > 0)
+            parts[(*n)++] = (struct iovec){(void *)data, len};
+        parts[(*n)++] = (struct iovec){(void *)&nul, 1};
+        s->next++;
+    }
+}
+
+/* Sends one "call" frame (and the raw frame of its pieces, when raw is
+ * given) and waits for its "call_result". The host may take as long as the
+ * sub-models need; a SIGINT meanwhile only sets CPython's flag (read_full
+ * retries EINTR) and surfaces as KeyboardInterrupt afterwards. */
 static PyObject *subcall_exchange(repl_state *st, json_t *call, Py_ssize_t n, const char *fname,
-                                  const struct iovec *raw, size_t n_raw, size_t raw_size)
+                                  raw_sender *raw, size_t raw_size)
 {
     char err[256];
     size_t size = frame_encoded_size(call);
@@ -146,8 +220,14 @@ static PyObject *subcall_exchange(repl_state *st, json_t *call, Py_ssize_t n, co
                             fname, raw ? raw_size : size, st->frame_max);
     if (frame_write(st->fd, call, st->frame_max, err, sizeof err) != 0)
         _exit(3); /* the host is gone: nothing left to serve */
-    if (raw && frame_write_raw(st->fd, raw, n_raw, st->frame_max, err, sizeof err) != 0)
+    if (raw && frame_write_raw_from(st->fd, raw_size, st->frame_max, raw_next, raw, err, sizeof err) != 0)
         _exit(3);
+    if (raw) {
+        /* Sent: what we encoded or str()'d for it is not needed any more. */
+        raw_release_window(raw);
+        for (size_t i = 0; i < raw->n; i++)
+            Py_CLEAR(raw->keep[i]);
+    }
     json_t *reply = NULL;
     int rc = frame_read(st->fd, st->frame_max, &reply, err, sizeof err);
     if (rc != FRAME_READY)
@@ -186,30 +266,6 @@ fail:
     return list;
 }
 
-/* Appends the UTF-8 bytes of str(item) and a NUL to parts. ASCII strings go
- * out straight from CPython's buffer (the caller holds the str); any other
- * object is encoded once into *keep, which the caller releases after
- * sending. Returns the byte length, or -1 with a Python error. */
-static Py_ssize_t raw_part(PyObject *item, struct iovec *parts, PyObject **keep)
-{
-    static const char nul = '\0';
-    const char *data;
-    Py_ssize_t len;
-    if (PyUnicode_Check(item) && PyUnicode_IS_ASCII(item)) {
-        data = PyUnicode_DATA(item);
-        len = PyUnicode_GET_LENGTH(item);
-    } else {
-        *keep = repl_utf8_bytes(item);
-        if (!*keep)
-            return -1;
-        data = PyBytes_AS_STRING(*keep);
-        len = PyBytes_GET_SIZE(*keep);
-    }
-    parts[0] = (struct iovec){(void *)data, (size_t)len};
-    parts[1] = (struct iovec){(void *)&nul, 1};
-    return len;
-}
-
 /* Design note. A batch of sub-calls can carry the whole input (the
  * OOLONG-style scripts send every line once), and rlm_query's contexts can be
  * tens of megabytes: encoding them as JSON would make two more copies here (a
@@ -218,22 +274,28 @@ static Py_ssize_t raw_part(PyObject *item, struct iovec *parts, PyObject **keep)
  * frame after a small "call" frame that lists their byte lengths
  * ("prompt_lengths", "context_lengths" with null for a prompt without
  * context); each piece is followed by a NUL, the prompts first, then the
- * contexts that are there. ASCII strings (the common case, `context` itself
- * above all) are written straight from CPython's buffer; any other object is
- * str()'d and encoded to UTF-8 once and kept until sent. The host hands the
- * callback pointers into the frame it read: no copy there either. */
+ * contexts that are there. The lengths are counted without encoding
+ * (utf8_length_of); ASCII strings (the common case, `context` itself above
+ * all) are then written straight from CPython's buffer, others encoded a
+ * group at a time as they go (raw_next) — the host reads a plain batch
+ * only as fast as its requests leave, so the write can last the whole batch.
+ * A non-str object is str()'d once, up front (model code: it runs before
+ * anything is sent). The host reads each prompt into a buffer of its own. */
 static PyObject *subcall_raw(repl_state *st, int rlm, PyObject *seq, PyObject *ctx_seq,
                              Py_ssize_t n, PyObject *model, const char *fname)
 {
     PyObject *result = NULL;
     size_t pieces = (size_t)n * (ctx_seq ? 2 : 1);
-    PyObject **keep = calloc(pieces, sizeof *keep);
-    struct iovec *parts = calloc(pieces * 2, sizeof *parts);
+    raw_sender raw = {.texts = calloc(pieces, sizeof(PyObject *)),
+                      .keep = calloc(pieces, sizeof(PyObject *)),
+                      .lens = calloc(pieces, sizeof(size_t)),
+                      .window = calloc(FRAME_IOV_GROUP_MAX, sizeof(PyObject *))};
     json_t *call = json_object();
     json_t *lengths = json_array();
     json_t *ctx_lengths = ctx_seq ? json_array() : NULL;
-    size_t total = 0, used = 0;
-    if (!keep || !parts || !call || !lengths || (ctx_seq && !ctx_lengths)) {
+    size_t total = 0;
+    if (!raw.texts || !raw.keep || !raw.lens || !raw.window || !call || !lengths ||
+        (ctx_seq && !ctx_lengths)) {
         PyErr_NoMemory();
         goto fail;
     }
@@ -245,11 +307,16 @@ static PyObject *subcall_raw(repl_state *st, int rlm, PyObject *seq, PyObject *c
             if (pass && item == Py_None) {
                 entry = json_null();
             } else {
-                Py_ssize_t len = raw_part(item, parts + 2 * used, keep + used);
-                if (len < 0)
-                    goto fail;
-                used++;
-                total = (size_t)len + 1 > SIZE_MAX - total ? SIZE_MAX : total + (size_t)len + 1;
+                PyObject *text = item;
+                if (!PyUnicode_Check(item)) {
+                    text = raw.keep[raw.n] = PyObject_Str(item);
+                    if (!text)
+                        goto fail;
+                }
+                size_t len = utf8_length_of(text);
+                raw.texts[raw.n] = text;
+                raw.lens[raw.n++] = len;
+                total = len + 1 > SIZE_MAX - total ? SIZE_MAX : total + len + 1;
                 entry = json_integer((json_int_t)len);
             }
             if (json_array_append_new(list, entry) != 0) {
@@ -268,12 +335,16 @@ static PyObject *subcall_raw(repl_state *st, int rlm, PyObject *seq, PyObject *c
             PyErr_NoMemory();
         goto fail;
     }
-    result = subcall_exchange(st, call, n, fname, parts, used * 2, total);
+    result = subcall_exchange(st, call, n, fname, &raw, total);
 fail:
-    for (size_t i = 0; keep && i < used; i++)
-        Py_XDECREF(keep[i]);
-    free(keep);
-    free(parts);
+    if (raw.window)
+        raw_release_window(&raw);
+    for (size_t i = 0; raw.keep && i < raw.n; i++)
+        Py_XDECREF(raw.keep[i]);
+    free(raw.texts);
+    free(raw.keep);
+    free(raw.lens);
+    free(raw.window);
     json_decref(lengths);
     json_decref(ctx_lengths);
     json_decref(call);

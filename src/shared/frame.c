@@ -270,39 +270,39 @@ static int write_iov_full(int fd, struct iovec *iov, int iovcnt)
 }
 
 /* Gathered writes go out in groups of this many pieces (below IOV_MAX). */
-#define FRAME_IOV_GROUP 512
+#define FRAME_IOV_GROUP FRAME_IOV_GROUP_MAX
 
-int frame_write_raw(int fd, const struct iovec *parts, size_t n, size_t max, char *err,
-                    size_t errlen)
+int frame_write_raw_from(int fd, size_t total, size_t max, frame_parts_fn next, void *ctx, char *err,
+                         size_t errlen)
 {
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (parts[i].iov_len > SIZE_MAX - total) {
-            snprintf(err, errlen, "raw frame too large");
-            return -1;
-        }
-        total += parts[i].iov_len;
-    }
     if (total == 0 || total > max || total > UINT32_MAX) {
-        snprintf(err, errlen, "raw frame of %zu bytes is empty or exceeds the limit of %zu",
-                 total, max);
+        snprintf(err, errlen, "raw frame of %zu bytes is empty or exceeds the limit of %zu", total, max);
         return -1;
     }
     unsigned char head[4] = {(unsigned char)(total >> 24), (unsigned char)(total >> 16),
                              (unsigned char)(total >> 8), (unsigned char)total};
     struct iovec group[FRAME_IOV_GROUP];
     group[0] = (struct iovec){head, sizeof head};
-    size_t used = 1;
-    for (size_t i = 0; i <= n; i++) {
-        if (used == FRAME_IOV_GROUP || (i == n && used > 0)) {
-            if (write_iov_full(fd, group, (int)used) != 0) {
-                snprintf(err, errlen, "cannot write frame: %s", strerror(errno));
-                return -1;
-            }
-            used = 0;
+    size_t written = 0;
+    for (size_t used = 1;; used = 0) {
+        size_t got = 0;
+        next(ctx, group + used, FRAME_IOV_GROUP - used, &got);
+        for (size_t i = used; i < used + got; i++)
+            written += group[i].iov_len;
+        if (written > total) {
+            snprintf(err, errlen, "raw frame longer than announced");
+            return -1;
         }
-        if (i < n && parts[i].iov_len > 0)
-            group[used++] = parts[i];
+        if (used + got > 0 && write_iov_full(fd, group, (int)(used + got)) != 0) {
+            snprintf(err, errlen, "cannot write frame: %s", strerror(errno));
+            return -1;
+        }
+        if (got == 0)
+            break;
+    }
+    if (written != total) {
+        snprintf(err, errlen, "raw frame shorter than announced");
+        return -1;
     }
     return 0;
 }

@@ -93,13 +93,23 @@ int frame_parse(const char *data, size_t len, json_t **out, char *err, size_t er
  * Returns 0, or -1 with err set (payload over max, encoding failed, I/O). */
 int frame_write(int fd, const json_t *obj, size_t max, char *err, size_t errlen);
 
-/* Writes one raw frame: the length prefix, then the n parts back to back,
- * straight from the caller's memory (no copy is made of a large payload).
- * Used for a batch's prompts (docs/internals/sandbox-protocol.md). Returns 0,
- * or -1 with err set (empty, over max, I/O). */
 struct iovec;
-int frame_write_raw(int fd, const struct iovec *parts, size_t n, size_t max, char *err,
-                    size_t errlen);
+
+/* Most parts frame_write_raw_from asks for at once. */
+#define FRAME_IOV_GROUP_MAX 512
+
+/* Fills up to cap parts of a raw frame (*n of them; 0 at the end); the parts
+ * of the previous call have been written when it is called again. */
+typedef void (*frame_parts_fn)(void *ctx, struct iovec *parts, size_t cap, size_t *n);
+
+/* Writes one raw frame of `total` bytes (a batch's prompts:
+ * docs/internals/sandbox-protocol.md): the length prefix, then the parts,
+ * asked for a group at a time as the previous group is written, straight
+ * from the caller's memory — a sender can encode a piece just before it goes
+ * and drop it after. Returns 0, or -1 with err set: empty, over max, parts
+ * that do not add up to total (the peer then sees a broken frame), I/O. */
+int frame_write_raw_from(int fd, size_t total, size_t max, frame_parts_fn next, void *ctx, char *err,
+                         size_t errlen);
 
 /* Bytes frame_write would put on the wire for obj (prefix included), or 0 if
  * it cannot be encoded. Lets a sender refuse an oversized frame gracefully. */

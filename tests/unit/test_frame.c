@@ -18,6 +18,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 static void make_pair(int sv[2])
@@ -335,6 +336,64 @@ static void test_pieces_arrive_one_by_one(void **state)
     close(sv[1]);
 }
 
+/* Hands out pieces[] one part per call to frame_write_raw_from, counting
+ * the calls (each after the previous group was written). */
+typedef struct parts_source {
+    const char *const *texts;
+    size_t n, next, calls;
+    size_t extra;   /* bytes of junk after the last piece: a sender that lies */
+} parts_source;
+
+static void next_parts(void *ctx, struct iovec *parts, size_t cap, size_t *n)
+{
+    parts_source *src = ctx;
+    src->calls++;
+    *n = 0;
+    while (src->next < src->n && *n < cap && *n < 3) {
+        /* the NUL that ends each text goes with it */
+        parts[(*n)++] = (struct iovec){(void *)src->texts[src->next], strlen(src->texts[src->next]) + 1};
+        src->next++;
+    }
+    if (*n == 0 && src->extra) {
+        parts[(*n)++] = (struct iovec){(void *)"junk", src->extra};
+        src->extra = 0;
+    }
+}
+
+/* The sender's side: pieces asked for a group at a time make exactly the
+ * frame the reader expects; parts that do not add up are refused. */
+static void test_write_raw_from(void **state)
+{
+    (void)state;
+    int sv[2];
+    make_pair(sv);
+    const char *texts[7] = {"one", "", "three", "four", "five", "six", "seven"};
+    size_t lens[7], total = 0;
+    for (size_t i = 0; i < 7; i++)
+        total += (lens[i] = strlen(texts[i])) + 1;
+    parts_source src = {.texts = texts, .n = 7};
+    char err[256];
+    assert_int_equal(frame_write_raw_from(sv[0], total, FRAME_MAX, next_parts, &src, err, sizeof err), 0);
+    assert_int_equal(src.calls, 4);   /* three groups of at most three, then the end */
+    frame_pieces p;
+    assert_int_equal(frame_pieces_init(&p, lens, 7, FRAME_MAX, err, sizeof err), 0);
+    assert_int_equal(pieces_steps(&p, sv[1], 100, err, sizeof err), FRAME_READY);
+    for (size_t i = 0; i < 7; i++)
+        assert_string_equal(p.data[i], texts[i]);
+    frame_pieces_free(&p);
+
+    src = (parts_source){.texts = texts, .n = 7};
+    assert_int_equal(frame_write_raw_from(sv[0], total + 1, FRAME_MAX, next_parts, &src, err, sizeof err), -1);
+    assert_non_null(strstr(err, "shorter"));
+    src = (parts_source){.texts = texts, .n = 7, .extra = 2};
+    assert_int_equal(frame_write_raw_from(sv[0], total + 1, FRAME_MAX, next_parts, &src, err, sizeof err), -1);
+    assert_non_null(strstr(err, "longer"));
+    assert_int_equal(frame_write_raw_from(sv[0], 0, FRAME_MAX, next_parts, &src, err, sizeof err), -1);
+    assert_int_equal(frame_write_raw_from(sv[0], 65, 64, next_parts, &src, err, sizeof err), -1);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 /* Everything a hostile child can do wrong with the pieces of a batch. */
 static void test_pieces_rejected(void **state)
 {
@@ -389,6 +448,7 @@ int main(void)
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_pieces_arrive_one_by_one),
         cmocka_unit_test(test_pieces_rejected),
+        cmocka_unit_test(test_write_raw_from),
         cmocka_unit_test(test_incremental),
         cmocka_unit_test(test_oversized_rejected),
         cmocka_unit_test(test_truncated),

@@ -623,6 +623,14 @@ static void test_llm_query_batched_streamed(void **state)
     assert_string_equal(cell.output, "3005 S: S:caf\xc3\xa9 S:bad ? end 'S:a\\x00b' 100002 S:p0 S:p2999\n");
     sandbox_cell_clear(&cell);
 
+    /* Non-ASCII prompts (encoded a group at a time as they are sent), lone
+     * surrogates, characters outside the BMP, objects that are not str. */
+    run_streamed(sb, "out = llm_query_batched(['\\u00e9%d\\u2603\\udcff\\U0001f600' % i for i in range(1000)]"
+                     " + list(range(300)))\n"
+                     "print(out[999] == 'S:\\u00e9999\\u2603?\\U0001f600', out[1299], len(out))", &s, &cell);
+    assert_string_equal(cell.output, "True S:299 1300\n");
+    sandbox_cell_clear(&cell);
+
     /* The callee reads three prompts of 2,000 and answers: the rest is read
      * and dropped, and the next cell finds the stream in step. */
     s.read_only = 3;
@@ -637,12 +645,12 @@ static void test_llm_query_batched_streamed(void **state)
     s.decline = 1;
     run_streamed(sb, "print(llm_query_batched(['a', 'b']))", &s, &cell);
     assert_string_equal(cell.output, "['R:a', 'R:b']\n");
-    assert_int_equal(s.calls, 3);
+    assert_int_equal(s.calls, 4);
     assert_int_equal(s.r.calls, 1);
     sandbox_cell_clear(&cell);
     s.decline = 0;
     run_streamed(sb, "print(rlm_query_batched(['a'], contexts=['c']))", &s, &cell);
-    assert_int_equal(s.calls, 3);
+    assert_int_equal(s.calls, 4);
     assert_int_equal(s.r.calls, 2);
     sandbox_cell_clear(&cell);
     sandbox_free(sb);
