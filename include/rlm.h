@@ -455,7 +455,11 @@ rlm_status rlm_describe(rlm *r, char **out);
  *     milliseconds each instead of a whole start-up;
  *   - named inputs (rlm_pool_add_input), read once and held by a zygote of
  *     their own: a run that uses one (rlm_use_input) forks its sandbox from
- *     it, so the input's memory is taken once however many runs use it.
+ *     it, so the input's memory is taken once however many runs use it;
+ *   - the connection to the run log (the log option), opened by the first
+ *     run that ends: the runs' rows are written one after the other instead
+ *     of waiting for each other's lock (a handle whose log_db differs from
+ *     the first one's opens its own).
  * A pool is made from a config: its dispatcher and sandbox options
  * (base_url, api_key, provider, sub_base_url, sub_api_key, sub_provider,
  * concurrency, request_timeout, max_retries, rpm, tpm, stall_timeout,

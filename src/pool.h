@@ -47,6 +47,14 @@ const engine_preloaded *pool_input(rlm_pool *p, const char *name, const char **a
  * when out of memory. The name must not be taken (pool_input). */
 int pool_add_input(rlm_pool *p, engine_preloaded *pre, const char *arg);
 
+/* The run log at path that the pool's handles share, locked for the
+ * caller until pool_log_release. 1 with *log set (borrowed); 0 when the
+ * pool's log is at another path (a handle's own log_db: it opens its own);
+ * -1 with err when it cannot be opened. Unlocked unless 1. */
+struct runlog;
+int pool_log_acquire(rlm_pool *p, const char *path, struct runlog **log, char *err, size_t errlen);
+void pool_log_release(rlm_pool *p);
+
 /* The message for rlm_pool_errmsg; the warnings for rlm_pool_warnings. */
 void pool_set_error(rlm_pool *p, const char *message);
 void pool_add_warnings(rlm_pool *p, const char *lines);

@@ -1085,22 +1085,32 @@ static void rlm_log_run(rlm *r, const char *question, double started)
     if (!config_long(r->cfg, "log") || r->log_broken)
         return;
     trace_sink_flush(r->trace);
-    char err[1400];
-    if (!r->log) {
+    char err[1400] = "";
+    /* A pool's handles share its connection to the log (pool_log_acquire). */
+    runlog *log = r->log;
+    int shared = 0;
+    if (!log) {
         const char *db = rlm_config_get(r->cfg, "log_db");
         char *path = db[0] ? strdup(db) : user_file_path("XDG_DATA_HOME", ".local/share", "logs.db");
-        r->log = path ? runlog_open(path, err, sizeof err) : NULL;
+        if (path && r->pool)
+            shared = pool_log_acquire(r->pool, path, &log, err, sizeof err);
+        if (path && shared == 0)
+            log = r->log = runlog_open(path, err, sizeof err);
         if (!path)
             snprintf(err, sizeof err, "neither XDG_DATA_HOME nor HOME is set: give log_db");
         free(path);
+        shared = shared > 0;
     }
     json_t *inputs = rlm_log_inputs(r);
     long long id;
     size_t max = 0;
     parse_size(rlm_config_get(r->cfg, "log_max"), &max);
-    if (!r->log || runlog_record_report(r->log, rlm_config_get(r->cfg, "log_command"), question, inputs,
-                                        started, r->report, r->capture, max, &id, err,
-                                        sizeof err) != 0) {
+    int recorded = log && runlog_record_report(log, rlm_config_get(r->cfg, "log_command"), question,
+                                               inputs, started, r->report, r->capture, max, &id, err,
+                                               sizeof err) == 0;
+    if (shared)
+        pool_log_release(r->pool);
+    if (!recorded) {
         char msg[1600];
         snprintf(msg, sizeof msg, "this run is not in the run log: %s (--no-log or RLM_LOG=0 turns "
                  "the log off)", err);

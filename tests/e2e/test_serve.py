@@ -487,6 +487,9 @@ class ServeTest(RlmTestCase):
     def test_a_thousand_connections_at_once(self):
         with FakeLM(RULES) as lm:
             s = self.serve(lm, "--max-connections", "100")
+            # A first run opens what the server keeps for all of them (the
+            # run log's connection: its file, WAL and shared memory).
+            self.assertEqual(s.chat({"model": "rlm", "messages": [user("serve-question")]})[0], 200)
             fds_before = fd_count(s.proc.pid)
             socks = []
             for _ in range(1000):

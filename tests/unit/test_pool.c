@@ -335,6 +335,77 @@ static void *cancel_later(void *arg)
 /* Another thread cancels a run waiting on a sub-call: it ends at once,
  * "cancelled", the sub-call abandoned. The pool outlives its creator's
  * reference while the handle holds one. */
+/* One run with the log on, through its own config: the log id its report
+ * names (0 when none). */
+typedef struct logged_run {
+    rlm_pool *pool;
+    rlm_config *cfg;   /* the pool's endpoint, the log on */
+    long long log_id;
+    rlm_status status;
+} logged_run;
+
+static void *logged_run_thread(void *arg)
+{
+    logged_run *lr = arg;
+    rlm *h = NULL;
+    lr->status = rlm_new_in(lr->pool, lr->cfg, &h);
+    rlm_config_free(lr->cfg);
+    char *answer = NULL;
+    if (lr->status == RLM_OK)
+        lr->status = rlm_ask(h, "pooltest-conv", &answer);
+    rlm_string_free(answer);
+    json_t *report = lr->status == RLM_OK ? json_loads(rlm_report_json(h), 0, NULL) : NULL;
+    lr->log_id = (long long)json_integer_value(json_object_get(report, "log_id"));
+    json_decref(report);
+    rlm_free(h);
+    return NULL;
+}
+
+static long long logged_runs(const char *log_db)
+{
+    rlm_config *cfg = rlm_config_new();
+    assert_int_equal(rlm_config_set(cfg, "log_db", log_db), RLM_OK);
+    char *json = NULL;
+    assert_int_equal(rlm_logs_list(cfg, NULL, &json), RLM_OK);
+    json_t *list = json_loads(json, 0, NULL);
+    long long n = (long long)json_array_size(list);
+    json_decref(list);
+    rlm_string_free(json);
+    rlm_config_free(cfg);
+    return n;
+}
+
+/* The runs of a pool that end together share its connection to the run
+ * log: each is recorded once, with an id of its own; a handle with another
+ * log_db writes there. */
+static void test_runs_share_the_log(void **state)
+{
+    fixture *f = *state;
+    rlm_pool *pool = new_pool(f, "8");
+    char shared_db[256], own_db[256];
+    snprintf(shared_db, sizeof shared_db, "%s/shared.db", f->dir);
+    snprintf(own_db, sizeof own_db, "%s/own.db", f->dir);
+    enum { RUNS = 6 };
+    logged_run runs[RUNS + 1];
+    pthread_t t[RUNS + 1];
+    for (int i = 0; i <= RUNS; i++) {
+        runs[i] = (logged_run){.pool = pool, .cfg = base_config(f, "8")};
+        assert_int_equal(rlm_config_set(runs[i].cfg, "log", "1"), RLM_OK);
+        assert_int_equal(rlm_config_set(runs[i].cfg, "log_db", i < RUNS ? shared_db : own_db), RLM_OK);
+        assert_int_equal(pthread_create(&t[i], NULL, logged_run_thread, &runs[i]), 0);
+    }
+    for (int i = 0; i <= RUNS; i++)
+        pthread_join(t[i], NULL);
+    for (int i = 0; i <= RUNS; i++) {
+        assert_int_equal(runs[i].status, RLM_OK);
+        assert_true(runs[i].log_id > 0);
+        for (int j = 0; j < i && j < RUNS; j++)
+            assert_true(i == RUNS || runs[i].log_id != runs[j].log_id);
+    }
+    assert_int_equal(logged_runs(shared_db), RUNS);
+    assert_int_equal(logged_runs(own_db), 1);
+}
+
 static void test_cancel_from_another_thread(void **state)
 {
     fixture *f = *state;
@@ -399,6 +470,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_named_input, setup, teardown),
         cmocka_unit_test_setup_teardown(test_refusals, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_from_another_thread, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_share_the_log, setup, teardown),
         cmocka_unit_test_setup_teardown(test_conversation_is_new, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
