@@ -44,16 +44,11 @@ void chat_error_set(chat_error *err, int status, const char *type, const char *c
  * escapes honoured); jansson recurses per level, this does not. */
 static int depth_ok(const char *body, size_t len, int max)
 {
-    int depth = 0, in_string = 0;
+    int depth = 0;
     for (size_t i = 0; i < len; i++) {
         char c = body[i];
-        if (in_string) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_string = 0;
-        } else if (c == '"') {
-            in_string = 1;
+        if (c == '"') {
+            i = long_strings_token_end(body, len, i);
         } else if (c == '[' || c == '{') {
             if (++depth > max)
                 return -1;

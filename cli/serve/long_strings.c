@@ -28,17 +28,34 @@ struct long_strings {
     size_t n, cap;
 };
 
-/* The end of the string token whose opening quote is body[start]: the
- * offset of its closing quote, or len when there is none. */
-static size_t token_end(const char *body, size_t len, size_t start)
+size_t long_strings_token_end(const char *body, size_t len, size_t start)
 {
-    for (size_t i = start + 1; i < len; i++) {
-        if (body[i] == '\\')
-            i++;
-        else if (body[i] == '"')
-            return i;
+    /* memchr finds the next quote many bytes at a time; it closes the
+     * token unless an odd run of backslashes escapes it. */
+    size_t i = start + 1;
+    while (i < len) {
+        const char *q = memchr(body + i, '"', len - i);
+        if (!q)
+            return len;
+        size_t at = (size_t)(q - body), slashes = 0;
+        while (at - slashes > start + 1 && body[at - slashes - 1] == '\\')
+            slashes++;
+        if (slashes % 2 == 0)
+            return at;
+        i = at + 1;
     }
     return len;
+}
+
+/* 1 when none of the 8 bytes of w is a control character (< 0x20) or a
+ * backslash: a run the decoder copies as it is. */
+static int word_plain(uint64_t w)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    uint64_t low = (w - ones * 0x20) & ~w & highs;   /* bytes < 0x20 (bytes >= 0x80 excluded) */
+    uint64_t x = w ^ (ones * '\\');
+    uint64_t slash = (x - ones) & ~x & highs;         /* bytes == '\\' (may flag a byte after one) */
+    return (low | slash) == 0;
 }
 
 static int hex4(const char *s, unsigned *out)
@@ -90,6 +107,13 @@ static size_t decode(const char *s, size_t n, char *out)
     size_t i = 0, o = 0;
     while (i < n) {
         size_t run = i;
+        while (run + 8 <= n) {
+            uint64_t w;
+            memcpy(&w, s + run, 8);
+            if (!word_plain(w))
+                break;
+            run += 8;
+        }
         while (run < n && (unsigned char)s[run] >= 0x20 && s[run] != '\\')
             run++;
         memcpy(out + o, s + i, run - i);
@@ -171,7 +195,7 @@ int long_strings_split(const char *body, size_t len, size_t min_bytes, char **sk
     for (size_t i = 0; i < len; i++) {
         if (body[i] != '"')
             continue;
-        size_t end = token_end(body, len, i);
+        size_t end = long_strings_token_end(body, len, i);
         if (end == len)
             goto done;   /* no closing quote: jansson's to report */
         size_t inner = end - i - 1;

@@ -42,6 +42,10 @@ const char *long_strings_text(const long_strings *ls, size_t i, size_t *len);
  * taken already. */
 char *long_strings_take(long_strings *ls, size_t i, size_t *len);
 
+/* The offset of the quote that closes the JSON string token whose opening
+ * quote is body[start] (escapes honoured), or len when none does. */
+size_t long_strings_token_end(const char *body, size_t len, size_t start);
+
 /* NULL is a no-op. */
 void long_strings_free(long_strings *ls);
 

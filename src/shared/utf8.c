@@ -168,6 +168,16 @@ int utf8_valid(const char *s, size_t len)
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
     while (i < len) {
+        /* ASCII runs eight bytes at a time: most text is ASCII */
+        while (i + 8 <= len) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            if (w & 0x8080808080808080ULL)
+                break;
+            i += 8;
+        }
+        if (i >= len)
+            break;
         if (p[i] < 0x80) {
             i++;
             continue;

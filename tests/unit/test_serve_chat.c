@@ -24,6 +24,7 @@ static const char *const accepted[] = {
     "\"\\u00e9t\\u00C9 \\u20ac \\uD83D\\uDE00 caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"",
     "\"del \x7f and \\u0001\"",
     "\"\\\\u0000 is a backslash and text\"",
+    "\"run \\\\\\\" q [{ \\\\\"",   /* an escaped backslash, then an escaped quote */
 };
 
 /* Tokens jansson refuses. */
