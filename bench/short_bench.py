@@ -19,7 +19,10 @@ For batch and serve three figures, as medians where they are per run:
   - CPU: the CPU seconds of the rlm process and every sandbox it reaped,
     per run (fakelm's and the clients' are not counted)
 
-usage: bench/short_bench.py [--build DIR] [--only ask,batch,serve]
+With --log the runs are recorded in the run log (as by default; the log goes
+to the temporary directory), else --no-log.
+
+usage: bench/short_bench.py [--build DIR] [--only ask,batch,serve] [--log]
                             [--tasks N] [--in-flight N] [--latency-ms N] [--runs N]
 Standard library only; everything it writes goes to a temporary directory."""
 import argparse
@@ -76,8 +79,11 @@ class Fake:
         self.proc.wait()
 
 
+LOG = ["--no-log"]
+
+
 def endpoint(fake):
-    return ["--model", "fakelm", "--api-key", "fakelm", "--base-url", fake.url, "--mode", "rlm"]
+    return ["--model", "fakelm", "--api-key", "fakelm", "--base-url", fake.url, "--mode", "rlm"] + LOG
 
 
 def wait_cpu(proc):
@@ -109,7 +115,7 @@ def bench_ask(build, tmp, fake, context, a):
     extra, cpus = [], []
     model = 2 * a.latency_ms
     for i in range(a.runs):
-        cmd = [os.path.join(build, "rlm"), "ask", "--quiet", "--json", "--no-log"] + endpoint(fake) + \
+        cmd = [os.path.join(build, "rlm"), "ask", "--quiet", "--json"] + endpoint(fake) + \
               ["--context", context, QUESTION % i]
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -130,7 +136,7 @@ def bench_batch(build, tmp, fake, context, a):
         for i in range(a.tasks):
             f.write(json.dumps({"id": "t%d" % i, "question": QUESTION % i, "inputs": [context]}) + "\n")
     out = os.path.join(tmp, "results.jsonl")
-    cmd = [os.path.join(build, "rlm"), "batch", "-q", "--no-log", "--tasks-in-flight", str(a.in_flight),
+    cmd = [os.path.join(build, "rlm"), "batch", "-q", "--tasks-in-flight", str(a.in_flight),
            "--concurrency", str(2 * a.in_flight)] + endpoint(fake) + [tasks, "--out", out]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -161,7 +167,7 @@ def post(port, body):
 def bench_serve(build, tmp, fake, context, a):
     from servers import env_for
     port_file = os.path.join(tmp, "serve-port")
-    cmd = [os.path.join(build, "rlm"), "serve", "--port", "0", "--port-file", port_file, "-q", "--no-log",
+    cmd = [os.path.join(build, "rlm"), "serve", "--port", "0", "--port-file", port_file, "-q",
            "--max-runs", str(a.in_flight), "--concurrency", str(2 * a.in_flight),
            "--input", "short=" + context] + endpoint(fake)
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -228,10 +234,15 @@ def main():
     ap.add_argument("--in-flight", type=int, default=8)
     ap.add_argument("--latency-ms", type=int, default=50)
     ap.add_argument("--runs", type=int, default=9, help="rlm ask processes (one at a time)")
+    ap.add_argument("--log", action="store_true", help="keep the run log on (in the temporary directory)")
     a = ap.parse_args()
     build = os.path.abspath(a.build)
     os.environ["RLM_BUILD_DIR"] = build
     tmp = tempfile.mkdtemp(prefix="rlm-short-")
+    for var in ("XDG_DATA_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
+        os.environ[var] = os.path.join(tmp, "xdg")
+    if a.log:
+        LOG.clear()
     fake = Fake(build, tmp, a.latency_ms)
     try:
         context = write_input(tmp)
