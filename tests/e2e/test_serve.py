@@ -431,9 +431,11 @@ class ServeTest(RlmTestCase):
                 conn = socket.create_connection(("127.0.0.1", s.port))
                 body = json.dumps({"model": "rlm", "stream": streamed,
                                    "messages": [user("serve-slow")]}).encode()
+                # Counted before the request goes: its root request may
+                # reach the model before the next line would run.
+                before = lm.counters()["requests"]
                 conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
                              b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-                before = lm.counters()["requests"]
                 wait_until(lambda: lm.counters()["requests"] >= before + 2)   # root, then the 60 s sub-call
                 # Its sandbox is alive now.
                 self.assertGreater(len(set(children_of(s.proc.pid)) - baseline), 0)
