@@ -1532,6 +1532,11 @@ int ingest_pack(const ingest_set *s, int *fd_out, size_t *len_out, int *data_fd,
         snprintf(err, errlen, "cannot map the context pack: %s", strerror(errno));
         goto fail;
     }
+    /* A process another thread forks (a sandbox spawned on the way to its
+     * exec) would get a copy of this writable mapping, and while it holds
+     * one the seal below fails with EBUSY: two runs of one process starting
+     * at once hit it. */
+    madvise(map, total, MADV_DONTFORK);
     pack_header h = {.version = 1, .kind = (uint32_t)s->kind,
                      .flags = (external ? PACK_EXTERNAL : 0) |
                               (s->format == INGEST_JSON ? PACK_JSON : 0) |
