@@ -11,7 +11,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
   libcurl4-openssl-dev libjansson-dev python3-dev libpython3-dev
-  libseccomp-dev libpcre2-dev libsqlite3-dev libssl-dev libmicrohttpd-dev libcmocka-dev zlib1g-dev
+  libseccomp-dev libpcre2-dev libsqlite3-dev libssl-dev libmicrohttpd-dev libcmocka-dev zlib1g-dev libzstd-dev
   libedit-dev
   clang libclang-rt-dev
   help2man

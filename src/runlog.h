@@ -33,7 +33,7 @@ void runlog_close(runlog *l);
 
 typedef struct runlog_capture runlog_capture;
 
-/* A compressor for one run's trace lines (zlib), bounded by
+/* A compressor for one run's trace lines (zstd), bounded by
  * RUNLOG_MAX_TRACE_BYTES. NULL when out of memory. */
 runlog_capture *runlog_capture_new(void);
 /* Starts a new run's trace: what was captured is dropped, `prologue` (may

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import zlib
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import RLM, FakeLM, RlmTestCase, main, repl  # noqa: E402
@@ -200,6 +201,37 @@ class Logs(RlmTestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn("run 1: its trace in the log is damaged", p.stderr)
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "x.html")))
+
+    def test_traces_are_zstd_and_old_deflated_ones_still_read(self):
+        """Traces are stored as zstd frames; a log written before (its
+        traces deflated with zlib) reads as it did: logs show, view ID."""
+        trace = os.path.join(self.tmp, "t.jsonl")
+        with FakeLM(RULES) as lm:
+            self.assertExit(self.ask(lm, 1, ["--trace", trace]), 0)
+        with open(trace, "rb") as f:
+            raw = f.read()
+        with sqlite3.connect(self.db) as c:
+            blob = c.execute("SELECT trace FROM runs WHERE id = 1").fetchone()[0]
+            self.assertEqual(bytes(blob[:4]), b"\x28\xb5\x2f\xfd")   # zstd's magic number
+            c.execute("UPDATE runs SET trace = ?, trace_bytes = ? WHERE id = 1", (zlib.compress(raw, 1), len(raw)))
+        show = self.logs(["show", "1"])
+        self.assertEqual(show.returncode, 0, show.stderr)
+        self.assertIn("answer:\nanswer 1\n", show.stdout)
+        page = os.path.join(self.tmp, "old.html")
+        _, env, _ = self.rlm_command([], None)
+        p = subprocess.run([RLM, "view", "1", "-o", page], capture_output=True, text=True, env=env, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(page) as f:
+            html = f.read()
+        self.assertIn("sub answer 1", html)
+        self.assertIn('"type":"run_end"', html)
+        # A zstd frame cut short is damaged, not half a trace.
+        with sqlite3.connect(self.db) as c:
+            c.execute("UPDATE runs SET trace = ? WHERE id = 1", (bytes(blob[:len(blob) // 2]),))
+        p = subprocess.run([RLM, "view", "1", "-o", page + "2"], capture_output=True, text=True, env=env,
+                           timeout=60)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("run 1: its trace in the log is damaged", p.stderr)
 
 
 if __name__ == "__main__":
