@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,19 +101,179 @@ void trace_set_listener(trace *t, trace_listener_fn fn, void *ctx)
     t->listener_ctx = ctx;
 }
 
-/* The event as one JSONL line (with its newline); NULL when out of memory.
- * Compact JSON escapes every newline inside strings: one event, one line. */
-static char *trace_line(json_t *event, size_t *len)
+/* Design note. An event's line is written here rather than by json_dumps.
+ * The run log turns every event into a line, and the demo's 4,935 sub-call
+ * events are 17 MB of prompt excerpts: jansson's dump, which hands its
+ * output on piece by piece and decodes every character, took about 90 ms
+ * of CPU for them, the largest part of what the log cost the demo. This
+ * copies each run of plain bytes of a string at once. Its output is
+ * jansson's compact form byte for byte (tests/unit/test_events.c compares
+ * them): keys in insertion order, the escapes \" \\ \b \f \n \r \t and
+ * \u00XX for the other control bytes, UTF-8 as it is, integers in full,
+ * reals as %.17g with ".0" when that reads as an integer and the exponent
+ * without "+" or leading zeros. */
+
+/* Nesting deeper than jansson's parser takes is refused (-1). */
+#define TRACE_JSON_MAX_DEPTH 2048
+
+static int json_plain(unsigned char c)
 {
-    char *text = json_dumps(event, JSON_COMPACT);
-    *len = text ? strlen(text) : 0;
-    char *line = text ? realloc(text, *len + 2) : NULL;
-    if (!line) {
-        free(text);
+    return c >= 0x20 && c != '"' && c != '\\';
+}
+
+/* The end of the run of plain bytes from i: eight at a time while no byte
+ * of the eight is below 0x20, a quote or a backslash (the tests for a byte
+ * below n, and for a zero byte after an XOR, are exact for "any of the
+ * eight"), then one by one. */
+static size_t json_plain_run(const char *s, size_t i, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
+        if (((w - ones * 0x20) & ~w & highs) | ((quote - ones) & ~quote & highs) |
+            ((backslash - ones) & ~backslash & highs))
+            break;
+    }
+    while (i < n && json_plain((unsigned char)s[i]))
+        i++;
+    return i;
+}
+
+/* Escapes go through a small staging area, flushed when full: a prompt has
+ * a newline every few dozen bytes, and appending each piece to the buffer
+ * on its own cost more than the copying. */
+static int put_json_string(buf *b, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char stage[4096];
+    size_t k = 0;
+    stage[k++] = '"';
+    for (size_t i = 0; i < n;) {
+        size_t j = json_plain_run(s, i, n);
+        if (k + (j - i) + 8 > sizeof stage) {
+            if (buf_append(b, stage, k) != 0)
+                return -1;
+            k = 0;
+        }
+        if ((j - i) + 8 > sizeof stage) {
+            if (buf_append(b, s + i, j - i) != 0)
+                return -1;
+        } else {
+            memcpy(stage + k, s + i, j - i);
+            k += j - i;
+        }
+        if (j == n)
+            break;
+        unsigned char c = (unsigned char)s[j];
+        stage[k++] = '\\';
+        switch (c) {
+        case '"': stage[k++] = '"'; break;
+        case '\\': stage[k++] = '\\'; break;
+        case '\b': stage[k++] = 'b'; break;
+        case '\f': stage[k++] = 'f'; break;
+        case '\n': stage[k++] = 'n'; break;
+        case '\r': stage[k++] = 'r'; break;
+        case '\t': stage[k++] = 't'; break;
+        default:
+            memcpy(stage + k, "u00", 3);
+            stage[k + 3] = hex[c >> 4];
+            stage[k + 4] = hex[c & 15];
+            k += 5;
+        }
+        i = j + 1;
+    }
+    stage[k++] = '"';
+    return buf_append(b, stage, k);
+}
+
+static int put_json_real(buf *b, double v)
+{
+    char text[40];
+    int n = snprintf(text, sizeof text, "%.17g", v);
+    if (n <= 0 || (size_t)n >= sizeof text - 2)
+        return -1;
+    char *e = strchr(text, 'e');
+    if (!e && !strchr(text, '.')) {
+        memcpy(text + n, ".0", 3);
+    } else if (e) {
+        char *digits = e + 1 + (e[1] == '-'), *from = e + 1 + (e[1] == '-' || e[1] == '+');
+        while (*from == '0' && from[1])
+            from++;
+        memmove(digits, from, strlen(from) + 1);
+    }
+    return buf_puts(b, text);
+}
+
+/* Digits by hand: a printf per number (ten an event) cost as much as the
+ * strings. */
+static int put_json_integer(buf *b, json_int_t v)
+{
+    char text[24];
+    size_t at = sizeof text;
+    /* In unsigned arithmetic: the most negative value has no positive twin. */
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        text[--at] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        text[--at] = '-';
+    return buf_append(b, text + at, sizeof text - at);
+}
+
+static int put_json(buf *b, json_t *j, int depth)
+{
+    if (depth > TRACE_JSON_MAX_DEPTH)
+        return -1;
+    switch (json_typeof(j)) {
+    case JSON_OBJECT: {
+        const char *key;
+        json_t *v;
+        int first = 1;
+        if (buf_append(b, "{", 1) != 0)
+            return -1;
+        json_object_foreach(j, key, v) {
+            if ((!first && buf_append(b, ",", 1) != 0) || put_json_string(b, key, strlen(key)) != 0 ||
+                buf_append(b, ":", 1) != 0 || put_json(b, v, depth + 1) != 0)
+                return -1;
+            first = 0;
+        }
+        return buf_append(b, "}", 1);
+    }
+    case JSON_ARRAY: {
+        size_t i;
+        json_t *v;
+        if (buf_append(b, "[", 1) != 0)
+            return -1;
+        json_array_foreach(j, i, v) {
+            if ((i > 0 && buf_append(b, ",", 1) != 0) || put_json(b, v, depth + 1) != 0)
+                return -1;
+        }
+        return buf_append(b, "]", 1);
+    }
+    case JSON_STRING: return put_json_string(b, json_string_value(j), json_string_length(j));
+    case JSON_INTEGER: return put_json_integer(b, json_integer_value(j));
+    case JSON_REAL: return put_json_real(b, json_real_value(j));
+    case JSON_TRUE: return buf_puts(b, "true");
+    case JSON_FALSE: return buf_puts(b, "false");
+    default: return buf_puts(b, "null");
+    }
+}
+
+char *trace_json_line(json_t *event, size_t *len)
+{
+    buf b;
+    /* Bounded as the trace's readers bound a line (docs/trace.md). */
+    buf_init(&b, TRACE_LINE_MAX);
+    if (put_json(&b, event, 0) != 0 || buf_append(&b, "\n", 1) != 0) {
+        buf_free(&b);
+        *len = 0;
         return NULL;
     }
-    line[(*len)++] = '\n';
-    return line;
+    *len = b.len;
+    return buf_take(&b);
 }
 
 /* Design note. What the sink does with a line (the run log deflates it)
@@ -138,7 +299,7 @@ static void *trace_sink_main(void *arg)
         t->sink_busy = 1;
         pthread_mutex_unlock(&t->sink_lock);
         if (event) {
-            line = trace_line(event, &len);
+            line = trace_json_line(event, &len);
             json_decref(event);
         }
         if (line)
@@ -282,7 +443,7 @@ int trace_event(trace *t, const char *type, json_t *fields)
     /* Without a file, the sink's thread writes the line out itself: the run
      * does not wait for that either. The event is then the thread's alone. */
     int handed = t->fd < 0 && t->line_sink && t->sink_running;
-    if (!handed && (t->fd >= 0 || t->line_sink) && !(line = trace_line(event, &len))) {
+    if (!handed && (t->fd >= 0 || t->line_sink) && !(line = trace_json_line(event, &len))) {
         json_decref(event);
         return -1;
     }

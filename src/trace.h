@@ -70,6 +70,16 @@ int trace_event(trace *t, const char *type, json_t *fields);
  * way): the listener only. Steals fields. */
 void trace_notify(trace *t, const char *type, json_t *fields);
 
+/* The longest line the trace writes: an event past it is not written, as
+ * when memory runs out (no event the engine builds comes near it). */
+#define TRACE_LINE_MAX ((size_t)256 << 20)
+
+/* event as one JSONL line: its compact JSON (json_dumps' JSON_COMPACT, byte
+ * for byte) and a newline, *len bytes, the caller's to free. NULL when out
+ * of memory, past TRACE_LINE_MAX or nested past 2,048 levels. Compact JSON
+ * escapes every newline inside strings: one event, one line. */
+char *trace_json_line(json_t *event, size_t *len);
+
 /* Seconds since the trace was created (an event's "t"). */
 double trace_elapsed(const trace *t);
 

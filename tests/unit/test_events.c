@@ -1,6 +1,7 @@
 /* The event stream: trace events reach the listener (recorded and notified
  * ones) and the line sink (recorded ones only), and events_fill reads each
- * kind's fields from the same JSON the trace writes. */
+ * kind's fields from the same JSON the trace writes; the trace's own line
+ * writer (trace_json_line) writes what json_dumps writes, byte for byte. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -135,11 +136,64 @@ static void test_fill_kinds(void **state)
     json_decref(j);
 }
 
+/* One value through both writers: the same bytes, and a newline. */
+static void assert_same_as_jansson(json_t *v)
+{
+    char *want = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    assert_non_null(want);
+    size_t len = 0;
+    char *got = trace_json_line(v, &len);
+    assert_non_null(got);
+    assert_int_equal(len, strlen(want) + 1);
+    assert_int_equal(got[len - 1], '\n');
+    got[len - 1] = '\0';
+    assert_string_equal(got, want);
+    free(got);
+    free(want);
+    json_decref(v);
+}
+
+static void test_line_writer_is_jansson_compact(void **state)
+{
+    (void)state;
+    char every[128];
+    for (int i = 0; i < 128; i++)
+        every[i] = (char)i;   /* NUL and every control byte, quote and backslash among them */
+    static const double reals[] = {0.0, -0.0, 1.0, 0.1, -2.5, 1e20, 1e-5, 1.5e300, -2.5e-300, 123456789.0,
+                                   0.31488253399948007, 1796601562.1412218, 4.35e-07};
+    for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++)
+        assert_same_as_jansson(json_real(reals[i]));
+    assert_same_as_jansson(json_stringn(every, sizeof every));
+    assert_same_as_jansson(json_string("UTF-8 as it is: é ✓ 𝄞, and U+2028 \xe2\x80\xa8"));
+    assert_same_as_jansson(json_string(""));
+    assert_same_as_jansson(json_pack("{s:I,s:I,s:i,s:b,s:b,s:n,s:[],s:{},s:[i,s,[f,{s:s}]],s:s}", "max",
+                                     (json_int_t)INT64_MAX, "min", (json_int_t)INT64_MIN, "zero", 0, "t", 1,
+                                     "f", 0, "null", "empty", "obj", "nested", 1, "two", 3.25, "k\"ey\n", "v\t",
+                                     "last", "</script><b>"));
+    /* An event as the trace writes it, key order kept. */
+    json_t *ev = json_pack("{s:i,s:s,s:f,s:s,s:n}", "v", 1, "type", "sub_call", "t", 0.5, "node", "0", "parent");
+    json_object_set_new(ev, "prompt", json_stringn(every, sizeof every));
+    assert_same_as_jansson(ev);
+
+    /* Nesting past 2,048 levels is refused, not a blown stack. */
+    json_t *deep = json_array();
+    for (int i = 0; i < 3000; i++) {
+        json_t *outer = json_array();
+        json_array_append_new(outer, deep);
+        deep = outer;
+    }
+    size_t len = 1;
+    assert_null(trace_json_line(deep, &len));
+    assert_int_equal(len, 0);
+    json_decref(deep);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_listener_and_sink),
         cmocka_unit_test(test_fill_kinds),
+        cmocka_unit_test(test_line_writer_is_jansson_compact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

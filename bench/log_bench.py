@@ -1,0 +1,79 @@
+#!/usr/bin/env python3
+"""log_bench — what the run log costs `rlm demo` (issue 15: under 2% of the
+demo's wall time), as medians of alternating runs: the demo with the log (its
+default) and with RLM_LOG=0, each run's wall seconds and the CPU seconds of
+the whole process tree (user + system, from wait4's rusage: rlm, its sandbox
+and fakelm). Alternating on/off runs spread the machine's load over both.
+Usage: bench/log_bench.py [build-dir ...] [runs]   (default build/, 7 runs;
+several build dirs are run in turn, round by round, to compare them)
+Everything it writes goes to a temporary directory (its own XDG homes too)."""
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run(cmd, env):
+    """(wall s, cpu s) of one run of cmd; exits on a failure."""
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, ru = os.wait4(p.pid, 0)
+    wall = time.monotonic() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    err = p.stderr.read()
+    p.stderr.close()
+    if p.returncode != 0:
+        sys.exit("failed (%d): %s\n%s" % (p.returncode, " ".join(cmd), err.decode()[-2000:]))
+    return wall, ru.ru_utime + ru.ru_stime
+
+
+def main():
+    args = sys.argv[1:]
+    runs = int(args.pop()) if args and args[-1].isdigit() else 7
+    builds = [os.path.abspath(a) for a in args] or [os.path.join(ROOT, "build")]
+    tmp = tempfile.mkdtemp(prefix="rlm-log-bench-")
+    try:
+        on = dict(os.environ, XDG_DATA_HOME=os.path.join(tmp, "data"),
+                  XDG_CACHE_HOME=os.path.join(tmp, "cache"), XDG_CONFIG_HOME=os.path.join(tmp, "config"))
+        on.pop("RLM_LOG", None)
+        off = dict(on, RLM_LOG="0")
+        run([os.path.join(builds[0], "rlm"), "demo"], off)   # warms the page cache
+        got = {(b, mode): [] for b in builds for mode in ("log", "no log")}
+        for i in range(runs):
+            for b in builds:
+                rlm = os.path.join(b, "rlm")
+                order = (("log", on), ("no log", off)) if i % 2 == 0 else (("no log", off), ("log", on))
+                for mode, env in order:
+                    got[(b, mode)].append(run([rlm, "demo"], env))
+        for b in builds:
+            print(b)
+            for mode in ("log", "no log"):
+                v = got[(b, mode)]
+                print("  %-6s wall: %s" % (mode, ", ".join("%.2f" % w for w, _ in v)))
+                print("  %-6s cpu:  %s" % (mode, ", ".join("%.2f" % c for _, c in v)))
+            wall = {m: statistics.median(w for w, _ in got[(b, m)]) for m in ("log", "no log")}
+            cpu = {m: statistics.median(c for _, c in got[(b, m)]) for m in ("log", "no log")}
+            # The paired difference of each round (log minus no log, run
+            # back to back) is steadier than the difference of the medians.
+            pairs = [a[0] - n[0] for a, n in zip(got[(b, "log")], got[(b, "no log")])]
+            cpairs = [a[1] - n[1] for a, n in zip(got[(b, "log")], got[(b, "no log")])]
+            print("  rlm demo, medians of %d alternating runs: wall %.2f s with the log, %.2f s without "
+                  "(%+.1f%%; paired %+.1f%%; target < 2%%); CPU %.2f s with, %.2f s without (%+.2f s; "
+                  "paired %+.2f s)" % (
+                      runs, wall["log"], wall["no log"], 100 * (wall["log"] - wall["no log"]) / wall["no log"],
+                      100 * statistics.median(pairs) / wall["no log"], cpu["log"], cpu["no log"],
+                      cpu["log"] - cpu["no log"], statistics.median(cpairs)))
+        db = os.path.join(tmp, "data", "rlm", "logs.db")
+        if os.path.exists(db):
+            print("log file after %d demos: %.1f MB" % (runs * len(builds), os.path.getsize(db) / 1e6))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
