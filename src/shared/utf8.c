@@ -332,7 +332,8 @@ char *utf8_bound_n(const char *text, size_t len, size_t max_chars, size_t *out_l
 {
     if (!text)
         len = 0;
-    size_t chars = utf8_count_chars(text, len);
+    /* Never more characters than bytes: a short text needs no count. */
+    size_t chars = len <= max_chars ? len : utf8_count_chars(text, len);
     *out_len = len;
     if (chars <= max_chars)
         return str_dup_len(len ? text : "", len);

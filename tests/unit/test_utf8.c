@@ -91,6 +91,26 @@ static void test_count_chars(void **state)
     assert_int_equal(utf8_count_chars("\xF0\x9F\x98\x80!", 5), 2);        /* 😀! */
     /* only the given length counts */
     assert_int_equal(utf8_count_chars("h\xC3\xA9llo", 3), 2);
+    /* Eight bytes at a time and the rest one by one: every byte value, at
+     * every offset and length, against the plain definition. */
+    unsigned char all[300];
+    for (size_t i = 0; i < sizeof all; i++)
+        all[i] = (unsigned char)(i * 37 + 11);
+    for (size_t from = 0; from < 9; from++)
+        for (size_t len = 0; from + len <= sizeof all; len += 7) {
+            size_t want = 0;
+            for (size_t i = from; i < from + len; i++)
+                want += (all[i] & 0xC0) != 0x80;
+            assert_int_equal(utf8_count_chars((const char *)all + from, len), want);
+        }
+    /* Past the 255 words a lane counts before they are summed: every
+     * byte of 5,001 a continuation byte, and 2,500 two-byte characters. */
+    static char cont[5001], two[5000];
+    memset(cont, 0x80, sizeof cont);
+    assert_int_equal(utf8_count_chars(cont, sizeof cont), 0);
+    for (size_t i = 0; i < sizeof two; i += 2)
+        memcpy(two + i, "\xC3\xA9", 2);
+    assert_int_equal(utf8_count_chars(two, sizeof two), 2500);
 }
 
 /* Eight bytes at a time: the same counts as a byte at a time, for every
