@@ -103,8 +103,8 @@ static void test_count_chars(void **state)
                 want += (all[i] & 0xC0) != 0x80;
             assert_int_equal(utf8_count_chars((const char *)all + from, len), want);
         }
-    /* Past the 255 words a lane counts before they are summed: every
-     * byte of 5,001 a continuation byte, and 2,500 two-byte characters. */
+    /* Long texts: every byte of 5,001 a continuation byte, and 2,500
+     * two-byte characters. */
     static char cont[5001], two[5000];
     memset(cont, 0x80, sizeof cont);
     assert_int_equal(utf8_count_chars(cont, sizeof cont), 0);
