@@ -591,7 +591,8 @@ rlm_status rlm_sessions_recover(const rlm_config *cfg, char **out);
  * With the log option set, every rlm_ask is recorded when it ends in a SQLite
  * file (log_db; default $XDG_DATA_HOME/rlm/logs.db): the question, the
  * inputs' names and sizes, models, answer, status, how, turns, sub-calls,
- * tokens, cost, time, and the run's trace, compressed. The traces' total is
+ * tokens, cost, time, and the run's trace, compressed (zstd; older logs
+ * kept them deflated, and those still read). The traces' total is
  * capped (log_max): past it the oldest traces are dropped, their rows kept.
  * The log never breaks a run: a file that cannot be written (damaged,
  * locked past 5 s) is one warning (rlm_warnings), and the run answers.
