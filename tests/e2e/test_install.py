@@ -109,7 +109,7 @@ class Installed(RlmTestCase):
                 ["pkg-config", "--print-requires-private", "rlm"], capture_output=True,
                 text=True, env=self.env, check=True).stdout.splitlines() if line.strip()]
             self.assertEqual(sorted(requires),
-                             sorted(["libcurl", "jansson", "libpcre2-8", "sqlite3", "libcrypto", "zlib"]))
+                             sorted(["libcurl", "jansson", "libpcre2-8", "sqlite3", "libcrypto", "libzstd", "zlib"]))
             deps = subprocess.run(["pkg-config", "--libs"] + requires, capture_output=True,
                                   text=True, check=True).stdout.split()
             private = [f for f in self.pkg_config("--static", "--libs-only-other", "--libs-only-l")
