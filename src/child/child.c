@@ -138,10 +138,14 @@ static int parse_init(child *c, json_t *init, char *err, size_t errlen)
     json_int_t data_len = json_integer_value(json_object_get(init, "data_len"));
     c->first = (input_spec){.fd = -1, .data_fd = -1};
     if (json_is_true(json_object_get(init, "has_context"))) {
+        /* Every input is a document set: it comes as a pack. */
+        if (!format || strcmp(format, "pack") != 0) {
+            snprintf(err, errlen, "the first input is not a context pack");
+            return -1;
+        }
         c->first.fd = CONTEXT_FD;
         c->first.len = (size_t)context_len;
-        c->first.pack = format && strcmp(format, "pack") == 0;
-        if (c->first.pack && json_is_true(json_object_get(init, "has_data"))) {
+        if (json_is_true(json_object_get(init, "has_data"))) {
             c->first.data_fd = DATA_FD;
             c->first.data_len = data_len > 0 ? (size_t)data_len : 0;
         }

@@ -34,9 +34,9 @@
 /* Where one input's bytes are: descriptors (closed once it is loaded) and
  * what they hold. */
 typedef struct input_spec {
-    int fd;                     /* the input, or -1: none (an empty str) */
+    int fd;                     /* the input's pack (docs/internals/context-format.md),
+                                   or -1: none (an empty str) */
     size_t len;
-    int pack;                   /* fd holds a pack (docs/internals/context-format.md) */
     int data_fd;                /* an external pack's data, or -1 */
     size_t data_len;
 } input_spec;

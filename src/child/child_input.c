@@ -101,7 +101,7 @@ int child_input_begin(context_load *cl, const input_spec *in, int threaded, char
                                         errlen) != 0))
         return -1;
     cl->map_len = in->len;
-    if (cl->map_len && !(cl->map = map_fd(in->fd, cl->map_len)) && in->pack) {
+    if (cl->map_len && !(cl->map = map_fd(in->fd, cl->map_len))) {
         snprintf(err, errlen, "cannot map the context pack: %s", strerror(errno));
         return -1;
     }
@@ -112,34 +112,19 @@ int child_input_begin(context_load *cl, const input_spec *in, int threaded, char
             return -1;
         }
     }
-    if (in->pack) {
-        if (pack_read(cl->map, cl->map_len, cl->data_map, cl->data_map_len, &cl->kind,
-                      &cl->docs, &cl->n_docs, err, errlen) != 0)
-            return -1;
-        cl->format = pack_format(cl->map, cl->map_len);
-        if (cl->kind != INGEST_STR)
-            return 0; /* several documents: decoded one by one in child_input_finish */
-        if (cl->n_docs != 1) {
-            snprintf(err, errlen, "a str context pack holds %zu documents", cl->n_docs);
-            return -1;
-        }
-        cl->src = (const unsigned char *)cl->docs[0].data;
-        cl->len = cl->docs[0].len;
-        cl->release = 1;
-    } else {
-        cl->docs = calloc(1, sizeof *cl->docs);
-        if (!cl->docs) {
-            snprintf(err, errlen, "out of memory");
-            return -1;
-        }
-        cl->n_docs = 1;
-        cl->docs[0].name = "context";
-        cl->docs[0].data = cl->map;
-        cl->docs[0].len = cl->map ? cl->map_len : 0;
-        cl->src = cl->map;
-        cl->len = cl->docs[0].len;
-        cl->release = 1;
+    if (pack_read(cl->map, cl->map_len, cl->data_map, cl->data_map_len, &cl->kind, &cl->docs,
+                  &cl->n_docs, err, errlen) != 0)
+        return -1;
+    cl->format = pack_format(cl->map, cl->map_len);
+    if (cl->kind != INGEST_STR)
+        return 0; /* several documents: decoded one by one in child_input_finish */
+    if (cl->n_docs != 1) {
+        snprintf(err, errlen, "a str context pack holds %zu documents", cl->n_docs);
+        return -1;
     }
+    cl->src = (const unsigned char *)cl->docs[0].data;
+    cl->len = cl->docs[0].len;
+    cl->release = 1;
     if (cl->len == 0 || !cl->src)
         return 0;
     cl->text = PyUnicode_New((Py_ssize_t)cl->len, 127);
@@ -154,21 +139,6 @@ int child_input_begin(context_load *cl, const input_spec *in, int threaded, char
     else
         Py_CLEAR(cl->text);
     return 0;
-}
-
-static PyObject *read_context(int fd, size_t len, char *err, size_t errlen)
-{
-    PyObject *text = NULL;
-    char *bytes = PyMem_Malloc(len);
-    if (!bytes)
-        return PyErr_NoMemory();
-    if (read_full(fd, bytes, len) == 0)
-        text = PyUnicode_DecodeUTF8(bytes, (Py_ssize_t)len, "replace");
-    else
-        snprintf(err, errlen, "cannot read the context: %s",
-                 errno ? strerror(errno) : "short read");
-    PyMem_Free(bytes);
-    return text;
 }
 
 /* One str: the ASCII copy, or a proper decode. */
@@ -186,20 +156,10 @@ static PyObject *finish_str(context_load *cl, char *err, size_t errlen)
             Py_DECREF(cl->text);
         cl->text = NULL;
     }
-    if (!text && (cl->len == 0 || (!cl->src && cl->in.pack)))
+    if (!text && (cl->len == 0 || !cl->src))
         text = PyUnicode_New(0, 0);
-    else if (!text && cl->src)
+    else if (!text)
         text = PyUnicode_DecodeUTF8((const char *)cl->src, (Py_ssize_t)cl->len, "replace");
-    else if (!text) {
-        text = read_context(cl->in.fd, cl->in.len, err, errlen);
-        /* Not mappable (a pipe): the helpers read the str's UTF-8 form. */
-        Py_ssize_t n;
-        const char *utf8 = text ? PyUnicode_AsUTF8AndSize(text, &n) : NULL;
-        if (utf8) {
-            cl->docs[0].data = utf8;
-            cl->docs[0].len = (size_t)n;
-        }
-    }
     return text;
 }
 
@@ -223,14 +183,6 @@ static PyObject *finish_docs(context_load *cl)
             Py_CLEAR(result);
     }
     return result;
-}
-
-/* 1 when the input was a pack (its documents' names point into the mapping). */
-static int c_is_pack(const context_load *cl)
-{
-    return cl->n_docs > 0 && cl->docs[0].name &&
-           cl->docs[0].name >= (const char *)cl->map &&
-           cl->docs[0].name < (const char *)cl->map + cl->map_len;
 }
 
 /* Marks the ASCII documents; with redirect, points them at their str (the
@@ -269,13 +221,13 @@ static void context_settle(context_load *cl, PyObject *context, int redirect)
     cl->data_map = NULL;
     if (!cl->map)
         return;
-    if (!c_is_pack(cl)) {
-        munmap(cl->map, cl->map_len);   /* raw bytes: the str holds them all */
+    if (cl->n_docs == 0) {
+        munmap(cl->map, cl->map_len);   /* no names to keep */
         cl->map = NULL;
         return;
     }
-    /* A pack: the names stay (the helpers name documents); an inline pack's
-     * bytes start at a page boundary after them and go. */
+    /* The names stay (the helpers name documents); an inline pack's bytes
+     * start at a page boundary after them and go. */
     long page = sysconf(_SC_PAGESIZE);
     size_t names_end = 0;
     for (size_t i = 0; i < cl->n_docs; i++) {
@@ -470,10 +422,13 @@ static int load_requested(child *c, json_t *request, PyObject **key, PyObject **
         snprintf(err, errlen, "the input's descriptors did not arrive");
         goto done;
     }
+    if (want > 0 && (!format || strcmp(format, "pack") != 0)) {
+        snprintf(err, errlen, "the input is not a context pack");
+        goto done;
+    }
     if (want > 0) {
         in.fd = fds[0];
         in.len = (size_t)len;
-        in.pack = format && strcmp(format, "pack") == 0;
         fds[0] = -1;
         if (want > 1) {
             in.data_fd = fds[1];

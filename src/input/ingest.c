@@ -1521,22 +1521,10 @@ int ingest_pack(const ingest_set *s, int *fd_out, size_t *len_out, int *data_fd,
     size_t names_off = index_off + s->n_recs * sizeof(pack_entry);
     size_t data_off = external ? 0 : align_up(names_off + names_len, PACK_ALIGN);
     size_t total = external ? names_off + names_len : data_off + data_len;
-    int fd = memfd_create("rlm-pack", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    char *map = MAP_FAILED;
-    if (fd < 0 || ftruncate(fd, (off_t)total) != 0) {
-        snprintf(err, errlen, "cannot create the context pack: %s", strerror(errno));
-        goto fail;
-    }
-    map = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (map == MAP_FAILED) {
-        snprintf(err, errlen, "cannot map the context pack: %s", strerror(errno));
-        goto fail;
-    }
-    /* A process another thread forks (a sandbox spawned on the way to its
-     * exec) would get a copy of this writable mapping, and while it holds
-     * one the seal below fails with EBUSY: two runs of one process starting
-     * at once hit it. */
-    madvise(map, total, MADV_DONTFORK);
+    int fd;
+    char *map;
+    if (pack_create(total, &fd, &map, err, errlen) != 0)
+        return -1;
     pack_header h = {.version = 1, .kind = (uint32_t)s->kind,
                      .flags = (external ? PACK_EXTERNAL : 0) |
                               (s->format == INGEST_JSON ? PACK_JSON : 0) |
@@ -1560,29 +1548,20 @@ int ingest_pack(const ingest_set *s, int *fd_out, size_t *len_out, int *data_fd,
         name_at += nlen + 1;
         data_at += r->d.len;
     }
-    munmap(map, total);
-    map = MAP_FAILED;
     /* Sealed: neither side can change what the other reads. */
-    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
-        snprintf(err, errlen, "cannot seal the context pack: %s", strerror(errno));
-        goto fail;
-    }
+    if (pack_seal(fd, map, total, err, errlen) != 0)
+        return -1;
     if (external) {
         *data_fd = fcntl(external->fd, F_DUPFD_CLOEXEC, 0);
         if (*data_fd < 0) {
             snprintf(err, errlen, "cannot share the context file: %s", strerror(errno));
-            goto fail;
+            close(fd);
+            return -1;
         }
     }
     *fd_out = fd;
     *len_out = total;
     return 0;
-fail:
-    if (map != MAP_FAILED)
-        munmap(map, total);
-    if (fd >= 0)
-        close(fd);
-    return -1;
 }
 
 void ingest_release_pages(const ingest_set *s)

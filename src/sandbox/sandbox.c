@@ -875,7 +875,7 @@ static int load_input(sandbox *sb, input_slot *slot, char *err, size_t errlen)
     int fds[2], n_fds = 0;
     if (in->context_fd >= 0)
         fds[n_fds++] = in->context_fd;
-    if (in->context_fd >= 0 && in->context_pack && in->data_fd >= 0)
+    if (in->context_fd >= 0 && in->data_fd >= 0)
         fds[n_fds++] = in->data_fd;
     json_t *frame = json_pack("{s:s, s:s}", "type", "add_input", "name", slot->name);
     if (frame)

@@ -41,9 +41,11 @@ typedef struct sandbox_input {
     size_t context_len;        /* bytes in context_fd */
     int context_pack;          /* 1: context_fd is an ingest pack (ingest_pack, see
                                   docs/internals/context-format.md) and the variable may be
-                                  a str, a list or a dict; 0: raw UTF-8 bytes, one str
-                                  (the sandbox's own tests and benches: the engine always
-                                  hands over a pack, every input being an ingest_set) */
+                                  a str, a list or a dict; 0: raw UTF-8 bytes, one str,
+                                  which the sandbox hands the child as the pack of one str
+                                  (a convenience of its tests and benches: the engine
+                                  always hands over a pack, every input being an
+                                  ingest_set) */
     int data_fd;               /* an external pack's data (the one input file), or -1;
                                   borrowed and dup()ed like context_fd. Set it to -1
                                   when unused (0 is a valid fd). */

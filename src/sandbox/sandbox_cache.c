@@ -113,27 +113,20 @@ static void settle(sandbox_cache *c, const char key[32])
 {
     const sandbox_input *in = &c->in;
     held_bytes pack = {0}, data = {0};
-    ingest_doc *docs = NULL, single = {.name = "context"};
+    ingest_doc *docs = NULL;
     size_t n_docs = 0;
     char err[512];
     if (in->context_fd < 0 || hold_bytes(in->context_fd, in->context_len, &pack, &c->stop) != 0) {
         c->index_tried = 1;
         goto done;
     }
-    if (in->context_pack) {
-        ingest_kind kind;
-        if ((in->data_fd >= 0 &&
-             hold_bytes(in->data_fd, in->data_len, &data, &c->stop) != 0) ||
-            pack_read(pack.data, pack.len, data.data, data.len, &kind, &docs, &n_docs, err,
-                      sizeof err) != 0) {
-            c->index_tried = 1;
-            goto done;
-        }
-    } else {
-        single.data = pack.data;
-        single.len = pack.len;
-        docs = &single;
-        n_docs = 1;
+    /* The sandbox's copy of an input is always a pack (sandbox_input_copy). */
+    ingest_kind kind;
+    if ((in->data_fd >= 0 && hold_bytes(in->data_fd, in->data_len, &data, &c->stop) != 0) ||
+        pack_read(pack.data, pack.len, data.data, data.len, &kind, &docs, &n_docs, err,
+                  sizeof err) != 0) {
+        c->index_tried = 1;
+        goto done;
     }
     search_content_key(docs, n_docs, SEARCH_CHUNK_CHARS, c->key);
     c->key_known = 1;
@@ -144,8 +137,7 @@ static void settle(sandbox_cache *c, const char key[32])
     c->index_fd = search_cache_fd(c->dir, docs, n_docs, SEARCH_CHUNK_CHARS, &c->stop, &built,
                                   err, sizeof err);
 done:
-    if (docs != &single)
-        free(docs);
+    free(docs);
     release_bytes(&data);
     release_bytes(&pack);
 }

@@ -52,6 +52,7 @@
 #include "fdpass.h"
 
 #include "frame.h"
+#include "pack.h"
 #include "sandbox_policy.h"
 #include "util.h"
 
@@ -113,12 +114,13 @@ double sandbox_input_seconds(const sandbox_input *in)
     return SANDBOX_START_TIMEOUT + per_gb * (double)(in->context_len + in->data_len) / 1e9;
 }
 
-/* Describes an input the way the init and add_input frames do. */
+/* Describes an input (the sandbox's copy: a pack, sandbox_input_copy) the
+ * way the init and add_input frames do. */
 void sandbox_input_describe(json_t *frame, const sandbox_input *in)
 {
     json_object_set_new(frame, "has_context", json_boolean(in->context_fd >= 0));
     json_object_set_new(frame, "context_len", json_integer((json_int_t)in->context_len));
-    if (in->context_pack) {
+    if (in->context_fd >= 0) {
         json_object_set_new(frame, "context_format", json_string("pack"));
         json_object_set_new(frame, "has_data", json_boolean(in->data_fd >= 0));
         json_object_set_new(frame, "data_len", json_integer((json_int_t)in->data_len));
@@ -134,23 +136,48 @@ void sandbox_input_close(sandbox_input *in)
     in->context_fd = in->data_fd = -1;
 }
 
+/* Raw bytes as the child takes every input: the pack of one str whose
+ * external data is those bytes (the descriptor duplicated, never copied). */
+static int copy_raw_as_pack(const sandbox_input *in, sandbox_input *out, char *err, size_t errlen)
+{
+    int fd;
+    size_t len;
+    if (pack_write_str(in->context_len, &fd, &len, err, errlen) != 0)
+        return -1;
+    out->context_fd = fcntl(fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
+    close(fd);
+    if (in->context_len)
+        out->data_fd = fcntl(in->context_fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
+    if (out->context_fd < 0 || (in->context_len && out->data_fd < 0)) {
+        snprintf(err, errlen, "cannot duplicate the context fd: %s", strerror(errno));
+        sandbox_input_close(out);
+        return -1;
+    }
+    out->context_len = len;
+    out->context_pack = 1;
+    out->data_len = in->context_len;
+    return 0;
+}
+
 /* Our own CLOEXEC duplicates of an input's descriptors, above the fds the
- * child is handed (so the dup2 calls at spawn cannot overwrite each other). The
- * data fd is kept only for a pack. 0, or -1 with err. */
+ * child is handed (so the dup2 calls at spawn cannot overwrite each other):
+ * always a pack, raw bytes made the pack of one str. 0, or -1 with err. */
 int sandbox_input_copy(const sandbox_input *in, sandbox_input *out, char *err, size_t errlen)
 {
     *out = (sandbox_input){.context_fd = -1, .data_fd = -1};
     if (!in || in->context_fd < 0)
         return 0;
+    if (!in->context_pack)
+        return copy_raw_as_pack(in, out, err, errlen);
     out->context_fd = fcntl(in->context_fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
     if (out->context_fd < 0) {
         snprintf(err, errlen, "cannot duplicate the context fd: %s", strerror(errno));
         return -1;
     }
     out->context_len = in->context_len;
-    out->context_pack = in->context_pack != 0;
-    out->parsed = in->context_pack && in->parsed;
-    if (in->context_pack && in->data_fd >= 0) {
+    out->context_pack = 1;
+    out->parsed = in->parsed;
+    if (in->data_fd >= 0) {
         out->data_fd = fcntl(in->data_fd, F_DUPFD_CLOEXEC, SANDBOX_FD_FLOOR);
         if (out->data_fd < 0) {
             snprintf(err, errlen, "cannot duplicate the context data fd: %s", strerror(errno));
@@ -739,7 +766,7 @@ int sandbox_factory_add_input(sandbox_factory *f, const char *name, const sandbo
     int fds[2], n_fds = 0;
     if (slot.in.context_fd >= 0)
         fds[n_fds++] = slot.in.context_fd;
-    if (slot.in.context_fd >= 0 && slot.in.context_pack && slot.in.data_fd >= 0)
+    if (slot.in.context_fd >= 0 && slot.in.data_fd >= 0)
         fds[n_fds++] = slot.in.data_fd;
     /* The first is the children's `context`; the zygote knows it as context_0. */
     json_t *request = json_pack("{s:s, s:I, s:s}", "type", "add_input", "id", (json_int_t)id,

@@ -77,7 +77,9 @@ int sandbox_reap_within(pid_t *pid, int tries);
 #define SANDBOX_PARSE_SECONDS_PER_GB 60.0
 
 /* Our own CLOEXEC duplicates of an input's descriptors, at or above
- * SANDBOX_FD_FLOOR (the data fd only for a pack). 0, or -1 with err. */
+ * SANDBOX_FD_FLOOR, always as a pack (the only form the child reads): raw
+ * bytes become the pack of one str whose external data is their descriptor
+ * (pack_write_str), never a copy. 0, or -1 with err. */
 int sandbox_input_copy(const sandbox_input *in, sandbox_input *out, char *err, size_t errlen);
 
 /* Closes an input's descriptors and marks them -1. */
@@ -86,7 +88,8 @@ void sandbox_input_close(sandbox_input *in);
 /* Seconds a process may take to load an input of its size. */
 double sandbox_input_seconds(const sandbox_input *in);
 
-/* Adds the fields describing an input to an init or add_input frame. */
+/* Adds the fields describing an input (a sandbox_input_copy) to an init or
+ * add_input frame. */
 void sandbox_input_describe(json_t *frame, const sandbox_input *in);
 
 /* ---- factories (sandbox_factory_new and _free are in sandbox.h) ---- */

@@ -1,9 +1,78 @@
-/* pack — reading the context pack the host wrote (pack.h). */
+/* pack — the context pack (pack.h): making and sealing its memfd, the pack
+ * of one raw text, and reading a pack back with every offset checked. */
 #include "pack.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+int pack_create(size_t total, int *fd_out, char **map_out, char *err, size_t errlen)
+{
+    *fd_out = -1;
+    *map_out = NULL;
+    int fd = memfd_create("rlm-pack", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0 || ftruncate(fd, (off_t)total) != 0) {
+        snprintf(err, errlen, "cannot create the context pack: %s", strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    void *map = mmap(NULL, total, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (map == MAP_FAILED) {
+        snprintf(err, errlen, "cannot map the context pack: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    /* A process another thread forks (a sandbox spawned on the way to its
+     * exec) would get a copy of this writable mapping, and while it holds
+     * one the seal fails with EBUSY: two runs of one process starting at
+     * once hit it. */
+    madvise(map, total, MADV_DONTFORK);
+    *fd_out = fd;
+    *map_out = map;
+    return 0;
+}
+
+int pack_seal(int fd, char *map, size_t total, char *err, size_t errlen)
+{
+    munmap(map, total);
+    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
+        snprintf(err, errlen, "cannot seal the context pack: %s", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return 0;
+}
+
+int pack_write_str(size_t data_len, int *fd_out, size_t *len_out, char *err, size_t errlen)
+{
+    /* The header, one entry, and the name "" (its NUL). */
+    size_t index_off = (sizeof(pack_header) + 63) / 64 * 64;
+    size_t names_off = index_off + sizeof(pack_entry);
+    size_t total = names_off + 1;
+    char *map;
+    if (pack_create(total, fd_out, &map, err, errlen) != 0)
+        return -1;
+    /* Empty, it has no data descriptor: inline, with no bytes. */
+    pack_header h = {.version = 1, .kind = INGEST_STR, .flags = data_len ? PACK_EXTERNAL : 0,
+                     .n_docs = 1, .index_off = index_off, .names_off = names_off, .names_len = 1,
+                     .data_off = data_len ? 0 : total, .data_len = data_len};
+    memcpy(h.magic, PACK_MAGIC, sizeof h.magic);
+    pack_entry e = {.data_len = data_len};
+    memcpy(map, &h, sizeof h);
+    memcpy(map + index_off, &e, sizeof e);
+    map[names_off] = '\0';
+    if (pack_seal(*fd_out, map, total, err, errlen) != 0) {
+        *fd_out = -1;
+        return -1;
+    }
+    *len_out = total;
+    return 0;
+}
 
 int pack_read(const void *pack, size_t len, const void *data, size_t data_len, ingest_kind *kind,
               ingest_doc **docs_out, size_t *n_docs, char *err, size_t errlen)

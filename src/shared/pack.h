@@ -48,4 +48,17 @@ int pack_read(const void *pack, size_t len, const void *data, size_t data_len, i
 /* The format a valid pack was made with (read from its header). */
 ingest_format pack_format(const void *pack, size_t len);
 
+/* Writing a pack: pack_create makes a memfd of total bytes and maps it
+ * writable (*map); the writer fills it, then pack_seal unmaps and seals it
+ * (F_SEAL_SHRINK | GROW | WRITE | SEAL: neither side can change what the
+ * other reads). Both return 0, or -1 with err set and fd closed. */
+int pack_create(size_t total, int *fd, char **map, char *err, size_t errlen);
+int pack_seal(int fd, char *map, size_t total, char *err, size_t errlen);
+
+/* The pack of one str document whose bytes are the first data_len bytes of
+ * an external data descriptor (raw UTF-8 text; none when data_len is 0):
+ * how the sandbox layer hands the child a text given as raw bytes. 0 with *fd (the caller closes it) and
+ * *len, or -1 with err set. */
+int pack_write_str(size_t data_len, int *fd, size_t *len, char *err, size_t errlen);
+
 #endif

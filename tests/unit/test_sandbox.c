@@ -11,6 +11,7 @@
 
 #include <cmocka.h>
 
+#include "frame.h"
 #include "ingest.h"
 #include "sandbox.h"
 #include "sandbox_policy.h"
@@ -19,6 +20,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <ftw.h>
 #include <pthread.h>
 #include <signal.h>
@@ -27,6 +29,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1812,6 +1815,47 @@ static void test_start_errors(void **state)
     close(fd);
 }
 
+/* The child reads every input as a pack: raw bytes on fd 4 (an init frame
+ * without context_format: "pack") are refused, with the reason on the
+ * channel. The host's sandbox layer turns raw bytes into a pack itself. */
+static void test_child_takes_only_packs(void **state)
+{
+    (void)state;
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int text = memfd_create("raw", 0);
+    assert_int_equal(write(text, "raw bytes", 9), 9);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int null = open("/dev/null", O_RDWR);
+        /* Above the fds we hand over first, so the dup2s cannot collide. */
+        int chan = fcntl(sv[1], F_DUPFD, 10), ctx = fcntl(text, F_DUPFD, 10);
+        if (null < 0 || chan < 0 || ctx < 0 || dup2(null, 0) < 0 || dup2(null, 1) < 0 ||
+            dup2(chan, 3) < 0 || dup2(ctx, 4) < 0 || dup2(null, 5) < 0 || dup2(null, 6) < 0)
+            _exit(99);
+        execl(SANDBOX_EXE, SANDBOX_EXE, (char *)NULL);
+        _exit(98);
+    }
+    close(sv[1]);
+    close(text);
+    char err[256];
+    json_t *init = json_pack("{s:s, s:i, s:b, s:i, s:i, s:i}", "type", "init", "version", 2,
+                             "has_context", 1, "context_len", 9, "output_limit", 1000,
+                             "memory_limit", 0);
+    assert_int_equal(frame_write(sv[0], init, 1 << 20, err, sizeof err), 0);
+    json_decref(init);
+    json_t *reply = NULL;
+    assert_int_equal(frame_read(sv[0], 1 << 20, &reply, err, sizeof err), FRAME_READY);
+    assert_string_equal(json_string_value(json_object_get(reply, "type")), "error");
+    assert_non_null(strstr(json_string_value(json_object_get(reply, "message")), "not a context pack"));
+    json_decref(reply);
+    close(sv[0]);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 3);
+}
+
 static void test_no_leaks_no_zombies(void **state)
 {
     int before = count_fds();
@@ -2280,6 +2324,7 @@ int main(void)
         cmocka_unit_test(test_inputs_survive_restart),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_start_errors),
+        cmocka_unit_test(test_child_takes_only_packs),
         cmocka_unit_test(test_no_leaks_no_zombies),
         cmocka_unit_test(test_orphan_exits),
     };
