@@ -228,6 +228,10 @@ def main():
               "(target <= 1.3)" % (wall, N, R, limit, wall / limit))
         print("  per request: median %.2f s, p90 %.2f s, max %.2f s (one run alone: 0.6 s of model "
               "latency)" % (statistics.median(lat), lat[int(0.9 * (len(lat) - 1))], lat[-1]))
+        runs = sorted(json.loads(r[1])["rlm"]["elapsed_seconds"] for r in results)
+        print("  the runs themselves (their elapsed_seconds, from admission to answer): median %.2f s, "
+              "p90 %.2f s, max %.2f s" % (statistics.median(runs), runs[int(0.9 * (len(runs) - 1))],
+                                          runs[-1]))
         print("  server RSS peak %.1f MB vs 50 + 15 x %d + %.0f (named) = %.0f MB; the %d requests' "
               "bodies are %.0f MB of it at most" % (sampler.rss / 1024, R, big_bytes / MB, mem_limit,
                                                    N, held))
