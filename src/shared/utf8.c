@@ -163,19 +163,27 @@ size_t utf8_cut(const char *s, size_t len, size_t max)
 
 /* ---- characters, cuts and display ----------------------------------- */
 
+/* The end of the ASCII run of p[i..len) that starts at i, skipped eight
+ * bytes at a time (most text is ASCII); it may stop early, before the word
+ * that holds the first byte >= 0x80. */
+static size_t ascii_run_end(const unsigned char *p, size_t i, size_t len)
+{
+    while (i + 8 <= len) {
+        uint64_t w;
+        memcpy(&w, p + i, 8);
+        if (w & 0x8080808080808080ULL)
+            break;
+        i += 8;
+    }
+    return i;
+}
+
 int utf8_valid(const char *s, size_t len)
 {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
     while (i < len) {
-        /* ASCII runs eight bytes at a time: most text is ASCII */
-        while (i + 8 <= len) {
-            uint64_t w;
-            memcpy(&w, p + i, 8);
-            if (w & 0x8080808080808080ULL)
-                break;
-            i += 8;
-        }
+        i = ascii_run_end(p, i, len);
         if (i >= len)
             break;
         if (p[i] < 0x80) {
@@ -195,15 +203,9 @@ void utf8_count(const char *data, size_t len, size_t *chars, size_t *invalid)
     const unsigned char *p = (const unsigned char *)data;
     size_t i = 0, c = 0, bad = 0;
     while (i < len) {
-        /* ASCII runs eight bytes at a time: most input is ASCII */
-        while (i + 8 <= len) {
-            uint64_t w;
-            memcpy(&w, p + i, 8);
-            if (w & 0x8080808080808080ULL)
-                break;
-            i += 8;
-            c += 8;
-        }
+        size_t run = ascii_run_end(p, i, len);
+        c += run - i;
+        i = run;
         if (i >= len)
             break;
         size_t n = utf8_sequence_length(p + i, len - i);
