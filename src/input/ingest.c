@@ -272,7 +272,9 @@ static size_t high_bytes(const char *data, size_t n)
     for (; i + 8 <= n; i += 8) {
         uint64_t w;
         memcpy(&w, data + i, 8);
-        high += (size_t)__builtin_popcountll(w & 0x8080808080808080ULL);
+        /* the high bits summed by a multiply: __builtin_popcountll is a
+         * library call without -mpopcnt */
+        high += (size_t)((((w & 0x8080808080808080ULL) >> 7) * 0x0101010101010101ULL) >> 56);
     }
     for (; i < n; i++)
         high += (unsigned char)data[i] >= 0x80;
