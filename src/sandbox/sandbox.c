@@ -448,7 +448,9 @@ const char *sandbox_batch_prompt(const sandbox_batch *b, size_t i, size_t *len)
 
 void sandbox_batch_release(sandbox_batch *b, size_t i)
 {
-    if (i < b->arrived) {
+    /* Not b->arrived: the callback's thread moves it while another thread
+     * releases (the contract allows only prompts that have arrived). */
+    if (i < b->pieces.n) {
         free(b->pieces.data[i]);
         b->pieces.data[i] = NULL;
     }

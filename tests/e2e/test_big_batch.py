@@ -6,7 +6,10 @@ prompts sent once (a failure is not shared: its twin is sent again), every
 prompt a sub-call of the budget — with deduplication, without it, and with a
 record file (whose keys need every prompt before anything is sent)."""
 import os
+import signal
+import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from harness import FakeLM, RlmTestCase, main, repl  # noqa: E402
@@ -81,6 +84,47 @@ class BigBatch(RlmTestCase):
         self.assertEqual(requests, [])
         self.assertEqual(res.report["sub_calls"], 0)
         self.assertIn("max_subcalls", res.report["stopped_by"] or "")
+
+    def test_cancel_mid_batch_then_another_batch(self):
+        # Ctrl-C while a batch's prompts are still coming (slow replies hold
+        # the first ones; the rest wait in the child): the question is
+        # cancelled at once, the rest of its prompts are read and dropped,
+        # and the next question's batch on the same sandbox is served whole.
+        slow = repl("r = llm_query_batched(['slow %d ' % i + 'y' * 2000 for i in range(3000)])\n"
+                    "FINAL('too late')")
+        rules = [{"model": "^sub-model$", "match": "^slow ", "latency_ms": 30000, "reply": "late"},
+                 RULES[0], RULES[1],
+                 {"model": "^root-model$", "match": "BATCHQ2", "reply": repl(CODE)},
+                 {"model": "^root-model$", "match": "CANCELQ1", "reply": slow}]
+        with FakeLM(rules) as lm:
+            proc, trace_path = self.rlm_start(["--max-retries", "0", "--concurrency", "32",
+                                      "--context", self.write("c.txt", "some text")], lm,
+                                     command="chat", stdin=subprocess.PIPE)
+            try:
+                proc.stdin.write("CANCELQ1 slow batch\n")
+                proc.stdin.flush()
+                lm.wait_in_flight(32)
+                t0 = time.time()
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate("BATCHQ2 fast batch\n", timeout=120)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+            elapsed = time.time() - t0
+        self.assertEqual(proc.returncode, 1, err)   # the first question got no answer
+        self.assertIn("cancelled", err)
+        self.assertIn("%d []" % N, out)
+        self.assertLess(elapsed, 60)
+        events = self.trace_of(trace_path)
+        ends = [e for e in events if e["type"] == "run_end"]
+        self.assertEqual([e["status"] for e in ends], ["no answer", "ok"])
+        # Of the cancelled batch only those on the wire (32) and a few queued
+        # behind them went out; the rest were read and dropped, never sent.
+        first = [e for e in events if e["type"] == "sub_call" and e["prompt"].startswith("slow ")]
+        self.assertEqual(len(first), N)
+        sent = [e for e in first if e["sent_seconds"] is not None]
+        self.assertGreaterEqual(len(sent), 32)
+        self.assertLessEqual(len(sent), 40)
 
 
 if __name__ == "__main__":
