@@ -21,6 +21,17 @@
 #include <time.h>
 #include <unistd.h>
 
+static void remove_log(const char *dir)
+{
+    static const char *const files[] = {"logs.db", "logs.db-wal", "logs.db-shm"};
+    char file[160];
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(file, sizeof file, "%s/%s", dir, files[i]);
+        unlink(file);
+    }
+    rmdir(dir);
+}
+
 static void *commit_later(void *arg)
 {
     struct timespec pause = {0, 300 * 1000 * 1000};
@@ -53,25 +64,7 @@ static void test_open_waits_for_a_writer(void **state)
         fail_msg("runlog_open: %s", err);
     runlog_close(log);
     sqlite3_close(other);
-    char file[160];
-    snprintf(file, sizeof file, "%s/logs.db", dir);
-    unlink(file);
-    snprintf(file, sizeof file, "%s/logs.db-wal", dir);
-    unlink(file);
-    snprintf(file, sizeof file, "%s/logs.db-shm", dir);
-    unlink(file);
-    rmdir(dir);
-}
-
-static void remove_log(const char *dir)
-{
-    static const char *const files[] = {"logs.db", "logs.db-wal", "logs.db-shm"};
-    char file[160];
-    for (size_t i = 0; i < 3; i++) {
-        snprintf(file, sizeof file, "%s/%s", dir, files[i]);
-        unlink(file);
-    }
-    rmdir(dir);
+    remove_log(dir);
 }
 
 static void test_refused_request_is_a_row_without_trace(void **state)
