@@ -8,7 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
+
+#include "util.h"
 
 int pack_create(size_t total, int *fd_out, char **map_out, char *err, size_t errlen)
 {
@@ -37,10 +40,22 @@ int pack_create(size_t total, int *fd_out, char **map_out, char *err, size_t err
     return 0;
 }
 
-int pack_seal(int fd, char *map, size_t total, char *err, size_t errlen)
+/* Seals fd (F_SEAL_SHRINK | GROW | WRITE | SEAL). A process another thread
+ * forked in the instant between a writable mapping's mmap and its
+ * MADV_DONTFORK holds a copy of it until its exec, a few milliseconds, and
+ * the seal fails with EBUSY meanwhile: that is retried for up to a second.
+ * 0, or -1 with err set and fd closed. */
+static int seal(int fd, char *err, size_t errlen)
 {
-    munmap(map, total);
-    if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) != 0) {
+    const struct timespec pause = {.tv_nsec = 2 * 1000 * 1000};
+    int rc;
+    for (int tries = 0;; tries++) {
+        rc = fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+        if (rc == 0 || errno != EBUSY || tries >= 500)
+            break;
+        nanosleep(&pause, NULL);
+    }
+    if (rc != 0) {
         snprintf(err, errlen, "cannot seal the context pack: %s", strerror(errno));
         close(fd);
         return -1;
@@ -48,29 +63,41 @@ int pack_seal(int fd, char *map, size_t total, char *err, size_t errlen)
     return 0;
 }
 
+int pack_seal(int fd, char *map, size_t total, char *err, size_t errlen)
+{
+    munmap(map, total);
+    return seal(fd, err, errlen);
+}
+
 int pack_write_str(size_t data_len, int *fd_out, size_t *len_out, char *err, size_t errlen)
 {
-    /* The header, one entry, and the name "" (its NUL). */
-    size_t index_off = (sizeof(pack_header) + 63) / 64 * 64;
-    size_t names_off = index_off + sizeof(pack_entry);
-    size_t total = names_off + 1;
-    char *map;
-    if (pack_create(total, fd_out, &map, err, errlen) != 0)
-        return -1;
+    /* The header, one entry, and the name "" (its NUL): written, not
+     * mapped, so no fork can hold a writable mapping of it. */
+    enum { INDEX_OFF = (sizeof(pack_header) + 63) / 64 * 64,
+           NAMES_OFF = INDEX_OFF + sizeof(pack_entry), TOTAL = NAMES_OFF + 1 };
+    char bytes[TOTAL];
+    memset(bytes, 0, sizeof bytes);
     /* Empty, it has no data descriptor: inline, with no bytes. */
     pack_header h = {.version = 1, .kind = INGEST_STR, .flags = data_len ? PACK_EXTERNAL : 0,
-                     .n_docs = 1, .index_off = index_off, .names_off = names_off, .names_len = 1,
-                     .data_off = data_len ? 0 : total, .data_len = data_len};
+                     .n_docs = 1, .index_off = INDEX_OFF, .names_off = NAMES_OFF, .names_len = 1,
+                     .data_off = data_len ? 0 : TOTAL, .data_len = data_len};
     memcpy(h.magic, PACK_MAGIC, sizeof h.magic);
     pack_entry e = {.data_len = data_len};
-    memcpy(map, &h, sizeof h);
-    memcpy(map + index_off, &e, sizeof e);
-    map[names_off] = '\0';
-    if (pack_seal(*fd_out, map, total, err, errlen) != 0) {
+    memcpy(bytes, &h, sizeof h);
+    memcpy(bytes + INDEX_OFF, &e, sizeof e);
+    *fd_out = memfd_create("rlm-pack", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (*fd_out < 0 || write_full(*fd_out, bytes, sizeof bytes) != 0) {
+        snprintf(err, errlen, "cannot create the context pack: %s", strerror(errno));
+        if (*fd_out >= 0)
+            close(*fd_out);
         *fd_out = -1;
         return -1;
     }
-    *len_out = total;
+    if (seal(*fd_out, err, errlen) != 0) {
+        *fd_out = -1;
+        return -1;
+    }
+    *len_out = TOTAL;
     return 0;
 }
 
