@@ -995,9 +995,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *connection, 
         if (buf_append(&rq->body, upload_data, *upload_data_size) != 0) {
             buf_free(&rq->body);
             rq->status = 413;
-            metrics_refused(s->cfg.metrics, "body_too_large");
             log_refusal(rq, 413, "request_too_large", "the body passed the server's cap as it came "
                          "(no Content-Length): the connection was closed");
+            metrics_refused(s->cfg.metrics, "body_too_large");   /* counted once it is in the log */
             return MHD_NO;
         }
         *upload_data_size = 0;

@@ -324,6 +324,18 @@ class ServeTest(RlmTestCase):
                          b"\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n")
             self.assertTrue(recv_all(conn, 10).startswith(b"HTTP/1.1 413"))
             conn.close()
+            # Chunked, with no length: cut by a close as it passes the cap.
+            conn = socket.create_connection(("127.0.0.1", s.port))
+            conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer key-one"
+                         b"\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            conn.settimeout(10)
+            try:
+                for _ in range(1024):
+                    conn.sendall(b"10000\r\n" + b" " * 0x10000 + b"\r\n")
+            except OSError:
+                pass
+            conn.close()
+            wait_until(lambda: s.metrics(auth)['rlm_refused_total{reason="body_too_large"}'] == 2)
             results = {}
 
             def ask(name):
@@ -349,10 +361,11 @@ class ServeTest(RlmTestCase):
             # Each row is written before its reply goes out: in the order of the replies.
             self.assertEqual([r["error"].split(":")[0] for r in refused],
                              ["HTTP 400 invalid_request_error", "HTTP 404 model_not_found", "HTTP 413 request_too_large",
-                              "HTTP 429 rate_limit_exceeded"])
-            self.assertEqual([r["model"] for r in refused], [None, "rlm:nope", None, "rlm:docs"])
-            self.assertEqual(refused[3]["question"], "serve-question full")
-            self.assertIn("every run slot is busy", refused[3]["error"])
+                              "HTTP 413 request_too_large", "HTTP 429 rate_limit_exceeded"])
+            self.assertEqual([r["model"] for r in refused], [None, "rlm:nope", None, None, "rlm:docs"])
+            self.assertIn("passed the server's cap as it came", refused[3]["error"])
+            self.assertEqual(refused[4]["question"], "serve-question full")
+            self.assertIn("every run slot is busy", refused[4]["error"])
             for r in refused:
                 self.assertEqual(r["command"], "serve")
                 self.assertEqual(r["trace_bytes"], 0)
