@@ -660,6 +660,66 @@ static size_t feed_drain(const lm_feed *feed)
     return ready;
 }
 
+/* A fed batch with a response cache or a record file (calls_run): each
+ * request's key is made and the cache asked as it arrives, and those the
+ * cache does not answer go to the dispatcher at once. */
+typedef struct keyed_feed {
+    calls *c;
+    const lm_request *reqs;
+    const lm_feed *inner;
+    int sub, recording;
+    json_t **canon;
+    char (*keys)[CACHE_KEY_LEN];
+    calls_reply *out;
+    lm_request *pending;
+    size_t *pending_index;
+    size_t n_pending;
+    size_t arrived;
+    int failed;          /* out of memory for a key: the call fails once the batch is over */
+} keyed_feed;
+
+static size_t keyed_feed_more(void *ctx, int timeout_ms, int *last)
+{
+    keyed_feed *f = ctx;
+    size_t ready = f->inner->more(f->inner->ctx, timeout_ms, last);
+    for (; f->arrived < ready; f->arrived++) {
+        size_t i = f->arrived;
+        f->canon[i] = calls_canonical(f->c, &f->reqs[i], f->sub);
+        int hit = 0;
+        if (!f->canon[i] || calls_key(f->canon[i], f->keys[i]) != 0) {
+            f->failed = 1;
+        } else {
+            pthread_mutex_lock(&f->c->core->lock);
+            hit = cache_lookup(f->c->core, f->keys[i], &f->out[i]);
+            pthread_mutex_unlock(&f->c->core->lock);
+        }
+        /* The canonical request holds a copy of the prompt: only the record
+         * file needs it. */
+        if (!f->recording) {
+            json_decref(f->canon[i]);
+            f->canon[i] = NULL;
+        }
+        if (hit) {
+            if (f->inner->done)
+                f->inner->done(f->inner->ctx, i);
+            continue;
+        }
+        lm_request r = f->reqs[i];
+        r.watch = f->n_pending == 0 ? f->reqs[0].watch : NULL;
+        r.watch_ctx = f->n_pending == 0 ? f->reqs[0].watch_ctx : NULL;
+        f->pending[f->n_pending] = r;
+        f->pending_index[f->n_pending++] = i;
+    }
+    return f->n_pending;
+}
+
+static void keyed_feed_done(void *ctx, size_t k)
+{
+    keyed_feed *f = ctx;
+    if (f->inner->done)
+        f->inner->done(f->inner->ctx, f->pending_index[k]);
+}
+
 /* Answers every request: from the replay file, else the cache, else the
  * dispatcher; then records, stores and accounts. The lock is taken twice,
  * around the lookups and around the bookkeeping; keys, record lines and the
@@ -691,11 +751,30 @@ static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub,
      * goes out. Without replay, cache or record nothing reads it. The cache
      * and the record file can only be dropped during this call, never added. */
     int need_key = core->replaying || caching || recording;
-    /* A key needs the prompt: then the batch is read whole before anything
-     * goes out (and let go after), as when it came in one piece. */
-    int drained = feed && (need_key || !m);
+    /* Replayed requests never go out: the batch is read whole, as when it
+     * came in one piece. */
+    int drained = feed && (core->replaying || !m);
     if (drained)
         n = feed_drain(feed);
+    if (feed && !drained && need_key) {
+        keyed_feed kf = {.c = c, .reqs = reqs, .inner = feed, .sub = sub, .recording = recording,
+                         .canon = canon, .keys = keys, .out = out, .pending = pending,
+                         .pending_index = pending_index};
+        lm_feed wrap = {keyed_feed_more, keyed_feed_done, &kf};
+        pending[0].watch = reqs[0].watch;   /* read before the first request arrives */
+        pending[0].watch_ctx = reqs[0].watch_ctx;
+        n_pending = lm_call_fed(m, pending, n, pending_out, &wrap);
+        for (size_t k = n_pending; k < given; k++)
+            lm_response_clear(&pending_out[k]);
+        n = kf.arrived;
+        for (size_t k = 0; k < n_pending; k++)
+            out[pending_index[k]].r = pending_out[k];
+        if (kf.failed) {
+            snprintf(c->errmsg, sizeof c->errmsg, "out of memory");
+            goto done;
+        }
+        goto settle;
+    }
     for (size_t i = 0; i < n && need_key; i++) {
         canon[i] = calls_canonical(c, &reqs[i], sub);
         if (!canon[i] || calls_key(canon[i], keys[i]) != 0) {
@@ -752,6 +831,7 @@ static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub,
         for (size_t k = 0; k < n_pending; k++)
             out[pending_index[k]].r = pending_out[k];
     }
+settle:
     for (size_t i = 0; i < n && recording; i++)
         lines[i] = record_line(keys[i], canon[i], &out[i].r);
     pthread_mutex_lock(&core->lock);

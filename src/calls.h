@@ -137,9 +137,9 @@ int calls_sub_marks_cache(const calls *c);
 
 /* calls_sub for a batch whose prompts are still arriving (lm_feed): admitted
  * from the announced lengths (a message with no content yet counts its
- * content_len), each request sent as soon as it arrived when nothing needs
- * the whole batch first (no replay, cache or record file; with them the
- * feed is read to its end, then as calls_sub). The feed's requests are
+ * content_len), each request's identity, key and cache lookup made as it
+ * arrives and the request sent at once; with a replay file (which answers
+ * every request) the feed is read to its end first. The feed's requests are
  * reqs, filled in place. *n_ready: how many arrived in all (below n only
  * when the feed broke off); out[i] is filled below it on CALLS_OK. The
  * feed's `done` may be called for some requests, not necessarily all. */

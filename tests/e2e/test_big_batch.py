@@ -39,11 +39,14 @@ REFUSED = UNIQUE // 10 + (N - UNIQUE) // 10   # 290 distinct ones, and the 10 tw
 
 
 class BigBatch(RlmTestCase):
-    def run_batch(self, extra):
-        with FakeLM(RULES) as lm:
-            res = self.rlm(["--max-retries", "0", "--concurrency", "32", "--json",
-                            "--context", self.write("c.txt", "some text"), *extra, "q"], lm)
-            requests = [r for r in lm.requests() if r.get("model") == "sub-model"]
+    def run_batch(self, extra, lm=None):
+        if lm is None:
+            with FakeLM(RULES) as own:
+                return self.run_batch(extra, own)
+        before = len(lm.requests())
+        res = self.rlm(["--max-retries", "0", "--concurrency", "32", "--json",
+                        "--context", self.write("c.txt", "some text"), *extra, "q"], lm)
+        requests = [r for r in lm.requests()[before:] if r.get("model") == "sub-model"]
         self.assertExit(res, 0)
         self.assertEqual(res.report["answer"], "%d []" % N)
         self.assertEqual(res.report["sub_calls"], N)
@@ -73,6 +76,19 @@ class BigBatch(RlmTestCase):
         self.assertEqual(len(requests), N)
         with open(record) as f:
             self.assertEqual(sum(1 for line in f if '"model":"sub-model"' in line), N)
+
+    def test_cached(self):
+        # Keys made and the cache asked as prompts arrive: a second run is
+        # answered from the cache (refused prompts are not stored: sent again).
+        cache = os.path.join(self.tmp, "cache")
+        with FakeLM(RULES) as lm:   # one server: its URL is part of the cache's key
+            _, first = self.run_batch(["--cache", "--cache-dir", cache], lm)
+            res, second = self.run_batch(["--cache", "--cache-dir", cache], lm)
+        self.assertEqual(len(first), UNIQUE + 10)
+        self.assertEqual(len(second), REFUSED)
+        self.assertTrue(all(r["last_user"].startswith("item ") for r in second))
+        cached = [e for e in res.events("sub_call") if e["cached"]]
+        self.assertEqual(len(cached), UNIQUE - UNIQUE // 10)
 
     def test_budget_refuses_the_whole_batch(self):
         # Admitted from the announced lengths before any prompt is read:
