@@ -862,17 +862,11 @@ static struct MHD_Daemon *daemon_start(server *s, long port)
     struct sockaddr_in addr = {.sin_family = AF_INET,
                                .sin_port = htons((uint16_t)port),
                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    /* An event-loop thread per core: waiting happens in the timer, but an
-     * answer is not free — reading a request of 100 KB of prompt (jansson)
-     * and matching the rules takes a millisecond or two, and a batch of a
-     * few hundred such requests on one thread took longer than the latency
-     * it is told to keep. The server's state is under its lock. */
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    unsigned threads = cores > 1 ? (unsigned)(cores < 8 ? cores : 8) : 1;
+    /* One event-loop thread: answers are computed in microseconds and waiting
+     * happens in the timer, so more threads would only add locking. */
     return MHD_start_daemon(
         MHD_USE_AUTO_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG,
-        (uint16_t)port, NULL, NULL, on_request, s, MHD_OPTION_THREAD_POOL_SIZE, threads,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
+        (uint16_t)port, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)FAKELM_MAX_CONNECTIONS,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, 1024u, MHD_OPTION_CONNECTION_TIMEOUT, 300u,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_END);
