@@ -148,7 +148,9 @@
   /* ---- text helpers ------------------------------------------------------------ */
 
   var KEYWORDS = /^(False|None|True|and|as|assert|break|class|continue|def|del|elif|else|except|finally|for|from|global|if|import|in|is|lambda|nonlocal|not|or|pass|raise|return|try|while|with|yield)$/;
-  var REPL = /^(llm_query|llm_query_batched|rlm_query|rlm_query_batched|FINAL|FINAL_VAR|SHOW_VARS|context|answer|print|grep|chunks|search|count_tokens)$/;
+  /* The REPL's names come from the sandbox's policy table at build time
+   * (cmake/embed_assets.cmake); print is Python's. */
+  var REPL = /^(print|@REPL_NAMES@)$/;
   var TOKEN = /("""[\s\S]*?(?:"""|$)|'''[\s\S]*?(?:'''|$)|"(?:[^"\\\n]|\\.)*"?|'(?:[^'\\\n]|\\.)*'?|#[^\n]*|\b\d[\w.]*|[A-Za-z_]\w*)/g;
 
   /* Python code as spans: every piece is a text node. */

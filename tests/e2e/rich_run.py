@@ -18,6 +18,7 @@ RULES = [
     {"match": QUESTION, "reply": "I will split the work, then ask a child RLM.\n" + repl(
         'parts = llm_query_batched(["PART %d: count the records" % i for i in range(12)])\n'
         'print(len(parts), sum(1 for p in parts if p.startswith("Error")))\n'
+        'size = len(context_0)\n'
         'c = rlm_query("CHILDQ: what does the child find?")\n'
         'print("ROOT-GOT:" + c)') + "\n" + repl('print("' + HOSTILE.replace('"', '\\"') + '")\n1/0')},
 ]

@@ -27,6 +27,7 @@ out.tree = q(".tree .node").map((e) => e.dataset.node);
 out.answer = document.getElementById("answer").textContent;
 out.how = document.getElementById("how").textContent;
 out.code = q("pre.code").map((e) => e.textContent);
+out.repl_spans = q("pre.code span.repl").map((e) => e.textContent);
 out.outputs = q("pre.output").map((e) => e.textContent);
 out.rows_before = q("table.subcalls tr[data-ev]").length;
 q("details.batch-details summary")[0].click();
@@ -99,6 +100,10 @@ class ViewInBrowser(RlmTestCase):
         self.assertEqual(r["answer"], ANSWER)
         self.assertIn("FINAL in text", r["how"])
         self.assertTrue(any("llm_query_batched" in c for c in r["code"]))
+        # The REPL's names (from the policy table at build time) are marked, a numbered one too.
+        for name in ("llm_query_batched", "rlm_query", "context_0", "print"):
+            self.assertIn(name, r["repl_spans"])
+        self.assertNotIn("parts", r["repl_spans"])
         self.assertTrue(any("ROOT-GOT:child says 42" in o for o in r["outputs"]))
         self.assertTrue(any("ZeroDivisionError" in o for o in r["outputs"]))
         # Collapsed until opened: then every sub-call of the batch, the failed one marked.
