@@ -660,20 +660,51 @@ static size_t feed_drain(const lm_feed *feed)
     return ready;
 }
 
+/* What a feed that wraps another hands on to the dispatcher: some of the
+ * batch's requests, in the order they arrived, and the way back to their
+ * indices for the inner feed's `done`. The first member of keyed_feed and
+ * dedupe_feed, so sub_feed_done serves both. */
+typedef struct sub_feed {
+    const lm_request *reqs;   /* the batch */
+    const lm_feed *inner;
+    lm_request *out;          /* handed on: out[k] is reqs[index[k]] */
+    size_t *index;
+    size_t n;
+} sub_feed;
+
+/* Hands request i on; the batch's watcher rides on the first handed on. */
+static void sub_feed_add(sub_feed *f, size_t i)
+{
+    lm_request r = f->reqs[i];
+    r.watch = f->n == 0 ? f->reqs[0].watch : NULL;
+    r.watch_ctx = f->n == 0 ? f->reqs[0].watch_ctx : NULL;
+    f->out[f->n] = r;
+    f->index[f->n++] = i;
+}
+
+/* Request i of the batch is over without going out. */
+static void sub_feed_release(const sub_feed *f, size_t i)
+{
+    if (f->inner->done)
+        f->inner->done(f->inner->ctx, i);
+}
+
+static void sub_feed_done(void *ctx, size_t k)
+{
+    sub_feed *f = ctx;
+    sub_feed_release(f, f->index[k]);
+}
+
 /* A fed batch with a response cache or a record file (calls_run): each
  * request's key is made and the cache asked as it arrives, and those the
  * cache does not answer go to the dispatcher at once. */
 typedef struct keyed_feed {
+    sub_feed s;          /* those the cache did not answer */
     calls *c;
-    const lm_request *reqs;
-    const lm_feed *inner;
     int sub, recording;
     json_t **canon;
     char (*keys)[CACHE_KEY_LEN];
     calls_reply *out;
-    lm_request *pending;
-    size_t *pending_index;
-    size_t n_pending;
     size_t arrived;
     int failed;          /* out of memory for a key: the call fails once the batch is over */
 } keyed_feed;
@@ -681,10 +712,10 @@ typedef struct keyed_feed {
 static size_t keyed_feed_more(void *ctx, int timeout_ms, int *last)
 {
     keyed_feed *f = ctx;
-    size_t ready = f->inner->more(f->inner->ctx, timeout_ms, last);
+    size_t ready = f->s.inner->more(f->s.inner->ctx, timeout_ms, last);
     for (; f->arrived < ready; f->arrived++) {
         size_t i = f->arrived;
-        f->canon[i] = calls_canonical(f->c, &f->reqs[i], f->sub);
+        f->canon[i] = calls_canonical(f->c, &f->s.reqs[i], f->sub);
         int hit = 0;
         if (!f->canon[i] || calls_key(f->canon[i], f->keys[i]) != 0) {
             f->failed = 1;
@@ -699,25 +730,12 @@ static size_t keyed_feed_more(void *ctx, int timeout_ms, int *last)
             json_decref(f->canon[i]);
             f->canon[i] = NULL;
         }
-        if (hit) {
-            if (f->inner->done)
-                f->inner->done(f->inner->ctx, i);
-            continue;
-        }
-        lm_request r = f->reqs[i];
-        r.watch = f->n_pending == 0 ? f->reqs[0].watch : NULL;
-        r.watch_ctx = f->n_pending == 0 ? f->reqs[0].watch_ctx : NULL;
-        f->pending[f->n_pending] = r;
-        f->pending_index[f->n_pending++] = i;
+        if (hit)
+            sub_feed_release(&f->s, i);
+        else
+            sub_feed_add(&f->s, i);
     }
-    return f->n_pending;
-}
-
-static void keyed_feed_done(void *ctx, size_t k)
-{
-    keyed_feed *f = ctx;
-    if (f->inner->done)
-        f->inner->done(f->inner->ctx, f->pending_index[k]);
+    return f->s.n;
 }
 
 /* Answers every request: from the replay file, else the cache, else the
@@ -757,10 +775,10 @@ static int calls_run(calls *c, lm *m, const lm_request *reqs, size_t n, int sub,
     if (drained)
         n = feed_drain(feed);
     if (feed && !drained && need_key) {
-        keyed_feed kf = {.c = c, .reqs = reqs, .inner = feed, .sub = sub, .recording = recording,
-                         .canon = canon, .keys = keys, .out = out, .pending = pending,
-                         .pending_index = pending_index};
-        lm_feed wrap = {keyed_feed_more, keyed_feed_done, &kf};
+        keyed_feed kf = {.s = {.reqs = reqs, .inner = feed, .out = pending, .index = pending_index},
+                         .c = c, .sub = sub, .recording = recording, .canon = canon, .keys = keys,
+                         .out = out};
+        lm_feed wrap = {keyed_feed_more, sub_feed_done, &kf};
         pending[0].watch = reqs[0].watch;   /* read before the first request arrives */
         pending[0].watch_ctx = reqs[0].watch_ctx;
         n_pending = lm_call_fed(m, pending, n, pending_out, &wrap);
@@ -955,17 +973,13 @@ static int answer_copy(calls *c, const lm_request *req, const char *key, const l
  * the one that sorts first by position, as in a whole batch — and those to
  * send are handed on to the dispatcher at once. */
 typedef struct dedupe_feed {
+    sub_feed s;          /* those to send */
     calls *c;
-    const lm_request *reqs;
-    const lm_feed *inner;
     const char *options;
     char (*keys)[CACHE_KEY_LEN];
     int *role;
     size_t *first;
     calls_reply *out;
-    lm_request *send;
-    size_t *send_index;
-    size_t n_send;
     size_t arrived;
     size_t *seen;        /* open addressing by key: index + 1, 0 empty */
     size_t seen_size;    /* a power of two, above twice the batch */
@@ -991,12 +1005,12 @@ static size_t dedupe_feed_first(dedupe_feed *f, size_t i)
 static size_t dedupe_feed_more(void *ctx, int timeout_ms, int *last)
 {
     dedupe_feed *f = ctx;
-    size_t ready = f->inner->more(f->inner->ctx, timeout_ms, last);
+    size_t ready = f->s.inner->more(f->s.inner->ctx, timeout_ms, last);
     calls_core *core = f->c->core;
     for (; f->arrived < ready; f->arrived++) {
         size_t i = f->arrived;
         f->first[i] = i;
-        if (calls_identity_key(f->c, &f->reqs[i], f->options, f->keys[i]) != 0) {
+        if (calls_identity_key(f->c, &f->s.reqs[i], f->options, f->keys[i]) != 0) {
             f->keys[i][0] = '\0';
             f->role[i] = ROLE_PLAIN;   /* out of memory: sent, shared with nobody */
         } else {
@@ -1008,30 +1022,19 @@ static size_t dedupe_feed_more(void *ctx, int timeout_ms, int *last)
             }
             pthread_mutex_lock(&core->lock);
             dedupe_state st = dedupe_claim(core->answers, f->keys[i]);
-            if (st == DEDUPE_ANSWERED && answer_copy(f->c, &f->reqs[i], f->keys[i], NULL, &f->out[i]) == 0)
+            if (st == DEDUPE_ANSWERED && answer_copy(f->c, &f->s.reqs[i], f->keys[i], NULL, &f->out[i]) == 0)
                 f->role[i] = ROLE_DONE;
             else
                 f->role[i] = st == DEDUPE_LEAD ? ROLE_LEAD : st == DEDUPE_PENDING ? ROLE_WAIT : ROLE_PLAIN;
             pthread_mutex_unlock(&core->lock);
-            if (f->role[i] == ROLE_DONE && f->inner->done)
-                f->inner->done(f->inner->ctx, i);
+            if (f->role[i] == ROLE_DONE)
+                sub_feed_release(&f->s, i);
             if (f->role[i] != ROLE_LEAD && f->role[i] != ROLE_PLAIN)
                 continue;
         }
-        lm_request r = f->reqs[i];
-        r.watch = f->n_send == 0 ? f->reqs[0].watch : NULL;
-        r.watch_ctx = f->n_send == 0 ? f->reqs[0].watch_ctx : NULL;
-        f->send[f->n_send] = r;
-        f->send_index[f->n_send++] = i;
+        sub_feed_add(&f->s, i);
     }
-    return f->n_send;
-}
-
-static void dedupe_feed_done(void *ctx, size_t k)
-{
-    dedupe_feed *f = ctx;
-    if (f->inner->done)
-        f->inner->done(f->inner->ctx, f->send_index[k]);
+    return f->s.n;
 }
 
 static int calls_run_deduped(calls *c, lm *m, const lm_request *reqs, size_t n, calls_reply *out,
@@ -1073,21 +1076,20 @@ static int calls_run_deduped(calls *c, lm *m, const lm_request *reqs, size_t n, 
             size_t seen_size = 4;
             while (seen_size < 2 * n)
                 seen_size *= 2;
-            dedupe_feed f = {.c = c, .reqs = reqs, .inner = feed, .options = options, .keys = keys,
-                             .role = role, .first = first, .out = out, .send = send,
-                             .send_index = send_index, .seen = calloc(seen_size, sizeof(size_t)),
-                             .seen_size = seen_size};
+            dedupe_feed f = {.s = {.reqs = reqs, .inner = feed, .out = send, .index = send_index},
+                             .c = c, .options = options, .keys = keys, .role = role, .first = first,
+                             .out = out, .seen = calloc(seen_size, sizeof(size_t)), .seen_size = seen_size};
             if (!f.seen) {
                 snprintf(c->errmsg, sizeof c->errmsg, "out of memory");
                 goto done;
             }
-            lm_feed wrap = {dedupe_feed_more, dedupe_feed_done, &f};
+            lm_feed wrap = {dedupe_feed_more, sub_feed_done, &f};
             send[0].watch = reqs[0].watch;   /* read before the first request arrives */
             send[0].watch_ctx = reqs[0].watch_ctx;
             sent_rc = calls_run(c, m, send, n, 1, sent, &wrap, NULL);
             free(f.seen);
             n = f.arrived;
-            n_send = f.n_send;
+            n_send = f.s.n;
             n_todo = n;
             for (size_t i = 0; i < n; i++)
                 todo[i] = i;
