@@ -34,8 +34,14 @@ def run(cmd, env):
 
 def main():
     args = sys.argv[1:]
+    if any(a.startswith("-") for a in args):
+        print(__doc__)
+        sys.exit(0 if all(a in ("-h", "--help") for a in args) else 2)
     runs = int(args.pop()) if args and args[-1].isdigit() else 7
     builds = [os.path.abspath(a) for a in args] or [os.path.join(ROOT, "build")]
+    for b in builds:
+        if not os.access(os.path.join(b, "rlm"), os.X_OK):
+            sys.exit("log_bench: no rlm binary in %s (give build directories, then a run count)" % b)
     tmp = tempfile.mkdtemp(prefix="rlm-log-bench-")
     try:
         on = dict(os.environ, XDG_DATA_HOME=os.path.join(tmp, "data"),
