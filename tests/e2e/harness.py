@@ -68,6 +68,22 @@ def repl(code):
 _guard_user_files()
 
 
+def wait_port_file(path, proc, timeout, exited):
+    """The port a server wrote to path once listening, or None after timeout
+    seconds; RuntimeError(exited()) if proc ends first."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(path):
+            with open(path) as f:
+                text = f.read().strip()
+            if text:
+                return int(text)
+        if proc.poll() is not None:
+            raise RuntimeError(exited())
+        time.sleep(0.01)
+    return None
+
+
 class FakeLM:
     """The fake server as a context manager: `with FakeLM(rules) as lm:`."""
 
@@ -90,18 +106,9 @@ class FakeLM:
     def __enter__(self):
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            if os.path.exists(self.port_file):
-                with open(self.port_file) as f:
-                    text = f.read().strip()
-                if text:
-                    self.port = int(text)
-                    break
-            if self.proc.poll() is not None:
-                raise RuntimeError("fakelm exited: " + self.proc.stderr.read().decode())
-            time.sleep(0.01)
-        else:
+        self.port = wait_port_file(self.port_file, self.proc, 10,
+                                   lambda: "fakelm exited: " + self.proc.stderr.read().decode())
+        if self.port is None:
             self.proc.kill()
             raise RuntimeError("fakelm did not start within 10 s")
         return self

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from harness import RLM, isolated_env
+from harness import RLM, isolated_env, wait_port_file
 
 
 def env_for(tmp, extra=None):
@@ -42,17 +42,10 @@ class Serve:
         self.err = open(self.err_path, "w")
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=self.err, env=self.env)
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            if os.path.exists(self.port_file):
-                with open(self.port_file) as f:
-                    text = f.read().strip()
-                if text:
-                    self.port = int(text)
-                    return self
-            if self.proc.poll() is not None:
-                raise RuntimeError("rlm serve exited %d: %s" % (self.proc.returncode, self.stderr()))
-            time.sleep(0.02)
+        self.port = wait_port_file(self.port_file, self.proc, 30, lambda: "rlm serve exited %d: %s" % (
+            self.proc.returncode, self.stderr()))
+        if self.port is not None:
+            return self
         self.proc.kill()
         raise RuntimeError("rlm serve did not start: " + self.stderr())
 
