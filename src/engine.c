@@ -15,6 +15,7 @@
 #include "reply.h"
 #include "sandbox.h"
 #include "sandbox_spawn.h"
+#include "subcall_event.h"
 #include "engine_internal.h"
 #include "tokens.h"
 #include "utf8.h"
@@ -203,7 +204,8 @@ static void engine_mark_history(lm_message *msgs, size_t n)
 typedef struct engine_feed {
     sandbox_batch *b;
     lm_message *msgs;
-    json_t **excerpts;   /* per prompt, when tracing: taken before its bytes go */
+    char **excerpts;     /* per prompt, when tracing: cut before its bytes go */
+    size_t *excerpt_lens;
     size_t arrived;
 } engine_feed;
 
@@ -225,8 +227,8 @@ static void engine_feed_done(void *ctx, size_t i)
 {
     engine_feed *f = ctx;
     if (f->excerpts && !f->excerpts[i])
-        f->excerpts[i] = engine_excerpt_n(f->msgs[i].content, lm_message_len(&f->msgs[i]),
-                                          TRACE_EXCERPT_CHARS);
+        f->excerpts[i] = engine_excerpt_cut(f->msgs[i].content, lm_message_len(&f->msgs[i]),
+                                            TRACE_EXCERPT_CHARS, &f->excerpt_lens[i]);
     f->msgs[i].content = NULL;
     f->msgs[i].content_len = 0;
     sandbox_batch_release(f->b, i);
@@ -244,12 +246,13 @@ static int engine_sub_calls_from(engine *e, int kind, const char *model, const c
     lm_message *msgs = calloc(n ? n : 1, sizeof *msgs);
     lm_request *reqs = calloc(n ? n : 1, sizeof *reqs);
     calls_reply *resps = calloc(n ? n : 1, sizeof *resps);
-    json_t **excerpts = stream && trace_active(e->trace) ? calloc(n ? n : 1, sizeof *excerpts) : NULL;
-    engine_feed feed = {.b = stream, .msgs = msgs, .excerpts = excerpts};
+    char **excerpts = stream && trace_active(e->trace) ? calloc(n ? n : 1, sizeof *excerpts) : NULL;
+    size_t *excerpt_lens = excerpts ? calloc(n ? n : 1, sizeof *excerpt_lens) : NULL;
+    engine_feed feed = {.b = stream, .msgs = msgs, .excerpts = excerpts, .excerpt_lens = excerpt_lens};
     lm_feed fed = {engine_feed_more, engine_feed_done, &feed};
     size_t n_ready = n;
     int status = 0;
-    if (!msgs || !reqs || !resps || (stream && trace_active(e->trace) && !excerpts)) {
+    if (!msgs || !reqs || !resps || (stream && trace_active(e->trace) && !excerpt_lens)) {
         engine_fill_errors(results, n, "sub-call failed", "out of memory");
         goto done;
     }
@@ -340,27 +343,32 @@ static int engine_sub_calls_from(engine *e, int kind, const char *model, const c
             calls_reply_clear(&resps[i]);
             continue;
         }
-        json_t *ev = json_pack("{s:i,s:s,s:s,s:I,s:I,s:o,s:o,s:s?,s:s?,s:I,s:f,s:i,s:o,s:o,s:b}",
-                               "turn", e->turn, "kind", kind_name, "model", use_model,
-                               "index", (json_int_t)i, "batch", (json_int_t)n,
-                               "prompt", excerpts && excerpts[i] ? excerpts[i]
-                                         : engine_excerpt_n(msgs[i].content, lm_message_len(&msgs[i]),
-                                                            TRACE_EXCERPT_CHARS),
-                               "reply", engine_excerpt_n(results[i], result_lens[i],
-                                                         TRACE_EXCERPT_CHARS),
-                               "error", r->error ? lm_error_name(r->error) : NULL,
-                               "finish_reason", r->finish_reason,
-                               "http_status", (json_int_t)r->http_status,
-                               "seconds", r->seconds, "attempts", r->attempts,
-                               "usage", engine_usage_json(r), "cost_usd", engine_cost_json(resps[i].cost_usd),
-                               "cached", resps[i].cached);
-        json_object_set_new(ev, "cost_no_cache_usd", engine_cost_json(resps[i].cost_no_cache_usd));
-        json_object_set_new(ev, "deduplicated", json_boolean(resps[i].deduplicated));
-        json_object_set_new(ev, "sent_seconds", r->sent_at > 0 ? json_real(r->sent_at - e->batch_started)
-                                                               : json_null());
-        if (excerpts)
-            excerpts[i] = NULL;   /* the event took it */
-        engine_event(e, "sub_call", ev);
+        subcall_event *rec = calloc(1, sizeof *rec);
+        if (rec) {
+            size_t reply_len = 0;
+            char *reply_cut = engine_excerpt_cut(results[i], result_lens[i], TRACE_EXCERPT_CHARS, &reply_len);
+            *rec = (subcall_event){
+                .turn = e->turn, .kind = kind_name, .model = strdup(use_model),
+                .index = i, .batch = n, .error = r->error ? lm_error_name(r->error) : NULL,
+                .finish_reason = r->finish_reason ? strdup(r->finish_reason) : NULL,
+                .http_status = r->http_status, .seconds = r->seconds, .attempts = r->attempts,
+                .prompt_tokens = r->prompt_tokens, .cached_tokens = r->cached_tokens,
+                .cache_write_tokens = r->cache_write_tokens, .completion_tokens = r->completion_tokens,
+                .cost_usd = resps[i].cost_usd, .cost_no_cache_usd = resps[i].cost_no_cache_usd,
+                .cached = resps[i].cached, .deduplicated = resps[i].deduplicated,
+                .sent = r->sent_at > 0, .sent_seconds = r->sent_at - e->batch_started,
+                .node = strdup(e->node), .parent = e->parent ? strdup(e->parent) : NULL,
+                .reply = reply_cut, .reply_len = reply_len};
+            if (excerpts && excerpts[i]) {
+                rec->prompt = excerpts[i];   /* the event takes it */
+                rec->prompt_len = excerpt_lens[i];
+                excerpts[i] = NULL;
+            } else {
+                rec->prompt = engine_excerpt_cut(msgs[i].content, lm_message_len(&msgs[i]),
+                                                 TRACE_EXCERPT_CHARS, &rec->prompt_len);
+            }
+            subcall_event_emit(e->trace, rec);
+        }
         calls_reply_clear(&resps[i]);
     }
     if (stop) {
@@ -375,8 +383,9 @@ static int engine_sub_calls_from(engine *e, int kind, const char *model, const c
     }
 done:
     for (size_t i = 0; excerpts && i < n; i++)
-        json_decref(excerpts[i]);
+        free(excerpts[i]);
     free(excerpts);
+    free(excerpt_lens);
     free(msgs);
     free(reqs);
     free(resps);

@@ -213,11 +213,17 @@ json_t *engine_excerpt(const char *text, size_t max_chars)
 
 /* json_stringn, the UTF-8 checked by utf8_valid (ASCII eight bytes at a
  * time) rather than by jansson a character at a time: the demo's 4,935
- * sub-call events check 20 MB of excerpts on the engine's thread. */
-static json_t *excerpt_string(const char *text, size_t len)
+ * sub-call events check 20 MB of excerpts. */
+json_t *engine_excerpt_json(const char *text, size_t len)
 {
-    json_t *j = utf8_valid(text, len) ? json_stringn_nocheck(text, len) : NULL;
+    json_t *j = text && utf8_valid(text, len) ? json_stringn_nocheck(text, len) : NULL;
     return j ? j : json_null();
+}
+
+char *engine_excerpt_cut(const char *text, size_t len, size_t max_chars, size_t *out_len)
+{
+    *out_len = 0;
+    return text ? utf8_bound_n(text, len, max_chars, out_len) : NULL;
 }
 
 json_t *engine_excerpt_n(const char *text, size_t len, size_t max_chars)
@@ -225,10 +231,10 @@ json_t *engine_excerpt_n(const char *text, size_t len, size_t max_chars)
     if (!text)
         return json_null();
     if (len <= max_chars)   /* never more characters than bytes: whole, with no copy to cut */
-        return excerpt_string(text, len);
+        return engine_excerpt_json(text, len);
     size_t cut_len = 0;
     char *cut = utf8_bound_n(text, len, max_chars, &cut_len);
-    json_t *j = cut ? excerpt_string(cut, cut_len) : json_null();
+    json_t *j = engine_excerpt_json(cut, cut_len);
     free(cut);
     return j;
 }

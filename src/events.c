@@ -3,7 +3,11 @@
  * here once per kind (the table below), so a new event type needs one row. */
 #include "events.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+#include "subcall_event.h"
+#include "utf8.h"
 
 /* A kind, and which JSON fields are its `text` and its `output`. */
 typedef struct kind_row {
@@ -61,13 +65,21 @@ static long tokens_of(json_t *event, const char *key)
     return json_is_integer(v) ? (long)json_integer_value(v) : -1;
 }
 
+/* The depth of a node: 1 for "0", one more per dot. */
+static int node_depth(const char *node)
+{
+    int depth = 1;
+    for (const char *p = node; p && *p; p++)
+        depth += *p == '.';
+    return depth;
+}
+
 void events_fill(rlm_event *out, const char *type, json_t *event)
 {
     memset(out, 0, sizeof *out);
     out->version = RLM_EVENT_VERSION;
     out->size = sizeof *out;
     out->type = type;
-    out->internal_ = event;
     const kind_row *row = NULL;
     for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
         if (strcmp(kinds[i].type, type) == 0)
@@ -78,9 +90,7 @@ void events_fill(rlm_event *out, const char *type, json_t *event)
 
     out->node = string_of(event, "node");
     out->parent = string_of(event, "parent");
-    out->depth = 1;
-    for (const char *p = out->node; p && *p; p++)
-        out->depth += *p == '.';
+    out->depth = node_depth(out->node);
     out->elapsed = json_number_value(json_object_get(event, "t"));
     out->turn = (int)json_integer_value(json_object_get(event, "turn"));
     out->model = string_of(event, "model");
@@ -135,19 +145,89 @@ void events_fill(rlm_event *out, const char *type, json_t *event)
     }
 }
 
-void events_listener(void *ctx, const char *type, json_t *event)
+/* A string as events_fill reads it from the JSON the event is written as:
+ * NULL when it would be null there (NULL, or not valid UTF-8). */
+static const char *valid_text(const char *s, size_t len)
+{
+    return s && utf8_valid(s, len) ? s : NULL;
+}
+
+static const char *valid_string(const char *s)
+{
+    return s ? valid_text(s, strlen(s)) : NULL;
+}
+
+/* A sub_call recorded late, filled from what it was gathered from, as
+ * events_fill would fill it from its JSON (tests/unit/test_events.c
+ * compares the two): no line is written and read back for a listener
+ * that never asks for it. */
+static void fill_sub_call(rlm_event *out, const trace_late *late)
+{
+    const subcall_event *ev = late->ctx;
+    memset(out, 0, sizeof *out);
+    out->version = RLM_EVENT_VERSION;
+    out->size = sizeof *out;
+    out->type = late->type;
+    out->kind = RLM_EVENT_SUB_CALL;
+    if ((out->text = valid_text(ev->prompt, ev->prompt_len)))
+        out->text_len = ev->prompt_len;
+    if ((out->output = valid_text(ev->reply, ev->reply_len)))
+        out->output_len = ev->reply_len;
+    out->node = valid_string(ev->node);
+    out->parent = valid_string(ev->parent);
+    out->depth = node_depth(out->node);
+    out->elapsed = late->t;
+    out->turn = ev->turn;
+    out->model = valid_string(ev->model);
+    out->error = valid_string(ev->error);
+    out->batch_size = ev->batch;
+    out->prompt_tokens = ev->prompt_tokens;
+    out->completion_tokens = ev->completion_tokens;
+    out->cached_tokens = ev->cached_tokens;
+    out->cache_write_tokens = ev->cache_write_tokens;
+    out->deduplicated = ev->deduplicated != 0;
+    out->cost_usd = ev->cost_usd >= 0 ? ev->cost_usd : -1;
+    out->seconds = ev->seconds;
+}
+
+/* What an rlm_event's internal_ points to, for rlm_event_json: the event
+ * it was filled from, whole or late. */
+typedef struct event_source {
+    json_t *event;
+    const trace_late *late;
+} event_source;
+
+void events_listener(void *ctx, const char *type, json_t *event, const trace_late *late)
 {
     events *ev = ctx;
     if (!ev->fn)
         return;
     rlm_event e;
-    events_fill(&e, type, event);
+    event_source source = {event, late};
+    json_t *read_back = NULL;
+    if (event) {
+        events_fill(&e, type, event);
+    } else if (strcmp(type, "sub_call") == 0) {
+        fill_sub_call(&e, late);
+    } else {
+        /* A late event of a kind not filled here: read back from its JSON. */
+        char *text = trace_late_json(late);
+        read_back = text ? json_loads(text, 0, NULL) : NULL;
+        free(text);
+        if (!read_back)
+            return;
+        events_fill(&e, type, read_back);
+        source.event = read_back;
+    }
+    e.internal_ = &source;
     ev->fn(ev->userdata, &e);
+    json_decref(read_back);
 }
 
 char *rlm_event_json(const rlm_event *event)
 {
-    if (!event || !event->internal_)
+    const event_source *source = event ? event->internal_ : NULL;
+    if (!source)
         return NULL;
-    return json_dumps((const json_t *)event->internal_, JSON_COMPACT);
+    return source->event ? json_dumps(source->event, JSON_COMPACT) : trace_late_json(source->late);
 }

@@ -14,10 +14,21 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "json_out.h"
 #include "util.h"
 
 /* Lines waiting for the sink at most: past it a run waits for its sink. */
 #define TRACE_SINK_QUEUE 4096
+
+/* What waits for the sink's thread: a line; or an event it writes out
+ * itself; or a late one (trace_event_later) it renders, released after. */
+struct trace_slot {
+    char *line;
+    size_t len;
+    json_t *event;
+    trace_late late;
+    trace_release_fn release;
+};
 
 struct trace {
     int fd;                  /* -1: no file */
@@ -38,9 +49,7 @@ struct trace {
     pthread_cond_t sink_changed;   /* a line was taken or done */
     pthread_t sink_thread;
     int sink_running, sink_stop, sink_busy;
-    char *queue[TRACE_SINK_QUEUE];            /* a line, or */
-    size_t queue_len[TRACE_SINK_QUEUE];
-    json_t *queue_event[TRACE_SINK_QUEUE];    /* an event the thread writes out itself */
+    struct trace_slot queue[TRACE_SINK_QUEUE];
     size_t queue_head, queued;
 };
 
@@ -101,165 +110,29 @@ void trace_set_listener(trace *t, trace_listener_fn fn, void *ctx)
     t->listener_ctx = ctx;
 }
 
-/* Design note. An event's line is written here rather than by json_dumps.
- * The run log turns every event into a line, and the demo's 4,935 sub-call
- * events are 17 MB of prompt excerpts: jansson's dump, which hands its
- * output on piece by piece and decodes every character, took about 90 ms
- * of CPU for them, the largest part of what the log cost the demo. This
- * copies each run of plain bytes of a string at once. Its output is
- * jansson's compact form byte for byte (tests/unit/test_events.c compares
- * them): keys in insertion order, the escapes \" \\ \b \f \n \r \t and
- * \u00XX for the other control bytes, UTF-8 as it is, integers in full,
- * reals as %.17g with ".0" when that reads as an integer and the exponent
- * without "+" or leading zeros. */
-
-/* Nesting deeper than jansson's parser takes is refused (-1). */
-#define TRACE_JSON_MAX_DEPTH 2048
-
-static int json_plain(unsigned char c)
+/* A late event as JSON (trace_event_later): the common fields up to
+ * "time", then the renderer's, and newline when asked. */
+static char *trace_late_text(const trace_late *late, int newline, size_t *len)
 {
-    return c >= 0x20 && c != '"' && c != '\\';
+    buf b;
+    buf_init(&b, TRACE_LINE_MAX);
+    *len = 0;
+    if (buf_puts(&b, "{\"v\":") != 0 || json_out_integer(&b, TRACE_SCHEMA_VERSION) != 0 ||
+        json_out_key(&b, "type") != 0 || json_out_string(&b, late->type, strlen(late->type)) != 0 ||
+        json_out_key(&b, "t") != 0 || json_out_real(&b, late->t) != 0 ||
+        json_out_key(&b, "time") != 0 || json_out_real(&b, late->time) != 0 ||
+        late->render(late->ctx, &b) != 0 || buf_append(&b, "}\n", newline ? 2 : 1) != 0) {
+        buf_free(&b);
+        return NULL;
+    }
+    *len = b.len;
+    return buf_take(&b);
 }
 
-/* The end of the run of plain bytes from i: eight at a time while no byte
- * of the eight is below 0x20, a quote or a backslash (the tests for a byte
- * below n, and for a zero byte after an XOR, are exact for "any of the
- * eight"), then one by one. */
-static size_t json_plain_run(const char *s, size_t i, size_t n)
+char *trace_late_json(const trace_late *late)
 {
-    const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
-    for (; i + 8 <= n; i += 8) {
-        uint64_t w;
-        memcpy(&w, s + i, 8);
-        uint64_t quote = w ^ (ones * '"'), backslash = w ^ (ones * '\\');
-        if (((w - ones * 0x20) & ~w & highs) | ((quote - ones) & ~quote & highs) |
-            ((backslash - ones) & ~backslash & highs))
-            break;
-    }
-    while (i < n && json_plain((unsigned char)s[i]))
-        i++;
-    return i;
-}
-
-/* Escapes go through a small staging area, flushed when full: a prompt has
- * a newline every few dozen bytes, and appending each piece to the buffer
- * on its own cost more than the copying. */
-static int put_json_string(buf *b, const char *s, size_t n)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    char stage[4096];
-    size_t k = 0;
-    stage[k++] = '"';
-    for (size_t i = 0; i < n;) {
-        size_t j = json_plain_run(s, i, n);
-        if (k + (j - i) + 8 > sizeof stage) {
-            if (buf_append(b, stage, k) != 0)
-                return -1;
-            k = 0;
-        }
-        if ((j - i) + 8 > sizeof stage) {
-            if (buf_append(b, s + i, j - i) != 0)
-                return -1;
-        } else {
-            memcpy(stage + k, s + i, j - i);
-            k += j - i;
-        }
-        if (j == n)
-            break;
-        unsigned char c = (unsigned char)s[j];
-        stage[k++] = '\\';
-        switch (c) {
-        case '"': stage[k++] = '"'; break;
-        case '\\': stage[k++] = '\\'; break;
-        case '\b': stage[k++] = 'b'; break;
-        case '\f': stage[k++] = 'f'; break;
-        case '\n': stage[k++] = 'n'; break;
-        case '\r': stage[k++] = 'r'; break;
-        case '\t': stage[k++] = 't'; break;
-        default:
-            memcpy(stage + k, "u00", 3);
-            stage[k + 3] = hex[c >> 4];
-            stage[k + 4] = hex[c & 15];
-            k += 5;
-        }
-        i = j + 1;
-    }
-    stage[k++] = '"';
-    return buf_append(b, stage, k);
-}
-
-static int put_json_real(buf *b, double v)
-{
-    char text[40];
-    int n = snprintf(text, sizeof text, "%.17g", v);
-    if (n <= 0 || (size_t)n >= sizeof text - 2)
-        return -1;
-    char *e = strchr(text, 'e');
-    if (!e && !strchr(text, '.')) {
-        memcpy(text + n, ".0", 3);
-    } else if (e) {
-        char *digits = e + 1 + (e[1] == '-'), *from = e + 1 + (e[1] == '-' || e[1] == '+');
-        while (*from == '0' && from[1])
-            from++;
-        memmove(digits, from, strlen(from) + 1);
-    }
-    return buf_puts(b, text);
-}
-
-/* Digits by hand: a printf per number (ten an event) cost as much as the
- * strings. */
-static int put_json_integer(buf *b, json_int_t v)
-{
-    char text[24];
-    size_t at = sizeof text;
-    /* In unsigned arithmetic: the most negative value has no positive twin. */
-    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-    do {
-        text[--at] = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        text[--at] = '-';
-    return buf_append(b, text + at, sizeof text - at);
-}
-
-static int put_json(buf *b, json_t *j, int depth)
-{
-    if (depth > TRACE_JSON_MAX_DEPTH)
-        return -1;
-    switch (json_typeof(j)) {
-    case JSON_OBJECT: {
-        const char *key;
-        json_t *v;
-        int first = 1;
-        if (buf_append(b, "{", 1) != 0)
-            return -1;
-        json_object_foreach(j, key, v) {
-            if ((!first && buf_append(b, ",", 1) != 0) || put_json_string(b, key, strlen(key)) != 0 ||
-                buf_append(b, ":", 1) != 0 || put_json(b, v, depth + 1) != 0)
-                return -1;
-            first = 0;
-        }
-        return buf_append(b, "}", 1);
-    }
-    case JSON_ARRAY: {
-        size_t i;
-        json_t *v;
-        if (buf_append(b, "[", 1) != 0)
-            return -1;
-        json_array_foreach(j, i, v) {
-            if ((i > 0 && buf_append(b, ",", 1) != 0) || put_json(b, v, depth + 1) != 0)
-                return -1;
-        }
-        return buf_append(b, "]", 1);
-    }
-    case JSON_STRING: return put_json_string(b, json_string_value(j), json_string_length(j));
-    case JSON_INTEGER: return put_json_integer(b, json_integer_value(j));
-    case JSON_REAL: return put_json_real(b, json_real_value(j));
-    case JSON_TRUE: return buf_puts(b, "true");
-    case JSON_FALSE: return buf_puts(b, "false");
-    default: return buf_puts(b, "null");
-    }
+    size_t len;
+    return trace_late_text(late, 0, &len);
 }
 
 char *trace_json_line(json_t *event, size_t *len)
@@ -267,7 +140,7 @@ char *trace_json_line(json_t *event, size_t *len)
     buf b;
     /* Bounded as the trace's readers bound a line (docs/trace.md). */
     buf_init(&b, TRACE_LINE_MAX);
-    if (put_json(&b, event, 0) != 0 || buf_append(&b, "\n", 1) != 0) {
+    if (json_out_value(&b, event) != 0 || buf_append(&b, "\n", 1) != 0) {
         buf_free(&b);
         *len = 0;
         return NULL;
@@ -291,14 +164,18 @@ static void *trace_sink_main(void *arg)
             pthread_cond_wait(&t->sink_wake, &t->sink_lock);
         if (t->queued == 0)
             break;
-        char *line = t->queue[t->queue_head];
-        size_t len = t->queue_len[t->queue_head];
-        json_t *event = t->queue_event[t->queue_head];
+        struct trace_slot slot = t->queue[t->queue_head];
+        char *line = slot.line;
+        size_t len = slot.len;
+        json_t *event = slot.event;
         t->queue_head = (t->queue_head + 1) % TRACE_SINK_QUEUE;
         t->queued--;
         t->sink_busy = 1;
         pthread_mutex_unlock(&t->sink_lock);
-        if (event) {
+        if (slot.release) {
+            line = trace_late_text(&slot.late, 1, &len);
+            slot.release(slot.late.ctx);
+        } else if (event) {
             line = trace_json_line(event, &len);
             json_decref(event);
         }
@@ -345,17 +222,14 @@ void trace_sink_flush(trace *t)
     pthread_mutex_unlock(&t->sink_lock);
 }
 
-/* Hands line, or event (both taken), to the sink's thread; under t->lock,
- * so in trace order. */
-static void trace_sink_queue(trace *t, char *line, size_t len, json_t *event)
+/* Hands slot (what it holds taken) to the sink's thread; under t->lock, so
+ * in trace order. */
+static void trace_sink_queue(trace *t, struct trace_slot slot)
 {
     pthread_mutex_lock(&t->sink_lock);
     while (t->queued == TRACE_SINK_QUEUE)
         pthread_cond_wait(&t->sink_changed, &t->sink_lock);
-    size_t at = (t->queue_head + t->queued) % TRACE_SINK_QUEUE;
-    t->queue[at] = line;
-    t->queue_len[at] = len;
-    t->queue_event[at] = event;
+    t->queue[(t->queue_head + t->queued) % TRACE_SINK_QUEUE] = slot;
     t->queued++;
     pthread_cond_signal(&t->sink_wake);
     pthread_mutex_unlock(&t->sink_lock);
@@ -402,7 +276,7 @@ void trace_notify(trace *t, const char *type, json_t *fields)
     if (!event)
         return;
     pthread_mutex_lock(&t->lock);
-    t->listener(t->listener_ctx, type, event);
+    t->listener(t->listener_ctx, type, event, NULL);
     pthread_mutex_unlock(&t->lock);
     json_decref(event);
 }
@@ -429,6 +303,39 @@ static int trace_write_locked(trace *t, const char *type, const char *line, size
     return -1;
 }
 
+/* Hands an event to everything that listens, under the lock, so in trace
+ * order: to the listener as it is (slot's event, or its late view); line,
+ * when there is one, to the file and the sink; else to the sink's thread
+ * the event, or the late one, for it to write out. Takes what slot holds. */
+static int trace_deliver(trace *t, const char *type, struct trace_slot slot)
+{
+    pthread_mutex_lock(&t->lock);
+    int rc = 0;
+    if (t->listener)
+        t->listener(t->listener_ctx, type, slot.event, slot.release ? &slot.late : NULL);
+    if (t->fd >= 0)
+        rc = trace_write_locked(t, type, slot.line, slot.len);
+    if (t->line_sink && t->sink_running) {
+        if (slot.line) {   /* the thread needs no more than the line */
+            json_decref(slot.event);
+            if (slot.release)
+                slot.release(slot.late.ctx);
+            slot.event = NULL;
+            slot.release = NULL;
+        }
+        trace_sink_queue(t, slot);
+        slot = (struct trace_slot){0};
+    } else if (t->line_sink && slot.line) {
+        t->line_sink(t->line_ctx, slot.line, slot.len);
+    }
+    pthread_mutex_unlock(&t->lock);
+    json_decref(slot.event);
+    if (slot.release)
+        slot.release(slot.late.ctx);
+    free(slot.line);
+    return rc;
+}
+
 int trace_event(trace *t, const char *type, json_t *fields)
 {
     if (!trace_active(t)) {
@@ -447,26 +354,27 @@ int trace_event(trace *t, const char *type, json_t *fields)
         json_decref(event);
         return -1;
     }
+    return trace_deliver(t, type, (struct trace_slot){.line = line, .len = len, .event = event});
+}
 
-    pthread_mutex_lock(&t->lock);
-    int rc = 0;
-    if (t->listener)
-        t->listener(t->listener_ctx, type, event);
-    if (t->fd >= 0)
-        rc = trace_write_locked(t, type, line, len);
-    if (handed) {
-        trace_sink_queue(t, NULL, 0, event);
-        event = NULL;
-    } else if (t->line_sink && t->sink_running) {
-        trace_sink_queue(t, line, len, NULL);
-        line = NULL;
-    } else if (t->line_sink) {
-        t->line_sink(t->line_ctx, line, len);
+int trace_event_later(trace *t, const char *type, trace_render_fn render, trace_release_fn release,
+                      void *ctx)
+{
+    if (!trace_active(t)) {
+        release(ctx);
+        return 0;
     }
-    pthread_mutex_unlock(&t->lock);
-    json_decref(event);
-    free(line);
-    return rc;
+    struct trace_slot slot = {.release = release,
+                              .late = {.type = type, .t = clock_now() - t->start, .time = clock_wall(),
+                                       .render = render, .ctx = ctx}};
+    /* A file's line is written now: its failure is this call's to report.
+     * Else the sink's thread renders it, if there is one. */
+    if ((t->fd >= 0 || (t->line_sink && !t->sink_running)) &&
+        !(slot.line = trace_late_text(&slot.late, 1, &slot.len))) {
+        release(ctx);
+        return -1;
+    }
+    return trace_deliver(t, type, slot);
 }
 
 int trace_failed(const trace *t)

@@ -31,8 +31,30 @@
 
 typedef struct trace trace;
 
-/* Gets every event (traced or notified) whole, borrowed for the call. */
-typedef void (*trace_listener_fn)(void *ctx, const char *type, json_t *event);
+/* Appends an event's own fields as members of its JSON object, each as
+ * ,"key":value (json_out.h), "node" and "parent" first: everything after
+ * the common "v", "type", "t" and "time". 0, or -1 when out of memory. */
+typedef struct buf buf;
+typedef int (*trace_render_fn)(void *ctx, buf *out);
+typedef void (*trace_release_fn)(void *ctx);
+
+/* An event recorded late (trace_event_later) as a listener sees it: what it
+ * was gathered from, for the listener that knows the type, and its JSON on
+ * demand (trace_late_json). */
+typedef struct trace_late {
+    const char *type;
+    double t, time;          /* its "t" and "time" */
+    trace_render_fn render;
+    void *ctx;               /* the gatherer's, e.g. a subcall_event for "sub_call" */
+} trace_late;
+
+/* late's whole event as compact JSON (no newline), malloc'd; NULL when out
+ * of memory. */
+char *trace_late_json(const trace_late *late);
+
+/* Gets every event (traced or notified) as it happens, borrowed for the
+ * call: whole (event), or, recorded late, its view (late); one is NULL. */
+typedef void (*trace_listener_fn)(void *ctx, const char *type, json_t *event, const trace_late *late);
 /* Gets every traced event as its JSONL line (with its newline), borrowed. */
 typedef void (*trace_line_fn)(void *ctx, const char *line, size_t len);
 
@@ -65,6 +87,18 @@ int trace_active(const trace *t);
  * if the file's write failed: the file is cut back to its last whole line,
  * nothing more is written to it, and trace_error says why. */
 int trace_event(trace *t, const char *type, json_t *fields);
+
+/* trace_event for events too many to build on the run's own thread (a
+ * batch's thousands of sub-calls): the caller gathers what the event needs
+ * in ctx, and render writes it out, with no jansson tree, on the line
+ * sink's thread; the run pays only for the gathering. A listener gets the
+ * late view now (trace_late); with a file, the line is written now. "t" and
+ * "time" are this call's. release(ctx) is called once nothing needs ctx
+ * (at once when nothing listens): ctx must hold copies of everything render
+ * reads, for it may run after the caller is gone (before trace_sink_flush
+ * returns); type must outlive the trace (a literal). Returns as trace_event. */
+int trace_event_later(trace *t, const char *type, trace_render_fn render, trace_release_fn release,
+                      void *ctx);
 
 /* Progress that is no part of the record (a reply arriving, a batch under
  * way): the listener only. Steals fields. */

@@ -23,6 +23,9 @@ void buf_init(buf *b, size_t max);
 /* 0 on success, -1 if growing would pass b->max or memory ran out. */
 int buf_append(buf *b, const void *data, size_t len);
 int buf_puts(buf *b, const char *s);
+/* Room for extra more bytes (and the NUL) past b->len, for writing into
+ * b->data directly: 0, or -1 as buf_append. */
+int buf_reserve(buf *b, size_t extra);
 int buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vprintf(buf *b, const char *fmt, va_list ap);
 void buf_reset(buf *b);

@@ -1,7 +1,10 @@
 /* The event stream: trace events reach the listener (recorded and notified
  * ones) and the line sink (recorded ones only), and events_fill reads each
  * kind's fields from the same JSON the trace writes; the trace's own line
- * writer (trace_json_line) writes what json_dumps writes, byte for byte. */
+ * writer (trace_json_line, json_out) writes what json_dumps writes, byte
+ * for byte; a sub-call recorded late (subcall_event) is written as that
+ * writer would write it, and reaches the listener with the same fields as
+ * its line read back. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,7 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <unistd.h>
+
 #include "events.h"
+#include "json_out.h"
+#include "subcall_event.h"
 #include "trace.h"
 
 typedef struct seen {
@@ -188,12 +195,305 @@ static void test_line_writer_is_jansson_compact(void **state)
     json_decref(deep);
 }
 
+
+/* Strings long enough to take several rounds of the writer, escapes on
+ * and around the round's edge (1,024 bytes), against jansson. */
+static void test_string_writer_rounds(void **state)
+{
+    (void)state;
+    static const char *pieces[] = {"plain text ", "\n", "\"", "\\", "\x01", "\t", "é", "𝄞", "label\n"};
+    unsigned seed = 7;
+    for (int round = 0; round < 200; round++) {
+        buf text;
+        buf_init(&text, 1 << 20);
+        size_t want_len = 900 + (size_t)(round * 13) % 2400;
+        while (text.len < want_len) {
+            seed = seed * 1103515245u + 12345u;
+            assert_int_equal(buf_puts(&text, pieces[(seed >> 16) % (sizeof pieces / sizeof pieces[0])]), 0);
+        }
+        json_t *j = json_stringn(text.data, text.len);
+        assert_non_null(j);
+        char *want = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+        buf got;
+        buf_init(&got, 1 << 20);
+        assert_int_equal(json_out_string(&got, text.data, text.len), 0);
+        assert_string_equal(got.data, want);
+        /* A buffer with room for exactly the escaped string, not for the
+         * worst case of a round, still takes it; one byte less does not. */
+        buf tight;
+        buf_init(&tight, strlen(want));
+        assert_int_equal(json_out_string(&tight, text.data, text.len), 0);
+        assert_string_equal(tight.data, want);
+        buf_free(&tight);
+        buf_init(&tight, strlen(want) - 1);
+        assert_int_equal(json_out_string(&tight, text.data, text.len), -1);
+        buf_free(&tight);
+        buf_free(&got);
+        free(want);
+        json_decref(j);
+        buf_free(&text);
+    }
+    /* null for what JSON cannot hold. */
+    buf b;
+    buf_init(&b, 1024);
+    assert_int_equal(json_out_text(&b, "\xff", 1), 0);
+    assert_int_equal(json_out_text(&b, NULL, 0), 0);
+    assert_int_equal(json_out_real(&b, 0.0 / 0.0), 0);
+    assert_int_equal(json_out_real(&b, 1e308 * 10), 0);
+    assert_string_equal(b.data, "nullnullnullnull");
+    buf_free(&b);
+}
+
+static char *dup_n(const char *s, size_t n)
+{
+    char *d = malloc(n + 1);
+    assert_non_null(d);
+    memcpy(d, s, n);
+    d[n] = '\0';
+    return d;
+}
+
+/* A sub-call as the engine gathers one; odd says which odd values it has. */
+static subcall_event *make_sub_call(int odd)
+{
+    subcall_event *ev = calloc(1, sizeof *ev);
+    assert_non_null(ev);
+    static const char prompt[] = "Label each line:\n\"a\" \\ b\x01 é\0tail";
+    static const char bad[] = "half a character: \xc3";
+    ev->node = strdup(odd ? "0.2.1" : "0");
+    ev->parent = odd ? strdup("0.2") : NULL;
+    ev->turn = 3;
+    ev->kind = "llm_query";
+    ev->model = strdup("gpt-5-mini");
+    ev->index = 41;
+    ev->batch = 640;
+    ev->prompt = dup_n(prompt, sizeof prompt - 1);
+    ev->prompt_len = sizeof prompt - 1;
+    ev->reply = odd ? dup_n(bad, sizeof bad - 1) : strdup("numeric\nhuman\n");
+    ev->reply_len = odd ? sizeof bad - 1 : strlen(ev->reply);
+    ev->error = odd ? "http" : NULL;
+    ev->finish_reason = odd ? NULL : strdup("stop");
+    ev->http_status = odd ? 429 : 200;
+    ev->seconds = 0.31488253399948007;
+    ev->attempts = odd ? 3 : 1;
+    ev->prompt_tokens = 2155;
+    ev->cached_tokens = odd ? -1 : 1024;
+    ev->cache_write_tokens = -1;
+    ev->completion_tokens = odd ? -1 : 222;
+    ev->cost_usd = odd ? -1 : 0.00125;
+    ev->cost_no_cache_usd = odd ? -1 : 1e-20;
+    ev->cached = !odd;
+    ev->deduplicated = odd;
+    ev->sent = !odd;
+    ev->sent_seconds = 4.35e-07;
+    return ev;
+}
+
+typedef struct late_seen {
+    rlm_event ev;      /* strings copied into the fields below */
+    char *json;
+    char *text, *output, *node, *parent, *model, *error;
+    size_t lines;
+    char *line;
+} late_seen;
+
+static char *copy_or_null(const char *s, size_t n)
+{
+    return s ? dup_n(s, n) : NULL;
+}
+
+static void on_late_event(void *userdata, const rlm_event *ev)
+{
+    late_seen *s = userdata;
+    s->ev = *ev;
+    s->json = rlm_event_json(ev);
+    s->text = copy_or_null(ev->text, ev->text_len);
+    s->output = copy_or_null(ev->output, ev->output_len);
+    s->node = copy_or_null(ev->node, ev->node ? strlen(ev->node) : 0);
+    s->parent = copy_or_null(ev->parent, ev->parent ? strlen(ev->parent) : 0);
+    s->model = copy_or_null(ev->model, ev->model ? strlen(ev->model) : 0);
+    s->error = copy_or_null(ev->error, ev->error ? strlen(ev->error) : 0);
+}
+
+static void on_late_line(void *ctx, const char *line, size_t len)
+{
+    late_seen *s = ctx;
+    s->lines++;
+    free(s->line);
+    s->line = dup_n(line, len);
+}
+
+static void late_seen_clear(late_seen *s)
+{
+    free(s->json);
+    free(s->text);
+    free(s->output);
+    free(s->node);
+    free(s->parent);
+    free(s->model);
+    free(s->error);
+    free(s->line);
+    memset(s, 0, sizeof *s);
+}
+
+static void assert_same_string(const char *a, size_t a_len, const char *b, size_t b_len)
+{
+    if (!a || !b) {
+        assert_ptr_equal(a, b);
+        return;
+    }
+    assert_int_equal(a_len, b_len);
+    assert_memory_equal(a, b, a_len);
+}
+
+/* The listener's struct, filled from the gathered values, against
+ * events_fill on the event's line read back: the same facts. */
+static void assert_same_as_read_back(const late_seen *s, const char *line)
+{
+    json_t *j = json_loads(line, JSON_ALLOW_NUL, NULL);
+    assert_non_null(j);
+    rlm_event want;
+    events_fill(&want, "sub_call", j);
+    const rlm_event *got = &s->ev;
+    assert_int_equal(got->kind, want.kind);
+    assert_string_equal(got->type, want.type);
+    assert_same_string(s->text, got->text_len, want.text, want.text_len);
+    assert_same_string(s->output, got->output_len, want.output, want.output_len);
+    assert_same_string(s->node, s->node ? strlen(s->node) : 0, want.node, want.node ? strlen(want.node) : 0);
+    assert_same_string(s->parent, s->parent ? strlen(s->parent) : 0, want.parent,
+                       want.parent ? strlen(want.parent) : 0);
+    assert_same_string(s->model, s->model ? strlen(s->model) : 0, want.model, want.model ? strlen(want.model) : 0);
+    assert_same_string(s->error, s->error ? strlen(s->error) : 0, want.error, want.error ? strlen(want.error) : 0);
+    assert_null(want.status);
+    assert_null(want.how);
+    assert_null(want.budget);
+    assert_int_equal(got->depth, want.depth);
+    assert_true(got->elapsed == want.elapsed);
+    assert_int_equal(got->turn, want.turn);
+    assert_int_equal(got->block, want.block);
+    assert_int_equal(got->blocks, want.blocks);
+    assert_int_equal(got->raised, want.raised);
+    assert_int_equal(got->batch_size, want.batch_size);
+    assert_int_equal(got->done, want.done);
+    assert_int_equal(got->in_flight, want.in_flight);
+    assert_int_equal(got->failed, want.failed);
+    assert_int_equal(got->retried, want.retried);
+    assert_int_equal(got->sub_calls, want.sub_calls);
+    assert_int_equal(got->prompt_tokens, want.prompt_tokens);
+    assert_int_equal(got->completion_tokens, want.completion_tokens);
+    assert_int_equal(got->cached_tokens, want.cached_tokens);
+    assert_int_equal(got->cache_write_tokens, want.cache_write_tokens);
+    assert_int_equal(got->deduplicated, want.deduplicated);
+    assert_true(got->cost_usd == want.cost_usd);
+    assert_true(got->seconds == want.seconds);
+    json_decref(j);
+}
+
+/* line is jansson's compact form of itself (key order, escapes, reals). */
+static void assert_jansson_bytes(const char *line)
+{
+    size_t n = strlen(line);
+    assert_true(n > 0 && line[n - 1] == '\n');
+    json_t *j = json_loadb(line, n - 1, JSON_ALLOW_NUL, NULL);
+    assert_non_null(j);
+    char *again = json_dumps(j, JSON_COMPACT);
+    assert_int_equal(strlen(again), n - 1);
+    assert_memory_equal(again, line, n - 1);
+    free(again);
+    json_decref(j);
+}
+
+static void test_late_sub_call(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/rlm-test-events-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    for (int odd = 0; odd < 2; odd++) {
+        /* A file and a listener: written now, the listener's struct and
+         * rlm_event_json agreeing with the line. */
+        late_seen s = {0};
+        events ev = {.fn = on_late_event, .userdata = &s};
+        char err[256];
+        trace *t = trace_open(path, err, sizeof err);
+        assert_non_null(t);
+        trace_set_listener(t, events_listener, &ev);
+        assert_int_equal(subcall_event_emit(t, make_sub_call(odd)), 0);
+        trace_close(t);
+        size_t len = 0;
+        char *line = file_read(path, 1 << 20, &len);
+        assert_non_null(line);
+        assert_jansson_bytes(line);
+        assert_non_null(s.json);
+        assert_int_equal(strlen(s.json) + 1, len);
+        assert_memory_equal(s.json, line, len - 1);
+        assert_same_as_read_back(&s, line);
+
+        json_t *j = json_loads(line, JSON_ALLOW_NUL, NULL);
+        assert_non_null(j);
+        const char *key;
+        json_t *v;
+        static const char *const order[] = {"v", "type", "t", "time", "node", "parent", "turn", "kind",
+                                            "model", "index", "batch", "prompt", "reply", "error",
+                                            "finish_reason", "http_status", "seconds", "attempts", "usage",
+                                            "cost_usd", "cached", "cost_no_cache_usd", "deduplicated",
+                                            "sent_seconds"};
+        size_t k = 0;
+        json_object_foreach(j, key, v) {
+            assert_true(k < sizeof order / sizeof order[0]);
+            assert_string_equal(key, order[k++]);
+        }
+        assert_int_equal(k, sizeof order / sizeof order[0]);
+        assert_string_equal(json_string_value(json_object_get(j, "type")), "sub_call");
+        assert_int_equal(json_string_length(json_object_get(j, "prompt")), 33);   /* the NUL kept */
+        if (odd) {
+            assert_true(json_is_null(json_object_get(j, "reply")));   /* not valid UTF-8 */
+            assert_true(json_is_null(json_object_get(j, "finish_reason")));
+            assert_true(json_is_null(json_object_get(j, "cost_usd")));
+            assert_true(json_is_null(json_object_get(j, "sent_seconds")));
+            assert_string_equal(json_string_value(json_object_get(j, "parent")), "0.2");
+            assert_int_equal(s.ev.depth, 3);
+        } else {
+            assert_true(json_is_null(json_object_get(j, "parent")));
+            assert_true(json_object_get(j, "cost_no_cache_usd") && json_real_value(json_object_get(j, "cost_no_cache_usd")) == 1e-20);
+            assert_true(json_real_value(json_object_get(j, "sent_seconds")) == 4.35e-07);
+            assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "usage"), "cached_tokens")), 1024);
+        }
+        json_decref(j);
+
+        /* The sink alone: its own thread writes the same line. */
+        late_seen sink = {0};
+        t = trace_new();
+        trace_set_line_sink(t, on_late_line, &sink);
+        assert_int_equal(subcall_event_emit(t, make_sub_call(odd)), 0);
+        trace_sink_flush(t);
+        assert_int_equal(sink.lines, 1);
+        assert_jansson_bytes(sink.line);
+        /* The same but for the times: from "node" on, byte for byte. */
+        assert_string_equal(strstr(sink.line, ",\"node\":"), strstr(line, ",\"node\":"));
+        trace_close(t);
+
+        /* Nothing listens: the event is let go at once (the sanitizer
+         * build would see a leak). */
+        t = trace_new();
+        assert_int_equal(subcall_event_emit(t, make_sub_call(odd)), 0);
+        trace_close(t);
+        late_seen_clear(&sink);
+        late_seen_clear(&s);
+        free(line);
+    }
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_listener_and_sink),
         cmocka_unit_test(test_fill_kinds),
         cmocka_unit_test(test_line_writer_is_jansson_compact),
+        cmocka_unit_test(test_string_writer_rounds),
+        cmocka_unit_test(test_late_sub_call),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
