@@ -1,9 +1,16 @@
 #!/usr/bin/env python3
-"""log_bench — what the run log costs `rlm demo` (issue 15: under 2% of the
-demo's wall time), as medians of alternating runs: the demo with the log (its
-default) and with RLM_LOG=0, each run's wall seconds and the CPU seconds of
-the whole process tree (user + system, from wait4's rusage: rlm, its sandbox
-and fakelm). Alternating on/off runs spread the machine's load over both.
+"""log_bench — what the run log costs (issue 15: under 2% of the demo's wall
+time, under 5 ms a run), as medians of alternating runs with the log (the
+default) and with RLM_LOG=0:
+  demo  `rlm demo`: each run's wall seconds and the CPU seconds of the whole
+        process tree (user + system, from wait4's rusage: rlm, its sandbox
+        and fakelm)
+  ask   a small `rlm ask` (2 turns over 10 KB, fakelm at 20 ms a reply), 4
+        runs a round: its wall milliseconds, the log's row written into a
+        log that already holds the demo's runs
+Alternating on/off runs spread the machine's load over both; the paired
+difference (each round's runs with the log minus those without) is the
+steadier figure.
 Usage: bench/log_bench.py [build-dir ...] [runs]   (default build/, 7 runs;
 several build dirs are run in turn, round by round, to compare them)
 Everything it writes goes to a temporary directory (its own XDG homes too)."""
@@ -16,6 +23,12 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+
+ASK_RULES = [{"match": "(?i)turn 2 of", "reply": "FINAL_VAR(result)"},
+             {"match": "LOG-BENCH", "reply": "```repl\nresult = str(len(context))\n```"},
+             {"match": "", "reply": "ok"}]
+ASK_PER_ROUND = 4
 
 
 def run(cmd, env):
@@ -30,6 +43,31 @@ def run(cmd, env):
     if p.returncode != 0:
         sys.exit("failed (%d): %s\n%s" % (p.returncode, " ".join(cmd), err.decode()[-2000:]))
     return wall, ru.ru_utime + ru.ru_stime
+
+
+def ask_rounds(builds, runs, on, off, tmp):
+    """The small `rlm ask` of each build with and without the log."""
+    from harness import FakeLM
+    context = os.path.join(tmp, "small.txt")
+    with open(context, "w") as f:
+        f.write("a line of the small input\n" * 400)
+    got = {(b, mode): [] for b in builds for mode in ("log", "no log")}
+    with FakeLM(ASK_RULES, latency_ms=20) as fake:
+        for i in range(runs * ASK_PER_ROUND):
+            for b in builds:
+                cmd = [os.path.join(b, "rlm"), "ask", "--quiet", "--model", "fakelm", "--api-key", "fakelm",
+                       "--base-url", fake.base_url, "--mode", "rlm", "--context", context,
+                       "LOG-BENCH: how long is it? (%d)" % i]
+                order = (("log", on), ("no log", off)) if i % 2 == 0 else (("no log", off), ("log", on))
+                for mode, env in order:
+                    got[(b, mode)].append(run(cmd, env)[0] * 1000)
+    for b in builds:
+        med = {m: statistics.median(got[(b, m)]) for m in ("log", "no log")}
+        pairs = [a - n for a, n in zip(got[(b, "log")], got[(b, "no log")])]
+        print("%s\n  rlm ask, small, medians of %d alternating runs: %.1f ms with the log, %.1f ms without "
+              "(%+.1f ms; paired %+.1f ms; target < 5 ms)" % (b, len(pairs), med["log"], med["no log"],
+                                                               med["log"] - med["no log"],
+                                                               statistics.median(pairs)))
 
 
 def main():
@@ -74,6 +112,7 @@ def main():
                       runs, wall["log"], wall["no log"], 100 * (wall["log"] - wall["no log"]) / wall["no log"],
                       100 * statistics.median(pairs) / wall["no log"], cpu["log"], cpu["no log"],
                       cpu["log"] - cpu["no log"], statistics.median(cpairs)))
+        ask_rounds(builds, runs, on, off, tmp)
         db = os.path.join(tmp, "data", "rlm", "logs.db")
         if os.path.exists(db):
             print("log file after %d demos: %.1f MB" % (runs * len(builds), os.path.getsize(db) / 1e6))
