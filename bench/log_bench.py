@@ -11,8 +11,9 @@ default) and with RLM_LOG=0:
 Alternating on/off runs spread the machine's load over both; the paired
 difference (each round's runs with the log minus those without) is the
 steadier figure.
-Usage: bench/log_bench.py [build-dir ...] [runs]   (default build/, 7 runs;
-several build dirs are run in turn, round by round, to compare them)
+Usage: bench/log_bench.py [--only demo|ask] [build-dir ...] [runs]   (default
+build/, 7 runs; several build dirs are run in turn, round by round, to
+compare them)
 Everything it writes goes to a temporary directory (its own XDG homes too)."""
 import os
 import shutil
@@ -72,6 +73,10 @@ def ask_rounds(builds, runs, on, off, tmp):
 
 def main():
     args = sys.argv[1:]
+    only = None
+    if len(args) >= 2 and args[0] == "--only" and args[1] in ("demo", "ask"):
+        only = args[1]
+        args = args[2:]
     if any(a.startswith("-") for a in args):
         print(__doc__)
         sys.exit(0 if all(a in ("-h", "--help") for a in args) else 2)
@@ -86,36 +91,38 @@ def main():
                   XDG_CACHE_HOME=os.path.join(tmp, "cache"), XDG_CONFIG_HOME=os.path.join(tmp, "config"))
         on.pop("RLM_LOG", None)
         off = dict(on, RLM_LOG="0")
-        run([os.path.join(builds[0], "rlm"), "demo"], off)   # warms the page cache
-        got = {(b, mode): [] for b in builds for mode in ("log", "no log")}
-        for i in range(runs):
+        if only != "ask":
+            run([os.path.join(builds[0], "rlm"), "demo"], off)   # warms the page cache
+            got = {(b, mode): [] for b in builds for mode in ("log", "no log")}
+            for i in range(runs):
+                for b in builds:
+                    rlm = os.path.join(b, "rlm")
+                    order = (("log", on), ("no log", off)) if i % 2 == 0 else (("no log", off), ("log", on))
+                    for mode, env in order:
+                        got[(b, mode)].append(run([rlm, "demo"], env))
             for b in builds:
-                rlm = os.path.join(b, "rlm")
-                order = (("log", on), ("no log", off)) if i % 2 == 0 else (("no log", off), ("log", on))
-                for mode, env in order:
-                    got[(b, mode)].append(run([rlm, "demo"], env))
-        for b in builds:
-            print(b)
-            for mode in ("log", "no log"):
-                v = got[(b, mode)]
-                print("  %-6s wall: %s" % (mode, ", ".join("%.2f" % w for w, _ in v)))
-                print("  %-6s cpu:  %s" % (mode, ", ".join("%.2f" % c for _, c in v)))
-            wall = {m: statistics.median(w for w, _ in got[(b, m)]) for m in ("log", "no log")}
-            cpu = {m: statistics.median(c for _, c in got[(b, m)]) for m in ("log", "no log")}
-            # The paired difference of each round (log minus no log, run
-            # back to back) is steadier than the difference of the medians.
-            pairs = [a[0] - n[0] for a, n in zip(got[(b, "log")], got[(b, "no log")])]
-            cpairs = [a[1] - n[1] for a, n in zip(got[(b, "log")], got[(b, "no log")])]
-            print("  rlm demo, medians of %d alternating runs: wall %.2f s with the log, %.2f s without "
-                  "(%+.1f%%; paired %+.1f%%; target < 2%%); CPU %.2f s with, %.2f s without (%+.2f s; "
-                  "paired %+.2f s)" % (
-                      runs, wall["log"], wall["no log"], 100 * (wall["log"] - wall["no log"]) / wall["no log"],
-                      100 * statistics.median(pairs) / wall["no log"], cpu["log"], cpu["no log"],
-                      cpu["log"] - cpu["no log"], statistics.median(cpairs)))
-        ask_rounds(builds, runs, on, off, tmp)
+                print(b)
+                for mode in ("log", "no log"):
+                    v = got[(b, mode)]
+                    print("  %-6s wall: %s" % (mode, ", ".join("%.2f" % w for w, _ in v)))
+                    print("  %-6s cpu:  %s" % (mode, ", ".join("%.2f" % c for _, c in v)))
+                wall = {m: statistics.median(w for w, _ in got[(b, m)]) for m in ("log", "no log")}
+                cpu = {m: statistics.median(c for _, c in got[(b, m)]) for m in ("log", "no log")}
+                # The paired difference of each round (log minus no log, run
+                # back to back) is steadier than the difference of the medians.
+                pairs = [a[0] - n[0] for a, n in zip(got[(b, "log")], got[(b, "no log")])]
+                cpairs = [a[1] - n[1] for a, n in zip(got[(b, "log")], got[(b, "no log")])]
+                print("  rlm demo, medians of %d alternating runs: wall %.2f s with the log, %.2f s without "
+                      "(%+.1f%%; paired %+.1f%%; target < 2%%); CPU %.2f s with, %.2f s without (%+.2f s; "
+                      "paired %+.2f s)" % (
+                          runs, wall["log"], wall["no log"], 100 * (wall["log"] - wall["no log"]) / wall["no log"],
+                          100 * statistics.median(pairs) / wall["no log"], cpu["log"], cpu["no log"],
+                          cpu["log"] - cpu["no log"], statistics.median(cpairs)))
+        if only != "demo":
+            ask_rounds(builds, runs, on, off, tmp)
         db = os.path.join(tmp, "data", "rlm", "logs.db")
         if os.path.exists(db):
-            print("log file after %d demos: %.1f MB" % (runs * len(builds), os.path.getsize(db) / 1e6))
+            print("log file at the end: %.1f MB" % (os.path.getsize(db) / 1e6))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,9 +1,11 @@
 /* runlog — one SQLite row per run, its trace compressed with zstd as it is
  * written (the demo's 17 MB trace takes about 2.6 MB), the traces' total
- * capped by dropping the oldest ones. Logs written before kept their traces
- * deflated (zlib): those still read, told apart by their first bytes. Writers take the database for one short
- * transaction at the end of a run; WAL and a busy timeout let two runs
- * finish at the same moment. */
+ * (kept by triggers) capped by dropping the oldest ones. Logs written before
+ * kept their traces deflated (zlib): those still read, told apart by their
+ * first bytes. Writers take the database for one short transaction at the
+ * end of a run; WAL and a busy timeout let two runs finish at the same
+ * moment. A log already set up opens with no write, and a close leaves the
+ * WAL to the automatic checkpoint: no sync a run but the checkpoint's. */
 #include "runlog.h"
 
 #include <errno.h>
@@ -43,6 +45,25 @@ static const char schema_sql[] =
     " sub_calls_deduplicated INTEGER);"
     "CREATE INDEX IF NOT EXISTS runs_started ON runs(started);";
 
+/* The traces' total, kept by triggers as rows come, lose their trace and
+ * go (any writer's, an older rlm's too): the cap is checked at every run's
+ * end, and summing the traces read a page per row (a served log holds tens
+ * of thousands). Set up once on a log that had none, from the rows it has. */
+static const char totals_sql[] =
+    "CREATE TABLE IF NOT EXISTS totals(id INTEGER PRIMARY KEY CHECK (id = 1), traces INTEGER NOT NULL);"
+    "INSERT OR IGNORE INTO totals(id, traces) SELECT 1, COALESCE(SUM(length(trace)), 0) FROM runs;"
+    "CREATE TRIGGER IF NOT EXISTS runs_total_insert AFTER INSERT ON runs BEGIN"
+    " UPDATE totals SET traces = traces + COALESCE(length(NEW.trace), 0); END;"
+    "CREATE TRIGGER IF NOT EXISTS runs_total_update AFTER UPDATE OF trace ON runs BEGIN"
+    " UPDATE totals SET traces = traces - COALESCE(length(OLD.trace), 0) + COALESCE(length(NEW.trace), 0);"
+    " END;"
+    "CREATE TRIGGER IF NOT EXISTS runs_total_delete AFTER DELETE ON runs BEGIN"
+    " UPDATE totals SET traces = traces - COALESCE(length(OLD.trace), 0); END;";
+
+/* The log's user_version once set up by this rlm: every column, the totals.
+ * A log at it (or past it) opens with no set-up statement, each a write. */
+#define RUNLOG_USER_VERSION 2
+
 /* Columns added after the first schema, which a log written by an older rlm
  * lacks: runlog_open adds them (NULL in the old rows). */
 static const char *const added_columns[][2] = {
@@ -70,33 +91,21 @@ static int missing_columns(sqlite3 *db, int *missing)
     return 0;
 }
 
-/* Adds the columns an older log lacks, in one write transaction (taken
- * before looking, so two rlm processes opening the same old log do not both
- * add them). 0, or -1 (the db's error is set). */
+/* Adds the columns an older log lacks; in the set-up's write transaction,
+ * so two rlm processes opening the same old log do not both add them. 0, or
+ * -1 (the db's error is set). */
 static int add_missing_columns(sqlite3 *db)
 {
-    int missing[sizeof added_columns / sizeof added_columns[0]] = {0}, any = 0;
+    int missing[sizeof added_columns / sizeof added_columns[0]] = {0};
     if (missing_columns(db, missing) != 0)
         return -1;
-    for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++)
-        any |= missing[i];
-    if (!any)
-        return 0;
-    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
-        return -1;
-    if (missing_columns(db, missing) != 0)
-        goto fail;
     for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++) {
         char sql[160];
         snprintf(sql, sizeof sql, "ALTER TABLE runs ADD COLUMN %s %s", added_columns[i][0], added_columns[i][1]);
         if (missing[i] && sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
-            goto fail;
+            return -1;
     }
-    if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
-        return 0;
-fail:
-    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
-    return -1;
+    return 0;
 }
 
 /* Runs one set-up statement. SQLite does not call the busy handler for
@@ -114,6 +123,35 @@ static int exec_setup(runlog *l, const char *sql)
         struct timespec pause = {0, 10 * 1000 * 1000};
         nanosleep(&pause, NULL);
     }
+}
+
+/* The log's user_version; -1 when it cannot be read (no database). */
+static int log_version(sqlite3 *db)
+{
+    sqlite3_stmt *s = NULL;
+    int version = -1;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &s, NULL) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW)
+        version = sqlite3_column_int(s, 0);
+    sqlite3_finalize(s);
+    return version;
+}
+
+/* Creates what the log lacks, in one write transaction. WAL lets a reader
+ * (rlm logs) and a writer work at once; a file that is no database fails
+ * here, before anything is written to it. 0, or -1 (the db's error set). */
+static int set_up(runlog *l)
+{
+    if (exec_setup(l, "PRAGMA journal_mode=WAL;") != SQLITE_OK || exec_setup(l, "BEGIN IMMEDIATE") != SQLITE_OK)
+        return -1;
+    char sql[64];
+    snprintf(sql, sizeof sql, "PRAGMA user_version = %d", RUNLOG_USER_VERSION);
+    if (sqlite3_exec(l->db, schema_sql, NULL, NULL, NULL) == SQLITE_OK && add_missing_columns(l->db) == 0 &&
+        sqlite3_exec(l->db, totals_sql, NULL, NULL, NULL) == SQLITE_OK &&
+        sqlite3_exec(l->db, sql, NULL, NULL, NULL) == SQLITE_OK &&
+        sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
+        return 0;
+    sqlite3_exec(l->db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
 }
 
 static void db_error(runlog *l, char *err, size_t errlen, const char *what)
@@ -139,13 +177,20 @@ runlog *runlog_open(const char *path, char *err, size_t errlen)
         goto fail;
     }
     sqlite3_busy_timeout(l->db, RUNLOG_BUSY_MS);
-    /* WAL lets a reader (rlm logs) and a writer work at once; a file that
-     * is no database fails here, before anything is written to it. */
-    if (exec_setup(l, "PRAGMA journal_mode=WAL;") != SQLITE_OK ||
+    /* Design note. A run's whole use of the log is one open, one short
+     * transaction and a close, and the close of the last connection to a
+     * WAL database checkpoints it and deletes the WAL, which the next run
+     * then creates again: four syncs a run (the new WAL's header and its
+     * directory, the checkpoint's WAL and database), most of what the log
+     * cost a short run (~2 ms here, far more on a slow disk). So the WAL is
+     * left to SQLite's automatic checkpoint, which a commit runs once it
+     * passes 1,000 pages, and kept near that size (journal_size_limit);
+     * logs.db-wal and logs.db-shm stay next to the log. */
+    sqlite3_db_config(l->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
+    if ((log_version(l->db) < RUNLOG_USER_VERSION && set_up(l) != 0) ||
         /* A log survives a crash of rlm as it is (WAL); only a power cut
          * may lose its last runs, which is not worth an fsync per run. */
-        exec_setup(l, "PRAGMA synchronous=NORMAL;") != SQLITE_OK ||
-        exec_setup(l, schema_sql) != SQLITE_OK || add_missing_columns(l->db) != 0) {
+        exec_setup(l, "PRAGMA synchronous=NORMAL; PRAGMA journal_size_limit=8388608;") != SQLITE_OK) {
         db_error(l, err, errlen, "unusable (move it away, or remove it to start a new log)");
         goto fail;
     }
@@ -292,7 +337,7 @@ static int apply_cap(runlog *l, size_t max_bytes)
 {
     sqlite3_stmt *s = NULL;
     sqlite3_int64 total = 0;
-    if (sqlite3_prepare_v2(l->db, "SELECT COALESCE(SUM(length(trace)), 0) FROM runs", -1, &s, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(l->db, "SELECT traces FROM totals WHERE id = 1", -1, &s, NULL) != SQLITE_OK)
         return -1;
     if (sqlite3_step(s) == SQLITE_ROW)
         total = sqlite3_column_int64(s, 0);

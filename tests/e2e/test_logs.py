@@ -3,7 +3,8 @@ status, how, turns, sub-calls, tokens, time, trace) and read back with rlm
 logs (filters, --json, show, rm) and rlm view ID; --no-log and RLM_LOG=0
 record nothing; two runs finishing at once are both recorded; a damaged or
 locked log file is a warning and the run still answers; the traces' cap drops
-the oldest traces and keeps their rows."""
+the oldest traces and keeps their rows, against a total the log keeps itself
+(an older log gets it, from its rows, when first opened)."""
 import json
 import os
 import sqlite3
@@ -40,6 +41,14 @@ class Logs(RlmTestCase):
         p = self.logs(["--json"] + list(args))
         self.assertEqual(p.returncode, 0, p.stderr)
         return json.loads(p.stdout)
+
+    def assertTotal(self):
+        """The traces' total the log keeps is the sum of its traces."""
+        with sqlite3.connect(self.db) as c:
+            kept = c.execute("SELECT traces FROM totals WHERE id = 1").fetchone()[0]
+            summed = c.execute("SELECT COALESCE(SUM(length(trace)), 0) FROM runs").fetchone()[0]
+        self.assertEqual(kept, summed)
+        return kept
 
     def test_recorded_and_read_back(self):
         with FakeLM(RULES) as lm:
@@ -176,6 +185,7 @@ class Logs(RlmTestCase):
             # Room for about one trace: the second run's pushes out the first's.
             self.assertExit(self.ask(lm, 2, env={"RLM_LOG_MAX": str(size * 3 // 2)}), 0)
             runs = {r["id"]: r for r in self.runs()}
+            self.assertLessEqual(self.assertTotal(), size * 3 // 2)
             self.assertEqual(runs[1]["trace_bytes"], 0)
             self.assertIn("size cap", runs[1]["trace_note"])
             self.assertEqual(runs[1]["answer"], "answer 1")   # the row is kept
@@ -184,6 +194,7 @@ class Logs(RlmTestCase):
             self.assertExit(self.ask(lm, 3, env={"RLM_LOG_MAX": "0"}), 0)
         runs = {r["id"]: r for r in self.runs()}
         self.assertEqual([runs[i]["trace_bytes"] for i in (1, 2, 3)], [0, 0, 0])
+        self.assertEqual(self.assertTotal(), 0)
         self.assertEqual(runs[3]["answer"], "answer 3")
         _, env, _ = self.rlm_command([], None)
         p = subprocess.run([RLM, "view", "1"], capture_output=True, text=True, env=env, timeout=60)
@@ -232,6 +243,36 @@ class Logs(RlmTestCase):
                            timeout=60)
         self.assertEqual(p.returncode, 2)
         self.assertIn("run 1: its trace in the log is damaged", p.stderr)
+
+    def test_an_older_log_gets_its_total(self):
+        """A log an older rlm wrote (no totals, user_version 0, traces in
+        its rows) is set up when first opened: its total counts the traces
+        it holds, and rm keeps it."""
+        os.makedirs(os.path.dirname(self.db))
+        with sqlite3.connect(self.db) as c:
+            c.executescript(
+                "PRAGMA journal_mode=WAL;"
+                "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);"
+                "INSERT INTO meta VALUES('schema', '1');"
+                "CREATE TABLE runs(id INTEGER PRIMARY KEY AUTOINCREMENT, started REAL NOT NULL,"
+                " command TEXT, question TEXT, inputs TEXT, model TEXT, sub_model TEXT, answer TEXT,"
+                " status TEXT, how TEXT, error TEXT, session TEXT, turns INTEGER, sub_calls INTEGER,"
+                " prompt_tokens INTEGER, completion_tokens INTEGER, cost_usd REAL, elapsed REAL,"
+                " trace BLOB, trace_bytes INTEGER NOT NULL DEFAULT 0, trace_note TEXT);")
+            for i, n in enumerate((1000, 2500)):
+                c.execute("INSERT INTO runs(started, command, question, trace, trace_bytes) VALUES(?,?,?,?,?)",
+                          (1.0 + i, "ask", "old %d" % i, zlib.compress(b"x" * n) + os.urandom(n), n))
+        with FakeLM(RULES) as lm:
+            self.assertExit(self.ask(lm, 1), 0)
+        with sqlite3.connect(self.db) as c:
+            self.assertEqual(c.execute("PRAGMA user_version").fetchone()[0], 2)
+            self.assertEqual(c.execute("SELECT count(*) FROM runs").fetchone()[0], 3)
+            self.assertIsNotNone(c.execute("SELECT cached_tokens FROM runs WHERE id = 3").fetchone())
+        before = self.assertTotal()
+        self.assertGreater(before, 3500)
+        p = self.logs(["rm", "1"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertLess(self.assertTotal(), before - 1000)
 
 
 if __name__ == "__main__":
