@@ -5,7 +5,8 @@
  * first bytes. Writers take the database for one short transaction at the
  * end of a run; WAL and a busy timeout let two runs finish at the same
  * moment. A log already set up opens with no write, and a close leaves the
- * WAL to the automatic checkpoint: no sync a run but the checkpoint's. */
+ * WAL as it is, checkpointed by the record that takes it past 1 MB: a short
+ * run syncs nothing. */
 #include "runlog.h"
 
 #include <errno.h>
@@ -25,9 +26,14 @@
 #define RUNLOG_SCHEMA "1"
 #define RUNLOG_BUSY_MS 5000
 
+/* WAL pages past which a run's record ends with a checkpoint: see the
+ * design note in runlog_open. */
+#define RUNLOG_WAL_CHECKPOINT_PAGES 256
+
 struct runlog {
     sqlite3 *db;
     char *path;
+    int wal_pages;           /* in the WAL after the last commit (note_wal) */
 };
 
 static const char schema_sql[] =
@@ -125,6 +131,27 @@ static int exec_setup(runlog *l, const char *sql)
     }
 }
 
+/* The WAL hook (it replaces SQLite's automatic checkpoint): how many pages
+ * the WAL holds after a commit. */
+static int note_wal(void *ctx, sqlite3 *db, const char *name, int pages)
+{
+    (void)db;
+    (void)name;
+    ((runlog *)ctx)->wal_pages = pages;
+    return SQLITE_OK;
+}
+
+/* After a commit: a WAL past RUNLOG_WAL_CHECKPOINT_PAGES is copied into the
+ * log and truncated. A reader holding it (rlm logs) may keep the checkpoint
+ * from finishing: a later record tries again. */
+static void checkpoint_if_big(runlog *l)
+{
+    if (l->wal_pages < RUNLOG_WAL_CHECKPOINT_PAGES)
+        return;
+    if (sqlite3_wal_checkpoint_v2(l->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL) == SQLITE_OK)
+        l->wal_pages = 0;
+}
+
 /* The log's user_version; -1 when it cannot be read (no database). */
 static int log_version(sqlite3 *db)
 {
@@ -182,15 +209,21 @@ runlog *runlog_open(const char *path, char *err, size_t errlen)
      * WAL database checkpoints it and deletes the WAL, which the next run
      * then creates again: four syncs a run (the new WAL's header and its
      * directory, the checkpoint's WAL and database), most of what the log
-     * cost a short run (~2 ms here, far more on a slow disk). So the WAL is
-     * left to SQLite's automatic checkpoint, which a commit runs once it
-     * passes 1,000 pages, and kept near that size (journal_size_limit);
-     * logs.db-wal and logs.db-shm stay next to the log. */
+     * cost a short run (~2 ms here, far more on a slow disk). So a close
+     * leaves the WAL as it is, and the record that takes it past
+     * RUNLOG_WAL_CHECKPOINT_PAGES (1 MB) checkpoints it and truncates it:
+     * short runs share one checkpoint among hundreds, a run with a big
+     * trace pays its own. Not SQLite's automatic checkpoint: a process
+     * that opens the log rebuilds the WAL's index from the file, counting
+     * nothing in it as checkpointed, so with one commit per process a WAL
+     * was never started again and grew run after run, each open reading it
+     * whole. logs.db-wal and logs.db-shm stay next to the log. */
     sqlite3_db_config(l->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, (int *)NULL);
+    sqlite3_wal_hook(l->db, note_wal, l);
     if ((log_version(l->db) < RUNLOG_USER_VERSION && set_up(l) != 0) ||
         /* A log survives a crash of rlm as it is (WAL); only a power cut
          * may lose its last runs, which is not worth an fsync per run. */
-        exec_setup(l, "PRAGMA synchronous=NORMAL; PRAGMA journal_size_limit=8388608;") != SQLITE_OK) {
+        exec_setup(l, "PRAGMA synchronous=NORMAL;") != SQLITE_OK) {
         db_error(l, err, errlen, "unusable (move it away, or remove it to start a new log)");
         goto fail;
     }
@@ -424,6 +457,7 @@ int runlog_record(runlog *l, json_t *run, runlog_capture *capture, size_t max_by
         *id = (long long)sqlite3_last_insert_rowid(l->db);
     if (apply_cap(l, max_bytes) != 0 || sqlite3_exec(l->db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
         goto fail;
+    checkpoint_if_big(l);
     return 0;
 fail:
     db_error(l, err, errlen, "cannot write");

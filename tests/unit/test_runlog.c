@@ -2,7 +2,9 @@
  * the set-up waits for it as the busy timeout promises instead of failing
  * with "database is locked" (two runs that create the log at once); a
  * request refused before its run (rlm_logs_refused) is a row without a
- * trace, and nothing at all with the log off. */
+ * trace, and nothing at all with the log off; the WAL stays small when every
+ * run is a process of its own: short runs leave it be, the run that takes
+ * it past 1 MB empties it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -19,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static void remove_log(const char *dir)
@@ -118,11 +121,86 @@ static void test_refused_request_is_a_row_without_trace(void **state)
     remove_log(dir);
 }
 
+static off_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/* One process's use of the log: open, one run recorded (its trace lines of
+ * random, incompressible text), close. */
+static void record_one_run(const char *path, size_t trace_bytes)
+{
+    char err[512] = "";
+    runlog *log = runlog_open(path, err, sizeof err);
+    if (!log)
+        fail_msg("runlog_open: %s", err);
+    runlog_capture *capture = runlog_capture_new();
+    assert_non_null(capture);
+    char line[1001];
+    for (size_t done = 0; done < trace_bytes; done += sizeof line) {
+        for (size_t i = 0; i + 1 < sizeof line; i++)
+            line[i] = (char)('a' + rand() % 26);
+        line[sizeof line - 1] = '\n';
+        runlog_capture_line(capture, line, sizeof line);
+    }
+    json_t *run = json_pack("{s:s,s:s}", "command", "ask", "question", "q");
+    long long id = 0;
+    if (runlog_record(log, run, capture, (size_t)1 << 30, &id, err, sizeof err) != 0)
+        fail_msg("runlog_record: %s", err);
+    json_decref(run);
+    runlog_capture_free(capture);
+    runlog_close(log);
+}
+
+static void test_wal_stays_small(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/rlm-test-runlog-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128], wal[140];
+    snprintf(path, sizeof path, "%s/logs.db", dir);
+    snprintf(wal, sizeof wal, "%s-wal", path);
+    /* Short runs: no checkpoint each (the WAL is kept), and none grows it
+     * past the 1 MB at which a record empties it, plus that record. */
+    off_t most = 0;
+    int emptied = 0;
+    for (int i = 0; i < 300; i++) {
+        record_one_run(path, 2000);
+        off_t size = file_size(wal);
+        if (size < 0)
+            fail_msg("run %d: no WAL", i);
+        emptied += size == 0;
+        if (size > most)
+            most = size;
+    }
+    assert_true(most < 2 * 1024 * 1024);
+    assert_true(emptied >= 2 && emptied <= 30);   /* every ~50 short runs, not each */
+    /* A run with a big trace: its record checkpoints and truncates. */
+    record_one_run(path, 3 * 1024 * 1024);
+    assert_int_equal(file_size(wal), 0);
+    record_one_run(path, 2000);
+    assert_true(file_size(wal) > 0 && file_size(wal) < 256 * 1024);
+
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*), (SELECT traces FROM totals), "
+                                            "SUM(length(trace)) FROM runs", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), 302);
+    assert_int_equal(sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    remove_log(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_open_waits_for_a_writer),
         cmocka_unit_test(test_refused_request_is_a_row_without_trace),
+        cmocka_unit_test(test_wal_stays_small),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
