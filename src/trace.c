@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,8 +18,14 @@
 #include "json_out.h"
 #include "util.h"
 
-/* Lines waiting for the sink at most: past it a run waits for its sink. */
+/* Lines waiting for the sink at most: a run that finds it full waits for
+ * the line being written. */
 #define TRACE_SINK_QUEUE 4096
+/* Lines waiting past which a run writes out the oldest itself (when no one
+ * else is writing one): a starved sink thread holds at most about this many
+ * events (a sub-call's ~4 KB: 4 MB) — and a batch's burst of 640 stays
+ * under it, left to the thread. */
+#define TRACE_SINK_HELP 1024
 
 /* What waits for the sink's thread: a line; or an event it writes out
  * itself; or a late one (trace_event_later) it renders, released after. */
@@ -149,42 +156,65 @@ char *trace_json_line(json_t *event, size_t *len)
     return buf_take(&b);
 }
 
-/* Design note. What the sink does with a line (the run log deflates it)
+/* Design note. What the sink does with a line (the run log compresses it)
  * must not hold up the run that wrote it: lines are queued, in trace order
- * (queued under the trace's lock), for this thread, which hands them to the
- * sink one by one. The queue is bounded (TRACE_SINK_QUEUE): a run that
- * outpaces its sink waits for room. trace_sink_flush waits until every line
- * queued is done, so the sink's owner can read what it built. */
+ * (queued under the trace's lock), for a thread of the trace's own, which
+ * hands them to the sink one by one, at idle priority (SCHED_IDLE): the
+ * demo's sink work, ~60 ms of CPU, taken from cores its run kept busy, was
+ * most of what the log added to its wall time; idle moments are many (a
+ * cell running, a model thinking). Whoever must not wait for that thread
+ * does the work itself instead: a run with TRACE_SINK_HELP lines pending
+ * writes out the oldest, and trace_sink_flush writes out what is left, so
+ * a starved thread (a saturated rlm serve) delays no run by more than the
+ * writing, and holds a bounded queue. One writer at a time (sink_busy),
+ * taking lines in order: the sink sees them in trace order. */
+
+/* Writes out the oldest slot, as the one writer: called under sink_lock,
+ * with a slot queued and no other writer, and dropping the lock while it
+ * writes. */
+static void trace_sink_write_next(trace *t)
+{
+    struct trace_slot slot = t->queue[t->queue_head];
+    t->queue_head = (t->queue_head + 1) % TRACE_SINK_QUEUE;
+    t->queued--;
+    t->sink_busy = 1;
+    pthread_mutex_unlock(&t->sink_lock);
+    char *line = slot.line;
+    size_t len = slot.len;
+    if (slot.release) {
+        line = trace_late_text(&slot.late, 1, &len);
+        slot.release(slot.late.ctx);
+    } else if (slot.event) {
+        line = trace_json_line(slot.event, &len);
+        json_decref(slot.event);
+    }
+    if (line)
+        t->line_sink(t->line_ctx, line, len);
+    free(line);
+    pthread_mutex_lock(&t->sink_lock);
+    t->sink_busy = 0;
+    pthread_cond_broadcast(&t->sink_changed);
+    if (t->queued > 0)   /* the thread may have stood aside for this writer */
+        pthread_cond_signal(&t->sink_wake);
+}
+
 static void *trace_sink_main(void *arg)
 {
     trace *t = arg;
+    /* Failing leaves it at the run's priority: slower runs, nothing lost. */
+    struct sched_param idle = {0};
+    pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
     pthread_mutex_lock(&t->sink_lock);
     for (;;) {
-        while (t->queued == 0 && !t->sink_stop)
+        while ((t->queued == 0 || t->sink_busy) && !t->sink_stop)
             pthread_cond_wait(&t->sink_wake, &t->sink_lock);
         if (t->queued == 0)
-            break;
-        struct trace_slot slot = t->queue[t->queue_head];
-        char *line = slot.line;
-        size_t len = slot.len;
-        json_t *event = slot.event;
-        t->queue_head = (t->queue_head + 1) % TRACE_SINK_QUEUE;
-        t->queued--;
-        t->sink_busy = 1;
-        pthread_mutex_unlock(&t->sink_lock);
-        if (slot.release) {
-            line = trace_late_text(&slot.late, 1, &len);
-            slot.release(slot.late.ctx);
-        } else if (event) {
-            line = trace_json_line(event, &len);
-            json_decref(event);
+            break;   /* stopped, with every line written */
+        if (t->sink_busy) {
+            pthread_cond_wait(&t->sink_changed, &t->sink_lock);
+            continue;
         }
-        if (line)
-            t->line_sink(t->line_ctx, line, len);
-        free(line);
-        pthread_mutex_lock(&t->sink_lock);
-        t->sink_busy = 0;
-        pthread_cond_broadcast(&t->sink_changed);
+        trace_sink_write_next(t);
     }
     pthread_mutex_unlock(&t->sink_lock);
     return NULL;
@@ -198,6 +228,7 @@ static void trace_sink_stop(trace *t)
     t->sink_stop = 1;
     pthread_cond_signal(&t->sink_wake);
     pthread_mutex_unlock(&t->sink_lock);
+    trace_sink_flush(t);   /* here, not left to a thread at idle priority */
     pthread_join(t->sink_thread, NULL);
     t->sink_running = t->sink_stop = 0;
 }
@@ -217,8 +248,12 @@ void trace_sink_flush(trace *t)
     if (!t || !t->sink_running)
         return;
     pthread_mutex_lock(&t->sink_lock);
-    while (t->queued > 0 || t->sink_busy)
-        pthread_cond_wait(&t->sink_changed, &t->sink_lock);
+    while (t->queued > 0 || t->sink_busy) {
+        if (t->sink_busy)
+            pthread_cond_wait(&t->sink_changed, &t->sink_lock);
+        else
+            trace_sink_write_next(t);
+    }
     pthread_mutex_unlock(&t->sink_lock);
 }
 
@@ -227,8 +262,12 @@ void trace_sink_flush(trace *t)
 static void trace_sink_queue(trace *t, struct trace_slot slot)
 {
     pthread_mutex_lock(&t->sink_lock);
-    while (t->queued == TRACE_SINK_QUEUE)
-        pthread_cond_wait(&t->sink_changed, &t->sink_lock);
+    while (t->queued >= TRACE_SINK_HELP && (!t->sink_busy || t->queued == TRACE_SINK_QUEUE)) {
+        if (t->sink_busy)
+            pthread_cond_wait(&t->sink_changed, &t->sink_lock);
+        else
+            trace_sink_write_next(t);
+    }
     t->queue[(t->queue_head + t->queued) % TRACE_SINK_QUEUE] = slot;
     t->queued++;
     pthread_cond_signal(&t->sink_wake);

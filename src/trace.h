@@ -70,11 +70,13 @@ trace *trace_open(const char *path, char *err, size_t errlen);
 
 void trace_set_listener(trace *t, trace_listener_fn fn, void *ctx);
 
-/* The line sink gets every traced line on a thread of the trace's own, in
- * trace order, so a run never waits for it (but when TRACE_SINK_QUEUE lines
- * are pending); without a file, that thread also turns the events into
- * lines. trace_sink_flush waits until it has had every line traced
- * so far: call it before reading what the sink built. */
+/* The line sink gets every traced line in trace order, one at a time, on a
+ * thread of the trace's own at idle priority, so a run never waits for it;
+ * without a file, that thread also turns the events into lines. A run with
+ * many lines pending (a thousand) writes the oldest out itself, and
+ * trace_sink_flush writes out what is left (in the caller's thread) and
+ * returns when the sink has had every line traced so far: call it before
+ * reading what the sink built. */
 void trace_set_line_sink(trace *t, trace_line_fn fn, void *ctx);
 void trace_sink_flush(trace *t);
 

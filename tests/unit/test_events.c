@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <pthread.h>
 #include <unistd.h>
 
 #include "events.h"
@@ -486,6 +487,78 @@ static void test_late_sub_call(void **state)
     unlink(path);
 }
 
+/* Many events from several threads through a slow sink: the queue fills, and
+ * the runs that find it full write lines out themselves. Every line reaches
+ * the sink, once, each thread's in the order it traced them, also those
+ * still queued when the trace is closed without a flush. */
+#define ORDER_THREADS 3
+#define ORDER_EVENTS 3000
+
+typedef struct order_seen {
+    pthread_mutex_t lock;
+    long next[ORDER_THREADS];   /* the sequence number each thread's next line must have */
+    long lines, out_of_order;
+} order_seen;
+
+static void on_order_line(void *ctx, const char *line, size_t len)
+{
+    order_seen *o = ctx;
+    volatile unsigned spin = 0;
+    for (int i = 0; i < 2000; i++)   /* a sink slower than the runs */
+        spin += (unsigned)i;
+    const char *p = strstr(line, "\"p\":"), *i = strstr(line, "\"i\":");
+    assert_true(p && i && len > 0);
+    int who = (int)strtol(p + 4, NULL, 10);
+    long seq = strtol(i + 4, NULL, 10);
+    pthread_mutex_lock(&o->lock);
+    o->out_of_order += who < 0 || who >= ORDER_THREADS || o->next[who] != seq;
+    if (who >= 0 && who < ORDER_THREADS)
+        o->next[who] = seq + 1;
+    o->lines++;
+    pthread_mutex_unlock(&o->lock);
+}
+
+typedef struct order_run {
+    trace *t;
+    int who;
+} order_run;
+
+static void *order_producer(void *arg)
+{
+    order_run *run = arg;
+    for (long i = 0; i < ORDER_EVENTS; i++)
+        trace_event(run->t, "warning", json_pack("{s:i,s:I}", "p", run->who, "i", (json_int_t)i));
+    return NULL;
+}
+
+static void test_sink_keeps_order(void **state)
+{
+    (void)state;
+    for (int close_unflushed = 0; close_unflushed < 2; close_unflushed++) {
+        order_seen o = {.lock = PTHREAD_MUTEX_INITIALIZER};
+        trace *t = trace_new();
+        assert_non_null(t);
+        trace_set_line_sink(t, on_order_line, &o);
+        pthread_t threads[ORDER_THREADS];
+        order_run runs[ORDER_THREADS];
+        for (int k = 0; k < ORDER_THREADS; k++) {
+            runs[k] = (order_run){t, k};
+            assert_int_equal(pthread_create(&threads[k], NULL, order_producer, &runs[k]), 0);
+        }
+        for (int k = 0; k < ORDER_THREADS; k++)
+            pthread_join(threads[k], NULL);
+        if (!close_unflushed) {
+            trace_sink_flush(t);
+            assert_int_equal(o.lines, ORDER_THREADS * ORDER_EVENTS);
+        }
+        trace_close(t);
+        assert_int_equal(o.lines, ORDER_THREADS * ORDER_EVENTS);
+        assert_int_equal(o.out_of_order, 0);
+        for (int k = 0; k < ORDER_THREADS; k++)
+            assert_int_equal(o.next[k], ORDER_EVENTS);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -494,6 +567,7 @@ int main(void)
         cmocka_unit_test(test_line_writer_is_jansson_compact),
         cmocka_unit_test(test_string_writer_rounds),
         cmocka_unit_test(test_late_sub_call),
+        cmocka_unit_test(test_sink_keeps_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
