@@ -460,6 +460,9 @@ class ServeTest(RlmTestCase):
                 wait_until(lambda: s.metrics()["rlm_runs_in_flight"] == 0, timeout=20)
                 self.assertLess(time.time() - t0, 15)
                 wait_until(lambda: set(children_of(s.proc.pid)) <= baseline, timeout=20)
+            # A run leaves rlm_runs_in_flight when it ends; its request's
+            # thread, which polls it every 250 ms, counts it in the totals.
+            wait_until(lambda: s.metrics().get('rlm_runs_total{status="no answer"}', 0) >= 2, timeout=10)
             m = s.metrics()
             self.assertEqual(m['rlm_runs_total{status="no answer"}'], 2)
 
