@@ -8,7 +8,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sched.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +20,8 @@
 /* Lines waiting for the sink at most: a run that finds it full waits for
  * the line being written. */
 #define TRACE_SINK_QUEUE 4096
+/* Lines queued at once that start the sink's thread. */
+#define TRACE_SINK_THREAD_AT 64
 /* Lines waiting past which a run writes out the oldest itself (when no one
  * else is writing one): a starved sink thread holds at most about this many
  * events (a sub-call's ~4 KB: 4 MB) — and a batch's burst of 640 stays
@@ -55,7 +56,8 @@ struct trace {
     pthread_cond_t sink_wake;      /* a line was queued, or the thread must stop */
     pthread_cond_t sink_changed;   /* a line was taken or done */
     pthread_t sink_thread;
-    int sink_running, sink_stop, sink_busy;
+    int sink_thread_tried, sink_thread_started;
+    int sink_stop, sink_busy;
     struct trace_slot queue[TRACE_SINK_QUEUE];
     size_t queue_head, queued;
 };
@@ -159,15 +161,19 @@ char *trace_json_line(json_t *event, size_t *len)
 /* Design note. What the sink does with a line (the run log compresses it)
  * must not hold up the run that wrote it: lines are queued, in trace order
  * (queued under the trace's lock), for a thread of the trace's own, which
- * hands them to the sink one by one, at idle priority (SCHED_IDLE): the
- * demo's sink work, ~60 ms of CPU, taken from cores its run kept busy, was
- * most of what the log added to its wall time; idle moments are many (a
- * cell running, a model thinking). Whoever must not wait for that thread
+ * hands them to the sink one by one. Whoever must not wait for that thread
  * does the work itself instead: a run with TRACE_SINK_HELP lines pending
  * writes out the oldest, and trace_sink_flush writes out what is left, so
- * a starved thread (a saturated rlm serve) delays no run by more than the
- * writing, and holds a bounded queue. One writer at a time (sink_busy),
- * taking lines in order: the sink sees them in trace order. */
+ * a thread that gets little CPU (a saturated rlm serve) delays no run by
+ * more than the writing, and holds a bounded queue. One writer at a time
+ * (sink_busy), taking lines in order: the sink sees them in trace order.
+ * The thread starts with the TRACE_SINK_THREAD_AT-th line queued: a short
+ * run's few dozen lines are written by its flush, with no thread to start,
+ * wake and join (the join alone took up to 4 ms on a loaded machine).
+ * The thread keeps the run's priority: at idle priority (SCHED_IDLE, tried)
+ * it took the demo's idle moments, but a run then waited for it wherever
+ * it held the one writer's turn or had to exit (4 ms at each run's end on
+ * a loaded machine), and an unprivileged thread cannot be raised again. */
 
 /* Writes out the oldest slot, as the one writer: called under sink_lock,
  * with a slot queued and no other writer, and dropping the lock while it
@@ -201,9 +207,6 @@ static void trace_sink_write_next(trace *t)
 static void *trace_sink_main(void *arg)
 {
     trace *t = arg;
-    /* Failing leaves it at the run's priority: slower runs, nothing lost. */
-    struct sched_param idle = {0};
-    pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
     pthread_mutex_lock(&t->sink_lock);
     for (;;) {
         while ((t->queued == 0 || t->sink_busy) && !t->sink_stop)
@@ -222,15 +225,16 @@ static void *trace_sink_main(void *arg)
 
 static void trace_sink_stop(trace *t)
 {
-    if (!t->sink_running)
+    if (!t->line_sink)
         return;
     pthread_mutex_lock(&t->sink_lock);
     t->sink_stop = 1;
     pthread_cond_signal(&t->sink_wake);
     pthread_mutex_unlock(&t->sink_lock);
-    trace_sink_flush(t);   /* here, not left to a thread at idle priority */
-    pthread_join(t->sink_thread, NULL);
-    t->sink_running = t->sink_stop = 0;
+    trace_sink_flush(t);   /* here, not left to the thread */
+    if (t->sink_thread_started)
+        pthread_join(t->sink_thread, NULL);
+    t->sink_stop = t->sink_thread_tried = t->sink_thread_started = 0;
 }
 
 void trace_set_line_sink(trace *t, trace_line_fn fn, void *ctx)
@@ -238,14 +242,11 @@ void trace_set_line_sink(trace *t, trace_line_fn fn, void *ctx)
     trace_sink_stop(t);
     t->line_sink = fn;
     t->line_ctx = ctx;
-    /* Without its thread the sink is called in line, as the file is written. */
-    if (fn)
-        t->sink_running = pthread_create(&t->sink_thread, NULL, trace_sink_main, t) == 0;
 }
 
 void trace_sink_flush(trace *t)
 {
-    if (!t || !t->sink_running)
+    if (!t || !t->line_sink)
         return;
     pthread_mutex_lock(&t->sink_lock);
     while (t->queued > 0 || t->sink_busy) {
@@ -270,6 +271,11 @@ static void trace_sink_queue(trace *t, struct trace_slot slot)
     }
     t->queue[(t->queue_head + t->queued) % TRACE_SINK_QUEUE] = slot;
     t->queued++;
+    /* Without a thread (none could start), runs and flushes write it all. */
+    if (!t->sink_thread_tried && t->queued >= TRACE_SINK_THREAD_AT) {
+        t->sink_thread_tried = 1;
+        t->sink_thread_started = pthread_create(&t->sink_thread, NULL, trace_sink_main, t) == 0;
+    }
     pthread_cond_signal(&t->sink_wake);
     pthread_mutex_unlock(&t->sink_lock);
 }
@@ -354,7 +360,7 @@ static int trace_deliver(trace *t, const char *type, struct trace_slot slot)
         t->listener(t->listener_ctx, type, slot.event, slot.release ? &slot.late : NULL);
     if (t->fd >= 0)
         rc = trace_write_locked(t, type, slot.line, slot.len);
-    if (t->line_sink && t->sink_running) {
+    if (t->line_sink) {
         if (slot.line) {   /* the thread needs no more than the line */
             json_decref(slot.event);
             if (slot.release)
@@ -364,8 +370,6 @@ static int trace_deliver(trace *t, const char *type, struct trace_slot slot)
         }
         trace_sink_queue(t, slot);
         slot = (struct trace_slot){0};
-    } else if (t->line_sink && slot.line) {
-        t->line_sink(t->line_ctx, slot.line, slot.len);
     }
     pthread_mutex_unlock(&t->lock);
     json_decref(slot.event);
@@ -388,8 +392,8 @@ int trace_event(trace *t, const char *type, json_t *fields)
     size_t len = 0;
     /* Without a file, the sink's thread writes the line out itself: the run
      * does not wait for that either. The event is then the thread's alone. */
-    int handed = t->fd < 0 && t->line_sink && t->sink_running;
-    if (!handed && (t->fd >= 0 || t->line_sink) && !(line = trace_json_line(event, &len))) {
+    int handed = t->fd < 0 && t->line_sink;
+    if (!handed && t->fd >= 0 && !(line = trace_json_line(event, &len))) {
         json_decref(event);
         return -1;
     }
@@ -407,9 +411,8 @@ int trace_event_later(trace *t, const char *type, trace_render_fn render, trace_
                               .late = {.type = type, .t = clock_now() - t->start, .time = clock_wall(),
                                        .render = render, .ctx = ctx}};
     /* A file's line is written now: its failure is this call's to report.
-     * Else the sink's thread renders it, if there is one. */
-    if ((t->fd >= 0 || (t->line_sink && !t->sink_running)) &&
-        !(slot.line = trace_late_text(&slot.late, 1, &slot.len))) {
+     * Else the sink's writer renders it. */
+    if (t->fd >= 0 && !(slot.line = trace_late_text(&slot.late, 1, &slot.len))) {
         release(ctx);
         return -1;
     }

@@ -71,7 +71,8 @@ trace *trace_open(const char *path, char *err, size_t errlen);
 void trace_set_listener(trace *t, trace_listener_fn fn, void *ctx);
 
 /* The line sink gets every traced line in trace order, one at a time, on a
- * thread of the trace's own at idle priority, so a run never waits for it;
+ * thread of the trace's own once a few dozen are pending (a short run's
+ * few are written by trace_sink_flush), so a run never waits for it;
  * without a file, that thread also turns the events into lines. A run with
  * many lines pending (a thousand) writes the oldest out itself, and
  * trace_sink_flush writes out what is left (in the caller's thread) and
