@@ -46,6 +46,15 @@ def run(cmd, env):
     return wall, ru.ru_utime + ru.ru_stime
 
 
+def mean_line(pairs, base):
+    """The mean of the paired differences with its standard error: on a
+    noisy machine, what says how far a median of them can be trusted."""
+    mean = statistics.mean(pairs)
+    se = statistics.stdev(pairs) / len(pairs) ** 0.5 if len(pairs) > 1 else float("nan")
+    return "mean of the %d paired differences: %+.1f ms (standard error %.1f ms) = %+.2f%% (%.2f%%)" % (
+        len(pairs), mean * 1e3, se * 1e3, 100 * mean / base, 100 * se / base)
+
+
 def ask_rounds(builds, runs, on, off, tmp):
     """The small `rlm ask` of each build with and without the log."""
     from harness import FakeLM
@@ -69,6 +78,7 @@ def ask_rounds(builds, runs, on, off, tmp):
               "(%+.1f ms; paired %+.1f ms; target < 5 ms)" % (b, len(pairs), med["log"], med["no log"],
                                                                med["log"] - med["no log"],
                                                                statistics.median(pairs)))
+        print("  %s" % mean_line([p / 1000 for p in pairs], med["no log"] / 1000))
 
 
 def main():
@@ -118,6 +128,7 @@ def main():
                           runs, wall["log"], wall["no log"], 100 * (wall["log"] - wall["no log"]) / wall["no log"],
                           100 * statistics.median(pairs) / wall["no log"], cpu["log"], cpu["no log"],
                           cpu["log"] - cpu["no log"], statistics.median(cpairs)))
+                print("  %s" % mean_line(pairs, wall["no log"]))
         if only != "demo":
             ask_rounds(builds, runs, on, off, tmp)
         db = os.path.join(tmp, "data", "rlm", "logs.db")
