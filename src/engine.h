@@ -9,6 +9,7 @@
 #ifndef RLM_ENGINE_H
 #define RLM_ENGINE_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "calls.h"
@@ -96,7 +97,7 @@ typedef struct engine_params {
     /* Set non-zero (from a signal handler, another thread) to cancel the
      * question: the cell in progress and the model requests in flight end,
      * the outcome is RLM_NO_ANSWER with error "cancelled". May be NULL. */
-    const volatile int *cancel;
+    const atomic_int *cancel;
     /* 1: any sub-call that fails (after its retries) ends the run with
      * RLM_ERR_MODEL. 0: only errors no retry can fix do (401, 403, 404, a
      * 400 on every prompt of a batch of several); others come back to model code as

@@ -11,6 +11,7 @@
 #include <glob.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -79,7 +80,7 @@ struct rlm {
     char *report;
     /* rlm_cancel sets it (from a signal handler too), rlm_ask clears it;
      * params.cancel points here. */
-    volatile int cancelled;
+    atomic_int cancelled;
     /* rlm_begin_conversation, the session option; NULL: every rlm_ask is a
      * question of its own. */
     conversation *conv;

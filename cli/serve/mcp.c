@@ -10,6 +10,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -123,7 +124,7 @@ struct call {
     json_t *token;             /* its progress token, or NULL */
     json_t *params;
     job *j;
-    volatile int cancelled;
+    atomic_int cancelled;
     double last_progress;
     double progress;           /* what the last notification said, for monotony */
     int turn;
@@ -318,12 +319,18 @@ static void *call_main(void *arg)
         rlm_string_free(d);
         goto reply;
     }
-    c->j = job_start(s->rn, r, args.question, call_event, c);
+    job *j = job_start(s->rn, r, args.question, call_event, c);
     r = NULL;   /* the job's now */
-    if (!c->j) {
+    if (!j) {
         result = tool_error("rlm is shutting down");
         goto reply;
     }
+    /* Published under the lock: cancel_call, on the reading thread, reads
+     * c->j under it and then uses the job. A cancel that came before is
+     * applied here. */
+    pthread_mutex_lock(&s->lock);
+    c->j = j;
+    pthread_mutex_unlock(&s->lock);
     if (c->cancelled)
         job_cancel(c->j);
     job_wait(c->j, -1);

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -46,7 +47,7 @@ struct job {
     pthread_t thread;
     int started;               /* the thread exists (join it) */
     int done;                  /* under rn->lock */
-    volatile int cancel;
+    atomic_int cancel;
     rlm_status status;
     char *answer;
     size_t answer_len;
@@ -111,7 +112,7 @@ static void unlink_waiter(runner *rn, waiter *w)
     }
 }
 
-runner_admit runner_acquire(runner *rn, const volatile int *gone, double *waited, int *retry_after)
+runner_admit runner_acquire(runner *rn, const atomic_int *gone, double *waited, int *retry_after)
 {
     double t0 = clock_now();
     *waited = 0;

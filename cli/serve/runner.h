@@ -12,6 +12,7 @@
 #ifndef RLM_SERVE_RUNNER_H
 #define RLM_SERVE_RUNNER_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include "rlm.h"
@@ -39,7 +40,7 @@ typedef enum runner_admit {
  * (may be NULL) is looked at every 100 ms: the client left. *waited is set
  * to the seconds waited; *retry_after to a sensible Retry-After for a
  * refusal (whole seconds, 1-60, from how long runs take). */
-runner_admit runner_acquire(runner *rn, const volatile int *gone, double *waited, int *retry_after);
+runner_admit runner_acquire(runner *rn, const atomic_int *gone, double *waited, int *retry_after);
 /* Gives back a slot that no job took. */
 void runner_release(runner *rn);
 

@@ -31,6 +31,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +68,7 @@ typedef struct conn {
     char addr[64];
     double ready_at;           /* when it became ready for its next request */
     int working;               /* a whole request arrived: its handler or reply runs */
-    volatile int gone;         /* the client hung up (or was cut) */
+    atomic_int gone;         /* the client hung up (or was cut) */
     job *job;                  /* the run to cancel when it goes, or NULL */
 } conn;
 
@@ -81,8 +82,8 @@ struct server {
     conn *conns;
     pthread_t watchdog;
     int watchdog_started;
-    volatile int stopping;
-    volatile int draining;
+    atomic_int stopping;
+    atomic_int draining;
     char *models_json;         /* GET /v1/models, made at start */
     json_t *input_names;       /* the pool's named inputs */
     unsigned long long next_id;
@@ -122,7 +123,7 @@ typedef struct stream {
     double last_data;
     double last_wait_event;
     size_t dropped;            /* progress events a slow reader missed */
-    volatile int ending;       /* the top run's run_end came: its answer is near */
+    atomic_int ending;       /* the top run's run_end came: its answer is near */
     long long *run_id;         /* the request's, for the log */
     chat_request req;
     chat_outcome out;

@@ -13,6 +13,7 @@
 #ifndef RLM_INGEST_H
 #define RLM_INGEST_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,7 +35,7 @@ typedef struct ingest_options {
     /* Non-NULL: reading stdin or a pipe (which may wait for its writer)
      * stops with the error "cancelled" within about 100 ms of *cancel
      * turning nonzero, so Ctrl-C always works. */
-    const volatile int *cancel;
+    const atomic_int *cancel;
     /* NULL, or n_roots canonical directories (ingest_root_resolve) the
      * inputs are confined to: every path
      * an argument names, every match of a glob and every file or directory

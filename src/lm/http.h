@@ -18,6 +18,7 @@
 #ifndef RLM_HTTP_H
 #define RLM_HTTP_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -79,7 +80,7 @@ typedef struct http_request {
                                  * has received under 1 byte/s for this many seconds */
     http_body_fn make_body;     /* when set, POST the body it builds at start; `body`
                                  * and `body_len` are then ignored */
-    const volatile int *cancel; /* when set and *cancel becomes nonzero, the transfer
+    const atomic_int *cancel; /* when set and *cancel becomes nonzero, the transfer
                                  * ends as HTTP_ERR_CANCELLED ("cancelled") within about
                                  * HTTP_CANCEL_CHECK_MS (queued, delayed or on the wire: it
                                  * is removed from the multi handle). Must stay valid

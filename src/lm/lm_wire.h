@@ -16,6 +16,7 @@
 #include "util.h"
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 typedef struct lm_message {
@@ -94,7 +95,7 @@ typedef struct lm_request {
      * A reply that had already arrived is kept. Several requests may share
      * one flag; requests with another flag, or none, go on unaffected. The
      * flag must stay valid until lm_call_many returns. */
-    const volatile int *cancel;
+    const atomic_int *cancel;
     /* > 0: a clock_now() time (util.h) past which the request ends the same
      * way, as LM_ERR_CANCELLED with the message "deadline reached": a cell's
      * wall limit applies to the sub-calls it waits for. */

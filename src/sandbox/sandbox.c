@@ -88,7 +88,7 @@ struct sandbox {
     size_t n_inputs;
     var_slot *vars;
     size_t n_vars;
-    const volatile int *cancel;
+    const atomic_int *cancel;
     char *search_cache_dir;
     sandbox_cache *cache;  /* the current child's search-index service, or NULL */
     size_t memory_limit;

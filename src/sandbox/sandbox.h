@@ -21,6 +21,7 @@
 #define RLM_SANDBOX_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 #include <stddef.h>
 
 typedef struct sandbox sandbox;
@@ -83,7 +84,7 @@ typedef struct sandbox_options {
     int no_landlock;           /* 1: do not apply Landlock (tests, `rlm doctor`); reported.
                                   RLM_SANDBOX_FLOOR_ONLY=1 in the environment sets both
                                   (and a factory's no_namespaces): the floor alone */
-    const volatile int *cancel; /* may be NULL. Non-zero (set from another thread or a
+    const atomic_int *cancel; /* may be NULL. Non-zero (set from another thread or a
                                    signal handler) interrupts the running cell like a
                                    timeout and sandbox_exec reports it cancelled; read at
                                    least every 100 ms while sandbox_exec waits. Borrowed:

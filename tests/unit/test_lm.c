@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdatomic.h>
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
@@ -1093,7 +1094,7 @@ typedef struct cancel_arg {
     lm *m;
     const char *text;
     int n;
-    const volatile int *flag;
+    const atomic_int *flag;
     lm_response out[4];
     double ended;               /* clock_now() when lm_call_many returned */
 } cancel_arg;
@@ -1127,7 +1128,7 @@ static void test_cancel_in_flight(void **state)
     server_start(s, "{\"rules\": [{\"match\": \"slow\", \"latency_ms\": 5000, \"reply\": \"late\"},"
                     " {\"match\": \"steady\", \"latency_ms\": 300, \"reply\": \"steady\"}]}", NULL);
     lm *m = lm_open(s->base, NULL, 3, 30, 3);
-    volatile int stop_a = 0, stop_b = 0;
+    atomic_int stop_a = 0, stop_b = 0;
     cancel_arg a = {.m = m, .text = "slow", .n = 4, .flag = &stop_a};
     cancel_arg b = {.m = m, .text = "steady", .n = 1, .flag = &stop_b};
     pthread_t ta, tb;
@@ -1161,7 +1162,7 @@ static void test_cancel_waiting_retry(void **state)
     server_start(s, "{\"rules\": [{\"match\": \"busy\", \"status\": 503,"
                     " \"headers\": {\"Retry-After\": \"30\"}, \"reply\": \"overloaded\"}]}", NULL);
     lm *m = lm_open(s->base, NULL, 4, 30, 3);
-    volatile int stop = 0;
+    atomic_int stop = 0;
     cancel_arg a = {.m = m, .text = "busy", .n = 2, .flag = &stop};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, cancel_caller, &a), 0);

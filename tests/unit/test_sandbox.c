@@ -6,6 +6,7 @@
  * factory's own tests (layers, concurrency, reaping, fallbacks) follow. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -1576,7 +1577,7 @@ static void test_inputs_survive_restart(void **state)
 /* ---- cancel ---- */
 
 typedef struct canceller {
-    volatile int flag;
+    atomic_int flag;
     double after;
 } canceller;
 
