@@ -179,11 +179,10 @@ json_t *engine_excerpt(const char *text, size_t max_chars);
 json_t *engine_text_json(const char *text, size_t len);
 /* engine_excerpt of text[0..len), NUL bytes included. */
 json_t *engine_excerpt_n(const char *text, size_t len, size_t max_chars);
-/* engine_excerpt_n in two steps, for work moved off the engine's thread:
- * the cut (a copy of at most max_chars characters, NULL for a NULL text or
- * out of memory), then the JSON string (null for NULL or invalid UTF-8). */
+/* The cut engine_excerpt_n makes, as bytes (a copy of at most max_chars
+ * characters, not yet checked as UTF-8): NULL for a NULL text or out of
+ * memory. For events written later, off the engine's thread (subcall_event). */
 char *engine_excerpt_cut(const char *text, size_t len, size_t max_chars, size_t *out_len);
-json_t *engine_excerpt_json(const char *text, size_t len);
 json_t *engine_usage_json(const lm_response *r);
 json_t *engine_cost_json(double usd);
 /* Checks the run's inputs against their files before a pass over them: a

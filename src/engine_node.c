@@ -212,9 +212,8 @@ json_t *engine_excerpt(const char *text, size_t max_chars)
 }
 
 /* json_stringn, the UTF-8 checked by utf8_valid (ASCII eight bytes at a
- * time) rather than by jansson a character at a time: the demo's 4,935
- * sub-call events check 20 MB of excerpts. */
-json_t *engine_excerpt_json(const char *text, size_t len)
+ * time) rather than by jansson a character at a time; null for NULL. */
+static json_t *excerpt_string(const char *text, size_t len)
 {
     json_t *j = text && utf8_valid(text, len) ? json_stringn_nocheck(text, len) : NULL;
     return j ? j : json_null();
@@ -231,10 +230,10 @@ json_t *engine_excerpt_n(const char *text, size_t len, size_t max_chars)
     if (!text)
         return json_null();
     if (len <= max_chars)   /* never more characters than bytes: whole, with no copy to cut */
-        return engine_excerpt_json(text, len);
+        return excerpt_string(text, len);
     size_t cut_len = 0;
     char *cut = utf8_bound_n(text, len, max_chars, &cut_len);
-    json_t *j = engine_excerpt_json(cut, cut_len);
+    json_t *j = excerpt_string(cut, cut_len);
     free(cut);
     return j;
 }

@@ -161,9 +161,8 @@ static const char *valid_string(const char *s)
  * events_fill would fill it from its JSON (tests/unit/test_events.c
  * compares the two): no line is written and read back for a listener
  * that never asks for it. */
-static void fill_sub_call(rlm_event *out, const trace_late *late)
+static void fill_sub_call(rlm_event *out, const trace_late *late, const subcall_event *ev)
 {
-    const subcall_event *ev = late->ctx;
     memset(out, 0, sizeof *out);
     out->version = RLM_EVENT_VERSION;
     out->size = sizeof *out;
@@ -205,10 +204,11 @@ void events_listener(void *ctx, const char *type, json_t *event, const trace_lat
     rlm_event e;
     event_source source = {event, late};
     json_t *read_back = NULL;
+    const subcall_event *sub_call = subcall_event_from(late);
     if (event) {
         events_fill(&e, type, event);
-    } else if (strcmp(type, "sub_call") == 0) {
-        fill_sub_call(&e, late);
+    } else if (sub_call) {
+        fill_sub_call(&e, late, sub_call);
     } else {
         /* A late event of a kind not filled here: read back from its JSON. */
         char *text = trace_late_json(late);

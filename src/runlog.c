@@ -212,7 +212,7 @@ runlog *runlog_open(const char *path, char *err, size_t errlen)
      * cost a short run (~2 ms here, far more on a slow disk). So a close
      * leaves the WAL as it is, and the record that takes it past
      * RUNLOG_WAL_CHECKPOINT_PAGES (1 MB) checkpoints it and truncates it:
-     * short runs share one checkpoint among hundreds, a run with a big
+     * short runs share one checkpoint among dozens, a run with a big
      * trace pays its own. Not SQLite's automatic checkpoint: a process
      * that opens the log rebuilds the WAL's index from the file, counting
      * nothing in it as checkpointed, so with one commit per process a WAL

@@ -25,7 +25,7 @@ static int put_integer(buf *b, const char *key, long long v)
     return json_out_key(b, key) != 0 || json_out_integer(b, v) != 0 ? -1 : 0;
 }
 
-/* A real; null when unknown (negative) and when asked. */
+/* A real, or null when not known (a cost below 0, no request sent). */
 static int put_real(buf *b, const char *key, double v, int known)
 {
     if (json_out_key(b, key) != 0)
@@ -76,4 +76,9 @@ static void subcall_release(void *ctx)
 int subcall_event_emit(trace *t, subcall_event *ev)
 {
     return trace_event_later(t, "sub_call", subcall_render, subcall_release, ev);
+}
+
+const subcall_event *subcall_event_from(const trace_late *late)
+{
+    return late && late->render == subcall_render ? late->ctx : NULL;
 }

@@ -38,4 +38,8 @@ typedef struct subcall_event {
 /* Records ev (taken) in t. Returns as trace_event does. */
 int subcall_event_emit(trace *t, subcall_event *ev);
 
+/* The sub-call a late event (a listener's trace_late) was gathered from;
+ * NULL when late is some other event. */
+const subcall_event *subcall_event_from(const trace_late *late);
+
 #endif

@@ -559,6 +559,44 @@ static void test_sink_keeps_order(void **state)
     }
 }
 
+/* A late event of a kind events.c does not fill from gathered values: the
+ * listener gets it read back from its JSON, and its ctx is released once. */
+static int render_warning(void *ctx, buf *out)
+{
+    (void)ctx;
+    return buf_puts(out, ",\"node\":\"0.3\",\"parent\":\"0\",\"message\":\"late \\\"hello\\\"\"");
+}
+
+static void count_release(void *ctx)
+{
+    (*(int *)ctx)++;
+}
+
+static void test_late_event_of_another_kind(void **state)
+{
+    (void)state;
+    seen s = {0};
+    events ev = {.fn = on_event, .userdata = &s};
+    trace *t = trace_new();
+    assert_non_null(t);
+    int released = 0;
+    /* Nothing listens: released at once. */
+    assert_int_equal(trace_event_later(t, "warning", render_warning, count_release, &released), 0);
+    assert_int_equal(released, 1);
+    trace_set_listener(t, events_listener, &ev);
+    assert_int_equal(trace_event_later(t, "warning", render_warning, count_release, &released), 0);
+    assert_int_equal(released, 2);
+    assert_int_equal(s.events, 1);
+    assert_int_equal(s.last.kind, RLM_EVENT_WARNING);
+    assert_string_equal(s.text, "late \"hello\"");
+    assert_int_equal(s.last.depth, 2);
+    assert_non_null(s.json);
+    assert_non_null(strstr(s.json, "\"type\":\"warning\""));
+    assert_non_null(strstr(s.json, "\"message\":\"late \\\"hello\\\"\""));
+    trace_close(t);
+    free(s.json);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -567,6 +605,7 @@ int main(void)
         cmocka_unit_test(test_line_writer_is_jansson_compact),
         cmocka_unit_test(test_string_writer_rounds),
         cmocka_unit_test(test_late_sub_call),
+        cmocka_unit_test(test_late_event_of_another_kind),
         cmocka_unit_test(test_sink_keeps_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
